@@ -1,0 +1,10 @@
+//! The canonical record: engine-independent transactions, changes and values.
+
+pub mod encode;
+pub mod record;
+pub mod value;
+
+pub use record::{
+    ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, TxnMeta,
+};
+pub use value::{Date, Decimal, Interval, Timestamp, Value};

@@ -1,0 +1,161 @@
+//! The canonical record: committed source transactions as a stream of events.
+//!
+//! A source does not hand over whole transactions: a million-row transaction would
+//! have to sit in memory. It hands over `Begin`, the changes in order, and `Commit`,
+//! through a bounded channel, and the sink applies them inside one open target
+//! transaction. Memory is bounded by the channel and the sink's batch, not by the
+//! transaction's size (design invariant 7).
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::value::Value;
+use crate::marker::Marker;
+
+/// A table's qualified name as configured (schema + table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// One synced column as the source sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSchema {
+    pub name: String,
+    /// The source engine's type name (`integer`, `varchar(20)`, ...), for messages.
+    pub type_name: String,
+}
+
+/// The shape of a synced table at the source: its synced columns (the marker
+/// column is not among them) and which of them form the primary key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSchema {
+    pub table: TableName,
+    pub columns: Vec<ColumnSchema>,
+    /// Indexes into `columns` of the primary-key columns, in key order.
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// A row image aligned with [`TableSchema::columns`]. `None` marks a column whose
+/// value the source did not send (PostgreSQL's unchanged TOAST value): the sink
+/// must leave that column as it is, never write a placeholder.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Row(pub Vec<Option<Value>>);
+
+impl Row {
+    /// The primary-key values of this image, or `None` if a key column is missing.
+    pub fn key(&self, schema: &TableSchema) -> Option<Vec<Value>> {
+        schema
+            .key
+            .iter()
+            .map(|&i| self.0.get(i).cloned().flatten())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        })
+    }
+}
+
+/// One row change inside a source transaction.
+#[derive(Debug, Clone)]
+pub struct RowChange {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    /// Old image (update, delete). Full with replica identity FULL; key-only otherwise.
+    pub before: Option<Row>,
+    /// New image (insert, update).
+    pub after: Option<Row>,
+    /// The version metadata this change carries to the peer (see [`crate::marker`]).
+    pub marker: Marker,
+}
+
+/// An ordered position in a source's change stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourcePosition {
+    /// PostgreSQL WAL position.
+    PgLsn(u64),
+}
+
+impl SourcePosition {
+    /// A strictly increasing counter for the source's version-vector entry.
+    pub fn counter(&self) -> u64 {
+        match self {
+            SourcePosition::PgLsn(lsn) => *lsn,
+        }
+    }
+}
+
+impl fmt::Display for SourcePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourcePosition::PgLsn(lsn) => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+        }
+    }
+}
+
+/// What a committed source transaction is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnMeta {
+    /// Position of the commit (PG: the commit record's LSN).
+    pub commit_position: SourcePosition,
+    /// Commit time, microseconds since the Unix epoch (UTC).
+    pub commit_time_us: i64,
+    /// The source's transaction id, for messages only.
+    pub xid: u64,
+}
+
+/// The stream a source hands to a sink.
+#[derive(Debug, Clone)]
+pub enum ChangeEvent {
+    Begin(TxnMeta),
+    Change(RowChange),
+    /// Tables emptied by TRUNCATE inside the current transaction.
+    Truncate(Vec<Arc<TableSchema>>),
+    /// End of the current transaction. `end_position` is where the stream resumes
+    /// after this transaction; the sink records it atomically with the data.
+    Commit {
+        end_position: SourcePosition,
+    },
+    /// Everything up to `position` needs nothing applied (idle stream, or a
+    /// transaction dropped because duplex itself wrote it). Lets the source's
+    /// retained log be released once earlier work has committed.
+    Progress {
+        position: SourcePosition,
+    },
+}

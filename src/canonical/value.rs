@@ -1,0 +1,315 @@
+//! Engine-independent typed values.
+//!
+//! Every row change that duplex moves is expressed in these values, so that the
+//! PostgreSQL and MySQL sources and sinks meet in one vocabulary. A value keeps
+//! enough information to be written back exactly (for example a decimal keeps the
+//! digits it arrived with), while [`super::encode`] defines when two values *mean*
+//! the same thing.
+
+use std::fmt;
+
+/// Microseconds per day, for time and timestamp arithmetic.
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// Signed integers of every width (smallint, int, bigint, MySQL TINYINT..BIGINT).
+    Int(i64),
+    /// Unsigned integers that may exceed `i64` (MySQL BIGINT UNSIGNED).
+    UInt(u64),
+    /// Exact decimal.
+    Decimal(Decimal),
+    /// Single precision float (PG `real`, MySQL `FLOAT`).
+    Float32(f32),
+    /// Double precision float (PG `double precision`, MySQL `DOUBLE`).
+    Float64(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(Date),
+    /// Time of day, or a MySQL duration: microseconds, may be negative or exceed 24 h.
+    Time(i64),
+    /// Timestamp without time zone: microseconds since 1970-01-01 00:00:00.
+    Timestamp(Timestamp),
+    /// Timestamp with time zone, canonical in UTC: microseconds since the Unix epoch.
+    TimestampTz(Timestamp),
+    Interval(Interval),
+    Uuid([u8; 16]),
+    /// JSON document as text (PG json/jsonb, MySQL JSON).
+    Json(String),
+    /// One-dimensional array of scalars; nested arrays carry further dimensions.
+    Array(Vec<Value>),
+    /// Enum label.
+    Enum(String),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Short name of the value's kind, for error messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::UInt(_) => "uint",
+            Value::Decimal(_) => "decimal",
+            Value::Float32(_) => "float32",
+            Value::Float64(_) => "float64",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time",
+            Value::Timestamp(_) => "timestamp",
+            Value::TimestampTz(_) => "timestamptz",
+            Value::Interval(_) => "interval",
+            Value::Uuid(_) => "uuid",
+            Value::Json(_) => "json",
+            Value::Array(_) => "array",
+            Value::Enum(_) => "enum",
+        }
+    }
+}
+
+/// An exact decimal number kept as text, plus the special values PostgreSQL's
+/// `numeric` knows. DECIMAL(65, s) does not fit any fixed-width Rust decimal, and
+/// keeping the digits as they arrived means a value is written back exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decimal {
+    /// Validated `[-]digits[.digits]` (no exponent, no leading `+`).
+    Finite(String),
+    NaN,
+    PosInfinity,
+    NegInfinity,
+}
+
+impl Decimal {
+    /// Parse a decimal written as `[+-]digits[.digits]` or with an exponent
+    /// (`1.5e3`), or one of `NaN`, `Infinity`, `-Infinity`.
+    pub fn parse(s: &str) -> Option<Decimal> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "nan" => return Some(Decimal::NaN),
+            "infinity" | "+infinity" | "inf" => return Some(Decimal::PosInfinity),
+            "-infinity" | "-inf" => return Some(Decimal::NegInfinity),
+            _ => {}
+        }
+        let (mantissa, exponent) = match t.find(['e', 'E']) {
+            Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+            None => (t, 0),
+        };
+        let (negative, digits) = match mantissa.as_bytes().first()? {
+            b'-' => (true, &mantissa[1..]),
+            b'+' => (false, &mantissa[1..]),
+            _ => (false, mantissa),
+        };
+        let (int_part, frac_part) = match digits.find('.') {
+            Some(i) => (&digits[..i], &digits[i + 1..]),
+            None => (digits, ""),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return None;
+        }
+        if !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        if exponent == 0 {
+            let int_part = if int_part.is_empty() { "0" } else { int_part };
+            let mut out = String::with_capacity(t.len() + 1);
+            if negative {
+                out.push('-');
+            }
+            out.push_str(int_part);
+            if !frac_part.is_empty() {
+                out.push('.');
+                out.push_str(frac_part);
+            }
+            return Some(Decimal::Finite(out));
+        }
+        // Shift the decimal point by the exponent.
+        if exponent.unsigned_abs() > 100_000 {
+            return None;
+        }
+        let all: String = format!("{int_part}{frac_part}");
+        let point = int_part.len() as i64 + exponent;
+        let (i, f) = if point <= 0 {
+            (
+                "0".to_string(),
+                format!("{}{}", "0".repeat((-point) as usize), all),
+            )
+        } else if point as usize >= all.len() {
+            (
+                format!("{}{}", all, "0".repeat(point as usize - all.len())),
+                String::new(),
+            )
+        } else {
+            (
+                all[..point as usize].to_string(),
+                all[point as usize..].to_string(),
+            )
+        };
+        let mut out = String::new();
+        if negative {
+            out.push('-');
+        }
+        out.push_str(&i);
+        if !f.is_empty() {
+            out.push('.');
+            out.push_str(&f);
+        }
+        Some(Decimal::Finite(out))
+    }
+
+    /// The value with leading integer zeros and trailing fraction zeros removed and
+    /// `-0` folded to `0`: two decimals are equal exactly when their normal forms are.
+    pub fn normalized(&self) -> String {
+        match self {
+            Decimal::NaN => "NaN".into(),
+            Decimal::PosInfinity => "Infinity".into(),
+            Decimal::NegInfinity => "-Infinity".into(),
+            Decimal::Finite(s) => {
+                let (negative, body) = match s.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, s.as_str()),
+                };
+                let (int_part, frac_part) = match body.find('.') {
+                    Some(i) => (&body[..i], &body[i + 1..]),
+                    None => (body, ""),
+                };
+                let int_part = int_part.trim_start_matches('0');
+                let frac_part = frac_part.trim_end_matches('0');
+                let int_part = if int_part.is_empty() { "0" } else { int_part };
+                let is_zero = int_part == "0" && frac_part.is_empty();
+                let mut out = String::new();
+                if negative && !is_zero {
+                    out.push('-');
+                }
+                out.push_str(int_part);
+                if !frac_part.is_empty() {
+                    out.push('.');
+                    out.push_str(frac_part);
+                }
+                out
+            }
+        }
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decimal::Finite(s) => f.write_str(s),
+            Decimal::NaN => f.write_str("NaN"),
+            Decimal::PosInfinity => f.write_str("Infinity"),
+            Decimal::NegInfinity => f.write_str("-Infinity"),
+        }
+    }
+}
+
+/// A calendar date: days since 1970-01-01 (proleptic Gregorian), or ±infinity
+/// (PostgreSQL's `infinity` / `-infinity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Date {
+    NegInfinity,
+    Days(i32),
+    PosInfinity,
+}
+
+/// A point in time: microseconds since 1970-01-01 00:00:00, or ±infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timestamp {
+    NegInfinity,
+    Micros(i64),
+    PosInfinity,
+}
+
+/// A PostgreSQL-style interval: months, days and microseconds are kept apart
+/// because they do not convert into each other exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Interval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+/// Convert days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+/// Year 0 is 1 BC. Howard Hinnant's `civil_from_days`, valid for every i32 day.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Inverse of [`civil_from_days`].
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Days in a month of the proleptic Gregorian calendar.
+pub fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-719_528i64, -1, 0, 1, 10_957, 2_932_896, -2_451_545] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{days} -> {y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(10_957), (2000, 1, 1));
+    }
+
+    #[test]
+    fn decimal_parse_and_normalize() {
+        let d = Decimal::parse("001.500").unwrap_or(Decimal::NaN);
+        assert_eq!(d, Decimal::Finite("001.500".into()));
+        assert_eq!(d.normalized(), "1.5");
+        assert_eq!(
+            Decimal::parse("-0.000").map(|d| d.normalized()),
+            Some("0".into())
+        );
+        assert_eq!(
+            Decimal::parse("1.5e3").map(|d| d.normalized()),
+            Some("1500".into())
+        );
+        assert_eq!(
+            Decimal::parse("15e-3").map(|d| d.normalized()),
+            Some("0.015".into())
+        );
+        assert_eq!(Decimal::parse("NaN"), Some(Decimal::NaN));
+        assert_eq!(Decimal::parse("-Infinity"), Some(Decimal::NegInfinity));
+        assert_eq!(Decimal::parse("1.2.3"), None);
+        assert_eq!(Decimal::parse(""), None);
+        assert_eq!(Decimal::parse("abc"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! Throwaway local database servers, for the test suite and `duplex demo`.
+
+pub mod pg;

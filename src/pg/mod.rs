@@ -1,0 +1,3 @@
+//! PostgreSQL knowledge shared by the source and the sink.
+
+pub mod types;
