@@ -3,10 +3,21 @@
 //! The modules follow the data flow: a [`source`] reads a database's change
 //! stream into the [`canonical`] record, and a [`sink`] applies it to the peer.
 //! [`control`] holds the SQL control schema the whole process is configured
-//! from; [`pipeline`] wires one direction of a link together. See
-//! `docs/architecture.md`.
+//! from; [`setup`] prepares sites for a link; [`pipeline`] wires one direction
+//! of a link together and [`runner`] runs every link. See `docs/architecture.md`.
 
 pub mod canonical;
+pub mod control;
+pub mod error;
 pub mod localdb;
 pub mod marker;
 pub mod pg;
+pub mod pipeline;
+pub mod runner;
+pub mod setup;
+pub mod sink;
+pub mod source;
+pub mod stats;
+
+pub use error::Error;
+pub mod demo;

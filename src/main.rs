@@ -1,1 +1,193 @@
-fn main() {}
+//! The `duplex` command line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use duplex::pipeline::PipelineTuning;
+
+#[derive(Parser)]
+#[command(
+    name = "duplex",
+    version,
+    about = "Two-way change-data-capture between PostgreSQL databases"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install or upgrade duplex's control schema (idempotent).
+    Init {
+        /// Control database connection string (libpq key=value or URL).
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+    },
+    /// Replicate every enabled link of the control schema until interrupted.
+    Run {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        /// Most rows per multi-row statement.
+        #[arg(long, default_value_t = 500)]
+        batch_rows: usize,
+    },
+    /// Show each link direction's status from duplex.link_status.
+    Status {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+    },
+    /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
+    Demo {
+        /// Rounds of writes on each side before the demo ends.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { control } => {
+            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
+            let mut client = ep
+                .connect("duplex init")
+                .await
+                .context("connect to the control database")?;
+            let applied = duplex::control::migrate(&mut client).await?;
+            if applied.is_empty() {
+                println!(
+                    "control schema is up to date (version {})",
+                    duplex::control::latest_version()
+                );
+            } else {
+                println!("control schema installed: applied migration(s) {applied:?}");
+            }
+        }
+        Command::Run {
+            control,
+            batch_rows,
+        } => {
+            let tuning = PipelineTuning {
+                max_batch_rows: batch_rows,
+                ..PipelineTuning::default()
+            };
+            let mut handle = duplex::runner::start(&control, tuning).await?;
+            let stop = handle.shutdown_sender();
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down: committing applied transactions");
+                    let _ = stop.send(true);
+                    handle.wait().await;
+                }
+                _ = handle.wait() => {}
+            }
+        }
+        Command::Status { control } => {
+            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
+            let client = ep
+                .connect("duplex status")
+                .await
+                .context("connect to the control database")?;
+            duplex::control::check_version(&client).await?;
+            let rows = client
+                .query(
+                    "SELECT l.name, s.name, t.name, st.state, coalesce(st.source_position, '-'), coalesce(st.applied_position, '-'),
+                            st.applied_txns, st.applied_rows, st.echo_txns_skipped, coalesce(st.last_error, ''),
+                            to_char(st.updated_at, 'YYYY-MM-DD HH24:MI:SS')
+                       FROM duplex.link_status st
+                       JOIN duplex.links l USING (link_id)
+                       JOIN duplex.sites s ON s.site_id = st.source_site
+                       JOIN duplex.sites t ON t.site_id = st.target_site
+                      ORDER BY l.name, s.name",
+                    &[],
+                )
+                .await?;
+            println!(
+                "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8}  {:<19} last error",
+                "link",
+                "direction",
+                "state",
+                "source pos",
+                "applied pos",
+                "txns",
+                "rows",
+                "echo",
+                "updated"
+            );
+            for r in rows {
+                let dir = format!("{}->{}", r.get::<_, String>(1), r.get::<_, String>(2));
+                println!(
+                    "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8}  {:<19} {}",
+                    r.get::<_, String>(0),
+                    dir,
+                    r.get::<_, String>(3),
+                    r.get::<_, String>(4),
+                    r.get::<_, String>(5),
+                    r.get::<_, i64>(6),
+                    r.get::<_, i64>(7),
+                    r.get::<_, i64>(8),
+                    r.get::<_, String>(10),
+                    r.get::<_, String>(9)
+                );
+            }
+        }
+        Command::Demo { rounds } => duplex::demo::run(rounds).await?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("duplex: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("duplex: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The control schema: duplex's configuration and status, as SQL tables.
+//!
+//! Everything `duplex run` needs (sites, links, tables) is read from here, so a
+//! DBA configures and observes duplex with psql. The schema is installed and
+//! upgraded by numbered migrations under `sql/`.
+
+pub mod model;
+
+use tokio_postgres::Client;
+
+pub use model::{ControlConfig, Link, LinkTable, ReplicaIdentityMode, Site, SiteEngine, TlsMode};
+
+/// Migrations of the PostgreSQL flavour of the control schema, in order.
+pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "control schema: sites, links, link_tables, link_status",
+    include_str!("../../sql/postgresql/0001_control_schema.sql"),
+)];
+
+/// Newest control-schema version this build understands.
+pub fn latest_version() -> i32 {
+    PG_MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control database: {context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the control schema is at version {found}, newer than this duplex understands ({supported}); upgrade duplex")]
+    TooNew { found: i32, supported: i32 },
+    #[error("the control schema is not installed (no duplex.schema_migrations table); run `duplex init --control <url>` first")]
+    NotInstalled,
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ControlError {
+    let context = context.into();
+    move |source| ControlError::Db { context, source }
+}
+
+/// Install or upgrade the control schema: applies every migration not yet
+/// applied, each in its own transaction, under an advisory lock so two
+/// processes cannot migrate at once. Returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, ControlError> {
+    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    // Serialise concurrent `duplex init`: the lock is released at commit.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('duplex.migrate'))",
+        &[],
+    )
+    .await
+    .map_err(db("take the migration lock"))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS duplex;
+         CREATE TABLE IF NOT EXISTS duplex.schema_migrations (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(db("create duplex.schema_migrations"))?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM duplex.schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db("read the control schema version"))?
+        .get(0);
+    if current > latest_version() {
+        return Err(ControlError::TooNew {
+            found: current,
+            supported: latest_version(),
+        });
+    }
+    let mut applied = Vec::new();
+    for &(version, description, sql) in PG_MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(db(format!(
+            "apply control-schema migration {version} ({description})"
+        )))?;
+        tx.execute(
+            "INSERT INTO duplex.schema_migrations (version, description) VALUES ($1, $2)",
+            &[&version, &description],
+        )
+        .await
+        .map_err(db("record the migration"))?;
+        applied.push(version);
+    }
+    tx.commit().await.map_err(db("commit migration"))?;
+    Ok(applied)
+}
+
+/// The installed control-schema version; refuses one newer than this build.
+pub async fn check_version(client: &Client) -> Result<i32, ControlError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('duplex.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db("look for the control schema"))?
+        .get(0);
+    if !exists {
+        return Err(ControlError::NotInstalled);
+    }
+    let version: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM duplex.schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db("read the control schema version"))?
+        .get(0);
+    if version > latest_version() {
+        return Err(ControlError::TooNew {
+            found: version,
+            supported: latest_version(),
+        });
+    }
+    Ok(version)
+}
+
+/// Read the whole configuration.
+pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
+    check_version(client).await?;
+    let sites = client
+        .query(
+            "SELECT site_id, name, engine, conninfo, password_env, password_file, tls_mode, tls_ca_file
+               FROM duplex.sites ORDER BY site_id",
+            &[],
+        )
+        .await
+        .map_err(db("read duplex.sites"))?
+        .iter()
+        .map(Site::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let links = client
+        .query("SELECT link_id, name, site_a, site_b, enabled, marker_column FROM duplex.links ORDER BY link_id", &[])
+        .await
+        .map_err(db("read duplex.links"))?
+        .iter()
+        .map(Link::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let tables = client
+        .query(
+            "SELECT link_id, schema_name, table_name, enabled, replica_identity
+               FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
+            &[],
+        )
+        .await
+        .map_err(db("read duplex.link_tables"))?
+        .iter()
+        .map(LinkTable::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = ControlConfig {
+        sites,
+        links,
+        tables,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// One direction's status, as written to `duplex.link_status`.
+#[derive(Debug, Clone)]
+pub struct DirectionStatus {
+    pub link_id: i32,
+    pub source_site: i32,
+    pub target_site: i32,
+    pub state: String,
+    pub source_position: Option<String>,
+    pub applied_position: Option<String>,
+    pub applied_txns: i64,
+    pub applied_rows: i64,
+    pub echo_txns_skipped: i64,
+    pub last_error: Option<String>,
+}
+
+/// Upsert one direction's status row.
+pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), ControlError> {
+    client
+        .execute(
+            "INSERT INTO duplex.link_status AS ls
+                 (link_id, source_site, target_site, state, source_position, applied_position,
+                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now())
+             ON CONFLICT (link_id, source_site) DO UPDATE SET
+                 target_site = EXCLUDED.target_site, state = EXCLUDED.state,
+                 source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
+                 applied_txns = EXCLUDED.applied_txns, applied_rows = EXCLUDED.applied_rows,
+                 echo_txns_skipped = EXCLUDED.echo_txns_skipped,
+                 last_error = coalesce(EXCLUDED.last_error, ls.last_error),
+                 last_error_at = coalesce(EXCLUDED.last_error_at, ls.last_error_at),
+                 updated_at = now()",
+            &[
+                &s.link_id,
+                &s.source_site,
+                &s.target_site,
+                &s.state,
+                &s.source_position,
+                &s.applied_position,
+                &s.applied_txns,
+                &s.applied_rows,
+                &s.echo_txns_skipped,
+                &s.last_error,
+            ],
+        )
+        .await
+        .map_err(db("write duplex.link_status"))?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Typed rows of the control schema.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tokio_postgres::Row;
+
+use super::ControlError;
+use crate::canonical::TableName;
+
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    table: &str,
+    name: &str,
+) -> Result<T, ControlError> {
+    row.try_get(name)
+        .map_err(|e| ControlError::Invalid(format!("duplex.{table}.{name}: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteEngine {
+    Postgres,
+    Mysql,
+}
+
+/// TLS mode, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Disable,
+    /// TLS if the server offers it, without certificate verification.
+    Prefer,
+    /// TLS always, without certificate verification.
+    Require,
+    /// TLS always, certificate chain verified, host name not.
+    VerifyCa,
+    /// TLS always, certificate chain and host name verified.
+    VerifyFull,
+}
+
+impl TlsMode {
+    pub fn parse(s: &str) -> Option<TlsMode> {
+        Some(match s {
+            "disable" => TlsMode::Disable,
+            "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// A row of `duplex.sites`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub site_id: u32,
+    pub name: String,
+    pub engine: SiteEngine,
+    /// Connection string without password.
+    pub conninfo: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub tls_mode: TlsMode,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Site {
+    pub(super) fn from_row(row: &Row) -> Result<Site, ControlError> {
+        let site_id: i32 = col(row, "sites", "site_id")?;
+        let name: String = col(row, "sites", "name")?;
+        let engine = match col::<String>(row, "sites", "engine")?.as_str() {
+            "postgresql" => SiteEngine::Postgres,
+            "mysql" => SiteEngine::Mysql,
+            other => {
+                return Err(ControlError::Invalid(format!(
+                    "site {name}: unknown engine '{other}' (expected postgresql or mysql)"
+                )))
+            }
+        };
+        let tls: String = col(row, "sites", "tls_mode")?;
+        let tls_mode = TlsMode::parse(&tls).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "site {name}: unknown tls_mode '{tls}' (expected disable, prefer, require, verify-ca or verify-full)"
+            ))
+        })?;
+        Ok(Site {
+            site_id: u32::try_from(site_id).map_err(|_| {
+                ControlError::Invalid(format!("site {name}: site_id {site_id} is negative"))
+            })?,
+            name,
+            engine,
+            conninfo: col(row, "sites", "conninfo")?,
+            password_env: col(row, "sites", "password_env")?,
+            password_file: col::<Option<String>>(row, "sites", "password_file")?.map(PathBuf::from),
+            tls_mode,
+            tls_ca_file: col::<Option<String>>(row, "sites", "tls_ca_file")?.map(PathBuf::from),
+        })
+    }
+}
+
+/// A row of `duplex.links`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub link_id: u32,
+    pub name: String,
+    pub site_a: u32,
+    pub site_b: u32,
+    pub enabled: bool,
+    pub marker_column: String,
+}
+
+impl Link {
+    pub(super) fn from_row(row: &Row) -> Result<Link, ControlError> {
+        let id: i32 = col(row, "links", "link_id")?;
+        let a: i32 = col(row, "links", "site_a")?;
+        let b: i32 = col(row, "links", "site_b")?;
+        let positive = |v: i32, what: &str| {
+            u32::try_from(v)
+                .map_err(|_| ControlError::Invalid(format!("link {id}: {what} {v} is negative")))
+        };
+        Ok(Link {
+            link_id: positive(id, "link_id")?,
+            name: col(row, "links", "name")?,
+            site_a: positive(a, "site_a")?,
+            site_b: positive(b, "site_b")?,
+            enabled: col(row, "links", "enabled")?,
+            marker_column: col(row, "links", "marker_column")?,
+        })
+    }
+
+    /// Logical replication slot on `site` for this link. Only `[a-z0-9_]`: the
+    /// replication client does not quote slot names.
+    pub fn slot_name(&self, site: u32) -> String {
+        format!("duplex_l{}_s{}", self.link_id, site)
+    }
+
+    /// Publication of this link's tables (same name on both sites).
+    pub fn publication_name(&self) -> String {
+        format!("duplex_l{}", self.link_id)
+    }
+
+    /// Replication origin under which changes from `source_site` are applied.
+    pub fn origin_name(&self, source_site: u32) -> String {
+        format!(
+            "{}l{}_from_s{}",
+            DUPLEX_ORIGIN_PREFIX, self.link_id, source_site
+        )
+    }
+}
+
+/// Every replication origin duplex creates starts with this; the reader drops
+/// transactions applied under any of them (loop prevention).
+pub const DUPLEX_ORIGIN_PREFIX: &str = "duplex_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaIdentityMode {
+    Full,
+    Key,
+}
+
+/// A row of `duplex.link_tables`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkTable {
+    pub link_id: u32,
+    pub table: TableName,
+    pub enabled: bool,
+    pub replica_identity: ReplicaIdentityMode,
+}
+
+impl LinkTable {
+    pub(super) fn from_row(row: &Row) -> Result<LinkTable, ControlError> {
+        let id: i32 = col(row, "link_tables", "link_id")?;
+        let table = TableName::new(
+            col::<String>(row, "link_tables", "schema_name")?,
+            col::<String>(row, "link_tables", "table_name")?,
+        );
+        let replica_identity = match col::<String>(row, "link_tables", "replica_identity")?.as_str() {
+            "full" => ReplicaIdentityMode::Full,
+            "key" => ReplicaIdentityMode::Key,
+            other => {
+                return Err(ControlError::Invalid(format!("link {id} table {table}: unknown replica_identity '{other}' (expected full or key)")))
+            }
+        };
+        Ok(LinkTable {
+            link_id: u32::try_from(id).map_err(|_| {
+                ControlError::Invalid(format!("link_tables: link_id {id} is negative"))
+            })?,
+            table,
+            enabled: col(row, "link_tables", "enabled")?,
+            replica_identity,
+        })
+    }
+}
+
+/// The whole configuration read from the control schema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ControlConfig {
+    pub sites: Vec<Site>,
+    pub links: Vec<Link>,
+    pub tables: Vec<LinkTable>,
+}
+
+impl ControlConfig {
+    pub fn site(&self, id: u32) -> Option<&Site> {
+        self.sites.iter().find(|s| s.site_id == id)
+    }
+
+    /// Enabled tables of a link.
+    pub fn link_tables(&self, link_id: u32) -> Vec<&LinkTable> {
+        self.tables
+            .iter()
+            .filter(|t| t.link_id == link_id && t.enabled)
+            .collect()
+    }
+
+    /// Checks the database constraints cannot express.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        let sites: HashMap<u32, &Site> = self.sites.iter().map(|s| (s.site_id, s)).collect();
+        for site in &self.sites {
+            if site.engine == SiteEngine::Mysql {
+                return Err(ControlError::Invalid(format!(
+                    "site {}: engine mysql is not supported by this build yet; use postgresql sites",
+                    site.name
+                )));
+            }
+        }
+        for link in &self.links {
+            for s in [link.site_a, link.site_b] {
+                if !sites.contains_key(&s) {
+                    return Err(ControlError::Invalid(format!(
+                        "link {}: site {s} does not exist in duplex.sites",
+                        link.name
+                    )));
+                }
+            }
+            if link.marker_column.contains('\0') {
+                return Err(ControlError::Invalid(format!(
+                    "link {}: marker_column contains a NUL byte",
+                    link.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}

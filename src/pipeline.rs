@@ -1,0 +1,211 @@
+//! One direction of a link: source site -> canonical events -> target site.
+//!
+//! Two tasks joined by a bounded channel. The reader decodes the source's
+//! stream; the applier applies it. The applier groups consecutive small source
+//! transactions into one target transaction while more are already waiting, and
+//! commits as soon as the channel runs dry, so latency stays low under light
+//! load and throughput high under heavy load. After each commit the applied
+//! position is handed back to the reader, which confirms it to the source: the
+//! slot never advances past what the peer has committed (exactly once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::canonical::{ChangeEvent, SourcePosition};
+use crate::sink::pg::{PgSink, PgSinkSpec};
+use crate::source::pg::{ConfirmedPosition, PgSource, PgSourceSpec};
+use crate::stats::DirectionStats;
+
+/// Tuning of one direction.
+#[derive(Debug, Clone)]
+pub struct PipelineTuning {
+    /// Events buffered between reader and applier.
+    pub channel_events: usize,
+    /// Most rows per multi-row statement.
+    pub max_batch_rows: usize,
+    /// Commit the target transaction after this many source transactions even
+    /// if more are waiting.
+    pub max_group_txns: u64,
+    /// ... or after this many rows (a single large source transaction is never split).
+    pub max_group_rows: u64,
+}
+
+impl Default for PipelineTuning {
+    fn default() -> Self {
+        PipelineTuning {
+            channel_events: 4096,
+            max_batch_rows: 500,
+            max_group_txns: 200,
+            max_group_rows: 20_000,
+        }
+    }
+}
+
+/// Everything one direction needs.
+#[derive(Debug, Clone)]
+pub struct DirectionSpec {
+    pub name: String,
+    pub source: PgSourceSpec,
+    pub sink: PgSinkSpec,
+    pub tuning: PipelineTuning,
+}
+
+/// Run one direction until `shutdown` turns true or an error occurs. The caller
+/// restarts it after an error: nothing is lost, the target's origin progress
+/// says where to resume.
+pub async fn run_direction(
+    spec: DirectionSpec,
+    stats: Arc<DirectionStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), crate::Error> {
+    let span = tracing::info_span!("direction", name = %spec.name);
+    async move {
+        stats.set_state("connecting");
+        let target_site = spec.sink.endpoint.site_name.clone();
+        let source_site = spec.source.endpoint.site_name.clone();
+        let sink_err = |source| crate::Error::Sink { site: target_site.clone(), source };
+        let mut sink = PgSink::connect(spec.sink.clone(), stats.clone()).await?;
+        let resume = sink.resume_position().await.map_err(sink_err)?;
+        let mut source_spec = spec.source.clone();
+        source_spec.start = resume;
+        if let Some(p) = resume {
+            stats.set_applied_position(p);
+        }
+        tracing::info!(resume = %resume.map(|p| p.to_string()).unwrap_or_else(|| "slot position".into()), "starting");
+        let confirmed = Arc::new(ConfirmedPosition::default());
+        let mut source = PgSource::connect(source_spec, stats.clone(), confirmed.clone()).await?;
+        stats.set_state("streaming");
+
+        let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, crate::Error>>(spec.tuning.channel_events.max(16));
+
+        // Reader: decode the stream (it confirms committed positions itself).
+        let reader_site = source_site.clone();
+        let reader = tokio::spawn(
+            async move {
+                loop {
+                    let ev = match source.next_event().await {
+                        Ok(Some(ev)) => Ok(ev),
+                        Ok(None) => break,
+                        Err(e) => Err(crate::Error::Source { site: reader_site.clone(), source: e }),
+                    };
+                    let failed = ev.is_err();
+                    if tx.send(ev).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+
+        let confirm = |p: Option<SourcePosition>| {
+            if let Some(p) = p {
+                confirmed.advance(p);
+            }
+        };
+
+        let result: Result<(), crate::Error> = async {
+            let mut stopping = false;
+            loop {
+                if stopping || *shutdown.borrow() {
+                    // Commit whole source transactions already applied; a partly
+                    // applied one is rolled back with the connection and re-read
+                    // from the origin progress on the next start.
+                    if sink.has_uncommitted() {
+                        confirm(sink.commit().await.map_err(sink_err)?);
+                    }
+                    break;
+                }
+                let next = if sink.has_uncommitted() {
+                    match rx.try_recv() {
+                        Ok(ev) => Some(ev),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            // Nothing waiting: commit what we have before blocking.
+                            confirm(sink.commit().await.map_err(sink_err)?);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                } else {
+                    tokio::select! {
+                        ev = rx.recv() => ev,
+                        _ = shutdown.changed() => {
+                            stopping = true;
+                            continue;
+                        }
+                    }
+                };
+                let Some(ev) = next else {
+                    if sink.has_uncommitted() {
+                        confirm(sink.commit().await.map_err(sink_err)?);
+                    }
+                    break;
+                };
+                let ev = ev?;
+                let is_commit = matches!(ev, ChangeEvent::Commit { .. });
+                confirm(sink.apply(ev).await.map_err(sink_err)?);
+                if is_commit && (sink.group_txns() >= spec.tuning.max_group_txns || sink.group_rows() >= spec.tuning.max_group_rows) {
+                    confirm(sink.commit().await.map_err(sink_err)?);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        reader.abort();
+        stats.set_state(if result.is_ok() { "stopped" } else { "error" });
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Run one direction forever, restarting after errors with capped backoff,
+/// until `shutdown` turns true.
+pub async fn supervise_direction(
+    spec: DirectionSpec,
+    stats: Arc<DirectionStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match run_direction(spec.clone(), stats.clone(), shutdown.clone()).await {
+            Ok(()) if *shutdown.borrow() => return,
+            Ok(()) => {
+                tracing::warn!(direction = %spec.name, "replication stream ended; reconnecting");
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => {
+                let msg = error_chain(&e);
+                tracing::error!(direction = %spec.name, error = %msg, retry_in_ms = backoff.as_millis() as u64, "direction failed");
+                stats.set_error(Some(msg));
+                stats.set_state("retrying");
+            }
+        }
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = sd.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// An error with its sources, one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

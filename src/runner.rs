@@ -1,0 +1,206 @@
+//! Runs every enabled link of the control schema: prepares the sites, starts
+//! both directions of each link, and writes their status back to the control
+//! schema every second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::control::{self, ControlConfig, DirectionStatus, Link, Site};
+use crate::pg::PgEndpoint;
+use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
+use crate::setup::prepare_pg_site;
+use crate::sink::pg::PgSinkSpec;
+use crate::source::pg::PgSourceSpec;
+use crate::stats::DirectionStats;
+
+/// One running direction of a link.
+#[derive(Debug, Clone)]
+pub struct DirectionHandle {
+    pub link_id: u32,
+    pub source_site: u32,
+    pub target_site: u32,
+    pub name: String,
+    pub stats: Arc<DirectionStats>,
+}
+
+/// The running process: every direction of every enabled link.
+pub struct RunHandle {
+    pub directions: Vec<DirectionHandle>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunHandle {
+    /// Stats of the direction reading `source_site` on `link_id`.
+    pub fn stats(&self, link_id: u32, source_site: u32) -> Option<Arc<DirectionStats>> {
+        self.directions
+            .iter()
+            .find(|d| d.link_id == link_id && d.source_site == source_site)
+            .map(|d| d.stats.clone())
+    }
+
+    /// Stop every direction, committing whole transactions already applied.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until every task ended (they end only on shutdown).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// A sender that stops everything when `true` is sent.
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn endpoint(site: &Site) -> Result<PgEndpoint, crate::Error> {
+    Ok(PgEndpoint::from_site(site)?)
+}
+
+/// Prepare both sites of a link and build its two directions.
+async fn prepare_link(
+    config: &ControlConfig,
+    link: &Link,
+    tuning: &PipelineTuning,
+) -> Result<Vec<DirectionSpec>, crate::Error> {
+    let tables = config.link_tables(link.link_id);
+    let mut specs = Vec::new();
+    let site = |id: u32| {
+        config.site(id).ok_or_else(|| {
+            crate::Error::Control(control::ControlError::Invalid(format!(
+                "link {}: site {id} does not exist",
+                link.name
+            )))
+        })
+    };
+    let (a, b) = (site(link.site_a)?, site(link.site_b)?);
+    for (this, peer) in [(a, b), (b, a)] {
+        let ep = endpoint(this)?;
+        let client = ep.connect("duplex setup").await?;
+        prepare_pg_site(
+            &client,
+            &this.name,
+            this.site_id,
+            peer.site_id,
+            link,
+            &tables,
+        )
+        .await?;
+    }
+    for (src, dst) in [(a, b), (b, a)] {
+        specs.push(DirectionSpec {
+            name: format!("{}:{}->{}", link.name, src.name, dst.name),
+            source: PgSourceSpec {
+                site_id: src.site_id,
+                endpoint: endpoint(src)?,
+                slot: link.slot_name(src.site_id),
+                publication: link.publication_name(),
+                marker_column: link.marker_column.clone(),
+                start: None,
+                buffer_events: tuning.channel_events,
+            },
+            sink: PgSinkSpec {
+                endpoint: endpoint(dst)?,
+                origin: link.origin_name(src.site_id),
+                marker_column: link.marker_column.clone(),
+                max_batch_rows: tuning.max_batch_rows,
+            },
+            tuning: tuning.clone(),
+        });
+    }
+    Ok(specs)
+}
+
+/// Read the configuration from the control database and start every enabled link.
+pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandle, crate::Error> {
+    let control_ep = PgEndpoint::from_url("control", control_url)?;
+    let control_client = control_ep.connect("duplex control").await?;
+    let config = control::load(&control_client).await?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut directions = Vec::new();
+    for link in config.links.iter().filter(|l| l.enabled) {
+        let specs = prepare_link(&config, link, &tuning).await?;
+        for spec in specs {
+            let stats = Arc::new(DirectionStats::default());
+            stats.set_state("starting");
+            directions.push(DirectionHandle {
+                link_id: link.link_id,
+                source_site: spec.source.site_id,
+                target_site: if spec.source.site_id == link.site_a {
+                    link.site_b
+                } else {
+                    link.site_a
+                },
+                name: spec.name.clone(),
+                stats: stats.clone(),
+            });
+            tasks.spawn(supervise_direction(spec, stats, shutdown_rx.clone()));
+        }
+    }
+    if directions.is_empty() {
+        tracing::warn!("no enabled link in the control schema: nothing to do (add rows to duplex.links and duplex.link_tables)");
+    }
+    tasks.spawn(status_writer(control_ep, directions.clone(), shutdown_rx));
+    Ok(RunHandle {
+        directions,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Writes every direction's counters to `duplex.link_status` once a second and
+/// once more at shutdown. Losing the control connection never stops replication.
+async fn status_writer(
+    control: PgEndpoint,
+    directions: Vec<DirectionHandle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = None;
+    loop {
+        let stopping = *shutdown.borrow();
+        if client.is_none() {
+            match control.connect("duplex status").await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot reach the control database to write status")
+                }
+            }
+        }
+        if let Some(c) = &client {
+            for d in &directions {
+                let s = &d.stats;
+                let status = DirectionStatus {
+                    link_id: d.link_id as i32,
+                    source_site: d.source_site as i32,
+                    target_site: d.target_site as i32,
+                    state: s.state(),
+                    source_position: s.source_position().map(|p| p.to_string()),
+                    applied_position: s.applied_position().map(|p| p.to_string()),
+                    applied_txns: DirectionStats::get(&s.applied_txns) as i64,
+                    applied_rows: DirectionStats::get(&s.applied_rows) as i64,
+                    echo_txns_skipped: DirectionStats::get(&s.echo_txns_skipped) as i64,
+                    last_error: s.take_error(),
+                };
+                if let Err(e) = control::write_status(c, &status).await {
+                    tracing::warn!(error = %error_chain(&e), "cannot write duplex.link_status");
+                    client = None;
+                    break;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

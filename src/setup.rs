@@ -1,0 +1,240 @@
+//! Prepares the sites of a link: everything duplex owns on a synced database.
+//!
+//! Idempotent; run at every start. On each PostgreSQL site of a link it checks
+//! `wal_level`, checks every synced table exists with a primary key, adds the
+//! marker column, sets the replica identity, creates or updates the link's
+//! publication, creates the link's replication slot, and creates the replication
+//! origin under which the peer's changes are applied.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use crate::canonical::TableName;
+use crate::control::{Link, LinkTable, ReplicaIdentityMode};
+use crate::pg::{quote_ident, quote_table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("site {site}: {context}: {source}")]
+    Db {
+        site: String,
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("site {site}: wal_level is '{found}', duplex needs 'logical': set `wal_level = logical` in postgresql.conf and restart PostgreSQL")]
+    WalLevel { site: String, found: String },
+    #[error("site {site}: server encoding is {found}; duplex needs UTF8 databases")]
+    Encoding { site: String, found: String },
+    #[error("site {site}: table {table} does not exist; create it on both sites or remove it from duplex.link_tables")]
+    NoTable { site: String, table: TableName },
+    #[error("site {site}: table {table} has no primary key; duplex syncs only tables with a primary key (add one, or remove the table from duplex.link_tables)")]
+    NoPrimaryKey { site: String, table: TableName },
+    #[error("site {site}: PostgreSQL {found} is too old; duplex needs PostgreSQL 15 or newer")]
+    Version { site: String, found: String },
+}
+
+/// Prepare one PostgreSQL site of `link`. `peer_site` is the other site's id:
+/// its changes are applied here under the origin `link.origin_name(peer_site)`.
+pub async fn prepare_pg_site(
+    client: &Client,
+    site_name: &str,
+    site_id: u32,
+    peer_site: u32,
+    link: &Link,
+    tables: &[&LinkTable],
+) -> Result<(), SetupError> {
+    let err = |context: &str| {
+        let site = site_name.to_string();
+        let context = context.to_string();
+        move |source| SetupError::Db {
+            site,
+            context,
+            source,
+        }
+    };
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(err("read server_version_num"))?
+        .get(0);
+    if version < 150_000 {
+        return Err(SetupError::Version {
+            site: site_name.into(),
+            found: version.to_string(),
+        });
+    }
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(err("read wal_level"))?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(SetupError::WalLevel {
+            site: site_name.into(),
+            found: wal_level,
+        });
+    }
+    let encoding: String = client
+        .query_one("SHOW server_encoding", &[])
+        .await
+        .map_err(err("read server_encoding"))?
+        .get(0);
+    if encoding != "UTF8" {
+        return Err(SetupError::Encoding {
+            site: site_name.into(),
+            found: encoding,
+        });
+    }
+
+    for t in tables {
+        let quoted = quote_table(&t.table);
+        let row = client
+            .query_one(
+                "SELECT c.oid, c.relreplident::text,
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                   FROM (SELECT to_regclass($1)::oid AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid",
+                &[&quoted],
+            )
+            .await
+            .map_err(err(&format!("look up table {}", t.table)))?;
+        let oid: Option<u32> = row.get(0);
+        if oid.is_none() {
+            return Err(SetupError::NoTable {
+                site: site_name.into(),
+                table: t.table.clone(),
+            });
+        }
+        let replident: String = row.get(1);
+        let has_pk: bool = row.get(2);
+        if !has_pk {
+            return Err(SetupError::NoPrimaryKey {
+                site: site_name.into(),
+                table: t.table.clone(),
+            });
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {} jsonb",
+                quote_ident(&link.marker_column)
+            ))
+            .await
+            .map_err(err(&format!(
+                "add marker column {} to {}",
+                link.marker_column, t.table
+            )))?;
+        // Only ALTER when needed: it takes an exclusive lock on the table.
+        let (wanted, clause) = match t.replica_identity {
+            ReplicaIdentityMode::Full => ("f", "FULL"),
+            ReplicaIdentityMode::Key => ("d", "DEFAULT"),
+        };
+        if replident != wanted {
+            client
+                .batch_execute(&format!("ALTER TABLE {quoted} REPLICA IDENTITY {clause}"))
+                .await
+                .map_err(err(&format!("set replica identity of {}", t.table)))?;
+        }
+    }
+
+    // Publication: exactly the link's tables.
+    let publication = link.publication_name();
+    let wanted: BTreeSet<TableName> = tables.iter().map(|t| t.table.clone()).collect();
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&publication],
+        )
+        .await
+        .map_err(err("look up publication"))?
+        .get(0);
+    let list = wanted
+        .iter()
+        .map(quote_table)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !exists {
+        let sql = if wanted.is_empty() {
+            format!("CREATE PUBLICATION {}", quote_ident(&publication))
+        } else {
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {list}",
+                quote_ident(&publication)
+            )
+        };
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(err("create publication"))?;
+    } else {
+        let current: BTreeSet<TableName> = client
+            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&publication])
+            .await
+            .map_err(err("read publication tables"))?
+            .iter()
+            .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        if current != wanted {
+            let sql = if wanted.is_empty() {
+                // SET TABLE needs at least one table; drop the ones there instead.
+                let drop = current
+                    .iter()
+                    .map(quote_table)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "ALTER PUBLICATION {} DROP TABLE {drop}",
+                    quote_ident(&publication)
+                )
+            } else {
+                format!(
+                    "ALTER PUBLICATION {} SET TABLE {list}",
+                    quote_ident(&publication)
+                )
+            };
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(err("update publication tables"))?;
+        }
+    }
+
+    // The slot this site's changes are read from.
+    let slot = link.slot_name(site_id);
+    let slot_exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(err("look up replication slot"))?
+        .get(0);
+    if !slot_exists {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .map_err(err(&format!("create replication slot {slot}")))?;
+        tracing::info!(site = site_name, slot = %slot, "created replication slot");
+    }
+
+    // The origin the peer's changes are applied under here.
+    let origin = link.origin_name(peer_site);
+    let origin_exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&origin],
+        )
+        .await
+        .map_err(err("look up replication origin"))?
+        .get(0);
+    if !origin_exists {
+        client
+            .execute("SELECT pg_replication_origin_create($1)", &[&origin])
+            .await
+            .map_err(err(&format!("create replication origin {origin}")))?;
+    }
+    Ok(())
+}

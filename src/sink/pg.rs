@@ -1,0 +1,714 @@
+//! PostgreSQL sink.
+//!
+//! The applier's session runs under a replication origin. Each target
+//! transaction ends with `pg_replication_origin_xact_setup(end_lsn, commit_time)`,
+//! so the source position it applied commits atomically with the data (exactly
+//! once), and the target's own change stream tags the transaction with duplex's
+//! origin (no echo). Row changes are batched per table into multi-row statements
+//! with text parameters cast to each target column's type.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::canonical::encode::encode_value;
+use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
+use crate::pg::types::encode_text;
+use crate::pg::{quote_ident, quote_table, PgEndpoint};
+use crate::stats::DirectionStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("table {table} does not exist on the target; create it there (same schema and name) or remove it from duplex.link_tables")]
+    MissingTable { table: TableName },
+    #[error(
+        "table {table}: column {column} does not exist on the target; add it there or exclude it"
+    )]
+    MissingColumn { table: TableName, column: String },
+    #[error("table {table}: has no primary key on the target")]
+    NoPrimaryKey { table: TableName },
+    #[error("table {table}: primary key differs between the sites (source: {source_key}; target: {target_key}); both sides need the same key")]
+    KeyMismatch {
+        table: TableName,
+        source_key: String,
+        target_key: String,
+    },
+    #[error("table {table} key {key} column {column}: {reason}")]
+    Value {
+        table: TableName,
+        key: String,
+        column: String,
+        reason: String,
+    },
+    #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
+    OriginBusy {
+        origin: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    let context = context.into();
+    move |source| SinkError::Db { context, source }
+}
+
+/// What the sink must know to apply one direction of a link.
+#[derive(Debug, Clone)]
+pub struct PgSinkSpec {
+    pub endpoint: PgEndpoint,
+    /// Replication origin the applier's session runs under.
+    pub origin: String,
+    pub marker_column: String,
+    /// Most rows in one multi-row statement.
+    pub max_batch_rows: usize,
+}
+
+/// A synced table as it is on the target.
+struct TargetTable {
+    quoted: String,
+    /// Column name -> type to cast text parameters to (no typmod: the column's
+    /// own typmod then applies, with an error instead of silent truncation).
+    column_types: HashMap<String, String>,
+    key: Vec<String>,
+}
+
+/// Consecutive row changes of one table, one operation and one column shape.
+struct Batch {
+    table: Arc<TableSchema>,
+    op: Op,
+    /// Indexes of the columns written (after image columns present).
+    shape: Vec<usize>,
+    rows: Vec<RowChange>,
+    /// Encoded keys in the batch: a second change to a key must follow the first.
+    keys: HashSet<Vec<u8>>,
+}
+
+/// The current target transaction, which may hold several source transactions.
+#[derive(Default)]
+struct Group {
+    open: bool,
+    /// Inside a source transaction (Begin seen, Commit not yet): never commit here.
+    in_source_txn: bool,
+    txns: u64,
+    rows: u64,
+    by_op: [u64; 3],
+    last_end: Option<SourcePosition>,
+    last_commit_time_us: i64,
+    progress: Option<SourcePosition>,
+}
+
+pub struct PgSink {
+    spec: PgSinkSpec,
+    client: Client,
+    tables: HashMap<TableName, Arc<TargetTable>>,
+    statements: HashMap<String, Statement>,
+    batch: Option<Batch>,
+    group: Group,
+    stats: Arc<DirectionStats>,
+}
+
+/// Statements kept prepared per sink; beyond this the cache is cleared.
+const STATEMENT_CACHE_LIMIT: usize = 256;
+/// PostgreSQL's limit on bind parameters in one statement is 65535.
+const MAX_PARAMS: usize = 60_000;
+
+impl PgSink {
+    pub async fn connect(
+        spec: PgSinkSpec,
+        stats: Arc<DirectionStats>,
+    ) -> Result<PgSink, crate::Error> {
+        let client = spec.endpoint.connect("duplex applier").await?;
+        let site = spec.endpoint.site_name.clone();
+        let wrap = |source| crate::Error::Sink {
+            site: site.clone(),
+            source,
+        };
+        client
+            .batch_execute("SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3")
+            .await
+            .map_err(|e| wrap(SinkError::Db { context: "configure the applier session".into(), source: e }))?;
+        client
+            .execute(
+                "SELECT pg_replication_origin_session_setup($1)",
+                &[&spec.origin],
+            )
+            .await
+            .map_err(|source| {
+                wrap(SinkError::OriginBusy {
+                    origin: spec.origin.clone(),
+                    source,
+                })
+            })?;
+        Ok(PgSink {
+            spec,
+            client,
+            tables: HashMap::new(),
+            statements: HashMap::new(),
+            batch: None,
+            group: Group::default(),
+            stats,
+        })
+    }
+
+    /// The source position the target has durably applied: where to resume.
+    pub async fn resume_position(&self) -> Result<Option<SourcePosition>, SinkError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_replication_origin_progress($1, true)::text",
+                &[&self.spec.origin],
+            )
+            .await
+            .map_err(db("read replication origin progress"))?;
+        let text: Option<String> = row.get(0);
+        Ok(text.and_then(|t| parse_lsn(&t)).map(SourcePosition::PgLsn))
+    }
+
+    /// A target transaction is open and holds only whole source transactions:
+    /// it may be committed now.
+    pub fn has_uncommitted(&self) -> bool {
+        self.group.open && !self.group.in_source_txn
+    }
+
+    /// Between a source transaction's Begin and its Commit.
+    pub fn in_source_txn(&self) -> bool {
+        self.group.in_source_txn
+    }
+
+    /// Rows applied in the open target transaction.
+    pub fn group_rows(&self) -> u64 {
+        self.group.rows
+    }
+
+    /// Source transactions in the open target transaction.
+    pub fn group_txns(&self) -> u64 {
+        self.group.txns
+    }
+
+    /// Apply one event. Returns a source position that may be confirmed now
+    /// (only when nothing is uncommitted).
+    pub async fn apply(&mut self, event: ChangeEvent) -> Result<Option<SourcePosition>, SinkError> {
+        match event {
+            ChangeEvent::Begin(meta) => {
+                if !self.group.open {
+                    self.client
+                        .batch_execute("BEGIN")
+                        .await
+                        .map_err(db("begin target transaction"))?;
+                    self.group.open = true;
+                }
+                self.group.in_source_txn = true;
+                self.group.last_commit_time_us = meta.commit_time_us;
+                Ok(None)
+            }
+            ChangeEvent::Change(change) => {
+                self.add(change).await?;
+                Ok(None)
+            }
+            ChangeEvent::Truncate(tables) => {
+                self.flush().await?;
+                let names: Vec<String> = tables.iter().map(|t| quote_table(&t.table)).collect();
+                if !names.is_empty() {
+                    self.client
+                        .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+                        .await
+                        .map_err(db("truncate"))?;
+                }
+                Ok(None)
+            }
+            ChangeEvent::Commit { end_position } => {
+                self.group.txns += 1;
+                self.group.in_source_txn = false;
+                self.group.last_end = Some(end_position);
+                Ok(None)
+            }
+            ChangeEvent::Progress { position } => {
+                if self.group.open {
+                    self.group.progress = Some(position);
+                    Ok(None)
+                } else {
+                    Ok(Some(position))
+                }
+            }
+        }
+    }
+
+    /// Commit the open target transaction with the applied source position.
+    /// Returns the position that may now be confirmed to the source.
+    pub async fn commit(&mut self) -> Result<Option<SourcePosition>, SinkError> {
+        if !self.group.open {
+            return Ok(self.group.progress.take());
+        }
+        debug_assert!(
+            !self.group.in_source_txn,
+            "commit inside a source transaction"
+        );
+        self.flush().await?;
+        if let Some(end) = self.group.last_end {
+            let ts = crate::pg::types::encode_text(&Value::TimestampTz(
+                crate::canonical::Timestamp::Micros(self.group.last_commit_time_us),
+            ))
+            .map_err(|e| SinkError::Value {
+                table: TableName::new("", ""),
+                key: String::new(),
+                column: "commit time".into(),
+                reason: e.to_string(),
+            })?;
+            self.client
+                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&end.to_string(), &ts])
+                .await
+                .map_err(db("record the applied source position"))?;
+        }
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(db("commit target transaction"))?;
+        let g = std::mem::take(&mut self.group);
+        self.stats.applied_txns.fetch_add(g.txns, Ordering::Relaxed);
+        self.stats.applied_rows.fetch_add(g.rows, Ordering::Relaxed);
+        self.stats.inserted.fetch_add(g.by_op[0], Ordering::Relaxed);
+        self.stats.updated.fetch_add(g.by_op[1], Ordering::Relaxed);
+        self.stats.deleted.fetch_add(g.by_op[2], Ordering::Relaxed);
+        self.stats.target_commits.fetch_add(1, Ordering::Relaxed);
+        let confirmed = g.last_end.max(g.progress);
+        if let Some(p) = g.last_end {
+            self.stats.set_applied_position(p);
+        }
+        Ok(confirmed)
+    }
+
+    async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
+        self.group.rows += 1;
+        self.group.by_op[match change.op {
+            Op::Insert => 0,
+            Op::Update => 1,
+            Op::Delete => 2,
+        }] += 1;
+        let shape: Vec<usize> = match &change.after {
+            Some(after) => after
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_some())
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        let key = encoded_key(&change);
+        let key_changed = change.op == Op::Update
+            && change.before.as_ref().map(|b| b.key(&change.table))
+                != change.after.as_ref().map(|a| a.key(&change.table));
+        let fits = match &self.batch {
+            Some(b) => {
+                Arc::ptr_eq(&b.table, &change.table)
+                    && b.op == change.op
+                    && b.shape == shape
+                    && !b.keys.contains(&key)
+                    && !key_changed
+                    && b.rows.len() < self.max_rows(&b.table, b.shape.len())
+            }
+            None => false,
+        };
+        if !fits {
+            self.flush().await?;
+        }
+        let batch = self.batch.get_or_insert_with(|| Batch {
+            table: change.table.clone(),
+            op: change.op,
+            shape,
+            rows: Vec::new(),
+            keys: HashSet::new(),
+        });
+        batch.keys.insert(key);
+        batch.rows.push(change);
+        if key_changed {
+            // A key change goes alone, so that swapped keys never meet in one statement.
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn max_rows(&self, table: &TableSchema, shape_len: usize) -> usize {
+        let per_row = shape_len + table.key.len() + 1;
+        (MAX_PARAMS / per_row.max(1)).clamp(1, self.spec.max_batch_rows.max(1))
+    }
+
+    async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
+        if let Some(t) = self.tables.get(table) {
+            return Ok(t.clone());
+        }
+        let quoted = quote_table(table);
+        let oid: Option<u32> = self
+            .client
+            .query_one("SELECT to_regclass($1)::oid", &[&quoted])
+            .await
+            .map_err(db(format!("look up table {table} on the target")))?
+            .get(0);
+        let oid = oid.ok_or_else(|| SinkError::MissingTable {
+            table: table.clone(),
+        })?;
+        let column_types = self
+            .client
+            .query(
+                "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+                &[&oid],
+            )
+            .await
+            .map_err(db(format!("read the columns of {table} on the target")))?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        let key: Vec<String> = self
+            .client
+            .query(
+                "SELECT a.attname::text FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                  WHERE i.indrelid = $1 AND i.indisprimary
+                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&oid],
+            )
+            .await
+            .map_err(db(format!("read the primary key of {table} on the target")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if key.is_empty() {
+            return Err(SinkError::NoPrimaryKey {
+                table: table.clone(),
+            });
+        }
+        let t = Arc::new(TargetTable {
+            quoted,
+            column_types,
+            key,
+        });
+        self.tables.insert(table.clone(), t.clone());
+        Ok(t)
+    }
+
+    /// Forget cached table shapes (after DDL on the target).
+    pub fn invalidate_tables(&mut self) {
+        self.tables.clear();
+        self.statements.clear();
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let schema = batch.table.clone();
+        let target = self.target_table(&schema.table).await?;
+        let cast = |name: &str| -> Result<&str, SinkError> {
+            target
+                .column_types
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| SinkError::MissingColumn {
+                    table: schema.table.clone(),
+                    column: name.to_string(),
+                })
+        };
+        let marker_type = cast(&self.spec.marker_column)?.to_string();
+        // Rows are matched by the source's key columns: the target must agree.
+        let key_cols: Vec<usize> = schema.key.clone();
+        let source_key: Vec<&str> = key_cols
+            .iter()
+            .map(|&i| schema.columns[i].name.as_str())
+            .collect();
+        if source_key != target.key.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(SinkError::KeyMismatch {
+                table: schema.table.clone(),
+                source_key: source_key.join(", "),
+                target_key: target.key.join(", "),
+            });
+        }
+        let n = batch.rows.len();
+        let mut params: Vec<Option<String>> = Vec::new();
+        let sql = match batch.op {
+            Op::Insert => {
+                let mut cols: Vec<String> = batch
+                    .shape
+                    .iter()
+                    .map(|&i| quote_ident(&schema.columns[i].name))
+                    .collect();
+                cols.push(quote_ident(&self.spec.marker_column));
+                let mut types = Vec::new();
+                for &i in &batch.shape {
+                    types.push(cast(&schema.columns[i].name)?.to_string());
+                }
+                types.push(marker_type.clone());
+                for change in &batch.rows {
+                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    params.push(Some(change.marker.to_json()));
+                }
+                format!(
+                    "INSERT INTO {} ({}) VALUES {}",
+                    target.quoted,
+                    cols.join(", "),
+                    values_list(n, &types)
+                )
+            }
+            Op::Update => {
+                let mut types = Vec::new();
+                let mut aliases = Vec::new();
+                for (j, &i) in key_cols.iter().enumerate() {
+                    types.push(cast(&schema.columns[i].name)?.to_string());
+                    aliases.push(format!("k{j}"));
+                }
+                let mut sets = Vec::new();
+                for (j, &i) in batch.shape.iter().enumerate() {
+                    types.push(cast(&schema.columns[i].name)?.to_string());
+                    aliases.push(format!("c{j}"));
+                    sets.push(format!("{} = v.c{j}", quote_ident(&schema.columns[i].name)));
+                }
+                types.push(marker_type.clone());
+                aliases.push("m".into());
+                sets.push(format!("{} = v.m", quote_ident(&self.spec.marker_column)));
+                for change in &batch.rows {
+                    self.push_key_params(&schema, change, &mut params)?;
+                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    params.push(Some(change.marker.to_json()));
+                }
+                let on: Vec<String> = key_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| format!("t.{} = v.k{j}", quote_ident(&schema.columns[i].name)))
+                    .collect();
+                format!(
+                    "UPDATE {} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+                    target.quoted,
+                    sets.join(", "),
+                    values_list(n, &types),
+                    aliases.join(", "),
+                    on.join(" AND ")
+                )
+            }
+            Op::Delete => {
+                let mut types = Vec::new();
+                let mut aliases = Vec::new();
+                for (j, &i) in key_cols.iter().enumerate() {
+                    types.push(cast(&schema.columns[i].name)?.to_string());
+                    aliases.push(format!("k{j}"));
+                }
+                for change in &batch.rows {
+                    self.push_key_params(&schema, change, &mut params)?;
+                }
+                let on: Vec<String> = key_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| format!("t.{} = v.k{j}", quote_ident(&schema.columns[i].name)))
+                    .collect();
+                format!(
+                    "DELETE FROM {} AS t USING (VALUES {}) AS v({}) WHERE {}",
+                    target.quoted,
+                    values_list(n, &types),
+                    aliases.join(", "),
+                    on.join(" AND ")
+                )
+            }
+        };
+        let statement = self.statement(&sql, params.len()).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let affected = self
+            .client
+            .execute(&statement, &refs)
+            .await
+            .map_err(db(format!(
+                "apply {} {} row(s) to {}",
+                n, batch.op, schema.table
+            )))?;
+        if batch.op != Op::Insert && (affected as usize) < n {
+            let missing = n - affected as usize;
+            self.stats
+                .missing_rows
+                .fetch_add(missing as u64, Ordering::Relaxed);
+            tracing::warn!(table = %schema.table, op = %batch.op, missing, "rows to change were not on the target");
+        }
+        Ok(())
+    }
+
+    async fn statement(&mut self, sql: &str, nparams: usize) -> Result<Statement, SinkError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        if self.statements.len() >= STATEMENT_CACHE_LIMIT {
+            self.statements.clear();
+        }
+        let types = vec![Type::TEXT; nparams];
+        let s = self
+            .client
+            .prepare_typed(sql, &types)
+            .await
+            .map_err(db(format!("prepare: {}", abbreviate(sql))))?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn push_image_params(
+        &self,
+        schema: &TableSchema,
+        change: &RowChange,
+        shape: &[usize],
+        params: &mut Vec<Option<String>>,
+    ) -> Result<(), SinkError> {
+        let after = change.after.as_ref();
+        for &i in shape {
+            let v = after
+                .and_then(|a| a.0.get(i))
+                .and_then(|v| v.as_ref())
+                .unwrap_or(&Value::Null);
+            params.push(self.text_param(schema, change, i, v)?);
+        }
+        Ok(())
+    }
+
+    fn push_key_params(
+        &self,
+        schema: &TableSchema,
+        change: &RowChange,
+        params: &mut Vec<Option<String>>,
+    ) -> Result<(), SinkError> {
+        // The old key identifies the row; without an old image the key did not change.
+        let image = change.before.as_ref().or(change.after.as_ref());
+        for &i in &schema.key {
+            let v = image
+                .and_then(|r| r.0.get(i))
+                .and_then(|v| v.as_ref())
+                .unwrap_or(&Value::Null);
+            params.push(self.text_param(schema, change, i, v)?);
+        }
+        Ok(())
+    }
+
+    fn text_param(
+        &self,
+        schema: &TableSchema,
+        change: &RowChange,
+        column: usize,
+        v: &Value,
+    ) -> Result<Option<String>, SinkError> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        let text = encode_text(v).map_err(|e| SinkError::Value {
+            table: schema.table.clone(),
+            key: describe_key(change),
+            column: schema.columns[column].name.clone(),
+            reason: e.to_string(),
+        })?;
+        if text.contains('\0') {
+            return Err(SinkError::Value {
+                table: schema.table.clone(),
+                key: describe_key(change),
+                column: schema.columns[column].name.clone(),
+                reason: "PostgreSQL text cannot hold a NUL character".into(),
+            });
+        }
+        Ok(Some(text))
+    }
+}
+
+/// `($1::text::t1, $2::text::t2), ($3::text::t1, ...)`.
+fn values_list(rows: usize, types: &[String]) -> String {
+    let mut out = String::with_capacity(rows * types.len() * 16);
+    let mut p = 0;
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for (j, t) in types.iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            p += 1;
+            out.push_str(&format!("${p}::text::{t}"));
+        }
+        out.push(')');
+    }
+    out
+}
+
+fn encoded_key(change: &RowChange) -> Vec<u8> {
+    let image = match change.op {
+        Op::Insert => change.after.as_ref(),
+        _ => change.before.as_ref().or(change.after.as_ref()),
+    };
+    let mut out = Vec::new();
+    if let Some(key) = image.and_then(|r| r.key(&change.table)) {
+        for v in key {
+            encode_value(&v, &mut out);
+        }
+    }
+    out
+}
+
+/// The row's key for messages: `id=7` or `(a=1, b=x)`.
+pub fn describe_key(change: &RowChange) -> String {
+    let image = change.before.as_ref().or(change.after.as_ref());
+    let parts: Vec<String> = change
+        .table
+        .key
+        .iter()
+        .map(|&i| {
+            let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
+            let shown = v
+                .map(|v| encode_text(v).unwrap_or_else(|_| format!("<{}>", v.kind_name())))
+                .unwrap_or_else(|| "?".into());
+            format!("{}={}", change.table.columns[i].name, shown)
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn abbreviate(sql: &str) -> String {
+    if sql.len() > 200 {
+        let mut end = 200;
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &sql[..end])
+    } else {
+        sql.to_string()
+    }
+}
+
+/// Parse PostgreSQL's `XXXXXXXX/XXXXXXXX` LSN text.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text() {
+        assert_eq!(parse_lsn("0/16B3F28"), Some(0x16B_3F28));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(SourcePosition::PgLsn(0x1_0000_00FF).to_string(), "1/FF");
+        assert_eq!(parse_lsn("garbage"), None);
+    }
+
+    #[test]
+    fn values_list_numbers_parameters_in_order() {
+        let types = vec!["integer".to_string(), "text".to_string()];
+        assert_eq!(
+            values_list(2, &types),
+            "($1::text::integer, $2::text::text), ($3::text::integer, $4::text::text)"
+        );
+    }
+}

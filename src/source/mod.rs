@@ -1,0 +1,3 @@
+//! Sources: read a database's committed changes into the canonical event stream.
+
+pub mod pg;
