@@ -111,7 +111,7 @@ pub enum LocalDbError {
     #[error("{what} failed: `{command}` exited with {status}\n{output}\nhint: {hint}")]
     Command {
         /// The step that failed.
-        what: String,
+        what: &'static str,
         /// The command line.
         command: String,
         /// Exit status.
@@ -119,7 +119,7 @@ pub enum LocalDbError {
         /// Captured stdout and stderr.
         output: String,
         /// How to fix it.
-        hint: String,
+        hint: &'static str,
     },
 
     /// The server did not come up; includes the end of `server.log`.

@@ -189,13 +189,13 @@ pub enum PgEncodeError {
 /// First PostgreSQL date, 4714-11-24 BC (Julian day 0), in days since 1970-01-01.
 const PG_DATE_MIN_DAYS: i64 = -2_440_588;
 /// Last PostgreSQL date, 5874897-12-31, in days since 1970-01-01.
-const PG_DATE_MAX_DAYS: i64 = 2_145_042_906;
+const PG_DATE_MAX_DAYS: i64 = 2_145_042_905;
 /// First PostgreSQL timestamp, 4714-11-24 00:00:00 BC, in microseconds since 1970.
 const PG_TS_MIN_MICROS: i64 = PG_DATE_MIN_DAYS * MICROS_PER_DAY;
 /// Days from 1970-01-01 to 294277-01-01, the first instant past PostgreSQL's
 /// timestamp range. That range ends about 30 years after `i64::MAX` microseconds
 /// since 1970 (294247-01-10 04:00:54.775807), the end of [`Timestamp::Micros`].
-const PG_TS_END_DAYS: i64 = 106_751_616;
+const PG_TS_END_DAYS: i64 = 106_762_940;
 
 /// PostgreSQL 17's infinite intervals (`INTERVAL_NOEND` / `INTERVAL_NOBEGIN`).
 const INTERVAL_POS_INFINITY: Interval = Interval {
@@ -1565,7 +1565,7 @@ mod tests {
                 ]),
             ),
             (C::Date, "4714-11-24 BC", Value::Date(Date::Days(-2_440_588))),
-            (C::Date, "5874897-12-31", Value::Date(Date::Days(2_145_042_906))),
+            (C::Date, "5874897-12-31", Value::Date(Date::Days(2_145_042_905))),
             (C::Date, "0001-01-01 BC", date(0, 1, 1)),
             (C::Date, "0044-03-15 BC", date(-43, 3, 15)),
             (C::Date, "infinity", Value::Date(Date::PosInfinity)),
@@ -1982,7 +1982,7 @@ mod tests {
             (date(-43, 3, 15), "0044-03-15 BC"),
             (date(0, 1, 1), "0001-01-01 BC"),
             (Value::Date(Date::Days(-2_440_588)), "4714-11-24 BC"),
-            (Value::Date(Date::Days(2_145_042_906)), "5874897-12-31"),
+            (Value::Date(Date::Days(2_145_042_905)), "5874897-12-31"),
             (date(10_000, 1, 1), "10000-01-01"),
             (Value::Date(Date::PosInfinity), "infinity"),
             (Value::Date(Date::NegInfinity), "-infinity"),
@@ -2052,7 +2052,7 @@ mod tests {
             ),
             (
                 Value::Array(vec![text("\u{a0}"), text("\u{2003}")]),
-                "{\u{a0},\"\u{2003}\"}",
+                "{\"\u{a0}\",\"\u{2003}\"}",
             ),
         ];
         for (value, want) in &cases {

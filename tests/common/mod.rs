@@ -1,0 +1,165 @@
+//! Shared test fixtures: two throwaway PostgreSQL clusters with a duplex link
+//! between them, configured through the control schema.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pg::PgEndpoint;
+use tokio_postgres::Client;
+
+/// Two clusters, `a` (site 1) and `b` (site 2), each with database `app`
+/// holding the same schema, and link 1 syncing `tables` between them. The
+/// control schema lives in cluster a's `postgres` database.
+pub struct Pair {
+    pub a: LocalPostgres,
+    pub b: LocalPostgres,
+    pub control_url: String,
+}
+
+pub async fn connect(conninfo: &str) -> Client {
+    let ep = PgEndpoint::from_url("test", conninfo).expect("conninfo");
+    ep.connect("duplex test").await.expect("connect")
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl Pair {
+    pub async fn start(schema_sql: &str, tables: &[&str]) -> Pair {
+        Pair::start_with(schema_sql, tables, LocalPgOptions::default()).await
+    }
+
+    pub async fn start_with(schema_sql: &str, tables: &[&str], opts: LocalPgOptions) -> Pair {
+        init_tracing();
+        let (o1, o2) = (opts.clone(), opts);
+        let a = tokio::task::spawn_blocking(move || LocalPostgres::start(o1))
+            .await
+            .expect("join")
+            .expect("start cluster a");
+        let b = tokio::task::spawn_blocking(move || LocalPostgres::start(o2))
+            .await
+            .expect("join")
+            .expect("start cluster b");
+        for pg in [&a, &b] {
+            pg.create_database("app").expect("create database app");
+            if !schema_sql.is_empty() {
+                pg.psql("app", schema_sql).expect("create schema");
+            }
+        }
+        let control_url = a.conninfo("postgres");
+        let mut control = connect(&control_url).await;
+        duplex::control::migrate(&mut control)
+            .await
+            .expect("install control schema");
+        control
+            .execute(
+                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",
+                &[&a.conninfo("app"), &b.conninfo("app")],
+            )
+            .await
+            .expect("insert sites");
+        control
+            .batch_execute(
+                "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'ab', 1, 2)",
+            )
+            .await
+            .expect("insert link");
+        for t in tables {
+            control
+                .execute("INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (1, 'public', $1)", &[t])
+                .await
+                .expect("insert link table");
+        }
+        Pair { a, b, control_url }
+    }
+
+    pub async fn client_a(&self) -> Client {
+        connect(&self.a.conninfo("app")).await
+    }
+
+    pub async fn client_b(&self) -> Client {
+        connect(&self.b.conninfo("app")).await
+    }
+}
+
+/// Poll `check` every 20 ms until it returns true; panic naming `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One boolean query.
+pub async fn query_bool(client: &Client, sql: &str) -> bool {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false)
+}
+
+pub async fn query_i64(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .expect(sql)
+        .get::<_, i64>(0)
+}
+
+/// Every row of `table` except duplex's marker column, as text, ordered by the
+/// primary key `id`: equal on both sides exactly when the tables are equal.
+pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
+    let cols: Vec<String> = client
+        .query(
+            "SELECT quote_ident(column_name::text) FROM information_schema.columns
+              WHERE table_schema = 'public' AND table_name = $1 AND column_name <> '_duplex' ORDER BY ordinal_position",
+            &[&table],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!cols.is_empty(), "table {table} has no columns");
+    let sql = format!(
+        "SELECT ({})::text FROM {} t ORDER BY id",
+        cols.iter()
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        table
+    );
+    let sql = if cols.len() == 1 {
+        sql.replace("(t.", "ROW(t.")
+    } else {
+        sql.replace("SELECT (", "SELECT ROW(")
+    };
+    client
+        .query(&sql, &[])
+        .await
+        .expect(&sql)
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
