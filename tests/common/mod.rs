@@ -111,9 +111,9 @@ where
 }
 
 /// One boolean query.
-pub async fn query_bool(client: &Client, sql: &str) -> bool {
+pub async fn query_bool(client: &Client, sql: impl AsRef<str>) -> bool {
     client
-        .query_one(sql, &[])
+        .query_one(sql.as_ref(), &[])
         .await
         .map(|r| r.get::<_, bool>(0))
         .unwrap_or(false)
@@ -162,4 +162,65 @@ pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect()
+}
+
+/// The `duplex` binary running `duplex run` against a control database; killed
+/// (SIGKILL) on drop so a failing test never leaves it behind.
+pub struct DuplexProcess {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl DuplexProcess {
+    pub fn spawn(control_url: &str, log: &std::path::Path) -> DuplexProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .args(["run", "--control", control_url])
+            .env("DUPLEX_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn duplex");
+        DuplexProcess {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to commit, flush or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident set size so far, from /proc (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmHWM in /proc status")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DuplexProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
