@@ -7,6 +7,8 @@ use crate::setup::SetupError;
 use crate::sink::pg::SinkError;
 use crate::source::pg::SourceError;
 
+/// Stage errors are boxed: they carry table, key and column names, and a
+/// `Result` should stay small on the hot path.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -15,16 +17,32 @@ pub enum Error {
     Source {
         site: String,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     #[error("sink {site}: {source}")]
     Sink {
         site: String,
         #[source]
-        source: SinkError,
+        source: Box<SinkError>,
     },
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
     Setup(#[from] SetupError),
+}
+
+impl Error {
+    pub fn source_error(site: &str, e: SourceError) -> Error {
+        Error::Source {
+            site: site.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    pub fn sink_error(site: &str, e: SinkError) -> Error {
+        Error::Sink {
+            site: site.to_string(),
+            source: Box::new(e),
+        }
+    }
 }

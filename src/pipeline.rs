@@ -66,7 +66,7 @@ pub async fn run_direction(
         stats.set_state("connecting");
         let target_site = spec.sink.endpoint.site_name.clone();
         let source_site = spec.source.endpoint.site_name.clone();
-        let sink_err = |source| crate::Error::Sink { site: target_site.clone(), source };
+        let sink_err = |e| crate::Error::sink_error(&target_site, e);
         let mut sink = PgSink::connect(spec.sink.clone(), stats.clone()).await?;
         let resume = sink.resume_position().await.map_err(sink_err)?;
         let mut source_spec = spec.source.clone();
@@ -89,7 +89,7 @@ pub async fn run_direction(
                     let ev = match source.next_event().await {
                         Ok(Some(ev)) => Ok(ev),
                         Ok(None) => break,
-                        Err(e) => Err(crate::Error::Source { site: reader_site.clone(), source: e }),
+                        Err(e) => Err(crate::Error::source_error(&reader_site, e)),
                     };
                     let failed = ev.is_err();
                     if tx.send(ev).await.is_err() || failed {

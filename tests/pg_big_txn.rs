@@ -1,6 +1,7 @@
 //! One 1,000,000-row transaction replicates with duplex's peak RSS under 300 MB:
 //! the transaction streams through a bounded pipeline into one open target
 //! transaction instead of being held in memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! kill -9 of duplex in the middle of a 50,000-row load, then restart: the peer
 //! ends equal to the source, nothing lost and nothing applied twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! PostgreSQL <-> PostgreSQL: changes flow both ways, in order, atomically,
 //! exactly once and without echo.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Every canonical type round-trips A -> B -> A unchanged, and TOASTed values
 //! survive updates that do not touch them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

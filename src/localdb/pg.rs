@@ -1172,18 +1172,18 @@ fn run_output(mut cmd: Command, what: &str) -> Result<Output, LocalDbError> {
         .map_err(|e| io_err(format!("could not run {what} ({})", describe(&cmd)), e))
 }
 
-fn run_checked(cmd: Command, what: &str, hint: &str) -> Result<(), LocalDbError> {
+fn run_checked(cmd: Command, what: &'static str, hint: &'static str) -> Result<(), LocalDbError> {
     let command = describe(&cmd);
     let out = run_output(cmd, what)?;
     if out.status.success() {
         return Ok(());
     }
     Err(LocalDbError::Command {
-        what: what.to_owned(),
+        what,
         command,
         status: out.status.to_string(),
         output: output_text(&out),
-        hint: hint.to_owned(),
+        hint,
     })
 }
 
@@ -1275,4 +1275,38 @@ fn hba_conf(auth: &LocalAuth, tls: bool) -> String {
     let _ = writeln!(hba, "host all all {HOST}/32 {method}");
     let _ = writeln!(hba, "host replication all {HOST}/32 {method}");
     hba
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_values_are_quoted_per_libpq() {
+        assert_eq!(conninfo_quote("postgres"), "postgres");
+        assert_eq!(conninfo_quote(""), "''");
+        assert_eq!(conninfo_quote("a b"), "'a b'");
+        assert_eq!(conninfo_quote(r"it's\x"), r"'it\'s\\x'");
+    }
+
+    #[test]
+    fn sql_and_conf_quoting() {
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(quote_literal(r"it's \n"), r"'it''s \n'");
+        assert_eq!(conf_quote(r"it's \n"), r"'it''s \\n'");
+    }
+
+    #[test]
+    fn hba_keeps_plain_host_lines_with_tls() {
+        let hba = hba_conf(
+            &LocalAuth::Md5 {
+                password: "x".to_owned(),
+            },
+            true,
+        );
+        assert!(hba.contains("hostssl all all 127.0.0.1/32 md5"));
+        assert!(hba.contains("host all all 127.0.0.1/32 md5"));
+        assert!(hba.contains("host replication all 127.0.0.1/32 md5"));
+        assert!(hba.contains("local all all trust"));
+    }
 }

@@ -129,10 +129,7 @@ impl PgSink {
     ) -> Result<PgSink, crate::Error> {
         let client = spec.endpoint.connect("duplex applier").await?;
         let site = spec.endpoint.site_name.clone();
-        let wrap = |source| crate::Error::Sink {
-            site: site.clone(),
-            source,
-        };
+        let wrap = |e| crate::Error::sink_error(&site, e);
         client
             .batch_execute("SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3")
             .await

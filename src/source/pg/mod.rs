@@ -144,13 +144,9 @@ impl PgSource {
             .with_application_name(format!("duplex {}", spec.slot))
             // Pin how the walsender renders values, so the decoder sees one format.
             .with_options("-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1 -c bytea_output=hex");
-        let client =
-            ReplicationClient::connect(config)
-                .await
-                .map_err(|e| crate::Error::Source {
-                    site: spec.endpoint.site_name.clone(),
-                    source: SourceError::Stream(e),
-                })?;
+        let client = ReplicationClient::connect(config).await.map_err(|e| {
+            crate::Error::source_error(&spec.endpoint.site_name, SourceError::Stream(e))
+        })?;
         Ok(PgSource {
             spec,
             client,
