@@ -246,7 +246,18 @@ impl PgEndpoint {
             },
             TlsMode::Require => TlsConfig::require(),
             TlsMode::VerifyCa => TlsConfig::verify_ca(self.tls_ca_file.clone()),
-            TlsMode::VerifyFull => TlsConfig::verify_full(self.tls_ca_file.clone()),
+            TlsMode::VerifyFull => {
+                // pgwire-replication refuses an IP host in verify-full unless the
+                // name to verify is given explicitly; rustls then checks the
+                // certificate's IP address SAN, as libpq does.
+                let tls = TlsConfig::verify_full(self.tls_ca_file.clone());
+                let host = rc.host.clone();
+                if host.parse::<std::net::IpAddr>().is_ok() {
+                    tls.with_sni_hostname(host)
+                } else {
+                    tls
+                }
+            }
         };
         rc = rc.with_tls(tls);
         rc

@@ -2669,17 +2669,19 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("psql: {e}"),
         };
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            if let Err(e) = stdin.write_all(sql.as_bytes()) {
-                panic!("psql stdin: {e}");
-            }
-        }
+        // Write from another thread: psql's output would otherwise fill the pipe.
+        let writer = child.stdin.take().map(|mut stdin| {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                stdin.write_all(sql.as_bytes()).is_ok()
+            })
+        });
         let out = match child.wait_with_output() {
             Ok(o) => o,
             Err(e) => panic!("psql: {e}"),
         };
         assert!(out.status.success(), "psql failed");
+        assert!(writer.is_some_and(|w| w.join().unwrap_or(false)));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), expected.len());

@@ -33,12 +33,58 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// How the sites authenticate and encrypt, as written into `duplex.sites`.
+#[derive(Debug, Clone)]
+pub struct SiteSecurity {
+    pub tls_mode: String,
+    pub tls_ca_file: Option<String>,
+    /// Per site (a, b): name of the environment variable holding the password.
+    pub password_env: [Option<String>; 2],
+    /// Per site (a, b): path of a file holding the password.
+    pub password_file: [Option<String>; 2],
+}
+
+impl Default for SiteSecurity {
+    fn default() -> Self {
+        SiteSecurity {
+            tls_mode: "disable".into(),
+            tls_ca_file: None,
+            password_env: [None, None],
+            password_file: [None, None],
+        }
+    }
+}
+
+/// A connection string with the cluster's password (tests only: duplex's own
+/// site rows never carry one).
+pub fn url_with_password(pg: &LocalPostgres, db: &str) -> String {
+    match pg.password() {
+        Some(p) => format!(
+            "{} password='{}'",
+            pg.conninfo(db),
+            p.replace('\\', "\\\\").replace('\'', "\\'")
+        ),
+        None => pg.conninfo(db),
+    }
+}
+
 impl Pair {
     pub async fn start(schema_sql: &str, tables: &[&str]) -> Pair {
-        Pair::start_with(schema_sql, tables, LocalPgOptions::default()).await
+        Pair::start_with(
+            schema_sql,
+            tables,
+            LocalPgOptions::default(),
+            SiteSecurity::default(),
+        )
+        .await
     }
 
-    pub async fn start_with(schema_sql: &str, tables: &[&str], opts: LocalPgOptions) -> Pair {
+    pub async fn start_with(
+        schema_sql: &str,
+        tables: &[&str],
+        opts: LocalPgOptions,
+        security: SiteSecurity,
+    ) -> Pair {
         init_tracing();
         let (o1, o2) = (opts.clone(), opts);
         let a = tokio::task::spawn_blocking(move || LocalPostgres::start(o1))
@@ -55,18 +101,23 @@ impl Pair {
                 pg.psql("app", schema_sql).expect("create schema");
             }
         }
-        let control_url = a.conninfo("postgres");
+        let control_url = url_with_password(&a, "postgres");
         let mut control = connect(&control_url).await;
         duplex::control::migrate(&mut control)
             .await
             .expect("install control schema");
-        control
-            .execute(
-                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",
-                &[&a.conninfo("app"), &b.conninfo("app")],
-            )
-            .await
-            .expect("insert sites");
+        for (i, pg) in [&a, &b].into_iter().enumerate() {
+            let id = i as i32 + 1;
+            let name = if i == 0 { "a" } else { "b" };
+            control
+                .execute(
+                    "INSERT INTO duplex.sites (site_id, name, engine, conninfo, password_env, password_file, tls_mode, tls_ca_file)
+                     VALUES ($1, $2, 'postgresql', $3, $4, $5, $6, $7)",
+                    &[&id, &name, &pg.conninfo("app"), &security.password_env[i], &security.password_file[i], &security.tls_mode, &security.tls_ca_file],
+                )
+                .await
+                .expect("insert site");
+        }
         control
             .batch_execute(
                 "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'ab', 1, 2)",
@@ -83,12 +134,81 @@ impl Pair {
     }
 
     pub async fn client_a(&self) -> Client {
-        connect(&self.a.conninfo("app")).await
+        connect(&url_with_password(&self.a, "app")).await
     }
 
     pub async fn client_b(&self) -> Client {
-        connect(&self.b.conninfo("app")).await
+        connect(&url_with_password(&self.b, "app")).await
     }
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it, made
+/// with the openssl command: (ca.pem, cert.pem, key.pem) in `dir`.
+pub fn make_certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=duplex test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 /// Poll `check` every 20 ms until it returns true; panic naming `what` after `timeout`.
