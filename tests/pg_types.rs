@@ -30,7 +30,7 @@ INSERT INTO alltypes VALUES (2, true, -32768, 2147483647, -9223372036854775808, 
     '{{1,2},{3,4}}', 'it''s "complicated"', '{sad,happy}', 7, '192.168.0.1/24', NULL);
 INSERT INTO alltypes VALUES (3, false, 0, -1, 9223372036854775807, '-Infinity', '-0.000000000000000000000000000001',
     '-0', '-Infinity', E'line1\nline2\ttab \\ backslash '' quote', 'x', 'abcde', '\x', '4713-01-01 BC', '00:00:00.000001',
-    '294276-12-31 23:59:59.999999', '1970-01-01 00:00:00.000001+00', '0', '00000000-0000-0000-0000-000000000000', '[]',
+    '294247-01-10 04:00:54.775807', '1970-01-01 00:00:00.000001+00', '0', '00000000-0000-0000-0000-000000000000', '[]',
     '[]', '{}', '{}', '{}', '{}', 'sad', '{}', 1, '::1', NULL);
 INSERT INTO alltypes VALUES (4, NULL, 1, 1, 1, '0.000', '0', '3.4028235e38', '1e308', 'NULL', 'null', 'NULL', '\x5c', '2000-02-29',
     '12:34:56.5', '1999-12-31 23:59:59.5 BC', '2038-01-19 03:14:08-08', '178000000 years', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
@@ -73,7 +73,7 @@ async fn every_type_round_trips_a_to_b_to_a() {
     wait_for("rows back on A", t, || {
         query_bool(
             &a,
-            "SELECT bool_and((_duplex->>'site')::int = 2) FROM alltypes",
+            "SELECT bool_and(coalesce((_duplex->>'site')::int = 2, false)) FROM alltypes",
         )
     })
     .await;

@@ -76,8 +76,9 @@ pub struct PgSinkSpec {
 /// A synced table as it is on the target.
 struct TargetTable {
     quoted: String,
-    /// Column name -> type to cast text parameters to (no typmod: the column's
-    /// own typmod then applies, with an error instead of silent truncation).
+    /// Column name -> type to cast text parameters to: the quoted catalog type
+    /// name, which carries no typmod, so the column's own typmod applies on
+    /// assignment (an error instead of the silent truncation of an explicit cast).
     column_types: HashMap<String, String>,
     key: Vec<String>,
 }
@@ -357,8 +358,14 @@ impl PgSink {
         let column_types = self
             .client
             .query(
-                "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute
-                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+                // The catalog name of the type, quoted: `"pg_catalog"."bpchar"`
+                // has no typmod, whereas format_type's `character` means
+                // char(1) and an explicit cast to it would silently truncate.
+                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname)
+                   FROM pg_attribute a
+                   JOIN pg_type t ON t.oid = a.atttypid
+                   JOIN pg_namespace n ON n.oid = t.typnamespace
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&oid],
             )
             .await

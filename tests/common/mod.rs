@@ -235,7 +235,7 @@ pub async fn query_bool(client: &Client, sql: impl AsRef<str>) -> bool {
     client
         .query_one(sql.as_ref(), &[])
         .await
-        .map(|r| r.get::<_, bool>(0))
+        .map(|r| r.get::<_, Option<bool>>(0).unwrap_or(false))
         .unwrap_or(false)
 }
 
