@@ -2319,14 +2319,13 @@ mod tests {
 
     /// Encode values, have PostgreSQL cast each through `::text::<type>` and print it
     /// under the replication session's settings, and decode what it printed: the
-    /// result must be the original value. Needs a server; run with
-    /// `DUPLEX_CODEC_PSQL="-h /tmp/dir -p 54999 -U postgres" cargo test --lib
-    /// pg::types -- --ignored`.
+    /// result must be the original value. Starts a throwaway PostgreSQL (and
+    /// fails, never skips, when the server binaries are missing).
     #[test]
-    #[ignore = "needs a PostgreSQL server (DUPLEX_CODEC_PSQL)"]
     fn live_postgres_round_trip() {
-        let Ok(args) = std::env::var("DUPLEX_CODEC_PSQL") else {
-            panic!("set DUPLEX_CODEC_PSQL to psql connection arguments");
+        let pg = match crate::localdb::pg::LocalPostgres::start(Default::default()) {
+            Ok(pg) => pg,
+            Err(e) => panic!("this test needs PostgreSQL: {e}"),
         };
         let n = 300;
         let mut sets: Vec<(&str, PgTypeClass, Vec<Value>)> = vec![
@@ -2660,29 +2659,10 @@ mod tests {
                 expected.push((class.clone(), v.clone()));
             }
         }
-        let mut cmd = std::process::Command::new("psql");
-        cmd.args(args.split_whitespace())
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        let stdout = match pg.psql("postgres", &sql) {
+            Ok(out) => out,
             Err(e) => panic!("psql: {e}"),
         };
-        // Write from another thread: psql's output would otherwise fill the pipe.
-        let writer = child.stdin.take().map(|mut stdin| {
-            std::thread::spawn(move || {
-                use std::io::Write;
-                stdin.write_all(sql.as_bytes()).is_ok()
-            })
-        });
-        let out = match child.wait_with_output() {
-            Ok(o) => o,
-            Err(e) => panic!("psql: {e}"),
-        };
-        assert!(out.status.success(), "psql failed");
-        assert!(writer.is_some_and(|w| w.join().unwrap_or(false)));
-        let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), expected.len());
         for ((class, v), line) in expected.iter().zip(&lines) {
