@@ -6,6 +6,7 @@
 //! from; [`setup`] prepares sites for a link; [`pipeline`] wires one direction
 //! of a link together and [`runner`] runs every link. See `docs/architecture.md`.
 
+pub mod bench;
 pub mod canonical;
 pub mod control;
 pub mod error;

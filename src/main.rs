@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
         control: String,
     },
+    /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
+    Bench {
+        /// Rows in the single large transaction.
+        #[arg(long, default_value_t = 200_000)]
+        bulk_rows: i64,
+        /// Number of one-row transactions.
+        #[arg(long, default_value_t = 20_000)]
+        small_txns: i64,
+    },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
     Demo {
         /// Rounds of writes on each side before the demo ends.
@@ -166,6 +175,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { rounds } => duplex::demo::run(rounds).await?,
+        Command::Bench {
+            bulk_rows,
+            small_txns,
+        } => {
+            duplex::bench::run(duplex::bench::BenchSizes {
+                bulk_rows,
+                small_txns,
+            })
+            .await?
+        }
     }
     Ok(())
 }

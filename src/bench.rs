@@ -1,0 +1,205 @@
+//! `duplex bench`: duplex against PostgreSQL's own logical replication, same
+//! machine, same clusters, same workloads, one after the other; prints a table.
+//!
+//! Each workload is measured from the first user commit to the moment the last
+//! row is visible on the peer, so a replicator that applies while the load is
+//! still running gets credit for it. Run it in release mode
+//! (`scripts/bench.sh`); debug builds measure the compiler, not duplex.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio_postgres::Client;
+
+use crate::localdb::pg::{LocalPgOptions, LocalPostgres};
+use crate::pg::PgEndpoint;
+use crate::pipeline::PipelineTuning;
+
+/// Sizes of the workloads.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSizes {
+    /// Rows in the single large transaction.
+    pub bulk_rows: i64,
+    /// Number of one-row transactions.
+    pub small_txns: i64,
+}
+
+struct Measurement {
+    workload: String,
+    replicator: &'static str,
+    rows: i64,
+    load_secs: f64,
+    total_secs: f64,
+}
+
+async fn client(pg: &LocalPostgres, db: &str) -> anyhow::Result<Client> {
+    Ok(PgEndpoint::from_url(db, &pg.conninfo(db))?
+        .connect("duplex bench")
+        .await?)
+}
+
+async fn wait_count(b: &Client, table: &str, n: i64) -> anyhow::Result<()> {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let c: i64 = b.query_one(&sql, &[]).await?.get(0);
+        if c >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{table}: only {c} of {n} rows arrived within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Run the workloads against `table` on A, measuring arrival on B.
+async fn workloads(
+    a: &Client,
+    b: &Client,
+    table: &str,
+    replicator: &'static str,
+    sizes: BenchSizes,
+    out: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
+    // One large transaction.
+    let start = Instant::now();
+    a.batch_execute(&format!(
+        "INSERT INTO {table} SELECT g, md5(g::text), now() FROM generate_series(1, {}) g",
+        sizes.bulk_rows
+    ))
+    .await?;
+    let load = start.elapsed();
+    wait_count(b, table, sizes.bulk_rows).await?;
+    out.push(Measurement {
+        workload: format!("1 txn x {} rows", sizes.bulk_rows),
+        replicator,
+        rows: sizes.bulk_rows,
+        load_secs: load.as_secs_f64(),
+        total_secs: start.elapsed().as_secs_f64(),
+    });
+    // Many one-row transactions from one client, pipelined as an application would.
+    let base = sizes.bulk_rows;
+    let insert = a
+        .prepare(&format!("INSERT INTO {table} VALUES ($1, 'small', now())"))
+        .await?;
+    let start = Instant::now();
+    let mut pending = futures_util::stream::FuturesOrdered::new();
+    for i in 1..=sizes.small_txns {
+        let id = base + i;
+        let stmt = insert.clone();
+        pending.push_back(async move { a.execute(&stmt, &[&id]).await });
+        if pending.len() >= 16 {
+            use futures_util::StreamExt;
+            if let Some(r) = pending.next().await {
+                r?;
+            }
+        }
+    }
+    {
+        use futures_util::StreamExt;
+        while let Some(r) = pending.next().await {
+            r?;
+        }
+    }
+    let load = start.elapsed();
+    wait_count(b, table, base + sizes.small_txns).await?;
+    out.push(Measurement {
+        workload: format!("{} txns x 1 row", sizes.small_txns),
+        replicator,
+        rows: sizes.small_txns,
+        load_secs: load.as_secs_f64(),
+        total_secs: start.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
+pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
+    println!("== duplex bench: starting two throwaway PostgreSQL clusters");
+    // Durable commits, as in production: a synchronous_commit=off source only
+    // flushes WAL (and so only sends it to any replicator) every 200 ms.
+    let opts = LocalPgOptions {
+        extra_conf: vec![("synchronous_commit".into(), "on".into())],
+        ..LocalPgOptions::default()
+    };
+    let (o1, o2) = (opts.clone(), opts);
+    let a_pg = tokio::task::spawn_blocking(move || LocalPostgres::start(o1)).await??;
+    let b_pg = tokio::task::spawn_blocking(move || LocalPostgres::start(o2)).await??;
+    let schema = "CREATE TABLE bench_duplex (id bigint PRIMARY KEY, payload text, at timestamptz);
+                  CREATE TABLE bench_native (id bigint PRIMARY KEY, payload text, at timestamptz);";
+    for pg in [&a_pg, &b_pg] {
+        pg.create_database("app").context("create database")?;
+        pg.psql("app", schema).context("create tables")?;
+    }
+    let (a, b) = (client(&a_pg, "app").await?, client(&b_pg, "app").await?);
+    let mut results = Vec::new();
+
+    // duplex, both directions running (as in production), load on A.
+    let mut control = client(&a_pg, "postgres").await?;
+    crate::control::migrate(&mut control).await?;
+    control
+        .execute(
+            "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",
+            &[&a_pg.conninfo("app"), &b_pg.conninfo("app")],
+        )
+        .await?;
+    control
+        .batch_execute(
+            "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2);
+             INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'bench_duplex');",
+        )
+        .await?;
+    let handle =
+        crate::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
+    println!("== duplex: running workloads");
+    workloads(&a, &b, "bench_duplex", "duplex", sizes, &mut results).await?;
+    handle.shutdown().await;
+    // Its slots would otherwise decode the native run's WAL too.
+    for pg in [&a, &b] {
+        pg.batch_execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'duplex_%'").await?;
+    }
+
+    // PostgreSQL's built-in logical replication, A -> B.
+    println!("== PostgreSQL logical replication: running workloads");
+    a.batch_execute("CREATE PUBLICATION bench_native_pub FOR TABLE bench_native")
+        .await?;
+    b.batch_execute(&format!(
+        "CREATE SUBSCRIPTION bench_native_sub CONNECTION '{}' PUBLICATION bench_native_pub WITH (copy_data = false)",
+        a_pg.conninfo("app").replace('\'', "''")
+    ))
+    .await?;
+    // Wait until the subscription's apply worker streams.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active: bool = a.query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'bench_native_sub' AND active)", &[]).await?.get(0);
+        if active {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the native subscription did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workloads(&a, &b, "bench_native", "postgres", sizes, &mut results).await?;
+    b.batch_execute("DROP SUBSCRIPTION bench_native_sub")
+        .await?;
+
+    println!();
+    println!(
+        "{:<24} {:<10} {:>10} {:>12} {:>14} {:>12}",
+        "workload", "replicator", "rows", "load (s)", "to peer (s)", "rows/s"
+    );
+    for m in &results {
+        println!(
+            "{:<24} {:<10} {:>10} {:>12.2} {:>14.2} {:>12.0}",
+            m.workload,
+            m.replicator,
+            m.rows,
+            m.load_secs,
+            m.total_secs,
+            m.rows as f64 / m.total_secs
+        );
+    }
+    println!("\nto peer: from the start of the load on A until the last row is visible on B.");
+    Ok(())
+}
