@@ -1,6 +1,7 @@
 //! Authentication and TLS to the sites: SCRAM-SHA-256 with the password from an
 //! environment variable over verified TLS, md5 with the password from a file,
 //! and the refusals a DBA needs to see (password in conninfo, untrusted CA).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 
