@@ -154,9 +154,29 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
     println!("== duplex: running workloads");
     workloads(&a, &b, "bench_duplex", "duplex", sizes, &mut results).await?;
     handle.shutdown().await;
-    // Its slots would otherwise decode the native run's WAL too.
+    // Its slots would otherwise decode the native run's WAL too. A walsender
+    // lets go of its slot a moment after the client disconnects.
     for pg in [&a, &b] {
-        pg.batch_execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'duplex_%'").await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // Drops the inactive ones; an active one is retried on the next round.
+            pg.batch_execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'duplex\\_%' AND NOT active")
+                .await?;
+            let remaining: i64 = pg
+                .query_one(
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'duplex\\_%'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if remaining == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("duplex's replication slots stayed active after shutdown");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     // PostgreSQL's built-in logical replication, A -> B.

@@ -274,3 +274,93 @@ async fn concurrent_writers_on_both_sides_converge_without_echo() {
     );
     run.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_flows_both_ways() {
+    let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let t = Duration::from_secs(20);
+    a.batch_execute("INSERT INTO items SELECT g, 1, 'x' FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    wait_for("rows on B", t, || {
+        query_bool(&b, "SELECT count(*) = 100 FROM items")
+    })
+    .await;
+    // TRUNCATE and new rows in one transaction: order matters.
+    a.batch_execute("BEGIN; TRUNCATE items; INSERT INTO items VALUES (500, 2, 'after'); COMMIT;")
+        .await
+        .unwrap();
+    wait_for("truncate A->B", t, || {
+        query_bool(&b, "SELECT count(*) = 1 AND min(id) = 500 FROM items")
+    })
+    .await;
+    b.batch_execute("TRUNCATE items").await.unwrap();
+    wait_for("truncate B->A", t, || {
+        query_bool(&a, "SELECT count(*) = 0 FROM items")
+    })
+    .await;
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_only_replica_identity_still_syncs() {
+    let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
+    let control = common::connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET replica_identity = 'key' WHERE table_name = 'items'",
+        )
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    assert!(
+        query_bool(
+            &a,
+            "SELECT relreplident = 'd' FROM pg_class WHERE relname = 'items'"
+        )
+        .await,
+        "identity not set to key"
+    );
+    assert!(
+        query_bool(
+            &a,
+            "SELECT relreplident = 'f' FROM pg_class WHERE relname = 'customers'"
+        )
+        .await,
+        "identity not FULL"
+    );
+    let t = Duration::from_secs(20);
+    a.batch_execute("INSERT INTO items VALUES (1, 1, repeat('y', 100000)), (2, 1, 'short')")
+        .await
+        .unwrap();
+    wait_for("insert", t, || {
+        query_bool(&b, "SELECT count(*) = 2 FROM items")
+    })
+    .await;
+    // Without an old image, the key comes from the new image; the unchanged
+    // TOASTed payload is not sent and must stay.
+    a.batch_execute("UPDATE items SET batch = 9 WHERE id = 1; DELETE FROM items WHERE id = 2;")
+        .await
+        .unwrap();
+    wait_for("update and delete", t, || {
+        query_bool(&b, "SELECT count(*) = 1 AND min(batch) = 9 FROM items")
+    })
+    .await;
+    assert!(
+        query_bool(
+            &b,
+            "SELECT payload = repeat('y', 100000) FROM items WHERE id = 1"
+        )
+        .await,
+        "TOASTed payload lost"
+    );
+    assert_eq!(table_rows(&a, "items").await, table_rows(&b, "items").await);
+    run.shutdown().await;
+}

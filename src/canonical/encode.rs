@@ -263,4 +263,45 @@ mod tests {
         let r3 = Row(vec![Some(Value::Int(1)), None]);
         assert_eq!(row_checksum(&s1, &r3), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Zero padding and the sign of zero never change what a decimal means.
+            #[test]
+            fn decimal_padding_keeps_the_encoding(int in "[0-9]{1,40}", frac in "[0-9]{0,30}", lead in 0usize..4, trail in 0usize..4, neg: bool) {
+                let sign = if neg { "-" } else { "" };
+                let plain = format!("{sign}{int}{}{frac}", if frac.is_empty() { "" } else { "." });
+                let padded = format!("{sign}{}{int}.{frac}{}", "0".repeat(lead), "0".repeat(trail));
+                let a = Decimal::parse(&plain).map(Value::Decimal);
+                let b = Decimal::parse(&padded).map(Value::Decimal);
+                prop_assert!(a.is_some() && b.is_some());
+                prop_assert_eq!(enc(&a.unwrap_or(Value::Null)), enc(&b.unwrap_or(Value::Null)));
+            }
+
+            // Two different numbers never encode alike.
+            #[test]
+            fn different_integers_encode_differently(x: i64, y: i64) {
+                prop_assume!(x != y);
+                prop_assert_ne!(enc(&Value::Int(x)), enc(&Value::Int(y)));
+            }
+
+            // An unsigned value means the same as the signed one of the same number.
+            #[test]
+            fn unsigned_and_signed_agree(x in 0i64..=i64::MAX) {
+                prop_assert_eq!(enc(&Value::UInt(x as u64)), enc(&Value::Int(x)));
+            }
+
+            // Strings are length-prefixed: no two different lists of strings collide.
+            #[test]
+            fn string_lists_are_unambiguous(a in proptest::collection::vec(".{0,4}", 0..4), b in proptest::collection::vec(".{0,4}", 0..4)) {
+                prop_assume!(a != b);
+                let va = Value::Array(a.into_iter().map(Value::Text).collect());
+                let vb = Value::Array(b.into_iter().map(Value::Text).collect());
+                prop_assert_ne!(enc(&va), enc(&vb));
+            }
+        }
+    }
 }
