@@ -29,6 +29,8 @@ pub enum Error {
     Control(#[from] ControlError),
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

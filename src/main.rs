@@ -118,9 +118,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stop = handle.shutdown_sender();
             tokio::select! {
                 _ = shutdown_signal() => {
-                    tracing::info!("shutting down: committing applied transactions");
+                    tracing::info!("shutting down: committing applied transactions (interrupt again to stop at once)");
                     let _ = stop.send(true);
-                    handle.wait().await;
+                    // An applier waiting on a row lock must not keep the process
+                    // alive forever: a second signal or 60 s end it. Nothing is
+                    // lost: uncommitted work is rolled back and re-read on start.
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => tracing::warn!("second interrupt: stopping without waiting"),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => tracing::warn!("shutdown took over 60 s: stopping without waiting"),
+                    }
                 }
                 _ = handle.wait() => {}
             }

@@ -67,7 +67,9 @@ pub struct Marker {
     pub site: u32,
     /// Commit time of the newest write, microseconds since the Unix epoch.
     pub ts: i64,
-    /// crc32 of the row's canonical encoding as written (see `canonical::encode`).
+    /// crc32 of the row's canonical encoding as written (see `canonical::encode`);
+    /// 0 when the source could not know the whole row (key-only replica
+    /// identity and an unchanged TOAST value).
     pub crc: u32,
 }
 

@@ -106,6 +106,7 @@ pub async fn run_direction(
             }
         };
 
+        let mut reader_closed = false;
         let result: Result<(), crate::Error> = async {
             let mut stopping = false;
             loop {
@@ -141,6 +142,7 @@ pub async fn run_direction(
                     if sink.has_uncommitted() {
                         confirm(sink.commit().await.map_err(sink_err)?);
                     }
+                    reader_closed = true;
                     break;
                 };
                 let ev = ev?;
@@ -153,7 +155,18 @@ pub async fn run_direction(
             Ok(())
         }
         .await;
-        reader.abort();
+        // The reader ended on its own: a panic there must surface as an error,
+        // not look like a stream that ended and is quietly reconnected.
+        let result = match (result, reader_closed) {
+            (Ok(()), true) => match reader.await {
+                Err(e) if e.is_panic() => Err(crate::Error::Internal(format!("the reader task panicked: {e}"))),
+                _ => Ok(()),
+            },
+            (other, _) => {
+                reader.abort();
+                other
+            }
+        };
         stats.set_state(if result.is_ok() { "stopped" } else { "error" });
         result
     }
@@ -176,8 +189,8 @@ pub async fn supervise_direction(
         match run_direction(spec.clone(), stats.clone(), shutdown.clone()).await {
             Ok(()) if *shutdown.borrow() => return,
             Ok(()) => {
-                tracing::warn!(direction = %spec.name, "replication stream ended; reconnecting");
-                backoff = Duration::from_millis(250);
+                // Backoff keeps growing: a stream that keeps ending must not spin.
+                tracing::warn!(direction = %spec.name, retry_in_ms = backoff.as_millis() as u64, "replication stream ended; reconnecting");
             }
             Err(e) => {
                 let msg = error_chain(&e);

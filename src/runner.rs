@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::control::{self, ControlConfig, DirectionStatus, Link, Site};
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
-use crate::setup::prepare_pg_site;
+use crate::setup::{check_slot_continuity, prepare_pg_site};
 use crate::sink::pg::PgSinkSpec;
 use crate::source::pg::PgSourceSpec;
 use crate::stats::DirectionStats;
@@ -80,11 +80,23 @@ async fn prepare_link(
         })
     };
     let (a, b) = (site(link.site_a)?, site(link.site_b)?);
-    for (this, peer) in [(a, b), (b, a)] {
-        let ep = endpoint(this)?;
-        let client = ep.connect("duplex setup").await?;
+    let client_a = endpoint(a)?.connect("duplex setup").await?;
+    let client_b = endpoint(b)?.connect("duplex setup").await?;
+    for ((this, this_client), (peer, peer_client)) in [
+        ((a, &client_a), (b, &client_b)),
+        ((b, &client_b), (a, &client_a)),
+    ] {
+        check_slot_continuity(
+            this_client,
+            &this.name,
+            peer_client,
+            &peer.name,
+            this.site_id,
+            link,
+        )
+        .await?;
         prepare_pg_site(
-            &client,
+            this_client,
             &this.name,
             this.site_id,
             peer.site_id,

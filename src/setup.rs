@@ -33,6 +33,67 @@ pub enum SetupError {
     NoPrimaryKey { site: String, table: TableName },
     #[error("site {site}: PostgreSQL {found} is too old; duplex needs PostgreSQL 15 or newer")]
     Version { site: String, found: String },
+    #[error(
+        "site {site}: replication slot {slot} is gone, but site {peer} has already applied changes from it up to {applied}: \
+         a new slot would silently skip every change made on {site} since then. Resync the link's tables first, \
+         then reset the peer's progress with SELECT pg_replication_origin_drop('{origin}') on {peer} and start duplex again"
+    )]
+    SlotLost {
+        site: String,
+        slot: String,
+        peer: String,
+        origin: String,
+        applied: String,
+    },
+}
+
+/// Before a site's slot is (re)created: if the peer already applied changes
+/// from an earlier slot of this link, a new slot would start at the current
+/// position and silently lose everything in between. Refuse instead.
+pub async fn check_slot_continuity(
+    site: &Client,
+    site_name: &str,
+    peer: &Client,
+    peer_name: &str,
+    site_id: u32,
+    link: &Link,
+) -> Result<(), SetupError> {
+    let slot = link.slot_name(site_id);
+    let slot_exists: bool = site
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(|source| SetupError::Db {
+            site: site_name.into(),
+            context: "look up replication slot".into(),
+            source,
+        })?
+        .get(0);
+    if slot_exists {
+        return Ok(());
+    }
+    let origin = link.origin_name(site_id);
+    let applied: Option<String> = peer
+        .query_one(
+            "SELECT pg_replication_origin_progress(roname, true)::text FROM pg_replication_origin WHERE roname = $1
+             UNION ALL SELECT NULL LIMIT 1",
+            &[&origin],
+        )
+        .await
+        .map_err(|source| SetupError::Db { site: peer_name.into(), context: "read replication origin progress".into(), source })?
+        .get(0);
+    match applied {
+        Some(applied) if applied != "0/0" => Err(SetupError::SlotLost {
+            site: site_name.into(),
+            slot,
+            peer: peer_name.into(),
+            origin,
+            applied,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Prepare one PostgreSQL site of `link`. `peer_site` is the other site's id:

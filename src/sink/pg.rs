@@ -81,6 +81,11 @@ struct TargetTable {
     /// assignment (an error instead of the silent truncation of an explicit cast).
     column_types: HashMap<String, String>,
     key: Vec<String>,
+    /// The table has a unique index besides the primary key, or an exclusion
+    /// constraint. A multi-row UPDATE applies its rows in the planner's order,
+    /// not the source's, which could then break a constraint the source kept:
+    /// such tables get their updates one row per statement.
+    other_unique: bool,
 }
 
 /// Consecutive row changes of one table, one operation and one column shape.
@@ -92,6 +97,8 @@ struct Batch {
     rows: Vec<RowChange>,
     /// Encoded keys in the batch: a second change to a key must follow the first.
     keys: HashSet<Vec<u8>>,
+    /// An update that changes the primary key (always alone in its batch).
+    key_changed: bool,
 }
 
 /// The current target transaction, which may hold several source transactions.
@@ -132,7 +139,10 @@ impl PgSink {
         let site = spec.endpoint.site_name.clone();
         let wrap = |e| crate::Error::sink_error(&site, e);
         client
-            .batch_execute("SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3")
+            // synchronous_commit=on: a position is confirmed to the source right
+            // after COMMIT returns, so the commit must be on disk by then, whatever
+            // the target database's or role's default is.
+            .batch_execute("SET synchronous_commit = on; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3")
             .await
             .map_err(|e| wrap(SinkError::Db { context: "configure the applier session".into(), source: e }))?;
         client
@@ -306,9 +316,13 @@ impl PgSink {
         let key_changed = change.op == Op::Update
             && change.before.as_ref().map(|b| b.key(&change.table))
                 != change.after.as_ref().map(|a| a.key(&change.table));
+        let target = self.target_table(&change.table.table).await?;
+        // Updates of a table with other unique constraints go one per statement.
+        let one_per_statement = change.op == Op::Update && target.other_unique;
         let fits = match &self.batch {
             Some(b) => {
                 Arc::ptr_eq(&b.table, &change.table)
+                    && !one_per_statement
                     && b.op == change.op
                     && b.shape == shape
                     && !b.keys.contains(&key)
@@ -326,6 +340,7 @@ impl PgSink {
             shape,
             rows: Vec::new(),
             keys: HashSet::new(),
+            key_changed,
         });
         batch.keys.insert(key);
         batch.rows.push(change);
@@ -392,10 +407,21 @@ impl PgSink {
                 table: table.clone(),
             });
         }
+        let other_unique: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND NOT indisprimary)
+                     OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1 AND contype = 'x')",
+                &[&oid],
+            )
+            .await
+            .map_err(db(format!("read the unique constraints of {table} on the target")))?
+            .get(0);
         let t = Arc::new(TargetTable {
             quoted,
             column_types,
             key,
+            other_unique,
         });
         self.tables.insert(table.clone(), t.clone());
         Ok(t)
@@ -457,7 +483,9 @@ impl PgSink {
                     params.push(Some(change.marker.to_json()));
                 }
                 format!(
-                    "INSERT INTO {} ({}) VALUES {}",
+                    // OVERRIDING SYSTEM VALUE: the source's value of a GENERATED ALWAYS
+                    // identity column is the row's identity on both sides.
+                    "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}",
                     target.quoted,
                     cols.join(", "),
                     values_list(n, &types)
@@ -474,7 +502,11 @@ impl PgSink {
                 for (j, &i) in batch.shape.iter().enumerate() {
                     types.push(cast(&schema.columns[i].name)?.to_string());
                     aliases.push(format!("c{j}"));
-                    sets.push(format!("{} = v.c{j}", quote_ident(&schema.columns[i].name)));
+                    // An unchanged key is not SET: a GENERATED ALWAYS identity
+                    // column can only be "updated" to DEFAULT.
+                    if batch.key_changed || !key_cols.contains(&i) {
+                        sets.push(format!("{} = v.c{j}", quote_ident(&schema.columns[i].name)));
+                    }
                 }
                 types.push(marker_type.clone());
                 aliases.push("m".into());
@@ -587,10 +619,19 @@ impl PgSink {
         // The old key identifies the row; without an old image the key did not change.
         let image = change.before.as_ref().or(change.after.as_ref());
         for &i in &schema.key {
-            let v = image
-                .and_then(|r| r.0.get(i))
-                .and_then(|v| v.as_ref())
-                .unwrap_or(&Value::Null);
+            // A key value that is missing or NULL would match no row: the change
+            // would silently not happen. Refuse it instead.
+            let v = match image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref()) {
+                Some(v) if !v.is_null() => v,
+                _ => {
+                    return Err(SinkError::Value {
+                        table: schema.table.clone(),
+                        key: describe_key(change),
+                        column: schema.columns[i].name.clone(),
+                        reason: "the change carries no value for this primary-key column (check the table's replica identity)".into(),
+                    })
+                }
+            };
             params.push(self.text_param(schema, change, i, v)?);
         }
         Ok(())

@@ -25,7 +25,7 @@ use crate::marker::{Marker, VersionVector, MARKER_FORMAT_VERSION};
 use crate::pg::types::{classify_builtin, decode_text, PgTypeClass};
 use crate::pg::PgEndpoint;
 use crate::stats::DirectionStats;
-use pgoutput::{PgOutputMessage, TupleValue, PG_EPOCH_OFFSET_US};
+use pgoutput::{OldImageKind, PgOutputMessage, TupleValue, PG_EPOCH_OFFSET_US};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -170,6 +170,11 @@ impl PgSource {
             if lsn > 0 {
                 self.client.update_applied_lsn(Lsn::from_u64(lsn));
             }
+            if !self.client.is_running() {
+                // The stream ended: this receive collects the worker's error,
+                // which an interrupted wait would lose.
+                return Ok(self.client.recv().await?);
+            }
             tokio::select! {
                 ev = self.client.recv() => return Ok(ev?),
                 _ = self.confirmed.changed.notified() => {}
@@ -254,21 +259,31 @@ impl PgSource {
                 namespace,
                 name,
                 columns,
-                ..
+                replica_identity,
             } => {
-                let info = self
-                    .describe_relation(oid, TableName::new(namespace, name), &columns)
-                    .await?;
+                let table = TableName::new(namespace, name);
+                // Keys come from the old image: it must hold the primary key
+                // ('d' = default, the primary key) or the whole row ('f').
+                if replica_identity != b'd' && replica_identity != b'f' {
+                    return Err(SourceError::Table {
+                        table,
+                        reason: format!(
+                            "replica identity is '{}'; duplex needs FULL or DEFAULT (the primary key): ALTER TABLE ... REPLICA IDENTITY FULL",
+                            replica_identity as char
+                        ),
+                    });
+                }
+                let info = self.describe_relation(oid, table, &columns).await?;
                 self.relations.insert(oid, info);
             }
             PgOutputMessage::Insert { relation, new } => {
                 self.change(relation, Op::Insert, None, Some(new))?
             }
             PgOutputMessage::Update { relation, old, new } => {
-                self.change(relation, Op::Update, old.map(|o| o.1), Some(new))?
+                self.change(relation, Op::Update, old, Some(new))?
             }
             PgOutputMessage::Delete { relation, old } => {
-                self.change(relation, Op::Delete, Some(old.1), None)?
+                self.change(relation, Op::Delete, Some(old), None)?
             }
             PgOutputMessage::Truncate { relations, .. } => {
                 if self.accept_change() {
@@ -314,7 +329,7 @@ impl PgSource {
         &mut self,
         relation: u32,
         op: Op,
-        old: Option<Vec<TupleValue>>,
+        old: Option<(OldImageKind, Vec<TupleValue>)>,
         new: Option<Vec<TupleValue>>,
     ) -> Result<(), SourceError> {
         if !self.accept_change() {
@@ -328,7 +343,23 @@ impl PgSource {
             .relations
             .get(&relation)
             .ok_or(SourceError::UnknownRelation(relation))?;
-        let before = old.map(|t| decode_tuple(rel, &t, position)).transpose()?;
+
+        let before = old
+            .map(|(kind, t)| {
+                decode_tuple(rel, &t, position).map(|(mut row, marker)| {
+                    if kind == OldImageKind::Key {
+                        // A key-only old image sends the other columns as NULL:
+                        // they are unknown, not NULL.
+                        for (i, v) in row.0.iter_mut().enumerate() {
+                            if !rel.schema.key.contains(&i) {
+                                *v = None;
+                            }
+                        }
+                    }
+                    (row, marker)
+                })
+            })
+            .transpose()?;
         let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
 
         // The version this change carries: the vector the row held (from the
@@ -349,7 +380,8 @@ impl PgSource {
         let crc = match (&after, &before) {
             (Some((a, _)), b) => {
                 // Unchanged TOAST columns are absent from the new image; with
-                // REPLICA IDENTITY FULL the old image has them.
+                // REPLICA IDENTITY FULL the old image has them. Otherwise the
+                // checksum is unknown, written as 0 ("no checksum").
                 let filled = fill_unchanged(&a.0, b.as_ref().map(|b| &b.0 .0));
                 row_checksum(&rel.schema, &filled).unwrap_or(0)
             }

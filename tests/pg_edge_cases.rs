@@ -1,0 +1,124 @@
+//! Cases found in review: constraints the source kept must hold in the order
+//! the target applies rows, identity columns, and a lost slot never silently
+//! skips changes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{query_bool, table_rows, wait_for, Pair};
+use duplex::pipeline::PipelineTuning;
+
+const SCHEMA: &str = "
+CREATE TABLE codes (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text);
+CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_keep_a_secondary_unique_constraint_in_source_order() {
+    let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 300) g")
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    wait_for("rows on B", t, || {
+        query_bool(&b, "SELECT count(*) = 300 FROM codes")
+    })
+    .await;
+    // Shift every code down by one, in an order that keeps `code` unique at
+    // every step on the source. Applied in any other order it collides.
+    let mut sql = String::from("BEGIN; UPDATE codes SET code = 'tmp' WHERE id = 1;");
+    for i in 2..=300 {
+        sql.push_str(&format!(
+            "UPDATE codes SET code = 'c{}' WHERE id = {i};",
+            i - 1
+        ));
+    }
+    sql.push_str("UPDATE codes SET code = 'c300' WHERE id = 1; COMMIT;");
+    a.batch_execute(&sql).await.unwrap();
+    wait_for("shifted codes on B", t, || {
+        query_bool(&b, "SELECT code = 'c300' FROM codes WHERE id = 1")
+    })
+    .await;
+    assert_eq!(table_rows(&a, "codes").await, table_rows(&b, "codes").await);
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_always_identity_columns_sync_both_ways() {
+    let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
+    // Each side hands out its own identity range.
+    pair.b
+        .psql(
+            "app",
+            "ALTER TABLE ident ALTER COLUMN id RESTART WITH 1000000",
+        )
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO ident (v) VALUES ('from a')")
+        .await
+        .unwrap();
+    b.batch_execute("INSERT INTO ident (v) VALUES ('from b')")
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    wait_for("both rows on both sides", t, || async {
+        query_bool(&a, "SELECT count(*) = 2 FROM ident").await
+            && query_bool(&b, "SELECT count(*) = 2 FROM ident").await
+    })
+    .await;
+    b.batch_execute("UPDATE ident SET v = 'changed on b' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for("update on A", t, || {
+        query_bool(&a, "SELECT v = 'changed on b' FROM ident WHERE id = 1")
+    })
+    .await;
+    assert_eq!(table_rows(&a, "ident").await, table_rows(&b, "ident").await);
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
+    let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
+        .await
+        .unwrap();
+    wait_for("row on B", Duration::from_secs(30), || {
+        query_bool(&b, "SELECT count(*) = 1 FROM codes")
+    })
+    .await;
+    run.shutdown().await;
+    // The DBA (or a failover) loses A's slot; changes keep happening on A.
+    wait_for("slot released", Duration::from_secs(30), || {
+        query_bool(
+            &a,
+            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1'",
+        )
+    })
+    .await;
+    a.batch_execute(
+        "SELECT pg_drop_replication_slot('duplex_l1_s1'); INSERT INTO codes VALUES (2, 'y', NULL);",
+    )
+    .await
+    .unwrap();
+    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
+        Ok(_) => panic!("duplex recreated a lost slot and would have skipped changes"),
+        Err(e) => duplex::pipeline::error_chain(&e),
+    };
+    assert!(
+        err.contains("duplex_l1_s1") && err.contains("pg_replication_origin_drop"),
+        "unclear error: {err}"
+    );
+}
