@@ -21,27 +21,30 @@ async fn updates_keep_a_secondary_unique_constraint_in_source_order() {
         .await
         .expect("start duplex");
     let (a, b) = (pair.client_a().await, pair.client_b().await);
-    a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 300) g")
+    a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 2000) g")
         .await
         .unwrap();
     let t = Duration::from_secs(30);
     wait_for("rows on B", t, || {
-        query_bool(&b, "SELECT count(*) = 300 FROM codes")
+        query_bool(&b, "SELECT count(*) = 2000 FROM codes")
     })
     .await;
-    // Shift every code down by one, in an order that keeps `code` unique at
-    // every step on the source. Applied in any other order it collides.
-    let mut sql = String::from("BEGIN; UPDATE codes SET code = 'tmp' WHERE id = 1;");
-    for i in 2..=300 {
+    // Statistics make the target plan a multi-row UPDATE as a hash join, which
+    // visits rows in physical order (ascending id), not in the batch's order.
+    b.batch_execute("ANALYZE codes").await.unwrap();
+    // Shift every code up by one in descending id order: unique at every step
+    // on the source, a collision at the first row if applied in ascending order.
+    let mut sql = String::from("BEGIN; UPDATE codes SET code = 'tmp' WHERE id = 2000;");
+    for i in (1..2000).rev() {
         sql.push_str(&format!(
             "UPDATE codes SET code = 'c{}' WHERE id = {i};",
-            i - 1
+            i + 1
         ));
     }
-    sql.push_str("UPDATE codes SET code = 'c300' WHERE id = 1; COMMIT;");
+    sql.push_str("UPDATE codes SET code = 'c1' WHERE id = 2000; COMMIT;");
     a.batch_execute(&sql).await.unwrap();
     wait_for("shifted codes on B", t, || {
-        query_bool(&b, "SELECT code = 'c300' FROM codes WHERE id = 1")
+        query_bool(&b, "SELECT code = 'c1' FROM codes WHERE id = 2000")
     })
     .await;
     assert_eq!(table_rows(&a, "codes").await, table_rows(&b, "codes").await);
