@@ -8,6 +8,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${DUPLEX_PG_BI
     missing+=(postgresql)
 fi
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+if ! { [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ]; } && [ -z "${DUPLEX_MARIADB_BINDIR:-}" ]; then
+    missing+=(mariadb-server)
+fi
+command -v mariadb >/dev/null 2>&1 || command -v mysql >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -22,4 +26,5 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The package starts a system cluster on port 5432; duplex's tests never use it.
+# The packages start system servers on ports 5432 and 3306; duplex's tests
+# never use them (they start their own on free loopback ports).

@@ -21,4 +21,11 @@ pub mod source;
 pub mod stats;
 
 pub use error::Error;
+
+/// Make `ring` the process-wide rustls crypto provider. Dependencies pull in
+/// both of rustls's providers, and with two compiled in rustls refuses to pick
+/// one for connections that do not name theirs (mysql_async's TLS). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub mod demo;

@@ -131,6 +131,7 @@ async fn prepare_link(
 
 /// Read the configuration from the control database and start every enabled link.
 pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandle, crate::Error> {
+    crate::install_crypto_provider();
     let control_ep = PgEndpoint::from_url("control", control_url)?;
     let control_client = control_ep.connect("duplex control").await?;
     let config = control::load(&control_client).await?;
