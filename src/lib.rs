@@ -12,6 +12,7 @@ pub mod control;
 pub mod error;
 pub mod localdb;
 pub mod marker;
+pub mod mysql;
 pub mod pg;
 pub mod pipeline;
 pub mod runner;

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::canonical::{ChangeEvent, SourcePosition};
-use crate::sink::pg::{PgSink, PgSinkSpec};
-use crate::source::pg::{ConfirmedPosition, PgSource, PgSourceSpec};
+use crate::sink::{Sink, SinkSpec};
+use crate::source::{ConfirmedPosition, Source, SourceSpec};
 use crate::stats::DirectionStats;
 
 /// Tuning of one direction.
@@ -48,8 +48,8 @@ impl Default for PipelineTuning {
 #[derive(Debug, Clone)]
 pub struct DirectionSpec {
     pub name: String,
-    pub source: PgSourceSpec,
-    pub sink: PgSinkSpec,
+    pub source: SourceSpec,
+    pub sink: SinkSpec,
     pub tuning: PipelineTuning,
 }
 
@@ -64,32 +64,28 @@ pub async fn run_direction(
     let span = tracing::info_span!("direction", name = %spec.name);
     async move {
         stats.set_state("connecting");
-        let target_site = spec.sink.endpoint.site_name.clone();
-        let source_site = spec.source.endpoint.site_name.clone();
-        let sink_err = |e| crate::Error::sink_error(&target_site, e);
-        let mut sink = PgSink::connect(spec.sink.clone(), stats.clone()).await?;
-        let resume = sink.resume_position().await.map_err(sink_err)?;
+        let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
+        let resume = sink.resume_position().await?.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         let mut source_spec = spec.source.clone();
-        source_spec.start = resume;
+        source_spec.set_start(resume);
         if let Some(p) = resume {
             stats.set_applied_position(p);
         }
-        tracing::info!(resume = %resume.map(|p| p.to_string()).unwrap_or_else(|| "slot position".into()), "starting");
+        tracing::info!(resume = %resume.map(|p| p.to_string()).unwrap_or_else(|| "the source's own position".into()), "starting");
         let confirmed = Arc::new(ConfirmedPosition::default());
-        let mut source = PgSource::connect(source_spec, stats.clone(), confirmed.clone()).await?;
+        let mut source = Source::connect(source_spec, stats.clone(), confirmed.clone()).await?;
         stats.set_state("streaming");
 
         let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, crate::Error>>(spec.tuning.channel_events.max(16));
 
         // Reader: decode the stream (it confirms committed positions itself).
-        let reader_site = source_site.clone();
         let reader = tokio::spawn(
             async move {
                 loop {
                     let ev = match source.next_event().await {
                         Ok(Some(ev)) => Ok(ev),
                         Ok(None) => break,
-                        Err(e) => Err(crate::Error::source_error(&reader_site, e)),
+                        Err(e) => Err(e),
                     };
                     let failed = ev.is_err();
                     if tx.send(ev).await.is_err() || failed {
@@ -115,7 +111,7 @@ pub async fn run_direction(
                     // applied one is rolled back with the connection and re-read
                     // from the origin progress on the next start.
                     if sink.has_uncommitted() {
-                        confirm(sink.commit().await.map_err(sink_err)?);
+                        confirm(sink.commit().await?);
                     }
                     break;
                 }
@@ -124,7 +120,7 @@ pub async fn run_direction(
                         Ok(ev) => Some(ev),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             // Nothing waiting: commit what we have before blocking.
-                            confirm(sink.commit().await.map_err(sink_err)?);
+                            confirm(sink.commit().await?);
                             continue;
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -140,16 +136,16 @@ pub async fn run_direction(
                 };
                 let Some(ev) = next else {
                     if sink.has_uncommitted() {
-                        confirm(sink.commit().await.map_err(sink_err)?);
+                        confirm(sink.commit().await?);
                     }
                     reader_closed = true;
                     break;
                 };
                 let ev = ev?;
                 let is_commit = matches!(ev, ChangeEvent::Commit { .. });
-                confirm(sink.apply(ev).await.map_err(sink_err)?);
+                confirm(sink.apply(ev).await?);
                 if is_commit && (sink.group_txns() >= spec.tuning.max_group_txns || sink.group_rows() >= spec.tuning.max_group_rows) {
-                    confirm(sink.commit().await.map_err(sink_err)?);
+                    confirm(sink.commit().await?);
                 }
             }
             Ok(())

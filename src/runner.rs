@@ -13,7 +13,9 @@ use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
 use crate::setup::{check_slot_continuity, prepare_pg_site};
 use crate::sink::pg::PgSinkSpec;
+use crate::sink::SinkSpec;
 use crate::source::pg::PgSourceSpec;
+use crate::source::SourceSpec;
 use crate::stats::DirectionStats;
 
 /// One running direction of a link.
@@ -108,7 +110,7 @@ async fn prepare_link(
     for (src, dst) in [(a, b), (b, a)] {
         specs.push(DirectionSpec {
             name: format!("{}:{}->{}", link.name, src.name, dst.name),
-            source: PgSourceSpec {
+            source: SourceSpec::Pg(PgSourceSpec {
                 site_id: src.site_id,
                 endpoint: endpoint(src)?,
                 slot: link.slot_name(src.site_id),
@@ -116,13 +118,13 @@ async fn prepare_link(
                 marker_column: link.marker_column.clone(),
                 start: None,
                 buffer_events: tuning.channel_events,
-            },
-            sink: PgSinkSpec {
+            }),
+            sink: SinkSpec::Pg(PgSinkSpec {
                 endpoint: endpoint(dst)?,
                 origin: link.origin_name(src.site_id),
                 marker_column: link.marker_column.clone(),
                 max_batch_rows: tuning.max_batch_rows,
-            },
+            }),
             tuning: tuning.clone(),
         });
     }
@@ -141,12 +143,12 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     for link in config.links.iter().filter(|l| l.enabled) {
         let specs = prepare_link(&config, link, &tuning).await?;
         for spec in specs {
-            let stats = Arc::new(DirectionStats::default());
+            let stats = Arc::new(DirectionStats::new(spec.source.kind()));
             stats.set_state("starting");
             directions.push(DirectionHandle {
                 link_id: link.link_id,
-                source_site: spec.source.site_id,
-                target_site: if spec.source.site_id == link.site_a {
+                source_site: spec.source.site_id(),
+                target_site: if spec.source.site_id() == link.site_a {
                     link.site_b
                 } else {
                     link.site_a

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::canonical::SourcePosition;
+use crate::canonical::{SourceKind, SourcePosition};
 
 #[derive(Debug, Default)]
 pub struct DirectionStats {
@@ -21,6 +21,8 @@ pub struct DirectionStats {
     pub echo_txns_skipped: AtomicU64,
     /// Updates or deletes whose row the target did not have.
     pub missing_rows: AtomicU64,
+    /// The kind of stream the positions below belong to.
+    pub kind: SourceKind,
     source_position: AtomicU64,
     applied_position: AtomicU64,
     state: Mutex<String>,
@@ -28,6 +30,13 @@ pub struct DirectionStats {
 }
 
 impl DirectionStats {
+    pub fn new(kind: SourceKind) -> DirectionStats {
+        DirectionStats {
+            kind,
+            ..DirectionStats::default()
+        }
+    }
+
     pub fn set_source_position(&self, p: SourcePosition) {
         self.source_position
             .fetch_max(p.counter(), Ordering::Relaxed);
@@ -41,14 +50,14 @@ impl DirectionStats {
     pub fn source_position(&self) -> Option<SourcePosition> {
         match self.source_position.load(Ordering::Relaxed) {
             0 => None,
-            v => Some(SourcePosition::PgLsn(v)),
+            v => Some(SourcePosition::from_counter(self.kind, v)),
         }
     }
 
     pub fn applied_position(&self) -> Option<SourcePosition> {
         match self.applied_position.load(Ordering::Relaxed) {
             0 => None,
-            v => Some(SourcePosition::PgLsn(v)),
+            v => Some(SourcePosition::from_counter(self.kind, v)),
         }
     }
 

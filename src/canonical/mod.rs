@@ -5,6 +5,7 @@ pub mod record;
 pub mod value;
 
 pub use record::{
-    ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, TxnMeta,
+    ChangeEvent, ColumnSchema, Op, Row, RowChange, SourceKind, SourcePosition, TableName,
+    TableSchema, TxnMeta,
 };
 pub use value::{Date, Decimal, Interval, Timestamp, Value};

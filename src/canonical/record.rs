@@ -105,18 +105,52 @@ pub struct RowChange {
     pub marker: Marker,
 }
 
+/// Which kind of change stream a position belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SourceKind {
+    #[default]
+    PgWal,
+    Binlog,
+}
+
 /// An ordered position in a source's change stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourcePosition {
     /// PostgreSQL WAL position.
     PgLsn(u64),
+    /// MySQL/MariaDB binlog: the file's sequence number (`mysql-bin.000042` is
+    /// 42) and the byte offset in it. Binlog files are at most 1 GiB.
+    Binlog { file_seq: u32, pos: u32 },
 }
 
 impl SourcePosition {
-    /// A strictly increasing counter for the source's version-vector entry.
+    /// A strictly increasing counter: the source's version-vector entry, and
+    /// the form in which sinks store the applied position (a PostgreSQL sink
+    /// as its replication origin's pg_lsn, a MySQL sink in its marker table).
     pub fn counter(&self) -> u64 {
         match self {
             SourcePosition::PgLsn(lsn) => *lsn,
+            SourcePosition::Binlog { file_seq, pos } => {
+                (u64::from(*file_seq) << 32) | u64::from(*pos)
+            }
+        }
+    }
+
+    /// The inverse of [`SourcePosition::counter`] for a stream of `kind`.
+    pub fn from_counter(kind: SourceKind, counter: u64) -> SourcePosition {
+        match kind {
+            SourceKind::PgWal => SourcePosition::PgLsn(counter),
+            SourceKind::Binlog => SourcePosition::Binlog {
+                file_seq: (counter >> 32) as u32,
+                pos: (counter & 0xffff_ffff) as u32,
+            },
+        }
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourcePosition::PgLsn(_) => SourceKind::PgWal,
+            SourcePosition::Binlog { .. } => SourceKind::Binlog,
         }
     }
 }
@@ -125,6 +159,7 @@ impl fmt::Display for SourcePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourcePosition::PgLsn(lsn) => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+            SourcePosition::Binlog { file_seq, pos } => write!(f, "binlog {file_seq:06}:{pos}"),
         }
     }
 }

@@ -168,8 +168,9 @@ impl PgSink {
         })
     }
 
-    /// The source position the target has durably applied: where to resume.
-    pub async fn resume_position(&self) -> Result<Option<SourcePosition>, SinkError> {
+    /// The source position the target has durably applied, as its counter
+    /// (see [`SourcePosition::counter`]): where to resume.
+    pub async fn resume_position(&self) -> Result<Option<u64>, SinkError> {
         let row = self
             .client
             .query_one(
@@ -179,7 +180,11 @@ impl PgSink {
             .await
             .map_err(db("read replication origin progress"))?;
         let text: Option<String> = row.get(0);
-        Ok(text.and_then(|t| parse_lsn(&t)).map(SourcePosition::PgLsn))
+        Ok(text.and_then(|t| parse_lsn(&t)).filter(|&c| c > 0))
+    }
+
+    pub fn site_name(&self) -> &str {
+        &self.spec.endpoint.site_name
     }
 
     /// A target transaction is open and holds only whole source transactions:
@@ -273,7 +278,7 @@ impl PgSink {
                 reason: e.to_string(),
             })?;
             self.client
-                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&end.to_string(), &ts])
+                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&lsn_text(end.counter()), &ts])
                 .await
                 .map_err(db("record the applied source position"))?;
         }
@@ -728,6 +733,12 @@ fn abbreviate(sql: &str) -> String {
     } else {
         sql.to_string()
     }
+}
+
+/// A position counter as PostgreSQL LSN text: the replication origin stores any
+/// source's position this way (a binlog position is file << 32 | offset).
+pub fn lsn_text(counter: u64) -> String {
+    format!("{:X}/{:X}", counter >> 32, counter & 0xffff_ffff)
 }
 
 /// Parse PostgreSQL's `XXXXXXXX/XXXXXXXX` LSN text.

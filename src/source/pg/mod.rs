@@ -24,6 +24,7 @@ use crate::control::model::DUPLEX_ORIGIN_PREFIX;
 use crate::marker::{Marker, VersionVector, MARKER_FORMAT_VERSION};
 use crate::pg::types::{classify_builtin, decode_text, PgTypeClass};
 use crate::pg::PgEndpoint;
+use crate::source::ConfirmedPosition;
 use crate::stats::DirectionStats;
 use pgoutput::{OldImageKind, PgOutputMessage, TupleValue, PG_EPOCH_OFFSET_US};
 
@@ -78,26 +79,6 @@ struct RelationInfo {
     schema: Arc<TableSchema>,
     columns: Vec<ColumnInfo>,
     marker_index: Option<usize>,
-}
-
-/// Positions the applier has committed on the peer, handed back to the reader,
-/// which confirms them to the source while it waits for the next message.
-#[derive(Debug, Default)]
-pub struct ConfirmedPosition {
-    lsn: std::sync::atomic::AtomicU64,
-    changed: tokio::sync::Notify,
-}
-
-impl ConfirmedPosition {
-    pub fn advance(&self, position: SourcePosition) {
-        self.lsn
-            .fetch_max(position.counter(), std::sync::atomic::Ordering::AcqRel);
-        self.changed.notify_one();
-    }
-
-    fn get(&self) -> u64 {
-        self.lsn.load(std::sync::atomic::Ordering::Acquire)
-    }
 }
 
 struct OpenTxn {
@@ -158,6 +139,10 @@ impl PgSource {
             stats,
             confirmed,
         })
+    }
+
+    pub fn site_name(&self) -> &str {
+        &self.spec.endpoint.site_name
     }
 
     /// Wait for the next replication message, confirming committed positions

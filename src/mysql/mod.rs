@@ -1,0 +1,3 @@
+//! MySQL/MariaDB knowledge shared by the binlog source and the MySQL sink.
+
+pub mod types;
