@@ -13,6 +13,8 @@ use crate::source::pg::SourceError;
 pub enum Error {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    MysqlConnect(#[from] crate::mysql::MysqlConnectError),
     #[error("source {site}: {source}")]
     Source {
         site: String,
@@ -29,6 +31,18 @@ pub enum Error {
     Control(#[from] ControlError),
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error("source {site}: {source}")]
+    MysqlSource {
+        site: String,
+        #[source]
+        source: Box<crate::source::mysql::MysqlSourceError>,
+    },
+    #[error("sink {site}: {source}")]
+    MysqlSink {
+        site: String,
+        #[source]
+        source: Box<crate::sink::mysql::MysqlSinkError>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -36,6 +50,20 @@ pub enum Error {
 impl Error {
     pub fn source_error(site: &str, e: SourceError) -> Error {
         Error::Source {
+            site: site.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    pub fn mysql_source_error(site: &str, e: crate::source::mysql::MysqlSourceError) -> Error {
+        Error::MysqlSource {
+            site: site.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    pub fn mysql_sink_error(site: &str, e: crate::sink::mysql::MysqlSinkError) -> Error {
+        Error::MysqlSink {
             site: site.to_string(),
             source: Box::new(e),
         }

@@ -8,12 +8,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::control::SiteEngine;
 use crate::control::{self, ControlConfig, DirectionStatus, Link, Site};
+use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
-use crate::setup::{check_slot_continuity, prepare_pg_site};
+use crate::setup::{check_slot_continuity, prepare_mysql_site, prepare_pg_site};
+use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
 use crate::sink::SinkSpec;
+use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
 use crate::source::SourceSpec;
 use crate::stats::DirectionStats;
@@ -66,13 +70,102 @@ fn endpoint(site: &Site) -> Result<PgEndpoint, crate::Error> {
 }
 
 /// Prepare both sites of a link and build its two directions.
+/// A connection for setup, by engine.
+enum SetupConn {
+    Pg(tokio_postgres::Client),
+    Mysql(mysql_async::Conn, MysqlEndpoint),
+}
+
+async fn setup_conn(site: &Site) -> Result<SetupConn, crate::Error> {
+    Ok(match site.engine {
+        SiteEngine::Postgres => SetupConn::Pg(endpoint(site)?.connect("duplex setup").await?),
+        SiteEngine::Mysql => {
+            let ep = MysqlEndpoint::from_site(site)?;
+            SetupConn::Mysql(ep.connect().await?, ep)
+        }
+    })
+}
+
+/// The binlog reader's server_id: unique per direction, far from real servers' ids.
+fn replica_server_id(link: &Link, source_site: u32) -> u32 {
+    0x4000_0000 + link.link_id * 65_536 + source_site
+}
+
+/// A binlog source has no slot that remembers where a new link started: on
+/// first start, record the source's current position as the peer's applied
+/// position, so that a restart before the first change loses nothing.
+async fn record_initial_binlog_position(
+    source: &mut SetupConn,
+    source_name: &str,
+    source_id: u32,
+    peer: &mut SetupConn,
+    link: &Link,
+) -> Result<(), crate::Error> {
+    use mysql_async::prelude::Queryable;
+    let SetupConn::Mysql(conn, _) = source else {
+        return Ok(());
+    };
+    let position = crate::source::mysql::current_position(conn)
+        .await
+        .map_err(|e| crate::Error::mysql_source_error(source_name, e))?;
+    match peer {
+        SetupConn::Pg(client) => {
+            let origin = link.origin_name(source_id);
+            client
+                .execute(
+                    "SELECT pg_replication_origin_advance($1, $2::text::pg_lsn)
+                      WHERE coalesce(pg_replication_origin_progress($1, true), '0/0') = '0/0'",
+                    &[&origin, &crate::sink::pg::lsn_text(position.counter())],
+                )
+                .await
+                .map_err(|e| {
+                    crate::Error::sink_error(
+                        source_name,
+                        crate::sink::pg::SinkError::Db {
+                            context: "record the initial binlog position".into(),
+                            source: e,
+                        },
+                    )
+                })?;
+        }
+        SetupConn::Mysql(conn, ep) => {
+            let sql = format!(
+                "INSERT INTO {}.{} (link_id, source_site, position, position_text) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE position = IF(position = 0, VALUES(position), position)",
+                crate::mysql::quote_ident(ep.database()),
+                crate::mysql::quote_ident(crate::sink::mysql::MARKER_TABLE)
+            );
+            conn.exec_drop(
+                sql,
+                (
+                    link.link_id,
+                    source_id,
+                    position.counter(),
+                    position.to_string(),
+                ),
+            )
+            .await
+            .map_err(|e| {
+                crate::Error::mysql_sink_error(
+                    source_name,
+                    crate::sink::mysql::MysqlSinkError::Db {
+                        context: "record the initial binlog position".into(),
+                        source: e,
+                    },
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Prepare both sites of a link and build its two directions.
 async fn prepare_link(
     config: &ControlConfig,
     link: &Link,
     tuning: &PipelineTuning,
 ) -> Result<Vec<DirectionSpec>, crate::Error> {
     let tables = config.link_tables(link.link_id);
-    let mut specs = Vec::new();
     let site = |id: u32| {
         config.site(id).ok_or_else(|| {
             crate::Error::Control(control::ControlError::Invalid(format!(
@@ -82,35 +175,51 @@ async fn prepare_link(
         })
     };
     let (a, b) = (site(link.site_a)?, site(link.site_b)?);
-    let client_a = endpoint(a)?.connect("duplex setup").await?;
-    let client_b = endpoint(b)?.connect("duplex setup").await?;
-    for ((this, this_client), (peer, peer_client)) in [
-        ((a, &client_a), (b, &client_b)),
-        ((b, &client_b), (a, &client_a)),
-    ] {
-        check_slot_continuity(
-            this_client,
-            &this.name,
-            peer_client,
-            &peer.name,
-            this.site_id,
-            link,
-        )
-        .await?;
-        prepare_pg_site(
-            this_client,
-            &this.name,
-            this.site_id,
-            peer.site_id,
-            link,
-            &tables,
-        )
-        .await?;
+    let mut conn_a = setup_conn(a).await?;
+    let mut conn_b = setup_conn(b).await?;
+    // Each site in turn (a PostgreSQL site checks its slot against the peer's progress).
+    for (this, peer) in [(a, b), (b, a)] {
+        let (this_conn, peer_conn) = if this.site_id == a.site_id {
+            (&mut conn_a, &conn_b)
+        } else {
+            (&mut conn_b, &conn_a)
+        };
+        match this_conn {
+            SetupConn::Pg(client) => {
+                if let SetupConn::Pg(peer_client) = peer_conn {
+                    check_slot_continuity(
+                        client,
+                        &this.name,
+                        peer_client,
+                        &peer.name,
+                        this.site_id,
+                        link,
+                    )
+                    .await?;
+                }
+                prepare_pg_site(
+                    client,
+                    &this.name,
+                    this.site_id,
+                    peer.site_id,
+                    link,
+                    &tables,
+                )
+                .await?;
+            }
+            SetupConn::Mysql(conn, ep) => {
+                let database = ep.database().to_string();
+                prepare_mysql_site(conn, &this.name, &database, link, &tables).await?;
+            }
+        }
     }
+    record_initial_binlog_position(&mut conn_a, &a.name, a.site_id, &mut conn_b, link).await?;
+    record_initial_binlog_position(&mut conn_b, &b.name, b.site_id, &mut conn_a, link).await?;
+
+    let mut specs = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
-        specs.push(DirectionSpec {
-            name: format!("{}:{}->{}", link.name, src.name, dst.name),
-            source: SourceSpec::Pg(PgSourceSpec {
+        let source = match src.engine {
+            SiteEngine::Postgres => SourceSpec::Pg(PgSourceSpec {
                 site_id: src.site_id,
                 endpoint: endpoint(src)?,
                 slot: link.slot_name(src.site_id),
@@ -119,12 +228,36 @@ async fn prepare_link(
                 start: None,
                 buffer_events: tuning.channel_events,
             }),
-            sink: SinkSpec::Pg(PgSinkSpec {
+            SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
+                site_id: src.site_id,
+                endpoint: MysqlEndpoint::from_site(src)?,
+                replica_server_id: replica_server_id(link, src.site_id),
+                marker_column: link.marker_column.clone(),
+                marker_table: crate::sink::mysql::MARKER_TABLE.to_string(),
+                tables: tables.iter().map(|t| t.table.name.clone()).collect(),
+                start: None,
+            }),
+        };
+        let sink = match dst.engine {
+            SiteEngine::Postgres => SinkSpec::Pg(PgSinkSpec {
                 endpoint: endpoint(dst)?,
                 origin: link.origin_name(src.site_id),
                 marker_column: link.marker_column.clone(),
                 max_batch_rows: tuning.max_batch_rows,
+                tables: tables.iter().map(|t| t.table.clone()).collect(),
             }),
+            SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
+                endpoint: MysqlEndpoint::from_site(dst)?,
+                link_id: link.link_id,
+                source_site: src.site_id,
+                marker_column: link.marker_column.clone(),
+                max_batch_rows: tuning.max_batch_rows,
+            }),
+        };
+        specs.push(DirectionSpec {
+            name: format!("{}:{}->{}", link.name, src.name, dst.name),
+            source,
+            sink,
             tuning: tuning.clone(),
         });
     }

@@ -299,3 +299,85 @@ pub async fn prepare_pg_site(
     }
     Ok(())
 }
+
+/// Prepare one MySQL/MariaDB site of `link`: check the binlog settings, check
+/// every synced table exists with a primary key, add the marker column, and
+/// create duplex's marker table.
+pub async fn prepare_mysql_site(
+    conn: &mut mysql_async::Conn,
+    site_name: &str,
+    database: &str,
+    link: &Link,
+    tables: &[&LinkTable],
+) -> Result<(), crate::Error> {
+    use crate::mysql::quote_ident as q;
+    use mysql_async::prelude::Queryable;
+    let err = |context: String| {
+        let site = site_name.to_string();
+        move |e: mysql_async::Error| {
+            crate::Error::mysql_sink_error(
+                &site,
+                crate::sink::mysql::MysqlSinkError::Db { context, source: e },
+            )
+        }
+    };
+    crate::source::mysql::check_binlog_settings(conn)
+        .await
+        .map_err(|e| crate::Error::mysql_source_error(site_name, e))?;
+    for t in tables {
+        let table = TableName::new(database, t.table.name.clone());
+        let has_pk: Option<u8> = conn
+            .exec_first(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS
+                                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'PRIMARY KEY')
+                   FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, t.table.name.as_str(), database, t.table.name.as_str()),
+            )
+            .await
+            .map_err(err(format!("look up table {table}")))?;
+        match has_pk {
+            None => {
+                return Err(SetupError::NoTable {
+                    site: site_name.into(),
+                    table,
+                }
+                .into())
+            }
+            Some(0) => {
+                return Err(SetupError::NoPrimaryKey {
+                    site: site_name.into(),
+                    table,
+                }
+                .into())
+            }
+            Some(_) => {}
+        }
+        conn.query_drop(format!(
+            "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} JSON NULL",
+            q(database),
+            q(&t.table.name),
+            q(&link.marker_column)
+        ))
+        .await
+        .map_err(err(format!(
+            "add marker column {} to {table}",
+            link.marker_column
+        )))?;
+    }
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} (
+             link_id        INT NOT NULL,
+             source_site    INT NOT NULL,
+             position       BIGINT UNSIGNED NOT NULL,
+             position_text  VARCHAR(64) NULL,
+             commit_time_us BIGINT NULL,
+             applied_txns   BIGINT UNSIGNED NOT NULL DEFAULT 0,
+             PRIMARY KEY (link_id, source_site)
+         ) ENGINE = InnoDB COMMENT = 'duplex: applied source positions; written only by duplex'",
+        q(database),
+        q(crate::sink::mysql::MARKER_TABLE)
+    ))
+    .await
+    .map_err(err("create duplex's marker table".into()))?;
+    Ok(())
+}

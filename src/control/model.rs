@@ -216,14 +216,6 @@ impl ControlConfig {
     /// Checks the database constraints cannot express.
     pub fn validate(&self) -> Result<(), ControlError> {
         let sites: HashMap<u32, &Site> = self.sites.iter().map(|s| (s.site_id, s)).collect();
-        for site in &self.sites {
-            if site.engine == SiteEngine::Mysql {
-                return Err(ControlError::Invalid(format!(
-                    "site {}: engine mysql is not supported by this build yet; use postgresql sites",
-                    site.name
-                )));
-            }
-        }
         for link in &self.links {
             for s in [link.site_a, link.site_b] {
                 if !sites.contains_key(&s) {

@@ -480,6 +480,11 @@ impl LocalMariaDb {
         )?;
         std::fs::create_dir(&self.binlog_dir)
             .map_err(|e| io_err(format!("could not create {}", self.binlog_dir.display()), e))?;
+        // A private tmpdir: a starting server deletes every `#sql*` file in its
+        // tmpdir, which breaks other servers' queries when they share /tmp.
+        let tmp = self.root_path.join("tmp");
+        std::fs::create_dir(&tmp)
+            .map_err(|e| io_err(format!("could not create {}", tmp.display()), e))?;
 
         if let Some(tls) = &self.opts.tls {
             for (src, name) in [
@@ -677,6 +682,7 @@ impl LocalMariaDb {
         set("bind-address", owned(HOST));
         set("pid-file", Some(path(self.root_path.join("mariadbd.pid"))?));
         set("log-error", Some(path(self.error_log_path())?));
+        set("tmpdir", Some(path(self.root_path.join("tmp"))?));
         set("server_id", Some(self.server_id.to_string()));
         set("log_bin", Some(path(self.binlog_dir.join("mysql-bin"))?));
         set("binlog_format", Some(self.opts.binlog_format.clone()));

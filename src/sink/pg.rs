@@ -71,6 +71,10 @@ pub struct PgSinkSpec {
     pub marker_column: String,
     /// Most rows in one multi-row statement.
     pub max_batch_rows: usize,
+    /// The link's tables as configured for this PostgreSQL site: a change from
+    /// a MySQL source names its database as the schema, and is applied to the
+    /// configured table of the same name.
+    pub tables: Vec<TableName>,
 }
 
 /// A synced table as it is on the target.
@@ -365,7 +369,15 @@ impl PgSink {
         if let Some(t) = self.tables.get(table) {
             return Ok(t.clone());
         }
-        let quoted = quote_table(table);
+        let configured = self
+            .spec
+            .tables
+            .iter()
+            .find(|t| t.name == table.name && t.schema == table.schema)
+            .or_else(|| self.spec.tables.iter().find(|t| t.name == table.name))
+            .cloned()
+            .unwrap_or_else(|| table.clone());
+        let quoted = quote_table(&configured);
         let oid: Option<u32> = self
             .client
             .query_one("SELECT to_regclass($1)::oid", &[&quoted])

@@ -3,6 +3,7 @@
 //! [`Source`] is the engine-independent face the pipeline drives; each engine's
 //! module does the reading.
 
+pub mod mysql;
 pub mod pg;
 
 use std::sync::Arc;
@@ -33,27 +34,33 @@ impl ConfirmedPosition {
 }
 
 /// How to read one site's changes for one link.
+// Built once per direction start; the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     Pg(pg::PgSourceSpec),
+    Mysql(mysql::MysqlSourceSpec),
 }
 
 impl SourceSpec {
     pub fn kind(&self) -> SourceKind {
         match self {
             SourceSpec::Pg(_) => SourceKind::PgWal,
+            SourceSpec::Mysql(_) => SourceKind::Binlog,
         }
     }
 
     pub fn site_id(&self) -> u32 {
         match self {
             SourceSpec::Pg(s) => s.site_id,
+            SourceSpec::Mysql(s) => s.site_id,
         }
     }
 
     pub fn site_name(&self) -> &str {
         match self {
             SourceSpec::Pg(s) => &s.endpoint.site_name,
+            SourceSpec::Mysql(s) => &s.endpoint.site_name,
         }
     }
 
@@ -62,6 +69,7 @@ impl SourceSpec {
     pub fn set_start(&mut self, start: Option<SourcePosition>) {
         match self {
             SourceSpec::Pg(s) => s.start = start,
+            SourceSpec::Mysql(s) => s.start = start,
         }
     }
 }
@@ -69,6 +77,7 @@ impl SourceSpec {
 /// A connected source.
 pub enum Source {
     Pg(Box<pg::PgSource>),
+    Mysql(Box<mysql::MysqlSource>),
 }
 
 impl Source {
@@ -80,6 +89,11 @@ impl Source {
         match spec {
             SourceSpec::Pg(s) => Ok(Source::Pg(Box::new(
                 pg::PgSource::connect(s, stats, confirmed).await?,
+            ))),
+            // A binlog reader confirms nothing to the server: the peer's stored
+            // position alone says where to resume.
+            SourceSpec::Mysql(s) => Ok(Source::Mysql(Box::new(
+                mysql::MysqlSource::connect(s, stats).await?,
             ))),
         }
     }
@@ -93,6 +107,12 @@ impl Source {
                 s.next_event()
                     .await
                     .map_err(|e| crate::Error::source_error(&site, e))
+            }
+            Source::Mysql(s) => {
+                let site = s.site_name().to_string();
+                s.next_event()
+                    .await
+                    .map_err(|e| crate::Error::mysql_source_error(&site, e))
             }
         }
     }

@@ -1,0 +1,526 @@
+//! MySQL/MariaDB sink.
+//!
+//! Every applied transaction starts by upserting duplex's marker-table row for
+//! this direction, and ends by recording the applied source position in that
+//! same row, inside the same transaction. The first write makes the whole
+//! transaction recognisable in this server's binlog (the reader drops any
+//! transaction whose first table is the marker table: no echo); the last one is
+//! the resume point (exactly once). Session: strict SQL mode (a value the column
+//! cannot hold is an error, never a truncation) and UTC.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+
+use crate::canonical::encode::encode_value;
+use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
+use crate::mysql::types::{encode_param, MysqlColumn};
+use crate::mysql::{quote_ident, MysqlEndpoint};
+use crate::sink::pg::describe_key;
+use crate::stats::DirectionStats;
+
+/// Name of duplex's marker table in each MySQL site's database.
+pub const MARKER_TABLE: &str = "_duplex_applied";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlSinkError {
+    #[error("{context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("table {table} does not exist on the target; create it there or remove it from duplex.link_tables")]
+    MissingTable { table: TableName },
+    #[error(
+        "table {table}: column {column} does not exist on the target; add it there or exclude it"
+    )]
+    MissingColumn { table: TableName, column: String },
+    #[error("table {table}: primary key differs between the sites (source: {source_key}; target: {target_key})")]
+    KeyMismatch {
+        table: TableName,
+        source_key: String,
+        target_key: String,
+    },
+    #[error("table {table} key {key} column {column}: {reason}")]
+    Value {
+        table: TableName,
+        key: String,
+        column: String,
+        reason: String,
+    },
+}
+
+fn db(context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> MysqlSinkError {
+    let context = context.into();
+    move |source| MysqlSinkError::Db { context, source }
+}
+
+#[derive(Debug, Clone)]
+pub struct MysqlSinkSpec {
+    pub endpoint: MysqlEndpoint,
+    pub link_id: u32,
+    /// The site whose changes this sink applies.
+    pub source_site: u32,
+    pub marker_column: String,
+    pub max_batch_rows: usize,
+}
+
+struct TargetTable {
+    quoted: String,
+    columns: HashMap<String, MysqlColumn>,
+    key: Vec<String>,
+}
+
+struct Batch {
+    table: Arc<TableSchema>,
+    op: Op,
+    shape: Vec<usize>,
+    rows: Vec<RowChange>,
+    keys: HashSet<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Group {
+    open: bool,
+    in_source_txn: bool,
+    txns: u64,
+    rows: u64,
+    by_op: [u64; 3],
+    last_end: Option<SourcePosition>,
+    last_commit_time_us: i64,
+    progress: Option<SourcePosition>,
+}
+
+pub struct MysqlSink {
+    spec: MysqlSinkSpec,
+    conn: mysql_async::Conn,
+    marker_table: String,
+    tables: HashMap<TableName, Arc<TargetTable>>,
+    batch: Option<Batch>,
+    group: Group,
+    stats: Arc<DirectionStats>,
+}
+
+impl MysqlSink {
+    pub async fn connect(
+        spec: MysqlSinkSpec,
+        stats: Arc<DirectionStats>,
+    ) -> Result<MysqlSink, crate::Error> {
+        let site = spec.endpoint.site_name.clone();
+        let mut conn = spec.endpoint.connect_found_rows().await?;
+        conn.query_drop(
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION',
+                 SESSION time_zone = '+00:00', NAMES utf8mb4",
+        )
+        .await
+        .map_err(|e| crate::Error::mysql_sink_error(&site, db("configure the applier session")(e)))?;
+        let marker_table = format!(
+            "{}.{}",
+            quote_ident(spec.endpoint.database()),
+            quote_ident(MARKER_TABLE)
+        );
+        Ok(MysqlSink {
+            spec,
+            conn,
+            marker_table,
+            tables: HashMap::new(),
+            batch: None,
+            group: Group::default(),
+            stats,
+        })
+    }
+
+    pub fn site_name(&self) -> &str {
+        &self.spec.endpoint.site_name
+    }
+
+    pub async fn resume_position(&mut self) -> Result<Option<u64>, MysqlSinkError> {
+        let sql = format!(
+            "SELECT position FROM {} WHERE link_id = ? AND source_site = ?",
+            self.marker_table
+        );
+        let pos: Option<u64> = self
+            .conn
+            .exec_first(sql, (self.spec.link_id, self.spec.source_site))
+            .await
+            .map_err(db("read the applied position"))?;
+        Ok(pos.filter(|&p| p > 0))
+    }
+
+    pub fn has_uncommitted(&self) -> bool {
+        self.group.open && !self.group.in_source_txn
+    }
+
+    pub fn group_rows(&self) -> u64 {
+        self.group.rows
+    }
+
+    pub fn group_txns(&self) -> u64 {
+        self.group.txns
+    }
+
+    pub async fn apply(
+        &mut self,
+        event: ChangeEvent,
+    ) -> Result<Option<SourcePosition>, MysqlSinkError> {
+        match event {
+            ChangeEvent::Begin(meta) => {
+                if !self.group.open {
+                    self.conn
+                        .query_drop("START TRANSACTION")
+                        .await
+                        .map_err(db("begin target transaction"))?;
+                    // First statement: tags the transaction as duplex's in the binlog.
+                    let sql = format!(
+                        "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
+                         ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
+                        self.marker_table
+                    );
+                    self.conn
+                        .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
+                        .await
+                        .map_err(db("tag the transaction in the marker table"))?;
+                    self.group.open = true;
+                }
+                self.group.in_source_txn = true;
+                self.group.last_commit_time_us = meta.commit_time_us;
+                Ok(None)
+            }
+            ChangeEvent::Change(change) => {
+                self.add(change).await?;
+                Ok(None)
+            }
+            ChangeEvent::Truncate(tables) => {
+                self.flush().await?;
+                // TRUNCATE would commit implicitly in MySQL: delete instead, inside the transaction.
+                for t in tables {
+                    let target = self.target_table(&t.table).await?;
+                    self.conn
+                        .query_drop(format!("DELETE FROM {}", target.quoted))
+                        .await
+                        .map_err(db(format!("empty {}", t.table)))?;
+                }
+                Ok(None)
+            }
+            ChangeEvent::Commit { end_position } => {
+                self.group.txns += 1;
+                self.group.in_source_txn = false;
+                self.group.last_end = Some(end_position);
+                Ok(None)
+            }
+            ChangeEvent::Progress { position } => {
+                if self.group.open {
+                    self.group.progress = Some(position);
+                    Ok(None)
+                } else {
+                    Ok(Some(position))
+                }
+            }
+        }
+    }
+
+    pub async fn commit(&mut self) -> Result<Option<SourcePosition>, MysqlSinkError> {
+        if !self.group.open {
+            return Ok(self.group.progress.take());
+        }
+        self.flush().await?;
+        if let Some(end) = self.group.last_end {
+            let sql = format!("UPDATE {} SET position = ?, position_text = ?, commit_time_us = ? WHERE link_id = ? AND source_site = ?", self.marker_table);
+            self.conn
+                .exec_drop(
+                    sql,
+                    (
+                        end.counter(),
+                        end.to_string(),
+                        self.group.last_commit_time_us,
+                        self.spec.link_id,
+                        self.spec.source_site,
+                    ),
+                )
+                .await
+                .map_err(db("record the applied source position"))?;
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(db("commit target transaction"))?;
+        tracing::debug!(
+            txns = self.group.txns,
+            rows = self.group.rows,
+            "committed target transaction"
+        );
+        let g = std::mem::take(&mut self.group);
+        self.stats.applied_txns.fetch_add(g.txns, Ordering::Relaxed);
+        self.stats.applied_rows.fetch_add(g.rows, Ordering::Relaxed);
+        self.stats.inserted.fetch_add(g.by_op[0], Ordering::Relaxed);
+        self.stats.updated.fetch_add(g.by_op[1], Ordering::Relaxed);
+        self.stats.deleted.fetch_add(g.by_op[2], Ordering::Relaxed);
+        self.stats.target_commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = g.last_end {
+            self.stats.set_applied_position(p);
+        }
+        Ok(g.last_end.max(g.progress))
+    }
+
+    async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
+        self.group.rows += 1;
+        self.group.by_op[match change.op {
+            Op::Insert => 0,
+            Op::Update => 1,
+            Op::Delete => 2,
+        }] += 1;
+        // Updates and deletes go one row per statement (MySQL has no
+        // UPDATE ... FROM VALUES); inserts are batched.
+        if change.op != Op::Insert {
+            self.flush().await?;
+            self.batch = Some(Batch {
+                table: change.table.clone(),
+                op: change.op,
+                shape: shape_of(&change),
+                rows: vec![change],
+                keys: HashSet::new(),
+            });
+            return self.flush().await;
+        }
+        let shape = shape_of(&change);
+        let key = encoded_key(&change);
+        let max = (60_000 / (shape.len() + 1).max(1)).clamp(1, self.spec.max_batch_rows.max(1));
+        let fits = match &self.batch {
+            Some(b) => {
+                Arc::ptr_eq(&b.table, &change.table)
+                    && b.op == change.op
+                    && b.shape == shape
+                    && !b.keys.contains(&key)
+                    && b.rows.len() < max
+            }
+            None => false,
+        };
+        if !fits {
+            self.flush().await?;
+        }
+        let batch = self.batch.get_or_insert_with(|| Batch {
+            table: change.table.clone(),
+            op: change.op,
+            shape,
+            rows: Vec::new(),
+            keys: HashSet::new(),
+        });
+        batch.keys.insert(key);
+        batch.rows.push(change);
+        Ok(())
+    }
+
+    async fn target_table(
+        &mut self,
+        table: &TableName,
+    ) -> Result<Arc<TargetTable>, MysqlSinkError> {
+        if let Some(t) = self.tables.get(table) {
+            return Ok(t.clone());
+        }
+        // The target's own database, whatever schema the source called it.
+        let db_name = self.spec.endpoint.database().to_string();
+        let columns = MysqlColumn::load_table(&mut self.conn, &db_name, &table.name)
+            .await
+            .map_err(db(format!("read the columns of {table}")))?;
+        if columns.is_empty() {
+            return Err(MysqlSinkError::MissingTable {
+                table: table.clone(),
+            });
+        }
+        let key: Vec<String> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (db_name.as_str(), table.name.as_str()),
+            )
+            .await
+            .map_err(db(format!("read the primary key of {table}")))?;
+        let t = Arc::new(TargetTable {
+            quoted: format!("{}.{}", quote_ident(&db_name), quote_ident(&table.name)),
+            columns: columns.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            key,
+        });
+        self.tables.insert(table.clone(), t.clone());
+        Ok(t)
+    }
+
+    fn param(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        change: &RowChange,
+        column: usize,
+        v: &Value,
+    ) -> Result<mysql_async::Value, MysqlSinkError> {
+        let name = &schema.columns[column].name;
+        let col = target
+            .columns
+            .get(name)
+            .ok_or_else(|| MysqlSinkError::MissingColumn {
+                table: schema.table.clone(),
+                column: name.clone(),
+            })?;
+        if v.is_null() {
+            return Ok(mysql_async::Value::NULL);
+        }
+        encode_param(col, v).map_err(|e| MysqlSinkError::Value {
+            table: schema.table.clone(),
+            key: describe_key(change),
+            column: name.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn flush(&mut self) -> Result<(), MysqlSinkError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let schema = batch.table.clone();
+        let target = self.target_table(&schema.table).await?;
+        if !target.columns.contains_key(&self.spec.marker_column) {
+            return Err(MysqlSinkError::MissingColumn {
+                table: schema.table.clone(),
+                column: self.spec.marker_column.clone(),
+            });
+        }
+        let source_key: Vec<&str> = schema
+            .key
+            .iter()
+            .map(|&i| schema.columns[i].name.as_str())
+            .collect();
+        if source_key != target.key.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(MysqlSinkError::KeyMismatch {
+                table: schema.table.clone(),
+                source_key: source_key.join(", "),
+                target_key: target.key.join(", "),
+            });
+        }
+        let marker = quote_ident(&self.spec.marker_column);
+        let mut params: Vec<mysql_async::Value> = Vec::new();
+        let sql = match batch.op {
+            Op::Insert => {
+                let mut cols: Vec<String> = batch
+                    .shape
+                    .iter()
+                    .map(|&i| quote_ident(&schema.columns[i].name))
+                    .collect();
+                cols.push(marker);
+                for change in &batch.rows {
+                    let after = change.after.as_ref();
+                    for &i in &batch.shape {
+                        let v = after
+                            .and_then(|a| a.0.get(i))
+                            .and_then(|v| v.as_ref())
+                            .unwrap_or(&Value::Null);
+                        params.push(self.param(&target, &schema, change, i, v)?);
+                    }
+                    params.push(mysql_async::Value::Bytes(
+                        change.marker.to_json().into_bytes(),
+                    ));
+                }
+                let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                format!(
+                    "INSERT INTO {} ({}) VALUES {}",
+                    target.quoted,
+                    cols.join(", "),
+                    vec![row; batch.rows.len()].join(", ")
+                )
+            }
+            Op::Update => {
+                let change = &batch.rows[0];
+                let after = change.after.as_ref();
+                let mut sets = Vec::new();
+                for &i in &batch.shape {
+                    sets.push(format!("{} = ?", quote_ident(&schema.columns[i].name)));
+                    let v = after
+                        .and_then(|a| a.0.get(i))
+                        .and_then(|v| v.as_ref())
+                        .unwrap_or(&Value::Null);
+                    params.push(self.param(&target, &schema, change, i, v)?);
+                }
+                sets.push(format!("{marker} = ?"));
+                params.push(mysql_async::Value::Bytes(
+                    change.marker.to_json().into_bytes(),
+                ));
+                let wheres = self.key_params(&target, &schema, change, &mut params)?;
+                format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    target.quoted,
+                    sets.join(", "),
+                    wheres
+                )
+            }
+            Op::Delete => {
+                let change = &batch.rows[0];
+                let wheres = self.key_params(&target, &schema, change, &mut params)?;
+                format!("DELETE FROM {} WHERE {}", target.quoted, wheres)
+            }
+        };
+        let n = batch.rows.len();
+        self.conn.exec_drop(&sql, params).await.map_err(db(format!(
+            "apply {n} {} row(s) to {}",
+            batch.op, schema.table
+        )))?;
+        if batch.op != Op::Insert && self.conn.affected_rows() < n as u64 {
+            self.stats
+                .missing_rows
+                .fetch_add(n as u64 - self.conn.affected_rows(), Ordering::Relaxed);
+            tracing::warn!(table = %schema.table, op = %batch.op, "row to change was not on the target");
+        }
+        Ok(())
+    }
+
+    fn key_params(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        change: &RowChange,
+        params: &mut Vec<mysql_async::Value>,
+    ) -> Result<String, MysqlSinkError> {
+        let image = change.before.as_ref().or(change.after.as_ref());
+        let mut wheres = Vec::new();
+        for &i in &schema.key {
+            let v = match image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref()) {
+                Some(v) if !v.is_null() => v,
+                _ => {
+                    return Err(MysqlSinkError::Value {
+                        table: schema.table.clone(),
+                        key: describe_key(change),
+                        column: schema.columns[i].name.clone(),
+                        reason: "the change carries no value for this primary-key column".into(),
+                    })
+                }
+            };
+            wheres.push(format!("{} = ?", quote_ident(&schema.columns[i].name)));
+            params.push(self.param(target, schema, change, i, v)?);
+        }
+        Ok(wheres.join(" AND "))
+    }
+}
+
+fn shape_of(change: &RowChange) -> Vec<usize> {
+    match &change.after {
+        Some(after) => after
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| i)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn encoded_key(change: &RowChange) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(key) = change.after.as_ref().and_then(|r| r.key(&change.table)) {
+        for v in key {
+            encode_value(&v, &mut out);
+        }
+    }
+    out
+}

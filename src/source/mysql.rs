@@ -1,0 +1,581 @@
+//! MySQL/MariaDB source: reads the binlog (ROW format, full images, full
+//! metadata) as a replica through mysql_async and turns it into the canonical
+//! event stream.
+//!
+//! A transaction starts at MariaDB's GTID event (MySQL 8: GTID or a `BEGIN`
+//! query) and ends at its XID event. Loop prevention: duplex's MySQL applier
+//! writes its marker-table row as the *first* statement of every transaction,
+//! so the first table map of an applied transaction names that table, and the
+//! reader drops the whole transaction before any change of it is passed on.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+
+use crate::canonical::encode::row_checksum;
+use crate::canonical::{
+    ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, TxnMeta,
+    Value,
+};
+use crate::marker::{Marker, MARKER_FORMAT_VERSION};
+use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
+use crate::mysql::{quote_ident, MysqlEndpoint};
+use crate::stats::DirectionStats;
+
+/// MariaDB's GTID event (not in mysql_common's event list).
+const MARIADB_GTID_EVENT: u8 = 162;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlSourceError {
+    #[error("binlog stream: {0}")]
+    Stream(#[from] mysql_async::Error),
+    #[error("binlog event at {position}: {source}")]
+    Event {
+        position: SourcePosition,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("table {table} column {column} at {position}: {reason}")]
+    BadValue {
+        table: TableName,
+        column: String,
+        position: SourcePosition,
+        reason: String,
+    },
+    #[error("table {table}: {reason}")]
+    Table { table: TableName, reason: String },
+    #[error("binlog file for position {position} is gone from the server (purged?); the link needs a resync")]
+    Purged { position: SourcePosition },
+    #[error(
+        "the server is not set up for duplex's binlog reader:\n{problems}\nfix these lines in the [mysqld] section of my.cnf and restart the server"
+    )]
+    Settings { problems: String },
+}
+
+/// What the source must know to read one site's binlog for one link.
+#[derive(Debug, Clone)]
+pub struct MysqlSourceSpec {
+    pub site_id: u32,
+    pub endpoint: MysqlEndpoint,
+    /// server_id this reader registers with; unique per direction.
+    pub replica_server_id: u32,
+    pub marker_column: String,
+    /// duplex's marker table in the site's database (see the MySQL sink).
+    pub marker_table: String,
+    /// Synced tables (in the endpoint's database).
+    pub tables: HashSet<String>,
+    pub start: Option<SourcePosition>,
+}
+
+struct TableInfo {
+    schema: Arc<TableSchema>,
+    columns: Vec<MysqlColumn>,
+    /// Binlog column index -> canonical row index (`None` for the marker column).
+    row_index: Vec<Option<usize>>,
+    marker_index: Option<usize>,
+}
+
+struct OpenTxn {
+    meta: TxnMeta,
+    echo: bool,
+    begun: bool,
+    /// A table map has been seen: the marker table must come first to mark an echo.
+    seen_table: bool,
+    /// An echo that carried rows of synced tables (a duplex write that only
+    /// touched the marker table, e.g. at setup, is not counted as an echo).
+    echo_rows: bool,
+}
+
+pub struct MysqlSource {
+    spec: MysqlSourceSpec,
+    stream: BinlogStream,
+    meta: mysql_async::Conn,
+    tables: HashMap<String, Arc<TableInfo>>,
+    file_seq: u32,
+    txn: Option<OpenTxn>,
+    ready: VecDeque<ChangeEvent>,
+    stats: Arc<DirectionStats>,
+}
+
+/// The sequence number in a binlog file name (`mysql-bin.000042` -> 42).
+pub fn binlog_file_seq(name: &str) -> Option<u32> {
+    name.rsplit('.').next()?.parse().ok()
+}
+
+/// Check every server setting the reader depends on; one error lists them all.
+pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), MysqlSourceError> {
+    let version: String = conn
+        .query_first("SELECT VERSION()")
+        .await?
+        .unwrap_or_default();
+    let mariadb = version.to_lowercase().contains("mariadb");
+    let get = |name: &'static str| format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)");
+    let mut problems = Vec::new();
+    let want = |problems: &mut Vec<String>,
+                name: &str,
+                current: Option<String>,
+                expected: &str,
+                fix: &str| {
+        let cur = current.unwrap_or_else(|| "(unset)".into());
+        if !cur.eq_ignore_ascii_case(expected) {
+            problems.push(format!("  {name} is {cur}, needs {expected}:  {fix}"));
+        }
+    };
+    let on_off = |v: Option<String>| {
+        v.map(|v| match v.as_str() {
+            "1" => "ON".to_string(),
+            "0" => "OFF".to_string(),
+            _ => v,
+        })
+    };
+    let log_bin: Option<String> = conn.query_first(get("log_bin")).await?;
+    want(
+        &mut problems,
+        "log_bin",
+        on_off(log_bin),
+        "ON",
+        "log_bin = mysql-bin",
+    );
+    let format: Option<String> = conn.query_first(get("binlog_format")).await?;
+    want(
+        &mut problems,
+        "binlog_format",
+        format,
+        "ROW",
+        "binlog_format = ROW",
+    );
+    let image: Option<String> = conn.query_first(get("binlog_row_image")).await?;
+    want(
+        &mut problems,
+        "binlog_row_image",
+        image,
+        "FULL",
+        "binlog_row_image = FULL",
+    );
+    let meta: Option<String> = conn.query_first(get("binlog_row_metadata")).await?;
+    want(
+        &mut problems,
+        "binlog_row_metadata",
+        meta,
+        "FULL",
+        "binlog_row_metadata = FULL",
+    );
+    let server_id: Option<String> = conn.query_first(get("server_id")).await?;
+    if server_id.as_deref() == Some("0") || server_id.is_none() {
+        problems.push(format!(
+            "  server_id is {}, needs a unique non-zero value:  server_id = 1",
+            server_id.unwrap_or_default()
+        ));
+    }
+    if mariadb {
+        let compress: Option<String> = conn.query_first(get("log_bin_compress")).await?;
+        want(
+            &mut problems,
+            "log_bin_compress",
+            on_off(compress),
+            "OFF",
+            "log_bin_compress = OFF",
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(MysqlSourceError::Settings {
+            problems: problems.join("\n"),
+        })
+    }
+}
+
+/// The server's current binlog position (where a new link starts reading).
+pub async fn current_position(
+    conn: &mut mysql_async::Conn,
+) -> Result<SourcePosition, MysqlSourceError> {
+    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
+    let (file, pos) = row
+        .and_then(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
+        .ok_or_else(|| MysqlSourceError::Settings {
+            problems: "  log_bin is OFF (SHOW MASTER STATUS is empty):  log_bin = mysql-bin".into(),
+        })?;
+    let file_seq = binlog_file_seq(&file).ok_or_else(|| MysqlSourceError::Settings {
+        problems: format!("  binlog file name {file} has no numeric suffix"),
+    })?;
+    Ok(SourcePosition::Binlog {
+        file_seq,
+        pos: pos as u32,
+    })
+}
+
+impl MysqlSource {
+    pub async fn connect(
+        spec: MysqlSourceSpec,
+        stats: Arc<DirectionStats>,
+    ) -> Result<MysqlSource, crate::Error> {
+        let site = spec.endpoint.site_name.clone();
+        let err = |e: MysqlSourceError| crate::Error::mysql_source_error(&site, e);
+        let mut meta = spec.endpoint.connect().await?;
+        check_binlog_settings(&mut meta).await.map_err(err)?;
+        let start = match spec.start {
+            Some(p) => p,
+            None => current_position(&mut meta).await.map_err(err)?,
+        };
+        let SourcePosition::Binlog { file_seq, pos } = start else {
+            return Err(crate::Error::Internal(format!(
+                "a binlog source was asked to start at {start}"
+            )));
+        };
+        // Find the file of that sequence number.
+        let logs: Vec<(String, u64)> = meta
+            .query("SHOW BINARY LOGS")
+            .await
+            .map_err(|e| err(e.into()))?;
+        let file = logs
+            .iter()
+            .map(|(name, _)| name)
+            .find(|name| binlog_file_seq(name) == Some(file_seq))
+            .cloned()
+            .ok_or_else(|| err(MysqlSourceError::Purged { position: start }))?;
+        let mut conn = spec.endpoint.connect().await?;
+        // Without this MariaDB rewrites its GTID events as BEGIN queries.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| err(e.into()))?;
+        let request = BinlogStreamRequest::new(spec.replica_server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(u64::from(pos.max(4)));
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| err(e.into()))?;
+        Ok(MysqlSource {
+            spec,
+            stream,
+            meta,
+            tables: HashMap::new(),
+            file_seq,
+            txn: None,
+            ready: VecDeque::new(),
+            stats,
+        })
+    }
+
+    pub fn site_name(&self) -> &str {
+        &self.spec.endpoint.site_name
+    }
+
+    fn position(&self, pos: u32) -> SourcePosition {
+        SourcePosition::Binlog {
+            file_seq: self.file_seq,
+            pos,
+        }
+    }
+
+    fn begin(&mut self, log_pos: u32, timestamp: u32) {
+        if self.txn.is_none() {
+            self.txn = Some(OpenTxn {
+                meta: TxnMeta {
+                    commit_position: self.position(log_pos),
+                    commit_time_us: i64::from(timestamp) * 1_000_000,
+                    xid: 0,
+                },
+                echo: false,
+                begun: false,
+                seen_table: false,
+                echo_rows: false,
+            });
+        }
+    }
+
+    fn commit(&mut self, log_pos: u32) -> ChangeEvent {
+        let position = self.position(log_pos);
+        self.stats.set_source_position(position);
+        match self.txn.take() {
+            Some(t) if t.begun => ChangeEvent::Commit {
+                end_position: position,
+            },
+            Some(t) => {
+                if t.echo_rows {
+                    tracing::debug!(position = %t.meta.commit_position, "skipped duplex's own transaction");
+                    self.stats
+                        .echo_txns_skipped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                ChangeEvent::Progress { position }
+            }
+            None => ChangeEvent::Progress { position },
+        }
+    }
+
+    /// The next event, or `None` when the stream ended. Not cancel-safe.
+    pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, MysqlSourceError> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Ok(Some(ev));
+            }
+            let Some(event) = self.stream.next().await else {
+                return Ok(None);
+            };
+            let event = event?;
+            let header = event.header();
+            let log_pos = header.log_pos();
+            if header.event_type_raw() == MARIADB_GTID_EVENT {
+                self.begin(log_pos, header.timestamp());
+                continue;
+            }
+            let data = match event.read_data() {
+                Ok(Some(d)) => d,
+                // MariaDB-only events (annotate rows, checkpoints, GTID lists).
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(MysqlSourceError::Event {
+                        position: self.position(log_pos),
+                        source: e,
+                    })
+                }
+            };
+            match data {
+                EventData::RotateEvent(r) => {
+                    if let Some(seq) = binlog_file_seq(&r.name()) {
+                        self.file_seq = seq;
+                    }
+                }
+                EventData::GtidEvent(_) => self.begin(log_pos, header.timestamp()),
+                EventData::QueryEvent(q) => {
+                    let query = q.query();
+                    let trimmed = query.trim();
+                    if trimmed.eq_ignore_ascii_case("BEGIN") {
+                        self.begin(log_pos, header.timestamp());
+                    } else if trimmed.eq_ignore_ascii_case("COMMIT") {
+                        return Ok(Some(self.commit(log_pos)));
+                    } else {
+                        // DDL: table shapes may have changed.
+                        tracing::warn!(site = %self.spec.endpoint.site_name, schema = %q.schema(), statement = %abbreviate(trimmed), "DDL in the binlog: reloading table definitions");
+                        self.tables.clear();
+                        if self.txn.is_none() {
+                            return Ok(Some(ChangeEvent::Progress {
+                                position: self.position(log_pos),
+                            }));
+                        }
+                    }
+                }
+                EventData::TableMapEvent(t) => self.table_map(&t),
+                EventData::RowsEvent(rows) => self.rows(&rows, log_pos).await?,
+                EventData::XidEvent(_) => return Ok(Some(self.commit(log_pos))),
+                _ => {}
+            }
+        }
+    }
+
+    fn table_map(&mut self, t: &TableMapEvent<'_>) {
+        let is_marker = t.database_name() == self.spec.endpoint.database()
+            && t.table_name() == self.spec.marker_table;
+        if let Some(txn) = self.txn.as_mut() {
+            if is_marker && !txn.seen_table {
+                txn.echo = true;
+            }
+            txn.seen_table = true;
+        }
+    }
+
+    async fn table_info(&mut self, table: &str) -> Result<Arc<TableInfo>, MysqlSourceError> {
+        if let Some(t) = self.tables.get(table) {
+            return Ok(t.clone());
+        }
+        let db = self.spec.endpoint.database().to_string();
+        let name = TableName::new(db.clone(), table);
+        let columns = MysqlColumn::load_table(&mut self.meta, &db, table).await?;
+        let key_names: Vec<String> = self
+            .meta
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (db.as_str(), table),
+            )
+            .await?;
+        let mut schema_columns = Vec::new();
+        let mut row_index = Vec::new();
+        let mut marker_index = None;
+        for (i, c) in columns.iter().enumerate() {
+            if c.name == self.spec.marker_column {
+                marker_index = Some(i);
+                row_index.push(None);
+            } else {
+                row_index.push(Some(schema_columns.len()));
+                schema_columns.push(ColumnSchema {
+                    name: c.name.clone(),
+                    type_name: c.column_type.clone(),
+                });
+            }
+        }
+        let key = key_names
+            .iter()
+            .map(|k| schema_columns.iter().position(|c| &c.name == k))
+            .collect::<Option<Vec<_>>>()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| MysqlSourceError::Table {
+                table: name.clone(),
+                reason: "has no primary key; duplex syncs only tables with a primary key".into(),
+            })?;
+        let info = Arc::new(TableInfo {
+            schema: Arc::new(TableSchema {
+                table: name,
+                columns: schema_columns,
+                key,
+            }),
+            columns,
+            row_index,
+            marker_index,
+        });
+        self.tables.insert(table.to_string(), info.clone());
+        Ok(info)
+    }
+
+    async fn rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        log_pos: u32,
+    ) -> Result<(), MysqlSourceError> {
+        let Some(txn) = self.txn.as_ref() else {
+            return Ok(());
+        };
+        let (echo, position, commit_time_us) =
+            (txn.echo, txn.meta.commit_position, txn.meta.commit_time_us);
+        let Some(tme) = self
+            .stream
+            .get_tme(rows.table_id())
+            .map(|t| t.clone().into_owned())
+        else {
+            return Err(MysqlSourceError::Event {
+                position: self.position(log_pos),
+                source: std::io::Error::other(format!(
+                    "rows event for unknown table id {}",
+                    rows.table_id()
+                )),
+            });
+        };
+        let table = tme.table_name().to_string();
+        if tme.database_name() != self.spec.endpoint.database()
+            || !self.spec.tables.contains(&table)
+        {
+            return Ok(());
+        }
+        if echo {
+            if let Some(t) = self.txn.as_mut() {
+                t.echo_rows = true;
+            }
+            return Ok(());
+        }
+        let info = self.table_info(&table).await?;
+        let op = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
+            RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(MysqlSourceError::Table {
+                    table: info.schema.table.clone(),
+                    reason: "partial JSON update events (binlog_row_value_options=PARTIAL_JSON) are not supported; turn that option off".into(),
+                })
+            }
+        };
+        if let Some(t) = self.txn.as_mut() {
+            if !t.begun {
+                t.begun = true;
+                tracing::debug!(position = %t.meta.commit_position, table = %info.schema.table, "transaction from the binlog");
+                self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
+            }
+        }
+        // Through the codec's reader: it works around mysql_common's decoding of
+        // negative fractional TIME values.
+        let images = read_rows_event(&tme, rows).map_err(|e| MysqlSourceError::BadValue {
+            table: info.schema.table.clone(),
+            column: String::new(),
+            position,
+            reason: e.to_string(),
+        })?;
+        for (before, after) in images {
+            let before = before
+                .map(|r| self.decode_row(&info, &r, position))
+                .transpose()?;
+            let after = after
+                .map(|r| self.decode_row(&info, &r, position))
+                .transpose()?;
+            let prior_text = after
+                .as_ref()
+                .and_then(|a| a.1.clone())
+                .or_else(|| before.as_ref().and_then(|b| b.1.clone()));
+            let prior = Marker::parse(prior_text.as_deref()).unwrap_or_else(|e| {
+                tracing::warn!(table = %info.schema.table, error = %e, "marker column holds invalid JSON; treating the row as never synced");
+                None
+            });
+            let mut vv = prior.map(|m| m.vv).unwrap_or_default();
+            vv.advance(self.spec.site_id, position.counter());
+            let crc = after
+                .as_ref()
+                .and_then(|a| row_checksum(&info.schema, &a.0))
+                .unwrap_or(0);
+            let marker = Marker {
+                format: MARKER_FORMAT_VERSION,
+                vv,
+                site: self.spec.site_id,
+                ts: commit_time_us,
+                crc,
+            };
+            self.ready.push_back(ChangeEvent::Change(RowChange {
+                table: info.schema.clone(),
+                op,
+                before: before.map(|b| b.0),
+                after: after.map(|a| a.0),
+                marker,
+            }));
+        }
+        Ok(())
+    }
+
+    fn decode_row(
+        &self,
+        info: &TableInfo,
+        row: &BinlogImage,
+        position: SourcePosition,
+    ) -> Result<(Row, Option<String>), MysqlSourceError> {
+        let mut values: Vec<Option<Value>> = vec![None; info.schema.columns.len()];
+        let mut marker = None;
+        for (i, col) in info.columns.iter().enumerate() {
+            let Some(Some(raw)) = row.get(i) else {
+                continue;
+            };
+            let value = decode_binlog_value(col, raw).map_err(|e| MysqlSourceError::BadValue {
+                table: info.schema.table.clone(),
+                column: col.name.clone(),
+                position,
+                reason: e.to_string(),
+            })?;
+            match info.row_index.get(i).copied().flatten() {
+                Some(j) => values[j] = Some(value),
+                None if Some(i) == info.marker_index => {
+                    marker = match value {
+                        Value::Json(t) | Value::Text(t) => Some(t),
+                        _ => None,
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok((Row(values), marker))
+    }
+}
+
+fn abbreviate(s: &str) -> String {
+    let mut out: String = s.chars().take(120).collect();
+    if out.len() < s.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `quote_ident` is used by setup; re-exported here for the table names it builds.
+pub fn quoted_table(db: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(db), quote_ident(table))
+}
