@@ -1,0 +1,342 @@
+//! The foundation's hard cases with MariaDB in the link: concurrent writers on
+//! both sides (no echo, no duplicate), and kill -9 mid-load (exactly once).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::DuplexProcess;
+use duplex::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pipeline::PipelineTuning;
+use mysql_async::prelude::Queryable;
+
+const MYSQL_ITEMS: &str = "CREATE TABLE items (id BIGINT PRIMARY KEY, batch INT NOT NULL, payload VARCHAR(200) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+CREATE TABLE counters (id INT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO counters VALUES (1, 0);";
+const PG_ITEMS: &str =
+    "CREATE TABLE items (id bigint PRIMARY KEY, batch int NOT NULL, payload varchar(200));
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO counters VALUES (1, 0);";
+
+async fn mariadb() -> LocalMariaDb {
+    let m = tokio::task::spawn_blocking(|| LocalMariaDb::start(LocalMariaDbOptions::default()))
+        .await
+        .unwrap()
+        .expect("start MariaDB");
+    m.create_database("app").unwrap();
+    m.sql(Some("app"), MYSQL_ITEMS).unwrap();
+    m
+}
+
+async fn mconn(m: &LocalMariaDb) -> mysql_async::Conn {
+    let opts =
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&m.url("app")).unwrap())
+            .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+async fn control(sites: &[(i32, &str, &str, String)]) -> (LocalPostgres, String) {
+    common::init_tracing();
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = pg.conninfo("postgres");
+    let mut c = common::connect(&url).await;
+    duplex::control::migrate(&mut c).await.unwrap();
+    for (id, name, engine, conninfo) in sites {
+        c.execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES ($1, $2, $3, $4, 'disable')", &[id, name, engine, conninfo])
+            .await
+            .unwrap();
+    }
+    c.batch_execute(
+        "INSERT INTO duplex.links VALUES (1, 'l', 1, 2);
+         INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (1, 'public', 'items'), (1, 'public', 'counters')",
+    )
+    .await
+    .unwrap();
+    (pg, url)
+}
+
+async fn mysql_items(c: &mut mysql_async::Conn) -> Vec<(i64, i32, Option<String>)> {
+    c.query("SELECT id, batch, payload FROM items ORDER BY id")
+        .await
+        .unwrap()
+}
+
+async fn wait_mysql(c: &mut mysql_async::Conn, what: &str, sql: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let ok: Option<i64> = c.query_first(sql).await.unwrap();
+        if ok == Some(1) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
+    const TXNS: i64 = 5_000;
+    let (a, b) = (mariadb().await, mariadb().await);
+    let (_ctl, url) = control(&[
+        (1, "a", "mysql", a.url("app")),
+        (2, "b", "mysql", b.url("app")),
+    ])
+    .await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let writer = |mut c: mysql_async::Conn, base: i64, batch: i32| async move {
+        for i in 0..TXNS {
+            if i % 5 == 4 {
+                c.exec_drop(
+                    "UPDATE items SET payload = CONCAT(payload, '+') WHERE id = ?",
+                    (base + i - 1,),
+                )
+                .await
+                .unwrap();
+            } else {
+                c.exec_drop(
+                    "INSERT INTO items (id, batch, payload) VALUES (?, ?, ?)",
+                    (base + i, batch, format!("row {i}")),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    };
+    let wa = tokio::spawn(writer(mconn(&a).await, 1_000_000, 1));
+    let wb = tokio::spawn(writer(mconn(&b).await, 2_000_000, 2));
+    wa.await.unwrap();
+    wb.await.unwrap();
+    let (ab, ba) = (run.stats(1, 1).unwrap(), run.stats(1, 2).unwrap());
+    common::wait_for(
+        "all transactions applied both ways",
+        Duration::from_secs(300),
+        || {
+            let (ab, ba) = (ab.clone(), ba.clone());
+            async move {
+                ab.applied_txns.load(Ordering::Relaxed) >= TXNS as u64
+                    && ba.applied_txns.load(Ordering::Relaxed) >= TXNS as u64
+            }
+        },
+    )
+    .await;
+    common::wait_for("echoes seen", Duration::from_secs(60), || {
+        let (ab, ba) = (ab.clone(), ba.clone());
+        async move {
+            ba.echo_txns_skipped.load(Ordering::Relaxed)
+                >= ab.target_commits.load(Ordering::Relaxed)
+                && ab.echo_txns_skipped.load(Ordering::Relaxed)
+                    >= ba.target_commits.load(Ordering::Relaxed)
+        }
+    })
+    .await;
+    let (mut ca, mut cb) = (mconn(&a).await, mconn(&b).await);
+    let rows_a = mysql_items(&mut ca).await;
+    assert_eq!(rows_a.len() as i64, TXNS / 5 * 4 * 2);
+    assert_eq!(rows_a, mysql_items(&mut cb).await, "sides differ");
+    assert_eq!(ab.applied_txns.load(Ordering::Relaxed), TXNS as u64);
+    assert_eq!(ba.applied_txns.load(Ordering::Relaxed), TXNS as u64);
+    assert_eq!(
+        ba.echo_txns_skipped.load(Ordering::Relaxed),
+        ab.target_commits.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        ab.echo_txns_skipped.load(Ordering::Relaxed),
+        ba.target_commits.load(Ordering::Relaxed)
+    );
+    run.shutdown().await;
+}
+
+/// kill -9 in the middle of a load from `source` into `target`, then restart.
+/// An audit trigger on the target counts every row change applied there,
+/// inside the applying transaction: exactly once means exactly the number of
+/// row changes made on the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
+    const TXNS: i64 = 600;
+    const ROWS_PER_TXN: i64 = 50;
+    let m = mariadb().await;
+    m.sql(
+        Some("app"),
+        "CREATE TABLE apply_audit (n BIGINT NOT NULL); INSERT INTO apply_audit VALUES (0);
+         CREATE TRIGGER items_audit_i AFTER INSERT ON items FOR EACH ROW UPDATE apply_audit SET n = n + 1;
+         CREATE TRIGGER counters_audit_u AFTER UPDATE ON counters FOR EACH ROW UPDATE apply_audit SET n = n + 1;",
+    )
+    .unwrap();
+    let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    p.create_database("app").unwrap();
+    p.psql("app", PG_ITEMS).unwrap();
+    let (_ctl, url) = control(&[
+        (1, "pg", "postgresql", p.conninfo("app")),
+        (2, "maria", "mysql", m.url("app")),
+    ])
+    .await;
+    let logdir = tempfile::tempdir().unwrap();
+    let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
+    let pgc = common::connect(&p.conninfo("app")).await;
+    common::wait_for("duplex streaming", Duration::from_secs(60), || {
+        common::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
+    })
+    .await;
+    let load = tokio::spawn({
+        let c = common::connect(&p.conninfo("app")).await;
+        async move {
+            for t in 0..TXNS {
+                let base = t * ROWS_PER_TXN;
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO items SELECT g, {t}, md5(g::text) FROM generate_series({}, {}) g; UPDATE counters SET n = n + 1 WHERE id = 1; COMMIT;",
+                    base + 1,
+                    base + ROWS_PER_TXN
+                ))
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let mut mc = mconn(&m).await;
+    wait_mysql(
+        &mut mc,
+        "part of the load on MariaDB",
+        "SELECT COUNT(*) >= 3000 FROM items",
+        120,
+    )
+    .await;
+    duplex.kill9();
+    let at_kill: i64 = mc
+        .query_first("SELECT COUNT(*) FROM items")
+        .await
+        .unwrap()
+        .unwrap();
+    load.await.unwrap();
+    assert!(
+        at_kill < TXNS * ROWS_PER_TXN,
+        "the load had fully arrived before the kill: the test proved nothing"
+    );
+    let duplex2 = DuplexProcess::spawn(&url, &logdir.path().join("run2.log"));
+    wait_mysql(
+        &mut mc,
+        "the whole load",
+        &format!(
+            "SELECT COUNT(*) = {} AND (SELECT n FROM counters) = {TXNS} FROM items",
+            TXNS * ROWS_PER_TXN
+        ),
+        300,
+    )
+    .await;
+    let applied: i64 = mc
+        .query_first("SELECT n FROM apply_audit")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        applied,
+        TXNS * ROWS_PER_TXN + TXNS,
+        "row changes applied on MariaDB (kill at {at_kill} rows)"
+    );
+    assert!(
+        !duplex2.log_text().contains("Duplicate entry"),
+        "a transaction was applied twice"
+    );
+    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
+        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(pg_rows, mysql_items(&mut mc).await);
+    drop(duplex2);
+
+    // And the other way: a load on MariaDB, killed mid-way, into PostgreSQL.
+    p.psql(
+        "app",
+        "CREATE TABLE apply_audit (n bigint NOT NULL); INSERT INTO apply_audit VALUES (0);
+         CREATE FUNCTION count_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE apply_audit SET n = n + 1; RETURN NULL; END $$;
+         CREATE TRIGGER items_audit AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION count_apply();",
+    )
+    .unwrap();
+    let mut duplex3 = DuplexProcess::spawn(&url, &logdir.path().join("run3.log"));
+    common::wait_for("duplex streaming again", Duration::from_secs(60), || {
+        common::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
+    })
+    .await;
+    let load = tokio::spawn({
+        let mut c = mconn(&m).await;
+        async move {
+            for t in 0..TXNS {
+                let base = 1_000_000 + t * ROWS_PER_TXN;
+                let mut tx = c
+                    .start_transaction(mysql_async::TxOpts::default())
+                    .await
+                    .unwrap();
+                let rows: Vec<(i64, i64)> = (1..=ROWS_PER_TXN).map(|i| (base + i, t)).collect();
+                tx.exec_batch(
+                    "INSERT INTO items (id, batch, payload) VALUES (?, ?, 'from maria')",
+                    rows,
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    });
+    common::wait_for(
+        "part of the MariaDB load on PostgreSQL",
+        Duration::from_secs(120),
+        || {
+            common::query_bool(
+                &pgc,
+                "SELECT count(*) >= 3000 FROM items WHERE id > 1000000",
+            )
+        },
+    )
+    .await;
+    duplex3.kill9();
+    let at_kill = common::query_i64(&pgc, "SELECT count(*) FROM items WHERE id > 1000000").await;
+    load.await.unwrap();
+    assert!(
+        at_kill < TXNS * ROWS_PER_TXN,
+        "the MariaDB load had fully arrived before the kill"
+    );
+    let _duplex4 = DuplexProcess::spawn(&url, &logdir.path().join("run4.log"));
+    common::wait_for(
+        "the whole MariaDB load on PostgreSQL",
+        Duration::from_secs(300),
+        || {
+            common::query_bool(
+                &pgc,
+                format!(
+                    "SELECT count(*) = {} FROM items WHERE id > 1000000",
+                    TXNS * ROWS_PER_TXN
+                ),
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        common::query_i64(&pgc, "SELECT n FROM apply_audit").await,
+        TXNS * ROWS_PER_TXN,
+        "row changes applied on PostgreSQL (kill at {at_kill})"
+    );
+    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
+        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(pg_rows, mysql_items(&mut mc).await);
+}
