@@ -53,6 +53,9 @@ enum Command {
         /// Rounds of writes on each side before the demo ends.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Engine of the "support" database (the "crm" one is PostgreSQL).
+        #[arg(long, value_enum, default_value = "postgres")]
+        support: duplex::demo::SupportEngine,
     },
 }
 
@@ -181,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Demo { rounds } => duplex::demo::run(rounds).await?,
+        Command::Demo { rounds, support } => duplex::demo::run(rounds, support).await?,
         Command::Bench {
             bulk_rows,
             small_txns,
