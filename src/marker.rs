@@ -83,6 +83,38 @@ impl Marker {
         }
     }
 
+    /// The marker a captured user write carries to the peer: the vector the
+    /// row held (read from the marker column in the change's new image, else
+    /// its old image; user writes leave that column alone) with `site`'s entry
+    /// advanced to the write's commit-position counter. Invalid JSON in the
+    /// column (someone wrote it by hand) counts as a row never synced.
+    pub fn for_user_write(
+        after_text: Option<&str>,
+        before_text: Option<&str>,
+        site: u32,
+        counter: u64,
+        ts: i64,
+        crc: u32,
+        table: &dyn std::fmt::Display,
+    ) -> Marker {
+        let prior = match Marker::parse(after_text.or(before_text)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(table = %table, error = %e, "marker column holds invalid JSON; treating the row as never synced");
+                None
+            }
+        };
+        let mut vv = prior.map(|m| m.vv).unwrap_or_default();
+        vv.advance(site, counter);
+        Marker {
+            format: MARKER_FORMAT_VERSION,
+            vv,
+            site,
+            ts,
+            crc,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         // Serialising plain integers and maps cannot fail.
         serde_json::to_string(self).unwrap_or_default()

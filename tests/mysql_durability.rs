@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::DuplexProcess;
-use duplex::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
 use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
@@ -21,75 +20,26 @@ const PG_ITEMS: &str =
 CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
 INSERT INTO counters VALUES (1, 0);";
 
-async fn mariadb() -> LocalMariaDb {
-    let m = tokio::task::spawn_blocking(|| LocalMariaDb::start(LocalMariaDbOptions::default()))
-        .await
-        .unwrap()
-        .expect("start MariaDB");
-    m.create_database("app").unwrap();
-    m.sql(Some("app"), MYSQL_ITEMS).unwrap();
-    m
-}
-
-async fn mconn(m: &LocalMariaDb) -> mysql_async::Conn {
-    let opts =
-        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&m.url("app")).unwrap())
-            .prefer_socket(false);
-    mysql_async::Conn::new(opts).await.unwrap()
-}
-
-async fn control(sites: &[(i32, &str, &str, String)]) -> (LocalPostgres, String) {
-    common::init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let url = pg.conninfo("postgres");
-    let mut c = common::connect(&url).await;
-    duplex::control::migrate(&mut c).await.unwrap();
-    for (id, name, engine, conninfo) in sites {
-        c.execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES ($1, $2, $3, $4, 'disable')", &[id, name, engine, conninfo])
-            .await
-            .unwrap();
-    }
-    c.batch_execute(
-        "INSERT INTO duplex.links VALUES (1, 'l', 1, 2);
-         INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (1, 'public', 'items'), (1, 'public', 'counters')",
-    )
-    .await
-    .unwrap();
-    (pg, url)
-}
-
 async fn mysql_items(c: &mut mysql_async::Conn) -> Vec<(i64, i32, Option<String>)> {
     c.query("SELECT id, batch, payload FROM items ORDER BY id")
         .await
         .unwrap()
 }
 
-async fn wait_mysql(c: &mut mysql_async::Conn, what: &str, sql: &str, secs: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let ok: Option<i64> = c.query_first(sql).await.unwrap();
-        if ok == Some(1) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
     const TXNS: i64 = 5_000;
-    let (a, b) = (mariadb().await, mariadb().await);
-    let (_ctl, url) = control(&[
-        (1, "a", "mysql", a.url("app")),
-        (2, "b", "mysql", b.url("app")),
-    ])
+    let (a, b) = (
+        common::start_mariadb(MYSQL_ITEMS).await,
+        common::start_mariadb(MYSQL_ITEMS).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["items", "counters"],
+    )
     .await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
@@ -113,8 +63,8 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
             }
         }
     };
-    let wa = tokio::spawn(writer(mconn(&a).await, 1_000_000, 1));
-    let wb = tokio::spawn(writer(mconn(&b).await, 2_000_000, 2));
+    let wa = tokio::spawn(writer(common::mysql_conn(&a).await, 1_000_000, 1));
+    let wb = tokio::spawn(writer(common::mysql_conn(&b).await, 2_000_000, 2));
     wa.await.unwrap();
     wb.await.unwrap();
     let (ab, ba) = (run.stats(1, 1).unwrap(), run.stats(1, 2).unwrap());
@@ -140,7 +90,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
         }
     })
     .await;
-    let (mut ca, mut cb) = (mconn(&a).await, mconn(&b).await);
+    let (mut ca, mut cb) = (common::mysql_conn(&a).await, common::mysql_conn(&b).await);
     let rows_a = mysql_items(&mut ca).await;
     assert_eq!(rows_a.len() as i64, TXNS / 5 * 4 * 2);
     assert_eq!(rows_a, mysql_items(&mut cb).await, "sides differ");
@@ -165,7 +115,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
 async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     const TXNS: i64 = 600;
     const ROWS_PER_TXN: i64 = 50;
-    let m = mariadb().await;
+    let m = common::start_mariadb(MYSQL_ITEMS).await;
     m.sql(
         Some("app"),
         "CREATE TABLE apply_audit (n BIGINT NOT NULL); INSERT INTO apply_audit VALUES (0);
@@ -179,10 +129,13 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_ITEMS).unwrap();
-    let (_ctl, url) = control(&[
-        (1, "pg", "postgresql", p.conninfo("app")),
-        (2, "maria", "mysql", m.url("app")),
-    ])
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["items", "counters"],
+    )
     .await;
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
@@ -206,12 +159,12 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
             }
         }
     });
-    let mut mc = mconn(&m).await;
-    wait_mysql(
+    let mut mc = common::mysql_conn(&m).await;
+    common::wait_mysql(
         &mut mc,
         "part of the load on MariaDB",
         "SELECT COUNT(*) >= 3000 FROM items",
-        120,
+        Duration::from_secs(120),
     )
     .await;
     duplex.kill9();
@@ -226,14 +179,14 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         "the load had fully arrived before the kill: the test proved nothing"
     );
     let duplex2 = DuplexProcess::spawn(&url, &logdir.path().join("run2.log"));
-    wait_mysql(
+    common::wait_mysql(
         &mut mc,
         "the whole load",
         &format!(
             "SELECT COUNT(*) = {} AND (SELECT n FROM counters) = {TXNS} FROM items",
             TXNS * ROWS_PER_TXN
         ),
-        300,
+        Duration::from_secs(300),
     )
     .await;
     let applied: i64 = mc
@@ -274,7 +227,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     })
     .await;
     let load = tokio::spawn({
-        let mut c = mconn(&m).await;
+        let mut c = common::mysql_conn(&m).await;
         async move {
             for t in 0..TXNS {
                 let base = 1_000_000 + t * ROWS_PER_TXN;

@@ -14,44 +14,6 @@ use mysql_async::prelude::Queryable;
 const MYSQL_SCHEMA: &str = "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200) NULL, score DECIMAL(10,2) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 const PG_SCHEMA: &str = "CREATE TABLE customers (id bigint PRIMARY KEY, name varchar(100) NOT NULL, email varchar(200), score numeric(10,2))";
 
-async fn mariadb(schema: &str) -> LocalMariaDb {
-    let m = tokio::task::spawn_blocking(|| LocalMariaDb::start(LocalMariaDbOptions::default()))
-        .await
-        .unwrap()
-        .expect("start MariaDB");
-    m.create_database("app").unwrap();
-    m.sql(Some("app"), schema).unwrap();
-    m
-}
-
-async fn mconn(m: &LocalMariaDb) -> mysql_async::Conn {
-    let opts =
-        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&m.url("app")).unwrap())
-            .prefer_socket(false);
-    mysql_async::Conn::new(opts).await.unwrap()
-}
-
-/// A control database (PostgreSQL) describing link 1 between two sites.
-async fn control(sites: &[(i32, &str, &str, String)]) -> (LocalPostgres, String) {
-    common::init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let url = pg.conninfo("postgres");
-    let mut c = common::connect(&url).await;
-    duplex::control::migrate(&mut c).await.unwrap();
-    for (id, name, engine, conninfo) in sites {
-        c.execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES ($1, $2, $3, $4, 'disable')", &[id, name, engine, conninfo])
-            .await
-            .unwrap();
-    }
-    c.batch_execute("INSERT INTO duplex.links VALUES (1, 'l', 1, 2); INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (1, 'public', 'customers')")
-        .await
-        .unwrap();
-    (pg, url)
-}
-
 async fn mysql_rows(
     c: &mut mysql_async::Conn,
 ) -> Vec<(i64, String, Option<String>, Option<String>)> {
@@ -60,56 +22,50 @@ async fn mysql_rows(
         .unwrap()
 }
 
-async fn wait_mysql(c: &mut mysql_async::Conn, what: &str, sql: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok: Option<i64> = c.query_first(sql).await.unwrap();
-        if ok == Some(1) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_to_mariadb_both_ways_without_echo() {
-    let (a, b) = (mariadb(MYSQL_SCHEMA).await, mariadb(MYSQL_SCHEMA).await);
-    let (_ctl, url) = control(&[
-        (1, "a", "mysql", a.url("app")),
-        (2, "b", "mysql", b.url("app")),
-    ])
+    let (a, b) = (
+        common::start_mariadb(MYSQL_SCHEMA).await,
+        common::start_mariadb(MYSQL_SCHEMA).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["customers"],
+    )
     .await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    let (mut ca, mut cb) = (mconn(&a).await, mconn(&b).await);
+    let (mut ca, mut cb) = (common::mysql_conn(&a).await, common::mysql_conn(&b).await);
     ca.query_drop("INSERT INTO customers (id, name, email, score) VALUES (1, 'Ada', 'ada@example.com', 12.50)").await.unwrap();
-    wait_mysql(
+    common::wait_mysql(
         &mut cb,
         "insert a->b",
         "SELECT COUNT(*) FROM customers WHERE id = 1",
+        Duration::from_secs(30),
     )
     .await;
     cb.query_drop("UPDATE customers SET email = 'ada@b' WHERE id = 1")
         .await
         .unwrap();
-    wait_mysql(
+    common::wait_mysql(
         &mut ca,
         "update b->a",
         "SELECT COUNT(*) FROM customers WHERE email = 'ada@b'",
+        Duration::from_secs(30),
     )
     .await;
     cb.query_drop("START TRANSACTION; INSERT INTO customers (id, name, email, score) VALUES (2, 'Grace', NULL, NULL); INSERT INTO customers (id, name, email, score) VALUES (3, 'Ken', NULL, 1.00); DELETE FROM customers WHERE id = 1; COMMIT")
         .await
         .unwrap();
-    wait_mysql(
+    common::wait_mysql(
         &mut ca,
         "transaction b->a",
         "SELECT COUNT(*) = 2 AND MIN(id) = 2 FROM customers",
+        Duration::from_secs(30),
     )
     .await;
     assert_eq!(mysql_rows(&mut ca).await, mysql_rows(&mut cb).await);
@@ -138,33 +94,37 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_to_mariadb_both_ways() {
-    let m = mariadb(MYSQL_SCHEMA).await;
+    let m = common::start_mariadb(MYSQL_SCHEMA).await;
     let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
         .await
         .unwrap()
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_SCHEMA).unwrap();
-    let (_ctl, url) = control(&[
-        (1, "pg", "postgresql", p.conninfo("app")),
-        (2, "maria", "mysql", m.url("app")),
-    ])
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["customers"],
+    )
     .await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
     let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = mconn(&m).await;
+    let mut mc = common::mysql_conn(&m).await;
     pgc.execute(
         "INSERT INTO customers (id, name, email, score) VALUES (1, 'Ada', 'ada@example.com', 12.5)",
         &[],
     )
     .await
     .unwrap();
-    wait_mysql(
+    common::wait_mysql(
         &mut mc,
         "insert pg->maria",
         "SELECT COUNT(*) FROM customers WHERE id = 1 AND score = 12.50",
+        Duration::from_secs(30),
     )
     .await;
     mc.query_drop("INSERT INTO customers (id, name, email, score) VALUES (2, 'Grace ✓ 😀', NULL, 99999999.99)").await.unwrap();
@@ -188,10 +148,11 @@ async fn postgres_to_mariadb_both_ways() {
     pgc.execute("DELETE FROM customers WHERE id = 2", &[])
         .await
         .unwrap();
-    wait_mysql(
+    common::wait_mysql(
         &mut mc,
         "delete pg->maria",
         "SELECT COUNT(*) = 0 FROM customers WHERE id = 2",
+        Duration::from_secs(30),
     )
     .await;
     let pg_rows: Vec<(i64, String, Option<String>, Option<String>)> = pgc
@@ -220,11 +181,14 @@ async fn mixed_binlog_format_is_refused_with_the_fix() {
         .unwrap();
     a.create_database("app").unwrap();
     a.sql(Some("app"), MYSQL_SCHEMA).unwrap();
-    let b = mariadb(MYSQL_SCHEMA).await;
-    let (_ctl, url) = control(&[
-        (1, "a", "mysql", a.url("app")),
-        (2, "b", "mysql", b.url("app")),
-    ])
+    let b = common::start_mariadb(MYSQL_SCHEMA).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["customers"],
+    )
     .await;
     let err = match duplex::runner::start(&url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex started on a MIXED binlog"),

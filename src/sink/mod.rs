@@ -8,7 +8,7 @@ pub mod pg;
 
 use std::sync::Arc;
 
-use crate::canonical::{ChangeEvent, SourcePosition};
+use crate::canonical::{ChangeEvent, Op, SourcePosition};
 use crate::stats::DirectionStats;
 
 /// How to apply one direction of a link to its target site.
@@ -120,5 +120,79 @@ impl Sink {
             Sink::Pg(s) => s.group_txns(),
             Sink::Mysql(s) => s.group_txns(),
         }
+    }
+}
+
+/// The target transaction a sink has open, which may hold several whole source
+/// transactions. Both sinks keep the same books: what to record and confirm at
+/// commit, and when committing is allowed at all.
+#[derive(Debug, Default)]
+pub(crate) struct TxnGroup {
+    pub open: bool,
+    /// Inside a source transaction (Begin seen, Commit not yet): never commit here.
+    pub in_source_txn: bool,
+    pub txns: u64,
+    pub rows: u64,
+    by_op: [u64; 3],
+    /// End position of the last whole source transaction in the group.
+    pub last_end: Option<SourcePosition>,
+    pub last_commit_time_us: i64,
+    /// A later position with nothing to apply (idle stream, skipped echo).
+    progress: Option<SourcePosition>,
+}
+
+impl TxnGroup {
+    /// A source transaction begins inside the open target transaction.
+    pub fn begin_source_txn(&mut self, commit_time_us: i64) {
+        self.in_source_txn = true;
+        self.last_commit_time_us = commit_time_us;
+    }
+
+    pub fn count_change(&mut self, op: Op) {
+        self.rows += 1;
+        self.by_op[match op {
+            Op::Insert => 0,
+            Op::Update => 1,
+            Op::Delete => 2,
+        }] += 1;
+    }
+
+    pub fn end_source_txn(&mut self, end_position: SourcePosition) {
+        self.txns += 1;
+        self.in_source_txn = false;
+        self.last_end = Some(end_position);
+    }
+
+    /// Nothing to apply up to `position`: confirm it now when no target
+    /// transaction is open, else once the open one commits.
+    pub fn progress(&mut self, position: SourcePosition) -> Option<SourcePosition> {
+        if self.open {
+            self.progress = Some(position);
+            None
+        } else {
+            Some(position)
+        }
+    }
+
+    /// With no target transaction open: a pending progress position.
+    pub fn take_idle_progress(&mut self) -> Option<SourcePosition> {
+        self.progress.take()
+    }
+
+    /// Account a committed target transaction and reset; returns the position
+    /// that may now be confirmed to the source.
+    pub fn committed(&mut self, stats: &DirectionStats) -> Option<SourcePosition> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = std::mem::take(self);
+        stats.applied_txns.fetch_add(g.txns, Relaxed);
+        stats.applied_rows.fetch_add(g.rows, Relaxed);
+        stats.inserted.fetch_add(g.by_op[0], Relaxed);
+        stats.updated.fetch_add(g.by_op[1], Relaxed);
+        stats.deleted.fetch_add(g.by_op[2], Relaxed);
+        stats.target_commits.fetch_add(1, Relaxed);
+        if let Some(p) = g.last_end {
+            stats.set_applied_position(p);
+        }
+        g.last_end.max(g.progress)
     }
 }

@@ -19,6 +19,7 @@ use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, Ta
 use crate::mysql::types::{encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::pg::describe_key;
+use crate::sink::TxnGroup;
 use crate::stats::DirectionStats;
 
 /// Name of duplex's marker table in each MySQL site's database.
@@ -82,25 +83,13 @@ struct Batch {
     keys: HashSet<Vec<u8>>,
 }
 
-#[derive(Default)]
-struct Group {
-    open: bool,
-    in_source_txn: bool,
-    txns: u64,
-    rows: u64,
-    by_op: [u64; 3],
-    last_end: Option<SourcePosition>,
-    last_commit_time_us: i64,
-    progress: Option<SourcePosition>,
-}
-
 pub struct MysqlSink {
     spec: MysqlSinkSpec,
     conn: mysql_async::Conn,
     marker_table: String,
     tables: HashMap<TableName, Arc<TargetTable>>,
     batch: Option<Batch>,
-    group: Group,
+    group: TxnGroup,
     stats: Arc<DirectionStats>,
 }
 
@@ -128,7 +117,7 @@ impl MysqlSink {
             marker_table,
             tables: HashMap::new(),
             batch: None,
-            group: Group::default(),
+            group: TxnGroup::default(),
             stats,
         })
     }
@@ -185,8 +174,7 @@ impl MysqlSink {
                         .map_err(db("tag the transaction in the marker table"))?;
                     self.group.open = true;
                 }
-                self.group.in_source_txn = true;
-                self.group.last_commit_time_us = meta.commit_time_us;
+                self.group.begin_source_txn(meta.commit_time_us);
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
@@ -206,25 +194,16 @@ impl MysqlSink {
                 Ok(None)
             }
             ChangeEvent::Commit { end_position } => {
-                self.group.txns += 1;
-                self.group.in_source_txn = false;
-                self.group.last_end = Some(end_position);
+                self.group.end_source_txn(end_position);
                 Ok(None)
             }
-            ChangeEvent::Progress { position } => {
-                if self.group.open {
-                    self.group.progress = Some(position);
-                    Ok(None)
-                } else {
-                    Ok(Some(position))
-                }
-            }
+            ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
         }
     }
 
     pub async fn commit(&mut self) -> Result<Option<SourcePosition>, MysqlSinkError> {
         if !self.group.open {
-            return Ok(self.group.progress.take());
+            return Ok(self.group.take_idle_progress());
         }
         self.flush().await?;
         if let Some(end) = self.group.last_end {
@@ -252,26 +231,11 @@ impl MysqlSink {
             rows = self.group.rows,
             "committed target transaction"
         );
-        let g = std::mem::take(&mut self.group);
-        self.stats.applied_txns.fetch_add(g.txns, Ordering::Relaxed);
-        self.stats.applied_rows.fetch_add(g.rows, Ordering::Relaxed);
-        self.stats.inserted.fetch_add(g.by_op[0], Ordering::Relaxed);
-        self.stats.updated.fetch_add(g.by_op[1], Ordering::Relaxed);
-        self.stats.deleted.fetch_add(g.by_op[2], Ordering::Relaxed);
-        self.stats.target_commits.fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = g.last_end {
-            self.stats.set_applied_position(p);
-        }
-        Ok(g.last_end.max(g.progress))
+        Ok(self.group.committed(&self.stats))
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        self.group.rows += 1;
-        self.group.by_op[match change.op {
-            Op::Insert => 0,
-            Op::Update => 1,
-            Op::Delete => 2,
-        }] += 1;
+        self.group.count_change(change.op);
         // Updates and deletes go one row per statement (MySQL has no
         // UPDATE ... FROM VALUES); inserts are batched.
         if change.op != Op::Insert {

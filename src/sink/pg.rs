@@ -18,6 +18,7 @@ use crate::canonical::encode::encode_value;
 use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::pg::types::encode_text;
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
+use crate::sink::TxnGroup;
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,27 +106,13 @@ struct Batch {
     key_changed: bool,
 }
 
-/// The current target transaction, which may hold several source transactions.
-#[derive(Default)]
-struct Group {
-    open: bool,
-    /// Inside a source transaction (Begin seen, Commit not yet): never commit here.
-    in_source_txn: bool,
-    txns: u64,
-    rows: u64,
-    by_op: [u64; 3],
-    last_end: Option<SourcePosition>,
-    last_commit_time_us: i64,
-    progress: Option<SourcePosition>,
-}
-
 pub struct PgSink {
     spec: PgSinkSpec,
     client: Client,
     tables: HashMap<TableName, Arc<TargetTable>>,
     statements: HashMap<String, Statement>,
     batch: Option<Batch>,
-    group: Group,
+    group: TxnGroup,
     stats: Arc<DirectionStats>,
 }
 
@@ -167,7 +154,7 @@ impl PgSink {
             tables: HashMap::new(),
             statements: HashMap::new(),
             batch: None,
-            group: Group::default(),
+            group: TxnGroup::default(),
             stats,
         })
     }
@@ -224,8 +211,7 @@ impl PgSink {
                         .map_err(db("begin target transaction"))?;
                     self.group.open = true;
                 }
-                self.group.in_source_txn = true;
-                self.group.last_commit_time_us = meta.commit_time_us;
+                self.group.begin_source_txn(meta.commit_time_us);
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
@@ -244,19 +230,10 @@ impl PgSink {
                 Ok(None)
             }
             ChangeEvent::Commit { end_position } => {
-                self.group.txns += 1;
-                self.group.in_source_txn = false;
-                self.group.last_end = Some(end_position);
+                self.group.end_source_txn(end_position);
                 Ok(None)
             }
-            ChangeEvent::Progress { position } => {
-                if self.group.open {
-                    self.group.progress = Some(position);
-                    Ok(None)
-                } else {
-                    Ok(Some(position))
-                }
-            }
+            ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
         }
     }
 
@@ -264,7 +241,7 @@ impl PgSink {
     /// Returns the position that may now be confirmed to the source.
     pub async fn commit(&mut self) -> Result<Option<SourcePosition>, SinkError> {
         if !self.group.open {
-            return Ok(self.group.progress.take());
+            return Ok(self.group.take_idle_progress());
         }
         debug_assert!(
             !self.group.in_source_txn,
@@ -290,27 +267,11 @@ impl PgSink {
             .batch_execute("COMMIT")
             .await
             .map_err(db("commit target transaction"))?;
-        let g = std::mem::take(&mut self.group);
-        self.stats.applied_txns.fetch_add(g.txns, Ordering::Relaxed);
-        self.stats.applied_rows.fetch_add(g.rows, Ordering::Relaxed);
-        self.stats.inserted.fetch_add(g.by_op[0], Ordering::Relaxed);
-        self.stats.updated.fetch_add(g.by_op[1], Ordering::Relaxed);
-        self.stats.deleted.fetch_add(g.by_op[2], Ordering::Relaxed);
-        self.stats.target_commits.fetch_add(1, Ordering::Relaxed);
-        let confirmed = g.last_end.max(g.progress);
-        if let Some(p) = g.last_end {
-            self.stats.set_applied_position(p);
-        }
-        Ok(confirmed)
+        Ok(self.group.committed(&self.stats))
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
-        self.group.rows += 1;
-        self.group.by_op[match change.op {
-            Op::Insert => 0,
-            Op::Update => 1,
-            Op::Delete => 2,
-        }] += 1;
+        self.group.count_change(change.op);
         let shape: Vec<usize> = match &change.after {
             Some(after) => after
                 .0
@@ -405,20 +366,9 @@ impl PgSink {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect();
-        let key: Vec<String> = self
-            .client
-            .query(
-                "SELECT a.attname::text FROM pg_index i
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                  WHERE i.indrelid = $1 AND i.indisprimary
-                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                &[&oid],
-            )
+        let key = crate::pg::primary_key_columns(&self.client, oid)
             .await
-            .map_err(db(format!("read the primary key of {table} on the target")))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map_err(db(format!("read the primary key of {table} on the target")))?;
         if key.is_empty() {
             return Err(SinkError::NoPrimaryKey {
                 table: table.clone(),

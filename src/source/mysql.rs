@@ -21,7 +21,7 @@ use crate::canonical::{
     ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, TxnMeta,
     Value,
 };
-use crate::marker::{Marker, MARKER_FORMAT_VERSION};
+use crate::marker::Marker;
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::stats::DirectionStats;
@@ -502,27 +502,19 @@ impl MysqlSource {
             let after = after
                 .map(|r| self.decode_row(&info, &r, position))
                 .transpose()?;
-            let prior_text = after
-                .as_ref()
-                .and_then(|a| a.1.clone())
-                .or_else(|| before.as_ref().and_then(|b| b.1.clone()));
-            let prior = Marker::parse(prior_text.as_deref()).unwrap_or_else(|e| {
-                tracing::warn!(table = %info.schema.table, error = %e, "marker column holds invalid JSON; treating the row as never synced");
-                None
-            });
-            let mut vv = prior.map(|m| m.vv).unwrap_or_default();
-            vv.advance(self.spec.site_id, position.counter());
             let crc = after
                 .as_ref()
                 .and_then(|a| row_checksum(&info.schema, &a.0))
                 .unwrap_or(0);
-            let marker = Marker {
-                format: MARKER_FORMAT_VERSION,
-                vv,
-                site: self.spec.site_id,
-                ts: commit_time_us,
+            let marker = Marker::for_user_write(
+                after.as_ref().and_then(|a| a.1.as_deref()),
+                before.as_ref().and_then(|b| b.1.as_deref()),
+                self.spec.site_id,
+                position.counter(),
+                commit_time_us,
                 crc,
-            };
+                &info.schema.table,
+            );
             self.ready.push_back(ChangeEvent::Change(RowChange {
                 table: info.schema.clone(),
                 op,

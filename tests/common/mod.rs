@@ -344,3 +344,73 @@ impl Drop for DuplexProcess {
         self.kill9();
     }
 }
+
+/// A throwaway MariaDB with database `app` holding `schema`.
+pub async fn start_mariadb(schema: &str) -> duplex::localdb::mysql::LocalMariaDb {
+    use duplex::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
+    let m = tokio::task::spawn_blocking(|| LocalMariaDb::start(LocalMariaDbOptions::default()))
+        .await
+        .expect("join")
+        .expect("start MariaDB");
+    m.create_database("app").expect("create database app");
+    m.sql(Some("app"), schema).expect("create schema");
+    m
+}
+
+/// A TCP connection to `app` (never the unix socket, which logs in as another account).
+pub async fn mysql_conn(m: &duplex::localdb::mysql::LocalMariaDb) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&m.url("app")).expect("url"),
+    )
+    .prefer_socket(false);
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("connect to MariaDB")
+}
+
+/// A PostgreSQL control database describing link 1 between `sites`
+/// (id, name, engine, conninfo), syncing `tables`.
+pub async fn control_db(
+    sites: &[(i32, &str, &str, String)],
+    tables: &[&str],
+) -> (LocalPostgres, String) {
+    init_tracing();
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .expect("join")
+        .expect("start control cluster");
+    let url = pg.conninfo("postgres");
+    let mut c = connect(&url).await;
+    duplex::control::migrate(&mut c)
+        .await
+        .expect("install control schema");
+    for (id, name, engine, conninfo) in sites {
+        c.execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES ($1, $2, $3, $4, 'disable')", &[id, name, engine, conninfo])
+            .await
+            .expect("insert site");
+    }
+    c.batch_execute("INSERT INTO duplex.links VALUES (1, 'l', 1, 2)")
+        .await
+        .expect("insert link");
+    for t in tables {
+        c.execute("INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (1, 'public', $1)", &[t]).await.expect("insert table");
+    }
+    (pg, url)
+}
+
+/// Poll a MySQL query returning 1 when the condition holds.
+pub async fn wait_mysql(c: &mut mysql_async::Conn, what: &str, sql: &str, timeout: Duration) {
+    use mysql_async::prelude::Queryable;
+    let start = Instant::now();
+    loop {
+        let ok: Option<i64> = c.query_first(sql).await.expect(sql);
+        if ok == Some(1) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -21,7 +21,7 @@ use crate::canonical::{
     Value,
 };
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
-use crate::marker::{Marker, VersionVector, MARKER_FORMAT_VERSION};
+use crate::marker::Marker;
 use crate::pg::types::{classify_builtin, decode_text, PgTypeClass};
 use crate::pg::PgEndpoint;
 use crate::source::ConfirmedPosition;
@@ -347,21 +347,6 @@ impl PgSource {
             .transpose()?;
         let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
 
-        // The version this change carries: the vector the row held (from the
-        // marker column, which user writes leave alone) advanced by this site.
-        let prior_text = after
-            .as_ref()
-            .and_then(|a| a.1.clone())
-            .or_else(|| before.as_ref().and_then(|b| b.1.clone()));
-        let prior = match Marker::parse(prior_text.as_deref()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(table = %rel.schema.table, error = %e, "marker column holds invalid JSON; treating the row as never synced");
-                None
-            }
-        };
-        let mut vv = prior.map(|m| m.vv).unwrap_or_else(VersionVector::default);
-        vv.advance(self.spec.site_id, position.counter());
         let crc = match (&after, &before) {
             (Some((a, _)), b) => {
                 // Unchanged TOAST columns are absent from the new image; with
@@ -372,13 +357,16 @@ impl PgSource {
             }
             (None, _) => 0,
         };
-        let marker = Marker {
-            format: MARKER_FORMAT_VERSION,
-            vv,
-            site: self.spec.site_id,
-            ts: commit_time_us,
+        // The version this change carries (see `Marker::for_user_write`).
+        let marker = Marker::for_user_write(
+            after.as_ref().and_then(|a| a.1.as_deref()),
+            before.as_ref().and_then(|b| b.1.as_deref()),
+            self.spec.site_id,
+            position.counter(),
+            commit_time_us,
             crc,
-        };
+            &rel.schema.table,
+        );
         self.ready.push_back(ChangeEvent::Change(RowChange {
             table: rel.schema.clone(),
             op,
@@ -439,23 +427,12 @@ impl PgSource {
         table: TableName,
         columns: &[pgoutput::RelationColumn],
     ) -> Result<RelationInfo, SourceError> {
-        let key_names: Vec<String> = self
-            .catalog
-            .query(
-                "SELECT a.attname::text FROM pg_index i
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                  WHERE i.indrelid = $1 AND i.indisprimary
-                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                &[&oid],
-            )
+        let key_names = crate::pg::primary_key_columns(&self.catalog, oid)
             .await
             .map_err(|source| SourceError::Catalog {
                 what: format!("primary key of {table}"),
                 source,
-            })?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            })?;
         let mut infos = Vec::with_capacity(columns.len());
         let mut schema_columns = Vec::with_capacity(columns.len());
         let mut marker_index = None;
