@@ -1,0 +1,188 @@
+//! Every mapped type round-trips PostgreSQL -> MariaDB -> PostgreSQL and
+//! MariaDB -> PostgreSQL -> MariaDB unchanged where the mapping is lossless,
+//! and a value the target cannot hold is refused with a message naming the
+//! link, table, key and column (visible in duplex.link_status).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pipeline::PipelineTuning;
+use mysql_async::prelude::Queryable;
+
+const PG_SCHEMA: &str = "
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE xt (id int PRIMARY KEY, touch int NOT NULL DEFAULT 0, b boolean, i2 smallint, i4 integer, i8 bigint,
+  u8 numeric(20,0), n numeric(65,30), d2 numeric(10,2), f4 real, f8 double precision, t text, vc varchar(20), c char(5),
+  bin bytea, u uuid, j jsonb, dt date, ts timestamp(6), tstz timestamptz(6), tm time(6), m mood);";
+
+const MARIA_SCHEMA: &str = "
+CREATE TABLE xt (id INT PRIMARY KEY, touch INT NOT NULL DEFAULT 0, b TINYINT(1), i2 SMALLINT, i4 INT, i8 BIGINT,
+  u8 BIGINT UNSIGNED, n DECIMAL(65,30), d2 DECIMAL(10,2), f4 FLOAT, f8 DOUBLE, t TEXT, vc VARCHAR(20), c CHAR(5),
+  bin VARBINARY(100), u UUID, j JSON, dt DATE, ts DATETIME(6), tstz TIMESTAMP(6) NULL, tm TIME(6), m ENUM('sad', 'ok', 'happy'))
+  CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;";
+
+const COLS: &str = "id, b, i2, i4, i8, u8, n, d2, f4, f8, t, vc, c, bin, u, j, dt, ts, tstz, tm, m";
+
+/// Rows as PostgreSQL renders them (text of each column), ordered by id.
+async fn pg_rows(c: &tokio_postgres::Client) -> Vec<String> {
+    let sql = format!(
+        "SELECT ROW({})::text FROM xt ORDER BY id",
+        COLS.split(", ")
+            .map(|c| format!("xt.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    c.query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Rows as MariaDB renders them, ordered by id.
+async fn maria_rows(c: &mut mysql_async::Conn) -> Vec<String> {
+    let cols: Vec<String> = COLS
+        .split(", ")
+        .map(|c| {
+            format!(
+                "COALESCE(CAST({} AS CHAR), 'NULL')",
+                if c == "bin" { "HEX(bin)" } else { c }
+            )
+        })
+        .collect();
+    c.query(format!(
+        "SELECT CONCAT_WS('|', {}) FROM xt ORDER BY id",
+        cols.join(", ")
+    ))
+    .await
+    .unwrap()
+}
+
+async fn setup() -> (
+    LocalPostgres,
+    duplex::localdb::mysql::LocalMariaDb,
+    LocalPostgres,
+    String,
+) {
+    let m = common::start_mariadb(MARIA_SCHEMA).await;
+    let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    p.create_database("app").unwrap();
+    p.psql("app", PG_SCHEMA).unwrap();
+    let (ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["xt"],
+    )
+    .await;
+    (p, m, ctl, url)
+}
+
+const PG_VALUES: &str = r#"
+INSERT INTO xt (id) VALUES (1);
+INSERT INTO xt (id, b, i2, i4, i8, u8, n, d2, f4, f8, t, vc, c, bin, u, j, dt, ts, tstz, tm, m) VALUES
+ (2, true, -32768, 2147483647, -9223372036854775808, 18446744073709551615, '12345678901234567890123456789012345.123456789012345678901234567890',
+  -99999999.99, 0.1, 1e308, '', 'ünïcødé 😀 ✓', 'ab', '\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"b": 1, "a": [1, 2]}',
+  '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999+00', '23:59:59.999999', 'happy'),
+ (3, false, 0, -1, 9223372036854775807, 0, '-0.000000000000000000000000000001', 0.01, -3.4028235e38, -5e-324, E'line1\nline2\ttab \\ '' "', 'x', 'abcde', '\x', '00000000-0000-0000-0000-000000000000', '[]',
+  '2024-02-29', '1970-01-01 00:00:00', '1970-01-01 00:00:01+00', '00:00:00', 'sad');
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_round_trip_postgres_mariadb_postgres() {
+    let (p, m, _ctl, url) = setup().await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let pgc = common::connect(&p.conninfo("app")).await;
+    let mut mc = common::mysql_conn(&m).await;
+    pgc.batch_execute(PG_VALUES).await.unwrap();
+    let original = pg_rows(&pgc).await;
+    common::wait_mysql(
+        &mut mc,
+        "rows on MariaDB",
+        "SELECT COUNT(*) = 3 FROM xt",
+        Duration::from_secs(30),
+    )
+    .await;
+    // MariaDB rewrites every row; the values come back to PostgreSQL through
+    // MariaDB's binlog and must be what PostgreSQL started with.
+    mc.query_drop("UPDATE xt SET touch = touch + 1")
+        .await
+        .unwrap();
+    common::wait_for("rows back on PostgreSQL", Duration::from_secs(30), || {
+        common::query_bool(&pgc, "SELECT bool_and(touch = 1) FROM xt")
+    })
+    .await;
+    assert_eq!(
+        pg_rows(&pgc).await,
+        original,
+        "PG -> MariaDB -> PG changed a value"
+    );
+
+    // A value MariaDB cannot hold: refused with link, table, key and column named.
+    pgc.batch_execute("INSERT INTO xt (id, ts) VALUES (99, '0999-12-31 23:00:00')")
+        .await
+        .unwrap();
+    let control = common::connect(&url).await;
+    common::wait_for("the refusal in duplex.link_status", Duration::from_secs(30), || {
+        common::query_bool(&control, "SELECT bool_or(last_error LIKE '%xt%id=99%ts%before 1000-01-01%') FROM duplex.link_status WHERE source_site = 1")
+    })
+    .await;
+    let got: Vec<i64> = mc.query("SELECT id FROM xt WHERE id = 99").await.unwrap();
+    assert!(got.is_empty(), "a refused value was written anyway");
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_round_trip_mariadb_postgres_mariadb() {
+    let (p, m, _ctl, url) = setup().await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let pgc = common::connect(&p.conninfo("app")).await;
+    let mut mc = common::mysql_conn(&m).await;
+    // The JSON document's keys are in the order jsonb keeps them: jsonb
+    // normalises key order and whitespace (the canonical encoding already
+    // treats such documents as equal; see docs/type-mapping.md).
+    mc.query_drop(
+        r#"INSERT INTO xt (id) VALUES (1);
+           INSERT INTO xt (id, b, i2, i4, i8, u8, n, d2, f4, f8, t, vc, c, bin, u, j, dt, ts, tstz, tm, m) VALUES
+           (2, 1, -32768, 2147483647, -9223372036854775808, 18446744073709551615, '12345678901234567890123456789012345.123456789012345678901234567890',
+            -99999999.99, 0.5, 1e308, '', 'ünïcødé 😀 ✓', 'ab', X'00FF10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2], "b": 1}',
+            '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '23:59:59.999999', 'happy'),
+           (3, 0, 0, -1, 9223372036854775807, 0, '-0.000000000000000000000000000001', 0.01, -1.5, -5e-324, 'line1\nline2\ttab \\ '' "', 'x', 'abcde', X'', '00000000-0000-0000-0000-000000000000', '[]',
+            '2024-02-29', '1970-01-01 00:00:00', '1970-01-01 00:00:01', '00:00:00', 'sad');"#,
+    )
+    .await
+    .unwrap();
+    let original = maria_rows(&mut mc).await;
+    common::wait_for("rows on PostgreSQL", Duration::from_secs(30), || {
+        common::query_bool(&pgc, "SELECT count(*) = 3 FROM xt")
+    })
+    .await;
+    pgc.batch_execute("UPDATE xt SET touch = touch + 1")
+        .await
+        .unwrap();
+    common::wait_mysql(
+        &mut mc,
+        "rows back on MariaDB",
+        "SELECT MIN(touch) = 1 FROM xt",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        maria_rows(&mut mc).await,
+        original,
+        "MariaDB -> PG -> MariaDB changed a value"
+    );
+    run.shutdown().await;
+}
