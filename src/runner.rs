@@ -16,6 +16,7 @@ use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineT
 use crate::setup::{check_slot_continuity, prepare_mysql_site, prepare_pg_site};
 use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
+use crate::sink::quarantine::QuarantineSpec;
 use crate::sink::SinkSpec;
 use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
@@ -164,6 +165,7 @@ async fn prepare_link(
     config: &ControlConfig,
     link: &Link,
     tuning: &PipelineTuning,
+    control: &PgEndpoint,
 ) -> Result<Vec<DirectionSpec>, crate::Error> {
     let tables = config.link_tables(link.link_id);
     let site = |id: u32| {
@@ -245,6 +247,12 @@ async fn prepare_link(
                 marker_column: link.marker_column.clone(),
                 max_batch_rows: tuning.max_batch_rows,
                 tables: tables.iter().map(|t| t.table.clone()).collect(),
+                quarantine: QuarantineSpec {
+                    control: control.clone(),
+                    link_id: link.link_id,
+                    source_site: src.site_id,
+                    target_site: dst.site_id,
+                },
             }),
             SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -252,6 +260,12 @@ async fn prepare_link(
                 source_site: src.site_id,
                 marker_column: link.marker_column.clone(),
                 max_batch_rows: tuning.max_batch_rows,
+                quarantine: QuarantineSpec {
+                    control: control.clone(),
+                    link_id: link.link_id,
+                    source_site: src.site_id,
+                    target_site: dst.site_id,
+                },
             }),
         };
         specs.push(DirectionSpec {
@@ -274,7 +288,7 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     let mut tasks = JoinSet::new();
     let mut directions = Vec::new();
     for link in config.links.iter().filter(|l| l.enabled) {
-        let specs = prepare_link(&config, link, &tuning).await?;
+        let specs = prepare_link(&config, link, &tuning, &control_ep).await?;
         for spec in specs {
             let stats = Arc::new(DirectionStats::new(spec.source.kind()));
             stats.set_state("starting");
@@ -334,6 +348,7 @@ async fn status_writer(
                     applied_txns: DirectionStats::get(&s.applied_txns) as i64,
                     applied_rows: DirectionStats::get(&s.applied_rows) as i64,
                     echo_txns_skipped: DirectionStats::get(&s.echo_txns_skipped) as i64,
+                    quarantined: DirectionStats::get(&s.quarantined) as i64,
                     last_error: s.take_error(),
                 };
                 if let Err(e) = control::write_status(c, &status).await {

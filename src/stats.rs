@@ -21,6 +21,8 @@ pub struct DirectionStats {
     pub echo_txns_skipped: AtomicU64,
     /// Updates or deletes whose row the target did not have.
     pub missing_rows: AtomicU64,
+    /// Changes the target could not take, kept in duplex.quarantine.
+    pub quarantined: AtomicU64,
     /// The kind of stream the positions below belong to.
     pub kind: SourceKind,
     source_position: AtomicU64,

@@ -128,17 +128,52 @@ async fn types_round_trip_postgres_mariadb_postgres() {
         "PG -> MariaDB -> PG changed a value"
     );
 
-    // A value MariaDB cannot hold: refused with link, table, key and column named.
-    pgc.batch_execute("INSERT INTO xt (id, ts) VALUES (99, '0999-12-31 23:00:00')")
+    // A value MariaDB cannot hold is refused with table, key and column named,
+    // kept in quarantine with its source position, and the stream goes on: the
+    // good row of the same transaction and the next transaction arrive.
+    pgc.batch_execute("BEGIN; INSERT INTO xt (id, ts) VALUES (99, '0999-12-31 23:00:00'); INSERT INTO xt (id) VALUES (100); COMMIT;").await.unwrap();
+    pgc.batch_execute("INSERT INTO xt (id) VALUES (101)")
         .await
         .unwrap();
-    let control = common::connect(&url).await;
-    common::wait_for("the refusal in duplex.link_status", Duration::from_secs(30), || {
-        common::query_bool(&control, "SELECT bool_or(last_error LIKE '%xt%id=99%ts%before 1000-01-01%') FROM duplex.link_status WHERE source_site = 1")
-    })
+    common::wait_mysql(
+        &mut mc,
+        "rows after the refused one",
+        "SELECT COUNT(*) = 2 FROM xt WHERE id IN (100, 101)",
+        Duration::from_secs(30),
+    )
     .await;
     let got: Vec<i64> = mc.query("SELECT id FROM xt WHERE id = 99").await.unwrap();
     assert!(got.is_empty(), "a refused value was written anyway");
+    let control = common::connect(&url).await;
+    let q = control
+        .query_one("SELECT table_name, op, row_key, reason, change->'after'->'ts'->>'value', status FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
+        .await
+        .expect("exactly one quarantined change");
+    let (table, op, key, reason, ts, status): (String, String, String, String, String, String) =
+        (q.get(0), q.get(1), q.get(2), q.get(3), q.get(4), q.get(5));
+    assert_eq!(
+        (table.as_str(), op.as_str(), key.as_str(), status.as_str()),
+        ("public.xt", "insert", "id=99", "pending")
+    );
+    assert!(
+        reason.contains("xt")
+            && reason.contains("id=99")
+            && reason.contains("ts")
+            && reason.contains("before 1000-01-01"),
+        "{reason}"
+    );
+    assert_eq!(ts, "0999-12-31 23:00:00");
+    common::wait_for(
+        "quarantine count in link_status",
+        Duration::from_secs(10),
+        || {
+            common::query_bool(
+                &control,
+                "SELECT quarantined = 1 FROM duplex.link_status WHERE source_site = 1",
+            )
+        },
+    )
+    .await;
     run.shutdown().await;
 }
 

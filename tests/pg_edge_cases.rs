@@ -125,3 +125,43 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
         "unclear error: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
+    let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
+    // A constraint only B has.
+    pair.b
+        .psql(
+            "app",
+            "ALTER TABLE codes ADD CONSTRAINT note_not_bad CHECK (note IS DISTINCT FROM 'bad')",
+        )
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    // One transaction, one multi-row statement on B: the middle row is refused.
+    a.batch_execute("INSERT INTO codes VALUES (1, 'a', 'ok'), (2, 'b', 'bad'), (3, 'c', 'ok')")
+        .await
+        .unwrap();
+    a.batch_execute("INSERT INTO codes VALUES (4, 'd', 'later')")
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    wait_for("the rows B accepts", t, || {
+        query_bool(
+            &b,
+            "SELECT count(*) = 3 AND NOT EXISTS (SELECT 1 FROM codes WHERE id = 2) FROM codes",
+        )
+    })
+    .await;
+    let control = common::connect(&pair.control_url).await;
+    let row = control
+        .query_one("SELECT row_key, reason, change->'after'->'note'->>'value' FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
+        .await
+        .expect("one quarantined change");
+    let (key, reason, note): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((key.as_str(), note.as_str()), ("id=2", "bad"));
+    assert!(reason.contains("note_not_bad"), "{reason}");
+    run.shutdown().await;
+}

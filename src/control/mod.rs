@@ -11,11 +11,18 @@ use tokio_postgres::Client;
 pub use model::{ControlConfig, Link, LinkTable, ReplicaIdentityMode, Site, SiteEngine, TlsMode};
 
 /// Migrations of the PostgreSQL flavour of the control schema, in order.
-pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "control schema: sites, links, link_tables, link_status",
-    include_str!("../../sql/postgresql/0001_control_schema.sql"),
-)];
+pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "control schema: sites, links, link_tables, link_status",
+        include_str!("../../sql/postgresql/0001_control_schema.sql"),
+    ),
+    (
+        2,
+        "quarantine of changes that cannot be applied",
+        include_str!("../../sql/postgresql/0002_quarantine.sql"),
+    ),
+];
 
 /// Newest control-schema version this build understands.
 pub fn latest_version() -> i32 {
@@ -178,6 +185,7 @@ pub struct DirectionStatus {
     pub applied_txns: i64,
     pub applied_rows: i64,
     pub echo_txns_skipped: i64,
+    pub quarantined: i64,
     pub last_error: Option<String>,
 }
 
@@ -187,13 +195,13 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
         .execute(
             "INSERT INTO duplex.link_status AS ls
                  (link_id, source_site, target_site, state, source_position, applied_position,
-                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now())
+                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11)
              ON CONFLICT (link_id, source_site) DO UPDATE SET
                  target_site = EXCLUDED.target_site, state = EXCLUDED.state,
                  source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
                  applied_txns = EXCLUDED.applied_txns, applied_rows = EXCLUDED.applied_rows,
-                 echo_txns_skipped = EXCLUDED.echo_txns_skipped,
+                 echo_txns_skipped = EXCLUDED.echo_txns_skipped, quarantined = EXCLUDED.quarantined,
                  last_error = coalesce(EXCLUDED.last_error, ls.last_error),
                  last_error_at = coalesce(EXCLUDED.last_error_at, ls.last_error_at),
                  updated_at = now()",
@@ -208,6 +216,7 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
                 &s.applied_rows,
                 &s.echo_txns_skipped,
                 &s.last_error,
+                &s.quarantined,
             ],
         )
         .await

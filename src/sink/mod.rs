@@ -5,6 +5,7 @@
 
 pub mod mysql;
 pub mod pg;
+pub mod quarantine;
 
 use std::sync::Arc;
 
@@ -139,22 +140,34 @@ pub(crate) struct TxnGroup {
     pub last_commit_time_us: i64,
     /// A later position with nothing to apply (idle stream, skipped echo).
     progress: Option<SourcePosition>,
+    /// The source transaction being applied, and how many changes of it so far.
+    current: Option<SourcePosition>,
+    change_index: u32,
 }
 
 impl TxnGroup {
     /// A source transaction begins inside the open target transaction.
-    pub fn begin_source_txn(&mut self, commit_time_us: i64) {
+    pub fn begin_source_txn(&mut self, meta: &crate::canonical::TxnMeta) {
         self.in_source_txn = true;
-        self.last_commit_time_us = commit_time_us;
+        self.last_commit_time_us = meta.commit_time_us;
+        self.current = Some(meta.commit_position);
+        self.change_index = 0;
     }
 
-    pub fn count_change(&mut self, op: Op) {
+    /// Count a change of the current source transaction; returns where it sits
+    /// in the source's stream.
+    pub fn count_change(&mut self, op: Op) -> quarantine::ChangeOrigin {
+        self.change_index += 1;
         self.rows += 1;
         self.by_op[match op {
             Op::Insert => 0,
             Op::Update => 1,
             Op::Delete => 2,
         }] += 1;
+        quarantine::ChangeOrigin {
+            position: self.current.unwrap_or(SourcePosition::PgLsn(0)),
+            index: self.change_index,
+        }
     }
 
     pub fn end_source_txn(&mut self, end_position: SourcePosition) {

@@ -19,6 +19,7 @@ use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, Ta
 use crate::mysql::types::{encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::pg::describe_key;
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
 use crate::sink::TxnGroup;
 use crate::stats::DirectionStats;
 
@@ -52,6 +53,37 @@ pub enum MysqlSinkError {
         column: String,
         reason: String,
     },
+    #[error(transparent)]
+    Quarantine(crate::sink::quarantine::QuarantineError),
+}
+
+/// Server errors that mean "this row's data": quarantine the row, go on.
+const MYSQL_DATA_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1062, // duplicate entry
+    1216, 1217, 1451, 1452, // foreign key
+    1264, // out of range
+    1265, // data truncated
+    1292, // incorrect value
+    1366, // incorrect string value
+    1406, // data too long
+    3819, // check constraint (MySQL)
+    4025, // check constraint (MariaDB)
+];
+
+impl MysqlSinkError {
+    /// The target refused this row's data, or duplex refused a value the
+    /// column cannot hold exactly: quarantine the row, the stream goes on.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            MysqlSinkError::Value { .. } => true,
+            MysqlSinkError::Db {
+                source: mysql_async::Error::Server(e),
+                ..
+            } => MYSQL_DATA_ERRORS.contains(&e.code),
+            _ => false,
+        }
+    }
 }
 
 fn db(context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> MysqlSinkError {
@@ -67,6 +99,8 @@ pub struct MysqlSinkSpec {
     pub source_site: u32,
     pub marker_column: String,
     pub max_batch_rows: usize,
+    /// Where changes the target refuses are kept.
+    pub quarantine: QuarantineSpec,
 }
 
 struct TargetTable {
@@ -81,6 +115,7 @@ struct Batch {
     shape: Vec<usize>,
     rows: Vec<RowChange>,
     keys: HashSet<Vec<u8>>,
+    origins: Vec<ChangeOrigin>,
 }
 
 pub struct MysqlSink {
@@ -90,6 +125,7 @@ pub struct MysqlSink {
     tables: HashMap<TableName, Arc<TargetTable>>,
     batch: Option<Batch>,
     group: TxnGroup,
+    quarantine: Quarantine,
     stats: Arc<DirectionStats>,
 }
 
@@ -111,7 +147,9 @@ impl MysqlSink {
             quote_ident(spec.endpoint.database()),
             quote_ident(MARKER_TABLE)
         );
+        let quarantine = Quarantine::new(spec.quarantine.clone(), stats.clone());
         Ok(MysqlSink {
+            quarantine,
             spec,
             conn,
             marker_table,
@@ -174,7 +212,7 @@ impl MysqlSink {
                         .map_err(db("tag the transaction in the marker table"))?;
                     self.group.open = true;
                 }
-                self.group.begin_source_txn(meta.commit_time_us);
+                self.group.begin_source_txn(&meta);
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
@@ -235,7 +273,7 @@ impl MysqlSink {
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        self.group.count_change(change.op);
+        let origin = self.group.count_change(change.op);
         // Updates and deletes go one row per statement (MySQL has no
         // UPDATE ... FROM VALUES); inserts are batched.
         if change.op != Op::Insert {
@@ -246,6 +284,7 @@ impl MysqlSink {
                 shape: shape_of(&change),
                 rows: vec![change],
                 keys: HashSet::new(),
+                origins: vec![origin],
             });
             return self.flush().await;
         }
@@ -271,9 +310,11 @@ impl MysqlSink {
             shape,
             rows: Vec::new(),
             keys: HashSet::new(),
+            origins: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
+        batch.origins.push(origin);
         Ok(())
     }
 
@@ -339,10 +380,44 @@ impl MysqlSink {
         })
     }
 
+    /// Apply the pending batch. On a data error (InnoDB rolls back just the
+    /// failed statement) the rows are retried one by one and the ones the
+    /// target refuses are quarantined; the stream goes on.
     async fn flush(&mut self) -> Result<(), MysqlSinkError> {
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };
+        match self.execute_batch(&batch).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_data_error() => {
+                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                    let single = Batch {
+                        table: batch.table.clone(),
+                        op: batch.op,
+                        shape: batch.shape.clone(),
+                        rows: vec![row.clone()],
+                        keys: HashSet::new(),
+                        origins: vec![*origin],
+                    };
+                    match self.execute_batch(&single).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_data_error() => {
+                            let reason = crate::pipeline::error_chain(&e);
+                            self.quarantine
+                                .record(row, *origin, &describe_key(row), &reason)
+                                .await
+                                .map_err(MysqlSinkError::Quarantine)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn execute_batch(&mut self, batch: &Batch) -> Result<(), MysqlSinkError> {
         let schema = batch.table.clone();
         let target = self.target_table(&schema.table).await?;
         if !target.columns.contains_key(&self.spec.marker_column) {

@@ -18,6 +18,7 @@ use crate::canonical::encode::encode_value;
 use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::pg::types::encode_text;
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
 use crate::sink::TxnGroup;
 use crate::stats::DirectionStats;
 
@@ -50,12 +51,31 @@ pub enum SinkError {
         column: String,
         reason: String,
     },
+    #[error(transparent)]
+    Quarantine(crate::sink::quarantine::QuarantineError),
     #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
     OriginBusy {
         origin: String,
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+impl SinkError {
+    /// The target refused this row's data (SQLSTATE class 22, data exception,
+    /// or 23, integrity constraint violation), or duplex refused a value it
+    /// cannot express for the target: the row is quarantined, the stream goes on.
+    /// Anything else (connection, locks, configuration) stops and retries.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            SinkError::Value { .. } => true,
+            SinkError::Db { source, .. } => source
+                .code()
+                .map(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
 }
 
 fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
@@ -76,6 +96,8 @@ pub struct PgSinkSpec {
     /// a MySQL source names its database as the schema, and is applied to the
     /// configured table of the same name.
     pub tables: Vec<TableName>,
+    /// Where changes the target refuses are kept.
+    pub quarantine: QuarantineSpec,
 }
 
 /// A synced table as it is on the target.
@@ -104,6 +126,8 @@ struct Batch {
     keys: HashSet<Vec<u8>>,
     /// An update that changes the primary key (always alone in its batch).
     key_changed: bool,
+    /// Where each row's change sits in the source stream (for quarantine).
+    origins: Vec<ChangeOrigin>,
 }
 
 pub struct PgSink {
@@ -113,6 +137,7 @@ pub struct PgSink {
     statements: HashMap<String, Statement>,
     batch: Option<Batch>,
     group: TxnGroup,
+    quarantine: Quarantine,
     stats: Arc<DirectionStats>,
 }
 
@@ -148,6 +173,7 @@ impl PgSink {
                     source,
                 })
             })?;
+        let spec_quarantine = spec.quarantine.clone();
         Ok(PgSink {
             spec,
             client,
@@ -155,6 +181,7 @@ impl PgSink {
             statements: HashMap::new(),
             batch: None,
             group: TxnGroup::default(),
+            quarantine: Quarantine::new(spec_quarantine, stats.clone()),
             stats,
         })
     }
@@ -211,7 +238,7 @@ impl PgSink {
                         .map_err(db("begin target transaction"))?;
                     self.group.open = true;
                 }
-                self.group.begin_source_txn(meta.commit_time_us);
+                self.group.begin_source_txn(&meta);
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
@@ -271,7 +298,7 @@ impl PgSink {
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
-        self.group.count_change(change.op);
+        let origin = self.group.count_change(change.op);
         let shape: Vec<usize> = match &change.after {
             Some(after) => after
                 .0
@@ -311,9 +338,11 @@ impl PgSink {
             rows: Vec::new(),
             keys: HashSet::new(),
             key_changed,
+            origins: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
+        batch.origins.push(origin);
         if key_changed {
             // A key change goes alone, so that swapped keys never meet in one statement.
             self.flush().await?;
@@ -400,10 +429,75 @@ impl PgSink {
         self.statements.clear();
     }
 
+    /// Apply the pending batch. A data error (a value or constraint the target
+    /// refuses) does not stop the stream: the batch is retried row by row, each
+    /// under a savepoint, and the rows the target refuses are quarantined.
     async fn flush(&mut self) -> Result<(), SinkError> {
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };
+        self.client
+            .batch_execute("SAVEPOINT duplex_batch")
+            .await
+            .map_err(db("set a savepoint"))?;
+        match self.execute_batch(&batch).await {
+            Ok(()) => {
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT duplex_batch")
+                    .await
+                    .map_err(db("release a savepoint"))?;
+                Ok(())
+            }
+            Err(e) if e.is_data_error() => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT duplex_batch")
+                    .await
+                    .map_err(db("roll back to a savepoint"))?;
+                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                    let single = Batch {
+                        table: batch.table.clone(),
+                        op: batch.op,
+                        shape: batch.shape.clone(),
+                        rows: vec![row.clone()],
+                        keys: HashSet::new(),
+                        key_changed: batch.key_changed,
+                        origins: vec![*origin],
+                    };
+                    self.client
+                        .batch_execute("SAVEPOINT duplex_row")
+                        .await
+                        .map_err(db("set a savepoint"))?;
+                    match self.execute_batch(&single).await {
+                        Ok(()) => self
+                            .client
+                            .batch_execute("RELEASE SAVEPOINT duplex_row")
+                            .await
+                            .map_err(db("release a savepoint"))?,
+                        Err(e) if e.is_data_error() => {
+                            self.client
+                                .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")
+                                .await
+                                .map_err(db("roll back to a savepoint"))?;
+                            let reason = crate::pipeline::error_chain(&e);
+                            self.quarantine
+                                .record(row, *origin, &describe_key(row), &reason)
+                                .await
+                                .map_err(SinkError::Quarantine)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT duplex_batch")
+                    .await
+                    .map_err(db("release a savepoint"))?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn execute_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let schema = batch.table.clone();
         let target = self.target_table(&schema.table).await?;
         let cast = |name: &str| -> Result<&str, SinkError> {
