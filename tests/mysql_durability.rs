@@ -293,3 +293,269 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         .collect();
     assert_eq!(pg_rows, mysql_items(&mut mc).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
+    const TXNS: i64 = 5_000;
+    let m = common::start_mariadb(MYSQL_ITEMS).await;
+    let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    p.create_database("app").unwrap();
+    p.psql("app", PG_ITEMS).unwrap();
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["items", "counters"],
+    )
+    .await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let pg_writer = {
+        let c = common::connect(&p.conninfo("app")).await;
+        async move {
+            let ins = c
+                .prepare("INSERT INTO items (id, batch, payload) VALUES ($1, 1, $2)")
+                .await
+                .unwrap();
+            let upd = c
+                .prepare("UPDATE items SET payload = payload || '+' WHERE id = $1")
+                .await
+                .unwrap();
+            for i in 0..TXNS {
+                if i % 5 == 4 {
+                    c.execute(&upd, &[&(1_000_000 + i - 1)]).await.unwrap();
+                } else {
+                    c.execute(&ins, &[&(1_000_000 + i), &format!("row {i}")])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    };
+    let maria_writer = {
+        let mut c = common::mysql_conn(&m).await;
+        async move {
+            for i in 0..TXNS {
+                if i % 5 == 4 {
+                    c.exec_drop(
+                        "UPDATE items SET payload = CONCAT(payload, '+') WHERE id = ?",
+                        (2_000_000 + i - 1,),
+                    )
+                    .await
+                    .unwrap();
+                } else {
+                    c.exec_drop(
+                        "INSERT INTO items (id, batch, payload) VALUES (?, 2, ?)",
+                        (2_000_000 + i, format!("row {i}")),
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    };
+    let (w1, w2) = (tokio::spawn(pg_writer), tokio::spawn(maria_writer));
+    w1.await.unwrap();
+    w2.await.unwrap();
+    let (pm, mp) = (run.stats(1, 1).unwrap(), run.stats(1, 2).unwrap());
+    common::wait_for(
+        "all transactions applied both ways",
+        Duration::from_secs(300),
+        || {
+            let (pm, mp) = (pm.clone(), mp.clone());
+            async move {
+                pm.applied_txns.load(Ordering::Relaxed) >= TXNS as u64
+                    && mp.applied_txns.load(Ordering::Relaxed) >= TXNS as u64
+            }
+        },
+    )
+    .await;
+    common::wait_for("echoes seen", Duration::from_secs(60), || {
+        let (pm, mp) = (pm.clone(), mp.clone());
+        async move {
+            mp.echo_txns_skipped.load(Ordering::Relaxed)
+                >= pm.target_commits.load(Ordering::Relaxed)
+                && pm.echo_txns_skipped.load(Ordering::Relaxed)
+                    >= mp.target_commits.load(Ordering::Relaxed)
+        }
+    })
+    .await;
+    let pgc = common::connect(&p.conninfo("app")).await;
+    let mut mc = common::mysql_conn(&m).await;
+    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
+        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(pg_rows.len() as i64, TXNS / 5 * 4 * 2);
+    assert_eq!(pg_rows, mysql_items(&mut mc).await, "sides differ");
+    assert_eq!(pm.applied_txns.load(Ordering::Relaxed), TXNS as u64);
+    assert_eq!(mp.applied_txns.load(Ordering::Relaxed), TXNS as u64);
+    assert_eq!(
+        mp.echo_txns_skipped.load(Ordering::Relaxed),
+        pm.target_commits.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        pm.echo_txns_skipped.load(Ordering::Relaxed),
+        mp.target_commits.load(Ordering::Relaxed)
+    );
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
+    const TXNS: i64 = 600;
+    const ROWS_PER_TXN: i64 = 50;
+    let (a, b) = (
+        common::start_mariadb(MYSQL_ITEMS).await,
+        common::start_mariadb(MYSQL_ITEMS).await,
+    );
+    b.sql(
+        Some("app"),
+        "CREATE TABLE apply_audit (n BIGINT NOT NULL); INSERT INTO apply_audit VALUES (0);
+         CREATE TRIGGER items_audit_i AFTER INSERT ON items FOR EACH ROW UPDATE apply_audit SET n = n + 1;",
+    )
+    .unwrap();
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["items", "counters"],
+    )
+    .await;
+    let logdir = tempfile::tempdir().unwrap();
+    let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
+    let mut cb = common::mysql_conn(&b).await;
+    // duplex has prepared the sites once its marker table exists on both.
+    common::wait_mysql(
+        &mut cb,
+        "duplex set up",
+        "SELECT COUNT(*) = 1 FROM information_schema.TABLES WHERE TABLE_NAME = '_duplex_applied'",
+        Duration::from_secs(60),
+    )
+    .await;
+    let load = tokio::spawn({
+        let mut c = common::mysql_conn(&a).await;
+        async move {
+            for t in 0..TXNS {
+                let base = t * ROWS_PER_TXN;
+                let mut tx = c
+                    .start_transaction(mysql_async::TxOpts::default())
+                    .await
+                    .unwrap();
+                let rows: Vec<(i64, i64)> = (1..=ROWS_PER_TXN).map(|i| (base + i, t)).collect();
+                tx.exec_batch(
+                    "INSERT INTO items (id, batch, payload) VALUES (?, ?, 'x')",
+                    rows,
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    });
+    common::wait_mysql(
+        &mut cb,
+        "part of the load on B",
+        "SELECT COUNT(*) >= 3000 FROM items",
+        Duration::from_secs(120),
+    )
+    .await;
+    duplex.kill9();
+    let at_kill: i64 = cb
+        .query_first("SELECT COUNT(*) FROM items")
+        .await
+        .unwrap()
+        .unwrap();
+    load.await.unwrap();
+    assert!(
+        at_kill < TXNS * ROWS_PER_TXN,
+        "the load had fully arrived before the kill: the test proved nothing"
+    );
+    let duplex2 = DuplexProcess::spawn(&url, &logdir.path().join("run2.log"));
+    common::wait_mysql(
+        &mut cb,
+        "the whole load on B",
+        &format!("SELECT COUNT(*) = {} FROM items", TXNS * ROWS_PER_TXN),
+        Duration::from_secs(300),
+    )
+    .await;
+    let applied: i64 = cb
+        .query_first("SELECT n FROM apply_audit")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        applied,
+        TXNS * ROWS_PER_TXN,
+        "row changes applied on B (kill at {at_kill} rows)"
+    );
+    assert!(
+        !duplex2.log_text().contains("Duplicate entry"),
+        "a transaction was applied twice"
+    );
+    let mut ca = common::mysql_conn(&a).await;
+    assert_eq!(mysql_items(&mut ca).await, mysql_items(&mut cb).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_transaction_arrives_whole_on_mariadb() {
+    let m = common::start_mariadb(MYSQL_ITEMS).await;
+    let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    p.create_database("app").unwrap();
+    p.psql("app", PG_ITEMS).unwrap();
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["items", "counters"],
+    )
+    .await;
+    let tuning = PipelineTuning {
+        max_batch_rows: 100,
+        ..PipelineTuning::default()
+    };
+    let run = duplex::runner::start(&url, tuning)
+        .await
+        .expect("start duplex");
+    let pgc = common::connect(&p.conninfo("app")).await;
+    pgc.batch_execute("INSERT INTO items SELECT g, 7, md5(g::text) FROM generate_series(1, 3000) g; UPDATE counters SET n = 1;").await.unwrap();
+    let mut mc = common::mysql_conn(&m).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut partial = Vec::new();
+    loop {
+        // One consistent snapshot per observation.
+        let row: Option<(i64, i64)> = mc
+            .query_first("SELECT (SELECT COUNT(*) FROM items), (SELECT n FROM counters)")
+            .await
+            .unwrap();
+        let (n, counter) = row.unwrap();
+        if !((n == 0 && counter == 0) || (n == 3000 && counter == 1)) {
+            partial.push((n, counter));
+        }
+        if n == 3000 && counter == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transaction did not arrive within 30 s"
+        );
+    }
+    assert!(
+        partial.is_empty(),
+        "partial transaction visible on MariaDB: {partial:?}"
+    );
+    run.shutdown().await;
+}
