@@ -101,6 +101,38 @@ pub struct MysqlSource {
     stats: Arc<DirectionStats>,
 }
 
+/// A MariaDB GTID (`domain-server-sequence`), parsed from the raw GTID event:
+/// mysql_common does not know MariaDB's event type 162.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MariaGtid {
+    pub domain: u32,
+    pub server_id: u32,
+    pub seq_no: u64,
+    /// FL_STANDALONE and friends; bit 0 set means no BEGIN/COMMIT pair follows.
+    pub flags: u8,
+}
+
+impl MariaGtid {
+    /// Parse the event body: seq_no (u64 LE), domain id (u32 LE), flags (u8).
+    pub fn parse(body: &[u8], server_id: u32) -> Option<MariaGtid> {
+        let seq_no = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+        let domain = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?);
+        let flags = *body.get(12)?;
+        Some(MariaGtid {
+            domain,
+            server_id,
+            seq_no,
+            flags,
+        })
+    }
+}
+
+impl std::fmt::Display for MariaGtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.domain, self.server_id, self.seq_no)
+    }
+}
+
 /// The sequence number in a binlog file name (`mysql-bin.000042` -> 42).
 pub fn binlog_file_seq(name: &str) -> Option<u32> {
     name.rsplit('.').next()?.parse().ok()
@@ -323,6 +355,14 @@ impl MysqlSource {
             let log_pos = header.log_pos();
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 self.begin(log_pos, header.timestamp());
+                if let (Some(gtid), Some(t)) = (
+                    MariaGtid::parse(event.data(), header.server_id()),
+                    self.txn.as_mut(),
+                ) {
+                    // The sequence number identifies the transaction in messages.
+                    t.meta.xid = gtid.seq_no;
+                    tracing::trace!(gtid = %gtid, position = %t.meta.commit_position, "transaction");
+                }
                 continue;
             }
             let data = match event.read_data() {
@@ -570,4 +610,39 @@ fn abbreviate(s: &str) -> String {
 /// `quote_ident` is used by setup; re-exported here for the table names it builds.
 pub fn quoted_table(db: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(db), quote_ident(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_gtid_event_body() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&42u64.to_le_bytes());
+        body.extend_from_slice(&7u32.to_le_bytes());
+        body.push(0x01);
+        let gtid = MariaGtid::parse(&body, 3).unwrap_or_else(|| panic!("parse"));
+        assert_eq!(
+            gtid,
+            MariaGtid {
+                domain: 7,
+                server_id: 3,
+                seq_no: 42,
+                flags: 1
+            }
+        );
+        assert_eq!(gtid.to_string(), "7-3-42");
+        assert_eq!(MariaGtid::parse(&body[..10], 3), None);
+    }
+
+    #[test]
+    fn binlog_file_numbers() {
+        assert_eq!(binlog_file_seq("mysql-bin.000042"), Some(42));
+        assert_eq!(
+            binlog_file_seq("/var/lib/mysql/binlog.123456"),
+            Some(123456)
+        );
+        assert_eq!(binlog_file_seq("nonumber"), None);
+    }
 }
