@@ -88,8 +88,19 @@ async fn setup_conn(site: &Site) -> Result<SetupConn, crate::Error> {
 }
 
 /// The binlog reader's server_id: unique per direction, far from real servers' ids.
-fn replica_server_id(link: &Link, source_site: u32) -> u32 {
-    0x4000_0000 + link.link_id * 65_536 + source_site
+fn replica_server_id(link: &Link, source_site: u32) -> Result<u32, crate::Error> {
+    // The control schema bounds link ids (1..=9999) and site ids (1..=65535),
+    // so this never overflows or collides; checked all the same.
+    u64::from(link.link_id)
+        .checked_mul(65_536)
+        .and_then(|v| v.checked_add(0x4000_0000 + u64::from(source_site.min(65_535))))
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            crate::Error::Internal(format!(
+                "link {} site {source_site}: no binlog replica server_id fits",
+                link.link_id
+            ))
+        })
 }
 
 /// A binlog source has no slot that remembers where a new link started: on
@@ -233,7 +244,7 @@ async fn prepare_link(
             SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
                 site_id: src.site_id,
                 endpoint: MysqlEndpoint::from_site(src)?,
-                replica_server_id: replica_server_id(link, src.site_id),
+                replica_server_id: replica_server_id(link, src.site_id)?,
                 marker_column: link.marker_column.clone(),
                 marker_table: crate::sink::mysql::MARKER_TABLE.to_string(),
                 tables: tables.iter().map(|t| t.table.name.clone()).collect(),

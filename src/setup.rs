@@ -352,17 +352,27 @@ pub async fn prepare_mysql_site(
             }
             Some(_) => {}
         }
-        conn.query_drop(format!(
-            "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} JSON NULL",
-            q(database),
-            q(&t.table.name),
-            q(&link.marker_column)
-        ))
-        .await
-        .map_err(err(format!(
-            "add marker column {} to {table}",
-            link.marker_column
-        )))?;
+        // Checked first: `ADD COLUMN IF NOT EXISTS` is MariaDB-only syntax.
+        let has_marker: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                (database, t.table.name.as_str(), link.marker_column.as_str()),
+            )
+            .await
+            .map_err(err(format!("look for the marker column of {table}")))?;
+        if has_marker.is_none() {
+            conn.query_drop(format!(
+                "ALTER TABLE {}.{} ADD COLUMN {} JSON NULL",
+                q(database),
+                q(&t.table.name),
+                q(&link.marker_column)
+            ))
+            .await
+            .map_err(err(format!(
+                "add marker column {} to {table}",
+                link.marker_column
+            )))?;
+        }
     }
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {}.{} (

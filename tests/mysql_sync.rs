@@ -166,6 +166,33 @@ async fn postgres_to_mariadb_both_ways() {
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert_eq!(pg_rows, mysql_rows(&mut mc).await);
+    // TRUNCATE is logged as a statement even in ROW format: it must still flow.
+    mc.query_drop("TRUNCATE TABLE customers").await.unwrap();
+    common::wait_for("truncate maria->pg", Duration::from_secs(30), || {
+        common::query_bool(&pgc, "SELECT count(*) = 0 FROM customers")
+    })
+    .await;
+    pgc.execute(
+        "INSERT INTO customers (id, name) VALUES (7, 'after truncate')",
+        &[],
+    )
+    .await
+    .unwrap();
+    common::wait_mysql(
+        &mut mc,
+        "insert after truncate",
+        "SELECT COUNT(*) = 1 FROM customers",
+        Duration::from_secs(30),
+    )
+    .await;
+    pgc.batch_execute("TRUNCATE customers").await.unwrap();
+    common::wait_mysql(
+        &mut mc,
+        "truncate pg->maria",
+        "SELECT COUNT(*) = 0 FROM customers",
+        Duration::from_secs(30),
+    )
+    .await;
     run.shutdown().await;
 }
 

@@ -247,7 +247,10 @@ impl PgSink {
             }
             ChangeEvent::Truncate(tables) => {
                 self.flush().await?;
-                let names: Vec<String> = tables.iter().map(|t| quote_table(&t.table)).collect();
+                let names: Vec<String> = tables
+                    .iter()
+                    .map(|t| quote_table(&self.configured(&t.table)))
+                    .collect();
                 if !names.is_empty() {
                     self.client
                         .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
@@ -359,14 +362,7 @@ impl PgSink {
         if let Some(t) = self.tables.get(table) {
             return Ok(t.clone());
         }
-        let configured = self
-            .spec
-            .tables
-            .iter()
-            .find(|t| t.name == table.name && t.schema == table.schema)
-            .or_else(|| self.spec.tables.iter().find(|t| t.name == table.name))
-            .cloned()
-            .unwrap_or_else(|| table.clone());
+        let configured = self.configured(table);
         let quoted = quote_table(&configured);
         let oid: Option<u32> = self
             .client
@@ -421,6 +417,19 @@ impl PgSink {
         });
         self.tables.insert(table.clone(), t.clone());
         Ok(t)
+    }
+
+    /// The table as configured for this site: a change from a MySQL source
+    /// names its database as the schema, and goes to the configured table of
+    /// the same name.
+    fn configured(&self, table: &TableName) -> TableName {
+        self.spec
+            .tables
+            .iter()
+            .find(|t| t.name == table.name && t.schema == table.schema)
+            .or_else(|| self.spec.tables.iter().find(|t| t.name == table.name))
+            .cloned()
+            .unwrap_or_else(|| table.clone())
     }
 
     /// Forget cached table shapes (after DDL on the target).

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 
@@ -28,6 +28,11 @@ use crate::stats::DirectionStats;
 
 /// MariaDB's GTID event (not in mysql_common's event list).
 const MARIADB_GTID_EVENT: u8 = 162;
+/// Heartbeats the server sends on an idle stream (MySQL and MariaDB; MariaDB 11's v2).
+const HEARTBEAT_EVENT: u8 = 27;
+const MARIADB_HEARTBEAT_V2_EVENT: u8 = 164;
+/// Three missed heartbeats and more: the connection is presumed dead.
+const BINLOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlSourceError {
@@ -96,6 +101,8 @@ pub struct MysqlSource {
     meta: mysql_async::Conn,
     tables: HashMap<String, Arc<TableInfo>>,
     file_seq: u32,
+    /// Last non-zero end position seen (see `commit`).
+    last_pos: u32,
     txn: Option<OpenTxn>,
     ready: VecDeque<ChangeEvent>,
     stats: Arc<DirectionStats>,
@@ -203,6 +210,23 @@ pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), M
             server_id.unwrap_or_default()
         ));
     }
+    if !mariadb {
+        // MySQL 8: compressed transaction payloads carry log_pos 0 inside and
+        // are unpacked whole in memory: positions and bounded memory break.
+        let compress: Option<String> = conn
+            .query_first("SELECT CAST(@@GLOBAL.binlog_transaction_compression AS CHAR)")
+            .await
+            .unwrap_or(None);
+        if let Some(c) = compress {
+            want(
+                &mut problems,
+                "binlog_transaction_compression",
+                on_off(Some(c)),
+                "OFF",
+                "binlog_transaction_compression = OFF",
+            );
+        }
+    }
     if mariadb {
         let compress: Option<String> = conn.query_first(get("log_bin_compress")).await?;
         want(
@@ -226,7 +250,11 @@ pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), M
 pub async fn current_position(
     conn: &mut mysql_async::Conn,
 ) -> Result<SourcePosition, MysqlSourceError> {
-    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(r) => r,
+        // MySQL 8.4 renamed it.
+        Err(_) => conn.query_first("SHOW BINARY LOG STATUS").await?,
+    };
     let (file, pos) = row
         .and_then(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
         .ok_or_else(|| MysqlSourceError::Settings {
@@ -235,10 +263,12 @@ pub async fn current_position(
     let file_seq = binlog_file_seq(&file).ok_or_else(|| MysqlSourceError::Settings {
         problems: format!("  binlog file name {file} has no numeric suffix"),
     })?;
-    Ok(SourcePosition::Binlog {
-        file_seq,
-        pos: pos as u32,
-    })
+    let pos = u32::try_from(pos).map_err(|_| MysqlSourceError::Settings {
+        problems: format!(
+            "  binlog offset {pos} in {file} is beyond 4 GiB, which duplex cannot address"
+        ),
+    })?;
+    Ok(SourcePosition::Binlog { file_seq, pos })
 }
 
 impl MysqlSource {
@@ -272,6 +302,11 @@ impl MysqlSource {
             .ok_or_else(|| err(MysqlSourceError::Purged { position: start }))?;
         let mut conn = spec.endpoint.connect().await?;
         // Without this MariaDB rewrites its GTID events as BEGIN queries.
+        // A heartbeat every 5 s on an idle stream lets the reader tell a quiet
+        // server from a dead connection (see the read timeout in next_event).
+        conn.query_drop("SET @master_heartbeat_period = 5000000000")
+            .await
+            .map_err(|e| err(e.into()))?;
         conn.query_drop("SET @mariadb_slave_capability = 4")
             .await
             .map_err(|e| err(e.into()))?;
@@ -288,6 +323,7 @@ impl MysqlSource {
             meta,
             tables: HashMap::new(),
             file_seq,
+            last_pos: pos,
             txn: None,
             ready: VecDeque::new(),
             stats,
@@ -322,6 +358,10 @@ impl MysqlSource {
     }
 
     fn commit(&mut self, log_pos: u32) -> ChangeEvent {
+        // log_pos 0 (MariaDB 11.4+ inside transactions, MySQL compressed
+        // payloads) must never become a resume point: keep the last good one.
+        let log_pos = if log_pos == 0 { self.last_pos } else { log_pos };
+        self.last_pos = log_pos;
         let position = self.position(log_pos);
         self.stats.set_source_position(position);
         match self.txn.take() {
@@ -347,12 +387,24 @@ impl MysqlSource {
             if let Some(ev) = self.ready.pop_front() {
                 return Ok(Some(ev));
             }
-            let Some(event) = self.stream.next().await else {
-                return Ok(None);
-            };
+            let next = tokio::time::timeout(BINLOG_READ_TIMEOUT, self.stream.next())
+                .await
+                .map_err(|_| MysqlSourceError::Event {
+                    position: self.position(self.last_pos),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no binlog event or heartbeat for 30 s: the connection is presumed dead",
+                    ),
+                })?;
+            let Some(event) = next else { return Ok(None) };
             let event = event?;
             let header = event.header();
             let log_pos = header.log_pos();
+            if header.event_type_raw() == HEARTBEAT_EVENT
+                || header.event_type_raw() == MARIADB_HEARTBEAT_V2_EVENT
+            {
+                continue;
+            }
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 self.begin(log_pos, header.timestamp());
                 if let (Some(gtid), Some(t)) = (
@@ -390,15 +442,56 @@ impl MysqlSource {
                         self.begin(log_pos, header.timestamp());
                     } else if trimmed.eq_ignore_ascii_case("COMMIT") {
                         return Ok(Some(self.commit(log_pos)));
+                    } else if let Some(table) = truncated_table(trimmed) {
+                        // TRUNCATE is logged as a statement even in ROW format.
+                        let db = if q.schema().is_empty() {
+                            self.spec.endpoint.database().to_string()
+                        } else {
+                            q.schema().to_string()
+                        };
+                        self.txn = None;
+                        if db == self.spec.endpoint.database() && self.spec.tables.contains(&table)
+                        {
+                            let info = self.table_info(&table).await?;
+                            let meta = TxnMeta {
+                                commit_position: self.position(log_pos),
+                                commit_time_us: i64::from(header.timestamp()) * 1_000_000,
+                                xid: 0,
+                            };
+                            self.stats.set_source_position(self.position(log_pos));
+                            self.ready.push_back(ChangeEvent::Begin(meta));
+                            self.ready
+                                .push_back(ChangeEvent::Truncate(vec![info.schema.clone()]));
+                            self.ready.push_back(ChangeEvent::Commit {
+                                end_position: self.position(log_pos),
+                            });
+                            continue;
+                        }
+                        return Ok(Some(ChangeEvent::Progress {
+                            position: self.position(log_pos),
+                        }));
+                    } else if is_row_write_statement(trimmed)
+                        && (q.schema() == self.spec.endpoint.database() || q.schema().is_empty())
+                    {
+                        // A write logged as a statement (a session that set
+                        // binlog_format=STATEMENT or MIXED): its rows are not in
+                        // the binlog, and skipping it would lose them.
+                        return Err(MysqlSourceError::Table {
+                            table: TableName::new(q.schema().to_string(), String::new()),
+                            reason: format!(
+                                "a write was logged as a statement, not as rows ({}); a session changed binlog_format. Its rows cannot be replicated: resync the affected table",
+                                abbreviate(trimmed)
+                            ),
+                        });
                     } else {
-                        // DDL: table shapes may have changed.
+                        // DDL: table shapes may have changed. DDL commits on its
+                        // own: a transaction its GTID event opened ends here.
                         tracing::warn!(site = %self.spec.endpoint.site_name, schema = %q.schema(), statement = %abbreviate(trimmed), "DDL in the binlog: reloading table definitions");
                         self.tables.clear();
-                        if self.txn.is_none() {
-                            return Ok(Some(ChangeEvent::Progress {
-                                position: self.position(log_pos),
-                            }));
-                        }
+                        self.txn = None;
+                        return Ok(Some(ChangeEvent::Progress {
+                            position: self.position(log_pos),
+                        }));
                     }
                 }
                 EventData::TableMapEvent(t) => self.table_map(&t),
@@ -479,7 +572,13 @@ impl MysqlSource {
         log_pos: u32,
     ) -> Result<(), MysqlSourceError> {
         let Some(txn) = self.txn.as_ref() else {
-            return Ok(());
+            // Rows outside any transaction would be applied nowhere: refuse.
+            return Err(MysqlSourceError::Event {
+                position: self.position(log_pos),
+                source: std::io::Error::other(
+                    "a rows event outside a transaction (no GTID/BEGIN before it)",
+                ),
+            });
         };
         let (echo, position, commit_time_us) =
             (txn.echo, txn.meta.commit_position, txn.meta.commit_time_us);
@@ -508,7 +607,32 @@ impl MysqlSource {
             }
             return Ok(());
         }
-        let info = self.table_info(&table).await?;
+        let mut info = self.table_info(&table).await?;
+        // Values are matched to columns by position: the layout duplex holds
+        // must be the one the event was written with, or values would land in
+        // the wrong columns. The table map names its columns (full metadata).
+        let binlog_names = table_map_column_names(&tme);
+        let layout_matches = |info: &TableInfo| match &binlog_names {
+            Some(names) => {
+                names.len() == info.columns.len()
+                    && names.iter().zip(&info.columns).all(|(n, c)| n == &c.name)
+            }
+            None => usize::try_from(tme.columns_count()).ok() == Some(info.columns.len()),
+        };
+        if !layout_matches(&info) {
+            self.tables.remove(&table);
+            info = self.table_info(&table).await?;
+            if !layout_matches(&info) {
+                return Err(MysqlSourceError::Table {
+                    table: info.schema.table.clone(),
+                    reason: format!(
+                        "the binlog at {position} has columns {:?} but the table now has {:?} (DDL since then); duplex will not guess which value belongs where: resync the table",
+                        binlog_names.unwrap_or_default(),
+                        info.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
+                    ),
+                });
+            }
+        }
         let op = match rows {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
             RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
@@ -597,6 +721,46 @@ impl MysqlSource {
         }
         Ok((Row(values), marker))
     }
+}
+
+/// Column names from the table map's optional metadata, when present.
+fn table_map_column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
+    for field in tme.iter_optional_meta() {
+        if let Ok(OptionalMetadataField::ColumnName(names)) = field {
+            return names
+                .iter_names()
+                .map(|n| n.ok().map(|n| n.name().to_string()))
+                .collect();
+        }
+    }
+    None
+}
+
+/// `TRUNCATE [TABLE] [db.]name` -> the table name (backticks removed).
+fn truncated_table(statement: &str) -> Option<String> {
+    let mut words = statement.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("TABLE") {
+        name = words.next()?;
+    }
+    let last = name.rsplit('.').next()?;
+    Some(last.trim_matches('`').replace("``", "`"))
+}
+
+/// A row-changing statement (as opposed to DDL or session statements).
+fn is_row_write_statement(statement: &str) -> bool {
+    let first = statement
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD"
+    )
 }
 
 fn abbreviate(s: &str) -> String {
