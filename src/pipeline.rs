@@ -65,7 +65,9 @@ pub async fn run_direction(
     async move {
         stats.set_state("connecting");
         let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
-        let resume = sink.resume_position().await?.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
+        let resume_counter = sink.resume_position().await?;
+        sink.reconcile_quarantine(resume_counter).await?;
+        let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         let mut source_spec = spec.source.clone();
         source_spec.set_start(resume);
         if let Some(p) = resume {

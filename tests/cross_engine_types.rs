@@ -145,6 +145,18 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     let got: Vec<i64> = mc.query("SELECT id FROM xt WHERE id = 99").await.unwrap();
     assert!(got.is_empty(), "a refused value was written anyway");
     let control = common::connect(&url).await;
+    // Confirmed once the target transaction that skipped it committed.
+    common::wait_for(
+        "a confirmed quarantine record",
+        Duration::from_secs(10),
+        || {
+            common::query_bool(
+                &control,
+                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
+            )
+        },
+    )
+    .await;
     let q = control
         .query_one("SELECT table_name, op, row_key, reason, change->'after'->'ts'->>'value', status FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
         .await

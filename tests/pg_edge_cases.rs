@@ -156,6 +156,18 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     })
     .await;
     let control = common::connect(&pair.control_url).await;
+    // Confirmed once the target transaction that skipped it committed.
+    common::wait_for(
+        "a confirmed quarantine record",
+        Duration::from_secs(10),
+        || {
+            common::query_bool(
+                &control,
+                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
+            )
+        },
+    )
+    .await;
     let row = control
         .query_one("SELECT row_key, reason, change->'after'->'note'->>'value' FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
         .await
@@ -163,5 +175,41 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     let (key, reason, note): (String, String, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((key.as_str(), note.as_str()), ("id=2", "bad"));
     assert!(reason.contains("note_not_bad"), "{reason}");
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
+    let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
+        .await
+        .unwrap();
+    wait_for("row on B", Duration::from_secs(30), || {
+        query_bool(&b, "SELECT count(*) = 1 FROM codes")
+    })
+    .await;
+    run.shutdown().await;
+    // What a crash between "quarantine recorded" and "target committed" (or
+    // between the commit and the confirmation) leaves behind.
+    let control = common::connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position, position_counter, change_index, change, reason)
+             VALUES (1, 1, 2, 'public.codes', 'insert', 'id=8', '0/1', 1, 1, '{}', 'committed before the crash'),
+                    (1, 1, 2, 'public.codes', 'insert', 'id=9', 'FFFFFFF/0', 1152921504606846976, 1, '{}', 'its transaction rolled back')",
+        )
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    wait_for("reconciled records", Duration::from_secs(30), || {
+        query_bool(&control, "SELECT array_agg(row_key || ':' || confirmed ORDER BY row_key) = ARRAY['id=8:true'] FROM duplex.quarantine")
+    })
+    .await;
     run.shutdown().await;
 }

@@ -24,10 +24,16 @@ CREATE TABLE IF NOT EXISTS duplex.quarantine (
     change           jsonb NOT NULL,
     reason           text NOT NULL,
     status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'retried', 'discarded')),
+    -- The record is written before the target transaction that skipped the
+    -- change commits; it is confirmed once that commit succeeded. At start,
+    -- duplex confirms unconfirmed records its target has applied past, and
+    -- deletes the others (their transaction rolled back and is replayed).
+    confirmed        boolean NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (link_id, source_site, position_counter, change_index)
 );
 
 CREATE INDEX IF NOT EXISTS quarantine_pending ON duplex.quarantine (link_id, status) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS quarantine_unconfirmed ON duplex.quarantine (link_id, source_site) WHERE NOT confirmed;
 
 ALTER TABLE duplex.link_status ADD COLUMN IF NOT EXISTS quarantined bigint NOT NULL DEFAULT 0;

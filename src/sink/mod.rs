@@ -68,6 +68,24 @@ impl Sink {
         }
     }
 
+    /// Settle quarantine records a previous run left unconfirmed.
+    pub async fn reconcile_quarantine(
+        &mut self,
+        resume_counter: Option<u64>,
+    ) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .reconcile_quarantine(resume_counter)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .reconcile_quarantine(resume_counter)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply one event; returns a position that may be confirmed now.
     pub async fn apply(
         &mut self,

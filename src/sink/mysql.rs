@@ -160,6 +160,17 @@ impl MysqlSink {
         })
     }
 
+    /// Settle quarantine records left by a previous run (see `Quarantine::reconcile`).
+    pub async fn reconcile_quarantine(
+        &mut self,
+        resume_counter: Option<u64>,
+    ) -> Result<(), MysqlSinkError> {
+        self.quarantine
+            .reconcile(resume_counter)
+            .await
+            .map_err(MysqlSinkError::Quarantine)
+    }
+
     pub fn site_name(&self) -> &str {
         &self.spec.endpoint.site_name
     }
@@ -269,6 +280,10 @@ impl MysqlSink {
             rows = self.group.rows,
             "committed target transaction"
         );
+        if let Err(e) = self.quarantine.confirm().await {
+            // Still unconfirmed records are confirmed at the next start.
+            tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
+        }
         Ok(self.group.committed(&self.stats))
     }
 

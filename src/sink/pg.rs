@@ -201,6 +201,17 @@ impl PgSink {
         Ok(text.and_then(|t| parse_lsn(&t)).filter(|&c| c > 0))
     }
 
+    /// Settle quarantine records left by a previous run (see `Quarantine::reconcile`).
+    pub async fn reconcile_quarantine(
+        &mut self,
+        resume_counter: Option<u64>,
+    ) -> Result<(), SinkError> {
+        self.quarantine
+            .reconcile(resume_counter)
+            .await
+            .map_err(SinkError::Quarantine)
+    }
+
     pub fn site_name(&self) -> &str {
         &self.spec.endpoint.site_name
     }
@@ -297,6 +308,10 @@ impl PgSink {
             .batch_execute("COMMIT")
             .await
             .map_err(db("commit target transaction"))?;
+        if let Err(e) = self.quarantine.confirm().await {
+            // Still unconfirmed records are confirmed at the next start.
+            tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
+        }
         Ok(self.group.committed(&self.stats))
     }
 

@@ -38,6 +38,8 @@ pub struct Quarantine {
     spec: QuarantineSpec,
     client: Option<Client>,
     stats: Arc<DirectionStats>,
+    /// Records written in the open target transaction, confirmed after it commits.
+    unconfirmed: Vec<i64>,
 }
 
 /// Where a change sits in the source's stream.
@@ -54,10 +56,63 @@ impl Quarantine {
             spec,
             client: None,
             stats,
+            unconfirmed: Vec::new(),
         }
     }
 
-    /// Keep `change` with `reason`.
+    async fn client(&mut self) -> Result<&Client, QuarantineError> {
+        let client = match self.client.take() {
+            Some(c) => c,
+            None => self.spec.control.connect("duplex quarantine").await?,
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// At start, given the target's resume position (the end of the last
+    /// applied source transaction): unconfirmed records of transactions that
+    /// start before it were committed with the target (confirm them); the others
+    /// belong to a transaction that rolled back and is about to be replayed
+    /// (delete them: the replay records the change again if it still fails).
+    /// A record's position is its transaction's start, strictly below that
+    /// transaction's end.
+    pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), QuarantineError> {
+        let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
+        let resume = resume_counter.unwrap_or(0).to_string();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.quarantine SET confirmed = true
+                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric",
+                &[&link, &site, &resume],
+            )
+            .await?;
+        client
+            .execute(
+                "DELETE FROM duplex.quarantine
+                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric",
+                &[&link, &site, &resume],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The target transaction holding the recorded skips committed.
+    pub async fn confirm(&mut self) -> Result<(), QuarantineError> {
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.unconfirmed);
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.quarantine SET confirmed = true WHERE quarantine_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Keep `change` with `reason`. Unconfirmed until [`Quarantine::confirm`].
     pub async fn record(
         &mut self,
         change: &RowChange,
@@ -65,27 +120,29 @@ impl Quarantine {
         key: &str,
         reason: &str,
     ) -> Result<(), QuarantineError> {
-        if self.client.is_none() {
-            self.client = Some(self.spec.control.connect("duplex quarantine").await?);
-        }
-        let Some(client) = &self.client else {
-            return Ok(());
-        };
         let body = json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
             "marker": serde_json::from_str::<serde_json::Value>(&change.marker.to_json()).unwrap_or_default(),
         });
+        let (link, source, target) = (
+            self.spec.link_id as i32,
+            self.spec.source_site as i32,
+            self.spec.target_site as i32,
+        );
+        let client = self.client().await?;
         let result = client
-            .execute(
+            .query_opt(
                 "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
                                                 position_counter, change_index, change, reason)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11)
-                 ON CONFLICT (link_id, source_site, position_counter, change_index) DO NOTHING",
+                 ON CONFLICT (link_id, source_site, position_counter, change_index)
+                 DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change
+                 RETURNING quarantine_id, (xmax = 0) AS inserted",
                 &[
-                    &(self.spec.link_id as i32),
-                    &(self.spec.source_site as i32),
-                    &(self.spec.target_site as i32),
+                    &link,
+                    &source,
+                    &target,
                     &change.table.table.to_string(),
                     &change.op.to_string(),
                     &key,
@@ -98,9 +155,12 @@ impl Quarantine {
             )
             .await;
         match result {
-            Ok(n) => {
-                if n > 0 {
-                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            Ok(row) => {
+                if let Some(row) = row {
+                    self.unconfirmed.push(row.get(0));
+                    if row.get::<_, bool>(1) {
+                        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 tracing::warn!(table = %change.table.table, key, reason, position = %origin.position, "change quarantined");
                 Ok(())
