@@ -156,13 +156,6 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// crc32 of one value's canonical encoding.
-pub fn value_checksum(value: &Value) -> u32 {
-    let mut buf = Vec::with_capacity(32);
-    encode_value(value, &mut buf);
-    crc32fast::hash(&buf)
-}
-
 /// Canonical encoding of a row: its columns ordered by name, each as its name
 /// followed by its value. Ordering by name makes the encoding independent of the
 /// physical column order, which differs between the two sides of a link.

@@ -9,7 +9,8 @@ pub mod quarantine;
 
 use std::sync::Arc;
 
-use crate::canonical::{ChangeEvent, Op, SourcePosition};
+use crate::canonical::encode::encode_value;
+use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition};
 use crate::stats::DirectionStats;
 
 /// How to apply one direction of a link to its target site.
@@ -226,4 +227,57 @@ impl TxnGroup {
         }
         g.last_end.max(g.progress)
     }
+}
+
+/// Indexes of the columns a change writes: those present in its after image
+/// (an unchanged TOAST value is absent and must not be written).
+pub(crate) fn shape_of(change: &RowChange) -> Vec<usize> {
+    match &change.after {
+        Some(after) => after
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| i)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The canonical encoding of the row's key: the identity batching uses to keep
+/// a second change of a row after the first. An insert is keyed by its new
+/// image, anything else by the row it changes.
+pub(crate) fn encoded_key(change: &RowChange) -> Vec<u8> {
+    let image = match change.op {
+        Op::Insert => change.after.as_ref(),
+        _ => change.before.as_ref().or(change.after.as_ref()),
+    };
+    let mut out = Vec::new();
+    if let Some(key) = image.and_then(|r| r.key(&change.table)) {
+        for v in key {
+            encode_value(&v, &mut out);
+        }
+    }
+    out
+}
+
+/// The row's key for messages: `id=7` or `(a=1, b=x)`.
+pub(crate) fn describe_key(change: &RowChange) -> String {
+    let image = change.before.as_ref().or(change.after.as_ref());
+    let parts: Vec<String> = change
+        .table
+        .key
+        .iter()
+        .map(|&i| {
+            let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
+            let shown = v
+                .map(|v| {
+                    crate::pg::types::encode_text(v)
+                        .unwrap_or_else(|_| format!("<{}>", v.kind_name()))
+                })
+                .unwrap_or_else(|| "?".into());
+            format!("{}={}", change.table.columns[i].name, shown)
+        })
+        .collect();
+    parts.join(", ")
 }

@@ -14,13 +14,11 @@ use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 
-use crate::canonical::encode::encode_value;
 use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::mysql::types::{encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
-use crate::sink::pg::describe_key;
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::TxnGroup;
+use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
 /// Name of duplex's marker table in each MySQL site's database.
@@ -554,27 +552,4 @@ impl MysqlSink {
         }
         Ok(wheres.join(" AND "))
     }
-}
-
-fn shape_of(change: &RowChange) -> Vec<usize> {
-    match &change.after {
-        Some(after) => after
-            .0
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_some())
-            .map(|(i, _)| i)
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
-fn encoded_key(change: &RowChange) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Some(key) = change.after.as_ref().and_then(|r| r.key(&change.table)) {
-        for v in key {
-            encode_value(&v, &mut out);
-        }
-    }
-    out
 }

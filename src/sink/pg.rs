@@ -14,12 +14,11 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use crate::canonical::encode::encode_value;
 use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::pg::types::encode_text;
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::TxnGroup;
+use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -222,11 +221,6 @@ impl PgSink {
         self.group.open && !self.group.in_source_txn
     }
 
-    /// Between a source transaction's Begin and its Commit.
-    pub fn in_source_txn(&self) -> bool {
-        self.group.in_source_txn
-    }
-
     /// Rows applied in the open target transaction.
     pub fn group_rows(&self) -> u64 {
         self.group.rows
@@ -317,16 +311,7 @@ impl PgSink {
 
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
         let origin = self.group.count_change(change.op);
-        let shape: Vec<usize> = match &change.after {
-            Some(after) => after
-                .0
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_some())
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
+        let shape = shape_of(&change);
         let key = encoded_key(&change);
         let key_changed = change.op == Op::Update
             && change.before.as_ref().map(|b| b.key(&change.table))
@@ -445,12 +430,6 @@ impl PgSink {
             .or_else(|| self.spec.tables.iter().find(|t| t.name == table.name))
             .cloned()
             .unwrap_or_else(|| table.clone())
-    }
-
-    /// Forget cached table shapes (after DDL on the target).
-    pub fn invalidate_tables(&mut self) {
-        self.tables.clear();
-        self.statements.clear();
     }
 
     /// Apply the pending batch. A data error (a value or constraint the target
@@ -769,38 +748,6 @@ fn values_list(rows: usize, types: &[String]) -> String {
         out.push(')');
     }
     out
-}
-
-fn encoded_key(change: &RowChange) -> Vec<u8> {
-    let image = match change.op {
-        Op::Insert => change.after.as_ref(),
-        _ => change.before.as_ref().or(change.after.as_ref()),
-    };
-    let mut out = Vec::new();
-    if let Some(key) = image.and_then(|r| r.key(&change.table)) {
-        for v in key {
-            encode_value(&v, &mut out);
-        }
-    }
-    out
-}
-
-/// The row's key for messages: `id=7` or `(a=1, b=x)`.
-pub fn describe_key(change: &RowChange) -> String {
-    let image = change.before.as_ref().or(change.after.as_ref());
-    let parts: Vec<String> = change
-        .table
-        .key
-        .iter()
-        .map(|&i| {
-            let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
-            let shown = v
-                .map(|v| encode_text(v).unwrap_or_else(|_| format!("<{}>", v.kind_name())))
-                .unwrap_or_else(|| "?".into());
-            format!("{}={}", change.table.columns[i].name, shown)
-        })
-        .collect();
-    parts.join(", ")
 }
 
 fn abbreviate(sql: &str) -> String {

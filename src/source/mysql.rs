@@ -23,7 +23,7 @@ use crate::canonical::{
 };
 use crate::marker::Marker;
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
-use crate::mysql::{quote_ident, MysqlEndpoint};
+use crate::mysql::MysqlEndpoint;
 use crate::stats::DirectionStats;
 
 /// MariaDB's GTID event (not in mysql_common's event list).
@@ -769,11 +769,6 @@ fn abbreviate(s: &str) -> String {
         out.push_str("...");
     }
     out
-}
-
-/// `quote_ident` is used by setup; re-exported here for the table names it builds.
-pub fn quoted_table(db: &str, table: &str) -> String {
-    format!("{}.{}", quote_ident(db), quote_ident(table))
 }
 
 #[cfg(test)]
