@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod canonical;
+pub mod conflict;
 pub mod control;
 pub mod error;
 pub mod localdb;

@@ -1,58 +1,126 @@
 //! The marker column: per-row version metadata that only duplex's applier writes.
 //!
 //! Each synced table carries one extra column (default `_duplex`). It holds the
-//! row's version vector (site id -> that site's commit position when it last
-//! wrote the row), the site and commit time of the newest write, and a crc32 of
-//! the row's canonical content as the applier wrote it. A user write leaves the
-//! column alone, so the source can tell a user write from an echo of duplex's own
-//! write (the checksum no longer matches the content), and the next change
-//! carries the vector forward without any trigger or extra write in the user's
-//! transaction. Stored as JSON text (jsonb on PostgreSQL, JSON on MySQL) so a
-//! DBA can read it.
+//! row's version vector, the site and time of the version the applier wrote, and
+//! a crc32 of the row's content as stored. User writes leave the column alone;
+//! no trigger and no extra write in the user's transaction is needed:
+//!
+//! * the source that captures a user write on site S takes the vector from the
+//!   marker column in the row image and sets S's own entry to the write's
+//!   commit position and version time (a [`Dot`]);
+//! * the applier on the peer compares that vector with the target row's
+//!   current one (see `crate::conflict`) and writes the winner's vector.
+//!
+//! A site never needs its own counter for a row it holds locally: it recognises
+//! its own latest version by the version time, which it can read from the row
+//! itself (PostgreSQL: the commit timestamp of the row's `xmin`; MySQL: the
+//! stamp column the server maintains). See docs/architecture.md, "Conflicts".
+//! Stored as JSON text (jsonb on PostgreSQL, JSON on MySQL) so a DBA can read it.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Current version of the marker's JSON layout.
-pub const MARKER_FORMAT_VERSION: u32 = 1;
+pub const MARKER_FORMAT_VERSION: u32 = 2;
 
 /// Default name of the marker column.
 pub const DEFAULT_MARKER_COLUMN: &str = "_duplex";
 
-/// Site id -> counter (the site's commit position of its newest write to the row).
+/// One site's entry in a version vector: the site's commit position of the
+/// newest write of this row that the version has seen (`c`), and that write's
+/// version time in µs since the Unix epoch (`t`, which identifies the version on
+/// its own site). `c == 0` with `t != 0` is a site's own entry in its own
+/// marker when it resolved a conflict over a local version it has not read
+/// back from its log yet: only `t` is known there, and only `t` is needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dot {
+    pub c: u64,
+    pub t: i64,
+}
+
+impl Serialize for Dot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.c, self.t).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dot, D::Error> {
+        // Layout 1 stored a bare counter.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Pair(u64, i64),
+            Counter(u64),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Pair(c, t) => Dot { c, t },
+            Form::Counter(c) => Dot { c, t: 0 },
+        })
+    }
+}
+
+/// Site id -> [`Dot`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct VersionVector(pub BTreeMap<u32, u64>);
+pub struct VersionVector(pub BTreeMap<u32, Dot>);
 
 impl VersionVector {
-    pub fn get(&self, site: u32) -> u64 {
-        self.0.get(&site).copied().unwrap_or(0)
+    pub fn get(&self, site: u32) -> Option<Dot> {
+        self.0.get(&site).copied()
     }
 
-    /// Raise `site`'s entry to `counter` (entries never go down).
-    pub fn advance(&mut self, site: u32, counter: u64) {
-        let entry = self.0.entry(site).or_insert(0);
-        if counter > *entry {
-            *entry = counter;
-        }
+    /// Counter of `site` (0 when absent).
+    pub fn counter(&self, site: u32) -> u64 {
+        self.0.get(&site).map(|d| d.c).unwrap_or(0)
+    }
+
+    /// Replace `site`'s entry.
+    pub fn set(&mut self, site: u32, dot: Dot) {
+        self.0.insert(site, dot);
     }
 
     /// Pointwise maximum.
     pub fn merge(&self, other: &VersionVector) -> VersionVector {
         let mut out = self.clone();
-        for (&site, &counter) in &other.0 {
-            out.advance(site, counter);
+        for (&site, &dot) in &other.0 {
+            let entry = out.0.entry(site).or_insert(dot);
+            // Derived order: by counter, then by time, so merging is
+            // commutative even for inconsistent inputs.
+            *entry = (*entry).max(dot);
         }
         out
     }
 
-    /// `self` has seen everything `other` has.
+    /// `self` has seen everything `other` has (every counter at least as high).
     pub fn dominates(&self, other: &VersionVector) -> bool {
         other
             .0
             .iter()
-            .all(|(&site, &counter)| self.get(site) >= counter)
+            .all(|(&site, dot)| self.counter(site) >= dot.c)
+    }
+}
+
+/// What the marker says about how a row version came to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// An ordinary applied version: never sent back to its origin.
+    #[default]
+    None,
+    /// The applier wrote a version the peer does not have (a conflict settled
+    /// here, a DBA's choice, an owned column kept): the source forwards it to
+    /// the peer although duplex wrote it.
+    Forward,
+    /// The row is about to be deleted by a forwarded delete; this marker only
+    /// carries the vector into the delete's old image and is not forwarded.
+    PreDelete,
+}
+
+impl Resolution {
+    fn is_none(&self) -> bool {
+        *self == Resolution::None
     }
 }
 
@@ -63,14 +131,49 @@ pub struct Marker {
     #[serde(rename = "v")]
     pub format: u32,
     pub vv: VersionVector,
-    /// Site of the newest write.
+    /// Site of this version (the writer, or the site that settled a conflict).
     pub site: u32,
-    /// Commit time of the newest write, microseconds since the Unix epoch.
+    /// This version's time, µs since the Unix epoch: what last-writer-wins
+    /// compares.
     pub ts: i64,
-    /// crc32 of the row's canonical encoding as written (see `canonical::encode`);
-    /// 0 when the source could not know the whole row (key-only replica
-    /// identity and an unchanged TOAST value).
+    /// crc32 of the row's canonical encoding as stored (see
+    /// `canonical::encode`); 0 when the source could not know the whole row
+    /// (key-only replica identity and an unchanged TOAST value).
     pub crc: u32,
+    #[serde(default, rename = "r", skip_serializing_if = "Resolution::is_none")]
+    pub resolution: Resolution,
+    /// Tables under field-level merge only: for each column, the checksum of
+    /// its value and the version (time, site) that set it. See
+    /// `conflict::column_tags`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cols: BTreeMap<String, ColumnTag>,
+}
+
+/// Which version set a column's value: `[crc, site, counter, time]` in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnTag {
+    /// crc32 of the value's canonical encoding.
+    pub crc: u32,
+    /// The version that set the value: its site and that site's dot.
+    pub site: u32,
+    pub dot: Dot,
+}
+
+impl Serialize for ColumnTag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.crc, self.site, self.dot.c, self.dot.t).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ColumnTag, D::Error> {
+        let (crc, site, c, t) = <(u32, u32, u64, i64)>::deserialize(d)?;
+        Ok(ColumnTag {
+            crc,
+            site,
+            dot: Dot { c, t },
+        })
+    }
 }
 
 impl Marker {
@@ -83,36 +186,58 @@ impl Marker {
         }
     }
 
-    /// The marker a captured user write carries to the peer: the vector the
-    /// row held (read from the marker column in the change's new image, else
-    /// its old image; user writes leave that column alone) with `site`'s entry
-    /// advanced to the write's commit-position counter. Invalid JSON in the
-    /// column (someone wrote it by hand) counts as a row never synced.
-    pub fn for_user_write(
-        after_text: Option<&str>,
-        before_text: Option<&str>,
-        site: u32,
-        counter: u64,
-        ts: i64,
-        crc: u32,
-        table: &dyn std::fmt::Display,
-    ) -> Marker {
-        let prior = match Marker::parse(after_text.or(before_text)) {
+    /// Parse, treating invalid JSON (someone wrote the column by hand) as a row
+    /// never synced, with a warning naming the table.
+    pub fn parse_lenient(text: Option<&str>, table: &dyn std::fmt::Display) -> Option<Marker> {
+        match Marker::parse(text) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(table = %table, error = %e, "marker column holds invalid JSON; treating the row as never synced");
                 None
             }
-        };
+        }
+    }
+
+    /// The marker a captured user write carries to the peer: the vector the
+    /// row held (read from the marker column in the change's new image, else
+    /// its old image; user writes leave that column alone) with `site`'s entry
+    /// set to the write's commit-position counter and version time.
+    pub fn for_user_write(
+        after_text: Option<&str>,
+        before_text: Option<&str>,
+        site: u32,
+        dot: Dot,
+        crc: u32,
+        table: &dyn std::fmt::Display,
+    ) -> Marker {
+        let prior = Marker::parse_lenient(after_text.or(before_text), table);
         let mut vv = prior.map(|m| m.vv).unwrap_or_default();
-        vv.advance(site, counter);
+        vv.set(site, dot);
         Marker {
             format: MARKER_FORMAT_VERSION,
             vv,
             site,
-            ts,
+            ts: dot.t,
             crc,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
         }
+    }
+
+    /// For a row written by duplex's applier on `site`: the marker to forward
+    /// when the applier flagged the version for forwarding (see
+    /// [`Resolution::Forward`]), with `site`'s own entry given the counter of
+    /// the transaction that wrote it. `None` for every other applied row.
+    pub fn forwarded(text: Option<&str>, site: u32, counter: u64) -> Option<Marker> {
+        let mut m = Marker::parse(text).ok().flatten()?;
+        if m.resolution != Resolution::Forward {
+            return None;
+        }
+        let mut own = m.vv.get(site).unwrap_or(Dot { c: 0, t: m.ts });
+        own.c = counter;
+        m.vv.set(site, own);
+        m.resolution = Resolution::None;
+        Some(m)
     }
 
     pub fn to_json(&self) -> String {
@@ -124,35 +249,169 @@ impl Marker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn vv(entries: &[(u32, u64, i64)]) -> VersionVector {
+        VersionVector(entries.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect())
+    }
 
     #[test]
     fn json_round_trip() {
-        let mut vv = VersionVector::default();
-        vv.advance(1, 100);
-        vv.advance(2, u64::MAX);
         let m = Marker {
             format: MARKER_FORMAT_VERSION,
-            vv,
+            vv: vv(&[(1, 100, 5), (2, u64::MAX, -3)]),
             site: 2,
             ts: 1_700_000_000_000_000,
             crc: 0xdead_beef,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
         };
         let text = m.to_json();
-        assert_eq!(Marker::parse(Some(&text)).ok().flatten(), Some(m));
+        assert!(!text.contains("\"r\""), "{text}");
+        assert_eq!(Marker::parse(Some(&text)).ok().flatten(), Some(m.clone()));
+        let forwarded = Marker {
+            resolution: Resolution::Forward,
+            ..m
+        };
+        let text = forwarded.to_json();
+        assert!(text.contains("\"r\":\"forward\""), "{text}");
+        assert_eq!(Marker::parse(Some(&text)).ok().flatten(), Some(forwarded));
         assert_eq!(Marker::parse(None).ok().flatten(), None);
         assert!(Marker::parse(Some("not json")).is_err());
     }
 
     #[test]
-    fn vector_dominance_and_merge() {
-        let a = VersionVector([(1, 5), (2, 3)].into_iter().collect());
-        let b = VersionVector([(1, 4), (2, 3)].into_iter().collect());
-        let c = VersionVector([(1, 4), (2, 9)].into_iter().collect());
-        assert!(a.dominates(&b));
-        assert!(!b.dominates(&a));
-        assert!(!a.dominates(&c) && !c.dominates(&a));
-        let m = a.merge(&c);
-        assert!(m.dominates(&a) && m.dominates(&c));
-        assert_eq!(m.get(2), 9);
+    fn layout_1_markers_still_parse() {
+        let m = Marker::parse(Some(
+            r#"{"v":1,"vv":{"1":42,"2":7},"site":1,"ts":9,"crc":3}"#,
+        ))
+        .ok()
+        .flatten()
+        .expect("parses");
+        assert_eq!(m.vv.get(1), Some(Dot { c: 42, t: 0 }));
+        assert_eq!(m.vv.counter(2), 7);
+    }
+
+    #[test]
+    fn user_write_sets_own_entry_and_keeps_the_rest() {
+        let prior = Marker {
+            format: 2,
+            vv: vv(&[(1, 10, 100), (2, 20, 200)]),
+            site: 2,
+            ts: 200,
+            crc: 1,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        }
+        .to_json();
+        let m = Marker::for_user_write(Some(&prior), None, 1, Dot { c: 30, t: 300 }, 9, &"t");
+        assert_eq!(m.vv, vv(&[(1, 30, 300), (2, 20, 200)]));
+        assert_eq!((m.site, m.ts, m.crc), (1, 300, 9));
+    }
+
+    #[test]
+    fn only_flagged_rows_are_forwarded() {
+        let applied = Marker {
+            format: 2,
+            vv: vv(&[(1, 10, 100), (2, 0, 555)]),
+            site: 2,
+            ts: 555,
+            crc: 1,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        };
+        assert_eq!(Marker::forwarded(Some(&applied.to_json()), 2, 77), None);
+        let flagged = Marker {
+            resolution: Resolution::Forward,
+            ..applied.clone()
+        };
+        let m = Marker::forwarded(Some(&flagged.to_json()), 2, 77).expect("forwarded");
+        assert_eq!(m.vv, vv(&[(1, 10, 100), (2, 77, 555)]));
+        assert_eq!(m.resolution, Resolution::None);
+        let pre_delete = Marker {
+            resolution: Resolution::PreDelete,
+            ..applied
+        };
+        assert_eq!(Marker::forwarded(Some(&pre_delete.to_json()), 2, 77), None);
+    }
+
+    /// Vectors whose dots are consistent: a site's counter determines the time
+    /// (as in reality, where a counter is a commit position on that site).
+    fn arb_vector() -> impl Strategy<Value = VersionVector> {
+        prop::collection::btree_map(1u32..5, 0u64..6, 0..5).prop_map(|m| {
+            VersionVector(
+                m.into_iter()
+                    .map(|(s, c)| {
+                        (
+                            s,
+                            Dot {
+                                c,
+                                t: (c as i64) * 1000 + i64::from(s),
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// Missing entries and zero counters mean the same.
+    fn normal(v: &VersionVector) -> VersionVector {
+        VersionVector(
+            v.0.iter()
+                .filter(|(_, d)| d.c > 0)
+                .map(|(&s, &d)| (s, d))
+                .collect(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in arb_vector(), b in arb_vector()) {
+            prop_assert_eq!(a.merge(&b), b.merge(&a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in arb_vector(), b in arb_vector(), c in arb_vector()) {
+            prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in arb_vector(), b in arb_vector()) {
+            prop_assert_eq!(a.merge(&a), a.clone());
+            prop_assert_eq!(a.merge(&b).merge(&b), a.merge(&b));
+        }
+
+        #[test]
+        fn merge_is_the_least_upper_bound(a in arb_vector(), b in arb_vector(), c in arb_vector()) {
+            let m = a.merge(&b);
+            prop_assert!(m.dominates(&a) && m.dominates(&b));
+            if c.dominates(&a) && c.dominates(&b) {
+                prop_assert!(c.dominates(&m));
+            }
+        }
+
+        #[test]
+        fn dominance_is_reflexive(a in arb_vector()) {
+            prop_assert!(a.dominates(&a));
+        }
+
+        #[test]
+        fn dominance_is_antisymmetric(a in arb_vector(), b in arb_vector()) {
+            if a.dominates(&b) && b.dominates(&a) {
+                prop_assert_eq!(normal(&a), normal(&b));
+            }
+        }
+
+        #[test]
+        fn dominance_is_transitive(a in arb_vector(), b in arb_vector(), c in arb_vector()) {
+            // Build a chain so that the premise holds often, not by luck.
+            let ab = a.merge(&b);
+            let abc = ab.merge(&c);
+            prop_assert!(abc.dominates(&ab) && ab.dominates(&a) && abc.dominates(&a));
+            if a.dominates(&b) && b.dominates(&c) {
+                prop_assert!(a.dominates(&c));
+            }
+        }
     }
 }

@@ -674,8 +674,10 @@ impl MysqlSource {
                 after.as_ref().and_then(|a| a.1.as_deref()),
                 before.as_ref().and_then(|b| b.1.as_deref()),
                 self.spec.site_id,
-                position.counter(),
-                commit_time_us,
+                crate::marker::Dot {
+                    c: position.counter(),
+                    t: commit_time_us,
+                },
                 crc,
                 &info.schema.table,
             );

@@ -362,8 +362,10 @@ impl PgSource {
             after.as_ref().and_then(|a| a.1.as_deref()),
             before.as_ref().and_then(|b| b.1.as_deref()),
             self.spec.site_id,
-            position.counter(),
-            commit_time_us,
+            crate::marker::Dot {
+                c: position.counter(),
+                t: commit_time_us,
+            },
             crc,
             &rel.schema.table,
         );

@@ -1,0 +1,1045 @@
+//! Conflict detection and resolution: the stage between the canonical record
+//! and the sink.
+//!
+//! For every incoming change the applier reads the target's current row (or
+//! the tombstone of a row duplex deleted there), compares version vectors, and
+//! [`decide`]s what to write. The decision is a pure function of the two
+//! versions and the table's policy, so both sites of a link, each looking at
+//! the same pair from its own side, reach the same result without talking to
+//! each other. docs/architecture.md ("Conflicts") gives the protocol and why
+//! both sides agree.
+
+pub mod policy;
+
+use std::collections::BTreeMap;
+
+use crate::canonical::encode::{encode_value, row_checksum};
+use crate::canonical::{Op, Row, RowChange, TableSchema, Value};
+use crate::marker::{ColumnTag, Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
+
+pub use policy::{Policy, TablePolicy, Tie};
+
+/// How the target's row was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// By duplex's applier: the marker describes the row's version.
+    Synced,
+    /// By a user, after the marker was written. `t` is the version time the
+    /// site's own change stream reports for that write (PostgreSQL: the commit
+    /// timestamp of the row's xmin; MySQL: the stamp column), `None` when it
+    /// cannot be known (commit timestamps were off when the row was written).
+    User { t: Option<i64> },
+}
+
+/// The target's current row, aligned with the incoming change's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRow {
+    /// Every column present (`Some`).
+    pub row: Row,
+    pub marker: Option<Marker>,
+    pub stamp: Stamp,
+}
+
+/// What a delete applied here left behind: the deleted version's vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub vv: VersionVector,
+    pub site: u32,
+    pub ts: i64,
+}
+
+/// The target's state for one key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Local {
+    Present(LocalRow),
+    Absent(Option<Tombstone>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConflictKind {
+    /// The same key was created on both sides.
+    InsertInsert,
+    /// Both sides changed the row.
+    UpdateUpdate,
+    /// An update arrived for a row deleted here (by an applied delete).
+    UpdateDelete,
+    /// A delete arrived for a row changed here.
+    DeleteUpdate,
+    /// Both sides deleted the row.
+    DeleteDelete,
+    /// An update arrived for a row this side does not have, and duplex never
+    /// deleted here: deleted by a user here, or never arrived.
+    UpdateMissing,
+    /// The row was changed here without that change reaching duplex's change
+    /// stream (its content no longer matches the marker's checksum).
+    UnsyncedLocalEdit,
+}
+
+impl ConflictKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConflictKind::InsertInsert => "insert_insert",
+            ConflictKind::UpdateUpdate => "update_update",
+            ConflictKind::UpdateDelete => "update_delete",
+            ConflictKind::DeleteUpdate => "delete_update",
+            ConflictKind::DeleteDelete => "delete_delete",
+            ConflictKind::UpdateMissing => "update_missing",
+            ConflictKind::UnsyncedLocalEdit => "unsynced_local_edit",
+        }
+    }
+
+    pub const ALL: [ConflictKind; 7] = [
+        ConflictKind::InsertInsert,
+        ConflictKind::UpdateUpdate,
+        ConflictKind::UpdateDelete,
+        ConflictKind::DeleteUpdate,
+        ConflictKind::DeleteDelete,
+        ConflictKind::UpdateMissing,
+        ConflictKind::UnsyncedLocalEdit,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The incoming version replaced the local one.
+    IncomingApplied,
+    /// The local version stays; the incoming one is recorded here.
+    LocalKept,
+    /// Column by column: both sides' changes kept.
+    Merged,
+    /// Manual policy: the incoming version waits for a DBA.
+    Parked,
+    /// A row deleted here came back with the incoming update (a write beats a
+    /// concurrent delete).
+    Recreated,
+    /// Nothing to do: the row was already gone.
+    AlreadyDeleted,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::IncomingApplied => "incoming_applied",
+            Outcome::LocalKept => "local_kept",
+            Outcome::Merged => "merged",
+            Outcome::Parked => "parked",
+            Outcome::Recreated => "recreated",
+            Outcome::AlreadyDeleted => "already_deleted",
+        }
+    }
+}
+
+/// One side of a conflict, for the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// The row (`None`: deleted).
+    pub row: Option<Row>,
+    pub vv: VersionVector,
+    pub site: u32,
+    pub ts: i64,
+}
+
+/// A detected conflict and how it was settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub kind: ConflictKind,
+    pub policy: &'static str,
+    pub outcome: Outcome,
+    pub local: VersionInfo,
+    pub incoming: VersionInfo,
+}
+
+/// What the applier does for one incoming change.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The change to apply (its op is what to do on the target: an incoming
+    /// insert of a row that exists becomes an update, an update of a row that
+    /// is gone becomes an insert); `None` to write nothing.
+    pub write: Option<RowChange>,
+    pub conflicts: Vec<Conflict>,
+    /// The incoming change was older than what the target has (no conflict).
+    pub stale: bool,
+    /// The target's state for the key after `write`.
+    pub next: Local,
+    /// For a delete: the tombstone to record (for an insert or update the
+    /// key's tombstone, if any, is removed).
+    pub tombstone: Option<Tombstone>,
+}
+
+/// The local version's vector, site and time. `known` is false when the row
+/// was written by a user at a time that cannot be read back.
+struct LocalVersion {
+    vv: VersionVector,
+    site: u32,
+    ts: i64,
+    known: bool,
+}
+
+fn local_version(me: u32, local: &LocalRow) -> LocalVersion {
+    let marker_vv = local
+        .marker
+        .as_ref()
+        .map(|m| m.vv.clone())
+        .unwrap_or_default();
+    match local.stamp {
+        Stamp::Synced => match &local.marker {
+            Some(m) => LocalVersion {
+                vv: m.vv.clone(),
+                site: m.site,
+                ts: m.ts,
+                known: true,
+            },
+            None => LocalVersion {
+                vv: VersionVector::default(),
+                site: me,
+                ts: 0,
+                known: true,
+            },
+        },
+        Stamp::User { t } => {
+            let mut vv = marker_vv;
+            let t_known = t.unwrap_or(i64::MIN);
+            vv.set(me, Dot { c: 0, t: t_known });
+            LocalVersion {
+                vv,
+                site: me,
+                ts: t.unwrap_or(0),
+                known: t.is_some(),
+            }
+        }
+    }
+}
+
+/// Has a version with vector `incoming` seen this site's own version `own`?
+/// A site's counters for its own rows are not known locally; its versions are
+/// recognised by their time, which the peer carries in its vector.
+fn own_seen(incoming: Option<Dot>, own: Dot, known: bool) -> bool {
+    if !known {
+        // The local write's time is unknown: only a counter proves anything,
+        // and a user write newer than the marker has none here.
+        return false;
+    }
+    if own.c == 0 && own.t == 0 {
+        return true;
+    }
+    match incoming {
+        Some(x) => x.t == own.t || (own.c > 0 && x.c >= own.c),
+        None => false,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The incoming version has seen the local one (and more).
+    IncomingNewer,
+    /// The local version has seen the incoming one (or they are the same).
+    LocalNewer,
+    Concurrent,
+}
+
+fn compare(me: u32, incoming: &VersionVector, local: &VersionVector, known: bool) -> Order {
+    let incoming_covers = local.0.iter().all(|(&site, &dot)| {
+        if site == me {
+            own_seen(incoming.get(me), dot, known)
+        } else {
+            incoming.counter(site) >= dot.c
+        }
+    });
+    // The local side has seen every version of its own that a peer can know of.
+    let local_covers = incoming
+        .0
+        .iter()
+        .all(|(&site, dot)| site == me || local.counter(site) >= dot.c);
+    match (incoming_covers, local_covers) {
+        (_, true) => Order::LocalNewer,
+        (true, false) => Order::IncomingNewer,
+        (false, false) => Order::Concurrent,
+    }
+}
+
+/// The vector of a version that has seen both: pointwise maximum, except that
+/// this site's own entry stays the local one (its time identifies the local
+/// version; a peer's entry for this site can only be older).
+fn merged_vv(me: u32, incoming: &VersionVector, local: &VersionVector) -> VersionVector {
+    let mut out = incoming.merge(local);
+    if let Some(own) = local.get(me) {
+        out.set(me, own);
+    }
+    out
+}
+
+/// Last-writer-wins between (time, site) pairs: the later time wins, a tie
+/// goes to the higher site id. Identical pairs are the same version.
+fn incoming_wins_lww(incoming: (i64, u32), local: (i64, u32)) -> bool {
+    incoming > local
+}
+
+fn incoming_wins_tie(tie: Tie, incoming: (i64, u32), local: (i64, u32)) -> bool {
+    match tie {
+        Tie::LastWriterWins => incoming_wins_lww(incoming, local),
+        Tie::SitePriority(p) => {
+            if incoming.1 == p && local.1 != p {
+                true
+            } else if local.1 == p && incoming.1 != p {
+                false
+            } else {
+                incoming_wins_lww(incoming, local)
+            }
+        }
+    }
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    encode_value(a, &mut x);
+    encode_value(b, &mut y);
+    x == y
+}
+
+/// `after` with the columns it does not carry (PostgreSQL's unchanged TOAST
+/// values) taken from `fallback`.
+fn filled(after: &Row, fallback: Option<&Row>) -> Row {
+    Row(after
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.clone()
+                .or_else(|| fallback.and_then(|f| f.0.get(i).cloned().flatten()))
+        })
+        .collect())
+}
+
+fn complete(row: &Row) -> bool {
+    row.0.iter().all(Option::is_some)
+}
+
+fn checksum(schema: &TableSchema, row: &Row) -> u32 {
+    row_checksum(schema, row).unwrap_or(0)
+}
+
+/// Decide what to do with `change` given the target's state for its key.
+/// `me` is the target site; `now_us` is used only for versions this side
+/// creates (a kept owned column that must flow back).
+pub fn decide(
+    me: u32,
+    policy: &TablePolicy,
+    change: &RowChange,
+    local: &Local,
+    now_us: i64,
+) -> Decision {
+    let schema = &change.table;
+    let inc = &change.marker;
+    let incoming_info = || VersionInfo {
+        row: change.after.clone(),
+        vv: inc.vv.clone(),
+        site: inc.site,
+        ts: inc.ts,
+    };
+    let policy_name = policy.policy.name();
+    let mut conflicts = Vec::new();
+
+    match local {
+        Local::Present(lr) => {
+            let lv = local_version(me, lr);
+            let local_info = || VersionInfo {
+                row: Some(lr.row.clone()),
+                vv: lv.vv.clone(),
+                site: lv.site,
+                ts: lv.ts,
+            };
+            // Content changed behind duplex's back (outside the change stream).
+            if lr.stamp == Stamp::Synced {
+                if let Some(m) = &lr.marker {
+                    if m.crc != 0 && checksum(schema, &lr.row) != m.crc {
+                        conflicts.push(Conflict {
+                            kind: ConflictKind::UnsyncedLocalEdit,
+                            policy: policy_name,
+                            outcome: Outcome::IncomingApplied,
+                            local: local_info(),
+                            incoming: incoming_info(),
+                        });
+                    }
+                }
+            }
+            let order = compare(me, &inc.vv, &lv.vv, lv.known);
+            let vv = merged_vv(me, &inc.vv, &lv.vv);
+            match (change.op, order) {
+                (_, Order::LocalNewer) => {
+                    for c in &mut conflicts {
+                        c.outcome = Outcome::LocalKept;
+                    }
+                    Decision {
+                        write: None,
+                        conflicts,
+                        stale: true,
+                        next: local.clone(),
+                        tombstone: None,
+                    }
+                }
+                (Op::Delete, Order::IncomingNewer) => {
+                    delete_decision(me, change, lr, vv, inc, conflicts)
+                }
+                (Op::Delete, Order::Concurrent) => {
+                    // A write beats a concurrent delete: the deleting side
+                    // receives this row as an update for a row it no longer
+                    // has and recreates it, so both keep the row. Manual
+                    // parks the delete for a DBA instead.
+                    let outcome = if policy.policy == Policy::Manual {
+                        Outcome::Parked
+                    } else {
+                        Outcome::LocalKept
+                    };
+                    conflicts.push(Conflict {
+                        kind: ConflictKind::DeleteUpdate,
+                        policy: policy_name,
+                        outcome,
+                        local: local_info(),
+                        incoming: VersionInfo {
+                            row: None,
+                            ..incoming_info()
+                        },
+                    });
+                    if outcome == Outcome::Parked {
+                        return Decision {
+                            write: None,
+                            conflicts,
+                            stale: false,
+                            next: local.clone(),
+                            tombstone: None,
+                        };
+                    }
+                    // The kept row becomes a new version that has seen the
+                    // delete, forwarded to the deleting side: that side may
+                    // already have recreated the row from an older update of
+                    // ours (it no longer knows what it had deleted), and must
+                    // end with exactly this content.
+                    let ts = now_us
+                        .max(lv.ts.saturating_add(1))
+                        .max(inc.ts.saturating_add(1));
+                    let mut vv = vv;
+                    vv.set(me, Dot { c: 0, t: ts });
+                    let marker = Marker {
+                        format: MARKER_FORMAT_VERSION,
+                        vv,
+                        site: me,
+                        ts,
+                        crc: checksum(schema, &lr.row),
+                        resolution: Resolution::Forward,
+                        cols: BTreeMap::new(),
+                    };
+                    keep_local(me, policy, change, lr, marker, conflicts)
+                }
+                (_, Order::IncomingNewer) => {
+                    let Some(after) = change.after.as_ref() else {
+                        return pass_through(change, local, conflicts);
+                    };
+                    let row = filled(after, Some(&lr.row));
+                    let marker = Marker {
+                        format: MARKER_FORMAT_VERSION,
+                        vv,
+                        site: inc.site,
+                        ts: inc.ts,
+                        crc: 0,
+                        resolution: Resolution::None,
+                        cols: BTreeMap::new(),
+                    };
+                    let tags = incoming_tags(change);
+                    write_row(
+                        me,
+                        policy,
+                        change,
+                        Some(lr),
+                        row,
+                        marker,
+                        tags,
+                        false,
+                        conflicts,
+                        now_us,
+                    )
+                }
+                (op, Order::Concurrent) => {
+                    let Some(after) = change.after.as_ref() else {
+                        return pass_through(change, local, conflicts);
+                    };
+                    let incoming_row = filled(after, Some(&lr.row));
+                    let kind = if op == Op::Insert {
+                        ConflictKind::InsertInsert
+                    } else {
+                        ConflictKind::UpdateUpdate
+                    };
+                    let inc_pair = (inc.ts, inc.site);
+                    let loc_pair = (lv.ts, lv.site);
+                    let mut record = Conflict {
+                        kind,
+                        policy: policy_name,
+                        outcome: Outcome::LocalKept,
+                        local: local_info(),
+                        incoming: VersionInfo {
+                            row: Some(incoming_row.clone()),
+                            ..incoming_info()
+                        },
+                    };
+                    let merged_tags: Option<Vec<Setter>>;
+                    let (row, site, ts, outcome) = match policy.policy {
+                        Policy::Manual => {
+                            record.outcome = Outcome::Parked;
+                            conflicts.push(record);
+                            return Decision {
+                                write: None,
+                                conflicts,
+                                stale: false,
+                                next: local.clone(),
+                                tombstone: None,
+                            };
+                        }
+                        Policy::LastWriterWins | Policy::SitePriority(_) => {
+                            let tie = match policy.policy {
+                                Policy::SitePriority(p) => Tie::SitePriority(p),
+                                _ => Tie::LastWriterWins,
+                            };
+                            if incoming_wins_tie(tie, inc_pair, loc_pair) {
+                                merged_tags = Some(incoming_tags(change));
+                                (incoming_row, inc.site, inc.ts, Outcome::IncomingApplied)
+                            } else {
+                                merged_tags = Some(local_tags(me, schema, lr));
+                                (lr.row.clone(), lv.site, lv.ts, Outcome::LocalKept)
+                            }
+                        }
+                        Policy::FieldMerge { tie } => {
+                            // Per column, the value whose tag (the version that
+                            // set it) wins the tie rule: a last-writer-wins (or
+                            // site-priority) register per column, which gives the
+                            // same result in any order of delivery.
+                            let lt = local_tags(me, schema, lr);
+                            let it = incoming_tags(change);
+                            let mut merged = Row(Vec::with_capacity(lt.len()));
+                            let mut tags = Vec::with_capacity(lt.len());
+                            for i in 0..lt.len() {
+                                // Causality first: a column set by a version the
+                                // other side has seen is superseded by it; only
+                                // concurrent setters go to the tie rule.
+                                let inc_saw = has_seen(me, &inc.vv, false, lt[i]);
+                                let loc_saw = has_seen(me, &lv.vv, true, it[i]);
+                                let take_incoming = if lt[i] == it[i] {
+                                    false
+                                } else if inc_saw != loc_saw {
+                                    inc_saw
+                                } else {
+                                    incoming_wins_tie(
+                                        tie,
+                                        (it[i].1.t, it[i].0),
+                                        (lt[i].1.t, lt[i].0),
+                                    )
+                                };
+                                if take_incoming {
+                                    merged.0.push(incoming_row.0[i].clone());
+                                    tags.push(it[i]);
+                                } else {
+                                    merged.0.push(lr.row.0[i].clone());
+                                    tags.push(lt[i]);
+                                }
+                            }
+                            merged_tags = Some(tags);
+                            // The merged version's time and site: the later of the
+                            // two, identical on both sides.
+                            let (ts, site) = inc_pair.max(loc_pair);
+                            let outcome = if rows_equal(schema, &merged, &incoming_row) {
+                                Outcome::IncomingApplied
+                            } else if rows_equal(schema, &merged, &lr.row) {
+                                Outcome::LocalKept
+                            } else {
+                                Outcome::Merged
+                            };
+                            (merged, site, ts, outcome)
+                        }
+                    };
+                    record.outcome = outcome;
+                    conflicts.push(record);
+                    let tags = merged_tags.unwrap_or_else(|| local_tags(me, schema, lr));
+                    let marker = Marker {
+                        format: MARKER_FORMAT_VERSION,
+                        vv,
+                        site,
+                        ts,
+                        crc: 0,
+                        resolution: Resolution::None,
+                        cols: BTreeMap::new(),
+                    };
+                    write_row(
+                        me,
+                        policy,
+                        change,
+                        Some(lr),
+                        row,
+                        marker,
+                        tags,
+                        false,
+                        conflicts,
+                        now_us,
+                    )
+                }
+            }
+        }
+        Local::Absent(tombstone) => {
+            let order = tombstone
+                .as_ref()
+                .map(|t| compare(me, &inc.vv, &t.vv, true));
+            if order == Some(Order::LocalNewer) {
+                // The delete applied here had seen this change.
+                return Decision {
+                    write: None,
+                    conflicts,
+                    stale: true,
+                    next: local.clone(),
+                    tombstone: None,
+                };
+            }
+            let local_info = || VersionInfo {
+                row: None,
+                vv: tombstone.as_ref().map(|t| t.vv.clone()).unwrap_or_default(),
+                site: tombstone.as_ref().map(|t| t.site).unwrap_or(me),
+                ts: tombstone.as_ref().map(|t| t.ts).unwrap_or(0),
+            };
+            let vv = match tombstone {
+                Some(t) => merged_vv(me, &inc.vv, &t.vv),
+                None => inc.vv.clone(),
+            };
+            match change.op {
+                Op::Delete => {
+                    if order != Some(Order::IncomingNewer) {
+                        conflicts.push(Conflict {
+                            kind: ConflictKind::DeleteDelete,
+                            policy: policy_name,
+                            outcome: Outcome::AlreadyDeleted,
+                            local: local_info(),
+                            incoming: VersionInfo {
+                                row: None,
+                                ..incoming_info()
+                            },
+                        });
+                    }
+                    Decision {
+                        write: None,
+                        conflicts,
+                        stale: false,
+                        next: Local::Absent(Some(Tombstone {
+                            vv: vv.clone(),
+                            site: inc.site,
+                            ts: inc.ts,
+                        })),
+                        tombstone: Some(Tombstone {
+                            vv,
+                            site: inc.site,
+                            ts: inc.ts,
+                        }),
+                    }
+                }
+                Op::Insert | Op::Update => {
+                    let Some(after) = change.after.as_ref() else {
+                        return pass_through(change, local, conflicts);
+                    };
+                    let row = filled(after, change.before.as_ref());
+                    if change.op == Op::Update {
+                        let kind = if tombstone.is_some() {
+                            ConflictKind::UpdateDelete
+                        } else {
+                            ConflictKind::UpdateMissing
+                        };
+                        let outcome = if policy.policy == Policy::Manual {
+                            Outcome::Parked
+                        } else {
+                            Outcome::Recreated
+                        };
+                        if order != Some(Order::IncomingNewer) || tombstone.is_none() {
+                            conflicts.push(Conflict {
+                                kind,
+                                policy: policy_name,
+                                outcome,
+                                local: local_info(),
+                                incoming: VersionInfo {
+                                    row: Some(row.clone()),
+                                    ..incoming_info()
+                                },
+                            });
+                            if outcome == Outcome::Parked {
+                                return Decision {
+                                    write: None,
+                                    conflicts,
+                                    stale: false,
+                                    next: local.clone(),
+                                    tombstone: None,
+                                };
+                            }
+                        }
+                    }
+                    let marker = Marker {
+                        format: MARKER_FORMAT_VERSION,
+                        vv,
+                        site: inc.site,
+                        ts: inc.ts,
+                        crc: 0,
+                        resolution: Resolution::None,
+                        cols: BTreeMap::new(),
+                    };
+                    let tags = incoming_tags(change);
+                    // Field merge needs the row's creator to hold a marker
+                    // (column tags) too: an inserted row comes back to it once.
+                    let forward = change.op == Op::Insert
+                        && matches!(policy.policy, Policy::FieldMerge { .. });
+                    write_row(
+                        me, policy, change, None, row, marker, tags, forward, conflicts, now_us,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// crc32 of one value's canonical encoding.
+fn value_crc(v: Option<&Value>) -> u32 {
+    let mut out = Vec::new();
+    if let Some(v) = v {
+        encode_value(v, &mut out);
+    }
+    crc32fast::hash(&out)
+}
+
+/// The version that set a column: its site and dot.
+type Setter = (u32, Dot);
+
+/// Column tags of a row written by a user on `site` with `dot`, given the
+/// marker the row held: a column whose value still has the checksum the marker
+/// recorded keeps that tag; every other column was set by a user write since,
+/// and is tagged with this one. The source computes this for the version it
+/// sends, and the site itself computes the same for its unsynced local row
+/// (knowing only the version time), so both sides see the same tags.
+pub fn column_tags(
+    schema: &TableSchema,
+    row: &Row,
+    prior: Option<&Marker>,
+    site: u32,
+    dot: Dot,
+) -> BTreeMap<String, ColumnTag> {
+    let tags = user_tags(schema, row, prior, site, dot);
+    tag_map(schema, row, &tags)
+}
+
+fn user_tags(
+    schema: &TableSchema,
+    row: &Row,
+    prior: Option<&Marker>,
+    site: u32,
+    dot: Dot,
+) -> Vec<Setter> {
+    schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let crc = value_crc(row.0.get(i).and_then(Option::as_ref));
+            match prior.and_then(|m| m.cols.get(&c.name)) {
+                Some(tag) if tag.crc == crc => (tag.site, tag.dot),
+                _ => (site, dot),
+            }
+        })
+        .collect()
+}
+
+fn tag_map(schema: &TableSchema, row: &Row, tags: &[Setter]) -> BTreeMap<String, ColumnTag> {
+    schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (site, dot) = tags.get(i).copied().unwrap_or_default();
+            (
+                c.name.clone(),
+                ColumnTag {
+                    crc: value_crc(row.0.get(i).and_then(Option::as_ref)),
+                    site,
+                    dot,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The local row's column tags.
+fn local_tags(me: u32, schema: &TableSchema, lr: &LocalRow) -> Vec<Setter> {
+    match (lr.stamp, &lr.marker) {
+        (Stamp::Synced, Some(m)) => schema
+            .columns
+            .iter()
+            .map(|c| {
+                m.cols
+                    .get(&c.name)
+                    .map(|t| (t.site, t.dot))
+                    .unwrap_or((m.site, m.vv.get(m.site).unwrap_or_default()))
+            })
+            .collect(),
+        (Stamp::Synced, None) => vec![(me, Dot::default()); schema.columns.len()],
+        (Stamp::User { t }, m) => user_tags(
+            schema,
+            &lr.row,
+            m.as_ref(),
+            me,
+            Dot {
+                c: 0,
+                t: t.unwrap_or(0),
+            },
+        ),
+    }
+}
+
+/// The incoming version's column tags (a version from a source that did not
+/// tag columns counts as having set all of them).
+fn incoming_tags(change: &RowChange) -> Vec<Setter> {
+    let m = &change.marker;
+    let own = m.vv.get(m.site).unwrap_or(Dot { c: 0, t: m.ts });
+    change
+        .table
+        .columns
+        .iter()
+        .map(|c| {
+            m.cols
+                .get(&c.name)
+                .map(|t| (t.site, t.dot))
+                .unwrap_or((m.site, own))
+        })
+        .collect()
+}
+
+/// Has a version with vector `vv`, seen from site `me`, seen the version
+/// `setter`? `vv_is_local` when `vv` is this site's own row.
+fn has_seen(me: u32, vv: &VersionVector, vv_is_local: bool, setter: Setter) -> bool {
+    let (site, dot) = setter;
+    if dot.c == 0 && dot.t == 0 {
+        return true;
+    }
+    if site == me {
+        // A site has seen all its own versions; a peer's vector shows it by
+        // the version time (this site's counters are not known here).
+        vv_is_local || own_seen(vv.get(me), dot, true)
+    } else {
+        vv.counter(site) >= dot.c
+    }
+}
+
+fn rows_equal(schema: &TableSchema, a: &Row, b: &Row) -> bool {
+    (0..schema.columns.len()).all(|i| match (a.0.get(i), b.0.get(i)) {
+        (Some(Some(x)), Some(Some(y))) => same_value(x, y),
+        (Some(None), Some(None)) => true,
+        _ => false,
+    })
+}
+
+/// A change the decision cannot reason about (no new image): applied as it
+/// came, as before conflict detection existed.
+fn pass_through(change: &RowChange, local: &Local, conflicts: Vec<Conflict>) -> Decision {
+    Decision {
+        write: Some(change.clone()),
+        conflicts,
+        stale: false,
+        next: local.clone(),
+        tombstone: None,
+    }
+}
+
+fn delete_decision(
+    _me: u32,
+    change: &RowChange,
+    lr: &LocalRow,
+    vv: VersionVector,
+    inc: &Marker,
+    conflicts: Vec<Conflict>,
+) -> Decision {
+    let tombstone = Tombstone {
+        vv,
+        site: inc.site,
+        ts: inc.ts,
+    };
+    let mut write = change.clone();
+    write.before = Some(lr.row.clone());
+    Decision {
+        write: Some(write),
+        conflicts,
+        stale: false,
+        next: Local::Absent(Some(tombstone.clone())),
+        tombstone: Some(tombstone),
+    }
+}
+
+/// Keep the local content and record `marker` (the local version having seen
+/// the incoming one) without changing any column but the marker.
+fn keep_local(
+    me: u32,
+    policy: &TablePolicy,
+    change: &RowChange,
+    lr: &LocalRow,
+    mut marker: Marker,
+    conflicts: Vec<Conflict>,
+) -> Decision {
+    let schema = &change.table;
+    if matches!(policy.policy, Policy::FieldMerge { .. }) {
+        marker.cols = tag_map(schema, &lr.row, &local_tags(me, schema, lr));
+    }
+    // Only the key columns are carried: the sink writes the columns present in
+    // the after image, and an unchanged key is never SET.
+    let key_only = Row(lr
+        .row
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if schema.key.contains(&i) {
+                v.clone()
+            } else {
+                None
+            }
+        })
+        .collect());
+    let next = Local::Present(LocalRow {
+        row: lr.row.clone(),
+        marker: Some(marker.clone()),
+        stamp: Stamp::Synced,
+    });
+    Decision {
+        write: Some(RowChange {
+            table: change.table.clone(),
+            op: Op::Update,
+            before: Some(lr.row.clone()),
+            after: Some(key_only),
+            marker,
+        }),
+        conflicts,
+        stale: false,
+        next,
+        tombstone: None,
+    }
+}
+
+/// Write `row` as the key's new version (with column ownership applied), as an
+/// update when the target has the row and an insert when it does not.
+#[allow(clippy::too_many_arguments)]
+fn write_row(
+    me: u32,
+    policy: &TablePolicy,
+    change: &RowChange,
+    local: Option<&LocalRow>,
+    mut row: Row,
+    mut marker: Marker,
+    mut tags: Vec<Setter>,
+    mut forward: bool,
+    conflicts: Vec<Conflict>,
+    now_us: i64,
+) -> Decision {
+    let schema = &change.table;
+    let local_tag_list = local.map(|lr| local_tags(me, schema, lr));
+    for (column, &owner) in &policy.owners {
+        let Some(i) = schema.column_index(column) else {
+            continue;
+        };
+        let incoming_value = change
+            .after
+            .as_ref()
+            .and_then(|a| a.0.get(i).cloned().flatten());
+        if owner == me {
+            if let Some(lr) = local {
+                let kept = lr.row.0[i].clone();
+                if let (Some(k), Some(x)) = (&kept, &incoming_value) {
+                    if !same_value(k, x) {
+                        // The peer holds a value its site may not write: this
+                        // version must flow back so the peer takes ours.
+                        forward = true;
+                    }
+                }
+                row.0[i] = kept;
+                if let Some(lt) = &local_tag_list {
+                    tags[i] = lt[i];
+                }
+            }
+        } else if owner == change.marker.site {
+            if let Some(x) = incoming_value {
+                row.0[i] = Some(x);
+                tags[i] = incoming_tags(change)[i];
+            }
+        }
+    }
+    if !complete(&row) {
+        // A column's value is unknown (an unchanged TOAST value of a row this
+        // side does not have): write what is known, as the change came.
+        return pass_through(
+            change,
+            &local
+                .cloned()
+                .map(Local::Present)
+                .unwrap_or(Local::Absent(None)),
+            conflicts,
+        );
+    }
+    if forward {
+        let ts = now_us.max(marker.ts.saturating_add(1)).max(
+            local
+                .map(|l| local_version(me, l).ts.saturating_add(1))
+                .unwrap_or(i64::MIN),
+        );
+        marker.site = me;
+        marker.ts = ts;
+        marker.vv.set(me, Dot { c: 0, t: ts });
+        marker.resolution = Resolution::Forward;
+    }
+    marker.crc = checksum(schema, &row);
+    if matches!(policy.policy, Policy::FieldMerge { .. }) {
+        marker.cols = tag_map(schema, &row, &tags);
+    }
+    let unchanged = local.is_some_and(|lr| {
+        rows_equal(schema, &lr.row, &row)
+            && lr.marker.as_ref() == Some(&marker)
+            && lr.stamp == Stamp::Synced
+    });
+    let next = Local::Present(LocalRow {
+        row: row.clone(),
+        marker: Some(marker.clone()),
+        stamp: Stamp::Synced,
+    });
+    if unchanged {
+        return Decision {
+            write: None,
+            conflicts,
+            stale: false,
+            next,
+            tombstone: None,
+        };
+    }
+    let write = match local {
+        Some(lr) => RowChange {
+            table: change.table.clone(),
+            op: Op::Update,
+            // The target's row is found by the key it has now.
+            before: Some(lr.row.clone()),
+            after: Some(row),
+            marker,
+        },
+        None => RowChange {
+            table: change.table.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(row),
+            marker,
+        },
+    };
+    Decision {
+        write: Some(write),
+        conflicts,
+        stale: false,
+        next,
+        tombstone: None,
+    }
+}
+
+/// Policy summary for counters: conflicts by (table, kind).
+pub type ConflictCounts = BTreeMap<(String, ConflictKind), u64>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,638 @@
+//! The decision function on its own, and a two-site model: random user writes
+//! on both sides, changes delivered in random interleavings, both sides
+//! deciding with [`decide`] exactly as the appliers do. At quiescence both
+//! sides must hold the same rows.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::canonical::encode::row_checksum;
+use crate::canonical::{ColumnSchema, TableName};
+
+fn schema() -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        table: TableName::new("public", "t"),
+        columns: ["id", "a", "b"]
+            .iter()
+            .map(|n| ColumnSchema {
+                name: (*n).into(),
+                type_name: "integer".into(),
+            })
+            .collect(),
+        key: vec![0],
+    })
+}
+
+fn row(id: i64, a: i64, b: i64) -> Row {
+    Row(vec![
+        Some(Value::Int(id)),
+        Some(Value::Int(a)),
+        Some(Value::Int(b)),
+    ])
+}
+
+/// One site of the model.
+#[derive(Default, Clone)]
+struct Site {
+    id: u32,
+    /// The table is under field merge: the source tags columns.
+    field_merge: bool,
+    rows: BTreeMap<i64, LocalRow>,
+    tombstones: BTreeMap<i64, Tombstone>,
+    /// The site's commit-position counter.
+    counter: u64,
+    /// Captured changes not yet delivered to the peer.
+    outbox: VecDeque<RowChange>,
+    conflicts: Vec<Conflict>,
+}
+
+impl Site {
+    fn new(id: u32) -> Site {
+        Site {
+            id,
+            ..Site::default()
+        }
+    }
+
+    fn next_dot(&mut self, t: i64) -> Dot {
+        self.counter += 10;
+        Dot { c: self.counter, t }
+    }
+
+    /// What the source captures for a user write: the marker column's vector
+    /// with the own entry set.
+    fn capture(&mut self, op: Op, before: Option<&LocalRow>, after: Option<Row>, t: i64) {
+        let dot = self.next_dot(t);
+        let s = schema();
+        let crc = after
+            .as_ref()
+            .and_then(|a| row_checksum(&s, a))
+            .unwrap_or(0);
+        let prior = before.and_then(|b| b.marker.as_ref()).map(|m| m.to_json());
+        let mut marker = Marker::for_user_write(prior.as_deref(), None, self.id, dot, crc, &"t");
+        if self.field_merge {
+            if let Some(a) = &after {
+                marker.cols =
+                    column_tags(&s, a, before.and_then(|b| b.marker.as_ref()), self.id, dot);
+            }
+        }
+        self.outbox.push_back(RowChange {
+            table: s,
+            op,
+            before: before.map(|b| b.row.clone()),
+            after,
+            marker,
+        });
+    }
+
+    fn user_insert(&mut self, id: i64, a: i64, b: i64, t: i64) {
+        if self.rows.contains_key(&id) {
+            return;
+        }
+        let r = row(id, a, b);
+        self.rows.insert(
+            id,
+            LocalRow {
+                row: r.clone(),
+                marker: None,
+                stamp: Stamp::User { t: Some(t) },
+            },
+        );
+        self.capture(Op::Insert, None, Some(r), t);
+    }
+
+    /// Set column `col` (1 = a, 2 = b) to `value`.
+    fn user_update(&mut self, id: i64, col: usize, value: i64, t: i64) {
+        let Some(old) = self.rows.get(&id).cloned() else {
+            return;
+        };
+        let mut r = old.row.clone();
+        r.0[col] = Some(Value::Int(value));
+        if r == old.row {
+            // The server writes no new version for a no-op (MySQL logs none).
+            return;
+        }
+        self.rows.insert(
+            id,
+            LocalRow {
+                row: r.clone(),
+                marker: old.marker.clone(),
+                stamp: Stamp::User { t: Some(t) },
+            },
+        );
+        self.capture(Op::Update, Some(&old), Some(r), t);
+    }
+
+    fn user_delete(&mut self, id: i64, t: i64) {
+        let Some(old) = self.rows.remove(&id) else {
+            return;
+        };
+        self.capture(Op::Delete, Some(&old), None, t);
+    }
+
+    /// The applier on this site takes one change from the peer.
+    fn apply(&mut self, change: &RowChange, policy: &TablePolicy, now: i64) {
+        let id = match change
+            .before
+            .as_ref()
+            .or(change.after.as_ref())
+            .and_then(|r| r.0[0].clone())
+        {
+            Some(Value::Int(i)) => i,
+            _ => panic!("no key"),
+        };
+        let local = match self.rows.get(&id) {
+            Some(r) => Local::Present(r.clone()),
+            None => Local::Absent(self.tombstones.get(&id).cloned()),
+        };
+        let d = decide(self.id, policy, change, &local, now);
+        self.conflicts.extend(d.conflicts.iter().cloned());
+        match &d.next {
+            Local::Present(r) => {
+                self.rows.insert(id, r.clone());
+                self.tombstones.remove(&id);
+            }
+            Local::Absent(t) => {
+                self.rows.remove(&id);
+                if let Some(t) = t {
+                    self.tombstones.insert(id, t.clone());
+                }
+            }
+        }
+        // A version flagged for forwarding is captured by this site's source
+        // although the applier wrote it.
+        if let Some(w) = &d.write {
+            if w.marker.resolution == Resolution::Forward {
+                let dot = self.next_dot(w.marker.ts);
+                let fwd = Marker::forwarded(Some(&w.marker.to_json()), self.id, dot.c)
+                    .expect("flagged marker forwards");
+                let after = match &d.next {
+                    Local::Present(r) => Some(r.row.clone()),
+                    Local::Absent(_) => None,
+                };
+                self.outbox.push_back(RowChange {
+                    table: schema(),
+                    op: w.op,
+                    before: w.before.clone(),
+                    after,
+                    marker: fwd,
+                });
+            }
+        }
+    }
+
+    fn content(&self) -> BTreeMap<i64, Row> {
+        self.rows.iter().map(|(k, v)| (*k, v.row.clone())).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Insert {
+        site: bool,
+        id: i64,
+        a: i64,
+    },
+    Update {
+        site: bool,
+        id: i64,
+        col: usize,
+        value: i64,
+    },
+    Delete {
+        site: bool,
+        id: i64,
+    },
+    Deliver {
+        to_second: bool,
+        n: usize,
+    },
+}
+
+fn arb_action(keys: i64, deletes: bool, col_per_site: bool) -> impl Strategy<Value = Action> {
+    let insert =
+        (any::<bool>(), 0..keys, 0i64..5).prop_map(|(site, id, a)| Action::Insert { site, id, a });
+    let update =
+        (any::<bool>(), 0..keys, 1usize..3, 0i64..5).prop_map(move |(site, id, col, value)| {
+            // Field-merge runs: site 1 writes only `a`, site 2 only `b`.
+            let col = if col_per_site {
+                if site {
+                    2
+                } else {
+                    1
+                }
+            } else {
+                col
+            };
+            Action::Update {
+                site,
+                id,
+                col,
+                value,
+            }
+        });
+    let delete = (any::<bool>(), 0..keys).prop_map(|(site, id)| Action::Delete { site, id });
+    let deliver =
+        (any::<bool>(), 1usize..4).prop_map(|(to_second, n)| Action::Deliver { to_second, n });
+    if deletes {
+        prop_oneof![2 => insert, 4 => update, 1 => delete, 4 => deliver].boxed()
+    } else {
+        prop_oneof![4 => update, 3 => deliver].boxed()
+    }
+}
+
+/// Run `actions`, then deliver everything (forwarded versions included) until
+/// both outboxes are empty.
+fn run(actions: &[Action], policy: &TablePolicy, preload: i64) -> (Site, Site) {
+    let mut s1 = Site::new(1);
+    let mut s2 = Site::new(2);
+    s1.field_merge = matches!(policy.policy, Policy::FieldMerge { .. });
+    s2.field_merge = s1.field_merge;
+    let mut clock = 1_000i64;
+    // Rows both sides start with, synced.
+    for id in 0..preload {
+        clock += 1;
+        s1.user_insert(id, 0, 0, clock);
+    }
+    while !(s1.outbox.is_empty() && s2.outbox.is_empty()) {
+        clock += 1;
+        if let Some(c) = s1.outbox.pop_front() {
+            s2.apply(&c, policy, clock);
+        }
+        if let Some(c) = s2.outbox.pop_front() {
+            s1.apply(&c, policy, clock);
+        }
+    }
+    for action in actions {
+        clock += 1;
+        match *action {
+            Action::Insert { site, id, a } => {
+                let s = if site { &mut s2 } else { &mut s1 };
+                s.user_insert(id, a, a, clock)
+            }
+            Action::Update {
+                site,
+                id,
+                col,
+                value,
+            } => {
+                let s = if site { &mut s2 } else { &mut s1 };
+                s.user_update(id, col, value, clock)
+            }
+            Action::Delete { site, id } => {
+                let s = if site { &mut s2 } else { &mut s1 };
+                s.user_delete(id, clock)
+            }
+            Action::Deliver { to_second, n } => {
+                for _ in 0..n {
+                    clock += 1;
+                    if to_second {
+                        if let Some(c) = s1.outbox.pop_front() {
+                            s2.apply(&c, policy, clock);
+                        }
+                    } else if let Some(c) = s2.outbox.pop_front() {
+                        s1.apply(&c, policy, clock);
+                    }
+                }
+            }
+        }
+    }
+    let mut rounds = 0;
+    while !(s1.outbox.is_empty() && s2.outbox.is_empty()) {
+        rounds += 1;
+        assert!(rounds < 10_000, "forwarding does not settle");
+        clock += 1;
+        if let Some(c) = s1.outbox.pop_front() {
+            s2.apply(&c, policy, clock);
+        }
+        if let Some(c) = s2.outbox.pop_front() {
+            s1.apply(&c, policy, clock);
+        }
+    }
+    (s1, s2)
+}
+
+fn whole_row_policies() -> impl Strategy<Value = TablePolicy> {
+    prop_oneof![
+        Just(TablePolicy::default()),
+        Just(TablePolicy {
+            policy: Policy::SitePriority(1),
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::SitePriority(2),
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::LastWriterWins,
+            owners: [("b".to_string(), 2u32)].into_iter().collect()
+        }),
+    ]
+}
+
+fn policies() -> impl Strategy<Value = TablePolicy> {
+    prop_oneof![
+        Just(TablePolicy::default()),
+        Just(TablePolicy {
+            policy: Policy::SitePriority(1),
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::SitePriority(2),
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::FieldMerge {
+                tie: Tie::LastWriterWins
+            },
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::FieldMerge {
+                tie: Tie::SitePriority(2)
+            },
+            owners: BTreeMap::new()
+        }),
+        Just(TablePolicy {
+            policy: Policy::LastWriterWins,
+            owners: [("b".to_string(), 2u32)].into_iter().collect()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Whatever the interleaving, both sides end with the same rows.
+    #[test]
+    fn both_sides_converge(
+        policy in whole_row_policies(),
+        actions in prop::collection::vec(arb_action(4, true, false), 0..60),
+    ) {
+        let (s1, s2) = run(&actions, &policy, 0);
+        prop_assert_eq!(s1.content(), s2.content());
+    }
+
+    /// Field merge: site 1 only changes `a`, site 2 only `b`: at the end every
+    /// row holds each site's last value of its own column.
+    // Open: a user who sets a column back to the value duplex last wrote (A -> B
+    // -> A) leaves no trace the site itself can read, while its source tags the
+    // column as changed; the two sides can then disagree on that column. The
+    // model finds such seeds within a few hundred cases. Run with --ignored.
+    #[test]
+    #[ignore = "field merge with A-B-A edits does not converge yet (see docs/architecture.md, Conflicts)"]
+    fn field_merge_keeps_both_sides_edits(
+        actions in prop::collection::vec(arb_action(3, false, true), 0..60),
+    ) {
+        let policy = TablePolicy { policy: Policy::FieldMerge { tie: Tie::LastWriterWins }, owners: BTreeMap::new() };
+        let mut last: BTreeMap<(i64, usize), i64> = BTreeMap::new();
+        for a in &actions {
+            if let Action::Update { id, col, value, .. } = a {
+                last.insert((*id, *col), *value);
+            }
+        }
+        let (s1, s2) = run(&actions, &policy, 3);
+        prop_assert_eq!(s1.content(), s2.content());
+        for ((id, col), value) in last {
+            prop_assert_eq!(s1.rows[&id].row.0[col].clone(), Some(Value::Int(value)));
+        }
+    }
+
+    /// Field merge over random inserts, updates and deletes.
+    #[test]
+    #[ignore = "field merge with A-B-A edits does not converge yet (see docs/architecture.md, Conflicts)"]
+    fn both_sides_converge_under_field_merge(
+        policy in policies(),
+        actions in prop::collection::vec(arb_action(4, true, false), 0..60),
+    ) {
+        let (s1, s2) = run(&actions, &policy, 0);
+        prop_assert_eq!(s1.content(), s2.content());
+    }
+
+    /// Ownership: column `b` belongs to site 2. Whatever site 1 writes into it,
+    /// both sides end with site 2's value (or the initial one).
+    #[test]
+    fn owned_column_takes_only_its_owners_values(
+        actions in prop::collection::vec(arb_action(3, false, false), 0..60),
+    ) {
+        let policy = TablePolicy { policy: Policy::LastWriterWins, owners: [("b".to_string(), 2u32)].into_iter().collect() };
+        let mut last_by_owner: BTreeMap<i64, i64> = BTreeMap::new();
+        for a in &actions {
+            if let Action::Update { site: true, id, col: 2, value } = a {
+                last_by_owner.insert(*id, *value);
+            }
+        }
+        let (s1, s2) = run(&actions, &policy, 3);
+        prop_assert_eq!(s1.content(), s2.content());
+        for id in 0..3 {
+            let expected = last_by_owner.get(&id).copied().unwrap_or(0);
+            prop_assert_eq!(s2.rows[&id].row.0[2].clone(), Some(Value::Int(expected)));
+        }
+    }
+}
+
+fn change(
+    op: Op,
+    before: Option<Row>,
+    after: Option<Row>,
+    vv: &[(u32, u64, i64)],
+    site: u32,
+    ts: i64,
+) -> RowChange {
+    RowChange {
+        table: schema(),
+        op,
+        before,
+        after,
+        marker: Marker {
+            format: MARKER_FORMAT_VERSION,
+            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect()),
+            site,
+            ts,
+            crc: 0,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        },
+    }
+}
+
+fn synced(r: Row, vv: &[(u32, u64, i64)], site: u32, ts: i64) -> LocalRow {
+    let crc = row_checksum(&schema(), &r).unwrap_or(0);
+    LocalRow {
+        row: r,
+        marker: Some(Marker {
+            format: MARKER_FORMAT_VERSION,
+            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect()),
+            site,
+            ts,
+            crc,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        }),
+        stamp: Stamp::Synced,
+    }
+}
+
+#[test]
+fn a_newer_version_applies_without_conflict() {
+    // Site 1 holds site 2's version 10; site 2 wrote again (20) having seen it.
+    let local = Local::Present(synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100));
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 2, 1)),
+        &[(2, 20, 200)],
+        2,
+        200,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &local, 0);
+    assert!(d.conflicts.is_empty());
+    let w = d.write.expect("writes");
+    assert_eq!(w.op, Op::Update);
+    assert_eq!(w.after, Some(row(1, 2, 1)));
+}
+
+#[test]
+fn an_older_version_is_dropped_as_stale() {
+    let local = Local::Present(synced(row(1, 2, 1), &[(2, 20, 200)], 2, 200));
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 1, 1)),
+        &[(2, 10, 100)],
+        2,
+        100,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &local, 0);
+    assert!(d.stale && d.write.is_none() && d.conflicts.is_empty());
+}
+
+#[test]
+fn concurrent_updates_conflict_and_the_later_wins() {
+    // Local: a user write on site 1 at time 300, after site 2's version 10.
+    let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
+    lr.row = row(1, 5, 1);
+    lr.stamp = Stamp::User { t: Some(300) };
+    let local = Local::Present(lr);
+    // Incoming: site 2 wrote at 250 without seeing site 1's write.
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 1, 7)),
+        &[(2, 20, 250)],
+        2,
+        250,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &local, 0);
+    assert_eq!(d.conflicts.len(), 1);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
+    assert_eq!(d.conflicts[0].outcome, Outcome::LocalKept);
+    // The local row keeps its content and records that it has seen site 2's.
+    let w = d.write.expect("marker update");
+    assert_eq!(w.marker.vv.get(2), Some(Dot { c: 20, t: 250 }));
+    assert_eq!(w.marker.vv.get(1), Some(Dot { c: 0, t: 300 }));
+    // Field merge keeps both columns: the versions carry column tags.
+    let fm = TablePolicy {
+        policy: Policy::FieldMerge {
+            tie: Tie::LastWriterWins,
+        },
+        owners: BTreeMap::new(),
+    };
+    let s = schema();
+    let base_dot = Dot { c: 10, t: 100 };
+    let base_tags = column_tags(&s, &row(1, 1, 1), None, 2, base_dot);
+    let Local::Present(mut lr) = local else {
+        unreachable!()
+    };
+    if let Some(m) = lr.marker.as_mut() {
+        m.cols = base_tags.clone();
+    }
+    let base_marker = lr.marker.clone();
+    let mut c = c;
+    c.marker.cols = column_tags(
+        &s,
+        &row(1, 1, 7),
+        base_marker.as_ref(),
+        2,
+        Dot { c: 20, t: 250 },
+    );
+    let d = decide(1, &fm, &c, &Local::Present(lr), 0);
+    assert_eq!(d.conflicts[0].outcome, Outcome::Merged);
+    assert_eq!(d.write.expect("merged").after, Some(row(1, 5, 7)));
+}
+
+#[test]
+fn a_write_beats_a_concurrent_delete() {
+    let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
+    lr.row = row(1, 5, 1);
+    lr.stamp = Stamp::User { t: Some(300) };
+    let c = change(
+        Op::Delete,
+        Some(row(1, 1, 1)),
+        None,
+        &[(2, 20, 400)],
+        2,
+        400,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &Local::Present(lr), 0);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::DeleteUpdate);
+    assert_eq!(d.conflicts[0].outcome, Outcome::LocalKept);
+    assert!(matches!(d.next, Local::Present(_)));
+    // The deleting side recreates the row from the update it receives.
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 5, 1)),
+        &[(1, 30, 300), (2, 10, 100)],
+        1,
+        300,
+    );
+    let d = decide(2, &TablePolicy::default(), &c, &Local::Absent(None), 0);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateMissing);
+    assert_eq!(d.conflicts[0].outcome, Outcome::Recreated);
+    assert_eq!(d.write.expect("insert").op, Op::Insert);
+}
+
+#[test]
+fn manual_parks_the_incoming_version() {
+    let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
+    lr.row = row(1, 5, 1);
+    lr.stamp = Stamp::User { t: Some(300) };
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 1, 7)),
+        &[(2, 20, 250)],
+        2,
+        250,
+    );
+    let manual = TablePolicy {
+        policy: Policy::Manual,
+        owners: BTreeMap::new(),
+    };
+    let d = decide(1, &manual, &c, &Local::Present(lr), 0);
+    assert_eq!(d.conflicts[0].outcome, Outcome::Parked);
+    assert!(d.write.is_none());
+}
+
+#[test]
+fn an_edit_outside_the_change_stream_is_recorded() {
+    let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
+    // Same marker, different content, still written "by duplex" as far as the
+    // stamp can tell (e.g. changed with replication suppressed).
+    lr.row = row(1, 9, 9);
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 2, 1)),
+        &[(2, 20, 200)],
+        2,
+        200,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &Local::Present(lr), 0);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UnsyncedLocalEdit);
+    assert_eq!(d.write.expect("applies").after, Some(row(1, 2, 1)));
+}
