@@ -228,9 +228,16 @@ impl Marker {
     /// when the applier flagged the version for forwarding (see
     /// [`Resolution::Forward`]), with `site`'s own entry given the counter of
     /// the transaction that wrote it. `None` for every other applied row.
-    pub fn forwarded(text: Option<&str>, site: u32, counter: u64) -> Option<Marker> {
+    /// `delete`: the row is a delete's old image, forwarded when its marker
+    /// says [`Resolution::PreDelete`].
+    pub fn forwarded(text: Option<&str>, site: u32, counter: u64, delete: bool) -> Option<Marker> {
         let mut m = Marker::parse(text).ok().flatten()?;
-        if m.resolution != Resolution::Forward {
+        let wanted = if delete {
+            Resolution::PreDelete
+        } else {
+            Resolution::Forward
+        };
+        if m.resolution != wanted {
             return None;
         }
         let mut own = m.vv.get(site).unwrap_or(Dot { c: 0, t: m.ts });
@@ -320,19 +327,26 @@ mod tests {
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         };
-        assert_eq!(Marker::forwarded(Some(&applied.to_json()), 2, 77), None);
+        assert_eq!(
+            Marker::forwarded(Some(&applied.to_json()), 2, 77, false),
+            None
+        );
         let flagged = Marker {
             resolution: Resolution::Forward,
             ..applied.clone()
         };
-        let m = Marker::forwarded(Some(&flagged.to_json()), 2, 77).expect("forwarded");
+        let m = Marker::forwarded(Some(&flagged.to_json()), 2, 77, false).expect("forwarded");
         assert_eq!(m.vv, vv(&[(1, 10, 100), (2, 77, 555)]));
         assert_eq!(m.resolution, Resolution::None);
         let pre_delete = Marker {
             resolution: Resolution::PreDelete,
             ..applied
         };
-        assert_eq!(Marker::forwarded(Some(&pre_delete.to_json()), 2, 77), None);
+        assert_eq!(
+            Marker::forwarded(Some(&pre_delete.to_json()), 2, 77, false),
+            None
+        );
+        assert!(Marker::forwarded(Some(&pre_delete.to_json()), 2, 77, true).is_some());
     }
 
     /// Vectors whose dots are consistent: a site's counter determines the time

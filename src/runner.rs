@@ -264,6 +264,17 @@ async fn prepare_link(
                     source_site: src.site_id,
                     target_site: dst.site_id,
                 },
+                site_id: dst.site_id,
+                policies: tables
+                    .iter()
+                    .map(|t| (t.table.clone(), t.policy.clone()))
+                    .collect(),
+                conflicts: crate::conflict::store::ConflictStoreSpec {
+                    control: control.clone(),
+                    link_id: link.link_id,
+                    source_site: src.site_id,
+                    target_site: dst.site_id,
+                },
             }),
             SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,

@@ -14,6 +14,21 @@ use crate::canonical::TableName;
 use crate::control::{Link, LinkTable, ReplicaIdentityMode};
 use crate::pg::{quote_ident, quote_table};
 
+/// duplex's tombstone table on a PostgreSQL site.
+pub const PG_TOMBSTONES_DDL: &str = "CREATE SCHEMA IF NOT EXISTS duplex;
+CREATE TABLE IF NOT EXISTS duplex.site_tombstones (
+    table_name text NOT NULL,
+    row_key    bytea NOT NULL,
+    vv         jsonb NOT NULL,
+    site       integer NOT NULL,
+    ts         bigint NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, row_key)
+)";
+
+/// duplex's tombstone table on a MySQL/MariaDB site (in the synced schema).
+pub const MYSQL_TOMBSTONES_TABLE: &str = "_duplex_tombstones";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("site {site}: {context}: {source}")]
@@ -25,6 +40,8 @@ pub enum SetupError {
     },
     #[error("site {site}: wal_level is '{found}', duplex needs 'logical': set `wal_level = logical` in postgresql.conf and restart PostgreSQL")]
     WalLevel { site: String, found: String },
+    #[error("site {site}: track_commit_timestamp is off; duplex needs it to tell a row's local edits apart in conflicts: set `track_commit_timestamp = on` in postgresql.conf and restart PostgreSQL")]
+    CommitTimestamps { site: String },
     #[error("site {site}: server encoding is {found}; duplex needs UTF8 databases")]
     Encoding { site: String, found: String },
     #[error("site {site}: table {table} does not exist; create it on both sites or remove it from duplex.link_tables")]
@@ -137,6 +154,22 @@ pub async fn prepare_pg_site(
             found: wal_level,
         });
     }
+    let commit_ts: String = client
+        .query_one("SHOW track_commit_timestamp", &[])
+        .await
+        .map_err(err("read track_commit_timestamp"))?
+        .get(0);
+    if commit_ts != "on" {
+        return Err(SetupError::CommitTimestamps {
+            site: site_name.into(),
+        });
+    }
+    // Tombstones of rows duplex deleted here (see `conflict`): written by the
+    // applier inside its own transactions, never published.
+    client
+        .batch_execute(PG_TOMBSTONES_DDL)
+        .await
+        .map_err(err("create duplex.site_tombstones"))?;
     let encoding: String = client
         .query_one("SHOW server_encoding", &[])
         .await

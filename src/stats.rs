@@ -23,6 +23,10 @@ pub struct DirectionStats {
     pub missing_rows: AtomicU64,
     /// Changes the target could not take, kept in duplex.quarantine.
     pub quarantined: AtomicU64,
+    /// Conflicts detected (recorded in duplex.conflicts).
+    pub conflicts: AtomicU64,
+    /// Incoming changes older than the target's row (already seen there).
+    pub stale: AtomicU64,
     /// The kind of stream the positions below belong to.
     pub kind: SourceKind,
     source_position: AtomicU64,

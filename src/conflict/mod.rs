@@ -17,6 +17,7 @@ use crate::canonical::encode::{encode_value, row_checksum};
 use crate::canonical::{Op, Row, RowChange, TableSchema, Value};
 use crate::marker::{ColumnTag, Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
 
+pub mod store;
 pub use policy::{Policy, TablePolicy, Tie};
 
 /// How the target's row was last written.
@@ -338,6 +339,32 @@ pub fn decide(
     };
     let policy_name = policy.policy.name();
     let mut conflicts = Vec::new();
+
+    // A delete whose old image holds only the key (replica identity 'key')
+    // does not carry the deleted version's vector: it cannot be compared, and
+    // applies as it came.
+    if change.op == Op::Delete && !change.before.as_ref().is_some_and(complete) {
+        return match local {
+            Local::Present(lr) => {
+                let mut write = change.clone();
+                write.before = Some(lr.row.clone());
+                Decision {
+                    write: Some(write),
+                    conflicts,
+                    stale: false,
+                    next: Local::Absent(None),
+                    tombstone: None,
+                }
+            }
+            Local::Absent(_) => Decision {
+                write: None,
+                conflicts,
+                stale: false,
+                next: local.clone(),
+                tombstone: None,
+            },
+        };
+    }
 
     match local {
         Local::Present(lr) => {

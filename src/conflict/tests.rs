@@ -167,7 +167,7 @@ impl Site {
         if let Some(w) = &d.write {
             if w.marker.resolution == Resolution::Forward {
                 let dot = self.next_dot(w.marker.ts);
-                let fwd = Marker::forwarded(Some(&w.marker.to_json()), self.id, dot.c)
+                let fwd = Marker::forwarded(Some(&w.marker.to_json()), self.id, dot.c, false)
                     .expect("flagged marker forwards");
                 let after = match &d.next {
                     Local::Present(r) => Some(r.row.clone()),

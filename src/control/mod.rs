@@ -22,6 +22,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine of changes that cannot be applied",
         include_str!("../../sql/postgresql/0002_quarantine.sql"),
     ),
+    (
+        3,
+        "conflict policies, column owners, the conflicts table",
+        include_str!("../../sql/postgresql/0003_conflicts.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -155,8 +160,13 @@ pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
         .collect::<Result<Vec<_>, _>>()?;
     let tables = client
         .query(
-            "SELECT link_id, schema_name, table_name, enabled, replica_identity
-               FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
+            "SELECT link_id, schema_name, table_name, enabled, replica_identity,
+                    conflict_policy, priority_site, merge_tie,
+                    coalesce((SELECT jsonb_object_agg(o.column_name, o.site_id)
+                                FROM duplex.column_owners o
+                               WHERE (o.link_id, o.schema_name, o.table_name) = (t.link_id, t.schema_name, t.table_name)),
+                             '{}')::text AS owners
+               FROM duplex.link_tables t ORDER BY link_id, schema_name, table_name",
             &[],
         )
         .await

@@ -165,6 +165,8 @@ pub struct LinkTable {
     pub table: TableName,
     pub enabled: bool,
     pub replica_identity: ReplicaIdentityMode,
+    /// Conflict policy and owned columns.
+    pub policy: crate::conflict::TablePolicy,
 }
 
 impl LinkTable {
@@ -181,6 +183,19 @@ impl LinkTable {
                 return Err(ControlError::Invalid(format!("link {id} table {table}: unknown replica_identity '{other}' (expected full or key)")))
             }
         };
+        let priority_site: Option<i32> = col(row, "link_tables", "priority_site")?;
+        let merge_tie: String = col(row, "link_tables", "merge_tie")?;
+        let policy = crate::conflict::Policy::from_config(
+            &col::<String>(row, "link_tables", "conflict_policy")?,
+            priority_site.and_then(|s| u32::try_from(s).ok()),
+            Some(&merge_tie),
+        )
+        .map_err(|e| ControlError::Invalid(format!("link {id} table {table}: {e}")))?;
+        let owners_text: String = col(row, "link_tables", "owners")?;
+        let owners: std::collections::BTreeMap<String, u32> = serde_json::from_str(&owners_text)
+            .map_err(|e| {
+                ControlError::Invalid(format!("link {id} table {table}: column owners: {e}"))
+            })?;
         Ok(LinkTable {
             link_id: u32::try_from(id).map_err(|_| {
                 ControlError::Invalid(format!("link_tables: link_id {id} is negative"))
@@ -188,6 +203,7 @@ impl LinkTable {
             table,
             enabled: col(row, "link_tables", "enabled")?,
             replica_identity,
+            policy: crate::conflict::TablePolicy { policy, owners },
         })
     }
 }
@@ -223,6 +239,30 @@ impl ControlConfig {
                         "link {}: site {s} does not exist in duplex.sites",
                         link.name
                     )));
+                }
+            }
+            for t in self.tables.iter().filter(|t| t.link_id == link.link_id) {
+                let in_link = |s: u32| s == link.site_a || s == link.site_b;
+                let priority = match t.policy.policy {
+                    crate::conflict::Policy::SitePriority(s) => Some(s),
+                    crate::conflict::Policy::FieldMerge {
+                        tie: crate::conflict::Tie::SitePriority(s),
+                    } => Some(s),
+                    _ => None,
+                };
+                if let Some(s) = priority.filter(|&s| !in_link(s)) {
+                    return Err(ControlError::Invalid(format!(
+                        "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
+                        link.name, t.table, link.site_a, link.site_b
+                    )));
+                }
+                for (column, &s) in &t.policy.owners {
+                    if !in_link(s) {
+                        return Err(ControlError::Invalid(format!(
+                            "link {} table {}: column {column} is owned by site {s}, which is not one of the link's sites ({} and {})",
+                            link.name, t.table, link.site_a, link.site_b
+                        )));
+                    }
                 }
             }
             if link.marker_column.contains('\0') {

@@ -235,6 +235,57 @@ fn excerpt(text: &str) -> String {
     out
 }
 
+/// The class of a type from the catalog: built-in types directly, domains
+/// followed to their base type, arrays to their element type, enums by kind.
+/// Results are cached in `cache`.
+pub async fn resolve_type_class(
+    client: &tokio_postgres::Client,
+    oid: u32,
+    cache: &mut std::collections::HashMap<u32, PgTypeClass>,
+) -> Result<PgTypeClass, tokio_postgres::Error> {
+    if let Some(c) = classify_builtin(oid) {
+        return Ok(c);
+    }
+    if let Some(c) = cache.get(&oid) {
+        return Ok(c.clone());
+    }
+    let mut current = oid;
+    let mut array_depth = 0usize;
+    let class = loop {
+        if let Some(c) = classify_builtin(current) {
+            break c;
+        }
+        let row = client
+            .query_opt(
+                "SELECT typtype::text, typelem, typbasetype, typcategory::text FROM pg_type WHERE oid = $1",
+                &[&current],
+            )
+            .await?;
+        let Some(row) = row else {
+            break PgTypeClass::Other;
+        };
+        let typtype: String = row.get(0);
+        let elem: u32 = row.get(1);
+        let base: u32 = row.get(2);
+        let category: String = row.get(3);
+        match (typtype.as_str(), category.as_str()) {
+            ("e", _) => break PgTypeClass::Enum,
+            ("d", _) => current = base,
+            (_, "A") if elem != 0 => {
+                array_depth += 1;
+                current = elem;
+            }
+            _ => break PgTypeClass::Other,
+        }
+    };
+    let mut class = class;
+    for _ in 0..array_depth {
+        class = PgTypeClass::Array(Box::new(class));
+    }
+    cache.insert(oid, class.clone());
+    Ok(class)
+}
+
 /// Decode PostgreSQL's text output for a value of the given class.
 pub fn decode_text(class: &PgTypeClass, text: &str) -> Result<Value, PgDecodeError> {
     if let PgTypeClass::Array(elem) = class {

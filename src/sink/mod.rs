@@ -6,6 +6,7 @@
 pub mod mysql;
 pub mod pg;
 pub mod quarantine;
+pub(crate) mod resolve;
 
 use std::sync::Arc;
 

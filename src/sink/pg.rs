@@ -14,10 +14,16 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
-use crate::pg::types::encode_text;
+use crate::canonical::{
+    ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
+};
+use crate::conflict::store::{ConflictStore, ConflictStoreSpec};
+use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::marker::Marker;
+use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
+use crate::sink::resolve::{keys_by_table, resolve, KeyRef};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
@@ -52,6 +58,14 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Quarantine(crate::sink::quarantine::QuarantineError),
+    #[error(transparent)]
+    Conflicts(crate::conflict::store::ConflictStoreError),
+    #[error("table {table}: cannot read the target row's column {column}: {reason}")]
+    LocalValue {
+        table: TableName,
+        column: String,
+        reason: String,
+    },
     #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
     OriginBusy {
         origin: String,
@@ -97,6 +111,12 @@ pub struct PgSinkSpec {
     pub tables: Vec<TableName>,
     /// Where changes the target refuses are kept.
     pub quarantine: QuarantineSpec,
+    /// The target site's id (its entry in version vectors).
+    pub site_id: u32,
+    /// Conflict policy per configured table (absent: last-writer-wins).
+    pub policies: HashMap<TableName, TablePolicy>,
+    /// Where conflicts are recorded.
+    pub conflicts: ConflictStoreSpec,
 }
 
 /// A synced table as it is on the target.
@@ -112,6 +132,8 @@ struct TargetTable {
     /// not the source's, which could then break a constraint the source kept:
     /// such tables get their updates one row per statement.
     other_unique: bool,
+    /// Column name -> how to decode its text (to read the target's rows back).
+    classes: HashMap<String, PgTypeClass>,
 }
 
 /// Consecutive row changes of one table, one operation and one column shape.
@@ -138,6 +160,12 @@ pub struct PgSink {
     group: TxnGroup,
     quarantine: Quarantine,
     stats: Arc<DirectionStats>,
+    /// Incoming changes not yet decided (see `flush_pending`).
+    pending: Vec<(RowChange, ChangeOrigin)>,
+    conflicts: ConflictStore,
+    /// Replication origins (roident) under which duplex's appliers write here.
+    duplex_origins: HashSet<u32>,
+    type_cache: HashMap<u32, PgTypeClass>,
 }
 
 /// Statements kept prepared per sink; beyond this the cache is cleared.
@@ -173,7 +201,8 @@ impl PgSink {
                 })
             })?;
         let spec_quarantine = spec.quarantine.clone();
-        Ok(PgSink {
+        let spec_conflicts = spec.conflicts.clone();
+        let mut sink = PgSink {
             spec,
             client,
             tables: HashMap::new(),
@@ -181,8 +210,14 @@ impl PgSink {
             batch: None,
             group: TxnGroup::default(),
             quarantine: Quarantine::new(spec_quarantine, stats.clone()),
+            pending: Vec::new(),
+            conflicts: ConflictStore::new(spec_conflicts, stats.clone()),
+            duplex_origins: HashSet::new(),
+            type_cache: HashMap::new(),
             stats,
-        })
+        };
+        sink.load_duplex_origins().await.map_err(wrap)?;
+        Ok(sink)
     }
 
     /// The source position the target has durably applied, as its counter
@@ -208,7 +243,30 @@ impl PgSink {
         self.quarantine
             .reconcile(resume_counter)
             .await
-            .map_err(SinkError::Quarantine)
+            .map_err(SinkError::Quarantine)?;
+        self.conflicts
+            .reconcile(resume_counter)
+            .await
+            .map_err(SinkError::Conflicts)
+    }
+
+    /// The replication origins duplex's appliers (of every link) write under
+    /// here: a row whose xmin committed under one of them was written by
+    /// duplex, not by a user.
+    async fn load_duplex_origins(&mut self) -> Result<(), SinkError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT roident::text::bigint FROM pg_replication_origin WHERE roname LIKE 'duplex\\_%'",
+                &[],
+            )
+            .await
+            .map_err(db("read replication origins"))?;
+        self.duplex_origins = rows
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
+            .collect();
+        Ok(())
     }
 
     pub fn site_name(&self) -> &str {
@@ -251,6 +309,7 @@ impl PgSink {
                 Ok(None)
             }
             ChangeEvent::Truncate(tables) => {
+                self.flush_pending().await?;
                 self.flush().await?;
                 let names: Vec<String> = tables
                     .iter()
@@ -282,6 +341,7 @@ impl PgSink {
             !self.group.in_source_txn,
             "commit inside a source transaction"
         );
+        self.flush_pending().await?;
         self.flush().await?;
         if let Some(end) = self.group.last_end {
             let ts = crate::pg::types::encode_text(&Value::TimestampTz(
@@ -306,11 +366,302 @@ impl PgSink {
             // Still unconfirmed records are confirmed at the next start.
             tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
         }
+        if let Err(e) = self.conflicts.confirm().await {
+            tracing::warn!(error = %e, "cannot confirm conflict records now; they are confirmed at the next start");
+        }
         Ok(self.group.committed(&self.stats))
     }
 
+    /// Take an incoming change: it is decided (conflicts) together with the
+    /// changes around it, once enough are pending or at the end.
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
         let origin = self.group.count_change(change.op);
+        self.pending.push((change, origin));
+        if self.pending.len() >= self.spec.max_batch_rows.max(1) {
+            self.flush_pending().await?;
+        }
+        Ok(())
+    }
+
+    fn policy_of(&self, table: &TableName) -> TablePolicy {
+        let configured = self.configured(table);
+        self.spec
+            .policies
+            .get(&configured)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Decide the pending changes against the target's rows (read under FOR
+    /// UPDATE) and queue what is to be written.
+    async fn flush_pending(&mut self) -> Result<(), SinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut states = HashMap::new();
+        for (schema, keys) in keys_by_table(&pending) {
+            for (key, local) in self.read_local(&schema, &keys).await? {
+                states.insert((schema.table.clone(), key), local);
+            }
+        }
+        let policies: HashMap<TableName, TablePolicy> = pending
+            .iter()
+            .map(|(c, _)| (c.table.table.clone(), self.policy_of(&c.table.table)))
+            .collect();
+        let now = now_micros();
+        let resolved = resolve(
+            self.spec.site_id,
+            |t| policies.get(t).cloned().unwrap_or_default(),
+            pending,
+            states,
+            now,
+        );
+        self.stats
+            .stale
+            .fetch_add(resolved.stale, Ordering::Relaxed);
+        for (schema, conflict, origin, key) in &resolved.conflicts {
+            self.conflicts
+                .record(schema, conflict, *origin, key)
+                .await
+                .map_err(SinkError::Conflicts)?;
+        }
+        for (write, origin) in resolved.writes {
+            self.add_write(write, origin).await?;
+        }
+        self.flush().await?;
+        self.write_tombstones(&resolved.tombstones, &resolved.revived)
+            .await
+    }
+
+    /// The target's state for `keys` of `schema`: the row (with how it was
+    /// last written) or its tombstone.
+    async fn read_local(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+        let target = self.target_table(&schema.table).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut found: HashSet<Vec<u8>> = HashSet::new();
+        let ncols = schema.columns.len();
+        for chunk in keys.chunks(self.max_rows(schema, 0).max(1)) {
+            let mut select = Vec::with_capacity(ncols + 3);
+            for c in &schema.columns {
+                if !target.column_types.contains_key(&c.name) {
+                    return Err(SinkError::MissingColumn {
+                        table: schema.table.clone(),
+                        column: c.name.clone(),
+                    });
+                }
+                select.push(format!("t.{}::text", quote_ident(&c.name)));
+            }
+            select.push(format!("t.{}::text", quote_ident(&self.spec.marker_column)));
+            select.push("(extract(epoch FROM x.timestamp) * 1000000)::bigint".into());
+            select.push("x.roident::text::bigint".into());
+            let mut types = Vec::new();
+            let mut key_cols = Vec::new();
+            for &i in &schema.key {
+                let name = &schema.columns[i].name;
+                types.push(target.column_types.get(name).cloned().unwrap_or_default());
+                key_cols.push(format!("t.{}", quote_ident(name)));
+            }
+            let mut params: Vec<Option<String>> = Vec::new();
+            for k in chunk {
+                for (j, v) in k.values.iter().enumerate() {
+                    let text = encode_text(v).map_err(|e| SinkError::Value {
+                        table: schema.table.clone(),
+                        key: String::new(),
+                        column: schema.columns[schema.key[j]].name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    params.push(Some(text));
+                }
+            }
+            let sql = format!(
+                "SELECT {} FROM {} AS t LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) AS x ON true
+                  WHERE ({}) IN (VALUES {}) FOR UPDATE OF t",
+                select.join(", "),
+                target.quoted,
+                key_cols.join(", "),
+                values_list(chunk.len(), &types)
+            );
+            let statement = self.statement(&sql, params.len()).await?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let rows = self
+                .client
+                .query(&statement, &refs)
+                .await
+                .map_err(db(format!("read the target rows of {}", schema.table)))?;
+            for r in rows {
+                let mut values = Vec::with_capacity(ncols);
+                for (i, c) in schema.columns.iter().enumerate() {
+                    let text: Option<String> = r.get(i);
+                    let v = match text {
+                        None => Value::Null,
+                        Some(t) => {
+                            let class = target
+                                .classes
+                                .get(&c.name)
+                                .cloned()
+                                .unwrap_or(PgTypeClass::Other);
+                            decode_text(&class, &t).map_err(|e| SinkError::LocalValue {
+                                table: schema.table.clone(),
+                                column: c.name.clone(),
+                                reason: e.to_string(),
+                            })?
+                        }
+                    };
+                    values.push(Some(v));
+                }
+                let row = Row(values);
+                let marker_text: Option<String> = r.get(ncols);
+                let marker = Marker::parse_lenient(marker_text.as_deref(), &schema.table);
+                let commit_us: Option<i64> = r.get(ncols + 1);
+                let roident: Option<i64> = r.get(ncols + 2);
+                let stamp = self
+                    .stamp(schema, &row, marker.as_ref(), commit_us, roident)
+                    .await?;
+                let Some(key) = row
+                    .key(schema)
+                    .map(|k| crate::sink::resolve::encode_key(&k))
+                else {
+                    continue;
+                };
+                found.insert(key.clone());
+                out.push((key, Local::Present(LocalRow { row, marker, stamp })));
+            }
+        }
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !found.contains(&k.encoded))
+            .map(|k| k.encoded.clone())
+            .collect();
+        let mut tombstones = self.read_tombstones(schema, &missing).await?;
+        for key in missing {
+            let t = tombstones.remove(&key);
+            out.push((key, Local::Absent(t)));
+        }
+        Ok(out)
+    }
+
+    /// How a target row was last written, from its xmin's commit timestamp and
+    /// replication origin.
+    async fn stamp(
+        &mut self,
+        schema: &TableSchema,
+        row: &Row,
+        marker: Option<&Marker>,
+        commit_us: Option<i64>,
+        roident: Option<i64>,
+    ) -> Result<Stamp, SinkError> {
+        let origin = roident.and_then(|r| u32::try_from(r).ok()).unwrap_or(0);
+        if commit_us.is_some() && origin != 0 {
+            if !self.duplex_origins.contains(&origin) {
+                // An origin created since connecting (another link's applier).
+                self.load_duplex_origins().await?;
+            }
+            if self.duplex_origins.contains(&origin) {
+                return Ok(Stamp::Synced);
+            }
+        }
+        if let Some(t) = commit_us {
+            return Ok(Stamp::User { t: Some(t) });
+        }
+        // No commit timestamp: written in this very transaction (by the
+        // applier), or before commit timestamps were on. The checksum decides.
+        let matches = marker.is_some_and(|m| {
+            m.crc != 0 && crate::canonical::encode::row_checksum(schema, row) == Some(m.crc)
+        });
+        Ok(if matches {
+            Stamp::Synced
+        } else {
+            Stamp::User { t: None }
+        })
+    }
+
+    fn tombstone_table_name(&self, table: &TableName) -> String {
+        self.configured(table).to_string()
+    }
+
+    async fn read_tombstones(
+        &mut self,
+        schema: &TableSchema,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT row_key, vv::text, site, ts FROM duplex.site_tombstones
+                  WHERE table_name = $1 AND row_key = ANY($2)",
+                &[&self.tombstone_table_name(&schema.table), &keys],
+            )
+            .await
+            .map_err(db("read tombstones"))?;
+        for r in rows {
+            let vv_text: String = r.get(1);
+            let Ok(vv) = serde_json::from_str(&vv_text) else {
+                continue;
+            };
+            out.insert(
+                r.get::<_, Vec<u8>>(0),
+                Tombstone {
+                    vv,
+                    site: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                    ts: r.get(3),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn write_tombstones(
+        &mut self,
+        tombstones: &[(Arc<TableSchema>, Vec<u8>, Tombstone)],
+        revived: &[(Arc<TableSchema>, Vec<u8>)],
+    ) -> Result<(), SinkError> {
+        for (schema, key, t) in tombstones {
+            let vv = serde_json::to_string(&t.vv).unwrap_or_default();
+            self.client
+                .execute(
+                    "INSERT INTO duplex.site_tombstones (table_name, row_key, vv, site, ts)
+                     VALUES ($1, $2, $3::text::jsonb, $4, $5)
+                     ON CONFLICT (table_name, row_key) DO UPDATE
+                        SET vv = EXCLUDED.vv, site = EXCLUDED.site, ts = EXCLUDED.ts, deleted_at = now()",
+                    &[
+                        &self.tombstone_table_name(&schema.table),
+                        key,
+                        &vv,
+                        &(t.site as i32),
+                        &t.ts,
+                    ],
+                )
+                .await
+                .map_err(db("record a tombstone"))?;
+        }
+        for (schema, key) in revived {
+            self.client
+                .execute(
+                    "DELETE FROM duplex.site_tombstones WHERE table_name = $1 AND row_key = $2",
+                    &[&self.tombstone_table_name(&schema.table), key],
+                )
+                .await
+                .map_err(db("remove a tombstone"))?;
+        }
+        Ok(())
+    }
+
+    /// Queue one decided write into the batch of statements.
+    async fn add_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), SinkError> {
         let shape = shape_of(&change);
         let key = encoded_key(&change);
         let key_changed = change.op == Op::Update
@@ -373,13 +724,13 @@ impl PgSink {
         let oid = oid.ok_or_else(|| SinkError::MissingTable {
             table: table.clone(),
         })?;
-        let column_types = self
+        let column_rows = self
             .client
             .query(
                 // The catalog name of the type, quoted: `"pg_catalog"."bpchar"`
                 // has no typmod, whereas format_type's `character` means
                 // char(1) and an explicit cast to it would silently truncate.
-                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname)
+                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
                    JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -387,10 +738,21 @@ impl PgSink {
                 &[&oid],
             )
             .await
-            .map_err(db(format!("read the columns of {table} on the target")))?
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-            .collect();
+            .map_err(db(format!("read the columns of {table} on the target")))?;
+        let mut column_types = HashMap::new();
+        let mut classes = HashMap::new();
+        for r in &column_rows {
+            let name: String = r.get(0);
+            let type_oid: u32 = r.get(2);
+            let class =
+                crate::pg::types::resolve_type_class(&self.client, type_oid, &mut self.type_cache)
+                    .await
+                    .map_err(db(format!(
+                        "read the column types of {table} on the target"
+                    )))?;
+            classes.insert(name.clone(), class);
+            column_types.insert(name, r.get::<_, String>(1));
+        }
         let key = crate::pg::primary_key_columns(&self.client, oid)
             .await
             .map_err(db(format!("read the primary key of {table} on the target")))?;
@@ -414,6 +776,7 @@ impl PgSink {
             column_types,
             key,
             other_unique,
+            classes,
         });
         self.tables.insert(table.clone(), t.clone());
         Ok(t)
@@ -727,6 +1090,13 @@ impl PgSink {
         }
         Ok(Some(text))
     }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// `($1::text::t1, $2::text::t2), ($3::text::t1, ...)`.

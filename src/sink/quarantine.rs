@@ -176,7 +176,7 @@ impl Quarantine {
 
 /// A row image as `{column: {"type": kind, "value": ...}}`; columns the source
 /// did not send (unchanged TOAST) are left out.
-fn image_json(schema: &TableSchema, row: &Row) -> serde_json::Value {
+pub(crate) fn image_json(schema: &TableSchema, row: &Row) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (i, v) in row.0.iter().enumerate() {
         if let (Some(col), Some(v)) = (schema.columns.get(i), v) {

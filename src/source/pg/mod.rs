@@ -22,7 +22,7 @@ use crate::canonical::{
 };
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
 use crate::marker::Marker;
-use crate::pg::types::{classify_builtin, decode_text, PgTypeClass};
+use crate::pg::types::{decode_text, PgTypeClass};
 use crate::pg::PgEndpoint;
 use crate::source::ConfirmedPosition;
 use crate::stats::DirectionStats;
@@ -317,13 +317,16 @@ impl PgSource {
         old: Option<(OldImageKind, Vec<TupleValue>)>,
         new: Option<Vec<TupleValue>>,
     ) -> Result<(), SourceError> {
+        let (position, commit_time_us, echo) = match &self.txn {
+            Some(t) => (t.meta.commit_position, t.meta.commit_time_us, t.echo),
+            None => return Ok(()),
+        };
+        if echo {
+            return self.forwarded_change(relation, op, old, new, position);
+        }
         if !self.accept_change() {
             return Ok(());
         }
-        let (position, commit_time_us) = match &self.txn {
-            Some(t) => (t.meta.commit_position, t.meta.commit_time_us),
-            None => return Ok(()),
-        };
         let rel = self
             .relations
             .get(&relation)
@@ -379,48 +382,60 @@ impl PgSource {
         Ok(())
     }
 
-    async fn type_class(&mut self, oid: u32) -> Result<PgTypeClass, SourceError> {
-        if let Some(c) = classify_builtin(oid) {
-            return Ok(c);
-        }
-        if let Some(c) = self.types.get(&oid) {
-            return Ok(c.clone());
-        }
-        let mut current = oid;
-        let mut array_depth = 0usize;
-        // Follow domains to their base type and arrays to their element type.
-        let class = loop {
-            if let Some(c) = classify_builtin(current) {
-                break c;
-            }
-            let row = self
-                .catalog
-                .query_opt("SELECT typtype::text, typelem, typbasetype, typcategory::text FROM pg_type WHERE oid = $1", &[&current])
-                .await
-                .map_err(|source| SourceError::Catalog { what: format!("type oid {current}"), source })?;
-            let Some(row) = row else {
-                break PgTypeClass::Other;
-            };
-            let typtype: String = row.get(0);
-            let elem: u32 = row.get(1);
-            let base: u32 = row.get(2);
-            let category: String = row.get(3);
-            match (typtype.as_str(), category.as_str()) {
-                ("e", _) => break PgTypeClass::Enum,
-                ("d", _) => current = base,
-                (_, "A") if elem != 0 => {
-                    array_depth += 1;
-                    current = elem;
-                }
-                _ => break PgTypeClass::Other,
-            }
+    /// A row of a transaction duplex itself applied: dropped (no echo) unless
+    /// the applier flagged it to flow back (see `marker::Resolution`).
+    fn forwarded_change(
+        &mut self,
+        relation: u32,
+        op: Op,
+        old: Option<(OldImageKind, Vec<TupleValue>)>,
+        new: Option<Vec<TupleValue>>,
+        position: SourcePosition,
+    ) -> Result<(), SourceError> {
+        let rel = self
+            .relations
+            .get(&relation)
+            .ok_or(SourceError::UnknownRelation(relation))?;
+        let before = old
+            .map(|(_, t)| decode_tuple(rel, &t, position))
+            .transpose()?;
+        let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
+        let text = match op {
+            Op::Delete => before.as_ref().and_then(|b| b.1.as_deref()),
+            _ => after.as_ref().and_then(|a| a.1.as_deref()),
         };
-        let mut class = class;
-        for _ in 0..array_depth {
-            class = PgTypeClass::Array(Box::new(class));
+        let Some(marker) = Marker::forwarded(
+            text,
+            self.spec.site_id,
+            position.counter(),
+            op == Op::Delete,
+        ) else {
+            return Ok(());
+        };
+        let schema = rel.schema.clone();
+        if let Some(t) = self.txn.as_mut() {
+            if !t.begun {
+                t.begun = true;
+                self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
+            }
         }
-        self.types.insert(oid, class.clone());
-        Ok(class)
+        self.ready.push_back(ChangeEvent::Change(RowChange {
+            table: schema,
+            op,
+            before: before.map(|b| b.0),
+            after: after.map(|a| a.0),
+            marker,
+        }));
+        Ok(())
+    }
+
+    async fn type_class(&mut self, oid: u32) -> Result<PgTypeClass, SourceError> {
+        crate::pg::types::resolve_type_class(&self.catalog, oid, &mut self.types)
+            .await
+            .map_err(|source| SourceError::Catalog {
+                what: format!("type oid {oid}"),
+                source,
+            })
     }
 
     async fn describe_relation(

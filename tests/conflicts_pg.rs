@@ -1,0 +1,248 @@
+//! Conflicts between PostgreSQL sites: concurrent edits made while the link is
+//! stopped, then settled by each table's policy when it runs again. Each case
+//! asserts the final rows on both sides and the conflicts-table rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
+use duplex::pipeline::PipelineTuning;
+
+const SCHEMA: &str = "
+CREATE TABLE t_lww (id int PRIMARY KEY, v text, w text);
+CREATE TABLE t_prio (id int PRIMARY KEY, v text, w text);
+CREATE TABLE t_own (id int PRIMARY KEY, v text, owned_by_b text);
+CREATE TABLE t_manual (id int PRIMARY KEY, v text, w text);";
+
+const TABLES: [&str; 4] = ["t_lww", "t_prio", "t_own", "t_manual"];
+
+async fn conflicts(
+    control: &tokio_postgres::Client,
+    table: &str,
+    kind: &str,
+) -> Vec<(i32, String, String)> {
+    control
+        .query(
+            "SELECT target_site, row_key, outcome FROM duplex.conflicts
+              WHERE table_name = $1 AND kind = $2 AND confirmed ORDER BY target_site, row_key",
+            &[&format!("public.{table}"), &kind],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+async fn value(c: &tokio_postgres::Client, table: &str, id: i32, col: &str) -> Option<String> {
+    c.query_opt(&format!("SELECT {col} FROM {table} WHERE id = $1"), &[&id])
+        .await
+        .unwrap()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_are_settled_by_policy_and_recorded() {
+    let pair = Pair::start(SCHEMA, &TABLES).await;
+    let control = connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
+             UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'owned_by_b', 2);",
+        )
+        .await
+        .unwrap();
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let t = Duration::from_secs(30);
+
+    // Baseline rows, synced both ways.
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    for table in TABLES {
+        a.batch_execute(&format!(
+            "INSERT INTO {table} SELECT g, 'v' || g, 'w' || g FROM generate_series(1, 6) g"
+        ))
+        .await
+        .unwrap();
+    }
+    for table in TABLES {
+        wait_for(&format!("{table} baseline on B"), t, || async {
+            table_rows(&a, table).await == table_rows(&b, table).await
+        })
+        .await;
+    }
+    run.shutdown().await;
+
+    // Concurrent edits while the link is stopped. Site A writes first, site B
+    // later, so B's versions are the later ones.
+    for table in ["t_lww", "t_prio"] {
+        a.batch_execute(&format!(
+            "UPDATE {table} SET v = 'a1' WHERE id = 1;
+             INSERT INTO {table} VALUES (100, 'a100', 'a');
+             DELETE FROM {table} WHERE id = 2;
+             DELETE FROM {table} WHERE id = 3;"
+        ))
+        .await
+        .unwrap();
+        b.batch_execute(&format!(
+            "UPDATE {table} SET v = 'b1' WHERE id = 1;
+             INSERT INTO {table} VALUES (100, 'b100', 'b');
+             UPDATE {table} SET v = 'b2' WHERE id = 2;
+             DELETE FROM {table} WHERE id = 3;"
+        ))
+        .await
+        .unwrap();
+    }
+    // Drift: a change on B that never reaches the change stream (made under
+    // duplex's own replication origin, as duplex's writes are), then A updates
+    // the row.
+    // (Separate statements: the origin must be set when the UPDATE commits.)
+    for sql in [
+        "SELECT pg_replication_origin_session_setup('duplex_l1_from_s1')",
+        "UPDATE t_lww SET w = 'drift' WHERE id = 4",
+        "SELECT pg_replication_origin_session_reset()",
+    ] {
+        b.batch_execute(sql).await.unwrap();
+    }
+    a.batch_execute("UPDATE t_lww SET v = 'a4' WHERE id = 4")
+        .await
+        .unwrap();
+    // Ownership: A writes B's column (and another column), B writes its own.
+    a.batch_execute("UPDATE t_own SET owned_by_b = 'A wrote this', v = 'a5' WHERE id = 5")
+        .await
+        .unwrap();
+    b.batch_execute("UPDATE t_own SET owned_by_b = 'B owns this' WHERE id = 6")
+        .await
+        .unwrap();
+    // Manual: both sides change the same row.
+    a.batch_execute("UPDATE t_manual SET v = 'a1' WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("UPDATE t_manual SET v = 'b1' WHERE id = 1")
+        .await
+        .unwrap();
+
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    for table in ["t_lww", "t_prio", "t_own"] {
+        wait_for(&format!("{table} converges"), t, || async {
+            table_rows(&a, table).await == table_rows(&b, table).await
+        })
+        .await;
+    }
+    wait_for("manual conflicts parked on both sides", t, || async {
+        query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name = 'public.t_manual' AND status = 'open' AND confirmed").await == 2
+    })
+    .await;
+
+    for c in [&a, &b] {
+        // Last writer (B) wins the update and the insert under last-writer-wins,
+        // site 1 (A) under site priority.
+        assert_eq!(value(c, "t_lww", 1, "v").await.as_deref(), Some("b1"));
+        assert_eq!(value(c, "t_lww", 100, "v").await.as_deref(), Some("b100"));
+        assert_eq!(value(c, "t_prio", 1, "v").await.as_deref(), Some("a1"));
+        assert_eq!(value(c, "t_prio", 100, "v").await.as_deref(), Some("a100"));
+        // A write beats a concurrent delete; a row both deleted stays deleted.
+        for table in ["t_lww", "t_prio"] {
+            assert_eq!(value(c, table, 2, "v").await.as_deref(), Some("b2"));
+            assert_eq!(value(c, table, 3, "v").await, None);
+        }
+        // The drifted row takes A's update (and B's drift is gone).
+        assert_eq!(value(c, "t_lww", 4, "v").await.as_deref(), Some("a4"));
+        assert_eq!(value(c, "t_lww", 4, "w").await.as_deref(), Some("w4"));
+        // The owned column keeps B's values only; A's other change stays.
+        assert_eq!(
+            value(c, "t_own", 5, "owned_by_b").await.as_deref(),
+            Some("w5")
+        );
+        assert_eq!(value(c, "t_own", 5, "v").await.as_deref(), Some("a5"));
+        assert_eq!(
+            value(c, "t_own", 6, "owned_by_b").await.as_deref(),
+            Some("B owns this")
+        );
+    }
+    // Manual: each side keeps its own version until a DBA decides.
+    assert_eq!(value(&a, "t_manual", 1, "v").await.as_deref(), Some("a1"));
+    assert_eq!(value(&b, "t_manual", 1, "v").await.as_deref(), Some("b1"));
+
+    // The conflicts table: every case, on the side that detected it.
+    for table in ["t_lww", "t_prio"] {
+        let winner = if table == "t_lww" {
+            ("incoming_applied", "local_kept")
+        } else {
+            ("local_kept", "incoming_applied")
+        };
+        assert_eq!(
+            conflicts(&control, table, "update_update").await,
+            vec![
+                (1, "id=1".into(), winner.0.into()),
+                (2, "id=1".into(), winner.1.into())
+            ],
+            "{table}"
+        );
+        assert_eq!(
+            conflicts(&control, table, "insert_insert").await,
+            vec![
+                (1, "id=100".into(), winner.0.into()),
+                (2, "id=100".into(), winner.1.into())
+            ],
+            "{table}"
+        );
+        assert_eq!(
+            conflicts(&control, table, "update_missing").await,
+            vec![(1, "id=2".into(), "recreated".into())],
+            "{table}"
+        );
+        assert_eq!(
+            conflicts(&control, table, "delete_update").await,
+            vec![(2, "id=2".into(), "local_kept".into())],
+            "{table}"
+        );
+        assert_eq!(
+            conflicts(&control, table, "delete_delete").await,
+            vec![
+                (1, "id=3".into(), "already_deleted".into()),
+                (2, "id=3".into(), "already_deleted".into())
+            ],
+            "{table}"
+        );
+    }
+    assert_eq!(
+        conflicts(&control, "t_lww", "unsynced_local_edit").await,
+        vec![(2, "id=4".into(), "incoming_applied".into())]
+    );
+    // Both versions are in the record.
+    assert!(query_bool(
+        &control,
+        "SELECT local_version->'row'->'v'->>'value' = 'b1' AND incoming_version->'row'->'v'->>'value' = 'a1'
+           FROM duplex.conflicts WHERE table_name = 'public.t_lww' AND kind = 'update_update' AND target_site = 2"
+    )
+    .await);
+    // The counters view agrees with the table, and with what duplex counted.
+    let recorded = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let counted = query_i64(
+        &control,
+        "SELECT sum(conflicts)::bigint FROM duplex.conflict_counts",
+    )
+    .await;
+    assert_eq!(recorded, counted);
+    let reported: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(reported as i64, recorded);
+    run.shutdown().await;
+}
