@@ -231,6 +231,10 @@ impl Marker {
     /// `delete`: the row is a delete's old image, forwarded when its marker
     /// says [`Resolution::PreDelete`].
     pub fn forwarded(text: Option<&str>, site: u32, counter: u64, delete: bool) -> Option<Marker> {
+        // Cheap test first: most of duplex's own rows are not flagged.
+        if !text?.contains("\"r\":") {
+            return None;
+        }
         let mut m = Marker::parse(text).ok().flatten()?;
         let wanted = if delete {
             Resolution::PreDelete

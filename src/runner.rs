@@ -246,6 +246,7 @@ async fn prepare_link(
                 endpoint: MysqlEndpoint::from_site(src)?,
                 replica_server_id: replica_server_id(link, src.site_id)?,
                 marker_column: link.marker_column.clone(),
+                stamp_column: link.stamp_column(),
                 marker_table: crate::sink::mysql::MARKER_TABLE.to_string(),
                 tables: tables.iter().map(|t| t.table.name.clone()).collect(),
                 start: None,
@@ -283,6 +284,18 @@ async fn prepare_link(
                 marker_column: link.marker_column.clone(),
                 max_batch_rows: tuning.max_batch_rows,
                 quarantine: QuarantineSpec {
+                    control: control.clone(),
+                    link_id: link.link_id,
+                    source_site: src.site_id,
+                    target_site: dst.site_id,
+                },
+                stamp_column: link.stamp_column(),
+                site_id: dst.site_id,
+                policies: tables
+                    .iter()
+                    .map(|t| (t.table.name.clone(), t.policy.clone()))
+                    .collect(),
+                conflicts: crate::conflict::store::ConflictStoreSpec {
                     control: control.clone(),
                     link_id: link.link_id,
                     source_site: src.site_id,

@@ -386,6 +386,9 @@ pub async fn prepare_mysql_site(
             Some(_) => {}
         }
         // Checked first: `ADD COLUMN IF NOT EXISTS` is MariaDB-only syntax.
+        // Invisible (MariaDB 10.3+, MySQL 8.0.23+), like the stamp column below:
+        // applications' `SELECT *` and `INSERT ... VALUES` without a column
+        // list keep working.
         let has_marker: Option<u8> = conn
             .exec_first(
                 "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?",
@@ -395,7 +398,7 @@ pub async fn prepare_mysql_site(
             .map_err(err(format!("look for the marker column of {table}")))?;
         if has_marker.is_none() {
             conn.query_drop(format!(
-                "ALTER TABLE {}.{} ADD COLUMN {} JSON NULL",
+                "ALTER TABLE {}.{} ADD COLUMN {} JSON NULL INVISIBLE",
                 q(database),
                 q(&t.table.name),
                 q(&link.marker_column)
@@ -406,7 +409,44 @@ pub async fn prepare_mysql_site(
                 link.marker_column
             )))?;
         }
+        // The version stamp: the server sets it on every user write, which is
+        // how this site tells its own unsynced versions apart (see `conflict`).
+        // Invisible, so applications' SELECT * and INSERT without a column
+        // list do not see it.
+        let stamp = link.stamp_column();
+        let has_stamp: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                (database, t.table.name.as_str(), stamp.as_str()),
+            )
+            .await
+            .map_err(err(format!("look for the stamp column of {table}")))?;
+        if has_stamp.is_none() {
+            conn.query_drop(format!(
+                "ALTER TABLE {}.{} ADD COLUMN {} TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6) INVISIBLE",
+                q(database),
+                q(&t.table.name),
+                q(&stamp)
+            ))
+            .await
+            .map_err(err(format!("add stamp column {stamp} to {table}")))?;
+        }
     }
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} (
+             table_name VARCHAR(200) NOT NULL,
+             row_key    VARBINARY(2048) NOT NULL,
+             vv         TEXT NOT NULL,
+             site       INT UNSIGNED NOT NULL,
+             ts         BIGINT NOT NULL,
+             deleted_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             PRIMARY KEY (table_name, row_key)
+         ) ENGINE = InnoDB COMMENT = 'duplex: tombstones of rows duplex deleted here; written only by duplex'",
+        q(database),
+        q(MYSQL_TOMBSTONES_TABLE)
+    ))
+    .await
+    .map_err(err("create duplex's tombstone table".into()))?;
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {}.{} (
              link_id        INT NOT NULL,

@@ -583,7 +583,9 @@ pub fn decide(
                     };
                     record.outcome = outcome;
                     conflicts.push(record);
-                    let tags = merged_tags.unwrap_or_else(|| local_tags(me, schema, lr));
+                    let tags = field_merge_tags(policy, || {
+                        merged_tags.unwrap_or_else(|| local_tags(me, schema, lr))
+                    });
                     let marker = Marker {
                         format: MARKER_FORMAT_VERSION,
                         vv,
@@ -709,7 +711,7 @@ pub fn decide(
                         resolution: Resolution::None,
                         cols: BTreeMap::new(),
                     };
-                    let tags = incoming_tags(change);
+                    let tags = field_merge_tags(policy, || incoming_tags(change));
                     // Field merge needs the row's creator to hold a marker
                     // (column tags) too: an inserted row comes back to it once.
                     let forward = change.op == Op::Insert
@@ -730,6 +732,15 @@ fn value_crc(v: Option<&Value>) -> u32 {
         encode_value(v, &mut out);
     }
     crc32fast::hash(&out)
+}
+
+/// Column tags matter only under field merge: elsewhere none are computed.
+fn field_merge_tags(policy: &TablePolicy, tags: impl FnOnce() -> Vec<Setter>) -> Vec<Setter> {
+    if matches!(policy.policy, Policy::FieldMerge { .. }) {
+        tags()
+    } else {
+        Vec::new()
+    }
 }
 
 /// The version that set a column: its site and dot.
@@ -962,7 +973,12 @@ fn write_row(
     now_us: i64,
 ) -> Decision {
     let schema = &change.table;
-    let local_tag_list = local.map(|lr| local_tags(me, schema, lr));
+    let tagged = !tags.is_empty();
+    let local_tag_list = if tagged && !policy.owners.is_empty() {
+        local.map(|lr| local_tags(me, schema, lr))
+    } else {
+        None
+    };
     for (column, &owner) in &policy.owners {
         let Some(i) = schema.column_index(column) else {
             continue;
@@ -989,7 +1005,9 @@ fn write_row(
         } else if owner == change.marker.site {
             if let Some(x) = incoming_value {
                 row.0[i] = Some(x);
-                tags[i] = incoming_tags(change)[i];
+                if tagged {
+                    tags[i] = incoming_tags(change)[i];
+                }
             }
         }
     }
@@ -1017,7 +1035,7 @@ fn write_row(
         marker.resolution = Resolution::Forward;
     }
     marker.crc = checksum(schema, &row);
-    if matches!(policy.policy, Policy::FieldMerge { .. }) {
+    if tagged {
         marker.cols = tag_map(schema, &row, &tags);
     }
     let unchanged = local.is_some_and(|lr| {

@@ -139,6 +139,12 @@ impl Link {
         format!("duplex_l{}", self.link_id)
     }
 
+    /// MySQL/MariaDB sites: the invisible column the server stamps with the
+    /// time of each write (`ON UPDATE CURRENT_TIMESTAMP(6)`), next to the marker.
+    pub fn stamp_column(&self) -> String {
+        format!("{}_ts", self.marker_column)
+    }
+
     /// Replication origin under which changes from `source_site` are applied.
     pub fn origin_name(&self, source_site: u32) -> String {
         format!(

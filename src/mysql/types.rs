@@ -1030,6 +1030,42 @@ fn patched_table_map(
 // ---------------------------------------------------------------------------------
 // Decoding.
 
+/// A value read with an ordinary query (binary protocol) -> canonical value,
+/// the same value [`decode_binlog_value`] gives for the binlog's form of it.
+/// The forms differ for ENUM (label, not index), SET (labels, not bitmask)
+/// and TIMESTAMP (a date-time in the session's zone, which duplex's sessions
+/// set to UTC, not epoch seconds); the rest is shared.
+pub fn decode_query_value(col: &MysqlColumn, value: MyValue) -> Result<Value, MysqlDecodeError> {
+    if matches!(value, MyValue::NULL) {
+        return Ok(Value::Null);
+    }
+    let invalid = |value: String, reason: String| MysqlDecodeError::Invalid {
+        column: col.name.clone(),
+        column_type: col.column_type.clone(),
+        value,
+        reason,
+    };
+    match (col.data_type.as_str(), &value) {
+        ("enum", MyValue::Bytes(b)) => {
+            let label = String::from_utf8_lossy(b).into_owned();
+            if col.enum_values.contains(&label) {
+                Ok(Value::Enum(label))
+            } else {
+                Err(invalid(label, "not one of the ENUM's labels".into()))
+            }
+        }
+        ("set", MyValue::Bytes(b)) => Ok(Value::Text(String::from_utf8_lossy(b).into_owned())),
+        ("timestamp", MyValue::Date(y, mo, d, h, mi, s, us)) => {
+            let days = ymd_days(*y, *mo, *d).map_err(|r| invalid(show_binlog(&value), r))?;
+            let micros = days * MICROS_PER_DAY
+                + (i64::from(*h) * 3600 + i64::from(*mi) * 60 + i64::from(*s)) * MICROS_PER_SECOND
+                + i64::from(*us);
+            Ok(Value::TimestampTz(Timestamp::Micros(micros)))
+        }
+        _ => decode_binlog_value(col, &BinlogValue::Value(value)),
+    }
+}
+
 /// Binlog value (as decoded by mysql_common with the table map) -> canonical value.
 /// `col` gives signedness, charset and enum/set values; the binlog's own signedness
 /// handling is not relied on. Read rows through [`RowsEventReader`] so that TIME

@@ -14,12 +14,25 @@ use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 
-use crate::canonical::{ChangeEvent, Op, RowChange, SourcePosition, TableName, TableSchema, Value};
-use crate::mysql::types::{encode_param, MysqlColumn};
+use crate::canonical::{
+    ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Timestamp, Value,
+};
+use crate::conflict::store::{ConflictStore, ConflictStoreSpec};
+use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::marker::Marker;
+use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
+use crate::sink::resolve::{keys_by_table, resolve, KeyRef};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 /// Name of duplex's marker table in each MySQL site's database.
 pub const MARKER_TABLE: &str = "_duplex_applied";
@@ -53,6 +66,14 @@ pub enum MysqlSinkError {
     },
     #[error(transparent)]
     Quarantine(crate::sink::quarantine::QuarantineError),
+    #[error(transparent)]
+    Conflicts(crate::conflict::store::ConflictStoreError),
+    #[error("table {table}: cannot read the target row's column {column}: {reason}")]
+    LocalValue {
+        table: TableName,
+        column: String,
+        reason: String,
+    },
 }
 
 /// Server errors that mean "this row's data": quarantine the row, go on.
@@ -99,6 +120,14 @@ pub struct MysqlSinkSpec {
     pub max_batch_rows: usize,
     /// Where changes the target refuses are kept.
     pub quarantine: QuarantineSpec,
+    /// The server-maintained stamp column next to the marker (see `setup`).
+    pub stamp_column: String,
+    /// The target site's id (its entry in version vectors).
+    pub site_id: u32,
+    /// Conflict policy per configured table (absent: last-writer-wins).
+    pub policies: HashMap<String, TablePolicy>,
+    /// Where conflicts are recorded.
+    pub conflicts: ConflictStoreSpec,
 }
 
 struct TargetTable {
@@ -125,6 +154,11 @@ pub struct MysqlSink {
     group: TxnGroup,
     quarantine: Quarantine,
     stats: Arc<DirectionStats>,
+    pending: Vec<(RowChange, ChangeOrigin)>,
+    conflicts: ConflictStore,
+    tombstone_table: String,
+    /// Per table: whether it may have tombstones on this site.
+    tombstones_exist: HashMap<String, bool>,
 }
 
 impl MysqlSink {
@@ -146,6 +180,12 @@ impl MysqlSink {
             quote_ident(MARKER_TABLE)
         );
         let quarantine = Quarantine::new(spec.quarantine.clone(), stats.clone());
+        let conflicts = ConflictStore::new(spec.conflicts.clone(), stats.clone());
+        let tombstone_table = format!(
+            "{}.{}",
+            quote_ident(spec.endpoint.database()),
+            quote_ident(crate::setup::MYSQL_TOMBSTONES_TABLE)
+        );
         Ok(MysqlSink {
             quarantine,
             spec,
@@ -155,6 +195,10 @@ impl MysqlSink {
             batch: None,
             group: TxnGroup::default(),
             stats,
+            pending: Vec::new(),
+            conflicts,
+            tombstone_table,
+            tombstones_exist: HashMap::new(),
         })
     }
 
@@ -166,7 +210,11 @@ impl MysqlSink {
         self.quarantine
             .reconcile(resume_counter)
             .await
-            .map_err(MysqlSinkError::Quarantine)
+            .map_err(MysqlSinkError::Quarantine)?;
+        self.conflicts
+            .reconcile(resume_counter)
+            .await
+            .map_err(MysqlSinkError::Conflicts)
     }
 
     pub fn site_name(&self) -> &str {
@@ -229,6 +277,7 @@ impl MysqlSink {
                 Ok(None)
             }
             ChangeEvent::Truncate(tables) => {
+                self.flush_pending().await?;
                 self.flush().await?;
                 // TRUNCATE would commit implicitly in MySQL: delete instead, inside the transaction.
                 for t in tables {
@@ -252,6 +301,7 @@ impl MysqlSink {
         if !self.group.open {
             return Ok(self.group.take_idle_progress());
         }
+        self.flush_pending().await?;
         self.flush().await?;
         if let Some(end) = self.group.last_end {
             let sql = format!("UPDATE {} SET position = ?, position_text = ?, commit_time_us = ? WHERE link_id = ? AND source_site = ?", self.marker_table);
@@ -282,11 +332,248 @@ impl MysqlSink {
             // Still unconfirmed records are confirmed at the next start.
             tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
         }
+        if let Err(e) = self.conflicts.confirm().await {
+            tracing::warn!(error = %e, "cannot confirm conflict records now; they are confirmed at the next start");
+        }
         Ok(self.group.committed(&self.stats))
     }
 
+    /// Take an incoming change: it is decided (conflicts) together with the
+    /// changes around it, once enough are pending or at the end.
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
         let origin = self.group.count_change(change.op);
+        self.pending.push((change, origin));
+        if self.pending.len() >= self.spec.max_batch_rows.max(1) {
+            self.flush_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Decide the pending changes against the target's rows (read with FOR
+    /// UPDATE) and apply what is to be written.
+    async fn flush_pending(&mut self) -> Result<(), MysqlSinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut states = HashMap::new();
+        for (schema, keys) in keys_by_table(&pending) {
+            for (key, local) in self.read_local(&schema, &keys).await? {
+                states.insert((schema.table.clone(), key), local);
+            }
+        }
+        let policies = self.spec.policies.clone();
+        let resolved = resolve(
+            self.spec.site_id,
+            |t| policies.get(&t.name).cloned().unwrap_or_default(),
+            pending,
+            states,
+            now_micros(),
+        );
+        self.stats
+            .stale
+            .fetch_add(resolved.stale, Ordering::Relaxed);
+        for (schema, conflict, origin, key) in &resolved.conflicts {
+            self.conflicts
+                .record(schema, conflict, *origin, key)
+                .await
+                .map_err(MysqlSinkError::Conflicts)?;
+        }
+        for (write, origin) in resolved.writes {
+            self.add_write(write, origin).await?;
+        }
+        self.flush().await?;
+        for (schema, key, t) in &resolved.tombstones {
+            self.tombstones_exist
+                .insert(schema.table.name.clone(), true);
+            let sql = format!(
+                "INSERT INTO {} (table_name, row_key, vv, site, ts) VALUES (?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE vv = VALUES(vv), site = VALUES(site), ts = VALUES(ts), deleted_at = CURRENT_TIMESTAMP(6)",
+                self.tombstone_table
+            );
+            let vv = serde_json::to_string(&t.vv).unwrap_or_default();
+            self.conn
+                .exec_drop(
+                    sql,
+                    (schema.table.name.as_str(), key.as_slice(), vv, t.site, t.ts),
+                )
+                .await
+                .map_err(db("record a tombstone"))?;
+        }
+        for (schema, key) in &resolved.revived {
+            let sql = format!(
+                "DELETE FROM {} WHERE table_name = ? AND row_key = ?",
+                self.tombstone_table
+            );
+            self.conn
+                .exec_drop(sql, (schema.table.name.as_str(), key.as_slice()))
+                .await
+                .map_err(db("remove a tombstone"))?;
+        }
+        Ok(())
+    }
+
+    /// The target's state for `keys` of `schema`: the row (with how it was
+    /// last written, from the stamp column) or its tombstone.
+    async fn read_local(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, MysqlSinkError> {
+        let target = self.target_table(&schema.table).await?;
+        let column = |name: &str| {
+            target
+                .columns
+                .get(name)
+                .cloned()
+                .ok_or_else(|| MysqlSinkError::MissingColumn {
+                    table: schema.table.clone(),
+                    column: name.to_string(),
+                })
+        };
+        let mut cols = Vec::with_capacity(schema.columns.len());
+        for c in &schema.columns {
+            cols.push(column(&c.name)?);
+        }
+        let stamp_col = column(&self.spec.stamp_column)?;
+        column(&self.spec.marker_column)?;
+        let mut select: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+        select.push(quote_ident(&self.spec.marker_column));
+        select.push(quote_ident(&self.spec.stamp_column));
+        let key_cols: Vec<String> = schema
+            .key
+            .iter()
+            .map(|&i| quote_ident(&schema.columns[i].name))
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut found: HashSet<Vec<u8>> = HashSet::new();
+        let per_key = schema.key.len().max(1);
+        for chunk in keys.chunks((60_000 / per_key).clamp(1, self.spec.max_batch_rows.max(1))) {
+            let mut params = Vec::with_capacity(chunk.len() * per_key);
+            for k in chunk {
+                for (j, v) in k.values.iter().enumerate() {
+                    let col = &cols[schema.key[j]];
+                    params.push(encode_param(col, v).map_err(|e| MysqlSinkError::Value {
+                        table: schema.table.clone(),
+                        key: String::new(),
+                        column: col.name.clone(),
+                        reason: e.to_string(),
+                    })?);
+                }
+            }
+            let tuple = format!("({})", vec!["?"; per_key].join(", "));
+            let sql = format!(
+                "SELECT {} FROM {} WHERE ({}) IN ({}) FOR UPDATE",
+                select.join(", "),
+                target.quoted,
+                key_cols.join(", "),
+                vec![tuple; chunk.len()].join(", ")
+            );
+            let rows: Vec<mysql_async::Row> = self
+                .conn
+                .exec(sql, params)
+                .await
+                .map_err(db(format!("read the target rows of {}", schema.table)))?;
+            for mut r in rows {
+                let mut values = Vec::with_capacity(cols.len());
+                for (i, col) in cols.iter().enumerate() {
+                    let raw: mysql_async::Value = r.take(i).unwrap_or(mysql_async::Value::NULL);
+                    let v =
+                        decode_query_value(col, raw).map_err(|e| MysqlSinkError::LocalValue {
+                            table: schema.table.clone(),
+                            column: col.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    values.push(Some(v));
+                }
+                let row = Row(values);
+                let marker_raw: mysql_async::Value =
+                    r.take(cols.len()).unwrap_or(mysql_async::Value::NULL);
+                let marker_text = match marker_raw {
+                    mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    _ => None,
+                };
+                let marker = Marker::parse_lenient(marker_text.as_deref(), &schema.table);
+                let stamp_raw: mysql_async::Value =
+                    r.take(cols.len() + 1).unwrap_or(mysql_async::Value::NULL);
+                let stamp_us = match decode_query_value(&stamp_col, stamp_raw) {
+                    Ok(Value::TimestampTz(Timestamp::Micros(us))) => Some(us),
+                    _ => None,
+                };
+                // The applier writes the stamp with the marker's time; a user
+                // write moves it (ON UPDATE CURRENT_TIMESTAMP).
+                let stamp = match (&marker, stamp_us) {
+                    (Some(m), Some(us)) if m.ts == us => Stamp::Synced,
+                    (_, t) => Stamp::User { t },
+                };
+                let Some(key) = row
+                    .key(schema)
+                    .map(|k| crate::sink::resolve::encode_key(&k))
+                else {
+                    continue;
+                };
+                found.insert(key.clone());
+                out.push((key, Local::Present(LocalRow { row, marker, stamp })));
+            }
+        }
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !found.contains(&k.encoded))
+            .map(|k| k.encoded.clone())
+            .collect();
+        let mut tombstones = HashMap::new();
+        // Most tables have no tombstones at all: ask once, then know (this
+        // sink is the only writer of this table's tombstones on this site).
+        let possible = match self.tombstones_exist.get(&schema.table.name) {
+            Some(&p) => p,
+            None => {
+                let sql = format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = ?)",
+                    self.tombstone_table
+                );
+                let p: Option<i64> = self
+                    .conn
+                    .exec_first(sql, (schema.table.name.as_str(),))
+                    .await
+                    .map_err(db("look for tombstones"))?;
+                let p = p == Some(1);
+                self.tombstones_exist.insert(schema.table.name.clone(), p);
+                p
+            }
+        };
+        let lookup: &[Vec<u8>] = if possible { &missing } else { &[] };
+        for chunk in lookup.chunks(500) {
+            let sql = format!(
+                "SELECT row_key, vv, site, ts FROM {} WHERE table_name = ? AND row_key IN ({})",
+                self.tombstone_table,
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut params: Vec<mysql_async::Value> = vec![schema.table.name.as_str().into()];
+            params.extend(chunk.iter().map(|k| mysql_async::Value::Bytes(k.clone())));
+            let rows: Vec<(Vec<u8>, String, u32, i64)> = self
+                .conn
+                .exec(sql, params)
+                .await
+                .map_err(db("read tombstones"))?;
+            for (key, vv, site, ts) in rows {
+                if let Ok(vv) = serde_json::from_str(&vv) {
+                    tombstones.insert(key, Tombstone { vv, site, ts });
+                }
+            }
+        }
+        for key in missing {
+            let t = tombstones.remove(&key);
+            out.push((key, Local::Absent(t)));
+        }
+        Ok(out)
+    }
+
+    /// Queue one decided write.
+    async fn add_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), MysqlSinkError> {
         // Updates and deletes go one row per statement (MySQL has no
         // UPDATE ... FROM VALUES); inserts are batched.
         if change.op != Op::Insert {
@@ -461,6 +748,7 @@ impl MysqlSink {
                     .map(|&i| quote_ident(&schema.columns[i].name))
                     .collect();
                 cols.push(marker);
+                cols.push(quote_ident(&self.spec.stamp_column));
                 for change in &batch.rows {
                     let after = change.after.as_ref();
                     for &i in &batch.shape {
@@ -473,6 +761,7 @@ impl MysqlSink {
                     params.push(mysql_async::Value::Bytes(
                         change.marker.to_json().into_bytes(),
                     ));
+                    params.push(self.stamp_param(&target, &schema, change)?);
                 }
                 let row = format!("({})", vec!["?"; cols.len()].join(", "));
                 format!(
@@ -498,6 +787,9 @@ impl MysqlSink {
                 params.push(mysql_async::Value::Bytes(
                     change.marker.to_json().into_bytes(),
                 ));
+                // Set explicitly: ON UPDATE would stamp the applier's own time.
+                sets.push(format!("{} = ?", quote_ident(&self.spec.stamp_column)));
+                params.push(self.stamp_param(&target, &schema, change)?);
                 let wheres = self.key_params(&target, &schema, change, &mut params)?;
                 format!(
                     "UPDATE {} SET {} WHERE {}",
@@ -524,6 +816,32 @@ impl MysqlSink {
             tracing::warn!(table = %schema.table, op = %batch.op, "row to change was not on the target");
         }
         Ok(())
+    }
+
+    /// The stamp column's value for a written version: the marker's time, so
+    /// that the row reads back as written by duplex until a user changes it.
+    fn stamp_param(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        change: &RowChange,
+    ) -> Result<mysql_async::Value, MysqlSinkError> {
+        let col = target.columns.get(&self.spec.stamp_column).ok_or_else(|| {
+            MysqlSinkError::MissingColumn {
+                table: schema.table.clone(),
+                column: self.spec.stamp_column.clone(),
+            }
+        })?;
+        encode_param(
+            col,
+            &Value::TimestampTz(Timestamp::Micros(change.marker.ts)),
+        )
+        .map_err(|e| MysqlSinkError::Value {
+            table: schema.table.clone(),
+            key: describe_key(change),
+            column: self.spec.stamp_column.clone(),
+            reason: format!("the version time does not fit the stamp column: {e}"),
+        })
     }
 
     fn key_params(

@@ -166,6 +166,8 @@ pub struct PgSink {
     /// Replication origins (roident) under which duplex's appliers write here.
     duplex_origins: HashSet<u32>,
     type_cache: HashMap<u32, PgTypeClass>,
+    /// Per configured table: whether it may have tombstones on this site.
+    tombstones_exist: HashMap<String, bool>,
 }
 
 /// Statements kept prepared per sink; beyond this the cache is cleared.
@@ -185,7 +187,13 @@ impl PgSink {
             // synchronous_commit=on: a position is confirmed to the source right
             // after COMMIT returns, so the commit must be on disk by then, whatever
             // the target database's or role's default is.
-            .batch_execute("SET synchronous_commit = on; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3")
+            // Every statement the applier runs joins at most a batch of keys
+            // (a VALUES list) to a table by its primary key: a nested loop of
+            // index lookups is always the plan. Without these settings the
+            // planner may hash the batch and scan the whole table (or its
+            // whole index) instead, for instance while a big transaction fills
+            // a table whose statistics still say it is empty: quadratic time.
+            .batch_execute("SET synchronous_commit = on; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off")
             .await
             .map_err(|e| wrap(SinkError::Db { context: "configure the applier session".into(), source: e }))?;
         client
@@ -214,6 +222,7 @@ impl PgSink {
             conflicts: ConflictStore::new(spec_conflicts, stats.clone()),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
+            tombstones_exist: HashMap::new(),
             stats,
         };
         sink.load_duplex_origins().await.map_err(wrap)?;
@@ -459,14 +468,18 @@ impl PgSink {
             select.push(format!("t.{}::text", quote_ident(&self.spec.marker_column)));
             select.push("(extract(epoch FROM x.timestamp) * 1000000)::bigint".into());
             select.push("x.roident::text::bigint".into());
-            let mut types = Vec::new();
+            // One text array per key column: a fixed, small statement whatever
+            // the batch size, and index lookups whatever the statistics say.
             let mut key_cols = Vec::new();
-            for &i in &schema.key {
+            let mut arrays = Vec::new();
+            for (j, &i) in schema.key.iter().enumerate() {
                 let name = &schema.columns[i].name;
-                types.push(target.column_types.get(name).cloned().unwrap_or_default());
+                let ty = target.column_types.get(name).cloned().unwrap_or_default();
                 key_cols.push(format!("t.{}", quote_ident(name)));
+                arrays.push(format!("${}::text[]::{ty}[]", j + 1));
             }
-            let mut params: Vec<Option<String>> = Vec::new();
+            let mut params: Vec<Vec<Option<String>>> =
+                vec![Vec::with_capacity(chunk.len()); schema.key.len()];
             for k in chunk {
                 for (j, v) in k.values.iter().enumerate() {
                     let text = encode_text(v).map_err(|e| SinkError::Value {
@@ -475,18 +488,36 @@ impl PgSink {
                         column: schema.columns[schema.key[j]].name.clone(),
                         reason: e.to_string(),
                     })?;
-                    params.push(Some(text));
+                    params[j].push(Some(text));
                 }
             }
+            let condition = if key_cols.len() == 1 {
+                format!("{} = ANY({})", key_cols[0], arrays[0])
+            } else {
+                format!(
+                    "({}) IN (SELECT * FROM unnest({}))",
+                    key_cols.join(", "),
+                    arrays.join(", ")
+                )
+            };
             let sql = format!(
                 "SELECT {} FROM {} AS t LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) AS x ON true
-                  WHERE ({}) IN (VALUES {}) FOR UPDATE OF t",
+                  WHERE {condition} FOR UPDATE OF t",
                 select.join(", "),
                 target.quoted,
-                key_cols.join(", "),
-                values_list(chunk.len(), &types)
             );
-            let statement = self.statement(&sql, params.len()).await?;
+            let statement = match self.statements.get(&sql) {
+                Some(st) => st.clone(),
+                None => {
+                    let st = self
+                        .client
+                        .prepare_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
+                        .await
+                        .map_err(db(format!("prepare: {}", abbreviate(&sql))))?;
+                    self.statements.insert(sql.clone(), st.clone());
+                    st
+                }
+            };
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             let rows = self
@@ -594,6 +625,28 @@ impl PgSink {
         if keys.is_empty() {
             return Ok(out);
         }
+        // Most tables have no tombstones at all: ask once, then know (this
+        // sink is the only writer of this table's tombstones on this site).
+        let name = self.tombstone_table_name(&schema.table);
+        let possible = match self.tombstones_exist.get(&name) {
+            Some(&p) => p,
+            None => {
+                let p: bool = self
+                    .client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM duplex.site_tombstones WHERE table_name = $1)",
+                        &[&name],
+                    )
+                    .await
+                    .map_err(db("look for tombstones"))?
+                    .get(0);
+                self.tombstones_exist.insert(name.clone(), p);
+                p
+            }
+        };
+        if !possible {
+            return Ok(out);
+        }
         let rows = self
             .client
             .query(
@@ -626,6 +679,8 @@ impl PgSink {
         revived: &[(Arc<TableSchema>, Vec<u8>)],
     ) -> Result<(), SinkError> {
         for (schema, key, t) in tombstones {
+            self.tombstones_exist
+                .insert(self.tombstone_table_name(&schema.table), true);
             let vv = serde_json::to_string(&t.vv).unwrap_or_default();
             self.client
                 .execute(

@@ -93,8 +93,7 @@ pub(crate) fn resolve(
         let table = change.table.table.clone();
         let policy = policies
             .entry(table.clone())
-            .or_insert_with(|| policy_of(&table))
-            .clone();
+            .or_insert_with(|| policy_of(&table));
         let identity = match change.op {
             Op::Insert => change.after.as_ref(),
             _ => change.before.as_ref().or(change.after.as_ref()),
@@ -105,19 +104,21 @@ pub(crate) fn resolve(
             continue;
         };
         let new_key = key_of(&change, change.after.as_ref()).unwrap_or_else(|| key.clone());
+        // Taken out: the decision's `next` state replaces it below.
         let local = states
-            .get(&(table.clone(), key.clone()))
-            .cloned()
+            .remove(&(table.clone(), key.clone()))
             .unwrap_or(Local::Absent(None));
         let had_tombstone = matches!(local, Local::Absent(Some(_)));
-        let decision = decide(me, &policy, &change, &local, now_us);
+        let decision = decide(me, policy, &change, &local, now_us);
         if decision.stale {
             out.stale += 1;
         }
-        let described = crate::sink::describe_key(&change);
-        for c in decision.conflicts {
-            out.conflicts
-                .push((change.table.clone(), c, origin, described.clone()));
+        if !decision.conflicts.is_empty() {
+            let described = crate::sink::describe_key(&change);
+            for c in decision.conflicts {
+                out.conflicts
+                    .push((change.table.clone(), c, origin, described.clone()));
+            }
         }
         if let Some(t) = decision.tombstone.clone() {
             out.tombstones.push((change.table.clone(), key.clone(), t));

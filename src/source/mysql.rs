@@ -69,6 +69,9 @@ pub struct MysqlSourceSpec {
     /// server_id this reader registers with; unique per direction.
     pub replica_server_id: u32,
     pub marker_column: String,
+    /// The server-maintained version stamp column (`<marker>_ts`): the time of
+    /// the row's last user write, which identifies the version (see `conflict`).
+    pub stamp_column: String,
     /// duplex's marker table in the site's database (see the MySQL sink).
     pub marker_table: String,
     /// Synced tables (in the endpoint's database).
@@ -82,6 +85,7 @@ struct TableInfo {
     /// Binlog column index -> canonical row index (`None` for the marker column).
     row_index: Vec<Option<usize>>,
     marker_index: Option<usize>,
+    stamp_index: Option<usize>,
 }
 
 struct OpenTxn {
@@ -531,9 +535,13 @@ impl MysqlSource {
         let mut schema_columns = Vec::new();
         let mut row_index = Vec::new();
         let mut marker_index = None;
+        let mut stamp_index = None;
         for (i, c) in columns.iter().enumerate() {
             if c.name == self.spec.marker_column {
                 marker_index = Some(i);
+                row_index.push(None);
+            } else if c.name == self.spec.stamp_column {
+                stamp_index = Some(i);
                 row_index.push(None);
             } else {
                 row_index.push(Some(schema_columns.len()));
@@ -561,6 +569,7 @@ impl MysqlSource {
             columns,
             row_index,
             marker_index,
+            stamp_index,
         });
         self.tables.insert(table.to_string(), info.clone());
         Ok(info)
@@ -605,7 +614,6 @@ impl MysqlSource {
             if let Some(t) = self.txn.as_mut() {
                 t.echo_rows = true;
             }
-            return Ok(());
         }
         let mut info = self.table_info(&table).await?;
         // Values are matched to columns by position: the layout duplex holds
@@ -644,13 +652,6 @@ impl MysqlSource {
                 })
             }
         };
-        if let Some(t) = self.txn.as_mut() {
-            if !t.begun {
-                t.begun = true;
-                tracing::debug!(position = %t.meta.commit_position, table = %info.schema.table, "transaction from the binlog");
-                self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
-            }
-        }
         // Through the codec's reader: it works around mysql_common's decoding of
         // negative fractional TIME values.
         let images = read_rows_event(&tme, rows).map_err(|e| MysqlSourceError::BadValue {
@@ -666,21 +667,50 @@ impl MysqlSource {
             let after = after
                 .map(|r| self.decode_row(&info, &r, position))
                 .transpose()?;
-            let crc = after
-                .as_ref()
-                .and_then(|a| row_checksum(&info.schema, &a.0))
-                .unwrap_or(0);
-            let marker = Marker::for_user_write(
-                after.as_ref().and_then(|a| a.1.as_deref()),
-                before.as_ref().and_then(|b| b.1.as_deref()),
-                self.spec.site_id,
-                crate::marker::Dot {
-                    c: position.counter(),
-                    t: commit_time_us,
-                },
-                crc,
-                &info.schema.table,
-            );
+            let marker = if echo {
+                // duplex's own write: passed on only when the applier flagged
+                // it to flow back (see `marker::Resolution`).
+                let text = match op {
+                    Op::Delete => before.as_ref().and_then(|b| b.1.as_deref()),
+                    _ => after.as_ref().and_then(|a| a.1.as_deref()),
+                };
+                match Marker::forwarded(
+                    text,
+                    self.spec.site_id,
+                    position.counter(),
+                    op == Op::Delete,
+                ) {
+                    Some(m) => m,
+                    None => continue,
+                }
+            } else {
+                let crc = after
+                    .as_ref()
+                    .and_then(|a| row_checksum(&info.schema, &a.0))
+                    .unwrap_or(0);
+                // The version time: the stamp column the server set on this
+                // write (what the site reads back from the row); a delete has
+                // no new row, and takes the event's time.
+                let t = after.as_ref().and_then(|a| a.2).unwrap_or(commit_time_us);
+                Marker::for_user_write(
+                    after.as_ref().and_then(|a| a.1.as_deref()),
+                    before.as_ref().and_then(|b| b.1.as_deref()),
+                    self.spec.site_id,
+                    crate::marker::Dot {
+                        c: position.counter(),
+                        t,
+                    },
+                    crc,
+                    &info.schema.table,
+                )
+            };
+            if let Some(t) = self.txn.as_mut() {
+                if !t.begun {
+                    t.begun = true;
+                    tracing::debug!(position = %t.meta.commit_position, table = %info.schema.table, "transaction from the binlog");
+                    self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
+                }
+            }
             self.ready.push_back(ChangeEvent::Change(RowChange {
                 table: info.schema.clone(),
                 op,
@@ -697,9 +727,10 @@ impl MysqlSource {
         info: &TableInfo,
         row: &BinlogImage,
         position: SourcePosition,
-    ) -> Result<(Row, Option<String>), MysqlSourceError> {
+    ) -> Result<(Row, Option<String>, Option<i64>), MysqlSourceError> {
         let mut values: Vec<Option<Value>> = vec![None; info.schema.columns.len()];
         let mut marker = None;
+        let mut stamp = None;
         for (i, col) in info.columns.iter().enumerate() {
             let Some(Some(raw)) = row.get(i) else {
                 continue;
@@ -718,10 +749,17 @@ impl MysqlSource {
                         _ => None,
                     }
                 }
+                None if Some(i) == info.stamp_index => {
+                    stamp = match value {
+                        Value::TimestampTz(crate::canonical::Timestamp::Micros(us))
+                        | Value::Timestamp(crate::canonical::Timestamp::Micros(us)) => Some(us),
+                        _ => None,
+                    }
+                }
                 None => {}
             }
         }
-        Ok((Row(values), marker))
+        Ok((Row(values), marker, stamp))
     }
 }
 

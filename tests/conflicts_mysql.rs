@@ -1,0 +1,264 @@
+//! Conflicts between PostgreSQL (site 1) and MariaDB (site 2), and between two
+//! MariaDB sites: concurrent edits made while the link is stopped, settled by
+//! each table's policy when it runs again. Final rows on both sides and the
+//! conflicts-table rows are asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, query_i64, wait_for};
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pipeline::PipelineTuning;
+use mysql_async::prelude::Queryable;
+
+const TABLES: [&str; 3] = ["t_lww", "t_own", "t_manual"];
+
+fn pg_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| format!("CREATE TABLE {t} (id int PRIMARY KEY, v varchar(50), w varchar(50));"))
+        .collect()
+}
+
+fn mysql_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(50) NULL, w VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;")
+        })
+        .collect()
+}
+
+/// One site of the test, whatever its engine.
+enum Side {
+    Pg(tokio_postgres::Client),
+    My(mysql_async::Conn),
+}
+
+type Rows = Vec<(i32, Option<String>, Option<String>)>;
+
+impl Side {
+    async fn exec(&mut self, sql: &str) {
+        match self {
+            Side::Pg(c) => c.batch_execute(sql).await.unwrap(),
+            Side::My(c) => c.query_drop(sql).await.unwrap(),
+        }
+    }
+
+    async fn rows(&mut self, table: &str) -> Rows {
+        let sql = format!("SELECT id, v, w FROM {table} ORDER BY id");
+        match self {
+            Side::Pg(c) => c
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            Side::My(c) => c.query(sql).await.unwrap(),
+        }
+    }
+
+    async fn value(&mut self, table: &str, id: i32, col: usize) -> Option<String> {
+        let rows = self.rows(table).await;
+        let row = rows.into_iter().find(|r| r.0 == id)?;
+        Some(if col == 1 { row.1 } else { row.2 }.unwrap_or_default())
+    }
+}
+
+async fn conflicts(
+    control: &tokio_postgres::Client,
+    table: &str,
+    kind: &str,
+) -> Vec<(i32, String, String)> {
+    control
+        .query(
+            "SELECT target_site, row_key, outcome FROM duplex.conflicts
+              WHERE table_name LIKE '%.' || $1 AND kind = $2 AND confirmed ORDER BY target_site, row_key",
+            &[&table, &kind],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The scenario, for any pair of sites: baseline synced, link stopped,
+/// concurrent edits (site 1 first, site 2 later), link started again.
+async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
+    let control = connect(control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    for table in TABLES {
+        a.exec(&format!(
+            "INSERT INTO {table} VALUES (1, 'v1', 'w1'), (2, 'v2', 'w2'), (3, 'v3', 'w3'), (4, 'v4', 'w4'), (5, 'v5', 'w5')"
+        ))
+        .await;
+    }
+    for table in TABLES {
+        let start = std::time::Instant::now();
+        while a.rows(table).await != b.rows(table).await {
+            assert!(start.elapsed() < t, "baseline of {table} did not sync");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    run.shutdown().await;
+
+    a.exec(
+        "UPDATE t_lww SET v = 'a1' WHERE id = 1;
+         INSERT INTO t_lww VALUES (100, 'a100', 'a');
+         DELETE FROM t_lww WHERE id = 2;
+         DELETE FROM t_lww WHERE id = 3;",
+    )
+    .await;
+    // Later than site 1's writes, whatever the clocks' resolution.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.exec(
+        "UPDATE t_lww SET v = 'b1' WHERE id = 1;
+         INSERT INTO t_lww VALUES (100, 'b100', 'b');
+         UPDATE t_lww SET v = 'b2' WHERE id = 2;
+         DELETE FROM t_lww WHERE id = 3;",
+    )
+    .await;
+    a.exec("UPDATE t_own SET w = 'site 1 wrote this', v = 'a4' WHERE id = 4")
+        .await;
+    b.exec("UPDATE t_own SET w = 'site 2 owns this' WHERE id = 5")
+        .await;
+    a.exec("UPDATE t_manual SET v = 'a1' WHERE id = 1").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.exec("UPDATE t_manual SET v = 'b1' WHERE id = 1").await;
+
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    for table in ["t_lww", "t_own"] {
+        let start = std::time::Instant::now();
+        while a.rows(table).await != b.rows(table).await {
+            assert!(
+                start.elapsed() < t,
+                "{table} did not converge: {:?} vs {:?}",
+                a.rows(table).await,
+                b.rows(table).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for("manual conflicts parked on both sides", t, || async {
+        query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status = 'open' AND confirmed").await == 2
+    })
+    .await;
+
+    for side in [&mut *a, &mut *b] {
+        assert_eq!(side.value("t_lww", 1, 1).await.as_deref(), Some("b1"));
+        assert_eq!(side.value("t_lww", 100, 1).await.as_deref(), Some("b100"));
+        assert_eq!(side.value("t_lww", 2, 1).await.as_deref(), Some("b2"));
+        assert_eq!(side.value("t_lww", 3, 1).await, None);
+        assert_eq!(side.value("t_own", 4, 2).await.as_deref(), Some("w4"));
+        assert_eq!(side.value("t_own", 4, 1).await.as_deref(), Some("a4"));
+        assert_eq!(
+            side.value("t_own", 5, 2).await.as_deref(),
+            Some("site 2 owns this")
+        );
+    }
+    assert_eq!(a.value("t_manual", 1, 1).await.as_deref(), Some("a1"));
+    assert_eq!(b.value("t_manual", 1, 1).await.as_deref(), Some("b1"));
+
+    assert_eq!(
+        conflicts(&control, "t_lww", "update_update").await,
+        vec![
+            (1, "id=1".into(), "incoming_applied".into()),
+            (2, "id=1".into(), "local_kept".into())
+        ]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "insert_insert").await,
+        vec![
+            (1, "id=100".into(), "incoming_applied".into()),
+            (2, "id=100".into(), "local_kept".into())
+        ]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "update_missing").await,
+        vec![(1, "id=2".into(), "recreated".into())]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "delete_update").await,
+        vec![(2, "id=2".into(), "local_kept".into())]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "delete_delete").await,
+        vec![
+            (1, "id=3".into(), "already_deleted".into()),
+            (2, "id=3".into(), "already_deleted".into())
+        ]
+    );
+    let recorded = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let reported: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(reported as i64, recorded);
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_and_mariadb_settle_conflicts_alike() {
+    common::init_tracing();
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    pg.create_database("app").unwrap();
+    pg.psql("app", &pg_schema()).unwrap();
+    let my = common::start_mariadb(&mysql_schema()).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", pg.conninfo("app")),
+            (2, "maria", "mysql", my.url("app")),
+        ],
+        &TABLES,
+    )
+    .await;
+    let mut a = Side::Pg(connect(&pg.conninfo("app")).await);
+    let mut b = Side::My(common::mysql_conn(&my).await);
+    run_scenario(&url, &mut a, &mut b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mariadb_sites_settle_conflicts() {
+    let (m1, m2) = (
+        common::start_mariadb(&mysql_schema()).await,
+        common::start_mariadb(&mysql_schema()).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", m1.url("app")),
+            (2, "b", "mysql", m2.url("app")),
+        ],
+        &TABLES,
+    )
+    .await;
+    let mut a = Side::My(common::mysql_conn(&m1).await);
+    let mut b = Side::My(common::mysql_conn(&m2).await);
+    run_scenario(&url, &mut a, &mut b).await;
+}
