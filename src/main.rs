@@ -146,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .query(
                     "SELECT l.name, s.name, t.name, st.state, coalesce(st.source_position, '-'), coalesce(st.applied_position, '-'),
                             st.applied_txns, st.applied_rows, st.echo_txns_skipped, coalesce(st.last_error, ''),
-                            to_char(st.updated_at, 'YYYY-MM-DD HH24:MI:SS')
+                            to_char(st.updated_at, 'YYYY-MM-DD HH24:MI:SS'), st.conflicts
                        FROM duplex.link_status st
                        JOIN duplex.links l USING (link_id)
                        JOIN duplex.sites s ON s.site_id = st.source_site
@@ -156,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?;
             println!(
-                "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8}  {:<19} last error",
+                "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8} {:>9}  {:<19} last error",
                 "link",
                 "direction",
                 "state",
@@ -165,12 +165,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "txns",
                 "rows",
                 "echo",
+                "conflicts",
                 "updated"
             );
             for r in rows {
                 let dir = format!("{}->{}", r.get::<_, String>(1), r.get::<_, String>(2));
                 println!(
-                    "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8}  {:<19} {}",
+                    "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8} {:>9}  {:<19} {}",
                     r.get::<_, String>(0),
                     dir,
                     r.get::<_, String>(3),
@@ -179,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.get::<_, i64>(6),
                     r.get::<_, i64>(7),
                     r.get::<_, i64>(8),
+                    r.get::<_, i64>(11),
                     r.get::<_, String>(10),
                     r.get::<_, String>(9)
                 );

@@ -384,6 +384,7 @@ async fn status_writer(
                     applied_rows: DirectionStats::get(&s.applied_rows) as i64,
                     echo_txns_skipped: DirectionStats::get(&s.echo_txns_skipped) as i64,
                     quarantined: DirectionStats::get(&s.quarantined) as i64,
+                    conflicts: DirectionStats::get(&s.conflicts) as i64,
                     last_error: s.take_error(),
                 };
                 if let Err(e) = control::write_status(c, &status).await {

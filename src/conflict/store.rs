@@ -90,6 +90,18 @@ impl ConflictStore {
                 &[&link, &site, &resume],
             )
             .await?;
+        // The counter duplex reports is the direction's whole history, not
+        // just this run's.
+        let total: i64 = client
+            .query_one(
+                "SELECT count(*) FROM duplex.conflicts WHERE link_id = $1 AND source_site = $2",
+                &[&link, &site],
+            )
+            .await?
+            .get(0);
+        self.stats
+            .conflicts
+            .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
         Ok(())
     }
 

@@ -196,6 +196,7 @@ pub struct DirectionStatus {
     pub applied_rows: i64,
     pub echo_txns_skipped: i64,
     pub quarantined: i64,
+    pub conflicts: i64,
     pub last_error: Option<String>,
 }
 
@@ -205,13 +206,14 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
         .execute(
             "INSERT INTO duplex.link_status AS ls
                  (link_id, source_site, target_site, state, source_position, applied_position,
-                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11)
+                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11, $12)
              ON CONFLICT (link_id, source_site) DO UPDATE SET
                  target_site = EXCLUDED.target_site, state = EXCLUDED.state,
                  source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
                  applied_txns = EXCLUDED.applied_txns, applied_rows = EXCLUDED.applied_rows,
                  echo_txns_skipped = EXCLUDED.echo_txns_skipped, quarantined = EXCLUDED.quarantined,
+                 conflicts = EXCLUDED.conflicts,
                  last_error = coalesce(EXCLUDED.last_error, ls.last_error),
                  last_error_at = coalesce(EXCLUDED.last_error_at, ls.last_error_at),
                  updated_at = now()",
@@ -227,6 +229,7 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
                 &s.echo_txns_skipped,
                 &s.last_error,
                 &s.quarantined,
+                &s.conflicts,
             ],
         )
         .await

@@ -316,6 +316,14 @@ impl DuplexProcess {
         self.child.id()
     }
 
+    /// SIGTERM, then wait for the process to finish its shutdown.
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL: no chance to commit, flush or say goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
