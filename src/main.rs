@@ -11,7 +11,7 @@ use duplex::pipeline::PipelineTuning;
 #[command(
     name = "duplex",
     version,
-    about = "Two-way change-data-capture between PostgreSQL databases"
+    about = "Two-way change-data-capture between PostgreSQL and MySQL/MariaDB databases"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +39,13 @@ enum Command {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
         control: String,
     },
+    /// List, show and settle conflicts (duplex.conflicts).
+    Conflicts {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        #[command(subcommand)]
+        action: ConflictsAction,
+    },
     /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
     Bench {
         /// Rows in the single large transaction.
@@ -57,6 +64,114 @@ enum Command {
         #[arg(long, value_enum, default_value = "postgres")]
         support: duplex::demo::SupportEngine,
     },
+}
+
+#[derive(Subcommand)]
+enum ConflictsAction {
+    /// The latest conflicts, newest first.
+    List {
+        /// Only parked conflicts waiting for a decision.
+        #[arg(long)]
+        open: bool,
+        /// Only this table (schema.table as recorded).
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One conflict with both versions.
+    Show { id: i64 },
+    /// Settle a parked conflict: keep the target's version or take the incoming one.
+    Resolve {
+        id: i64,
+        #[arg(long, value_parser = ["local", "incoming"])]
+        take: String,
+    },
+}
+
+async fn conflicts_command(control: &str, action: ConflictsAction) -> anyhow::Result<()> {
+    let ep = duplex::pg::PgEndpoint::from_url("control", control)?;
+    let client = ep
+        .connect("duplex conflicts")
+        .await
+        .context("connect to the control database")?;
+    duplex::control::check_version(&client).await?;
+    match action {
+        ConflictsAction::List { open, table, limit } => {
+            let rows = client
+                .query(
+                    "SELECT conflict_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
+                            table_name, row_key, kind, policy, outcome, status
+                       FROM duplex.conflicts
+                      WHERE confirmed AND (NOT $1 OR status = 'open') AND ($2::text IS NULL OR table_name = $2)
+                      ORDER BY conflict_id DESC LIMIT $3",
+                    &[&open, &table, &limit],
+                )
+                .await?;
+            println!(
+                "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} status",
+                "id", "at", "link", "direction", "table", "key", "kind", "policy", "outcome"
+            );
+            for r in rows {
+                println!(
+                    "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i32>(2),
+                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
+                    r.get::<_, String>(5),
+                    r.get::<_, String>(6),
+                    r.get::<_, String>(7),
+                    r.get::<_, String>(8),
+                    r.get::<_, String>(9),
+                    r.get::<_, String>(10)
+                );
+            }
+        }
+        ConflictsAction::Show { id } => {
+            let row = client
+                .query_opt(
+                    "SELECT table_name, row_key, kind, policy, outcome, status, coalesce(resolution, '-'),
+                            coalesce(resolution_note, ''), source_position,
+                            jsonb_pretty(local_version), jsonb_pretty(incoming_version)
+                       FROM duplex.conflicts WHERE conflict_id = $1",
+                    &[&id],
+                )
+                .await?
+                .with_context(|| format!("no conflict {id} in duplex.conflicts"))?;
+            println!(
+                "conflict {id}: {} {}",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1)
+            );
+            println!(
+                "  kind {}, policy {}, outcome {}",
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+                row.get::<_, String>(4)
+            );
+            println!(
+                "  status {}, resolution {} {}",
+                row.get::<_, String>(5),
+                row.get::<_, String>(6),
+                row.get::<_, String>(7)
+            );
+            println!(
+                "  incoming change at source position {}",
+                row.get::<_, String>(8)
+            );
+            println!("local version (target site):\n{}", row.get::<_, String>(9));
+            println!("incoming version:\n{}", row.get::<_, String>(10));
+        }
+        ConflictsAction::Resolve { id, take } => {
+            client
+                .execute("SELECT duplex.resolve_conflict($1, $2)", &[&id, &take])
+                .await
+                .with_context(|| format!("settle conflict {id}"))?;
+            println!("conflict {id}: taking the {take} version; the running duplex applies it within seconds (status becomes 'resolved')");
+        }
+    }
+    Ok(())
 }
 
 fn init_tracing() {
@@ -134,6 +249,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ = handle.wait() => {}
             }
+        }
+        Command::Conflicts { control, action } => {
+            conflicts_command(&control, action).await?;
         }
         Command::Status { control } => {
             let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;

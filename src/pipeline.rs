@@ -105,6 +105,10 @@ pub async fn run_direction(
         };
 
         let mut reader_closed = false;
+        // Conflicts a DBA settles in SQL are picked up at this pace, between
+        // source transactions.
+        let mut resolutions = tokio::time::interval(std::time::Duration::from_secs(1));
+        resolutions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), crate::Error> = async {
             let mut stopping = false;
             loop {
@@ -132,6 +136,10 @@ pub async fn run_direction(
                         ev = rx.recv() => ev,
                         _ = shutdown.changed() => {
                             stopping = true;
+                            continue;
+                        }
+                        _ = resolutions.tick() => {
+                            sink.apply_resolutions().await?;
                             continue;
                         }
                     }

@@ -174,6 +174,46 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
     }
     assert_eq!(a.value("t_manual", 1, 1).await.as_deref(), Some("a1"));
     assert_eq!(b.value("t_manual", 1, 1).await.as_deref(), Some("b1"));
+    // Settled with the CLI on site 2's record, keeping site 2's (local)
+    // version: site 1 takes it too.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .arg("conflicts")
+            .args(["--control", control_url])
+            .args(args)
+            .output()
+            .expect("run duplex conflicts");
+        assert!(
+            out.status.success(),
+            "duplex conflicts {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["list", "--open"]);
+    assert!(
+        listed.contains("t_manual") && listed.contains("parked"),
+        "{listed}"
+    );
+    let id = query_i64(
+        &control,
+        "SELECT conflict_id FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND target_site = 2 AND status = 'open'",
+    )
+    .await;
+    let shown = cli(&["show", &id.to_string()]);
+    assert!(
+        shown.contains("update_update") && shown.contains("\"a1\"") && shown.contains("\"b1\""),
+        "{shown}"
+    );
+    cli(&["resolve", &id.to_string(), "--take", "local"]);
+    let start = std::time::Instant::now();
+    while a.value("t_manual", 1, 1).await.as_deref() != Some("b1")
+        || query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status IN ('resolved', 'superseded')").await != 2
+    {
+        assert!(start.elapsed() < t, "the resolution was not applied on both sides");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.rows("t_manual").await, b.rows("t_manual").await);
 
     assert_eq!(
         conflicts(&control, "t_lww", "update_update").await,

@@ -169,6 +169,35 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     // Manual: each side keeps its own version until a DBA decides.
     assert_eq!(value(&a, "t_manual", 1, "v").await.as_deref(), Some("a1"));
     assert_eq!(value(&b, "t_manual", 1, "v").await.as_deref(), Some("b1"));
+    // The DBA settles it in SQL on site A's record: take the incoming (B's)
+    // version. Both sites end with it; B's mirror record becomes moot.
+    control
+        .batch_execute(
+            "SELECT duplex.resolve_conflict(conflict_id, 'incoming') FROM duplex.conflicts
+              WHERE table_name = 'public.t_manual' AND target_site = 1 AND status = 'open'",
+        )
+        .await
+        .unwrap();
+    wait_for("the resolution applied on both sides", t, || async {
+        value(&a, "t_manual", 1, "v").await.as_deref() == Some("b1")
+            && query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name = 'public.t_manual' AND status = 'superseded'").await == 1
+    })
+    .await;
+    assert_eq!(
+        table_rows(&a, "t_manual").await,
+        table_rows(&b, "t_manual").await
+    );
+    assert!(query_bool(&control, "SELECT status = 'resolved' AND resolution = 'incoming' FROM duplex.conflicts WHERE table_name = 'public.t_manual' AND target_site = 1").await);
+    // A settled conflict cannot be settled again.
+    let again = control
+        .batch_execute("SELECT duplex.resolve_conflict(conflict_id, 'local') FROM duplex.conflicts WHERE table_name = 'public.t_manual' AND target_site = 1")
+        .await;
+    let err = again.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("is not open"), "{message}");
 
     // The conflicts table: every case, on the side that detected it.
     for table in ["t_lww", "t_prio"] {

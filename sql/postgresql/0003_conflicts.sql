@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS duplex.conflicts (
     -- Each version: {"row": {column: {type, value}} or null, "vv": {...}, "site": n, "ts": µs}
     local_version    jsonb NOT NULL,
     incoming_version jsonb NOT NULL,
+    -- Parked (manual) conflicts: the incoming row exactly as duplex holds it
+    -- (typed values and the table's shape), to apply it if a DBA chooses it.
+    incoming_change  jsonb,
     -- The incoming change's place in the source's stream.
     source_position  text NOT NULL,
     position_counter numeric(20, 0) NOT NULL,

@@ -13,7 +13,9 @@ use super::value::Value;
 use crate::marker::Marker;
 
 /// A table's qualified name as configured (schema + table).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TableName {
     pub schema: String,
     pub name: String,
@@ -35,7 +37,7 @@ impl fmt::Display for TableName {
 }
 
 /// One synced column as the source sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnSchema {
     pub name: String,
     /// The source engine's type name (`integer`, `varchar(20)`, ...), for messages.
@@ -44,7 +46,7 @@ pub struct ColumnSchema {
 
 /// The shape of a synced table at the source: its synced columns (the marker
 /// column is not among them) and which of them form the primary key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TableSchema {
     pub table: TableName,
     pub columns: Vec<ColumnSchema>,
@@ -61,7 +63,7 @@ impl TableSchema {
 /// A row image aligned with [`TableSchema::columns`]. `None` marks a column whose
 /// value the source did not send (PostgreSQL's unchanged TOAST value): the sink
 /// must leave that column as it is, never write a placeholder.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Row(pub Vec<Option<Value>>);
 
 impl Row {

@@ -12,7 +12,7 @@ use std::fmt;
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// One column value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -78,7 +78,7 @@ impl Value {
 /// An exact decimal number kept as text, plus the special values PostgreSQL's
 /// `numeric` knows. DECIMAL(65, s) does not fit any fixed-width Rust decimal, and
 /// keeping the digits as they arrived means a value is written back exactly.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Decimal {
     /// Validated `[-]digits[.digits]` (no exponent, no leading `+`).
     Finite(String),
@@ -214,7 +214,9 @@ impl fmt::Display for Decimal {
 
 /// A calendar date: days since 1970-01-01 (proleptic Gregorian), or ±infinity
 /// (PostgreSQL's `infinity` / `-infinity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Date {
     NegInfinity,
     Days(i32),
@@ -222,7 +224,9 @@ pub enum Date {
 }
 
 /// A point in time: microseconds since 1970-01-01 00:00:00, or ±infinity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Timestamp {
     NegInfinity,
     Micros(i64),
@@ -231,7 +235,9 @@ pub enum Timestamp {
 
 /// A PostgreSQL-style interval: months, days and microseconds are kept apart
 /// because they do not convert into each other exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Interval {
     pub months: i32,
     pub days: i32,

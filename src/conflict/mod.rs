@@ -1083,6 +1083,74 @@ fn write_row(
     }
 }
 
+/// The current local version, for the record and for checking that a parked
+/// conflict still concerns the row as it is.
+pub fn local_info(me: u32, lr: &LocalRow) -> VersionInfo {
+    let lv = local_version(me, lr);
+    VersionInfo {
+        row: Some(lr.row.clone()),
+        vv: lv.vv,
+        site: lv.site,
+        ts: lv.ts,
+    }
+}
+
+/// The write that applies a DBA's choice for a parked conflict: the chosen
+/// row as a new version of this site that has seen both versions, forwarded
+/// so that the peer (which kept the other version) takes it too. `Err` with
+/// the reason when the choice cannot be applied as the row is now.
+pub fn resolution_write(
+    me: u32,
+    p: &store::PendingResolution,
+    local: &Local,
+    now_us: i64,
+) -> Result<RowChange, String> {
+    let (schema, incoming, parked_local) = (&p.schema, &p.incoming, &p.local);
+    let incoming_row = p.incoming_row.as_ref();
+    let take_incoming = p.take_incoming;
+    let Local::Present(lr) = local else {
+        return Err("the row is no longer on this site; settle it by hand".into());
+    };
+    let current = local_info(me, lr);
+    if current.vv != parked_local.vv
+        || current.ts != parked_local.ts
+        || current.site != parked_local.site
+    {
+        return Err("superseded: the row changed since the conflict was parked".into());
+    }
+    let row = if take_incoming {
+        match incoming_row {
+            Some(r) => filled(r, Some(&lr.row)),
+            None => {
+                return Err("choosing a delete is not supported yet; delete the row by hand".into())
+            }
+        }
+    } else {
+        lr.row.clone()
+    };
+    let ts = now_us
+        .max(current.ts.saturating_add(1))
+        .max(incoming.ts.saturating_add(1));
+    let mut vv = merged_vv(me, &incoming.vv, &current.vv);
+    vv.set(me, Dot { c: 0, t: ts });
+    let marker = Marker {
+        format: MARKER_FORMAT_VERSION,
+        vv,
+        site: me,
+        ts,
+        crc: checksum(schema, &row),
+        resolution: Resolution::Forward,
+        cols: BTreeMap::new(),
+    };
+    Ok(RowChange {
+        table: schema.clone(),
+        op: Op::Update,
+        before: Some(lr.row.clone()),
+        after: Some(row),
+        marker,
+    })
+}
+
 /// Policy summary for counters: conflicts by (table, kind).
 pub type ConflictCounts = BTreeMap<(String, ConflictKind), u64>;
 

@@ -39,6 +39,9 @@ pub struct ConflictStore {
     client: Option<Client>,
     stats: Arc<DirectionStats>,
     unconfirmed: Vec<i64>,
+    /// Keys with parked conflicts on this target: (table, key). Loaded at
+    /// start; a version applied later for one of them makes them moot.
+    open: std::collections::HashSet<(String, String)>,
 }
 
 fn version_json(schema: &TableSchema, v: &VersionInfo) -> serde_json::Value {
@@ -57,6 +60,7 @@ impl ConflictStore {
             client: None,
             stats,
             unconfirmed: Vec::new(),
+            open: std::collections::HashSet::new(),
         }
     }
 
@@ -102,6 +106,7 @@ impl ConflictStore {
         self.stats
             .conflicts
             .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
+        self.open = self.open_keys().await?;
         Ok(())
     }
 
@@ -141,13 +146,20 @@ impl ConflictStore {
         );
         let local = version_json(schema, &conflict.local).to_string();
         let incoming = version_json(schema, &conflict.incoming).to_string();
+        // A parked version must be applicable later, exactly: kept typed.
+        let change: Option<String> = (conflict.outcome == Outcome::Parked)
+            .then(|| {
+                serde_json::to_string(&json!({ "schema": schema, "row": conflict.incoming.row }))
+                    .ok()
+            })
+            .flatten();
         let client = self.client().await?;
         let result = client
             .query_opt(
                 "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
                                                local_version, incoming_version, source_position, position_counter,
-                                               change_index, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb, $11, $12::text::numeric, $13, $14)
+                                               change_index, status, incoming_change)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb, $11, $12::text::numeric, $13, $14, $15::text::jsonb)
                  ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
                  DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
                                incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
@@ -167,6 +179,7 @@ impl ConflictStore {
                     &origin.position.counter().to_string(),
                     &(origin.index as i32),
                     &status,
+                    &change,
                 ],
             )
             .await;
@@ -178,6 +191,10 @@ impl ConflictStore {
                         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                if conflict.outcome == Outcome::Parked {
+                    self.open
+                        .insert((schema.table.to_string(), key.to_string()));
+                }
                 tracing::info!(table = %schema.table, key, kind = conflict.kind.as_str(),
                     outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
                 Ok(())
@@ -187,5 +204,156 @@ impl ConflictStore {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// A conflict a DBA settled (`duplex.resolve_conflict`), to be applied.
+#[derive(Debug, Clone)]
+pub struct PendingResolution {
+    pub conflict_id: i64,
+    /// `incoming`: apply the parked version; `local`: keep the target's.
+    pub take_incoming: bool,
+    pub schema: std::sync::Arc<TableSchema>,
+    /// The parked incoming row.
+    pub incoming_row: Option<crate::canonical::Row>,
+    pub incoming: VersionInfo,
+    /// The local version when the conflict was parked.
+    pub local: VersionInfo,
+}
+
+fn version_from_json(v: &serde_json::Value) -> Option<VersionInfo> {
+    Some(VersionInfo {
+        row: None,
+        vv: serde_json::from_value(v.get("vv")?.clone()).ok()?,
+        site: u32::try_from(v.get("site")?.as_u64()?).ok()?,
+        ts: v.get("ts")?.as_i64()?,
+    })
+}
+
+impl ConflictStore {
+    /// Conflicts of this direction a DBA has settled and duplex has not
+    /// applied yet. One that cannot be read back is marked with a note.
+    pub async fn pending_resolutions(
+        &mut self,
+    ) -> Result<Vec<PendingResolution>, ConflictStoreError> {
+        let (link, source, target) = (
+            self.spec.link_id as i32,
+            self.spec.source_site as i32,
+            self.spec.target_site as i32,
+        );
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT conflict_id, resolution, local_version::text, incoming_version::text, incoming_change::text
+                   FROM duplex.conflicts
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'resolving' AND confirmed
+                  ORDER BY conflict_id LIMIT 100",
+                &[&link, &source, &target],
+            )
+            .await?;
+        let mut out = Vec::new();
+        let mut unreadable = Vec::new();
+        for r in rows {
+            let id: i64 = r.get(0);
+            let parsed = (|| {
+                let resolution: String = r.get(1);
+                let local: serde_json::Value = serde_json::from_str(&r.get::<_, String>(2)).ok()?;
+                let incoming: serde_json::Value =
+                    serde_json::from_str(&r.get::<_, String>(3)).ok()?;
+                let change: serde_json::Value =
+                    serde_json::from_str(&r.get::<_, Option<String>>(4)?).ok()?;
+                let schema: TableSchema =
+                    serde_json::from_value(change.get("schema")?.clone()).ok()?;
+                let row = serde_json::from_value(change.get("row")?.clone()).ok()?;
+                Some(PendingResolution {
+                    conflict_id: id,
+                    take_incoming: resolution == "incoming",
+                    schema: std::sync::Arc::new(schema),
+                    incoming_row: row,
+                    incoming: version_from_json(&incoming)?,
+                    local: version_from_json(&local)?,
+                })
+            })();
+            match parsed {
+                Some(p) => out.push(p),
+                None => unreadable.push(id),
+            }
+        }
+        for id in unreadable {
+            self.finish(
+                id,
+                "open",
+                "duplex could not read this conflict's parked version back; settle the row by hand",
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Record what became of a settled conflict: `resolved`, `superseded`
+    /// (the row changed since), or back to `open` with a note.
+    pub async fn finish(
+        &mut self,
+        conflict_id: i64,
+        status: &str,
+        note: &str,
+    ) -> Result<(), ConflictStoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.conflicts SET status = $2, resolution_note = $3,
+                        resolved_at = CASE WHEN $2 = 'open' THEN NULL ELSE now() END
+                  WHERE conflict_id = $1",
+                &[&conflict_id, &status, &note],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Any parked conflicts here?
+    pub fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// A version was applied to `table`/`key` without a conflict: parked
+    /// conflicts of that row are moot.
+    pub async fn applied(&mut self, table: &str, key: &str) -> Result<(), ConflictStoreError> {
+        if self.open.remove(&(table.to_string(), key.to_string())) {
+            self.supersede(table, key).await?;
+        }
+        Ok(())
+    }
+
+    /// Open conflicts on this target for `table`/`key` are moot: a version that
+    /// has seen both was applied.
+    pub async fn supersede(&mut self, table: &str, key: &str) -> Result<(), ConflictStoreError> {
+        let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.conflicts SET status = 'superseded', resolved_at = now(),
+                        resolution_note = 'a later version that has seen both was applied'
+                  WHERE link_id = $1 AND target_site = $2 AND table_name = $3 AND row_key = $4 AND status = 'open'",
+                &[&link, &target, &table, &key],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Keys with open (parked) conflicts on this target, as (table, key).
+    pub async fn open_keys(
+        &mut self,
+    ) -> Result<std::collections::HashSet<(String, String)>, ConflictStoreError> {
+        let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT table_name, row_key FROM duplex.conflicts WHERE link_id = $1 AND target_site = $2 AND status = 'open'",
+                &[&link, &target],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
     }
 }

@@ -106,6 +106,22 @@ impl Sink {
         }
     }
 
+    /// Apply conflicts a DBA settled since the last call (between source
+    /// transactions only).
+    pub async fn apply_resolutions(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .apply_resolutions()
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .apply_resolutions()
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Commit the open target transaction; returns the position to confirm.
     pub async fn commit(&mut self) -> Result<Option<SourcePosition>, crate::Error> {
         let site = self.site();

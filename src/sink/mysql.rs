@@ -380,6 +380,12 @@ impl MysqlSink {
                 .map_err(MysqlSinkError::Conflicts)?;
         }
         for (write, origin) in resolved.writes {
+            if self.conflicts.has_open() {
+                self.conflicts
+                    .applied(&write.table.table.to_string(), &describe_key(&write))
+                    .await
+                    .map_err(MysqlSinkError::Conflicts)?;
+            }
             self.add_write(write, origin).await?;
         }
         self.flush().await?;
@@ -409,6 +415,95 @@ impl MysqlSink {
                 .exec_drop(sql, (schema.table.name.as_str(), key.as_slice()))
                 .await
                 .map_err(db("remove a tombstone"))?;
+        }
+        Ok(())
+    }
+
+    /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each
+    /// in its own target transaction, between source transactions.
+    pub async fn apply_resolutions(&mut self) -> Result<(), MysqlSinkError> {
+        if self.group.open {
+            return Ok(());
+        }
+        let pending = self
+            .conflicts
+            .pending_resolutions()
+            .await
+            .map_err(MysqlSinkError::Conflicts)?;
+        for p in pending {
+            let Some(values) = p.incoming_row.as_ref().and_then(|r| r.key(&p.schema)) else {
+                self.conflicts
+                    .finish(
+                        p.conflict_id,
+                        "open",
+                        "the parked version has no key; settle the row by hand",
+                    )
+                    .await
+                    .map_err(MysqlSinkError::Conflicts)?;
+                continue;
+            };
+            let key = KeyRef {
+                encoded: crate::sink::resolve::encode_key(&values),
+                values,
+            };
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(db("begin a resolution"))?;
+            // Tagged as duplex's own transaction, like every applied one: the
+            // reader then passes on only the flagged row.
+            let sql = format!(
+                "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
+                 ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
+                self.marker_table
+            );
+            self.conn
+                .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
+                .await
+                .map_err(db("tag the resolution in the marker table"))?;
+            let local = self
+                .read_local(&p.schema, std::slice::from_ref(&key))
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, l)| l)
+                .unwrap_or(Local::Absent(None));
+            let write =
+                crate::conflict::resolution_write(self.spec.site_id, &p, &local, now_micros());
+            match write {
+                Ok(change) => {
+                    let origin = ChangeOrigin {
+                        position: SourcePosition::PgLsn(0),
+                        index: 0,
+                    };
+                    self.add_write(change, origin).await?;
+                    self.flush().await?;
+                    self.conn
+                        .query_drop("COMMIT")
+                        .await
+                        .map_err(db("commit a resolution"))?;
+                    self.conflicts
+                        .finish(p.conflict_id, "resolved", "applied on both sites")
+                        .await
+                        .map_err(MysqlSinkError::Conflicts)?;
+                    tracing::info!(conflict = p.conflict_id, table = %p.schema.table, "applied a DBA's resolution");
+                }
+                Err(reason) => {
+                    self.conn
+                        .query_drop("ROLLBACK")
+                        .await
+                        .map_err(db("roll back a resolution"))?;
+                    let status = if reason.starts_with("superseded") {
+                        "superseded"
+                    } else {
+                        "open"
+                    };
+                    self.conflicts
+                        .finish(p.conflict_id, status, &reason)
+                        .await
+                        .map_err(MysqlSinkError::Conflicts)?;
+                }
+            }
         }
         Ok(())
     }

@@ -436,11 +436,98 @@ impl PgSink {
                 .map_err(SinkError::Conflicts)?;
         }
         for (write, origin) in resolved.writes {
+            if self.conflicts.has_open() {
+                self.conflicts
+                    .applied(&write.table.table.to_string(), &describe_key(&write))
+                    .await
+                    .map_err(SinkError::Conflicts)?;
+            }
             self.add_write(write, origin).await?;
         }
         self.flush().await?;
         self.write_tombstones(&resolved.tombstones, &resolved.revived)
             .await
+    }
+
+    /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each
+    /// in its own target transaction, between source transactions.
+    pub async fn apply_resolutions(&mut self) -> Result<(), SinkError> {
+        if self.group.open {
+            return Ok(());
+        }
+        let pending = self
+            .conflicts
+            .pending_resolutions()
+            .await
+            .map_err(SinkError::Conflicts)?;
+        for p in pending {
+            let image = p.incoming_row.clone();
+            let Some(values) = image.as_ref().and_then(|r| r.key(&p.schema)) else {
+                self.conflicts
+                    .finish(
+                        p.conflict_id,
+                        "open",
+                        "the parked version has no key; settle the row by hand",
+                    )
+                    .await
+                    .map_err(SinkError::Conflicts)?;
+                continue;
+            };
+            let key = KeyRef {
+                encoded: crate::sink::resolve::encode_key(&values),
+                values,
+            };
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(db("begin a resolution"))?;
+            let local = self
+                .read_local(&p.schema, std::slice::from_ref(&key))
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, l)| l)
+                .unwrap_or(Local::Absent(None));
+            let write =
+                crate::conflict::resolution_write(self.spec.site_id, &p, &local, now_micros());
+            match write {
+                Ok(change) => {
+                    let origin = ChangeOrigin {
+                        position: SourcePosition::PgLsn(0),
+                        index: 0,
+                    };
+                    self.add_write(change, origin).await?;
+                    self.flush().await?;
+                    // Committed under the session's replication origin without a
+                    // source position: the reader forwards the flagged row.
+                    self.client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(db("commit a resolution"))?;
+                    self.conflicts
+                        .finish(p.conflict_id, "resolved", "applied on both sites")
+                        .await
+                        .map_err(SinkError::Conflicts)?;
+                    tracing::info!(conflict = p.conflict_id, table = %p.schema.table, "applied a DBA's resolution");
+                }
+                Err(reason) => {
+                    self.client
+                        .batch_execute("ROLLBACK")
+                        .await
+                        .map_err(db("roll back a resolution"))?;
+                    let status = if reason.starts_with("superseded") {
+                        "superseded"
+                    } else {
+                        "open"
+                    };
+                    self.conflicts
+                        .finish(p.conflict_id, status, &reason)
+                        .await
+                        .map_err(SinkError::Conflicts)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The target's state for `keys` of `schema`: the row (with how it was
