@@ -231,6 +231,11 @@ async fn prepare_link(
 
     let mut specs = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
+        let field_merge_tables: std::collections::HashSet<String> = tables
+            .iter()
+            .filter(|t| matches!(t.policy.policy, crate::conflict::Policy::FieldMerge { .. }))
+            .map(|t| t.table.name.clone())
+            .collect();
         let source = match src.engine {
             SiteEngine::Postgres => SourceSpec::Pg(PgSourceSpec {
                 site_id: src.site_id,
@@ -240,6 +245,7 @@ async fn prepare_link(
                 marker_column: link.marker_column.clone(),
                 start: None,
                 buffer_events: tuning.channel_events,
+                field_merge_tables: field_merge_tables.clone(),
             }),
             SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
                 site_id: src.site_id,
@@ -250,6 +256,7 @@ async fn prepare_link(
                 marker_table: crate::sink::mysql::MARKER_TABLE.to_string(),
                 tables: tables.iter().map(|t| t.table.name.clone()).collect(),
                 start: None,
+                field_merge_tables: field_merge_tables.clone(),
             }),
         };
         let sink = match dst.engine {

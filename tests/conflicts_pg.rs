@@ -14,9 +14,10 @@ const SCHEMA: &str = "
 CREATE TABLE t_lww (id int PRIMARY KEY, v text, w text);
 CREATE TABLE t_prio (id int PRIMARY KEY, v text, w text);
 CREATE TABLE t_own (id int PRIMARY KEY, v text, owned_by_b text);
-CREATE TABLE t_manual (id int PRIMARY KEY, v text, w text);";
+CREATE TABLE t_manual (id int PRIMARY KEY, v text, w text);
+CREATE TABLE t_merge (id int PRIMARY KEY, v text, w text);";
 
-const TABLES: [&str; 4] = ["t_lww", "t_prio", "t_own", "t_manual"];
+const TABLES: [&str; 5] = ["t_lww", "t_prio", "t_own", "t_manual", "t_merge"];
 
 async fn conflicts(
     control: &tokio_postgres::Client,
@@ -51,6 +52,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
         .batch_execute(
             "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
              UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
              INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'owned_by_b', 2);",
         )
         .await
@@ -118,6 +120,14 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     b.batch_execute("UPDATE t_own SET owned_by_b = 'B owns this' WHERE id = 6")
         .await
         .unwrap();
+    // Field merge: each side changes another column of the same row; on row 2
+    // both change the same column (the later one wins that column).
+    a.batch_execute(
+        "UPDATE t_merge SET v = 'a1' WHERE id = 1; UPDATE t_merge SET v = 'a2' WHERE id = 2",
+    )
+    .await
+    .unwrap();
+    b.batch_execute("UPDATE t_merge SET w = 'b1' WHERE id = 1; UPDATE t_merge SET v = 'b2', w = 'b2' WHERE id = 2").await.unwrap();
     // Manual: both sides change the same row.
     a.batch_execute("UPDATE t_manual SET v = 'a1' WHERE id = 1")
         .await
@@ -129,7 +139,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("restart duplex");
-    for table in ["t_lww", "t_prio", "t_own"] {
+    for table in ["t_lww", "t_prio", "t_own", "t_merge"] {
         wait_for(&format!("{table} converges"), t, || async {
             table_rows(&a, table).await == table_rows(&b, table).await
         })

@@ -24,6 +24,9 @@ use common::{connect, query_i64, DuplexProcess};
 use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use mysql_async::prelude::Queryable;
 
+/// (id, a, b, note)
+type KvRow = (i32, Option<i32>, Option<i32>, Option<String>);
+
 const KEYS: i64 = 24;
 const WRITERS_PER_SITE: usize = 3;
 
@@ -103,7 +106,7 @@ impl Conn {
         }
     }
 
-    async fn rows(&mut self) -> Vec<(i32, Option<i32>, Option<i32>, Option<String>)> {
+    async fn rows(&mut self) -> Vec<KvRow> {
         let sql = "SELECT id, a, b, note FROM kv ORDER BY id";
         match self {
             Conn::Pg(c) => c
@@ -149,6 +152,25 @@ async fn writer(site: Site, name: String, seed: u64, stop: Arc<AtomicBool>, ops:
     }
 }
 
+/// Both directions streaming: the slot and binlog positions exist, so no
+/// write from now on can be missed (rows written before a link first starts
+/// are the initial sync's business, not this test's).
+async fn wait_streaming(control: &tokio_postgres::Client) {
+    common::wait_for(
+        "duplex streaming both ways",
+        Duration::from_secs(60),
+        || async {
+            query_i64(
+                control,
+                "SELECT count(*) FROM duplex.link_status WHERE state = 'streaming'",
+            )
+            .await
+                == 2
+        },
+    )
+    .await;
+}
+
 async fn run(sites: [Site; 2], control_url: String, label: &str) {
     let seed = seed();
     println!("convergence {label}: seed {seed} (replay with DUPLEX_SEED={seed})");
@@ -157,6 +179,7 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("duplex.log");
     let mut duplex = Some(DuplexProcess::spawn(&control_url, &log));
+    wait_streaming(&control).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
@@ -374,6 +397,178 @@ async fn postgresql_and_mariadb_converge() {
     )
     .await;
     run(
+        [Site::Pg(p.conninfo("app")), Site::My(m.url("app"))],
+        url,
+        "PostgreSQL <-> MariaDB",
+    )
+    .await;
+}
+
+/// Field-level merge under the same cuts: site 1's writers only increment
+/// column `a`, site 2's only `b`, on rows both sites hold. Every committed
+/// increment must survive on both sides: `a` ends equal to the number of
+/// increments site 1 committed, `b` to site 2's.
+async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
+    let seed = seed();
+    println!("field merge {label}: seed {seed} (replay with DUPLEX_SEED={seed})");
+    let mut rng = Rng(seed);
+    let control = connect(&control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 'kv'",
+        )
+        .await
+        .unwrap();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("duplex.log");
+    let mut duplex = Some(DuplexProcess::spawn(&control_url, &log));
+    wait_streaming(&control).await;
+    let (mut a, mut b) = (sites[0].connect().await, sites[1].connect().await);
+    for id in 0..KEYS {
+        assert!(
+            a.exec(&format!(
+                "INSERT INTO kv (id, a, b, note) VALUES ({id}, 0, 0, 'seed')"
+            ))
+            .await
+        );
+    }
+    // Both sides hold the rows, and site 1 holds them as synced (the inserted
+    // version came back with its column tags).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.rows().await.len() != KEYS as usize || !a.all_marked(KEYS).await {
+        assert!(
+            Instant::now() < deadline,
+            "seed rows did not sync both ways: {} rows on site 2, {:?} exit; duplex log:\n{}",
+            b.rows().await.len(),
+            duplex.as_mut().map(|d| d.child.try_wait()),
+            duplex.as_ref().map(|d| d.log_text()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Arc<std::sync::Mutex<std::collections::HashMap<(usize, i64), u64>>> =
+        Arc::default();
+    let mut tasks = Vec::new();
+    for (s, site) in sites.iter().enumerate() {
+        for _ in 0..WRITERS_PER_SITE {
+            let (site, stop, counts) = (site.clone(), stop.clone(), counts.clone());
+            let mut rng = Rng(rng.next());
+            tasks.push(tokio::spawn(async move {
+                let mut c = site.connect().await;
+                let column = if s == 0 { "a" } else { "b" };
+                while !stop.load(Ordering::Relaxed) {
+                    let id = rng.below(KEYS as u64) as i64;
+                    let sql = format!("UPDATE kv SET {column} = {column} + 1 WHERE id = {id}");
+                    if c.exec_counting(&sql).await == 1 {
+                        *counts.lock().unwrap().entry((s, id)).or_default() += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.below(10))).await;
+                }
+            }));
+        }
+    }
+    let budget = budget();
+    let started = Instant::now();
+    let mut kills = 0;
+    while started.elapsed() < budget || kills < 2 {
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(3_000))).await;
+        let mut p = duplex.take().expect("duplex runs");
+        if kills < 2 || rng.below(2) == 0 {
+            p.kill9();
+            kills += 1;
+        } else {
+            p.stop();
+            tokio::time::sleep(Duration::from_millis(500 + rng.below(2_000))).await;
+        }
+        duplex = Some(DuplexProcess::spawn(&control_url, &log));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counts = counts.lock().unwrap().clone();
+    let expected: Vec<(i32, Option<i32>, Option<i32>)> = (0..KEYS)
+        .map(|id| {
+            let n = |s| counts.get(&(s, id)).copied().unwrap_or(0) as i32;
+            (id as i32, Some(n(0)), Some(n(1)))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let strip = |rows: Vec<KvRow>| {
+            rows.into_iter()
+                .map(|r| (r.0, r.1, r.2))
+                .collect::<Vec<_>>()
+        };
+        let (ra, rb) = (strip(a.rows().await), strip(b.rows().await));
+        if ra == expected && rb == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: edits lost or not converged:\n expected {expected:?}\n site 1   {ra:?}\n site 2   {rb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let merged = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE outcome = 'merged' AND confirmed",
+    )
+    .await;
+    let total: u64 = counts.values().sum();
+    println!("field merge {label}: seed {seed}: {total} increments, {kills} kills, {merged} merged conflicts");
+    assert!(
+        merged > 0,
+        "seed {seed}: no concurrent edits were merged: the test did not test anything"
+    );
+    if let Some(mut d) = duplex.take() {
+        d.stop();
+    }
+}
+
+impl Conn {
+    /// Rows affected by one statement (0 on an error).
+    async fn exec_counting(&mut self, sql: &str) -> u64 {
+        match self {
+            Conn::Pg(c) => c.execute(sql, &[]).await.unwrap_or(0),
+            Conn::My(c) => match c.query_drop(sql).await {
+                Ok(()) => c.affected_rows(),
+                Err(_) => 0,
+            },
+        }
+    }
+
+    /// Every one of the first `n` rows carries duplex's marker.
+    async fn all_marked(&mut self, n: i64) -> bool {
+        let sql = "SELECT count(*) FROM kv WHERE _duplex IS NOT NULL";
+        let count: i64 = match self {
+            Conn::Pg(c) => c.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(0),
+            Conn::My(c) => c.query_first(sql).await.ok().flatten().unwrap_or(0),
+        };
+        count == n
+    }
+}
+
+// Open: seed 1795376160352804649 ended with both sites equal and every one of
+// site 2's increments kept, but two of site 1's 7,000 increments lost (an
+// older value of `a` won the column once each). Not yet understood; until
+// it is, field merge is documented as not ready and this runs by hand:
+// `cargo test --test convergence -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "field merge loses a rare increment under cuts (see the comment above)"]
+async fn field_merge_keeps_both_sites_edits_postgresql_and_mariadb() {
+    let p = start_pg().await;
+    let m = common::start_mariadb(kv_mysql()).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["kv"],
+    )
+    .await;
+    run_field_merge(
         [Site::Pg(p.conninfo("app")), Site::My(m.url("app"))],
         url,
         "PostgreSQL <-> MariaDB",

@@ -548,10 +548,22 @@ pub fn decide(
                                 // concurrent setters go to the tie rule.
                                 let inc_saw = has_seen(me, &inc.vv, false, lt[i]);
                                 let loc_saw = has_seen(me, &lv.vv, true, it[i]);
-                                let take_incoming = if lt[i] == it[i] {
+                                // A setter is identified by its site and time
+                                // (a site's own counters are not known locally).
+                                let same_setter = lt[i].0 == it[i].0 && lt[i].1.t == it[i].1.t;
+                                let take_incoming = if same_setter {
                                     false
                                 } else if inc_saw != loc_saw {
                                     inc_saw
+                                } else if inc_saw {
+                                    // Each has seen the other's setter, yet they
+                                    // hold different values: one of them set the
+                                    // column back to an older value after seeing
+                                    // the newer one (A -> B -> A), which its tags
+                                    // cannot show. The older setter's value is
+                                    // that later choice. A function of the pair
+                                    // alone, so both sides pick alike.
+                                    (it[i].1.t, it[i].0) < (lt[i].1.t, lt[i].0)
                                 } else {
                                     incoming_wins_tie(
                                         tie,

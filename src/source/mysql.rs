@@ -77,6 +77,8 @@ pub struct MysqlSourceSpec {
     /// Synced tables (in the endpoint's database).
     pub tables: HashSet<String>,
     pub start: Option<SourcePosition>,
+    /// Tables under field-level merge: their versions carry column tags.
+    pub field_merge_tables: HashSet<String>,
 }
 
 struct TableInfo {
@@ -692,17 +694,39 @@ impl MysqlSource {
                 // write (what the site reads back from the row); a delete has
                 // no new row, and takes the event's time.
                 let t = after.as_ref().and_then(|a| a.2).unwrap_or(commit_time_us);
-                Marker::for_user_write(
-                    after.as_ref().and_then(|a| a.1.as_deref()),
-                    before.as_ref().and_then(|b| b.1.as_deref()),
+                let dot = crate::marker::Dot {
+                    c: position.counter(),
+                    t,
+                };
+                let prior_text = after
+                    .as_ref()
+                    .and_then(|a| a.1.as_deref())
+                    .or(before.as_ref().and_then(|b| b.1.as_deref()));
+                let mut m = Marker::for_user_write(
+                    prior_text,
+                    None,
                     self.spec.site_id,
-                    crate::marker::Dot {
-                        c: position.counter(),
-                        t,
-                    },
+                    dot,
                     crc,
                     &info.schema.table,
-                )
+                );
+                if self
+                    .spec
+                    .field_merge_tables
+                    .contains(&info.schema.table.name)
+                {
+                    if let Some(a) = &after {
+                        let prior = Marker::parse_lenient(prior_text, &info.schema.table);
+                        m.cols = crate::conflict::column_tags(
+                            &info.schema,
+                            &a.0,
+                            prior.as_ref(),
+                            self.spec.site_id,
+                            dot,
+                        );
+                    }
+                }
+                m
             };
             if let Some(t) = self.txn.as_mut() {
                 if !t.begun {

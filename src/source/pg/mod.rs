@@ -67,6 +67,9 @@ pub struct PgSourceSpec {
     pub start: Option<SourcePosition>,
     /// Events buffered between the network reader and the decoder.
     pub buffer_events: usize,
+    /// Tables (by name) under field-level merge: their versions carry column
+    /// tags (see `conflict::column_tags`).
+    pub field_merge_tables: std::collections::HashSet<String>,
 }
 
 struct ColumnInfo {
@@ -361,17 +364,39 @@ impl PgSource {
             (None, _) => 0,
         };
         // The version this change carries (see `Marker::for_user_write`).
-        let marker = Marker::for_user_write(
-            after.as_ref().and_then(|a| a.1.as_deref()),
-            before.as_ref().and_then(|b| b.1.as_deref()),
+        let dot = crate::marker::Dot {
+            c: position.counter(),
+            t: commit_time_us,
+        };
+        let prior_text = after
+            .as_ref()
+            .and_then(|a| a.1.as_deref())
+            .or(before.as_ref().and_then(|b| b.1.as_deref()));
+        let mut marker = Marker::for_user_write(
+            prior_text,
+            None,
             self.spec.site_id,
-            crate::marker::Dot {
-                c: position.counter(),
-                t: commit_time_us,
-            },
+            dot,
             crc,
             &rel.schema.table,
         );
+        if self
+            .spec
+            .field_merge_tables
+            .contains(&rel.schema.table.name)
+        {
+            if let Some((a, _)) = &after {
+                let filled = fill_unchanged(&a.0, before.as_ref().map(|b| &b.0 .0));
+                let prior = Marker::parse_lenient(prior_text, &rel.schema.table);
+                marker.cols = crate::conflict::column_tags(
+                    &rel.schema,
+                    &filled,
+                    prior.as_ref(),
+                    self.spec.site_id,
+                    dot,
+                );
+            }
+        }
         self.ready.push_back(ChangeEvent::Change(RowChange {
             table: rel.schema.clone(),
             op,
