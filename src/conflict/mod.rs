@@ -252,6 +252,10 @@ fn compare(me: u32, incoming: &VersionVector, local: &VersionVector, known: bool
         .iter()
         .all(|(&site, dot)| site == me || local.counter(site) >= dot.c);
     match (incoming_covers, local_covers) {
+        // The same vector: a later change of the same source transaction (all
+        // its changes carry the transaction's dot), or a replay of one. In
+        // stream order it comes after what the row holds: apply it.
+        (true, true) if incoming == local => Order::IncomingNewer,
         (_, true) => Order::LocalNewer,
         (true, false) => Order::IncomingNewer,
         (false, false) => Order::Concurrent,

@@ -639,3 +639,31 @@ fn an_edit_outside_the_change_stream_is_recorded() {
     assert_eq!(d.conflicts[0].kind, ConflictKind::UnsyncedLocalEdit);
     assert_eq!(d.write.expect("applies").after, Some(row(1, 2, 1)));
 }
+
+#[test]
+fn later_changes_of_the_same_transaction_apply() {
+    // Every change of one source transaction carries the transaction's dot:
+    // the second change of a row must not look like a replay of the first.
+    let local = Local::Present(synced(row(1, 1, 1), &[(2, 20, 200)], 2, 200));
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 3, 1)),
+        &[(2, 20, 200)],
+        2,
+        200,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &local, 0);
+    assert!(!d.stale && d.conflicts.is_empty());
+    assert_eq!(d.write.expect("applies").after, Some(row(1, 3, 1)));
+    let c = change(
+        Op::Delete,
+        Some(row(1, 3, 1)),
+        None,
+        &[(2, 20, 200)],
+        2,
+        200,
+    );
+    let d = decide(1, &TablePolicy::default(), &c, &local, 0);
+    assert_eq!(d.write.expect("deletes").op, Op::Delete);
+}
