@@ -550,13 +550,11 @@ impl Conn {
     }
 }
 
-// Open: seed 1795376160352804649 ended with both sites equal and every one of
-// site 2's increments kept, but two of site 1's 7,000 increments lost (an
-// older value of `a` won the column once each). Not yet understood; until
-// it is, field merge is documented as not ready and this runs by hand:
-// `cargo test --test convergence -- --ignored --nocapture`.
+// Seed 1795376160352804649 once lost 2 of site 1's ~7,000 increments: the
+// applier read a row's commit timestamp through a LATERAL join, which kept the
+// version first seen when a user had just updated the row, so a user's write
+// looked like duplex's and lost its column to an older value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "field merge loses a rare increment under cuts (see the comment above)"]
 async fn field_merge_keeps_both_sites_edits_postgresql_and_mariadb() {
     let p = start_pg().await;
     let m = common::start_mariadb(kv_mysql()).await;

@@ -553,8 +553,15 @@ impl PgSink {
                 select.push(format!("t.{}::text", quote_ident(&c.name)));
             }
             select.push(format!("t.{}::text", quote_ident(&self.spec.marker_column)));
-            select.push("(extract(epoch FROM x.timestamp) * 1000000)::bigint".into());
-            select.push("x.roident::text::bigint".into());
+            // In the target list, not in a LATERAL join: when a concurrent
+            // writer updated the row, FOR UPDATE returns its newest version,
+            // and only expressions over `t` are recomputed for it (a joined
+            // function's row would be the one of the version first seen).
+            select.push(
+                "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
+                    .into(),
+            );
+            select.push("(pg_xact_commit_timestamp_origin(t.xmin)).roident::text::bigint".into());
             // One text array per key column: a fixed, small statement whatever
             // the batch size, and index lookups whatever the statistics say.
             let mut key_cols = Vec::new();
@@ -588,8 +595,7 @@ impl PgSink {
                 )
             };
             let sql = format!(
-                "SELECT {} FROM {} AS t LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) AS x ON true
-                  WHERE {condition} FOR UPDATE OF t",
+                "SELECT {} FROM {} AS t WHERE {condition} FOR UPDATE OF t",
                 select.join(", "),
                 target.quoted,
             );
