@@ -13,7 +13,7 @@ use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
-const TABLES: [&str; 3] = ["t_lww", "t_own", "t_manual"];
+const TABLES: [&str; 5] = ["t_lww", "t_own", "t_manual", "t_prio", "t_merge"];
 
 fn pg_schema() -> String {
     TABLES
@@ -93,6 +93,8 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
     control
         .batch_execute(
             "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
+             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
              INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
         )
         .await
@@ -132,6 +134,11 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
          DELETE FROM t_lww WHERE id = 3;",
     )
     .await;
+    a.exec(
+        "UPDATE t_prio SET v = 'a1' WHERE id = 1; INSERT INTO t_prio VALUES (100, 'a100', 'a');",
+    )
+    .await;
+    a.exec("UPDATE t_merge SET v = 'a1' WHERE id = 1").await;
     a.exec("UPDATE t_own SET w = 'site 1 wrote this', v = 'a4' WHERE id = 4")
         .await;
     b.exec("UPDATE t_own SET w = 'site 2 owns this' WHERE id = 5")
@@ -143,7 +150,7 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("restart duplex");
-    for table in ["t_lww", "t_own"] {
+    for table in ["t_lww", "t_own", "t_prio", "t_merge"] {
         let start = std::time::Instant::now();
         while a.rows(table).await != b.rows(table).await {
             assert!(
