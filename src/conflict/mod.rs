@@ -167,6 +167,20 @@ pub struct Decision {
     pub tombstone: Option<Tombstone>,
 }
 
+impl Decision {
+    /// Write nothing and leave the key's state as it is (`stale`: the
+    /// incoming change was older than the target's row).
+    fn nothing(local: &Local, conflicts: Vec<Conflict>, stale: bool) -> Decision {
+        Decision {
+            write: None,
+            conflicts,
+            stale,
+            next: local.clone(),
+            tombstone: None,
+        }
+    }
+}
+
 /// The local version's vector, site and time. `known` is false when the row
 /// was written by a user at a time that cannot be read back.
 struct LocalVersion {
@@ -360,13 +374,7 @@ pub fn decide(
                     tombstone: None,
                 }
             }
-            Local::Absent(_) => Decision {
-                write: None,
-                conflicts,
-                stale: false,
-                next: local.clone(),
-                tombstone: None,
-            },
+            Local::Absent(_) => Decision::nothing(local, conflicts, false),
         };
     }
 
@@ -400,13 +408,7 @@ pub fn decide(
                     for c in &mut conflicts {
                         c.outcome = Outcome::LocalKept;
                     }
-                    Decision {
-                        write: None,
-                        conflicts,
-                        stale: true,
-                        next: local.clone(),
-                        tombstone: None,
-                    }
+                    Decision::nothing(local, conflicts, true)
                 }
                 (Op::Delete, Order::IncomingNewer) => {
                     delete_decision(me, change, lr, vv, inc, conflicts)
@@ -432,13 +434,7 @@ pub fn decide(
                         },
                     });
                     if outcome == Outcome::Parked {
-                        return Decision {
-                            write: None,
-                            conflicts,
-                            stale: false,
-                            next: local.clone(),
-                            tombstone: None,
-                        };
+                        return Decision::nothing(local, conflicts, false);
                     }
                     // The kept row becomes a new version that has seen the
                     // delete, forwarded to the deleting side: that side may
@@ -516,13 +512,7 @@ pub fn decide(
                         Policy::Manual => {
                             record.outcome = Outcome::Parked;
                             conflicts.push(record);
-                            return Decision {
-                                write: None,
-                                conflicts,
-                                stale: false,
-                                next: local.clone(),
-                                tombstone: None,
-                            };
+                            return Decision::nothing(local, conflicts, false);
                         }
                         Policy::LastWriterWins | Policy::SitePriority(_) => {
                             let tie = match policy.policy {
@@ -632,13 +622,7 @@ pub fn decide(
                 .map(|t| compare(me, &inc.vv, &t.vv, true));
             if order == Some(Order::LocalNewer) {
                 // The delete applied here had seen this change.
-                return Decision {
-                    write: None,
-                    conflicts,
-                    stale: true,
-                    next: local.clone(),
-                    tombstone: None,
-                };
+                return Decision::nothing(local, conflicts, true);
             }
             let local_info = || VersionInfo {
                 row: None,
@@ -708,13 +692,7 @@ pub fn decide(
                                 },
                             });
                             if outcome == Outcome::Parked {
-                                return Decision {
-                                    write: None,
-                                    conflicts,
-                                    stale: false,
-                                    next: local.clone(),
-                                    tombstone: None,
-                                };
+                                return Decision::nothing(local, conflicts, false);
                             }
                         }
                     }

@@ -78,22 +78,15 @@ impl ConflictStore {
         resume_counter: Option<u64>,
     ) -> Result<(), ConflictStoreError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
-        let resume = resume_counter.unwrap_or(0).to_string();
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE duplex.conflicts SET confirmed = true
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric",
-                &[&link, &site, &resume],
-            )
-            .await?;
-        client
-            .execute(
-                "DELETE FROM duplex.conflicts
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric",
-                &[&link, &site, &resume],
-            )
-            .await?;
+        crate::sink::quarantine::reconcile_unconfirmed(
+            client,
+            "duplex.conflicts",
+            link,
+            site,
+            resume_counter,
+        )
+        .await?;
         // The counter duplex reports is the direction's whole history, not
         // just this run's.
         let total: i64 = client

@@ -23,16 +23,9 @@ use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::resolve::{keys_by_table, resolve, KeyRef};
+use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Name of duplex's marker table in each MySQL site's database.
 pub const MARKER_TABLE: &str = "_duplex_applied";

@@ -23,7 +23,7 @@ use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::resolve::{keys_by_table, resolve, KeyRef};
+use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
@@ -1238,13 +1238,6 @@ impl PgSink {
         }
         Ok(Some(text))
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// `($1::text::t1, $2::text::t2), ($3::text::t1, ...)`.

@@ -77,22 +77,8 @@ impl Quarantine {
     /// transaction's end.
     pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), QuarantineError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
-        let resume = resume_counter.unwrap_or(0).to_string();
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE duplex.quarantine SET confirmed = true
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric",
-                &[&link, &site, &resume],
-            )
-            .await?;
-        client
-            .execute(
-                "DELETE FROM duplex.quarantine
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric",
-                &[&link, &site, &resume],
-            )
-            .await?;
+        reconcile_unconfirmed(client, "duplex.quarantine", link, site, resume_counter).await?;
         Ok(())
     }
 
@@ -172,6 +158,41 @@ impl Quarantine {
             }
         }
     }
+}
+
+/// Records of one direction (`link`, `source site`) in `table` written before
+/// a target commit that a crash may have prevented: those of transactions
+/// before the target's resume point committed (confirm them), the others are
+/// replayed and recorded again (delete them). A record's position is its
+/// transaction's start, strictly below that transaction's end. `table` is one
+/// of duplex's own tables, never configuration.
+pub(crate) async fn reconcile_unconfirmed(
+    client: &Client,
+    table: &str,
+    link: i32,
+    site: i32,
+    resume_counter: Option<u64>,
+) -> Result<(), tokio_postgres::Error> {
+    let resume = resume_counter.unwrap_or(0).to_string();
+    client
+        .execute(
+            &format!(
+                "UPDATE {table} SET confirmed = true
+                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric"
+            ),
+            &[&link, &site, &resume],
+        )
+        .await?;
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {table}
+                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric"
+            ),
+            &[&link, &site, &resume],
+        )
+        .await?;
+    Ok(())
 }
 
 /// A row image as `{column: {"type": kind, "value": ...}}`; columns the source

@@ -11,6 +11,14 @@ use crate::canonical::{Op, Row, RowChange, TableName, TableSchema, Value};
 use crate::conflict::{decide, Conflict, Local, TablePolicy, Tombstone};
 use crate::sink::quarantine::ChangeOrigin;
 
+/// Now, in µs since the Unix epoch: the time of versions an applier creates.
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// A key of one table: its canonical encoding (the identity) and its values.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRef {
