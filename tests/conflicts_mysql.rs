@@ -109,6 +109,8 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
         ))
         .await;
     }
+    // A row created on site 2.
+    b.exec("INSERT INTO t_lww VALUES (7, 'v7', 'w7')").await;
     for table in TABLES {
         let start = std::time::Instant::now();
         while a.rows(table).await != b.rows(table).await {
@@ -122,7 +124,8 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
         "UPDATE t_lww SET v = 'a1' WHERE id = 1;
          INSERT INTO t_lww VALUES (100, 'a100', 'a');
          DELETE FROM t_lww WHERE id = 2;
-         DELETE FROM t_lww WHERE id = 3;",
+         DELETE FROM t_lww WHERE id = 3;
+         DELETE FROM t_lww WHERE id = 7;",
     )
     .await;
     // Later than site 1's writes, whatever the clocks' resolution.
@@ -131,7 +134,8 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
         "UPDATE t_lww SET v = 'b1' WHERE id = 1;
          INSERT INTO t_lww VALUES (100, 'b100', 'b');
          UPDATE t_lww SET v = 'b2' WHERE id = 2;
-         DELETE FROM t_lww WHERE id = 3;",
+         DELETE FROM t_lww WHERE id = 3;
+         UPDATE t_lww SET v = 'b7' WHERE id = 7;",
     )
     .await;
     a.exec(
@@ -172,6 +176,7 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
         assert_eq!(side.value("t_lww", 100, 1).await.as_deref(), Some("b100"));
         assert_eq!(side.value("t_lww", 2, 1).await.as_deref(), Some("b2"));
         assert_eq!(side.value("t_lww", 3, 1).await, None);
+        assert_eq!(side.value("t_lww", 7, 1).await.as_deref(), Some("b7"));
         assert_eq!(side.value("t_own", 4, 2).await.as_deref(), Some("w4"));
         assert_eq!(side.value("t_own", 4, 1).await.as_deref(), Some("a4"));
         assert_eq!(
@@ -236,13 +241,23 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
             (2, "id=100".into(), "local_kept".into())
         ]
     );
+    // Row 2 came from site 1: site 2's update has seen site 1's version, so
+    // site 1 knows it deleted the row. Row 7 came from site 2 and site 1 never
+    // changed it: a user's delete looks like a row that never arrived.
     assert_eq!(
-        conflicts(&control, "t_lww", "update_missing").await,
+        conflicts(&control, "t_lww", "update_delete").await,
         vec![(1, "id=2".into(), "recreated".into())]
     );
     assert_eq!(
+        conflicts(&control, "t_lww", "update_missing").await,
+        vec![(1, "id=7".into(), "recreated".into())]
+    );
+    assert_eq!(
         conflicts(&control, "t_lww", "delete_update").await,
-        vec![(2, "id=2".into(), "local_kept".into())]
+        vec![
+            (2, "id=2".into(), "local_kept".into()),
+            (2, "id=7".into(), "local_kept".into())
+        ]
     );
     assert_eq!(
         conflicts(&control, "t_lww", "delete_delete").await,

@@ -71,6 +71,12 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
         .await
         .unwrap();
     }
+    // A row created on B (site 2).
+    for table in ["t_lww", "t_prio"] {
+        b.batch_execute(&format!("INSERT INTO {table} VALUES (7, 'v7', 'w7')"))
+            .await
+            .unwrap();
+    }
     for table in TABLES {
         wait_for(&format!("{table} baseline on B"), t, || async {
             table_rows(&a, table).await == table_rows(&b, table).await
@@ -86,7 +92,8 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
             "UPDATE {table} SET v = 'a1' WHERE id = 1;
              INSERT INTO {table} VALUES (100, 'a100', 'a');
              DELETE FROM {table} WHERE id = 2;
-             DELETE FROM {table} WHERE id = 3;"
+             DELETE FROM {table} WHERE id = 3;
+             DELETE FROM {table} WHERE id = 7;"
         ))
         .await
         .unwrap();
@@ -94,7 +101,8 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
             "UPDATE {table} SET v = 'b1' WHERE id = 1;
              INSERT INTO {table} VALUES (100, 'b100', 'b');
              UPDATE {table} SET v = 'b2' WHERE id = 2;
-             DELETE FROM {table} WHERE id = 3;"
+             DELETE FROM {table} WHERE id = 3;
+             UPDATE {table} SET v = 'b7' WHERE id = 7;"
         ))
         .await
         .unwrap();
@@ -160,6 +168,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
         // A write beats a concurrent delete; a row both deleted stays deleted.
         for table in ["t_lww", "t_prio"] {
             assert_eq!(value(c, table, 2, "v").await.as_deref(), Some("b2"));
+            assert_eq!(value(c, table, 7, "v").await.as_deref(), Some("b7"));
             assert_eq!(value(c, table, 3, "v").await, None);
         }
         // The drifted row takes A's update (and B's drift is gone).
@@ -232,14 +241,25 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
             ],
             "{table}"
         );
+        // Row 2 came from A, so B's update has seen A's version: A deleted
+        // it. Row 7 came from B and A never changed it: A cannot tell its
+        // user's delete from a row that never arrived.
         assert_eq!(
-            conflicts(&control, table, "update_missing").await,
+            conflicts(&control, table, "update_delete").await,
             vec![(1, "id=2".into(), "recreated".into())],
             "{table}"
         );
         assert_eq!(
+            conflicts(&control, table, "update_missing").await,
+            vec![(1, "id=7".into(), "recreated".into())],
+            "{table}"
+        );
+        assert_eq!(
             conflicts(&control, table, "delete_update").await,
-            vec![(2, "id=2".into(), "local_kept".into())],
+            vec![
+                (2, "id=2".into(), "local_kept".into()),
+                (2, "id=7".into(), "local_kept".into())
+            ],
             "{table}"
         );
         assert_eq!(

@@ -62,14 +62,16 @@ pub enum ConflictKind {
     InsertInsert,
     /// Both sides changed the row.
     UpdateUpdate,
-    /// An update arrived for a row deleted here (by an applied delete).
+    /// An update arrived for a row deleted here (the target holds its
+    /// tombstone, or the update has seen a version of this site's row).
     UpdateDelete,
     /// A delete arrived for a row changed here.
     DeleteUpdate,
     /// Both sides deleted the row.
     DeleteDelete,
-    /// An update arrived for a row this side does not have, and duplex never
-    /// deleted here: deleted by a user here, or never arrived.
+    /// An update arrived for a row this side does not have and shows no sign
+    /// of ever having had: deleted here by a user before any version of this
+    /// site reached the peer, or never arrived.
     UpdateMissing,
     /// The row was changed here without that change reaching duplex's change
     /// stream (its content no longer matches the marker's checksum).
@@ -670,7 +672,13 @@ pub fn decide(
                     };
                     let row = filled(after, change.before.as_ref());
                     if change.op == Op::Update {
-                        let kind = if tombstone.is_some() {
+                        // The row was here once if duplex deleted it here
+                        // (tombstone) or if the incoming version has seen a
+                        // version of this site (only this site's writes put
+                        // its entry in a vector): gone now, it was deleted
+                        // here. Otherwise it may never have arrived.
+                        let was_here = tombstone.is_some() || inc.vv.get(me).is_some();
+                        let kind = if was_here {
                             ConflictKind::UpdateDelete
                         } else {
                             ConflictKind::UpdateMissing

@@ -594,9 +594,23 @@ fn a_write_beats_a_concurrent_delete() {
         300,
     );
     let d = decide(2, &TablePolicy::default(), &c, &Local::Absent(None), 0);
-    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateMissing);
+    // The update has seen site 2's version: the row was deleted there.
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateDelete);
     assert_eq!(d.conflicts[0].outcome, Outcome::Recreated);
     assert_eq!(d.write.expect("insert").op, Op::Insert);
+    // A row created on site 1 and only ever changed there: site 2 cannot tell
+    // whether a user deleted it or it never arrived.
+    let c = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 5, 1)),
+        &[(1, 30, 300)],
+        1,
+        300,
+    );
+    let d = decide(2, &TablePolicy::default(), &c, &Local::Absent(None), 0);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateMissing);
+    assert_eq!(d.conflicts[0].outcome, Outcome::Recreated);
 }
 
 #[test]
