@@ -51,6 +51,9 @@ pub struct DirectionSpec {
     pub source: SourceSpec,
     pub sink: SinkSpec,
     pub tuning: PipelineTuning,
+    /// Tombstones of applied deletes older than this are removed from the
+    /// target (the link's `tombstone_retention`).
+    pub tombstone_retention: Duration,
 }
 
 /// Run one direction until `shutdown` turns true or an error occurs. The caller
@@ -109,6 +112,10 @@ pub async fn run_direction(
         // source transactions.
         let mut resolutions = tokio::time::interval(std::time::Duration::from_secs(1));
         resolutions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Expired tombstones are removed while idle, at a pace that follows
+        // the retention (a short retention is for tests and small meshes).
+        let mut tombstone_gc = tokio::time::interval((spec.tombstone_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+        tombstone_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), crate::Error> = async {
             let mut stopping = false;
             loop {
@@ -140,6 +147,13 @@ pub async fn run_direction(
                         }
                         _ = resolutions.tick() => {
                             sink.apply_resolutions().await?;
+                            continue;
+                        }
+                        _ = tombstone_gc.tick() => {
+                            let removed = sink.purge_tombstones(spec.tombstone_retention).await?;
+                            if removed > 0 {
+                                tracing::debug!(removed, "expired tombstones removed");
+                            }
                             continue;
                         }
                     }

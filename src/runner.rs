@@ -315,6 +315,7 @@ async fn prepare_link(
             source,
             sink,
             tuning: tuning.clone(),
+            tombstone_retention: link.tombstone_retention,
         });
     }
     Ok(specs)

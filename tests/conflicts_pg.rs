@@ -304,4 +304,24 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
         .sum();
     assert_eq!(reported as i64, recorded);
     run.shutdown().await;
+
+    // The deletes applied left tombstones, kept for the link's retention
+    // (a day by default). With a retention of zero they go at the next pass.
+    let tombstones = || async {
+        query_i64(&a, "SELECT count(*) FROM duplex.site_tombstones").await
+            + query_i64(&b, "SELECT count(*) FROM duplex.site_tombstones").await
+    };
+    assert!(tombstones().await > 0);
+    control
+        .batch_execute("UPDATE duplex.links SET tombstone_retention = '0'")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    wait_for("expired tombstones removed", t, || async {
+        tombstones().await == 0
+    })
+    .await;
+    run.shutdown().await;
 }

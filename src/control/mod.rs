@@ -27,6 +27,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "conflict policies, column owners, the conflicts table",
         include_str!("../../sql/postgresql/0003_conflicts.sql"),
     ),
+    (
+        4,
+        "tombstone retention per link",
+        include_str!("../../sql/postgresql/0004_tombstone_retention.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -152,7 +157,12 @@ pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
         .map(Site::from_row)
         .collect::<Result<Vec<_>, _>>()?;
     let links = client
-        .query("SELECT link_id, name, site_a, site_b, enabled, marker_column FROM duplex.links ORDER BY link_id", &[])
+        .query(
+            "SELECT link_id, name, site_a, site_b, enabled, marker_column,
+                    extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs
+               FROM duplex.links ORDER BY link_id",
+            &[],
+        )
         .await
         .map_err(db("read duplex.links"))?
         .iter()

@@ -107,6 +107,8 @@ pub struct Link {
     pub site_b: u32,
     pub enabled: bool,
     pub marker_column: String,
+    /// How long tombstones of applied deletes are kept on the target sites.
+    pub tombstone_retention: std::time::Duration,
 }
 
 impl Link {
@@ -125,6 +127,14 @@ impl Link {
             site_b: positive(b, "site_b")?,
             enabled: col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
+            tombstone_retention: {
+                let secs: f64 = col(row, "links", "tombstone_retention_secs")?;
+                std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
+                    ControlError::Invalid(format!(
+                        "link {id}: tombstone_retention must be a non-negative interval"
+                    ))
+                })?
+            },
         })
     }
 

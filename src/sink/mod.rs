@@ -122,6 +122,24 @@ impl Sink {
         }
     }
 
+    /// Remove tombstones older than `retention` (between source transactions).
+    pub async fn purge_tombstones(
+        &mut self,
+        retention: std::time::Duration,
+    ) -> Result<u64, crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .purge_tombstones(retention)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .purge_tombstones(retention)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Commit the open target transaction; returns the position to confirm.
     pub async fn commit(&mut self) -> Result<Option<SourcePosition>, crate::Error> {
         let site = self.site();

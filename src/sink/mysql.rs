@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
@@ -410,6 +411,42 @@ impl MysqlSink {
                 .map_err(db("remove a tombstone"))?;
         }
         Ok(())
+    }
+
+    /// Remove this link's tombstones older than `retention` (at most a few
+    /// thousand per call, so a backlog never holds locks for long). Between
+    /// source transactions only. Returns how many were removed.
+    pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, MysqlSinkError> {
+        if self.group.open || self.spec.policies.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<mysql_async::Value> = self
+            .spec
+            .policies
+            .keys()
+            .map(|n| n.as_str().into())
+            .collect();
+        let sql = format!(
+            "DELETE FROM {} WHERE table_name IN ({}) AND deleted_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT 5000",
+            self.tombstone_table,
+            vec!["?"; names.len()].join(", ")
+        );
+        let mut params = names;
+        params.push(
+            u64::try_from(retention.as_micros())
+                .unwrap_or(u64::MAX)
+                .into(),
+        );
+        self.conn
+            .exec_drop(sql, params)
+            .await
+            .map_err(db("remove expired tombstones"))?;
+        let removed = self.conn.affected_rows();
+        if removed > 0 {
+            // Some table may have none left: ask again on the next lookup.
+            self.tombstones_exist.clear();
+        }
+        Ok(removed)
     }
 
     /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each

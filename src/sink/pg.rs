@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
@@ -447,6 +448,34 @@ impl PgSink {
         self.flush().await?;
         self.write_tombstones(&resolved.tombstones, &resolved.revived)
             .await
+    }
+
+    /// Remove this link's tombstones older than `retention` (at most a few
+    /// thousand per call, so a backlog never holds locks for long). Between
+    /// source transactions only. Returns how many were removed.
+    pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
+        if self.group.open {
+            return Ok(0);
+        }
+        let names: Vec<String> = self.spec.tables.iter().map(|t| t.to_string()).collect();
+        let removed = self
+            .client
+            .execute(
+                "DELETE FROM duplex.site_tombstones
+                  WHERE (table_name, row_key) IN (
+                        SELECT table_name, row_key FROM duplex.site_tombstones
+                         WHERE table_name = ANY($1)
+                           AND deleted_at < now() - make_interval(secs => $2)
+                         LIMIT 5000)",
+                &[&names, &retention.as_secs_f64()],
+            )
+            .await
+            .map_err(db("remove expired tombstones"))?;
+        if removed > 0 {
+            // Some table may have none left: ask again on the next lookup.
+            self.tombstones_exist.clear();
+        }
+        Ok(removed)
     }
 
     /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each
