@@ -248,7 +248,7 @@ pub async fn run(rounds: u32, support: SupportEngine) -> anyhow::Result<()> {
         cb.len(),
         if ca == cb { "identical" } else { "DIFFERENT" }
     );
-    for d in &handle.directions {
+    for d in &handle.directions() {
         println!(
             "   {:<26} applied {} txns ({} rows), skipped {} of duplex's own txns",
             d.name,

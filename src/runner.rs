@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::control::SiteEngine;
-use crate::control::{self, ControlConfig, DirectionStatus, Link, Site};
+use std::collections::BTreeMap;
+
+use crate::control::{self, DirectionStatus, Link, LinkConfig, LinkTable, Site};
 use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
-use crate::setup::{check_slot_continuity, prepare_mysql_site, prepare_pg_site};
+use crate::setup::{
+    check_mysql_tables, check_pg_tables, check_slot_continuity, prepare_mysql_site, prepare_pg_site,
+};
 use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
 use crate::sink::quarantine::QuarantineSpec;
@@ -33,20 +38,82 @@ pub struct DirectionHandle {
     pub stats: Arc<DirectionStats>,
 }
 
-/// The running process: every direction of every enabled link.
+/// The directions the process knows of. A direction's stats live as long as
+/// its link is configured: a link restarted by a configuration change keeps
+/// counting where it was.
+#[derive(Default)]
+struct Registry {
+    directions: std::sync::Mutex<Vec<DirectionHandle>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DirectionHandle>> {
+        // A panic while holding the lock cannot leave the list half-written.
+        self.directions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn list(&self) -> Vec<DirectionHandle> {
+        self.lock().clone()
+    }
+
+    fn stats_for(
+        &self,
+        link_id: u32,
+        spec: &DirectionSpec,
+        target_site: u32,
+    ) -> Arc<DirectionStats> {
+        let mut directions = self.lock();
+        let source_site = spec.source.site_id();
+        if let Some(d) = directions
+            .iter_mut()
+            .find(|d| d.link_id == link_id && d.source_site == source_site)
+        {
+            d.name = spec.name.clone();
+            return d.stats.clone();
+        }
+        let stats = Arc::new(DirectionStats::new(spec.source.kind()));
+        directions.push(DirectionHandle {
+            link_id,
+            source_site,
+            target_site,
+            name: spec.name.clone(),
+            stats: stats.clone(),
+        });
+        stats
+    }
+
+    fn set_link_state(&self, link_id: u32, state: &str) {
+        for d in self.lock().iter().filter(|d| d.link_id == link_id) {
+            d.stats.set_state(state);
+        }
+    }
+
+    fn remove_link(&self, link_id: u32) {
+        self.lock().retain(|d| d.link_id != link_id);
+    }
+}
+
+/// The running process: every direction of every enabled link, and the task
+/// that applies configuration changes.
 pub struct RunHandle {
-    pub directions: Vec<DirectionHandle>,
+    registry: Arc<Registry>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl RunHandle {
+    /// Every direction of every configured link (paused ones too).
+    pub fn directions(&self) -> Vec<DirectionHandle> {
+        self.registry.list()
+    }
+
     /// Stats of the direction reading `source_site` on `link_id`.
     pub fn stats(&self, link_id: u32, source_site: u32) -> Option<Arc<DirectionStats>> {
-        self.directions
-            .iter()
+        self.registry
+            .list()
+            .into_iter()
             .find(|d| d.link_id == link_id && d.source_site == source_site)
-            .map(|d| d.stats.clone())
+            .map(|d| d.stats)
     }
 
     /// Stop every direction, committing whole transactions already applied.
@@ -173,21 +240,13 @@ async fn record_initial_binlog_position(
 
 /// Prepare both sites of a link and build its two directions.
 async fn prepare_link(
-    config: &ControlConfig,
-    link: &Link,
+    lc: &LinkConfig,
     tuning: &PipelineTuning,
     control: &PgEndpoint,
 ) -> Result<Vec<DirectionSpec>, crate::Error> {
-    let tables = config.link_tables(link.link_id);
-    let site = |id: u32| {
-        config.site(id).ok_or_else(|| {
-            crate::Error::Control(control::ControlError::Invalid(format!(
-                "link {}: site {id} does not exist",
-                link.name
-            )))
-        })
-    };
-    let (a, b) = (site(link.site_a)?, site(link.site_b)?);
+    let link = &lc.link;
+    let tables: Vec<&LinkTable> = lc.tables.iter().collect();
+    let (a, b) = (&lc.site_a, &lc.site_b);
     let mut conn_a = setup_conn(a).await?;
     let mut conn_b = setup_conn(b).await?;
     // Each site in turn (a PostgreSQL site checks its slot against the peer's progress).
@@ -321,50 +380,351 @@ async fn prepare_link(
     Ok(specs)
 }
 
-/// Read the configuration from the control database and start every enabled link.
+/// Read-only checks of a link's configuration against both sites' catalogs,
+/// before it takes effect.
+async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
+    let tables: Vec<&LinkTable> = lc.tables.iter().collect();
+    for site in [&lc.site_a, &lc.site_b] {
+        match setup_conn(site).await? {
+            SetupConn::Pg(client) => check_pg_tables(&client, &site.name, &tables).await?,
+            SetupConn::Mysql(mut conn, ep) => {
+                let database = ep.database().to_string();
+                check_mysql_tables(&mut conn, &site.name, &database, &tables).await?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One enabled link's directions, running.
+struct LinkRun {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl LinkRun {
+    /// Stop both directions, committing whole transactions already applied.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Prepare both sites of a link and start its two directions.
+async fn start_link(
+    lc: &LinkConfig,
+    tuning: &PipelineTuning,
+    control: &PgEndpoint,
+    registry: &Registry,
+) -> Result<LinkRun, crate::Error> {
+    let specs = prepare_link(lc, tuning, control).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for spec in specs {
+        let target = if spec.source.site_id() == lc.link.site_a {
+            lc.link.site_b
+        } else {
+            lc.link.site_a
+        };
+        let stats = registry.stats_for(lc.link.link_id, &spec, target);
+        stats.set_state("starting");
+        tasks.spawn(supervise_direction(spec, stats, stop_rx.clone()));
+    }
+    Ok(LinkRun { stop, tasks })
+}
+
+/// Read the configuration from the control database and start every enabled
+/// link; then apply changes to the configuration as they are made.
 pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandle, crate::Error> {
     crate::install_crypto_provider();
     let control_ep = PgEndpoint::from_url("control", control_url)?;
     let control_client = control_ep.connect("duplex control").await?;
     let config = control::load(&control_client).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let mut directions = Vec::new();
-    for link in config.links.iter().filter(|l| l.enabled) {
-        let specs = prepare_link(&config, link, &tuning, &control_ep).await?;
-        for spec in specs {
-            let stats = Arc::new(DirectionStats::new(spec.source.kind()));
-            stats.set_state("starting");
-            directions.push(DirectionHandle {
-                link_id: link.link_id,
-                source_site: spec.source.site_id(),
-                target_site: if spec.source.site_id() == link.site_a {
-                    link.site_b
-                } else {
-                    link.site_a
-                },
-                name: spec.name.clone(),
-                stats: stats.clone(),
-            });
-            tasks.spawn(supervise_direction(spec, stats, shutdown_rx.clone()));
+    let registry = Arc::new(Registry::default());
+    let mut links = LinkSet {
+        tuning,
+        control: control_ep.clone(),
+        registry: registry.clone(),
+        running: BTreeMap::new(),
+        in_force: BTreeMap::new(),
+        rejected: BTreeMap::new(),
+    };
+    for link in &config.links {
+        let lc = match config.link_config(link.link_id) {
+            Some(Ok(lc)) => lc,
+            Some(Err(e)) => return Err(e.into()),
+            None => continue,
+        };
+        if lc.link.enabled {
+            let run = match start_link(&lc, &links.tuning, &control_ep, &registry).await {
+                Ok(run) => run,
+                Err(e) => {
+                    links.stop_all().await;
+                    return Err(e);
+                }
+            };
+            links.running.insert(link.link_id, run);
         }
+        write_config_status(&control_client, &lc).await;
+        links.in_force.insert(link.link_id, lc);
     }
-    if directions.is_empty() {
-        tracing::warn!("no enabled link in the control schema: nothing to do (add rows to duplex.links and duplex.link_tables)");
+    if links.running.is_empty() {
+        tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
     }
-    tasks.spawn(status_writer(control_ep, directions.clone(), shutdown_rx));
+    let mut tasks = JoinSet::new();
+    tasks.spawn(config_watcher(links, shutdown_rx.clone()));
+    tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));
     Ok(RunHandle {
-        directions,
+        registry,
         shutdown,
         tasks,
     })
+}
+
+/// The links of the process and the configuration each runs on.
+struct LinkSet {
+    tuning: PipelineTuning,
+    control: PgEndpoint,
+    registry: Arc<Registry>,
+    running: BTreeMap<u32, LinkRun>,
+    /// The configuration in force per link (enabled or paused).
+    in_force: BTreeMap<u32, LinkConfig>,
+    /// The last configuration refused per link, so that it is reported once,
+    /// not at every re-read.
+    rejected: BTreeMap<u32, Result<LinkConfig, String>>,
+}
+
+impl LinkSet {
+    async fn stop_all(&mut self) {
+        for (_, run) in std::mem::take(&mut self.running) {
+            run.stop().await;
+        }
+    }
+
+    /// Apply what changed in the control tables, link by link. A link whose
+    /// new configuration is invalid keeps running on the one in force.
+    async fn reload(&mut self, client: &tokio_postgres::Client) {
+        let config = match control::load_unchecked(client).await {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("the configuration could not be read: {}", error_chain(&e));
+                tracing::warn!(error = %why, "configuration change rejected");
+                for lc in self.in_force.values() {
+                    write_config_rejection(client, lc.link.link_id, "rejected", &why).await;
+                }
+                return;
+            }
+        };
+        let ids: std::collections::BTreeSet<u32> = self
+            .in_force
+            .keys()
+            .copied()
+            .chain(config.links.iter().map(|l| l.link_id))
+            .collect();
+        for id in ids {
+            match config.link_config(id) {
+                None => {
+                    // The link was deleted.
+                    if let Some(run) = self.running.remove(&id) {
+                        run.stop().await;
+                    }
+                    self.in_force.remove(&id);
+                    self.rejected.remove(&id);
+                    self.registry.remove_link(id);
+                    tracing::info!(link = id, "link removed from the configuration: stopped");
+                    if let Err(e) = client
+                        .execute(
+                            "DELETE FROM duplex.config_status WHERE link_id = $1",
+                            &[&(id as i32)],
+                        )
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot write duplex.config_status");
+                    }
+                }
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    if self.rejected.get(&id) != Some(&Err(why.clone())) {
+                        tracing::warn!(link = id, error = %why, "configuration change rejected; the link keeps its configuration in force");
+                        write_config_rejection(client, id, "rejected", &why).await;
+                        self.rejected.insert(id, Err(why));
+                    }
+                }
+                Some(Ok(lc)) => {
+                    if self.in_force.get(&id) == Some(&lc) {
+                        if self.rejected.remove(&id).is_some() {
+                            // Back to the configuration in force: nothing to do
+                            // but say so.
+                            write_config_status(client, &lc).await;
+                        }
+                        continue;
+                    }
+                    if self.rejected.get(&id) == Some(&Ok(lc.clone())) {
+                        continue;
+                    }
+                    self.apply(client, lc).await;
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, client: &tokio_postgres::Client, lc: LinkConfig) {
+        let span = tracing::info_span!("link", name = %lc.link.name);
+        self.apply_in_span(client, lc).instrument(span).await
+    }
+
+    async fn apply_in_span(&mut self, client: &tokio_postgres::Client, lc: LinkConfig) {
+        let id = lc.link.link_id;
+        if !lc.link.enabled {
+            if let Some(run) = self.running.remove(&id) {
+                run.stop().await;
+            }
+            self.registry.set_link_state(id, "paused");
+            tracing::info!("link paused");
+            write_config_status(client, &lc).await;
+            self.rejected.remove(&id);
+            self.in_force.insert(id, lc);
+            return;
+        }
+        if let Err(e) = check_link_against_sites(&lc).await {
+            let why = error_chain(&e);
+            tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
+            write_config_rejection(client, id, "rejected", &why).await;
+            self.rejected.insert(id, Ok(lc));
+            return;
+        }
+        if let Some(run) = self.running.remove(&id) {
+            run.stop().await;
+        }
+        match start_link(&lc, &self.tuning, &self.control, &self.registry).await {
+            Ok(run) => {
+                tracing::info!("configuration change applied");
+                self.running.insert(id, run);
+                write_config_status(client, &lc).await;
+                self.rejected.remove(&id);
+                self.in_force.insert(id, lc);
+            }
+            Err(e) => {
+                let why = error_chain(&e);
+                tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
+                write_config_rejection(client, id, "rejected", &why).await;
+                self.rejected.insert(id, Ok(lc));
+                // The last good configuration goes back in force.
+                if let Some(prev) = self.in_force.get(&id).filter(|p| p.link.enabled).cloned() {
+                    match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
+                        Ok(run) => {
+                            self.running.insert(id, run);
+                        }
+                        Err(e) => {
+                            let why = error_chain(&e);
+                            tracing::error!(error = %why, "the link cannot be started on its previous configuration either");
+                            write_config_rejection(client, id, "error", &why).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often the configuration is re-read when no notification came (a
+/// notification can be missed while the control connection is down).
+const CONFIG_POLL: Duration = Duration::from_secs(5);
+
+/// Applies configuration changes: woken by the control tables' trigger
+/// (NOTIFY duplex_config) or by the poll interval.
+async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Receiver<bool>) {
+    let mut listener: Option<(
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    )> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if listener.is_none() {
+            match links
+                .control
+                .connect_listening("duplex config", "duplex_config")
+                .await
+            {
+                Ok(l) => listener = Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "cannot reach the control database to watch the configuration")
+                }
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some((_, rx)) => rx.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => continue,
+            alive = notified => {
+                if !alive {
+                    listener = None;
+                    continue;
+                }
+            }
+            _ = tokio::time::sleep(CONFIG_POLL) => {}
+        }
+        let Some((client, rx)) = listener.as_mut() else {
+            continue;
+        };
+        // One statement notifies once per table: take the burst as one change.
+        while rx.try_recv().is_ok() {}
+        links.reload(client).await;
+    }
+    links.stop_all().await;
+}
+
+/// Record `lc` as the configuration in force (state running or paused).
+async fn write_config_status(client: &tokio_postgres::Client, lc: &LinkConfig) {
+    let state = if lc.link.enabled { "running" } else { "paused" };
+    if let Err(e) = client
+        .execute(
+            "INSERT INTO duplex.config_status (link_id, state, applied_config, applied_at, message, rejected_at, updated_at)
+             VALUES ($1, $2, $3, now(), NULL, NULL, now())
+             ON CONFLICT (link_id) DO UPDATE SET state = EXCLUDED.state, applied_config = EXCLUDED.applied_config,
+                 applied_at = now(), message = NULL, rejected_at = NULL, updated_at = now()",
+            &[&(lc.link.link_id as i32), &state, &lc.describe()],
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "cannot write duplex.config_status");
+    }
+}
+
+/// Record why a change of link `link_id` was refused (`state` rejected) or
+/// why the link cannot run (`state` error); the configuration in force stays.
+async fn write_config_rejection(
+    client: &tokio_postgres::Client,
+    link_id: u32,
+    state: &str,
+    why: &str,
+) {
+    if let Err(e) = client
+        .execute(
+            "INSERT INTO duplex.config_status (link_id, state, message, rejected_at, updated_at)
+             VALUES ($1, $2, $3, now(), now())
+             ON CONFLICT (link_id) DO UPDATE SET state = EXCLUDED.state, message = EXCLUDED.message,
+                 rejected_at = now(), updated_at = now()",
+            &[&(link_id as i32), &state, &why],
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "cannot write duplex.config_status");
+    }
 }
 
 /// Writes every direction's counters to `duplex.link_status` once a second and
 /// once more at shutdown. Losing the control connection never stops replication.
 async fn status_writer(
     control: PgEndpoint,
-    directions: Vec<DirectionHandle>,
+    registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut client = None;
@@ -379,7 +739,7 @@ async fn status_writer(
             }
         }
         if let Some(c) = &client {
-            for d in &directions {
+            for d in registry.list() {
                 let s = &d.stats;
                 let status = DirectionStatus {
                     link_id: d.link_id as i32,

@@ -62,6 +62,139 @@ pub enum SetupError {
         origin: String,
         applied: String,
     },
+    /// `column`: the column's name and why the configuration names it.
+    #[error("site {site}: table {table} has no column {column}; fix the name in the configuration or add the column")]
+    NoColumn {
+        site: String,
+        table: TableName,
+        column: String,
+    },
+}
+
+/// The columns the configuration names for a table (owned columns), each
+/// with why it is named.
+fn configured_columns(t: &LinkTable) -> Vec<(String, String)> {
+    t.policy
+        .owners
+        .iter()
+        .map(|(c, s)| (c.clone(), format!("owned by site {s}")))
+        .collect()
+}
+
+/// Read-only check of a link's tables on a PostgreSQL site, before a
+/// configuration change takes effect: each exists, has a primary key and has
+/// the columns the configuration names. Names are passed as parameters or
+/// quoted, never spliced into SQL.
+pub async fn check_pg_tables(
+    client: &Client,
+    site_name: &str,
+    tables: &[&LinkTable],
+) -> Result<(), SetupError> {
+    for t in tables {
+        let rows = client
+            .query(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisprimary),
+                        array(SELECT attname::text FROM pg_attribute
+                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)
+                   FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL",
+                &[&quote_table(&t.table)],
+            )
+            .await
+            .map_err(|source| SetupError::Db {
+                site: site_name.into(),
+                context: format!("look up table {}", t.table),
+                source,
+            })?;
+        let Some(row) = rows.first() else {
+            return Err(SetupError::NoTable {
+                site: site_name.into(),
+                table: t.table.clone(),
+            });
+        };
+        if !row.get::<_, bool>(0) {
+            return Err(SetupError::NoPrimaryKey {
+                site: site_name.into(),
+                table: t.table.clone(),
+            });
+        }
+        let columns: Vec<String> = row.get(1);
+        for (column, why) in configured_columns(t) {
+            if !columns.contains(&column) {
+                return Err(SetupError::NoColumn {
+                    site: site_name.into(),
+                    table: t.table.clone(),
+                    column: format!("{column} ({why})"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_pg_tables`] for a MySQL/MariaDB site (tables in `database`).
+pub async fn check_mysql_tables(
+    conn: &mut mysql_async::Conn,
+    site_name: &str,
+    database: &str,
+    tables: &[&LinkTable],
+) -> Result<(), crate::Error> {
+    use mysql_async::prelude::Queryable;
+    for t in tables {
+        let table = TableName::new(database, t.table.name.clone());
+        let db_err = |e| {
+            crate::Error::mysql_sink_error(
+                site_name,
+                crate::sink::mysql::MysqlSinkError::Db {
+                    context: format!("look up table {table}"),
+                    source: e,
+                },
+            )
+        };
+        let has_pk: Option<u8> = conn
+            .exec_first(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS
+                                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'PRIMARY KEY')
+                   FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, t.table.name.as_str(), database, t.table.name.as_str()),
+            )
+            .await
+            .map_err(db_err)?;
+        match has_pk {
+            None => {
+                return Err(SetupError::NoTable {
+                    site: site_name.into(),
+                    table,
+                }
+                .into())
+            }
+            Some(0) => {
+                return Err(SetupError::NoPrimaryKey {
+                    site: site_name.into(),
+                    table,
+                }
+                .into())
+            }
+            Some(_) => {}
+        }
+        let columns: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, t.table.name.as_str()),
+            )
+            .await
+            .map_err(db_err)?;
+        for (column, why) in configured_columns(t) {
+            if !columns.contains(&column) {
+                return Err(SetupError::NoColumn {
+                    site: site_name.into(),
+                    table: table.clone(),
+                    column: format!("{column} ({why})"),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Before a site's slot is (re)created: if the peer already applied changes

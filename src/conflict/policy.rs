@@ -31,6 +31,23 @@ pub enum Policy {
 
 impl Policy {
     /// The name stored in the control schema and the conflicts table.
+    /// The policy with its parameters, for a DBA.
+    pub fn describe(&self) -> String {
+        match self {
+            Policy::LastWriterWins => "last_writer_wins".into(),
+            Policy::SitePriority(s) => format!("site_priority (site {s} wins)"),
+            Policy::FieldMerge {
+                tie: Tie::LastWriterWins,
+            } => "field_merge (same column: last_writer_wins)".into(),
+            Policy::FieldMerge {
+                tie: Tie::SitePriority(s),
+            } => {
+                format!("field_merge (same column: site {s} wins)")
+            }
+            Policy::Manual => "manual".into(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Policy::LastWriterWins => "last_writer_wins",

@@ -8,7 +8,9 @@ pub mod model;
 
 use tokio_postgres::Client;
 
-pub use model::{ControlConfig, Link, LinkTable, ReplicaIdentityMode, Site, SiteEngine, TlsMode};
+pub use model::{
+    ControlConfig, Link, LinkConfig, LinkTable, ReplicaIdentityMode, Site, SiteEngine, TlsMode,
+};
 
 /// Migrations of the PostgreSQL flavour of the control schema, in order.
 pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -31,6 +33,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "tombstone retention per link",
         include_str!("../../sql/postgresql/0004_tombstone_retention.sql"),
+    ),
+    (
+        5,
+        "live configuration: change notifications, config_status",
+        include_str!("../../sql/postgresql/0005_live_config.sql"),
     ),
 ];
 
@@ -142,8 +149,9 @@ pub async fn check_version(client: &Client) -> Result<i32, ControlError> {
     Ok(version)
 }
 
-/// Read the whole configuration.
-pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
+/// Read the whole configuration; a link's rows that cannot be read are kept
+/// in `invalid_rows` (see [`ControlConfig::link_config`]).
+pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlError> {
     check_version(client).await?;
     let sites = client
         .query(
@@ -168,7 +176,7 @@ pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
         .iter()
         .map(Link::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let tables = client
+    let table_rows = client
         .query(
             "SELECT link_id, schema_name, table_name, enabled, replica_identity,
                     conflict_policy, priority_site, merge_tie,
@@ -180,15 +188,31 @@ pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
             &[],
         )
         .await
-        .map_err(db("read duplex.link_tables"))?
-        .iter()
-        .map(LinkTable::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = ControlConfig {
+        .map_err(db("read duplex.link_tables"))?;
+    // A table row that cannot be read makes its link's configuration invalid,
+    // not the whole configuration: other links keep reloading.
+    let mut tables = Vec::new();
+    let mut invalid_rows = Vec::new();
+    for row in &table_rows {
+        match LinkTable::from_row(row) {
+            Ok(t) => tables.push(t),
+            Err(e) => {
+                let link_id: i32 = row.try_get("link_id").unwrap_or(0);
+                invalid_rows.push((u32::try_from(link_id).unwrap_or(0), e.to_string()));
+            }
+        }
+    }
+    Ok(ControlConfig {
         sites,
         links,
         tables,
-    };
+        invalid_rows,
+    })
+}
+
+/// Read the whole configuration, every link valid.
+pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
+    let config = load_unchecked(client).await?;
     config.validate()?;
     Ok(config)
 }

@@ -1,6 +1,5 @@
 //! Typed rows of the control schema.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use tokio_postgres::Row;
@@ -230,6 +229,64 @@ pub struct ControlConfig {
     pub sites: Vec<Site>,
     pub links: Vec<Link>,
     pub tables: Vec<LinkTable>,
+    /// Rows of a link that could not be read (link id, why): the link's
+    /// configuration is invalid until they are fixed.
+    pub invalid_rows: Vec<(u32, String)>,
+}
+
+/// Everything one link is built from: what a change to the configuration is
+/// compared by, link by link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkConfig {
+    pub link: Link,
+    pub site_a: Site,
+    pub site_b: Site,
+    /// The link's enabled tables.
+    pub tables: Vec<LinkTable>,
+}
+
+impl LinkConfig {
+    pub fn site(&self, id: u32) -> Option<&Site> {
+        [&self.site_a, &self.site_b]
+            .into_iter()
+            .find(|s| s.site_id == id)
+    }
+
+    /// One line per setting, for `duplex.config_status.applied_config` and for
+    /// showing what a pending change would do. No secrets: a site's conninfo
+    /// never holds a password.
+    pub fn describe(&self) -> Vec<String> {
+        let l = &self.link;
+        let mut out = vec![format!(
+            "link {} ({}): {}, sites {} and {}, marker column {}, tombstones kept {}s",
+            l.link_id,
+            l.name,
+            if l.enabled { "enabled" } else { "paused" },
+            l.site_a,
+            l.site_b,
+            l.marker_column,
+            l.tombstone_retention.as_secs()
+        )];
+        for s in [&self.site_a, &self.site_b] {
+            out.push(format!(
+                "site {} ({}): {:?} {} tls {:?}",
+                s.site_id, s.name, s.engine, s.conninfo, s.tls_mode
+            ));
+        }
+        for t in &self.tables {
+            let mut line = format!(
+                "table {}: {}, replica identity {:?}",
+                t.table,
+                t.policy.policy.describe(),
+                t.replica_identity
+            );
+            for (column, site) in &t.policy.owners {
+                line.push_str(&format!(", column {column} owned by site {site}"));
+            }
+            out.push(line);
+        }
+        out
+    }
 }
 
 impl ControlConfig {
@@ -245,48 +302,74 @@ impl ControlConfig {
             .collect()
     }
 
-    /// Checks the database constraints cannot express.
-    pub fn validate(&self) -> Result<(), ControlError> {
-        let sites: HashMap<u32, &Site> = self.sites.iter().map(|s| (s.site_id, s)).collect();
-        for link in &self.links {
-            for s in [link.site_a, link.site_b] {
-                if !sites.contains_key(&s) {
-                    return Err(ControlError::Invalid(format!(
-                        "link {}: site {s} does not exist in duplex.sites",
-                        link.name
-                    )));
-                }
+    /// Link `link_id` as configured, checked for what the database
+    /// constraints cannot express (not against the sites: see
+    /// `setup::check_link_against_sites`).
+    pub fn link_config(&self, link_id: u32) -> Option<Result<LinkConfig, ControlError>> {
+        let link = self.links.iter().find(|l| l.link_id == link_id)?;
+        Some(self.check_link(link))
+    }
+
+    fn check_link(&self, link: &Link) -> Result<LinkConfig, ControlError> {
+        if let Some((_, why)) = self.invalid_rows.iter().find(|(id, _)| *id == link.link_id) {
+            return Err(ControlError::Invalid(why.clone()));
+        }
+        let site = |s: u32| {
+            self.site(s).cloned().ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "link {}: site {s} does not exist in duplex.sites",
+                    link.name
+                ))
+            })
+        };
+        let (site_a, site_b) = (site(link.site_a)?, site(link.site_b)?);
+        let tables: Vec<LinkTable> = self
+            .link_tables(link.link_id)
+            .into_iter()
+            .cloned()
+            .collect();
+        for t in &tables {
+            let in_link = |s: u32| s == link.site_a || s == link.site_b;
+            let priority = match t.policy.policy {
+                crate::conflict::Policy::SitePriority(s) => Some(s),
+                crate::conflict::Policy::FieldMerge {
+                    tie: crate::conflict::Tie::SitePriority(s),
+                } => Some(s),
+                _ => None,
+            };
+            if let Some(s) = priority.filter(|&s| !in_link(s)) {
+                return Err(ControlError::Invalid(format!(
+                    "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
+                    link.name, t.table, link.site_a, link.site_b
+                )));
             }
-            for t in self.tables.iter().filter(|t| t.link_id == link.link_id) {
-                let in_link = |s: u32| s == link.site_a || s == link.site_b;
-                let priority = match t.policy.policy {
-                    crate::conflict::Policy::SitePriority(s) => Some(s),
-                    crate::conflict::Policy::FieldMerge {
-                        tie: crate::conflict::Tie::SitePriority(s),
-                    } => Some(s),
-                    _ => None,
-                };
-                if let Some(s) = priority.filter(|&s| !in_link(s)) {
+            for (column, &s) in &t.policy.owners {
+                if !in_link(s) {
                     return Err(ControlError::Invalid(format!(
-                        "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
+                        "link {} table {}: column {column} is owned by site {s}, which is not one of the link's sites ({} and {})",
                         link.name, t.table, link.site_a, link.site_b
                     )));
                 }
-                for (column, &s) in &t.policy.owners {
-                    if !in_link(s) {
-                        return Err(ControlError::Invalid(format!(
-                            "link {} table {}: column {column} is owned by site {s}, which is not one of the link's sites ({} and {})",
-                            link.name, t.table, link.site_a, link.site_b
-                        )));
-                    }
-                }
             }
-            if link.marker_column.contains('\0') {
-                return Err(ControlError::Invalid(format!(
-                    "link {}: marker_column contains a NUL byte",
-                    link.name
-                )));
-            }
+        }
+        if link.marker_column.contains('\0') {
+            return Err(ControlError::Invalid(format!(
+                "link {}: marker_column contains a NUL byte",
+                link.name
+            )));
+        }
+        Ok(LinkConfig {
+            link: link.clone(),
+            site_a,
+            site_b,
+            tables,
+        })
+    }
+
+    /// Checks the database constraints cannot express, for every link.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        for link in &self.links {
+            self.check_link(link)?;
         }
         Ok(())
     }

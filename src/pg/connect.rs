@@ -182,6 +182,49 @@ impl PgEndpoint {
         Ok(client)
     }
 
+    /// Open a session that LISTENs on `channel`: each notification (its
+    /// payload) arrives on the returned receiver, which closes when the
+    /// connection does.
+    pub async fn connect_listening(
+        &self,
+        application_name: &str,
+        channel: &str,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), ConnectError> {
+        let mut config = self.sql_config();
+        config.application_name(application_name);
+        let tls = self.rustls_connector()?;
+        let connect_err = |source| ConnectError::Connect {
+            site: self.site_name.clone(),
+            target: self.describe(),
+            source,
+        };
+        let (client, mut connection) = config.connect(tls).await.map_err(connect_err)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let site = self.site_name.clone();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(site = %site, error = %e, "listening connection closed");
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+            .await
+            .map_err(connect_err)?;
+        Ok((client, rx))
+    }
+
     fn rustls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
         let tls_err = |reason: String| ConnectError::Tls {
             site: self.site_name.clone(),

@@ -1,0 +1,242 @@
+//! Live configuration on PostgreSQL sites: everything is driven through SQL on
+//! the control schema while duplex runs (no restart, no config file). A table
+//! is added to a running link, the link is paused and resumed, invalid changes
+//! are rejected with their reason in duplex.config_status while the
+//! configuration in force keeps working, and identifiers from configuration
+//! rows are quoted, never executed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, query_bool, query_i64, wait_for, Pair};
+use duplex::pipeline::PipelineTuning;
+
+/// The odd table's name: quotes, a semicolon and a comment in one identifier.
+const ODD: &str = "odd\"name; DROP TABLE t1; --";
+
+fn schema() -> String {
+    format!(
+        "CREATE TABLE t1 (id int PRIMARY KEY, v text);
+         CREATE TABLE t2 (id int PRIMARY KEY, v text);
+         CREATE TABLE {} (id int PRIMARY KEY, v text);",
+        duplex::pg::quote_ident(ODD)
+    )
+}
+
+async fn has_row(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
+    c.query_opt(
+        &format!(
+            "SELECT 1 FROM {} WHERE id = $1",
+            duplex::pg::quote_ident(table)
+        ),
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .is_some()
+}
+
+async fn config_state(control: &tokio_postgres::Client) -> (String, Option<String>, Vec<String>) {
+    let r = control
+        .query_one(
+            "SELECT state, message, applied_config FROM duplex.config_status WHERE link_id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+async fn streaming(control: &tokio_postgres::Client) -> bool {
+    query_i64(
+        control,
+        "SELECT count(*) FROM duplex.link_status WHERE link_id = 1 AND state = 'streaming'",
+    )
+    .await
+        == 2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() {
+    let pair = Pair::start(&schema(), &["t1"]).await;
+    let control = connect(&pair.control_url).await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    wait_for("both directions streaming", t, || streaming(&control)).await;
+    let (state, _, applied) = config_state(&control).await;
+    assert_eq!(state, "running");
+    assert!(
+        applied.iter().any(|l| l.starts_with("table public.t1:")),
+        "{applied:?}"
+    );
+    assert!(!applied.iter().any(|l| l.contains("public.t2")));
+
+    // Add a table to the running link.
+    let started = Instant::now();
+    control
+        .batch_execute("INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 't2')")
+        .await
+        .unwrap();
+    wait_for("t2 in the configuration in force", t, || async {
+        config_state(&control)
+            .await
+            .2
+            .iter()
+            .any(|l| l.starts_with("table public.t2:"))
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("adding a table took effect in {} ms", took.as_millis());
+    b.batch_execute("INSERT INTO t2 VALUES (1, 'from b')")
+        .await
+        .unwrap();
+    a.batch_execute("INSERT INTO t2 VALUES (2, 'from a')")
+        .await
+        .unwrap();
+    wait_for("t2 rows flow both ways", t, || async {
+        has_row(&a, "t2", 1).await && has_row(&b, "t2", 2).await
+    })
+    .await;
+
+    // Pause the link: nothing is read from the sites; resume: what was
+    // written meanwhile arrives.
+    control
+        .batch_execute("UPDATE duplex.links SET enabled = false WHERE link_id = 1")
+        .await
+        .unwrap();
+    wait_for("link paused", t, || async {
+        config_state(&control).await.0 == "paused"
+            && query_i64(
+                &control,
+                "SELECT count(*) FROM duplex.link_status WHERE link_id = 1 AND state = 'paused'",
+            )
+            .await
+                == 2
+    })
+    .await;
+    a.batch_execute("INSERT INTO t1 VALUES (10, 'written while paused')")
+        .await
+        .unwrap();
+    // No reader holds either slot: nothing can flow.
+    for c in [&a, &b] {
+        assert!(
+            query_bool(
+                c,
+                "SELECT NOT bool_or(active) FROM pg_replication_slots WHERE slot_name LIKE 'duplex_l1_%'"
+            )
+            .await
+        );
+    }
+    assert!(!has_row(&b, "t1", 10).await);
+    control
+        .batch_execute("UPDATE duplex.links SET enabled = true WHERE link_id = 1")
+        .await
+        .unwrap();
+    wait_for("the paused write arrives after resume", t, || {
+        has_row(&b, "t1", 10)
+    })
+    .await;
+    assert_eq!(config_state(&control).await.0, "running");
+
+    // Invalid changes: each is rejected with its reason, and the link keeps
+    // syncing on the configuration in force.
+    control
+        .batch_execute(
+            "INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (3, 'c', 'postgresql', 'host=127.0.0.1 port=1 dbname=x')",
+        )
+        .await
+        .unwrap();
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'missing_table')",
+            "DELETE FROM duplex.link_tables WHERE table_name = 'missing_table'",
+            "public.missing_table does not exist",
+        ),
+        (
+            "INSERT INTO duplex.column_owners VALUES (1, 'public', 't1', 'no_such_column', 2)",
+            "DELETE FROM duplex.column_owners",
+            "has no column no_such_column",
+        ),
+        (
+            "INSERT INTO duplex.column_owners VALUES (1, 'public', 't1', 'v', 3)",
+            "DELETE FROM duplex.column_owners",
+            "owned by site 3, which is not one of the link's sites",
+        ),
+        (
+            // Configuration is input too: a name made to break out of quoting.
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'x\"; DROP TABLE t2; --')",
+            "DELETE FROM duplex.link_tables WHERE table_name LIKE 'x%'",
+            "does not exist",
+        ),
+    ];
+    for (i, (change, undo, reason)) in cases.iter().enumerate() {
+        control.batch_execute(change).await.unwrap();
+        wait_for(&format!("change {i} rejected"), t, || async {
+            let (state, message, _) = config_state(&control).await;
+            state == "rejected" && message.is_some_and(|m| m.contains(reason))
+        })
+        .await;
+        let id = 100 + i as i32;
+        a.execute("INSERT INTO t1 VALUES ($1, 'still syncing')", &[&id])
+            .await
+            .unwrap();
+        wait_for(&format!("t1 still syncs after rejection {i}"), t, || {
+            has_row(&b, "t1", id)
+        })
+        .await;
+        control.batch_execute(undo).await.unwrap();
+        wait_for(&format!("change {i} undone"), t, || async {
+            config_state(&control).await.0 == "running"
+        })
+        .await;
+    }
+    // The database itself refuses a policy that does not exist.
+    let err = control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'newest_wins' WHERE table_name = 't1'",
+        )
+        .await
+        .unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("check constraint"), "{message}");
+    for c in [&a, &b] {
+        assert!(query_bool(c, "SELECT to_regclass('public.t2') IS NOT NULL").await);
+    }
+
+    // A table whose name holds quotes, a semicolon and a comment syncs like
+    // any other: quoted everywhere, executed nowhere.
+    control
+        .execute(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, $1)",
+            &[&ODD],
+        )
+        .await
+        .unwrap();
+    wait_for("the odd table in force", t, || async {
+        let (state, _, applied) = config_state(&control).await;
+        state == "running" && applied.iter().any(|l| l.contains("odd\"name"))
+    })
+    .await;
+    a.execute(
+        &format!(
+            "INSERT INTO {} VALUES (1, 'odd')",
+            duplex::pg::quote_ident(ODD)
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    wait_for("the odd table's row on B", t, || has_row(&b, ODD, 1)).await;
+    for c in [&a, &b] {
+        assert!(query_bool(c, "SELECT to_regclass('public.t1') IS NOT NULL").await);
+    }
+    run.shutdown().await;
+}
