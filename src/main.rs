@@ -26,6 +26,18 @@ enum Command {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
         control: String,
     },
+    /// Migrate an installed control schema to this version of duplex (idempotent).
+    Upgrade {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+    },
+    /// Check the configuration in the control tables without changing anything.
+    Config {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Replicate every enabled link of the control schema until interrupted.
     Run {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -64,6 +76,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "postgres")]
         support: duplex::demo::SupportEngine,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Dry run: per link, what differs from the configuration in force and
+    /// whether a running duplex would accept it (exit status 1 if not).
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +241,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!("control schema installed: applied migration(s) {applied:?}");
+            }
+        }
+        Command::Upgrade { control } => {
+            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
+            let mut client = ep
+                .connect("duplex upgrade")
+                .await
+                .context("connect to the control database")?;
+            let from = duplex::control::check_version(&client).await?;
+            let applied = duplex::control::migrate(&mut client).await?;
+            if applied.is_empty() {
+                println!("control schema is up to date (version {from})");
+            } else {
+                println!(
+                    "control schema upgraded from version {from} to {}: applied migration(s) {applied:?}",
+                    duplex::control::latest_version()
+                );
+            }
+        }
+        Command::Config {
+            control,
+            action: ConfigAction::Check,
+        } => {
+            let checks = duplex::runner::check_config(&control).await?;
+            let mut refused = 0;
+            for c in &checks {
+                match &c.verdict {
+                    Ok(()) if c.added.is_empty() && c.removed.is_empty() => {
+                        println!("link {} ({}): no change pending", c.link_id, c.name)
+                    }
+                    Ok(()) => println!("link {} ({}): would be applied", c.link_id, c.name),
+                    Err(why) => {
+                        refused += 1;
+                        println!("link {} ({}): would be REJECTED: {why}", c.link_id, c.name)
+                    }
+                }
+                for l in &c.removed {
+                    println!("  - {l}");
+                }
+                for l in &c.added {
+                    println!("  + {l}");
+                }
+            }
+            if refused > 0 {
+                anyhow::bail!(
+                    "{refused} link(s) have a configuration a running duplex would reject"
+                );
             }
         }
         Command::Run {

@@ -771,3 +771,76 @@ async fn status_writer(
         }
     }
 }
+
+/// What a pending configuration change of one link would do (see
+/// [`check_config`]).
+#[derive(Debug, Clone)]
+pub struct LinkCheck {
+    pub link_id: u32,
+    pub name: String,
+    /// Settings the change adds and removes, against the configuration in
+    /// force (`duplex.config_status`); everything when none is recorded.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// `Ok` when the change would take effect, else why it would be refused.
+    pub verdict: Result<(), String>,
+}
+
+/// Dry run of the configuration in the control tables: per link, what differs
+/// from the configuration in force and whether it would be accepted. Reads
+/// only: nothing is changed on the control database or the sites.
+pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Error> {
+    crate::install_crypto_provider();
+    let control_ep = PgEndpoint::from_url("control", control_url)?;
+    let client = control_ep.connect("duplex config check").await?;
+    let config = control::load_unchecked(&client).await?;
+    let in_force: BTreeMap<u32, Vec<String>> = client
+        .query(
+            "SELECT link_id, applied_config FROM duplex.config_status WHERE applied_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            crate::Error::Control(control::ControlError::Db {
+                context: "read duplex.config_status".into(),
+                source: e,
+            })
+        })?
+        .iter()
+        .map(|r| (u32::try_from(r.get::<_, i32>(0)).unwrap_or(0), r.get(1)))
+        .collect();
+    let mut out = Vec::new();
+    for link in &config.links {
+        let (lines, verdict) = match config.link_config(link.link_id) {
+            Some(Ok(lc)) => {
+                let verdict = if lc.link.enabled {
+                    check_link_against_sites(&lc)
+                        .await
+                        .map_err(|e| error_chain(&e))
+                } else {
+                    Ok(())
+                };
+                (lc.describe(), verdict)
+            }
+            Some(Err(e)) => (Vec::new(), Err(e.to_string())),
+            None => continue,
+        };
+        let old = in_force.get(&link.link_id).cloned().unwrap_or_default();
+        let (added, removed) = if verdict.is_ok() || !lines.is_empty() {
+            (
+                lines.iter().filter(|l| !old.contains(l)).cloned().collect(),
+                old.iter().filter(|l| !lines.contains(l)).cloned().collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        out.push(LinkCheck {
+            link_id: link.link_id,
+            name: link.name.clone(),
+            added,
+            removed,
+            verdict,
+        });
+    }
+    Ok(out)
+}

@@ -176,6 +176,12 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     ];
     for (i, (change, undo, reason)) in cases.iter().enumerate() {
         control.batch_execute(change).await.unwrap();
+        // The dry run says the same as the running process, on its own.
+        let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+        assert!(
+            !ok && out.contains("would be REJECTED") && out.contains(reason),
+            "{out}"
+        );
         wait_for(&format!("change {i} rejected"), t, || async {
             let (state, message, _) = config_state(&control).await;
             state == "rejected" && message.is_some_and(|m| m.contains(reason))
@@ -239,4 +245,38 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         assert!(query_bool(c, "SELECT to_regclass('public.t1') IS NOT NULL").await);
     }
     run.shutdown().await;
+
+    // With duplex stopped, the dry run shows what a pending change would do.
+    let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+    assert!(ok && out.contains("no change pending"), "{out}");
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't1'",
+        )
+        .await
+        .unwrap();
+    let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("would be applied"), "{out}");
+    assert!(out.contains("- table public.t1: last_writer_wins"), "{out}");
+    assert!(out.contains("+ table public.t1: manual"), "{out}");
+    let (ok, out) = cli(&pair.control_url, &["upgrade"]);
+    assert!(ok && out.contains("up to date"), "{out}");
+}
+
+/// Run the duplex CLI; (success, stdout and stderr).
+fn cli(control_url: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(args)
+        .env("DUPLEX_CONTROL", control_url)
+        .output()
+        .expect("run duplex");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
