@@ -1,0 +1,180 @@
+//! Live configuration with a MariaDB site (PostgreSQL site 1, MariaDB site 2):
+//! a table whose name holds a backtick, a double quote, a semicolon and a
+//! comment is added to the running link and syncs both ways; a made-up name
+//! of the same kind is rejected; nothing in either name is ever executed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, query_bool, query_i64, wait_for};
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pipeline::PipelineTuning;
+use mysql_async::prelude::Queryable;
+
+/// Backtick, double quote, semicolon, comment: hostile to either engine's quoting.
+const ODD: &str = "odd`name\"; DROP TABLE t1; --";
+
+fn my_quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+async fn my_has(c: &mut mysql_async::Conn, table: &str, id: i32) -> bool {
+    let n: Option<i64> = c
+        .exec_first(
+            format!("SELECT COUNT(*) FROM {} WHERE id = ?", my_quote(table)),
+            (id,),
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+async fn pg_has(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
+    c.query_opt(
+        &format!(
+            "SELECT 1 FROM {} WHERE id = $1",
+            duplex::pg::quote_ident(table)
+        ),
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .is_some()
+}
+
+async fn config_state(control: &tokio_postgres::Client) -> (String, Option<String>) {
+    let r = control
+        .query_one(
+            "SELECT state, message FROM duplex.config_status WHERE link_id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
+    common::init_tracing();
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    pg.create_database("app").unwrap();
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));
+             CREATE TABLE {} (id int PRIMARY KEY, v varchar(50));",
+            duplex::pg::quote_ident(ODD)
+        ),
+    )
+    .unwrap();
+    let my = common::start_mariadb(&format!(
+        "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+         CREATE TABLE {} (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
+        my_quote(ODD)
+    ))
+    .await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", pg.conninfo("app")),
+            (2, "maria", "mysql", my.url("app")),
+        ],
+        &["t1"],
+    )
+    .await;
+    let control = connect(&url).await;
+    let a = connect(&pg.conninfo("app")).await;
+    let mut b = common::mysql_conn(&my).await;
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    wait_for("both directions streaming", t, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.link_status WHERE state = 'streaming'",
+        )
+        .await
+            == 2
+    })
+    .await;
+
+    // A made-up hostile name: rejected, and nothing of it runs anywhere.
+    control
+        .execute(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, $1)",
+            &[&"x`; DROP TABLE t1; -- \"'"],
+        )
+        .await
+        .unwrap();
+    wait_for("the made-up table rejected", t, || async {
+        let (state, message) = config_state(&control).await;
+        state == "rejected" && message.is_some_and(|m| m.contains("does not exist"))
+    })
+    .await;
+    control
+        .batch_execute("DELETE FROM duplex.link_tables WHERE table_name LIKE 'x%'")
+        .await
+        .unwrap();
+    wait_for("back to running", t, || async {
+        config_state(&control).await.0 == "running"
+    })
+    .await;
+
+    // The real hostile name: added live, synced both ways.
+    control
+        .execute(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, $1)",
+            &[&ODD],
+        )
+        .await
+        .unwrap();
+    wait_for("the odd table in force", t, || async {
+        let r = control
+            .query_one(
+                "SELECT state, array_to_string(applied_config, E'\\n') FROM duplex.config_status WHERE link_id = 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        r.get::<_, String>(0) == "running" && r.get::<_, String>(1).contains("odd`name")
+    })
+    .await;
+    wait_for("both directions streaming again", t, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.link_status WHERE state = 'streaming'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    a.batch_execute(&format!(
+        "INSERT INTO {} VALUES (1, 'from postgres')",
+        duplex::pg::quote_ident(ODD)
+    ))
+    .await
+    .unwrap();
+    b.query_drop(format!(
+        "INSERT INTO {} VALUES (2, 'from mariadb')",
+        my_quote(ODD)
+    ))
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    while !(my_has(&mut b, ODD, 1).await && pg_has(&a, ODD, 2).await) {
+        assert!(start.elapsed() < t, "the odd table did not sync both ways");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // t1 is still there on both, and still syncs.
+    assert!(query_bool(&a, "SELECT to_regclass('public.t1') IS NOT NULL").await);
+    b.query_drop("INSERT INTO t1 VALUES (1, 'still here')")
+        .await
+        .unwrap();
+    wait_for("t1 syncs", t, || pg_has(&a, "t1", 1)).await;
+    run.shutdown().await;
+}
