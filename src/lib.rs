@@ -10,6 +10,7 @@ pub mod bench;
 pub mod canonical;
 pub mod conflict;
 pub mod control;
+pub mod dba;
 pub mod error;
 pub mod localdb;
 pub mod marker;

@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         action: ConflictsAction,
     },
+    /// List, show, retry and discard changes the target refused (duplex.quarantine).
+    Quarantine {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        #[command(subcommand)]
+        action: QuarantineCommand,
+    },
     /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
     Bench {
         /// Rows in the single large transaction.
@@ -75,6 +82,33 @@ enum Command {
         /// Engine of the "support" database (the "crm" one is PostgreSQL).
         #[arg(long, value_enum, default_value = "postgres")]
         support: duplex::demo::SupportEngine,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Changes waiting for a DBA, newest first.
+    List {
+        /// Retried and discarded ones too.
+        #[arg(long)]
+        all: bool,
+        /// Only this table (schema.table as recorded).
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One change with its reason and both images.
+    Show { id: i64 },
+    /// Apply changes again once the target is fixed (the running duplex does it within seconds).
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Give changes up.
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<i64>,
     },
 }
 
@@ -315,6 +349,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ = handle.wait() => {}
             }
+        }
+        Command::Quarantine { control, action } => {
+            use duplex::dba::QuarantineAction as A;
+            let action = match action {
+                QuarantineCommand::List { all, table, limit } => A::List { all, table, limit },
+                QuarantineCommand::Show { id } => A::Show { id },
+                QuarantineCommand::Retry { ids } => A::Retry { ids },
+                QuarantineCommand::Discard { ids } => A::Discard { ids },
+            };
+            duplex::dba::quarantine(&control, action).await?;
         }
         Command::Conflicts { control, action } => {
             conflicts_command(&control, action).await?;

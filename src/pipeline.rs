@@ -108,8 +108,8 @@ pub async fn run_direction(
         };
 
         let mut reader_closed = false;
-        // Conflicts a DBA settles in SQL are picked up at this pace, between
-        // source transactions.
+        // Conflicts a DBA settles and quarantined changes a DBA retries are
+        // picked up at this pace, between source transactions.
         let mut resolutions = tokio::time::interval(std::time::Duration::from_secs(1));
         resolutions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Expired tombstones are removed while idle, at a pace that follows
@@ -147,6 +147,7 @@ pub async fn run_direction(
                         }
                         _ = resolutions.tick() => {
                             sink.apply_resolutions().await?;
+                            sink.apply_quarantine_retries().await?;
                             continue;
                         }
                         _ = tombstone_gc.tick() => {

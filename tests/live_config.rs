@@ -177,7 +177,7 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     for (i, (change, undo, reason)) in cases.iter().enumerate() {
         control.batch_execute(change).await.unwrap();
         // The dry run says the same as the running process, on its own.
-        let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+        let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
         assert!(
             !ok && out.contains("would be REJECTED") && out.contains(reason),
             "{out}"
@@ -247,7 +247,7 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     run.shutdown().await;
 
     // With duplex stopped, the dry run shows what a pending change would do.
-    let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+    let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
     assert!(ok && out.contains("no change pending"), "{out}");
     control
         .batch_execute(
@@ -255,28 +255,11 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         )
         .await
         .unwrap();
-    let (ok, out) = cli(&pair.control_url, &["config", "check"]);
+    let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
     assert!(ok, "{out}");
     assert!(out.contains("would be applied"), "{out}");
     assert!(out.contains("- table public.t1: last_writer_wins"), "{out}");
     assert!(out.contains("+ table public.t1: manual"), "{out}");
-    let (ok, out) = cli(&pair.control_url, &["upgrade"]);
+    let (ok, out) = common::duplex_cli(&pair.control_url, &["upgrade"]);
     assert!(ok && out.contains("up to date"), "{out}");
-}
-
-/// Run the duplex CLI; (success, stdout and stderr).
-fn cli(control_url: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
-        .args(args)
-        .env("DUPLEX_CONTROL", control_url)
-        .output()
-        .expect("run duplex");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }

@@ -175,6 +175,98 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     let (key, reason, note): (String, String, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((key.as_str(), note.as_str()), ("id=2", "bad"));
     assert!(reason.contains("note_not_bad"), "{reason}");
+    let id: i64 = control
+        .query_one("SELECT quarantine_id FROM duplex.quarantine", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // Retried before the target is fixed: refused again, kept, still pending.
+    let (ok, out) =
+        common::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
+    assert!(ok, "{out}");
+    wait_for("the retry refused again", t, || {
+        query_bool(
+            &control,
+            "SELECT status = 'pending' AND note LIKE 'refused again%' FROM duplex.quarantine",
+        )
+    })
+    .await;
+    let (ok, out) = common::duplex_cli(&pair.control_url, &["quarantine", "list"]);
+    assert!(
+        ok && out.contains("id=2") && out.contains("pending"),
+        "{out}"
+    );
+
+    // The DBA fixes the target, then retries in SQL: the row arrives, both
+    // sides are equal, the record says so.
+    b.batch_execute("ALTER TABLE codes DROP CONSTRAINT note_not_bad")
+        .await
+        .unwrap();
+    control
+        .execute("SELECT duplex.retry_quarantined($1)", &[&id])
+        .await
+        .unwrap();
+    wait_for("the retried change applied", t, || {
+        query_bool(
+            &b,
+            "SELECT EXISTS (SELECT 1 FROM codes WHERE id = 2 AND note = 'bad')",
+        )
+    })
+    .await;
+    wait_for("the record settled", t, || {
+        query_bool(
+            &control,
+            "SELECT status = 'retried' AND note = 'applied' FROM duplex.quarantine",
+        )
+    })
+    .await;
+    assert_eq!(
+        common::table_rows(&a, "codes").await,
+        common::table_rows(&b, "codes").await
+    );
+    // A settled record cannot be retried again.
+    let (ok, out) =
+        common::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
+    assert!(!ok && out.contains("not pending"), "{out}");
+
+    // Another refusal, given up by the DBA: it stays out of the target.
+    b.batch_execute(
+        "ALTER TABLE codes ADD CONSTRAINT note_not_worse CHECK (note IS DISTINCT FROM 'worse')",
+    )
+    .await
+    .unwrap();
+    a.batch_execute("INSERT INTO codes VALUES (5, 'e', 'worse')")
+        .await
+        .unwrap();
+    wait_for("the second refusal recorded", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed AND status = 'pending' AND row_key = 'id=5'",
+        )
+    })
+    .await;
+    let second: i64 = control
+        .query_one(
+            "SELECT quarantine_id FROM duplex.quarantine WHERE row_key = 'id=5'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (ok, out) = common::duplex_cli(
+        &pair.control_url,
+        &["quarantine", "discard", &second.to_string()],
+    );
+    assert!(ok && out.contains("discarded"), "{out}");
+    assert!(
+        query_bool(
+            &control,
+            "SELECT status = 'discarded' FROM duplex.quarantine WHERE row_key = 'id=5'"
+        )
+        .await
+    );
+    assert!(query_bool(&b, "SELECT NOT EXISTS (SELECT 1 FROM codes WHERE id = 5)").await);
     run.shutdown().await;
 }
 

@@ -39,6 +39,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "live configuration: change notifications, config_status",
         include_str!("../../sql/postgresql/0005_live_config.sql"),
     ),
+    (
+        6,
+        "quarantine retry and discard",
+        include_str!("../../sql/postgresql/0006_quarantine_retry.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.

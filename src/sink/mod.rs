@@ -4,6 +4,7 @@
 //! [`Sink`] is the engine-independent face the pipeline drives.
 
 pub mod mysql;
+pub(crate) mod own;
 pub mod pg;
 pub mod quarantine;
 pub(crate) mod resolve;
@@ -111,12 +112,24 @@ impl Sink {
     pub async fn apply_resolutions(&mut self) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => s
-                .apply_resolutions()
+            Sink::Pg(s) => own::apply_resolutions(&mut **s)
                 .await
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => s
-                .apply_resolutions()
+            Sink::Mysql(s) => own::apply_resolutions(&mut **s)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
+    /// Apply quarantined changes a DBA asked to retry (between source
+    /// transactions only).
+    pub async fn apply_quarantine_retries(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => own::apply_quarantine_retries(&mut **s)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }

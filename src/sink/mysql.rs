@@ -59,9 +59,9 @@ pub enum MysqlSinkError {
         reason: String,
     },
     #[error(transparent)]
-    Quarantine(crate::sink::quarantine::QuarantineError),
+    Quarantine(#[from] crate::sink::quarantine::QuarantineError),
     #[error(transparent)]
-    Conflicts(crate::conflict::store::ConflictStoreError),
+    Conflicts(#[from] crate::conflict::store::ConflictStoreError),
     #[error("table {table}: cannot read the target row's column {column}: {reason}")]
     LocalValue {
         table: TableName,
@@ -447,95 +447,6 @@ impl MysqlSink {
             self.tombstones_exist.clear();
         }
         Ok(removed)
-    }
-
-    /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each
-    /// in its own target transaction, between source transactions.
-    pub async fn apply_resolutions(&mut self) -> Result<(), MysqlSinkError> {
-        if self.group.open {
-            return Ok(());
-        }
-        let pending = self
-            .conflicts
-            .pending_resolutions()
-            .await
-            .map_err(MysqlSinkError::Conflicts)?;
-        for p in pending {
-            let Some(values) = p.incoming_row.as_ref().and_then(|r| r.key(&p.schema)) else {
-                self.conflicts
-                    .finish(
-                        p.conflict_id,
-                        "open",
-                        "the parked version has no key; settle the row by hand",
-                    )
-                    .await
-                    .map_err(MysqlSinkError::Conflicts)?;
-                continue;
-            };
-            let key = KeyRef {
-                encoded: crate::sink::resolve::encode_key(&values),
-                values,
-            };
-            self.conn
-                .query_drop("START TRANSACTION")
-                .await
-                .map_err(db("begin a resolution"))?;
-            // Tagged as duplex's own transaction, like every applied one: the
-            // reader then passes on only the flagged row.
-            let sql = format!(
-                "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
-                 ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
-                self.marker_table
-            );
-            self.conn
-                .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
-                .await
-                .map_err(db("tag the resolution in the marker table"))?;
-            let local = self
-                .read_local(&p.schema, std::slice::from_ref(&key))
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, l)| l)
-                .unwrap_or(Local::Absent(None));
-            let write =
-                crate::conflict::resolution_write(self.spec.site_id, &p, &local, now_micros());
-            match write {
-                Ok(change) => {
-                    let origin = ChangeOrigin {
-                        position: SourcePosition::PgLsn(0),
-                        index: 0,
-                    };
-                    self.add_write(change, origin).await?;
-                    self.flush().await?;
-                    self.conn
-                        .query_drop("COMMIT")
-                        .await
-                        .map_err(db("commit a resolution"))?;
-                    self.conflicts
-                        .finish(p.conflict_id, "resolved", "applied on both sites")
-                        .await
-                        .map_err(MysqlSinkError::Conflicts)?;
-                    tracing::info!(conflict = p.conflict_id, table = %p.schema.table, "applied a DBA's resolution");
-                }
-                Err(reason) => {
-                    self.conn
-                        .query_drop("ROLLBACK")
-                        .await
-                        .map_err(db("roll back a resolution"))?;
-                    let status = if reason.starts_with("superseded") {
-                        "superseded"
-                    } else {
-                        "open"
-                    };
-                    self.conflicts
-                        .finish(p.conflict_id, status, &reason)
-                        .await
-                        .map_err(MysqlSinkError::Conflicts)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The target's state for `keys` of `schema`: the row (with how it was
@@ -994,5 +905,90 @@ impl MysqlSink {
             params.push(self.param(target, schema, change, i, v)?);
         }
         Ok(wheres.join(" AND "))
+    }
+}
+
+impl crate::sink::own::OwnTransactions for MysqlSink {
+    type Error = MysqlSinkError;
+
+    fn idle(&self) -> bool {
+        !self.group.open
+    }
+
+    fn site_id(&self) -> u32 {
+        self.spec.site_id
+    }
+
+    fn quarantine(&mut self) -> &mut Quarantine {
+        &mut self.quarantine
+    }
+
+    fn conflicts(&mut self) -> &mut ConflictStore {
+        &mut self.conflicts
+    }
+
+    fn stale_count(&self) -> u64 {
+        self.stats.stale.load(Ordering::Relaxed)
+    }
+
+    async fn begin_own(&mut self) -> Result<(), MysqlSinkError> {
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(db("begin an own transaction"))?;
+        // Tagged as duplex's own transaction, like every applied one: the
+        // reader then passes on only flagged rows. No source position moves.
+        let sql = format!(
+            "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
+             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
+            self.marker_table
+        );
+        self.conn
+            .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
+            .await
+            .map_err(db("tag an own transaction in the marker table"))
+    }
+
+    async fn commit_own(&mut self) -> Result<(), MysqlSinkError> {
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(db("commit an own transaction"))
+    }
+
+    async fn rollback_own(&mut self) -> Result<(), MysqlSinkError> {
+        self.conn
+            .query_drop("ROLLBACK")
+            .await
+            .map_err(db("roll back an own transaction"))
+    }
+
+    async fn read_local_key(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        key: KeyRef,
+    ) -> Result<Local, MysqlSinkError> {
+        Ok(self
+            .read_local(schema, std::slice::from_ref(&key))
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, l)| l)
+            .unwrap_or(Local::Absent(None)))
+    }
+
+    async fn decide_and_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), MysqlSinkError> {
+        self.pending.push((change, origin));
+        self.flush_pending().await
+    }
+
+    async fn write_decided(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
+        self.add_write(change, crate::sink::own::no_origin())
+            .await?;
+        self.flush().await
     }
 }

@@ -58,9 +58,9 @@ pub enum SinkError {
         reason: String,
     },
     #[error(transparent)]
-    Quarantine(crate::sink::quarantine::QuarantineError),
+    Quarantine(#[from] crate::sink::quarantine::QuarantineError),
     #[error(transparent)]
-    Conflicts(crate::conflict::store::ConflictStoreError),
+    Conflicts(#[from] crate::conflict::store::ConflictStoreError),
     #[error("table {table}: cannot read the target row's column {column}: {reason}")]
     LocalValue {
         table: TableName,
@@ -476,87 +476,6 @@ impl PgSink {
             self.tombstones_exist.clear();
         }
         Ok(removed)
-    }
-
-    /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each
-    /// in its own target transaction, between source transactions.
-    pub async fn apply_resolutions(&mut self) -> Result<(), SinkError> {
-        if self.group.open {
-            return Ok(());
-        }
-        let pending = self
-            .conflicts
-            .pending_resolutions()
-            .await
-            .map_err(SinkError::Conflicts)?;
-        for p in pending {
-            let image = p.incoming_row.clone();
-            let Some(values) = image.as_ref().and_then(|r| r.key(&p.schema)) else {
-                self.conflicts
-                    .finish(
-                        p.conflict_id,
-                        "open",
-                        "the parked version has no key; settle the row by hand",
-                    )
-                    .await
-                    .map_err(SinkError::Conflicts)?;
-                continue;
-            };
-            let key = KeyRef {
-                encoded: crate::sink::resolve::encode_key(&values),
-                values,
-            };
-            self.client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(db("begin a resolution"))?;
-            let local = self
-                .read_local(&p.schema, std::slice::from_ref(&key))
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, l)| l)
-                .unwrap_or(Local::Absent(None));
-            let write =
-                crate::conflict::resolution_write(self.spec.site_id, &p, &local, now_micros());
-            match write {
-                Ok(change) => {
-                    let origin = ChangeOrigin {
-                        position: SourcePosition::PgLsn(0),
-                        index: 0,
-                    };
-                    self.add_write(change, origin).await?;
-                    self.flush().await?;
-                    // Committed under the session's replication origin without a
-                    // source position: the reader forwards the flagged row.
-                    self.client
-                        .batch_execute("COMMIT")
-                        .await
-                        .map_err(db("commit a resolution"))?;
-                    self.conflicts
-                        .finish(p.conflict_id, "resolved", "applied on both sites")
-                        .await
-                        .map_err(SinkError::Conflicts)?;
-                    tracing::info!(conflict = p.conflict_id, table = %p.schema.table, "applied a DBA's resolution");
-                }
-                Err(reason) => {
-                    self.client
-                        .batch_execute("ROLLBACK")
-                        .await
-                        .map_err(db("roll back a resolution"))?;
-                    let status = if reason.starts_with("superseded") {
-                        "superseded"
-                    } else {
-                        "open"
-                    };
-                    self.conflicts
-                        .finish(p.conflict_id, status, &reason)
-                        .await
-                        .map_err(SinkError::Conflicts)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The target's state for `keys` of `schema`: the row (with how it was
@@ -1312,6 +1231,82 @@ pub fn lsn_text(counter: u64) -> String {
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+impl crate::sink::own::OwnTransactions for PgSink {
+    type Error = SinkError;
+
+    fn idle(&self) -> bool {
+        !self.group.open
+    }
+
+    fn site_id(&self) -> u32 {
+        self.spec.site_id
+    }
+
+    fn quarantine(&mut self) -> &mut Quarantine {
+        &mut self.quarantine
+    }
+
+    fn conflicts(&mut self) -> &mut ConflictStore {
+        &mut self.conflicts
+    }
+
+    fn stale_count(&self) -> u64 {
+        self.stats.stale.load(Ordering::Relaxed)
+    }
+
+    // The session runs under the link's replication origin: every transaction
+    // it commits is duplex's own. No source position is recorded.
+    async fn begin_own(&mut self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(db("begin an own transaction"))
+    }
+
+    async fn commit_own(&mut self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(db("commit an own transaction"))
+    }
+
+    async fn rollback_own(&mut self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(db("roll back an own transaction"))
+    }
+
+    async fn read_local_key(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        key: KeyRef,
+    ) -> Result<Local, SinkError> {
+        Ok(self
+            .read_local(schema, std::slice::from_ref(&key))
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, l)| l)
+            .unwrap_or(Local::Absent(None)))
+    }
+
+    async fn decide_and_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), SinkError> {
+        self.pending.push((change, origin));
+        self.flush_pending().await
+    }
+
+    async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
+        self.add_write(change, crate::sink::own::no_origin())
+            .await?;
+        self.flush().await
+    }
 }
 
 #[cfg(test)]

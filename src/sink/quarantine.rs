@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use crate::canonical::{Row, RowChange, SourcePosition, TableSchema, Value};
+use crate::canonical::{Op, Row, RowChange, SourcePosition, TableSchema, Value};
 use crate::pg::PgEndpoint;
 use crate::stats::DirectionStats;
 
@@ -40,6 +40,49 @@ pub struct Quarantine {
     stats: Arc<DirectionStats>,
     /// Records written in the open target transaction, confirmed after it commits.
     unconfirmed: Vec<i64>,
+    recorded: usize,
+}
+
+/// A quarantined change a DBA asked to apply again.
+pub struct Retry {
+    pub quarantine_id: i64,
+    pub change: RowChange,
+    /// Where it was in the source's stream (it keys the record).
+    pub origin: ChangeOrigin,
+}
+
+/// The change exactly as it came: typed images, the table as the source
+/// described it, and the version marker.
+fn exact_json(change: &RowChange) -> String {
+    json!({
+        "schema": &*change.table,
+        "op": change.op.to_string(),
+        "before": change.before,
+        "after": change.after,
+        "marker": change.marker.to_json(),
+    })
+    .to_string()
+}
+
+fn change_from_exact(text: &str) -> Option<RowChange> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let table: TableSchema = serde_json::from_value(v.get("schema")?.clone()).ok()?;
+    let op = match v.get("op")?.as_str()? {
+        "insert" => Op::Insert,
+        "update" => Op::Update,
+        "delete" => Op::Delete,
+        _ => return None,
+    };
+    let before: Option<Row> = serde_json::from_value(v.get("before")?.clone()).ok()?;
+    let after: Option<Row> = serde_json::from_value(v.get("after")?.clone()).ok()?;
+    let marker = crate::marker::Marker::parse(Some(v.get("marker")?.as_str()?)).ok()??;
+    Some(RowChange {
+        table: Arc::new(table),
+        op,
+        before,
+        after,
+        marker,
+    })
 }
 
 /// Where a change sits in the source's stream.
@@ -57,6 +100,7 @@ impl Quarantine {
             client: None,
             stats,
             unconfirmed: Vec::new(),
+            recorded: 0,
         }
     }
 
@@ -98,6 +142,84 @@ impl Quarantine {
         Ok(())
     }
 
+    /// Changes a DBA asked to retry (`duplex.retry_quarantined`), oldest
+    /// first. A record whose change cannot be read back goes back to pending
+    /// with a note.
+    pub async fn pending_retries(&mut self) -> Result<Vec<Retry>, QuarantineError> {
+        let (link, source, target) = (
+            self.spec.link_id as i32,
+            self.spec.source_site as i32,
+            self.spec.target_site as i32,
+        );
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT quarantine_id, position_counter::text, change_index, change_exact::text
+                   FROM duplex.quarantine
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry' AND confirmed
+                  ORDER BY position_counter, change_index LIMIT 100",
+                &[&link, &source, &target],
+            )
+            .await?;
+        let mut out = Vec::new();
+        let mut unreadable = Vec::new();
+        for r in rows {
+            let id: i64 = r.get(0);
+            let parsed = (|| {
+                let counter: u64 = r.get::<_, String>(1).parse().ok()?;
+                let index = u32::try_from(r.get::<_, i32>(2)).ok()?;
+                let change = change_from_exact(&r.get::<_, Option<String>>(3)?)?;
+                Some(Retry {
+                    quarantine_id: id,
+                    change,
+                    origin: ChangeOrigin {
+                        // Only the counter matters: it keys the record.
+                        position: SourcePosition::from_counter(Default::default(), counter),
+                        index,
+                    },
+                })
+            })();
+            match parsed {
+                Some(retry) => out.push(retry),
+                None => unreadable.push(id),
+            }
+        }
+        for id in unreadable {
+            self.settle(
+                id,
+                "pending",
+                "duplex could not read this change back; apply it by hand from the change column and discard it",
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Record what a retry came to: `retried`, or `pending` with why.
+    pub async fn settle(
+        &mut self,
+        quarantine_id: i64,
+        status: &str,
+        note: &str,
+    ) -> Result<(), QuarantineError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.quarantine SET status = $2, note = $3,
+                        settled_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+                  WHERE quarantine_id = $1",
+                &[&quarantine_id, &status, &note],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How many changes were recorded since this sink started (a retry that
+    /// was refused again records its change once more).
+    pub fn recorded(&self) -> usize {
+        self.recorded
+    }
+
     /// Keep `change` with `reason`. Unconfirmed until [`Quarantine::confirm`].
     pub async fn record(
         &mut self,
@@ -120,10 +242,10 @@ impl Quarantine {
         let result = client
             .query_opt(
                 "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
-                                                position_counter, change_index, change, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11)
+                                                position_counter, change_index, change, reason, change_exact)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11, $12::text::jsonb)
                  ON CONFLICT (link_id, source_site, position_counter, change_index)
-                 DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change
+                 DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change, change_exact = EXCLUDED.change_exact
                  RETURNING quarantine_id, (xmax = 0) AS inserted",
                 &[
                     &link,
@@ -137,11 +259,13 @@ impl Quarantine {
                     &(origin.index as i32),
                     &body.to_string(),
                     &reason,
+                    &exact_json(change),
                 ],
             )
             .await;
         match result {
             Ok(row) => {
+                self.recorded += 1;
                 if let Some(row) = row {
                     self.unconfirmed.push(row.get(0));
                     if row.get::<_, bool>(1) {

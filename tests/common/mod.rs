@@ -422,3 +422,20 @@ pub async fn wait_mysql(c: &mut mysql_async::Conn, what: &str, sql: &str, timeou
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Run the duplex CLI against a control database; (success, stdout and stderr).
+pub fn duplex_cli(control_url: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(args)
+        .env("DUPLEX_CONTROL", control_url)
+        .output()
+        .expect("run duplex");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

@@ -1,0 +1,128 @@
+//! DBA commands on the control schema that wrap its SQL functions and tables:
+//! `duplex quarantine list|show|retry|discard`.
+
+use anyhow::Context;
+use tokio_postgres::Client;
+
+/// What to do with quarantined changes.
+#[derive(Debug, Clone)]
+pub enum QuarantineAction {
+    /// The latest records, newest first (`all`: settled ones too).
+    List {
+        all: bool,
+        table: Option<String>,
+        limit: i64,
+    },
+    Show {
+        id: i64,
+    },
+    /// Ask the running duplex to apply these again (`duplex.retry_quarantined`).
+    Retry {
+        ids: Vec<i64>,
+    },
+    /// Give these up (`duplex.discard_quarantined`).
+    Discard {
+        ids: Vec<i64>,
+    },
+}
+
+async fn connect(control: &str) -> anyhow::Result<Client> {
+    let ep = crate::pg::PgEndpoint::from_url("control", control)?;
+    let client = ep
+        .connect("duplex quarantine")
+        .await
+        .context("connect to the control database")?;
+    crate::control::check_version(&client).await?;
+    Ok(client)
+}
+
+/// The server's own message for a database error, else the error.
+fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Result<()> {
+    let client = connect(control).await?;
+    match action {
+        QuarantineAction::List { all, table, limit } => {
+            let rows = client
+                .query(
+                    "SELECT quarantine_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
+                            table_name, op, row_key, status, left(reason, 80)
+                       FROM duplex.quarantine
+                      WHERE confirmed AND ($1 OR status IN ('pending', 'retry')) AND ($2::text IS NULL OR table_name = $2)
+                      ORDER BY quarantine_id DESC LIMIT $3",
+                    &[&all, &table, &limit],
+                )
+                .await?;
+            println!(
+                "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<6} {:<20} {:<9} reason",
+                "id", "at", "link", "direction", "table", "op", "key", "status"
+            );
+            for r in rows {
+                println!(
+                    "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<6} {:<20} {:<9} {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i32>(2),
+                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
+                    r.get::<_, String>(5),
+                    r.get::<_, String>(6),
+                    r.get::<_, String>(7),
+                    r.get::<_, String>(8),
+                    r.get::<_, String>(9)
+                );
+            }
+        }
+        QuarantineAction::Show { id } => {
+            let r = client
+                .query_opt(
+                    "SELECT table_name, op, row_key, status, reason, coalesce(note, ''), source_position,
+                            change_index, jsonb_pretty(change)
+                       FROM duplex.quarantine WHERE quarantine_id = $1",
+                    &[&id],
+                )
+                .await?
+                .with_context(|| format!("no change {id} in duplex.quarantine"))?;
+            println!(
+                "quarantined change {id}: {} {} {}",
+                r.get::<_, String>(1),
+                r.get::<_, String>(0),
+                r.get::<_, String>(2)
+            );
+            println!(
+                "  status {} {}",
+                r.get::<_, String>(3),
+                r.get::<_, String>(5)
+            );
+            println!("  reason: {}", r.get::<_, String>(4));
+            println!(
+                "  source position {} (change {} of its transaction)",
+                r.get::<_, String>(6),
+                r.get::<_, i32>(7)
+            );
+            println!("{}", r.get::<_, String>(8));
+        }
+        QuarantineAction::Retry { ids } => {
+            for id in ids {
+                let r = client
+                    .query_one("SELECT duplex.retry_quarantined($1)", &[&id])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("retry change {id}: {}", db_message(&e)))?;
+                println!("{}", r.get::<_, String>(0));
+            }
+        }
+        QuarantineAction::Discard { ids } => {
+            for id in ids {
+                let r = client
+                    .query_one("SELECT duplex.discard_quarantined($1)", &[&id])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("discard change {id}: {}", db_message(&e)))?;
+                println!("{}", r.get::<_, String>(0));
+            }
+        }
+    }
+    Ok(())
+}
