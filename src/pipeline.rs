@@ -70,6 +70,7 @@ pub async fn run_direction(
         let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
         let resume_counter = sink.resume_position().await?;
         sink.reconcile_quarantine(resume_counter).await?;
+        sink.release_held().await?;
         let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         let mut source_spec = spec.source.clone();
         source_spec.set_start(resume);

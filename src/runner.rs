@@ -290,6 +290,11 @@ async fn prepare_link(
 
     let mut specs = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
+        let held_tables: std::collections::HashSet<String> = tables
+            .iter()
+            .filter(|t| t.paused)
+            .map(|t| t.table.name.clone())
+            .collect();
         let field_merge_tables: std::collections::HashSet<String> = tables
             .iter()
             .filter(|t| matches!(t.policy.policy, crate::conflict::Policy::FieldMerge { .. }))
@@ -342,6 +347,7 @@ async fn prepare_link(
                     source_site: src.site_id,
                     target_site: dst.site_id,
                 },
+                held_tables: held_tables.clone(),
             }),
             SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -367,6 +373,7 @@ async fn prepare_link(
                     source_site: src.site_id,
                     target_site: dst.site_id,
                 },
+                held_tables: held_tables.clone(),
             }),
         };
         specs.push(DirectionSpec {

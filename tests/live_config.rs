@@ -143,6 +143,52 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     .await;
     assert_eq!(config_state(&control).await.0, "running");
 
+    // Pause one table: its changes are held while the rest of the link
+    // flows; resumed, they arrive in order.
+    control
+        .batch_execute("UPDATE duplex.link_tables SET paused = true WHERE table_name = 't1'")
+        .await
+        .unwrap();
+    wait_for("t1 paused", t, || async {
+        let (state, _, applied) = config_state(&control).await;
+        state == "running"
+            && applied
+                .iter()
+                .any(|l| l.starts_with("table public.t1:") && l.ends_with("paused"))
+    })
+    .await;
+    wait_for("streaming after the change", t, || streaming(&control)).await;
+    a.batch_execute("INSERT INTO t1 VALUES (50, 'held'); UPDATE t1 SET v = 'held, then changed' WHERE id = 50; INSERT INTO t2 VALUES (51, 'flows')")
+        .await
+        .unwrap();
+    wait_for("t2 flows while t1 is paused", t, || has_row(&b, "t2", 51)).await;
+    wait_for("t1's changes held", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 2 FROM duplex.quarantine WHERE status = 'held' AND confirmed AND table_name = 'public.t1'",
+        )
+    })
+    .await;
+    assert!(!has_row(&b, "t1", 50).await);
+    control
+        .batch_execute("UPDATE duplex.link_tables SET paused = false WHERE table_name = 't1'")
+        .await
+        .unwrap();
+    wait_for("t1's held changes applied in order", t, || {
+        query_bool(
+            &b,
+            "SELECT EXISTS (SELECT 1 FROM t1 WHERE id = 50 AND v = 'held, then changed')",
+        )
+    })
+    .await;
+    wait_for("the held records settled", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 2 AND bool_and(status = 'retried') FROM duplex.quarantine WHERE table_name = 'public.t1'",
+        )
+    })
+    .await;
+
     // Invalid changes: each is rejected with its reason, and the link keeps
     // syncing on the configuration in force.
     control

@@ -44,6 +44,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine retry and discard",
         include_str!("../../sql/postgresql/0006_quarantine_retry.sql"),
     ),
+    (
+        7,
+        "pause and resume one table",
+        include_str!("../../sql/postgresql/0007_table_pause.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -183,7 +188,7 @@ pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlErr
         .collect::<Result<Vec<_>, _>>()?;
     let table_rows = client
         .query(
-            "SELECT link_id, schema_name, table_name, enabled, replica_identity,
+            "SELECT link_id, schema_name, table_name, enabled, paused, replica_identity,
                     conflict_policy, priority_site, merge_tie,
                     coalesce((SELECT jsonb_object_agg(o.column_name, o.site_id)
                                 FROM duplex.column_owners o

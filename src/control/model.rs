@@ -179,6 +179,8 @@ pub struct LinkTable {
     pub link_id: u32,
     pub table: TableName,
     pub enabled: bool,
+    /// Changes are held until the table is resumed.
+    pub paused: bool,
     pub replica_identity: ReplicaIdentityMode,
     /// Conflict policy and owned columns.
     pub policy: crate::conflict::TablePolicy,
@@ -217,6 +219,7 @@ impl LinkTable {
             })?,
             table,
             enabled: col(row, "link_tables", "enabled")?,
+            paused: col(row, "link_tables", "paused")?,
             replica_identity,
             policy: crate::conflict::TablePolicy { policy, owners },
         })
@@ -275,10 +278,11 @@ impl LinkConfig {
         }
         for t in &self.tables {
             let mut line = format!(
-                "table {}: {}, replica identity {:?}",
+                "table {}: {}, replica identity {:?}{}",
                 t.table,
                 t.policy.policy.describe(),
-                t.replica_identity
+                t.replica_identity,
+                if t.paused { ", paused" } else { "" }
             );
             for (column, site) in &t.policy.owners {
                 line.push_str(&format!(", column {column} owned by site {site}"));

@@ -128,8 +128,24 @@ impl Sink {
         match self {
             Sink::Pg(s) => own::apply_quarantine_retries(&mut **s)
                 .await
+                .map(drop)
                 .map_err(|e| crate::Error::sink_error(&site, e)),
             Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s)
+                .await
+                .map(drop)
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
+    /// Apply, in order, the changes held for tables resumed since (before the
+    /// stream goes on).
+    pub async fn release_held(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => own::release_held(&mut **s)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => own::release_held(&mut **s)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }

@@ -122,6 +122,8 @@ pub struct MysqlSinkSpec {
     pub policies: HashMap<String, TablePolicy>,
     /// Where conflicts are recorded.
     pub conflicts: ConflictStoreSpec,
+    /// Paused tables (bare names): their changes are held, not applied.
+    pub held_tables: HashSet<String>,
 }
 
 struct TargetTable {
@@ -273,6 +275,14 @@ impl MysqlSink {
             ChangeEvent::Truncate(tables) => {
                 self.flush_pending().await?;
                 self.flush().await?;
+                let paused: Vec<String> = tables
+                    .iter()
+                    .map(|t| t.table.name.clone())
+                    .filter(|n| self.spec.held_tables.contains(n))
+                    .collect();
+                if !paused.is_empty() {
+                    self.quarantine.discard_held(&paused).await?;
+                }
                 // TRUNCATE would commit implicitly in MySQL: delete instead, inside the transaction.
                 for t in tables {
                     let target = self.target_table(&t.table).await?;
@@ -336,6 +346,12 @@ impl MysqlSink {
     /// changes around it, once enough are pending or at the end.
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
         let origin = self.group.count_change(change.op);
+        if self.spec.held_tables.contains(&change.table.table.name) {
+            // Held in the control database, confirmed with this target
+            // transaction like a refused change: exactly once.
+            let key = describe_key(&change);
+            return Ok(self.quarantine.hold(&change, origin, &key).await?);
+        }
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;
@@ -929,6 +945,10 @@ impl crate::sink::own::OwnTransactions for MysqlSink {
 
     fn stale_count(&self) -> u64 {
         self.stats.stale.load(Ordering::Relaxed)
+    }
+
+    fn held_tables(&self) -> Vec<String> {
+        self.spec.held_tables.iter().cloned().collect()
     }
 
     async fn begin_own(&mut self) -> Result<(), MysqlSinkError> {

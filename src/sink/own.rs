@@ -24,6 +24,8 @@ pub(crate) trait OwnTransactions {
     fn conflicts(&mut self) -> &mut ConflictStore;
     /// Changes found older than the target's row so far (see `DirectionStats`).
     fn stale_count(&self) -> u64;
+    /// Paused tables (bare names).
+    fn held_tables(&self) -> Vec<String>;
 
     /// Begin a target transaction that the source of this site recognises as
     /// duplex's own (no echo).
@@ -105,11 +107,12 @@ pub(crate) async fn apply_resolutions<S: OwnTransactions>(sink: &mut S) -> Resul
 /// the new reason.
 pub(crate) async fn apply_quarantine_retries<S: OwnTransactions>(
     sink: &mut S,
-) -> Result<(), S::Error> {
+) -> Result<usize, S::Error> {
     if !sink.idle() {
-        return Ok(());
+        return Ok(0);
     }
     let retries = sink.quarantine().pending_retries().await?;
+    let count = retries.len();
     for r in retries {
         let (recorded, stale) = (sink.quarantine().recorded(), sink.stale_count());
         let table = r.change.table.table.clone();
@@ -138,6 +141,18 @@ pub(crate) async fn apply_quarantine_retries<S: OwnTransactions>(
             .await?;
         tracing::info!(quarantined = r.quarantine_id, %table, status, note, "retried a quarantined change");
     }
+    Ok(count)
+}
+
+/// At the start of a direction: the changes held for tables that are no
+/// longer paused are applied, in source order, before the stream goes on.
+pub(crate) async fn release_held<S: OwnTransactions>(sink: &mut S) -> Result<(), S::Error> {
+    let still_held = sink.held_tables();
+    let released = sink.quarantine().release_held(&still_held).await?;
+    if released > 0 {
+        tracing::info!(released, "table resumed: applying its held changes");
+    }
+    while apply_quarantine_retries(sink).await? > 0 {}
     Ok(())
 }
 

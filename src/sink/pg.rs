@@ -118,6 +118,8 @@ pub struct PgSinkSpec {
     pub policies: HashMap<TableName, TablePolicy>,
     /// Where conflicts are recorded.
     pub conflicts: ConflictStoreSpec,
+    /// Paused tables (bare names): their changes are held, not applied.
+    pub held_tables: HashSet<String>,
 }
 
 /// A synced table as it is on the target.
@@ -321,6 +323,14 @@ impl PgSink {
             ChangeEvent::Truncate(tables) => {
                 self.flush_pending().await?;
                 self.flush().await?;
+                let paused: Vec<String> = tables
+                    .iter()
+                    .map(|t| t.table.name.clone())
+                    .filter(|n| self.spec.held_tables.contains(n))
+                    .collect();
+                if !paused.is_empty() {
+                    self.quarantine.discard_held(&paused).await?;
+                }
                 let names: Vec<String> = tables
                     .iter()
                     .map(|t| quote_table(&self.configured(&t.table)))
@@ -386,6 +396,12 @@ impl PgSink {
     /// changes around it, once enough are pending or at the end.
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
         let origin = self.group.count_change(change.op);
+        if self.spec.held_tables.contains(&change.table.table.name) {
+            // Held in the control database, confirmed with this target
+            // transaction like a refused change: exactly once.
+            let key = describe_key(&change);
+            return Ok(self.quarantine.hold(&change, origin, &key).await?);
+        }
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;
@@ -1254,6 +1270,10 @@ impl crate::sink::own::OwnTransactions for PgSink {
 
     fn stale_count(&self) -> u64 {
         self.stats.stale.load(Ordering::Relaxed)
+    }
+
+    fn held_tables(&self) -> Vec<String> {
+        self.spec.held_tables.iter().cloned().collect()
     }
 
     // The session runs under the link's replication origin: every transaction

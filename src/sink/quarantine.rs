@@ -228,6 +228,76 @@ impl Quarantine {
         key: &str,
         reason: &str,
     ) -> Result<(), QuarantineError> {
+        self.keep(change, origin, key, reason, "pending").await
+    }
+
+    /// Hold a change of a paused table (status 'held') until it is resumed.
+    /// Unconfirmed until [`Quarantine::confirm`], like a refused change.
+    pub async fn hold(
+        &mut self,
+        change: &RowChange,
+        origin: ChangeOrigin,
+        key: &str,
+    ) -> Result<(), QuarantineError> {
+        self.keep(
+            change,
+            origin,
+            key,
+            "table paused: held until it is resumed",
+            "held",
+        )
+        .await
+    }
+
+    /// A TRUNCATE of paused `tables` (bare names) arrived: the changes held
+    /// before it are moot (their rows are gone with it).
+    pub async fn discard_held(&mut self, tables: &[String]) -> Result<(), QuarantineError> {
+        let (link, source, target) = self.ids();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE duplex.quarantine SET status = 'discarded', settled_at = now(),
+                        note = 'overtaken by a TRUNCATE of the paused table'
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held'
+                    AND change_exact->'schema'->'table'->>'name' = ANY($4)",
+                &[&link, &source, &target, &tables],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Tables resumed: their held changes become retries, applied in source
+    /// order. `still_held`: bare names of the tables that stay paused.
+    /// Returns how many were released.
+    pub async fn release_held(&mut self, still_held: &[String]) -> Result<u64, QuarantineError> {
+        let (link, source, target) = self.ids();
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE duplex.quarantine SET status = 'retry', note = 'table resumed'
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held' AND confirmed
+                    AND NOT (change_exact->'schema'->'table'->>'name' = ANY($4))",
+                &[&link, &source, &target, &still_held],
+            )
+            .await?)
+    }
+
+    fn ids(&self) -> (i32, i32, i32) {
+        (
+            self.spec.link_id as i32,
+            self.spec.source_site as i32,
+            self.spec.target_site as i32,
+        )
+    }
+
+    async fn keep(
+        &mut self,
+        change: &RowChange,
+        origin: ChangeOrigin,
+        key: &str,
+        reason: &str,
+        status: &str,
+    ) -> Result<(), QuarantineError> {
         let body = json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
@@ -242,8 +312,8 @@ impl Quarantine {
         let result = client
             .query_opt(
                 "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
-                                                position_counter, change_index, change, reason, change_exact)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11, $12::text::jsonb)
+                                                position_counter, change_index, change, reason, change_exact, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11, $12::text::jsonb, $13)
                  ON CONFLICT (link_id, source_site, position_counter, change_index)
                  DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change, change_exact = EXCLUDED.change_exact
                  RETURNING quarantine_id, (xmax = 0) AS inserted",
@@ -260,19 +330,24 @@ impl Quarantine {
                     &body.to_string(),
                     &reason,
                     &exact_json(change),
+                    &status,
                 ],
             )
             .await;
         match result {
             Ok(row) => {
-                self.recorded += 1;
                 if let Some(row) = row {
                     self.unconfirmed.push(row.get(0));
-                    if row.get::<_, bool>(1) {
+                    if row.get::<_, bool>(1) && status == "pending" {
                         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                tracing::warn!(table = %change.table.table, key, reason, position = %origin.position, "change quarantined");
+                if status == "held" {
+                    tracing::debug!(table = %change.table.table, key, position = %origin.position, "change held (table paused)");
+                } else {
+                    self.recorded += 1;
+                    tracing::warn!(table = %change.table.table, key, reason, position = %origin.position, "change quarantined");
+                }
                 Ok(())
             }
             Err(e) => {
