@@ -13,6 +13,7 @@ pub mod control;
 pub mod dba;
 pub mod error;
 pub mod localdb;
+pub mod mapping;
 pub mod marker;
 pub mod mysql;
 pub mod pg;

@@ -54,6 +54,8 @@ pub struct DirectionSpec {
     /// Tombstones of applied deletes older than this are removed from the
     /// target (the link's `tombstone_retention`).
     pub tombstone_retention: Duration,
+    /// Column mappings and one-way tables (see `mapping`).
+    pub mapping: crate::mapping::DirectionMapping,
 }
 
 /// Run one direction until `shutdown` turns true or an error occurs. The caller
@@ -109,6 +111,7 @@ pub async fn run_direction(
         };
 
         let mut reader_closed = false;
+        let mut mapping = spec.mapping.clone();
         // Conflicts a DBA settles and quarantined changes a DBA retries are
         // picked up at this pace, between source transactions.
         let mut resolutions = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -167,7 +170,17 @@ pub async fn run_direction(
                     reader_closed = true;
                     break;
                 };
-                let ev = ev?;
+                let ev = match ev? {
+                    ChangeEvent::Change(change) => match mapping.map(change) {
+                        Some(change) => ChangeEvent::Change(change),
+                        // A table that flows the other way only.
+                        None => continue,
+                    },
+                    ChangeEvent::Truncate(tables) => {
+                        ChangeEvent::Truncate(tables.into_iter().filter(|t| !mapping.skips(&t.table.name)).collect())
+                    }
+                    other => other,
+                };
                 let is_commit = matches!(ev, ChangeEvent::Commit { .. });
                 confirm(sink.apply(ev).await?);
                 if is_commit && (sink.group_txns() >= spec.tuning.max_group_txns || sink.group_rows() >= spec.tuning.max_group_rows) {

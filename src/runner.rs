@@ -290,6 +290,21 @@ async fn prepare_link(
 
     let mut specs = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
+        // Owned columns in the target's names (they are configured in site_a's).
+        let target_policy = |t: &LinkTable| crate::conflict::TablePolicy {
+            owners: t.owners_on(link, dst.site_id),
+            ..t.policy.clone()
+        };
+        let mut mapping = std::collections::HashMap::new();
+        for t in &tables {
+            let m = t.mapping(link, src.site_id).map_err(|e| {
+                crate::Error::Control(control::ControlError::Invalid(format!(
+                    "link {} table {}: {e}",
+                    link.name, t.table
+                )))
+            })?;
+            mapping.insert(t.table.name.clone(), m);
+        }
         let held_tables: std::collections::HashSet<String> = tables
             .iter()
             .filter(|t| t.paused)
@@ -339,7 +354,7 @@ async fn prepare_link(
                 site_id: dst.site_id,
                 policies: tables
                     .iter()
-                    .map(|t| (t.table.clone(), t.policy.clone()))
+                    .map(|t| (t.table.clone(), target_policy(t)))
                     .collect(),
                 conflicts: crate::conflict::store::ConflictStoreSpec {
                     control: control.clone(),
@@ -365,7 +380,7 @@ async fn prepare_link(
                 site_id: dst.site_id,
                 policies: tables
                     .iter()
-                    .map(|t| (t.table.name.clone(), t.policy.clone()))
+                    .map(|t| (t.table.name.clone(), target_policy(t)))
                     .collect(),
                 conflicts: crate::conflict::store::ConflictStoreSpec {
                     control: control.clone(),
@@ -382,6 +397,7 @@ async fn prepare_link(
             sink,
             tuning: tuning.clone(),
             tombstone_retention: link.tombstone_retention,
+            mapping: crate::mapping::DirectionMapping::new(mapping),
         });
     }
     Ok(specs)
@@ -391,14 +407,37 @@ async fn prepare_link(
 /// before it takes effect.
 async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
     let tables: Vec<&LinkTable> = lc.tables.iter().collect();
+    let mut types = std::collections::HashMap::new();
     for site in [&lc.site_a, &lc.site_b] {
-        match setup_conn(site).await? {
-            SetupConn::Pg(client) => check_pg_tables(&client, &site.name, &tables).await?,
+        let found = match setup_conn(site).await? {
+            SetupConn::Pg(client) => {
+                check_pg_tables(&client, &site.name, site.site_id, &lc.link, &tables).await?
+            }
             SetupConn::Mysql(mut conn, ep) => {
                 let database = ep.database().to_string();
-                check_mysql_tables(&mut conn, &site.name, &database, &tables).await?
+                check_mysql_tables(
+                    &mut conn,
+                    &site.name,
+                    site.site_id,
+                    &lc.link,
+                    &database,
+                    &tables,
+                )
+                .await?
             }
-        }
+        };
+        types.insert(site.site_id, found);
+    }
+    for t in &lc.tables {
+        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, |s| {
+            types.get(&s).and_then(|m| m.get(&t.table.name)).cloned()
+        })
+        .map_err(|e| {
+            crate::Error::Control(control::ControlError::Invalid(format!(
+                "link {} table {}: {e}",
+                lc.link.name, t.table
+            )))
+        })?;
     }
     Ok(())
 }

@@ -71,16 +71,6 @@ pub enum SetupError {
     },
 }
 
-/// The columns the configuration names for a table (owned columns), each
-/// with why it is named.
-fn configured_columns(t: &LinkTable) -> Vec<(String, String)> {
-    t.policy
-        .owners
-        .iter()
-        .map(|(c, s)| (c.clone(), format!("owned by site {s}")))
-        .collect()
-}
-
 /// Read-only check of a link's tables on a PostgreSQL site, before a
 /// configuration change takes effect: each exists, has a primary key and has
 /// the columns the configuration names. Names are passed as parameters or
@@ -88,14 +78,19 @@ fn configured_columns(t: &LinkTable) -> Vec<(String, String)> {
 pub async fn check_pg_tables(
     client: &Client,
     site_name: &str,
+    site_id: u32,
+    link: &Link,
     tables: &[&LinkTable],
-) -> Result<(), SetupError> {
+) -> Result<ColumnTypes, SetupError> {
+    let mut types = ColumnTypes::new();
     for t in tables {
         let rows = client
             .query(
                 "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisprimary),
                         array(SELECT attname::text FROM pg_attribute
-                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped)
+                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
+                        array(SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum)
                    FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL",
                 &[&quote_table(&t.table)],
             )
@@ -118,7 +113,8 @@ pub async fn check_pg_tables(
             });
         }
         let columns: Vec<String> = row.get(1);
-        for (column, why) in configured_columns(t) {
+        let type_names: Vec<String> = row.get(2);
+        for (column, why) in t.required_columns(link, site_id) {
             if !columns.contains(&column) {
                 return Err(SetupError::NoColumn {
                     site: site_name.into(),
@@ -127,18 +123,28 @@ pub async fn check_pg_tables(
                 });
             }
         }
+        types.insert(
+            t.table.name.clone(),
+            columns.into_iter().zip(type_names).collect(),
+        );
     }
-    Ok(())
+    Ok(types)
 }
+
+/// Per checked table (bare name): column -> the site's type name.
+pub type ColumnTypes = std::collections::HashMap<String, std::collections::HashMap<String, String>>;
 
 /// [`check_pg_tables`] for a MySQL/MariaDB site (tables in `database`).
 pub async fn check_mysql_tables(
     conn: &mut mysql_async::Conn,
     site_name: &str,
+    site_id: u32,
+    link: &Link,
     database: &str,
     tables: &[&LinkTable],
-) -> Result<(), crate::Error> {
+) -> Result<ColumnTypes, crate::Error> {
     use mysql_async::prelude::Queryable;
+    let mut types = ColumnTypes::new();
     for t in tables {
         let table = TableName::new(database, t.table.name.clone());
         let db_err = |e| {
@@ -176,15 +182,15 @@ pub async fn check_mysql_tables(
             }
             Some(_) => {}
         }
-        let columns: Vec<String> = conn
+        let columns: Vec<(String, String)> = conn
             .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
                 (database, t.table.name.as_str()),
             )
             .await
             .map_err(db_err)?;
-        for (column, why) in configured_columns(t) {
-            if !columns.contains(&column) {
+        for (column, why) in t.required_columns(link, site_id) {
+            if !columns.iter().any(|(c, _)| c == &column) {
                 return Err(SetupError::NoColumn {
                     site: site_name.into(),
                     table: table.clone(),
@@ -193,8 +199,9 @@ pub async fn check_mysql_tables(
                 .into());
             }
         }
+        types.insert(t.table.name.clone(), columns.into_iter().collect());
     }
-    Ok(())
+    Ok(types)
 }
 
 /// Before a site's slot is (re)created: if the peer already applied changes

@@ -197,7 +197,17 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         )
         .await
         .unwrap();
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, peer_column) VALUES (1, 't1', 1, 'v', 'no_such')",
+            "DELETE FROM duplex.column_mappings",
+            "has no column no_such",
+        ),
+        (
+            "INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, transform) VALUES (1, 't1', 1, 'v', 'tz_shift +01:00')",
+            "DELETE FROM duplex.column_mappings",
+            "does not apply",
+        ),
         (
             "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'missing_table')",
             "DELETE FROM duplex.link_tables WHERE table_name = 'missing_table'",
@@ -308,4 +318,111 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     assert!(out.contains("+ table public.t1: manual"), "{out}");
     let (ok, out) = common::duplex_cli(&pair.control_url, &["upgrade"]);
     assert!(ok && out.contains("up to date"), "{out}");
+}
+
+/// Column mappings and a one-way table, added to a running link in one
+/// transaction on the control schema: a renamed and lower-cased column, a
+/// column only site A syncs nowhere, a column only site B has (filled with a
+/// configured value), and a table that flows from A to B only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_mappings_and_one_way_tables_apply_live() {
+    let pair = Pair::start(
+        "CREATE TABLE t1 (id int PRIMARY KEY, v text);
+         CREATE TABLE audit (id int PRIMARY KEY, v text);",
+        &["t1"],
+    )
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("CREATE TABLE people (id int PRIMARY KEY, email text, note text, secret text)")
+        .await
+        .unwrap();
+    b.batch_execute(
+        "CREATE TABLE people (id int PRIMARY KEY, mail text, note text, region text NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let control = connect(&pair.control_url).await;
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    wait_for("both directions streaming", t, || streaming(&control)).await;
+
+    control
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'people');
+             INSERT INTO duplex.link_tables (link_id, table_name, direction) VALUES (1, 'audit', 'a_to_b');
+             INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, peer_column, transform)
+                  VALUES (1, 'people', 1, 'email', 'mail', 'lower');
+             INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, synced)
+                  VALUES (1, 'people', 1, 'secret', false);
+             INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, synced, default_value)
+                  VALUES (1, 'people', 2, 'region', false, 'EU');
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    wait_for("the mappings in force", t, || async {
+        let (state, _, applied) = config_state(&control).await;
+        state == "running"
+            && applied
+                .iter()
+                .any(|l| l.starts_with("table public.people:") && l.contains("as mail lower"))
+    })
+    .await;
+    wait_for("streaming with the mappings", t, || streaming(&control)).await;
+
+    a.batch_execute("INSERT INTO people VALUES (1, 'Ann@Example.ORG', 'from a', 'only on a')")
+        .await
+        .unwrap();
+    wait_for("the mapped row on B", t, || {
+        query_bool(
+            &b,
+            "SELECT EXISTS (SELECT 1 FROM people WHERE id = 1 AND mail = 'ann@example.org' AND note = 'from a' AND region = 'EU')",
+        )
+    })
+    .await;
+    b.batch_execute(
+        "UPDATE people SET mail = 'ann@b.example', region = 'US', note = 'from b' WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    wait_for("B's update on A, mapped back", t, || {
+        query_bool(
+            &a,
+            "SELECT EXISTS (SELECT 1 FROM people WHERE id = 1 AND email = 'ann@b.example' AND note = 'from b' AND secret = 'only on a')",
+        )
+    })
+    .await;
+    // Each site's own column stayed its own.
+    assert!(query_bool(&b, "SELECT region = 'US' FROM people WHERE id = 1").await);
+
+    // The one-way table: A's rows reach B, B's never reach A.
+    b.batch_execute("INSERT INTO audit VALUES (2, 'from b')")
+        .await
+        .unwrap();
+    a.batch_execute("INSERT INTO audit VALUES (1, 'from a')")
+        .await
+        .unwrap();
+    wait_for("A's audit row on B", t, || {
+        query_bool(&b, "SELECT EXISTS (SELECT 1 FROM audit WHERE id = 1)")
+    })
+    .await;
+    // A later row of B's in another table arrives on A: everything before it
+    // (B's audit row) has been read and passed over.
+    b.batch_execute("INSERT INTO t1 VALUES (3, 'fence')")
+        .await
+        .unwrap();
+    wait_for("the fence on A", t, || {
+        query_bool(&a, "SELECT EXISTS (SELECT 1 FROM t1 WHERE id = 3)")
+    })
+    .await;
+    assert!(query_bool(&a, "SELECT NOT EXISTS (SELECT 1 FROM audit WHERE id = 2)").await);
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await
+            + query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
+        0
+    );
+    run.shutdown().await;
 }

@@ -49,6 +49,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "pause and resume one table",
         include_str!("../../sql/postgresql/0007_table_pause.sql"),
     ),
+    (
+        8,
+        "column mappings, one-way tables",
+        include_str!("../../sql/postgresql/0008_column_mappings.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -188,12 +193,19 @@ pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlErr
         .collect::<Result<Vec<_>, _>>()?;
     let table_rows = client
         .query(
-            "SELECT link_id, schema_name, table_name, enabled, paused, replica_identity,
+            "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
                     conflict_policy, priority_site, merge_tie,
                     coalesce((SELECT jsonb_object_agg(o.column_name, o.site_id)
                                 FROM duplex.column_owners o
                                WHERE (o.link_id, o.schema_name, o.table_name) = (t.link_id, t.schema_name, t.table_name)),
-                             '{}')::text AS owners
+                             '{}')::text AS owners,
+                    coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                         'site_id', m.site_id, 'column_name', m.column_name, 'peer_column', m.peer_column,
+                                         'synced', m.synced, 'transform', m.transform, 'default_value', m.default_value)
+                                       ORDER BY m.site_id, m.column_name)
+                                FROM duplex.column_mappings m
+                               WHERE (m.link_id, m.schema_name, m.table_name) = (t.link_id, t.schema_name, t.table_name)),
+                             '[]')::text AS mappings
                FROM duplex.link_tables t ORDER BY link_id, schema_name, table_name",
             &[],
         )

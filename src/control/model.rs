@@ -181,6 +181,10 @@ pub struct LinkTable {
     pub enabled: bool,
     /// Changes are held until the table is resumed.
     pub paused: bool,
+    /// Which way its changes flow.
+    pub direction: crate::mapping::TableDirection,
+    /// Renamed, excluded, transformed and one-side-only columns.
+    pub mappings: Vec<crate::mapping::ColumnMapping>,
     pub replica_identity: ReplicaIdentityMode,
     /// Conflict policy and owned columns.
     pub policy: crate::conflict::TablePolicy,
@@ -213,6 +217,16 @@ impl LinkTable {
             .map_err(|e| {
                 ControlError::Invalid(format!("link {id} table {table}: column owners: {e}"))
             })?;
+        let d: String = col(row, "link_tables", "direction")?;
+        let direction = crate::mapping::TableDirection::parse(&d).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "link {id} table {table}: unknown direction '{d}' (expected both, a_to_b or b_to_a)"
+            ))
+        })?;
+        let mappings = serde_json::from_str(&col::<String>(row, "link_tables", "mappings")?)
+            .map_err(|e| {
+                ControlError::Invalid(format!("link {id} table {table}: column mappings: {e}"))
+            })?;
         Ok(LinkTable {
             link_id: u32::try_from(id).map_err(|_| {
                 ControlError::Invalid(format!("link_tables: link_id {id} is negative"))
@@ -220,9 +234,76 @@ impl LinkTable {
             table,
             enabled: col(row, "link_tables", "enabled")?,
             paused: col(row, "link_tables", "paused")?,
+            direction,
+            mappings,
             replica_identity,
             policy: crate::conflict::TablePolicy { policy, owners },
         })
+    }
+}
+
+impl LinkTable {
+    /// The mapping of this table's changes from `source` to the other site
+    /// of `link`.
+    pub fn mapping(
+        &self,
+        link: &Link,
+        source: u32,
+    ) -> Result<crate::mapping::TableMapping, String> {
+        let target = if source == link.site_a {
+            link.site_b
+        } else {
+            link.site_a
+        };
+        crate::mapping::TableMapping::build(
+            &self.mappings,
+            self.direction,
+            source,
+            target,
+            source == link.site_a,
+        )
+    }
+
+    /// Column owners in the names of site `site` (configured in site_a's).
+    pub fn owners_on(&self, link: &Link, site: u32) -> std::collections::BTreeMap<String, u32> {
+        if site == link.site_a {
+            return self.policy.owners.clone();
+        }
+        match self.mapping(link, link.site_a) {
+            Ok(m) => self
+                .policy
+                .owners
+                .iter()
+                .map(|(c, s)| (m.target_name(c).to_string(), *s))
+                .collect(),
+            Err(_) => self.policy.owners.clone(),
+        }
+    }
+
+    /// The columns the configuration names on site `site`, each with why.
+    pub fn required_columns(&self, link: &Link, site: u32) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .owners_on(link, site)
+            .into_iter()
+            .map(|(c, s)| (c, format!("owned by site {s}")))
+            .collect();
+        for m in &self.mappings {
+            if m.site_id == site {
+                out.push((
+                    m.column_name.clone(),
+                    "named in duplex.column_mappings".into(),
+                ));
+            } else if let (true, Some(peer)) = (m.synced, &m.peer_column) {
+                out.push((
+                    peer.clone(),
+                    format!(
+                        "site {}'s column {} is mapped to it",
+                        m.site_id, m.column_name
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -284,8 +365,26 @@ impl LinkConfig {
                 t.replica_identity,
                 if t.paused { ", paused" } else { "" }
             );
+            if t.direction != crate::mapping::TableDirection::Both {
+                line.push_str(&format!(", direction {:?}", t.direction));
+            }
             for (column, site) in &t.policy.owners {
                 line.push_str(&format!(", column {column} owned by site {site}"));
+            }
+            for m in &t.mappings {
+                line.push_str(&format!(", site {} column {}", m.site_id, m.column_name));
+                if !m.synced {
+                    line.push_str(" not synced");
+                }
+                if let Some(p) = &m.peer_column {
+                    line.push_str(&format!(" as {p}"));
+                }
+                if let Some(tr) = &m.transform {
+                    line.push_str(&format!(" {tr}"));
+                }
+                if let Some(d) = &m.default_value {
+                    line.push_str(&format!(" default {d:?}"));
+                }
             }
             out.push(line);
         }
@@ -346,6 +445,11 @@ impl ControlConfig {
                     "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
                     link.name, t.table, link.site_a, link.site_b
                 )));
+            }
+            for source in [link.site_a, link.site_b] {
+                t.mapping(link, source).map_err(|e| {
+                    ControlError::Invalid(format!("link {} table {}: {e}", link.name, t.table))
+                })?;
             }
             for (column, &s) in &t.policy.owners {
                 if !in_link(s) {
