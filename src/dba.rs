@@ -1,5 +1,5 @@
-//! DBA commands on the control schema that wrap its SQL functions and tables:
-//! `duplex quarantine list|show|retry|discard`.
+//! DBA commands on the control schema that wrap its SQL functions, tables and
+//! views: `duplex status` and `duplex quarantine list|show|retry|discard`.
 
 use anyhow::Context;
 use tokio_postgres::Client;
@@ -122,6 +122,126 @@ pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Resu
                     .map_err(|e| anyhow::anyhow!("discard change {id}: {}", db_message(&e)))?;
                 println!("{}", r.get::<_, String>(0));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Print `duplex.link_overview` (and `duplex.table_overview` with `tables`)
+/// once, or every `watch` seconds until interrupted.
+pub async fn status(control: &str, tables: bool, watch: Option<u64>) -> anyhow::Result<()> {
+    let client = connect(control).await?;
+    loop {
+        let mut out = String::new();
+        render_status(&client, tables, &mut out).await?;
+        if watch.is_some() {
+            // Clear the screen and start at the top: a refreshing dashboard.
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{out}");
+        let Some(secs) = watch else {
+            return Ok(());
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let rows = client
+        .query(
+            "SELECT link, source || '->' || target, state,
+                    coalesce(to_char(lag_seconds, 'FM999999990.0'), '-'), coalesce(lag_bytes::text, '-'), queued_events,
+                    applied_txns, applied_rows, conflicts, quarantined, held,
+                    coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(last_error, ''),
+                    to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'),
+                    coalesce(source_position, '-'), coalesce(applied_position, '-')
+               FROM duplex.link_overview ORDER BY link, source",
+            &[],
+        )
+        .await?;
+    writeln!(
+        out,
+        "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} last error / config",
+        "link", "direction", "state", "lag s", "lag bytes", "queue", "txns", "rows", "conflicts", "quar.", "held", "config", "updated"
+    )?;
+    for r in rows {
+        let note = [r.get::<_, String>(13), r.get::<_, String>(12)]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        writeln!(
+            out,
+            "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} {}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3),
+            r.get::<_, String>(4),
+            r.get::<_, i64>(5),
+            r.get::<_, i64>(6),
+            r.get::<_, i64>(7),
+            r.get::<_, i64>(8),
+            r.get::<_, i64>(9),
+            r.get::<_, i64>(10),
+            r.get::<_, String>(11),
+            r.get::<_, String>(14),
+            note
+        )?;
+        writeln!(
+            out,
+            "{:<12} {:<18} read {} applied {}",
+            "",
+            "",
+            r.get::<_, String>(15),
+            r.get::<_, String>(16)
+        )?;
+    }
+    if tables {
+        let rows = client
+            .query(
+                "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
+                        o.conflicts, o.quarantined, o.held
+                   FROM duplex.table_overview o
+                   JOIN duplex.links l USING (link_id)
+                   JOIN duplex.sites s ON s.site_id = o.source_site
+                   JOIN duplex.sites t ON t.site_id = o.target_site
+                  ORDER BY 1, 2, 3",
+                &[],
+            )
+            .await?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+            "link",
+            "direction",
+            "table",
+            "inserted",
+            "updated",
+            "deleted",
+            "conflicts",
+            "quar.",
+            "held"
+        )?;
+        for r in rows {
+            writeln!(
+                out,
+                "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, i64>(6),
+                r.get::<_, i64>(7),
+                r.get::<_, i64>(8)
+            )?;
         }
     }
     Ok(())

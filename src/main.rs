@@ -46,10 +46,16 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_rows: usize,
     },
-    /// Show each link direction's status from duplex.link_status.
+    /// Show each link direction's status (duplex.link_overview).
     Status {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
         control: String,
+        /// Also per table: rows applied by operation, conflicts, quarantined, held.
+        #[arg(long)]
+        tables: bool,
+        /// Refresh every this many seconds until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
     },
     /// List, show and settle conflicts (duplex.conflicts).
     Conflicts {
@@ -363,57 +369,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conflicts { control, action } => {
             conflicts_command(&control, action).await?;
         }
-        Command::Status { control } => {
-            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
-            let client = ep
-                .connect("duplex status")
-                .await
-                .context("connect to the control database")?;
-            duplex::control::check_version(&client).await?;
-            let rows = client
-                .query(
-                    "SELECT l.name, s.name, t.name, st.state, coalesce(st.source_position, '-'), coalesce(st.applied_position, '-'),
-                            st.applied_txns, st.applied_rows, st.echo_txns_skipped, coalesce(st.last_error, ''),
-                            to_char(st.updated_at, 'YYYY-MM-DD HH24:MI:SS'), st.conflicts
-                       FROM duplex.link_status st
-                       JOIN duplex.links l USING (link_id)
-                       JOIN duplex.sites s ON s.site_id = st.source_site
-                       JOIN duplex.sites t ON t.site_id = st.target_site
-                      ORDER BY l.name, s.name",
-                    &[],
-                )
-                .await?;
-            println!(
-                "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8} {:>9}  {:<19} last error",
-                "link",
-                "direction",
-                "state",
-                "source pos",
-                "applied pos",
-                "txns",
-                "rows",
-                "echo",
-                "conflicts",
-                "updated"
-            );
-            for r in rows {
-                let dir = format!("{}->{}", r.get::<_, String>(1), r.get::<_, String>(2));
-                println!(
-                    "{:<12} {:<18} {:<10} {:>14} {:>14} {:>10} {:>10} {:>8} {:>9}  {:<19} {}",
-                    r.get::<_, String>(0),
-                    dir,
-                    r.get::<_, String>(3),
-                    r.get::<_, String>(4),
-                    r.get::<_, String>(5),
-                    r.get::<_, i64>(6),
-                    r.get::<_, i64>(7),
-                    r.get::<_, i64>(8),
-                    r.get::<_, i64>(11),
-                    r.get::<_, String>(10),
-                    r.get::<_, String>(9)
-                );
-            }
-        }
+        Command::Status {
+            control,
+            tables,
+            watch,
+        } => duplex::dba::status(&control, tables, watch).await?,
         Command::Demo { rounds, support } => duplex::demo::run(rounds, support).await?,
         Command::Bench {
             bulk_rows,

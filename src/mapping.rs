@@ -167,10 +167,12 @@ impl TableMapping {
                 if let Some(peer) = &row.peer_column {
                     // The target's column `column_name` is the source's `peer`.
                     match m.rename.get(peer) {
-                        Some(existing) if existing != &row.column_name => return Err(format!(
+                        Some(existing) if existing != &row.column_name => {
+                            return Err(format!(
                             "column {peer} is mapped to both {existing} and {} on site {target}",
                             row.column_name
-                        )),
+                        ))
+                        }
                         _ => {
                             m.rename.insert(peer.clone(), row.column_name.clone());
                         }

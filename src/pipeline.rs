@@ -87,11 +87,17 @@ pub async fn run_direction(
         let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, crate::Error>>(spec.tuning.channel_events.max(16));
 
         // Reader: decode the stream (it confirms committed positions itself).
+        let reader_stats = stats.clone();
         let reader = tokio::spawn(
             async move {
                 loop {
                     let ev = match source.next_event().await {
-                        Ok(Some(ev)) => Ok(ev),
+                        Ok(Some(ev)) => {
+                            if let ChangeEvent::Begin(meta) = &ev {
+                                reader_stats.read_commit_us.fetch_max(meta.commit_time_us, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(ev)
+                        }
                         Ok(None) => break,
                         Err(e) => Err(e),
                     };
@@ -170,6 +176,7 @@ pub async fn run_direction(
                     reader_closed = true;
                     break;
                 };
+                stats.queued_events.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let ev = match ev? {
                     ChangeEvent::Change(change) => match mapping.map(change) {
                         Some(change) => ChangeEvent::Change(change),

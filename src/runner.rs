@@ -787,6 +787,7 @@ async fn status_writer(
         if let Some(c) = &client {
             for d in registry.list() {
                 let s = &d.stats;
+                let (lag_seconds, lag_bytes) = s.lag(crate::sink::resolve::now_micros());
                 let status = DirectionStatus {
                     link_id: d.link_id as i32,
                     source_site: d.source_site as i32,
@@ -800,6 +801,22 @@ async fn status_writer(
                     quarantined: DirectionStats::get(&s.quarantined) as i64,
                     conflicts: DirectionStats::get(&s.conflicts) as i64,
                     last_error: s.take_error(),
+                    lag_seconds,
+                    lag_bytes,
+                    queued_events: DirectionStats::get(&s.queued_events) as i64,
+                    by_op: [
+                        DirectionStats::get(&s.inserted) as i64,
+                        DirectionStats::get(&s.updated) as i64,
+                        DirectionStats::get(&s.deleted) as i64,
+                    ],
+                    applied_commit_us: s
+                        .applied_commit_us
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    tables: s
+                        .table_counts()
+                        .into_iter()
+                        .map(|(t, c)| (t, c.map(|n| n as i64)))
+                        .collect(),
                 };
                 if let Err(e) = control::write_status(c, &status).await {
                     tracing::warn!(error = %error_chain(&e), "cannot write duplex.link_status");

@@ -1,7 +1,8 @@
 //! Counters of one direction of a link, shared by its source, sink and the
 //! status writer. Plain atomics: read often, written on the hot path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::canonical::{SourceKind, SourcePosition};
@@ -27,6 +28,14 @@ pub struct DirectionStats {
     pub conflicts: AtomicU64,
     /// Incoming changes older than the target's row (already seen there).
     pub stale: AtomicU64,
+    /// Commit time (µs since the epoch) of the newest source transaction read.
+    pub read_commit_us: AtomicI64,
+    /// Commit time of the newest source transaction committed on the target.
+    pub applied_commit_us: AtomicI64,
+    /// Events read from the source and waiting for the applier.
+    pub queued_events: AtomicU64,
+    /// Per source table (`schema.table`): changes applied [inserts, updates, deletes].
+    tables: Mutex<BTreeMap<String, [u64; 3]>>,
     /// The kind of stream the positions below belong to.
     pub kind: SourceKind,
     source_position: AtomicU64,
@@ -86,6 +95,64 @@ impl DirectionStats {
     /// The last error, cleared by reading it (the status table keeps it).
     pub fn take_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Add a committed target transaction's changes per table.
+    pub fn add_table_counts(&self, counts: impl IntoIterator<Item = (String, [u64; 3])>) {
+        if let Ok(mut tables) = self.tables.lock() {
+            for (table, by_op) in counts {
+                let entry = tables.entry(table).or_default();
+                for (total, n) in entry.iter_mut().zip(by_op) {
+                    *total += n;
+                }
+            }
+        }
+    }
+
+    pub fn table_counts(&self) -> Vec<(String, [u64; 3])> {
+        self.tables
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// How far the target is behind what was read: seconds since the oldest
+    /// source commit not yet applied (0 when caught up; `None` before
+    /// anything was applied), and bytes of the source's log in between (the
+    /// same binlog file only).
+    pub fn lag(&self, now_us: i64) -> (Option<f64>, Option<i64>) {
+        let (read, applied) = (self.source_position(), self.applied_position());
+        let behind = match (read, applied) {
+            (Some(r), Some(a)) => r.counter() > a.counter(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let applied_at = self.applied_commit_us.load(Ordering::Relaxed);
+        let seconds = if !behind {
+            Some(0.0)
+        } else if applied_at > 0 {
+            Some((now_us - applied_at).max(0) as f64 / 1e6)
+        } else {
+            None
+        };
+        let bytes = match (read, applied) {
+            (Some(SourcePosition::PgLsn(r)), Some(SourcePosition::PgLsn(a))) => {
+                i64::try_from(r.saturating_sub(a)).ok()
+            }
+            (
+                Some(SourcePosition::Binlog {
+                    file_seq: rf,
+                    pos: rp,
+                }),
+                Some(SourcePosition::Binlog {
+                    file_seq: af,
+                    pos: ap,
+                }),
+            ) if rf == af => Some(i64::from(rp.saturating_sub(ap))),
+            (Some(_), Some(_)) => None,
+            _ => Some(0),
+        };
+        (seconds, bytes)
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

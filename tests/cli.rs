@@ -47,13 +47,31 @@ async fn init_is_idempotent_status_shows_directions_and_a_newer_schema_is_refuse
         query_bool(&control, "SELECT count(*) = 2 AND bool_and(state = 'streaming') AND sum(applied_txns) = 1 FROM duplex.link_status")
     })
     .await;
-    let out = duplex(&["status", "--control", &pair.control_url]);
+    // The views a DBA queries: lag and counters per direction and per table.
+    wait_for("per-table counters", Duration::from_secs(30), || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 1 AND bool_and(inserted = 1 AND updated = 0 AND deleted = 0 AND conflicts = 0 AND quarantined = 0)
+               FROM duplex.table_overview WHERE table_name = 'public.t'",
+        )
+    })
+    .await;
+    assert!(
+        query_bool(
+            &control,
+            "SELECT bool_and(lag_seconds >= 0 AND lag_seconds < 60 AND lag_bytes >= 0 AND config_state = 'running')
+               FROM duplex.link_overview"
+        )
+        .await
+    );
+    let out = duplex(&["status", "--tables", "--control", &pair.control_url]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success()
             && text.contains("a->b")
             && text.contains("b->a")
-            && text.contains("streaming"),
+            && text.contains("streaming")
+            && text.contains("public.t"),
         "{text}"
     );
     run.kill9();

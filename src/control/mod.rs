@@ -54,6 +54,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "column mappings, one-way tables",
         include_str!("../../sql/postgresql/0008_column_mappings.sql"),
     ),
+    (
+        9,
+        "status views: link_overview, table_overview",
+        include_str!("../../sql/postgresql/0009_status_views.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -254,6 +259,14 @@ pub struct DirectionStatus {
     pub quarantined: i64,
     pub conflicts: i64,
     pub last_error: Option<String>,
+    pub lag_seconds: Option<f64>,
+    pub lag_bytes: Option<i64>,
+    pub queued_events: i64,
+    pub by_op: [i64; 3],
+    /// Commit time of the newest applied source transaction (µs since the epoch, 0: none).
+    pub applied_commit_us: i64,
+    /// Per source table: [inserted, updated, deleted].
+    pub tables: Vec<(String, [i64; 3])>,
 }
 
 /// Upsert one direction's status row.
@@ -262,8 +275,11 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
         .execute(
             "INSERT INTO duplex.link_status AS ls
                  (link_id, source_site, target_site, state, source_position, applied_position,
-                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11, $12)
+                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
+                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11, $12,
+                     $13, $14, $15, $16, $17, $18,
+                     CASE WHEN $19::bigint > 0 THEN to_timestamp($19::bigint / 1e6) END)
              ON CONFLICT (link_id, source_site) DO UPDATE SET
                  target_site = EXCLUDED.target_site, state = EXCLUDED.state,
                  source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
@@ -272,6 +288,10 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
                  conflicts = EXCLUDED.conflicts,
                  last_error = coalesce(EXCLUDED.last_error, ls.last_error),
                  last_error_at = coalesce(EXCLUDED.last_error_at, ls.last_error_at),
+                 lag_seconds = EXCLUDED.lag_seconds, lag_bytes = EXCLUDED.lag_bytes,
+                 queued_events = EXCLUDED.queued_events, inserted = EXCLUDED.inserted,
+                 updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,
+                 last_applied_commit_at = coalesce(EXCLUDED.last_applied_commit_at, ls.last_applied_commit_at),
                  updated_at = now()",
             &[
                 &s.link_id,
@@ -286,9 +306,31 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
                 &s.last_error,
                 &s.quarantined,
                 &s.conflicts,
+                &s.lag_seconds,
+                &s.lag_bytes,
+                &s.queued_events,
+                &s.by_op[0],
+                &s.by_op[1],
+                &s.by_op[2],
+                &s.applied_commit_us,
             ],
         )
         .await
         .map_err(db("write duplex.link_status"))?;
+    for (table, [ins, upd, del]) in &s.tables {
+        client
+            .execute(
+                "INSERT INTO duplex.table_status (link_id, source_site, target_site, table_name, inserted, updated, deleted, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                 ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
+                     target_site = EXCLUDED.target_site, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated,
+                     deleted = EXCLUDED.deleted, updated_at = now()
+                 WHERE (duplex.table_status.inserted, duplex.table_status.updated, duplex.table_status.deleted)
+                       IS DISTINCT FROM (EXCLUDED.inserted, EXCLUDED.updated, EXCLUDED.deleted)",
+                &[&s.link_id, &s.source_site, &s.target_site, table, ins, upd, del],
+            )
+            .await
+            .map_err(db("write duplex.table_status"))?;
+    }
     Ok(())
 }

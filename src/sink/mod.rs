@@ -218,6 +218,8 @@ pub(crate) struct TxnGroup {
     pub txns: u64,
     pub rows: u64,
     by_op: [u64; 3],
+    /// The same per source table.
+    by_table: std::collections::HashMap<String, [u64; 3]>,
     /// End position of the last whole source transaction in the group.
     pub last_end: Option<SourcePosition>,
     pub last_commit_time_us: i64,
@@ -239,14 +241,23 @@ impl TxnGroup {
 
     /// Count a change of the current source transaction; returns where it sits
     /// in the source's stream.
-    pub fn count_change(&mut self, op: Op) -> quarantine::ChangeOrigin {
+    pub fn count_change(&mut self, change: &RowChange) -> quarantine::ChangeOrigin {
         self.change_index += 1;
         self.rows += 1;
-        self.by_op[match op {
+        let op = match change.op {
             Op::Insert => 0,
             Op::Update => 1,
             Op::Delete => 2,
-        }] += 1;
+        };
+        self.by_op[op] += 1;
+        match self.by_table.get_mut(&change.table.table.to_string()) {
+            Some(t) => t[op] += 1,
+            None => {
+                let mut t = [0; 3];
+                t[op] = 1;
+                self.by_table.insert(change.table.table.to_string(), t);
+            }
+        }
         quarantine::ChangeOrigin {
             position: self.current.unwrap_or(SourcePosition::PgLsn(0)),
             index: self.change_index,
@@ -286,8 +297,12 @@ impl TxnGroup {
         stats.updated.fetch_add(g.by_op[1], Relaxed);
         stats.deleted.fetch_add(g.by_op[2], Relaxed);
         stats.target_commits.fetch_add(1, Relaxed);
+        stats.add_table_counts(g.by_table);
         if let Some(p) = g.last_end {
             stats.set_applied_position(p);
+            stats
+                .applied_commit_us
+                .fetch_max(g.last_commit_time_us, Relaxed);
         }
         g.last_end.max(g.progress)
     }

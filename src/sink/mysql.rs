@@ -345,7 +345,7 @@ impl MysqlSink {
     /// Take an incoming change: it is decided (conflicts) together with the
     /// changes around it, once enough are pending or at the end.
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        let origin = self.group.count_change(change.op);
+        let origin = self.group.count_change(&change);
         if self.spec.held_tables.contains(&change.table.table.name) {
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
