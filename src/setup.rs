@@ -15,8 +15,7 @@ use crate::control::{Link, LinkTable, ReplicaIdentityMode};
 use crate::pg::{quote_ident, quote_table};
 
 /// duplex's tombstone table on a PostgreSQL site.
-pub const PG_TOMBSTONES_DDL: &str = "CREATE SCHEMA IF NOT EXISTS duplex;
-CREATE TABLE IF NOT EXISTS duplex.site_tombstones (
+pub const PG_TOMBSTONES_DDL: &str = "CREATE TABLE IF NOT EXISTS duplex.site_tombstones (
     table_name text NOT NULL,
     row_key    bytea NOT NULL,
     vv         jsonb NOT NULL,
@@ -306,10 +305,31 @@ pub async fn prepare_pg_site(
     }
     // Tombstones of rows duplex deleted here (see `conflict`): written by the
     // applier inside its own transactions, never published.
-    client
-        .batch_execute(PG_TOMBSTONES_DDL)
-        .await
-        .map_err(err("create duplex.site_tombstones"))?;
+    // Checked first: the DDL needs privileges a least-privilege role has only
+    // where duplex must create something (sql/roles/postgresql-site.sql gives
+    // it the schema).
+    let (has_schema, has_table): (bool, bool) = {
+        let r = client
+            .query_one(
+                "SELECT to_regnamespace('duplex') IS NOT NULL, to_regclass('duplex.site_tombstones') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(err("look for duplex.site_tombstones"))?;
+        (r.get(0), r.get(1))
+    };
+    if !has_schema {
+        client
+            .batch_execute("CREATE SCHEMA IF NOT EXISTS duplex")
+            .await
+            .map_err(err("create schema duplex"))?;
+    }
+    if !has_table {
+        client
+            .batch_execute(PG_TOMBSTONES_DDL)
+            .await
+            .map_err(err("create duplex.site_tombstones"))?;
+    }
     let encoding: String = client
         .query_one("SHOW server_encoding", &[])
         .await
@@ -348,16 +368,28 @@ pub async fn prepare_pg_site(
                 table: t.table.clone(),
             });
         }
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {} jsonb",
-                quote_ident(&link.marker_column)
-            ))
+        // Checked first: ALTER TABLE needs ownership even when there is
+        // nothing to add, and the table's owner may have added it already.
+        let has_marker: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)",
+                &[&oid, &link.marker_column],
+            )
             .await
-            .map_err(err(&format!(
-                "add marker column {} to {}",
-                link.marker_column, t.table
-            )))?;
+            .map_err(err(&format!("look for the marker column of {}", t.table)))?
+            .get(0);
+        if !has_marker {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {} jsonb",
+                    quote_ident(&link.marker_column)
+                ))
+                .await
+                .map_err(err(&format!(
+                    "add marker column {} to {}",
+                    link.marker_column, t.table
+                )))?;
+        }
         // Only ALTER when needed: it takes an exclusive lock on the table.
         let (wanted, clause) = match t.replica_identity {
             ReplicaIdentityMode::Full => ("f", "FULL"),

@@ -1,0 +1,66 @@
+-- duplex on a PostgreSQL site, least privilege.
+--
+-- Run as the owner of the synced tables (or a superuser), in the synced
+-- database, once per link:
+--
+--   psql -d crm -v link=1 -v tables='public.customers,public.tickets' -f sql/roles/postgresql-site.sql
+--
+-- Optional: -v marker=_duplex (the link's marker_column), -v role=duplex.
+-- Then set the role's password yourself (\password duplex): it never goes into
+-- a script or into duplex's configuration.
+--
+-- What duplex gets:
+--   * LOGIN REPLICATION: logical replication slots and the streaming protocol.
+--   * SELECT, INSERT, UPDATE, DELETE, TRUNCATE on the synced tables only.
+--   * Its own schema "duplex" (tombstones of rows it deleted).
+--   * EXECUTE on the replication-origin functions (loop prevention and its
+--     applied position), which PostgreSQL grants to no one by default.
+-- What it does not get: ownership of your tables. This script does, as their
+-- owner, the one-time DDL duplex would otherwise need ownership for: the
+-- marker column, REPLICA IDENTITY FULL and the link's publication. duplex
+-- finds them in place and changes nothing. (Adding a table to the link later:
+-- run this script again with the new list.)
+
+\set ON_ERROR_STOP on
+SELECT :'link'::integer AS link_id \gset
+\if :{?marker}
+\else
+  \set marker _duplex
+\endif
+\if :{?role}
+\else
+  \set role duplex
+\endif
+
+SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'role')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('ALTER ROLE %I LOGIN REPLICATION', :'role') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'role') \gexec
+SELECT format('CREATE SCHEMA IF NOT EXISTS duplex AUTHORIZATION %I', :'role') \gexec
+
+-- The synced tables: privileges, marker column, replica identity.
+SELECT format('GRANT USAGE ON SCHEMA %I TO %I', n.nspname, :'role')
+  FROM (SELECT DISTINCT split_part(t, '.', 1) AS nspname
+          FROM unnest(string_to_array(:'tables', ',')) AS t) n \gexec
+SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I', t::regclass, :'role'),
+       format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I jsonb', t::regclass, :'marker'),
+       format('ALTER TABLE %s REPLICA IDENTITY FULL', t::regclass)
+  FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
+
+-- The link's publication, exactly these tables.
+SELECT format('CREATE PUBLICATION %I', 'duplex_l' || :'link')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'duplex_l' || :'link') \gexec
+SELECT format('ALTER PUBLICATION %I SET TABLE %s', 'duplex_l' || :'link',
+              string_agg(t::regclass::text, ', '))
+  FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
+
+-- Replication origins: created, set up and advanced by duplex's applier.
+SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', f, :'role')
+  FROM unnest(ARRAY[
+         'pg_replication_origin_create(text)',
+         'pg_replication_origin_drop(text)',
+         'pg_replication_origin_session_setup(text)',
+         'pg_replication_origin_session_reset()',
+         'pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)',
+         'pg_replication_origin_advance(text, pg_lsn)',
+         'pg_replication_origin_progress(text, boolean)']) AS f \gexec
