@@ -235,7 +235,11 @@ async fn conflicts_command(control: &str, action: ConflictsAction) -> anyhow::Re
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The replication client library logs an ERROR whenever its stream
+        // ends, including on every clean stop of a direction (a pause, a
+        // configuration change); duplex reports the stream's real failures
+        // itself, with context. DUPLEX_LOG overrides this.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pgwire_replication=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -442,6 +442,100 @@ async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// Add the tables a link's patterns match on both sites (explicit
+/// `link_tables` rows take precedence). Reads the sites' catalogs only.
+async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
+    if !lc.patterns.iter().any(|p| !p.exclude) {
+        return Ok(());
+    }
+    let schemas: std::collections::BTreeSet<String> =
+        lc.patterns.iter().map(|p| p.schema_name.clone()).collect();
+    let mut matched: Vec<std::collections::BTreeSet<(String, String)>> = Vec::new();
+    for site in [&lc.site_a, &lc.site_b] {
+        let mut found = std::collections::BTreeSet::new();
+        let mut conn = setup_conn(site).await?;
+        for schema in &schemas {
+            let like = |exclude: bool| -> Vec<String> {
+                lc.patterns
+                    .iter()
+                    .filter(|p| &p.schema_name == schema && p.exclude == exclude)
+                    .map(|p| p.pattern.clone())
+                    .collect()
+            };
+            let (include, exclude) = (like(false), like(true));
+            if include.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = match &mut conn {
+                SetupConn::Pg(client) => client
+                    .query(
+                        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+                            AND c.relname LIKE ANY($2) AND NOT (c.relname LIKE ANY($3))
+                            AND c.relname NOT LIKE '\\_duplex%'",
+                        &[schema, &include, &exclude],
+                    )
+                    .await
+                    .map_err(|e| {
+                        crate::Error::Setup(crate::setup::SetupError::Db {
+                            site: site.name.clone(),
+                            context: "list the tables a pattern matches".into(),
+                            source: e,
+                        })
+                    })?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+                SetupConn::Mysql(conn, ep) => {
+                    use mysql_async::prelude::Queryable;
+                    let any = |n: usize| vec!["TABLE_NAME LIKE ?"; n].join(" OR ");
+                    let sql = format!(
+                        "SELECT TABLE_NAME FROM information_schema.TABLES
+                          WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'
+                            AND ({}) AND NOT ({}) AND TABLE_NAME NOT LIKE '\\_duplex%'",
+                        any(include.len()),
+                        if exclude.is_empty() { "FALSE".to_string() } else { any(exclude.len()) }
+                    );
+                    let mut params: Vec<mysql_async::Value> = vec![ep.database().into()];
+                    params.extend(include.iter().chain(&exclude).map(|p| p.as_str().into()));
+                    conn.exec(sql, params).await.map_err(|e| {
+                        crate::Error::mysql_sink_error(
+                            &site.name,
+                            crate::sink::mysql::MysqlSinkError::Db {
+                                context: "list the tables a pattern matches".into(),
+                                source: e,
+                            },
+                        )
+                    })?
+                }
+            };
+            found.extend(names.into_iter().map(|n| (schema.clone(), n)));
+        }
+        matched.push(found);
+    }
+    // Tables on both sites only: one side alone cannot be synced.
+    let both: Vec<(String, String)> = matched[0]
+        .intersection(matched.get(1).unwrap_or(&Default::default()))
+        .cloned()
+        .collect();
+    for (schema, name) in both {
+        if lc.tables.iter().any(|t| t.table.name == name) {
+            continue;
+        }
+        lc.tables.push(LinkTable {
+            link_id: lc.link.link_id,
+            table: crate::canonical::TableName::new(schema, name),
+            enabled: true,
+            paused: false,
+            direction: crate::mapping::TableDirection::Both,
+            mappings: Vec::new(),
+            replica_identity: control::ReplicaIdentityMode::Full,
+            policy: crate::conflict::TablePolicy::default(),
+        });
+    }
+    Ok(())
+}
+
 /// One enabled link's directions, running.
 struct LinkRun {
     stop: watch::Sender<bool>,
@@ -497,11 +591,14 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
         rejected: BTreeMap::new(),
     };
     for link in &config.links {
-        let lc = match config.link_config(link.link_id) {
+        let mut lc = match config.link_config(link.link_id) {
             Some(Ok(lc)) => lc,
             Some(Err(e)) => return Err(e.into()),
             None => continue,
         };
+        if lc.link.enabled {
+            expand_patterns(&mut lc).await?;
+        }
         if lc.link.enabled {
             let run = match start_link(&lc, &links.tuning, &control_ep, &registry).await {
                 Ok(run) => run,
@@ -597,7 +694,18 @@ impl LinkSet {
                         self.rejected.insert(id, Err(why));
                     }
                 }
-                Some(Ok(lc)) => {
+                Some(Ok(mut lc)) => {
+                    if lc.link.enabled {
+                        if let Err(e) = expand_patterns(&mut lc).await {
+                            let why = format!("table patterns: {}", error_chain(&e));
+                            if self.rejected.get(&id) != Some(&Err(why.clone())) {
+                                tracing::warn!(link = id, error = %why, "configuration change rejected; the link keeps its configuration in force");
+                                write_config_rejection(client, id, "rejected", &why).await;
+                                self.rejected.insert(id, Err(why));
+                            }
+                            continue;
+                        }
+                    }
                     if self.in_force.get(&id) == Some(&lc) {
                         if self.rejected.remove(&id).is_some() {
                             // Back to the configuration in force: nothing to do

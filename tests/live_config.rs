@@ -426,3 +426,74 @@ async fn column_mappings_and_one_way_tables_apply_live() {
     );
     run.shutdown().await;
 }
+
+/// Tables by pattern: matches on both sites join the link, an exclude pattern
+/// and a table on one site only stay out, and a table created later on both
+/// sites joins by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_join_a_running_link_by_pattern() {
+    let pair = Pair::start(
+        "CREATE TABLE t1 (id int PRIMARY KEY, v text);
+         CREATE TABLE log_a (id int PRIMARY KEY, v text);
+         CREATE TABLE log_b (id int PRIMARY KEY, v text);",
+        &["t1"],
+    )
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("CREATE TABLE log_only_a (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let control = connect(&pair.control_url).await;
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    wait_for("both directions streaming", t, || streaming(&control)).await;
+    control
+        .batch_execute(
+            "INSERT INTO duplex.link_table_patterns (link_id, pattern) VALUES (1, 'log%');
+             INSERT INTO duplex.link_table_patterns (link_id, pattern, exclude) VALUES (1, 'log_b', true);",
+        )
+        .await
+        .unwrap();
+    let tables = || async {
+        config_state(&control)
+            .await
+            .2
+            .iter()
+            .filter_map(|l| l.strip_prefix("table public."))
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_for("log_a joined", t, || async {
+        tables().await == ["t1", "log_a"]
+    })
+    .await;
+    wait_for("streaming again", t, || streaming(&control)).await;
+    // log_b's row first: log_a's arriving on B shows log_b's was passed over.
+    for (table, id) in [("log_b", 2), ("log_a", 1)] {
+        a.execute(&format!("INSERT INTO {table} VALUES ($1, 'x')"), &[&id])
+            .await
+            .unwrap();
+    }
+    wait_for("log_a's row on B", t, || has_row(&b, "log_a", 1)).await;
+
+    // Created later on both sites: joins at the next re-read.
+    for c in [&a, &b] {
+        c.batch_execute("CREATE TABLE log_c (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+    }
+    wait_for("log_c joined", t, || async {
+        tables().await == ["t1", "log_a", "log_c"]
+    })
+    .await;
+    wait_for("streaming again", t, || streaming(&control)).await;
+    b.batch_execute("INSERT INTO log_c VALUES (3, 'from b')")
+        .await
+        .unwrap();
+    wait_for("log_c's row on A", t, || has_row(&a, "log_c", 3)).await;
+    // The excluded table's write went nowhere.
+    assert!(!has_row(&b, "log_b", 2).await);
+    run.shutdown().await;
+}

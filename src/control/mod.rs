@@ -59,6 +59,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "status views: link_overview, table_overview",
         include_str!("../../sql/postgresql/0009_status_views.sql"),
     ),
+    (
+        10,
+        "tables by name pattern",
+        include_str!("../../sql/postgresql/0010_table_patterns.sql"),
+    ),
 ];
 
 /// Newest control-schema version this build understands.
@@ -229,10 +234,31 @@ pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlErr
             }
         }
     }
+    let patterns = client
+        .query(
+            "SELECT link_id, schema_name, pattern, exclude FROM duplex.link_table_patterns
+              ORDER BY link_id, schema_name, exclude, pattern",
+            &[],
+        )
+        .await
+        .map_err(db("read duplex.link_table_patterns"))?
+        .iter()
+        .map(|r| {
+            Ok(model::TablePattern {
+                link_id: u32::try_from(r.get::<_, i32>(0)).map_err(|_| {
+                    ControlError::Invalid("link_table_patterns: negative link_id".into())
+                })?,
+                schema_name: r.get(1),
+                pattern: r.get(2),
+                exclude: r.get(3),
+            })
+        })
+        .collect::<Result<Vec<_>, ControlError>>()?;
     Ok(ControlConfig {
         sites,
         links,
         tables,
+        patterns,
         invalid_rows,
     })
 }

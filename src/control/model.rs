@@ -313,9 +313,20 @@ pub struct ControlConfig {
     pub sites: Vec<Site>,
     pub links: Vec<Link>,
     pub tables: Vec<LinkTable>,
+    pub patterns: Vec<TablePattern>,
     /// Rows of a link that could not be read (link id, why): the link's
     /// configuration is invalid until they are fixed.
     pub invalid_rows: Vec<(u32, String)>,
+}
+
+/// A row of `duplex.link_table_patterns`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TablePattern {
+    pub link_id: u32,
+    pub schema_name: String,
+    /// SQL LIKE pattern on the table name.
+    pub pattern: String,
+    pub exclude: bool,
 }
 
 /// Everything one link is built from: what a change to the configuration is
@@ -325,8 +336,10 @@ pub struct LinkConfig {
     pub link: Link,
     pub site_a: Site,
     pub site_b: Site,
-    /// The link's enabled tables.
+    /// The link's enabled tables: the explicit ones, then those its patterns
+    /// matched (see `runner::expand_patterns`).
     pub tables: Vec<LinkTable>,
+    pub patterns: Vec<TablePattern>,
 }
 
 impl LinkConfig {
@@ -355,6 +368,14 @@ impl LinkConfig {
             out.push(format!(
                 "site {} ({}): {:?} {} tls {:?}",
                 s.site_id, s.name, s.engine, s.conninfo, s.tls_mode
+            ));
+        }
+        for p in &self.patterns {
+            out.push(format!(
+                "pattern {}: {}.{}",
+                if p.exclude { "exclude" } else { "include" },
+                p.schema_name,
+                p.pattern
             ));
         }
         for t in &self.tables {
@@ -471,6 +492,12 @@ impl ControlConfig {
             site_a,
             site_b,
             tables,
+            patterns: self
+                .patterns
+                .iter()
+                .filter(|p| p.link_id == link.link_id)
+                .cloned()
+                .collect(),
         })
     }
 
