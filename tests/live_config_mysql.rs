@@ -176,5 +176,62 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
         .await
         .unwrap();
     wait_for("t1 syncs", t, || pg_has(&a, "t1", 1)).await;
+
+    // A change MariaDB refuses (a constraint only it has) is quarantined, the
+    // stream goes on, and a retry after the fix applies it there.
+    b.query_drop("ALTER TABLE t1 ADD CONSTRAINT v_not_bad CHECK (v <> 'bad')")
+        .await
+        .unwrap();
+    a.batch_execute("INSERT INTO t1 VALUES (5, 'bad'); INSERT INTO t1 VALUES (6, 'fine')")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !my_has(&mut b, "t1", 6).await {
+        assert!(
+            start.elapsed() < t,
+            "the stream did not go on past the refused row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the refused row quarantined", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed AND status = 'pending' AND row_key = 'id=5'",
+        )
+    })
+    .await;
+    assert!(!my_has(&mut b, "t1", 5).await);
+    b.query_drop("ALTER TABLE t1 DROP CONSTRAINT v_not_bad")
+        .await
+        .unwrap();
+    control
+        .batch_execute("SELECT duplex.retry_quarantined(quarantine_id) FROM duplex.quarantine WHERE row_key = 'id=5'")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !my_has(&mut b, "t1", 5).await {
+        assert!(
+            start.elapsed() < t,
+            "the retried row did not arrive on MariaDB"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the record settled", t, || {
+        query_bool(
+            &control,
+            "SELECT status = 'retried' AND note = 'applied' FROM duplex.quarantine WHERE row_key = 'id=5'",
+        )
+    })
+    .await;
+    // The retried row is duplex's own write on MariaDB: it does not come back
+    // to PostgreSQL as a change (no echo, no conflict).
+    b.query_drop("INSERT INTO t1 VALUES (7, 'fence')")
+        .await
+        .unwrap();
+    wait_for("the fence on PostgreSQL", t, || pg_has(&a, "t1", 7)).await;
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await,
+        0
+    );
     run.shutdown().await;
 }
