@@ -281,7 +281,8 @@ async fn prepare_link(
             }
             SetupConn::Mysql(conn, ep) => {
                 let database = ep.database().to_string();
-                prepare_mysql_site(conn, &this.name, &database, link, &tables).await?;
+                prepare_mysql_site(conn, &this.name, this.site_id, &database, link, &tables)
+                    .await?;
             }
         }
     }

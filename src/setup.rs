@@ -511,6 +511,7 @@ pub async fn prepare_pg_site(
 pub async fn prepare_mysql_site(
     conn: &mut mysql_async::Conn,
     site_name: &str,
+    site_id: u32,
     database: &str,
     link: &Link,
     tables: &[&LinkTable],
@@ -529,34 +530,9 @@ pub async fn prepare_mysql_site(
     crate::source::mysql::check_binlog_settings(conn)
         .await
         .map_err(|e| crate::Error::mysql_source_error(site_name, e))?;
+    check_mysql_tables(conn, site_name, site_id, link, database, tables).await?;
     for t in tables {
         let table = TableName::new(database, t.table.name.clone());
-        let has_pk: Option<u8> = conn
-            .exec_first(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS
-                                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'PRIMARY KEY')
-                   FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (database, t.table.name.as_str(), database, t.table.name.as_str()),
-            )
-            .await
-            .map_err(err(format!("look up table {table}")))?;
-        match has_pk {
-            None => {
-                return Err(SetupError::NoTable {
-                    site: site_name.into(),
-                    table,
-                }
-                .into())
-            }
-            Some(0) => {
-                return Err(SetupError::NoPrimaryKey {
-                    site: site_name.into(),
-                    table,
-                }
-                .into())
-            }
-            Some(_) => {}
-        }
         // Checked first: `ADD COLUMN IF NOT EXISTS` is MariaDB-only syntax.
         // Invisible (MariaDB 10.3+, MySQL 8.0.23+), like the stamp column below:
         // applications' `SELECT *` and `INSERT ... VALUES` without a column

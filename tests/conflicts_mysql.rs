@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, query_i64, wait_for};
-use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -319,12 +318,7 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_and_mariadb_settle_conflicts_alike() {
     common::init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    pg.create_database("app").unwrap();
-    pg.psql("app", &pg_schema()).unwrap();
+    let pg = common::start_postgres(&pg_schema()).await;
     let my = common::start_mariadb(&mysql_schema()).await;
     let (_ctl, url) = common::control_db(
         &[

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, query_i64, DuplexProcess};
-use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::localdb::pg::LocalPostgres;
 use mysql_async::prelude::Queryable;
 
 /// (id, a, b, note)
@@ -334,13 +334,7 @@ fn kv_mysql() -> &'static str {
 }
 
 async fn start_pg() -> LocalPostgres {
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    pg.create_database("app").unwrap();
-    pg.psql("app", kv_pg()).unwrap();
-    pg
+    common::start_postgres(kv_pg()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

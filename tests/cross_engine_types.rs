@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::localdb::pg::LocalPostgres;
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -69,12 +69,7 @@ async fn setup() -> (
     String,
 ) {
     let m = common::start_mariadb(MARIA_SCHEMA).await;
-    let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    p.create_database("app").unwrap();
-    p.psql("app", PG_SCHEMA).unwrap();
+    let p = common::start_postgres(PG_SCHEMA).await;
     let (ctl, url) = common::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),

@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, query_i64, wait_for};
-use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -20,14 +19,8 @@ const CONTROL_SCRIPT: &str = include_str!("../sql/roles/postgresql-control.sql")
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplex_runs_with_the_least_privilege_roles() {
     common::init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    pg.create_database("app").unwrap();
+    let pg = common::start_postgres("CREATE TABLE t (id int PRIMARY KEY, v varchar(50))").await;
     pg.create_database("duplex_control").unwrap();
-    pg.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v varchar(50))")
-        .unwrap();
     // The site script, as the tables' owner.
     pg.psql(
         "app",

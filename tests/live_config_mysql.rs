@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, query_bool, query_i64, wait_for};
-use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -58,20 +57,12 @@ async fn config_state(control: &tokio_postgres::Client) -> (String, Option<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     common::init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    pg.create_database("app").unwrap();
-    pg.psql(
-        "app",
-        &format!(
-            "CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));
-             CREATE TABLE {} (id int PRIMARY KEY, v varchar(50));",
-            duplex::pg::quote_ident(ODD)
-        ),
-    )
-    .unwrap();
+    let pg = common::start_postgres(&format!(
+        "CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));
+         CREATE TABLE {} (id int PRIMARY KEY, v varchar(50));",
+        duplex::pg::quote_ident(ODD)
+    ))
+    .await;
     let my = common::start_mariadb(&format!(
         "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TABLE {} (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",

@@ -198,6 +198,24 @@ impl MysqlSink {
         })
     }
 
+    /// Begin a target transaction whose first statement tags it as duplex's
+    /// in the binlog (the marker table), so the reader drops it as an echo.
+    async fn begin_tagged(&mut self) -> Result<(), MysqlSinkError> {
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(db("begin target transaction"))?;
+        let sql = format!(
+            "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
+             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
+            self.marker_table
+        );
+        self.conn
+            .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
+            .await
+            .map_err(db("tag the transaction in the marker table"))
+    }
+
     /// Settle quarantine records left by a previous run (see `Quarantine::reconcile`).
     pub async fn reconcile_quarantine(
         &mut self,
@@ -249,20 +267,7 @@ impl MysqlSink {
         match event {
             ChangeEvent::Begin(meta) => {
                 if !self.group.open {
-                    self.conn
-                        .query_drop("START TRANSACTION")
-                        .await
-                        .map_err(db("begin target transaction"))?;
-                    // First statement: tags the transaction as duplex's in the binlog.
-                    let sql = format!(
-                        "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
-                         ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
-                        self.marker_table
-                    );
-                    self.conn
-                        .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
-                        .await
-                        .map_err(db("tag the transaction in the marker table"))?;
+                    self.begin_tagged().await?;
                     self.group.open = true;
                 }
                 self.group.begin_source_txn(&meta);
@@ -927,46 +932,12 @@ impl MysqlSink {
 impl crate::sink::own::OwnTransactions for MysqlSink {
     type Error = MysqlSinkError;
 
-    fn idle(&self) -> bool {
-        !self.group.open
-    }
+    crate::sink::own::own_transactions_common!(MysqlSinkError);
 
-    fn site_id(&self) -> u32 {
-        self.spec.site_id
-    }
-
-    fn quarantine(&mut self) -> &mut Quarantine {
-        &mut self.quarantine
-    }
-
-    fn conflicts(&mut self) -> &mut ConflictStore {
-        &mut self.conflicts
-    }
-
-    fn stale_count(&self) -> u64 {
-        self.stats.stale.load(Ordering::Relaxed)
-    }
-
-    fn held_tables(&self) -> Vec<String> {
-        self.spec.held_tables.iter().cloned().collect()
-    }
-
+    // Tagged as duplex's own transaction, like every applied one: the reader
+    // then passes on only flagged rows. No source position moves.
     async fn begin_own(&mut self) -> Result<(), MysqlSinkError> {
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(db("begin an own transaction"))?;
-        // Tagged as duplex's own transaction, like every applied one: the
-        // reader then passes on only flagged rows. No source position moves.
-        let sql = format!(
-            "INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES (?, ?, 0, 1)
-             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
-            self.marker_table
-        );
-        self.conn
-            .exec_drop(sql, (self.spec.link_id, self.spec.source_site))
-            .await
-            .map_err(db("tag an own transaction in the marker table"))
+        self.begin_tagged().await
     }
 
     async fn commit_own(&mut self) -> Result<(), MysqlSinkError> {
@@ -981,34 +952,5 @@ impl crate::sink::own::OwnTransactions for MysqlSink {
             .query_drop("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
-    }
-
-    async fn read_local_key(
-        &mut self,
-        schema: &Arc<TableSchema>,
-        key: KeyRef,
-    ) -> Result<Local, MysqlSinkError> {
-        Ok(self
-            .read_local(schema, std::slice::from_ref(&key))
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, l)| l)
-            .unwrap_or(Local::Absent(None)))
-    }
-
-    async fn decide_and_write(
-        &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-    ) -> Result<(), MysqlSinkError> {
-        self.pending.push((change, origin));
-        self.flush_pending().await
-    }
-
-    async fn write_decided(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        self.add_write(change, crate::sink::own::no_origin())
-            .await?;
-        self.flush().await
     }
 }

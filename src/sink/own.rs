@@ -49,6 +49,68 @@ pub(crate) trait OwnTransactions {
     async fn write_decided(&mut self, change: RowChange) -> Result<(), Self::Error>;
 }
 
+/// The methods of [`OwnTransactions`] that are the same for every sink: the
+/// sinks share field names (`group`, `spec`, `quarantine`, `conflicts`,
+/// `stats`, `pending`) and the private steps `read_local`, `flush_pending`,
+/// `add_write` and `flush`, which differ per engine.
+macro_rules! own_transactions_common {
+    ($err:ty) => {
+        fn idle(&self) -> bool {
+            !self.group.open
+        }
+
+        fn site_id(&self) -> u32 {
+            self.spec.site_id
+        }
+
+        fn quarantine(&mut self) -> &mut Quarantine {
+            &mut self.quarantine
+        }
+
+        fn conflicts(&mut self) -> &mut ConflictStore {
+            &mut self.conflicts
+        }
+
+        fn stale_count(&self) -> u64 {
+            self.stats.stale.load(Ordering::Relaxed)
+        }
+
+        fn held_tables(&self) -> Vec<String> {
+            self.spec.held_tables.iter().cloned().collect()
+        }
+
+        async fn read_local_key(
+            &mut self,
+            schema: &Arc<TableSchema>,
+            key: KeyRef,
+        ) -> Result<Local, $err> {
+            Ok(self
+                .read_local(schema, std::slice::from_ref(&key))
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, l)| l)
+                .unwrap_or(Local::Absent(None)))
+        }
+
+        async fn decide_and_write(
+            &mut self,
+            change: RowChange,
+            origin: ChangeOrigin,
+        ) -> Result<(), $err> {
+            self.pending.push((change, origin));
+            self.flush_pending().await
+        }
+
+        async fn write_decided(&mut self, change: RowChange) -> Result<(), $err> {
+            self.add_write(change, crate::sink::own::no_origin())
+                .await?;
+            self.flush().await
+        }
+    };
+}
+pub(crate) use own_transactions_common;
+
 /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each in
 /// its own target transaction.
 pub(crate) async fn apply_resolutions<S: OwnTransactions>(sink: &mut S) -> Result<(), S::Error> {

@@ -1252,29 +1252,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 impl crate::sink::own::OwnTransactions for PgSink {
     type Error = SinkError;
 
-    fn idle(&self) -> bool {
-        !self.group.open
-    }
-
-    fn site_id(&self) -> u32 {
-        self.spec.site_id
-    }
-
-    fn quarantine(&mut self) -> &mut Quarantine {
-        &mut self.quarantine
-    }
-
-    fn conflicts(&mut self) -> &mut ConflictStore {
-        &mut self.conflicts
-    }
-
-    fn stale_count(&self) -> u64 {
-        self.stats.stale.load(Ordering::Relaxed)
-    }
-
-    fn held_tables(&self) -> Vec<String> {
-        self.spec.held_tables.iter().cloned().collect()
-    }
+    crate::sink::own::own_transactions_common!(SinkError);
 
     // The session runs under the link's replication origin: every transaction
     // it commits is duplex's own. No source position is recorded.
@@ -1297,35 +1275,6 @@ impl crate::sink::own::OwnTransactions for PgSink {
             .batch_execute("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
-    }
-
-    async fn read_local_key(
-        &mut self,
-        schema: &Arc<TableSchema>,
-        key: KeyRef,
-    ) -> Result<Local, SinkError> {
-        Ok(self
-            .read_local(schema, std::slice::from_ref(&key))
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, l)| l)
-            .unwrap_or(Local::Absent(None)))
-    }
-
-    async fn decide_and_write(
-        &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-    ) -> Result<(), SinkError> {
-        self.pending.push((change, origin));
-        self.flush_pending().await
-    }
-
-    async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
-        self.add_write(change, crate::sink::own::no_origin())
-            .await?;
-        self.flush().await
     }
 }
 

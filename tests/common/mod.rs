@@ -439,3 +439,17 @@ pub fn duplex_cli(control_url: &str, args: &[&str]) -> (bool, String) {
         ),
     )
 }
+
+/// A throwaway PostgreSQL cluster with database `app` holding `schema`.
+pub async fn start_postgres(schema: &str) -> LocalPostgres {
+    init_tracing();
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+        .await
+        .expect("join")
+        .expect("start PostgreSQL");
+    pg.create_database("app").expect("create database app");
+    if !schema.is_empty() {
+        pg.psql("app", schema).expect("create schema");
+    }
+    pg
+}
