@@ -3,7 +3,7 @@
 //! schema every second.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -590,30 +590,67 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
         running: BTreeMap::new(),
         in_force: BTreeMap::new(),
         rejected: BTreeMap::new(),
+        failed: BTreeMap::new(),
     };
+    // A link that cannot start does not keep the others from running: it is
+    // retried in the background. Only when no link can start at all does
+    // `start` fail, with the first reason (nothing would run).
+    let mut first_error = None;
     for link in &config.links {
-        let mut lc = match config.link_config(link.link_id) {
-            Some(Ok(lc)) => lc,
-            Some(Err(e)) => return Err(e.into()),
-            None => continue,
-        };
-        if lc.link.enabled {
-            expand_patterns(&mut lc).await?;
-        }
-        if lc.link.enabled {
-            let run = match start_link(&lc, &links.tuning, &control_ep, &registry).await {
-                Ok(run) => run,
-                Err(e) => {
-                    links.stop_all().await;
-                    return Err(e);
-                }
+        let id = link.link_id;
+        let started = async {
+            let mut lc = match config.link_config(id) {
+                Some(Ok(lc)) => lc,
+                Some(Err(e)) => return Err((None, crate::Error::from(e))),
+                None => return Ok(None),
             };
-            links.running.insert(link.link_id, run);
+            if !lc.link.enabled {
+                return Ok(Some((lc, None)));
+            }
+            if let Err(e) = expand_patterns(&mut lc).await {
+                return Err((Some(lc), e));
+            }
+            match start_link(&lc, &links.tuning, &control_ep, &registry).await {
+                Ok(run) => Ok(Some((lc, Some(run)))),
+                Err(e) => Err((Some(lc), e)),
+            }
         }
-        write_config_status(&control_client, &lc).await;
-        links.in_force.insert(link.link_id, lc);
+        .await;
+        match started {
+            Ok(None) => {}
+            Ok(Some((lc, run))) => {
+                if let Some(run) = run {
+                    links.running.insert(id, run);
+                }
+                write_config_status(&control_client, &lc).await;
+                links.in_force.insert(id, lc);
+            }
+            Err((lc, e)) => {
+                let why = error_chain(&e);
+                tracing::error!(link = id, error = %why, "the link cannot start; retrying in the background");
+                match lc {
+                    // Valid, but its sites refused: retried with backoff.
+                    Some(lc) => {
+                        write_config_rejection(&control_client, id, "error", &why).await;
+                        links
+                            .failed
+                            .insert(id, (lc, Instant::now() + CONFIG_POLL, CONFIG_POLL));
+                    }
+                    // Invalid: waits for a change of its configuration.
+                    None => {
+                        write_config_rejection(&control_client, id, "rejected", &why).await;
+                        links.rejected.insert(id, Err(why));
+                    }
+                }
+                first_error.get_or_insert(e);
+            }
+        }
     }
     if links.running.is_empty() {
+        if let Some(e) = first_error {
+            links.stop_all().await;
+            return Err(e);
+        }
         tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
     }
     let mut tasks = JoinSet::new();
@@ -637,6 +674,9 @@ struct LinkSet {
     /// The last configuration refused per link, so that it is reported once,
     /// not at every re-read.
     rejected: BTreeMap<u32, Result<LinkConfig, String>>,
+    /// Enabled links with nothing running because their sites refused to
+    /// start them: the configuration to retry, when, and the current backoff.
+    failed: BTreeMap<u32, (LinkConfig, Instant, Duration)>,
 }
 
 impl LinkSet {
@@ -675,6 +715,7 @@ impl LinkSet {
                     }
                     self.in_force.remove(&id);
                     self.rejected.remove(&id);
+                    self.failed.remove(&id);
                     self.registry.remove_link(id);
                     tracing::info!(link = id, "link removed from the configuration: stopped");
                     if let Err(e) = client
@@ -706,6 +747,14 @@ impl LinkSet {
                             }
                             continue;
                         }
+                    }
+                    if let Some((retry, at, _)) = self.failed.get(&id) {
+                        if *retry == lc && Instant::now() < *at {
+                            continue;
+                        }
+                        // Time to retry, or a new configuration to try.
+                        self.apply(client, lc).await;
+                        continue;
                     }
                     if self.in_force.get(&id) == Some(&lc) {
                         if self.rejected.remove(&id).is_some() {
@@ -739,11 +788,18 @@ impl LinkSet {
             tracing::info!("link paused");
             write_config_status(client, &lc).await;
             self.rejected.remove(&id);
+            self.failed.remove(&id);
             self.in_force.insert(id, lc);
             return;
         }
         if let Err(e) = check_link_against_sites(&lc).await {
             let why = error_chain(&e);
+            if !self.running.contains_key(&id) {
+                // Nothing runs for this link: a site down or not ready yet is
+                // worth retrying, not only a change of the configuration.
+                self.fail(client, id, lc, &why).await;
+                return;
+            }
             tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
             write_config_rejection(client, id, "rejected", &why).await;
             self.rejected.insert(id, Ok(lc));
@@ -754,32 +810,55 @@ impl LinkSet {
         }
         match start_link(&lc, &self.tuning, &self.control, &self.registry).await {
             Ok(run) => {
-                tracing::info!("configuration change applied");
+                tracing::info!("configuration applied; the link runs");
                 self.running.insert(id, run);
                 write_config_status(client, &lc).await;
                 self.rejected.remove(&id);
+                self.failed.remove(&id);
                 self.in_force.insert(id, lc);
             }
             Err(e) => {
                 let why = error_chain(&e);
-                tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
-                write_config_rejection(client, id, "rejected", &why).await;
-                self.rejected.insert(id, Ok(lc));
-                // The last good configuration goes back in force.
-                if let Some(prev) = self.in_force.get(&id).filter(|p| p.link.enabled).cloned() {
-                    match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
-                        Ok(run) => {
-                            self.running.insert(id, run);
-                        }
-                        Err(e) => {
-                            let why = error_chain(&e);
-                            tracing::error!(error = %why, "the link cannot be started on its previous configuration either");
-                            write_config_rejection(client, id, "error", &why).await;
+                // The last good configuration goes back in force, if there is
+                // one that is not this one.
+                let previous = self
+                    .in_force
+                    .get(&id)
+                    .filter(|p| p.link.enabled && **p != lc)
+                    .cloned();
+                match previous {
+                    Some(prev) => {
+                        tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
+                        write_config_rejection(client, id, "rejected", &why).await;
+                        self.rejected.insert(id, Ok(lc));
+                        match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
+                            Ok(run) => {
+                                self.running.insert(id, run);
+                            }
+                            Err(e) => {
+                                let why = error_chain(&e);
+                                self.fail(client, id, prev, &why).await;
+                            }
                         }
                     }
+                    None => self.fail(client, id, lc, &why).await,
                 }
             }
         }
+    }
+
+    /// Nothing runs for link `id`: retry `lc` later, backing off to a minute.
+    async fn fail(&mut self, client: &tokio_postgres::Client, id: u32, lc: LinkConfig, why: &str) {
+        let backoff = self
+            .failed
+            .remove(&id)
+            .map(|(_, _, b)| (b * 2).min(Duration::from_secs(60)))
+            .unwrap_or(CONFIG_POLL);
+        tracing::error!(error = %why, retry_in_s = backoff.as_secs(), "the link cannot start; retrying");
+        write_config_rejection(client, id, "error", why).await;
+        self.registry.set_link_state(id, "error");
+        self.failed
+            .insert(id, (lc, Instant::now() + backoff, backoff));
     }
 }
 

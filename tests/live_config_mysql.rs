@@ -226,3 +226,101 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     );
     run.shutdown().await;
 }
+
+/// A link whose site is down when duplex starts does not keep the other
+/// links from running; it is retried, and starts once the site is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
+    let schema_my = "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;";
+    let pg = common::start_postgres("CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));").await;
+    let m1 = common::start_mariadb(schema_my).await;
+    let mut m2 = common::start_mariadb(schema_my).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", pg.conninfo("app")),
+            (2, "maria1", "mysql", m1.url("app")),
+        ],
+        &["t1"],
+    )
+    .await;
+    let control = connect(&url).await;
+    control
+        .execute(
+            "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (3, 'maria2', 'mysql', $1, 'disable')",
+            &[&m2.url("app")],
+        )
+        .await
+        .unwrap();
+    control
+        .batch_execute(
+            "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (2, 'l2', 1, 3);
+             INSERT INTO duplex.link_tables (link_id, table_name) VALUES (2, 't1');",
+        )
+        .await
+        .unwrap();
+    m2.stop().unwrap();
+
+    let t = Duration::from_secs(60);
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("duplex starts: link 1 can run");
+    let streaming = |link: i32| {
+        let control = &control;
+        async move {
+            query_i64(
+                control,
+                &format!("SELECT count(*) FROM duplex.link_status WHERE link_id = {link} AND state = 'streaming'"),
+            )
+            .await
+                == 2
+        }
+    };
+    wait_for("link 1 streaming", t, || streaming(1)).await;
+    assert!(
+        query_bool(
+            &control,
+            "SELECT state = 'error' AND message LIKE '%maria2%' FROM duplex.config_status WHERE link_id = 2"
+        )
+        .await
+    );
+    let a = connect(&pg.conninfo("app")).await;
+    a.batch_execute("INSERT INTO t1 VALUES (1, 'to maria1')")
+        .await
+        .unwrap();
+    let mut b1 = common::mysql_conn(&m1).await;
+    let start = std::time::Instant::now();
+    while !my_has(&mut b1, "t1", 1).await {
+        assert!(
+            start.elapsed() < t,
+            "link 1 did not sync while link 2 was down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The site comes back: link 2 starts on its own.
+    m2.restart().unwrap();
+    wait_for("link 2 streaming after its site came back", t, || {
+        streaming(2)
+    })
+    .await;
+    assert!(
+        query_bool(
+            &control,
+            "SELECT state = 'running' FROM duplex.config_status WHERE link_id = 2"
+        )
+        .await
+    );
+    a.batch_execute("INSERT INTO t1 VALUES (2, 'to both')")
+        .await
+        .unwrap();
+    let mut b2 = common::mysql_conn(&m2).await;
+    let start = std::time::Instant::now();
+    while !(my_has(&mut b2, "t1", 2).await && my_has(&mut b1, "t1", 2).await) {
+        assert!(
+            start.elapsed() < t,
+            "link 2 did not sync after its site came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.shutdown().await;
+}
