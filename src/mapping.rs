@@ -12,6 +12,11 @@ use std::sync::Arc;
 
 use crate::canonical::{ColumnSchema, Row, RowChange, TableSchema, Timestamp, Value};
 
+/// The type name of a column the mapping fills on insert (one only the
+/// target has). It is the target's own: the row checksum leaves it out, since
+/// later changes from the source never carry it.
+pub const FILLED_COLUMN_TYPE: &str = "(filled by duplex on insert)";
+
 /// A value transformation, applied on the way from the column's site to the
 /// other site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +124,8 @@ pub struct TableMapping {
     transforms: HashMap<String, Transform>,
     /// Target columns the source lacks, with the value an inserted row takes.
     defaults: Vec<(String, String)>,
+    /// Source columns sent in an update only when the update changed them.
+    only_if_changed: HashSet<String>,
 }
 
 impl TableMapping {
@@ -164,6 +171,20 @@ impl TableMapping {
                     }
                     continue;
                 }
+                if let Some(t) = transform {
+                    // The column's values were transformed on their way to
+                    // the source site. Coming back, the shift is undone; a
+                    // value the source did not change in this write is not
+                    // sent at all, so the transform never feeds on itself
+                    // (lower/upper/trim cannot be undone, and an unchanged
+                    // value must not overwrite the original here).
+                    let source_name = row.peer_column.clone().unwrap_or(row.column_name.clone());
+                    if let Transform::TzShift(min) = t {
+                        m.transforms
+                            .insert(source_name.clone(), Transform::TzShift(-min));
+                    }
+                    m.only_if_changed.insert(source_name);
+                }
                 if let Some(peer) = &row.peer_column {
                     // The target's column `column_name` is the source's `peer`.
                     match m.rename.get(peer) {
@@ -194,6 +215,7 @@ impl TableMapping {
             && self.drop.is_empty()
             && self.transforms.is_empty()
             && self.defaults.is_empty()
+            && self.only_if_changed.is_empty()
     }
 
     /// The source's name of the target column `target` (inverse rename).
@@ -322,10 +344,26 @@ impl DirectionMapping {
                 .map(|(c, tag)| (m.target_name(&c).to_string(), tag))
                 .collect::<BTreeMap<_, _>>();
         }
+        let before = change.before.map(map_row);
+        let mut after = change.after.map(map_row);
+        if change.op == crate::canonical::Op::Update && !m.only_if_changed.is_empty() {
+            if let (Some(b), Some(a)) = (&before, &mut after) {
+                for (i, src) in sources.iter().enumerate() {
+                    let Some(j) = src else { continue };
+                    if m.only_if_changed.contains(&source_schema.columns[*j].name)
+                        && b.0.get(i) == a.0.get(i)
+                        && !schema.key.contains(&i)
+                    {
+                        // Absent: "leave the target's value as it is".
+                        a.0[i] = None;
+                    }
+                }
+            }
+        }
         Some(RowChange {
             op: change.op,
-            before: change.before.map(map_row),
-            after: change.after.map(map_row),
+            before,
+            after,
             table: schema,
             marker,
         })
@@ -359,7 +397,7 @@ fn map_schema(
         if !columns.iter().any(|c| &c.name == name) {
             columns.push(ColumnSchema {
                 name: name.clone(),
-                type_name: "text".into(),
+                type_name: FILLED_COLUMN_TYPE.into(),
             });
             sources.push(None);
         }
@@ -566,10 +604,44 @@ mod tests {
             out.after.unwrap(),
             Row(vec![text("1"), text("a@x.org"), text("Oslo"), text("EU")])
         );
-        // The other way: the rename is inverted, nothing else applies.
+        // The other way: the rename is inverted; the lower-cased column is
+        // sent back only when an update changed it.
         let m = TableMapping::build(&rows, TableDirection::Both, 2, 1, false).unwrap();
         assert_eq!(m.target_name("mail"), "email");
         assert!(m.transforms.is_empty());
+        assert!(m.only_if_changed.contains("mail"));
+        let back_schema = Arc::new(TableSchema {
+            table: TableName::new("public", "people"),
+            columns: ["id", "mail", "city", "region"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "text".into(),
+                })
+                .collect(),
+            key: vec![0],
+        });
+        let mut d = DirectionMapping::new([("people".to_string(), m)].into_iter().collect());
+        let update = |mail: &str| RowChange {
+            table: back_schema.clone(),
+            op: Op::Update,
+            before: Some(Row(vec![
+                text("1"),
+                text("a@x.org"),
+                text("Oslo"),
+                text("EU"),
+            ])),
+            after: Some(Row(vec![text("1"), text(mail), text("Bergen"), text("EU")])),
+            marker: Marker::default(),
+        };
+        let out = d.map(update("a@x.org")).unwrap();
+        assert_eq!(
+            out.after.unwrap().0[1],
+            None,
+            "unchanged: left alone on site 1"
+        );
+        let out = d.map(update("b@y.org")).unwrap();
+        assert_eq!(out.after.unwrap().0[1], text("b@y.org"));
     }
 
     #[test]
@@ -633,6 +705,13 @@ mod tests {
         assert_eq!(Transform::TzShift(-150).describe(), "tz_shift -02:30");
         assert!(Transform::parse("tz_shift 2").is_err());
         assert!(Transform::parse("reverse").is_err());
+        // A shift comes back undone.
+        let rows = [ColumnMapping {
+            transform: Some("tz_shift +01:30".into()),
+            ..mapping(1, "at")
+        }];
+        let back = TableMapping::build(&rows, TableDirection::Both, 2, 1, false).unwrap();
+        assert_eq!(back.transforms.get("at"), Some(&Transform::TzShift(-90)));
         let v = Transform::TzShift(60).apply(Value::Timestamp(Timestamp::Micros(0)));
         assert_eq!(v, Value::Timestamp(Timestamp::Micros(3_600_000_000)));
     }

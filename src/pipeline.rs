@@ -94,7 +94,7 @@ pub async fn run_direction(
                     let ev = match source.next_event().await {
                         Ok(Some(ev)) => {
                             if let ChangeEvent::Begin(meta) = &ev {
-                                reader_stats.read_commit_us.fetch_max(meta.commit_time_us, std::sync::atomic::Ordering::Relaxed);
+                                reader_stats.note_read(meta.commit_position, meta.commit_time_us);
                             }
                             Ok(ev)
                         }
@@ -113,6 +113,9 @@ pub async fn run_direction(
         let confirm = |p: Option<SourcePosition>| {
             if let Some(p) = p {
                 confirmed.advance(p);
+                // Includes positions with nothing to apply (echoes, idle
+                // stream): the target is caught up to there.
+                stats.set_applied_position(p);
             }
         };
 

@@ -520,7 +520,8 @@ async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
         .cloned()
         .collect();
     for (schema, name) in both {
-        if lc.tables.iter().any(|t| t.table.name == name) {
+        // An explicit row, enabled or not, takes precedence.
+        if lc.tables.iter().any(|t| t.table.name == name) || lc.disabled_tables.contains(&name) {
             continue;
         }
         lc.tables.push(LinkTable {
@@ -591,6 +592,8 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
         in_force: BTreeMap::new(),
         rejected: BTreeMap::new(),
         failed: BTreeMap::new(),
+        recheck: BTreeMap::new(),
+        read_failed: false,
     };
     // A link that cannot start does not keep the others from running: it is
     // retried in the background. Only when no link can start at all does
@@ -677,6 +680,11 @@ struct LinkSet {
     /// Enabled links with nothing running because their sites refused to
     /// start them: the configuration to retry, when, and the current backoff.
     failed: BTreeMap<u32, (LinkConfig, Instant, Duration)>,
+    /// For a configuration refused for the sites' state: when to check it
+    /// again, and the current backoff.
+    recheck: BTreeMap<u32, (Instant, Duration)>,
+    /// The last re-read failed: rewrite every link's status on the next one.
+    read_failed: bool,
 }
 
 impl LinkSet {
@@ -697,12 +705,17 @@ impl LinkSet {
                 for lc in self.in_force.values() {
                     write_config_rejection(client, lc.link.link_id, "rejected", &why).await;
                 }
+                self.read_failed = true;
                 return;
             }
         };
+        // Once readable again, every link's status is written afresh.
+        let rewrite_all = std::mem::take(&mut self.read_failed);
         let ids: std::collections::BTreeSet<u32> = self
             .in_force
             .keys()
+            .chain(self.failed.keys())
+            .chain(self.rejected.keys())
             .copied()
             .chain(config.links.iter().map(|l| l.link_id))
             .collect();
@@ -715,6 +728,7 @@ impl LinkSet {
                     }
                     self.in_force.remove(&id);
                     self.rejected.remove(&id);
+                    self.recheck.remove(&id);
                     self.failed.remove(&id);
                     self.registry.remove_link(id);
                     tracing::info!(link = id, "link removed from the configuration: stopped");
@@ -738,8 +752,23 @@ impl LinkSet {
                 }
                 Some(Ok(mut lc)) => {
                     if lc.link.enabled {
-                        if let Err(e) = expand_patterns(&mut lc).await {
-                            let why = format!("table patterns: {}", error_chain(&e));
+                        // Bounded: an unreachable site must not hold up the
+                        // other links' changes.
+                        let expanded =
+                            tokio::time::timeout(Duration::from_secs(15), expand_patterns(&mut lc))
+                                .await;
+                        let failure = match expanded {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(error_chain(&e)),
+                            Err(_) => Some("a site did not answer within 15 s".to_string()),
+                        };
+                        if let Some(e) = failure {
+                            if self.failed.contains_key(&id) {
+                                // Already reported as not running; the next
+                                // re-read tries again.
+                                continue;
+                            }
+                            let why = format!("table patterns: {e}");
                             if self.rejected.get(&id) != Some(&Err(why.clone())) {
                                 tracing::warn!(link = id, error = %why, "configuration change rejected; the link keeps its configuration in force");
                                 write_config_rejection(client, id, "rejected", &why).await;
@@ -757,7 +786,8 @@ impl LinkSet {
                         continue;
                     }
                     if self.in_force.get(&id) == Some(&lc) {
-                        if self.rejected.remove(&id).is_some() {
+                        self.recheck.remove(&id);
+                        if self.rejected.remove(&id).is_some() || rewrite_all {
                             // Back to the configuration in force: nothing to do
                             // but say so.
                             write_config_status(client, &lc).await;
@@ -765,7 +795,15 @@ impl LinkSet {
                         continue;
                     }
                     if self.rejected.get(&id) == Some(&Ok(lc.clone())) {
-                        continue;
+                        // Refused because of the sites' state (a table not
+                        // created yet, a site down): checked again later.
+                        if self
+                            .recheck
+                            .get(&id)
+                            .is_some_and(|(at, _)| Instant::now() < *at)
+                        {
+                            continue;
+                        }
                     }
                     self.apply(client, lc).await;
                 }
@@ -803,6 +841,7 @@ impl LinkSet {
             tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
             write_config_rejection(client, id, "rejected", &why).await;
             self.rejected.insert(id, Ok(lc));
+            self.schedule_recheck(id);
             return;
         }
         if let Some(run) = self.running.remove(&id) {
@@ -814,6 +853,7 @@ impl LinkSet {
                 self.running.insert(id, run);
                 write_config_status(client, &lc).await;
                 self.rejected.remove(&id);
+                self.recheck.remove(&id);
                 self.failed.remove(&id);
                 self.in_force.insert(id, lc);
             }
@@ -829,15 +869,18 @@ impl LinkSet {
                 match previous {
                     Some(prev) => {
                         tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
-                        write_config_rejection(client, id, "rejected", &why).await;
-                        self.rejected.insert(id, Ok(lc));
                         match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
                             Ok(run) => {
                                 self.running.insert(id, run);
+                                write_config_rejection(client, id, "rejected", &why).await;
+                                self.rejected.insert(id, Ok(lc));
+                                self.schedule_recheck(id);
                             }
                             Err(e) => {
+                                // Neither runs: keep trying the wanted one.
                                 let why = error_chain(&e);
-                                self.fail(client, id, prev, &why).await;
+                                self.rejected.remove(&id);
+                                self.fail(client, id, lc, &why).await;
                             }
                         }
                     }
@@ -845,6 +888,17 @@ impl LinkSet {
                 }
             }
         }
+    }
+
+    /// A configuration refused for the sites' state is checked again later,
+    /// backing off to a minute.
+    fn schedule_recheck(&mut self, id: u32) {
+        let backoff = self
+            .recheck
+            .get(&id)
+            .map(|(_, b)| (*b * 2).min(Duration::from_secs(60)))
+            .unwrap_or(CONFIG_POLL);
+        self.recheck.insert(id, (Instant::now() + backoff, backoff));
     }
 
     /// Nothing runs for link `id`: retry `lc` later, backing off to a minute.

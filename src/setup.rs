@@ -61,6 +61,12 @@ pub enum SetupError {
         origin: String,
         applied: String,
     },
+    #[error("site {site}: column {column} of table {table} is part of the primary key: it cannot be excluded or transformed (rows are found by their key on both sites)")]
+    KeyColumnMapped {
+        site: String,
+        table: TableName,
+        column: String,
+    },
     /// `column`: the column's name and why the configuration names it.
     #[error("site {site}: table {table} has no column {column}; fix the name in the configuration or add the column")]
     NoColumn {
@@ -89,7 +95,10 @@ pub async fn check_pg_tables(
                         array(SELECT attname::text FROM pg_attribute
                                WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
                         array(SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum)
+                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
+                        array(SELECT a.attname::text FROM pg_index i
+                                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                               WHERE i.indrelid = r.oid AND i.indisprimary)
                    FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL",
                 &[&quote_table(&t.table)],
             )
@@ -113,6 +122,14 @@ pub async fn check_pg_tables(
         }
         let columns: Vec<String> = row.get(1);
         let type_names: Vec<String> = row.get(2);
+        let key: Vec<String> = row.get(3);
+        if let Some(column) = mapped_key_column(t, site_id, &key) {
+            return Err(SetupError::KeyColumnMapped {
+                site: site_name.into(),
+                table: t.table.clone(),
+                column,
+            });
+        }
         for (column, why) in t.required_columns(link, site_id) {
             if !columns.contains(&column) {
                 return Err(SetupError::NoColumn {
@@ -198,9 +215,37 @@ pub async fn check_mysql_tables(
                 .into());
             }
         }
+        let key: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
+                (database, t.table.name.as_str()),
+            )
+            .await
+            .map_err(db_err)?;
+        if let Some(column) = mapped_key_column(t, site_id, &key) {
+            return Err(SetupError::KeyColumnMapped {
+                site: site_name.into(),
+                table,
+                column,
+            }
+            .into());
+        }
         types.insert(t.table.name.clone(), columns.into_iter().collect());
     }
     Ok(types)
+}
+
+/// A primary-key column of `site` that a mapping excludes or transforms.
+fn mapped_key_column(t: &LinkTable, site_id: u32, key: &[String]) -> Option<String> {
+    t.mappings
+        .iter()
+        .find(|m| {
+            m.site_id == site_id
+                && (!m.synced || m.transform.is_some())
+                && key.contains(&m.column_name)
+        })
+        .map(|m| m.column_name.clone())
 }
 
 /// Before a site's slot is (re)created: if the peer already applied changes

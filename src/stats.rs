@@ -36,6 +36,9 @@ pub struct DirectionStats {
     pub queued_events: AtomicU64,
     /// Per source table (`schema.table`): changes applied [inserts, updates, deletes].
     tables: Mutex<BTreeMap<String, [u64; 3]>>,
+    /// Source transactions read and not yet applied, oldest first: (commit
+    /// position's counter, commit time in µs). Bounded; what lag is measured on.
+    unapplied: Mutex<std::collections::VecDeque<(u64, i64)>>,
     /// The kind of stream the positions below belong to.
     pub kind: SourceKind,
     source_position: AtomicU64,
@@ -60,6 +63,23 @@ impl DirectionStats {
     pub fn set_applied_position(&self, p: SourcePosition) {
         self.applied_position
             .fetch_max(p.counter(), Ordering::Relaxed);
+        if let Ok(mut q) = self.unapplied.lock() {
+            while q.front().is_some_and(|(c, _)| *c <= p.counter()) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// A source transaction was read (`commit` is its commit position).
+    pub fn note_read(&self, commit: SourcePosition, commit_time_us: i64) {
+        self.read_commit_us
+            .fetch_max(commit_time_us, Ordering::Relaxed);
+        if let Ok(mut q) = self.unapplied.lock() {
+            // Beyond this many, the oldest entries already say how far behind.
+            if q.len() < 100_000 {
+                q.push_back((commit.counter(), commit_time_us));
+            }
+        }
     }
 
     pub fn source_position(&self) -> Option<SourcePosition> {
@@ -116,25 +136,18 @@ impl DirectionStats {
             .unwrap_or_default()
     }
 
-    /// How far the target is behind what was read: seconds since the oldest
-    /// source commit not yet applied (0 when caught up; `None` before
-    /// anything was applied), and bytes of the source's log in between (the
-    /// same binlog file only).
+    /// How far the target is behind what was read: seconds since the commit
+    /// of the oldest source transaction read and not yet applied (0 when
+    /// caught up), and bytes of the source's log between the read and the
+    /// applied position (the same binlog file only).
     pub fn lag(&self, now_us: i64) -> (Option<f64>, Option<i64>) {
         let (read, applied) = (self.source_position(), self.applied_position());
-        let behind = match (read, applied) {
-            (Some(r), Some(a)) => r.counter() > a.counter(),
-            (Some(_), None) => true,
-            _ => false,
-        };
-        let applied_at = self.applied_commit_us.load(Ordering::Relaxed);
-        let seconds = if !behind {
-            Some(0.0)
-        } else if applied_at > 0 {
-            Some((now_us - applied_at).max(0) as f64 / 1e6)
-        } else {
-            None
-        };
+        let oldest = self
+            .unapplied
+            .lock()
+            .ok()
+            .and_then(|q| q.front().map(|(_, t)| *t));
+        let seconds = Some(oldest.map_or(0.0, |t| (now_us - t).max(0) as f64 / 1e6));
         let bytes = match (read, applied) {
             (Some(SourcePosition::PgLsn(r)), Some(SourcePosition::PgLsn(a))) => {
                 i64::try_from(r.saturating_sub(a)).ok()

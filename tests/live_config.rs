@@ -197,7 +197,12 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         )
         .await
         .unwrap();
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, synced) VALUES (1, 't1', 1, 'id', false)",
+            "DELETE FROM duplex.column_mappings",
+            "part of the primary key",
+        ),
         (
             "INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, peer_column) VALUES (1, 't1', 1, 'v', 'no_such')",
             "DELETE FROM duplex.column_mappings",
@@ -257,6 +262,29 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         })
         .await;
     }
+    // Refused because of the sites' state, not the configuration: a table
+    // configured before it is created. Checked again by itself, it joins once
+    // it exists on both sites.
+    control
+        .batch_execute("INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'late')")
+        .await
+        .unwrap();
+    wait_for("the missing table rejected", t, || async {
+        let (state, message, _) = config_state(&control).await;
+        state == "rejected" && message.is_some_and(|m| m.contains("public.late does not exist"))
+    })
+    .await;
+    for c in [&a, &b] {
+        c.batch_execute("CREATE TABLE late (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+    }
+    wait_for("the late table in force", t, || async {
+        let (state, _, applied) = config_state(&control).await;
+        state == "running" && applied.iter().any(|l| l.starts_with("table public.late:"))
+    })
+    .await;
+
     // The database itself refuses a policy that does not exist.
     let err = control
         .batch_execute(
@@ -383,11 +411,35 @@ async fn column_mappings_and_one_way_tables_apply_live() {
         )
     })
     .await;
-    b.batch_execute(
-        "UPDATE people SET mail = 'ann@b.example', region = 'US', note = 'from b' WHERE id = 1",
-    )
-    .await
-    .unwrap();
+    // A's next change reaches B's row, which duplex wrote with the filled
+    // column: no false "unsynced local edit" (the filled column is B's own).
+    a.batch_execute("UPDATE people SET note = 'from a, again' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for("A's update on B", t, || {
+        query_bool(&b, "SELECT note = 'from a, again' FROM people WHERE id = 1")
+    })
+    .await;
+    // B changes another column: the lower-cased copy does not flow back over
+    // A's original.
+    b.batch_execute("UPDATE people SET note = 'from b', region = 'US' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for("B's note on A", t, || {
+        query_bool(&a, "SELECT note = 'from b' FROM people WHERE id = 1")
+    })
+    .await;
+    assert!(
+        query_bool(
+            &a,
+            "SELECT email = 'Ann@Example.ORG' FROM people WHERE id = 1"
+        )
+        .await
+    );
+    // B changes the mapped column itself: that does flow, to A's name.
+    b.batch_execute("UPDATE people SET mail = 'ann@b.example' WHERE id = 1")
+        .await
+        .unwrap();
     wait_for("B's update on A, mapped back", t, || {
         query_bool(
             &a,

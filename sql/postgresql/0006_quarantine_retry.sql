@@ -53,7 +53,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'quarantined change % does not exist', p_quarantine_id;
     END IF;
-    IF q.status NOT IN ('pending', 'retry') THEN
+    IF q.status = 'retry' THEN
+        RAISE EXCEPTION 'quarantined change % is being retried; wait for the retry to settle (status back to pending, or retried)', p_quarantine_id;
+    END IF;
+    IF q.status <> 'pending' THEN
         RAISE EXCEPTION 'quarantined change % is %, not pending', p_quarantine_id, q.status;
     END IF;
     UPDATE duplex.quarantine SET status = 'discarded', settled_at = now(), note = 'discarded by ' || current_user

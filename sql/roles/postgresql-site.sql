@@ -40,18 +40,20 @@ SELECT format('CREATE SCHEMA IF NOT EXISTS duplex AUTHORIZATION %I', :'role') \g
 
 -- The synced tables: privileges, marker column, replica identity.
 SELECT format('GRANT USAGE ON SCHEMA %I TO %I', n.nspname, :'role')
-  FROM (SELECT DISTINCT split_part(t, '.', 1) AS nspname
-          FROM unnest(string_to_array(:'tables', ',')) AS t) n \gexec
-SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I', t::regclass, :'role'),
-       format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I jsonb', t::regclass, :'marker'),
-       format('ALTER TABLE %s REPLICA IDENTITY FULL', t::regclass)
+  FROM (SELECT DISTINCT ns.nspname
+          FROM unnest(string_to_array(:'tables', ',')) AS t
+          JOIN pg_class c ON c.oid = trim(t)::regclass
+          JOIN pg_namespace ns ON ns.oid = c.relnamespace) n \gexec
+SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I', trim(t)::regclass, :'role'),
+       format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I jsonb', trim(t)::regclass, :'marker'),
+       format('ALTER TABLE %s REPLICA IDENTITY FULL', trim(t)::regclass)
   FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
 
 -- The link's publication, exactly these tables.
 SELECT format('CREATE PUBLICATION %I', 'duplex_l' || :'link')
  WHERE NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'duplex_l' || :'link') \gexec
 SELECT format('ALTER PUBLICATION %I SET TABLE %s', 'duplex_l' || :'link',
-              string_agg(t::regclass::text, ', '))
+              string_agg(trim(t)::regclass::text, ', '))
   FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
 
 -- Replication origins: created, set up and advanced by duplex's applier.

@@ -162,7 +162,11 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
 ///
 /// Returns `None` when a column's value is not in the image (unchanged TOAST).
 pub fn encode_row(schema: &TableSchema, row: &Row) -> Option<Vec<u8>> {
-    let mut order: Vec<usize> = (0..schema.columns.len()).collect();
+    // A column a mapping fills on insert belongs to the target alone: later
+    // changes never carry it, so it is not part of the synced content.
+    let mut order: Vec<usize> = (0..schema.columns.len())
+        .filter(|&i| schema.columns[i].type_name != crate::mapping::FILLED_COLUMN_TYPE)
+        .collect();
     order.sort_by(|&a, &b| schema.columns[a].name.cmp(&schema.columns[b].name));
     let mut out = Vec::with_capacity(16 * order.len());
     for i in order {

@@ -340,6 +340,8 @@ pub struct LinkConfig {
     /// matched (see `runner::expand_patterns`).
     pub tables: Vec<LinkTable>,
     pub patterns: Vec<TablePattern>,
+    /// Tables with a `link_tables` row that is disabled: never added by a pattern.
+    pub disabled_tables: Vec<String>,
 }
 
 impl LinkConfig {
@@ -497,6 +499,12 @@ impl ControlConfig {
                 .iter()
                 .filter(|p| p.link_id == link.link_id)
                 .cloned()
+                .collect(),
+            disabled_tables: self
+                .tables
+                .iter()
+                .filter(|t| t.link_id == link.link_id && !t.enabled)
+                .map(|t| t.table.name.clone())
                 .collect(),
         })
     }

@@ -242,7 +242,7 @@ impl TxnGroup {
     /// Count a change of the current source transaction; returns where it sits
     /// in the source's stream.
     pub fn count_change(&mut self, change: &RowChange) -> quarantine::ChangeOrigin {
-        self.change_index += 1;
+        let origin = self.next_origin();
         self.rows += 1;
         let op = match change.op {
             Op::Insert => 0,
@@ -258,6 +258,13 @@ impl TxnGroup {
                 self.by_table.insert(change.table.table.to_string(), t);
             }
         }
+        origin
+    }
+
+    /// Where the next change of the current source transaction sits, without
+    /// counting it as applied (a held change).
+    pub fn next_origin(&mut self) -> quarantine::ChangeOrigin {
+        self.change_index += 1;
         quarantine::ChangeOrigin {
             position: self.current.unwrap_or(SourcePosition::PgLsn(0)),
             index: self.change_index,

@@ -349,14 +349,20 @@ impl MysqlSink {
 
     /// Take an incoming change: it is decided (conflicts) together with the
     /// changes around it, once enough are pending or at the end.
+    /// The link's tables (bare names).
+    fn table_names(&self) -> Vec<String> {
+        self.spec.policies.keys().cloned().collect()
+    }
+
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        let origin = self.group.count_change(&change);
         if self.spec.held_tables.contains(&change.table.table.name) {
+            let origin = self.group.next_origin();
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
             let key = describe_key(&change);
             return Ok(self.quarantine.hold(&change, origin, &key).await?);
         }
+        let origin = self.group.count_change(&change);
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;

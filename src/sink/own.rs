@@ -24,8 +24,8 @@ pub(crate) trait OwnTransactions {
     fn conflicts(&mut self) -> &mut ConflictStore;
     /// Changes found older than the target's row so far (see `DirectionStats`).
     fn stale_count(&self) -> u64;
-    /// Paused tables (bare names).
-    fn held_tables(&self) -> Vec<String>;
+    /// The link's tables that are synced now, not paused (bare names).
+    fn active_tables(&self) -> Vec<String>;
 
     /// Begin a target transaction that the source of this site recognises as
     /// duplex's own (no echo).
@@ -52,7 +52,7 @@ pub(crate) trait OwnTransactions {
 /// The methods of [`OwnTransactions`] that are the same for every sink: the
 /// sinks share field names (`group`, `spec`, `quarantine`, `conflicts`,
 /// `stats`, `pending`) and the private steps `read_local`, `flush_pending`,
-/// `add_write` and `flush`, which differ per engine.
+/// `add_write`, `flush` and `table_names`, which differ per engine.
 macro_rules! own_transactions_common {
     ($err:ty) => {
         fn idle(&self) -> bool {
@@ -75,8 +75,11 @@ macro_rules! own_transactions_common {
             self.stats.stale.load(Ordering::Relaxed)
         }
 
-        fn held_tables(&self) -> Vec<String> {
-            self.spec.held_tables.iter().cloned().collect()
+        fn active_tables(&self) -> Vec<String> {
+            self.table_names()
+                .into_iter()
+                .filter(|t| !self.spec.held_tables.contains(t))
+                .collect()
         }
 
         async fn read_local_key(
@@ -209,8 +212,8 @@ pub(crate) async fn apply_quarantine_retries<S: OwnTransactions>(
 /// At the start of a direction: the changes held for tables that are no
 /// longer paused are applied, in source order, before the stream goes on.
 pub(crate) async fn release_held<S: OwnTransactions>(sink: &mut S) -> Result<(), S::Error> {
-    let still_held = sink.held_tables();
-    let released = sink.quarantine().release_held(&still_held).await?;
+    let active = sink.active_tables();
+    let released = sink.quarantine().release_held(&active).await?;
     if released > 0 {
         tracing::info!(released, "table resumed: applying its held changes");
     }

@@ -267,17 +267,19 @@ impl Quarantine {
     }
 
     /// Tables resumed: their held changes become retries, applied in source
-    /// order. `still_held`: bare names of the tables that stay paused.
+    /// order. `active`: bare names of the link's tables now synced (not
+    /// paused); the changes held for a table removed from the link stay held
+    /// for a DBA to discard or re-add it.
     /// Returns how many were released.
-    pub async fn release_held(&mut self, still_held: &[String]) -> Result<u64, QuarantineError> {
+    pub async fn release_held(&mut self, active: &[String]) -> Result<u64, QuarantineError> {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         Ok(client
             .execute(
                 "UPDATE duplex.quarantine SET status = 'retry', note = 'table resumed'
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held' AND confirmed
-                    AND NOT (change_exact->'schema'->'table'->>'name' = ANY($4))",
-                &[&link, &source, &target, &still_held],
+                    AND change_exact->'schema'->'table'->>'name' = ANY($4)",
+                &[&link, &source, &target, &active],
             )
             .await?)
     }
