@@ -69,6 +69,7 @@ impl Registry {
             .find(|d| d.link_id == link_id && d.source_site == source_site)
         {
             d.name = spec.name.clone();
+            d.target_site = target_site;
             return d.stats.clone();
         }
         let stats = Arc::new(DirectionStats::new(spec.source.kind()));
@@ -90,6 +91,12 @@ impl Registry {
 
     fn remove_link(&self, link_id: u32) {
         self.lock().retain(|d| d.link_id != link_id);
+    }
+
+    /// Forget directions of `link_id` that no longer exist (its sites changed).
+    fn keep_only(&self, link_id: u32, sources: &[u32]) {
+        self.lock()
+            .retain(|d| d.link_id != link_id || sources.contains(&d.source_site));
     }
 }
 
@@ -560,6 +567,8 @@ async fn start_link(
     registry: &Registry,
 ) -> Result<LinkRun, crate::Error> {
     let specs = prepare_link(lc, tuning, control).await?;
+    let sources: Vec<u32> = specs.iter().map(|s| s.source.site_id()).collect();
+    registry.keep_only(lc.link.link_id, &sources);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for spec in specs {
