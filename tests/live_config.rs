@@ -26,16 +26,7 @@ fn schema() -> String {
 }
 
 async fn has_row(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
-    c.query_opt(
-        &format!(
-            "SELECT 1 FROM {} WHERE id = $1",
-            duplex::pg::quote_ident(table)
-        ),
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .is_some()
+    common::pg_has_row(c, table, id).await
 }
 
 async fn config_state(control: &tokio_postgres::Client) -> (String, Option<String>, Vec<String>) {

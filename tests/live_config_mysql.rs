@@ -31,16 +31,19 @@ async fn my_has(c: &mut mysql_async::Conn, table: &str, id: i32) -> bool {
 }
 
 async fn pg_has(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
-    c.query_opt(
-        &format!(
-            "SELECT 1 FROM {} WHERE id = $1",
-            duplex::pg::quote_ident(table)
-        ),
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .is_some()
+    common::pg_has_row(c, table, id).await
+}
+
+/// Wait until MariaDB's `table` has row `id`.
+async fn wait_my_row(c: &mut mysql_async::Conn, table: &str, id: i32, what: &str) {
+    let start = std::time::Instant::now();
+    while !my_has(c, table, id).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn config_state(control: &tokio_postgres::Client) -> (String, Option<String>) {
@@ -156,11 +159,11 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     ))
     .await
     .unwrap();
-    let start = std::time::Instant::now();
-    while !(my_has(&mut b, ODD, 1).await && pg_has(&a, ODD, 2).await) {
-        assert!(start.elapsed() < t, "the odd table did not sync both ways");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_my_row(&mut b, ODD, 1, "the odd table's row on MariaDB").await;
+    wait_for("the odd table's row on PostgreSQL", t, || {
+        pg_has(&a, ODD, 2)
+    })
+    .await;
     // t1 is still there on both, and still syncs.
     assert!(query_bool(&a, "SELECT to_regclass('public.t1') IS NOT NULL").await);
     b.query_drop("INSERT INTO t1 VALUES (1, 'still here')")
@@ -176,14 +179,7 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     a.batch_execute("INSERT INTO t1 VALUES (5, 'bad'); INSERT INTO t1 VALUES (6, 'fine')")
         .await
         .unwrap();
-    let start = std::time::Instant::now();
-    while !my_has(&mut b, "t1", 6).await {
-        assert!(
-            start.elapsed() < t,
-            "the stream did not go on past the refused row"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_my_row(&mut b, "t1", 6, "the stream to go on past the refused row").await;
     wait_for("the refused row quarantined", t, || {
         query_bool(
             &control,
@@ -199,14 +195,7 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
         .batch_execute("SELECT duplex.retry_quarantined(quarantine_id) FROM duplex.quarantine WHERE row_key = 'id=5'")
         .await
         .unwrap();
-    let start = std::time::Instant::now();
-    while !my_has(&mut b, "t1", 5).await {
-        assert!(
-            start.elapsed() < t,
-            "the retried row did not arrive on MariaDB"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_my_row(&mut b, "t1", 5, "the retried row on MariaDB").await;
     wait_for("the record settled", t, || {
         query_bool(
             &control,
@@ -288,14 +277,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
         .await
         .unwrap();
     let mut b1 = common::mysql_conn(&m1).await;
-    let start = std::time::Instant::now();
-    while !my_has(&mut b1, "t1", 1).await {
-        assert!(
-            start.elapsed() < t,
-            "link 1 did not sync while link 2 was down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_my_row(&mut b1, "t1", 1, "link 1 to sync while link 2 is down").await;
 
     // The site comes back: link 2 starts on its own.
     m2.restart().unwrap();
@@ -314,13 +296,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
         .await
         .unwrap();
     let mut b2 = common::mysql_conn(&m2).await;
-    let start = std::time::Instant::now();
-    while !(my_has(&mut b2, "t1", 2).await && my_has(&mut b1, "t1", 2).await) {
-        assert!(
-            start.elapsed() < t,
-            "link 2 did not sync after its site came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_my_row(&mut b2, "t1", 2, "link 2 to sync after its site came back").await;
+    wait_my_row(&mut b1, "t1", 2, "link 1 to keep syncing").await;
     run.shutdown().await;
 }

@@ -453,3 +453,17 @@ pub async fn start_postgres(schema: &str) -> LocalPostgres {
     }
     pg
 }
+
+/// Does PostgreSQL's `table` (any name; quoted) have row `id`?
+pub async fn pg_has_row(c: &Client, table: &str, id: i32) -> bool {
+    c.query_opt(
+        &format!(
+            "SELECT 1 FROM {} WHERE id = $1",
+            duplex::pg::quote_ident(table)
+        ),
+        &[&id],
+    )
+    .await
+    .expect("look up a row")
+    .is_some()
+}
