@@ -153,13 +153,14 @@ async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyho
     use std::fmt::Write;
     let rows = client
         .query(
-            "SELECT link, source || '->' || target, state,
-                    coalesce(to_char(lag_seconds, 'FM999999990.0'), '-'), coalesce(lag_bytes::text, '-'), queued_events,
-                    applied_txns, applied_rows, conflicts, quarantined, held,
+            "SELECT link, coalesce(source || '->' || target, '-'), state,
+                    coalesce(to_char(lag_seconds, 'FM999999990.0'), '-'), coalesce(lag_bytes::text, '-'),
+                    coalesce(queued_events, 0), coalesce(applied_txns, 0), coalesce(applied_rows, 0),
+                    coalesce(conflicts, 0), coalesce(quarantined, 0), held,
                     coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(last_error, ''),
-                    to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'),
+                    coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),
                     coalesce(source_position, '-'), coalesce(applied_position, '-')
-               FROM duplex.link_overview ORDER BY link, source",
+               FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             &[],
         )
         .await?;

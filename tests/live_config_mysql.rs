@@ -272,6 +272,12 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
         )
         .await
     );
+    // The DBA sees the failed link and why, next to the running one.
+    let (ok, out) = common::duplex_cli(&url, &["status"]);
+    assert!(
+        ok && out.contains("l2") && out.contains("error") && out.contains("maria2"),
+        "{out}"
+    );
     let a = connect(&pg.conninfo("app")).await;
     a.batch_execute("INSERT INTO t1 VALUES (1, 'to maria1')")
         .await

@@ -36,19 +36,22 @@ CREATE TABLE IF NOT EXISTS duplex.table_status (
     PRIMARY KEY (link_id, source_site, table_name)
 );
 
+-- Every link appears, also one whose directions never ran (paused from the
+-- start, or unable to start: config_state and config_message say why).
 CREATE OR REPLACE VIEW duplex.link_overview AS
-SELECT l.link_id, l.name AS link, s.name AS source, t.name AS target, st.state,
+SELECT l.link_id, l.name AS link, s.name AS source, t.name AS target,
+       coalesce(st.state, CASE WHEN l.enabled THEN cs.state ELSE 'paused' END, 'not started') AS state,
        st.source_position, st.applied_position, st.lag_seconds, st.lag_bytes, st.queued_events,
        st.applied_txns, st.applied_rows, st.inserted, st.updated, st.deleted,
        st.conflicts, st.quarantined,
        (SELECT count(*) FROM duplex.quarantine q
-         WHERE q.link_id = st.link_id AND q.source_site = st.source_site AND q.status = 'held' AND q.confirmed) AS held,
+         WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.status = 'held' AND q.confirmed) AS held,
        st.echo_txns_skipped, st.last_applied_commit_at, st.last_error, st.last_error_at,
        cs.state AS config_state, cs.message AS config_message, st.updated_at
-  FROM duplex.link_status st
-  JOIN duplex.links l USING (link_id)
-  JOIN duplex.sites s ON s.site_id = st.source_site
-  JOIN duplex.sites t ON t.site_id = st.target_site
+  FROM duplex.links l
+  LEFT JOIN duplex.link_status st USING (link_id)
+  LEFT JOIN duplex.sites s ON s.site_id = st.source_site
+  LEFT JOIN duplex.sites t ON t.site_id = st.target_site
   LEFT JOIN duplex.config_status cs USING (link_id);
 
 COMMENT ON VIEW duplex.link_overview IS 'per direction of each link: state, positions, lag, counters, errors';
