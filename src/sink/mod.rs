@@ -3,6 +3,7 @@
 //!
 //! [`Sink`] is the engine-independent face the pipeline drives.
 
+pub(crate) mod applier;
 pub mod mysql;
 pub(crate) mod own;
 pub mod pg;

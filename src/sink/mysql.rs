@@ -24,7 +24,7 @@ use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef};
+use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
@@ -373,43 +373,11 @@ impl MysqlSink {
     /// Decide the pending changes against the target's rows (read with FOR
     /// UPDATE) and apply what is to be written.
     async fn flush_pending(&mut self) -> Result<(), MysqlSinkError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let mut states = HashMap::new();
-        for (schema, keys) in keys_by_table(&pending) {
-            for (key, local) in self.read_local(&schema, &keys).await? {
-                states.insert((schema.table.clone(), key), local);
-            }
-        }
-        let policies = self.spec.policies.clone();
-        let resolved = resolve(
-            self.spec.site_id,
-            |t| policies.get(&t.name).cloned().unwrap_or_default(),
-            pending,
-            states,
-            now_micros(),
-        );
-        self.stats
-            .stale
-            .fetch_add(resolved.stale, Ordering::Relaxed);
-        for (schema, conflict, origin, key) in &resolved.conflicts {
-            self.conflicts
-                .record(schema, conflict, *origin, key)
-                .await
-                .map_err(MysqlSinkError::Conflicts)?;
-        }
-        for (write, origin) in resolved.writes {
-            if self.conflicts.has_open() {
-                self.conflicts
-                    .applied(&write.table.table.to_string(), &describe_key(&write))
-                    .await
-                    .map_err(MysqlSinkError::Conflicts)?;
-            }
-            self.add_write(write, origin).await?;
-        }
-        self.flush().await?;
+        crate::sink::applier::decide_pending(self).await
+    }
+
+    /// Record the tombstones of applied deletes; drop those of revived keys.
+    async fn write_tombstones(&mut self, resolved: &Resolved) -> Result<(), MysqlSinkError> {
         for (schema, key, t) in &resolved.tombstones {
             self.tombstones_exist
                 .insert(schema.table.name.clone(), true);
@@ -935,10 +903,18 @@ impl MysqlSink {
     }
 }
 
-impl crate::sink::own::OwnTransactions for MysqlSink {
+impl crate::sink::applier::Applier for MysqlSink {
     type Error = MysqlSinkError;
 
-    crate::sink::own::own_transactions_common!(MysqlSinkError);
+    crate::sink::applier::applier_accessors!();
+
+    fn policy_for(&self, table: &TableName) -> TablePolicy {
+        self.spec
+            .policies
+            .get(&table.name)
+            .cloned()
+            .unwrap_or_default()
+    }
 
     // Tagged as duplex's own transaction, like every applied one: the reader
     // then passes on only flagged rows. No source position moves.
@@ -958,5 +934,29 @@ impl crate::sink::own::OwnTransactions for MysqlSink {
             .query_drop("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
+    }
+
+    async fn read_rows(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, MysqlSinkError> {
+        self.read_local(schema, keys).await
+    }
+
+    async fn queue_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), MysqlSinkError> {
+        self.add_write(change, origin).await
+    }
+
+    async fn flush_writes(&mut self) -> Result<(), MysqlSinkError> {
+        self.flush().await
+    }
+
+    async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), MysqlSinkError> {
+        self.write_tombstones(resolved).await
     }
 }

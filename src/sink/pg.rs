@@ -24,7 +24,7 @@ use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
-use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef};
+use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
@@ -425,51 +425,9 @@ impl PgSink {
     }
 
     /// Decide the pending changes against the target's rows (read under FOR
-    /// UPDATE) and queue what is to be written.
+    /// UPDATE) and write what is to be written.
     async fn flush_pending(&mut self) -> Result<(), SinkError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let mut states = HashMap::new();
-        for (schema, keys) in keys_by_table(&pending) {
-            for (key, local) in self.read_local(&schema, &keys).await? {
-                states.insert((schema.table.clone(), key), local);
-            }
-        }
-        let policies: HashMap<TableName, TablePolicy> = pending
-            .iter()
-            .map(|(c, _)| (c.table.table.clone(), self.policy_of(&c.table.table)))
-            .collect();
-        let now = now_micros();
-        let resolved = resolve(
-            self.spec.site_id,
-            |t| policies.get(t).cloned().unwrap_or_default(),
-            pending,
-            states,
-            now,
-        );
-        self.stats
-            .stale
-            .fetch_add(resolved.stale, Ordering::Relaxed);
-        for (schema, conflict, origin, key) in &resolved.conflicts {
-            self.conflicts
-                .record(schema, conflict, *origin, key)
-                .await
-                .map_err(SinkError::Conflicts)?;
-        }
-        for (write, origin) in resolved.writes {
-            if self.conflicts.has_open() {
-                self.conflicts
-                    .applied(&write.table.table.to_string(), &describe_key(&write))
-                    .await
-                    .map_err(SinkError::Conflicts)?;
-            }
-            self.add_write(write, origin).await?;
-        }
-        self.flush().await?;
-        self.write_tombstones(&resolved.tombstones, &resolved.revived)
-            .await
+        crate::sink::applier::decide_pending(self).await
     }
 
     /// Remove this link's tombstones older than `retention` (at most a few
@@ -1255,10 +1213,14 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-impl crate::sink::own::OwnTransactions for PgSink {
+impl crate::sink::applier::Applier for PgSink {
     type Error = SinkError;
 
-    crate::sink::own::own_transactions_common!(SinkError);
+    crate::sink::applier::applier_accessors!();
+
+    fn policy_for(&self, table: &TableName) -> TablePolicy {
+        self.policy_of(table)
+    }
 
     // The session runs under the link's replication origin: every transaction
     // it commits is duplex's own. No source position is recorded.
@@ -1281,6 +1243,31 @@ impl crate::sink::own::OwnTransactions for PgSink {
             .batch_execute("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
+    }
+
+    async fn read_rows(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+        self.read_local(schema, keys).await
+    }
+
+    async fn queue_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), SinkError> {
+        self.add_write(change, origin).await
+    }
+
+    async fn flush_writes(&mut self) -> Result<(), SinkError> {
+        self.flush().await
+    }
+
+    async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError> {
+        self.write_tombstones(&resolved.tombstones, &resolved.revived)
+            .await
     }
 }
 

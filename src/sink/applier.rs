@@ -1,0 +1,179 @@
+//! The engine-independent part of an applier: deciding a batch of incoming
+//! changes against the target's rows and queueing the outcome, on the steps
+//! each engine's sink provides ([`Applier`]). The drivers of the applier's
+//! own transactions (`own`) run on the same steps.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::canonical::{RowChange, TableName, TableSchema};
+use crate::conflict::store::{ConflictStore, ConflictStoreError};
+use crate::conflict::{Local, TablePolicy};
+use crate::sink::describe_key;
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineError};
+use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef, Resolved};
+use crate::stats::DirectionStats;
+
+/// What an engine's sink provides.
+// Used only inside the crate, with static dispatch: the futures' Send bounds
+// are those of the implementing sinks.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Applier {
+    type Error: From<QuarantineError> + From<ConflictStoreError>;
+
+    /// No group of source transactions is open.
+    fn idle(&self) -> bool;
+    /// The target site's id.
+    fn site_id(&self) -> u32;
+    fn quarantine(&mut self) -> &mut Quarantine;
+    fn conflicts(&mut self) -> &mut ConflictStore;
+    fn stats(&self) -> &DirectionStats;
+    /// Incoming changes not yet decided.
+    fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)>;
+    /// The link's tables that are synced now, not paused (bare names).
+    fn active_tables(&self) -> Vec<String>;
+    /// The conflict policy of a source table, as configured for this target.
+    fn policy_for(&self, table: &TableName) -> TablePolicy;
+
+    /// Begin a target transaction that the source of this site recognises as
+    /// duplex's own (no echo), outside the source stream.
+    async fn begin_own(&mut self) -> Result<(), Self::Error>;
+    async fn commit_own(&mut self) -> Result<(), Self::Error>;
+    async fn rollback_own(&mut self) -> Result<(), Self::Error>;
+    /// The target's rows (or tombstones) of `keys`, locked.
+    async fn read_rows(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, Self::Error>;
+    /// Queue a decided write into the batched statements.
+    async fn queue_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), Self::Error>;
+    /// Execute the queued statements.
+    async fn flush_writes(&mut self) -> Result<(), Self::Error>;
+    /// Record the tombstones of applied deletes and drop those of revived keys.
+    async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), Self::Error>;
+}
+
+/// The accessors of [`Applier`], the same for every sink: the sinks share
+/// field names (`group`, `spec`, `quarantine`, `conflicts`, `stats`,
+/// `pending`) and a private `table_names`.
+macro_rules! applier_accessors {
+    () => {
+        fn idle(&self) -> bool {
+            !self.group.open
+        }
+
+        fn site_id(&self) -> u32 {
+            self.spec.site_id
+        }
+
+        fn quarantine(&mut self) -> &mut Quarantine {
+            &mut self.quarantine
+        }
+
+        fn conflicts(&mut self) -> &mut ConflictStore {
+            &mut self.conflicts
+        }
+
+        fn stats(&self) -> &DirectionStats {
+            &self.stats
+        }
+
+        fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)> {
+            &mut self.pending
+        }
+
+        fn active_tables(&self) -> Vec<String> {
+            self.table_names()
+                .into_iter()
+                .filter(|t| !self.spec.held_tables.contains(t))
+                .collect()
+        }
+    };
+}
+pub(crate) use applier_accessors;
+
+/// Decide the pending changes against the target's rows (read locked, in one
+/// statement per table), record the conflicts, and write the outcome.
+pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
+    let pending = std::mem::take(sink.pending_mut());
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut states = HashMap::new();
+    for (schema, keys) in keys_by_table(&pending) {
+        for (key, local) in sink.read_rows(&schema, &keys).await? {
+            states.insert((schema.table.clone(), key), local);
+        }
+    }
+    let policies: HashMap<TableName, TablePolicy> = pending
+        .iter()
+        .map(|(c, _)| (c.table.table.clone(), sink.policy_for(&c.table.table)))
+        .collect();
+    let mut resolved = resolve(
+        sink.site_id(),
+        |t| policies.get(t).cloned().unwrap_or_default(),
+        pending,
+        states,
+        now_micros(),
+    );
+    sink.stats()
+        .stale
+        .fetch_add(resolved.stale, Ordering::Relaxed);
+    for (schema, conflict, origin, key) in &resolved.conflicts {
+        sink.conflicts()
+            .record(schema, conflict, *origin, key)
+            .await?;
+    }
+    for (write, origin) in std::mem::take(&mut resolved.writes) {
+        if sink.conflicts().has_open() {
+            sink.conflicts()
+                .applied(&write.table.table.to_string(), &describe_key(&write))
+                .await?;
+        }
+        sink.queue_write(write, origin).await?;
+    }
+    sink.flush_writes().await?;
+    sink.store_tombstones(&resolved).await
+}
+
+/// The target's row (or tombstone) for one key, locked.
+pub(crate) async fn read_local_key<S: Applier>(
+    sink: &mut S,
+    schema: &Arc<TableSchema>,
+    key: KeyRef,
+) -> Result<Local, S::Error> {
+    Ok(sink
+        .read_rows(schema, std::slice::from_ref(&key))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, l)| l)
+        .unwrap_or(Local::Absent(None)))
+}
+
+/// Decide `change` against the target's row and write the outcome, as for a
+/// change from the stream at `origin`.
+pub(crate) async fn decide_and_write<S: Applier>(
+    sink: &mut S,
+    change: RowChange,
+    origin: ChangeOrigin,
+) -> Result<(), S::Error> {
+    sink.pending_mut().push((change, origin));
+    decide_pending(sink).await
+}
+
+/// Write an already decided change, outside the source stream.
+pub(crate) async fn write_decided<S: Applier>(
+    sink: &mut S,
+    change: RowChange,
+) -> Result<(), S::Error> {
+    sink.queue_write(change, crate::sink::own::no_origin())
+        .await?;
+    sink.flush_writes().await
+}
