@@ -57,6 +57,34 @@ fn seed() -> u64 {
     }
 }
 
+/// For the test's budget, and at least twice: SIGKILL duplex or stop it
+/// cleanly for a while (writes pile up on both sides), at random moments, and
+/// start it again. Returns (kills, pauses).
+async fn cut_at_random(
+    duplex: &mut Option<DuplexProcess>,
+    control_url: &str,
+    log: &std::path::Path,
+    rng: &mut Rng,
+) -> (u32, u32) {
+    let budget = budget();
+    let started = Instant::now();
+    let (mut kills, mut pauses) = (0, 0);
+    while started.elapsed() < budget || kills < 2 {
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(3_000))).await;
+        let mut p = duplex.take().expect("duplex runs");
+        if kills < 2 || rng.below(2) == 0 {
+            p.kill9();
+            kills += 1;
+        } else {
+            p.stop();
+            pauses += 1;
+            tokio::time::sleep(Duration::from_millis(500 + rng.below(2_000))).await;
+        }
+        *duplex = Some(DuplexProcess::spawn(control_url, log));
+    }
+    (kills, pauses)
+}
+
 fn budget() -> Duration {
     Duration::from_secs(
         std::env::var("DUPLEX_SOAK_SECS")
@@ -196,26 +224,7 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
         }
     }
 
-    // Cuts at random moments: at least two SIGKILLs, and pauses.
-    let budget = budget();
-    let started = Instant::now();
-    let mut kills = 0;
-    let mut pauses = 0;
-    while started.elapsed() < budget || kills < 2 {
-        let wait = Duration::from_millis(1_000 + rng.below(3_000));
-        tokio::time::sleep(wait).await;
-        let mut p = duplex.take().expect("duplex runs");
-        if kills < 2 || rng.below(2) == 0 {
-            p.kill9();
-            kills += 1;
-        } else {
-            p.stop();
-            pauses += 1;
-            // Paused: writes pile up on both sides.
-            tokio::time::sleep(Duration::from_millis(500 + rng.below(2_000))).await;
-        }
-        duplex = Some(DuplexProcess::spawn(&control_url, &log));
-    }
+    let (kills, pauses) = cut_at_random(&mut duplex, &control_url, &log, &mut rng).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -462,21 +471,7 @@ async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
             }));
         }
     }
-    let budget = budget();
-    let started = Instant::now();
-    let mut kills = 0;
-    while started.elapsed() < budget || kills < 2 {
-        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(3_000))).await;
-        let mut p = duplex.take().expect("duplex runs");
-        if kills < 2 || rng.below(2) == 0 {
-            p.kill9();
-            kills += 1;
-        } else {
-            p.stop();
-            tokio::time::sleep(Duration::from_millis(500 + rng.below(2_000))).await;
-        }
-        duplex = Some(DuplexProcess::spawn(&control_url, &log));
-    }
+    let (kills, _pauses) = cut_at_random(&mut duplex, &control_url, &log, &mut rng).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
