@@ -1,8 +1,108 @@
 //! DBA commands on the control schema that wrap its SQL functions, tables and
-//! views: `duplex status` and `duplex quarantine list|show|retry|discard`.
+//! views: `duplex status`, `duplex conflicts list|show|resolve` and
+//! `duplex quarantine list|show|retry|discard`.
 
 use anyhow::Context;
 use tokio_postgres::Client;
+
+/// What to do with conflicts.
+#[derive(Debug, Clone)]
+pub enum ConflictsAction {
+    /// The latest, newest first (`open`: only parked ones).
+    List {
+        open: bool,
+        table: Option<String>,
+        limit: i64,
+    },
+    Show {
+        id: i64,
+    },
+    /// Settle a parked conflict: `take` is `local` or `incoming`.
+    Resolve {
+        id: i64,
+        take: String,
+    },
+}
+
+pub async fn conflicts(control: &str, action: ConflictsAction) -> anyhow::Result<()> {
+    let client = connect(control, "duplex conflicts").await?;
+    match action {
+        ConflictsAction::List { open, table, limit } => {
+            let rows = client
+                .query(
+                    "SELECT conflict_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
+                            table_name, row_key, kind, policy, outcome, status
+                       FROM duplex.conflicts
+                      WHERE confirmed AND (NOT $1 OR status = 'open') AND ($2::text IS NULL OR table_name = $2)
+                      ORDER BY conflict_id DESC LIMIT $3",
+                    &[&open, &table, &limit],
+                )
+                .await?;
+            println!(
+                "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} status",
+                "id", "at", "link", "direction", "table", "key", "kind", "policy", "outcome"
+            );
+            for r in rows {
+                println!(
+                    "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i32>(2),
+                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
+                    r.get::<_, String>(5),
+                    r.get::<_, String>(6),
+                    r.get::<_, String>(7),
+                    r.get::<_, String>(8),
+                    r.get::<_, String>(9),
+                    r.get::<_, String>(10)
+                );
+            }
+        }
+        ConflictsAction::Show { id } => {
+            let row = client
+                .query_opt(
+                    "SELECT table_name, row_key, kind, policy, outcome, status, coalesce(resolution, '-'),
+                            coalesce(resolution_note, ''), source_position,
+                            jsonb_pretty(local_version), jsonb_pretty(incoming_version)
+                       FROM duplex.conflicts WHERE conflict_id = $1",
+                    &[&id],
+                )
+                .await?
+                .with_context(|| format!("no conflict {id} in duplex.conflicts"))?;
+            println!(
+                "conflict {id}: {} {}",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1)
+            );
+            println!(
+                "  kind {}, policy {}, outcome {}",
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+                row.get::<_, String>(4)
+            );
+            println!(
+                "  status {}, resolution {} {}",
+                row.get::<_, String>(5),
+                row.get::<_, String>(6),
+                row.get::<_, String>(7)
+            );
+            println!(
+                "  incoming change at source position {}",
+                row.get::<_, String>(8)
+            );
+            println!("local version (target site):\n{}", row.get::<_, String>(9));
+            println!("incoming version:\n{}", row.get::<_, String>(10));
+        }
+        ConflictsAction::Resolve { id, take } => {
+            client
+                .execute("SELECT duplex.resolve_conflict($1, $2)", &[&id, &take])
+                .await
+                .with_context(|| format!("settle conflict {id}"))?;
+            println!("conflict {id}: taking the {take} version; the running duplex applies it within seconds (status becomes 'resolved')");
+        }
+    }
+    Ok(())
+}
 
 /// What to do with quarantined changes.
 #[derive(Debug, Clone)]
@@ -26,10 +126,10 @@ pub enum QuarantineAction {
     },
 }
 
-async fn connect(control: &str) -> anyhow::Result<Client> {
+async fn connect(control: &str, application_name: &str) -> anyhow::Result<Client> {
     let ep = crate::pg::PgEndpoint::from_url("control", control)?;
     let client = ep
-        .connect("duplex quarantine")
+        .connect(application_name)
         .await
         .context("connect to the control database")?;
     crate::control::check_version(&client).await?;
@@ -44,7 +144,7 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 }
 
 pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Result<()> {
-    let client = connect(control).await?;
+    let client = connect(control, "duplex quarantine").await?;
     match action {
         QuarantineAction::List { all, table, limit } => {
             let rows = client
@@ -130,7 +230,7 @@ pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Resu
 /// Print `duplex.link_overview` (and `duplex.table_overview` with `tables`)
 /// once, or every `watch` seconds until interrupted.
 pub async fn status(control: &str, tables: bool, watch: Option<u64>) -> anyhow::Result<()> {
-    let client = connect(control).await?;
+    let client = connect(control, "duplex status").await?;
     loop {
         let mut out = String::new();
         render_status(&client, tables, &mut out).await?;

@@ -148,91 +148,6 @@ enum ConflictsAction {
     },
 }
 
-async fn conflicts_command(control: &str, action: ConflictsAction) -> anyhow::Result<()> {
-    let ep = duplex::pg::PgEndpoint::from_url("control", control)?;
-    let client = ep
-        .connect("duplex conflicts")
-        .await
-        .context("connect to the control database")?;
-    duplex::control::check_version(&client).await?;
-    match action {
-        ConflictsAction::List { open, table, limit } => {
-            let rows = client
-                .query(
-                    "SELECT conflict_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
-                            table_name, row_key, kind, policy, outcome, status
-                       FROM duplex.conflicts
-                      WHERE confirmed AND (NOT $1 OR status = 'open') AND ($2::text IS NULL OR table_name = $2)
-                      ORDER BY conflict_id DESC LIMIT $3",
-                    &[&open, &table, &limit],
-                )
-                .await?;
-            println!(
-                "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} status",
-                "id", "at", "link", "direction", "table", "key", "kind", "policy", "outcome"
-            );
-            for r in rows {
-                println!(
-                    "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, i32>(2),
-                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
-                    r.get::<_, String>(5),
-                    r.get::<_, String>(6),
-                    r.get::<_, String>(7),
-                    r.get::<_, String>(8),
-                    r.get::<_, String>(9),
-                    r.get::<_, String>(10)
-                );
-            }
-        }
-        ConflictsAction::Show { id } => {
-            let row = client
-                .query_opt(
-                    "SELECT table_name, row_key, kind, policy, outcome, status, coalesce(resolution, '-'),
-                            coalesce(resolution_note, ''), source_position,
-                            jsonb_pretty(local_version), jsonb_pretty(incoming_version)
-                       FROM duplex.conflicts WHERE conflict_id = $1",
-                    &[&id],
-                )
-                .await?
-                .with_context(|| format!("no conflict {id} in duplex.conflicts"))?;
-            println!(
-                "conflict {id}: {} {}",
-                row.get::<_, String>(0),
-                row.get::<_, String>(1)
-            );
-            println!(
-                "  kind {}, policy {}, outcome {}",
-                row.get::<_, String>(2),
-                row.get::<_, String>(3),
-                row.get::<_, String>(4)
-            );
-            println!(
-                "  status {}, resolution {} {}",
-                row.get::<_, String>(5),
-                row.get::<_, String>(6),
-                row.get::<_, String>(7)
-            );
-            println!(
-                "  incoming change at source position {}",
-                row.get::<_, String>(8)
-            );
-            println!("local version (target site):\n{}", row.get::<_, String>(9));
-            println!("incoming version:\n{}", row.get::<_, String>(10));
-        }
-        ConflictsAction::Resolve { id, take } => {
-            client
-                .execute("SELECT duplex.resolve_conflict($1, $2)", &[&id, &take])
-                .await
-                .with_context(|| format!("settle conflict {id}"))?;
-            println!("conflict {id}: taking the {take} version; the running duplex applies it within seconds (status becomes 'resolved')");
-        }
-    }
-    Ok(())
-}
-
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
         // The replication client library logs an ERROR whenever its stream
@@ -371,7 +286,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duplex::dba::quarantine(&control, action).await?;
         }
         Command::Conflicts { control, action } => {
-            conflicts_command(&control, action).await?;
+            use duplex::dba::ConflictsAction as A;
+            let action = match action {
+                ConflictsAction::List { open, table, limit } => A::List { open, table, limit },
+                ConflictsAction::Show { id } => A::Show { id },
+                ConflictsAction::Resolve { id, take } => A::Resolve { id, take },
+            };
+            duplex::dba::conflicts(&control, action).await?;
         }
         Command::Status {
             control,
