@@ -220,7 +220,7 @@ pub(crate) struct TxnGroup {
     pub rows: u64,
     by_op: [u64; 3],
     /// The same per source table.
-    by_table: std::collections::HashMap<String, [u64; 3]>,
+    by_table: std::collections::HashMap<crate::canonical::TableName, [u64; 3]>,
     /// End position of the last whole source transaction in the group.
     pub last_end: Option<SourcePosition>,
     pub last_commit_time_us: i64,
@@ -251,12 +251,13 @@ impl TxnGroup {
             Op::Delete => 2,
         };
         self.by_op[op] += 1;
-        match self.by_table.get_mut(&change.table.table.to_string()) {
+        // Looked up without allocating: this runs for every row.
+        match self.by_table.get_mut(&change.table.table) {
             Some(t) => t[op] += 1,
             None => {
                 let mut t = [0; 3];
                 t[op] = 1;
-                self.by_table.insert(change.table.table.to_string(), t);
+                self.by_table.insert(change.table.table.clone(), t);
             }
         }
         origin
@@ -305,7 +306,7 @@ impl TxnGroup {
         stats.updated.fetch_add(g.by_op[1], Relaxed);
         stats.deleted.fetch_add(g.by_op[2], Relaxed);
         stats.target_commits.fetch_add(1, Relaxed);
-        stats.add_table_counts(g.by_table);
+        stats.add_table_counts(g.by_table.into_iter().map(|(t, c)| (t.to_string(), c)));
         if let Some(p) = g.last_end {
             stats.set_applied_position(p);
             stats
