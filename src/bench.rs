@@ -136,7 +136,7 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
 
     // duplex, both directions running (as in production), load on A.
     let mut control = client(&a_pg, "postgres").await?;
-    crate::control::migrate(&mut control).await?;
+    crate::control::migrate_pg(&mut control).await?;
     control
         .execute(
             "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",

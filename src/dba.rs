@@ -2,8 +2,8 @@
 //! views: `duplex status`, `duplex conflicts list|show|resolve` and
 //! `duplex quarantine list|show|retry|discard`.
 
+use crate::control::{ControlDb, Sql, TextRow, P};
 use anyhow::Context;
-use tokio_postgres::Client;
 
 /// What to do with conflicts.
 #[derive(Debug, Clone)]
@@ -25,17 +25,26 @@ pub enum ConflictsAction {
 }
 
 pub async fn conflicts(control: &str, action: ConflictsAction) -> anyhow::Result<()> {
-    let client = connect(control, "duplex conflicts").await?;
+    let mut client = connect(control, "duplex conflicts").await?;
     match action {
         ConflictsAction::List { open, table, limit } => {
             let rows = client
-                .query(
-                    "SELECT conflict_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
-                            table_name, row_key, kind, policy, outcome, status
-                       FROM duplex.conflicts
-                      WHERE confirmed AND (NOT $1 OR status = 'open') AND ($2::text IS NULL OR table_name = $2)
-                      ORDER BY conflict_id DESC LIMIT $3",
-                    &[&open, &table, &limit],
+                .rows(
+                    Sql::new(
+                        "list conflicts",
+                        "SELECT conflict_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
+                                table_name, row_key, kind, policy, outcome, status
+                           FROM duplex.conflicts
+                          WHERE confirmed AND (NOT $1 OR status = 'open') AND ($2::text IS NULL OR table_name = $2)
+                          ORDER BY conflict_id DESC LIMIT $3",
+                        "SELECT conflict_id, DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s'), link_id, source_site, target_site,
+                                table_name, row_key, kind, policy, outcome, status
+                           FROM duplex.conflicts
+                          WHERE confirmed AND (NOT ? OR status = 'open') AND (? IS NULL OR table_name = ?)
+                          ORDER BY conflict_id DESC LIMIT ?",
+                        &[P::Bool(open), P::Text(table.as_deref()), P::I64(limit)],
+                    )
+                    .mysql_order(&[0, 1, 1, 2]),
                 )
                 .await?;
             println!(
@@ -45,63 +54,117 @@ pub async fn conflicts(control: &str, action: ConflictsAction) -> anyhow::Result
             for r in rows {
                 println!(
                     "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<20} {:<20} {:<17} {:<17} {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, i32>(2),
-                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
-                    r.get::<_, String>(5),
-                    r.get::<_, String>(6),
-                    r.get::<_, String>(7),
-                    r.get::<_, String>(8),
-                    r.get::<_, String>(9),
-                    r.get::<_, String>(10)
+                    r.at(0),
+                    r.at(1),
+                    r.at(2),
+                    format!("{}->{}", r.at(3), r.at(4)),
+                    r.at(5),
+                    r.at(6),
+                    r.at(7),
+                    r.at(8),
+                    r.at(9),
+                    r.at(10)
                 );
             }
         }
         ConflictsAction::Show { id } => {
             let row = client
-                .query_opt(
+                .row(Sql::new(
+                    "read a conflict",
                     "SELECT table_name, row_key, kind, policy, outcome, status, coalesce(resolution, '-'),
                             coalesce(resolution_note, ''), source_position,
-                            jsonb_pretty(local_version), jsonb_pretty(incoming_version)
+                            local_version::text, incoming_version::text
                        FROM duplex.conflicts WHERE conflict_id = $1",
-                    &[&id],
-                )
+                    "SELECT table_name, row_key, kind, policy, outcome, status, COALESCE(resolution, '-'),
+                            COALESCE(resolution_note, ''), source_position,
+                            local_version, incoming_version
+                       FROM duplex.conflicts WHERE conflict_id = ?",
+                    &[P::I64(id)],
+                ))
                 .await?
                 .with_context(|| format!("no conflict {id} in duplex.conflicts"))?;
-            println!(
-                "conflict {id}: {} {}",
-                row.get::<_, String>(0),
-                row.get::<_, String>(1)
-            );
+            println!("conflict {id}: {} {}", row.at(0), row.at(1));
             println!(
                 "  kind {}, policy {}, outcome {}",
-                row.get::<_, String>(2),
-                row.get::<_, String>(3),
-                row.get::<_, String>(4)
+                row.at(2),
+                row.at(3),
+                row.at(4)
             );
             println!(
                 "  status {}, resolution {} {}",
-                row.get::<_, String>(5),
-                row.get::<_, String>(6),
-                row.get::<_, String>(7)
+                row.at(5),
+                row.at(6),
+                row.at(7)
             );
-            println!(
-                "  incoming change at source position {}",
-                row.get::<_, String>(8)
-            );
-            println!("local version (target site):\n{}", row.get::<_, String>(9));
-            println!("incoming version:\n{}", row.get::<_, String>(10));
+            println!("  incoming change at source position {}", row.at(8));
+            println!("local version (target site):\n{}", pretty_json(&row.at(9)));
+            println!("incoming version:\n{}", pretty_json(&row.at(10)));
         }
         ConflictsAction::Resolve { id, take } => {
-            client
-                .execute("SELECT duplex.resolve_conflict($1, $2)", &[&id, &take])
+            let params = [P::I64(id), P::Text(Some(&take))];
+            let result = match &mut client {
+                ControlDb::Pg(_) => client
+                    .rows(Sql::new(
+                        "settle a conflict",
+                        "SELECT duplex.resolve_conflict($1, $2)",
+                        "",
+                        &params,
+                    ))
+                    .await
+                    .map(|_| ()),
+                ControlDb::Mysql(c) => call_mysql(
+                    c,
+                    "CALL duplex.resolve_conflict(?, ?)",
+                    &params,
+                    "settle a conflict",
+                )
                 .await
-                .with_context(|| format!("settle conflict {id}"))?;
+                .map(|_| ()),
+            };
+            result.map_err(|e| {
+                anyhow::anyhow!(
+                    "settle conflict {id}: {}",
+                    crate::control::db::server_message(&e)
+                )
+            })?;
             println!("conflict {id}: taking the {take} version; the running duplex applies it within seconds (status becomes 'resolved')");
         }
     }
     Ok(())
+}
+
+/// JSON text indented for reading (as it is when it is not JSON).
+fn pretty_json(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| text.to_string())
+}
+
+/// CALL a MySQL procedure; the message it returns (its one row).
+async fn call_mysql(
+    conn: &mut mysql_async::Conn,
+    sql: &str,
+    params: &[P<'_>],
+    what: &str,
+) -> Result<String, crate::control::ControlError> {
+    use mysql_async::prelude::Queryable;
+    let values: Vec<mysql_async::Value> = params
+        .iter()
+        .map(|p| match p {
+            P::I64(v) => mysql_async::Value::Int(*v),
+            P::Text(Some(t)) => mysql_async::Value::Bytes(t.as_bytes().to_vec()),
+            _ => mysql_async::Value::NULL,
+        })
+        .collect();
+    let message: Option<String> = conn
+        .exec_first(sql, mysql_async::Params::Positional(values))
+        .await
+        .map_err(|source| crate::control::ControlError::Mysql {
+            context: what.to_string(),
+            source,
+        })?;
+    Ok(message.unwrap_or_default())
 }
 
 /// What to do with quarantined changes.
@@ -126,35 +189,56 @@ pub enum QuarantineAction {
     },
 }
 
-async fn connect(control: &str, application_name: &str) -> anyhow::Result<Client> {
-    let ep = crate::pg::PgEndpoint::from_url("control", control)?;
-    let client = ep
+async fn connect(control: &str, application_name: &str) -> anyhow::Result<ControlDb> {
+    let ep = crate::control::ControlEndpoint::from_url(control)?;
+    let mut client = ep
         .connect(application_name)
         .await
         .context("connect to the control database")?;
-    crate::control::check_version(&client).await?;
+    crate::control::check_version(&mut client).await?;
     Ok(client)
 }
 
-/// The server's own message for a database error, else the error.
-fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string())
+/// Run a control operation that returns a message: a PostgreSQL function
+/// (`pg`, one text column) or a MySQL procedure (`mysql`, one row).
+async fn operation(
+    client: &mut ControlDb,
+    pg: &str,
+    mysql: &str,
+    params: &[P<'_>],
+    what: &str,
+) -> anyhow::Result<String> {
+    let result = match client {
+        ControlDb::Pg(_) => client
+            .row(Sql::new(what, pg, "", params))
+            .await
+            .map(|r| r.map(|r| r.at(0)).unwrap_or_default()),
+        ControlDb::Mysql(c) => call_mysql(c, mysql, params, what).await,
+    };
+    result.map_err(|e| anyhow::anyhow!("{what}: {}", crate::control::db::server_message(&e)))
 }
 
 pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Result<()> {
-    let client = connect(control, "duplex quarantine").await?;
+    let mut client = connect(control, "duplex quarantine").await?;
     match action {
         QuarantineAction::List { all, table, limit } => {
             let rows = client
-                .query(
-                    "SELECT quarantine_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
-                            table_name, op, row_key, status, left(reason, 80)
-                       FROM duplex.quarantine
-                      WHERE confirmed AND ($1 OR status IN ('pending', 'retry')) AND ($2::text IS NULL OR table_name = $2)
-                      ORDER BY quarantine_id DESC LIMIT $3",
-                    &[&all, &table, &limit],
+                .rows(
+                    Sql::new(
+                        "list quarantined changes",
+                        "SELECT quarantine_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), link_id, source_site, target_site,
+                                table_name, op, row_key, status, left(reason, 80)
+                           FROM duplex.quarantine
+                          WHERE confirmed AND ($1 OR status IN ('pending', 'retry')) AND ($2::text IS NULL OR table_name = $2)
+                          ORDER BY quarantine_id DESC LIMIT $3",
+                        "SELECT quarantine_id, DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s'), link_id, source_site, target_site,
+                                table_name, op, row_key, status, LEFT(reason, 80)
+                           FROM duplex.quarantine
+                          WHERE confirmed AND (? OR status IN ('pending', 'retry')) AND (? IS NULL OR table_name = ?)
+                          ORDER BY quarantine_id DESC LIMIT ?",
+                        &[P::Bool(all), P::Text(table.as_deref()), P::I64(limit)],
+                    )
+                    .mysql_order(&[0, 1, 1, 2]),
                 )
                 .await?;
             println!(
@@ -164,63 +248,71 @@ pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Resu
             for r in rows {
                 println!(
                     "{:>8}  {:<19} {:>4} {:>9}  {:<24} {:<6} {:<20} {:<9} {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, i32>(2),
-                    format!("{}->{}", r.get::<_, i32>(3), r.get::<_, i32>(4)),
-                    r.get::<_, String>(5),
-                    r.get::<_, String>(6),
-                    r.get::<_, String>(7),
-                    r.get::<_, String>(8),
-                    r.get::<_, String>(9)
+                    r.at(0),
+                    r.at(1),
+                    r.at(2),
+                    format!("{}->{}", r.at(3), r.at(4)),
+                    r.at(5),
+                    r.at(6),
+                    r.at(7),
+                    r.at(8),
+                    r.at(9)
                 );
             }
         }
         QuarantineAction::Show { id } => {
             let r = client
-                .query_opt(
+                .row(Sql::new(
+                    "read a quarantined change",
                     "SELECT table_name, op, row_key, status, reason, coalesce(note, ''), source_position,
-                            change_index, jsonb_pretty(change)
+                            change_index, change::text
                        FROM duplex.quarantine WHERE quarantine_id = $1",
-                    &[&id],
-                )
+                    "SELECT table_name, op, row_key, status, reason, COALESCE(note, ''), source_position,
+                            change_index, `change`
+                       FROM duplex.quarantine WHERE quarantine_id = ?",
+                    &[P::I64(id)],
+                ))
                 .await?
                 .with_context(|| format!("no change {id} in duplex.quarantine"))?;
             println!(
                 "quarantined change {id}: {} {} {}",
-                r.get::<_, String>(1),
-                r.get::<_, String>(0),
-                r.get::<_, String>(2)
+                r.at(1),
+                r.at(0),
+                r.at(2)
             );
-            println!(
-                "  status {} {}",
-                r.get::<_, String>(3),
-                r.get::<_, String>(5)
-            );
-            println!("  reason: {}", r.get::<_, String>(4));
+            println!("  status {} {}", r.at(3), r.at(5));
+            println!("  reason: {}", r.at(4));
             println!(
                 "  source position {} (change {} of its transaction)",
-                r.get::<_, String>(6),
-                r.get::<_, i32>(7)
+                r.at(6),
+                r.at(7)
             );
-            println!("{}", r.get::<_, String>(8));
+            println!("{}", pretty_json(&r.at(8)));
         }
         QuarantineAction::Retry { ids } => {
             for id in ids {
-                let r = client
-                    .query_one("SELECT duplex.retry_quarantined($1)", &[&id])
-                    .await
-                    .map_err(|e| anyhow::anyhow!("retry change {id}: {}", db_message(&e)))?;
-                println!("{}", r.get::<_, String>(0));
+                let message = operation(
+                    &mut client,
+                    "SELECT duplex.retry_quarantined($1)",
+                    "CALL duplex.retry_quarantined(?)",
+                    &[P::I64(id)],
+                    &format!("retry change {id}"),
+                )
+                .await?;
+                println!("{message}");
             }
         }
         QuarantineAction::Discard { ids } => {
             for id in ids {
-                let r = client
-                    .query_one("SELECT duplex.discard_quarantined($1)", &[&id])
-                    .await
-                    .map_err(|e| anyhow::anyhow!("discard change {id}: {}", db_message(&e)))?;
-                println!("{}", r.get::<_, String>(0));
+                let message = operation(
+                    &mut client,
+                    "SELECT duplex.discard_quarantined($1)",
+                    "CALL duplex.discard_quarantined(?)",
+                    &[P::I64(id)],
+                    &format!("discard change {id}"),
+                )
+                .await?;
+                println!("{message}");
             }
         }
     }
@@ -230,10 +322,10 @@ pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Resu
 /// Print `duplex.link_overview` (and `duplex.table_overview` with `tables`)
 /// once, or every `watch` seconds until interrupted.
 pub async fn status(control: &str, tables: bool, watch: Option<u64>) -> anyhow::Result<()> {
-    let client = connect(control, "duplex status").await?;
+    let mut client = connect(control, "duplex status").await?;
     loop {
         let mut out = String::new();
-        render_status(&client, tables, &mut out).await?;
+        render_status(&mut client, tables, &mut out).await?;
         if watch.is_some() {
             // Clear the screen and start at the top: a refreshing dashboard.
             print!("\x1b[2J\x1b[H");
@@ -249,20 +341,33 @@ pub async fn status(control: &str, tables: bool, watch: Option<u64>) -> anyhow::
     }
 }
 
-async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyhow::Result<()> {
+async fn render_status(
+    client: &mut ControlDb,
+    tables: bool,
+    out: &mut String,
+) -> anyhow::Result<()> {
     use std::fmt::Write;
     let rows = client
-        .query(
+        .rows(Sql::new(
+            "read duplex.link_overview",
             "SELECT link, coalesce(source || '->' || target, '-'), state,
-                    coalesce(to_char(lag_seconds, 'FM999999990.0'), '-'), coalesce(lag_bytes::text, '-'),
+                    lag_seconds, coalesce(lag_bytes::text, '-'),
                     coalesce(queued_events, 0), coalesce(applied_txns, 0), coalesce(applied_rows, 0),
                     coalesce(conflicts, 0), coalesce(quarantined, 0), held,
                     coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(last_error, ''),
                     coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),
                     coalesce(source_position, '-'), coalesce(applied_position, '-')
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
+            "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
+                    lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
+                    COALESCE(queued_events, 0), COALESCE(applied_txns, 0), COALESCE(applied_rows, 0),
+                    COALESCE(conflicts, 0), COALESCE(quarantined, 0), held,
+                    COALESCE(config_state, '-'), COALESCE(config_message, ''), COALESCE(last_error, ''),
+                    COALESCE(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s'), '-'),
+                    COALESCE(source_position, '-'), COALESCE(applied_position, '-')
+               FROM duplex.link_overview ORDER BY link, source",
             &[],
-        )
+        ))
         .await?;
     writeln!(
         out,
@@ -270,27 +375,32 @@ async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyho
         "link", "direction", "state", "lag s", "lag bytes", "queue", "txns", "rows", "conflicts", "quar.", "held", "config", "updated"
     )?;
     for r in rows {
-        let note = [r.get::<_, String>(13), r.get::<_, String>(12)]
+        let note = [r.at(13), r.at(12)]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" | ");
+        let lag = r
+            .at(3)
+            .parse::<f64>()
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|_| "-".into());
         writeln!(
             out,
             "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, String>(2),
-            r.get::<_, String>(3),
-            r.get::<_, String>(4),
-            r.get::<_, i64>(5),
-            r.get::<_, i64>(6),
-            r.get::<_, i64>(7),
-            r.get::<_, i64>(8),
-            r.get::<_, i64>(9),
-            r.get::<_, i64>(10),
-            r.get::<_, String>(11),
-            r.get::<_, String>(14),
+            r.at(0),
+            r.at(1),
+            r.at(2),
+            lag,
+            r.at(4),
+            r.at(5),
+            r.at(6),
+            r.at(7),
+            r.at(8),
+            r.at(9),
+            r.at(10),
+            r.at(11),
+            r.at(14),
             note
         )?;
         writeln!(
@@ -298,13 +408,14 @@ async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyho
             "{:<12} {:<18} read {} applied {}",
             "",
             "",
-            r.get::<_, String>(15),
-            r.get::<_, String>(16)
+            r.at(15),
+            r.at(16)
         )?;
     }
     if tables {
-        let rows = client
-            .query(
+        let rows: Vec<TextRow> = client
+            .rows(Sql::new(
+                "read duplex.table_overview",
                 "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
                         o.conflicts, o.quarantined, o.held
                    FROM duplex.table_overview o
@@ -312,8 +423,15 @@ async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyho
                    JOIN duplex.sites s ON s.site_id = o.source_site
                    JOIN duplex.sites t ON t.site_id = o.target_site
                   ORDER BY 1, 2, 3",
+                "SELECT l.name, CONCAT(s.name, '->', t.name), o.table_name, o.inserted, o.updated, o.deleted,
+                        o.conflicts, o.quarantined, o.held
+                   FROM duplex.table_overview o
+                   JOIN duplex.links l ON l.link_id = o.link_id
+                   JOIN duplex.sites s ON s.site_id = o.source_site
+                   JOIN duplex.sites t ON t.site_id = o.target_site
+                  ORDER BY 1, 2, 3",
                 &[],
-            )
+            ))
             .await?;
         writeln!(out)?;
         writeln!(
@@ -333,15 +451,15 @@ async fn render_status(client: &Client, tables: bool, out: &mut String) -> anyho
             writeln!(
                 out,
                 "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
-                r.get::<_, String>(0),
-                r.get::<_, String>(1),
-                r.get::<_, String>(2),
-                r.get::<_, i64>(3),
-                r.get::<_, i64>(4),
-                r.get::<_, i64>(5),
-                r.get::<_, i64>(6),
-                r.get::<_, i64>(7),
-                r.get::<_, i64>(8)
+                r.at(0),
+                r.at(1),
+                r.at(2),
+                r.at(3),
+                r.at(4),
+                r.at(5),
+                r.at(6),
+                r.at(7),
+                r.at(8)
             )?;
         }
     }

@@ -147,7 +147,7 @@ pub async fn run(rounds: u32, support: SupportEngine) -> anyhow::Result<()> {
     let mut control = pg_client_url(&crm, "postgres")?
         .connect("duplex demo")
         .await?;
-    crate::control::migrate(&mut control).await?;
+    crate::control::migrate_pg(&mut control).await?;
     let config_sql = format!(
         "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES
              (1, 'crm', 'postgresql', '{}', 'disable'),

@@ -187,7 +187,7 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { control } => {
-            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
+            let ep = duplex::control::ControlEndpoint::from_url(&control)?;
             let mut client = ep
                 .connect("duplex init")
                 .await
@@ -203,12 +203,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Upgrade { control } => {
-            let ep = duplex::pg::PgEndpoint::from_url("control", &control)?;
+            let ep = duplex::control::ControlEndpoint::from_url(&control)?;
             let mut client = ep
                 .connect("duplex upgrade")
                 .await
                 .context("connect to the control database")?;
-            let from = duplex::control::check_version(&client).await?;
+            let from = duplex::control::check_version(&mut client).await?;
             let applied = duplex::control::migrate(&mut client).await?;
             if applied.is_empty() {
                 println!("control schema is up to date (version {from})");

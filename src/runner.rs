@@ -12,7 +12,9 @@ use tracing::Instrument;
 use crate::control::SiteEngine;
 use std::collections::BTreeMap;
 
-use crate::control::{self, DirectionStatus, Link, LinkConfig, LinkTable, Site};
+use crate::control::{
+    self, ControlDb, ControlEndpoint, DirectionStatus, Link, LinkConfig, LinkTable, Site, Sql, P,
+};
 use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
@@ -249,7 +251,7 @@ async fn record_initial_binlog_position(
 async fn prepare_link(
     lc: &LinkConfig,
     tuning: &PipelineTuning,
-    control: &PgEndpoint,
+    control: &ControlEndpoint,
 ) -> Result<Vec<DirectionSpec>, crate::Error> {
     let link = &lc.link;
     let tables: Vec<&LinkTable> = lc.tables.iter().collect();
@@ -563,7 +565,7 @@ impl LinkRun {
 async fn start_link(
     lc: &LinkConfig,
     tuning: &PipelineTuning,
-    control: &PgEndpoint,
+    control: &ControlEndpoint,
     registry: &Registry,
 ) -> Result<LinkRun, crate::Error> {
     let specs = prepare_link(lc, tuning, control).await?;
@@ -588,9 +590,9 @@ async fn start_link(
 /// link; then apply changes to the configuration as they are made.
 pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandle, crate::Error> {
     crate::install_crypto_provider();
-    let control_ep = PgEndpoint::from_url("control", control_url)?;
-    let control_client = control_ep.connect("duplex control").await?;
-    let config = control::load(&control_client).await?;
+    let control_ep = ControlEndpoint::from_url(control_url)?;
+    let mut control_client = control_ep.connect("duplex control").await?;
+    let config = control::load(&mut control_client).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let mut links = LinkSet {
@@ -634,7 +636,7 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
                 if let Some(run) = run {
                     links.running.insert(id, run);
                 }
-                write_config_status(&control_client, &lc).await;
+                write_config_status(&mut control_client, &lc).await;
                 links.in_force.insert(id, lc);
             }
             Err((lc, e)) => {
@@ -643,14 +645,14 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
                 match lc {
                     // Valid, but its sites refused: retried with backoff.
                     Some(lc) => {
-                        write_config_rejection(&control_client, id, "error", &why).await;
+                        write_config_rejection(&mut control_client, id, "error", &why).await;
                         links
                             .failed
                             .insert(id, (lc, Instant::now() + CONFIG_POLL, CONFIG_POLL));
                     }
                     // Invalid: waits for a change of its configuration.
                     None => {
-                        write_config_rejection(&control_client, id, "rejected", &why).await;
+                        write_config_rejection(&mut control_client, id, "rejected", &why).await;
                         links.rejected.insert(id, Err(why));
                     }
                 }
@@ -678,7 +680,7 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
 /// The links of the process and the configuration each runs on.
 struct LinkSet {
     tuning: PipelineTuning,
-    control: PgEndpoint,
+    control: ControlEndpoint,
     registry: Arc<Registry>,
     running: BTreeMap<u32, LinkRun>,
     /// The configuration in force per link (enabled or paused).
@@ -705,7 +707,7 @@ impl LinkSet {
 
     /// Apply what changed in the control tables, link by link. A link whose
     /// new configuration is invalid keeps running on the one in force.
-    async fn reload(&mut self, client: &tokio_postgres::Client) {
+    async fn reload(&mut self, client: &mut ControlDb) {
         let config = match control::load_unchecked(client).await {
             Ok(c) => c,
             Err(e) => {
@@ -742,10 +744,12 @@ impl LinkSet {
                     self.registry.remove_link(id);
                     tracing::info!(link = id, "link removed from the configuration: stopped");
                     if let Err(e) = client
-                        .execute(
+                        .exec(Sql::new(
+                            "remove the link's config_status",
                             "DELETE FROM duplex.config_status WHERE link_id = $1",
-                            &[&(id as i32)],
-                        )
+                            "DELETE FROM duplex.config_status WHERE link_id = ?",
+                            &[P::I32(id as i32)],
+                        ))
                         .await
                     {
                         tracing::warn!(error = %e, "cannot write duplex.config_status");
@@ -820,12 +824,12 @@ impl LinkSet {
         }
     }
 
-    async fn apply(&mut self, client: &tokio_postgres::Client, lc: LinkConfig) {
+    async fn apply(&mut self, client: &mut ControlDb, lc: LinkConfig) {
         let span = tracing::info_span!("link", name = %lc.link.name);
         self.apply_in_span(client, lc).instrument(span).await
     }
 
-    async fn apply_in_span(&mut self, client: &tokio_postgres::Client, lc: LinkConfig) {
+    async fn apply_in_span(&mut self, client: &mut ControlDb, lc: LinkConfig) {
         let id = lc.link.link_id;
         if !lc.link.enabled {
             if let Some(run) = self.running.remove(&id) {
@@ -911,7 +915,7 @@ impl LinkSet {
     }
 
     /// Nothing runs for link `id`: retry `lc` later, backing off to a minute.
-    async fn fail(&mut self, client: &tokio_postgres::Client, id: u32, lc: LinkConfig, why: &str) {
+    async fn fail(&mut self, client: &mut ControlDb, id: u32, lc: LinkConfig, why: &str) {
         let backoff = self
             .failed
             .remove(&id)
@@ -929,66 +933,140 @@ impl LinkSet {
 /// notification can be missed while the control connection is down).
 const CONFIG_POLL: Duration = Duration::from_secs(5);
 
-/// Applies configuration changes: woken by the control tables' trigger
-/// (NOTIFY duplex_config) or by the poll interval.
+/// How often a MySQL/MariaDB control database's `duplex.config_version` is
+/// polled (MySQL has no LISTEN/NOTIFY).
+const VERSION_POLL: Duration = Duration::from_secs(1);
+
+/// A live connection that tells when the configuration changed.
+enum ConfigFeed {
+    /// PostgreSQL: the control tables' trigger sends NOTIFY duplex_config.
+    Notified(ControlDb, tokio::sync::mpsc::UnboundedReceiver<String>),
+    /// MySQL/MariaDB: triggers bump `duplex.config_version`; the last seen value.
+    Polled(ControlDb, Option<i64>),
+}
+
+impl ConfigFeed {
+    async fn open(control: &ControlEndpoint) -> Result<ConfigFeed, crate::Error> {
+        match control {
+            ControlEndpoint::Pg(ep) => {
+                let (client, rx) = ep
+                    .connect_listening("duplex config", "duplex_config")
+                    .await?;
+                Ok(ConfigFeed::Notified(ControlDb::Pg(client), rx))
+            }
+            ControlEndpoint::Mysql(_) => {
+                let mut db = control.connect("duplex config").await?;
+                let seen = config_version(&mut db).await?;
+                Ok(ConfigFeed::Polled(db, Some(seen)))
+            }
+        }
+    }
+
+    /// Wait until the configuration changed (`Ok(true)`), or fail when the
+    /// connection is gone. Never returns `Ok(false)`: the caller's poll
+    /// interval bounds the wait.
+    async fn changed(&mut self) -> Result<bool, crate::Error> {
+        match self {
+            ConfigFeed::Notified(_, rx) => match rx.recv().await {
+                Some(_) => {
+                    // One statement notifies once per table: take the burst as one change.
+                    while rx.try_recv().is_ok() {}
+                    Ok(true)
+                }
+                None => Err(crate::Error::Internal(
+                    "the control connection listening for changes closed".into(),
+                )),
+            },
+            ConfigFeed::Polled(db, seen) => loop {
+                tokio::time::sleep(VERSION_POLL).await;
+                let now = config_version(db).await?;
+                if *seen != Some(now) {
+                    *seen = Some(now);
+                    return Ok(true);
+                }
+            },
+        }
+    }
+
+    fn db(&mut self) -> &mut ControlDb {
+        match self {
+            ConfigFeed::Notified(db, _) | ConfigFeed::Polled(db, _) => db,
+        }
+    }
+}
+
+async fn config_version(db: &mut ControlDb) -> Result<i64, crate::Error> {
+    Ok(db
+        .row(Sql::new(
+            "read duplex.config_version",
+            "SELECT 0::bigint AS version",
+            "SELECT version FROM duplex.config_version WHERE id = 1",
+            &[],
+        ))
+        .await?
+        .map(|r| r.parse("version"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Applies configuration changes: woken by the control database (see
+/// [`ConfigFeed`]) or by the poll interval.
 async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Receiver<bool>) {
-    let mut listener: Option<(
-        tokio_postgres::Client,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    )> = None;
+    let mut feed: Option<ConfigFeed> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        if listener.is_none() {
-            match links
-                .control
-                .connect_listening("duplex config", "duplex_config")
-                .await
-            {
-                Ok(l) => listener = Some(l),
+        if feed.is_none() {
+            match ConfigFeed::open(&links.control).await {
+                Ok(f) => feed = Some(f),
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "cannot reach the control database to watch the configuration")
                 }
             }
         }
-        let notified = async {
-            match listener.as_mut() {
-                Some((_, rx)) => rx.recv().await.is_some(),
+        let changed = async {
+            match feed.as_mut() {
+                Some(f) => f.changed().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = shutdown.changed() => continue,
-            alive = notified => {
-                if !alive {
-                    listener = None;
+            result = changed => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %error_chain(&e), "lost the control connection watching the configuration; reconnecting");
+                    feed = None;
                     continue;
                 }
             }
             _ = tokio::time::sleep(CONFIG_POLL) => {}
         }
-        let Some((client, rx)) = listener.as_mut() else {
+        let Some(f) = feed.as_mut() else {
             continue;
         };
-        // One statement notifies once per table: take the burst as one change.
-        while rx.try_recv().is_ok() {}
-        links.reload(client).await;
+        links.reload(f.db()).await;
     }
     links.stop_all().await;
 }
 
 /// Record `lc` as the configuration in force (state running or paused).
-async fn write_config_status(client: &tokio_postgres::Client, lc: &LinkConfig) {
+async fn write_config_status(client: &mut ControlDb, lc: &LinkConfig) {
     let state = if lc.link.enabled { "running" } else { "paused" };
+    let lines = lc.describe();
     if let Err(e) = client
-        .execute(
+        .exec(Sql::new(
+            "write duplex.config_status",
             "INSERT INTO duplex.config_status (link_id, state, applied_config, applied_at, message, rejected_at, updated_at)
              VALUES ($1, $2, $3, now(), NULL, NULL, now())
              ON CONFLICT (link_id) DO UPDATE SET state = EXCLUDED.state, applied_config = EXCLUDED.applied_config,
                  applied_at = now(), message = NULL, rejected_at = NULL, updated_at = now()",
-            &[&(lc.link.link_id as i32), &state, &lc.describe()],
-        )
+            "INSERT INTO duplex.config_status (link_id, state, applied_config, applied_at, message, rejected_at, updated_at)
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6), NULL, NULL, UTC_TIMESTAMP(6))
+             ON DUPLICATE KEY UPDATE state = VALUES(state), applied_config = VALUES(applied_config),
+                 applied_at = UTC_TIMESTAMP(6), message = NULL, rejected_at = NULL, updated_at = UTC_TIMESTAMP(6)",
+            &[P::I32(lc.link.link_id as i32), P::Text(Some(state)), P::TextList(&lines)],
+        ))
         .await
     {
         tracing::warn!(error = %e, "cannot write duplex.config_status");
@@ -997,20 +1075,24 @@ async fn write_config_status(client: &tokio_postgres::Client, lc: &LinkConfig) {
 
 /// Record why a change of link `link_id` was refused (`state` rejected) or
 /// why the link cannot run (`state` error); the configuration in force stays.
-async fn write_config_rejection(
-    client: &tokio_postgres::Client,
-    link_id: u32,
-    state: &str,
-    why: &str,
-) {
+async fn write_config_rejection(client: &mut ControlDb, link_id: u32, state: &str, why: &str) {
     if let Err(e) = client
-        .execute(
+        .exec(Sql::new(
+            "write duplex.config_status",
             "INSERT INTO duplex.config_status (link_id, state, message, rejected_at, updated_at)
              VALUES ($1, $2, $3, now(), now())
              ON CONFLICT (link_id) DO UPDATE SET state = EXCLUDED.state, message = EXCLUDED.message,
                  rejected_at = now(), updated_at = now()",
-            &[&(link_id as i32), &state, &why],
-        )
+            "INSERT INTO duplex.config_status (link_id, state, message, rejected_at, updated_at)
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))
+             ON DUPLICATE KEY UPDATE state = VALUES(state), message = VALUES(message),
+                 rejected_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)",
+            &[
+                P::I32(link_id as i32),
+                P::Text(Some(state)),
+                P::Text(Some(why)),
+            ],
+        ))
         .await
     {
         tracing::warn!(error = %e, "cannot write duplex.config_status");
@@ -1020,7 +1102,7 @@ async fn write_config_rejection(
 /// Writes every direction's counters to `duplex.link_status` once a second and
 /// once more at shutdown. Losing the control connection never stops replication.
 async fn status_writer(
-    control: PgEndpoint,
+    control: ControlEndpoint,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -1035,7 +1117,7 @@ async fn status_writer(
                 }
             }
         }
-        if let Some(c) = &client {
+        if let Some(c) = client.as_mut() {
             for d in registry.list() {
                 let s = &d.stats;
                 let (lag_seconds, lag_bytes) = s.lag(crate::sink::resolve::now_micros());
@@ -1105,24 +1187,25 @@ pub struct LinkCheck {
 /// only: nothing is changed on the control database or the sites.
 pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Error> {
     crate::install_crypto_provider();
-    let control_ep = PgEndpoint::from_url("control", control_url)?;
-    let client = control_ep.connect("duplex config check").await?;
-    let config = control::load_unchecked(&client).await?;
-    let in_force: BTreeMap<u32, Vec<String>> = client
-        .query(
+    let control_ep = ControlEndpoint::from_url(control_url)?;
+    let mut client = control_ep.connect("duplex config check").await?;
+    let config = control::load_unchecked(&mut client).await?;
+    let mut in_force: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for r in client
+        .rows(Sql::new(
+            "read duplex.config_status",
+            "SELECT link_id, applied_config FROM duplex.config_status WHERE applied_at IS NOT NULL",
             "SELECT link_id, applied_config FROM duplex.config_status WHERE applied_at IS NOT NULL",
             &[],
-        )
-        .await
-        .map_err(|e| {
-            crate::Error::Control(control::ControlError::Db {
-                context: "read duplex.config_status".into(),
-                source: e,
-            })
-        })?
-        .iter()
-        .map(|r| (u32::try_from(r.get::<_, i32>(0)).unwrap_or(0), r.get(1)))
-        .collect();
+        ))
+        .await?
+    {
+        // A text[] on PostgreSQL and a JSON array on MySQL: both arrive as JSON.
+        let lines: Vec<String> = serde_json::from_str(&r.text("applied_config")?).map_err(|e| {
+            control::ControlError::Invalid(format!("duplex.config_status.applied_config: {e}"))
+        })?;
+        in_force.insert(r.parse("link_id")?, lines);
+    }
     let mut out = Vec::new();
     for link in &config.links {
         let (lines, verdict) = match config.link_config(link.link_id) {

@@ -58,7 +58,7 @@ async fn duplex_runs_with_the_least_privilege_roles() {
         pg.port()
     );
     let mut owner = connect(&control_url).await;
-    duplex::control::migrate(&mut owner)
+    duplex::control::migrate_pg(&mut owner)
         .await
         .expect("duplex init as duplex_control");
     let alice = connect(&format!(

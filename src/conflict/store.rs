@@ -9,26 +9,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio_postgres::Client;
 
 use super::{Conflict, Outcome, VersionInfo};
 use crate::canonical::TableSchema;
-use crate::pg::PgEndpoint;
+use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
 use crate::sink::quarantine::{image_json, ChangeOrigin};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConflictStoreError {
     #[error("cannot reach the control database to record a conflict: {0}")]
-    Connect(#[from] crate::pg::ConnectError),
+    Connect(Box<crate::Error>),
     #[error("cannot record a conflict in duplex.conflicts: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[from] ControlError),
 }
 
 /// Where the conflicts of one direction are recorded.
 #[derive(Debug, Clone)]
 pub struct ConflictStoreSpec {
-    pub control: PgEndpoint,
+    pub control: ControlEndpoint,
     pub link_id: u32,
     pub source_site: u32,
     pub target_site: u32,
@@ -36,7 +35,7 @@ pub struct ConflictStoreSpec {
 
 pub struct ConflictStore {
     spec: ConflictStoreSpec,
-    client: Option<Client>,
+    client: Option<ControlDb>,
     stats: Arc<DirectionStats>,
     unconfirmed: Vec<i64>,
     /// Keys with parked conflicts on this target: (table, key). Loaded at
@@ -64,10 +63,15 @@ impl ConflictStore {
         }
     }
 
-    async fn client(&mut self) -> Result<&Client, ConflictStoreError> {
+    async fn client(&mut self) -> Result<&mut ControlDb, ConflictStoreError> {
         let client = match self.client.take() {
             Some(c) => c,
-            None => self.spec.control.connect("duplex conflicts").await?,
+            None => self
+                .spec
+                .control
+                .connect("duplex conflicts")
+                .await
+                .map_err(|e| ConflictStoreError::Connect(Box::new(e)))?,
         };
         Ok(self.client.insert(client))
     }
@@ -90,12 +94,16 @@ impl ConflictStore {
         // The counter duplex reports is the direction's whole history, not
         // just this run's.
         let total: i64 = client
-            .query_one(
-                "SELECT count(*) FROM duplex.conflicts WHERE link_id = $1 AND source_site = $2",
-                &[&link, &site],
-            )
+            .row(Sql::new(
+                "count the conflicts",
+                "SELECT count(*) AS n FROM duplex.conflicts WHERE link_id = $1 AND source_site = $2",
+                "SELECT COUNT(*) AS n FROM duplex.conflicts WHERE link_id = ? AND source_site = ?",
+                &[P::I32(link), P::I32(site)],
+            ))
             .await?
-            .get(0);
+            .map(|r| r.parse("n"))
+            .transpose()?
+            .unwrap_or(0);
         self.stats
             .conflicts
             .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
@@ -110,11 +118,7 @@ impl ConflictStore {
         }
         let ids = std::mem::take(&mut self.unconfirmed);
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE duplex.conflicts SET confirmed = true WHERE conflict_id = ANY($1)",
-                &[&ids],
-            )
+        crate::sink::quarantine::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
             .await?;
         Ok(())
     }
@@ -146,9 +150,15 @@ impl ConflictStore {
                     .ok()
             })
             .flatten();
+        let (table, position, counter) = (
+            schema.table.to_string(),
+            origin.position.to_string(),
+            origin.position.counter().to_string(),
+        );
         let client = self.client().await?;
         let result = client
-            .query_opt(
+            .upsert_returning_id(Sql::new(
+                "record a conflict",
                 "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
                                                local_version, incoming_version, source_position, position_counter,
                                                change_index, status, incoming_change)
@@ -157,32 +167,37 @@ impl ConflictStore {
                  DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
                                incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
                  RETURNING conflict_id, (xmax = 0) AS inserted",
+                "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
+                                               local_version, incoming_version, source_position, position_counter,
+                                               change_index, status, incoming_change)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS DECIMAL(20, 0)), ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE conflict_id = LAST_INSERT_ID(conflict_id), outcome = VALUES(outcome),
+                                         local_version = VALUES(local_version),
+                                         incoming_version = VALUES(incoming_version), status = VALUES(status)",
                 &[
-                    &link,
-                    &source,
-                    &target,
-                    &schema.table.to_string(),
-                    &key,
-                    &conflict.kind.as_str(),
-                    &conflict.policy,
-                    &conflict.outcome.as_str(),
-                    &local,
-                    &incoming,
-                    &origin.position.to_string(),
-                    &origin.position.counter().to_string(),
-                    &(origin.index as i32),
-                    &status,
-                    &change,
+                    P::I32(link),
+                    P::I32(source),
+                    P::I32(target),
+                    P::Text(Some(&table)),
+                    P::Text(Some(key)),
+                    P::Text(Some(conflict.kind.as_str())),
+                    P::Text(Some(conflict.policy)),
+                    P::Text(Some(conflict.outcome.as_str())),
+                    P::Text(Some(&local)),
+                    P::Text(Some(&incoming)),
+                    P::Text(Some(&position)),
+                    P::Text(Some(&counter)),
+                    P::I32(origin.index as i32),
+                    P::Text(Some(status)),
+                    P::Text(change.as_deref()),
                 ],
-            )
+            ))
             .await;
         match result {
-            Ok(row) => {
-                if let Some(row) = row {
-                    self.unconfirmed.push(row.get(0));
-                    if row.get::<_, bool>(1) {
-                        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    }
+            Ok((id, inserted)) => {
+                self.unconfirmed.push(id);
+                if inserted {
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                 }
                 if conflict.outcome == Outcome::Parked {
                     self.open
@@ -236,25 +251,32 @@ impl ConflictStore {
         );
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT conflict_id, resolution, local_version::text, incoming_version::text, incoming_change::text
+            .rows(Sql::new(
+                "read the conflicts a DBA settled",
+                "SELECT conflict_id, resolution, local_version::text AS local_version,
+                        incoming_version::text AS incoming_version, incoming_change::text AS incoming_change
                    FROM duplex.conflicts
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'resolving' AND confirmed
                   ORDER BY conflict_id LIMIT 100",
-                &[&link, &source, &target],
-            )
+                "SELECT conflict_id, resolution, local_version, incoming_version, incoming_change
+                   FROM duplex.conflicts
+                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'resolving' AND confirmed
+                  ORDER BY conflict_id LIMIT 100",
+                &[P::I32(link), P::I32(source), P::I32(target)],
+            ))
             .await?;
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         for r in rows {
-            let id: i64 = r.get(0);
+            let id: i64 = r.parse("conflict_id")?;
             let parsed = (|| {
-                let resolution: String = r.get(1);
-                let local: serde_json::Value = serde_json::from_str(&r.get::<_, String>(2)).ok()?;
+                let resolution: String = r.text("resolution").ok()?;
+                let local: serde_json::Value =
+                    serde_json::from_str(&r.text("local_version").ok()?).ok()?;
                 let incoming: serde_json::Value =
-                    serde_json::from_str(&r.get::<_, String>(3)).ok()?;
+                    serde_json::from_str(&r.text("incoming_version").ok()?).ok()?;
                 let change: serde_json::Value =
-                    serde_json::from_str(&r.get::<_, Option<String>>(4)?).ok()?;
+                    serde_json::from_str(&r.opt("incoming_change").ok()??).ok()?;
                 let schema: TableSchema =
                     serde_json::from_value(change.get("schema")?.clone()).ok()?;
                 let row = serde_json::from_value(change.get("row")?.clone()).ok()?;
@@ -293,11 +315,22 @@ impl ConflictStore {
     ) -> Result<(), ConflictStoreError> {
         let client = self.client().await?;
         client
-            .execute(
-                "UPDATE duplex.conflicts SET status = $2, resolution_note = $3,
-                        resolved_at = CASE WHEN $2 = 'open' THEN NULL ELSE now() END
-                  WHERE conflict_id = $1",
-                &[&conflict_id, &status, &note],
+            .exec(
+                Sql::new(
+                    "record what became of a settled conflict",
+                    "UPDATE duplex.conflicts SET status = $2, resolution_note = $3,
+                            resolved_at = CASE WHEN $2 = 'open' THEN NULL ELSE now() END
+                      WHERE conflict_id = $1",
+                    "UPDATE duplex.conflicts SET status = ?, resolution_note = ?,
+                            resolved_at = IF(? = 'open', NULL, UTC_TIMESTAMP(6))
+                      WHERE conflict_id = ?",
+                    &[
+                        P::I64(conflict_id),
+                        P::Text(Some(status)),
+                        P::Text(Some(note)),
+                    ],
+                )
+                .mysql_order(&[1, 2, 1, 0]),
             )
             .await?;
         Ok(())
@@ -323,12 +356,16 @@ impl ConflictStore {
         let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
         let client = self.client().await?;
         client
-            .execute(
+            .exec(Sql::new(
+                "supersede parked conflicts",
                 "UPDATE duplex.conflicts SET status = 'superseded', resolved_at = now(),
                         resolution_note = 'a later version that has seen both was applied'
                   WHERE link_id = $1 AND target_site = $2 AND table_name = $3 AND row_key = $4 AND status = 'open'",
-                &[&link, &target, &table, &key],
-            )
+                "UPDATE duplex.conflicts SET status = 'superseded', resolved_at = UTC_TIMESTAMP(6),
+                        resolution_note = 'a later version that has seen both was applied'
+                  WHERE link_id = ? AND target_site = ? AND table_name = ? AND row_key = ? AND status = 'open'",
+                &[P::I32(link), P::I32(target), P::Text(Some(table)), P::Text(Some(key))],
+            ))
             .await?;
         Ok(())
     }
@@ -339,14 +376,16 @@ impl ConflictStore {
     ) -> Result<std::collections::HashSet<(String, String)>, ConflictStoreError> {
         let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
         let client = self.client().await?;
-        Ok(client
-            .query(
+        client
+            .rows(Sql::new(
+                "read the parked conflicts",
                 "SELECT table_name, row_key FROM duplex.conflicts WHERE link_id = $1 AND target_site = $2 AND status = 'open'",
-                &[&link, &target],
-            )
+                "SELECT table_name, row_key FROM duplex.conflicts WHERE link_id = ? AND target_site = ? AND status = 'open'",
+                &[P::I32(link), P::I32(target)],
+            ))
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+            .map(|r| Ok((r.text("table_name")?, r.text("row_key")?)))
+            .collect()
     }
 }

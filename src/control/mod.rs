@@ -4,9 +4,12 @@
 //! DBA configures and observes duplex with psql. The schema is installed and
 //! upgraded by numbered migrations under `sql/`.
 
+pub mod db;
 pub mod model;
 
 use tokio_postgres::Client;
+
+pub use db::{ControlDb, ControlEndpoint, Sql, TextRow, P};
 
 pub use model::{
     ControlConfig, Link, LinkConfig, LinkTable, ReplicaIdentityMode, Site, SiteEngine, TlsMode,
@@ -66,6 +69,16 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
+/// schema version 10: its first migration creates everything the PostgreSQL
+/// flavour has at that version, and later versions come in both flavours
+/// under the same number.
+pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[(
+    10,
+    "control schema, MySQL/MariaDB flavour (as PostgreSQL version 10)",
+    include_str!("../../sql/mysql/0010_control_schema.sql"),
+)];
+
 /// Newest control-schema version this build understands.
 pub fn latest_version() -> i32 {
     PG_MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
@@ -78,6 +91,12 @@ pub enum ControlError {
         context: String,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("control database: {context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
     },
     #[error("the control schema is at version {found}, newer than this duplex understands ({supported}); upgrade duplex")]
     TooNew { found: i32, supported: i32 },
@@ -92,10 +111,24 @@ fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Contr
     move |source| ControlError::Db { context, source }
 }
 
-/// Install or upgrade the control schema: applies every migration not yet
+fn my(context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> ControlError {
+    let context = context.into();
+    move |source| ControlError::Mysql { context, source }
+}
+
+/// Install or upgrade the control schema, on either engine. Returns the
+/// versions applied.
+pub async fn migrate(db: &mut ControlDb) -> Result<Vec<i32>, ControlError> {
+    match db {
+        ControlDb::Pg(c) => migrate_pg(c).await,
+        ControlDb::Mysql(c) => migrate_mysql(c).await,
+    }
+}
+
+/// Install or upgrade the PostgreSQL flavour: applies every migration not yet
 /// applied, each in its own transaction, under an advisory lock so two
 /// processes cannot migrate at once. Returns the versions applied.
-pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, ControlError> {
+pub async fn migrate_pg(client: &mut Client) -> Result<Vec<i32>, ControlError> {
     let tx = client.transaction().await.map_err(db("begin migration"))?;
     // Serialise concurrent `duplex init`: the lock is released at commit.
     tx.execute(
@@ -144,27 +177,102 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, ControlError> {
     Ok(applied)
 }
 
-/// The installed control-schema version; refuses one newer than this build.
-pub async fn check_version(client: &Client) -> Result<i32, ControlError> {
-    let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('duplex.schema_migrations') IS NOT NULL",
-            &[],
+/// Install or upgrade the MySQL/MariaDB flavour, in database `duplex`. MySQL
+/// DDL is not transactional: a named lock keeps two processes apart, every
+/// statement of a migration is written to be run again (IF NOT EXISTS, DROP
+/// ... IF EXISTS before CREATE), and a migration is recorded once all of its
+/// statements ran, so an interrupted one is simply run again.
+async fn migrate_mysql(conn: &mut mysql_async::Conn) -> Result<Vec<i32>, ControlError> {
+    use mysql_async::prelude::Queryable;
+    let got: Option<i64> = conn
+        .query_first("SELECT GET_LOCK('duplex.migrate', 60)")
+        .await
+        .map_err(my("take the migration lock"))?;
+    if got != Some(1) {
+        return Err(ControlError::Invalid(
+            "another process has held the migration lock (GET_LOCK('duplex.migrate')) for 60 s; try again when it is done".into(),
+        ));
+    }
+    let result = async {
+        conn.query_drop(
+            "CREATE DATABASE IF NOT EXISTS duplex CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
         )
         .await
-        .map_err(db("look for the control schema"))?
-        .get(0);
+        .map_err(my("create database duplex"))?;
+        conn.query_drop(
+            "CREATE TABLE IF NOT EXISTS duplex.schema_migrations (
+                 version     INT PRIMARY KEY,
+                 description VARCHAR(200) NOT NULL,
+                 applied_at  DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+             ) ENGINE = InnoDB",
+        )
+        .await
+        .map_err(my("create duplex.schema_migrations"))?;
+        let current: i32 = conn
+            .query_first::<Option<i32>, _>("SELECT MAX(version) FROM duplex.schema_migrations")
+            .await
+            .map_err(my("read the control schema version"))?
+            .flatten()
+            .unwrap_or(0);
+        if current > latest_version() {
+            return Err(ControlError::TooNew {
+                found: current,
+                supported: latest_version(),
+            });
+        }
+        let mut applied = Vec::new();
+        for &(version, description, sql) in MYSQL_MIGRATIONS.iter().filter(|m| m.0 > current) {
+            for statement in db::split_mysql_script(sql) {
+                conn.query_drop(statement.as_str())
+                    .await
+                    .map_err(my(format!(
+                        "apply control-schema migration {version} ({description}), statement: {}",
+                        statement.lines().next().unwrap_or_default()
+                    )))?;
+            }
+            conn.exec_drop(
+                "INSERT INTO duplex.schema_migrations (version, description) VALUES (?, ?)",
+                (version, description),
+            )
+            .await
+            .map_err(my("record the migration"))?;
+            applied.push(version);
+        }
+        Ok(applied)
+    }
+    .await;
+    let _ = conn.query_drop("DO RELEASE_LOCK('duplex.migrate')").await;
+    result
+}
+
+/// The installed control-schema version; refuses one newer than this build.
+pub async fn check_version(db: &mut ControlDb) -> Result<i32, ControlError> {
+    let exists = db
+        .row(Sql::new(
+            "look for the control schema",
+            "SELECT to_regclass('duplex.schema_migrations') IS NOT NULL AS found",
+            "SELECT COUNT(*) AS found FROM information_schema.tables
+              WHERE table_schema = 'duplex' AND table_name = 'schema_migrations'",
+            &[],
+        ))
+        .await?
+        .map(|r| r.bool("found"))
+        .transpose()?
+        .unwrap_or(false);
     if !exists {
         return Err(ControlError::NotInstalled);
     }
-    let version: i32 = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM duplex.schema_migrations",
+    let version: i32 = db
+        .row(Sql::new(
+            "read the control schema version",
+            "SELECT coalesce(max(version), 0) AS version FROM duplex.schema_migrations",
+            "SELECT COALESCE(MAX(version), 0) AS version FROM duplex.schema_migrations",
             &[],
-        )
-        .await
-        .map_err(db("read the control schema version"))?
-        .get(0);
+        ))
+        .await?
+        .map(|r| r.parse("version"))
+        .transpose()?
+        .unwrap_or(0);
     if version > latest_version() {
         return Err(ControlError::TooNew {
             found: version,
@@ -174,83 +282,151 @@ pub async fn check_version(client: &Client) -> Result<i32, ControlError> {
     Ok(version)
 }
 
+fn link_id_of(row: &TextRow, table: &str) -> Result<u32, ControlError> {
+    row.parse::<u32>("link_id")
+        .map_err(|e| ControlError::Invalid(format!("duplex.{table}: {e}")))
+}
+
 /// Read the whole configuration; a link's rows that cannot be read are kept
 /// in `invalid_rows` (see [`ControlConfig::link_config`]).
-pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlError> {
-    check_version(client).await?;
-    let sites = client
-        .query(
+pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, ControlError> {
+    check_version(db).await?;
+    let sites = db
+        .rows(Sql::new(
+            "read duplex.sites",
+            "SELECT site_id, name, engine, conninfo, password_env, password_file, tls_mode, tls_ca_file
+               FROM duplex.sites ORDER BY site_id",
             "SELECT site_id, name, engine, conninfo, password_env, password_file, tls_mode, tls_ca_file
                FROM duplex.sites ORDER BY site_id",
             &[],
-        )
-        .await
-        .map_err(db("read duplex.sites"))?
+        ))
+        .await?
         .iter()
         .map(Site::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let links = client
-        .query(
+    let links = db
+        .rows(Sql::new(
+            "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs
                FROM duplex.links ORDER BY link_id",
+            "SELECT link_id, name, site_a, site_b, enabled, marker_column,
+                    CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs
+               FROM duplex.links ORDER BY link_id",
             &[],
-        )
-        .await
-        .map_err(db("read duplex.links"))?
+        ))
+        .await?
         .iter()
         .map(Link::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let table_rows = client
-        .query(
-            "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie,
-                    coalesce((SELECT jsonb_object_agg(o.column_name, o.site_id)
-                                FROM duplex.column_owners o
-                               WHERE (o.link_id, o.schema_name, o.table_name) = (t.link_id, t.schema_name, t.table_name)),
-                             '{}')::text AS owners,
-                    coalesce((SELECT jsonb_agg(jsonb_build_object(
-                                         'site_id', m.site_id, 'column_name', m.column_name, 'peer_column', m.peer_column,
-                                         'synced', m.synced, 'transform', m.transform, 'default_value', m.default_value)
-                                       ORDER BY m.site_id, m.column_name)
-                                FROM duplex.column_mappings m
-                               WHERE (m.link_id, m.schema_name, m.table_name) = (t.link_id, t.schema_name, t.table_name)),
-                             '[]')::text AS mappings
-               FROM duplex.link_tables t ORDER BY link_id, schema_name, table_name",
-            &[],
-        )
-        .await
-        .map_err(db("read duplex.link_tables"))?;
     // A table row that cannot be read makes its link's configuration invalid,
     // not the whole configuration: other links keep reloading.
-    let mut tables = Vec::new();
     let mut invalid_rows = Vec::new();
-    for row in &table_rows {
-        match LinkTable::from_row(row) {
-            Ok(t) => tables.push(t),
-            Err(e) => {
-                let link_id: i32 = row.try_get("link_id").unwrap_or(0);
-                invalid_rows.push((u32::try_from(link_id).unwrap_or(0), e.to_string()));
+    type TableKey = (u32, String, String);
+    let mut owners: std::collections::BTreeMap<TableKey, std::collections::BTreeMap<String, u32>> =
+        Default::default();
+    for r in db
+        .rows(Sql::new(
+            "read duplex.column_owners",
+            "SELECT link_id, schema_name, table_name, column_name, site_id FROM duplex.column_owners",
+            "SELECT link_id, schema_name, table_name, column_name, site_id FROM duplex.column_owners",
+            &[],
+        ))
+        .await?
+    {
+        let link = link_id_of(&r, "column_owners")?;
+        let row = (|| {
+            Ok::<_, ControlError>((
+                (link, r.text("schema_name")?, r.text("table_name")?),
+                r.text("column_name")?,
+                r.parse::<u32>("site_id")?,
+            ))
+        })();
+        match row {
+            Ok((key, column, site)) => {
+                owners.entry(key).or_default().insert(column, site);
             }
+            Err(e) => invalid_rows.push((link, format!("duplex.column_owners: {e}"))),
         }
     }
-    let patterns = client
-        .query(
+    let mut mappings: std::collections::BTreeMap<TableKey, Vec<crate::mapping::ColumnMapping>> =
+        Default::default();
+    for r in db
+        .rows(Sql::new(
+            "read duplex.column_mappings",
+            "SELECT link_id, schema_name, table_name, site_id, column_name, peer_column, synced, transform, default_value
+               FROM duplex.column_mappings ORDER BY site_id, column_name",
+            "SELECT link_id, schema_name, table_name, site_id, column_name, peer_column, synced, transform, default_value
+               FROM duplex.column_mappings ORDER BY site_id, column_name",
+            &[],
+        ))
+        .await?
+    {
+        let link = link_id_of(&r, "column_mappings")?;
+        let row = (|| {
+            Ok::<_, ControlError>((
+                (link, r.text("schema_name")?, r.text("table_name")?),
+                crate::mapping::ColumnMapping {
+                    site_id: r.parse("site_id")?,
+                    column_name: r.text("column_name")?,
+                    peer_column: r.opt("peer_column")?,
+                    synced: r.bool("synced")?,
+                    transform: r.opt("transform")?,
+                    default_value: r.opt("default_value")?,
+                },
+            ))
+        })();
+        match row {
+            Ok((key, m)) => mappings.entry(key).or_default().push(m),
+            Err(e) => invalid_rows.push((link, format!("duplex.column_mappings: {e}"))),
+        }
+    }
+    let mut tables = Vec::new();
+    for row in db
+        .rows(Sql::new(
+            "read duplex.link_tables",
+            "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
+                    conflict_policy, priority_site, merge_tie
+               FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
+            "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
+                    conflict_policy, priority_site, merge_tie
+               FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
+            &[],
+        ))
+        .await?
+    {
+        let link = link_id_of(&row, "link_tables")?;
+        let key = (
+            link,
+            row.text("schema_name").unwrap_or_default(),
+            row.text("table_name").unwrap_or_default(),
+        );
+        match LinkTable::from_row(
+            &row,
+            owners.remove(&key).unwrap_or_default(),
+            mappings.remove(&key).unwrap_or_default(),
+        ) {
+            Ok(t) => tables.push(t),
+            Err(e) => invalid_rows.push((link, e.to_string())),
+        }
+    }
+    let patterns = db
+        .rows(Sql::new(
+            "read duplex.link_table_patterns",
+            "SELECT link_id, schema_name, pattern, exclude FROM duplex.link_table_patterns
+              ORDER BY link_id, schema_name, exclude, pattern",
             "SELECT link_id, schema_name, pattern, exclude FROM duplex.link_table_patterns
               ORDER BY link_id, schema_name, exclude, pattern",
             &[],
-        )
-        .await
-        .map_err(db("read duplex.link_table_patterns"))?
+        ))
+        .await?
         .iter()
         .map(|r| {
             Ok(model::TablePattern {
-                link_id: u32::try_from(r.get::<_, i32>(0)).map_err(|_| {
-                    ControlError::Invalid("link_table_patterns: negative link_id".into())
-                })?,
-                schema_name: r.get(1),
-                pattern: r.get(2),
-                exclude: r.get(3),
+                link_id: link_id_of(r, "link_table_patterns")?,
+                schema_name: r.text("schema_name")?,
+                pattern: r.text("pattern")?,
+                exclude: r.bool("exclude")?,
             })
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
@@ -264,8 +440,8 @@ pub async fn load_unchecked(client: &Client) -> Result<ControlConfig, ControlErr
 }
 
 /// Read the whole configuration, every link valid.
-pub async fn load(client: &Client) -> Result<ControlConfig, ControlError> {
-    let config = load_unchecked(client).await?;
+pub async fn load(db: &mut ControlDb) -> Result<ControlConfig, ControlError> {
+    let config = load_unchecked(db).await?;
     config.validate()?;
     Ok(config)
 }
@@ -296,9 +472,31 @@ pub struct DirectionStatus {
 }
 
 /// Upsert one direction's status row.
-pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), ControlError> {
-    client
-        .execute(
+pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(), ControlError> {
+    let params = [
+        P::I32(s.link_id),
+        P::I32(s.source_site),
+        P::I32(s.target_site),
+        P::Text(Some(&s.state)),
+        P::Text(s.source_position.as_deref()),
+        P::Text(s.applied_position.as_deref()),
+        P::I64(s.applied_txns),
+        P::I64(s.applied_rows),
+        P::I64(s.echo_txns_skipped),
+        P::Text(s.last_error.as_deref()),
+        P::I64(s.quarantined),
+        P::I64(s.conflicts),
+        P::F64(s.lag_seconds),
+        P::OptI64(s.lag_bytes),
+        P::I64(s.queued_events),
+        P::I64(s.by_op[0]),
+        P::I64(s.by_op[1]),
+        P::I64(s.by_op[2]),
+        P::I64(s.applied_commit_us),
+    ];
+    db.exec(
+        Sql::new(
+            "write duplex.link_status",
             "INSERT INTO duplex.link_status AS ls
                  (link_id, source_site, target_site, state, source_position, applied_position,
                   applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
@@ -319,44 +517,59 @@ pub async fn write_status(client: &Client, s: &DirectionStatus) -> Result<(), Co
                  updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,
                  last_applied_commit_at = coalesce(EXCLUDED.last_applied_commit_at, ls.last_applied_commit_at),
                  updated_at = now()",
-            &[
-                &s.link_id,
-                &s.source_site,
-                &s.target_site,
-                &s.state,
-                &s.source_position,
-                &s.applied_position,
-                &s.applied_txns,
-                &s.applied_rows,
-                &s.echo_txns_skipped,
-                &s.last_error,
-                &s.quarantined,
-                &s.conflicts,
-                &s.lag_seconds,
-                &s.lag_bytes,
-                &s.queued_events,
-                &s.by_op[0],
-                &s.by_op[1],
-                &s.by_op[2],
-                &s.applied_commit_us,
-            ],
+            "INSERT INTO duplex.link_status
+                 (link_id, source_site, target_site, state, source_position, applied_position,
+                  applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
+                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(? IS NULL, NULL, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?,
+                     ?, ?, ?, ?, ?, ?,
+                     IF(? > 0, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), NULL))
+             ON DUPLICATE KEY UPDATE
+                 target_site = VALUES(target_site), state = VALUES(state),
+                 source_position = VALUES(source_position), applied_position = VALUES(applied_position),
+                 applied_txns = VALUES(applied_txns), applied_rows = VALUES(applied_rows),
+                 echo_txns_skipped = VALUES(echo_txns_skipped), quarantined = VALUES(quarantined),
+                 conflicts = VALUES(conflicts),
+                 last_error = COALESCE(VALUES(last_error), last_error),
+                 last_error_at = COALESCE(VALUES(last_error_at), last_error_at),
+                 lag_seconds = VALUES(lag_seconds), lag_bytes = VALUES(lag_bytes),
+                 queued_events = VALUES(queued_events), inserted = VALUES(inserted),
+                 updated = VALUES(updated), deleted = VALUES(deleted),
+                 last_applied_commit_at = COALESCE(VALUES(last_applied_commit_at), last_applied_commit_at),
+                 updated_at = UTC_TIMESTAMP(6)",
+            &params,
         )
-        .await
-        .map_err(db("write duplex.link_status"))?;
+        .mysql_order(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 18]),
+    )
+    .await?;
     for (table, [ins, upd, del]) in &s.tables {
-        client
-            .execute(
-                "INSERT INTO duplex.table_status (link_id, source_site, target_site, table_name, inserted, updated, deleted, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                 ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
-                     target_site = EXCLUDED.target_site, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated,
-                     deleted = EXCLUDED.deleted, updated_at = now()
-                 WHERE (duplex.table_status.inserted, duplex.table_status.updated, duplex.table_status.deleted)
-                       IS DISTINCT FROM (EXCLUDED.inserted, EXCLUDED.updated, EXCLUDED.deleted)",
-                &[&s.link_id, &s.source_site, &s.target_site, table, ins, upd, del],
-            )
-            .await
-            .map_err(db("write duplex.table_status"))?;
+        db.exec(Sql::new(
+            "write duplex.table_status",
+            "INSERT INTO duplex.table_status (link_id, source_site, target_site, table_name, inserted, updated, deleted, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+             ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
+                 target_site = EXCLUDED.target_site, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated,
+                 deleted = EXCLUDED.deleted, updated_at = now()
+             WHERE (duplex.table_status.inserted, duplex.table_status.updated, duplex.table_status.deleted)
+                   IS DISTINCT FROM (EXCLUDED.inserted, EXCLUDED.updated, EXCLUDED.deleted)",
+            "INSERT INTO duplex.table_status (link_id, source_site, target_site, table_name, inserted, updated, deleted, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
+             ON DUPLICATE KEY UPDATE
+                 updated_at = IF((inserted, updated, deleted) = (VALUES(inserted), VALUES(updated), VALUES(deleted)),
+                                 updated_at, UTC_TIMESTAMP(6)),
+                 target_site = VALUES(target_site), inserted = VALUES(inserted), updated = VALUES(updated),
+                 deleted = VALUES(deleted)",
+            &[
+                P::I32(s.link_id),
+                P::I32(s.source_site),
+                P::I32(s.target_site),
+                P::Text(Some(table)),
+                P::I64(*ins),
+                P::I64(*upd),
+                P::I64(*del),
+            ],
+        ))
+        .await?;
     }
     Ok(())
 }

@@ -2,18 +2,27 @@
 
 use std::path::PathBuf;
 
-use tokio_postgres::Row;
-
+use super::db::TextRow;
 use super::ControlError;
 use crate::canonical::TableName;
 
-fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    table: &str,
-    name: &str,
-) -> Result<T, ControlError> {
-    row.try_get(name)
-        .map_err(|e| ControlError::Invalid(format!("duplex.{table}.{name}: {e}")))
+/// Column `name` of a `duplex.{table}` row, parsed; errors name both.
+fn col<T: std::str::FromStr>(row: &TextRow, table: &str, name: &str) -> Result<T, ControlError>
+where
+    T::Err: std::fmt::Display,
+{
+    row.parse(name)
+        .map_err(|e| ControlError::Invalid(format!("duplex.{table}: {e}")))
+}
+
+fn opt_col(row: &TextRow, table: &str, name: &str) -> Result<Option<String>, ControlError> {
+    row.opt(name)
+        .map_err(|e| ControlError::Invalid(format!("duplex.{table}: {e}")))
+}
+
+fn bool_col(row: &TextRow, table: &str, name: &str) -> Result<bool, ControlError> {
+    row.bool(name)
+        .map_err(|e| ControlError::Invalid(format!("duplex.{table}: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +73,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub(super) fn from_row(row: &Row) -> Result<Site, ControlError> {
+    pub(super) fn from_row(row: &TextRow) -> Result<Site, ControlError> {
         let site_id: i32 = col(row, "sites", "site_id")?;
         let name: String = col(row, "sites", "name")?;
         let engine = match col::<String>(row, "sites", "engine")?.as_str() {
@@ -89,10 +98,10 @@ impl Site {
             name,
             engine,
             conninfo: col(row, "sites", "conninfo")?,
-            password_env: col(row, "sites", "password_env")?,
-            password_file: col::<Option<String>>(row, "sites", "password_file")?.map(PathBuf::from),
+            password_env: opt_col(row, "sites", "password_env")?,
+            password_file: opt_col(row, "sites", "password_file")?.map(PathBuf::from),
             tls_mode,
-            tls_ca_file: col::<Option<String>>(row, "sites", "tls_ca_file")?.map(PathBuf::from),
+            tls_ca_file: opt_col(row, "sites", "tls_ca_file")?.map(PathBuf::from),
         })
     }
 }
@@ -111,7 +120,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub(super) fn from_row(row: &Row) -> Result<Link, ControlError> {
+    pub(super) fn from_row(row: &TextRow) -> Result<Link, ControlError> {
         let id: i32 = col(row, "links", "link_id")?;
         let a: i32 = col(row, "links", "site_a")?;
         let b: i32 = col(row, "links", "site_b")?;
@@ -124,7 +133,7 @@ impl Link {
             name: col(row, "links", "name")?,
             site_a: positive(a, "site_a")?,
             site_b: positive(b, "site_b")?,
-            enabled: col(row, "links", "enabled")?,
+            enabled: bool_col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
             tombstone_retention: {
                 let secs: f64 = col(row, "links", "tombstone_retention_secs")?;
@@ -191,7 +200,13 @@ pub struct LinkTable {
 }
 
 impl LinkTable {
-    pub(super) fn from_row(row: &Row) -> Result<LinkTable, ControlError> {
+    /// A `duplex.link_tables` row with its `column_owners` (column -> site)
+    /// and `column_mappings` rows.
+    pub(super) fn from_row(
+        row: &TextRow,
+        owners: std::collections::BTreeMap<String, u32>,
+        mappings: Vec<crate::mapping::ColumnMapping>,
+    ) -> Result<LinkTable, ControlError> {
         let id: i32 = col(row, "link_tables", "link_id")?;
         let table = TableName::new(
             col::<String>(row, "link_tables", "schema_name")?,
@@ -204,7 +219,9 @@ impl LinkTable {
                 return Err(ControlError::Invalid(format!("link {id} table {table}: unknown replica_identity '{other}' (expected full or key)")))
             }
         };
-        let priority_site: Option<i32> = col(row, "link_tables", "priority_site")?;
+        let priority_site: Option<i32> = row
+            .opt_parse("priority_site")
+            .map_err(|e| ControlError::Invalid(format!("duplex.link_tables: {e}")))?;
         let merge_tie: String = col(row, "link_tables", "merge_tie")?;
         let policy = crate::conflict::Policy::from_config(
             &col::<String>(row, "link_tables", "conflict_policy")?,
@@ -212,28 +229,19 @@ impl LinkTable {
             Some(&merge_tie),
         )
         .map_err(|e| ControlError::Invalid(format!("link {id} table {table}: {e}")))?;
-        let owners_text: String = col(row, "link_tables", "owners")?;
-        let owners: std::collections::BTreeMap<String, u32> = serde_json::from_str(&owners_text)
-            .map_err(|e| {
-                ControlError::Invalid(format!("link {id} table {table}: column owners: {e}"))
-            })?;
         let d: String = col(row, "link_tables", "direction")?;
         let direction = crate::mapping::TableDirection::parse(&d).ok_or_else(|| {
             ControlError::Invalid(format!(
                 "link {id} table {table}: unknown direction '{d}' (expected both, a_to_b or b_to_a)"
             ))
         })?;
-        let mappings = serde_json::from_str(&col::<String>(row, "link_tables", "mappings")?)
-            .map_err(|e| {
-                ControlError::Invalid(format!("link {id} table {table}: column mappings: {e}"))
-            })?;
         Ok(LinkTable {
             link_id: u32::try_from(id).map_err(|_| {
                 ControlError::Invalid(format!("link_tables: link_id {id} is negative"))
             })?,
             table,
-            enabled: col(row, "link_tables", "enabled")?,
-            paused: col(row, "link_tables", "paused")?,
+            enabled: bool_col(row, "link_tables", "enabled")?,
+            paused: bool_col(row, "link_tables", "paused")?,
             direction,
             mappings,
             replica_identity,

@@ -113,6 +113,37 @@ impl MysqlEndpoint {
         })
     }
 
+    /// A URL given directly (the control database's, from the command line or
+    /// the environment, so it may carry a password).
+    pub fn from_url(name: &str, url: &str) -> Result<MysqlEndpoint, MysqlConnectError> {
+        let opts =
+            mysql_async::Opts::from_url(url).map_err(|e| MysqlConnectError::BadConninfo {
+                site: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        // duplex's control schema is always database `duplex` (statements
+        // name it), as it is always schema `duplex` on PostgreSQL.
+        if let Some(db) = opts.db_name().filter(|db| *db != "duplex") {
+            return Err(MysqlConnectError::BadConninfo {
+                site: name.to_string(),
+                reason: format!(
+                    "names database '{db}', but the control schema is always database duplex; use mysql://user@host:port/duplex"
+                ),
+            });
+        }
+        let database = "duplex".to_string();
+        // No default database: `duplex init` connects before it exists.
+        let opts = mysql_async::OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .prefer_socket(false)
+            .into();
+        Ok(MysqlEndpoint {
+            site_name: name.to_string(),
+            opts,
+            database,
+        })
+    }
+
     /// The database (schema) this site syncs.
     pub fn database(&self) -> &str {
         &self.database

@@ -11,24 +11,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio_postgres::Client;
 
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableSchema, Value};
-use crate::pg::PgEndpoint;
+use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
     #[error("cannot reach the control database to quarantine a change: {0}")]
-    Connect(#[from] crate::pg::ConnectError),
+    Connect(Box<crate::Error>),
     #[error("cannot record a quarantined change in duplex.quarantine: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[from] ControlError),
 }
 
 /// Where quarantined changes of one direction go.
 #[derive(Debug, Clone)]
 pub struct QuarantineSpec {
-    pub control: PgEndpoint,
+    pub control: ControlEndpoint,
     pub link_id: u32,
     pub source_site: u32,
     pub target_site: u32,
@@ -36,7 +35,7 @@ pub struct QuarantineSpec {
 
 pub struct Quarantine {
     spec: QuarantineSpec,
-    client: Option<Client>,
+    client: Option<ControlDb>,
     stats: Arc<DirectionStats>,
     /// Records written in the open target transaction, confirmed after it commits.
     unconfirmed: Vec<i64>,
@@ -104,10 +103,15 @@ impl Quarantine {
         }
     }
 
-    async fn client(&mut self) -> Result<&Client, QuarantineError> {
+    async fn client(&mut self) -> Result<&mut ControlDb, QuarantineError> {
         let client = match self.client.take() {
             Some(c) => c,
-            None => self.spec.control.connect("duplex quarantine").await?,
+            None => self
+                .spec
+                .control
+                .connect("duplex quarantine")
+                .await
+                .map_err(|e| QuarantineError::Connect(Box::new(e)))?,
         };
         Ok(self.client.insert(client))
     }
@@ -133,12 +137,7 @@ impl Quarantine {
         }
         let ids = std::mem::take(&mut self.unconfirmed);
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE duplex.quarantine SET confirmed = true WHERE quarantine_id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
+        confirm_ids(client, "duplex.quarantine", "quarantine_id", &ids).await?;
         Ok(())
     }
 
@@ -153,22 +152,27 @@ impl Quarantine {
         );
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT quarantine_id, position_counter::text, change_index, change_exact::text
+            .rows(Sql::new(
+                "read the changes to retry",
+                "SELECT quarantine_id, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
                    FROM duplex.quarantine
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
-                &[&link, &source, &target],
-            )
+                "SELECT quarantine_id, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
+                   FROM duplex.quarantine
+                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry' AND confirmed
+                  ORDER BY position_counter, change_index LIMIT 100",
+                &[P::I32(link), P::I32(source), P::I32(target)],
+            ))
             .await?;
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         for r in rows {
-            let id: i64 = r.get(0);
+            let id: i64 = r.parse("quarantine_id")?;
             let parsed = (|| {
-                let counter: u64 = r.get::<_, String>(1).parse().ok()?;
-                let index = u32::try_from(r.get::<_, i32>(2)).ok()?;
-                let change = change_from_exact(&r.get::<_, Option<String>>(3)?)?;
+                let counter: u64 = r.parse("position_counter").ok()?;
+                let index: u32 = r.parse("change_index").ok()?;
+                let change = change_from_exact(&r.opt("change_exact").ok()??)?;
                 Some(Retry {
                     quarantine_id: id,
                     change,
@@ -204,11 +208,22 @@ impl Quarantine {
     ) -> Result<(), QuarantineError> {
         let client = self.client().await?;
         client
-            .execute(
-                "UPDATE duplex.quarantine SET status = $2, note = $3,
-                        settled_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-                  WHERE quarantine_id = $1",
-                &[&quarantine_id, &status, &note],
+            .exec(
+                Sql::new(
+                    "settle a retried change",
+                    "UPDATE duplex.quarantine SET status = $2, note = $3,
+                            settled_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+                      WHERE quarantine_id = $1",
+                    "UPDATE duplex.quarantine SET status = ?, note = ?,
+                            settled_at = IF(? = 'pending', NULL, UTC_TIMESTAMP(6))
+                      WHERE quarantine_id = ?",
+                    &[
+                        P::I64(quarantine_id),
+                        P::Text(Some(status)),
+                        P::Text(Some(note)),
+                    ],
+                )
+                .mysql_order(&[1, 2, 1, 0]),
             )
             .await?;
         Ok(())
@@ -255,13 +270,18 @@ impl Quarantine {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         client
-            .execute(
+            .exec(Sql::new(
+                "discard held changes overtaken by a TRUNCATE",
                 "UPDATE duplex.quarantine SET status = 'discarded', settled_at = now(),
                         note = 'overtaken by a TRUNCATE of the paused table'
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held'
                     AND change_exact->'schema'->'table'->>'name' = ANY($4)",
-                &[&link, &source, &target, &tables],
-            )
+                "UPDATE duplex.quarantine SET status = 'discarded', settled_at = UTC_TIMESTAMP(6),
+                        note = 'overtaken by a TRUNCATE of the paused table'
+                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'held'
+                    AND JSON_CONTAINS(?, JSON_QUOTE(JSON_UNQUOTE(JSON_EXTRACT(change_exact, '$.schema.table.name'))))",
+                &[P::I32(link), P::I32(source), P::I32(target), P::TextList(tables)],
+            ))
             .await?;
         Ok(())
     }
@@ -275,12 +295,16 @@ impl Quarantine {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         Ok(client
-            .execute(
+            .exec(Sql::new(
+                "release held changes",
                 "UPDATE duplex.quarantine SET status = 'retry', note = 'table resumed'
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held' AND confirmed
                     AND change_exact->'schema'->'table'->>'name' = ANY($4)",
-                &[&link, &source, &target, &active],
-            )
+                "UPDATE duplex.quarantine SET status = 'retry', note = 'table resumed'
+                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'held' AND confirmed
+                    AND JSON_CONTAINS(?, JSON_QUOTE(JSON_UNQUOTE(JSON_EXTRACT(change_exact, '$.schema.table.name'))))",
+                &[P::I32(link), P::I32(source), P::I32(target), P::TextList(active)],
+            ))
             .await?)
     }
 
@@ -310,39 +334,50 @@ impl Quarantine {
             self.spec.source_site as i32,
             self.spec.target_site as i32,
         );
+        let (table, op, position, counter) = (
+            change.table.table.to_string(),
+            change.op.to_string(),
+            origin.position.to_string(),
+            origin.position.counter().to_string(),
+        );
+        let (body, exact) = (body.to_string(), exact_json(change));
         let client = self.client().await?;
         let result = client
-            .query_opt(
+            .upsert_returning_id(Sql::new(
+                "record a quarantined change",
                 "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
                                                 position_counter, change_index, change, reason, change_exact, status)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11, $12::text::jsonb, $13)
                  ON CONFLICT (link_id, source_site, position_counter, change_index)
                  DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change, change_exact = EXCLUDED.change_exact
                  RETURNING quarantine_id, (xmax = 0) AS inserted",
+                "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
+                                                position_counter, change_index, `change`, reason, change_exact, status)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS DECIMAL(20, 0)), ?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE quarantine_id = LAST_INSERT_ID(quarantine_id), reason = VALUES(reason),
+                                         `change` = VALUES(`change`), change_exact = VALUES(change_exact)",
                 &[
-                    &link,
-                    &source,
-                    &target,
-                    &change.table.table.to_string(),
-                    &change.op.to_string(),
-                    &key,
-                    &origin.position.to_string(),
-                    &origin.position.counter().to_string(),
-                    &(origin.index as i32),
-                    &body.to_string(),
-                    &reason,
-                    &exact_json(change),
-                    &status,
+                    P::I32(link),
+                    P::I32(source),
+                    P::I32(target),
+                    P::Text(Some(&table)),
+                    P::Text(Some(&op)),
+                    P::Text(Some(key)),
+                    P::Text(Some(&position)),
+                    P::Text(Some(&counter)),
+                    P::I32(origin.index as i32),
+                    P::Text(Some(&body)),
+                    P::Text(Some(reason)),
+                    P::Text(Some(&exact)),
+                    P::Text(Some(status)),
                 ],
-            )
+            ))
             .await;
         match result {
-            Ok(row) => {
-                if let Some(row) = row {
-                    self.unconfirmed.push(row.get(0));
-                    if row.get::<_, bool>(1) && status == "pending" {
-                        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                    }
+            Ok((id, inserted)) => {
+                self.unconfirmed.push(id);
+                if inserted && status == "pending" {
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
                 }
                 if status == "held" {
                     tracing::debug!(table = %change.table.table, key, position = %origin.position, "change held (table paused)");
@@ -368,31 +403,66 @@ impl Quarantine {
 /// transaction's start, strictly below that transaction's end. `table` is one
 /// of duplex's own tables, never configuration.
 pub(crate) async fn reconcile_unconfirmed(
-    client: &Client,
+    client: &mut ControlDb,
     table: &str,
     link: i32,
     site: i32,
     resume_counter: Option<u64>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), ControlError> {
     let resume = resume_counter.unwrap_or(0).to_string();
+    let params = [P::I32(link), P::I32(site), P::Text(Some(&resume))];
     client
-        .execute(
+        .exec(Sql::new(
+            "confirm records of committed transactions",
             &format!(
                 "UPDATE {table} SET confirmed = true
                   WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric"
             ),
-            &[&link, &site, &resume],
-        )
+            &format!(
+                "UPDATE {table} SET confirmed = TRUE
+                  WHERE link_id = ? AND source_site = ? AND NOT confirmed AND position_counter < CAST(? AS DECIMAL(20, 0))"
+            ),
+            &params,
+        ))
         .await?;
     client
-        .execute(
+        .exec(Sql::new(
+            "remove records of rolled-back transactions",
             &format!(
                 "DELETE FROM {table}
                   WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric"
             ),
-            &[&link, &site, &resume],
-        )
+            &format!(
+                "DELETE FROM {table}
+                  WHERE link_id = ? AND source_site = ? AND NOT confirmed AND position_counter >= CAST(? AS DECIMAL(20, 0))"
+            ),
+            &params,
+        ))
         .await?;
+    Ok(())
+}
+
+/// Mark records `ids` of `table` (keyed by `id_column`; both duplex's own,
+/// never configuration) confirmed.
+pub(crate) async fn confirm_ids(
+    client: &mut ControlDb,
+    table: &str,
+    id_column: &str,
+    ids: &[i64],
+) -> Result<(), ControlError> {
+    for chunk in ids.chunks(1000) {
+        // Integers written by duplex itself: safe to inline, and the same
+        // text on both engines.
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE {table} SET confirmed = TRUE WHERE {id_column} IN ({list})");
+        client
+            .exec(Sql::new("confirm records", &sql, &sql, &[]))
+            .await?;
+    }
     Ok(())
 }
 

@@ -103,7 +103,7 @@ impl Pair {
         }
         let control_url = url_with_password(&a, "postgres");
         let mut control = connect(&control_url).await;
-        duplex::control::migrate(&mut control)
+        duplex::control::migrate_pg(&mut control)
             .await
             .expect("install control schema");
         for (i, pg) in [&a, &b].into_iter().enumerate() {
@@ -389,7 +389,7 @@ pub async fn control_db(
         .expect("start control cluster");
     let url = pg.conninfo("postgres");
     let mut c = connect(&url).await;
-    duplex::control::migrate(&mut c)
+    duplex::control::migrate_pg(&mut c)
         .await
         .expect("install control schema");
     for (id, name, engine, conninfo) in sites {
