@@ -348,6 +348,53 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     )
     .await;
 
+    // A conflict parked by the manual policy, recorded in the MariaDB control
+    // schema and settled with the CLI (a procedure underneath).
+    duplex.stop();
+    ctl.query_drop("UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't1'")
+        .await
+        .unwrap();
+    a.batch_execute("UPDATE t1 SET v = 'a1' WHERE id = 1")
+        .await
+        .unwrap();
+    b.query_drop("UPDATE t1 SET v = 'b1' WHERE id = 1")
+        .await
+        .unwrap();
+    duplex = DuplexProcess::spawn(&control_url, &dir.path().join("duplex.log"));
+    wait_mysql(
+        &mut ctl,
+        "the conflict parked on both sides",
+        "SELECT COUNT(*) = 2 FROM duplex.conflicts WHERE status = 'open' AND confirmed AND kind = 'update_update'",
+        T,
+    )
+    .await;
+    let (ok, listed) = duplex_cli(&control_url, &["conflicts", "list", "--open"]);
+    assert!(ok && listed.contains("parked"), "conflicts list: {listed}");
+    let id = my_value(
+        &mut ctl,
+        "SELECT CAST(conflict_id AS CHAR) FROM duplex.conflicts WHERE status = 'open' AND target_site = 2",
+    )
+    .await
+    .unwrap();
+    let (ok, shown) = duplex_cli(&control_url, &["conflicts", "show", &id]);
+    assert!(
+        ok && shown.contains("update_update") && shown.contains("\"a1\"") && shown.contains("\"b1\""),
+        "conflicts show: {shown}"
+    );
+    let (ok, out) = duplex_cli(&control_url, &["conflicts", "resolve", &id, "--take", "local"]);
+    assert!(ok, "conflicts resolve: {out}");
+    wait_for("site 2's version on PostgreSQL", T, || async {
+        pg_value(&a, "SELECT v FROM t1 WHERE id = 1").await.as_deref() == Some("b1")
+    })
+    .await;
+    wait_mysql(
+        &mut ctl,
+        "both records settled",
+        "SELECT COUNT(*) = 2 FROM duplex.conflicts WHERE status IN ('resolved', 'superseded')",
+        T,
+    )
+    .await;
+
     // Whole tables still equal on both sides.
     for (table, col) in [("t1", "v"), ("t2", "w"), ("t3", "name")] {
         let my_col = if table == "t3" { "full_name" } else { col };
