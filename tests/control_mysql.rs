@@ -40,20 +40,41 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
          CREATE TABLE t3 (id INT PRIMARY KEY, full_name VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;";
     let pg = common::start_postgres(schema_pg).await;
     let my = common::start_mariadb(schema_my).await;
-    let control_url = my.url("duplex");
+    // Least privilege: duplex runs as duplex_control (sql/roles/mysql-control.sql),
+    // the DBA as alice with the role duplex_admin.
+    my.sql(None, include_str!("../sql/roles/mysql-control.sql"))
+        .expect("run sql/roles/mysql-control.sql");
+    my.sql(
+        None,
+        "ALTER USER 'duplex_control'@'%' IDENTIFIED BY 'ctl-secret';
+         CREATE USER 'alice'@'%' IDENTIFIED BY 'alice-secret';
+         GRANT duplex_admin TO 'alice'@'%';
+         SET DEFAULT ROLE duplex_admin FOR 'alice'@'%';",
+    )
+    .expect("create the accounts");
+    let control_url = my
+        .url("duplex")
+        .replacen("root@", "duplex_control:ctl-secret@", 1);
+    let admin_url = my.url("duplex").replacen("root@", "alice:alice-secret@", 1);
 
-    // Install, twice: the second run finds nothing to do.
+    // Install, twice: the second run finds nothing to do. With the binlog on,
+    // only an administrator may create the triggers: duplex_control is told so.
     let (ok, out) = duplex_cli(&control_url, &["init"]);
+    assert!(
+        !ok && out.contains("SUPER privilege") && out.contains("sites_ins"),
+        "init as duplex_control on a binlogged server: {out}"
+    );
+    let root_url = my.url("duplex");
+    let (ok, out) = duplex_cli(&root_url, &["init"]);
     assert!(ok, "duplex init on MariaDB: {out}");
     assert!(out.contains("installed"), "{out}");
     let (ok, out) = duplex_cli(&control_url, &["init"]);
     assert!(ok && out.contains("up to date"), "second init: {out}");
 
     let mut ctl = {
-        let opts = mysql_async::OptsBuilder::from_opts(
-            mysql_async::Opts::from_url(&my.url("duplex")).unwrap(),
-        )
-        .prefer_socket(false);
+        let opts =
+            mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&admin_url).unwrap())
+                .prefer_socket(false);
         mysql_async::Conn::new(opts).await.unwrap()
     };
     // A password in conninfo is refused by the schema itself.
@@ -99,7 +120,13 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     b.query_drop("INSERT INTO t1 VALUES (2, 'from maria')")
         .await
         .unwrap();
-    wait_mysql(&mut b, "row 1 on MariaDB", "SELECT COUNT(*) FROM t1 WHERE id = 1", T).await;
+    wait_mysql(
+        &mut b,
+        "row 1 on MariaDB",
+        "SELECT COUNT(*) FROM t1 WHERE id = 1",
+        T,
+    )
+    .await;
     wait_for("row 2 on PostgreSQL", T, || common::pg_has_row(&a, "t1", 2)).await;
 
     // Add a table to the running link, with a column owned by PostgreSQL:
@@ -132,17 +159,28 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     a.batch_execute("INSERT INTO t2 VALUES (1, 'pg owns v', 'w from pg')")
         .await
         .unwrap();
-    wait_mysql(&mut b, "t2 row on MariaDB", "SELECT COUNT(*) FROM t2 WHERE id = 1", T).await;
+    wait_mysql(
+        &mut b,
+        "t2 row on MariaDB",
+        "SELECT COUNT(*) FROM t2 WHERE id = 1",
+        T,
+    )
+    .await;
     // MariaDB changes both columns: w flows, v (owned by PostgreSQL) never does.
     b.query_drop("UPDATE t2 SET v = 'maria tried', w = 'w from maria' WHERE id = 1")
         .await
         .unwrap();
     wait_for("w from MariaDB on PostgreSQL", T, || async {
-        pg_value(&a, "SELECT w FROM t2 WHERE id = 1").await.as_deref() == Some("w from maria")
+        pg_value(&a, "SELECT w FROM t2 WHERE id = 1")
+            .await
+            .as_deref()
+            == Some("w from maria")
     })
     .await;
     assert_eq!(
-        pg_value(&a, "SELECT v FROM t2 WHERE id = 1").await.as_deref(),
+        pg_value(&a, "SELECT v FROM t2 WHERE id = 1")
+            .await
+            .as_deref(),
         Some("pg owns v"),
         "an owned column was overwritten from the other site"
     );
@@ -185,7 +223,10 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         .await
         .unwrap();
     wait_for("the renamed column back on PostgreSQL", T, || async {
-        pg_value(&a, "SELECT name FROM t3 WHERE id = 1").await.as_deref() == Some("Ada L.")
+        pg_value(&a, "SELECT name FROM t3 WHERE id = 1")
+            .await
+            .as_deref()
+            == Some("Ada L.")
     })
     .await;
 
@@ -208,11 +249,20 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     assert!(!ok, "config check must fail on a rejected change: {out}");
     let (ok, out) = duplex_cli(&control_url, &["status"]);
     assert!(ok, "status: {out}");
-    assert!(out.contains("rejected") && out.contains("does not exist"), "{out}");
+    assert!(
+        out.contains("rejected") && out.contains("does not exist"),
+        "{out}"
+    );
     a.batch_execute("INSERT INTO t1 VALUES (3, 'still flowing')")
         .await
         .unwrap();
-    wait_mysql(&mut b, "t1 still syncs", "SELECT COUNT(*) FROM t1 WHERE id = 3", T).await;
+    wait_mysql(
+        &mut b,
+        "t1 still syncs",
+        "SELECT COUNT(*) FROM t1 WHERE id = 3",
+        T,
+    )
+    .await;
     ctl.query_drop("DELETE FROM duplex.link_tables WHERE table_name LIKE 'x%'")
         .await
         .unwrap();
@@ -253,7 +303,9 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     )
     .await;
     assert_eq!(
-        my_value(&mut b, "SELECT CAST(COUNT(*) AS CHAR) FROM t1 WHERE id = 4").await.as_deref(),
+        my_value(&mut b, "SELECT CAST(COUNT(*) AS CHAR) FROM t1 WHERE id = 4")
+            .await
+            .as_deref(),
         Some("0"),
         "a held change was applied"
     );
@@ -262,7 +314,13 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     ctl.query_drop("UPDATE duplex.link_tables SET paused = FALSE WHERE table_name = 't1'")
         .await
         .unwrap();
-    wait_mysql(&mut b, "the held change applied", "SELECT COUNT(*) FROM t1 WHERE id = 4", T).await;
+    wait_mysql(
+        &mut b,
+        "the held change applied",
+        "SELECT COUNT(*) FROM t1 WHERE id = 4",
+        T,
+    )
+    .await;
 
     // Pause and resume the whole link.
     ctl.query_drop("UPDATE duplex.links SET enabled = FALSE WHERE link_id = 1")
@@ -281,7 +339,13 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     ctl.query_drop("UPDATE duplex.links SET enabled = TRUE WHERE link_id = 1")
         .await
         .unwrap();
-    wait_mysql(&mut b, "the paused-time change after resume", "SELECT COUNT(*) FROM t1 WHERE id = 5", T).await;
+    wait_mysql(
+        &mut b,
+        "the paused-time change after resume",
+        "SELECT COUNT(*) FROM t1 WHERE id = 5",
+        T,
+    )
+    .await;
 
     // A change MariaDB refuses is quarantined in the MariaDB control schema;
     // the DBA fixes the target and retries it with the procedure.
@@ -291,7 +355,13 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     a.batch_execute("INSERT INTO t1 VALUES (6, 'bad'); INSERT INTO t1 VALUES (7, 'fine')")
         .await
         .unwrap();
-    wait_mysql(&mut b, "the stream goes on", "SELECT COUNT(*) FROM t1 WHERE id = 7", T).await;
+    wait_mysql(
+        &mut b,
+        "the stream goes on",
+        "SELECT COUNT(*) FROM t1 WHERE id = 7",
+        T,
+    )
+    .await;
     wait_mysql(
         &mut ctl,
         "the refused change quarantined",
@@ -316,8 +386,17 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         .await
         .unwrap();
     let (ok, out) = duplex_cli(&control_url, &["quarantine", "retry", &id]);
-    assert!(ok && out.contains("applied again"), "quarantine retry: {out}");
-    wait_mysql(&mut b, "the retried change on MariaDB", "SELECT COUNT(*) FROM t1 WHERE id = 6", T).await;
+    assert!(
+        ok && out.contains("applied again"),
+        "quarantine retry: {out}"
+    );
+    wait_mysql(
+        &mut b,
+        "the retried change on MariaDB",
+        "SELECT COUNT(*) FROM t1 WHERE id = 6",
+        T,
+    )
+    .await;
     wait_mysql(
         &mut ctl,
         "the record settled",
@@ -351,9 +430,11 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     // A conflict parked by the manual policy, recorded in the MariaDB control
     // schema and settled with the CLI (a procedure underneath).
     duplex.stop();
-    ctl.query_drop("UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't1'")
-        .await
-        .unwrap();
+    ctl.query_drop(
+        "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't1'",
+    )
+    .await
+    .unwrap();
     a.batch_execute("UPDATE t1 SET v = 'a1' WHERE id = 1")
         .await
         .unwrap();
@@ -378,13 +459,21 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     .unwrap();
     let (ok, shown) = duplex_cli(&control_url, &["conflicts", "show", &id]);
     assert!(
-        ok && shown.contains("update_update") && shown.contains("\"a1\"") && shown.contains("\"b1\""),
+        ok && shown.contains("update_update")
+            && shown.contains("\"a1\"")
+            && shown.contains("\"b1\""),
         "conflicts show: {shown}"
     );
-    let (ok, out) = duplex_cli(&control_url, &["conflicts", "resolve", &id, "--take", "local"]);
+    let (ok, out) = duplex_cli(
+        &control_url,
+        &["conflicts", "resolve", &id, "--take", "local"],
+    );
     assert!(ok, "conflicts resolve: {out}");
     wait_for("site 2's version on PostgreSQL", T, || async {
-        pg_value(&a, "SELECT v FROM t1 WHERE id = 1").await.as_deref() == Some("b1")
+        pg_value(&a, "SELECT v FROM t1 WHERE id = 1")
+            .await
+            .as_deref()
+            == Some("b1")
     })
     .await;
     wait_mysql(
@@ -399,14 +488,19 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     for (table, col) in [("t1", "v"), ("t2", "w"), ("t3", "name")] {
         let my_col = if table == "t3" { "full_name" } else { col };
         let pg_rows: Vec<String> = a
-            .query(&format!("SELECT id::text || ':' || coalesce({col}, '') FROM {table} ORDER BY id"), &[])
+            .query(
+                &format!("SELECT id::text || ':' || coalesce({col}, '') FROM {table} ORDER BY id"),
+                &[],
+            )
             .await
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
         let my_rows: Vec<String> = b
-            .query(format!("SELECT CONCAT(id, ':', COALESCE({my_col}, '')) FROM {table} ORDER BY id"))
+            .query(format!(
+                "SELECT CONCAT(id, ':', COALESCE({my_col}, '')) FROM {table} ORDER BY id"
+            ))
             .await
             .unwrap();
         assert_eq!(pg_rows, my_rows, "{table} differs");
@@ -415,7 +509,12 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     // Every write to the MariaDB control schema (status, config_status,
     // quarantine and conflict records) went through.
     let log = duplex.log_text();
-    for failure in ["cannot write duplex.", "cannot confirm", "cannot record"] {
+    for failure in [
+        "cannot write duplex.",
+        "cannot confirm",
+        "cannot record",
+        "ctl-secret",
+    ] {
         assert!(!log.contains(failure), "'{failure}' in the log:\n{log}");
     }
 
@@ -424,7 +523,13 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         .await
         .unwrap();
     let (ok, out) = duplex_cli(&control_url, &["upgrade"]);
-    assert!(!ok && out.contains("newer than this duplex understands"), "{out}");
+    assert!(
+        !ok && out.contains("newer than this duplex understands"),
+        "{out}"
+    );
     let (ok, out) = duplex_cli(&control_url, &["status"]);
-    assert!(!ok && out.contains("newer than this duplex understands"), "{out}");
+    assert!(
+        !ok && out.contains("newer than this duplex understands"),
+        "{out}"
+    );
 }

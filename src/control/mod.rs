@@ -92,10 +92,11 @@ pub enum ControlError {
         #[source]
         source: tokio_postgres::Error,
     },
+    // The server's message is in the text; not chained as a source, since
+    // mysql_async's own error repeats it in its source.
     #[error("control database: {context}: {source}")]
     Mysql {
         context: String,
-        #[source]
         source: mysql_async::Error,
     },
     #[error("the control schema is at version {found}, newer than this duplex understands ({supported}); upgrade duplex")]
