@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Install or upgrade duplex's control schema (idempotent).
     Init {
-        /// Control database connection string (libpq key=value or URL).
+        /// Control database: a PostgreSQL connection string (libpq key=value or URL),
+        /// or mysql://user@host:port/duplex for a MySQL/MariaDB control schema.
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
         control: String,
     },

@@ -574,3 +574,39 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both flavours end at the same version: a version number means the
+    /// same schema on either engine.
+    #[test]
+    fn both_flavours_reach_the_latest_version() {
+        assert_eq!(MYSQL_MIGRATIONS.last().map(|m| m.0), Some(latest_version()));
+        let mysql_versions: Vec<i32> = MYSQL_MIGRATIONS.iter().map(|m| m.0).collect();
+        let mut sorted = mysql_versions.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(mysql_versions, sorted, "MySQL migrations out of order");
+    }
+
+    #[test]
+    fn mysql_migrations_split_into_statements() {
+        for (version, _, sql) in MYSQL_MIGRATIONS {
+            let statements = db::split_mysql_script(sql);
+            assert!(statements.len() > 10, "migration {version}");
+            assert!(
+                statements.iter().all(|s| !s.starts_with("DELIMITER")),
+                "migration {version}"
+            );
+            // Each procedure arrives whole, ending at its END.
+            for s in statements
+                .iter()
+                .filter(|s| s.starts_with("CREATE PROCEDURE"))
+            {
+                assert!(s.ends_with("END"), "{s}");
+            }
+        }
+    }
+}
