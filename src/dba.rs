@@ -465,3 +465,97 @@ async fn render_status(
     }
     Ok(())
 }
+
+/// `duplex check`: compare both sites of every enabled table of the links
+/// (`link`: id or name; `table`: name or schema.name), print what differs,
+/// and record each result in `duplex.parity_checks`. Returns whether every
+/// table was clean.
+pub async fn check(
+    control: &str,
+    link: Option<&str>,
+    table: Option<&str>,
+    options: &crate::parity::CheckOptions,
+) -> anyhow::Result<bool> {
+    crate::install_crypto_provider();
+    let mut client = connect(control, "duplex check").await?;
+    let config = crate::control::load_unchecked(&mut client).await?;
+    let mut clean = true;
+    let mut checked = 0;
+    for l in &config.links {
+        if link.is_some_and(|want| want != l.name && want != l.link_id.to_string()) {
+            continue;
+        }
+        let mut lc = match config.link_config(l.link_id) {
+            Some(Ok(lc)) => lc,
+            Some(Err(e)) => {
+                eprintln!("link {}: configuration invalid, not checked: {e}", l.name);
+                clean = false;
+                continue;
+            }
+            None => continue,
+        };
+        crate::runner::expand_patterns(&mut lc)
+            .await
+            .with_context(|| format!("link {}: expand its table patterns", l.name))?;
+        for t in lc.tables.clone() {
+            if !t.enabled
+                || table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
+            {
+                continue;
+            }
+            checked += 1;
+            let report = crate::parity::check_table(&lc, &t, options, Some(&mut client))
+                .await
+                .with_context(|| format!("link {} table {}", l.name, t.table))?;
+            let id = crate::parity::record(&mut client, &report).await?;
+            print_report(&l.name, &report, id);
+            clean &= report.differences.is_empty();
+        }
+    }
+    if checked == 0 {
+        anyhow::bail!(
+            "no enabled table matched{}{}",
+            link.map(|l| format!(" link {l}")).unwrap_or_default(),
+            table.map(|t| format!(" table {t}")).unwrap_or_default()
+        );
+    }
+    Ok(clean)
+}
+
+fn print_report(link: &str, r: &crate::parity::TableReport, check_id: i64) {
+    let verdict = if r.differences.is_empty() {
+        "identical".to_string()
+    } else {
+        format!("{} difference(s)", r.differences.len())
+    };
+    let secs = r.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        (r.rows_a + r.rows_b) as f64 / secs
+    } else {
+        0.0
+    };
+    println!(
+        "link {link} table {}: {verdict} ({} rows on {}, {} on {}; {:.1} s, {:.0} rows/s; check {check_id})",
+        r.table, r.rows_a, r.site_a, r.rows_b, r.site_b, secs, rate
+    );
+    for d in r.differences.iter().take(50) {
+        match d.kind {
+            crate::parity::DiffKind::Missing => {
+                println!("  missing on {}: {}", r.site_b, d.key)
+            }
+            crate::parity::DiffKind::Extra => println!("  only on {}: {}", r.site_b, d.key),
+            crate::parity::DiffKind::Differs => {
+                println!("  differs: {} (columns {})", d.key, d.columns.join(", "))
+            }
+        }
+    }
+    if r.differences.len() > 50 {
+        println!(
+            "  ... and {} more (SELECT * FROM duplex.parity_differences WHERE check_id = {check_id})",
+            r.differences.len() - 50
+        );
+    }
+    if !r.skipped_columns.is_empty() {
+        println!("  not compared: {}", r.skipped_columns.join(", "));
+    }
+}

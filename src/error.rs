@@ -43,6 +43,8 @@ pub enum Error {
         #[source]
         source: Box<crate::sink::mysql::MysqlSinkError>,
     },
+    #[error(transparent)]
+    Parity(#[from] crate::parity::reader::ReadError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -16,6 +16,7 @@ pub mod localdb;
 pub mod mapping;
 pub mod marker;
 pub mod mysql;
+pub mod parity;
 pub mod pg;
 pub mod pipeline;
 pub mod runner;

@@ -47,6 +47,25 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_rows: usize,
     },
+    /// Compare both sites of every synced table, row by row (duplex.parity_checks).
+    /// Exits 1 when a difference persists.
+    Check {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        /// Only this link (id or name).
+        #[arg(long)]
+        link: Option<String>,
+        /// Only this table (name, or schema.name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Rows read per page.
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+        /// Longest wait, in seconds, for a running link to catch up before rows
+        /// that differed are read again.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+    },
     /// Show each link direction's status (duplex.link_overview).
     Status {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -300,6 +319,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tables,
             watch,
         } => duplex::dba::status(&control, tables, watch).await?,
+        Command::Check {
+            control,
+            link,
+            table,
+            chunk,
+            settle,
+        } => {
+            let options = duplex::parity::CheckOptions {
+                chunk,
+                settle: std::time::Duration::from_secs(settle),
+                progress: true,
+            };
+            if !duplex::dba::check(&control, link.as_deref(), table.as_deref(), &options).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Demo { rounds, support } => duplex::demo::run(rounds, support).await?,
         Command::Bench {
             bulk_rows,

@@ -227,6 +227,19 @@ impl TableMapping {
             .unwrap_or(target)
     }
 
+    /// For a parity check from this mapping's source: the target's name of
+    /// source column `source` when its values are comparable as they are
+    /// (synced, and transformed in neither direction).
+    pub fn compared_column<'a>(&'a self, source: &'a str) -> Option<&'a str> {
+        if self.drop.contains(source)
+            || self.transforms.contains_key(source)
+            || self.only_if_changed.contains(source)
+        {
+            return None;
+        }
+        Some(self.target_name(source))
+    }
+
     /// The target's name of the source column `source`.
     pub fn target_name<'a>(&'a self, source: &'a str) -> &'a str {
         self.rename

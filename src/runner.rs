@@ -454,7 +454,7 @@ async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
 
 /// Add the tables a link's patterns match on both sites (explicit
 /// `link_tables` rows take precedence). Reads the sites' catalogs only.
-async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
+pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
     if !lc.patterns.iter().any(|p| !p.exclude) {
         return Ok(());
     }

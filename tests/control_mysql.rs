@@ -505,6 +505,17 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
             .unwrap();
         assert_eq!(pg_rows, my_rows, "{table} differs");
     }
+    // duplex check agrees, through the mapping, and records it in MariaDB.
+    let (ok, out) = duplex_cli(&control_url, &["check"]);
+    assert!(ok, "check: {out}");
+    assert!(out.contains("table public.t3: identical"), "{out}");
+    wait_mysql(
+        &mut ctl,
+        "the clean checks recorded",
+        "SELECT COUNT(*) = 3 FROM duplex.parity_overview WHERE status = 'clean'",
+        T,
+    )
+    .await;
     duplex.stop();
     // Every write to the MariaDB control schema (status, config_status,
     // quarantine and conflict records) went through.

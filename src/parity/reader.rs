@@ -1,0 +1,559 @@
+//! Reading one site's copy of a synced table as canonical rows, for the
+//! parity check: pages in primary-key order, rows by key, and each value
+//! brought into this site's own representation of a column (so a value read
+//! on the other engine compares equal exactly when this site would store the
+//! same thing).
+
+use std::collections::HashMap;
+
+use mysql_async::prelude::Queryable;
+
+use crate::canonical::{Row, TableName, Value};
+use crate::control::{Site, SiteEngine};
+use crate::mysql::types::MysqlColumn;
+use crate::pg::types::PgTypeClass;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("site {site}: {context}: {source}")]
+    Pg {
+        site: String,
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("site {site}: {context}: {source}")]
+    Mysql {
+        site: String,
+        context: String,
+        source: mysql_async::Error,
+    },
+    #[error("site {site}: table {table}: {reason}")]
+    Table {
+        site: String,
+        table: String,
+        reason: String,
+    },
+}
+
+/// One column of the table as this site has it.
+#[derive(Debug, Clone)]
+pub enum SideColumn {
+    /// Name, catalog type (quoted, for casts), value class.
+    Pg(String, String, PgTypeClass),
+    Mysql(MysqlColumn),
+}
+
+impl SideColumn {
+    pub fn name(&self) -> &str {
+        match self {
+            SideColumn::Pg(name, _, _) => name,
+            SideColumn::Mysql(c) => &c.name,
+        }
+    }
+
+    /// `v` (read on either site) as this column holds it; `Err` when it
+    /// cannot hold it exactly.
+    pub fn normalize(&self, v: &Value) -> Result<Value, String> {
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        match self {
+            SideColumn::Pg(_, _, class) => {
+                let text = crate::pg::types::encode_text(v).map_err(|e| e.to_string())?;
+                crate::pg::types::decode_text(class, &text).map_err(|e| e.to_string())
+            }
+            SideColumn::Mysql(col) => {
+                let param = crate::mysql::types::encode_param(col, v).map_err(|e| e.to_string())?;
+                crate::mysql::types::decode_query_value(col, param).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+enum Conn {
+    Pg(tokio_postgres::Client),
+    Mysql(Box<mysql_async::Conn>),
+}
+
+/// One site's copy of a table, open for reading.
+pub struct SideReader {
+    site: String,
+    conn: Conn,
+    /// Quoted table name.
+    quoted: String,
+    pub columns: Vec<SideColumn>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub key: Vec<usize>,
+}
+
+impl SideReader {
+    /// Open `table` on `site`; `skip` names duplex's own columns (marker,
+    /// stamp), which are not compared.
+    pub async fn open(
+        site: &Site,
+        table: &TableName,
+        skip: &[String],
+    ) -> Result<SideReader, crate::Error> {
+        match site.engine {
+            SiteEngine::Postgres => {
+                let ep = crate::pg::PgEndpoint::from_site(site)?;
+                let client = ep.connect("duplex check").await?;
+                Ok(Self::open_pg(site, client, table, skip).await?)
+            }
+            SiteEngine::Mysql => {
+                let ep = crate::mysql::MysqlEndpoint::from_site(site)?;
+                let mut conn = ep.connect().await?;
+                let err = |context: &str| {
+                    let (site, context) = (site.name.clone(), context.to_string());
+                    move |source| ReadError::Mysql {
+                        site,
+                        context,
+                        source,
+                    }
+                };
+                // Values are read as duplex's sessions read them: UTC.
+                conn.query_drop("SET time_zone = '+00:00'")
+                    .await
+                    .map_err(err("set up the session"))?;
+                let db = ep.database().to_string();
+                Ok(Self::open_mysql(site, conn, &db, table, skip).await?)
+            }
+        }
+    }
+
+    async fn open_pg(
+        site: &Site,
+        client: tokio_postgres::Client,
+        table: &TableName,
+        skip: &[String],
+    ) -> Result<SideReader, ReadError> {
+        let err = |context: &str| {
+            let (site, context) = (site.name.clone(), context.to_string());
+            move |source| ReadError::Pg {
+                site,
+                context,
+                source,
+            }
+        };
+        let quoted = crate::pg::quote_table(table);
+        let oid: Option<u32> = client
+            .query_one("SELECT to_regclass($1)::oid", &[&quoted])
+            .await
+            .map_err(err("look up the table"))?
+            .get(0);
+        let oid = oid.ok_or_else(|| ReadError::Table {
+            site: site.name.clone(),
+            table: table.to_string(),
+            reason: "does not exist".into(),
+        })?;
+        let rows = client
+            .query(
+                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid,
+                        coalesce((SELECT k.ord::int4
+                                    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                                   WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.attnum = a.attnum), 0)
+                   FROM pg_attribute a
+                   JOIN pg_type t ON t.oid = a.atttypid
+                   JOIN pg_namespace n ON n.oid = t.typnamespace
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(err("read the columns"))?;
+        let mut cache = HashMap::new();
+        let mut columns = Vec::new();
+        let mut key: Vec<(i32, usize)> = Vec::new();
+        for r in rows {
+            let name: String = r.get(0);
+            if skip.contains(&name) {
+                continue;
+            }
+            let class = crate::pg::types::resolve_type_class(&client, r.get(2), &mut cache)
+                .await
+                .map_err(err("read the column types"))?;
+            let position: i32 = r.get(3);
+            if position > 0 {
+                key.push((position, columns.len()));
+            }
+            columns.push(SideColumn::Pg(name, r.get(1), class));
+        }
+        key.sort_unstable();
+        if key.is_empty() {
+            return Err(ReadError::Table {
+                site: site.name.clone(),
+                table: table.to_string(),
+                reason: "has no primary key".into(),
+            });
+        }
+        Ok(SideReader {
+            site: site.name.clone(),
+            conn: Conn::Pg(client),
+            quoted,
+            columns,
+            key: key.into_iter().map(|(_, i)| i).collect(),
+        })
+    }
+
+    async fn open_mysql(
+        site: &Site,
+        mut conn: mysql_async::Conn,
+        db: &str,
+        table: &TableName,
+        skip: &[String],
+    ) -> Result<SideReader, ReadError> {
+        let err = |context: &str| {
+            let (site, context) = (site.name.clone(), context.to_string());
+            move |source| ReadError::Mysql {
+                site,
+                context,
+                source,
+            }
+        };
+        let all = MysqlColumn::load_table(&mut conn, db, &table.name)
+            .await
+            .map_err(err("read the columns"))?;
+        if all.is_empty() {
+            return Err(ReadError::Table {
+                site: site.name.clone(),
+                table: format!("{db}.{}", table.name),
+                reason: "does not exist".into(),
+            });
+        }
+        let key_names: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
+                  ORDER BY ORDINAL_POSITION",
+                (db, &table.name),
+            )
+            .await
+            .map_err(err("read the primary key"))?;
+        let columns: Vec<SideColumn> = all
+            .into_iter()
+            .filter(|c| !skip.contains(&c.name))
+            .map(SideColumn::Mysql)
+            .collect();
+        let key = key_names
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| c.name() == k))
+            .collect::<Vec<_>>();
+        if key.is_empty() || key.len() != key_names.len() {
+            return Err(ReadError::Table {
+                site: site.name.clone(),
+                table: format!("{db}.{}", table.name),
+                reason: "has no primary key".into(),
+            });
+        }
+        Ok(SideReader {
+            site: site.name.clone(),
+            conn: Conn::Mysql(Box::new(conn)),
+            quoted: format!(
+                "{}.{}",
+                crate::mysql::quote_ident(db),
+                crate::mysql::quote_ident(&table.name)
+            ),
+            columns,
+            key,
+        })
+    }
+
+    /// The server's estimate of the table's row count (for progress only).
+    pub async fn estimated_rows(&mut self) -> u64 {
+        let quoted = self.quoted.clone();
+        match &mut self.conn {
+            Conn::Pg(c) => c
+                .query_one(
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+                    &[&quoted],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0).max(0) as u64)
+                .unwrap_or(0),
+            Conn::Mysql(c) => c
+                .query_first::<Option<u64>, _>(format!("SELECT COUNT(*) FROM {quoted}"))
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+                .unwrap_or(0),
+        }
+    }
+
+    fn key_names(&self) -> Vec<&str> {
+        self.key.iter().map(|&i| self.columns[i].name()).collect()
+    }
+
+    /// Up to `limit` rows after key `after` (all columns, or the key columns
+    /// only with `keys_only`), in primary-key order. Key values of `after`
+    /// are in this site's representation.
+    pub async fn page(
+        &mut self,
+        after: Option<&[Value]>,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Row>, ReadError> {
+        let wanted: Vec<usize> = if keys_only {
+            self.key.clone()
+        } else {
+            (0..self.columns.len()).collect()
+        };
+        match &self.conn {
+            Conn::Pg(_) => {
+                let quote = crate::pg::quote_ident;
+                let select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
+                    .collect();
+                // Qualified: `ORDER BY "id"` would sort by the text output column.
+                let keys: Vec<String> = self
+                    .key_names()
+                    .into_iter()
+                    .map(|k| format!("t.{}", quote(k)))
+                    .collect();
+                let mut params = Vec::new();
+                let condition = match after {
+                    None => "true".to_string(),
+                    Some(after) => {
+                        let mut casts = Vec::new();
+                        for (j, v) in after.iter().enumerate() {
+                            let SideColumn::Pg(_, ty, _) = &self.columns[self.key[j]] else {
+                                continue;
+                            };
+                            casts.push(format!("${}::text::{ty}", j + 1));
+                            params.push(Some(self.key_text(v)?));
+                        }
+                        format!("({}) > ({})", keys.join(", "), casts.join(", "))
+                    }
+                };
+                let sql = format!(
+                    "SELECT {} FROM {} AS t WHERE {condition} ORDER BY {} LIMIT {limit}",
+                    select.join(", "),
+                    self.quoted,
+                    keys.join(", ")
+                );
+                self.pg_rows(&sql, &params, &wanted).await
+            }
+            Conn::Mysql(_) => {
+                let quote = crate::mysql::quote_ident;
+                let select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| quote(self.columns[i].name()))
+                    .collect();
+                let keys: Vec<String> = self.key_names().into_iter().map(quote).collect();
+                let mut params = Vec::new();
+                let condition = match after {
+                    None => "TRUE".to_string(),
+                    Some(after) => {
+                        for (j, v) in after.iter().enumerate() {
+                            params.push(self.mysql_param(self.key[j], v)?);
+                        }
+                        let marks = vec!["?"; after.len()].join(", ");
+                        format!("({}) > ({marks})", keys.join(", "))
+                    }
+                };
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit}",
+                    select.join(", "),
+                    self.quoted,
+                    keys.join(", ")
+                );
+                self.mysql_rows(&sql, params, &wanted).await
+            }
+        }
+    }
+
+    /// The rows with these keys (in this site's representation), by key.
+    pub async fn fetch(
+        &mut self,
+        keys: &[Vec<Value>],
+        keys_only: bool,
+    ) -> Result<Vec<Row>, ReadError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<usize> = if keys_only {
+            self.key.clone()
+        } else {
+            (0..self.columns.len()).collect()
+        };
+        match &self.conn {
+            Conn::Pg(_) => {
+                let quote = crate::pg::quote_ident;
+                let select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
+                    .collect();
+                let mut key_cols = Vec::new();
+                let mut arrays = Vec::new();
+                let mut params: Vec<Vec<Option<String>>> = vec![Vec::new(); self.key.len()];
+                for (j, &i) in self.key.iter().enumerate() {
+                    let SideColumn::Pg(name, ty, _) = &self.columns[i] else {
+                        continue;
+                    };
+                    key_cols.push(format!("t.{}", quote(name)));
+                    arrays.push(format!("${}::text[]::{ty}[]", j + 1));
+                }
+                for k in keys {
+                    for (j, v) in k.iter().enumerate() {
+                        params[j].push(Some(self.key_text(v)?));
+                    }
+                }
+                let sql = format!(
+                    "SELECT {} FROM {} AS t WHERE ({}) IN (SELECT * FROM unnest({}))",
+                    select.join(", "),
+                    self.quoted,
+                    key_cols.join(", "),
+                    arrays.join(", ")
+                );
+                let Conn::Pg(client) = &self.conn else {
+                    return Ok(Vec::new());
+                };
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = client
+                    .query(&sql, &refs)
+                    .await
+                    .map_err(|source| ReadError::Pg {
+                        site: self.site.clone(),
+                        context: format!("read rows of {} by key", self.quoted),
+                        source,
+                    })?;
+                rows.iter().map(|r| self.pg_row(r, &wanted)).collect()
+            }
+            Conn::Mysql(_) => {
+                let quote = crate::mysql::quote_ident;
+                let select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| quote(self.columns[i].name()))
+                    .collect();
+                let keys_sql: Vec<String> = self.key_names().into_iter().map(quote).collect();
+                let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
+                let mut params = Vec::new();
+                for k in keys {
+                    for (j, v) in k.iter().enumerate() {
+                        params.push(self.mysql_param(self.key[j], v)?);
+                    }
+                }
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE ({}) IN ({})",
+                    select.join(", "),
+                    self.quoted,
+                    keys_sql.join(", "),
+                    vec![tuple; keys.len()].join(", ")
+                );
+                self.mysql_rows(&sql, params, &wanted).await
+            }
+        }
+    }
+
+    fn key_text(&self, v: &Value) -> Result<String, ReadError> {
+        crate::pg::types::encode_text(v).map_err(|e| ReadError::Table {
+            site: self.site.clone(),
+            table: self.quoted.clone(),
+            reason: format!("a key value cannot be written as text: {e}"),
+        })
+    }
+
+    fn mysql_param(&self, column: usize, v: &Value) -> Result<mysql_async::Value, ReadError> {
+        let SideColumn::Mysql(col) = &self.columns[column] else {
+            return Err(ReadError::Table {
+                site: self.site.clone(),
+                table: self.quoted.clone(),
+                reason: "internal: a PostgreSQL column on a MySQL site".into(),
+            });
+        };
+        crate::mysql::types::encode_param(col, v).map_err(|e| ReadError::Table {
+            site: self.site.clone(),
+            table: self.quoted.clone(),
+            reason: format!("key column {}: {e}", col.name),
+        })
+    }
+
+    async fn pg_rows(
+        &self,
+        sql: &str,
+        params: &[Option<String>],
+        wanted: &[usize],
+    ) -> Result<Vec<Row>, ReadError> {
+        let Conn::Pg(client) = &self.conn else {
+            return Ok(Vec::new());
+        };
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(sql, &refs)
+            .await
+            .map_err(|source| ReadError::Pg {
+                site: self.site.clone(),
+                context: format!("read a page of {}", self.quoted),
+                source,
+            })?;
+        rows.iter().map(|r| self.pg_row(r, wanted)).collect()
+    }
+
+    /// A row with the `wanted` columns set (the others `None`).
+    fn pg_row(&self, r: &tokio_postgres::Row, wanted: &[usize]) -> Result<Row, ReadError> {
+        let mut values = vec![None; self.columns.len()];
+        for (j, &i) in wanted.iter().enumerate() {
+            let SideColumn::Pg(name, _, class) = &self.columns[i] else {
+                continue;
+            };
+            let text: Option<String> = r.get(j);
+            values[i] = Some(match text {
+                None => Value::Null,
+                Some(t) => {
+                    crate::pg::types::decode_text(class, &t).map_err(|e| ReadError::Table {
+                        site: self.site.clone(),
+                        table: self.quoted.clone(),
+                        reason: format!("column {name}: {e}"),
+                    })?
+                }
+            });
+        }
+        Ok(Row(values))
+    }
+
+    async fn mysql_rows(
+        &mut self,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+        wanted: &[usize],
+    ) -> Result<Vec<Row>, ReadError> {
+        let Conn::Mysql(conn) = &mut self.conn else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql, mysql_async::Params::Positional(params))
+            .await
+            .map_err(|source| ReadError::Mysql {
+                site: self.site.clone(),
+                context: format!("read rows of {}", self.quoted),
+                source,
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut values = vec![None; self.columns.len()];
+            for (j, raw) in r.unwrap().into_iter().enumerate() {
+                let Some(&i) = wanted.get(j) else { continue };
+                let SideColumn::Mysql(col) = &self.columns[i] else {
+                    continue;
+                };
+                values[i] = Some(crate::mysql::types::decode_query_value(col, raw).map_err(
+                    |e| ReadError::Table {
+                        site: self.site.clone(),
+                        table: self.quoted.clone(),
+                        reason: format!("column {}: {e}", col.name),
+                    },
+                )?);
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+}
