@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod runner;
 pub mod setup;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod stats;
 

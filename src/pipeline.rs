@@ -56,6 +56,8 @@ pub struct DirectionSpec {
     pub tombstone_retention: Duration,
     /// Column mappings and one-way tables (see `mapping`).
     pub mapping: crate::mapping::DirectionMapping,
+    /// Copying the source's existing rows of tables that joined the link.
+    pub snapshot: Option<crate::snapshot::SnapshotSpec>,
 }
 
 /// Run one direction until `shutdown` turns true or an error occurs. The caller
@@ -74,8 +76,18 @@ pub async fn run_direction(
         sink.reconcile_quarantine(resume_counter).await?;
         sink.release_held().await?;
         let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
+        let mut mapping = spec.mapping.clone();
+        // Existing rows first; the stream then goes on from `resume`, before the copy.
+        let snapshot_start = match &spec.snapshot {
+            Some(s) => crate::snapshot::run_pending(s, &mut sink, &mut mapping, resume, &stats, &shutdown).await?,
+            None => None,
+        };
+        if *shutdown.borrow() {
+            stats.set_state("stopped");
+            return Ok(());
+        }
         let mut source_spec = spec.source.clone();
-        source_spec.set_start(resume);
+        source_spec.set_start(resume.or(snapshot_start));
         if let Some(p) = resume {
             stats.set_applied_position(p);
         }
@@ -120,7 +132,6 @@ pub async fn run_direction(
         };
 
         let mut reader_closed = false;
-        let mut mapping = spec.mapping.clone();
         // Conflicts a DBA settles and quarantined changes a DBA retries are
         // picked up at this pace, between source transactions.
         let mut resolutions = tokio::time::interval(std::time::Duration::from_secs(1));

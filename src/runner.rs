@@ -408,6 +408,25 @@ async fn prepare_link(
             tuning: tuning.clone(),
             tombstone_retention: link.tombstone_retention,
             mapping: crate::mapping::DirectionMapping::new(mapping),
+            snapshot: Some(crate::snapshot::SnapshotSpec {
+                link_id: link.link_id,
+                source: src.clone(),
+                target_site: dst.site_id,
+                tables: tables
+                    .iter()
+                    .map(|t| crate::snapshot::SnapshotTable {
+                        table: t.table.clone(),
+                        initial_sync: t.initial_sync,
+                        paused: t.paused,
+                        field_merge: field_merge_tables.contains(&t.table.name),
+                    })
+                    .collect(),
+                marker_column: link.marker_column.clone(),
+                stamp_column: link.stamp_column(),
+                control: control.clone(),
+                rows_per_second: link.snapshot_rows_per_second,
+                page_rows: tuning.max_batch_rows.max(100) * 2,
+            }),
         });
     }
     Ok(specs)
@@ -538,6 +557,7 @@ pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Er
             table: crate::canonical::TableName::new(schema, name),
             enabled: true,
             paused: false,
+            initial_sync: true,
             direction: crate::mapping::TableDirection::Both,
             mappings: Vec::new(),
             replica_identity: control::ReplicaIdentityMode::Full,

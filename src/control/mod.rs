@@ -72,6 +72,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "parity checks",
         include_str!("../../sql/postgresql/0011_parity.sql"),
     ),
+    (
+        12,
+        "initial sync of existing rows",
+        include_str!("../../sql/postgresql/0012_initial_sync.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -88,6 +93,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         11,
         "parity checks",
         include_str!("../../sql/mysql/0011_parity.sql"),
+    ),
+    (
+        12,
+        "initial sync of existing rows",
+        include_str!("../../sql/mysql/0012_initial_sync.sql"),
     ),
 ];
 
@@ -321,10 +331,12 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
         .rows(Sql::new(
             "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
-                    extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs
+                    extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs,
+                    snapshot_rows_per_second
                FROM duplex.links ORDER BY link_id",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
-                    CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs
+                    CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs,
+                    snapshot_rows_per_second
                FROM duplex.links ORDER BY link_id",
             &[],
         ))
@@ -399,10 +411,10 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
         .rows(Sql::new(
             "read duplex.link_tables",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie
+                    conflict_policy, priority_site, merge_tie, initial_sync
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie
+                    conflict_policy, priority_site, merge_tie, initial_sync
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             &[],
         ))

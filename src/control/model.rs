@@ -117,6 +117,8 @@ pub struct Link {
     pub marker_column: String,
     /// How long tombstones of applied deletes are kept on the target sites.
     pub tombstone_retention: std::time::Duration,
+    /// Most rows per second each direction copies in an initial sync (0: no limit).
+    pub snapshot_rows_per_second: u32,
 }
 
 impl Link {
@@ -135,6 +137,7 @@ impl Link {
             site_b: positive(b, "site_b")?,
             enabled: bool_col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
+            snapshot_rows_per_second: col(row, "links", "snapshot_rows_per_second")?,
             tombstone_retention: {
                 let secs: f64 = col(row, "links", "tombstone_retention_secs")?;
                 std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -190,6 +193,8 @@ pub struct LinkTable {
     pub enabled: bool,
     /// Changes are held until the table is resumed.
     pub paused: bool,
+    /// Copy the rows each site already holds when the table joins the link.
+    pub initial_sync: bool,
     /// Which way its changes flow.
     pub direction: crate::mapping::TableDirection,
     /// Renamed, excluded, transformed and one-side-only columns.
@@ -242,6 +247,7 @@ impl LinkTable {
             table,
             enabled: bool_col(row, "link_tables", "enabled")?,
             paused: bool_col(row, "link_tables", "paused")?,
+            initial_sync: bool_col(row, "link_tables", "initial_sync")?,
             direction,
             mappings,
             replica_identity,
@@ -365,14 +371,19 @@ impl LinkConfig {
     pub fn describe(&self) -> Vec<String> {
         let l = &self.link;
         let mut out = vec![format!(
-            "link {} ({}): {}, sites {} and {}, marker column {}, tombstones kept {}s",
+            "link {} ({}): {}, sites {} and {}, marker column {}, tombstones kept {}s{}",
             l.link_id,
             l.name,
             if l.enabled { "enabled" } else { "paused" },
             l.site_a,
             l.site_b,
             l.marker_column,
-            l.tombstone_retention.as_secs()
+            l.tombstone_retention.as_secs(),
+            if l.snapshot_rows_per_second > 0 {
+                format!(", initial sync at most {} rows/s", l.snapshot_rows_per_second)
+            } else {
+                String::new()
+            }
         )];
         for s in [&self.site_a, &self.site_b] {
             out.push(format!(
@@ -396,6 +407,9 @@ impl LinkConfig {
                 t.replica_identity,
                 if t.paused { ", paused" } else { "" }
             );
+            if !t.initial_sync {
+                line.push_str(", no initial sync");
+            }
             if t.direction != crate::mapping::TableDirection::Both {
                 line.push_str(&format!(", direction {:?}", t.direction));
             }

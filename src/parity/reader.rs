@@ -557,3 +557,223 @@ impl SideReader {
         Ok(out)
     }
 }
+
+/// A source row for the initial sync, with what tells its version.
+#[derive(Debug, Clone)]
+pub struct VersionedRow {
+    pub row: Row,
+    /// The marker column's text.
+    pub marker: Option<String>,
+    /// Last written by duplex's applier (the marker describes it).
+    pub synced: bool,
+    /// The version time of the last write (PostgreSQL: the commit timestamp of
+    /// xmin; MySQL: the stamp column), µs.
+    pub version_us: Option<i64>,
+}
+
+impl SideReader {
+    /// The column schema of this copy, for changes built from its rows.
+    pub fn table_schema(&self, table: TableName) -> crate::canonical::TableSchema {
+        crate::canonical::TableSchema {
+            table,
+            columns: self
+                .columns
+                .iter()
+                .map(|c| crate::canonical::ColumnSchema {
+                    name: c.name().to_string(),
+                    type_name: match c {
+                        SideColumn::Pg(_, ty, _) => ty.clone(),
+                        SideColumn::Mysql(col) => col.column_type.clone(),
+                    },
+                })
+                .collect(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// A page of whole rows after `after`, in key order, each with its
+    /// marker and what tells who wrote it last.
+    pub async fn page_versions(
+        &mut self,
+        after: Option<&[Value]>,
+        limit: usize,
+        marker_column: &str,
+        stamp_column: &str,
+    ) -> Result<Vec<VersionedRow>, ReadError> {
+        let wanted: Vec<usize> = (0..self.columns.len()).collect();
+        let n = wanted.len();
+        match &self.conn {
+            Conn::Pg(_) => {
+                let quote = crate::pg::quote_ident;
+                let mut select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
+                    .collect();
+                select.push(format!("t.{}::text", quote(marker_column)));
+                select.push(
+                    "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
+                        .into(),
+                );
+                select.push(
+                    "(SELECT o.roname::text FROM pg_replication_origin o
+                       WHERE o.roident = (pg_xact_commit_timestamp_origin(t.xmin)).roident)"
+                        .into(),
+                );
+                let keys: Vec<String> = self
+                    .key_names()
+                    .into_iter()
+                    .map(|k| format!("t.{}", quote(k)))
+                    .collect();
+                let mut params = Vec::new();
+                let condition = match after {
+                    None => "true".to_string(),
+                    Some(after) => {
+                        let mut casts = Vec::new();
+                        for (j, v) in after.iter().enumerate() {
+                            let SideColumn::Pg(_, ty, _) = &self.columns[self.key[j]] else {
+                                continue;
+                            };
+                            casts.push(format!("${}::text::{ty}", j + 1));
+                            params.push(Some(self.key_text(v)?));
+                        }
+                        format!("({}) > ({})", keys.join(", "), casts.join(", "))
+                    }
+                };
+                let sql = format!(
+                    "SELECT {} FROM {} AS t WHERE {condition} ORDER BY {} LIMIT {limit}",
+                    select.join(", "),
+                    self.quoted,
+                    keys.join(", ")
+                );
+                let Conn::Pg(client) = &self.conn else {
+                    return Ok(Vec::new());
+                };
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = client.query(&sql, &refs).await.map_err(|source| ReadError::Pg {
+                    site: self.site.clone(),
+                    context: format!("read a page of {}", self.quoted),
+                    source,
+                })?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let row = self.pg_row(r, &wanted)?;
+                    let marker: Option<String> = r.get(n);
+                    let commit_us: Option<i64> = r.get(n + 1);
+                    let origin: Option<String> = r.get(n + 2);
+                    let synced = match (commit_us, &origin) {
+                        (Some(_), Some(o)) => {
+                            o.starts_with(crate::control::model::DUPLEX_ORIGIN_PREFIX)
+                        }
+                        (Some(_), None) => false,
+                        // No commit timestamp (written before they were on):
+                        // the checksum in the marker decides.
+                        (None, _) => {
+                            let schema = self.table_schema(TableName::new("", ""));
+                            crate::marker::Marker::parse(marker.as_deref())
+                                .ok()
+                                .flatten()
+                                .is_some_and(|m| {
+                                    m.crc != 0
+                                        && crate::canonical::encode::row_checksum(&schema, &row)
+                                            == Some(m.crc)
+                                })
+                        }
+                    };
+                    out.push(VersionedRow {
+                        row,
+                        marker,
+                        synced,
+                        version_us: commit_us,
+                    });
+                }
+                Ok(out)
+            }
+            Conn::Mysql(_) => {
+                let quote = crate::mysql::quote_ident;
+                let mut select: Vec<String> = wanted
+                    .iter()
+                    .map(|&i| quote(self.columns[i].name()))
+                    .collect();
+                select.push(format!("CAST({} AS CHAR)", quote(marker_column)));
+                select.push(format!(
+                    "CAST(UNIX_TIMESTAMP({}) * 1000000 AS SIGNED)",
+                    quote(stamp_column)
+                ));
+                let keys: Vec<String> = self.key_names().into_iter().map(quote).collect();
+                let mut params = Vec::new();
+                let condition = match after {
+                    None => "TRUE".to_string(),
+                    Some(after) => {
+                        for (j, v) in after.iter().enumerate() {
+                            params.push(self.mysql_param(self.key[j], v)?);
+                        }
+                        let marks = vec!["?"; after.len()].join(", ");
+                        format!("({}) > ({marks})", keys.join(", "))
+                    }
+                };
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit}",
+                    select.join(", "),
+                    self.quoted,
+                    keys.join(", ")
+                );
+                let Conn::Mysql(conn) = &mut self.conn else {
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<mysql_async::Row> = conn
+                    .exec(sql.as_str(), mysql_async::Params::Positional(params))
+                    .await
+                    .map_err(|source| ReadError::Mysql {
+                        site: self.site.clone(),
+                        context: format!("read a page of {}", self.quoted),
+                        source,
+                    })?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let mut raw = r.unwrap();
+                    let stamp = raw.pop().unwrap_or(mysql_async::Value::NULL);
+                    let marker = raw.pop().unwrap_or(mysql_async::Value::NULL);
+                    let mut values = vec![None; self.columns.len()];
+                    for (i, v) in raw.into_iter().enumerate() {
+                        let SideColumn::Mysql(col) = &self.columns[i] else {
+                            continue;
+                        };
+                        values[i] = Some(crate::mysql::types::decode_query_value(col, v).map_err(
+                            |e| ReadError::Table {
+                                site: self.site.clone(),
+                                table: self.quoted.clone(),
+                                reason: format!("column {}: {e}", col.name),
+                            },
+                        )?);
+                    }
+                    let marker: Option<String> = match marker {
+                        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                        _ => None,
+                    };
+                    let version_us: Option<i64> = match stamp {
+                        mysql_async::Value::Int(i) => Some(i),
+                        mysql_async::Value::UInt(u) => i64::try_from(u).ok(),
+                        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).parse().ok(),
+                        _ => None,
+                    };
+                    // The applier writes the stamp column with the marker's
+                    // version time; a user's write moves it.
+                    let synced = crate::marker::Marker::parse(marker.as_deref())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|m| Some(m.ts) == version_us);
+                    out.push(VersionedRow {
+                        row: Row(values),
+                        marker,
+                        synced,
+                        version_us,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+}

@@ -138,6 +138,22 @@ impl Sink {
         }
     }
 
+    /// Apply rows copied by the initial sync (one target transaction).
+    pub async fn apply_snapshot_rows(
+        &mut self,
+        changes: Vec<(RowChange, quarantine::ChangeOrigin)>,
+    ) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => own::apply_snapshot_rows(&mut **s, changes)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => own::apply_snapshot_rows(&mut **s, changes)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply, in order, the changes held for tables resumed since (before the
     /// stream goes on).
     pub async fn release_held(&mut self) -> Result<(), crate::Error> {

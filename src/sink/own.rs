@@ -114,6 +114,29 @@ pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Erro
     Ok(())
 }
 
+/// Apply a page of rows copied by the initial sync in one target transaction
+/// of duplex's own, through conflict detection (a row the target holds in a
+/// newer version is not written over; one it holds concurrently is settled by
+/// the policy and recorded).
+pub(crate) async fn apply_snapshot_rows<S: Applier>(
+    sink: &mut S,
+    changes: Vec<(crate::canonical::RowChange, ChangeOrigin)>,
+) -> Result<(), S::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    sink.begin_own().await?;
+    sink.pending_mut().extend(changes);
+    if let Err(e) = crate::sink::applier::decide_pending(sink).await {
+        let _ = sink.rollback_own().await;
+        return Err(e);
+    }
+    sink.commit_own().await?;
+    sink.quarantine().confirm().await?;
+    sink.conflicts().confirm().await?;
+    Ok(())
+}
+
 /// The origin of a change written outside the source stream (nothing keys it).
 pub(crate) fn no_origin() -> ChangeOrigin {
     ChangeOrigin {

@@ -1,0 +1,448 @@
+//! Initial sync: when a table joins a link, each direction copies the rows
+//! its source site already holds before it streams.
+//!
+//! Why this is exact without a snapshot tied to a log position: the direction
+//! streams from the position it was at before the copy (its resume point,
+//! fixed when the link was set up: the slot's start, or the binlog position
+//! recorded then), so every change made during or after the copy is applied
+//! after it, in order. A row copied in a later state than a change the stream
+//! then replays is set back by that change and forward again by the next
+//! one: the last state wins, as in the source. For that, a copied row's
+//! version must never beat a streamed change of the same row: its own dot
+//! carries the resume counter, below every streamed change's.
+//!
+//! Copied rows go through the normal apply path (conflict detection under
+//! the table's policy, the marker column, duplex's origin or marker-table tag
+//! so they are not echoed): a row present on both sites with different
+//! content is a conflict settled by the policy and recorded. Pages are one
+//! target transaction each; `duplex.snapshot_progress` keeps the last key
+//! copied, so an interrupted copy goes on from its last page (a page applied
+//! twice is harmless: the second copy carries the same version).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Value};
+use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
+use crate::marker::{Dot, Marker};
+use crate::parity::reader::SideReader;
+use crate::sink::quarantine::ChangeOrigin;
+use crate::sink::Sink;
+use crate::stats::DirectionStats;
+
+/// One table a direction may have to copy.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    /// As configured (the PostgreSQL schema; MySQL sites use their database).
+    pub table: TableName,
+    /// `link_tables.initial_sync`.
+    pub initial_sync: bool,
+    /// Held while paused: copied once resumed.
+    pub paused: bool,
+    pub field_merge: bool,
+}
+
+/// What a direction needs to copy its source's existing rows.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    pub link_id: u32,
+    pub source: Site,
+    pub target_site: u32,
+    pub tables: Vec<SnapshotTable>,
+    pub marker_column: String,
+    pub stamp_column: String,
+    pub control: ControlEndpoint,
+    /// 0: no limit.
+    pub rows_per_second: u32,
+    /// Rows per page (one target transaction each).
+    pub page_rows: usize,
+}
+
+struct Progress {
+    state: String,
+    snapshot_id: i64,
+    last_key: Option<Vec<Value>>,
+    rows_done: i64,
+}
+
+fn control_err(e: crate::control::ControlError) -> crate::Error {
+    crate::Error::Control(e)
+}
+
+/// Copy every table of this direction whose copy is not done, before the
+/// direction streams. Returns where a MySQL source must start streaming when
+/// it has no resume point yet (the position before the copy).
+pub async fn run_pending(
+    spec: &SnapshotSpec,
+    sink: &mut Sink,
+    mapping: &mut crate::mapping::DirectionMapping,
+    resume: Option<SourcePosition>,
+    stats: &Arc<DirectionStats>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<SourcePosition>, crate::Error> {
+    let mut control = spec.control.connect("duplex initial sync").await?;
+    let mut pending = Vec::new();
+    for t in &spec.tables {
+        if mapping.skips(&t.table.name) {
+            continue;
+        }
+        let progress = read_progress(&mut control, spec, &t.table).await?;
+        match progress {
+            Some(p) if p.state != "copying" => continue,
+            _ if !t.initial_sync => {
+                write_state(&mut control, spec, &t.table, "skipped", 0).await?;
+                continue;
+            }
+            _ if t.paused => continue,
+            p => pending.push((t.clone(), p)),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    // A MySQL source without a resume point would start at the server's
+    // position when it connects, after the copy: start where we are now.
+    let start = match (resume, spec.source.engine) {
+        (None, SiteEngine::Mysql) => {
+            let ep = crate::mysql::MysqlEndpoint::from_site(&spec.source)?;
+            let mut conn = ep.connect().await?;
+            Some(
+                crate::source::mysql::current_position(&mut conn)
+                    .await
+                    .map_err(|e| crate::Error::mysql_source_error(&spec.source.name, e))?,
+            )
+        }
+        _ => None,
+    };
+    stats.set_state("initial sync");
+    let counter = resume.map(|p| p.counter()).unwrap_or(0);
+    for (t, progress) in pending {
+        if *shutdown.borrow() {
+            break;
+        }
+        let span = tracing::info_span!("initial sync", table = %t.table);
+        copy_table(
+            spec,
+            &mut control,
+            sink,
+            mapping,
+            &t,
+            progress,
+            counter,
+            stats,
+            shutdown,
+        )
+        .instrument(span)
+        .await?;
+    }
+    Ok(start)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_table(
+    spec: &SnapshotSpec,
+    control: &mut ControlDb,
+    sink: &mut Sink,
+    mapping: &mut crate::mapping::DirectionMapping,
+    t: &SnapshotTable,
+    progress: Option<Progress>,
+    resume_counter: u64,
+    stats: &Arc<DirectionStats>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), crate::Error> {
+    let me = spec.source.site_id;
+    let skip = vec![spec.marker_column.clone(), spec.stamp_column.clone()];
+    let mut reader = SideReader::open(&spec.source, &t.table, &skip).await?;
+    // The table as the source's stream names it.
+    let stream_name = match spec.source.engine {
+        SiteEngine::Postgres => t.table.clone(),
+        SiteEngine::Mysql => TableName::new(
+            crate::mysql::MysqlEndpoint::from_site(&spec.source)?.database(),
+            t.table.name.clone(),
+        ),
+    };
+    let schema: Arc<TableSchema> = Arc::new(reader.table_schema(stream_name));
+    let (snapshot_id, mut after, mut rows_done) = match progress {
+        Some(p) => (p.snapshot_id, p.last_key, p.rows_done),
+        None => {
+            let total = reader.estimated_rows().await as i64;
+            let id = start_progress(control, spec, &t.table, total).await?;
+            (id, None, 0)
+        }
+    };
+    tracing::info!(snapshot_id, rows_done, resumed = after.is_some(), "copying existing rows");
+    let started = Instant::now();
+    let mut copied_now: u64 = 0;
+    let kind = resume_kind(spec);
+    loop {
+        if *shutdown.borrow() {
+            tracing::info!(rows_done, "initial sync interrupted; it goes on from here at the next start");
+            return Ok(());
+        }
+        let page = reader
+            .page_versions(
+                after.as_deref(),
+                spec.page_rows.max(1),
+                &spec.marker_column,
+                &spec.stamp_column,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        let last_key: Vec<Value> = schema
+            .key
+            .iter()
+            .map(|&i| last.row.0.get(i).cloned().flatten().unwrap_or(Value::Null))
+            .collect();
+        let mut changes = Vec::with_capacity(page.len());
+        for (n, v) in page.into_iter().enumerate() {
+            let crc = crate::canonical::encode::row_checksum(&schema, &v.row).unwrap_or(0);
+            let marker = if v.synced {
+                match Marker::parse(v.marker.as_deref()).ok().flatten() {
+                    Some(m) => m,
+                    None => user_marker(&schema, &v, me, resume_counter, crc, t.field_merge),
+                }
+            } else {
+                user_marker(&schema, &v, me, resume_counter, crc, t.field_merge)
+            };
+            let change = RowChange {
+                table: schema.clone(),
+                op: Op::Insert,
+                before: None,
+                after: Some(v.row),
+                marker,
+            };
+            let Some(change) = mapping.map(change) else {
+                continue;
+            };
+            // Records of this copy are numbered apart from the stream's:
+            // small counters are never a stream position.
+            let origin = ChangeOrigin {
+                position: SourcePosition::from_counter(kind, snapshot_id as u64),
+                index: u32::try_from(rows_done as u64 + n as u64 + 1).unwrap_or(u32::MAX),
+            };
+            changes.push((change, origin));
+        }
+        let n = changes.len() as i64;
+        sink.apply_snapshot_rows(changes).await?;
+        rows_done += n;
+        copied_now += n as u64;
+        stats.applied_rows.fetch_add(n as u64, Ordering::Relaxed);
+        stats.inserted.fetch_add(n as u64, Ordering::Relaxed);
+        save_progress(control, spec, &t.table, &last_key, rows_done).await?;
+        after = Some(last_key);
+        if spec.rows_per_second > 0 {
+            // Throttle: no faster on average than the configured rate.
+            let due = Duration::from_secs_f64(copied_now as f64 / f64::from(spec.rows_per_second));
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                let mut sd = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(due - elapsed) => {}
+                    _ = sd.changed() => {}
+                }
+            }
+        }
+    }
+    write_state(control, spec, &t.table, "done", rows_done).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        rows = rows_done,
+        seconds = secs,
+        rows_per_second = if secs > 0.0 { copied_now as f64 / secs } else { 0.0 },
+        "initial sync of the table done"
+    );
+    Ok(())
+}
+
+fn resume_kind(spec: &SnapshotSpec) -> crate::canonical::SourceKind {
+    match spec.source.engine {
+        SiteEngine::Postgres => crate::canonical::SourceKind::PgWal,
+        SiteEngine::Mysql => crate::canonical::SourceKind::Binlog,
+    }
+}
+
+/// The version a row a user wrote carries: as for a streamed write (the
+/// row's vector with this site's entry set), with the resume counter as the
+/// dot's counter so that every streamed change of the row is newer, and at
+/// least one above the site's entry already in the vector.
+fn user_marker(
+    schema: &TableSchema,
+    v: &crate::parity::reader::VersionedRow,
+    me: u32,
+    resume_counter: u64,
+    crc: u32,
+    field_merge: bool,
+) -> Marker {
+    let prior = Marker::parse_lenient(v.marker.as_deref(), &schema.table);
+    let prior_own = prior
+        .as_ref()
+        .and_then(|m| m.vv.get(me))
+        .map(|d| d.c.saturating_add(1))
+        .unwrap_or(0);
+    // Never 0: a zero counter reads as "no version of this site" and the
+    // row would look already seen everywhere.
+    let dot = Dot {
+        c: resume_counter.max(prior_own).max(1),
+        t: v.version_us.unwrap_or(0),
+    };
+    let mut marker = Marker::for_user_write(v.marker.as_deref(), None, me, dot, crc, &schema.table);
+    if field_merge {
+        marker.cols = crate::conflict::column_tags(schema, &v.row, prior.as_ref(), me, dot);
+    }
+    marker
+}
+
+async fn read_progress(
+    control: &mut ControlDb,
+    spec: &SnapshotSpec,
+    table: &TableName,
+) -> Result<Option<Progress>, crate::Error> {
+    let name = table.to_string();
+    let row = control
+        .row(Sql::new(
+            "read duplex.snapshot_progress",
+            "SELECT state, snapshot_id, last_key, rows_done FROM duplex.snapshot_progress
+              WHERE link_id = $1 AND source_site = $2 AND table_name = $3",
+            "SELECT state, snapshot_id, last_key, rows_done FROM duplex.snapshot_progress
+              WHERE link_id = ? AND source_site = ? AND table_name = ?",
+            &[
+                P::I32(spec.link_id as i32),
+                P::I32(spec.source.site_id as i32),
+                P::Text(Some(&name)),
+            ],
+        ))
+        .await
+        .map_err(control_err)?;
+    let Some(r) = row else { return Ok(None) };
+    let last_key = match r.opt("last_key").map_err(control_err)? {
+        None => None,
+        Some(text) => Some(serde_json::from_str::<Vec<Value>>(&text).map_err(|e| {
+            crate::Error::Internal(format!(
+                "duplex.snapshot_progress.last_key of {table} cannot be read ({e}); delete the row to copy the table again"
+            ))
+        })?),
+    };
+    Ok(Some(Progress {
+        state: r.text("state").map_err(control_err)?,
+        snapshot_id: r.parse("snapshot_id").map_err(control_err)?,
+        last_key,
+        rows_done: r.parse("rows_done").map_err(control_err)?,
+    }))
+}
+
+/// Start a copy: its progress row, with a new snapshot id.
+async fn start_progress(
+    control: &mut ControlDb,
+    spec: &SnapshotSpec,
+    table: &TableName,
+    rows_total: i64,
+) -> Result<i64, crate::Error> {
+    let id: i64 = control
+        .row(Sql::new(
+            "number a new initial sync",
+            "SELECT coalesce(max(snapshot_id), 0) + 1 AS id FROM duplex.snapshot_progress",
+            "SELECT COALESCE(MAX(snapshot_id), 0) + 1 AS id FROM duplex.snapshot_progress",
+            &[],
+        ))
+        .await
+        .map_err(control_err)?
+        .map(|r| r.parse("id"))
+        .transpose()
+        .map_err(control_err)?
+        .unwrap_or(1);
+    let name = table.to_string();
+    control
+        .exec(Sql::new(
+            "start duplex.snapshot_progress",
+            "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state, snapshot_id, rows_total)
+             VALUES ($1, $2, $3, $4, 'copying', $5, $6)
+             ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
+                 state = 'copying', snapshot_id = EXCLUDED.snapshot_id, rows_total = EXCLUDED.rows_total,
+                 rows_done = 0, last_key = NULL, started_at = now(), finished_at = NULL, updated_at = now()",
+            "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state, snapshot_id, rows_total)
+             VALUES (?, ?, ?, ?, 'copying', ?, ?)
+             ON DUPLICATE KEY UPDATE state = 'copying', snapshot_id = VALUES(snapshot_id), rows_total = VALUES(rows_total),
+                 rows_done = 0, last_key = NULL, started_at = UTC_TIMESTAMP(6), finished_at = NULL,
+                 updated_at = UTC_TIMESTAMP(6)",
+            &[
+                P::I32(spec.link_id as i32),
+                P::I32(spec.source.site_id as i32),
+                P::I32(spec.target_site as i32),
+                P::Text(Some(&name)),
+                P::I64(id),
+                P::I64(rows_total),
+            ],
+        ))
+        .await
+        .map_err(control_err)?;
+    Ok(id)
+}
+
+async fn save_progress(
+    control: &mut ControlDb,
+    spec: &SnapshotSpec,
+    table: &TableName,
+    last_key: &[Value],
+    rows_done: i64,
+) -> Result<(), crate::Error> {
+    let name = table.to_string();
+    let key = serde_json::to_string(last_key)
+        .map_err(|e| crate::Error::Internal(format!("encode the last key copied: {e}")))?;
+    control
+        .exec(Sql::new(
+            "write duplex.snapshot_progress",
+            "UPDATE duplex.snapshot_progress SET last_key = $4, rows_done = $5, updated_at = now()
+              WHERE link_id = $1 AND source_site = $2 AND table_name = $3",
+            "UPDATE duplex.snapshot_progress SET last_key = ?, rows_done = ?, updated_at = UTC_TIMESTAMP(6)
+              WHERE link_id = ? AND source_site = ? AND table_name = ?",
+            &[
+                P::I32(spec.link_id as i32),
+                P::I32(spec.source.site_id as i32),
+                P::Text(Some(&name)),
+                P::Text(Some(&key)),
+                P::I64(rows_done),
+            ],
+        )
+        .mysql_order(&[3, 4, 0, 1, 2]))
+        .await
+        .map_err(control_err)?;
+    Ok(())
+}
+
+/// Record a finished (`done`) or `skipped` copy.
+async fn write_state(
+    control: &mut ControlDb,
+    spec: &SnapshotSpec,
+    table: &TableName,
+    state: &str,
+    rows_done: i64,
+) -> Result<(), crate::Error> {
+    let name = table.to_string();
+    control
+        .exec(Sql::new(
+            "write duplex.snapshot_progress",
+            "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state, rows_done, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now())
+             ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
+                 state = EXCLUDED.state, rows_done = EXCLUDED.rows_done, finished_at = now(), updated_at = now()",
+            "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state, rows_done, finished_at)
+             VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
+             ON DUPLICATE KEY UPDATE state = VALUES(state), rows_done = VALUES(rows_done),
+                 finished_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)",
+            &[
+                P::I32(spec.link_id as i32),
+                P::I32(spec.source.site_id as i32),
+                P::I32(spec.target_site as i32),
+                P::Text(Some(&name)),
+                P::Text(Some(state)),
+                P::I64(rows_done),
+            ],
+        ))
+        .await
+        .map_err(control_err)?;
+    Ok(())
+}
