@@ -174,13 +174,21 @@ async fn copy_table(
             (id, None, 0)
         }
     };
-    tracing::info!(snapshot_id, rows_done, resumed = after.is_some(), "copying existing rows");
+    tracing::info!(
+        snapshot_id,
+        rows_done,
+        resumed = after.is_some(),
+        "copying existing rows"
+    );
     let started = Instant::now();
     let mut copied_now: u64 = 0;
     let kind = resume_kind(spec);
     loop {
         if *shutdown.borrow() {
-            tracing::info!(rows_done, "initial sync interrupted; it goes on from here at the next start");
+            tracing::info!(
+                rows_done,
+                "initial sync interrupted; it goes on from here at the next start"
+            );
             return Ok(());
         }
         let page = reader
@@ -252,7 +260,11 @@ async fn copy_table(
     tracing::info!(
         rows = rows_done,
         seconds = secs,
-        rows_per_second = if secs > 0.0 { copied_now as f64 / secs } else { 0.0 },
+        rows_per_second = if secs > 0.0 {
+            copied_now as f64 / secs
+        } else {
+            0.0
+        },
         "initial sync of the table done"
     );
     Ok(())

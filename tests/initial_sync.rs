@@ -33,11 +33,9 @@ async fn existing_rows_on_both_sites_end_as_the_union() {
     // Site a: 1..3000. Site b: 2901..3500, where 2901..3000 overlap; of those,
     // the even ones have the same content on both sites and the odd ones
     // differ (written later on b, so last-writer-wins keeps b's).
-    a.batch_execute(
-        "INSERT INTO item SELECT g, 'a' || g, g, NULL FROM generate_series(1, 3000) g",
-    )
-    .await
-    .unwrap();
+    a.batch_execute("INSERT INTO item SELECT g, 'a' || g, g, NULL FROM generate_series(1, 3000) g")
+        .await
+        .unwrap();
     b.batch_execute(
         "INSERT INTO item SELECT g, CASE WHEN g % 2 = 0 AND g <= 3000 THEN 'a' || g ELSE 'b' || g END, g, NULL
            FROM generate_series(2901, 3500) g",
@@ -55,7 +53,10 @@ async fn existing_rows_on_both_sites_end_as_the_union() {
     .await;
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "check after the initial sync: {out}");
-    assert!(out.contains("identical (3500 rows on a, 3500 on b"), "{out}");
+    assert!(
+        out.contains("identical (3500 rows on a, 3500 on b"),
+        "{out}"
+    );
     // The overlapping rows that differed were settled by the policy: b's
     // later write won on both sites, and each was recorded as a conflict.
     assert_eq!(
@@ -170,7 +171,10 @@ async fn a_copy_killed_half_way_resumes_and_writes_during_it_are_kept() {
     })
     .await;
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
-    assert!(ok, "check after a killed and resumed copy with writes: {out}");
+    assert!(
+        ok,
+        "check after a killed and resumed copy with writes: {out}"
+    );
     let rows = query_i64(&a, "SELECT count(*) FROM item").await;
     assert_eq!(rows, query_i64(&b, "SELECT count(*) FROM item").await);
     assert_eq!(

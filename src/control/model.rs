@@ -380,7 +380,10 @@ impl LinkConfig {
             l.marker_column,
             l.tombstone_retention.as_secs(),
             if l.snapshot_rows_per_second > 0 {
-                format!(", initial sync at most {} rows/s", l.snapshot_rows_per_second)
+                format!(
+                    ", initial sync at most {} rows/s",
+                    l.snapshot_rows_per_second
+                )
             } else {
                 String::new()
             }

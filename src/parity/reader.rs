@@ -652,11 +652,14 @@ impl SideReader {
                     .iter()
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let rows = client.query(&sql, &refs).await.map_err(|source| ReadError::Pg {
-                    site: self.site.clone(),
-                    context: format!("read a page of {}", self.quoted),
-                    source,
-                })?;
+                let rows = client
+                    .query(&sql, &refs)
+                    .await
+                    .map_err(|source| ReadError::Pg {
+                        site: self.site.clone(),
+                        context: format!("read a page of {}", self.quoted),
+                        source,
+                    })?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let row = self.pg_row(r, &wanted)?;
@@ -750,7 +753,9 @@ impl SideReader {
                         )?);
                     }
                     let marker: Option<String> = match marker {
-                        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                        mysql_async::Value::Bytes(b) => {
+                            Some(String::from_utf8_lossy(&b).into_owned())
+                        }
                         _ => None,
                     };
                     let version_us: Option<i64> = match stamp {
