@@ -559,3 +559,84 @@ fn print_report(link: &str, r: &crate::parity::TableReport, check_id: i64) {
         println!("  not compared: {}", r.skipped_columns.join(", "));
     }
 }
+
+/// `duplex repair`: check each table, make the differing rows equal from
+/// `winner` through the normal replication path (`dry_run`: only print the
+/// plan), then check again. Returns whether every table ended clean.
+pub async fn repair(
+    control: &str,
+    link: Option<&str>,
+    table: Option<&str>,
+    winner: &crate::parity::repair::Winner,
+    dry_run: bool,
+    options: &crate::parity::CheckOptions,
+) -> anyhow::Result<bool> {
+    crate::install_crypto_provider();
+    let mut client = connect(control, "duplex repair").await?;
+    let config = crate::control::load_unchecked(&mut client).await?;
+    let mut clean = true;
+    let mut checked = 0;
+    for l in &config.links {
+        if link.is_some_and(|want| want != l.name && want != l.link_id.to_string()) {
+            continue;
+        }
+        let Some(Ok(mut lc)) = config.link_config(l.link_id) else {
+            continue;
+        };
+        crate::runner::expand_patterns(&mut lc)
+            .await
+            .with_context(|| format!("link {}: expand its table patterns", l.name))?;
+        for t in lc.tables.clone() {
+            if !t.enabled
+                || table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
+            {
+                continue;
+            }
+            checked += 1;
+            let report = crate::parity::check_table(&lc, &t, options, Some(&mut client))
+                .await
+                .with_context(|| format!("link {} table {}", l.name, t.table))?;
+            if report.differences.is_empty() {
+                println!(
+                    "link {} table {}: identical, nothing to repair",
+                    l.name, t.table
+                );
+                continue;
+            }
+            let actions =
+                crate::parity::repair::repair_table(&lc, &t, &report.differences, winner, dry_run)
+                    .await
+                    .with_context(|| format!("repair link {} table {}", l.name, t.table))?;
+            let verb = if dry_run { "would" } else { "did" };
+            println!(
+                "link {} table {}: {} difference(s); {verb} write {} row(s):",
+                l.name,
+                t.table,
+                report.differences.len(),
+                actions.len()
+            );
+            for a in &actions {
+                println!(
+                    "  {} {} on {} ({}): {}",
+                    a.action,
+                    a.key,
+                    a.site,
+                    a.kind.as_str(),
+                    a.statement
+                );
+            }
+            if dry_run {
+                clean = false;
+                continue;
+            }
+            let after = crate::parity::check_table(&lc, &t, options, Some(&mut client)).await?;
+            let id = crate::parity::record(&mut client, &after).await?;
+            print_report(&l.name, &after, id);
+            clean &= after.differences.is_empty();
+        }
+    }
+    if checked == 0 {
+        anyhow::bail!("no enabled table matched");
+    }
+    Ok(clean)
+}

@@ -66,6 +66,36 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         settle: u64,
     },
+    /// Make the rows `duplex check` finds different equal again, through the
+    /// normal replication path. Checks first; then checks again.
+    Repair {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        /// Only this link (id or name).
+        #[arg(long)]
+        link: Option<String>,
+        /// Only this table (name, or schema.name).
+        #[arg(long)]
+        table: Option<String>,
+        /// The site whose rows win (its name in duplex.sites).
+        #[arg(
+            long,
+            value_name = "SITE",
+            required_unless_present = "by_policy",
+            conflicts_with = "by_policy"
+        )]
+        from: Option<String>,
+        /// Let each table's conflict policy pick the winner (last_writer_wins or site_priority).
+        #[arg(long)]
+        by_policy: bool,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Longest wait, in seconds, for a running link to catch up before rows
+        /// that differed are read again.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+    },
     /// Show each link direction's status (duplex.link_overview).
     Status {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -319,6 +349,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tables,
             watch,
         } => duplex::dba::status(&control, tables, watch).await?,
+        Command::Repair {
+            control,
+            link,
+            table,
+            from,
+            by_policy: _,
+            dry_run,
+            settle,
+        } => {
+            let options = duplex::parity::CheckOptions {
+                chunk: 1000,
+                settle: std::time::Duration::from_secs(settle),
+                progress: true,
+            };
+            let winner = match from {
+                Some(site) => duplex::parity::repair::Winner::Site(site),
+                None => duplex::parity::repair::Winner::Policy,
+            };
+            if !duplex::dba::repair(
+                &control,
+                link.as_deref(),
+                table.as_deref(),
+                &winner,
+                dry_run,
+                &options,
+            )
+            .await?
+            {
+                std::process::exit(1);
+            }
+        }
         Command::Check {
             control,
             link,

@@ -118,6 +118,7 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    common::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
     for table in TABLES {
         a.exec(&format!(
             "INSERT INTO {table} VALUES (1, 'v1', 'w1'), (2, 'v2', 'w2'), (3, 'v3', 'w3'), (4, 'v4', 'w4'), (5, 'v5', 'w5')"

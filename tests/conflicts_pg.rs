@@ -64,6 +64,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    common::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
     for table in TABLES {
         a.batch_execute(&format!(
             "INSERT INTO {table} SELECT g, 'v' || g, 'w' || g FROM generate_series(1, 6) g"

@@ -115,6 +115,54 @@ async fn check_finds_drift_between_two_postgresql_sites() {
         1,
         "the earlier clean run stays as history"
     );
+
+    // Repair from site a: a dry run changes nothing, then b is put right
+    // through ordinary writes that duplex replicates like a user's.
+    let (ok, out) = duplex_cli(
+        &pair.control_url,
+        &["repair", "--from", "a", "--table", "t", "--dry-run"],
+    );
+    assert!(!ok, "a dry run leaves the differences: {out}");
+    assert!(out.contains("would write 4 row(s)"), "{out}");
+    assert!(out.contains("update id=7 on b (differs)"), "{out}");
+    assert!(out.contains("insert id=9 on b (missing)"), "{out}");
+    assert!(out.contains("delete id=9001 on b (extra)"), "{out}");
+    assert_eq!(
+        query_i64(&b, "SELECT count(*) FROM t WHERE id = 9001").await,
+        1,
+        "a dry run wrote"
+    );
+    let (ok, out) = duplex_cli(&pair.control_url, &["repair", "--from", "a"]);
+    assert!(ok, "repair: {out}");
+    assert!(out.contains("did write 4 row(s)"), "{out}");
+    assert!(out.contains("table public.t: identical"), "{out}");
+    assert!(out.contains("table public.pair_key: identical"), "{out}");
+    // The repair flowed back through duplex without a conflict or a change
+    // on a, and the rows keep syncing both ways afterwards.
+    b.batch_execute("UPDATE t SET name = 'after repair' WHERE id = 7")
+        .await
+        .unwrap();
+    wait_for("a change of a repaired row on a", T, || async {
+        query_i64(
+            &a,
+            "SELECT count(*) FROM t WHERE id = 7 AND name = 'after repair'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
+    assert!(ok, "a second check: {out}");
+    assert_eq!(
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.conflicts WHERE row_key IN ('id=7', 'id=8', 'id=9', 'id=9001')
+                AND NOT (row_key = 'id=9001' AND kind = 'delete_delete' AND outcome = 'already_deleted')"
+        )
+        .await,
+        0,
+        "a repair must not look like a conflict (the delete of a row site a never had arrives there as already deleted)"
+    );
     run.shutdown().await;
 }
 
@@ -184,5 +232,22 @@ async fn check_compares_postgresql_and_mariadb_rows_by_meaning() {
     assert!(out.contains("2 difference(s)"), "{out}");
     assert!(out.contains("differs: id=11 (columns at)"), "{out}");
     assert!(out.contains("differs: id=12 (columns flag)"), "{out}");
+    // By policy (last writer wins): MariaDB's later drift wins, and
+    // PostgreSQL is written.
+    let (ok, out) = duplex_cli(&url, &["repair", "--by-policy"]);
+    assert!(ok, "repair by policy: {out}");
+    assert!(out.contains("update id=11 on pg (differs)"), "{out}");
+    assert!(
+        out.contains("identical (1501 rows on pg, 1501 on maria"),
+        "{out}"
+    );
+    assert_eq!(
+        query_i64(
+            &a,
+            "SELECT count(*) FROM t WHERE id = 11 AND at = '2030-01-01'"
+        )
+        .await,
+        1
+    );
     run.shutdown().await;
 }

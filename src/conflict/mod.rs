@@ -254,19 +254,31 @@ enum Order {
     Concurrent,
 }
 
+/// Does a vector whose entry for a site is `have` know that site's version
+/// `want`? A later counter does; so does the same version time: a version is
+/// its site and its version time, and a row copied by the initial sync
+/// carries its version's time with a counter below the commit position that
+/// the stream later reports for the same version.
+fn knows(have: Option<Dot>, want: Dot) -> bool {
+    match have {
+        Some(h) => h.c >= want.c || (want.t != 0 && h.t == want.t),
+        None => want.c == 0,
+    }
+}
+
 fn compare(me: u32, incoming: &VersionVector, local: &VersionVector, known: bool) -> Order {
     let incoming_covers = local.0.iter().all(|(&site, &dot)| {
         if site == me {
             own_seen(incoming.get(me), dot, known)
         } else {
-            incoming.counter(site) >= dot.c
+            knows(incoming.get(site), dot)
         }
     });
     // The local side has seen every version of its own that a peer can know of.
     let local_covers = incoming
         .0
         .iter()
-        .all(|(&site, dot)| site == me || local.counter(site) >= dot.c);
+        .all(|(&site, &dot)| site == me || knows(local.get(site), dot));
     match (incoming_covers, local_covers) {
         // The same vector: a later change of the same source transaction (all
         // its changes carry the transaction's dot), or a replay of one. In

@@ -15,6 +15,7 @@
 //! differences that persist are reported.
 
 pub mod reader;
+pub mod repair;
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -66,13 +67,15 @@ impl DiffKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
     pub kind: DiffKind,
     /// `id=7` or `a=1, b=x`, in site A's names.
     pub key: String,
     /// Site A's names of the columns that differ.
     pub columns: Vec<String>,
+    /// The key in site A's representation (`None`: a key site A cannot hold).
+    pub a_key: Option<Vec<Value>>,
 }
 
 /// One table's result.
@@ -218,11 +221,13 @@ impl Pair {
                         kind: DiffKind::Missing,
                         key,
                         columns: Vec::new(),
+                        a_key: Some(k.clone()),
                     }),
                     (None, Some(_)) => out.push(Difference {
                         kind: DiffKind::Extra,
                         key,
                         columns: Vec::new(),
+                        a_key: Some(k.clone()),
                     }),
                     (Some(ra), Some(rb)) => {
                         let columns = self.differing(ra, rb);
@@ -231,6 +236,7 @@ impl Pair {
                                 kind: DiffKind::Differs,
                                 key,
                                 columns,
+                                a_key: Some(k.clone()),
                             });
                         }
                     }
@@ -284,15 +290,12 @@ impl Progress {
     }
 }
 
-/// Check one table of a link. `control` (when given) is read to wait for
-/// the link to catch up before suspicious rows are read again.
-pub async fn check_table(
+/// Both copies of `table`, open, with their columns paired through the
+/// link's mappings; and the columns not compared.
+async fn open_pair(
     lc: &LinkConfig,
     table: &LinkTable,
-    opts: &CheckOptions,
-    mut control: Option<&mut ControlDb>,
-) -> Result<TableReport, crate::Error> {
-    let started = Instant::now();
+) -> Result<(Pair, Vec<String>), crate::Error> {
     let link = &lc.link;
     let skip = vec![link.marker_column.clone(), link.stamp_column()];
     let a = SideReader::open(&lc.site_a, &table.table, &skip).await?;
@@ -344,13 +347,27 @@ pub async fn check_table(
             .ok_or_else(key_err)?;
         a_key_from_b.push(b.key.iter().position(|&k| k == ib).ok_or_else(key_err)?);
     }
-    let mut pair = Pair {
+    let pair = Pair {
         a,
         b,
         pairs,
         b_key_from_a,
         a_key_from_b,
     };
+    Ok((pair, skipped))
+}
+
+/// Check one table of a link. `control` (when given) is read to wait for
+/// the link to catch up before suspicious rows are read again.
+pub async fn check_table(
+    lc: &LinkConfig,
+    table: &LinkTable,
+    opts: &CheckOptions,
+    mut control: Option<&mut ControlDb>,
+) -> Result<TableReport, crate::Error> {
+    let started = Instant::now();
+    let link = &lc.link;
+    let (mut pair, skipped) = open_pair(lc, table).await?;
     let mut progress = Progress::new(
         opts.progress,
         format!("link {} table {}", link.name, table.table),
@@ -415,6 +432,7 @@ pub async fn check_table(
                     kind: DiffKind::Extra,
                     key: format!("{:?}", pair.b_key(r)),
                     columns: Vec::new(),
+                    a_key: None,
                 }),
             }
         }

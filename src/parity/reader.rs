@@ -600,31 +600,11 @@ impl SideReader {
         marker_column: &str,
         stamp_column: &str,
     ) -> Result<Vec<VersionedRow>, ReadError> {
-        let wanted: Vec<usize> = (0..self.columns.len()).collect();
-        let n = wanted.len();
         match &self.conn {
             Conn::Pg(_) => {
-                let quote = crate::pg::quote_ident;
-                let mut select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
-                    .collect();
-                select.push(format!("t.{}::text", quote(marker_column)));
-                select.push(
-                    "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
-                        .into(),
-                );
-                select.push(
-                    "(SELECT o.roname::text FROM pg_replication_origin o
-                       WHERE o.roident = (pg_xact_commit_timestamp_origin(t.xmin)).roident)"
-                        .into(),
-                );
-                let keys: Vec<String> = self
-                    .key_names()
-                    .into_iter()
-                    .map(|k| format!("t.{}", quote(k)))
-                    .collect();
-                let mut params = Vec::new();
+                let keys = self.pg_key_list();
+                let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                    Vec::new();
                 let condition = match after {
                     None => "true".to_string(),
                     Some(after) => {
@@ -634,78 +614,16 @@ impl SideReader {
                                 continue;
                             };
                             casts.push(format!("${}::text::{ty}", j + 1));
-                            params.push(Some(self.key_text(v)?));
+                            params.push(Box::new(Some(self.key_text(v)?)));
                         }
-                        format!("({}) > ({})", keys.join(", "), casts.join(", "))
+                        format!("({keys}) > ({})", casts.join(", "))
                     }
                 };
-                let sql = format!(
-                    "SELECT {} FROM {} AS t WHERE {condition} ORDER BY {} LIMIT {limit}",
-                    select.join(", "),
-                    self.quoted,
-                    keys.join(", ")
-                );
-                let Conn::Pg(client) = &self.conn else {
-                    return Ok(Vec::new());
-                };
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = client
-                    .query(&sql, &refs)
-                    .await
-                    .map_err(|source| ReadError::Pg {
-                        site: self.site.clone(),
-                        context: format!("read a page of {}", self.quoted),
-                        source,
-                    })?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let row = self.pg_row(r, &wanted)?;
-                    let marker: Option<String> = r.get(n);
-                    let commit_us: Option<i64> = r.get(n + 1);
-                    let origin: Option<String> = r.get(n + 2);
-                    let synced = match (commit_us, &origin) {
-                        (Some(_), Some(o)) => {
-                            o.starts_with(crate::control::model::DUPLEX_ORIGIN_PREFIX)
-                        }
-                        (Some(_), None) => false,
-                        // No commit timestamp (written before they were on):
-                        // the checksum in the marker decides.
-                        (None, _) => {
-                            let schema = self.table_schema(TableName::new("", ""));
-                            crate::marker::Marker::parse(marker.as_deref())
-                                .ok()
-                                .flatten()
-                                .is_some_and(|m| {
-                                    m.crc != 0
-                                        && crate::canonical::encode::row_checksum(&schema, &row)
-                                            == Some(m.crc)
-                                })
-                        }
-                    };
-                    out.push(VersionedRow {
-                        row,
-                        marker,
-                        synced,
-                        version_us: commit_us,
-                    });
-                }
-                Ok(out)
+                let tail = format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}");
+                self.pg_versions(&tail, params, marker_column).await
             }
             Conn::Mysql(_) => {
-                let quote = crate::mysql::quote_ident;
-                let mut select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| quote(self.columns[i].name()))
-                    .collect();
-                select.push(format!("CAST({} AS CHAR)", quote(marker_column)));
-                select.push(format!(
-                    "CAST(UNIX_TIMESTAMP({}) * 1000000 AS SIGNED)",
-                    quote(stamp_column)
-                ));
-                let keys: Vec<String> = self.key_names().into_iter().map(quote).collect();
+                let keys = self.mysql_key_list();
                 let mut params = Vec::new();
                 let condition = match after {
                     None => "TRUE".to_string(),
@@ -713,72 +631,460 @@ impl SideReader {
                         for (j, v) in after.iter().enumerate() {
                             params.push(self.mysql_param(self.key[j], v)?);
                         }
-                        let marks = vec!["?"; after.len()].join(", ");
-                        format!("({}) > ({marks})", keys.join(", "))
+                        format!("({keys}) > ({})", vec!["?"; after.len()].join(", "))
                     }
                 };
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit}",
-                    select.join(", "),
-                    self.quoted,
-                    keys.join(", ")
-                );
-                let Conn::Mysql(conn) = &mut self.conn else {
-                    return Ok(Vec::new());
-                };
-                let rows: Vec<mysql_async::Row> = conn
-                    .exec(sql.as_str(), mysql_async::Params::Positional(params))
+                let tail = format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}");
+                self.mysql_versions(&tail, params, marker_column, stamp_column)
                     .await
-                    .map_err(|source| ReadError::Mysql {
-                        site: self.site.clone(),
-                        context: format!("read a page of {}", self.quoted),
-                        source,
-                    })?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    let mut raw = r.unwrap();
-                    let stamp = raw.pop().unwrap_or(mysql_async::Value::NULL);
-                    let marker = raw.pop().unwrap_or(mysql_async::Value::NULL);
-                    let mut values = vec![None; self.columns.len()];
-                    for (i, v) in raw.into_iter().enumerate() {
-                        let SideColumn::Mysql(col) = &self.columns[i] else {
-                            continue;
-                        };
-                        values[i] = Some(crate::mysql::types::decode_query_value(col, v).map_err(
-                            |e| ReadError::Table {
-                                site: self.site.clone(),
-                                table: self.quoted.clone(),
-                                reason: format!("column {}: {e}", col.name),
-                            },
-                        )?);
+            }
+        }
+    }
+
+    /// The rows of these keys (this site's representation), with versions.
+    pub async fn fetch_versions(
+        &mut self,
+        keys: &[Vec<Value>],
+        marker_column: &str,
+        stamp_column: &str,
+    ) -> Result<Vec<VersionedRow>, ReadError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.conn {
+            Conn::Pg(_) => {
+                let mut arrays = Vec::new();
+                let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); self.key.len()];
+                for (j, &i) in self.key.iter().enumerate() {
+                    if let SideColumn::Pg(_, ty, _) = &self.columns[i] {
+                        arrays.push(format!("${}::text[]::{ty}[]", j + 1));
                     }
-                    let marker: Option<String> = match marker {
-                        mysql_async::Value::Bytes(b) => {
-                            Some(String::from_utf8_lossy(&b).into_owned())
-                        }
-                        _ => None,
-                    };
-                    let version_us: Option<i64> = match stamp {
-                        mysql_async::Value::Int(i) => Some(i),
-                        mysql_async::Value::UInt(u) => i64::try_from(u).ok(),
-                        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).parse().ok(),
-                        _ => None,
-                    };
-                    // The applier writes the stamp column with the marker's
-                    // version time; a user's write moves it.
-                    let synced = crate::marker::Marker::parse(marker.as_deref())
+                }
+                for k in keys {
+                    for (j, v) in k.iter().enumerate() {
+                        values[j].push(Some(self.key_text(v)?));
+                    }
+                }
+                let tail = format!(
+                    "WHERE ({}) IN (SELECT * FROM unnest({}))",
+                    self.pg_key_list(),
+                    arrays.join(", ")
+                );
+                let params = values
+                    .into_iter()
+                    .map(|v| Box::new(v) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>)
+                    .collect();
+                self.pg_versions(&tail, params, marker_column).await
+            }
+            Conn::Mysql(_) => {
+                let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
+                let mut params = Vec::new();
+                for k in keys {
+                    for (j, v) in k.iter().enumerate() {
+                        params.push(self.mysql_param(self.key[j], v)?);
+                    }
+                }
+                let tail = format!(
+                    "WHERE ({}) IN ({})",
+                    self.mysql_key_list(),
+                    vec![tuple; keys.len()].join(", ")
+                );
+                self.mysql_versions(&tail, params, marker_column, stamp_column)
+                    .await
+            }
+        }
+    }
+
+    fn pg_key_list(&self) -> String {
+        self.key_names()
+            .into_iter()
+            .map(|k| format!("t.{}", crate::pg::quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn mysql_key_list(&self) -> String {
+        self.key_names()
+            .into_iter()
+            .map(crate::mysql::quote_ident)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whole rows with their marker, commit time and origin (PostgreSQL).
+    async fn pg_versions(
+        &self,
+        tail: &str,
+        params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
+        marker_column: &str,
+    ) -> Result<Vec<VersionedRow>, ReadError> {
+        let quote = crate::pg::quote_ident;
+        let wanted: Vec<usize> = (0..self.columns.len()).collect();
+        let n = wanted.len();
+        let mut select: Vec<String> = wanted
+            .iter()
+            .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
+            .collect();
+        select.push(format!("t.{}::text", quote(marker_column)));
+        select.push(
+            "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
+                .into(),
+        );
+        select.push(
+            "(SELECT o.roname::text FROM pg_replication_origin o
+               WHERE o.roident = (pg_xact_commit_timestamp_origin(t.xmin)).roident)"
+                .into(),
+        );
+        let sql = format!(
+            "SELECT {} FROM {} AS t {tail}",
+            select.join(", "),
+            self.quoted
+        );
+        let Conn::Pg(client) = &self.conn else {
+            return Ok(Vec::new());
+        };
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(&sql, &refs)
+            .await
+            .map_err(|source| ReadError::Pg {
+                site: self.site.clone(),
+                context: format!("read rows of {}", self.quoted),
+                source,
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let row = self.pg_row(r, &wanted)?;
+            let marker: Option<String> = r.get(n);
+            let commit_us: Option<i64> = r.get(n + 1);
+            let origin: Option<String> = r.get(n + 2);
+            let synced = match (commit_us, &origin) {
+                (Some(_), Some(o)) => o.starts_with(crate::control::model::DUPLEX_ORIGIN_PREFIX),
+                (Some(_), None) => false,
+                // No commit timestamp (written before they were on): the
+                // checksum in the marker decides.
+                (None, _) => {
+                    let schema = self.table_schema(TableName::new("", ""));
+                    crate::marker::Marker::parse(marker.as_deref())
                         .ok()
                         .flatten()
-                        .is_some_and(|m| Some(m.ts) == version_us);
-                    out.push(VersionedRow {
-                        row: Row(values),
-                        marker,
-                        synced,
-                        version_us,
-                    });
+                        .is_some_and(|m| {
+                            m.crc != 0
+                                && crate::canonical::encode::row_checksum(&schema, &row)
+                                    == Some(m.crc)
+                        })
                 }
-                Ok(out)
+            };
+            out.push(VersionedRow {
+                row,
+                marker,
+                synced,
+                version_us: commit_us,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whole rows with their marker and stamp column (MySQL).
+    async fn mysql_versions(
+        &mut self,
+        tail: &str,
+        params: Vec<mysql_async::Value>,
+        marker_column: &str,
+        stamp_column: &str,
+    ) -> Result<Vec<VersionedRow>, ReadError> {
+        let quote = crate::mysql::quote_ident;
+        let mut select: Vec<String> = self.columns.iter().map(|c| quote(c.name())).collect();
+        select.push(format!("CAST({} AS CHAR)", quote(marker_column)));
+        select.push(format!(
+            "CAST(UNIX_TIMESTAMP({}) * 1000000 AS SIGNED)",
+            quote(stamp_column)
+        ));
+        let sql = format!("SELECT {} FROM {} {tail}", select.join(", "), self.quoted);
+        let (site, quoted) = (self.site.clone(), self.quoted.clone());
+        let Conn::Mysql(conn) = &mut self.conn else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql.as_str(), mysql_async::Params::Positional(params))
+            .await
+            .map_err(|source| ReadError::Mysql {
+                site: site.clone(),
+                context: format!("read rows of {quoted}"),
+                source,
+            })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut raw = r.unwrap();
+            let stamp = raw.pop().unwrap_or(mysql_async::Value::NULL);
+            let marker = raw.pop().unwrap_or(mysql_async::Value::NULL);
+            let mut values = vec![None; self.columns.len()];
+            for (i, v) in raw.into_iter().enumerate() {
+                let Some(SideColumn::Mysql(col)) = self.columns.get(i) else {
+                    continue;
+                };
+                values[i] = Some(
+                    crate::mysql::types::decode_query_value(col, v).map_err(|e| {
+                        ReadError::Table {
+                            site: site.clone(),
+                            table: quoted.clone(),
+                            reason: format!("column {}: {e}", col.name),
+                        }
+                    })?,
+                );
             }
+            let marker: Option<String> = match marker {
+                mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            };
+            let version_us: Option<i64> = match stamp {
+                mysql_async::Value::Int(i) => Some(i),
+                mysql_async::Value::UInt(u) => i64::try_from(u).ok(),
+                mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).parse().ok(),
+                _ => None,
+            };
+            // The applier writes the stamp column with the marker's version
+            // time; a user's write moves it.
+            let synced = crate::marker::Marker::parse(marker.as_deref())
+                .ok()
+                .flatten()
+                .is_some_and(|m| Some(m.ts) == version_us);
+            out.push(VersionedRow {
+                row: Row(values),
+                marker,
+                synced,
+                version_us,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The site's current log position counter (PostgreSQL: the WAL insert
+    /// position; MySQL: the binlog position): every later commit is above it.
+    pub async fn current_counter(&mut self) -> Result<u64, ReadError> {
+        let site = self.site.clone();
+        match &mut self.conn {
+            Conn::Pg(c) => {
+                let text: String = c
+                    .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                    .await
+                    .map_err(|source| ReadError::Pg {
+                        site: site.clone(),
+                        context: "read the WAL position".into(),
+                        source,
+                    })?
+                    .get(0);
+                let (hi, lo) = text.split_once('/').unwrap_or(("0", "0"));
+                Ok((u64::from_str_radix(hi, 16).unwrap_or(0) << 32)
+                    | u64::from_str_radix(lo, 16).unwrap_or(0))
+            }
+            Conn::Mysql(c) => crate::source::mysql::current_position(c)
+                .await
+                .map(|p| p.counter())
+                .map_err(|e| ReadError::Table {
+                    site,
+                    table: String::new(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Run `statements` (with their parameters) in one transaction of an
+    /// ordinary session: writes duplex captures and replicates like a user's.
+    pub async fn write_as_user(&mut self, statements: Vec<UserWrite>) -> Result<(), ReadError> {
+        let site = self.site.clone();
+        match &mut self.conn {
+            Conn::Pg(c) => {
+                let tx = c.transaction().await.map_err(|source| ReadError::Pg {
+                    site: site.clone(),
+                    context: "begin a repair".into(),
+                    source,
+                })?;
+                for w in &statements {
+                    let UserWrite::Pg(sql, params) = w else {
+                        continue;
+                    };
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                        .iter()
+                        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                        .collect();
+                    tx.execute(sql.as_str(), &refs)
+                        .await
+                        .map_err(|source| ReadError::Pg {
+                            site: site.clone(),
+                            context: format!("repair: {sql}"),
+                            source,
+                        })?;
+                }
+                tx.commit().await.map_err(|source| ReadError::Pg {
+                    site,
+                    context: "commit a repair".into(),
+                    source,
+                })
+            }
+            Conn::Mysql(c) => {
+                let err = |context: String| {
+                    let site = site.clone();
+                    move |source| ReadError::Mysql {
+                        site,
+                        context,
+                        source,
+                    }
+                };
+                let mut tx = c
+                    .start_transaction(mysql_async::TxOpts::default())
+                    .await
+                    .map_err(err("begin a repair".into()))?;
+                for w in statements {
+                    let UserWrite::Mysql(sql, params) = w else {
+                        continue;
+                    };
+                    tx.exec_drop(sql.as_str(), mysql_async::Params::Positional(params))
+                        .await
+                        .map_err(err(format!("repair: {sql}")))?;
+                }
+                tx.commit().await.map_err(err("commit a repair".into()))
+            }
+        }
+    }
+
+    /// The statement that makes this site's row of `key` (this site's
+    /// representation) hold `values` (by column index; `None`: left as it
+    /// is) and `marker`, inserting it when `exists` is false; or deletes it
+    /// when `values` is `None`.
+    pub fn repair_statement(
+        &self,
+        key: &[Value],
+        values: Option<&[Option<Value>]>,
+        exists: bool,
+        marker_column: &str,
+        marker: &str,
+    ) -> Result<UserWrite, ReadError> {
+        match &self.conn {
+            Conn::Pg(_) => {
+                let quote = crate::pg::quote_ident;
+                let mut params: Vec<Option<String>> = Vec::new();
+                let arg = |params: &mut Vec<Option<String>>, v: Option<String>| {
+                    params.push(v);
+                    format!("${}", params.len())
+                };
+                let mut cols = Vec::new();
+                let mut exprs = Vec::new();
+                if let Some(values) = values {
+                    for (i, v) in values.iter().enumerate() {
+                        let (Some(v), Some(SideColumn::Pg(name, ty, _))) = (v, self.columns.get(i))
+                        else {
+                            continue;
+                        };
+                        let text = if v.is_null() {
+                            None
+                        } else {
+                            Some(self.key_text(v)?)
+                        };
+                        let p = arg(&mut params, text);
+                        cols.push(quote(name));
+                        exprs.push(format!("{p}::text::{ty}"));
+                    }
+                    let m = arg(&mut params, Some(marker.to_string()));
+                    cols.push(quote(marker_column));
+                    exprs.push(format!("{m}::text::jsonb"));
+                }
+                if values.is_some() && !exists {
+                    return Ok(UserWrite::Pg(
+                        format!(
+                            "INSERT INTO {} ({}) VALUES ({})",
+                            self.quoted,
+                            cols.join(", "),
+                            exprs.join(", ")
+                        ),
+                        params,
+                    ));
+                }
+                let mut wheres = Vec::new();
+                for (j, &i) in self.key.iter().enumerate() {
+                    let SideColumn::Pg(name, ty, _) = &self.columns[i] else {
+                        continue;
+                    };
+                    let p = arg(&mut params, Some(self.key_text(&key[j])?));
+                    wheres.push(format!("{} = {p}::text::{ty}", quote(name)));
+                }
+                let sql = if values.is_none() {
+                    format!("DELETE FROM {} WHERE {}", self.quoted, wheres.join(" AND "))
+                } else {
+                    let sets: Vec<String> = cols
+                        .iter()
+                        .zip(&exprs)
+                        .map(|(c, e)| format!("{c} = {e}"))
+                        .collect();
+                    format!(
+                        "UPDATE {} SET {} WHERE {}",
+                        self.quoted,
+                        sets.join(", "),
+                        wheres.join(" AND ")
+                    )
+                };
+                Ok(UserWrite::Pg(sql, params))
+            }
+            Conn::Mysql(_) => {
+                let quote = crate::mysql::quote_ident;
+                let mut key_params = Vec::new();
+                let mut wheres = Vec::new();
+                for (j, &i) in self.key.iter().enumerate() {
+                    key_params.push(self.mysql_param(i, &key[j])?);
+                    wheres.push(format!("{} = ?", quote(self.columns[i].name())));
+                }
+                let Some(values) = values else {
+                    return Ok(UserWrite::Mysql(
+                        format!("DELETE FROM {} WHERE {}", self.quoted, wheres.join(" AND ")),
+                        key_params,
+                    ));
+                };
+                let mut cols = Vec::new();
+                let mut params = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    params.push(self.mysql_param(i, v)?);
+                    cols.push(quote(self.columns[i].name()));
+                }
+                params.push(mysql_async::Value::Bytes(marker.as_bytes().to_vec()));
+                cols.push(quote(marker_column));
+                let sql = if exists {
+                    params.extend(key_params);
+                    let sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
+                    format!(
+                        "UPDATE {} SET {} WHERE {}",
+                        self.quoted,
+                        sets.join(", "),
+                        wheres.join(" AND ")
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO {} ({}) VALUES ({})",
+                        self.quoted,
+                        cols.join(", "),
+                        vec!["?"; cols.len()].join(", ")
+                    )
+                };
+                Ok(UserWrite::Mysql(sql, params))
+            }
+        }
+    }
+}
+
+/// One repair statement, for the engine of the site it runs on.
+#[derive(Debug, Clone)]
+pub enum UserWrite {
+    Pg(String, Vec<Option<String>>),
+    Mysql(String, Vec<mysql_async::Value>),
+}
+
+impl UserWrite {
+    pub fn sql(&self) -> &str {
+        match self {
+            UserWrite::Pg(sql, _) | UserWrite::Mysql(sql, _) => sql,
         }
     }
 }

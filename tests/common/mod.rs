@@ -467,3 +467,18 @@ pub async fn pg_has_row(c: &Client, table: &str, id: i32) -> bool {
     .expect("look up a row")
     .is_some()
 }
+
+/// Wait until the initial sync of `copies` (direction, table) pairs is over,
+/// so that rows written afterwards reach the peer through the stream alone.
+#[allow(dead_code)]
+pub async fn wait_initial_sync(control: &Client, copies: i64) {
+    wait_for("the initial sync", Duration::from_secs(60), || async {
+        query_i64(
+            control,
+            "SELECT count(*) FROM duplex.snapshot_progress WHERE state IN ('done', 'skipped')",
+        )
+        .await
+            >= copies
+    })
+    .await;
+}
