@@ -412,6 +412,35 @@ async fn render_status(
             r.at(16)
         )?;
     }
+    // Initial syncs under way, with a bar.
+    let copies = client
+        .rows(Sql::new(
+            "read duplex.snapshot_overview",
+            "SELECT link, source || '->' || target, table_name, rows_done, rows_total
+               FROM duplex.snapshot_overview WHERE state = 'copying' ORDER BY 1, 2, 3",
+            "SELECT link, CONCAT(source, '->', target), table_name, rows_done, rows_total
+               FROM duplex.snapshot_overview WHERE state = 'copying' ORDER BY 1, 2, 3",
+            &[],
+        ))
+        .await?;
+    if !copies.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "initial sync under way:")?;
+        for r in copies {
+            let done: u64 = r.at(3).parse().unwrap_or(0);
+            let total: u64 = r.at(4).parse::<u64>().unwrap_or(0).max(done).max(1);
+            let filled = (done * 30 / total) as usize;
+            writeln!(
+                out,
+                "{:<12} {:<18} {:<30} [{}{}] {done}/{total}",
+                r.at(0),
+                r.at(1),
+                r.at(2),
+                "#".repeat(filled.min(30)),
+                " ".repeat(30 - filled.min(30))
+            )?;
+        }
+    }
     if tables {
         let rows: Vec<TextRow> = client
             .rows(Sql::new(
@@ -519,7 +548,23 @@ pub async fn check(
             table.map(|t| format!(" table {t}")).unwrap_or_default()
         );
     }
+    if let Some(kib) = peak_memory_kib() {
+        println!("peak memory of this check: {:.1} MiB", kib as f64 / 1024.0);
+    }
     Ok(clean)
+}
+
+/// This process's peak resident memory (Linux: VmHWM), in KiB.
+fn peak_memory_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn print_report(link: &str, r: &crate::parity::TableReport, check_id: i64) {

@@ -104,6 +104,18 @@ pub async fn run_pending(
     if pending.is_empty() {
         return Ok(None);
     }
+    // Parents first, where the target cannot turn its foreign keys off.
+    let order = parents_first(
+        &spec.source,
+        pending.iter().map(|(t, _)| t.table.clone()).collect(),
+    )
+    .await?;
+    pending.sort_by_key(|(t, _)| {
+        order
+            .iter()
+            .position(|n| *n == t.table)
+            .unwrap_or(usize::MAX)
+    });
     // A MySQL source without a resume point would start at the server's
     // position when it connects, after the copy: start where we are now.
     let start = match (resume, spec.source.engine) {
@@ -268,6 +280,65 @@ async fn copy_table(
         "initial sync of the table done"
     );
     Ok(())
+}
+
+/// `tables` ordered so that a table comes after the tables its foreign keys
+/// reference (on the source site); cycles keep their given order.
+async fn parents_first(
+    site: &Site,
+    tables: Vec<TableName>,
+) -> Result<Vec<TableName>, crate::Error> {
+    // (child, parent) by bare name: the copy is within one schema or database.
+    let edges: Vec<(String, String)> = match site.engine {
+        SiteEngine::Postgres => {
+            let client = crate::pg::PgEndpoint::from_site(site)?
+                .connect("duplex initial sync")
+                .await?;
+            client
+                .query(
+                    "SELECT c.relname::text, p.relname::text
+                       FROM pg_constraint k
+                       JOIN pg_class c ON c.oid = k.conrelid
+                       JOIN pg_class p ON p.oid = k.confrelid
+                      WHERE k.contype = 'f' AND k.conrelid <> k.confrelid",
+                    &[],
+                )
+                .await
+                .map_err(|e| {
+                    crate::Error::Internal(format!("site {}: read foreign keys: {e}", site.name))
+                })?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        }
+        SiteEngine::Mysql => {
+            use mysql_async::prelude::Queryable;
+            let ep = crate::mysql::MysqlEndpoint::from_site(site)?;
+            let mut conn = ep.connect().await?;
+            conn.exec(
+                "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS
+                  WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME <> REFERENCED_TABLE_NAME",
+                (ep.database(),),
+            )
+            .await
+            .map_err(|e| crate::Error::Internal(format!("site {}: read foreign keys: {e}", site.name)))?
+        }
+    };
+    let mut placed: Vec<TableName> = Vec::new();
+    let mut left = tables;
+    while !left.is_empty() {
+        let ready = left.iter().position(|t| {
+            edges.iter().all(|(child, parent)| {
+                child != &t.name
+                    || placed.iter().any(|p| &p.name == parent)
+                    || !left.iter().any(|l| &l.name == parent)
+            })
+        });
+        // A cycle: take the next one as it comes.
+        let i = ready.unwrap_or(0);
+        placed.push(left.remove(i));
+    }
+    Ok(placed)
 }
 
 fn resume_kind(spec: &SnapshotSpec) -> crate::canonical::SourceKind {

@@ -150,6 +150,11 @@ async fn a_copy_killed_half_way_resumes_and_writes_during_it_are_kept() {
             >= 4000
     })
     .await;
+    let (ok, out) = duplex_cli(&pair.control_url, &["status"]);
+    assert!(
+        ok && out.contains("initial sync under way") && out.contains("public.item"),
+        "status during the copy: {out}"
+    );
     duplex.kill9();
     let done_at_kill = query_i64(
         &control,

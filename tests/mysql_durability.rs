@@ -41,9 +41,20 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
         &["items", "counters"],
     )
     .await;
+    // The counter row is seeded alike on both sites: already in sync, so
+    // no initial copy (the counts below are the stream's alone).
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // The counts below are the stream's: let the (empty) initial copy end first.
+    common::wait_initial_sync(&common::connect(&url).await, 4).await;
     let writer = |mut c: mysql_async::Conn, base: i64, batch: i32| async move {
         for i in 0..TXNS {
             if i % 5 == 4 {
@@ -137,6 +148,15 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         &["items", "counters"],
     )
     .await;
+    // The counter row is seeded alike on both sites: already in sync, so
+    // no initial copy (the counts below are the stream's alone).
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
     let pgc = common::connect(&p.conninfo("app")).await;
@@ -315,9 +335,20 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
         &["items", "counters"],
     )
     .await;
+    // The counter row is seeded alike on both sites: already in sync, so
+    // no initial copy (the counts below are the stream's alone).
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // The counts below are the stream's: let the (empty) initial copy end first.
+    common::wait_initial_sync(&common::connect(&url).await, 4).await;
     let pg_writer = {
         let c = common::connect(&p.conninfo("app")).await;
         async move {
@@ -434,6 +465,15 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
         &["items", "counters"],
     )
     .await;
+    // The counter row is seeded alike on both sites: already in sync, so
+    // no initial copy (the counts below are the stream's alone).
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
     let mut cb = common::mysql_conn(&b).await;
@@ -526,6 +566,15 @@ async fn a_postgres_transaction_arrives_whole_on_mariadb() {
         &["items", "counters"],
     )
     .await;
+    // The counter row is seeded alike on both sites: already in sync, so
+    // no initial copy (the counts below are the stream's alone).
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let tuning = PipelineTuning {
         max_batch_rows: 100,
         ..PipelineTuning::default()
@@ -533,6 +582,9 @@ async fn a_postgres_transaction_arrives_whole_on_mariadb() {
     let run = duplex::runner::start(&url, tuning)
         .await
         .expect("start duplex");
+    // The stream keeps source transactions whole; the initial copy, in
+    // pages, does not: let it finish (on empty tables) first.
+    common::wait_initial_sync(&common::connect(&url).await, 4).await;
     let pgc = common::connect(&p.conninfo("app")).await;
     pgc.batch_execute("INSERT INTO items SELECT g, 7, md5(g::text) FROM generate_series(1, 3000) g; UPDATE counters SET n = 1;").await.unwrap();
     let mut mc = common::mysql_conn(&m).await;

@@ -66,3 +66,9 @@ SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', f, :'role')
          'pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)',
          'pg_replication_origin_advance(text, pg_lsn)',
          'pg_replication_origin_progress(text, boolean)']) AS f \gexec
+
+-- Optional, run by a superuser (PostgreSQL 15+): lets the initial sync copy
+-- tables with foreign keys in any order on this site, as PostgreSQL's own
+-- logical replication applies (session_replication_role = replica, only in
+-- duplex's copy transactions). Without it, tables are copied parents first.
+--   GRANT SET ON PARAMETER session_replication_role TO duplex;

@@ -40,6 +40,11 @@ pub(crate) trait Applier {
     /// duplex's own (no echo), outside the source stream.
     async fn begin_own(&mut self) -> Result<(), Self::Error>;
     async fn commit_own(&mut self) -> Result<(), Self::Error>;
+    /// Turn the target's foreign-key checks off (`on` false) for the rest of
+    /// the own transaction just begun, where the session may; back on after
+    /// it (`on` true). The initial sync copies tables one after another, so a
+    /// child row can arrive before its parent.
+    async fn foreign_key_checks(&mut self, on: bool) -> Result<(), Self::Error>;
     async fn rollback_own(&mut self) -> Result<(), Self::Error>;
     /// The target's rows (or tombstones) of `keys`, locked.
     async fn read_rows(

@@ -929,6 +929,18 @@ impl crate::sink::applier::Applier for MysqlSink {
             .map_err(db("commit an own transaction"))
     }
 
+    async fn foreign_key_checks(&mut self, on: bool) -> Result<(), MysqlSinkError> {
+        // A session variable any account may set.
+        self.conn
+            .query_drop(if on {
+                "SET SESSION foreign_key_checks = 1"
+            } else {
+                "SET SESSION foreign_key_checks = 0"
+            })
+            .await
+            .map_err(db("set foreign_key_checks"))
+    }
+
     async fn rollback_own(&mut self) -> Result<(), MysqlSinkError> {
         self.conn
             .query_drop("ROLLBACK")

@@ -126,12 +126,18 @@ pub(crate) async fn apply_snapshot_rows<S: Applier>(
         return Ok(());
     }
     sink.begin_own().await?;
+    sink.foreign_key_checks(false).await?;
     sink.pending_mut().extend(changes);
     if let Err(e) = crate::sink::applier::decide_pending(sink).await {
         let _ = sink.rollback_own().await;
+        let _ = sink.foreign_key_checks(true).await;
         return Err(e);
     }
     sink.commit_own().await?;
+    sink.stats()
+        .target_commits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sink.foreign_key_checks(true).await?;
     sink.quarantine().confirm().await?;
     sink.conflicts().confirm().await?;
     Ok(())

@@ -1238,6 +1238,30 @@ impl crate::sink::applier::Applier for PgSink {
             .map_err(db("commit an own transaction"))
     }
 
+    async fn foreign_key_checks(&mut self, on: bool) -> Result<(), SinkError> {
+        if on {
+            // SET LOCAL ends with the transaction.
+            return Ok(());
+        }
+        // As PostgreSQL's own logical replication applies: in the replica
+        // role, foreign keys (and ordinary triggers) are not enforced. Only a
+        // superuser, or a role granted SET on the parameter (PostgreSQL 15+),
+        // may; otherwise the copy relies on the parents-first table order.
+        let relaxed = self
+            .client
+            .batch_execute(
+                "SAVEPOINT duplex_fk; SET LOCAL session_replication_role = replica; RELEASE SAVEPOINT duplex_fk",
+            )
+            .await;
+        if relaxed.is_err() {
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT duplex_fk; RELEASE SAVEPOINT duplex_fk")
+                .await
+                .map_err(db("leave foreign-key checks on"))?;
+        }
+        Ok(())
+    }
+
     async fn rollback_own(&mut self) -> Result<(), SinkError> {
         self.client
             .batch_execute("ROLLBACK")
