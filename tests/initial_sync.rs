@@ -88,6 +88,20 @@ async fn existing_rows_on_both_sites_end_as_the_union() {
         query_i64(&b, "SELECT qty::bigint FROM item WHERE id = 1").await == -1
     })
     .await;
+    // Scheduled checks record parity over time.
+    control
+        .batch_execute("UPDATE duplex.link_tables SET check_interval = '1 second'")
+        .await
+        .unwrap();
+    wait_for("scheduled checks recorded", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.parity_checks WHERE table_name = 'public.item' AND status = 'clean'",
+        )
+        .await
+            >= 3
+    })
+    .await;
     run.shutdown().await;
 }
 

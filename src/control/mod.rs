@@ -77,6 +77,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "initial sync of existing rows",
         include_str!("../../sql/postgresql/0012_initial_sync.sql"),
     ),
+    (
+        13,
+        "scheduled parity checks",
+        include_str!("../../sql/postgresql/0013_scheduled_checks.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -98,6 +103,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         12,
         "initial sync of existing rows",
         include_str!("../../sql/mysql/0012_initial_sync.sql"),
+    ),
+    (
+        13,
+        "scheduled parity checks",
+        include_str!("../../sql/mysql/0013_scheduled_checks.sql"),
     ),
 ];
 
@@ -411,10 +421,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
         .rows(Sql::new(
             "read duplex.link_tables",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie, initial_sync
+                    conflict_policy, priority_site, merge_tie, initial_sync,
+                    extract(epoch FROM check_interval)::bigint AS check_interval_secs
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie, initial_sync
+                    conflict_policy, priority_site, merge_tie, initial_sync, check_interval_secs
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             &[],
         ))

@@ -195,6 +195,8 @@ pub struct LinkTable {
     pub paused: bool,
     /// Copy the rows each site already holds when the table joins the link.
     pub initial_sync: bool,
+    /// Compare both sites this often while duplex runs (`None`: on demand only).
+    pub check_interval: Option<std::time::Duration>,
     /// Which way its changes flow.
     pub direction: crate::mapping::TableDirection,
     /// Renamed, excluded, transformed and one-side-only columns.
@@ -248,6 +250,10 @@ impl LinkTable {
             enabled: bool_col(row, "link_tables", "enabled")?,
             paused: bool_col(row, "link_tables", "paused")?,
             initial_sync: bool_col(row, "link_tables", "initial_sync")?,
+            check_interval: row
+                .opt_parse::<u64>("check_interval_secs")
+                .map_err(|e| ControlError::Invalid(format!("duplex.link_tables: {e}")))?
+                .map(std::time::Duration::from_secs),
             direction,
             mappings,
             replica_identity,
@@ -412,6 +418,9 @@ impl LinkConfig {
             );
             if !t.initial_sync {
                 line.push_str(", no initial sync");
+            }
+            if let Some(every) = t.check_interval {
+                line.push_str(&format!(", checked every {}s", every.as_secs()));
             }
             if t.direction != crate::mapping::TableDirection::Both {
                 line.push_str(&format!(", direction {:?}", t.direction));
