@@ -126,13 +126,23 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
     let a_pg = tokio::task::spawn_blocking(move || LocalPostgres::start(o1)).await??;
     let b_pg = tokio::task::spawn_blocking(move || LocalPostgres::start(o2)).await??;
     let schema = "CREATE TABLE bench_duplex (id bigint PRIMARY KEY, payload text, at timestamptz);
-                  CREATE TABLE bench_native (id bigint PRIMARY KEY, payload text, at timestamptz);";
+                  CREATE TABLE bench_native (id bigint PRIMARY KEY, payload text, at timestamptz);
+                  CREATE TABLE seed_duplex (id bigint PRIMARY KEY, payload text, at timestamptz);
+                  CREATE TABLE seed_native (id bigint PRIMARY KEY, payload text, at timestamptz);";
     for pg in [&a_pg, &b_pg] {
         pg.create_database("app").context("create database")?;
         pg.psql("app", schema).context("create tables")?;
     }
     let (a, b) = (client(&a_pg, "app").await?, client(&b_pg, "app").await?);
     let mut results = Vec::new();
+    // Rows that exist before their table joins: the initial sync's workload.
+    for table in ["seed_duplex", "seed_native"] {
+        a.batch_execute(&format!(
+            "INSERT INTO {table} SELECT g, md5(g::text), now() FROM generate_series(1, {}) g",
+            sizes.bulk_rows
+        ))
+        .await?;
+    }
 
     // duplex, both directions running (as in production), load on A.
     let mut control = client(&a_pg, "postgres").await?;
@@ -153,6 +163,46 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
         crate::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
     println!("== duplex: running workloads");
     workloads(&a, &b, "bench_duplex", "duplex", sizes, &mut results).await?;
+    // Initial sync: the seeded table joins the running link.
+    let start = Instant::now();
+    control
+        .batch_execute(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'seed_duplex')",
+        )
+        .await?;
+    wait_count(&b, "seed_duplex", sizes.bulk_rows).await?;
+    results.push(Measurement {
+        workload: format!("initial sync {} rows", sizes.bulk_rows),
+        replicator: "duplex",
+        rows: sizes.bulk_rows,
+        load_secs: 0.0,
+        total_secs: start.elapsed().as_secs_f64(),
+    });
+    // And the parity check of it (both sites read in full).
+    let mut db = crate::control::ControlDb::Pg(client(&a_pg, "postgres").await?);
+    let config = crate::control::load_unchecked(&mut db).await?;
+    if let Some(Ok(lc)) = config.link_config(1) {
+        if let Some(t) = lc.tables.iter().find(|t| t.table.name == "seed_duplex") {
+            let options = crate::parity::CheckOptions {
+                progress: false,
+                ..crate::parity::CheckOptions::default()
+            };
+            let report = crate::parity::check_table(&lc, t, &options, Some(&mut db)).await?;
+            if !report.differences.is_empty() {
+                bail!(
+                    "the initial sync left {} differences",
+                    report.differences.len()
+                );
+            }
+            results.push(Measurement {
+                workload: format!("check {} rows", sizes.bulk_rows),
+                replicator: "duplex",
+                rows: sizes.bulk_rows,
+                load_secs: 0.0,
+                total_secs: report.elapsed.as_secs_f64(),
+            });
+        }
+    }
     handle.shutdown().await;
     // Its slots would otherwise decode the native run's WAL too. A walsender
     // lets go of its slot a moment after the client disconnects.
@@ -203,6 +253,24 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
     workloads(&a, &b, "bench_native", "postgres", sizes, &mut results).await?;
     b.batch_execute("DROP SUBSCRIPTION bench_native_sub")
         .await?;
+    // Its initial table copy (copy_data), for the initial sync.
+    a.batch_execute("CREATE PUBLICATION seed_native_pub FOR TABLE seed_native")
+        .await?;
+    let start = Instant::now();
+    b.batch_execute(&format!(
+        "CREATE SUBSCRIPTION seed_native_sub CONNECTION '{}' PUBLICATION seed_native_pub WITH (copy_data = true)",
+        a_pg.conninfo("app").replace('\'', "''")
+    ))
+    .await?;
+    wait_count(&b, "seed_native", sizes.bulk_rows).await?;
+    results.push(Measurement {
+        workload: format!("initial sync {} rows", sizes.bulk_rows),
+        replicator: "postgres",
+        rows: sizes.bulk_rows,
+        load_secs: 0.0,
+        total_secs: start.elapsed().as_secs_f64(),
+    });
+    b.batch_execute("DROP SUBSCRIPTION seed_native_sub").await?;
 
     println!();
     println!(

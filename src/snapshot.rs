@@ -85,6 +85,24 @@ pub async fn run_pending(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<SourcePosition>, crate::Error> {
     let mut control = spec.control.connect("duplex initial sync").await?;
+    // A table that left the link (removed or disabled) is copied again when
+    // it comes back: changes made meanwhile were not streamed.
+    let current: Vec<String> = spec.tables.iter().map(|t| t.table.to_string()).collect();
+    control
+        .exec(Sql::new(
+            "forget the copies of tables that left the link",
+            "DELETE FROM duplex.snapshot_progress
+              WHERE link_id = $1 AND source_site = $2 AND NOT (table_name = ANY($3))",
+            "DELETE FROM duplex.snapshot_progress
+              WHERE link_id = ? AND source_site = ? AND NOT JSON_CONTAINS(?, JSON_QUOTE(table_name))",
+            &[
+                P::I32(spec.link_id as i32),
+                P::I32(spec.source.site_id as i32),
+                P::TextList(&current),
+            ],
+        ))
+        .await
+        .map_err(control_err)?;
     let mut pending = Vec::new();
     for t in &spec.tables {
         if mapping.skips(&t.table.name) {
@@ -131,7 +149,6 @@ pub async fn run_pending(
         _ => None,
     };
     stats.set_state("initial sync");
-    let counter = resume.map(|p| p.counter()).unwrap_or(0);
     for (t, progress) in pending {
         if *shutdown.borrow() {
             break;
@@ -144,7 +161,6 @@ pub async fn run_pending(
             mapping,
             &t,
             progress,
-            counter,
             stats,
             shutdown,
         )
@@ -162,7 +178,6 @@ async fn copy_table(
     mapping: &mut crate::mapping::DirectionMapping,
     t: &SnapshotTable,
     progress: Option<Progress>,
-    resume_counter: u64,
     stats: &Arc<DirectionStats>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), crate::Error> {
@@ -223,10 +238,10 @@ async fn copy_table(
             let marker = if v.synced {
                 match Marker::parse(v.marker.as_deref()).ok().flatten() {
                     Some(m) => m,
-                    None => user_marker(&schema, &v, me, resume_counter, crc, t.field_merge),
+                    None => user_marker(&schema, &v, me, crc, t.field_merge),
                 }
             } else {
-                user_marker(&schema, &v, me, resume_counter, crc, t.field_merge)
+                user_marker(&schema, &v, me, crc, t.field_merge)
             };
             let change = RowChange {
                 table: schema.clone(),
@@ -349,27 +364,19 @@ fn resume_kind(spec: &SnapshotSpec) -> crate::canonical::SourceKind {
 }
 
 /// The version a row a user wrote carries: as for a streamed write (the
-/// row's vector with this site's entry set), with the resume counter as the
-/// dot's counter so that every streamed change of the row is newer, and at
-/// least one above the site's entry already in the vector.
+/// row's vector with this site's entry set), with the copy counter: the
+/// entry is ordered by the row's version time against the versions the
+/// stream then replays (`conflict::knows`).
 fn user_marker(
     schema: &TableSchema,
     v: &crate::parity::reader::VersionedRow,
     me: u32,
-    resume_counter: u64,
     crc: u32,
     field_merge: bool,
 ) -> Marker {
     let prior = Marker::parse_lenient(v.marker.as_deref(), &schema.table);
-    let prior_own = prior
-        .as_ref()
-        .and_then(|m| m.vv.get(me))
-        .map(|d| d.c.saturating_add(1))
-        .unwrap_or(0);
-    // Never 0: a zero counter reads as "no version of this site" and the
-    // row would look already seen everywhere.
     let dot = Dot {
-        c: resume_counter.max(prior_own).max(1),
+        c: crate::conflict::COPY_COUNTER,
         t: v.version_us.unwrap_or(0),
     };
     let mut marker = Marker::for_user_write(v.marker.as_deref(), None, me, dot, crc, &schema.table);

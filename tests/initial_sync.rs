@@ -102,6 +102,34 @@ async fn existing_rows_on_both_sites_end_as_the_union() {
             >= 3
     })
     .await;
+    // A table that leaves the link and comes back is copied again: what was
+    // written meanwhile (not streamed) arrives too.
+    control
+        .batch_execute("UPDATE duplex.link_tables SET enabled = false WHERE table_name = 'item'")
+        .await
+        .unwrap();
+    wait_for("the table out of the link", T, || async {
+        query_i64(&control, "SELECT count(*) FROM duplex.snapshot_progress").await == 0
+            || !common::query_bool(
+                &control,
+                "SELECT bool_or(c LIKE '%public.item%') FROM duplex.config_status, unnest(applied_config) c",
+            )
+            .await
+    })
+    .await;
+    a.batch_execute("INSERT INTO item VALUES (9999, 'while out', 0, NULL)")
+        .await
+        .unwrap();
+    control
+        .batch_execute("UPDATE duplex.link_tables SET enabled = true WHERE table_name = 'item'")
+        .await
+        .unwrap();
+    wait_for(
+        "the row written while out, copied on rejoining",
+        T,
+        || async { query_i64(&b, "SELECT count(*) FROM item WHERE id = 9999").await == 1 },
+    )
+    .await;
     run.shutdown().await;
 }
 

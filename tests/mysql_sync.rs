@@ -39,6 +39,8 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // The counts below are the stream's: let the (empty) initial copy end first.
+    common::wait_initial_sync(&common::connect(&url).await, 2).await;
     let (mut ca, mut cb) = (common::mysql_conn(&a).await, common::mysql_conn(&b).await);
     ca.query_drop("INSERT INTO customers (id, name, email, score) VALUES (1, 'Ada', 'ada@example.com', 12.50)").await.unwrap();
     common::wait_mysql(

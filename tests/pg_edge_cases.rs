@@ -20,6 +20,8 @@ async fn updates_keep_a_secondary_unique_constraint_in_source_order() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 2000) g")
         .await
@@ -64,6 +66,8 @@ async fn generated_always_identity_columns_sync_both_ways() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO ident (v) VALUES ('from a')")
         .await
@@ -94,6 +98,8 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await
@@ -139,6 +145,8 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     // One transaction, one multi-row statement on B: the middle row is refused.
     a.batch_execute("INSERT INTO codes VALUES (1, 'a', 'ok'), (2, 'b', 'bad'), (3, 'c', 'ok')")
@@ -276,6 +284,8 @@ async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await

@@ -21,6 +21,8 @@ async fn insert_update_delete_flow_both_ways() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
 
@@ -138,6 +140,8 @@ async fn a_transaction_arrives_whole() {
     let run = duplex::runner::start(&pair.control_url, tuning)
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO items SELECT g, 7, md5(g::text) FROM generate_series(1, 3000) g; UPDATE items SET payload = 'last' WHERE id = 3000;")
         .await
@@ -175,6 +179,8 @@ async fn concurrent_writers_on_both_sides_converge_without_echo() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
 
     // Each side commits TXNS transactions on its own keys, both at once.
     let writer = |client: tokio_postgres::Client, base: i64, batch: i32| async move {
@@ -281,6 +287,8 @@ async fn truncate_flows_both_ways() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
     a.batch_execute("INSERT INTO items SELECT g, 1, 'x' FROM generate_series(1, 100) g")
@@ -319,6 +327,8 @@ async fn key_only_replica_identity_still_syncs() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
+    // Rows written from here reach the peer through the stream alone.
+    common::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     assert!(
         query_bool(

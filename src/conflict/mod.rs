@@ -255,16 +255,23 @@ enum Order {
 }
 
 /// Does a vector whose entry for a site is `have` know that site's version
-/// `want`? A later counter does; so does the same version time: a version is
-/// its site and its version time, and a row copied by the initial sync
-/// carries its version's time with a counter below the commit position that
-/// the stream later reports for the same version.
+/// `want`? For versions from the site's change stream, a later counter does
+/// (and the same version time: the same version). A version copied by the
+/// initial sync carries [`COPY_COUNTER`], not a log position: it is ordered
+/// by its version time against any other version of the site, so the
+/// stream's replay of an older version (a lower time) is known to a row
+/// copied in a newer state, and a newer one is not.
 fn knows(have: Option<Dot>, want: Dot) -> bool {
     match have {
-        Some(h) => h.c >= want.c || (want.t != 0 && h.t == want.t),
         None => want.c == 0,
+        Some(h) if h.c == COPY_COUNTER || want.c == COPY_COUNTER => h.t >= want.t,
+        Some(h) => h.c >= want.c || (want.t != 0 && h.t == want.t),
     }
 }
+
+/// The counter of a version copied by the initial sync (see [`knows`]); no
+/// log position is ever 1.
+pub const COPY_COUNTER: u64 = 1;
 
 fn compare(me: u32, incoming: &VersionVector, local: &VersionVector, known: bool) -> Order {
     let incoming_covers = local.0.iter().all(|(&site, &dot)| {

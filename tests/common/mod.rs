@@ -482,3 +482,15 @@ pub async fn wait_initial_sync(control: &Client, copies: i64) {
     })
     .await;
 }
+
+/// [`wait_initial_sync`] for every table of link 1, both ways.
+#[allow(dead_code)]
+pub async fn wait_initial_sync_all(control_url: &str) {
+    let control = connect(control_url).await;
+    let tables = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.link_tables WHERE link_id = 1 AND enabled",
+    )
+    .await;
+    wait_initial_sync(&control, 2 * tables).await;
+}
