@@ -423,6 +423,7 @@ async fn prepare_link(
                     .collect(),
                 marker_column: link.marker_column.clone(),
                 stamp_column: link.stamp_column(),
+                slot_name: link.slot_name(src.site_id),
                 control: control.clone(),
                 rows_per_second: link.snapshot_rows_per_second,
                 page_rows: tuning.max_batch_rows.max(100) * 2,

@@ -55,6 +55,8 @@ pub struct SnapshotSpec {
     pub tables: Vec<SnapshotTable>,
     pub marker_column: String,
     pub stamp_column: String,
+    /// The source's replication slot for this link (PostgreSQL sources).
+    pub slot_name: String,
     pub control: ControlEndpoint,
     /// 0: no limit.
     pub rows_per_second: u32,
@@ -148,6 +150,13 @@ pub async fn run_pending(
         }
         _ => None,
     };
+    // Where the stream resumes after the copy: recorded with each page where
+    // the target keeps positions with its transactions.
+    let resume_at = match (resume, spec.source.engine) {
+        (Some(p), _) => Some(p),
+        (None, SiteEngine::Postgres) => slot_position(spec).await?,
+        (None, SiteEngine::Mysql) => start,
+    };
     stats.set_state("initial sync");
     for (t, progress) in pending {
         if *shutdown.borrow() {
@@ -161,6 +170,7 @@ pub async fn run_pending(
             mapping,
             &t,
             progress,
+            resume_at,
             stats,
             shutdown,
         )
@@ -178,6 +188,7 @@ async fn copy_table(
     mapping: &mut crate::mapping::DirectionMapping,
     t: &SnapshotTable,
     progress: Option<Progress>,
+    resume_at: Option<SourcePosition>,
     stats: &Arc<DirectionStats>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), crate::Error> {
@@ -262,7 +273,7 @@ async fn copy_table(
             changes.push((change, origin));
         }
         let n = changes.len() as i64;
-        sink.apply_snapshot_rows(changes).await?;
+        sink.apply_snapshot_rows(changes, resume_at).await?;
         rows_done += n;
         copied_now += n as u64;
         stats.applied_rows.fetch_add(n as u64, Ordering::Relaxed);
@@ -295,6 +306,32 @@ async fn copy_table(
         "initial sync of the table done"
     );
     Ok(())
+}
+
+/// The position a PostgreSQL source's slot streams from (its confirmed flush
+/// position): the stream's start when the target has applied nothing yet.
+async fn slot_position(spec: &SnapshotSpec) -> Result<Option<SourcePosition>, crate::Error> {
+    let client = crate::pg::PgEndpoint::from_site(&spec.source)?
+        .connect("duplex initial sync")
+        .await?;
+    let slot = &spec.slot_name;
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[slot],
+        )
+        .await
+        .map_err(|e| {
+            crate::Error::Internal(format!("site {}: read slot {slot}: {e}", spec.source.name))
+        })?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|t| {
+            let (hi, lo) = t.split_once('/')?;
+            Some(SourcePosition::PgLsn(
+                (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?,
+            ))
+        }))
 }
 
 /// `tables` ordered so that a table comes after the tables its foreign keys

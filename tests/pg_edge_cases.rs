@@ -132,6 +132,43 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
     );
 }
 
+/// The same after a history of the initial copy alone: the copy records
+/// the position it reflects, so a lost slot is still noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_after_an_initial_copy_is_refused() {
+    let pair = Pair::start(SCHEMA, &["codes"]).await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL), (2, 'y', NULL)")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&pair.control_url).await;
+    wait_for("the copied rows on B", Duration::from_secs(30), || {
+        query_bool(&b, "SELECT count(*) = 2 FROM codes")
+    })
+    .await;
+    run.shutdown().await;
+    wait_for("slot released", Duration::from_secs(30), || {
+        query_bool(
+            &a,
+            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1'",
+        )
+    })
+    .await;
+    a.batch_execute(
+        "SELECT pg_drop_replication_slot('duplex_l1_s1'); INSERT INTO codes VALUES (3, 'z', NULL);",
+    )
+    .await
+    .unwrap();
+    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
+        Ok(_) => panic!("duplex recreated a lost slot after a copy-only history"),
+        Err(e) => duplex::pipeline::error_chain(&e),
+    };
+    assert!(err.contains("duplex_l1_s1"), "unclear error: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;

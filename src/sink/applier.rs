@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::canonical::{RowChange, TableName, TableSchema};
+use crate::canonical::{RowChange, SourcePosition, TableName, TableSchema};
 use crate::conflict::store::{ConflictStore, ConflictStoreError};
 use crate::conflict::{Local, TablePolicy};
 use crate::sink::describe_key;
@@ -45,6 +45,10 @@ pub(crate) trait Applier {
     /// it (`on` true). The initial sync copies tables one after another, so a
     /// child row can arrive before its parent.
     async fn foreign_key_checks(&mut self, on: bool) -> Result<(), Self::Error>;
+    /// Record, with the own transaction just begun, that the target holds the
+    /// source's state as of `position` (the initial sync's copy: the stream
+    /// resumes there). Only where the engine keeps it with the transaction.
+    async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), Self::Error>;
     async fn rollback_own(&mut self) -> Result<(), Self::Error>;
     /// The target's rows (or tombstones) of `keys`, locked.
     async fn read_rows(

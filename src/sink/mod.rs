@@ -142,13 +142,14 @@ impl Sink {
     pub async fn apply_snapshot_rows(
         &mut self,
         changes: Vec<(RowChange, quarantine::ChangeOrigin)>,
+        at: Option<crate::canonical::SourcePosition>,
     ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::apply_snapshot_rows(&mut **s, changes)
+            Sink::Pg(s) => own::apply_snapshot_rows(&mut **s, changes, at)
                 .await
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::apply_snapshot_rows(&mut **s, changes)
+            Sink::Mysql(s) => own::apply_snapshot_rows(&mut **s, changes, at)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }

@@ -929,6 +929,12 @@ impl crate::sink::applier::Applier for MysqlSink {
             .map_err(db("commit an own transaction"))
     }
 
+    async fn mark_applied(&mut self, _position: SourcePosition) -> Result<(), MysqlSinkError> {
+        // The applied position lives in the marker table, written by the
+        // stream's commits; the copy leaves it alone.
+        Ok(())
+    }
+
     async fn foreign_key_checks(&mut self, on: bool) -> Result<(), MysqlSinkError> {
         // A session variable any account may set.
         self.conn

@@ -121,11 +121,15 @@ pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Erro
 pub(crate) async fn apply_snapshot_rows<S: Applier>(
     sink: &mut S,
     changes: Vec<(crate::canonical::RowChange, ChangeOrigin)>,
+    at: Option<SourcePosition>,
 ) -> Result<(), S::Error> {
     if changes.is_empty() {
         return Ok(());
     }
     sink.begin_own().await?;
+    if let Some(at) = at {
+        sink.mark_applied(at).await?;
+    }
     sink.foreign_key_checks(false).await?;
     sink.pending_mut().extend(changes);
     if let Err(e) = crate::sink::applier::decide_pending(sink).await {

@@ -1238,6 +1238,23 @@ impl crate::sink::applier::Applier for PgSink {
             .map_err(db("commit an own transaction"))
     }
 
+    async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError> {
+        // The origin's progress moves with this transaction's commit, so the
+        // site's slot-continuity check knows changes were applied here.
+        let SourcePosition::PgLsn(lsn) = position else {
+            return Ok(());
+        };
+        let text = SourcePosition::PgLsn(lsn).to_string();
+        self.client
+            .execute(
+                "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, now())",
+                &[&text],
+            )
+            .await
+            .map_err(db("record the copy's position"))?;
+        Ok(())
+    }
+
     async fn foreign_key_checks(&mut self, on: bool) -> Result<(), SinkError> {
         if on {
             // SET LOCAL ends with the transaction.
