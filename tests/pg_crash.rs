@@ -31,6 +31,14 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     const ROWS_PER_TXN: i64 = 50;
     let pair = Pair::start(SCHEMA, &["items", "counters"]).await;
     pair.b.psql("app", APPLY_AUDIT).expect("audit trigger on B");
+    // The counter row is seeded alike on both sites: already in sync.
+    common::connect(&pair.control_url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+        )
+        .await
+        .unwrap();
     let logdir = tempfile::tempdir().expect("tempdir");
     let mut duplex = DuplexProcess::spawn(&pair.control_url, &logdir.path().join("run1.log"));
     let (a, b) = (pair.client_a().await, pair.client_b().await);
@@ -39,6 +47,9 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
         query_bool(&a, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
     })
     .await;
+    // The audit counts the stream's writes: let the initial copy (of the
+    // seeded counter row) end first.
+    common::wait_initial_sync_all(&pair.control_url).await;
 
     let load = tokio::spawn({
         let a = pair.client_a().await;
