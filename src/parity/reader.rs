@@ -71,6 +71,8 @@ impl SideColumn {
     }
 }
 
+type PgParams = Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+
 enum Conn {
     Pg(tokio_postgres::Client),
     Mysql(Box<mysql_async::Conn>),
@@ -294,73 +296,23 @@ impl SideReader {
         limit: usize,
         keys_only: bool,
     ) -> Result<Vec<Row>, ReadError> {
-        let wanted: Vec<usize> = if keys_only {
-            self.key.clone()
+        let wanted = self.wanted(keys_only);
+        if matches!(self.conn, Conn::Pg(_)) {
+            let (tail, params) = self.pg_after(after, limit)?;
+            let sql = format!(
+                "SELECT {} FROM {} AS t {tail}",
+                self.pg_select(&wanted),
+                self.quoted
+            );
+            self.pg_rows(&sql, params, &wanted).await
         } else {
-            (0..self.columns.len()).collect()
-        };
-        match &self.conn {
-            Conn::Pg(_) => {
-                let quote = crate::pg::quote_ident;
-                let select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
-                    .collect();
-                // Qualified: `ORDER BY "id"` would sort by the text output column.
-                let keys: Vec<String> = self
-                    .key_names()
-                    .into_iter()
-                    .map(|k| format!("t.{}", quote(k)))
-                    .collect();
-                let mut params = Vec::new();
-                let condition = match after {
-                    None => "true".to_string(),
-                    Some(after) => {
-                        let mut casts = Vec::new();
-                        for (j, v) in after.iter().enumerate() {
-                            let SideColumn::Pg(_, ty, _) = &self.columns[self.key[j]] else {
-                                continue;
-                            };
-                            casts.push(format!("${}::text::{ty}", j + 1));
-                            params.push(Some(self.key_text(v)?));
-                        }
-                        format!("({}) > ({})", keys.join(", "), casts.join(", "))
-                    }
-                };
-                let sql = format!(
-                    "SELECT {} FROM {} AS t WHERE {condition} ORDER BY {} LIMIT {limit}",
-                    select.join(", "),
-                    self.quoted,
-                    keys.join(", ")
-                );
-                self.pg_rows(&sql, &params, &wanted).await
-            }
-            Conn::Mysql(_) => {
-                let quote = crate::mysql::quote_ident;
-                let select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| quote(self.columns[i].name()))
-                    .collect();
-                let keys: Vec<String> = self.key_names().into_iter().map(quote).collect();
-                let mut params = Vec::new();
-                let condition = match after {
-                    None => "TRUE".to_string(),
-                    Some(after) => {
-                        for (j, v) in after.iter().enumerate() {
-                            params.push(self.mysql_param(self.key[j], v)?);
-                        }
-                        let marks = vec!["?"; after.len()].join(", ");
-                        format!("({}) > ({marks})", keys.join(", "))
-                    }
-                };
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit}",
-                    select.join(", "),
-                    self.quoted,
-                    keys.join(", ")
-                );
-                self.mysql_rows(&sql, params, &wanted).await
-            }
+            let (tail, params) = self.mysql_after(after, limit)?;
+            let sql = format!(
+                "SELECT {} FROM {} {tail}",
+                self.mysql_select(&wanted),
+                self.quoted
+            );
+            self.mysql_rows(&sql, params, &wanted).await
         }
     }
 
@@ -373,81 +325,148 @@ impl SideReader {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: Vec<usize> = if keys_only {
+        let wanted = self.wanted(keys_only);
+        if matches!(self.conn, Conn::Pg(_)) {
+            let (tail, params) = self.pg_with_keys(keys)?;
+            let sql = format!(
+                "SELECT {} FROM {} AS t {tail}",
+                self.pg_select(&wanted),
+                self.quoted
+            );
+            self.pg_rows(&sql, params, &wanted).await
+        } else {
+            let (tail, params) = self.mysql_with_keys(keys)?;
+            let sql = format!(
+                "SELECT {} FROM {} {tail}",
+                self.mysql_select(&wanted),
+                self.quoted
+            );
+            self.mysql_rows(&sql, params, &wanted).await
+        }
+    }
+
+    /// The columns read: all, or the key only.
+    fn wanted(&self, keys_only: bool) -> Vec<usize> {
+        if keys_only {
             self.key.clone()
         } else {
             (0..self.columns.len()).collect()
-        };
-        match &self.conn {
-            Conn::Pg(_) => {
-                let quote = crate::pg::quote_ident;
-                let select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
-                    .collect();
-                let mut key_cols = Vec::new();
-                let mut arrays = Vec::new();
-                let mut params: Vec<Vec<Option<String>>> = vec![Vec::new(); self.key.len()];
-                for (j, &i) in self.key.iter().enumerate() {
-                    let SideColumn::Pg(name, ty, _) = &self.columns[i] else {
+        }
+    }
+
+    fn pg_select(&self, wanted: &[usize]) -> String {
+        wanted
+            .iter()
+            .map(|&i| format!("t.{}::text", crate::pg::quote_ident(self.columns[i].name())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn mysql_select(&self, wanted: &[usize]) -> String {
+        wanted
+            .iter()
+            .map(|&i| crate::mysql::quote_ident(self.columns[i].name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// PostgreSQL: the statement's tail for the rows after key `after`, in
+    /// key order, at most `limit`; and its parameters.
+    fn pg_after(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<(String, PgParams), ReadError> {
+        let keys = self.pg_key_list();
+        let mut params: PgParams = Vec::new();
+        let condition = match after {
+            None => "true".to_string(),
+            Some(after) => {
+                let mut casts = Vec::new();
+                for (j, v) in after.iter().enumerate() {
+                    let SideColumn::Pg(_, ty, _) = &self.columns[self.key[j]] else {
                         continue;
                     };
-                    key_cols.push(format!("t.{}", quote(name)));
-                    arrays.push(format!("${}::text[]::{ty}[]", j + 1));
+                    casts.push(format!("${}::text::{ty}", j + 1));
+                    params.push(Box::new(Some(self.key_text(v)?)));
                 }
-                for k in keys {
-                    for (j, v) in k.iter().enumerate() {
-                        params[j].push(Some(self.key_text(v)?));
-                    }
-                }
-                let sql = format!(
-                    "SELECT {} FROM {} AS t WHERE ({}) IN (SELECT * FROM unnest({}))",
-                    select.join(", "),
-                    self.quoted,
-                    key_cols.join(", "),
-                    arrays.join(", ")
-                );
-                let Conn::Pg(client) = &self.conn else {
-                    return Ok(Vec::new());
-                };
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = client
-                    .query(&sql, &refs)
-                    .await
-                    .map_err(|source| ReadError::Pg {
-                        site: self.site.clone(),
-                        context: format!("read rows of {} by key", self.quoted),
-                        source,
-                    })?;
-                rows.iter().map(|r| self.pg_row(r, &wanted)).collect()
+                format!("({keys}) > ({})", casts.join(", "))
             }
-            Conn::Mysql(_) => {
-                let quote = crate::mysql::quote_ident;
-                let select: Vec<String> = wanted
-                    .iter()
-                    .map(|&i| quote(self.columns[i].name()))
-                    .collect();
-                let keys_sql: Vec<String> = self.key_names().into_iter().map(quote).collect();
-                let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
-                let mut params = Vec::new();
-                for k in keys {
-                    for (j, v) in k.iter().enumerate() {
-                        params.push(self.mysql_param(self.key[j], v)?);
-                    }
-                }
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE ({}) IN ({})",
-                    select.join(", "),
-                    self.quoted,
-                    keys_sql.join(", "),
-                    vec![tuple; keys.len()].join(", ")
-                );
-                self.mysql_rows(&sql, params, &wanted).await
+        };
+        Ok((
+            format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}"),
+            params,
+        ))
+    }
+
+    /// PostgreSQL: the statement's tail for the rows of these keys (one text
+    /// array per key column: a fixed statement whatever the number of keys).
+    fn pg_with_keys(&self, keys: &[Vec<Value>]) -> Result<(String, PgParams), ReadError> {
+        let mut arrays = Vec::new();
+        let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); self.key.len()];
+        for (j, &i) in self.key.iter().enumerate() {
+            if let SideColumn::Pg(_, ty, _) = &self.columns[i] {
+                arrays.push(format!("${}::text[]::{ty}[]", j + 1));
             }
         }
+        for k in keys {
+            for (j, v) in k.iter().enumerate() {
+                values[j].push(Some(self.key_text(v)?));
+            }
+        }
+        let tail = format!(
+            "WHERE ({}) IN (SELECT * FROM unnest({}))",
+            self.pg_key_list(),
+            arrays.join(", ")
+        );
+        let params = values
+            .into_iter()
+            .map(|v| Box::new(v) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>)
+            .collect();
+        Ok((tail, params))
+    }
+
+    /// MySQL: as [`SideReader::pg_after`].
+    fn mysql_after(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<(String, Vec<mysql_async::Value>), ReadError> {
+        let keys = self.mysql_key_list();
+        let mut params = Vec::new();
+        let condition = match after {
+            None => "TRUE".to_string(),
+            Some(after) => {
+                for (j, v) in after.iter().enumerate() {
+                    params.push(self.mysql_param(self.key[j], v)?);
+                }
+                format!("({keys}) > ({})", vec!["?"; after.len()].join(", "))
+            }
+        };
+        Ok((
+            format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}"),
+            params,
+        ))
+    }
+
+    /// MySQL: as [`SideReader::pg_with_keys`], one tuple per key.
+    fn mysql_with_keys(
+        &self,
+        keys: &[Vec<Value>],
+    ) -> Result<(String, Vec<mysql_async::Value>), ReadError> {
+        let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
+        let mut params = Vec::new();
+        for k in keys {
+            for (j, v) in k.iter().enumerate() {
+                params.push(self.mysql_param(self.key[j], v)?);
+            }
+        }
+        let tail = format!(
+            "WHERE ({}) IN ({})",
+            self.mysql_key_list(),
+            vec![tuple; keys.len()].join(", ")
+        );
+        Ok((tail, params))
     }
 
     fn key_text(&self, v: &Value) -> Result<String, ReadError> {
@@ -476,7 +495,7 @@ impl SideReader {
     async fn pg_rows(
         &self,
         sql: &str,
-        params: &[Option<String>],
+        params: PgParams,
         wanted: &[usize],
     ) -> Result<Vec<Row>, ReadError> {
         let Conn::Pg(client) = &self.conn else {
@@ -484,14 +503,14 @@ impl SideReader {
         };
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
             .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let rows = client
             .query(sql, &refs)
             .await
             .map_err(|source| ReadError::Pg {
                 site: self.site.clone(),
-                context: format!("read a page of {}", self.quoted),
+                context: format!("read rows of {}", self.quoted),
                 source,
             })?;
         rows.iter().map(|r| self.pg_row(r, wanted)).collect()
@@ -525,36 +544,48 @@ impl SideReader {
         params: Vec<mysql_async::Value>,
         wanted: &[usize],
     ) -> Result<Vec<Row>, ReadError> {
+        self.mysql_query(sql, params)
+            .await?
+            .into_iter()
+            .map(|r| self.mysql_row(r.unwrap(), wanted))
+            .collect()
+    }
+
+    async fn mysql_query(
+        &mut self,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+    ) -> Result<Vec<mysql_async::Row>, ReadError> {
         let Conn::Mysql(conn) = &mut self.conn else {
             return Ok(Vec::new());
         };
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(sql, mysql_async::Params::Positional(params))
+        conn.exec(sql, mysql_async::Params::Positional(params))
             .await
             .map_err(|source| ReadError::Mysql {
                 site: self.site.clone(),
                 context: format!("read rows of {}", self.quoted),
                 source,
-            })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let mut values = vec![None; self.columns.len()];
-            for (j, raw) in r.unwrap().into_iter().enumerate() {
-                let Some(&i) = wanted.get(j) else { continue };
-                let SideColumn::Mysql(col) = &self.columns[i] else {
-                    continue;
-                };
-                values[i] = Some(crate::mysql::types::decode_query_value(col, raw).map_err(
-                    |e| ReadError::Table {
-                        site: self.site.clone(),
-                        table: self.quoted.clone(),
-                        reason: format!("column {}: {e}", col.name),
-                    },
-                )?);
-            }
-            out.push(Row(values));
+            })
+    }
+
+    /// A row with the `wanted` columns set from `raw` (in that order; values
+    /// past them are ignored).
+    fn mysql_row(&self, raw: Vec<mysql_async::Value>, wanted: &[usize]) -> Result<Row, ReadError> {
+        let mut values = vec![None; self.columns.len()];
+        for (j, v) in raw.into_iter().enumerate() {
+            let Some(&i) = wanted.get(j) else { continue };
+            let SideColumn::Mysql(col) = &self.columns[i] else {
+                continue;
+            };
+            values[i] = Some(
+                crate::mysql::types::decode_query_value(col, v).map_err(|e| ReadError::Table {
+                    site: self.site.clone(),
+                    table: self.quoted.clone(),
+                    reason: format!("column {}: {e}", col.name),
+                })?,
+            );
         }
-        Ok(out)
+        Ok(Row(values))
     }
 }
 
@@ -600,44 +631,13 @@ impl SideReader {
         marker_column: &str,
         stamp_column: &str,
     ) -> Result<Vec<VersionedRow>, ReadError> {
-        match &self.conn {
-            Conn::Pg(_) => {
-                let keys = self.pg_key_list();
-                let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
-                    Vec::new();
-                let condition = match after {
-                    None => "true".to_string(),
-                    Some(after) => {
-                        let mut casts = Vec::new();
-                        for (j, v) in after.iter().enumerate() {
-                            let SideColumn::Pg(_, ty, _) = &self.columns[self.key[j]] else {
-                                continue;
-                            };
-                            casts.push(format!("${}::text::{ty}", j + 1));
-                            params.push(Box::new(Some(self.key_text(v)?)));
-                        }
-                        format!("({keys}) > ({})", casts.join(", "))
-                    }
-                };
-                let tail = format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}");
-                self.pg_versions(&tail, params, marker_column).await
-            }
-            Conn::Mysql(_) => {
-                let keys = self.mysql_key_list();
-                let mut params = Vec::new();
-                let condition = match after {
-                    None => "TRUE".to_string(),
-                    Some(after) => {
-                        for (j, v) in after.iter().enumerate() {
-                            params.push(self.mysql_param(self.key[j], v)?);
-                        }
-                        format!("({keys}) > ({})", vec!["?"; after.len()].join(", "))
-                    }
-                };
-                let tail = format!("WHERE {condition} ORDER BY {keys} LIMIT {limit}");
-                self.mysql_versions(&tail, params, marker_column, stamp_column)
-                    .await
-            }
+        if matches!(self.conn, Conn::Pg(_)) {
+            let (tail, params) = self.pg_after(after, limit)?;
+            self.pg_versions(&tail, params, marker_column).await
+        } else {
+            let (tail, params) = self.mysql_after(after, limit)?;
+            self.mysql_versions(&tail, params, marker_column, stamp_column)
+                .await
         }
     }
 
@@ -651,47 +651,13 @@ impl SideReader {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        match &self.conn {
-            Conn::Pg(_) => {
-                let mut arrays = Vec::new();
-                let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); self.key.len()];
-                for (j, &i) in self.key.iter().enumerate() {
-                    if let SideColumn::Pg(_, ty, _) = &self.columns[i] {
-                        arrays.push(format!("${}::text[]::{ty}[]", j + 1));
-                    }
-                }
-                for k in keys {
-                    for (j, v) in k.iter().enumerate() {
-                        values[j].push(Some(self.key_text(v)?));
-                    }
-                }
-                let tail = format!(
-                    "WHERE ({}) IN (SELECT * FROM unnest({}))",
-                    self.pg_key_list(),
-                    arrays.join(", ")
-                );
-                let params = values
-                    .into_iter()
-                    .map(|v| Box::new(v) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>)
-                    .collect();
-                self.pg_versions(&tail, params, marker_column).await
-            }
-            Conn::Mysql(_) => {
-                let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
-                let mut params = Vec::new();
-                for k in keys {
-                    for (j, v) in k.iter().enumerate() {
-                        params.push(self.mysql_param(self.key[j], v)?);
-                    }
-                }
-                let tail = format!(
-                    "WHERE ({}) IN ({})",
-                    self.mysql_key_list(),
-                    vec![tuple; keys.len()].join(", ")
-                );
-                self.mysql_versions(&tail, params, marker_column, stamp_column)
-                    .await
-            }
+        if matches!(self.conn, Conn::Pg(_)) {
+            let (tail, params) = self.pg_with_keys(keys)?;
+            self.pg_versions(&tail, params, marker_column).await
+        } else {
+            let (tail, params) = self.mysql_with_keys(keys)?;
+            self.mysql_versions(&tail, params, marker_column, stamp_column)
+                .await
         }
     }
 
@@ -715,17 +681,13 @@ impl SideReader {
     async fn pg_versions(
         &self,
         tail: &str,
-        params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
+        params: PgParams,
         marker_column: &str,
     ) -> Result<Vec<VersionedRow>, ReadError> {
-        let quote = crate::pg::quote_ident;
-        let wanted: Vec<usize> = (0..self.columns.len()).collect();
+        let wanted = self.wanted(false);
         let n = wanted.len();
-        let mut select: Vec<String> = wanted
-            .iter()
-            .map(|&i| format!("t.{}::text", quote(self.columns[i].name())))
-            .collect();
-        select.push(format!("t.{}::text", quote(marker_column)));
+        let mut select = vec![self.pg_select(&wanted)];
+        select.push(format!("t.{}::text", crate::pg::quote_ident(marker_column)));
         select.push(
             "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
                 .into(),
@@ -797,45 +759,21 @@ impl SideReader {
         stamp_column: &str,
     ) -> Result<Vec<VersionedRow>, ReadError> {
         let quote = crate::mysql::quote_ident;
-        let mut select: Vec<String> = self.columns.iter().map(|c| quote(c.name())).collect();
+        let wanted = self.wanted(false);
+        let mut select = vec![self.mysql_select(&wanted)];
         select.push(format!("CAST({} AS CHAR)", quote(marker_column)));
         select.push(format!(
             "CAST(UNIX_TIMESTAMP({}) * 1000000 AS SIGNED)",
             quote(stamp_column)
         ));
         let sql = format!("SELECT {} FROM {} {tail}", select.join(", "), self.quoted);
-        let (site, quoted) = (self.site.clone(), self.quoted.clone());
-        let Conn::Mysql(conn) = &mut self.conn else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(sql.as_str(), mysql_async::Params::Positional(params))
-            .await
-            .map_err(|source| ReadError::Mysql {
-                site: site.clone(),
-                context: format!("read rows of {quoted}"),
-                source,
-            })?;
+        let rows = self.mysql_query(&sql, params).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut raw = r.unwrap();
             let stamp = raw.pop().unwrap_or(mysql_async::Value::NULL);
             let marker = raw.pop().unwrap_or(mysql_async::Value::NULL);
-            let mut values = vec![None; self.columns.len()];
-            for (i, v) in raw.into_iter().enumerate() {
-                let Some(SideColumn::Mysql(col)) = self.columns.get(i) else {
-                    continue;
-                };
-                values[i] = Some(
-                    crate::mysql::types::decode_query_value(col, v).map_err(|e| {
-                        ReadError::Table {
-                            site: site.clone(),
-                            table: quoted.clone(),
-                            reason: format!("column {}: {e}", col.name),
-                        }
-                    })?,
-                );
-            }
+            let row = self.mysql_row(raw, &wanted)?;
             let marker: Option<String> = match marker {
                 mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
                 _ => None,
@@ -853,7 +791,7 @@ impl SideReader {
                 .flatten()
                 .is_some_and(|m| Some(m.ts) == version_us);
             out.push(VersionedRow {
-                row: Row(values),
+                row,
                 marker,
                 synced,
                 version_us,
