@@ -2,7 +2,7 @@
 //! views: `duplex status`, `duplex conflicts list|show|resolve` and
 //! `duplex quarantine list|show|retry|discard`.
 
-use crate::control::{ControlDb, Sql, TextRow, P};
+use crate::control::{ControlDb, LinkConfig, LinkTable, Sql, TextRow, P};
 use anyhow::Context;
 
 /// What to do with conflicts.
@@ -507,9 +507,36 @@ pub async fn check(
 ) -> anyhow::Result<bool> {
     crate::install_crypto_provider();
     let mut client = connect(control, "duplex check").await?;
-    let config = crate::control::load_unchecked(&mut client).await?;
-    let mut clean = true;
-    let mut checked = 0;
+    let (selected, invalid) = selected_tables(&mut client, link, table).await?;
+    for why in &invalid {
+        eprintln!("{why}, not checked");
+    }
+    let mut clean = invalid.is_empty();
+    for (lc, t) in &selected {
+        let report = crate::parity::check_table(lc, t, options, Some(&mut client))
+            .await
+            .with_context(|| format!("link {} table {}", lc.link.name, t.table))?;
+        let id = crate::parity::record(&mut client, &report).await?;
+        print_report(&lc.link.name, &report, id);
+        clean &= report.differences.is_empty();
+    }
+    if let Some(kib) = peak_memory_kib() {
+        println!("peak memory of this check: {:.1} MiB", kib as f64 / 1024.0);
+    }
+    Ok(clean)
+}
+
+/// The enabled tables of the links selected by `link` (id or name) and
+/// `table` (name or schema.name), patterns expanded; and why a selected
+/// link's configuration cannot be read. Fails when nothing matched.
+async fn selected_tables(
+    client: &mut ControlDb,
+    link: Option<&str>,
+    table: Option<&str>,
+) -> anyhow::Result<(Vec<(LinkConfig, LinkTable)>, Vec<String>)> {
+    let config = crate::control::load_unchecked(client).await?;
+    let mut selected = Vec::new();
+    let mut invalid = Vec::new();
     for l in &config.links {
         if link.is_some_and(|want| want != l.name && want != l.link_id.to_string()) {
             continue;
@@ -517,8 +544,7 @@ pub async fn check(
         let mut lc = match config.link_config(l.link_id) {
             Some(Ok(lc)) => lc,
             Some(Err(e)) => {
-                eprintln!("link {}: configuration invalid, not checked: {e}", l.name);
-                clean = false;
+                invalid.push(format!("link {}: configuration invalid ({e})", l.name));
                 continue;
             }
             None => continue,
@@ -527,31 +553,21 @@ pub async fn check(
             .await
             .with_context(|| format!("link {}: expand its table patterns", l.name))?;
         for t in lc.tables.clone() {
-            if !t.enabled
-                || table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
+            if t.enabled
+                && !table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
             {
-                continue;
+                selected.push((lc.clone(), t));
             }
-            checked += 1;
-            let report = crate::parity::check_table(&lc, &t, options, Some(&mut client))
-                .await
-                .with_context(|| format!("link {} table {}", l.name, t.table))?;
-            let id = crate::parity::record(&mut client, &report).await?;
-            print_report(&l.name, &report, id);
-            clean &= report.differences.is_empty();
         }
     }
-    if checked == 0 {
+    if selected.is_empty() {
         anyhow::bail!(
             "no enabled table matched{}{}",
             link.map(|l| format!(" link {l}")).unwrap_or_default(),
             table.map(|t| format!(" table {t}")).unwrap_or_default()
         );
     }
-    if let Some(kib) = peak_memory_kib() {
-        println!("peak memory of this check: {:.1} MiB", kib as f64 / 1024.0);
-    }
-    Ok(clean)
+    Ok((selected, invalid))
 }
 
 /// This process's peak resident memory (Linux: VmHWM), in KiB.
@@ -618,70 +634,50 @@ pub async fn repair(
 ) -> anyhow::Result<bool> {
     crate::install_crypto_provider();
     let mut client = connect(control, "duplex repair").await?;
-    let config = crate::control::load_unchecked(&mut client).await?;
+    let (selected, _) = selected_tables(&mut client, link, table).await?;
     let mut clean = true;
-    let mut checked = 0;
-    for l in &config.links {
-        if link.is_some_and(|want| want != l.name && want != l.link_id.to_string()) {
-            continue;
-        }
-        let Some(Ok(mut lc)) = config.link_config(l.link_id) else {
-            continue;
-        };
-        crate::runner::expand_patterns(&mut lc)
+    for (lc, t) in &selected {
+        let l = &lc.link;
+        let report = crate::parity::check_table(lc, t, options, Some(&mut client))
             .await
-            .with_context(|| format!("link {}: expand its table patterns", l.name))?;
-        for t in lc.tables.clone() {
-            if !t.enabled
-                || table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
-            {
-                continue;
-            }
-            checked += 1;
-            let report = crate::parity::check_table(&lc, &t, options, Some(&mut client))
-                .await
-                .with_context(|| format!("link {} table {}", l.name, t.table))?;
-            if report.differences.is_empty() {
-                println!(
-                    "link {} table {}: identical, nothing to repair",
-                    l.name, t.table
-                );
-                continue;
-            }
-            let actions =
-                crate::parity::repair::repair_table(&lc, &t, &report.differences, winner, dry_run)
-                    .await
-                    .with_context(|| format!("repair link {} table {}", l.name, t.table))?;
-            let verb = if dry_run { "would" } else { "did" };
+            .with_context(|| format!("link {} table {}", l.name, t.table))?;
+        if report.differences.is_empty() {
             println!(
-                "link {} table {}: {} difference(s); {verb} write {} row(s):",
-                l.name,
-                t.table,
-                report.differences.len(),
-                actions.len()
+                "link {} table {}: identical, nothing to repair",
+                l.name, t.table
             );
-            for a in &actions {
-                println!(
-                    "  {} {} on {} ({}): {}",
-                    a.action,
-                    a.key,
-                    a.site,
-                    a.kind.as_str(),
-                    a.statement
-                );
-            }
-            if dry_run {
-                clean = false;
-                continue;
-            }
-            let after = crate::parity::check_table(&lc, &t, options, Some(&mut client)).await?;
-            let id = crate::parity::record(&mut client, &after).await?;
-            print_report(&l.name, &after, id);
-            clean &= after.differences.is_empty();
+            continue;
         }
-    }
-    if checked == 0 {
-        anyhow::bail!("no enabled table matched");
+        let actions =
+            crate::parity::repair::repair_table(lc, t, &report.differences, winner, dry_run)
+                .await
+                .with_context(|| format!("repair link {} table {}", l.name, t.table))?;
+        let verb = if dry_run { "would" } else { "did" };
+        println!(
+            "link {} table {}: {} difference(s); {verb} write {} row(s):",
+            l.name,
+            t.table,
+            report.differences.len(),
+            actions.len()
+        );
+        for a in &actions {
+            println!(
+                "  {} {} on {} ({}): {}",
+                a.action,
+                a.key,
+                a.site,
+                a.kind.as_str(),
+                a.statement
+            );
+        }
+        if dry_run {
+            clean = false;
+            continue;
+        }
+        let after = crate::parity::check_table(lc, t, options, Some(&mut client)).await?;
+        let id = crate::parity::record(&mut client, &after).await?;
+        print_report(&l.name, &after, id);
+        clean &= after.differences.is_empty();
     }
     Ok(clean)
 }

@@ -59,10 +59,6 @@ impl ControlEndpoint {
             }
         }
     }
-
-    pub fn is_mysql(&self) -> bool {
-        matches!(self, ControlEndpoint::Mysql(_))
-    }
 }
 
 /// An open control connection.
@@ -138,6 +134,20 @@ impl<'a> Sql<'a> {
     pub fn mysql_order(mut self, order: &'a [usize]) -> Sql<'a> {
         self.mysql_params = Some(order);
         self
+    }
+
+    fn pg_err(&self) -> impl FnOnce(tokio_postgres::Error) -> ControlError + '_ {
+        move |source| ControlError::Db {
+            context: self.what.to_string(),
+            source,
+        }
+    }
+
+    fn mysql_err(&self) -> impl FnOnce(mysql_async::Error) -> ControlError + '_ {
+        move |source| ControlError::Mysql {
+            context: self.what.to_string(),
+            source,
+        }
     }
 
     fn mysql_values(&self) -> Vec<mysql_async::Value> {
@@ -290,32 +300,15 @@ fn mysql_text(v: mysql_async::Value) -> Option<String> {
 }
 
 impl ControlDb {
-    pub fn is_mysql(&self) -> bool {
-        matches!(self, ControlDb::Mysql(_))
-    }
-
     /// Run a statement; the number of rows it affected.
     pub async fn exec(&mut self, q: Sql<'_>) -> Result<u64, ControlError> {
         match self {
             ControlDb::Pg(c) => {
                 let params = pg_params(q.params);
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p.as_ref() as _).collect();
-                c.execute(q.pg, &refs)
-                    .await
-                    .map_err(|source| ControlError::Db {
-                        context: q.what.to_string(),
-                        source,
-                    })
+                c.execute(q.pg, &pg_refs(&params)).await.map_err(q.pg_err())
             }
             ControlDb::Mysql(c) => {
-                let values = q.mysql_values();
-                c.exec_drop(q.mysql, mysql_async::Params::Positional(values))
-                    .await
-                    .map_err(|source| ControlError::Mysql {
-                        context: q.what.to_string(),
-                        source,
-                    })?;
+                mysql_exec(c, &q).await?;
                 Ok(c.affected_rows())
             }
         }
@@ -325,16 +318,7 @@ impl ControlDb {
     pub async fn rows(&mut self, q: Sql<'_>) -> Result<Vec<TextRow>, ControlError> {
         match self {
             ControlDb::Pg(c) => {
-                let params = pg_params(q.params);
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p.as_ref() as _).collect();
-                let rows = c
-                    .query(q.pg, &refs)
-                    .await
-                    .map_err(|source| ControlError::Db {
-                        context: q.what.to_string(),
-                        source,
-                    })?;
+                let rows = pg_query(c, &q).await?;
                 let names = std::sync::Arc::new(
                     rows.first()
                         .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
@@ -343,15 +327,10 @@ impl ControlDb {
                 rows.iter().map(|r| pg_text_row(r, &names)).collect()
             }
             ControlDb::Mysql(c) => {
-                let values = q.mysql_values();
-                let err = |source| ControlError::Mysql {
-                    context: q.what.to_string(),
-                    source,
-                };
                 let rows: Vec<mysql_async::Row> = c
-                    .exec(q.mysql, mysql_async::Params::Positional(values))
+                    .exec(q.mysql, mysql_async::Params::Positional(q.mysql_values()))
                     .await
-                    .map_err(err)?;
+                    .map_err(q.mysql_err())?;
                 let names = std::sync::Arc::new(
                     rows.first()
                         .map(|r| {
@@ -383,25 +362,14 @@ impl ControlDb {
         match self {
             ControlDb::Pg(c) => {
                 let params = pg_params(q.params);
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p.as_ref() as _).collect();
                 let row = c
-                    .query_one(q.pg, &refs)
+                    .query_one(q.pg, &pg_refs(&params))
                     .await
-                    .map_err(|source| ControlError::Db {
-                        context: q.what.to_string(),
-                        source,
-                    })?;
+                    .map_err(q.pg_err())?;
                 Ok((row.get(0), row.get(1)))
             }
             ControlDb::Mysql(c) => {
-                let values = q.mysql_values();
-                c.exec_drop(q.mysql, mysql_async::Params::Positional(values))
-                    .await
-                    .map_err(|source| ControlError::Mysql {
-                        context: q.what.to_string(),
-                        source,
-                    })?;
+                mysql_exec(c, &q).await?;
                 let id = c.last_insert_id().unwrap_or(0);
                 Ok((
                     i64::try_from(id).unwrap_or(i64::MAX),
@@ -415,29 +383,27 @@ impl ControlDb {
     pub async fn row(&mut self, q: Sql<'_>) -> Result<Option<TextRow>, ControlError> {
         Ok(self.rows(q).await?.into_iter().next())
     }
-
-    /// MySQL only: a statement without parameters, through the text protocol
-    /// (CALL of a procedure that returns a row, session settings).
-    pub async fn mysql_text_query(
-        conn: &mut mysql_async::Conn,
-        sql: &str,
-        what: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, ControlError> {
-        let rows: Vec<mysql_async::Row> =
-            conn.query(sql)
-                .await
-                .map_err(|source| ControlError::Mysql {
-                    context: what.to_string(),
-                    source,
-                })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| r.unwrap().into_iter().map(mysql_text).collect())
-            .collect())
-    }
 }
 
 type PgParam = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn pg_refs(params: &[PgParam]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as _).collect()
+}
+
+async fn pg_query(
+    c: &tokio_postgres::Client,
+    q: &Sql<'_>,
+) -> Result<Vec<tokio_postgres::Row>, ControlError> {
+    let params = pg_params(q.params);
+    c.query(q.pg, &pg_refs(&params)).await.map_err(q.pg_err())
+}
+
+async fn mysql_exec(c: &mut mysql_async::Conn, q: &Sql<'_>) -> Result<(), ControlError> {
+    c.exec_drop(q.mysql, mysql_async::Params::Positional(q.mysql_values()))
+        .await
+        .map_err(q.mysql_err())
+}
 
 fn pg_params(params: &[P<'_>]) -> Vec<PgParam> {
     params
