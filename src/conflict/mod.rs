@@ -308,6 +308,43 @@ fn merged_vv(me: u32, incoming: &VersionVector, local: &VersionVector) -> Versio
     out
 }
 
+/// Was the target's state for the key written by an earlier change of the
+/// incoming change's own source transaction? Every change of a source
+/// transaction carries the transaction's commit position as its site's
+/// counter, and an applied version (row or tombstone) keeps the writer's site
+/// and that counter. A version this side kept against the transaction (a
+/// conflict it won) carries this site as its writer instead, so the
+/// transaction's later changes stay ordered by their vectors: they are older.
+fn written_by_same_transaction(inc: &Marker, local: &Local) -> bool {
+    let Some(dot) = inc.vv.get(inc.site) else {
+        return false;
+    };
+    if dot.c == 0 || dot.c == COPY_COUNTER {
+        return false;
+    }
+    let same = |site: u32, vv: &VersionVector| {
+        site == inc.site && vv.get(inc.site).is_some_and(|d| d.c == dot.c)
+    };
+    match local {
+        Local::Present(lr) => {
+            lr.stamp == Stamp::Synced && lr.marker.as_ref().is_some_and(|m| same(m.site, &m.vv))
+        }
+        Local::Absent(Some(t)) => same(t.site, &t.vv),
+        Local::Absent(None) => false,
+    }
+}
+
+/// The vector of a successor change (see [`written_by_same_transaction`]):
+/// what the state it follows had seen, with the source's entry the
+/// successor's own (its version time is the one the source's row now has).
+fn successor_vv(me: u32, inc: &Marker, local: &VersionVector) -> VersionVector {
+    let mut vv = merged_vv(me, &inc.vv, local);
+    if let Some(dot) = inc.vv.get(inc.site) {
+        vv.set(inc.site, dot);
+    }
+    vv
+}
+
 /// Last-writer-wins between (time, site) pairs: the later time wins, a tie
 /// goes to the higher site id. Identical pairs are the same version.
 fn incoming_wins_lww(incoming: (i64, u32), local: (i64, u32)) -> bool {
@@ -399,6 +436,13 @@ pub fn decide(
         };
     }
 
+    // A later change of a key that an earlier change of the same source
+    // transaction already wrote here: the source made it on top of that
+    // state, so it follows it, whatever the vectors say (a delete's tombstone
+    // holds this site's entry too, and on MySQL each statement has its own
+    // version time).
+    let successor = written_by_same_transaction(inc, local);
+
     match local {
         Local::Present(lr) => {
             let lv = local_version(me, lr);
@@ -409,7 +453,7 @@ pub fn decide(
                 ts: lv.ts,
             };
             // Content changed behind duplex's back (outside the change stream).
-            if lr.stamp == Stamp::Synced {
+            if lr.stamp == Stamp::Synced && !successor {
                 if let Some(m) = &lr.marker {
                     if m.crc != 0 && checksum(schema, &lr.row) != m.crc {
                         conflicts.push(Conflict {
@@ -422,8 +466,14 @@ pub fn decide(
                     }
                 }
             }
-            let order = compare(me, &inc.vv, &lv.vv, lv.known);
-            let vv = merged_vv(me, &inc.vv, &lv.vv);
+            let (order, vv) = if successor {
+                (Order::IncomingNewer, successor_vv(me, inc, &lv.vv))
+            } else {
+                (
+                    compare(me, &inc.vv, &lv.vv, lv.known),
+                    merged_vv(me, &inc.vv, &lv.vv),
+                )
+            };
             match (change.op, order) {
                 (_, Order::LocalNewer) => {
                     for c in &mut conflicts {
@@ -638,9 +688,13 @@ pub fn decide(
             }
         }
         Local::Absent(tombstone) => {
-            let order = tombstone
-                .as_ref()
-                .map(|t| compare(me, &inc.vv, &t.vv, true));
+            let order = tombstone.as_ref().map(|t| {
+                if successor {
+                    Order::IncomingNewer
+                } else {
+                    compare(me, &inc.vv, &t.vv, true)
+                }
+            });
             if order == Some(Order::LocalNewer) {
                 // The delete applied here had seen this change.
                 return Decision::nothing(local, conflicts, true);
@@ -652,6 +706,7 @@ pub fn decide(
                 ts: tombstone.as_ref().map(|t| t.ts).unwrap_or(0),
             };
             let vv = match tombstone {
+                Some(t) if successor => successor_vv(me, inc, &t.vv),
                 Some(t) => merged_vv(me, &inc.vv, &t.vv),
                 None => inc.vv.clone(),
             };

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::canonical::encode::encode_value;
-use crate::canonical::{Op, Row, RowChange, TableName, TableSchema, Value};
-use crate::conflict::{decide, Conflict, Local, TablePolicy, Tombstone};
+use crate::canonical::encode::{encode_value, row_checksum};
+use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
+use crate::conflict::{decide, Conflict, Decision, Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::marker::{Marker, Resolution};
 use crate::sink::quarantine::ChangeOrigin;
 
 /// Now, in µs since the Unix epoch: the time of versions an applier creates.
@@ -86,8 +87,200 @@ fn key_of(change: &RowChange, image: Option<&Row>) -> Option<Vec<u8>> {
         .map(|v| encode_key(&v))
 }
 
+/// The changes of one row inside one source transaction (two or more), and
+/// their net effect: what the transaction did to the row, as one change.
+struct Chain {
+    /// Indexes into the batch, in order.
+    members: Vec<usize>,
+    /// `None`: the row was created and removed again (nothing to send).
+    net: Option<RowChange>,
+}
+
+/// The identity key a change acts on: the key it finds the row by.
+fn identity(change: &RowChange) -> Option<&Row> {
+    match change.op {
+        Op::Insert => change.after.as_ref(),
+        _ => change.before.as_ref().or(change.after.as_ref()),
+    }
+}
+
+/// `after` with the columns it does not carry (PostgreSQL's unchanged TOAST
+/// values) taken from `fallback`.
+fn filled(after: &Row, fallback: Option<&Row>) -> Row {
+    Row(after
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.clone()
+                .or_else(|| fallback.and_then(|f| f.0.get(i).cloned().flatten()))
+        })
+        .collect())
+}
+
+/// The rows the batch changes more than once inside one source transaction
+/// (a delete and an insert of the same key, an insert then an update, an
+/// upsert twice, a key moved and then updated...), followed through key
+/// changes. Returns, per change, the chain it belongs to (only chains of two
+/// or more).
+fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Vec<Chain>) {
+    let mut chain_of: Vec<Option<usize>> = vec![None; pending.len()];
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    // (table, current key) -> chain, for the source transaction at hand.
+    let mut current: HashMap<(TableName, Vec<u8>), usize> = HashMap::new();
+    let mut txn: Option<SourcePosition> = None;
+    for (i, (change, origin)) in pending.iter().enumerate() {
+        if txn != Some(origin.position) {
+            txn = Some(origin.position);
+            current.clear();
+        }
+        let table = change.table.table.clone();
+        let Some(key) = key_of(change, identity(change)) else {
+            continue;
+        };
+        let chain = match current.remove(&(table.clone(), key.clone())) {
+            Some(c) => {
+                members[c].push(i);
+                c
+            }
+            None => {
+                members.push(vec![i]);
+                members.len() - 1
+            }
+        };
+        // Where the row is now: its new key, or the deleted key, where an
+        // insert of the same transaction recreates it.
+        let now = key_of(change, change.after.as_ref()).unwrap_or(key);
+        current.insert((table, now), chain);
+    }
+    let mut chains = Vec::new();
+    for m in members.into_iter().filter(|m| m.len() > 1) {
+        for &i in &m {
+            chain_of[i] = Some(chains.len());
+        }
+        let changes: Vec<&RowChange> = m.iter().map(|&i| &pending[i].0).collect();
+        chains.push(Chain {
+            net: net_change(&changes),
+            members: m,
+        });
+    }
+    (chain_of, chains)
+}
+
+/// One change with the net effect of a row's changes in one source
+/// transaction: the row before the first, the row after the last, and the
+/// last change's version (its time is the one the source's row keeps) with
+/// everything any of them had seen.
+fn net_change(changes: &[&RowChange]) -> Option<RowChange> {
+    let (first, last) = (changes.first()?, changes.last()?);
+    let before = match first.op {
+        Op::Insert => None,
+        _ => first.before.clone(),
+    };
+    let mut after: Option<Row> = before.clone();
+    for c in changes {
+        after = match c.op {
+            Op::Insert => c.after.clone(),
+            Op::Update => c
+                .after
+                .as_ref()
+                .map(|a| filled(a, after.as_ref().or(c.before.as_ref()))),
+            Op::Delete => None,
+        };
+    }
+    let op = match (&before, &after) {
+        (None, None) => return None,
+        (None, Some(_)) => Op::Insert,
+        (Some(_), None) => Op::Delete,
+        (Some(_), Some(_)) => Op::Update,
+    };
+    let mut marker = last.marker.clone();
+    for c in changes {
+        marker.vv = marker.vv.merge(&c.marker.vv);
+    }
+    if let Some(dot) = last.marker.vv.get(last.marker.site) {
+        marker.vv.set(last.marker.site, dot);
+    }
+    Some(RowChange {
+        table: first.table.clone(),
+        op,
+        before,
+        after,
+        marker,
+    })
+}
+
+/// Did the decision write the transaction's net change exactly as it came
+/// (no conflict, nothing kept or merged)? Then the transaction's own
+/// statements can be applied in their order, which keeps every constraint
+/// the source kept between the rows.
+fn follows(decision: &Decision, net: &RowChange) -> bool {
+    if !decision.conflicts.is_empty() || decision.stale {
+        return false;
+    }
+    match (&decision.write, net.op) {
+        (Some(w), Op::Delete) => w.op == Op::Delete,
+        (Some(w), _) => match (&w.after, &net.after) {
+            (Some(a), Some(b)) => {
+                w.op != Op::Delete
+                    && w.marker.resolution == Resolution::None
+                    && a.0.len() == b.0.len()
+                    && a.0.iter().zip(&b.0).all(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) => {
+                            let (mut ex, mut ey) = (Vec::new(), Vec::new());
+                            encode_value(x, &mut ex);
+                            encode_value(y, &mut ey);
+                            ex == ey
+                        }
+                        (None, None) => true,
+                        _ => false,
+                    })
+            }
+            _ => false,
+        },
+        (None, _) => false,
+    }
+}
+
+/// The outcome of deciding one change (or a chain's net change).
+fn record_decision(
+    out: &mut Resolved,
+    change: &RowChange,
+    origin: ChangeOrigin,
+    key: &[u8],
+    had_tombstone: bool,
+    decision: &Decision,
+) {
+    if decision.stale {
+        out.stale += 1;
+    }
+    if !decision.conflicts.is_empty() {
+        let described = crate::sink::describe_key(change);
+        for c in &decision.conflicts {
+            out.conflicts
+                .push((change.table.clone(), c.clone(), origin, described.clone()));
+        }
+    }
+    if let Some(t) = decision.tombstone.clone() {
+        out.tombstones.push((change.table.clone(), key.to_vec(), t));
+    }
+    if let Some(w) = &decision.write {
+        if w.op != Op::Delete && had_tombstone {
+            out.revived.push((change.table.clone(), key.to_vec()));
+        }
+    }
+}
+
 /// Decide every change in order. `states` holds the target's state for every
 /// key of [`keys_by_table`] (absent keys count as never seen).
+///
+/// A row changed several times by one source transaction is decided once, by
+/// the transaction's net change against the target's state before it (the
+/// versions of one transaction are one version): each statement alone would
+/// be compared with what the transaction's own earlier statement just wrote.
+/// When the net change applies as it came, the statements are applied in
+/// their own order; otherwise the decided write takes the place of the
+/// first (the last, for a delete).
 pub(crate) fn resolve(
     me: u32,
     policy_of: impl Fn(&TableName) -> TablePolicy,
@@ -97,52 +290,157 @@ pub(crate) fn resolve(
 ) -> Resolved {
     let mut out = Resolved::default();
     let mut policies: HashMap<TableName, TablePolicy> = HashMap::new();
-    for (change, origin) in pending {
+    let (chain_of, chains) = find_chains(&pending);
+    // Per chain: whether its statements are applied as they came, and the
+    // decided write and next state waiting for the chain's last statement.
+    let mut following: Vec<bool> = vec![false; chains.len()];
+    let mut deferred: Vec<Option<(Decision, Vec<u8>)>> = (0..chains.len()).map(|_| None).collect();
+    for (i, (change, origin)) in pending.into_iter().enumerate() {
         let table = change.table.table.clone();
         let policy = policies
             .entry(table.clone())
             .or_insert_with(|| policy_of(&table));
-        let identity = match change.op {
-            Op::Insert => change.after.as_ref(),
-            _ => change.before.as_ref().or(change.after.as_ref()),
-        };
-        let Some(key) = key_of(&change, identity) else {
+        let Some(key) = key_of(&change, identity(&change)) else {
             // No key (cannot happen for tables with a primary key): apply as is.
             out.writes.push((change, origin));
             continue;
         };
         let new_key = key_of(&change, change.after.as_ref()).unwrap_or_else(|| key.clone());
-        // Taken out: the decision's `next` state replaces it below.
-        let local = states
-            .remove(&(table.clone(), key.clone()))
-            .unwrap_or(Local::Absent(None));
-        let had_tombstone = matches!(local, Local::Absent(Some(_)));
-        let decision = decide(me, policy, &change, &local, now_us);
-        if decision.stale {
-            out.stale += 1;
-        }
-        if !decision.conflicts.is_empty() {
-            let described = crate::sink::describe_key(&change);
-            for c in decision.conflicts {
-                out.conflicts
-                    .push((change.table.clone(), c, origin, described.clone()));
+        let Some(c) = chain_of[i] else {
+            // Taken out: the decision's `next` state replaces it below.
+            let local = states
+                .remove(&(table.clone(), key.clone()))
+                .unwrap_or(Local::Absent(None));
+            let had_tombstone = matches!(local, Local::Absent(Some(_)));
+            let decision = decide(me, policy, &change, &local, now_us);
+            record_decision(&mut out, &change, origin, &key, had_tombstone, &decision);
+            if new_key != key {
+                states.insert((table.clone(), key.clone()), Local::Absent(None));
+            }
+            states.insert((table, new_key), decision.next);
+            if let Some(w) = decision.write {
+                out.writes.push((w, origin));
+            }
+            continue;
+        };
+        let chain = &chains[c];
+        let first = chain.members.first() == Some(&i);
+        let last = chain.members.last() == Some(&i);
+        if first {
+            let local = states
+                .remove(&(table.clone(), key.clone()))
+                .unwrap_or(Local::Absent(None));
+            let Some(net) = &chain.net else {
+                // Created and removed again inside the transaction: the
+                // source never committed the row, there is nothing to send.
+                states.insert((table.clone(), key.clone()), local);
+                continue;
+            };
+            let had_tombstone = matches!(local, Local::Absent(Some(_)));
+            let decision = decide(me, policy, net, &local, now_us);
+            record_decision(&mut out, net, origin, &key, had_tombstone, &decision);
+            // The first statement must find the row as the source did: an
+            // insert a free key, an update or delete the row.
+            let same_start = matches!(local, Local::Present(_)) == (change.op != Op::Insert);
+            following[c] = same_start && follows(&decision, net);
+            let net_key = key_of(net, net.after.as_ref()).unwrap_or_else(|| key.clone());
+            if following[c] {
+                states.insert((table.clone(), key.clone()), local);
+                deferred[c] = Some((decision, net_key));
+            } else {
+                if net_key != key {
+                    states.insert((table.clone(), key.clone()), Local::Absent(None));
+                }
+                let Decision { write, next, .. } = decision;
+                if net.op == Op::Delete {
+                    // Deleted last: in place of the last statement, after the
+                    // rows that depended on it changed.
+                    deferred[c] = Some((
+                        Decision {
+                            write,
+                            conflicts: Vec::new(),
+                            stale: false,
+                            next,
+                            tombstone: None,
+                        },
+                        net_key,
+                    ));
+                    continue;
+                }
+                states.insert((table, net_key), next);
+                if let Some(w) = write {
+                    out.writes.push((w, origin));
+                }
+                continue;
             }
         }
-        if let Some(t) = decision.tombstone.clone() {
-            out.tombstones.push((change.table.clone(), key.clone(), t));
-        }
-        if let Some(w) = &decision.write {
-            if w.op != Op::Delete && had_tombstone {
-                out.revived.push((change.table.clone(), key.clone()));
+        if !following[c] {
+            if last {
+                if let Some((decision, net_key)) = deferred[c].take() {
+                    states.insert((table, net_key), decision.next);
+                    if let Some(w) = decision.write {
+                        out.writes.push((w, origin));
+                    }
+                }
             }
+            continue;
         }
-        if new_key != key {
+        // The statement as the source made it, on the row its transaction's
+        // earlier statements left here; the last one carries the decided
+        // version.
+        if last {
+            if let Some((decision, net_key)) = deferred[c].take() {
+                let marker = decision
+                    .write
+                    .as_ref()
+                    .map(|w| w.marker.clone())
+                    .unwrap_or_else(|| change.marker.clone());
+                if new_key != key {
+                    states.insert((table.clone(), key.clone()), Local::Absent(None));
+                }
+                states.insert((table, net_key), decision.next);
+                out.writes.push((with_marker(change, marker), origin));
+            }
+            continue;
+        }
+        let marker = deferred[c]
+            .as_ref()
+            .and_then(|(d, _)| d.write.as_ref().map(|w| w.marker.clone()))
+            .unwrap_or_else(|| change.marker.clone());
+        if new_key != key || change.op == Op::Delete {
             states.insert((table.clone(), key.clone()), Local::Absent(None));
         }
-        states.insert((table, new_key), decision.next);
-        if let Some(w) = decision.write {
-            out.writes.push((w, origin));
+        let mut marker = marker;
+        // Only the transaction's last version of the row flows back, if any.
+        marker.resolution = Resolution::None;
+        let write = with_marker(change, marker);
+        if let Some(after) = &write.after {
+            states.insert(
+                (table, new_key),
+                Local::Present(LocalRow {
+                    row: after.clone(),
+                    marker: Some(write.marker.clone()),
+                    stamp: Stamp::Synced,
+                }),
+            );
         }
+        out.writes.push((write, origin));
     }
     out
+}
+
+/// `change` written with `marker`, its checksum that of the row it writes
+/// (kept from `marker` when the change does not carry every column: the
+/// decided version's checksum covers the whole row).
+fn with_marker(mut change: RowChange, mut marker: Marker) -> RowChange {
+    if let Some(crc) = change
+        .after
+        .as_ref()
+        .filter(|a| a.0.iter().all(Option::is_some))
+        .and_then(|a| row_checksum(&change.table, a))
+    {
+        marker.crc = crc;
+    }
+    change.marker = marker;
+    change
 }
