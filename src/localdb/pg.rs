@@ -353,6 +353,11 @@ impl LocalPostgres {
         self.password.as_deref()
     }
 
+    /// The directory of the server's programs (`pgbench` ships beside them).
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
     /// The cluster's data directory (contains `server.log`).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
