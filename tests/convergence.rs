@@ -134,8 +134,43 @@ impl Conn {
         }
     }
 
+    /// Run statements as one transaction; on an error (a race between
+    /// writers) it is rolled back whole.
+    async fn exec_txn(&mut self, statements: &[String]) -> bool {
+        let body = statements.join("; ");
+        let ok = match self {
+            Conn::Pg(c) => c
+                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
+                .await
+                .is_ok(),
+            Conn::My(c) => c
+                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
+                .await
+                .is_ok(),
+        };
+        if !ok {
+            self.exec("ROLLBACK").await;
+        }
+        ok
+    }
+
+    fn is_pg(&self) -> bool {
+        matches!(self, Conn::Pg(_))
+    }
+
+    /// The engine's own upsert of row `id`.
+    fn upsert_sql(&self, id: i64, a: u64, tag: &str) -> String {
+        if self.is_pg() {
+            format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON CONFLICT (id) DO UPDATE SET a = kv.a + excluded.a, note = excluded.note")
+        } else {
+            format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON DUPLICATE KEY UPDATE a = a + VALUES(a), note = VALUES(note)")
+        }
+    }
+
     async fn rows(&mut self) -> Vec<KvRow> {
-        let sql = "SELECT id, a, b, note FROM kv ORDER BY id";
+        // CHAR(n): PostgreSQL keeps the padding, MariaDB drops it on reading.
+        let sql =
+            "SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code)) FROM kv ORDER BY id";
         match self {
             Conn::Pg(c) => c
                 .query(sql, &[])
@@ -143,6 +178,22 @@ impl Conn {
                 .unwrap()
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+            Conn::My(c) => c.query(sql).await.unwrap(),
+        }
+    }
+
+    /// The parent and child tables of the multi-table shape, as text rows.
+    async fn family(&mut self) -> Vec<String> {
+        let sql = "SELECT concat('p', id, ':', name) FROM kv_parent
+                   UNION ALL SELECT concat('c', id, ':', parent_id, ':', qty) FROM kv_child ORDER BY 1";
+        match self {
+            Conn::Pg(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
                 .collect(),
             Conn::My(c) => c.query(sql).await.unwrap(),
         }
@@ -160,20 +211,107 @@ impl Conn {
     }
 }
 
-/// One writer: random operations until `stop`.
+/// The transaction shapes the writers draw from, each a generator option
+/// (`DUPLEX_SHAPES=single,same_key,key_move,upsert,multi_table`; default all),
+/// so a seed replays the same choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One statement: insert, update of a column, delete.
+    Single,
+    /// Several statements on one key in one transaction: delete + insert,
+    /// insert + update, update + update, update + delete.
+    SameKey,
+    /// The primary key updated, then the moved row.
+    KeyMove,
+    /// The engine's own upsert, twice on one key.
+    Upsert,
+    /// A parent and its child (foreign key) inserted, the child updated, and
+    /// a `kv` row changed, in one transaction.
+    MultiTable,
+}
+
+fn shapes() -> Vec<Shape> {
+    let all = [
+        ("single", Shape::Single),
+        ("same_key", Shape::SameKey),
+        ("key_move", Shape::KeyMove),
+        ("upsert", Shape::Upsert),
+        ("multi_table", Shape::MultiTable),
+    ];
+    match std::env::var("DUPLEX_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                all.iter()
+                    .find(|(name, _)| *name == n.trim())
+                    .map(|(_, s)| *s)
+                    .unwrap_or_else(|| panic!("unknown shape {n} in DUPLEX_SHAPES"))
+            })
+            .collect(),
+        Err(_) => all.iter().map(|(_, s)| *s).collect(),
+    }
+}
+
+/// One transaction of `shape` on random keys. `serial` makes the multi-table
+/// shape's keys unique per writer.
+fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -> Vec<String> {
+    let id = rng.below(KEYS as u64) as i64;
+    let value = rng.below(1000);
+    let code = ["x", "ab", "padded", ""][rng.below(4) as usize];
+    let update_a =
+        format!("UPDATE kv SET a = {value}, note = '{name}', code = '{code}' WHERE id = {id}");
+    match shape {
+        Shape::Single => vec![match rng.below(10) {
+            0..=2 => c.insert_sql(id, value, name),
+            3..=5 => update_a,
+            6..=8 => format!("UPDATE kv SET b = {value} WHERE id = {id}"),
+            _ => format!("DELETE FROM kv WHERE id = {id}"),
+        }],
+        Shape::SameKey => match rng.below(4) {
+            0 => vec![
+                format!("DELETE FROM kv WHERE id = {id}"),
+                format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {value}, 1, '{name}', '{code}')"),
+            ],
+            1 => vec![
+                c.insert_sql(id, value, name),
+                format!("UPDATE kv SET b = b + 1, code = '{code}' WHERE id = {id}"),
+            ],
+            2 => vec![update_a, format!("UPDATE kv SET b = {value} WHERE id = {id}")],
+            _ => vec![update_a, format!("DELETE FROM kv WHERE id = {id}")],
+        },
+        Shape::KeyMove => {
+            let to = rng.below(KEYS as u64) as i64;
+            vec![
+                format!("UPDATE kv SET id = {to} WHERE id = {id}"),
+                format!("UPDATE kv SET note = '{name}', code = '{code}' WHERE id = {to}"),
+            ]
+        }
+        Shape::Upsert => vec![c.upsert_sql(id, value, name), c.upsert_sql(id, 1, name)],
+        Shape::MultiTable => {
+            // Keys of this writer's own: parents are never deleted, so the
+            // foreign key holds on both sites whatever the interleaving.
+            let p = (serial << 8) | (rng.below(200) + 1);
+            vec![
+                format!("INSERT INTO kv_parent (id, name) VALUES ({p}, '{name}')"),
+                format!("INSERT INTO kv_child (id, parent_id, qty) VALUES ({p}, {p}, 1)"),
+                format!("UPDATE kv_child SET qty = qty + {value} WHERE id = {p}"),
+                format!("UPDATE kv SET b = {value} WHERE id = {id}"),
+            ]
+        }
+    }
+}
+
+/// One writer: random transactions until `stop`.
 async fn writer(site: Site, name: String, seed: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
     let mut rng = Rng(seed);
     let mut c = site.connect().await;
+    let shapes = shapes();
+    let mut serial = seed % 1_000_000;
     while !stop.load(Ordering::Relaxed) {
-        let id = rng.below(KEYS as u64) as i64;
-        let value = rng.below(1000);
-        let sql = match rng.below(10) {
-            0..=2 => c.insert_sql(id, value, &name),
-            3..=5 => format!("UPDATE kv SET a = {value}, note = '{name}' WHERE id = {id}"),
-            6..=8 => format!("UPDATE kv SET b = {value} WHERE id = {id}"),
-            _ => format!("DELETE FROM kv WHERE id = {id}"),
-        };
-        if c.exec(&sql).await {
+        let shape = shapes[rng.below(shapes.len() as u64) as usize];
+        serial += 1;
+        let statements = transaction(&c, &mut rng, shape, &name, serial);
+        if c.exec_txn(&statements).await {
             ops.fetch_add(1, Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
@@ -264,6 +402,12 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
         let other: Vec<_> = rb.iter().filter(|r| !ra.contains(r)).collect();
         panic!("seed {seed}: sites differ after {round} rounds:\n site 1 only: {only:?}\n site 2 only: {other:?}");
     }
+    let (fa, fb) = (a.family().await, b.family().await);
+    if fa != fb {
+        let only: Vec<_> = fa.iter().filter(|r| !fb.contains(r)).collect();
+        let other: Vec<_> = fb.iter().filter(|r| !fa.contains(r)).collect();
+        panic!("seed {seed}: parent/child tables differ:\n site 1 only: {only:?}\n site 2 only: {other:?}");
+    }
 
     // Conflicts: frequent, all recorded, and the count duplex reports agrees.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -335,12 +479,19 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
 }
 
 fn kv_pg() -> &'static str {
-    "CREATE TABLE kv (id int PRIMARY KEY, a int, b int, note varchar(20))"
+    "CREATE TABLE kv (id int PRIMARY KEY, a int, b int, note varchar(20), code char(6) NOT NULL DEFAULT '');
+     CREATE TABLE kv_parent (id bigint PRIMARY KEY, name varchar(20));
+     CREATE TABLE kv_child (id bigint PRIMARY KEY, parent_id bigint NOT NULL REFERENCES kv_parent (id), qty int NOT NULL)"
 }
 
 fn kv_mysql() -> &'static str {
-    "CREATE TABLE kv (id INT PRIMARY KEY, a INT NULL, b INT NULL, note VARCHAR(20) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    "CREATE TABLE kv (id INT PRIMARY KEY, a INT NULL, b INT NULL, note VARCHAR(20) NULL, code CHAR(6) NOT NULL DEFAULT '') CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+     CREATE TABLE kv_parent (id BIGINT PRIMARY KEY, name VARCHAR(20)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+     CREATE TABLE kv_child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL, qty INT NOT NULL, FOREIGN KEY (parent_id) REFERENCES kv_parent (id)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 }
+
+/// The tables every convergence run syncs.
+const TABLES: &[&str] = &["kv", "kv_parent", "kv_child"];
 
 async fn start_pg() -> LocalPostgres {
     common::start_postgres(kv_pg()).await
@@ -354,7 +505,7 @@ async fn postgresql_pair_converges() {
             (1, "a", "postgresql", p1.conninfo("app")),
             (2, "b", "postgresql", p2.conninfo("app")),
         ],
-        &["kv"],
+        TABLES,
     )
     .await;
     run(
@@ -376,7 +527,7 @@ async fn mariadb_pair_converges() {
             (1, "a", "mysql", m1.url("app")),
             (2, "b", "mysql", m2.url("app")),
         ],
-        &["kv"],
+        TABLES,
     )
     .await;
     run(
@@ -396,7 +547,7 @@ async fn postgresql_and_mariadb_converge() {
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
         ],
-        &["kv"],
+        TABLES,
     )
     .await;
     run(

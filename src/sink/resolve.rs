@@ -96,6 +96,44 @@ struct Chain {
     net: Option<RowChange>,
 }
 
+/// An update that changes the primary key, as the delete of the old key and
+/// the insert of the new one. Versions are kept per key, so a moved row is a
+/// new row: a concurrent change of the old key on the other site then meets a
+/// delete (and the write wins, on both sites alike), where an update moving
+/// the row away would take that change's key with it on one site only.
+fn split_key_change((change, origin): (RowChange, ChangeOrigin)) -> Vec<(RowChange, ChangeOrigin)> {
+    let moved = change.op == Op::Update
+        && match (&change.before, &change.after) {
+            (Some(b), Some(a)) => match (b.key(&change.table), a.key(&change.table)) {
+                (Some(kb), Some(ka)) => encode_key(&kb) != encode_key(&ka),
+                _ => false,
+            },
+            _ => false,
+        };
+    if !moved {
+        return vec![(change, origin)];
+    }
+    let delete = RowChange {
+        table: change.table.clone(),
+        op: Op::Delete,
+        before: change.before.clone(),
+        after: None,
+        marker: change.marker.clone(),
+    };
+    let insert = RowChange {
+        table: change.table.clone(),
+        op: Op::Insert,
+        // Unchanged TOAST values come from the old row.
+        after: change
+            .after
+            .as_ref()
+            .map(|a| filled(a, change.before.as_ref())),
+        before: None,
+        marker: change.marker,
+    };
+    vec![(delete, origin), (insert, origin)]
+}
+
 /// The identity key a change acts on: the key it finds the row by.
 fn identity(change: &RowChange) -> Option<&Row> {
     match change.op {
@@ -290,6 +328,8 @@ pub(crate) fn resolve(
 ) -> Resolved {
     let mut out = Resolved::default();
     let mut policies: HashMap<TableName, TablePolicy> = HashMap::new();
+    let pending: Vec<(RowChange, ChangeOrigin)> =
+        pending.into_iter().flat_map(split_key_change).collect();
     let (chain_of, chains) = find_chains(&pending);
     // Per chain: whether its statements are applied as they came, and the
     // decided write and next state waiting for the chain's last statement.
