@@ -954,6 +954,29 @@ impl crate::sink::applier::Applier for MysqlSink {
             .map_err(db("roll back an own transaction"))
     }
 
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), MysqlSinkError> {
+        let target = self.target_table(&change.table.table).await?;
+        let columns: Vec<Option<&MysqlColumn>> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| target.columns.get(&c.name))
+            .collect();
+        for image in [change.before.as_mut(), change.after.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for (slot, col) in image.0.iter_mut().zip(&columns) {
+                if let (Some(v), Some(col)) = (slot.as_mut(), col) {
+                    if let Ok(stored) = crate::mysql::types::as_stored(col, v) {
+                        *v = stored;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn read_rows(
         &mut self,
         schema: &Arc<TableSchema>,

@@ -1150,6 +1150,24 @@ impl PgSink {
         if v.is_null() {
             return Ok(None);
         }
+        // PostgreSQL's input function would take the text and silently drop
+        // part of the value (a timestamp into a date): refused instead, as
+        // MySQL's encoder refuses it.
+        let class = self
+            .tables
+            .get(&schema.table)
+            .and_then(|t| t.classes.get(&schema.columns[column].name));
+        if let Some(reason) = class.and_then(|c| crate::pg::types::lossy_into(c, v)) {
+            return Err(SinkError::Value {
+                table: schema.table.clone(),
+                key: describe_key(change),
+                column: schema.columns[column].name.clone(),
+                reason: format!(
+                    "{}: {reason}",
+                    encode_text(v).unwrap_or_else(|_| v.kind_name().to_string())
+                ),
+            });
+        }
         let text = encode_text(v).map_err(|e| SinkError::Value {
             table: schema.table.clone(),
             key: describe_key(change),
@@ -1284,6 +1302,29 @@ impl crate::sink::applier::Applier for PgSink {
             .batch_execute("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
+    }
+
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError> {
+        let target = self.target_table(&change.table.table).await?;
+        let classes: Vec<Option<&PgTypeClass>> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| target.classes.get(&c.name))
+            .collect();
+        for image in [change.before.as_mut(), change.after.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for (slot, class) in image.0.iter_mut().zip(&classes) {
+                if let (Some(v), Some(class)) = (slot.as_mut(), class) {
+                    if let Ok(Some(stored)) = crate::pg::types::stored_form(class, v) {
+                        *v = stored;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn read_rows(
