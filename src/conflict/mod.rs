@@ -528,14 +528,20 @@ pub fn decide(
                             ..incoming_info()
                         },
                     };
+                    // Both versions hold the same content (rows created
+                    // alike on both sites, found by an initial sync; the same
+                    // edit made on both): no update is lost whichever wins,
+                    // so nothing is recorded and nothing waits for a DBA. The
+                    // versions still merge, as the policy orders them.
+                    let same_content = rows_equal(schema, &incoming_row, &lr.row);
                     let merged_tags: Option<Vec<Setter>>;
                     let (row, site, ts, outcome) = match policy.policy {
-                        Policy::Manual => {
+                        Policy::Manual if !same_content => {
                             record.outcome = Outcome::Parked;
                             conflicts.push(record);
                             return Decision::nothing(local, conflicts, false);
                         }
-                        Policy::LastWriterWins | Policy::SitePriority(_) => {
+                        Policy::LastWriterWins | Policy::SitePriority(_) | Policy::Manual => {
                             let tie = match policy.policy {
                                 Policy::SitePriority(p) => Tie::SitePriority(p),
                                 _ => Tie::LastWriterWins,
@@ -609,7 +615,9 @@ pub fn decide(
                         }
                     };
                     record.outcome = outcome;
-                    conflicts.push(record);
+                    if !same_content {
+                        conflicts.push(record);
+                    }
                     let tags = field_merge_tags(policy, || {
                         merged_tags.unwrap_or_else(|| local_tags(me, schema, lr))
                     });

@@ -636,6 +636,55 @@ fn manual_parks_the_incoming_version() {
 }
 
 #[test]
+fn identical_concurrent_versions_merge_silently() {
+    // A row created alike on both sites before they were linked: the initial
+    // sync finds it on both, neither version has seen the other.
+    let local = LocalRow {
+        row: row(1, 2, 3),
+        marker: None,
+        stamp: Stamp::User { t: Some(100) },
+    };
+    let manual = TablePolicy {
+        policy: Policy::Manual,
+        owners: BTreeMap::new(),
+    };
+    for policy in [TablePolicy::default(), manual.clone()] {
+        let c = change(
+            Op::Insert,
+            None,
+            Some(row(1, 2, 3)),
+            &[(2, COPY_COUNTER, 150)],
+            2,
+            150,
+        );
+        let d = decide(1, &policy, &c, &Local::Present(local.clone()), 0);
+        assert!(d.conflicts.is_empty(), "{:?}", d.conflicts);
+        // The versions still merge: the written version has seen both.
+        let w = d.write.expect("the merged version is written");
+        assert_eq!(w.after, Some(row(1, 2, 3)));
+        assert!(w.marker.vv.get(1).is_some() && w.marker.vv.get(2).is_some());
+        assert_eq!(
+            w.marker.crc,
+            row_checksum(&schema(), &row(1, 2, 3)).unwrap_or(0)
+        );
+    }
+    // Different content is a conflict, as before.
+    let c = change(
+        Op::Insert,
+        None,
+        Some(row(1, 2, 4)),
+        &[(2, COPY_COUNTER, 150)],
+        2,
+        150,
+    );
+    for policy in [TablePolicy::default(), manual] {
+        let d = decide(1, &policy, &c, &Local::Present(local.clone()), 0);
+        assert_eq!(d.conflicts.len(), 1);
+        assert_eq!(d.conflicts[0].kind, ConflictKind::InsertInsert);
+    }
+}
+
+#[test]
 fn an_edit_outside_the_change_stream_is_recorded() {
     let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
     // Same marker, different content, still written "by duplex" as far as the
