@@ -547,6 +547,66 @@ async fn seeded_rows_take_updates_without_conflicts() {
     run.shutdown().await;
 }
 
+/// A seeded row that a site changed after the link began capturing it is
+/// no longer the seed, even when it is changed back to the seeded content:
+/// that site's versions are in its stream, so an update from the peer is
+/// concurrent with them and settled by the policy on both sides alike.
+/// (Taking it for the seed would apply the peer's older update on one side
+/// while the other side keeps the later version: the sites would diverge.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_row_changed_after_the_link_started_is_no_seed() {
+    let schema = "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL, label text);";
+    let pair = Pair::start(schema, &["counters"]).await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let control = connect(&pair.control_url).await;
+    for c in [&a, &b] {
+        c.batch_execute("INSERT INTO counters SELECT g, 0, 'c' || g FROM generate_series(1, 5) g")
+            .await
+            .unwrap();
+    }
+    control
+        .batch_execute("UPDATE duplex.link_tables SET initial_sync = false")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync(&control, 2).await;
+    run.shutdown().await;
+    // While duplex is stopped (both sites keep capturing): a writes first,
+    // then b changes the row and changes it back to the seeded content.
+    a.batch_execute("UPDATE counters SET n = 7 WHERE id = 3")
+        .await
+        .unwrap();
+    b.batch_execute("UPDATE counters SET n = 5 WHERE id = 3")
+        .await
+        .unwrap();
+    b.batch_execute("UPDATE counters SET n = 0 WHERE id = 3")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex again");
+    // Last writer wins: b's last version (n = 0) on both sites.
+    let row3 = "SELECT n::bigint FROM counters WHERE id = 3";
+    wait_for("every change applied", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.conflicts WHERE row_key = 'id=3' AND kind = 'update_update'",
+        )
+        .await
+            >= 2
+    })
+    .await;
+    wait_for("row 3 settled alike", T, || async {
+        query_i64(&a, row3).await == 0 && query_i64(&b, row3).await == 0
+    })
+    .await;
+    let (ok, out) = common::duplex_cli(&pair.control_url, &["check"]);
+    assert!(ok, "{out}");
+    run.shutdown().await;
+}
+
 /// The same between PostgreSQL and MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_rows_take_updates_without_conflicts_across_engines() {

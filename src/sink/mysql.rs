@@ -124,6 +124,10 @@ pub struct MysqlSinkSpec {
     pub conflicts: ConflictStoreSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
+    /// Per table (bare name): when this site's changes to it began to be
+    /// captured for the link (this site's clock, µs since the epoch), where
+    /// known (`duplex.capture_starts`).
+    pub capture_starts: HashMap<String, i64>,
 }
 
 struct TargetTable {
@@ -537,6 +541,8 @@ impl MysqlSink {
                     (Some(m), Some(us)) if m.ts == us => Stamp::Synced,
                     (_, t) => Stamp::User { t },
                 };
+                let capture_start = self.spec.capture_starts.get(&schema.table.name).copied();
+                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
                 let Some(key) = row
                     .key(schema)
                     .map(|k| crate::sink::resolve::encode_key(&k))

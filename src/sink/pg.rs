@@ -120,6 +120,10 @@ pub struct PgSinkSpec {
     pub conflicts: ConflictStoreSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
+    /// Per configured table: when this site's changes to it began to be
+    /// captured for the link (this site's clock, µs since the epoch), where
+    /// known (`duplex.capture_starts`).
+    pub capture_starts: HashMap<TableName, i64>,
 }
 
 /// A synced table as it is on the target.
@@ -575,6 +579,12 @@ impl PgSink {
                 let stamp = self
                     .stamp(schema, &row, marker.as_ref(), commit_us, roident)
                     .await?;
+                let capture_start = self
+                    .spec
+                    .capture_starts
+                    .get(&self.configured(&schema.table))
+                    .copied();
+                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
                 let Some(key) = row
                     .key(schema)
                     .map(|k| crate::sink::resolve::encode_key(&k))
