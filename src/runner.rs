@@ -719,15 +719,21 @@ async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
         types.insert(site.site_id, found);
     }
     for t in &lc.tables {
-        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, |s| {
-            types.get(&s).and_then(|m| m.get(&t.table.name)).cloned()
-        })
-        .map_err(|e| {
-            crate::Error::Control(control::ControlError::Invalid(format!(
-                "link {} table {}: {e}",
-                lc.link.name, t.table
-            )))
-        })?;
+        let types_of = |s: u32| types.get(&s).and_then(|m| m.get(&t.table.name)).cloned();
+        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, types_of)
+            .and_then(|()| {
+                crate::mapping::check_lossy_pairs(
+                    [lc.link.site_a, lc.link.site_b],
+                    |s| t.mapping(&lc.link, s),
+                    types_of,
+                )
+            })
+            .map_err(|e| {
+                crate::Error::Control(control::ControlError::Invalid(format!(
+                    "link {} table {}: {e}",
+                    lc.link.name, t.table
+                )))
+            })?;
     }
     Ok(())
 }
@@ -904,6 +910,11 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
                 return Ok(Some((lc, None)));
             }
             if let Err(e) = expand_patterns(&mut lc).await {
+                return Err((Some(lc), e));
+            }
+            // The checks a change made while duplex runs goes through (a
+            // link must not start with a pair of columns it would corrupt).
+            if let Err(e) = check_link_against_sites(&lc).await {
                 return Err((Some(lc), e));
             }
             match start_link(&lc, &links.tuning, &control_ep, &registry).await {
