@@ -247,6 +247,15 @@ impl TableMapping {
             .map(String::as_str)
             .unwrap_or(source)
     }
+
+    /// The target column a source column's values go to (`None`: the table
+    /// does not flow this way, or the column is not sent).
+    pub fn target_column<'a>(&'a self, source: &'a str) -> Option<&'a str> {
+        if self.skip || self.drop.contains(source) {
+            return None;
+        }
+        Some(self.target_name(source))
+    }
 }
 
 /// A source schema's mapped forms.
@@ -501,6 +510,51 @@ fn type_family(type_name: &str) -> TypeFamily {
     }
 }
 
+/// Check that no column's values flow into a column that would silently
+/// drop part of them: a timestamp (PostgreSQL `timestamp`/`timestamptz`,
+/// MySQL `DATETIME`/`TIMESTAMP`) into a `date` (its time of day) or a `time`
+/// (its date). PostgreSQL's cast would truncate; MySQL's encoder refuses the
+/// values one by one. Refused as a pair whatever the values (midnight
+/// included), in the directions the table flows. `mapping_from(site)`: the
+/// table's mapping of changes from that site; `types_of(site)`: column ->
+/// type name on that site.
+pub fn check_lossy_pairs(
+    sites: [u32; 2],
+    mapping_from: impl Fn(u32) -> Result<TableMapping, String>,
+    types_of: impl Fn(u32) -> Option<HashMap<String, String>>,
+) -> Result<(), String> {
+    for (source, target) in [(sites[0], sites[1]), (sites[1], sites[0])] {
+        let m = mapping_from(source)?;
+        let (Some(from), Some(to)) = (types_of(source), types_of(target)) else {
+            continue;
+        };
+        let mut columns: Vec<(&String, &String)> = from.iter().collect();
+        columns.sort();
+        for (column, t_from) in columns {
+            let Some(target_column) = m.target_column(column) else {
+                continue;
+            };
+            let Some(t_to) = to.get(target_column) else {
+                continue;
+            };
+            let lost = match (type_family(t_from), type_family(t_to)) {
+                (TypeFamily::Timestamp | TypeFamily::TimestampTz, TypeFamily::Date) => {
+                    "its time of day"
+                }
+                (TypeFamily::Timestamp | TypeFamily::TimestampTz, TypeFamily::Time) => "its date",
+                _ => continue,
+            };
+            return Err(format!(
+                "site {source}'s column {column} ({t_from}) flows into site {target}'s column \
+                 {target_column} ({t_to}), which would lose {lost}: give both columns the same \
+                 kind of type, exclude the column (column_mappings.synced = false), or let the \
+                 table flow only from the {t_to} side (link_tables.direction)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Check a table's mappings against the two sites' column types: renamed
 /// columns must hold the same kind of value, and a transform must fit its
 /// column (trim/lower/upper: text; tz_shift: timestamp without time zone).
@@ -663,6 +717,68 @@ mod tests {
         assert!(m.skip);
         let m = TableMapping::build(&[], TableDirection::AToB, 1, 2, true).unwrap();
         assert!(!m.skip);
+    }
+
+    #[test]
+    fn a_timestamp_into_a_date_is_refused_where_it_flows() {
+        let types = |site: u32| -> Option<HashMap<String, String>> {
+            Some(
+                match site {
+                    1 => [
+                        ("id", "integer"),
+                        ("day", "date"),
+                        ("at", "timestamp(6) with time zone"),
+                    ],
+                    _ => [
+                        ("id", "int(11)"),
+                        ("day", "datetime"),
+                        ("at", "timestamp(6)"),
+                    ],
+                }
+                .iter()
+                .map(|(c, t)| (c.to_string(), t.to_string()))
+                .collect(),
+            )
+        };
+        let check = |direction, mappings: &[ColumnMapping]| {
+            check_lossy_pairs(
+                [1, 2],
+                |s| TableMapping::build(mappings, direction, s, 3 - s, s == 1),
+                types,
+            )
+        };
+        let err = check(TableDirection::Both, &[]).unwrap_err();
+        assert!(
+            err.contains("site 2's column day (datetime)")
+                && err.contains("site 1's column day (date)")
+                && err.contains("time of day"),
+            "{err}"
+        );
+        // One way, from the date: midnight loses nothing.
+        assert_eq!(check(TableDirection::AToB, &[]), Ok(()));
+        assert!(check(TableDirection::BToA, &[]).is_err());
+        // Not sent, or renamed away from the date: nothing flows into it.
+        let excluded = [ColumnMapping {
+            synced: false,
+            ..mapping(2, "day")
+        }];
+        assert_eq!(check(TableDirection::Both, &excluded), Ok(()));
+        // A timestamp into a time loses the date.
+        let types_time = |site: u32| -> Option<HashMap<String, String>> {
+            let t = if site == 1 {
+                "time without time zone"
+            } else {
+                "datetime(3)"
+            };
+            Some([("t".to_string(), t.to_string())].into_iter().collect())
+        };
+        let err = check_lossy_pairs(
+            [1, 2],
+            |s| TableMapping::build(&[], TableDirection::Both, s, 3 - s, s == 1),
+            types_time,
+        )
+        .unwrap_err();
+        assert!(err.contains("lose its date"), "{err}");
     }
 
     #[test]

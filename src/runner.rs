@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::canonical::TableName;
 use crate::control::SiteEngine;
 use std::collections::BTreeMap;
 
@@ -146,6 +147,212 @@ fn endpoint(site: &Site) -> Result<PgEndpoint, crate::Error> {
     Ok(PgEndpoint::from_site(site)?)
 }
 
+/// Has the peer recorded a position of `source_id`'s binlog for this link
+/// (so its changes are captured already)?
+async fn peer_has_position(
+    peer: &mut SetupConn,
+    source_name: &str,
+    source_id: u32,
+    link: &Link,
+) -> Result<bool, crate::Error> {
+    use mysql_async::prelude::Queryable;
+    match peer {
+        SetupConn::Pg(client) => {
+            let origin = link.origin_name(source_id);
+            let row = client
+                .query_opt(
+                    "SELECT coalesce(pg_replication_origin_progress($1, true), '0/0') <> '0/0'
+                       FROM pg_replication_origin WHERE roname = $1",
+                    &[&origin],
+                )
+                .await
+                .map_err(|e| {
+                    crate::Error::sink_error(
+                        source_name,
+                        crate::sink::pg::SinkError::Db {
+                            context: "read the recorded binlog position".into(),
+                            source: e,
+                        },
+                    )
+                })?;
+            Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+        }
+        SetupConn::Mysql(conn, ep) => {
+            let sql = format!(
+                "SELECT position FROM {}.{} WHERE link_id = ? AND source_site = ?",
+                crate::mysql::quote_ident(ep.database()),
+                crate::mysql::quote_ident(crate::sink::mysql::MARKER_TABLE)
+            );
+            let position: Option<u64> = conn
+                .exec_first(sql, (link.link_id, source_id))
+                .await
+                .map_err(|e| {
+                    crate::Error::mysql_sink_error(
+                        source_name,
+                        crate::sink::mysql::MysqlSinkError::Db {
+                            context: "read the recorded binlog position".into(),
+                            source: e,
+                        },
+                    )
+                })?;
+            Ok(position.is_some_and(|p| p != 0))
+        }
+    }
+}
+
+/// The site's clock now, in µs since the Unix epoch: the clock of its
+/// commit timestamps (PostgreSQL) and stamp columns (MySQL).
+async fn site_clock_us(conn: &mut SetupConn, site_name: &str) -> Result<i64, crate::Error> {
+    use mysql_async::prelude::Queryable;
+    match conn {
+        SetupConn::Pg(client) => pg_clock_us(client, site_name).await,
+        SetupConn::Mysql(conn, _) => {
+            let us: Option<i64> = conn
+                .query_first(
+                    "SELECT CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000000 AS SIGNED)",
+                )
+                .await
+                .map_err(|e| {
+                    crate::Error::mysql_sink_error(
+                        site_name,
+                        crate::sink::mysql::MysqlSinkError::Db {
+                            context: "read the site's clock".into(),
+                            source: e,
+                        },
+                    )
+                })?;
+            us.ok_or_else(|| crate::Error::Internal(format!("site {site_name}: no clock reading")))
+        }
+    }
+}
+
+async fn pg_clock_us(
+    client: &tokio_postgres::Client,
+    site_name: &str,
+) -> Result<i64, crate::Error> {
+    client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| {
+            crate::Error::sink_error(
+                site_name,
+                crate::sink::pg::SinkError::Db {
+                    context: "read the site's clock".into(),
+                    source: e,
+                },
+            )
+        })
+}
+
+/// The configured tables whose changes on this PostgreSQL site begin to be
+/// captured by the coming setup: all of them when the site's slot is not
+/// there yet, else those not yet in the link's publication.
+async fn pg_capture_starting(
+    client: &tokio_postgres::Client,
+    site_name: &str,
+    site_id: u32,
+    link: &Link,
+    tables: &[&LinkTable],
+) -> Result<Vec<TableName>, crate::Error> {
+    let err = |e| {
+        crate::Error::sink_error(
+            site_name,
+            crate::sink::pg::SinkError::Db {
+                context: "read the replication slot and publication".into(),
+                source: e,
+            },
+        )
+    };
+    let slot_exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&link.slot_name(site_id)],
+        )
+        .await
+        .map_err(err)?
+        .get(0);
+    let published: std::collections::HashSet<TableName> = if slot_exists {
+        client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&link.publication_name()],
+            )
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    Ok(tables
+        .iter()
+        .map(|t| t.table.clone())
+        .filter(|t| !published.contains(t))
+        .collect())
+}
+
+/// Record that a site's changes to `tables` begin to be captured for the
+/// link; `started_us` is the site's clock read before the capture starts.
+async fn record_capture_start(
+    control: &mut ControlDb,
+    link: &Link,
+    site_id: u32,
+    tables: &[TableName],
+    started_us: i64,
+) -> Result<(), crate::Error> {
+    for t in tables {
+        let name = t.to_string();
+        control
+            .exec(Sql::new(
+                "record when a site's changes began to be captured",
+                "INSERT INTO duplex.capture_starts (link_id, site_id, table_name, started_us)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (link_id, site_id, table_name)
+                 DO UPDATE SET started_us = EXCLUDED.started_us, recorded_at = now()",
+                "INSERT INTO duplex.capture_starts (link_id, site_id, table_name, started_us)
+                 VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE started_us = VALUES(started_us), recorded_at = UTC_TIMESTAMP(6)",
+                &[
+                    P::I32(link.link_id as i32),
+                    P::I32(site_id as i32),
+                    P::Text(Some(&name)),
+                    P::I64(started_us),
+                ],
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Per (site, configured table): when the site's changes to it began to be
+/// captured for the link, where duplex recorded it.
+async fn capture_starts(
+    control: &mut ControlDb,
+    link: &Link,
+) -> Result<std::collections::HashMap<(u32, String), i64>, crate::Error> {
+    let rows = control
+        .rows(Sql::new(
+            "read duplex.capture_starts",
+            "SELECT site_id, table_name, started_us FROM duplex.capture_starts WHERE link_id = $1",
+            "SELECT site_id, table_name, started_us FROM duplex.capture_starts WHERE link_id = ?",
+            &[P::I32(link.link_id as i32)],
+        ))
+        .await?;
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        out.insert(
+            (r.parse("site_id")?, r.text("table_name")?),
+            r.parse("started_us")?,
+        );
+    }
+    Ok(out)
+}
+
 /// Prepare both sites of a link and build its two directions.
 /// A connection for setup, by engine.
 enum SetupConn {
@@ -182,14 +389,27 @@ fn replica_server_id(link: &Link, source_site: u32) -> Result<u32, crate::Error>
 /// A binlog source has no slot that remembers where a new link started: on
 /// first start, record the source's current position as the peer's applied
 /// position, so that a restart before the first change loses nothing.
+#[allow(clippy::too_many_arguments)]
 async fn record_initial_binlog_position(
     source: &mut SetupConn,
     source_name: &str,
     source_id: u32,
     peer: &mut SetupConn,
     link: &Link,
+    tables: &[&LinkTable],
+    control: &mut ControlDb,
 ) -> Result<(), crate::Error> {
     use mysql_async::prelude::Queryable;
+    if !matches!(source, SetupConn::Mysql(..)) {
+        return Ok(());
+    }
+    if !peer_has_position(peer, source_name, source_id, link).await? {
+        // The site's changes begin to be captured now: earlier writes are
+        // in no stream (the time is read first: earlier is the safe side).
+        let started_us = site_clock_us(source, source_name).await?;
+        let tables: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
+        record_capture_start(control, link, source_id, &tables, started_us).await?;
+    }
     let SetupConn::Mysql(conn, _) = source else {
         return Ok(());
     };
@@ -258,6 +478,7 @@ async fn prepare_link(
     let (a, b) = (&lc.site_a, &lc.site_b);
     let mut conn_a = setup_conn(a).await?;
     let mut conn_b = setup_conn(b).await?;
+    let mut control_db = control.connect("duplex setup").await?;
     // Each site in turn (a PostgreSQL site checks its slot against the peer's progress).
     for (this, peer) in [(a, b), (b, a)] {
         let (this_conn, peer_conn) = if this.site_id == a.site_id {
@@ -267,6 +488,15 @@ async fn prepare_link(
         };
         match this_conn {
             SetupConn::Pg(client) => {
+                let starting =
+                    pg_capture_starting(client, &this.name, this.site_id, link, &tables).await?;
+                if !starting.is_empty() {
+                    // Read before the slot or publication changes: earlier
+                    // is the safe side (fewer rows count as seeded).
+                    let clock = pg_clock_us(client, &this.name).await?;
+                    record_capture_start(&mut control_db, link, this.site_id, &starting, clock)
+                        .await?;
+                }
                 if let SetupConn::Pg(peer_client) = peer_conn {
                     check_slot_continuity(
                         client,
@@ -295,8 +525,28 @@ async fn prepare_link(
             }
         }
     }
-    record_initial_binlog_position(&mut conn_a, &a.name, a.site_id, &mut conn_b, link).await?;
-    record_initial_binlog_position(&mut conn_b, &b.name, b.site_id, &mut conn_a, link).await?;
+    record_initial_binlog_position(
+        &mut conn_a,
+        &a.name,
+        a.site_id,
+        &mut conn_b,
+        link,
+        &tables,
+        &mut control_db,
+    )
+    .await?;
+    record_initial_binlog_position(
+        &mut conn_b,
+        &b.name,
+        b.site_id,
+        &mut conn_a,
+        link,
+        &tables,
+        &mut control_db,
+    )
+    .await?;
+    let starts = capture_starts(&mut control_db, link).await?;
+    let capture_start = |site: u32, t: &TableName| starts.get(&(site, t.to_string())).copied();
 
     let mut specs = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
@@ -373,6 +623,10 @@ async fn prepare_link(
                     target_site: dst.site_id,
                 },
                 held_tables: held_tables.clone(),
+                capture_starts: tables
+                    .iter()
+                    .filter_map(|t| Some((t.table.clone(), capture_start(dst.site_id, &t.table)?)))
+                    .collect(),
             }),
             SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -399,6 +653,12 @@ async fn prepare_link(
                     target_site: dst.site_id,
                 },
                 held_tables: held_tables.clone(),
+                capture_starts: tables
+                    .iter()
+                    .filter_map(|t| {
+                        Some((t.table.name.clone(), capture_start(dst.site_id, &t.table)?))
+                    })
+                    .collect(),
             }),
         };
         specs.push(DirectionSpec {
@@ -459,15 +719,21 @@ async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
         types.insert(site.site_id, found);
     }
     for t in &lc.tables {
-        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, |s| {
-            types.get(&s).and_then(|m| m.get(&t.table.name)).cloned()
-        })
-        .map_err(|e| {
-            crate::Error::Control(control::ControlError::Invalid(format!(
-                "link {} table {}: {e}",
-                lc.link.name, t.table
-            )))
-        })?;
+        let types_of = |s: u32| types.get(&s).and_then(|m| m.get(&t.table.name)).cloned();
+        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, types_of)
+            .and_then(|()| {
+                crate::mapping::check_lossy_pairs(
+                    [lc.link.site_a, lc.link.site_b],
+                    |s| t.mapping(&lc.link, s),
+                    types_of,
+                )
+            })
+            .map_err(|e| {
+                crate::Error::Control(control::ControlError::Invalid(format!(
+                    "link {} table {}: {e}",
+                    lc.link.name, t.table
+                )))
+            })?;
     }
     Ok(())
 }
@@ -644,6 +910,11 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
                 return Ok(Some((lc, None)));
             }
             if let Err(e) = expand_patterns(&mut lc).await {
+                return Err((Some(lc), e));
+            }
+            // The checks a change made while duplex runs goes through (a
+            // link must not start with a pair of columns it would corrupt).
+            if let Err(e) = check_link_against_sites(&lc).await {
                 return Err((Some(lc), e));
             }
             match start_link(&lc, &links.tuning, &control_ep, &registry).await {

@@ -30,6 +30,11 @@ pub enum Stamp {
     /// timestamp of the row's xmin; MySQL: the stamp column), `None` when it
     /// cannot be known (commit timestamps were off when the row was written).
     User { t: Option<i64> },
+    /// By a user before this site's changes to the table began to be
+    /// captured for the link, and never by duplex here (no marker): a
+    /// version no change stream carries, the state both sites started from
+    /// when they were seeded alike. `t` as for `User`.
+    Seed { t: Option<i64> },
 }
 
 /// The target's current row, aligned with the incoming change's columns.
@@ -213,7 +218,7 @@ fn local_version(me: u32, local: &LocalRow) -> LocalVersion {
                 known: true,
             },
         },
-        Stamp::User { t } => {
+        Stamp::User { t } | Stamp::Seed { t } => {
             let mut vv = marker_vv;
             let t_known = t.unwrap_or(i64::MIN);
             vv.set(me, Dot { c: 0, t: t_known });
@@ -395,6 +400,23 @@ fn checksum(schema: &TableSchema, row: &Row) -> u32 {
     row_checksum(schema, row).unwrap_or(0)
 }
 
+/// Is `change` an update or delete of exactly the local row, where that row
+/// is a seeded version ([`Stamp::Seed`])? Such a row is in no change stream,
+/// so no concurrent version of it travels to the peer; the incoming change
+/// started from the same content (its complete old image), so it has seen
+/// the local version and follows it. Not a conflict, whatever the vectors
+/// say (they cannot know a version that was never captured).
+/// docs/architecture.md, "Seeded rows".
+fn changes_the_seed(change: &RowChange, lr: &LocalRow) -> bool {
+    matches!(lr.stamp, Stamp::Seed { .. })
+        && lr.marker.is_none()
+        && matches!(change.op, Op::Update | Op::Delete)
+        && change
+            .before
+            .as_ref()
+            .is_some_and(|b| complete(b) && rows_equal(&change.table, b, &lr.row))
+}
+
 /// Decide what to do with `change` given the target's state for its key.
 /// `me` is the target site; `now_us` is used only for versions this side
 /// creates (a kept owned column that must flow back).
@@ -468,6 +490,8 @@ pub fn decide(
             }
             let (order, vv) = if successor {
                 (Order::IncomingNewer, successor_vv(me, inc, &lv.vv))
+            } else if changes_the_seed(change, lr) {
+                (Order::IncomingNewer, merged_vv(me, &inc.vv, &lv.vv))
             } else {
                 (
                     compare(me, &inc.vv, &lv.vv, lv.known),
@@ -578,14 +602,20 @@ pub fn decide(
                             ..incoming_info()
                         },
                     };
+                    // Both versions hold the same content (rows created
+                    // alike on both sites, found by an initial sync; the same
+                    // edit made on both): no update is lost whichever wins,
+                    // so nothing is recorded and nothing waits for a DBA. The
+                    // versions still merge, as the policy orders them.
+                    let same_content = rows_equal(schema, &incoming_row, &lr.row);
                     let merged_tags: Option<Vec<Setter>>;
                     let (row, site, ts, outcome) = match policy.policy {
-                        Policy::Manual => {
+                        Policy::Manual if !same_content => {
                             record.outcome = Outcome::Parked;
                             conflicts.push(record);
                             return Decision::nothing(local, conflicts, false);
                         }
-                        Policy::LastWriterWins | Policy::SitePriority(_) => {
+                        Policy::LastWriterWins | Policy::SitePriority(_) | Policy::Manual => {
                             let tie = match policy.policy {
                                 Policy::SitePriority(p) => Tie::SitePriority(p),
                                 _ => Tie::LastWriterWins,
@@ -659,7 +689,9 @@ pub fn decide(
                         }
                     };
                     record.outcome = outcome;
-                    conflicts.push(record);
+                    if !same_content {
+                        conflicts.push(record);
+                    }
                     let tags = field_merge_tags(policy, || {
                         merged_tags.unwrap_or_else(|| local_tags(me, schema, lr))
                     });
@@ -893,7 +925,7 @@ fn local_tags(me: u32, schema: &TableSchema, lr: &LocalRow) -> Vec<Setter> {
             })
             .collect(),
         (Stamp::Synced, None) => vec![(me, Dot::default()); schema.columns.len()],
-        (Stamp::User { t }, m) => user_tags(
+        (Stamp::User { t } | Stamp::Seed { t }, m) => user_tags(
             schema,
             &lr.row,
             m.as_ref(),

@@ -636,6 +636,121 @@ fn manual_parks_the_incoming_version() {
 }
 
 #[test]
+fn identical_concurrent_versions_merge_silently() {
+    // A row created alike on both sites before they were linked: the initial
+    // sync finds it on both, neither version has seen the other.
+    let local = LocalRow {
+        row: row(1, 2, 3),
+        marker: None,
+        stamp: Stamp::User { t: Some(100) },
+    };
+    let manual = TablePolicy {
+        policy: Policy::Manual,
+        owners: BTreeMap::new(),
+    };
+    for policy in [TablePolicy::default(), manual.clone()] {
+        let c = change(
+            Op::Insert,
+            None,
+            Some(row(1, 2, 3)),
+            &[(2, COPY_COUNTER, 150)],
+            2,
+            150,
+        );
+        let d = decide(1, &policy, &c, &Local::Present(local.clone()), 0);
+        assert!(d.conflicts.is_empty(), "{:?}", d.conflicts);
+        // The versions still merge: the written version has seen both.
+        let w = d.write.expect("the merged version is written");
+        assert_eq!(w.after, Some(row(1, 2, 3)));
+        assert!(w.marker.vv.get(1).is_some() && w.marker.vv.get(2).is_some());
+        assert_eq!(
+            w.marker.crc,
+            row_checksum(&schema(), &row(1, 2, 3)).unwrap_or(0)
+        );
+    }
+    // Different content is a conflict, as before.
+    let c = change(
+        Op::Insert,
+        None,
+        Some(row(1, 2, 4)),
+        &[(2, COPY_COUNTER, 150)],
+        2,
+        150,
+    );
+    for policy in [TablePolicy::default(), manual] {
+        let d = decide(1, &policy, &c, &Local::Present(local.clone()), 0);
+        assert_eq!(d.conflicts.len(), 1);
+        assert_eq!(d.conflicts[0].kind, ConflictKind::InsertInsert);
+    }
+}
+
+#[test]
+fn a_change_of_the_seeded_row_follows_it() {
+    // Both sites held row(1, 0, 0) before the link began capturing them.
+    let seed = |stamp| LocalRow {
+        row: row(1, 0, 0),
+        marker: None,
+        stamp,
+    };
+    let update = change(
+        Op::Update,
+        Some(row(1, 0, 0)),
+        Some(row(1, 4, 0)),
+        &[(2, 20, 500)],
+        2,
+        500,
+    );
+    let policy = TablePolicy {
+        policy: Policy::SitePriority(1),
+        owners: BTreeMap::new(),
+    };
+    let d = decide(
+        1,
+        &policy,
+        &update,
+        &Local::Present(seed(Stamp::Seed { t: Some(900) })),
+        0,
+    );
+    assert!(d.conflicts.is_empty(), "{:?}", d.conflicts);
+    let w = d.write.expect("applied");
+    assert_eq!(w.after, Some(row(1, 4, 0)));
+    // The written version has seen the seed (this site's entry kept).
+    assert_eq!(w.marker.vv.get(1), Some(Dot { c: 0, t: 900 }));
+    let delete = change(
+        Op::Delete,
+        Some(row(1, 0, 0)),
+        None,
+        &[(2, 20, 500)],
+        2,
+        500,
+    );
+    let d = decide(
+        1,
+        &policy,
+        &delete,
+        &Local::Present(seed(Stamp::Seed { t: None })),
+        0,
+    );
+    assert!(d.conflicts.is_empty());
+    assert_eq!(d.write.expect("deleted").op, Op::Delete);
+    // A row changed since the capture began is a version of its own, even
+    // with the update's old content: concurrent, settled by the policy.
+    let d = decide(
+        1,
+        &policy,
+        &update,
+        &Local::Present(seed(Stamp::User { t: Some(900) })),
+        0,
+    );
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
+    // So is a seeded row whose content is not where the update started.
+    let mut other = seed(Stamp::Seed { t: Some(900) });
+    other.row = row(1, 0, 9);
+    let d = decide(1, &policy, &update, &Local::Present(other), 0);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
+}
+
+#[test]
 fn an_edit_outside_the_change_stream_is_recorded() {
     let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
     // Same marker, different content, still written "by duplex" as far as the

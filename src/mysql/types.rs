@@ -1482,6 +1482,26 @@ pub fn encode_param(col: &MysqlColumn, value: &Value) -> Result<MyValue, MysqlEn
     }
 }
 
+/// `v` as the MySQL column `col` holds it and reads it back (as the
+/// applier reads target rows): the form the marker's checksum, conflict
+/// detection and the parity check compare. `Err` with the reason when the
+/// column cannot take the value (writing it is then refused too).
+pub fn as_stored(col: &MysqlColumn, v: &Value) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let param = encode_param(col, v).map_err(|e| e.to_string())?;
+    Ok(
+        match decode_query_value(col, param).map_err(|e| e.to_string())? {
+            // CHAR reads back without its trailing spaces (its padding).
+            Value::Text(s) if col.data_type == "char" => {
+                Value::Text(s.trim_end_matches(' ').to_string())
+            }
+            other => other,
+        },
+    )
+}
+
 /// The integer value of a decimal with no fractional part.
 fn decimal_integer(t: &Target, d: &Decimal) -> Result<i128, MysqlEncodeError> {
     let Decimal::Finite(_) = d else {
@@ -2054,6 +2074,33 @@ mod tests {
     use super::*;
     use crate::canonical::value::Interval;
     use proptest::prelude::*;
+
+    #[test]
+    fn as_stored_is_what_the_column_reads_back() {
+        let c = col("c", "char(8)", Some("utf8mb4"));
+        let v = col("v", "varchar(8)", Some("utf8mb4"));
+        let stored = |c: &MysqlColumn, x: &Value| as_stored(c, x).unwrap_or(Value::Null);
+        // CHAR reads back without its padding; VARCHAR keeps trailing spaces.
+        assert_eq!(
+            stored(&c, &Value::Text("ab      ".into())),
+            Value::Text("ab".into())
+        );
+        assert_eq!(
+            stored(&v, &Value::Text("ab  ".into())),
+            Value::Text("ab  ".into())
+        );
+        // A naive timestamp into TIMESTAMP reads back as an aware one (UTC),
+        // an aware one into DATETIME as a naive one.
+        let ts = Timestamp::Micros(1_704_203_100_000_000);
+        let t = col("t", "timestamp(6)", None);
+        let d = col("d", "datetime(6)", None);
+        assert_eq!(stored(&t, &Value::Timestamp(ts)), Value::TimestampTz(ts));
+        assert_eq!(stored(&d, &Value::TimestampTz(ts)), Value::Timestamp(ts));
+        // What the column cannot take is an error (the write refuses it).
+        let day = col("day", "date", None);
+        assert!(as_stored(&day, &Value::Timestamp(ts)).is_err());
+        assert_eq!(stored(&day, &Value::Null), Value::Null);
+    }
 
     /// A column as information_schema would describe it, from a COLUMN_TYPE string.
     fn col(name: &str, column_type: &str, charset: Option<&str>) -> MysqlColumn {

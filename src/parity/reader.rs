@@ -58,15 +58,10 @@ impl SideColumn {
         if v.is_null() {
             return Ok(Value::Null);
         }
+        // The same normalisation as the appliers' (the marker checksum).
         match self {
-            SideColumn::Pg(_, _, class) => {
-                let text = crate::pg::types::encode_text(v).map_err(|e| e.to_string())?;
-                crate::pg::types::decode_text(class, &text).map_err(|e| e.to_string())
-            }
-            SideColumn::Mysql(col) => {
-                let param = crate::mysql::types::encode_param(col, v).map_err(|e| e.to_string())?;
-                crate::mysql::types::decode_query_value(col, param).map_err(|e| e.to_string())
-            }
+            SideColumn::Pg(_, _, class) => crate::pg::types::as_stored(class, v),
+            SideColumn::Mysql(col) => crate::mysql::types::as_stored(col, v),
         }
     }
 }

@@ -31,8 +31,14 @@ pub enum PgTypeClass {
     Numeric,
     Float4,
     Float8,
-    /// text, varchar, bpchar, name, "char", citext, xml, and any type carried as text.
+    /// text, varchar, name, "char", citext, xml, and any type carried as text.
     Text,
+    /// `character(n)`: text whose trailing spaces are padding, not content
+    /// (PostgreSQL ignores them in comparisons and drops them on a cast to
+    /// text; MySQL's CHAR strips them). Decoded without them, so a padded
+    /// value from pgoutput and the same value read back through `::text` or
+    /// from MySQL are one canonical value.
+    Bpchar,
     Bytea,
     Date,
     Time,
@@ -62,6 +68,7 @@ impl PgTypeClass {
             PgTypeClass::Float4 => "real",
             PgTypeClass::Float8 => "double precision",
             PgTypeClass::Text => "text",
+            PgTypeClass::Bpchar => "character",
             PgTypeClass::Bytea => "bytea",
             PgTypeClass::Date => "date",
             PgTypeClass::Time => "time",
@@ -88,7 +95,8 @@ pub fn classify_builtin(type_oid: u32) -> Option<PgTypeClass> {
     match type_oid {
         16 => Some(C::Bool),
         17 => Some(C::Bytea),
-        18 | 19 | 25 | 142 | 1042 | 1043 => Some(C::Text), // char, name, text, xml, bpchar, varchar
+        18 | 19 | 25 | 142 | 1043 => Some(C::Text), // char, name, text, xml, varchar
+        1042 => Some(C::Bpchar),
         20 => Some(C::Int8),
         21 => Some(C::Int2),
         23 => Some(C::Int4),
@@ -107,8 +115,9 @@ pub fn classify_builtin(type_oid: u32) -> Option<PgTypeClass> {
 
         1000 => arr(C::Bool),
         1001 => arr(C::Bytea),
-        // _char _name _text _xml _bpchar _varchar
-        1002 | 1003 | 1009 | 143 | 1014 | 1015 => arr(C::Text),
+        // _char _name _text _xml _varchar
+        1002 | 1003 | 1009 | 143 | 1015 => arr(C::Text),
+        1014 => arr(C::Bpchar),
         1005 => arr(C::Int2),
         1007 => arr(C::Int4),
         1016 => arr(C::Int8),
@@ -317,6 +326,7 @@ fn decode_scalar(class: &PgTypeClass, text: &str) -> Parsed<Value> {
         C::Float4 => Value::Float32(decode_f32(text)?),
         C::Float8 => Value::Float64(decode_f64(text)?),
         C::Text | C::Other => Value::Text(text.to_string()),
+        C::Bpchar => Value::Text(text.trim_end_matches(' ').to_string()),
         C::Bytea => Value::Bytes(decode_bytea(text)?),
         C::Date => Value::Date(decode_date(text)?),
         C::Time => Value::Time(decode_time(text)?),
@@ -1156,6 +1166,84 @@ pub fn encode_text(value: &Value) -> Result<String, PgEncodeError> {
     Ok(out)
 }
 
+/// Why a column of `class` cannot take `v` without losing part of it where
+/// PostgreSQL's input function would take the text and drop that part
+/// silently: a timestamp into `date` (its time of day) or into `time` (its
+/// date). `None` when nothing is lost. MySQL's encoder refuses the same
+/// values, as values of the wrong kind.
+pub fn lossy_into(class: &PgTypeClass, v: &Value) -> Option<&'static str> {
+    match (class, v) {
+        (PgTypeClass::Date, Value::Timestamp(_) | Value::TimestampTz(_)) => Some(
+            "a timestamp into a PostgreSQL date column would lose its time of day (PostgreSQL's cast keeps the date only)",
+        ),
+        (PgTypeClass::Time, Value::Timestamp(_) | Value::TimestampTz(_)) => Some(
+            "a timestamp into a PostgreSQL time column would lose its date (PostgreSQL's cast keeps the time of day only)",
+        ),
+        _ => None,
+    }
+}
+
+/// Midnight of a date, as a timestamp (PostgreSQL's cast of a date).
+fn midnight(d: Date) -> Result<Timestamp, String> {
+    match d {
+        Date::NegInfinity => Ok(Timestamp::NegInfinity),
+        Date::PosInfinity => Ok(Timestamp::PosInfinity),
+        Date::Days(n) => i64::from(n)
+            .checked_mul(MICROS_PER_DAY)
+            .map(Timestamp::Micros)
+            .ok_or_else(|| "out of range for a timestamp".to_string()),
+    }
+}
+
+/// `v` as a PostgreSQL column of `class` holds it and reads it back (its
+/// text output, decoded as the applier reads target rows): the form the
+/// marker's checksum, conflict detection and the parity check compare.
+/// `Err` with the reason when the column cannot take the value (writing it
+/// is then refused too).
+pub fn as_stored(class: &PgTypeClass, v: &Value) -> Result<Value, String> {
+    Ok(stored_form(class, v)?.unwrap_or_else(|| v.clone()))
+}
+
+/// [`as_stored`], with `None` for a value that reads back as it is.
+pub fn stored_form(class: &PgTypeClass, v: &Value) -> Result<Option<Value>, String> {
+    use PgTypeClass as C;
+    if let Some(reason) = lossy_into(class, v) {
+        return Err(reason.into());
+    }
+    Ok(Some(match (class, v) {
+        (_, Value::Null) => return Ok(None),
+        // The applier's session runs in UTC: a naive timestamp is taken as
+        // UTC, and an aware one is stored as its UTC wall time.
+        (C::Timestamp, Value::TimestampTz(t)) => Value::Timestamp(*t),
+        (C::Timestamptz, Value::Timestamp(t)) => Value::TimestampTz(*t),
+        (C::Timestamp, Value::Date(d)) => Value::Timestamp(midnight(*d)?),
+        (C::Timestamptz, Value::Date(d)) => Value::TimestampTz(midnight(*d)?),
+        (C::Bpchar, Value::Text(s)) => Value::Text(s.trim_end_matches(' ').to_string()),
+        // A value of the column's own kind reads back as it is (this is
+        // every value between two PostgreSQL sites with the same types).
+        (C::Bool, Value::Bool(_))
+        | (C::Int2 | C::Int4 | C::Int8 | C::Oid, Value::Int(_))
+        | (C::Numeric, Value::Decimal(_))
+        | (C::Float4, Value::Float32(_))
+        | (C::Float8, Value::Float64(_))
+        | (C::Text | C::Other, Value::Text(_))
+        | (C::Bytea, Value::Bytes(_))
+        | (C::Date, Value::Date(_))
+        | (C::Time, Value::Time(_))
+        | (C::Timestamp, Value::Timestamp(_))
+        | (C::Timestamptz, Value::TimestampTz(_))
+        | (C::Interval, Value::Interval(_))
+        | (C::Uuid, Value::Uuid(_))
+        | (C::Json | C::Jsonb, Value::Json(_))
+        | (C::Enum, Value::Enum(_)) => return Ok(None),
+        // Anything else goes through PostgreSQL's text form, as the write does.
+        _ => {
+            let text = encode_text(v).map_err(|e| e.to_string())?;
+            decode_text(class, &text).map_err(|e| e.to_string())?
+        }
+    }))
+}
+
 fn no_nul<'a>(s: &'a str, kind: &'static str) -> Result<&'a str, PgEncodeError> {
     if s.contains('\0') {
         Err(PgEncodeError::NulCharacter { kind })
@@ -1467,6 +1555,74 @@ mod tests {
 
     fn ymd(y: i64, m: u32, d: u32) -> i64 {
         days_from_civil(y, m, d)
+    }
+
+    #[test]
+    fn character_decodes_without_its_padding() {
+        assert_eq!(classify_builtin(1042), Some(C::Bpchar));
+        assert_eq!(classify_builtin(1014), Some(arr(C::Bpchar)));
+        // pgoutput sends char(n) padded; `::text` reads it back stripped.
+        assert_eq!(dec(&C::Bpchar, "ab   "), Value::Text("ab".into()));
+        assert_eq!(dec(&C::Bpchar, "ab"), Value::Text("ab".into()));
+        assert_eq!(dec(&C::Bpchar, "    "), Value::Text(String::new()));
+        // Leading spaces and other trailing whitespace are content.
+        assert_eq!(dec(&C::Bpchar, " a\t "), Value::Text(" a\t".into()));
+        assert_eq!(
+            dec(&arr(C::Bpchar), "{\"x  \",\"y  \"}"),
+            Value::Array(vec![Value::Text("x".into()), Value::Text("y".into())])
+        );
+        // Text keeps its trailing spaces.
+        assert_eq!(dec(&C::Text, "ab  "), Value::Text("ab  ".into()));
+    }
+
+    #[test]
+    fn as_stored_is_what_the_column_reads_back() {
+        let ts = Timestamp::Micros(1_704_203_100_000_000);
+        let stored = |c: &PgTypeClass, v: &Value| as_stored(c, v).unwrap_or(Value::Null);
+        assert_eq!(
+            stored(&C::Bpchar, &Value::Text("ab   ".into())),
+            Value::Text("ab".into())
+        );
+        assert_eq!(
+            stored(&C::Text, &Value::Text("ab ".into())),
+            Value::Text("ab ".into())
+        );
+        // MySQL's TIMESTAMP (aware) into timestamp, and back.
+        assert_eq!(
+            stored(&C::Timestamp, &Value::TimestampTz(ts)),
+            Value::Timestamp(ts)
+        );
+        assert_eq!(
+            stored(&C::Timestamptz, &Value::Timestamp(ts)),
+            Value::TimestampTz(ts)
+        );
+        assert_eq!(
+            stored(&C::Timestamp, &Value::Date(Date::Days(19_724))),
+            Value::Timestamp(Timestamp::Micros(19_724 * MICROS_PER_DAY))
+        );
+        // MySQL's tinyint(1) into boolean, numbers into text, text into uuid.
+        assert_eq!(stored(&C::Bool, &Value::Int(1)), Value::Bool(true));
+        assert_eq!(stored(&C::Text, &Value::Int(7)), Value::Text("7".into()));
+        assert_eq!(
+            stored(
+                &C::Uuid,
+                &Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+            ),
+            dec(&C::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+        assert_eq!(stored(&C::Int4, &Value::Int(5)), Value::Int(5));
+        assert_eq!(stored(&C::Int4, &Value::Null), Value::Null);
+        // PostgreSQL's cast would drop the time of day, or the date: refused.
+        for v in [Value::Timestamp(ts), Value::TimestampTz(ts)] {
+            let e = as_stored(&C::Date, &v).err().unwrap_or_default();
+            assert!(e.contains("time of day"), "{e}");
+            assert!(lossy_into(&C::Date, &v).is_some());
+            assert!(lossy_into(&C::Time, &v).is_some());
+        }
+        // Midnight too: refused by kind, as MySQL's encoder refuses it.
+        assert!(as_stored(&C::Date, &Value::Timestamp(Timestamp::Micros(0))).is_err());
+        assert!(lossy_into(&C::Date, &Value::Date(Date::Days(1))).is_none());
+        assert!(lossy_into(&C::Timestamp, &Value::Date(Date::Days(1))).is_none());
     }
 
     fn date(y: i64, m: u32, d: u32) -> Value {

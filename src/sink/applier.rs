@@ -50,6 +50,13 @@ pub(crate) trait Applier {
     /// resumes there). Only where the engine keeps it with the transaction.
     async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), Self::Error>;
     async fn rollback_own(&mut self) -> Result<(), Self::Error>;
+    /// Bring the change's images into the target's own representation of
+    /// each column (what the target stores and reads back: `as_stored` of
+    /// `pg::types` / `mysql::types`), so that the checksum a marker records
+    /// is the one the row reads back with, and incoming rows compare with
+    /// the target's rows value for value. A value the column cannot take is
+    /// left as it came: writing it is refused, with the reason.
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), Self::Error>;
     /// The target's rows (or tombstones) of `keys`, locked.
     async fn read_rows(
         &mut self,
@@ -110,9 +117,12 @@ pub(crate) use applier_accessors;
 /// Decide the pending changes against the target's rows (read locked, in one
 /// statement per table), record the conflicts, and write the outcome.
 pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
-    let pending = std::mem::take(sink.pending_mut());
+    let mut pending = std::mem::take(sink.pending_mut());
     if pending.is_empty() {
         return Ok(());
+    }
+    for (change, _) in pending.iter_mut() {
+        sink.normalize(change).await?;
     }
     let mut states = HashMap::new();
     for (schema, keys) in keys_by_table(&pending) {

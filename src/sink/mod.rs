@@ -334,6 +334,27 @@ impl TxnGroup {
     }
 }
 
+/// How a target row was last written, given when the target's changes to
+/// the table began to be captured for the link (`capture_start`, the site's
+/// clock in µs; `None`: not known, as for links set up before duplex
+/// recorded it). A row a user wrote before then, that duplex never wrote
+/// here (no marker), is a seeded version that no change stream carries.
+pub(crate) fn seeded(
+    stamp: crate::conflict::Stamp,
+    has_marker: bool,
+    capture_start: Option<i64>,
+) -> crate::conflict::Stamp {
+    use crate::conflict::Stamp;
+    match (stamp, capture_start) {
+        // No version time: written before commit timestamps were on (a
+        // PostgreSQL site needs them on while duplex captures it).
+        (Stamp::User { t }, Some(start)) if !has_marker && t.is_none_or(|t| t < start) => {
+            Stamp::Seed { t }
+        }
+        (stamp, _) => stamp,
+    }
+}
+
 /// Indexes of the columns a change writes: those present in its after image
 /// (an unchanged TOAST value is absent and must not be written).
 pub(crate) fn shape_of(change: &RowChange) -> Vec<usize> {

@@ -124,6 +124,10 @@ pub struct MysqlSinkSpec {
     pub conflicts: ConflictStoreSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
+    /// Per table (bare name): when this site's changes to it began to be
+    /// captured for the link (this site's clock, µs since the epoch), where
+    /// known (`duplex.capture_starts`).
+    pub capture_starts: HashMap<String, i64>,
 }
 
 struct TargetTable {
@@ -537,6 +541,8 @@ impl MysqlSink {
                     (Some(m), Some(us)) if m.ts == us => Stamp::Synced,
                     (_, t) => Stamp::User { t },
                 };
+                let capture_start = self.spec.capture_starts.get(&schema.table.name).copied();
+                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
                 let Some(key) = row
                     .key(schema)
                     .map(|k| crate::sink::resolve::encode_key(&k))
@@ -952,6 +958,29 @@ impl crate::sink::applier::Applier for MysqlSink {
             .query_drop("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
+    }
+
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), MysqlSinkError> {
+        let target = self.target_table(&change.table.table).await?;
+        let columns: Vec<Option<&MysqlColumn>> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| target.columns.get(&c.name))
+            .collect();
+        for image in [change.before.as_mut(), change.after.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for (slot, col) in image.0.iter_mut().zip(&columns) {
+                if let (Some(v), Some(col)) = (slot.as_mut(), col) {
+                    if let Ok(stored) = crate::mysql::types::as_stored(col, v) {
+                        *v = stored;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn read_rows(

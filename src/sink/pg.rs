@@ -120,6 +120,10 @@ pub struct PgSinkSpec {
     pub conflicts: ConflictStoreSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
+    /// Per configured table: when this site's changes to it began to be
+    /// captured for the link (this site's clock, µs since the epoch), where
+    /// known (`duplex.capture_starts`).
+    pub capture_starts: HashMap<TableName, i64>,
 }
 
 /// A synced table as it is on the target.
@@ -575,6 +579,12 @@ impl PgSink {
                 let stamp = self
                     .stamp(schema, &row, marker.as_ref(), commit_us, roident)
                     .await?;
+                let capture_start = self
+                    .spec
+                    .capture_starts
+                    .get(&self.configured(&schema.table))
+                    .copied();
+                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
                 let Some(key) = row
                     .key(schema)
                     .map(|k| crate::sink::resolve::encode_key(&k))
@@ -1150,6 +1160,24 @@ impl PgSink {
         if v.is_null() {
             return Ok(None);
         }
+        // PostgreSQL's input function would take the text and silently drop
+        // part of the value (a timestamp into a date): refused instead, as
+        // MySQL's encoder refuses it.
+        let class = self
+            .tables
+            .get(&schema.table)
+            .and_then(|t| t.classes.get(&schema.columns[column].name));
+        if let Some(reason) = class.and_then(|c| crate::pg::types::lossy_into(c, v)) {
+            return Err(SinkError::Value {
+                table: schema.table.clone(),
+                key: describe_key(change),
+                column: schema.columns[column].name.clone(),
+                reason: format!(
+                    "{}: {reason}",
+                    encode_text(v).unwrap_or_else(|_| v.kind_name().to_string())
+                ),
+            });
+        }
         let text = encode_text(v).map_err(|e| SinkError::Value {
             table: schema.table.clone(),
             key: describe_key(change),
@@ -1284,6 +1312,29 @@ impl crate::sink::applier::Applier for PgSink {
             .batch_execute("ROLLBACK")
             .await
             .map_err(db("roll back an own transaction"))
+    }
+
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError> {
+        let target = self.target_table(&change.table.table).await?;
+        let classes: Vec<Option<&PgTypeClass>> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| target.classes.get(&c.name))
+            .collect();
+        for image in [change.before.as_mut(), change.after.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for (slot, class) in image.0.iter_mut().zip(&classes) {
+                if let (Some(v), Some(class)) = (slot.as_mut(), class) {
+                    if let Ok(Some(stored)) = crate::pg::types::stored_form(class, v) {
+                        *v = stored;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn read_rows(
