@@ -33,6 +33,9 @@ pub(crate) trait Applier {
     fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)>;
     /// The link's tables that are synced now, not paused (bare names).
     fn active_tables(&self) -> Vec<String>;
+    /// Read the target tables' columns again before their next use (a DBA
+    /// may have changed a column so that a quarantined change fits).
+    fn forget_target_tables(&mut self);
     /// The conflict policy of a source table, as configured for this target.
     fn policy_for(&self, table: &TableName) -> TablePolicy;
 
@@ -95,6 +98,10 @@ macro_rules! applier_accessors {
 
         fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)> {
             &mut self.pending
+        }
+
+        fn forget_target_tables(&mut self) {
+            self.tables.clear();
         }
 
         fn active_tables(&self) -> Vec<String> {

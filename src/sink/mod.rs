@@ -375,10 +375,12 @@ pub(crate) fn describe_key(change: &RowChange) -> String {
         .iter()
         .map(|&i| {
             let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
+            // Stored in the control schema's text columns: no NUL character.
             let shown = v
-                .map(|v| {
-                    crate::pg::types::encode_text(v)
-                        .unwrap_or_else(|_| format!("<{}>", v.kind_name()))
+                .map(|v| match v {
+                    crate::canonical::Value::Text(s) => quarantine::storable_text(s).into_owned(),
+                    v => crate::pg::types::encode_text(v)
+                        .unwrap_or_else(|_| format!("<{}>", v.kind_name())),
                 })
                 .unwrap_or_else(|| "?".into());
             format!("{}={}", change.table.columns[i].name, shown)

@@ -70,6 +70,10 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
     }
     let retries = sink.quarantine().pending_retries().await?;
     let count = retries.len();
+    if count > 0 {
+        // A retry follows a DBA's fix, which may be a changed column type.
+        sink.forget_target_tables();
+    }
     let stale_count = |s: &S| s.stats().stale.load(std::sync::atomic::Ordering::Relaxed);
     for r in retries {
         let (recorded, stale) = (sink.quarantine().recorded(), stale_count(sink));

@@ -504,7 +504,8 @@ impl PgSink {
                 vec![Vec::with_capacity(chunk.len()); schema.key.len()];
             for k in chunk {
                 for (j, v) in k.values.iter().enumerate() {
-                    let text = encode_text(v).map_err(|e| SinkError::Value {
+                    let class = target.classes.get(&schema.columns[schema.key[j]].name);
+                    let text = encode_for(v, class).map_err(|e| SinkError::Value {
                         table: schema.table.clone(),
                         key: String::new(),
                         column: schema.columns[schema.key[j]].name.clone(),
@@ -982,7 +983,7 @@ impl PgSink {
                 }
                 types.push(marker_type.clone());
                 for change in &batch.rows {
-                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    self.push_image_params(&schema, &target, change, &batch.shape, &mut params)?;
                     params.push(Some(change.marker.to_json()));
                 }
                 format!(
@@ -1015,8 +1016,8 @@ impl PgSink {
                 aliases.push("m".into());
                 sets.push(format!("{} = v.m", quote_ident(&self.spec.marker_column)));
                 for change in &batch.rows {
-                    self.push_key_params(&schema, change, &mut params)?;
-                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    self.push_key_params(&schema, &target, change, &mut params)?;
+                    self.push_image_params(&schema, &target, change, &batch.shape, &mut params)?;
                     params.push(Some(change.marker.to_json()));
                 }
                 let on: Vec<String> = key_cols
@@ -1041,7 +1042,7 @@ impl PgSink {
                     aliases.push(format!("k{j}"));
                 }
                 for change in &batch.rows {
-                    self.push_key_params(&schema, change, &mut params)?;
+                    self.push_key_params(&schema, &target, change, &mut params)?;
                 }
                 let on: Vec<String> = key_cols
                     .iter()
@@ -1098,6 +1099,7 @@ impl PgSink {
     fn push_image_params(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         shape: &[usize],
         params: &mut Vec<Option<String>>,
@@ -1108,7 +1110,7 @@ impl PgSink {
                 .and_then(|a| a.0.get(i))
                 .and_then(|v| v.as_ref())
                 .unwrap_or(&Value::Null);
-            params.push(self.text_param(schema, change, i, v)?);
+            params.push(self.text_param(schema, target, change, i, v)?);
         }
         Ok(())
     }
@@ -1116,6 +1118,7 @@ impl PgSink {
     fn push_key_params(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         params: &mut Vec<Option<String>>,
     ) -> Result<(), SinkError> {
@@ -1135,7 +1138,7 @@ impl PgSink {
                     })
                 }
             };
-            params.push(self.text_param(schema, change, i, v)?);
+            params.push(self.text_param(schema, target, change, i, v)?);
         }
         Ok(())
     }
@@ -1143,6 +1146,7 @@ impl PgSink {
     fn text_param(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         column: usize,
         v: &Value,
@@ -1150,7 +1154,8 @@ impl PgSink {
         if v.is_null() {
             return Ok(None);
         }
-        let text = encode_text(v).map_err(|e| SinkError::Value {
+        let name = &schema.columns[column].name;
+        let text = encode_for(v, target.classes.get(name)).map_err(|e| SinkError::Value {
             table: schema.table.clone(),
             key: describe_key(change),
             column: schema.columns[column].name.clone(),
@@ -1161,10 +1166,31 @@ impl PgSink {
                 table: schema.table.clone(),
                 key: describe_key(change),
                 column: schema.columns[column].name.clone(),
-                reason: "PostgreSQL text cannot hold a NUL character".into(),
+                reason: "PostgreSQL text cannot hold a NUL character (a bytea column can: change the column's type, then retry the change)".into(),
             });
         }
         Ok(Some(text))
+    }
+}
+
+/// A value as the text parameter for a column of `class`. Text bound for a
+/// `bytea` column is written as its UTF-8 bytes, exactly: how a DBA keeps
+/// text that PostgreSQL's text types cannot hold (a NUL character).
+fn encode_for(
+    v: &Value,
+    class: Option<&PgTypeClass>,
+) -> Result<String, crate::pg::types::PgEncodeError> {
+    match (v, class) {
+        (Value::Text(s) | Value::Json(s) | Value::Enum(s), Some(PgTypeClass::Bytea)) => {
+            use std::fmt::Write;
+            let mut out = String::with_capacity(2 + 2 * s.len());
+            out.push_str("\\x");
+            for b in s.as_bytes() {
+                let _ = write!(out, "{b:02x}");
+            }
+            Ok(out)
+        }
+        _ => encode_text(v),
     }
 }
 

@@ -324,23 +324,81 @@ impl Quarantine {
         reason: &str,
         status: &str,
     ) -> Result<(), QuarantineError> {
-        let body = json!({
+        let body = readable(json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
             "marker": serde_json::from_str::<serde_json::Value>(&change.marker.to_json()).unwrap_or_default(),
-        });
-        let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+        }))
+        .to_string();
+        let exact = exact_json(change);
+        let (key, reason) = (storable_text(key), storable_text(reason));
+        let record = Record {
+            table: change.table.table.to_string(),
+            op: change.op.to_string(),
+            key: &key,
+            origin,
+            body: &body,
+            reason: &reason,
+            exact: Some(&exact),
+            status,
+        };
+        // Twice: a connection lost in between is not the record's fault.
+        let mut result = self.insert(&record).await;
+        if result.is_err() {
+            result = self.insert(&record).await;
+        }
+        let (id, inserted) = match result {
+            Ok(r) => r,
+            Err(e @ QuarantineError::Connect(_)) => return Err(e),
+            Err(e) => {
+                // The record itself cannot be stored (a value beyond what the
+                // control database takes in one field or packet, a
+                // constraint a DBA added): keep what identifies the change,
+                // so that the other tables go on and the loss is on record,
+                // never silent. Only if that fails too (the control
+                // database is unreachable) does the direction stop.
+                let why = match &e {
+                    QuarantineError::Db(c) => crate::control::db::server_message(c),
+                    other => other.to_string(),
+                };
+                tracing::error!(table = %change.table.table, key = %key, position = %origin.position, error = %why,
+                    "cannot record the change in duplex.quarantine; keeping its key and position only");
+                let body =
+                    json!({ "not_recorded": abridge(&storable_text(&why), 2000) }).to_string();
+                let reason = format!(
+                    "{reason} -- the change itself could not be recorded ({}); only its key and source position are kept: once the cause is fixed, repair the row from the source site (duplex repair --table {}) and discard this record",
+                    abridge(&storable_text(&why), 500),
+                    change.table.table
+                );
+                let minimal = Record {
+                    body: &body,
+                    reason: &reason,
+                    exact: None,
+                    ..record
+                };
+                self.insert(&minimal).await?
+            }
+        };
+        self.unconfirmed.push(id);
+        if inserted && status == "pending" {
+            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == "held" {
+            tracing::debug!(table = %change.table.table, key = %key, position = %origin.position, "change held");
+        } else {
+            self.recorded += 1;
+            tracing::warn!(table = %change.table.table, key = %key, reason = %reason, position = %origin.position, "change quarantined");
+        }
+        Ok(())
+    }
+
+    /// Upsert one record; returns its id and whether it is new.
+    async fn insert(&mut self, r: &Record<'_>) -> Result<(i64, bool), QuarantineError> {
+        let (link, source, target) = self.ids();
+        let (position, counter) = (
+            r.origin.position.to_string(),
+            r.origin.position.counter().to_string(),
         );
-        let (table, op, position, counter) = (
-            change.table.table.to_string(),
-            change.op.to_string(),
-            origin.position.to_string(),
-            origin.position.counter().to_string(),
-        );
-        let (body, exact) = (body.to_string(), exact_json(change));
         let client = self.client().await?;
         let result = client
             .upsert_returning_id(Sql::new(
@@ -360,39 +418,82 @@ impl Quarantine {
                     P::I32(link),
                     P::I32(source),
                     P::I32(target),
-                    P::Text(Some(&table)),
-                    P::Text(Some(&op)),
-                    P::Text(Some(key)),
+                    P::Text(Some(&r.table)),
+                    P::Text(Some(&r.op)),
+                    P::Text(Some(r.key)),
                     P::Text(Some(&position)),
                     P::Text(Some(&counter)),
-                    P::I32(origin.index as i32),
-                    P::Text(Some(&body)),
-                    P::Text(Some(reason)),
-                    P::Text(Some(&exact)),
-                    P::Text(Some(status)),
+                    P::I32(r.origin.index as i32),
+                    P::Text(Some(r.body)),
+                    P::Text(Some(r.reason)),
+                    P::Text(r.exact),
+                    P::Text(Some(r.status)),
                 ],
             ))
             .await;
-        match result {
-            Ok((id, inserted)) => {
-                self.unconfirmed.push(id);
-                if inserted && status == "pending" {
-                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                }
-                if status == "held" {
-                    tracing::debug!(table = %change.table.table, key, position = %origin.position, "change held (table paused)");
-                } else {
-                    self.recorded += 1;
-                    tracing::warn!(table = %change.table.table, key, reason, position = %origin.position, "change quarantined");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Reconnect next time: the connection may be gone.
-                self.client = None;
-                Err(e.into())
-            }
+        if result.is_err() {
+            // Reconnect next time: the connection may be gone.
+            self.client = None;
         }
+        Ok(result?)
+    }
+}
+
+/// One quarantine record's fields.
+struct Record<'a> {
+    table: String,
+    op: String,
+    key: &'a str,
+    origin: ChangeOrigin,
+    /// The readable change (`change`).
+    body: &'a str,
+    reason: &'a str,
+    /// The exact change (`change_exact`), for a retry.
+    exact: Option<&'a str>,
+    status: &'a str,
+}
+
+/// Longest string shown in the readable images (`change`, the conflicts'
+/// versions): the exact value, however large, is kept in `change_exact`
+/// (`incoming_change`).
+const READABLE_MAX_BYTES: usize = 64 * 1024;
+
+/// Text for a control-schema text column: PostgreSQL's `text` refuses the NUL
+/// character, shown instead as U+2400 (`␀`).
+pub(crate) fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{2400}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), saying so.
+fn abridge(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes in all]", &s[..end], s.len())
+}
+
+/// A JSON tree for a DBA to read that every control schema can store: NUL
+/// characters (which `jsonb` refuses) shown as `␀`, and strings longer than
+/// [`READABLE_MAX_BYTES`] abridged.
+pub(crate) fn readable(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => J::String(abridge(&storable_text(&s), READABLE_MAX_BYTES)),
+        J::Array(items) => J::Array(items.into_iter().map(readable).collect()),
+        J::Object(map) => J::Object(
+            map.into_iter()
+                .map(|(k, v)| (storable_text(&k).into_owned(), readable(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -497,5 +598,48 @@ fn value_json(v: &Value) -> serde_json::Value {
             Ok(text) => json!(text),
             Err(_) => json!(format!("{other:?}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{ColumnSchema, TableName};
+
+    #[test]
+    fn readable_images_hold_no_nul_and_stay_small() {
+        let schema = TableSchema {
+            table: TableName::new("app", "t"),
+            columns: ["id", "v", "j", "b"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "text".into(),
+                })
+                .collect(),
+            key: vec![0],
+        };
+        let row = Row(vec![
+            Some(Value::Text("k\0".into())),
+            Some(Value::Text(format!("{}\0", "é".repeat(100_000)))),
+            Some(Value::Json(r#"{"a\u0000": "\u0000"}"#.into())),
+            Some(Value::Bytes(vec![0; 100_000])),
+        ]);
+        let text = readable(image_json(&schema, &row)).to_string();
+        let tree: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        fn nul(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::String(s) => s.contains('\0'),
+                serde_json::Value::Array(a) => a.iter().any(nul),
+                serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || nul(v)),
+                _ => false,
+            }
+        }
+        assert!(!nul(&tree), "{text}");
+        assert!(text.len() < 3 * READABLE_MAX_BYTES, "{}", text.len());
+        assert!(text.contains("k\u{2400}"), "{text}");
+        assert!(text.contains("bytes in all]"), "{text}");
+        assert_eq!(storable_text("a\0b"), "a\u{2400}b");
+        assert_eq!(abridge("ééé", 3), "é... [6 bytes in all]");
     }
 }
