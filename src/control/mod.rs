@@ -82,6 +82,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "scheduled parity checks",
         include_str!("../../sql/postgresql/0013_scheduled_checks.sql"),
     ),
+    (
+        17,
+        "tables stopped by writes logged as statements",
+        include_str!("../../sql/postgresql/0017_statement_stops.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -108,6 +113,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         13,
         "scheduled parity checks",
         include_str!("../../sql/mysql/0013_scheduled_checks.sql"),
+    ),
+    (
+        17,
+        "tables stopped by writes logged as statements",
+        include_str!("../../sql/mysql/0017_statement_stops.sql"),
     ),
 ];
 

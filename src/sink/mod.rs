@@ -138,6 +138,20 @@ impl Sink {
         }
     }
 
+    /// Resume the stopped tables a DBA has resumed since the last call
+    /// (between source transactions only).
+    pub async fn resume_stopped(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => own::resume_stopped(&mut **s)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => own::resume_stopped(&mut **s)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply rows copied by the initial sync (one target transaction).
     pub async fn apply_snapshot_rows(
         &mut self,

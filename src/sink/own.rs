@@ -118,6 +118,22 @@ pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Erro
     Ok(())
 }
 
+/// Between source transactions: the stopped tables a DBA has resumed (by
+/// discarding their statement records, after a resync) have their held
+/// changes applied, in source order, before the stream goes on; from then
+/// on their changes flow again.
+pub(crate) async fn resume_stopped<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
+    if !sink.idle() {
+        return Ok(());
+    }
+    let resumed = sink.quarantine().resumed().await?;
+    if resumed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(tables = ?resumed, "stopped tables resumed (their statement records were discarded)");
+    release_held(sink).await
+}
+
 /// Apply a page of rows copied by the initial sync in one target transaction
 /// of duplex's own, through conflict detection (a row the target holds in a
 /// newer version is not written over; one it holds concurrently is settled by

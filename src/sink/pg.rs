@@ -256,6 +256,10 @@ impl PgSink {
             .reconcile(resume_counter)
             .await
             .map_err(SinkError::Quarantine)?;
+        self.quarantine
+            .load_stopped()
+            .await
+            .map_err(SinkError::Quarantine)?;
         self.conflicts
             .reconcile(resume_counter)
             .await
@@ -326,7 +330,7 @@ impl PgSink {
                 let paused: Vec<String> = tables
                     .iter()
                     .map(|t| t.table.name.clone())
-                    .filter(|n| self.spec.held_tables.contains(n))
+                    .filter(|n| self.spec.held_tables.contains(n) || self.quarantine.is_stopped(n))
                     .collect();
                 if !paused.is_empty() {
                     self.quarantine.discard_held(&paused).await?;
@@ -348,6 +352,15 @@ impl PgSink {
                 Ok(None)
             }
             ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
+            ChangeEvent::Unreplicable(u) => {
+                // Each stopped table's record takes the change's place in
+                // the transaction; the table's later changes are held.
+                for table in &u.tables {
+                    let origin = self.group.next_origin();
+                    self.quarantine.stop(table, origin, &u).await?;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -400,7 +413,8 @@ impl PgSink {
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
-        if self.spec.held_tables.contains(&change.table.table.name) {
+        let name = &change.table.table.name;
+        if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
             let origin = self.group.next_origin();
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.

@@ -7,12 +7,15 @@
 //! commits, and keyed by (link, source site, position, index in the source
 //! transaction), so a replay after a crash finds it already there.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::canonical::{Op, Row, RowChange, SourcePosition, TableSchema, Value};
+use crate::canonical::{
+    Op, Row, RowChange, SourcePosition, TableName, TableSchema, Unreplicable, Value,
+};
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
 use crate::stats::DirectionStats;
 
@@ -40,6 +43,10 @@ pub struct Quarantine {
     /// Records written in the open target transaction, confirmed after it commits.
     unconfirmed: Vec<i64>,
     recorded: usize,
+    /// Tables stopped in this direction (bare source names): a write to
+    /// them was logged as a statement, without its rows. Their changes are
+    /// held until a DBA has resynced them and discarded those records.
+    stopped: HashSet<String>,
 }
 
 /// A quarantined change a DBA asked to apply again.
@@ -100,6 +107,7 @@ impl Quarantine {
             stats,
             unconfirmed: Vec::new(),
             recorded: 0,
+            stopped: HashSet::new(),
         }
     }
 
@@ -154,11 +162,11 @@ impl Quarantine {
         let rows = client
             .rows(Sql::new(
                 "read the changes to retry",
-                "SELECT quarantine_id, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
+                "SELECT quarantine_id, op, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
                    FROM duplex.quarantine
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
-                "SELECT quarantine_id, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
+                "SELECT quarantine_id, op, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
                    FROM duplex.quarantine
                   WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
@@ -167,8 +175,13 @@ impl Quarantine {
             .await?;
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
+        let mut statements = Vec::new();
         for r in rows {
             let id: i64 = r.parse("quarantine_id")?;
+            if r.text("op")? == "statement" {
+                statements.push(id);
+                continue;
+            }
             let parsed = (|| {
                 let counter: u64 = r.parse("position_counter").ok()?;
                 let index: u32 = r.parse("change_index").ok()?;
@@ -193,6 +206,14 @@ impl Quarantine {
                 id,
                 "pending",
                 "duplex could not read this change back; apply it by hand from the change column and discard it",
+            )
+            .await?;
+        }
+        for id in statements {
+            self.settle(
+                id,
+                "pending",
+                "a write logged as a statement has no rows to apply again: resync the table, then discard this record",
             )
             .await?;
         }
@@ -246,22 +267,136 @@ impl Quarantine {
         self.keep(change, origin, key, reason, "pending").await
     }
 
-    /// Hold a change of a paused table (status 'held') until it is resumed.
-    /// Unconfirmed until [`Quarantine::confirm`], like a refused change.
+    /// Hold a change of a paused or stopped table (status 'held') until it
+    /// is resumed. Unconfirmed until [`Quarantine::confirm`], like a refused
+    /// change.
     pub async fn hold(
         &mut self,
         change: &RowChange,
         origin: ChangeOrigin,
         key: &str,
     ) -> Result<(), QuarantineError> {
-        self.keep(
-            change,
+        let reason = if self.is_stopped(&change.table.table.name) {
+            "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
+        } else {
+            "table paused: held until it is resumed"
+        };
+        self.keep(change, origin, key, reason, "held").await
+    }
+
+    /// Is `table` (bare source name) stopped in this direction?
+    pub fn is_stopped(&self, table: &str) -> bool {
+        self.stopped.contains(table)
+    }
+
+    /// `u` may have changed `table` without the binlog carrying its rows:
+    /// record it (op 'statement', pending, with the advice) and hold the
+    /// table's changes from here on. Unconfirmed until
+    /// [`Quarantine::confirm`], like a refused change.
+    pub async fn stop(
+        &mut self,
+        table: &TableName,
+        origin: ChangeOrigin,
+        u: &Unreplicable,
+    ) -> Result<(), QuarantineError> {
+        let statement = storable_text(&u.statement);
+        let reason = storable_text(&u.reason);
+        let body = readable(json!({
+            "statement": &*statement,
+            "position": u.position.to_string(),
+            "tables": u.tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        }))
+        .to_string();
+        let exact = json!({
+            "stopped_table": table,
+            "statement": &*statement,
+            "position": u.position.to_string(),
+        })
+        .to_string();
+        let key = abridge(&statement, 200);
+        let record = Record {
+            table: table.to_string(),
+            op: "statement".into(),
+            key: &key,
             origin,
-            key,
-            "table paused: held until it is resumed",
-            "held",
-        )
-        .await
+            body: &body,
+            reason: &reason,
+            exact: Some(&exact),
+            status: "pending",
+        };
+        let mut result = self.insert(&record).await;
+        if result.is_err() {
+            result = self.insert(&record).await;
+        }
+        let (id, inserted) = result?;
+        self.unconfirmed.push(id);
+        if inserted {
+            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        }
+        // A table with no change applied yet still shows in table_status.
+        self.stats
+            .add_table_counts([(table.to_string(), [0, 0, 0])]);
+        self.stats
+            .set_error(Some(format!("table {table} stopped: {reason}")));
+        if self.stopped.insert(table.name.clone()) {
+            tracing::error!(%table, position = %u.position, reason = %reason, "table stopped");
+        }
+        Ok(())
+    }
+
+    /// Tables with a pending statement record in this direction. Also the
+    /// unconfirmed ones: between source transactions a record this run
+    /// wrote belongs to a committed transaction (a rolled-back one restarts
+    /// the direction, and reconciliation at start removes its records).
+    async fn stopped_tables(&mut self) -> Result<HashSet<String>, QuarantineError> {
+        let (link, source, target) = self.ids();
+        let client = self.client().await?;
+        let rows = client
+            .rows(Sql::new(
+                "read the stopped tables",
+                "SELECT DISTINCT change_exact->'stopped_table'->>'name' AS name
+                   FROM duplex.quarantine
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3
+                    AND op = 'statement' AND status IN ('pending', 'retry')",
+                "SELECT DISTINCT JSON_UNQUOTE(JSON_EXTRACT(change_exact, '$.stopped_table.name')) AS name
+                   FROM duplex.quarantine
+                  WHERE link_id = ? AND source_site = ? AND target_site = ?
+                    AND op = 'statement' AND status IN ('pending', 'retry')",
+                &[P::I32(link), P::I32(source), P::I32(target)],
+            ))
+            .await;
+        if rows.is_err() {
+            self.client = None;
+        }
+        Ok(rows?
+            .iter()
+            .filter_map(|r| r.opt("name").ok().flatten())
+            .collect())
+    }
+
+    /// At start: the tables stopped in this direction.
+    pub async fn load_stopped(&mut self) -> Result<(), QuarantineError> {
+        self.stopped = self.stopped_tables().await?;
+        if !self.stopped.is_empty() {
+            let mut names: Vec<&String> = self.stopped.iter().collect();
+            names.sort();
+            tracing::warn!(tables = ?names, "tables stopped by writes logged as statements: their changes are held until a DBA resyncs them and discards those records");
+        }
+        Ok(())
+    }
+
+    /// Between source transactions: the stopped tables whose statement
+    /// records a DBA has discarded since (resynced). They are no longer
+    /// stopped; returns them.
+    pub async fn resumed(&mut self) -> Result<Vec<String>, QuarantineError> {
+        if self.stopped.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.stopped_tables().await?;
+        let mut resumed: Vec<String> = self.stopped.difference(&now).cloned().collect();
+        resumed.sort();
+        self.stopped.retain(|t| now.contains(t));
+        Ok(resumed)
     }
 
     /// A TRUNCATE of paused `tables` (bare names) arrived: the changes held
