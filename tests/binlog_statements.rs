@@ -262,3 +262,87 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     assert_eq!(pg_ids(&pgc, "u").await, [1, 2]);
     run.shutdown().await;
 }
+
+/// The same stop and resume with the control schema on MariaDB (its
+/// procedures, views and JSON functions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
+    common::init_tracing();
+    let m = common::start_mariadb(MARIA_SCHEMA).await;
+    let p = common::start_postgres(PG_SCHEMA).await;
+    let url = m.url("duplex");
+    let (ok, out) = common::duplex_cli(&url, &["init"]);
+    assert!(ok, "duplex init on MariaDB: {out}");
+    let mut ctl = common::mysql_conn(&m).await;
+    ctl.exec_drop(
+        "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'pg', 'postgresql', ?, 'disable'), (2, 'maria', 'mysql', ?, 'disable')",
+        (p.conninfo("app"), m.url("app")),
+    )
+    .await
+    .unwrap();
+    ctl.query_drop(
+        "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'l', 1, 2);
+         INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 't'), (1, 'u');",
+    )
+    .await
+    .unwrap();
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_mysql(
+        &mut ctl,
+        "the initial sync",
+        "SELECT COUNT(*) = 4 FROM duplex.snapshot_progress WHERE state IN ('done', 'skipped')",
+        T,
+    )
+    .await;
+    let pgc = common::connect(&p.conninfo("app")).await;
+    let mut stmt = common::mysql_conn(&m).await;
+    stmt.query_drop("SET SESSION binlog_format = STATEMENT; INSERT INTO t VALUES (1, 'statement')")
+        .await
+        .unwrap();
+    let mut rows = common::mysql_conn(&m).await;
+    rows.query_drop("INSERT INTO t VALUES (2, 'held'); INSERT INTO u VALUES (1, 'flows')")
+        .await
+        .unwrap();
+    common::wait_for("u's row on PostgreSQL", T, || async {
+        pg_ids(&pgc, "u").await == [1]
+    })
+    .await;
+    common::wait_mysql(
+        &mut ctl,
+        "t stopped, its row held",
+        "SELECT COALESCE((SELECT stopped AND held = 1 AND stop_reason LIKE '%INSERT INTO t VALUES (1%'
+                   FROM duplex.table_overview WHERE source_site = 2 AND table_name = 'app.t')
+            AND (SELECT stopped_tables = 1 FROM duplex.link_overview WHERE source = 'maria'), 0)",
+        T,
+    )
+    .await;
+    assert!(pg_ids(&pgc, "t").await.is_empty());
+    let id: i64 = ctl
+        .query_first("SELECT quarantine_id FROM duplex.quarantine WHERE op = 'statement'")
+        .await
+        .unwrap()
+        .unwrap();
+    let (ok, out) = common::duplex_cli(&url, &["quarantine", "retry", &id.to_string()]);
+    assert!(!ok && out.contains("Resync table app.t"), "{out}");
+    let (ok, out) = common::duplex_cli(&url, &["repair", "--from", "maria", "--table", "t"]);
+    assert!(ok, "repair: {out}");
+    let (ok, out) = common::duplex_cli(&url, &["quarantine", "discard", &id.to_string()]);
+    assert!(ok && out.contains("resumes"), "{out}");
+    common::wait_mysql(
+        &mut ctl,
+        "the held row released",
+        "SELECT COUNT(*) = 0 FROM duplex.quarantine WHERE status IN ('held', 'retry')",
+        T,
+    )
+    .await;
+    rows.query_drop("INSERT INTO t VALUES (3, 'flows again')")
+        .await
+        .unwrap();
+    common::wait_for("t flowing again", T, || async {
+        pg_ids(&pgc, "t").await == [1, 2, 3]
+    })
+    .await;
+    run.shutdown().await;
+}
