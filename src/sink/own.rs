@@ -106,8 +106,9 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
     Ok(count)
 }
 
-/// At the start of a direction: the changes held for tables that are no
-/// longer paused are applied, in source order, before the stream goes on.
+/// At the start of a direction, and when stopped tables resume: the changes
+/// held for tables that are neither paused nor stopped are applied, in
+/// source order, before the stream goes on.
 pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
     let active = sink.active_tables();
     let released = sink.quarantine().release_held(&active).await?;
