@@ -346,3 +346,41 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
     .await;
     run.shutdown().await;
 }
+
+/// Savepoints are statements inside a ROW-format transaction, and harmless:
+/// they once passed for DDL, which ended the transaction, and its next rows
+/// then stopped the direction for good ("a rows event outside a
+/// transaction"). Common with ORMs, which wrap nested work in savepoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_with_savepoints_flows() {
+    let m = common::start_mariadb(MARIA_SCHEMA).await;
+    let p = common::start_postgres(PG_SCHEMA).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["t", "u"],
+    )
+    .await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&url).await;
+    let pgc = common::connect(&p.conninfo("app")).await;
+    let mut rows = common::mysql_conn(&m).await;
+    rows.query_drop(
+        "BEGIN; INSERT INTO u VALUES (1, 'kept'); SAVEPOINT s; INSERT INTO u VALUES (2, 'rolled back');
+         ROLLBACK TO SAVEPOINT s; INSERT INTO u VALUES (3, 'kept'); RELEASE SAVEPOINT s; COMMIT;
+         INSERT INTO t VALUES (1, 'next transaction')",
+    )
+    .await
+    .unwrap();
+    common::wait_for(
+        "the transaction with a savepoint, and the next",
+        T,
+        || async { pg_ids(&pgc, "u").await == [1, 3] && pg_ids(&pgc, "t").await == [1] },
+    )
+    .await;
+    run.shutdown().await;
+}
