@@ -351,8 +351,9 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
 /// they once passed for DDL, which ended the transaction, and its next rows
 /// then stopped the direction for good ("a rows event outside a
 /// transaction"). Common with ORMs, which wrap nested work in savepoints.
+/// CREATE TABLE ... SELECT likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_with_savepoints_flows() {
+async fn savepoints_and_create_table_select_in_row_format_flow() {
     let m = common::start_mariadb(MARIA_SCHEMA).await;
     let p = common::start_postgres(PG_SCHEMA).await;
     let (_ctl, url) = common::control_db(
@@ -381,6 +382,19 @@ async fn a_transaction_with_savepoints_flows() {
         T,
         || async { pg_ids(&pgc, "u").await == [1, 3] && pg_ids(&pgc, "t").await == [1] },
     )
+    .await;
+    // CREATE TABLE ... SELECT in ROW format: the statement (without its
+    // SELECT) and the new table's rows, in one transaction that a COMMIT
+    // ends; it once ended at the statement, and the rows stopped the
+    // direction the same way.
+    rows.query_drop(
+        "CREATE TABLE copy_of_u SELECT * FROM u; INSERT INTO t VALUES (2, 'after the copy')",
+    )
+    .await
+    .unwrap();
+    common::wait_for("the row after CREATE TABLE ... SELECT", T, || async {
+        pg_ids(&pgc, "t").await == [1, 2]
+    })
     .await;
     run.shutdown().await;
 }
