@@ -568,7 +568,6 @@ impl MysqlSource {
         timestamp: u32,
     ) -> Result<Option<ChangeEvent>, MysqlSourceError> {
         let c = classify(query, default_db);
-        let site_db = self.spec.endpoint.database().to_string();
         match &c.control {
             Some(Control::Begin) => {
                 self.begin(log_pos, timestamp);
@@ -585,8 +584,8 @@ impl MysqlSource {
             Some(Control::Truncate(t)) => {
                 // TRUNCATE is logged as a statement even in ROW format.
                 self.txn = None;
-                if t.db == site_db && self.spec.tables.contains(&t.name) {
-                    let info = self.table_info(&t.name).await?;
+                if let Some(name) = self.synced_table(t) {
+                    let info = self.table_info(&name).await?;
                     let meta = TxnMeta {
                         commit_position: self.position(log_pos),
                         commit_time_us: i64::from(timestamp) * 1_000_000,
@@ -610,17 +609,26 @@ impl MysqlSource {
         // Which synced tables it may have changed: those it writes by name,
         // or every one when that cannot be told (an unknown statement, a
         // trigger or a view on a table it writes, a stored function).
-        let synced = |q: &QualifiedName| q.db == site_db && self.spec.tables.contains(&q.name);
         let mut named: Vec<String> = c
             .writes
             .iter()
             .chain(&c.created)
-            .filter(|q| synced(q))
-            .map(|q| q.name.clone())
+            .filter_map(|q| self.synced_table(q))
             .collect();
         named.sort();
         named.dedup();
         let mut everything = c.unknown.clone();
+        // A name in a character set that did not read as UTF-8 cannot be
+        // matched against the synced tables.
+        if everything.is_none()
+            && c.writes
+                .iter()
+                .chain(&c.created)
+                .chain(&c.calls)
+                .any(|q| q.db.contains('\u{FFFD}') || q.name.contains('\u{FFFD}'))
+        {
+            everything = Some("it names a table in a character set duplex cannot read".to_string());
+        }
         if everything.is_none() {
             for w in &c.writes {
                 if self.writes_elsewhere(w).await? {
@@ -696,6 +704,17 @@ impl MysqlSource {
             ends,
         );
         Ok(self.ready.pop_front())
+    }
+
+    /// The synced table `q` names, if any. Names compare without case: with
+    /// lower_case_table_names set, `T` is table `t`; elsewhere two tables
+    /// differing only in case are rare, and then both count.
+    fn synced_table(&self, q: &QualifiedName) -> Option<String> {
+        let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
+        if !same(&q.db, self.spec.endpoint.database()) {
+            return None;
+        }
+        self.spec.tables.iter().find(|t| same(t, &q.name)).cloned()
     }
 
     /// Stop `tables` (bare names; `None`: every synced table) for an event
