@@ -687,7 +687,13 @@ impl MysqlSource {
         );
         let tables = match &everything {
             Some(why) => {
-                let what = format!("{what}: {why}");
+                let what = match &c.unknown {
+                    Some(_) => format!(
+                        "a statement that may change rows, logged without them (default database {}): {why}",
+                        if default_db.is_empty() { "none" } else { default_db }
+                    ),
+                    None => format!("{what}: {why}"),
+                };
                 self.unreplicable(None, &what, query, log_pos, start, timestamp, "", ends);
                 return Ok(self.ready.pop_front());
             }
