@@ -4,9 +4,9 @@
 //! them), a ~1 MB value. Each refused change is recorded with its reason,
 //! readable, while the other tables keep flowing; once the DBA changes the
 //! target column to `bytea`, `duplex quarantine retry` applies the exact
-//! value. A conflict on such a row is recorded too. A record the control
-//! database refuses (here: a size limit a DBA added) is kept without its
-//! value, never blocking the direction.
+//! value. A conflict on such a row is recorded too. A quarantine or conflict
+//! record the control database refuses (here: a size limit a DBA added) is
+//! kept without its values, never blocking the direction.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
@@ -245,6 +245,40 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
                 "SELECT count(*) = 1 FROM duplex.quarantine
                   WHERE table_name = 'app.tf' AND confirmed AND status = 'pending' AND change_exact IS NULL
                     AND row_key = 'id=1' AND reason LIKE '%could not be recorded%small_records%'",
+            )
+        },
+    )
+    .await;
+    // A conflict record the control database refuses is kept without the
+    // rows (its versions' vectors and times only), and the direction goes on.
+    control
+        .batch_execute(
+            "ALTER TABLE duplex.conflicts ADD CONSTRAINT small_versions
+               CHECK (octet_length(incoming_version::text) < 10000) NOT VALID",
+        )
+        .await
+        .unwrap();
+    mc.query_drop("UPDATE tf SET v = CONCAT(v, 'more') WHERE id = 1")
+        .await
+        .unwrap();
+    mc.query_drop("INSERT INTO ok VALUES (3, 'after the unrecordable conflict')")
+        .await
+        .unwrap();
+    common::wait_for(
+        "the next table's row after an unrecordable conflict",
+        Duration::from_secs(30),
+        || common::pg_has_row(&pgc, "ok", 3),
+    )
+    .await;
+    common::wait_for(
+        "the conflict kept without its rows",
+        Duration::from_secs(15),
+        || {
+            common::query_bool(
+                &control,
+                "SELECT count(*) = 1 FROM duplex.conflicts
+                  WHERE table_name = 'app.tf' AND kind = 'update_missing' AND confirmed
+                    AND incoming_version->'row' = 'null'::jsonb AND incoming_version ? 'vv'",
             )
         },
     )
