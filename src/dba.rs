@@ -356,7 +356,8 @@ async fn render_status(
                     coalesce(conflicts, 0), coalesce(quarantined, 0), held,
                     coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(last_error, ''),
                     coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),
-                    coalesce(source_position, '-'), coalesce(applied_position, '-')
+                    coalesce(source_position, '-'), coalesce(applied_position, '-'),
+                    coalesce(stopped_tables, 0)
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
                     lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
@@ -364,7 +365,8 @@ async fn render_status(
                     COALESCE(conflicts, 0), COALESCE(quarantined, 0), held,
                     COALESCE(config_state, '-'), COALESCE(config_message, ''), COALESCE(last_error, ''),
                     COALESCE(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s'), '-'),
-                    COALESCE(source_position, '-'), COALESCE(applied_position, '-')
+                    COALESCE(source_position, '-'), COALESCE(applied_position, '-'),
+                    COALESCE(stopped_tables, 0)
                FROM duplex.link_overview ORDER BY link, source",
             &[],
         ))
@@ -375,7 +377,13 @@ async fn render_status(
         "link", "direction", "state", "lag s", "lag bytes", "queue", "txns", "rows", "conflicts", "quar.", "held", "config", "updated"
     )?;
     for r in rows {
-        let note = [r.at(13), r.at(12)]
+        let stopped = match r.at(17).parse::<i64>().unwrap_or(0) {
+            0 => String::new(),
+            n => format!(
+                "{n} table(s) STOPPED by writes logged as statements (duplex status --tables)"
+            ),
+        };
+        let note = [stopped, r.at(13), r.at(12)]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
@@ -446,14 +454,16 @@ async fn render_status(
             .rows(Sql::new(
                 "read duplex.table_overview",
                 "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held
+                        o.conflicts, o.quarantined, o.held, CASE WHEN o.stopped THEN 'STOPPED' ELSE '' END,
+                        coalesce(o.stop_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l USING (link_id)
                    JOIN duplex.sites s ON s.site_id = o.source_site
                    JOIN duplex.sites t ON t.site_id = o.target_site
                   ORDER BY 1, 2, 3",
                 "SELECT l.name, CONCAT(s.name, '->', t.name), o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held
+                        o.conflicts, o.quarantined, o.held, IF(o.stopped, 'STOPPED', ''),
+                        COALESCE(o.stop_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l ON l.link_id = o.link_id
                    JOIN duplex.sites s ON s.site_id = o.source_site
@@ -465,7 +475,7 @@ async fn render_status(
         writeln!(out)?;
         writeln!(
             out,
-            "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+            "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  state",
             "link",
             "direction",
             "table",
@@ -479,7 +489,7 @@ async fn render_status(
         for r in rows {
             writeln!(
                 out,
-                "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+                "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  {}",
                 r.at(0),
                 r.at(1),
                 r.at(2),
@@ -488,8 +498,13 @@ async fn render_status(
                 r.at(5),
                 r.at(6),
                 r.at(7),
-                r.at(8)
+                r.at(8),
+                r.at(9)
             )?;
+            let reason = r.at(10);
+            if !reason.is_empty() {
+                writeln!(out, "{:<12} {reason}", "")?;
+            }
         }
     }
     Ok(())

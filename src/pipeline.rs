@@ -172,6 +172,7 @@ pub async fn run_direction(
                         _ = resolutions.tick() => {
                             sink.apply_resolutions().await?;
                             sink.apply_quarantine_retries().await?;
+                            sink.resume_stopped().await?;
                             continue;
                         }
                         _ = tombstone_gc.tick() => {
@@ -199,6 +200,14 @@ pub async fn run_direction(
                     },
                     ChangeEvent::Truncate(tables) => {
                         ChangeEvent::Truncate(tables.into_iter().filter(|t| !mapping.skips(&t.table.name)).collect())
+                    }
+                    ChangeEvent::Unreplicable(mut u) => {
+                        // A table that flows the other way only is not stopped here.
+                        u.tables.retain(|t| !mapping.skips(&t.name));
+                        if u.tables.is_empty() {
+                            continue;
+                        }
+                        ChangeEvent::Unreplicable(u)
                     }
                     other => other,
                 };

@@ -6,6 +6,6 @@ pub mod value;
 
 pub use record::{
     ChangeEvent, ColumnSchema, Op, Row, RowChange, SourceKind, SourcePosition, TableName,
-    TableSchema, TxnMeta,
+    TableSchema, TxnMeta, Unreplicable,
 };
 pub use value::{Date, Decimal, Interval, Timestamp, Value};

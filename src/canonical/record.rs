@@ -195,4 +195,22 @@ pub enum ChangeEvent {
     Progress {
         position: SourcePosition,
     },
+    /// Inside the current transaction, a change the source cannot replicate
+    /// (a write the binlog logged as a statement, without its rows): the
+    /// tables it may have changed stop in this direction, their later
+    /// changes held, until a DBA has resynced them.
+    Unreplicable(Unreplicable),
+}
+
+/// See [`ChangeEvent::Unreplicable`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreplicable {
+    /// Synced tables it may have changed (source names).
+    pub tables: Vec<TableName>,
+    /// The statement (abridged), for the record.
+    pub statement: String,
+    /// Where it is in the source's log.
+    pub position: SourcePosition,
+    /// What happened, why it cannot be replicated, and the fix.
+    pub reason: String,
 }

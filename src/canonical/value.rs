@@ -23,11 +23,11 @@ pub enum Value {
     /// Exact decimal.
     Decimal(Decimal),
     /// Single precision float (PG `real`, MySQL `FLOAT`).
-    Float32(f32),
+    Float32(#[serde(with = "exact::float32")] f32),
     /// Double precision float (PG `double precision`, MySQL `DOUBLE`).
-    Float64(f64),
-    Text(String),
-    Bytes(Vec<u8>),
+    Float64(#[serde(with = "exact::float64")] f64),
+    Text(#[serde(with = "exact::text")] String),
+    Bytes(#[serde(with = "exact::bytes")] Vec<u8>),
     Date(Date),
     /// Time of day, or a MySQL duration: microseconds, may be negative or exceed 24 h.
     Time(i64),
@@ -38,11 +38,11 @@ pub enum Value {
     Interval(Interval),
     Uuid([u8; 16]),
     /// JSON document as text (PG json/jsonb, MySQL JSON).
-    Json(String),
+    Json(#[serde(with = "exact::text")] String),
     /// One-dimensional array of scalars; nested arrays carry further dimensions.
     Array(Vec<Value>),
     /// Enum label.
-    Enum(String),
+    Enum(#[serde(with = "exact::text")] String),
 }
 
 impl Value {
@@ -281,9 +281,258 @@ pub fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// The serialized form of values (quarantined changes, parked conflicts,
+/// initial-sync progress): exact, and storable in any JSON column, including
+/// PostgreSQL's `jsonb`, which refuses `\u0000` in strings.
+///
+/// - text holding a NUL character: `{"b64": "<base64 of its UTF-8>"}`
+///   (any other text: a plain JSON string);
+/// - bytes: a base64 string (a quarter of the size of an array of numbers;
+///   a 1 MB value stays well inside jsonb's limits);
+/// - NaN and infinite floats: the strings `"NaN"`, `"Infinity"`, `"-Infinity"`
+///   (serde_json writes them as `null`, which would read back as nothing).
+///
+/// Reading accepts the older plain forms too (text always a string, bytes an
+/// array of numbers), so records written before stay readable.
+mod exact {
+    use base64::Engine;
+    use serde::de::{self, MapAccess, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    pub mod text {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+            if s.contains('\0') {
+                use serde::ser::SerializeMap;
+                let mut m = ser.serialize_map(Some(1))?;
+                m.serialize_entry("b64", &B64.encode(s.as_bytes()))?;
+                m.end()
+            } else {
+                ser.serialize_str(s)
+            }
+        }
+
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = String;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a string or {"b64": base64}"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+                Ok(v)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+                let mut out = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k == "b64" {
+                        let encoded: String = map.next_value()?;
+                        let bytes = B64.decode(encoded.as_bytes()).map_err(de::Error::custom)?;
+                        out = Some(String::from_utf8(bytes).map_err(de::Error::custom)?);
+                    } else {
+                        return Err(de::Error::unknown_field(&k, &["b64"]));
+                    }
+                }
+                out.ok_or_else(|| de::Error::missing_field("b64"))
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+            d.deserialize_any(TextVisitor)
+        }
+    }
+
+    pub mod bytes {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(b: &[u8], ser: S) -> Result<S::Ok, S::Error> {
+            ser.serialize_str(&B64.encode(b))
+        }
+
+        struct BytesVisitor;
+
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string or an array of bytes")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                B64.decode(v.as_bytes()).map_err(E::custom)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            d.deserialize_any(BytesVisitor)
+        }
+    }
+
+    fn special(v: f64) -> Option<&'static str> {
+        if v.is_nan() {
+            Some("NaN")
+        } else if v == f64::INFINITY {
+            Some("Infinity")
+        } else if v == f64::NEG_INFINITY {
+            Some("-Infinity")
+        } else {
+            None
+        }
+    }
+
+    struct FloatVisitor;
+
+    impl<'de> Visitor<'de> for FloatVisitor {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(r#"a number, "NaN", "Infinity" or "-Infinity""#)
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+            }
+        }
+    }
+
+    pub mod float64 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &f64, ser: S) -> Result<S::Ok, S::Error> {
+            match special(*v) {
+                Some(s) => ser.serialize_str(s),
+                None => ser.serialize_f64(*v),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+            d.deserialize_any(FloatVisitor)
+        }
+    }
+
+    pub mod float32 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &f32, ser: S) -> Result<S::Ok, S::Error> {
+            match special(f64::from(*v)) {
+                Some(s) => ser.serialize_str(s),
+                None => ser.serialize_f32(*v),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+            // serde_json reads an f32 written as its shortest digits back
+            // through f64 exactly: the nearest f32 of that f64 is the original.
+            d.deserialize_any(FloatVisitor).map(|v| v as f32)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serialized_values_round_trip_and_fit_jsonb() {
+        let values = vec![
+            Value::Text("a\0b\0".into()),
+            Value::Text("plain".into()),
+            Value::Text(String::new()),
+            Value::Json(r#"{"k": "x\u0000"}"#.into()),
+            Value::Enum("\0".into()),
+            Value::Bytes(vec![0, 1, 255, 0]),
+            Value::Bytes(Vec::new()),
+            Value::Float64(f64::INFINITY),
+            Value::Float64(f64::NEG_INFINITY),
+            Value::Float64(-0.0),
+            Value::Float64(5e-324),
+            Value::Float32(f32::INFINITY),
+            Value::Float32(-3.402_823_5e38),
+            Value::Float32(0.1),
+            Value::Array(vec![Value::Text("x\0".into()), Value::Null]),
+        ];
+        for v in values {
+            let json = serde_json::to_string(&v).unwrap_or_default();
+            // jsonb refuses a string holding NUL; nothing else in JSON text.
+            let tree: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            assert!(!holds_nul(&tree), "{v:?} -> {json}");
+            let back: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+            match (&v, &back) {
+                (Value::Float64(a), Value::Float64(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+                (Value::Float32(a), Value::Float32(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+                _ => assert_eq!(v, back, "{json}"),
+            }
+        }
+        let nan: Value = serde_json::from_str(
+            &serde_json::to_string(&Value::Float64(f64::NAN)).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        assert!(matches!(nan, Value::Float64(f) if f.is_nan()));
+        // A 1 MB text with a NUL character: base64, a third bigger, no escape.
+        let big = format!("{}\0", "é".repeat(500_000));
+        let json = serde_json::to_string(&Value::Text(big.clone())).unwrap_or_default();
+        assert!(json.len() < big.len() * 3 / 2, "{}", json.len());
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).ok(),
+            Some(Value::Text(big))
+        );
+    }
+
+    fn holds_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(holds_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn older_serialized_forms_still_read() {
+        let old: Value = serde_json::from_str(r#"{"Bytes":[0,1,255]}"#).unwrap_or(Value::Null);
+        assert_eq!(old, Value::Bytes(vec![0, 1, 255]));
+        let old: Value = serde_json::from_str(r#"{"Text":"x"}"#).unwrap_or(Value::Null);
+        assert_eq!(old, Value::Text("x".into()));
+        let old: Value = serde_json::from_str(r#"{"Float64":1.5}"#).unwrap_or(Value::Null);
+        assert_eq!(old, Value::Float64(1.5));
+        let old: Value = serde_json::from_str(r#"{"Float64":2}"#).unwrap_or(Value::Null);
+        assert_eq!(old, Value::Float64(2.0));
+    }
 
     #[test]
     fn civil_round_trip() {

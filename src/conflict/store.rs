@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{Conflict, Outcome, VersionInfo};
 use crate::canonical::TableSchema;
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
-use crate::sink::quarantine::{image_json, ChangeOrigin};
+use crate::sink::quarantine::{image_json, readable, storable_text, ChangeOrigin};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +43,16 @@ pub struct ConflictStore {
     open: std::collections::HashSet<(String, String)>,
 }
 
-fn version_json(schema: &TableSchema, v: &VersionInfo) -> serde_json::Value {
-    json!({
-        "row": v.row.as_ref().map(|r| image_json(schema, r)),
+/// A version for a DBA to read (and, without its row, for duplex to read
+/// back): values abridged and NUL characters shown, so that any control
+/// schema can store it; the exact parked row is in `incoming_change`.
+fn version_json(schema: &TableSchema, v: &VersionInfo, with_row: bool) -> serde_json::Value {
+    readable(json!({
+        "row": v.row.as_ref().filter(|_| with_row).map(|r| image_json(schema, r)),
         "vv": serde_json::to_value(&v.vv).unwrap_or_default(),
         "site": v.site,
         "ts": v.ts,
-    })
+    }))
 }
 
 impl ConflictStore {
@@ -136,20 +139,81 @@ impl ConflictStore {
         } else {
             "settled"
         };
+        let key = storable_text(key);
+        let full = ConflictRecord {
+            local: version_json(schema, &conflict.local, true).to_string(),
+            incoming: version_json(schema, &conflict.incoming, true).to_string(),
+            // A parked version must be applicable later, exactly: kept typed
+            // (in a form every control schema stores, see `canonical::value`).
+            change: (conflict.outcome == Outcome::Parked)
+                .then(|| {
+                    serde_json::to_string(
+                        &json!({ "schema": schema, "row": conflict.incoming.row }),
+                    )
+                    .ok()
+                })
+                .flatten(),
+        };
+        // Twice: a connection lost in between is not the record's fault.
+        let mut result = self
+            .insert(schema, conflict, origin, &key, status, &full)
+            .await;
+        if result.is_err() {
+            result = self
+                .insert(schema, conflict, origin, &key, status, &full)
+                .await;
+        }
+        let (id, inserted) = match result {
+            Ok(r) => r,
+            Err(e @ ConflictStoreError::Connect(_)) => return Err(e),
+            Err(e) => {
+                // The rows cannot be stored (too large for the control
+                // database, a constraint a DBA added): record the conflict
+                // with both versions' vectors but without their rows, so
+                // that the stream goes on and the conflict is on record.
+                let why = match &e {
+                    ConflictStoreError::Db(c) => crate::control::db::server_message(c),
+                    other => other.to_string(),
+                };
+                tracing::error!(table = %schema.table, key = %key, error = %why,
+                    "cannot record the conflict's rows in duplex.conflicts; recording it without them");
+                let minimal = ConflictRecord {
+                    local: version_json(schema, &conflict.local, false).to_string(),
+                    incoming: version_json(schema, &conflict.incoming, false).to_string(),
+                    change: None,
+                };
+                self.insert(schema, conflict, origin, &key, status, &minimal)
+                    .await?
+            }
+        };
+        self.unconfirmed.push(id);
+        if inserted {
+            self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        if conflict.outcome == Outcome::Parked {
+            self.open
+                .insert((schema.table.to_string(), key.to_string()));
+        }
+        tracing::info!(table = %schema.table, key = %key, kind = conflict.kind.as_str(),
+            outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
+        Ok(())
+    }
+
+    /// Upsert one conflict record; returns its id and whether it is new.
+    async fn insert(
+        &mut self,
+        schema: &TableSchema,
+        conflict: &Conflict,
+        origin: ChangeOrigin,
+        key: &str,
+        status: &str,
+        r: &ConflictRecord,
+    ) -> Result<(i64, bool), ConflictStoreError> {
         let (link, source, target) = (
             self.spec.link_id as i32,
             self.spec.source_site as i32,
             self.spec.target_site as i32,
         );
-        let local = version_json(schema, &conflict.local).to_string();
-        let incoming = version_json(schema, &conflict.incoming).to_string();
-        // A parked version must be applicable later, exactly: kept typed.
-        let change: Option<String> = (conflict.outcome == Outcome::Parked)
-            .then(|| {
-                serde_json::to_string(&json!({ "schema": schema, "row": conflict.incoming.row }))
-                    .ok()
-            })
-            .flatten();
         let (table, position, counter) = (
             schema.table.to_string(),
             origin.position.to_string(),
@@ -183,36 +247,29 @@ impl ConflictStore {
                     P::Text(Some(conflict.kind.as_str())),
                     P::Text(Some(conflict.policy)),
                     P::Text(Some(conflict.outcome.as_str())),
-                    P::Text(Some(&local)),
-                    P::Text(Some(&incoming)),
+                    P::Text(Some(&r.local)),
+                    P::Text(Some(&r.incoming)),
                     P::Text(Some(&position)),
                     P::Text(Some(&counter)),
                     P::I32(origin.index as i32),
                     P::Text(Some(status)),
-                    P::Text(change.as_deref()),
+                    P::Text(r.change.as_deref()),
                 ],
             ))
             .await;
-        match result {
-            Ok((id, inserted)) => {
-                self.unconfirmed.push(id);
-                if inserted {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-                if conflict.outcome == Outcome::Parked {
-                    self.open
-                        .insert((schema.table.to_string(), key.to_string()));
-                }
-                tracing::info!(table = %schema.table, key, kind = conflict.kind.as_str(),
-                    outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
-                Ok(())
-            }
-            Err(e) => {
-                self.client = None;
-                Err(e.into())
-            }
+        if result.is_err() {
+            // Reconnect next time: the connection may be gone.
+            self.client = None;
         }
+        Ok(result?)
     }
+}
+
+/// One conflict record's versions and parked change.
+struct ConflictRecord {
+    local: String,
+    incoming: String,
+    change: Option<String>,
 }
 
 /// A conflict a DBA settled (`duplex.resolve_conflict`), to be applied.

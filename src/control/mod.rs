@@ -87,6 +87,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "when each site's changes began to be captured",
         include_str!("../../sql/postgresql/0016_capture_starts.sql"),
     ),
+    (
+        17,
+        "tables stopped by writes logged as statements",
+        include_str!("../../sql/postgresql/0017_statement_stops.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -118,6 +123,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         16,
         "when each site's changes began to be captured",
         include_str!("../../sql/mysql/0016_capture_starts.sql"),
+    ),
+    (
+        17,
+        "tables stopped by writes logged as statements",
+        include_str!("../../sql/mysql/0017_statement_stops.sql"),
     ),
 ];
 

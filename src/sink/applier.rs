@@ -31,8 +31,12 @@ pub(crate) trait Applier {
     fn stats(&self) -> &DirectionStats;
     /// Incoming changes not yet decided.
     fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)>;
-    /// The link's tables that are synced now, not paused (bare names).
+    /// The link's tables that are synced now, neither paused nor stopped
+    /// (bare names).
     fn active_tables(&self) -> Vec<String>;
+    /// Read the target tables' columns again before their next use (a DBA
+    /// may have changed a column so that a quarantined change fits).
+    fn forget_target_tables(&mut self);
     /// The conflict policy of a source table, as configured for this target.
     fn policy_for(&self, table: &TableName) -> TablePolicy;
 
@@ -104,10 +108,14 @@ macro_rules! applier_accessors {
             &mut self.pending
         }
 
+        fn forget_target_tables(&mut self) {
+            self.tables.clear();
+        }
+
         fn active_tables(&self) -> Vec<String> {
             self.table_names()
                 .into_iter()
-                .filter(|t| !self.spec.held_tables.contains(t))
+                .filter(|t| !self.spec.held_tables.contains(t) && !self.quarantine.is_stopped(t))
                 .collect()
         }
     };

@@ -138,6 +138,20 @@ impl Sink {
         }
     }
 
+    /// Resume the stopped tables a DBA has resumed since the last call
+    /// (between source transactions only).
+    pub async fn resume_stopped(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => own::resume_stopped(&mut **s)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => own::resume_stopped(&mut **s)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply rows copied by the initial sync (one target transaction).
     pub async fn apply_snapshot_rows(
         &mut self,
@@ -396,10 +410,12 @@ pub(crate) fn describe_key(change: &RowChange) -> String {
         .iter()
         .map(|&i| {
             let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
+            // Stored in the control schema's text columns: no NUL character.
             let shown = v
-                .map(|v| {
-                    crate::pg::types::encode_text(v)
-                        .unwrap_or_else(|_| format!("<{}>", v.kind_name()))
+                .map(|v| match v {
+                    crate::canonical::Value::Text(s) => quarantine::storable_text(s).into_owned(),
+                    v => crate::pg::types::encode_text(v)
+                        .unwrap_or_else(|_| format!("<{}>", v.kind_name())),
                 })
                 .unwrap_or_else(|| "?".into());
             format!("{}={}", change.table.columns[i].name, shown)

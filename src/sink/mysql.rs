@@ -229,6 +229,10 @@ impl MysqlSink {
             .reconcile(resume_counter)
             .await
             .map_err(MysqlSinkError::Quarantine)?;
+        self.quarantine
+            .load_stopped()
+            .await
+            .map_err(MysqlSinkError::Quarantine)?;
         self.conflicts
             .reconcile(resume_counter)
             .await
@@ -287,7 +291,7 @@ impl MysqlSink {
                 let paused: Vec<String> = tables
                     .iter()
                     .map(|t| t.table.name.clone())
-                    .filter(|n| self.spec.held_tables.contains(n))
+                    .filter(|n| self.spec.held_tables.contains(n) || self.quarantine.is_stopped(n))
                     .collect();
                 if !paused.is_empty() {
                     self.quarantine.discard_held(&paused).await?;
@@ -307,6 +311,15 @@ impl MysqlSink {
                 Ok(None)
             }
             ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
+            ChangeEvent::Unreplicable(u) => {
+                // Each stopped table's record takes the change's place in
+                // the transaction; the table's later changes are held.
+                for table in &u.tables {
+                    let origin = self.group.next_origin();
+                    self.quarantine.stop(table, origin, &u).await?;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -359,7 +372,8 @@ impl MysqlSink {
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
-        if self.spec.held_tables.contains(&change.table.table.name) {
+        let name = &change.table.table.name;
+        if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
             let origin = self.group.next_origin();
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.

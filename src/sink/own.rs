@@ -70,6 +70,10 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
     }
     let retries = sink.quarantine().pending_retries().await?;
     let count = retries.len();
+    if count > 0 {
+        // A retry follows a DBA's fix, which may be a changed column type.
+        sink.forget_target_tables();
+    }
     let stale_count = |s: &S| s.stats().stale.load(std::sync::atomic::Ordering::Relaxed);
     for r in retries {
         let (recorded, stale) = (sink.quarantine().recorded(), stale_count(sink));
@@ -102,8 +106,9 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
     Ok(count)
 }
 
-/// At the start of a direction: the changes held for tables that are no
-/// longer paused are applied, in source order, before the stream goes on.
+/// At the start of a direction, and when stopped tables resume: the changes
+/// held for tables that are neither paused nor stopped are applied, in
+/// source order, before the stream goes on.
 pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
     let active = sink.active_tables();
     let released = sink.quarantine().release_held(&active).await?;
@@ -112,6 +117,22 @@ pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Erro
     }
     while apply_quarantine_retries(sink).await? > 0 {}
     Ok(())
+}
+
+/// Between source transactions: the stopped tables a DBA has resumed (by
+/// discarding their statement records, after a resync) have their held
+/// changes applied, in source order, before the stream goes on; from then
+/// on their changes flow again.
+pub(crate) async fn resume_stopped<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
+    if !sink.idle() {
+        return Ok(());
+    }
+    let resumed = sink.quarantine().resumed().await?;
+    if resumed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(tables = ?resumed, "stopped tables resumed (their statement records were discarded)");
+    release_held(sink).await
 }
 
 /// Apply a page of rows copied by the initial sync in one target transaction

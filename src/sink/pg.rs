@@ -260,6 +260,10 @@ impl PgSink {
             .reconcile(resume_counter)
             .await
             .map_err(SinkError::Quarantine)?;
+        self.quarantine
+            .load_stopped()
+            .await
+            .map_err(SinkError::Quarantine)?;
         self.conflicts
             .reconcile(resume_counter)
             .await
@@ -330,7 +334,7 @@ impl PgSink {
                 let paused: Vec<String> = tables
                     .iter()
                     .map(|t| t.table.name.clone())
-                    .filter(|n| self.spec.held_tables.contains(n))
+                    .filter(|n| self.spec.held_tables.contains(n) || self.quarantine.is_stopped(n))
                     .collect();
                 if !paused.is_empty() {
                     self.quarantine.discard_held(&paused).await?;
@@ -352,6 +356,15 @@ impl PgSink {
                 Ok(None)
             }
             ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
+            ChangeEvent::Unreplicable(u) => {
+                // Each stopped table's record takes the change's place in
+                // the transaction; the table's later changes are held.
+                for table in &u.tables {
+                    let origin = self.group.next_origin();
+                    self.quarantine.stop(table, origin, &u).await?;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -404,7 +417,8 @@ impl PgSink {
     }
 
     async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
-        if self.spec.held_tables.contains(&change.table.table.name) {
+        let name = &change.table.table.name;
+        if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
             let origin = self.group.next_origin();
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
@@ -508,7 +522,8 @@ impl PgSink {
                 vec![Vec::with_capacity(chunk.len()); schema.key.len()];
             for k in chunk {
                 for (j, v) in k.values.iter().enumerate() {
-                    let text = encode_text(v).map_err(|e| SinkError::Value {
+                    let class = target.classes.get(&schema.columns[schema.key[j]].name);
+                    let text = encode_for(v, class).map_err(|e| SinkError::Value {
                         table: schema.table.clone(),
                         key: String::new(),
                         column: schema.columns[schema.key[j]].name.clone(),
@@ -992,7 +1007,7 @@ impl PgSink {
                 }
                 types.push(marker_type.clone());
                 for change in &batch.rows {
-                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    self.push_image_params(&schema, &target, change, &batch.shape, &mut params)?;
                     params.push(Some(change.marker.to_json()));
                 }
                 format!(
@@ -1025,8 +1040,8 @@ impl PgSink {
                 aliases.push("m".into());
                 sets.push(format!("{} = v.m", quote_ident(&self.spec.marker_column)));
                 for change in &batch.rows {
-                    self.push_key_params(&schema, change, &mut params)?;
-                    self.push_image_params(&schema, change, &batch.shape, &mut params)?;
+                    self.push_key_params(&schema, &target, change, &mut params)?;
+                    self.push_image_params(&schema, &target, change, &batch.shape, &mut params)?;
                     params.push(Some(change.marker.to_json()));
                 }
                 let on: Vec<String> = key_cols
@@ -1051,7 +1066,7 @@ impl PgSink {
                     aliases.push(format!("k{j}"));
                 }
                 for change in &batch.rows {
-                    self.push_key_params(&schema, change, &mut params)?;
+                    self.push_key_params(&schema, &target, change, &mut params)?;
                 }
                 let on: Vec<String> = key_cols
                     .iter()
@@ -1108,6 +1123,7 @@ impl PgSink {
     fn push_image_params(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         shape: &[usize],
         params: &mut Vec<Option<String>>,
@@ -1118,7 +1134,7 @@ impl PgSink {
                 .and_then(|a| a.0.get(i))
                 .and_then(|v| v.as_ref())
                 .unwrap_or(&Value::Null);
-            params.push(self.text_param(schema, change, i, v)?);
+            params.push(self.text_param(schema, target, change, i, v)?);
         }
         Ok(())
     }
@@ -1126,6 +1142,7 @@ impl PgSink {
     fn push_key_params(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         params: &mut Vec<Option<String>>,
     ) -> Result<(), SinkError> {
@@ -1145,7 +1162,7 @@ impl PgSink {
                     })
                 }
             };
-            params.push(self.text_param(schema, change, i, v)?);
+            params.push(self.text_param(schema, target, change, i, v)?);
         }
         Ok(())
     }
@@ -1153,6 +1170,7 @@ impl PgSink {
     fn text_param(
         &self,
         schema: &TableSchema,
+        target: &TargetTable,
         change: &RowChange,
         column: usize,
         v: &Value,
@@ -1163,22 +1181,20 @@ impl PgSink {
         // PostgreSQL's input function would take the text and silently drop
         // part of the value (a timestamp into a date): refused instead, as
         // MySQL's encoder refuses it.
-        let class = self
-            .tables
-            .get(&schema.table)
-            .and_then(|t| t.classes.get(&schema.columns[column].name));
+        let name = &schema.columns[column].name;
+        let class = target.classes.get(name);
         if let Some(reason) = class.and_then(|c| crate::pg::types::lossy_into(c, v)) {
             return Err(SinkError::Value {
                 table: schema.table.clone(),
                 key: describe_key(change),
-                column: schema.columns[column].name.clone(),
+                column: name.clone(),
                 reason: format!(
                     "{}: {reason}",
                     encode_text(v).unwrap_or_else(|_| v.kind_name().to_string())
                 ),
             });
         }
-        let text = encode_text(v).map_err(|e| SinkError::Value {
+        let text = encode_for(v, class).map_err(|e| SinkError::Value {
             table: schema.table.clone(),
             key: describe_key(change),
             column: schema.columns[column].name.clone(),
@@ -1189,10 +1205,31 @@ impl PgSink {
                 table: schema.table.clone(),
                 key: describe_key(change),
                 column: schema.columns[column].name.clone(),
-                reason: "PostgreSQL text cannot hold a NUL character".into(),
+                reason: "PostgreSQL text cannot hold a NUL character (a bytea column can: change the column's type, then retry the change)".into(),
             });
         }
         Ok(Some(text))
+    }
+}
+
+/// A value as the text parameter for a column of `class`. Text bound for a
+/// `bytea` column is written as its UTF-8 bytes, exactly: how a DBA keeps
+/// text that PostgreSQL's text types cannot hold (a NUL character).
+fn encode_for(
+    v: &Value,
+    class: Option<&PgTypeClass>,
+) -> Result<String, crate::pg::types::PgEncodeError> {
+    match (v, class) {
+        (Value::Text(s) | Value::Json(s) | Value::Enum(s), Some(PgTypeClass::Bytea)) => {
+            use std::fmt::Write;
+            let mut out = String::with_capacity(2 + 2 * s.len());
+            out.push_str("\\x");
+            for b in s.as_bytes() {
+                let _ = write!(out, "{b:02x}");
+            }
+            Ok(out)
+        }
+        _ => encode_text(v),
     }
 }
 

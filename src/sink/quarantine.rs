@@ -7,12 +7,15 @@
 //! commits, and keyed by (link, source site, position, index in the source
 //! transaction), so a replay after a crash finds it already there.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::canonical::{Op, Row, RowChange, SourcePosition, TableSchema, Value};
+use crate::canonical::{
+    Op, Row, RowChange, SourcePosition, TableName, TableSchema, Unreplicable, Value,
+};
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
 use crate::stats::DirectionStats;
 
@@ -40,6 +43,10 @@ pub struct Quarantine {
     /// Records written in the open target transaction, confirmed after it commits.
     unconfirmed: Vec<i64>,
     recorded: usize,
+    /// Tables stopped in this direction (bare source names): a write to
+    /// them was logged as a statement, without its rows. Their changes are
+    /// held until a DBA has resynced them and discarded those records.
+    stopped: HashSet<String>,
 }
 
 /// A quarantined change a DBA asked to apply again.
@@ -100,6 +107,7 @@ impl Quarantine {
             stats,
             unconfirmed: Vec::new(),
             recorded: 0,
+            stopped: HashSet::new(),
         }
     }
 
@@ -154,11 +162,11 @@ impl Quarantine {
         let rows = client
             .rows(Sql::new(
                 "read the changes to retry",
-                "SELECT quarantine_id, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
+                "SELECT quarantine_id, op, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
                    FROM duplex.quarantine
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
-                "SELECT quarantine_id, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
+                "SELECT quarantine_id, op, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
                    FROM duplex.quarantine
                   WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
@@ -167,8 +175,13 @@ impl Quarantine {
             .await?;
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
+        let mut statements = Vec::new();
         for r in rows {
             let id: i64 = r.parse("quarantine_id")?;
+            if r.text("op")? == "statement" {
+                statements.push(id);
+                continue;
+            }
             let parsed = (|| {
                 let counter: u64 = r.parse("position_counter").ok()?;
                 let index: u32 = r.parse("change_index").ok()?;
@@ -193,6 +206,14 @@ impl Quarantine {
                 id,
                 "pending",
                 "duplex could not read this change back; apply it by hand from the change column and discard it",
+            )
+            .await?;
+        }
+        for id in statements {
+            self.settle(
+                id,
+                "pending",
+                "a write logged as a statement has no rows to apply again: resync the table, then discard this record",
             )
             .await?;
         }
@@ -246,22 +267,136 @@ impl Quarantine {
         self.keep(change, origin, key, reason, "pending").await
     }
 
-    /// Hold a change of a paused table (status 'held') until it is resumed.
-    /// Unconfirmed until [`Quarantine::confirm`], like a refused change.
+    /// Hold a change of a paused or stopped table (status 'held') until it
+    /// is resumed. Unconfirmed until [`Quarantine::confirm`], like a refused
+    /// change.
     pub async fn hold(
         &mut self,
         change: &RowChange,
         origin: ChangeOrigin,
         key: &str,
     ) -> Result<(), QuarantineError> {
-        self.keep(
-            change,
+        let reason = if self.is_stopped(&change.table.table.name) {
+            "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
+        } else {
+            "table paused: held until it is resumed"
+        };
+        self.keep(change, origin, key, reason, "held").await
+    }
+
+    /// Is `table` (bare source name) stopped in this direction?
+    pub fn is_stopped(&self, table: &str) -> bool {
+        self.stopped.contains(table)
+    }
+
+    /// `u` may have changed `table` without the binlog carrying its rows:
+    /// record it (op 'statement', pending, with the advice) and hold the
+    /// table's changes from here on. Unconfirmed until
+    /// [`Quarantine::confirm`], like a refused change.
+    pub async fn stop(
+        &mut self,
+        table: &TableName,
+        origin: ChangeOrigin,
+        u: &Unreplicable,
+    ) -> Result<(), QuarantineError> {
+        let statement = storable_text(&u.statement);
+        let reason = storable_text(&u.reason);
+        let body = readable(json!({
+            "statement": &*statement,
+            "position": u.position.to_string(),
+            "tables": u.tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        }))
+        .to_string();
+        let exact = json!({
+            "stopped_table": table,
+            "statement": &*statement,
+            "position": u.position.to_string(),
+        })
+        .to_string();
+        let key = abridge(&statement, 200);
+        let record = Record {
+            table: table.to_string(),
+            op: "statement".into(),
+            key: &key,
             origin,
-            key,
-            "table paused: held until it is resumed",
-            "held",
-        )
-        .await
+            body: &body,
+            reason: &reason,
+            exact: Some(&exact),
+            status: "pending",
+        };
+        let mut result = self.insert(&record).await;
+        if result.is_err() {
+            result = self.insert(&record).await;
+        }
+        let (id, inserted) = result?;
+        self.unconfirmed.push(id);
+        if inserted {
+            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        }
+        // A table with no change applied yet still shows in table_status.
+        self.stats
+            .add_table_counts([(table.to_string(), [0, 0, 0])]);
+        self.stats
+            .set_error(Some(format!("table {table} stopped: {reason}")));
+        if self.stopped.insert(table.name.clone()) {
+            tracing::error!(%table, position = %u.position, reason = %reason, "table stopped");
+        }
+        Ok(())
+    }
+
+    /// Tables with a pending statement record in this direction. Also the
+    /// unconfirmed ones: between source transactions a record this run
+    /// wrote belongs to a committed transaction (a rolled-back one restarts
+    /// the direction, and reconciliation at start removes its records).
+    async fn stopped_tables(&mut self) -> Result<HashSet<String>, QuarantineError> {
+        let (link, source, target) = self.ids();
+        let client = self.client().await?;
+        let rows = client
+            .rows(Sql::new(
+                "read the stopped tables",
+                "SELECT DISTINCT change_exact->'stopped_table'->>'name' AS name
+                   FROM duplex.quarantine
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3
+                    AND op = 'statement' AND status IN ('pending', 'retry')",
+                "SELECT DISTINCT JSON_UNQUOTE(JSON_EXTRACT(change_exact, '$.stopped_table.name')) AS name
+                   FROM duplex.quarantine
+                  WHERE link_id = ? AND source_site = ? AND target_site = ?
+                    AND op = 'statement' AND status IN ('pending', 'retry')",
+                &[P::I32(link), P::I32(source), P::I32(target)],
+            ))
+            .await;
+        if rows.is_err() {
+            self.client = None;
+        }
+        Ok(rows?
+            .iter()
+            .filter_map(|r| r.opt("name").ok().flatten())
+            .collect())
+    }
+
+    /// At start: the tables stopped in this direction.
+    pub async fn load_stopped(&mut self) -> Result<(), QuarantineError> {
+        self.stopped = self.stopped_tables().await?;
+        if !self.stopped.is_empty() {
+            let mut names: Vec<&String> = self.stopped.iter().collect();
+            names.sort();
+            tracing::warn!(tables = ?names, "tables stopped by writes logged as statements: their changes are held until a DBA resyncs them and discards those records");
+        }
+        Ok(())
+    }
+
+    /// Between source transactions: the stopped tables whose statement
+    /// records a DBA has discarded since (resynced). They are no longer
+    /// stopped; returns them.
+    pub async fn resumed(&mut self) -> Result<Vec<String>, QuarantineError> {
+        if self.stopped.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.stopped_tables().await?;
+        let mut resumed: Vec<String> = self.stopped.difference(&now).cloned().collect();
+        resumed.sort();
+        self.stopped.retain(|t| now.contains(t));
+        Ok(resumed)
     }
 
     /// A TRUNCATE of paused `tables` (bare names) arrived: the changes held
@@ -324,23 +459,81 @@ impl Quarantine {
         reason: &str,
         status: &str,
     ) -> Result<(), QuarantineError> {
-        let body = json!({
+        let body = readable(json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
             "marker": serde_json::from_str::<serde_json::Value>(&change.marker.to_json()).unwrap_or_default(),
-        });
-        let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+        }))
+        .to_string();
+        let exact = exact_json(change);
+        let (key, reason) = (storable_text(key), storable_text(reason));
+        let record = Record {
+            table: change.table.table.to_string(),
+            op: change.op.to_string(),
+            key: &key,
+            origin,
+            body: &body,
+            reason: &reason,
+            exact: Some(&exact),
+            status,
+        };
+        // Twice: a connection lost in between is not the record's fault.
+        let mut result = self.insert(&record).await;
+        if result.is_err() {
+            result = self.insert(&record).await;
+        }
+        let (id, inserted) = match result {
+            Ok(r) => r,
+            Err(e @ QuarantineError::Connect(_)) => return Err(e),
+            Err(e) => {
+                // The record itself cannot be stored (a value beyond what the
+                // control database takes in one field or packet, a
+                // constraint a DBA added): keep what identifies the change,
+                // so that the other tables go on and the loss is on record,
+                // never silent. Only if that fails too (the control
+                // database is unreachable) does the direction stop.
+                let why = match &e {
+                    QuarantineError::Db(c) => crate::control::db::server_message(c),
+                    other => other.to_string(),
+                };
+                tracing::error!(table = %change.table.table, key = %key, position = %origin.position, error = %why,
+                    "cannot record the change in duplex.quarantine; keeping its key and position only");
+                let body =
+                    json!({ "not_recorded": abridge(&storable_text(&why), 2000) }).to_string();
+                let reason = format!(
+                    "{reason} -- the change itself could not be recorded ({}); only its key and source position are kept: once the cause is fixed, repair the row from the source site (duplex repair --table {}) and discard this record",
+                    abridge(&storable_text(&why), 500),
+                    change.table.table
+                );
+                let minimal = Record {
+                    body: &body,
+                    reason: &reason,
+                    exact: None,
+                    ..record
+                };
+                self.insert(&minimal).await?
+            }
+        };
+        self.unconfirmed.push(id);
+        if inserted && status == "pending" {
+            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == "held" {
+            tracing::debug!(table = %change.table.table, key = %key, position = %origin.position, "change held");
+        } else {
+            self.recorded += 1;
+            tracing::warn!(table = %change.table.table, key = %key, reason = %reason, position = %origin.position, "change quarantined");
+        }
+        Ok(())
+    }
+
+    /// Upsert one record; returns its id and whether it is new.
+    async fn insert(&mut self, r: &Record<'_>) -> Result<(i64, bool), QuarantineError> {
+        let (link, source, target) = self.ids();
+        let (position, counter) = (
+            r.origin.position.to_string(),
+            r.origin.position.counter().to_string(),
         );
-        let (table, op, position, counter) = (
-            change.table.table.to_string(),
-            change.op.to_string(),
-            origin.position.to_string(),
-            origin.position.counter().to_string(),
-        );
-        let (body, exact) = (body.to_string(), exact_json(change));
         let client = self.client().await?;
         let result = client
             .upsert_returning_id(Sql::new(
@@ -360,39 +553,82 @@ impl Quarantine {
                     P::I32(link),
                     P::I32(source),
                     P::I32(target),
-                    P::Text(Some(&table)),
-                    P::Text(Some(&op)),
-                    P::Text(Some(key)),
+                    P::Text(Some(&r.table)),
+                    P::Text(Some(&r.op)),
+                    P::Text(Some(r.key)),
                     P::Text(Some(&position)),
                     P::Text(Some(&counter)),
-                    P::I32(origin.index as i32),
-                    P::Text(Some(&body)),
-                    P::Text(Some(reason)),
-                    P::Text(Some(&exact)),
-                    P::Text(Some(status)),
+                    P::I32(r.origin.index as i32),
+                    P::Text(Some(r.body)),
+                    P::Text(Some(r.reason)),
+                    P::Text(r.exact),
+                    P::Text(Some(r.status)),
                 ],
             ))
             .await;
-        match result {
-            Ok((id, inserted)) => {
-                self.unconfirmed.push(id);
-                if inserted && status == "pending" {
-                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                }
-                if status == "held" {
-                    tracing::debug!(table = %change.table.table, key, position = %origin.position, "change held (table paused)");
-                } else {
-                    self.recorded += 1;
-                    tracing::warn!(table = %change.table.table, key, reason, position = %origin.position, "change quarantined");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Reconnect next time: the connection may be gone.
-                self.client = None;
-                Err(e.into())
-            }
+        if result.is_err() {
+            // Reconnect next time: the connection may be gone.
+            self.client = None;
         }
+        Ok(result?)
+    }
+}
+
+/// One quarantine record's fields.
+struct Record<'a> {
+    table: String,
+    op: String,
+    key: &'a str,
+    origin: ChangeOrigin,
+    /// The readable change (`change`).
+    body: &'a str,
+    reason: &'a str,
+    /// The exact change (`change_exact`), for a retry.
+    exact: Option<&'a str>,
+    status: &'a str,
+}
+
+/// Longest string shown in the readable images (`change`, the conflicts'
+/// versions): the exact value, however large, is kept in `change_exact`
+/// (`incoming_change`).
+const READABLE_MAX_BYTES: usize = 64 * 1024;
+
+/// Text for a control-schema text column: PostgreSQL's `text` refuses the NUL
+/// character, shown instead as U+2400 (`␀`).
+pub(crate) fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{2400}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), saying so.
+fn abridge(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes in all]", &s[..end], s.len())
+}
+
+/// A JSON tree for a DBA to read that every control schema can store: NUL
+/// characters (which `jsonb` refuses) shown as `␀`, and strings longer than
+/// [`READABLE_MAX_BYTES`] abridged.
+pub(crate) fn readable(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => J::String(abridge(&storable_text(&s), READABLE_MAX_BYTES)),
+        J::Array(items) => J::Array(items.into_iter().map(readable).collect()),
+        J::Object(map) => J::Object(
+            map.into_iter()
+                .map(|(k, v)| (storable_text(&k).into_owned(), readable(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -497,5 +733,48 @@ fn value_json(v: &Value) -> serde_json::Value {
             Ok(text) => json!(text),
             Err(_) => json!(format!("{other:?}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{ColumnSchema, TableName};
+
+    #[test]
+    fn readable_images_hold_no_nul_and_stay_small() {
+        let schema = TableSchema {
+            table: TableName::new("app", "t"),
+            columns: ["id", "v", "j", "b"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "text".into(),
+                })
+                .collect(),
+            key: vec![0],
+        };
+        let row = Row(vec![
+            Some(Value::Text("k\0".into())),
+            Some(Value::Text(format!("{}\0", "é".repeat(100_000)))),
+            Some(Value::Json(r#"{"a\u0000": "\u0000"}"#.into())),
+            Some(Value::Bytes(vec![0; 100_000])),
+        ]);
+        let text = readable(image_json(&schema, &row)).to_string();
+        let tree: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        fn nul(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::String(s) => s.contains('\0'),
+                serde_json::Value::Array(a) => a.iter().any(nul),
+                serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || nul(v)),
+                _ => false,
+            }
+        }
+        assert!(!nul(&tree), "{text}");
+        assert!(text.len() < 3 * READABLE_MAX_BYTES, "{}", text.len());
+        assert!(text.contains("k\u{2400}"), "{text}");
+        assert!(text.contains("bytes in all]"), "{text}");
+        assert_eq!(storable_text("a\0b"), "a\u{2400}b");
+        assert_eq!(abridge("ééé", 3), "é... [6 bytes in all]");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod mysql;
 pub mod pg;
+pub mod statement;
 
 use std::sync::Arc;
 
