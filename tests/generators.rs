@@ -6,8 +6,8 @@
 //! PostgreSQL link on the same tables. At quiescence the sites are compared
 //! row by row by plain SQL on each server (not duplex's code).
 //!
-//! `DUPLEX_GENERATOR_SECS` sets how long the generators run (default 30 s,
-//! 20 s for the shared-table run).
+//! `DUPLEX_GENERATOR_SECS` sets how long the generators run (default 20 s,
+//! 15 s for the shared-table run).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
@@ -253,7 +253,7 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
         .expect("start duplex");
     common::wait_initial_sync_all(&url).await;
 
-    let t = secs(30).to_string();
+    let t = secs(20).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), PGBENCH_SCRIPT).unwrap();
     let sb = sysbench_cmd(
@@ -357,7 +357,7 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
         .expect("start duplex");
     common::wait_initial_sync_all(&url).await;
 
-    let t = secs(20).to_string();
+    let t = secs(15).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), PGBENCH_SCRIPT).unwrap();
     let mut loads = Vec::new();
