@@ -441,19 +441,50 @@ async fn render_status(
             )?;
         }
     }
+    // Tables refused alone (or kept on their configuration in force), always
+    // shown: the rest of their link runs, so nothing else says so.
+    let refused = client
+        .rows(Sql::new(
+            "read duplex.table_config_status",
+            "SELECT l.name, s.schema_name || '.' || s.table_name, s.state, s.reason
+               FROM duplex.table_config_status s JOIN duplex.links l USING (link_id)
+              WHERE s.reason IS NOT NULL ORDER BY 1, 2",
+            "SELECT l.name, CONCAT(s.schema_name, '.', s.table_name), s.state, s.reason
+               FROM duplex.table_config_status s JOIN duplex.links l ON l.link_id = s.link_id
+              WHERE s.reason IS NOT NULL ORDER BY 1, 2",
+            &[],
+        ))
+        .await?;
+    if !refused.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "tables not synced as configured (the rest of their link runs):"
+        )?;
+        for r in refused {
+            writeln!(
+                out,
+                "{:<12} {:<30} {:<8} {}",
+                r.at(0),
+                r.at(1),
+                r.at(2),
+                r.at(3)
+            )?;
+        }
+    }
     if tables {
         let rows: Vec<TextRow> = client
             .rows(Sql::new(
                 "read duplex.table_overview",
                 "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held
+                        o.conflicts, o.quarantined, o.held, o.config_state
                    FROM duplex.table_overview o
                    JOIN duplex.links l USING (link_id)
                    JOIN duplex.sites s ON s.site_id = o.source_site
                    JOIN duplex.sites t ON t.site_id = o.target_site
                   ORDER BY 1, 2, 3",
                 "SELECT l.name, CONCAT(s.name, '->', t.name), o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held
+                        o.conflicts, o.quarantined, o.held, o.config_state
                    FROM duplex.table_overview o
                    JOIN duplex.links l ON l.link_id = o.link_id
                    JOIN duplex.sites s ON s.site_id = o.source_site
@@ -465,7 +496,7 @@ async fn render_status(
         writeln!(out)?;
         writeln!(
             out,
-            "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+            "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  state",
             "link",
             "direction",
             "table",
@@ -479,7 +510,7 @@ async fn render_status(
         for r in rows {
             writeln!(
                 out,
-                "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}",
+                "{:<12} {:<18} {:<30} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  {}",
                 r.at(0),
                 r.at(1),
                 r.at(2),
@@ -488,7 +519,8 @@ async fn render_status(
                 r.at(5),
                 r.at(6),
                 r.at(7),
-                r.at(8)
+                r.at(8),
+                r.at(9)
             )?;
         }
     }
