@@ -585,15 +585,32 @@ fn trigger_refusal(link: &Link, t: &LinkTable, site: &SiteFacts, tr: &TriggerFac
             if tr.mode == 'A' { "ALWAYS" } else { "REPLICA" },
             tr.on,
             tr.kind.to_uppercase(),
-            crate::pg::quote_ident(&tr.name),
+            plain_or_quoted(&tr.name),
         ),
         SiteEngine::Postgres => format!(
             "{what}. duplex applies in the replica role, where ordinary triggers and rules do not fire (as PostgreSQL's own replication does), only where its role may set session_replication_role: \
              as a superuser on site {}, GRANT SET ON PARAMETER session_replication_role TO {} (or drop the {}); or, {fire}",
             site.name,
-            crate::pg::quote_ident(&site.role),
+            plain_or_quoted(&site.role),
             tr.kind,
         ),
+    }
+}
+
+/// An identifier for SQL shown in messages: as it is when it needs no
+/// quotes, quoted otherwise.
+fn plain_or_quoted(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        crate::pg::quote_ident(name)
     }
 }
 
