@@ -115,18 +115,6 @@ async fn an_inheritance_parent_syncs_alone_and_application_writes_keep_working()
         .expect("start duplex");
     wait_for("both directions streaming", T, || streaming(&control)).await;
     common::wait_initial_sync_all(&pair.control_url).await;
-    // The child is in no publication: the application's statements on the
-    // parent (which reach the child's rows) need no replica identity there.
-    for c in [&a, &b] {
-        assert!(
-            query_bool(
-                c,
-                "SELECT NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE tablename = 'measurements_old')"
-            )
-            .await
-        );
-    }
-
     a.batch_execute(
         "INSERT INTO measurements VALUES (1, 'oslo', 1), (1001, 'old oslo', 5), (3, 'oslo', 0)",
     )
@@ -150,6 +138,18 @@ async fn an_inheritance_parent_syncs_alone_and_application_writes_keep_working()
             .await
             .expect("the application's DELETE on the parent");
     }
+    // The child is in no publication: the application's statements on the
+    // parent (which reach the child's rows) need no replica identity there.
+    for c in [&a, &b] {
+        assert!(
+            query_bool(
+                c,
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE tablename = 'measurements_old')"
+            )
+            .await
+        );
+    }
+
     a.batch_execute("INSERT INTO other VALUES (1, 'after the child rows')")
         .await
         .unwrap();
@@ -257,6 +257,25 @@ async fn a_partitioned_table_syncs_as_one_table_between_postgresql_sites() {
         .await,
         0
     );
+    // One table: its changes are counted as the partitioned table's, and
+    // every partition logs whole old rows (as the stream says it does).
+    wait_for("the changes counted as the partitioned table's, both ways", T, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 2 AND bool_and(table_name = 'public.events') FROM duplex.table_status",
+        )
+    })
+    .await;
+    for c in [&a, &b] {
+        assert!(
+            query_bool(
+                c,
+                "SELECT bool_and(relreplident = 'f') FROM pg_class
+                  WHERE oid IN (SELECT relid FROM pg_partition_tree('events'))"
+            )
+            .await
+        );
+    }
     run.shutdown().await;
 }
 
