@@ -1059,6 +1059,14 @@ impl LinkSet {
                     self.fail(client, id, lc, &why).await;
                     return;
                 }
+                if self.in_force.get(&id).is_some_and(|f| f.wanted == lc) {
+                    // A check of the configuration in force (refused tables,
+                    // a failing direction) that could not reach a site: the
+                    // directions report that themselves; checked again later.
+                    tracing::debug!(error = %why, "cannot check the link's tables now");
+                    self.schedule_recheck(id);
+                    return;
+                }
                 tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
                 write_config_rejection(client, id, "rejected", &why).await;
                 self.rejected.insert(id, Ok(lc));
