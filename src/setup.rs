@@ -1113,3 +1113,191 @@ pub async fn prepare_mysql_site(
     .map_err(err("create duplex's marker table".into()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{ColumnMapping, TableDirection};
+
+    fn link() -> Link {
+        Link {
+            link_id: 1,
+            name: "l".into(),
+            site_a: 1,
+            site_b: 2,
+            enabled: true,
+            marker_column: "_duplex".into(),
+            tombstone_retention: std::time::Duration::from_secs(60),
+            snapshot_rows_per_second: 0,
+        }
+    }
+
+    fn table(mappings: Vec<ColumnMapping>) -> LinkTable {
+        LinkTable {
+            link_id: 1,
+            table: TableName::new("public", "t"),
+            enabled: true,
+            paused: false,
+            initial_sync: true,
+            check_interval: None,
+            direction: TableDirection::Both,
+            mappings,
+            replica_identity: ReplicaIdentityMode::Full,
+            policy: crate::conflict::TablePolicy::default(),
+            fire_triggers: false,
+        }
+    }
+
+    fn facts(
+        site_id: u32,
+        engine: SiteEngine,
+        columns: &[&str],
+        triggers: Vec<TriggerFacts>,
+    ) -> SiteFacts {
+        let t = TableName::new("public", "t");
+        SiteFacts {
+            site_id,
+            name: format!("s{site_id}"),
+            engine,
+            role: "duplex".into(),
+            replica_role: engine == SiteEngine::Postgres,
+            tables: [(
+                t.clone(),
+                (
+                    t,
+                    Some(TableFacts {
+                        columns: columns
+                            .iter()
+                            .map(|c| (c.to_string(), "text".into()))
+                            .collect(),
+                        generated: Vec::new(),
+                        key: vec!["id".into()],
+                        triggers,
+                        partition_of: None,
+                    }),
+                ),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn stamp(mode: char) -> TriggerFacts {
+        TriggerFacts {
+            name: "stamp_last_update".into(),
+            kind: "trigger",
+            when: "BEFORE INSERT OR UPDATE FOR EACH ROW".into(),
+            on: "t".into(),
+            mode,
+        }
+    }
+
+    fn judge(t: &LinkTable, a: &SiteFacts, b: &SiteFacts) -> Result<(), Vec<String>> {
+        let name = TableName::new("public", "t");
+        judge_table(&link(), t, [a, b], &[&name])
+    }
+
+    #[test]
+    fn a_column_on_one_site_only_is_refused_with_the_ways_out() {
+        let a = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let b = facts(2, SiteEngine::Postgres, &["id", "v", "note"], vec![]);
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(
+            why[0].contains("column note exists on site s2 only"),
+            "{}",
+            why[0]
+        );
+        assert!(why[0].contains("add the column on site s1"), "{}", why[0]);
+        assert!(
+            why[0].contains("VALUES (1, 'public', 't', 2, 'note', false, NULL)"),
+            "{}",
+            why[0]
+        );
+        // Kept on site 2 only, or renamed to a column site 1 has: accepted.
+        let excluded = ColumnMapping {
+            site_id: 2,
+            column_name: "note".into(),
+            peer_column: None,
+            synced: false,
+            transform: None,
+            default_value: None,
+        };
+        assert_eq!(judge(&table(vec![excluded]), &a, &b), Ok(()));
+        let renamed = ColumnMapping {
+            site_id: 2,
+            column_name: "note".into(),
+            peer_column: Some("v".into()),
+            synced: true,
+            transform: None,
+            default_value: None,
+        };
+        let a2 = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let b2 = facts(2, SiteEngine::Postgres, &["id", "note"], vec![]);
+        assert_eq!(judge(&table(vec![renamed]), &a2, &b2), Ok(()));
+        // A one-way table only needs the columns its source sends.
+        let mut one_way = table(vec![]);
+        one_way.direction = TableDirection::AToB;
+        assert_eq!(judge(&one_way, &a, &b), Ok(()));
+    }
+
+    #[test]
+    fn no_primary_key_and_a_different_key_are_refused() {
+        let a = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let mut b = facts(2, SiteEngine::Postgres, &["id", "v"], vec![]);
+        if let Some((_, Some(f))) = b.tables.values_mut().next() {
+            f.key = vec!["id".into(), "v".into()];
+        }
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert!(why[0].contains("the primary key differs"), "{why:?}");
+        if let Some((_, Some(f))) = b.tables.values_mut().next() {
+            f.key.clear();
+        }
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert!(
+            why[0].contains("site s2: table public.t has no primary key"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn triggers_refuse_where_they_fire_for_applied_rows() {
+        let plain = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        // In the replica role an ordinary trigger does not fire; an
+        // ENABLE ALWAYS one does.
+        let pg = facts(2, SiteEngine::Postgres, &["id", "v"], vec![stamp('O')]);
+        assert_eq!(judge(&table(vec![]), &plain, &pg), Ok(()));
+        let always = facts(2, SiteEngine::Postgres, &["id", "v"], vec![stamp('A')]);
+        let why = judge(&table(vec![]), &plain, &always).unwrap_err();
+        assert!(
+            why[0].contains("enabled ALWAYS")
+                && why[0].contains("ENABLE TRIGGER stamp_last_update"),
+            "{why:?}"
+        );
+        // Without the right to the replica role, the ordinary one fires.
+        let mut no_right = pg.clone();
+        no_right.replica_role = false;
+        let why = judge(&table(vec![]), &plain, &no_right).unwrap_err();
+        assert!(
+            why[0].contains("GRANT SET ON PARAMETER session_replication_role TO duplex")
+                && why[0].contains("fire_triggers = true"),
+            "{why:?}"
+        );
+        // MySQL/MariaDB: every trigger fires.
+        let maria = facts(2, SiteEngine::Mysql, &["id", "v"], vec![stamp('A')]);
+        let why = judge(&table(vec![]), &plain, &maria).unwrap_err();
+        assert!(
+            why[0].contains("MySQL and MariaDB fire triggers for every session"),
+            "{why:?}"
+        );
+        // Said to fire, or on a site nothing flows into: accepted.
+        let mut fire = table(vec![]);
+        fire.fire_triggers = true;
+        assert_eq!(judge(&fire, &plain, &maria), Ok(()));
+        let mut b_to_a = table(vec![]);
+        b_to_a.direction = TableDirection::BToA;
+        assert_eq!(judge(&b_to_a, &plain, &maria), Ok(()));
+        assert!(stamp('R').fires(true) && !stamp('R').fires(false));
+        assert!(!stamp('O').fires(true) && stamp('O').fires(false));
+    }
+}
