@@ -584,15 +584,47 @@ async fn selected_tables(
         crate::runner::expand_patterns(&mut lc)
             .await
             .with_context(|| format!("link {}: expand its table patterns", l.name))?;
-        for t in lc.tables.clone() {
-            if t.enabled
+        let wanted = |t: &LinkTable| {
+            t.enabled
                 && !table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
-            {
-                selected.push((lc.clone(), t));
+        };
+        for (t, why) in lc.invalid_tables.iter().filter(|(t, _)| wanted(t)) {
+            invalid.push(format!(
+                "link {} table {}: configuration invalid ({why})",
+                l.name, t.table
+            ));
+        }
+        // Tables the running duplex refused are not synced: nothing to compare.
+        let refused = client
+            .rows(Sql::new(
+                "read duplex.table_config_status",
+                "SELECT schema_name, table_name, reason FROM duplex.table_config_status
+                  WHERE link_id = $1 AND state = 'refused'",
+                "SELECT schema_name, table_name, reason FROM duplex.table_config_status
+                  WHERE link_id = ? AND state = 'refused'",
+                &[P::I32(l.link_id as i32)],
+            ))
+            .await?;
+        for t in lc.tables.clone() {
+            if !wanted(&t) {
+                continue;
+            }
+            let why = refused.iter().find(|r| {
+                r.text("schema_name").is_ok_and(|s| s == t.table.schema)
+                    && r.text("table_name").is_ok_and(|n| n == t.table.name)
+            });
+            match why {
+                Some(r) => invalid.push(format!(
+                    "link {} table {}: refused by duplex ({})",
+                    l.name,
+                    t.table,
+                    r.opt("reason").ok().flatten().unwrap_or_default()
+                )),
+                None => selected.push((lc.clone(), t)),
             }
         }
     }
-    if selected.is_empty() {
+    if selected.is_empty() && invalid.is_empty() {
         anyhow::bail!(
             "no enabled table matched{}{}",
             link.map(|l| format!(" link {l}")).unwrap_or_default(),

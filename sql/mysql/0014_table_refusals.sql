@@ -52,6 +52,7 @@ SELECT tc.link_id, d.source_site, d.target_site, CONCAT(tc.schema_name, '.', tc.
   JOIN (SELECT link_id, site_a AS source_site, site_b AS target_site FROM duplex.links
         UNION ALL
         SELECT link_id, site_b, site_a FROM duplex.links) d ON d.link_id = tc.link_id
- WHERE NOT EXISTS (SELECT 1 FROM duplex.table_status ts
+ WHERE tc.state = 'refused'
+   AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
                     WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
                       AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name));

@@ -43,8 +43,8 @@ CREATE TABLE IF NOT EXISTS duplex.table_config_status (
 COMMENT ON TABLE duplex.table_config_status IS
     'per table of each link: syncing, paused or refused, and why (written by duplex)';
 
--- Tables duplex has not synced yet appear too (a refused table shows its
--- reason in both directions).
+-- A refused table appears too, in both directions, with its reason (a
+-- table appears otherwise once a change of it was applied).
 CREATE OR REPLACE VIEW duplex.table_overview AS
 SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
        ts.inserted, ts.updated, ts.deleted,
@@ -77,7 +77,8 @@ SELECT tc.link_id, d.source_site, d.target_site, tc.schema_name || '.' || tc.tab
   FROM duplex.table_config_status tc
   JOIN duplex.links l USING (link_id)
   CROSS JOIN LATERAL (VALUES (l.site_a, l.site_b), (l.site_b, l.site_a)) AS d(source_site, target_site)
- WHERE NOT EXISTS (SELECT 1 FROM duplex.table_status ts
+ WHERE tc.state = 'refused'
+   AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
                     WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
                       AND right(ts.table_name, length(tc.table_name) + 1) = '.' || tc.table_name);
 
