@@ -428,6 +428,9 @@ impl LinkConfig {
             if !t.initial_sync {
                 line.push_str(", no initial sync");
             }
+            if t.fire_triggers {
+                line.push_str(", target triggers fire");
+            }
             if let Some(every) = t.check_interval {
                 line.push_str(&format!(", checked every {}s", every.as_secs()));
             }
