@@ -1075,7 +1075,10 @@ impl LinkSet {
             }
         };
         let refused = !resolved.refusals().is_empty();
-        if self.running.contains_key(&id) && previous.as_ref() == Some(&resolved) {
+        let same_run = previous.as_ref().is_some_and(|p| {
+            p.effective == resolved.effective && p.replica_role == resolved.replica_role
+        });
+        if self.running.contains_key(&id) && same_run {
             // Nothing that runs changes: no restart.
             self.settled(client, id, lc, resolved, refused).await;
             return;
