@@ -1,10 +1,15 @@
-//! Prepares the sites of a link: everything duplex owns on a synced database.
+//! Checks and prepares the sites of a link: everything duplex owns on a
+//! synced database.
 //!
-//! Idempotent; run at every start. On each PostgreSQL site of a link it checks
-//! `wal_level`, checks every synced table exists with a primary key, adds the
-//! marker column, sets the replica identity, creates or updates the link's
-//! publication, creates the link's replication slot, and creates the replication
-//! origin under which the peer's changes are applied.
+//! First, read-only: what each site's catalog says about the link's tables
+//! (`pg_site_facts`, `mysql_site_facts`), and whether each table can be synced
+//! as configured (`judge_table`); a table that cannot is refused alone (see
+//! `runner::resolve_tables`). Then, idempotent, at every start, for the tables
+//! that run: on each PostgreSQL site it checks `wal_level`, adds the marker
+//! column, sets the replica identity (on every partition too), creates or
+//! updates the link's publication (each table ONLY itself, partitioned tables
+//! published as themselves), creates the link's replication slot, and creates
+//! the replication origin under which the peer's changes are applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
