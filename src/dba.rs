@@ -449,21 +449,54 @@ async fn render_status(
             )?;
         }
     }
+    // Tables refused alone (or kept on their configuration in force), always
+    // shown: the rest of their link runs, so nothing else says so.
+    let refused = client
+        .rows(Sql::new(
+            "read duplex.table_config_status",
+            "SELECT l.name, s.schema_name || '.' || s.table_name, s.state, s.reason
+               FROM duplex.table_config_status s JOIN duplex.links l USING (link_id)
+              WHERE s.reason IS NOT NULL ORDER BY 1, 2",
+            "SELECT l.name, CONCAT(s.schema_name, '.', s.table_name), s.state, s.reason
+               FROM duplex.table_config_status s JOIN duplex.links l ON l.link_id = s.link_id
+              WHERE s.reason IS NOT NULL ORDER BY 1, 2",
+            &[],
+        ))
+        .await?;
+    if !refused.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "tables not synced as configured (the rest of their link runs):"
+        )?;
+        for r in refused {
+            writeln!(
+                out,
+                "{:<12} {:<30} {:<8} {}",
+                r.at(0),
+                r.at(1),
+                r.at(2),
+                r.at(3)
+            )?;
+        }
+    }
     if tables {
         let rows: Vec<TextRow> = client
             .rows(Sql::new(
                 "read duplex.table_overview",
                 "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held, CASE WHEN o.stopped THEN 'STOPPED' ELSE '' END,
-                        coalesce(o.stop_reason, '')
+                        o.conflicts, o.quarantined, o.held,
+                        CASE WHEN o.stopped THEN 'STOPPED' ELSE coalesce(o.config_state, '') END,
+                        coalesce(o.stop_reason, o.config_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l USING (link_id)
                    JOIN duplex.sites s ON s.site_id = o.source_site
                    JOIN duplex.sites t ON t.site_id = o.target_site
                   ORDER BY 1, 2, 3",
                 "SELECT l.name, CONCAT(s.name, '->', t.name), o.table_name, o.inserted, o.updated, o.deleted,
-                        o.conflicts, o.quarantined, o.held, IF(o.stopped, 'STOPPED', ''),
-                        COALESCE(o.stop_reason, '')
+                        o.conflicts, o.quarantined, o.held,
+                        IF(o.stopped, 'STOPPED', COALESCE(o.config_state, '')),
+                        COALESCE(o.stop_reason, o.config_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l ON l.link_id = o.link_id
                    JOIN duplex.sites s ON s.site_id = o.source_site
@@ -567,15 +600,47 @@ async fn selected_tables(
         crate::runner::expand_patterns(&mut lc)
             .await
             .with_context(|| format!("link {}: expand its table patterns", l.name))?;
-        for t in lc.tables.clone() {
-            if t.enabled
+        let wanted = |t: &LinkTable| {
+            t.enabled
                 && !table.is_some_and(|want| want != t.table.name && want != t.table.to_string())
-            {
-                selected.push((lc.clone(), t));
+        };
+        for (t, why) in lc.invalid_tables.iter().filter(|(t, _)| wanted(t)) {
+            invalid.push(format!(
+                "link {} table {}: configuration invalid ({why})",
+                l.name, t.table
+            ));
+        }
+        // Tables the running duplex refused are not synced: nothing to compare.
+        let refused = client
+            .rows(Sql::new(
+                "read duplex.table_config_status",
+                "SELECT schema_name, table_name, reason FROM duplex.table_config_status
+                  WHERE link_id = $1 AND state = 'refused'",
+                "SELECT schema_name, table_name, reason FROM duplex.table_config_status
+                  WHERE link_id = ? AND state = 'refused'",
+                &[P::I32(l.link_id as i32)],
+            ))
+            .await?;
+        for t in lc.tables.clone() {
+            if !wanted(&t) {
+                continue;
+            }
+            let why = refused.iter().find(|r| {
+                r.text("schema_name").is_ok_and(|s| s == t.table.schema)
+                    && r.text("table_name").is_ok_and(|n| n == t.table.name)
+            });
+            match why {
+                Some(r) => invalid.push(format!(
+                    "link {} table {}: refused by duplex ({})",
+                    l.name,
+                    t.table,
+                    r.opt("reason").ok().flatten().unwrap_or_default()
+                )),
+                None => selected.push((lc.clone(), t)),
             }
         }
     }
-    if selected.is_empty() {
+    if selected.is_empty() && invalid.is_empty() {
         anyhow::bail!(
             "no enabled table matched{}{}",
             link.map(|l| format!(" link {l}")).unwrap_or_default(),

@@ -275,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let checks = duplex::runner::check_config(&control).await?;
             let mut refused = 0;
+            let mut tables_refused = 0;
             for c in &checks {
                 match &c.verdict {
                     Ok(()) if c.added.is_empty() && c.removed.is_empty() => {
@@ -292,10 +293,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for l in &c.added {
                     println!("  + {l}");
                 }
+                for (table, why) in &c.refused {
+                    tables_refused += 1;
+                    println!(
+                        "  table {table} would be REFUSED (the link's other tables run): {why}"
+                    );
+                }
             }
             if refused > 0 {
                 anyhow::bail!(
                     "{refused} link(s) have a configuration a running duplex would reject"
+                );
+            }
+            if tables_refused > 0 {
+                anyhow::bail!(
+                    "{tables_refused} table(s) cannot be synced as configured; each is refused alone (the reasons above say what to do)"
                 );
             }
         }

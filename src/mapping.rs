@@ -240,6 +240,11 @@ impl TableMapping {
         Some(self.target_name(source))
     }
 
+    /// The source column `source` is never sent (excluded).
+    pub fn drops(&self, source: &str) -> bool {
+        self.drop.contains(source)
+    }
+
     /// The target's name of the source column `source`.
     pub fn target_name<'a>(&'a self, source: &'a str) -> &'a str {
         self.rename

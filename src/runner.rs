@@ -20,7 +20,8 @@ use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
 use crate::setup::{
-    check_mysql_tables, check_pg_tables, check_slot_continuity, prepare_mysql_site, prepare_pg_site,
+    check_slot_continuity, judge_table, mysql_site_facts, pg_site_facts, prepare_mysql_site,
+    prepare_pg_site,
 };
 use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
@@ -90,6 +91,13 @@ impl Registry {
         for d in self.lock().iter().filter(|d| d.link_id == link_id) {
             d.stats.set_state(state);
         }
+    }
+
+    /// A direction of the link is failing (retrying after an error).
+    fn link_failing(&self, link_id: u32) -> bool {
+        self.lock().iter().any(|d| {
+            d.link_id == link_id && matches!(d.stats.state().as_str(), "retrying" | "error")
+        })
     }
 
     fn remove_link(&self, link_id: u32) {
@@ -469,10 +477,11 @@ async fn record_initial_binlog_position(
 
 /// Prepare both sites of a link and build its two directions.
 async fn prepare_link(
-    lc: &LinkConfig,
+    resolved: &Resolved,
     tuning: &PipelineTuning,
     control: &ControlEndpoint,
 ) -> Result<Vec<DirectionSpec>, crate::Error> {
+    let lc = &resolved.effective;
     let link = &lc.link;
     let tables: Vec<&LinkTable> = lc.tables.iter().collect();
     let (a, b) = (&lc.site_a, &lc.site_b);
@@ -520,8 +529,7 @@ async fn prepare_link(
             }
             SetupConn::Mysql(conn, ep) => {
                 let database = ep.database().to_string();
-                prepare_mysql_site(conn, &this.name, this.site_id, &database, link, &tables)
-                    .await?;
+                prepare_mysql_site(conn, &this.name, &database, link, &tables).await?;
             }
         }
     }
@@ -575,6 +583,12 @@ async fn prepare_link(
             .filter(|t| matches!(t.policy.policy, crate::conflict::Policy::FieldMerge { .. }))
             .map(|t| t.table.name.clone())
             .collect();
+        // Tables whose target triggers are to fire for applied rows.
+        let fire_triggers: std::collections::HashSet<String> = tables
+            .iter()
+            .filter(|t| t.fire_triggers)
+            .map(|t| t.table.name.clone())
+            .collect();
         let source = match src.engine {
             SiteEngine::Postgres => SourceSpec::Pg(PgSourceSpec {
                 site_id: src.site_id,
@@ -585,6 +599,7 @@ async fn prepare_link(
                 start: None,
                 buffer_events: tuning.channel_events,
                 field_merge_tables: field_merge_tables.clone(),
+                tables: tables.iter().map(|t| t.table.clone()).collect(),
             }),
             SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
                 site_id: src.site_id,
@@ -627,6 +642,12 @@ async fn prepare_link(
                     .iter()
                     .filter_map(|t| Some((t.table.clone(), capture_start(dst.site_id, &t.table)?)))
                     .collect(),
+                replica_role: resolved
+                    .replica_role
+                    .get(&dst.site_id)
+                    .copied()
+                    .unwrap_or(false),
+                fire_triggers: fire_triggers.clone(),
             }),
             SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -693,49 +714,133 @@ async fn prepare_link(
     Ok(specs)
 }
 
-/// Read-only checks of a link's configuration against both sites' catalogs,
-/// before it takes effect.
-async fn check_link_against_sites(lc: &LinkConfig) -> Result<(), crate::Error> {
-    let tables: Vec<&LinkTable> = lc.tables.iter().collect();
-    let mut types = std::collections::HashMap::new();
+/// How one table of a link stands: what `duplex.table_config_status` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableVerdict {
+    pub table: crate::canonical::TableName,
+    /// `syncing`, `paused` or `refused`.
+    pub state: &'static str,
+    /// Refused: why, and what to do. Syncing or paused: why the last change
+    /// of its configuration was refused (its configuration in force stays).
+    pub reason: Option<String>,
+}
+
+/// A link's configuration checked table by table against both sites.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The link as it runs: the tables that can be synced, each on the
+    /// configuration it is synced by.
+    pub effective: LinkConfig,
+    /// Every configured table: syncing, paused or refused, and why.
+    pub tables: Vec<TableVerdict>,
+    /// Per site: duplex applies in the replica role there (see `setup::SiteFacts`).
+    pub replica_role: BTreeMap<u32, bool>,
+}
+
+impl Resolved {
+    /// A configuration in force without checks against the sites (a paused link).
+    fn unchecked(lc: &LinkConfig) -> Resolved {
+        Resolved {
+            effective: lc.clone(),
+            tables: Vec::new(),
+            replica_role: BTreeMap::new(),
+        }
+    }
+
+    /// Tables refused, or kept on an older configuration.
+    pub fn refusals(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter_map(|t| {
+                t.reason.as_ref().map(|r| match t.state {
+                    "refused" => format!("table {} refused: {r}", t.table),
+                    _ => format!("table {}: {r}", t.table),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Check every table of `lc` against both sites' catalogs, read-only: each
+/// table that can be synced as configured runs; one whose configuration
+/// cannot, but that runs on an older one (`previous`, the configuration in
+/// force) that still can, stays on that; every other table is refused alone,
+/// with its reason. Fails only for what concerns the whole link (a site
+/// that cannot be reached or read).
+pub async fn resolve_tables(
+    lc: &LinkConfig,
+    previous: Option<&LinkConfig>,
+) -> Result<Resolved, crate::Error> {
+    let wanted: Vec<(&LinkTable, Option<&String>)> = lc
+        .tables
+        .iter()
+        .map(|t| (t, None))
+        .chain(lc.invalid_tables.iter().map(|(t, why)| (t, Some(why))))
+        .collect();
+    let names: Vec<&crate::canonical::TableName> = wanted.iter().map(|(t, _)| &t.table).collect();
+    let mut facts = Vec::new();
     for site in [&lc.site_a, &lc.site_b] {
-        let found = match setup_conn(site).await? {
-            SetupConn::Pg(client) => {
-                check_pg_tables(&client, &site.name, site.site_id, &lc.link, &tables).await?
-            }
+        facts.push(match setup_conn(site).await? {
+            SetupConn::Pg(client) => pg_site_facts(&client, site, &lc.link, &names).await?,
             SetupConn::Mysql(mut conn, ep) => {
                 let database = ep.database().to_string();
-                check_mysql_tables(
-                    &mut conn,
-                    &site.name,
-                    site.site_id,
-                    &lc.link,
-                    &database,
-                    &tables,
-                )
-                .await?
+                mysql_site_facts(&mut conn, site, &lc.link, &database, &names).await?
             }
+        });
+    }
+    let sites = [&facts[0], &facts[1]];
+    let judge =
+        |t: &LinkTable| judge_table(&lc.link, t, sites, &names).map_err(|why| why.join("; "));
+    let mut effective = lc.clone();
+    effective.tables.clear();
+    effective.invalid_tables.clear();
+    let mut tables = Vec::new();
+    for (t, invalid) in wanted {
+        let verdict = match invalid.cloned().map_or_else(|| judge(t), Err) {
+            Ok(()) => {
+                effective.tables.push(t.clone());
+                None
+            }
+            Err(why) => Some(why),
         };
-        types.insert(site.site_id, found);
+        let Some(why) = verdict else {
+            tables.push(TableVerdict {
+                table: t.table.clone(),
+                state: if t.paused { "paused" } else { "syncing" },
+                reason: None,
+            });
+            continue;
+        };
+        let kept = previous
+            .and_then(|p| p.tables.iter().find(|o| o.table == t.table))
+            .filter(|old| *old != t && judge(old).is_ok());
+        match kept {
+            Some(old) => {
+                effective.tables.push(old.clone());
+                tables.push(TableVerdict {
+                    table: t.table.clone(),
+                    state: if old.paused { "paused" } else { "syncing" },
+                    reason: Some(format!(
+                        "the change of its configuration was refused (its configuration in force stays): {why}"
+                    )),
+                });
+            }
+            None => tables.push(TableVerdict {
+                table: t.table.clone(),
+                state: "refused",
+                reason: Some(why),
+            }),
+        }
     }
-    for t in &lc.tables {
-        let types_of = |s: u32| types.get(&s).and_then(|m| m.get(&t.table.name)).cloned();
-        crate::mapping::check_mapping_types(&t.mappings, lc.link.site_a, lc.link.site_b, types_of)
-            .and_then(|()| {
-                crate::mapping::check_lossy_pairs(
-                    [lc.link.site_a, lc.link.site_b],
-                    |s| t.mapping(&lc.link, s),
-                    types_of,
-                )
-            })
-            .map_err(|e| {
-                crate::Error::Control(control::ControlError::Invalid(format!(
-                    "link {} table {}: {e}",
-                    lc.link.name, t.table
-                )))
-            })?;
+    for verdict in tables.iter().filter(|v| v.reason.is_some()) {
+        tracing::warn!(link = %lc.link.name, table = %verdict.table, state = verdict.state,
+            reason = verdict.reason.as_deref().unwrap_or_default(), "table not synced as configured");
     }
-    Ok(())
+    Ok(Resolved {
+        effective,
+        tables,
+        replica_role: facts.iter().map(|f| (f.site_id, f.replica_role)).collect(),
+    })
 }
 
 /// Add the tables a link's patterns match on both sites (explicit
@@ -768,6 +873,7 @@ pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Er
                         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                           WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
                             AND c.relname LIKE ANY($2) AND NOT (c.relname LIKE ANY($3))
+                            AND NOT c.relispartition
                             AND c.relname NOT LIKE '\\_duplex%'",
                         &[schema, &include, &exclude],
                     )
@@ -830,6 +936,7 @@ pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Er
             mappings: Vec::new(),
             replica_identity: control::ReplicaIdentityMode::Full,
             policy: crate::conflict::TablePolicy::default(),
+            fire_triggers: false,
         });
     }
     Ok(())
@@ -851,12 +958,13 @@ impl LinkRun {
 
 /// Prepare both sites of a link and start its two directions.
 async fn start_link(
-    lc: &LinkConfig,
+    resolved: &Resolved,
     tuning: &PipelineTuning,
     control: &ControlEndpoint,
     registry: &Registry,
 ) -> Result<LinkRun, crate::Error> {
-    let specs = prepare_link(lc, tuning, control).await?;
+    let lc = &resolved.effective;
+    let specs = prepare_link(resolved, tuning, control).await?;
     let sources: Vec<u32> = specs.iter().map(|s| s.source.site_id()).collect();
     registry.keep_only(lc.link.link_id, &sources);
     let (stop, stop_rx) = watch::channel(false);
@@ -880,7 +988,9 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     crate::install_crypto_provider();
     let control_ep = ControlEndpoint::from_url(control_url)?;
     let mut control_client = control_ep.connect("duplex control").await?;
-    let config = control::load(&mut control_client).await?;
+    // Not `control::load`: a link whose configuration is invalid is refused
+    // alone (below), the others run.
+    let config = control::load_unchecked(&mut control_client).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let mut links = LinkSet {
@@ -896,7 +1006,9 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     };
     // A link that cannot start does not keep the others from running: it is
     // retried in the background. Only when no link can start at all does
-    // `start` fail, with the first reason (nothing would run).
+    // `start` fail, with the first reason (nothing would run). A table that
+    // cannot be synced never keeps its link from starting: it is refused
+    // alone (see `resolve_tables`).
     let mut first_error = None;
     for link in &config.links {
         let id = link.link_id;
@@ -907,30 +1019,38 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
                 None => return Ok(None),
             };
             if !lc.link.enabled {
-                return Ok(Some((lc, None)));
+                return Ok(Some((lc.clone(), Resolved::unchecked(&lc), None)));
             }
             if let Err(e) = expand_patterns(&mut lc).await {
                 return Err((Some(lc), e));
             }
-            // The checks a change made while duplex runs goes through (a
-            // link must not start with a pair of columns it would corrupt).
-            if let Err(e) = check_link_against_sites(&lc).await {
-                return Err((Some(lc), e));
-            }
-            match start_link(&lc, &links.tuning, &control_ep, &registry).await {
-                Ok(run) => Ok(Some((lc, Some(run)))),
+            let resolved = match resolve_tables(&lc, None).await {
+                Ok(r) => r,
+                Err(e) => return Err((Some(lc), e)),
+            };
+            match start_link(&resolved, &links.tuning, &control_ep, &registry).await {
+                Ok(run) => Ok(Some((lc, resolved, Some(run)))),
                 Err(e) => Err((Some(lc), e)),
             }
         }
         .await;
         match started {
             Ok(None) => {}
-            Ok(Some((lc, run))) => {
+            Ok(Some((lc, resolved, run))) => {
                 if let Some(run) = run {
                     links.running.insert(id, run);
                 }
-                write_config_status(&mut control_client, &lc).await;
-                links.in_force.insert(id, lc);
+                write_config_status(&mut control_client, &resolved).await;
+                if !resolved.refusals().is_empty() {
+                    links.schedule_recheck(id);
+                }
+                links.in_force.insert(
+                    id,
+                    InForce {
+                        wanted: lc,
+                        resolved,
+                    },
+                );
             }
             Err((lc, e)) => {
                 let why = error_chain(&e);
@@ -971,6 +1091,15 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     })
 }
 
+/// A link's configuration in force: as configured, and as it runs.
+#[derive(Debug, Clone)]
+struct InForce {
+    /// The configuration read from the control tables (patterns expanded).
+    wanted: LinkConfig,
+    /// What runs of it, table by table.
+    resolved: Resolved,
+}
+
 /// The links of the process and the configuration each runs on.
 struct LinkSet {
     tuning: PipelineTuning,
@@ -978,15 +1107,16 @@ struct LinkSet {
     registry: Arc<Registry>,
     running: BTreeMap<u32, LinkRun>,
     /// The configuration in force per link (enabled or paused).
-    in_force: BTreeMap<u32, LinkConfig>,
+    in_force: BTreeMap<u32, InForce>,
     /// The last configuration refused per link, so that it is reported once,
     /// not at every re-read.
     rejected: BTreeMap<u32, Result<LinkConfig, String>>,
     /// Enabled links with nothing running because their sites refused to
     /// start them: the configuration to retry, when, and the current backoff.
     failed: BTreeMap<u32, (LinkConfig, Instant, Duration)>,
-    /// For a configuration refused for the sites' state: when to check it
-    /// again, and the current backoff.
+    /// For a configuration refused for the sites' state, or a link running
+    /// with tables refused: when to check it against the sites again, and
+    /// the current backoff.
     recheck: BTreeMap<u32, (Instant, Duration)>,
     /// The last re-read failed: rewrite every link's status on the next one.
     read_failed: bool,
@@ -999,6 +1129,12 @@ impl LinkSet {
         }
     }
 
+    fn recheck_due(&self, id: u32) -> bool {
+        self.recheck
+            .get(&id)
+            .is_some_and(|(at, _)| Instant::now() >= *at)
+    }
+
     /// Apply what changed in the control tables, link by link. A link whose
     /// new configuration is invalid keeps running on the one in force.
     async fn reload(&mut self, client: &mut ControlDb) {
@@ -1007,8 +1143,8 @@ impl LinkSet {
             Err(e) => {
                 let why = format!("the configuration could not be read: {}", error_chain(&e));
                 tracing::warn!(error = %why, "configuration change rejected");
-                for lc in self.in_force.values() {
-                    write_config_rejection(client, lc.link.link_id, "rejected", &why).await;
+                for f in self.in_force.values() {
+                    write_config_rejection(client, f.wanted.link.link_id, "rejected", &why).await;
                 }
                 self.read_failed = true;
                 return;
@@ -1092,25 +1228,42 @@ impl LinkSet {
                         self.apply(client, lc).await;
                         continue;
                     }
-                    if self.in_force.get(&id) == Some(&lc) {
-                        self.recheck.remove(&id);
+                    if self.in_force.get(&id).is_some_and(|f| f.wanted == lc) {
+                        // The configuration in force: checked against the
+                        // sites again now and then while tables are refused
+                        // (they may have been fixed there), or while a
+                        // direction fails (a table's shape may have changed
+                        // on a site: it is then refused alone).
+                        let refusals = self
+                            .in_force
+                            .get(&id)
+                            .is_some_and(|f| !f.resolved.refusals().is_empty());
+                        let failing =
+                            self.running.contains_key(&id) && self.registry.link_failing(id);
+                        if (refusals || failing) && lc.link.enabled {
+                            if !self.recheck.contains_key(&id) {
+                                self.schedule_recheck(id);
+                            }
+                            if self.recheck_due(id) {
+                                self.apply(client, lc).await;
+                                continue;
+                            }
+                        } else if !self.rejected.contains_key(&id) {
+                            self.recheck.remove(&id);
+                        }
                         if self.rejected.remove(&id).is_some() || rewrite_all {
                             // Back to the configuration in force: nothing to do
                             // but say so.
-                            write_config_status(client, &lc).await;
+                            if let Some(f) = self.in_force.get(&id) {
+                                write_config_status(client, &f.resolved).await;
+                            }
                         }
                         continue;
                     }
-                    if self.rejected.get(&id) == Some(&Ok(lc.clone())) {
-                        // Refused because of the sites' state (a table not
-                        // created yet, a site down): checked again later.
-                        if self
-                            .recheck
-                            .get(&id)
-                            .is_some_and(|(at, _)| Instant::now() < *at)
-                        {
-                            continue;
-                        }
+                    if self.rejected.get(&id) == Some(&Ok(lc.clone())) && !self.recheck_due(id) {
+                        // Refused because of the sites' state (a site down):
+                        // checked again later.
+                        continue;
                     }
                     self.apply(client, lc).await;
                 }
@@ -1131,49 +1284,79 @@ impl LinkSet {
             }
             self.registry.set_link_state(id, "paused");
             tracing::info!("link paused");
-            write_config_status(client, &lc).await;
+            let resolved = Resolved::unchecked(&lc);
+            write_config_status(client, &resolved).await;
             self.rejected.remove(&id);
             self.failed.remove(&id);
-            self.in_force.insert(id, lc);
+            self.recheck.remove(&id);
+            self.in_force.insert(
+                id,
+                InForce {
+                    wanted: lc,
+                    resolved,
+                },
+            );
             return;
         }
-        if let Err(e) = check_link_against_sites(&lc).await {
-            let why = error_chain(&e);
-            if !self.running.contains_key(&id) {
-                // Nothing runs for this link: a site down or not ready yet is
-                // worth retrying, not only a change of the configuration.
-                self.fail(client, id, lc, &why).await;
+        let known = self.in_force.get(&id).is_some_and(|f| f.wanted == lc)
+            || self.rejected.get(&id) == Some(&Ok(lc.clone()));
+        if !known {
+            // A new configuration: checked again soon if it needs to be.
+            self.recheck.remove(&id);
+        }
+        let previous = self
+            .in_force
+            .get(&id)
+            .filter(|p| p.wanted.link.enabled)
+            .map(|p| p.resolved.clone());
+        let resolved = match resolve_tables(&lc, previous.as_ref().map(|p| &p.effective)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = error_chain(&e);
+                if !self.running.contains_key(&id) {
+                    // Nothing runs for this link: a site down or not ready yet is
+                    // worth retrying, not only a change of the configuration.
+                    self.fail(client, id, lc, &why).await;
+                    return;
+                }
+                if self.in_force.get(&id).is_some_and(|f| f.wanted == lc) {
+                    // A check of the configuration in force (refused tables,
+                    // a failing direction) that could not reach a site: the
+                    // directions report that themselves; checked again later.
+                    tracing::debug!(error = %why, "cannot check the link's tables now");
+                    self.schedule_recheck(id);
+                    return;
+                }
+                tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
+                write_config_rejection(client, id, "rejected", &why).await;
+                self.rejected.insert(id, Ok(lc));
+                self.schedule_recheck(id);
                 return;
             }
-            tracing::warn!(error = %why, "configuration change rejected; the link keeps its configuration in force");
-            write_config_rejection(client, id, "rejected", &why).await;
-            self.rejected.insert(id, Ok(lc));
-            self.schedule_recheck(id);
+        };
+        let refused = !resolved.refusals().is_empty();
+        let same_run = previous.as_ref().is_some_and(|p| {
+            p.effective == resolved.effective && p.replica_role == resolved.replica_role
+        });
+        if self.running.contains_key(&id) && same_run {
+            // Nothing that runs changes: no restart.
+            self.settled(client, id, lc, resolved, refused).await;
             return;
         }
         if let Some(run) = self.running.remove(&id) {
             run.stop().await;
         }
-        match start_link(&lc, &self.tuning, &self.control, &self.registry).await {
+        match start_link(&resolved, &self.tuning, &self.control, &self.registry).await {
             Ok(run) => {
                 tracing::info!("configuration applied; the link runs");
                 self.running.insert(id, run);
-                write_config_status(client, &lc).await;
-                self.rejected.remove(&id);
-                self.recheck.remove(&id);
-                self.failed.remove(&id);
-                self.in_force.insert(id, lc);
+                self.settled(client, id, lc, resolved, refused).await;
             }
             Err(e) => {
                 let why = error_chain(&e);
                 // The last good configuration goes back in force, if there is
                 // one that is not this one.
-                let previous = self
-                    .in_force
-                    .get(&id)
-                    .filter(|p| p.link.enabled && **p != lc)
-                    .cloned();
-                match previous {
+                match previous.filter(|p| p.effective != resolved.effective) {
                     Some(prev) => {
                         tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
                         match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
@@ -1195,6 +1378,40 @@ impl LinkSet {
                 }
             }
         }
+    }
+
+    /// `lc` is in force, running as `resolved`.
+    async fn settled(
+        &mut self,
+        client: &mut ControlDb,
+        id: u32,
+        lc: LinkConfig,
+        resolved: Resolved,
+        refused: bool,
+    ) {
+        let changed = self
+            .in_force
+            .get(&id)
+            .is_none_or(|f| f.resolved != resolved);
+        if changed || self.rejected.contains_key(&id) || self.failed.contains_key(&id) {
+            write_config_status(client, &resolved).await;
+        }
+        self.rejected.remove(&id);
+        self.failed.remove(&id);
+        if refused || self.registry.link_failing(id) {
+            // Checked again later, backing off: a refused table may be
+            // fixed on the sites meanwhile.
+            self.schedule_recheck(id);
+        } else {
+            self.recheck.remove(&id);
+        }
+        self.in_force.insert(
+            id,
+            InForce {
+                wanted: lc,
+                resolved,
+            },
+        );
     }
 
     /// A configuration refused for the sites' state is checked again later,
@@ -1344,27 +1561,120 @@ async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Receiver<bool>)
     links.stop_all().await;
 }
 
-/// Record `lc` as the configuration in force (state running or paused).
-async fn write_config_status(client: &mut ControlDb, lc: &LinkConfig) {
-    let state = if lc.link.enabled { "running" } else { "paused" };
+/// Record `resolved` as the configuration in force: state running (every
+/// table synced as configured), rejected (some table refused, or kept on its
+/// configuration in force: the message says which and why) or paused; and
+/// each table's state in `duplex.table_config_status`.
+async fn write_config_status(client: &mut ControlDb, resolved: &Resolved) {
+    let lc = &resolved.effective;
+    let refusals = resolved.refusals();
+    let state = if !lc.link.enabled {
+        "paused"
+    } else if refusals.is_empty() {
+        "running"
+    } else {
+        "rejected"
+    };
+    let message = (!refusals.is_empty()).then(|| {
+        format!(
+            "{} table(s) not synced as configured, the others run: {}",
+            refusals.len(),
+            refusals.join("; ")
+        )
+    });
+    // The tables first: whoever sees the link's state finds its tables'.
+    if lc.link.enabled {
+        if let Err(e) = write_table_states(client, lc.link.link_id, &resolved.tables).await {
+            tracing::warn!(error = %e, "cannot write duplex.table_config_status");
+        }
+    }
     let lines = lc.describe();
     if let Err(e) = client
         .exec(Sql::new(
             "write duplex.config_status",
             "INSERT INTO duplex.config_status (link_id, state, applied_config, applied_at, message, rejected_at, updated_at)
-             VALUES ($1, $2, $3, now(), NULL, NULL, now())
+             VALUES ($1, $2, $3, now(), $4::text, CASE WHEN $4::text IS NULL THEN NULL ELSE now() END, now())
              ON CONFLICT (link_id) DO UPDATE SET state = EXCLUDED.state, applied_config = EXCLUDED.applied_config,
-                 applied_at = now(), message = NULL, rejected_at = NULL, updated_at = now()",
+                 applied_at = now(), message = EXCLUDED.message, rejected_at = EXCLUDED.rejected_at, updated_at = now()",
             "INSERT INTO duplex.config_status (link_id, state, applied_config, applied_at, message, rejected_at, updated_at)
-             VALUES (?, ?, ?, UTC_TIMESTAMP(6), NULL, NULL, UTC_TIMESTAMP(6))
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6), ?, IF(? IS NULL, NULL, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6))
              ON DUPLICATE KEY UPDATE state = VALUES(state), applied_config = VALUES(applied_config),
-                 applied_at = UTC_TIMESTAMP(6), message = NULL, rejected_at = NULL, updated_at = UTC_TIMESTAMP(6)",
-            &[P::I32(lc.link.link_id as i32), P::Text(Some(state)), P::TextList(&lines)],
-        ))
+                 applied_at = UTC_TIMESTAMP(6), message = VALUES(message), rejected_at = VALUES(rejected_at),
+                 updated_at = UTC_TIMESTAMP(6)",
+            &[
+                P::I32(lc.link.link_id as i32),
+                P::Text(Some(state)),
+                P::TextList(&lines),
+                P::Text(message.as_deref()),
+            ],
+        )
+        .mysql_order(&[0, 1, 2, 3, 3]))
         .await
     {
         tracing::warn!(error = %e, "cannot write duplex.config_status");
     }
+}
+
+/// Each table's state (`duplex.table_config_status`): rows of tables the
+/// link no longer has are removed; `since` moves only when the state does.
+async fn write_table_states(
+    client: &mut ControlDb,
+    link_id: u32,
+    tables: &[TableVerdict],
+) -> Result<(), control::ControlError> {
+    let link = link_id as i32;
+    let present = client
+        .rows(Sql::new(
+            "read duplex.table_config_status",
+            "SELECT schema_name, table_name FROM duplex.table_config_status WHERE link_id = $1",
+            "SELECT schema_name, table_name FROM duplex.table_config_status WHERE link_id = ?",
+            &[P::I32(link)],
+        ))
+        .await?;
+    for r in present {
+        let (schema, name) = (r.text("schema_name")?, r.text("table_name")?);
+        if tables
+            .iter()
+            .any(|t| t.table.schema == schema && t.table.name == name)
+        {
+            continue;
+        }
+        client
+            .exec(Sql::new(
+                "remove a table from duplex.table_config_status",
+                "DELETE FROM duplex.table_config_status WHERE link_id = $1 AND schema_name = $2 AND table_name = $3",
+                "DELETE FROM duplex.table_config_status WHERE link_id = ? AND schema_name = ? AND table_name = ?",
+                &[P::I32(link), P::Text(Some(&schema)), P::Text(Some(&name))],
+            ))
+            .await?;
+    }
+    for t in tables {
+        client
+            .exec(
+                Sql::new(
+                    "write duplex.table_config_status",
+                    "INSERT INTO duplex.table_config_status AS s (link_id, schema_name, table_name, state, reason)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (link_id, schema_name, table_name) DO UPDATE SET
+                         since = CASE WHEN s.state = EXCLUDED.state THEN s.since ELSE now() END,
+                         state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()",
+                    "INSERT INTO duplex.table_config_status (link_id, schema_name, table_name, state, reason)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON DUPLICATE KEY UPDATE
+                         since = IF(state = VALUES(state), since, UTC_TIMESTAMP(6)),
+                         state = VALUES(state), reason = VALUES(reason), updated_at = UTC_TIMESTAMP(6)",
+                    &[
+                        P::I32(link),
+                        P::Text(Some(&t.table.schema)),
+                        P::Text(Some(&t.table.name)),
+                        P::Text(Some(t.state)),
+                        P::Text(t.reason.as_deref()),
+                    ],
+                ),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Record why a change of link `link_id` was refused (`state` rejected) or
@@ -1561,6 +1871,9 @@ pub struct LinkCheck {
     pub removed: Vec<String>,
     /// `Ok` when the change would take effect, else why it would be refused.
     pub verdict: Result<(), String>,
+    /// Tables that cannot be synced as configured, each with why and what
+    /// to do: refused alone, the link's other tables would run.
+    pub refused: Vec<(String, String)>,
 }
 
 /// Dry run of the configuration in the control tables: per link, what differs
@@ -1589,17 +1902,34 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
     }
     let mut out = Vec::new();
     for link in &config.links {
+        let mut refused = Vec::new();
         let (lines, verdict) = match config.link_config(link.link_id) {
-            Some(Ok(lc)) => {
-                let verdict = if lc.link.enabled {
-                    check_link_against_sites(&lc)
-                        .await
-                        .map_err(|e| error_chain(&e))
-                } else {
-                    Ok(())
+            Some(Ok(mut lc)) if lc.link.enabled => {
+                // As the running duplex would: patterns expanded, every
+                // table checked against both sites.
+                let resolved = match expand_patterns(&mut lc).await {
+                    Ok(()) => resolve_tables(&lc, None).await,
+                    Err(e) => Err(e),
                 };
-                (lc.describe(), verdict)
+                match resolved {
+                    Ok(r) => {
+                        refused = r
+                            .tables
+                            .iter()
+                            .filter_map(|t| Some((t.table.to_string(), t.reason.clone()?)))
+                            .collect();
+                        let mut lines = r.effective.describe();
+                        // Refused tables show as refused, not as removed.
+                        lines.extend(old_lines_of(
+                            in_force.get(&link.link_id),
+                            refused.iter().map(|(t, _)| t.as_str()),
+                        ));
+                        (lines, Ok(()))
+                    }
+                    Err(e) => (lc.describe(), Err(error_chain(&e))),
+                }
             }
+            Some(Ok(lc)) => (lc.describe(), Ok(())),
             Some(Err(e)) => (Vec::new(), Err(e.to_string())),
             None => continue,
         };
@@ -1618,7 +1948,21 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
             added,
             removed,
             verdict,
+            refused,
         });
     }
     Ok(out)
+}
+
+/// The lines of the configuration in force (`old`) that describe `tables`.
+fn old_lines_of<'a>(
+    old: Option<&Vec<String>>,
+    tables: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    let prefixes: Vec<String> = tables.map(|t| format!("table {t}:")).collect();
+    old.into_iter()
+        .flatten()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p.as_str())))
+        .cloned()
+        .collect()
 }

@@ -1,17 +1,22 @@
-//! Prepares the sites of a link: everything duplex owns on a synced database.
+//! Checks and prepares the sites of a link: everything duplex owns on a
+//! synced database.
 //!
-//! Idempotent; run at every start. On each PostgreSQL site of a link it checks
-//! `wal_level`, checks every synced table exists with a primary key, adds the
-//! marker column, sets the replica identity, creates or updates the link's
-//! publication, creates the link's replication slot, and creates the replication
-//! origin under which the peer's changes are applied.
+//! First, read-only: what each site's catalog says about the link's tables
+//! (`pg_site_facts`, `mysql_site_facts`), and whether each table can be synced
+//! as configured (`judge_table`); a table that cannot is refused alone (see
+//! `runner::resolve_tables`). Then, idempotent, at every start, for the tables
+//! that run: on each PostgreSQL site it checks `wal_level`, adds the marker
+//! column, sets the replica identity (on every partition too), creates or
+//! updates the link's publication (each table ONLY itself, partitioned tables
+//! published as themselves), creates the link's replication slot, and creates
+//! the replication origin under which the peer's changes are applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio_postgres::Client;
 
 use crate::canonical::TableName;
-use crate::control::{Link, LinkTable, ReplicaIdentityMode};
+use crate::control::{Link, LinkTable, ReplicaIdentityMode, Site, SiteEngine};
 use crate::pg::{quote_ident, quote_table};
 
 /// duplex's tombstone table on a PostgreSQL site.
@@ -76,164 +81,555 @@ pub enum SetupError {
     },
 }
 
-/// Read-only check of a link's tables on a PostgreSQL site, before a
-/// configuration change takes effect: each exists, has a primary key and has
-/// the columns the configuration names. Names are passed as parameters or
-/// quoted, never spliced into SQL.
-pub async fn check_pg_tables(
-    client: &Client,
-    site_name: &str,
-    site_id: u32,
-    link: &Link,
-    tables: &[&LinkTable],
-) -> Result<ColumnTypes, SetupError> {
-    let mut types = ColumnTypes::new();
-    for t in tables {
-        let rows = client
-            .query(
-                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisprimary),
-                        array(SELECT attname::text FROM pg_attribute
-                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
-                        array(SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                               WHERE attrelid = r.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
-                        array(SELECT a.attname::text FROM pg_index i
-                                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                               WHERE i.indrelid = r.oid AND i.indisprimary)
-                   FROM (SELECT to_regclass($1) AS oid) r WHERE r.oid IS NOT NULL",
-                &[&quote_table(&t.table)],
-            )
-            .await
-            .map_err(|source| SetupError::Db {
-                site: site_name.into(),
-                context: format!("look up table {}", t.table),
-                source,
-            })?;
-        let Some(row) = rows.first() else {
-            return Err(SetupError::NoTable {
-                site: site_name.into(),
-                table: t.table.clone(),
-            });
-        };
-        if !row.get::<_, bool>(0) {
-            return Err(SetupError::NoPrimaryKey {
-                site: site_name.into(),
-                table: t.table.clone(),
-            });
-        }
-        let columns: Vec<String> = row.get(1);
-        let type_names: Vec<String> = row.get(2);
-        let key: Vec<String> = row.get(3);
-        if let Some(column) = mapped_key_column(t, site_id, &key) {
-            return Err(SetupError::KeyColumnMapped {
-                site: site_name.into(),
-                table: t.table.clone(),
-                column,
-            });
-        }
-        for (column, why) in t.required_columns(link, site_id) {
-            if !columns.contains(&column) {
-                return Err(SetupError::NoColumn {
-                    site: site_name.into(),
-                    table: t.table.clone(),
-                    column: format!("{column} ({why})"),
-                });
-            }
-        }
-        types.insert(
-            t.table.name.clone(),
-            columns.into_iter().zip(type_names).collect(),
-        );
-    }
-    Ok(types)
+/// A trigger or rule on a synced table, as the site's catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerFacts {
+    pub name: String,
+    /// `trigger` or `rule`.
+    pub kind: &'static str,
+    /// When it fires: `BEFORE INSERT OR UPDATE`, `ON DELETE DO INSTEAD`, ...
+    pub when: String,
+    /// The table it is defined on (a partition's own trigger names the partition).
+    pub on: String,
+    /// PostgreSQL's firing mode: `O` (the default: not in the replica role),
+    /// `R` (only in the replica role), `A` (always). MySQL/MariaDB: `A`.
+    pub mode: char,
 }
 
-/// Per checked table (bare name): column -> the site's type name.
-pub type ColumnTypes = std::collections::HashMap<String, std::collections::HashMap<String, String>>;
+impl TriggerFacts {
+    /// Fires in a session whose `session_replication_role` is replica (or not).
+    pub fn fires(&self, replica_role: bool) -> bool {
+        match self.mode {
+            'A' => true,
+            'R' => replica_role,
+            'O' => !replica_role,
+            _ => false,
+        }
+    }
+}
 
-/// [`check_pg_tables`] for a MySQL/MariaDB site (tables in `database`).
-pub async fn check_mysql_tables(
+/// One synced table on one site, as its catalog describes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableFacts {
+    /// Every column (name, the site's type name) except duplex's own.
+    pub columns: Vec<(String, String)>,
+    /// Generated columns: the site computes them, its change stream does not
+    /// carry them as written values, and nothing may write them.
+    pub generated: Vec<String>,
+    /// Primary-key columns, in key order (empty: no primary key).
+    pub key: Vec<String>,
+    pub triggers: Vec<TriggerFacts>,
+    /// A partition: the partitioned table at the root of its tree.
+    pub partition_of: Option<TableName>,
+}
+
+/// What the checks of a link's tables need to know about one site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteFacts {
+    pub site_id: u32,
+    pub name: String,
+    pub engine: SiteEngine,
+    /// The role duplex connects as (named in messages).
+    pub role: String,
+    /// That role may set `session_replication_role` (a superuser, or
+    /// PostgreSQL 15+ `GRANT SET ON PARAMETER`): duplex applies in the
+    /// replica role here, where ordinary triggers and rules do not fire.
+    pub replica_role: bool,
+    /// Per configured table: the site's name for it, and its facts (`None`:
+    /// the site has no such table).
+    pub tables: BTreeMap<TableName, (TableName, Option<TableFacts>)>,
+}
+
+impl SiteFacts {
+    fn table(&self, t: &TableName) -> Option<(&TableName, Option<&TableFacts>)> {
+        self.tables
+            .get(t)
+            .map(|(name, facts)| (name, facts.as_ref()))
+    }
+}
+
+/// Read what the checks need about `tables` on a PostgreSQL site. Reads
+/// only; names are bound as parameters, never spliced into SQL.
+pub async fn pg_site_facts(
+    client: &Client,
+    site: &Site,
+    link: &Link,
+    tables: &[&TableName],
+) -> Result<SiteFacts, SetupError> {
+    let err = |context: String| {
+        let site = site.name.clone();
+        move |source| SetupError::Db {
+            site,
+            context,
+            source,
+        }
+    };
+    let row = client
+        .query_one(
+            "SELECT current_user::text, has_parameter_privilege('session_replication_role', 'SET')",
+            &[],
+        )
+        .await
+        .map_err(err("read the role's privileges".into()))?;
+    let mut facts = SiteFacts {
+        site_id: site.site_id,
+        name: site.name.clone(),
+        engine: SiteEngine::Postgres,
+        role: row.get(0),
+        replica_role: row.get(1),
+        tables: BTreeMap::new(),
+    };
+    for &t in tables {
+        let rows = client
+            .query(
+                "SELECT c.oid,
+                        array(SELECT attname::text FROM pg_attribute
+                               WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attname <> $2
+                               ORDER BY attnum),
+                        array(SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                               WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attname <> $2
+                               ORDER BY attnum),
+                        array(SELECT attname::text FROM pg_attribute
+                               WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''),
+                        array(SELECT a.attname::text FROM pg_index i
+                                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                               WHERE i.indrelid = c.oid AND i.indisprimary
+                               ORDER BY array_position(i.indkey::int2[], a.attnum)),
+                        (SELECT n.nspname::text FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+                          WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)),
+                        (SELECT r.relname::text FROM pg_class r
+                          WHERE c.relispartition AND r.oid = pg_partition_root(c.oid))
+                   FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
+                &[&quote_table(t), &link.marker_column],
+            )
+            .await
+            .map_err(err(format!("look up table {t}")))?;
+        let Some(row) = rows.first() else {
+            facts.tables.insert(t.clone(), (t.clone(), None));
+            continue;
+        };
+        let oid: u32 = row.get(0);
+        let names: Vec<String> = row.get(1);
+        let types: Vec<String> = row.get(2);
+        let root = match (
+            row.get::<_, Option<String>>(5),
+            row.get::<_, Option<String>>(6),
+        ) {
+            (Some(schema), Some(name)) => Some(TableName::new(schema, name)),
+            _ => None,
+        };
+        // Triggers and rules on the table, and on its partitions (a
+        // trigger a partition inherits from the partitioned table is
+        // listed once, as the partitioned table's).
+        let triggers = client
+            .query(
+                "WITH rel AS (SELECT $1::oid AS oid UNION SELECT relid FROM pg_partition_tree($1::oid::regclass))
+                 SELECT t.tgname::text,
+                        'trigger',
+                        CASE WHEN t.tgtype & 2 <> 0 THEN 'BEFORE' WHEN t.tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END
+                        || ' ' || array_to_string(array_remove(ARRAY[
+                               CASE WHEN t.tgtype & 4 <> 0 THEN 'INSERT' END,
+                               CASE WHEN t.tgtype & 16 <> 0 THEN 'UPDATE' END,
+                               CASE WHEN t.tgtype & 8 <> 0 THEN 'DELETE' END,
+                               CASE WHEN t.tgtype & 32 <> 0 THEN 'TRUNCATE' END], NULL), ' OR ')
+                        || CASE WHEN t.tgtype & 1 <> 0 THEN ' FOR EACH ROW' ELSE ' FOR EACH STATEMENT' END,
+                        t.tgrelid::regclass::text,
+                        t.tgenabled::text
+                   FROM pg_trigger t
+                  WHERE t.tgrelid IN (SELECT oid FROM rel) AND NOT t.tgisinternal AND t.tgparentid = 0
+                    AND t.tgenabled <> 'D'
+                 UNION ALL
+                 SELECT r.rulename::text,
+                        'rule',
+                        CASE r.ev_type WHEN '2' THEN 'ON UPDATE' WHEN '3' THEN 'ON INSERT' ELSE 'ON DELETE' END
+                        || CASE WHEN r.is_instead THEN ' DO INSTEAD' ELSE ' DO ALSO' END,
+                        r.ev_class::regclass::text,
+                        r.ev_enabled::text
+                   FROM pg_rewrite r
+                  WHERE r.ev_class IN (SELECT oid FROM rel) AND r.ev_type IN ('2', '3', '4') AND r.ev_enabled <> 'D'
+                  ORDER BY 1",
+                &[&oid],
+            )
+            .await
+            .map_err(err(format!("look up the triggers of {t}")))?
+            .iter()
+            .map(|r| TriggerFacts {
+                name: r.get(0),
+                kind: if r.get::<_, String>(1) == "rule" {
+                    "rule"
+                } else {
+                    "trigger"
+                },
+                when: r.get(2),
+                on: r.get(3),
+                mode: r.get::<_, String>(4).chars().next().unwrap_or('O'),
+            })
+            .collect();
+        facts.tables.insert(
+            t.clone(),
+            (
+                t.clone(),
+                Some(TableFacts {
+                    columns: names.into_iter().zip(types).collect(),
+                    generated: row.get(3),
+                    key: row.get(4),
+                    triggers,
+                    partition_of: root,
+                }),
+            ),
+        );
+    }
+    Ok(facts)
+}
+
+/// [`pg_site_facts`] for a MySQL/MariaDB site (tables in `database`).
+pub async fn mysql_site_facts(
     conn: &mut mysql_async::Conn,
-    site_name: &str,
-    site_id: u32,
+    site: &Site,
     link: &Link,
     database: &str,
-    tables: &[&LinkTable],
-) -> Result<ColumnTypes, crate::Error> {
+    tables: &[&TableName],
+) -> Result<SiteFacts, crate::Error> {
     use mysql_async::prelude::Queryable;
-    let mut types = ColumnTypes::new();
-    for t in tables {
-        let table = TableName::new(database, t.table.name.clone());
-        let db_err = |e| {
-            crate::Error::mysql_sink_error(
-                site_name,
-                crate::sink::mysql::MysqlSinkError::Db {
-                    context: format!("look up table {table}"),
-                    source: e,
-                },
-            )
-        };
-        let has_pk: Option<u8> = conn
+    let role: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(|e| mysql_db_error(&site.name, "read the account".into(), e))?;
+    let mut facts = SiteFacts {
+        site_id: site.site_id,
+        name: site.name.clone(),
+        engine: SiteEngine::Mysql,
+        role: role.unwrap_or_default(),
+        // MySQL and MariaDB have no replica role: triggers fire for every session.
+        replica_role: false,
+        tables: BTreeMap::new(),
+    };
+    let own = [link.marker_column.clone(), link.stamp_column()];
+    for &t in tables {
+        let name = TableName::new(database, t.name.clone());
+        let db_err = |e| mysql_db_error(&site.name, format!("look up table {name}"), e);
+        let exists: Option<u8> = conn
             .exec_first(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS
-                                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'PRIMARY KEY')
-                   FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (database, t.table.name.as_str(), database, t.table.name.as_str()),
+                "SELECT 1 FROM information_schema.TABLES
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = 'BASE TABLE'",
+                (database, t.name.as_str()),
             )
             .await
             .map_err(db_err)?;
-        match has_pk {
-            None => {
-                return Err(SetupError::NoTable {
-                    site: site_name.into(),
-                    table,
-                }
-                .into())
-            }
-            Some(0) => {
-                return Err(SetupError::NoPrimaryKey {
-                    site: site_name.into(),
-                    table,
-                }
-                .into())
-            }
-            Some(_) => {}
+        if exists.is_none() {
+            facts.tables.insert(t.clone(), (name, None));
+            continue;
         }
-        let columns: Vec<(String, String)> = conn
+        let columns: Vec<(String, String, String)> = conn
             .exec(
-                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (database, t.table.name.as_str()),
+                "SELECT COLUMN_NAME, COLUMN_TYPE, EXTRA FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (database, t.name.as_str()),
             )
             .await
             .map_err(db_err)?;
-        for (column, why) in t.required_columns(link, site_id) {
-            if !columns.iter().any(|(c, _)| c == &column) {
-                return Err(SetupError::NoColumn {
-                    site: site_name.into(),
-                    table: table.clone(),
-                    column: format!("{column} ({why})"),
-                }
-                .into());
-            }
-        }
         let key: Vec<String> = conn
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
-                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
-                (database, t.table.name.as_str()),
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
+                  ORDER BY ORDINAL_POSITION",
+                (database, t.name.as_str()),
             )
             .await
             .map_err(db_err)?;
-        if let Some(column) = mapped_key_column(t, site_id, &key) {
-            return Err(SetupError::KeyColumnMapped {
-                site: site_name.into(),
-                table,
-                column,
+        let triggers: Vec<(String, String, String)> = conn
+            .exec(
+                "SELECT TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION FROM information_schema.TRIGGERS
+                  WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME",
+                (database, t.name.as_str()),
+            )
+            .await
+            .map_err(db_err)?;
+        let mut merged: Vec<TriggerFacts> = Vec::new();
+        for (trigger, timing, event) in triggers {
+            match merged.iter_mut().find(|m| m.name == trigger) {
+                // A trigger for several events is one row per event.
+                Some(m) => m.when.push_str(&format!(" OR {event}")),
+                None => merged.push(TriggerFacts {
+                    name: trigger,
+                    kind: "trigger",
+                    when: format!("{timing} {event}"),
+                    on: name.to_string(),
+                    mode: 'A',
+                }),
             }
-            .into());
         }
-        types.insert(t.table.name.clone(), columns.into_iter().collect());
+        facts.tables.insert(
+            t.clone(),
+            (
+                name.clone(),
+                Some(TableFacts {
+                    generated: columns
+                        .iter()
+                        .filter(|(_, _, extra)| extra.to_ascii_uppercase().contains("GENERATED"))
+                        .map(|(c, _, _)| c.clone())
+                        .collect(),
+                    columns: columns
+                        .into_iter()
+                        .filter(|(c, _, _)| !own.contains(c))
+                        .map(|(c, ty, _)| (c, ty))
+                        .collect(),
+                    key,
+                    triggers: merged,
+                    partition_of: None,
+                }),
+            ),
+        );
     }
-    Ok(types)
+    Ok(facts)
+}
+
+fn mysql_db_error(site: &str, context: String, e: mysql_async::Error) -> crate::Error {
+    crate::Error::mysql_sink_error(
+        site,
+        crate::sink::mysql::MysqlSinkError::Db { context, source: e },
+    )
+}
+
+/// Whether table `t` of `link` can be synced between the two sites as
+/// configured, from what their catalogs say (`sites`: site_a's, then
+/// site_b's). `configured` is every table the link syncs. The reasons, each
+/// with what to do, when it cannot.
+pub fn judge_table(
+    link: &Link,
+    t: &LinkTable,
+    sites: [&SiteFacts; 2],
+    configured: &[&TableName],
+) -> Result<(), Vec<String>> {
+    let mut why: Vec<String> = Vec::new();
+    let mut found: Vec<(&SiteFacts, &TableName, &TableFacts)> = Vec::new();
+    for s in sites {
+        let Some((name, facts)) = s.table(&t.table) else {
+            why.push(format!(
+                "site {}: table {} was not looked up",
+                s.name, t.table
+            ));
+            continue;
+        };
+        let Some(facts) = facts else {
+            why.push(
+                SetupError::NoTable {
+                    site: s.name.clone(),
+                    table: name.clone(),
+                }
+                .to_string(),
+            );
+            continue;
+        };
+        if facts.key.is_empty() {
+            why.push(
+                SetupError::NoPrimaryKey {
+                    site: s.name.clone(),
+                    table: name.clone(),
+                }
+                .to_string(),
+            );
+        }
+        if let Some(root) = &facts.partition_of {
+            if configured.contains(&root) {
+                why.push(format!(
+                    "site {}: table {name} is a partition of {root}, which the link syncs whole (with all its partitions, as one table): remove {name} from duplex.link_tables",
+                    s.name
+                ));
+            }
+        }
+        if let Some(column) = mapped_key_column(t, s.site_id, &facts.key) {
+            why.push(
+                SetupError::KeyColumnMapped {
+                    site: s.name.clone(),
+                    table: name.clone(),
+                    column,
+                }
+                .to_string(),
+            );
+        }
+        for (column, reason) in t.required_columns(link, s.site_id) {
+            if !facts.columns.iter().any(|(c, _)| c == &column) {
+                why.push(
+                    SetupError::NoColumn {
+                        site: s.name.clone(),
+                        table: name.clone(),
+                        column: format!("{column} ({reason})"),
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        found.push((s, name, facts));
+    }
+    if !why.is_empty() {
+        // The rest compares the two sites' tables: both must be there.
+        return Err(why);
+    }
+    let [(sa, _, fa), (sb, _, fb)] = [found[0], found[1]];
+    let types = |id: u32| -> Option<HashMap<String, String>> {
+        let f = if id == sa.site_id { fa } else { fb };
+        Some(f.columns.iter().cloned().collect())
+    };
+    if let Err(e) = crate::mapping::check_mapping_types(
+        &t.mappings,
+        link.site_a,
+        link.site_b,
+        types,
+    )
+    .and_then(|()| {
+        // A pair of columns that would lose part of each value
+        // (a timestamp into a date).
+        crate::mapping::check_lossy_pairs([link.site_a, link.site_b], |s| t.mapping(link, s), types)
+    }) {
+        why.push(format!("link {} table {}: {e}", link.name, t.table));
+    }
+    // Each direction the table flows: every column the source sends exists
+    // on the target, and the key is the same.
+    for ((src, src_name, sf), (dst, dst_name, df)) in [(found[0], found[1]), (found[1], found[0])] {
+        let Ok(m) = t.mapping(link, src.site_id) else {
+            continue;
+        };
+        let key: Vec<&str> = sf.key.iter().map(|k| m.target_name(k)).collect();
+        let mut sorted_key = key.clone();
+        sorted_key.sort_unstable();
+        let mut target_key: Vec<&str> = df.key.iter().map(String::as_str).collect();
+        target_key.sort_unstable();
+        if src.site_id == link.site_a && sorted_key != target_key {
+            why.push(format!(
+                "table {}: the primary key differs between the sites (site {}: ({}); site {}: ({})); both sides need the same key",
+                t.table,
+                src.name,
+                key.join(", "),
+                dst.name,
+                df.key.join(", ")
+            ));
+        }
+        if m.skip {
+            continue;
+        }
+        for (column, _) in &sf.columns {
+            if sf.generated.contains(column) || m.drops(column) {
+                continue;
+            }
+            let target = m.target_name(column);
+            if df.columns.iter().any(|(c, _)| c == target) {
+                continue;
+            }
+            let (l, schema, table) = (
+                link.link_id,
+                sql_text(&t.table.schema),
+                sql_text(&t.table.name),
+            );
+            why.push(if target == column {
+                format!(
+                    "table {}: column {column} exists on site {} only (not excluded, not mapped), so the changes of {src_name} cannot be applied to {dst_name}: \
+                     add the column on site {}, or map it to a column of site {} \
+                     (INSERT INTO duplex.column_mappings (link_id, schema_name, table_name, site_id, column_name, peer_column) VALUES ({l}, {schema}, {table}, {}, {}, '<column on site {}>')), \
+                     or keep it on site {} only \
+                     (INSERT INTO duplex.column_mappings (link_id, schema_name, table_name, site_id, column_name, synced, default_value) VALUES ({l}, {schema}, {table}, {}, {}, false, NULL); \
+                     a default_value fills it for rows that arrive from site {})",
+                    t.table,
+                    src.name,
+                    dst.name,
+                    dst.name,
+                    src.site_id,
+                    sql_text(column),
+                    dst.name,
+                    src.name,
+                    src.site_id,
+                    sql_text(column),
+                    dst.name,
+                )
+            } else {
+                format!(
+                    "table {}: site {}'s column {column} is mapped to {target}, which site {} does not have: add it there or fix peer_column in duplex.column_mappings",
+                    t.table, src.name, dst.name
+                )
+            });
+        }
+    }
+    // Triggers and rules on a target would change the rows duplex applies
+    // there, and what they change never flows back: the sites drift.
+    if !t.fire_triggers {
+        for (target, flows_in) in [
+            (found[1], t.mapping(link, sa.site_id).is_ok_and(|m| !m.skip)),
+            (found[0], t.mapping(link, sb.site_id).is_ok_and(|m| !m.skip)),
+        ] {
+            let (site, _, facts) = target;
+            if !flows_in {
+                continue;
+            }
+            for tr in facts
+                .triggers
+                .iter()
+                .filter(|tr| tr.fires(site.replica_role))
+            {
+                why.push(trigger_refusal(link, t, site, tr));
+            }
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+/// Why a trigger (or rule) refuses its table, and the ways out.
+fn trigger_refusal(link: &Link, t: &LinkTable, site: &SiteFacts, tr: &TriggerFacts) -> String {
+    let what = format!(
+        "site {}: {} {} ({}) on {} would fire for every row duplex applies there, and what it changes would stay on site {} (the sites drift)",
+        site.name, tr.kind, tr.name, tr.when, tr.on, site.name
+    );
+    let fire = format!(
+        "if it must fire for replicated rows, say so: UPDATE duplex.link_tables SET fire_triggers = true WHERE link_id = {} AND schema_name = {} AND table_name = {}",
+        link.link_id,
+        sql_text(&t.table.schema),
+        sql_text(&t.table.name)
+    );
+    match site.engine {
+        SiteEngine::Mysql => format!(
+            "{what}. MySQL and MariaDB fire triggers for every session: drop the trigger on site {} (or make it skip duplex's writes), or, {fire}",
+            site.name
+        ),
+        SiteEngine::Postgres if site.replica_role => format!(
+            "{what}: it is enabled {} and fires in the replica role duplex applies in. ALTER TABLE {} ENABLE {} {} (it then fires for the application's writes only), or, {fire}",
+            if tr.mode == 'A' { "ALWAYS" } else { "REPLICA" },
+            tr.on,
+            tr.kind.to_uppercase(),
+            plain_or_quoted(&tr.name),
+        ),
+        SiteEngine::Postgres => format!(
+            "{what}. duplex applies in the replica role, where ordinary triggers and rules do not fire (as PostgreSQL's own replication does), only where its role may set session_replication_role: \
+             as a superuser on site {}, GRANT SET ON PARAMETER session_replication_role TO {} (or drop the {}); or, {fire}",
+            site.name,
+            plain_or_quoted(&site.role),
+            tr.kind,
+        ),
+    }
+}
+
+/// An identifier for SQL shown in messages: as it is when it needs no
+/// quotes, quoted otherwise.
+fn plain_or_quoted(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        crate::pg::quote_ident(name)
+    }
+}
+
+/// A text literal for the SQL shown in messages.
+fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A primary-key column of `site` that a mapping excludes or transforms.
@@ -387,12 +783,14 @@ pub async fn prepare_pg_site(
         });
     }
 
+    let mut any_partitioned = false;
     for t in tables {
         let quoted = quote_table(&t.table);
         let row = client
             .query_one(
                 "SELECT c.oid, c.relreplident::text,
-                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                        c.relkind = 'p'
                    FROM (SELECT to_regclass($1)::oid AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid",
                 &[&quoted],
             )
@@ -405,7 +803,6 @@ pub async fn prepare_pg_site(
                 table: t.table.clone(),
             });
         }
-        let replident: String = row.get(1);
         let has_pk: bool = row.get(2);
         if !has_pk {
             return Err(SetupError::NoPrimaryKey {
@@ -413,6 +810,8 @@ pub async fn prepare_pg_site(
                 table: t.table.clone(),
             });
         }
+        let partitioned: bool = row.get(3);
+        any_partitioned |= partitioned;
         // Checked first: ALTER TABLE needs ownership even when there is
         // nothing to add, and the table's owner may have added it already.
         let has_marker: bool = client
@@ -424,6 +823,8 @@ pub async fn prepare_pg_site(
             .map_err(err(&format!("look for the marker column of {}", t.table)))?
             .get(0);
         if !has_marker {
+            // On a partitioned table (or an inheritance parent) the column
+            // is added to every partition (child) too, as PostgreSQL requires.
             client
                 .batch_execute(&format!(
                     "ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {} jsonb",
@@ -436,77 +837,145 @@ pub async fn prepare_pg_site(
                 )))?;
         }
         // Only ALTER when needed: it takes an exclusive lock on the table.
+        // A partitioned table's partitions too: each logs its own old rows,
+        // while the stream describes them with the partitioned table's
+        // identity (publish_via_partition_root).
         let (wanted, clause) = match t.replica_identity {
             ReplicaIdentityMode::Full => ("f", "FULL"),
             ReplicaIdentityMode::Key => ("d", "DEFAULT"),
         };
-        if replident != wanted {
+        let members: Vec<String> = client
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_class c
+                  WHERE (c.oid = $1 OR ($2 AND c.oid IN (SELECT relid FROM pg_partition_tree($1::oid::regclass))))
+                    AND c.relreplident <> $3::text::\"char\"
+                  ORDER BY c.oid = $1 DESC, 1",
+                &[&oid, &partitioned, &wanted],
+            )
+            .await
+            .map_err(err(&format!("read the replica identity of {}", t.table)))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for member in members {
             client
-                .batch_execute(&format!("ALTER TABLE {quoted} REPLICA IDENTITY {clause}"))
+                .batch_execute(&format!("ALTER TABLE {member} REPLICA IDENTITY {clause}"))
                 .await
-                .map_err(err(&format!("set replica identity of {}", t.table)))?;
+                .map_err(err(&format!("set replica identity of {member}")))?;
         }
     }
 
-    // Publication: exactly the link's tables.
+    // Publication: exactly the link's tables, each ONLY itself: an
+    // inheritance parent's children are not published (their own changes
+    // are not the link's, and a child without a replica identity in a
+    // publication would refuse the application's UPDATE and DELETE). A
+    // partitioned table is published whole, as itself
+    // (publish_via_partition_root): its partitions' changes arrive as the
+    // partitioned table's, and are applied to the peer's table of that name.
     let publication = link.publication_name();
     let wanted: BTreeSet<TableName> = tables.iter().map(|t| t.table.clone()).collect();
-    let exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+    let found = client
+        .query(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&publication],
         )
         .await
-        .map_err(err("look up publication"))?
-        .get(0);
+        .map_err(err("look up publication"))?;
     let list = wanted
         .iter()
-        .map(quote_table)
+        .map(|t| format!("ONLY {}", quote_table(t)))
         .collect::<Vec<_>>()
         .join(", ");
-    if !exists {
-        let sql = if wanted.is_empty() {
-            format!("CREATE PUBLICATION {}", quote_ident(&publication))
-        } else {
-            format!(
-                "CREATE PUBLICATION {} FOR TABLE {list}",
-                quote_ident(&publication)
-            )
-        };
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(err("create publication"))?;
-    } else {
-        let current: BTreeSet<TableName> = client
-            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&publication])
-            .await
-            .map_err(err("read publication tables"))?
-            .iter()
-            .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
-            .collect();
-        if current != wanted {
+    match found.first() {
+        None => {
             let sql = if wanted.is_empty() {
-                // SET TABLE needs at least one table; drop the ones there instead.
-                let drop = current
-                    .iter()
-                    .map(quote_table)
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 format!(
-                    "ALTER PUBLICATION {} DROP TABLE {drop}",
+                    "CREATE PUBLICATION {} WITH (publish_via_partition_root = true)",
                     quote_ident(&publication)
                 )
             } else {
                 format!(
-                    "ALTER PUBLICATION {} SET TABLE {list}",
+                    "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
                     quote_ident(&publication)
                 )
             };
             client
                 .batch_execute(&sql)
                 .await
-                .map_err(err("update publication tables"))?;
+                .map_err(err("create publication"))?;
+        }
+        Some(row) => {
+            let via_root: bool = row.get(0);
+            let current: BTreeSet<TableName> = client
+                .query(
+                    "SELECT n.nspname::text, c.relname::text
+                       FROM pg_publication p
+                       JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                       JOIN pg_class c ON c.oid = pr.prrelid
+                       JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE p.pubname = $1",
+                    &[&publication],
+                )
+                .await
+                .map_err(err("read publication tables"))?
+                .iter()
+                .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+                .collect();
+            let mut changes = Vec::new();
+            if !via_root {
+                changes.push(format!(
+                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                    quote_ident(&publication)
+                ));
+            }
+            if current != wanted {
+                changes.push(if wanted.is_empty() {
+                    // SET TABLE needs at least one table; drop the ones there instead.
+                    let drop = current
+                        .iter()
+                        .map(|t| format!("ONLY {}", quote_table(t)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "ALTER PUBLICATION {} DROP TABLE {drop}",
+                        quote_ident(&publication)
+                    )
+                } else {
+                    format!(
+                        "ALTER PUBLICATION {} SET TABLE {list}",
+                        quote_ident(&publication)
+                    )
+                });
+            }
+            for sql in changes {
+                if let Err(source) = client.batch_execute(&sql).await {
+                    // A least-privilege role does not own the publication
+                    // (sql/roles/postgresql-site.sql made it). Tables it has
+                    // beyond the link's are harmless: their changes are
+                    // skipped as they are read.
+                    let denied = source.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
+                    if denied && wanted.is_subset(&current) && (via_root || !any_partitioned) {
+                        let extra: Vec<String> =
+                            current.difference(&wanted).map(|t| t.to_string()).collect();
+                        tracing::warn!(
+                            site = site_name,
+                            publication = %publication,
+                            extra = %extra.join(", "),
+                            "the publication holds tables the link does not sync (not synced; their changes are skipped); its owner can drop them: run sql/roles/postgresql-site.sql again with the link's tables"
+                        );
+                        break;
+                    }
+                    return Err(SetupError::Db {
+                        site: site_name.into(),
+                        context: format!(
+                            "update publication {publication} to exactly the link's tables ({}), each ONLY itself, with publish_via_partition_root = true (as its owner: run sql/roles/postgresql-site.sql again with the link's tables)",
+                            wanted.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                        source,
+                    });
+                }
+            }
         }
     }
 
@@ -556,7 +1025,6 @@ pub async fn prepare_pg_site(
 pub async fn prepare_mysql_site(
     conn: &mut mysql_async::Conn,
     site_name: &str,
-    site_id: u32,
     database: &str,
     link: &Link,
     tables: &[&LinkTable],
@@ -575,7 +1043,8 @@ pub async fn prepare_mysql_site(
     crate::source::mysql::check_binlog_settings(conn)
         .await
         .map_err(|e| crate::Error::mysql_source_error(site_name, e))?;
-    check_mysql_tables(conn, site_name, site_id, link, database, tables).await?;
+    // The tables were checked before (`judge_table`): each exists with a
+    // primary key.
     for t in tables {
         let table = TableName::new(database, t.table.name.clone());
         // Checked first: `ADD COLUMN IF NOT EXISTS` is MariaDB-only syntax.
@@ -656,4 +1125,192 @@ pub async fn prepare_mysql_site(
     .await
     .map_err(err("create duplex's marker table".into()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{ColumnMapping, TableDirection};
+
+    fn link() -> Link {
+        Link {
+            link_id: 1,
+            name: "l".into(),
+            site_a: 1,
+            site_b: 2,
+            enabled: true,
+            marker_column: "_duplex".into(),
+            tombstone_retention: std::time::Duration::from_secs(60),
+            snapshot_rows_per_second: 0,
+        }
+    }
+
+    fn table(mappings: Vec<ColumnMapping>) -> LinkTable {
+        LinkTable {
+            link_id: 1,
+            table: TableName::new("public", "t"),
+            enabled: true,
+            paused: false,
+            initial_sync: true,
+            check_interval: None,
+            direction: TableDirection::Both,
+            mappings,
+            replica_identity: ReplicaIdentityMode::Full,
+            policy: crate::conflict::TablePolicy::default(),
+            fire_triggers: false,
+        }
+    }
+
+    fn facts(
+        site_id: u32,
+        engine: SiteEngine,
+        columns: &[&str],
+        triggers: Vec<TriggerFacts>,
+    ) -> SiteFacts {
+        let t = TableName::new("public", "t");
+        SiteFacts {
+            site_id,
+            name: format!("s{site_id}"),
+            engine,
+            role: "duplex".into(),
+            replica_role: engine == SiteEngine::Postgres,
+            tables: [(
+                t.clone(),
+                (
+                    t,
+                    Some(TableFacts {
+                        columns: columns
+                            .iter()
+                            .map(|c| (c.to_string(), "text".into()))
+                            .collect(),
+                        generated: Vec::new(),
+                        key: vec!["id".into()],
+                        triggers,
+                        partition_of: None,
+                    }),
+                ),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn stamp(mode: char) -> TriggerFacts {
+        TriggerFacts {
+            name: "stamp_last_update".into(),
+            kind: "trigger",
+            when: "BEFORE INSERT OR UPDATE FOR EACH ROW".into(),
+            on: "t".into(),
+            mode,
+        }
+    }
+
+    fn judge(t: &LinkTable, a: &SiteFacts, b: &SiteFacts) -> Result<(), Vec<String>> {
+        let name = TableName::new("public", "t");
+        judge_table(&link(), t, [a, b], &[&name])
+    }
+
+    #[test]
+    fn a_column_on_one_site_only_is_refused_with_the_ways_out() {
+        let a = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let b = facts(2, SiteEngine::Postgres, &["id", "v", "note"], vec![]);
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(
+            why[0].contains("column note exists on site s2 only"),
+            "{}",
+            why[0]
+        );
+        assert!(why[0].contains("add the column on site s1"), "{}", why[0]);
+        assert!(
+            why[0].contains("VALUES (1, 'public', 't', 2, 'note', false, NULL)"),
+            "{}",
+            why[0]
+        );
+        // Kept on site 2 only, or renamed to a column site 1 has: accepted.
+        let excluded = ColumnMapping {
+            site_id: 2,
+            column_name: "note".into(),
+            peer_column: None,
+            synced: false,
+            transform: None,
+            default_value: None,
+        };
+        assert_eq!(judge(&table(vec![excluded]), &a, &b), Ok(()));
+        let renamed = ColumnMapping {
+            site_id: 2,
+            column_name: "note".into(),
+            peer_column: Some("v".into()),
+            synced: true,
+            transform: None,
+            default_value: None,
+        };
+        let a2 = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let b2 = facts(2, SiteEngine::Postgres, &["id", "note"], vec![]);
+        assert_eq!(judge(&table(vec![renamed]), &a2, &b2), Ok(()));
+        // A one-way table only needs the columns its source sends.
+        let mut one_way = table(vec![]);
+        one_way.direction = TableDirection::AToB;
+        assert_eq!(judge(&one_way, &a, &b), Ok(()));
+    }
+
+    #[test]
+    fn no_primary_key_and_a_different_key_are_refused() {
+        let a = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        let mut b = facts(2, SiteEngine::Postgres, &["id", "v"], vec![]);
+        if let Some((_, Some(f))) = b.tables.values_mut().next() {
+            f.key = vec!["id".into(), "v".into()];
+        }
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert!(why[0].contains("the primary key differs"), "{why:?}");
+        if let Some((_, Some(f))) = b.tables.values_mut().next() {
+            f.key.clear();
+        }
+        let why = judge(&table(vec![]), &a, &b).unwrap_err();
+        assert!(
+            why[0].contains("site s2: table public.t has no primary key"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn triggers_refuse_where_they_fire_for_applied_rows() {
+        let plain = facts(1, SiteEngine::Postgres, &["id", "v"], vec![]);
+        // In the replica role an ordinary trigger does not fire; an
+        // ENABLE ALWAYS one does.
+        let pg = facts(2, SiteEngine::Postgres, &["id", "v"], vec![stamp('O')]);
+        assert_eq!(judge(&table(vec![]), &plain, &pg), Ok(()));
+        let always = facts(2, SiteEngine::Postgres, &["id", "v"], vec![stamp('A')]);
+        let why = judge(&table(vec![]), &plain, &always).unwrap_err();
+        assert!(
+            why[0].contains("enabled ALWAYS")
+                && why[0].contains("ENABLE TRIGGER stamp_last_update"),
+            "{why:?}"
+        );
+        // Without the right to the replica role, the ordinary one fires.
+        let mut no_right = pg.clone();
+        no_right.replica_role = false;
+        let why = judge(&table(vec![]), &plain, &no_right).unwrap_err();
+        assert!(
+            why[0].contains("GRANT SET ON PARAMETER session_replication_role TO duplex")
+                && why[0].contains("fire_triggers = true"),
+            "{why:?}"
+        );
+        // MySQL/MariaDB: every trigger fires.
+        let maria = facts(2, SiteEngine::Mysql, &["id", "v"], vec![stamp('A')]);
+        let why = judge(&table(vec![]), &plain, &maria).unwrap_err();
+        assert!(
+            why[0].contains("MySQL and MariaDB fire triggers for every session"),
+            "{why:?}"
+        );
+        // Said to fire, or on a site nothing flows into: accepted.
+        let mut fire = table(vec![]);
+        fire.fire_triggers = true;
+        assert_eq!(judge(&fire, &plain, &maria), Ok(()));
+        let mut b_to_a = table(vec![]);
+        b_to_a.direction = TableDirection::BToA;
+        assert_eq!(judge(&b_to_a, &plain, &maria), Ok(()));
+        assert!(stamp('R').fires(true) && !stamp('R').fires(false));
+        assert!(!stamp('O').fires(true) && stamp('O').fires(false));
+    }
 }

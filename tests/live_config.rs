@@ -180,8 +180,10 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     })
     .await;
 
-    // Invalid changes: each is rejected with its reason, and the link keeps
-    // syncing on the configuration in force.
+    // Invalid changes: each is refused with its reason, alone: a table whose
+    // new configuration cannot be synced stays on its configuration in
+    // force, a table that cannot be synced at all is refused, and the rest
+    // of the link keeps syncing.
     control
         .batch_execute(
             "INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (3, 'c', 'postgresql', 'host=127.0.0.1 port=1 dbname=x')",
@@ -231,7 +233,7 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         // The dry run says the same as the running process, on its own.
         let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
         assert!(
-            !ok && out.contains("would be REJECTED") && out.contains(reason),
+            !ok && out.contains("would be REFUSED") && out.contains(reason),
             "{out}"
         );
         wait_for(&format!("change {i} rejected"), t, || async {
@@ -239,6 +241,18 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
             state == "rejected" && message.is_some_and(|m| m.contains(reason))
         })
         .await;
+        // The table's own status says why, too.
+        assert!(
+            query_bool(
+                &control,
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM duplex.table_config_status WHERE link_id = 1 AND reason LIKE '%{}%')",
+                    reason.replace('\'', "''")
+                )
+            )
+            .await,
+            "{reason}"
+        );
         let id = 100 + i as i32;
         a.execute("INSERT INTO t1 VALUES ($1, 'still syncing')", &[&id])
             .await

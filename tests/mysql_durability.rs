@@ -149,11 +149,13 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     )
     .await;
     // The counter row is seeded alike on both sites: already in sync, so
-    // no initial copy (the counts below are the stream's alone).
+    // no initial copy (the counts below are the stream's alone). The audit
+    // triggers count duplex's writes: they are to fire for applied rows.
     common::connect(&url)
         .await
         .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
+             UPDATE duplex.link_tables SET fire_triggers = true;",
         )
         .await
         .unwrap();
@@ -466,11 +468,13 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
     )
     .await;
     // The counter row is seeded alike on both sites: already in sync, so
-    // no initial copy (the counts below are the stream's alone).
+    // no initial copy (the counts below are the stream's alone). The audit
+    // triggers count duplex's writes: they are to fire for applied rows.
     common::connect(&url)
         .await
         .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
+             UPDATE duplex.link_tables SET fire_triggers = true;",
         )
         .await
         .unwrap();

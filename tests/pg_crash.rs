@@ -31,11 +31,14 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     const ROWS_PER_TXN: i64 = 50;
     let pair = Pair::start(SCHEMA, &["items", "counters"]).await;
     pair.b.psql("app", APPLY_AUDIT).expect("audit trigger on B");
-    // The counter row is seeded alike on both sites: already in sync.
+    // The counter row is seeded alike on both sites: already in sync. The
+    // audit trigger must fire for the rows duplex applies (by default duplex
+    // applies in the replica role, where ordinary triggers do not fire).
     common::connect(&pair.control_url)
         .await
         .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
+             UPDATE duplex.link_tables SET fire_triggers = true;",
         )
         .await
         .unwrap();

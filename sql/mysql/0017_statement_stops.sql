@@ -42,6 +42,8 @@ SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
          WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
            AND q.table_name = ts.table_name AND q.confirmed AND q.status = 'held') AS held,
        ts.updated_at,
+       COALESCE(tc.state, 'syncing') AS config_state,
+       tc.reason AS config_reason,
        EXISTS (SELECT 1 FROM duplex.quarantine q
                 WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
                   AND q.table_name = ts.table_name AND q.op = 'statement'
@@ -51,7 +53,25 @@ SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
            AND q.table_name = ts.table_name AND q.op = 'statement'
            AND q.status IN ('pending', 'retry') AND q.confirmed
          ORDER BY q.quarantine_id LIMIT 1) AS stop_reason
-  FROM duplex.table_status ts;
+  FROM duplex.table_status ts
+  LEFT JOIN duplex.table_config_status tc
+         ON tc.link_id = ts.link_id
+        AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name)
+UNION ALL
+SELECT tc.link_id, d.source_site, d.target_site, CONCAT(tc.schema_name, '.', tc.table_name),
+       0, 0, 0, 0, 0,
+       (SELECT COUNT(*) FROM duplex.quarantine q
+         WHERE q.link_id = tc.link_id AND q.source_site = d.source_site AND q.status = 'held' AND q.confirmed
+           AND RIGHT(q.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name)),
+       tc.updated_at, tc.state, tc.reason, FALSE, NULL
+  FROM duplex.table_config_status tc
+  JOIN (SELECT link_id, site_a AS source_site, site_b AS target_site FROM duplex.links
+        UNION ALL
+        SELECT link_id, site_b, site_a FROM duplex.links) d ON d.link_id = tc.link_id
+ WHERE tc.state = 'refused'
+   AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
+                    WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
+                      AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name));
 
 DROP PROCEDURE IF EXISTS duplex.retry_quarantined;
 DROP PROCEDURE IF EXISTS duplex.discard_quarantined;

@@ -86,6 +86,7 @@ SELECT l.link_id, l.name AS link, s.name AS source, t.name AS target,
 
 -- Appended columns: stopped (a write to the table was logged as a statement)
 -- and why, with the fix (the oldest pending statement record's reason).
+-- The columns of 0014 (config_state, config_reason, refused tables) stay.
 CREATE OR REPLACE VIEW duplex.table_overview AS
 SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
        ts.inserted, ts.updated, ts.deleted,
@@ -93,6 +94,8 @@ SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
        coalesce(q.quarantined, 0) AS quarantined,
        coalesce(q.held, 0) AS held,
        ts.updated_at,
+       coalesce(tc.state, 'syncing') AS config_state,
+       tc.reason AS config_reason,
        stop.reason IS NOT NULL AS stopped,
        stop.reason AS stop_reason
   FROM duplex.table_status ts
@@ -104,10 +107,28 @@ SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
                     count(*) FILTER (WHERE status = 'held') AS held
                FROM duplex.quarantine WHERE confirmed GROUP BY 1, 2, 3) q
          USING (link_id, source_site, table_name)
+  -- table_status names a table as its source site does (a MySQL site's
+  -- database is its schema): matched by the bare name.
+  LEFT JOIN duplex.table_config_status tc
+         ON tc.link_id = ts.link_id AND right(ts.table_name, length(tc.table_name) + 1) = '.' || tc.table_name
   LEFT JOIN LATERAL (SELECT s.reason FROM duplex.quarantine s
                       WHERE s.link_id = ts.link_id AND s.source_site = ts.source_site
                         AND s.table_name = ts.table_name AND s.op = 'statement'
                         AND s.status IN ('pending', 'retry') AND s.confirmed
-                      ORDER BY s.quarantine_id LIMIT 1) stop ON true;
+                      ORDER BY s.quarantine_id LIMIT 1) stop ON true
+UNION ALL
+SELECT tc.link_id, d.source_site, d.target_site, tc.schema_name || '.' || tc.table_name,
+       0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+       (SELECT count(*) FROM duplex.quarantine q
+         WHERE q.link_id = tc.link_id AND q.source_site = d.source_site AND q.status = 'held' AND q.confirmed
+           AND right(q.table_name, length(tc.table_name) + 1) = '.' || tc.table_name),
+       tc.updated_at, tc.state, tc.reason, false, NULL::text
+  FROM duplex.table_config_status tc
+  JOIN duplex.links l USING (link_id)
+  CROSS JOIN LATERAL (VALUES (l.site_a, l.site_b), (l.site_b, l.site_a)) AS d(source_site, target_site)
+ WHERE tc.state = 'refused'
+   AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
+                    WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
+                      AND right(ts.table_name, length(tc.table_name) + 1) = '.' || tc.table_name);
 
-COMMENT ON VIEW duplex.table_overview IS 'per direction and table: rows applied by operation, conflicts, quarantined and held changes, and whether the table is stopped (a write logged as a statement) and why';
+COMMENT ON VIEW duplex.table_overview IS 'per direction and table: rows applied by operation, conflicts, quarantined and held changes, whether the table syncs or is refused (and why), and whether it is stopped (a write logged as a statement) and why';

@@ -48,12 +48,21 @@ SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I', trim
        format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I jsonb', trim(t)::regclass, :'marker'),
        format('ALTER TABLE %s REPLICA IDENTITY FULL', trim(t)::regclass)
   FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
+-- A partitioned table's partitions log their own old rows: each needs it too.
+SELECT format('ALTER TABLE %s REPLICA IDENTITY FULL', p.relid::regclass)
+  FROM unnest(string_to_array(:'tables', ',')) AS t,
+       pg_partition_tree(trim(t)::regclass) p
+ WHERE p.relid <> trim(t)::regclass \gexec
 
--- The link's publication, exactly these tables.
-SELECT format('CREATE PUBLICATION %I', 'duplex_l' || :'link')
+-- The link's publication, exactly these tables, each ONLY itself (an
+-- inheritance parent's children stay out: a child without a replica identity
+-- in a publication would refuse the application's UPDATE and DELETE), and a
+-- partitioned table published as itself.
+SELECT format('CREATE PUBLICATION %I WITH (publish_via_partition_root = true)', 'duplex_l' || :'link')
  WHERE NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'duplex_l' || :'link') \gexec
+SELECT format('ALTER PUBLICATION %I SET (publish_via_partition_root = true)', 'duplex_l' || :'link') \gexec
 SELECT format('ALTER PUBLICATION %I SET TABLE %s', 'duplex_l' || :'link',
-              string_agg(trim(t)::regclass::text, ', '))
+              string_agg('ONLY ' || trim(t)::regclass::text, ', '))
   FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
 
 -- Replication origins: created, set up and advanced by duplex's applier.
@@ -67,8 +76,13 @@ SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', f, :'role')
          'pg_replication_origin_advance(text, pg_lsn)',
          'pg_replication_origin_progress(text, boolean)']) AS f \gexec
 
--- Optional, run by a superuser (PostgreSQL 15+): lets the initial sync copy
--- tables with foreign keys in any order on this site, as PostgreSQL's own
--- logical replication applies (session_replication_role = replica, only in
--- duplex's copy transactions). Without it, tables are copied parents first.
+-- Recommended, run by a superuser (PostgreSQL 15+): lets duplex apply in the
+-- replica role (session_replication_role = replica), as PostgreSQL's own
+-- logical replication does: the site's ordinary triggers and rules do not
+-- fire for the rows duplex applies (a trigger that stamps last_update would
+-- otherwise re-stamp every applied row here only, and the sites would drift),
+-- and the initial sync copies tables with foreign keys in any order. Without
+-- it, duplex refuses each synced table that has such a trigger (naming it),
+-- unless duplex.link_tables.fire_triggers says it should fire, and copies
+-- tables parents first.
 --   GRANT SET ON PARAMETER session_replication_role TO duplex;

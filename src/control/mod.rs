@@ -83,6 +83,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/postgresql/0013_scheduled_checks.sql"),
     ),
     (
+        14,
+        "tables refused alone, target triggers",
+        include_str!("../../sql/postgresql/0014_table_refusals.sql"),
+    ),
+    (
         16,
         "when each site's changes began to be captured",
         include_str!("../../sql/postgresql/0016_capture_starts.sql"),
@@ -118,6 +123,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         13,
         "scheduled parity checks",
         include_str!("../../sql/mysql/0013_scheduled_checks.sql"),
+    ),
+    (
+        14,
+        "tables refused alone, target triggers",
+        include_str!("../../sql/mysql/0014_table_refusals.sql"),
     ),
     (
         16,
@@ -441,11 +451,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
         .rows(Sql::new(
             "read duplex.link_tables",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie, initial_sync,
+                    conflict_policy, priority_site, merge_tie, initial_sync, fire_triggers,
                     extract(epoch FROM check_interval)::bigint AS check_interval_secs
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             "SELECT link_id, schema_name, table_name, enabled, paused, direction, replica_identity,
-                    conflict_policy, priority_site, merge_tie, initial_sync, check_interval_secs
+                    conflict_policy, priority_site, merge_tie, initial_sync, fire_triggers, check_interval_secs
                FROM duplex.link_tables ORDER BY link_id, schema_name, table_name",
             &[],
         ))

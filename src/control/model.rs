@@ -204,6 +204,10 @@ pub struct LinkTable {
     pub replica_identity: ReplicaIdentityMode,
     /// Conflict policy and owned columns.
     pub policy: crate::conflict::TablePolicy,
+    /// The target's triggers fire for the rows duplex applies. Otherwise
+    /// duplex applies in the replica role where it may (triggers do not
+    /// fire) and refuses the table where a trigger would fire.
+    pub fire_triggers: bool,
 }
 
 impl LinkTable {
@@ -258,6 +262,7 @@ impl LinkTable {
             mappings,
             replica_identity,
             policy: crate::conflict::TablePolicy { policy, owners },
+            fire_triggers: bool_col(row, "link_tables", "fire_triggers")?,
         })
     }
 }
@@ -362,6 +367,10 @@ pub struct LinkConfig {
     pub patterns: Vec<TablePattern>,
     /// Tables with a `link_tables` row that is disabled: never added by a pattern.
     pub disabled_tables: Vec<String>,
+    /// Enabled tables whose configuration is invalid in itself (a policy
+    /// naming a site outside the link, inconsistent mappings), with why:
+    /// refused alone, the link's other tables run (see `runner`).
+    pub invalid_tables: Vec<(LinkTable, String)>,
 }
 
 impl LinkConfig {
@@ -418,6 +427,9 @@ impl LinkConfig {
             );
             if !t.initial_sync {
                 line.push_str(", no initial sync");
+            }
+            if t.fire_triggers {
+                line.push_str(", target triggers fire");
             }
             if let Some(every) = t.check_interval {
                 line.push_str(&format!(", checked every {}s", every.as_secs()));
@@ -483,38 +495,12 @@ impl ControlConfig {
             })
         };
         let (site_a, site_b) = (site(link.site_a)?, site(link.site_b)?);
-        let tables: Vec<LinkTable> = self
-            .link_tables(link.link_id)
-            .into_iter()
-            .cloned()
-            .collect();
-        for t in &tables {
-            let in_link = |s: u32| s == link.site_a || s == link.site_b;
-            let priority = match t.policy.policy {
-                crate::conflict::Policy::SitePriority(s) => Some(s),
-                crate::conflict::Policy::FieldMerge {
-                    tie: crate::conflict::Tie::SitePriority(s),
-                } => Some(s),
-                _ => None,
-            };
-            if let Some(s) = priority.filter(|&s| !in_link(s)) {
-                return Err(ControlError::Invalid(format!(
-                    "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
-                    link.name, t.table, link.site_a, link.site_b
-                )));
-            }
-            for source in [link.site_a, link.site_b] {
-                t.mapping(link, source).map_err(|e| {
-                    ControlError::Invalid(format!("link {} table {}: {e}", link.name, t.table))
-                })?;
-            }
-            for (column, &s) in &t.policy.owners {
-                if !in_link(s) {
-                    return Err(ControlError::Invalid(format!(
-                        "link {} table {}: column {column} is owned by site {s}, which is not one of the link's sites ({} and {})",
-                        link.name, t.table, link.site_a, link.site_b
-                    )));
-                }
+        let mut tables = Vec::new();
+        let mut invalid_tables = Vec::new();
+        for t in self.link_tables(link.link_id) {
+            match Self::check_table(link, t) {
+                Ok(()) => tables.push(t.clone()),
+                Err(why) => invalid_tables.push((t.clone(), why)),
             }
         }
         if link.marker_column.contains('\0') {
@@ -540,7 +526,40 @@ impl ControlConfig {
                 .filter(|t| t.link_id == link.link_id && !t.enabled)
                 .map(|t| t.table.name.clone())
                 .collect(),
+            invalid_tables,
         })
+    }
+
+    /// What the database constraints cannot express about one table of
+    /// `link`: the reason it cannot be synced as configured.
+    fn check_table(link: &Link, t: &LinkTable) -> Result<(), String> {
+        let in_link = |s: u32| s == link.site_a || s == link.site_b;
+        let priority = match t.policy.policy {
+            crate::conflict::Policy::SitePriority(s) => Some(s),
+            crate::conflict::Policy::FieldMerge {
+                tie: crate::conflict::Tie::SitePriority(s),
+            } => Some(s),
+            _ => None,
+        };
+        if let Some(s) = priority.filter(|&s| !in_link(s)) {
+            return Err(format!(
+                "link {} table {}: priority_site {s} is not one of the link's sites ({} and {})",
+                link.name, t.table, link.site_a, link.site_b
+            ));
+        }
+        for source in [link.site_a, link.site_b] {
+            t.mapping(link, source)
+                .map_err(|e| format!("link {} table {}: {e}", link.name, t.table))?;
+        }
+        for (column, &s) in &t.policy.owners {
+            if !in_link(s) {
+                return Err(format!(
+                        "link {} table {}: column {column} is owned by site {s}, which is not one of the link's sites ({} and {})",
+                        link.name, t.table, link.site_a, link.site_b
+                    ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the database constraints cannot express, for every link.

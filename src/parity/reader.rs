@@ -262,7 +262,10 @@ impl SideReader {
         match &mut self.conn {
             Conn::Pg(c) => c
                 .query_one(
-                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+                    // A partitioned table holds no rows itself: its partitions' count.
+                    "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class
+                      WHERE oid = to_regclass($1)
+                         OR oid IN (SELECT relid FROM pg_partition_tree(to_regclass($1)) WHERE isleaf)",
                     &[&quoted],
                 )
                 .await

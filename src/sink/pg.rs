@@ -124,6 +124,15 @@ pub struct PgSinkSpec {
     /// captured for the link (this site's clock, µs since the epoch), where
     /// known (`duplex.capture_starts`).
     pub capture_starts: HashMap<TableName, i64>,
+    /// Apply in the replica role (`session_replication_role = replica`), as
+    /// PostgreSQL's own logical replication does: the target's ordinary
+    /// triggers and rules do not fire for applied rows (nor foreign-key
+    /// checks). Set where duplex's role may (see `setup::SiteFacts`); where
+    /// it may not, tables with triggers are refused at setup instead.
+    pub replica_role: bool,
+    /// Tables (bare names) whose triggers fire for applied rows
+    /// (`link_tables.fire_triggers`): applied in the origin role.
+    pub fire_triggers: HashSet<String>,
 }
 
 /// A synced table as it is on the target.
@@ -175,6 +184,9 @@ pub struct PgSink {
     type_cache: HashMap<u32, PgTypeClass>,
     /// Per configured table: whether it may have tombstones on this site.
     tombstones_exist: HashMap<String, bool>,
+    /// The open transaction runs in the origin role (`SET LOCAL`), for a
+    /// table whose triggers fire (only when the session's role is replica).
+    origin_role: bool,
 }
 
 /// Statements kept prepared per sink; beyond this the cache is cleared.
@@ -203,6 +215,17 @@ impl PgSink {
             .batch_execute("SET synchronous_commit = on; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off")
             .await
             .map_err(|e| wrap(SinkError::Db { context: "configure the applier session".into(), source: e }))?;
+        if spec.replica_role {
+            client
+                .batch_execute("SET session_replication_role = replica")
+                .await
+                .map_err(|e| {
+                    wrap(SinkError::Db {
+                        context: "apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)".into(),
+                        source: e,
+                    })
+                })?;
+        }
         client
             .execute(
                 "SELECT pg_replication_origin_session_setup($1)",
@@ -230,6 +253,7 @@ impl PgSink {
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
             tombstones_exist: HashMap::new(),
+            origin_role: false,
             stats,
         };
         sink.load_duplex_origins().await.map_err(wrap)?;
@@ -320,6 +344,7 @@ impl PgSink {
                         .await
                         .map_err(db("begin target transaction"))?;
                     self.group.open = true;
+                    self.origin_role = false;
                 }
                 self.group.begin_source_txn(&meta);
                 Ok(None)
@@ -339,10 +364,27 @@ impl PgSink {
                 if !paused.is_empty() {
                     self.quarantine.discard_held(&paused).await?;
                 }
-                let names: Vec<String> = tables
-                    .iter()
-                    .map(|t| quote_table(&self.configured(&t.table)))
-                    .collect();
+                let mut names: Vec<String> = Vec::new();
+                for t in &tables {
+                    let quoted = quote_table(&self.configured(&t.table));
+                    // ONLY the table itself: an inheritance parent's children
+                    // are not synced. A partitioned table is truncated whole
+                    // (ONLY is refused there), as its source was.
+                    let partitioned: bool = self
+                        .client
+                        .query_one(
+                            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+                            &[&quoted],
+                        )
+                        .await
+                        .map_err(db("look up a truncated table"))?
+                        .get(0);
+                    names.push(if partitioned {
+                        quoted
+                    } else {
+                        format!("ONLY {quoted}")
+                    });
+                }
                 if !names.is_empty() {
                     self.client
                         .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
@@ -896,6 +938,30 @@ impl PgSink {
             .unwrap_or_else(|| table.clone())
     }
 
+    /// In a replica-role session, the statements of a table whose triggers
+    /// are to fire run in the origin role, the others in the replica role.
+    /// `SET LOCAL`: the transaction's end restores the session's role.
+    async fn trigger_role(&mut self, table: &str) -> Result<(), SinkError> {
+        if !self.spec.replica_role {
+            return Ok(());
+        }
+        let origin = self.spec.fire_triggers.contains(table);
+        if origin != self.origin_role {
+            self.client
+                .batch_execute(if origin {
+                    "SET LOCAL session_replication_role = origin"
+                } else {
+                    "SET LOCAL session_replication_role = replica"
+                })
+                .await
+                .map_err(db(
+                    "switch session_replication_role for a table whose triggers fire",
+                ))?;
+            self.origin_role = origin;
+        }
+        Ok(())
+    }
+
     /// Apply the pending batch. A data error (a value or constraint the target
     /// refuses) does not stop the stream: the batch is retried row by row, each
     /// under a savepoint, and the rows the target refuses are quarantined.
@@ -903,6 +969,7 @@ impl PgSink {
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };
+        self.trigger_role(&batch.table.table.name).await?;
         self.client
             .batch_execute("SAVEPOINT duplex_batch")
             .await
@@ -1290,6 +1357,7 @@ impl crate::sink::applier::Applier for PgSink {
     // The session runs under the link's replication origin: every transaction
     // it commits is duplex's own. No source position is recorded.
     async fn begin_own(&mut self) -> Result<(), SinkError> {
+        self.origin_role = false;
         self.client
             .batch_execute("BEGIN")
             .await

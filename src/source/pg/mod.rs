@@ -70,6 +70,11 @@ pub struct PgSourceSpec {
     /// Tables (by name) under field-level merge: their versions carry column
     /// tags (see `conflict::column_tags`).
     pub field_merge_tables: std::collections::HashSet<String>,
+    /// The link's tables that are synced. The publication holds exactly
+    /// these; a change of any other relation the stream carries all the same
+    /// (published before the table was refused or left the link, or a table
+    /// a publication duplex may not change holds) is skipped.
+    pub tables: std::collections::HashSet<TableName>,
 }
 
 struct ColumnInfo {
@@ -98,6 +103,8 @@ pub struct PgSource {
     client: ReplicationClient,
     catalog: Client,
     relations: HashMap<u32, RelationInfo>,
+    /// Relations the stream described that the link does not sync.
+    skipped: std::collections::HashSet<u32>,
     types: HashMap<u32, PgTypeClass>,
     txn: Option<OpenTxn>,
     ready: VecDeque<ChangeEvent>,
@@ -136,6 +143,7 @@ impl PgSource {
             client,
             catalog,
             relations: HashMap::new(),
+            skipped: std::collections::HashSet::new(),
             types: HashMap::new(),
             txn: None,
             ready: VecDeque::new(),
@@ -250,6 +258,15 @@ impl PgSource {
                 replica_identity,
             } => {
                 let table = TableName::new(namespace, name);
+                if !self.spec.tables.contains(&table) {
+                    // Not a table of the link (any more): its changes are
+                    // skipped, whatever its shape.
+                    tracing::debug!(%table, "skipping the changes of a table the link does not sync");
+                    self.relations.remove(&oid);
+                    self.skipped.insert(oid);
+                    return Ok(());
+                }
+                self.skipped.remove(&oid);
                 // Keys come from the old image: it must hold the primary key
                 // ('d' = default, the primary key) or the whole row ('f').
                 if replica_identity != b'd' && replica_identity != b'f' {
@@ -274,7 +291,11 @@ impl PgSource {
                 self.change(relation, Op::Delete, Some(old), None)?
             }
             PgOutputMessage::Truncate { relations, .. } => {
-                if self.accept_change() {
+                let relations: Vec<u32> = relations
+                    .into_iter()
+                    .filter(|oid| !self.skipped.contains(oid))
+                    .collect();
+                if !relations.is_empty() && self.accept_change() {
                     let tables = relations
                         .iter()
                         .map(|oid| {
@@ -324,6 +345,9 @@ impl PgSource {
             Some(t) => (t.meta.commit_position, t.meta.commit_time_us, t.echo),
             None => return Ok(()),
         };
+        if self.skipped.contains(&relation) {
+            return Ok(());
+        }
         if echo {
             return self.forwarded_change(relation, op, old, new, position);
         }
