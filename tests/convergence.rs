@@ -169,17 +169,20 @@ impl Conn {
 
     async fn rows(&mut self) -> Vec<KvRow> {
         // CHAR(n): PostgreSQL keeps the padding, MariaDB drops it on reading.
-        let sql =
-            "SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code)) FROM kv ORDER BY id";
+        // `stamp` is set by a trigger on PostgreSQL sites when a user writes:
+        // a trigger that fired for applied rows would set it again there.
         match self {
             Conn::Pg(c) => c
-                .query(sql, &[])
+                .query("SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(to_char(stamp, 'YYYY-MM-DD HH24:MI:SS.US'), '~')) FROM kv ORDER BY id", &[])
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect(),
-            Conn::My(c) => c.query(sql).await.unwrap(),
+            Conn::My(c) => c
+                .query("SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(DATE_FORMAT(stamp, '%Y-%m-%d %H:%i:%s.%f'), '~')) FROM kv ORDER BY id")
+                .await
+                .unwrap(),
         }
     }
 
@@ -479,13 +482,15 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
 }
 
 fn kv_pg() -> &'static str {
-    "CREATE TABLE kv (id int PRIMARY KEY, a int, b int, note varchar(20), code char(6) NOT NULL DEFAULT '');
+    "CREATE TABLE kv (id int PRIMARY KEY, a int, b int, note varchar(20), code char(6) NOT NULL DEFAULT '', stamp timestamp);
+     CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.stamp := clock_timestamp(); RETURN NEW; END $$;
+     CREATE TRIGGER kv_stamp BEFORE INSERT OR UPDATE ON kv FOR EACH ROW EXECUTE FUNCTION stamp();
      CREATE TABLE kv_parent (id bigint PRIMARY KEY, name varchar(20));
      CREATE TABLE kv_child (id bigint PRIMARY KEY, parent_id bigint NOT NULL REFERENCES kv_parent (id), qty int NOT NULL)"
 }
 
 fn kv_mysql() -> &'static str {
-    "CREATE TABLE kv (id INT PRIMARY KEY, a INT NULL, b INT NULL, note VARCHAR(20) NULL, code CHAR(6) NOT NULL DEFAULT '') CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    "CREATE TABLE kv (id INT PRIMARY KEY, a INT NULL, b INT NULL, note VARCHAR(20) NULL, code CHAR(6) NOT NULL DEFAULT '', stamp DATETIME(6) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
      CREATE TABLE kv_parent (id BIGINT PRIMARY KEY, name VARCHAR(20)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
      CREATE TABLE kv_child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL, qty INT NOT NULL, FOREIGN KEY (parent_id) REFERENCES kv_parent (id)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 }
