@@ -217,6 +217,47 @@ impl Sink {
         }
     }
 
+    /// How long the open target transaction has been open, if one is.
+    pub fn group_age(&self) -> Option<std::time::Duration> {
+        let since = match self {
+            Sink::Pg(s) => s.opened_at(),
+            Sink::Mysql(s) => s.opened_at(),
+        };
+        since.map(|t| t.elapsed())
+    }
+
+    /// Decide and write the changes taken so far (they are otherwise
+    /// gathered into larger batches), so the open target transaction holds
+    /// the locks of all its rows.
+    pub async fn write_pending(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .write_pending()
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .write_pending()
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
+    /// Does a session on the target wait for a lock the applier holds?
+    pub async fn sessions_waiting(&mut self) -> Result<bool, crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .sessions_waiting()
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .sessions_waiting()
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     pub fn group_txns(&self) -> u64 {
         match self {
             Sink::Pg(s) => s.group_txns(),
@@ -246,12 +287,16 @@ pub(crate) struct TxnGroup {
     /// The source transaction being applied, and how many changes of it so far.
     current: Option<SourcePosition>,
     change_index: u32,
+    /// When the open target transaction began (it holds the locks of the
+    /// rows it has read back or written until it ends).
+    pub opened_at: Option<std::time::Instant>,
 }
 
 impl TxnGroup {
     /// A source transaction begins inside the open target transaction.
     pub fn begin_source_txn(&mut self, meta: &crate::canonical::TxnMeta) {
         self.in_source_txn = true;
+        self.opened_at.get_or_insert_with(std::time::Instant::now);
         self.last_commit_time_us = meta.commit_time_us;
         self.current = Some(meta.commit_position);
         self.change_index = 0;

@@ -155,6 +155,8 @@ pub struct MysqlSink {
     tombstone_table: String,
     /// Per table: whether it may have tombstones on this site.
     tombstones_exist: HashMap<String, bool>,
+    /// The account may not read InnoDB's lock waits (see `sessions_waiting`).
+    lock_waits_unreadable: bool,
 }
 
 impl MysqlSink {
@@ -195,6 +197,7 @@ impl MysqlSink {
             conflicts,
             tombstone_table,
             tombstones_exist: HashMap::new(),
+            lock_waits_unreadable: false,
         })
     }
 
@@ -374,6 +377,47 @@ impl MysqlSink {
     /// UPDATE) and apply what is to be written.
     async fn flush_pending(&mut self) -> Result<(), MysqlSinkError> {
         crate::sink::applier::decide_pending(self).await
+    }
+
+    /// See `Sink::write_pending`.
+    pub async fn write_pending(&mut self) -> Result<(), MysqlSinkError> {
+        self.flush_pending().await
+    }
+
+    /// When the open target transaction began.
+    pub fn opened_at(&self) -> Option<std::time::Instant> {
+        self.group.opened_at
+    }
+
+    /// Does a session wait for a lock this applier's session holds? InnoDB's
+    /// lock waits (MariaDB and MySQL 5.7: `information_schema`; MySQL 8:
+    /// `performance_schema`) need the PROCESS privilege or more: without it,
+    /// or on a server that has neither table, the applier cannot tell, says
+    /// no, and groups as before (logged once).
+    pub async fn sessions_waiting(&mut self) -> Result<bool, MysqlSinkError> {
+        if self.lock_waits_unreadable {
+            return Ok(false);
+        }
+        let queries = [
+            "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w
+               JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id
+              WHERE t.trx_mysql_thread_id = CONNECTION_ID()",
+            "SELECT COUNT(*) FROM performance_schema.data_lock_waits w
+               JOIN performance_schema.threads t ON t.THREAD_ID = w.BLOCKING_THREAD_ID
+              WHERE t.PROCESSLIST_ID = CONNECTION_ID()",
+        ];
+        let mut last_error = None;
+        for q in queries {
+            match self.conn.query_first::<i64, _>(q).await {
+                Ok(n) => return Ok(n.unwrap_or(0) > 0),
+                Err(mysql_async::Error::Server(e)) => last_error = Some(e.message),
+                Err(e) => return Err(db("look for sessions waiting for the applier's locks")(e)),
+            }
+        }
+        self.lock_waits_unreadable = true;
+        tracing::warn!(site = %self.spec.endpoint.site_name, error = last_error.unwrap_or_default(),
+            "cannot read InnoDB's lock waits (grant PROCESS to duplex's account): the applier cannot tell when the application waits for it, and groups source transactions regardless");
+        Ok(false)
     }
 
     /// Record the tombstones of applied deletes; drop those of revived keys.

@@ -430,6 +430,33 @@ impl PgSink {
         crate::sink::applier::decide_pending(self).await
     }
 
+    /// See `Sink::write_pending`.
+    pub async fn write_pending(&mut self) -> Result<(), SinkError> {
+        self.flush_pending().await
+    }
+
+    /// When the open target transaction began.
+    pub fn opened_at(&self) -> Option<std::time::Instant> {
+        self.group.opened_at
+    }
+
+    /// Does a session wait for a lock this applier's session holds? Read in
+    /// `pg_locks` (open to every role) with `pg_blocking_pids`, only for the
+    /// few lock requests not granted.
+    pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks
+                                 WHERE NOT granted AND pid IS NOT NULL AND pid <> pg_backend_pid()
+                                   AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))",
+                &[],
+            )
+            .await
+            .map_err(db("look for sessions waiting for the applier's locks"))?;
+        Ok(row.get(0))
+    }
+
     /// Remove this link's tombstones older than `retention` (at most a few
     /// thousand per call, so a backlog never holds locks for long). Between
     /// source transactions only. Returns how many were removed.
