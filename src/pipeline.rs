@@ -86,9 +86,10 @@ pub async fn run_direction(
         let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
         let resume_counter = sink.resume_position().await?;
         sink.reconcile_quarantine(resume_counter).await?;
-        sink.release_held().await?;
-        let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
+        // Held changes are mapped with the configuration in force now.
         let mut mapping = spec.mapping.clone();
+        sink.release_held(&mut mapping).await?;
+        let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         // Existing rows first; the stream then goes on from `resume`, before the copy.
         let snapshot_start = match &spec.snapshot {
             Some(s) => crate::snapshot::run_pending(s, &mut sink, &mut mapping, resume, &stats, &shutdown).await?,
@@ -184,7 +185,7 @@ pub async fn run_direction(
                         }
                         _ = resolutions.tick() => {
                             sink.apply_resolutions().await?;
-                            sink.apply_quarantine_retries().await?;
+                            sink.apply_quarantine_retries(&mut mapping).await?;
                             continue;
                         }
                         _ = tombstone_gc.tick() => {
@@ -205,11 +206,13 @@ pub async fn run_direction(
                 };
                 stats.queued_events.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let ev = match ev? {
-                    ChangeEvent::Change(change) => match mapping.map(change) {
-                        Some(change) => ChangeEvent::Change(change),
-                        // A table that flows the other way only.
-                        None => continue,
-                    },
+                    ChangeEvent::Change(change) => {
+                        // `None`: a table that flows the other way only.
+                        if let Some((change, source)) = mapping.map_keeping_source(change) {
+                            sink.apply_change(change, source).await?;
+                        }
+                        continue;
+                    }
                     ChangeEvent::Truncate(tables) => {
                         ChangeEvent::Truncate(tables.into_iter().filter(|t| !mapping.skips(&t.table.name)).collect())
                     }

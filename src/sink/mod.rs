@@ -108,6 +108,27 @@ impl Sink {
         }
     }
 
+    /// Apply one mapped row change of the current source transaction;
+    /// `source`: the change before the mapping, when it changed it.
+    pub async fn apply_change(
+        &mut self,
+        change: RowChange,
+        source: Option<Arc<RowChange>>,
+    ) -> Result<(), crate::Error> {
+        let site = self.site();
+        let source = quarantine::SourceForm::from_mapping(source);
+        match self {
+            Sink::Pg(s) => s
+                .apply_change(change, source)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .apply_change(change, source)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply conflicts a DBA settled since the last call (between source
     /// transactions only).
     pub async fn apply_resolutions(&mut self) -> Result<(), crate::Error> {
@@ -124,14 +145,17 @@ impl Sink {
 
     /// Apply quarantined changes a DBA asked to retry (between source
     /// transactions only).
-    pub async fn apply_quarantine_retries(&mut self) -> Result<(), crate::Error> {
+    pub async fn apply_quarantine_retries(
+        &mut self,
+        mapping: &mut crate::mapping::DirectionMapping,
+    ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::apply_quarantine_retries(&mut **s)
+            Sink::Pg(s) => own::apply_quarantine_retries(&mut **s, mapping)
                 .await
                 .map(drop)
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s)
+            Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s, mapping)
                 .await
                 .map(drop)
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
@@ -157,13 +181,16 @@ impl Sink {
 
     /// Apply, in order, the changes held for tables resumed since (before the
     /// stream goes on).
-    pub async fn release_held(&mut self) -> Result<(), crate::Error> {
+    pub async fn release_held(
+        &mut self,
+        mapping: &mut crate::mapping::DirectionMapping,
+    ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::release_held(&mut **s)
+            Sink::Pg(s) => own::release_held(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::release_held(&mut **s)
+            Sink::Mysql(s) => own::release_held(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }
@@ -329,10 +356,10 @@ impl TxnGroup {
     /// counting it as applied (a held change).
     pub fn next_origin(&mut self) -> quarantine::ChangeOrigin {
         self.change_index += 1;
-        quarantine::ChangeOrigin {
-            position: self.current.unwrap_or(SourcePosition::PgLsn(0)),
-            index: self.change_index,
-        }
+        quarantine::ChangeOrigin::at(
+            self.current.unwrap_or(SourcePosition::PgLsn(0)),
+            self.change_index,
+        )
     }
 
     pub fn end_source_txn(&mut self, end_position: SourcePosition) {

@@ -23,7 +23,7 @@ use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -277,7 +277,7 @@ impl MysqlSink {
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
-                self.add(change).await?;
+                self.add(change, SourceForm::Unchanged).await?;
                 Ok(None)
             }
             ChangeEvent::Truncate(tables) => {
@@ -357,15 +357,27 @@ impl MysqlSink {
         self.spec.policies.keys().cloned().collect()
     }
 
-    async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
+    /// A change of the current source transaction, mapped; `source`: its
+    /// form before the mapping (kept if the target refuses it).
+    pub async fn apply_change(
+        &mut self,
+        change: RowChange,
+        source: SourceForm,
+    ) -> Result<(), MysqlSinkError> {
+        self.add(change, source).await
+    }
+
+    async fn add(&mut self, change: RowChange, source: SourceForm) -> Result<(), MysqlSinkError> {
         if self.spec.held_tables.contains(&change.table.table.name) {
-            let origin = self.group.next_origin();
+            let mut origin = self.group.next_origin();
+            origin.source = source;
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
             let key = describe_key(&change);
-            return Ok(self.quarantine.hold(&change, origin, &key).await?);
+            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
         }
-        let origin = self.group.count_change(&change);
+        let mut origin = self.group.count_change(&change);
+        origin.source = source;
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;
@@ -772,14 +784,14 @@ impl MysqlSink {
                         shape: batch.shape.clone(),
                         rows: vec![row.clone()],
                         keys: HashSet::new(),
-                        origins: vec![*origin],
+                        origins: vec![origin.clone()],
                     };
                     match self.execute_batch(&single).await {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
                             let reason = crate::pipeline::error_chain(&e);
                             self.quarantine
-                                .record(row, *origin, &describe_key(row), &reason)
+                                .record(row, origin, &describe_key(row), &reason)
                                 .await
                                 .map_err(MysqlSinkError::Quarantine)?;
                         }

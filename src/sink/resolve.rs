@@ -125,7 +125,7 @@ pub(crate) fn resolve(
             let described = crate::sink::describe_key(&change);
             for c in decision.conflicts {
                 out.conflicts
-                    .push((change.table.clone(), c, origin, described.clone()));
+                    .push((change.table.clone(), c, origin.clone(), described.clone()));
             }
         }
         if let Some(t) = decision.tombstone.clone() {
