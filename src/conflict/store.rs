@@ -197,6 +197,7 @@ impl ConflictStore {
                  DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
                                incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
                  RETURNING conflict_id, (xmax = 0) AS inserted",
+                // Not used: a MySQL control schema takes the loop above.
                 "",
                 &[P::I32(link), P::I32(source), P::I32(target), P::Text(Some(&records))],
             ))
