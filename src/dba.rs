@@ -354,18 +354,20 @@ async fn render_status(
                     lag_seconds, coalesce(lag_bytes::text, '-'),
                     coalesce(queued_events, 0), coalesce(applied_txns, 0), coalesce(applied_rows, 0),
                     coalesce(conflicts, 0), coalesce(quarantined, 0), held,
-                    coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(last_error, ''),
+                    coalesce(config_state, '-'), coalesce(config_message, ''), coalesce(error, ''),
                     coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),
                     coalesce(source_position, '-'), coalesce(applied_position, '-'),
+                    coalesce(last_error, ''), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), ''),
                     coalesce(stopped_tables, 0)
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
                     lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
                     COALESCE(queued_events, 0), COALESCE(applied_txns, 0), COALESCE(applied_rows, 0),
                     COALESCE(conflicts, 0), COALESCE(quarantined, 0), held,
-                    COALESCE(config_state, '-'), COALESCE(config_message, ''), COALESCE(last_error, ''),
+                    COALESCE(config_state, '-'), COALESCE(config_message, ''), COALESCE(error, ''),
                     COALESCE(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s'), '-'),
                     COALESCE(source_position, '-'), COALESCE(applied_position, '-'),
+                    COALESCE(last_error, ''), COALESCE(DATE_FORMAT(last_error_at, '%Y-%m-%d %H:%i:%s'), ''),
                     COALESCE(stopped_tables, 0)
                FROM duplex.link_overview ORDER BY link, source",
             &[],
@@ -373,17 +375,23 @@ async fn render_status(
         .await?;
     writeln!(
         out,
-        "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} last error / config",
+        "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} error / config",
         "link", "direction", "state", "lag s", "lag bytes", "queue", "txns", "rows", "conflicts", "quar.", "held", "config", "updated"
     )?;
     for r in rows {
-        let stopped = match r.at(17).parse::<i64>().unwrap_or(0) {
+        let stopped = match r.at(19).parse::<i64>().unwrap_or(0) {
             0 => String::new(),
             n => format!(
                 "{n} table(s) STOPPED by writes logged as statements (duplex status --tables)"
             ),
         };
-        let note = [stopped, r.at(13), r.at(12)]
+        // A current error as such; one the direction recovered from, as past.
+        let error = match (r.at(13), r.at(17)) {
+            (current, _) if !current.is_empty() => format!("error: {current}"),
+            (_, past) if !past.is_empty() => format!("recovered (last error {}: {past})", r.at(18)),
+            _ => String::new(),
+        };
+        let note = [stopped, error, r.at(12)]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()

@@ -305,8 +305,19 @@ impl DirectionMapping {
     /// `change` in the target's terms, or `None` when the table does not
     /// flow this way.
     pub fn map(&mut self, change: RowChange) -> Option<RowChange> {
+        self.map_keeping_source(change).map(|(mapped, _)| mapped)
+    }
+
+    /// [`DirectionMapping::map`], and the change as it came from the source
+    /// when the mapping changed it (`None`: the mapped change is the source's
+    /// own). A change the target refuses is kept in the source's terms, so
+    /// that a retry maps it with the configuration in force then.
+    pub fn map_keeping_source(
+        &mut self,
+        change: RowChange,
+    ) -> Option<(RowChange, Option<Arc<RowChange>>)> {
         let Some(m) = self.tables.get(&change.table.table.name) else {
-            return Some(change);
+            return Some((change, None));
         };
         if m.skip {
             return None;
@@ -338,7 +349,7 @@ impl DirectionMapping {
             (mapped.other, mapped.other_sources)
         };
         let source_schema = change.table.clone();
-        let map_row = |row: Row| -> Row {
+        let map_row = |row: &Row| -> Row {
             Row(sources
                 .iter()
                 .enumerate()
@@ -362,7 +373,7 @@ impl DirectionMapping {
                 })
                 .collect())
         };
-        let mut marker = change.marker;
+        let mut marker = change.marker.clone();
         if !marker.cols.is_empty() {
             let cols = std::mem::take(&mut marker.cols);
             marker.cols = cols
@@ -371,8 +382,8 @@ impl DirectionMapping {
                 .map(|(c, tag)| (m.target_name(&c).to_string(), tag))
                 .collect::<BTreeMap<_, _>>();
         }
-        let before = change.before.map(map_row);
-        let mut after = change.after.map(map_row);
+        let before = change.before.as_ref().map(map_row);
+        let mut after = change.after.as_ref().map(map_row);
         if change.op == crate::canonical::Op::Update && !m.only_if_changed.is_empty() {
             if let (Some(b), Some(a)) = (&before, &mut after) {
                 for (i, src) in sources.iter().enumerate() {
@@ -387,11 +398,64 @@ impl DirectionMapping {
                 }
             }
         }
-        Some(RowChange {
+        let mapped = RowChange {
             op: change.op,
             before,
             after,
             table: schema,
+            marker,
+        };
+        Some((mapped, Some(Arc::new(change))))
+    }
+
+    /// A change quarantined by a duplex that kept only its mapped form (the
+    /// target's terms under the configuration of its time): the columns the
+    /// configuration in force excludes are taken out, so that excluding the
+    /// column a target refused lets the change through. Renames and
+    /// transforms of its time stay as they were. `None` when the table no
+    /// longer flows this way.
+    pub fn restrict_mapped(&self, change: RowChange) -> Option<RowChange> {
+        let Some(m) = self.tables.get(&change.table.table.name) else {
+            return Some(change);
+        };
+        if m.skip {
+            return None;
+        }
+        let schema = &change.table;
+        let keep: Vec<usize> = (0..schema.columns.len())
+            .filter(|&i| {
+                let name = &schema.columns[i].name;
+                schema.key.contains(&i)
+                    || !(m.drop.contains(name) || m.drop.contains(m.source_name(name)))
+            })
+            .collect();
+        if keep.len() == schema.columns.len() {
+            return Some(change);
+        }
+        let restricted = Arc::new(TableSchema {
+            table: schema.table.clone(),
+            columns: keep.iter().map(|&i| schema.columns[i].clone()).collect(),
+            key: schema
+                .key
+                .iter()
+                .filter_map(|k| keep.iter().position(|i| i == k))
+                .collect(),
+        });
+        let pick = |row: Row| {
+            Row(keep
+                .iter()
+                .map(|&i| row.0.get(i).cloned().flatten())
+                .collect())
+        };
+        let mut marker = change.marker;
+        marker
+            .cols
+            .retain(|c, _| restricted.columns.iter().any(|col| &col.name == c));
+        Some(RowChange {
+            table: restricted,
+            op: change.op,
+            before: change.before.map(pick),
+            after: change.after.map(pick),
             marker,
         })
     }
@@ -714,6 +778,90 @@ mod tests {
         );
         let out = d.map(update("b@y.org")).unwrap();
         assert_eq!(out.after.unwrap().0[1], text("b@y.org"));
+    }
+
+    #[test]
+    fn records_of_older_versions_lose_the_columns_excluded_now() {
+        // Kept by an older duplex in the target's terms: `email` renamed to
+        // `mail` then; `mail` is now excluded (by its source name `email`).
+        let rows = vec![
+            ColumnMapping {
+                peer_column: Some("mail".into()),
+                ..mapping(1, "email")
+            },
+            ColumnMapping {
+                synced: false,
+                ..mapping(1, "email")
+            },
+        ];
+        let m = TableMapping::build(&rows, TableDirection::Both, 1, 2, true).unwrap();
+        let d = DirectionMapping::new([("people".to_string(), m)].into_iter().collect());
+        let kept = Arc::new(TableSchema {
+            table: TableName::new("public", "people"),
+            columns: ["mail", "id", "city"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "text".into(),
+                })
+                .collect(),
+            key: vec![1],
+        });
+        let text = |s: &str| Some(Value::Text(s.into()));
+        let change = RowChange {
+            table: kept,
+            op: Op::Insert,
+            before: None,
+            after: Some(Row(vec![text("a@x.org"), text("1"), text("Oslo")])),
+            marker: Marker::default(),
+        };
+        let out = d.restrict_mapped(change).unwrap();
+        let names: Vec<&str> = out.table.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "city"]);
+        assert_eq!(out.table.key, vec![0], "the key follows its column");
+        assert_eq!(out.after.unwrap(), Row(vec![text("1"), text("Oslo")]));
+        // A table that no longer flows this way: nothing to apply.
+        let m = TableMapping::build(&[], TableDirection::BToA, 1, 2, true).unwrap();
+        let d = DirectionMapping::new([("people".to_string(), m)].into_iter().collect());
+        let change = RowChange {
+            table: schema(),
+            op: Op::Delete,
+            before: Some(Row(vec![text("1"), None, None, None])),
+            after: None,
+            marker: Marker::default(),
+        };
+        assert!(d.restrict_mapped(change).is_none());
+    }
+
+    #[test]
+    fn the_source_form_is_kept_only_when_the_mapping_changes_the_change() {
+        let rows = [ColumnMapping {
+            synced: false,
+            ..mapping(1, "secret")
+        }];
+        let m = TableMapping::build(&rows, TableDirection::Both, 1, 2, true).unwrap();
+        let mut d = DirectionMapping::new([("people".to_string(), m)].into_iter().collect());
+        let text = |s: &str| Some(Value::Text(s.into()));
+        let change = |table: &str| RowChange {
+            table: Arc::new(TableSchema {
+                table: TableName::new("public", table),
+                ..(*schema()).clone()
+            }),
+            op: Op::Insert,
+            before: None,
+            after: Some(Row(vec![text("1"), text("e"), text("pw"), text("Oslo")])),
+            marker: Marker::default(),
+        };
+        let (mapped, source) = d.map_keeping_source(change("people")).unwrap();
+        assert_eq!(mapped.table.columns.len(), 3);
+        let source = source.expect("mapped: the source form is kept");
+        assert_eq!(source.table.columns.len(), 4);
+        assert_eq!(source.after.as_ref().unwrap().0[2], text("pw"));
+        let (_, source) = d.map_keeping_source(change("other")).unwrap();
+        assert!(
+            source.is_none(),
+            "not mapped: the change is its own source form"
+        );
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub struct PipelineTuning {
     pub max_group_txns: u64,
     /// ... or after this many rows (a single large source transaction is never split).
     pub max_group_rows: u64,
+    /// Once the open target transaction has been open this long, the applier
+    /// asks the target, at each source-transaction boundary (at most once per
+    /// this interval), whether an application session waits for one of its
+    /// row locks; if one does, it commits there.
+    pub contention_check_after: Duration,
+    /// After an application session was seen waiting for the applier, each
+    /// source transaction is committed on its own for this long (extended
+    /// while sessions keep waiting), so the applier holds a hot row no longer
+    /// than one source transaction takes.
+    pub contended_for: Duration,
 }
 
 impl Default for PipelineTuning {
@@ -40,6 +50,8 @@ impl Default for PipelineTuning {
             max_batch_rows: 500,
             max_group_txns: 200,
             max_group_rows: 20_000,
+            contention_check_after: Duration::from_millis(5),
+            contended_for: Duration::from_secs(2),
         }
     }
 }
@@ -74,9 +86,10 @@ pub async fn run_direction(
         let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
         let resume_counter = sink.resume_position().await?;
         sink.reconcile_quarantine(resume_counter).await?;
-        sink.release_held().await?;
-        let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
+        // Held changes are mapped with the configuration in force now.
         let mut mapping = spec.mapping.clone();
+        sink.release_held(&mut mapping).await?;
+        let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         // Existing rows first; the stream then goes on from `resume`, before the copy.
         let snapshot_start = match &spec.snapshot {
             Some(s) => crate::snapshot::run_pending(s, &mut sink, &mut mapping, resume, &stats, &shutdown).await?,
@@ -139,6 +152,7 @@ pub async fn run_direction(
         // Expired tombstones are removed while idle, at a pace that follows
         // the retention (a short retention is for tests and small meshes).
         let mut tombstone_gc = tokio::time::interval((spec.tombstone_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+        let mut contention = Contention::new(&spec.tuning);
         tombstone_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), crate::Error> = async {
             let mut stopping = false;
@@ -171,8 +185,8 @@ pub async fn run_direction(
                         }
                         _ = resolutions.tick() => {
                             sink.apply_resolutions().await?;
-                            sink.apply_quarantine_retries().await?;
-                            sink.resume_stopped().await?;
+                            sink.apply_quarantine_retries(&mut mapping).await?;
+                            sink.resume_stopped(&mut mapping).await?;
                             continue;
                         }
                         _ = tombstone_gc.tick() => {
@@ -193,11 +207,13 @@ pub async fn run_direction(
                 };
                 stats.queued_events.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let ev = match ev? {
-                    ChangeEvent::Change(change) => match mapping.map(change) {
-                        Some(change) => ChangeEvent::Change(change),
-                        // A table that flows the other way only.
-                        None => continue,
-                    },
+                    ChangeEvent::Change(change) => {
+                        // `None`: a table that flows the other way only.
+                        if let Some((change, source)) = mapping.map_keeping_source(change) {
+                            sink.apply_change(change, source).await?;
+                        }
+                        continue;
+                    }
                     ChangeEvent::Truncate(tables) => {
                         ChangeEvent::Truncate(tables.into_iter().filter(|t| !mapping.skips(&t.table.name)).collect())
                     }
@@ -213,7 +229,11 @@ pub async fn run_direction(
                 };
                 let is_commit = matches!(ev, ChangeEvent::Commit { .. });
                 confirm(sink.apply(ev).await?);
-                if is_commit && (sink.group_txns() >= spec.tuning.max_group_txns || sink.group_rows() >= spec.tuning.max_group_rows) {
+                if is_commit
+                    && (sink.group_txns() >= spec.tuning.max_group_txns
+                        || sink.group_rows() >= spec.tuning.max_group_rows
+                        || contention.commit_now(&mut sink).await?)
+                {
                     confirm(sink.commit().await?);
                 }
             }
@@ -237,6 +257,74 @@ pub async fn run_direction(
     }
     .instrument(span)
     .await
+}
+
+/// Whether the application on the target waits for the applier's row locks.
+///
+/// Grouping many source transactions into one target transaction is what
+/// makes a backlog fast, but every row the group has written stays locked
+/// until it commits: an application writing the same (hot) rows waits for the
+/// whole group. So at each source-transaction boundary of a group open for
+/// [`PipelineTuning::contention_check_after`] (at most once per that
+/// interval) the applier writes what it has gathered and asks the target
+/// whether a session waits for one of its locks, and commits as soon as one
+/// does. For [`PipelineTuning::contended_for`] after that (extended while
+/// sessions keep waiting) every source transaction commits on its own: one
+/// source transaction is never split, so that is the least the applier can
+/// hold. A group of one transaction also locks rows in that transaction's own
+/// order, which the application's transactions on the same rows followed on
+/// the source: no deadlock between them.
+struct Contention {
+    check_after: Duration,
+    hold: Duration,
+    /// Until when every source transaction commits on its own.
+    busy_until: Option<std::time::Instant>,
+    last_probe: Option<std::time::Instant>,
+}
+
+impl Contention {
+    fn new(tuning: &PipelineTuning) -> Contention {
+        Contention {
+            check_after: tuning.contention_check_after,
+            hold: tuning.contended_for,
+            busy_until: None,
+            last_probe: None,
+        }
+    }
+
+    /// At a source-transaction boundary: commit the open group now?
+    async fn commit_now(&mut self, sink: &mut Sink) -> Result<bool, crate::Error> {
+        let Some(age) = sink.group_age() else {
+            return Ok(false);
+        };
+        let now = std::time::Instant::now();
+        let busy = self.busy_until.is_some_and(|t| now < t);
+        // Probed while busy too (less often), so that busy mode lasts as long
+        // as sessions keep waiting.
+        let interval = if busy {
+            self.hold / 8
+        } else {
+            self.check_after
+        };
+        let due = (busy || age >= self.check_after)
+            && self
+                .last_probe
+                .is_none_or(|t| now.duration_since(t) >= interval);
+        if due {
+            self.last_probe = Some(now);
+            // Lock every row of the group, so that a session waiting for any
+            // of them shows.
+            sink.write_pending().await?;
+            if sink.sessions_waiting().await? {
+                if !busy {
+                    tracing::debug!(hold_ms = self.hold.as_millis() as u64, "application sessions wait for the applier's row locks: committing each source transaction on its own");
+                }
+                self.busy_until = Some(now + self.hold);
+                return Ok(true);
+            }
+        }
+        Ok(busy)
+    }
 }
 
 /// Run one direction forever, restarting after errors with capped backoff,

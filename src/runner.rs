@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::canonical::TableName;
 use crate::control::SiteEngine;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::control::{
     self, ControlDb, ControlEndpoint, DirectionStatus, Link, LinkConfig, LinkTable, Site, Sql, P,
@@ -48,6 +48,9 @@ pub struct DirectionHandle {
 #[derive(Default)]
 struct Registry {
     directions: std::sync::Mutex<Vec<DirectionHandle>>,
+    /// The counters earlier runs wrote, by (link, source site): a direction
+    /// this process starts carries on from them.
+    totals: std::sync::Mutex<HashMap<(u32, u32), control::StatusTotals>>,
 }
 
 impl Registry {
@@ -77,6 +80,14 @@ impl Registry {
             return d.stats.clone();
         }
         let stats = Arc::new(DirectionStats::new(spec.source.kind()));
+        let earlier = self
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(link_id, source_site));
+        if let Some(totals) = earlier {
+            stats.seed(&totals);
+        }
         directions.push(DirectionHandle {
             link_id,
             source_site,
@@ -993,6 +1004,13 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
     let config = control::load_unchecked(&mut control_client).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
+    match control::load_status_totals(&mut control_client).await {
+        Ok(totals) => *registry.totals.lock().unwrap_or_else(|e| e.into_inner()) = totals,
+        // Not fatal: the counters then start from zero, as before.
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "cannot read the counters of earlier runs; they start from zero")
+        }
+    }
     let mut links = LinkSet {
         tuning,
         control: control_ep.clone(),
@@ -1825,6 +1843,7 @@ async fn status_writer(
                     quarantined: DirectionStats::get(&s.quarantined) as i64,
                     conflicts: DirectionStats::get(&s.conflicts) as i64,
                     last_error: s.take_error(),
+                    error_since_us: s.error_since(),
                     lag_seconds,
                     lag_bytes,
                     queued_events: DirectionStats::get(&s.queued_events) as i64,

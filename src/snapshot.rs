@@ -30,7 +30,7 @@ use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Va
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
 use crate::parity::reader::SideReader;
-use crate::sink::quarantine::ChangeOrigin;
+use crate::sink::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::Sink;
 use crate::stats::DirectionStats;
 
@@ -261,7 +261,7 @@ async fn copy_table(
                 after: Some(v.row),
                 marker,
             };
-            let Some(change) = mapping.map(change) else {
+            let Some((change, source)) = mapping.map_keeping_source(change) else {
                 continue;
             };
             // Records of this copy are numbered apart from the stream's:
@@ -269,6 +269,7 @@ async fn copy_table(
             let origin = ChangeOrigin {
                 position: SourcePosition::from_counter(kind, snapshot_id as u64),
                 index: u32::try_from(rows_done as u64 + n as u64 + 1).unwrap_or(u32::MAX),
+                source: SourceForm::from_mapping(source),
             };
             changes.push((change, origin));
         }

@@ -45,7 +45,17 @@ pub struct DirectionStats {
     applied_position: AtomicU64,
     state: Mutex<String>,
     last_error: Mutex<Option<String>>,
+    /// When the current error began (µs since the epoch); cleared once the
+    /// direction is healthy again (see [`DirectionStats::error_since`]).
+    error_since_us: Mutex<Option<i64>>,
+    /// Since when the direction has been working (streaming or copying),
+    /// and its target commits then.
+    working_since: Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// A direction that has been working this long since its last error, even
+/// without committing anything (an idle stream), is healthy again.
+pub const HEALTHY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl DirectionStats {
     pub fn new(kind: SourceKind) -> DirectionStats {
@@ -98,7 +108,18 @@ impl DirectionStats {
 
     pub fn set_state(&self, state: &str) {
         if let Ok(mut s) = self.state.lock() {
+            if *s == state {
+                return;
+            }
             state.clone_into(&mut s);
+        }
+        if let Ok(mut w) = self.working_since.lock() {
+            *w = matches!(state, "streaming" | "initial sync").then(|| {
+                (
+                    std::time::Instant::now(),
+                    self.target_commits.load(Ordering::Relaxed),
+                )
+            });
         }
     }
 
@@ -106,10 +127,54 @@ impl DirectionStats {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The direction failed with `error` (kept for the status table's
+    /// `last_error`); it is current until the direction is healthy again.
     pub fn set_error(&self, error: Option<String>) {
+        if error.is_some() {
+            if let Ok(mut since) = self.error_since_us.lock() {
+                since.get_or_insert_with(crate::sink::resolve::now_micros);
+            }
+        }
         if let Ok(mut e) = self.last_error.lock() {
             *e = error;
         }
+    }
+
+    /// When the current error began, or `None` when the direction is
+    /// healthy: it has not failed, or since it last did it has been working
+    /// and either committed a target transaction or kept working for
+    /// [`HEALTHY_AFTER`].
+    pub fn error_since(&self) -> Option<i64> {
+        let mut since = self.error_since_us.lock().ok()?;
+        (*since)?;
+        let working = self.working_since.lock().ok().and_then(|w| *w);
+        if let Some((at, commits)) = working {
+            if at.elapsed() >= HEALTHY_AFTER
+                || self.target_commits.load(Ordering::Relaxed) > commits
+            {
+                *since = None;
+            }
+        }
+        *since
+    }
+
+    /// Carry on from the totals an earlier run wrote: the counters are the
+    /// direction's whole history. Before the direction starts.
+    pub fn seed(&self, totals: &crate::control::StatusTotals) {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        self.applied_txns
+            .store(n(totals.applied_txns), Ordering::Relaxed);
+        self.applied_rows
+            .store(n(totals.applied_rows), Ordering::Relaxed);
+        self.echo_txns_skipped
+            .store(n(totals.echo_txns_skipped), Ordering::Relaxed);
+        self.quarantined
+            .store(n(totals.quarantined), Ordering::Relaxed);
+        self.conflicts.store(n(totals.conflicts), Ordering::Relaxed);
+        self.inserted.store(n(totals.by_op[0]), Ordering::Relaxed);
+        self.updated.store(n(totals.by_op[1]), Ordering::Relaxed);
+        self.deleted.store(n(totals.by_op[2]), Ordering::Relaxed);
+        self.add_table_counts(totals.tables.iter().map(|(t, c)| (t.clone(), c.map(n))));
     }
 
     /// The last error, cleared by reading it (the status table keeps it).

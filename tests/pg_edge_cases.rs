@@ -352,3 +352,102 @@ async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
     .await;
     run.shutdown().await;
 }
+
+/// A retry applies the configuration in force when it runs: the target
+/// refused a column's values, the DBA excluded that column from the link,
+/// and retrying the quarantined changes brings them in without it. One table
+/// was not mapped at all when its changes were refused, the other had a
+/// renamed column (its records keep the change as the source sent it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_maps_the_change_with_the_configuration_in_force() {
+    let pair = Pair::start("", &[]).await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute(
+        "CREATE TABLE people (id int PRIMARY KEY, name text, secret text);
+         CREATE TABLE staff (id int PRIMARY KEY, name text, secret text);",
+    )
+    .await
+    .unwrap();
+    // B must never hold the secrets; its staff table names the column otherwise.
+    b.batch_execute(
+        "CREATE TABLE people (id int PRIMARY KEY, name text, secret text CHECK (secret IS NULL));
+         CREATE TABLE staff (id int PRIMARY KEY, full_name text, secret text CHECK (secret IS NULL));",
+    )
+    .await
+    .unwrap();
+    let control = common::connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'people'), (1, 'staff');
+             INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, peer_column)
+                  VALUES (1, 'staff', 1, 'name', 'full_name');",
+        )
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&pair.control_url).await;
+    let t = Duration::from_secs(60);
+    for table in ["people", "staff"] {
+        a.batch_execute(&format!(
+            "INSERT INTO {table} SELECT g, 'name ' || g, 'secret ' || g FROM generate_series(1, 50) g"
+        ))
+        .await
+        .unwrap();
+    }
+    wait_for("100 refused changes quarantined", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 100 FROM duplex.quarantine WHERE confirmed AND status = 'pending' AND reason LIKE '%secret_check%'",
+        )
+    })
+    .await;
+
+    // The DBA excludes the column B refuses, and retries everything.
+    control
+        .batch_execute(
+            "INSERT INTO duplex.column_mappings (link_id, table_name, site_id, column_name, synced)
+                  VALUES (1, 'people', 1, 'secret', false), (1, 'staff', 1, 'secret', false)",
+        )
+        .await
+        .unwrap();
+    wait_for("the exclusion in force", t, || async {
+        let applied: Vec<String> = control
+            .query_one(
+                "SELECT applied_config FROM duplex.config_status WHERE link_id = 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        applied
+            .iter()
+            .filter(|l| l.contains("column secret not synced"))
+            .count()
+            == 2
+    })
+    .await;
+    control
+        .batch_execute(
+            "SELECT duplex.retry_quarantined(quarantine_id) FROM duplex.quarantine WHERE status = 'pending'",
+        )
+        .await
+        .unwrap();
+    wait_for("every retry applied", t, || {
+        query_bool(
+            &control,
+            "SELECT count(*) = 100 AND bool_and(status = 'retried' AND note = 'applied') FROM duplex.quarantine",
+        )
+    })
+    .await;
+    assert!(
+        query_bool(
+            &b,
+            "SELECT (SELECT count(*) FROM people WHERE name LIKE 'name %' AND secret IS NULL) = 50
+                AND (SELECT count(*) FROM staff WHERE full_name LIKE 'name %' AND secret IS NULL) = 50"
+        )
+        .await
+    );
+    run.shutdown().await;
+}

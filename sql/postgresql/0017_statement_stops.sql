@@ -75,6 +75,8 @@ SELECT l.link_id, l.name AS link, s.name AS source, t.name AS target,
          WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.status = 'held' AND q.confirmed) AS held,
        st.echo_txns_skipped, st.last_applied_commit_at, st.last_error, st.last_error_at,
        cs.state AS config_state, cs.message AS config_message, st.updated_at,
+       CASE WHEN st.error_since IS NOT NULL THEN st.last_error END AS error,
+       st.error_since,
        (SELECT count(DISTINCT q.table_name) FROM duplex.quarantine q
          WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.op = 'statement'
            AND q.status IN ('pending', 'retry') AND q.confirmed) AS stopped_tables

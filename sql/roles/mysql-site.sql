@@ -21,6 +21,11 @@ SET @db = 'app';  -- the synced database
 
 CREATE USER IF NOT EXISTS 'duplex'@'%';
 GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'duplex'@'%';
+-- Optional: lets the applier read InnoDB's lock waits, so that it commits as
+-- soon as the application waits for a row it holds (without it, duplex groups
+-- source transactions regardless; see README, Limits). PROCESS also shows
+-- every session's statement text: grant it where that is acceptable.
+-- GRANT PROCESS ON *.* TO 'duplex'@'%';
 SET @grant = CONCAT('GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER ON `',
                     REPLACE(@db, '`', '``'), '`.* TO ''duplex''@''%''');
 PREPARE grant_stmt FROM @grant;

@@ -55,6 +55,15 @@ fn version_json(schema: &TableSchema, v: &VersionInfo, with_row: bool) -> serde_
     }))
 }
 
+/// A parked version must be applicable later, exactly: kept typed.
+fn parked_change(schema: &TableSchema, conflict: &Conflict) -> Option<serde_json::Value> {
+    (conflict.outcome == Outcome::Parked)
+        .then(|| {
+            serde_json::to_value(json!({ "schema": schema, "row": conflict.incoming.row })).ok()
+        })
+        .flatten()
+}
+
 impl ConflictStore {
     pub fn new(spec: ConflictStoreSpec, stats: Arc<DirectionStats>) -> ConflictStore {
         ConflictStore {
@@ -126,12 +135,112 @@ impl ConflictStore {
         Ok(())
     }
 
+    /// Record the conflicts detected in one decided batch. They are written
+    /// while the target transaction holds the batch's row locks, so on a
+    /// PostgreSQL control schema they go in one statement, not one round trip
+    /// each (a batch of hot rows can hold hundreds).
+    pub async fn record_all(
+        &mut self,
+        conflicts: &[(Arc<TableSchema>, Conflict, ChangeOrigin, String)],
+    ) -> Result<(), ConflictStoreError> {
+        if conflicts.len() < 2 || !matches!(self.client().await?, ControlDb::Pg(_)) {
+            for (schema, conflict, origin, key) in conflicts {
+                self.record(schema, conflict, origin, key).await?;
+            }
+            return Ok(());
+        }
+        // One record per (position, index, kind): ON CONFLICT may not touch a
+        // row twice in one statement.
+        let mut seen = std::collections::HashSet::new();
+        let mut records = Vec::with_capacity(conflicts.len());
+        for (schema, conflict, origin, key) in conflicts.iter().rev() {
+            let id = (
+                origin.position.counter(),
+                origin.index,
+                conflict.kind.as_str(),
+            );
+            if !seen.insert(id) {
+                continue;
+            }
+            records.push(json!({
+                "table_name": schema.table.to_string(),
+                "row_key": storable_text(key),
+                "kind": conflict.kind.as_str(),
+                "policy": conflict.policy,
+                "outcome": conflict.outcome.as_str(),
+                "local_version": version_json(schema, &conflict.local, true),
+                "incoming_version": version_json(schema, &conflict.incoming, true),
+                "source_position": origin.position.to_string(),
+                "position_counter": origin.position.counter().to_string(),
+                "change_index": origin.index,
+                "status": if conflict.outcome == Outcome::Parked { "open" } else { "settled" },
+                "incoming_change": parked_change(schema, conflict),
+            }));
+        }
+        records.reverse();
+        let records = serde_json::Value::Array(records).to_string();
+        let (link, source, target) = (
+            self.spec.link_id as i32,
+            self.spec.source_site as i32,
+            self.spec.target_site as i32,
+        );
+        let client = self.client().await?;
+        let result = client
+            .rows(Sql::new(
+                "record conflicts",
+                "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
+                                               local_version, incoming_version, source_position, position_counter,
+                                               change_index, status, incoming_change)
+                 SELECT $1, $2, $3, r.table_name, r.row_key, r.kind, r.policy, r.outcome, r.local_version, r.incoming_version,
+                        r.source_position, r.position_counter::numeric, r.change_index, r.status, r.incoming_change
+                   FROM jsonb_to_recordset($4::text::jsonb) AS r(table_name text, row_key text, kind text, policy text,
+                        outcome text, local_version jsonb, incoming_version jsonb, source_position text,
+                        position_counter text, change_index integer, status text, incoming_change jsonb)
+                 ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
+                 DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
+                               incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
+                 RETURNING conflict_id, (xmax = 0) AS inserted",
+                // Not used: a MySQL control schema takes the loop above.
+                "",
+                &[P::I32(link), P::I32(source), P::I32(target), P::Text(Some(&records))],
+            ))
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => {
+                // One record at a time instead: each keeps what it can (see
+                // `record`), so one refused record does not stop the batch.
+                tracing::warn!(error = %e, "cannot record the batch's conflicts in one statement; recording them one by one");
+                self.client = None;
+                for (schema, conflict, origin, key) in conflicts {
+                    self.record(schema, conflict, origin, key).await?;
+                }
+                return Ok(());
+            }
+        };
+        for r in rows {
+            self.unconfirmed.push(r.parse("conflict_id")?);
+            if r.bool("inserted")? {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (schema, conflict, _, key) in conflicts {
+            if conflict.outcome == Outcome::Parked {
+                self.open
+                    .insert((schema.table.to_string(), key.to_string()));
+            }
+            tracing::info!(table = %schema.table, key, kind = conflict.kind.as_str(),
+                outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
+        }
+        Ok(())
+    }
+
     /// Record `conflict`, detected on the change at `origin`.
     pub async fn record(
         &mut self,
         schema: &TableSchema,
         conflict: &Conflict,
-        origin: ChangeOrigin,
+        origin: &ChangeOrigin,
         key: &str,
     ) -> Result<(), ConflictStoreError> {
         let status = if conflict.outcome == Outcome::Parked {
@@ -204,7 +313,7 @@ impl ConflictStore {
         &mut self,
         schema: &TableSchema,
         conflict: &Conflict,
-        origin: ChangeOrigin,
+        origin: &ChangeOrigin,
         key: &str,
         status: &str,
         r: &ConflictRecord,

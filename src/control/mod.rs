@@ -88,6 +88,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/postgresql/0014_table_refusals.sql"),
     ),
     (
+        15,
+        "status: counters over the whole history, current and past errors",
+        include_str!("../../sql/postgresql/0015_status_history.sql"),
+    ),
+    (
         16,
         "when each site's changes began to be captured",
         include_str!("../../sql/postgresql/0016_capture_starts.sql"),
@@ -128,6 +133,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         14,
         "tables refused alone, target triggers",
         include_str!("../../sql/mysql/0014_table_refusals.sql"),
+    ),
+    (
+        15,
+        "status: counters over the whole history, current and past errors",
+        include_str!("../../sql/mysql/0015_status_history.sql"),
     ),
     (
         16,
@@ -526,7 +536,10 @@ pub struct DirectionStatus {
     pub echo_txns_skipped: i64,
     pub quarantined: i64,
     pub conflicts: i64,
+    /// A new error since the last write (kept as `last_error`).
     pub last_error: Option<String>,
+    /// When the current error began (µs since the epoch); `None`: healthy.
+    pub error_since_us: Option<i64>,
     pub lag_seconds: Option<f64>,
     pub lag_bytes: Option<i64>,
     pub queued_events: i64,
@@ -535,6 +548,64 @@ pub struct DirectionStatus {
     pub applied_commit_us: i64,
     /// Per source table: [inserted, updated, deleted].
     pub tables: Vec<(String, [i64; 3])>,
+}
+
+/// A direction's counters as the last run wrote them: a starting duplex
+/// carries on from them, so the counters are the direction's whole history.
+#[derive(Debug, Clone, Default)]
+pub struct StatusTotals {
+    pub applied_txns: i64,
+    pub applied_rows: i64,
+    pub echo_txns_skipped: i64,
+    pub quarantined: i64,
+    pub conflicts: i64,
+    pub by_op: [i64; 3],
+    /// Per source table: [inserted, updated, deleted].
+    pub tables: Vec<(String, [i64; 3])>,
+}
+
+/// The counters in `duplex.link_status` and `duplex.table_status`, by (link,
+/// source site).
+pub async fn load_status_totals(
+    db: &mut ControlDb,
+) -> Result<std::collections::HashMap<(u32, u32), StatusTotals>, ControlError> {
+    let mut out: std::collections::HashMap<(u32, u32), StatusTotals> = Default::default();
+    let direction = |r: &TextRow| -> Result<(u32, u32), ControlError> {
+        Ok((r.parse("link_id")?, r.parse("source_site")?))
+    };
+    let counters = "link_id, source_site, applied_txns, applied_rows, echo_txns_skipped, quarantined, conflicts, inserted, updated, deleted";
+    let sql = format!("SELECT {counters} FROM duplex.link_status");
+    for r in db
+        .rows(Sql::new("read the status counters", &sql, &sql, &[]))
+        .await?
+    {
+        let t = out.entry(direction(&r)?).or_default();
+        t.applied_txns = r.parse("applied_txns")?;
+        t.applied_rows = r.parse("applied_rows")?;
+        t.echo_txns_skipped = r.parse("echo_txns_skipped")?;
+        t.quarantined = r.parse("quarantined")?;
+        t.conflicts = r.parse("conflicts")?;
+        t.by_op = [
+            r.parse("inserted")?,
+            r.parse("updated")?,
+            r.parse("deleted")?,
+        ];
+    }
+    let sql = "SELECT link_id, source_site, table_name, inserted, updated, deleted FROM duplex.table_status";
+    for r in db
+        .rows(Sql::new("read the table counters", sql, sql, &[]))
+        .await?
+    {
+        out.entry(direction(&r)?).or_default().tables.push((
+            r.text("table_name")?,
+            [
+                r.parse("inserted")?,
+                r.parse("updated")?,
+                r.parse("deleted")?,
+            ],
+        ));
+    }
+    Ok(out)
 }
 
 /// Upsert one direction's status row.
@@ -559,6 +630,7 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
         P::I64(s.by_op[1]),
         P::I64(s.by_op[2]),
         P::I64(s.applied_commit_us),
+        P::OptI64(s.error_since_us),
     ];
     db.exec(
         Sql::new(
@@ -566,10 +638,11 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
             "INSERT INTO duplex.link_status AS ls
                  (link_id, source_site, target_site, state, source_position, applied_position,
                   applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
-                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at)
+                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at, error_since)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11, $12,
                      $13, $14, $15, $16, $17, $18,
-                     CASE WHEN $19::bigint > 0 THEN to_timestamp($19::bigint / 1e6) END)
+                     CASE WHEN $19::bigint > 0 THEN to_timestamp($19::bigint / 1e6) END,
+                     to_timestamp($20::bigint / 1e6))
              ON CONFLICT (link_id, source_site) DO UPDATE SET
                  target_site = EXCLUDED.target_site, state = EXCLUDED.state,
                  source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
@@ -582,14 +655,16 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
                  queued_events = EXCLUDED.queued_events, inserted = EXCLUDED.inserted,
                  updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,
                  last_applied_commit_at = coalesce(EXCLUDED.last_applied_commit_at, ls.last_applied_commit_at),
+                 error_since = EXCLUDED.error_since,
                  updated_at = now()",
             "INSERT INTO duplex.link_status
                  (link_id, source_site, target_site, state, source_position, applied_position,
                   applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
-                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at)
+                  lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at, error_since)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(? IS NULL, NULL, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?,
                      ?, ?, ?, ?, ?, ?,
-                     IF(? > 0, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), NULL))
+                     IF(? > 0, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), NULL),
+                     TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'))
              ON DUPLICATE KEY UPDATE
                  target_site = VALUES(target_site), state = VALUES(state),
                  source_position = VALUES(source_position), applied_position = VALUES(applied_position),
@@ -602,10 +677,11 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
                  queued_events = VALUES(queued_events), inserted = VALUES(inserted),
                  updated = VALUES(updated), deleted = VALUES(deleted),
                  last_applied_commit_at = COALESCE(VALUES(last_applied_commit_at), last_applied_commit_at),
+                 error_since = VALUES(error_since),
                  updated_at = UTC_TIMESTAMP(6)",
             &params,
         )
-        .mysql_order(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 18]),
+        .mysql_order(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 18, 19]),
     )
     .await?;
     for (table, [ins, upd, del]) in &s.tables {

@@ -152,11 +152,7 @@ pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Er
     sink.stats()
         .stale
         .fetch_add(resolved.stale, Ordering::Relaxed);
-    for (schema, conflict, origin, key) in &resolved.conflicts {
-        sink.conflicts()
-            .record(schema, conflict, *origin, key)
-            .await?;
-    }
+    sink.conflicts().record_all(&resolved.conflicts).await?;
     for (write, origin) in std::mem::take(&mut resolved.writes) {
         if sink.conflicts().has_open() {
             sink.conflicts()

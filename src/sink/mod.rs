@@ -108,6 +108,27 @@ impl Sink {
         }
     }
 
+    /// Apply one mapped row change of the current source transaction;
+    /// `source`: the change before the mapping, when it changed it.
+    pub async fn apply_change(
+        &mut self,
+        change: RowChange,
+        source: Option<Arc<RowChange>>,
+    ) -> Result<(), crate::Error> {
+        let site = self.site();
+        let source = quarantine::SourceForm::from_mapping(source);
+        match self {
+            Sink::Pg(s) => s
+                .apply_change(change, source)
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .apply_change(change, source)
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     /// Apply conflicts a DBA settled since the last call (between source
     /// transactions only).
     pub async fn apply_resolutions(&mut self) -> Result<(), crate::Error> {
@@ -124,14 +145,17 @@ impl Sink {
 
     /// Apply quarantined changes a DBA asked to retry (between source
     /// transactions only).
-    pub async fn apply_quarantine_retries(&mut self) -> Result<(), crate::Error> {
+    pub async fn apply_quarantine_retries(
+        &mut self,
+        mapping: &mut crate::mapping::DirectionMapping,
+    ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::apply_quarantine_retries(&mut **s)
+            Sink::Pg(s) => own::apply_quarantine_retries(&mut **s, mapping)
                 .await
                 .map(drop)
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s)
+            Sink::Mysql(s) => own::apply_quarantine_retries(&mut **s, mapping)
                 .await
                 .map(drop)
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
@@ -140,13 +164,16 @@ impl Sink {
 
     /// Resume the stopped tables a DBA has resumed since the last call
     /// (between source transactions only).
-    pub async fn resume_stopped(&mut self) -> Result<(), crate::Error> {
+    pub async fn resume_stopped(
+        &mut self,
+        mapping: &mut crate::mapping::DirectionMapping,
+    ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::resume_stopped(&mut **s)
+            Sink::Pg(s) => own::resume_stopped(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::resume_stopped(&mut **s)
+            Sink::Mysql(s) => own::resume_stopped(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }
@@ -171,13 +198,16 @@ impl Sink {
 
     /// Apply, in order, the changes held for tables resumed since (before the
     /// stream goes on).
-    pub async fn release_held(&mut self) -> Result<(), crate::Error> {
+    pub async fn release_held(
+        &mut self,
+        mapping: &mut crate::mapping::DirectionMapping,
+    ) -> Result<(), crate::Error> {
         let site = self.site();
         match self {
-            Sink::Pg(s) => own::release_held(&mut **s)
+            Sink::Pg(s) => own::release_held(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::sink_error(&site, e)),
-            Sink::Mysql(s) => own::release_held(&mut **s)
+            Sink::Mysql(s) => own::release_held(&mut **s, mapping)
                 .await
                 .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
         }
@@ -231,6 +261,47 @@ impl Sink {
         }
     }
 
+    /// How long the open target transaction has been open, if one is.
+    pub fn group_age(&self) -> Option<std::time::Duration> {
+        let since = match self {
+            Sink::Pg(s) => s.opened_at(),
+            Sink::Mysql(s) => s.opened_at(),
+        };
+        since.map(|t| t.elapsed())
+    }
+
+    /// Decide and write the changes taken so far (they are otherwise
+    /// gathered into larger batches), so the open target transaction holds
+    /// the locks of all its rows.
+    pub async fn write_pending(&mut self) -> Result<(), crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .write_pending()
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .write_pending()
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
+    /// Does a session on the target wait for a lock the applier holds?
+    pub async fn sessions_waiting(&mut self) -> Result<bool, crate::Error> {
+        let site = self.site();
+        match self {
+            Sink::Pg(s) => s
+                .sessions_waiting()
+                .await
+                .map_err(|e| crate::Error::sink_error(&site, e)),
+            Sink::Mysql(s) => s
+                .sessions_waiting()
+                .await
+                .map_err(|e| crate::Error::mysql_sink_error(&site, e)),
+        }
+    }
+
     pub fn group_txns(&self) -> u64 {
         match self {
             Sink::Pg(s) => s.group_txns(),
@@ -260,12 +331,16 @@ pub(crate) struct TxnGroup {
     /// The source transaction being applied, and how many changes of it so far.
     current: Option<SourcePosition>,
     change_index: u32,
+    /// When the open target transaction began (it holds the locks of the
+    /// rows it has read back or written until it ends).
+    pub opened_at: Option<std::time::Instant>,
 }
 
 impl TxnGroup {
     /// A source transaction begins inside the open target transaction.
     pub fn begin_source_txn(&mut self, meta: &crate::canonical::TxnMeta) {
         self.in_source_txn = true;
+        self.opened_at.get_or_insert_with(std::time::Instant::now);
         self.last_commit_time_us = meta.commit_time_us;
         self.current = Some(meta.commit_position);
         self.change_index = 0;
@@ -298,10 +373,10 @@ impl TxnGroup {
     /// counting it as applied (a held change).
     pub fn next_origin(&mut self) -> quarantine::ChangeOrigin {
         self.change_index += 1;
-        quarantine::ChangeOrigin {
-            position: self.current.unwrap_or(SourcePosition::PgLsn(0)),
-            index: self.change_index,
-        }
+        quarantine::ChangeOrigin::at(
+            self.current.unwrap_or(SourcePosition::PgLsn(0)),
+            self.change_index,
+        )
     }
 
     pub fn end_source_txn(&mut self, end_position: SourcePosition) {

@@ -23,7 +23,7 @@ use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -159,6 +159,8 @@ pub struct MysqlSink {
     tombstone_table: String,
     /// Per table: whether it may have tombstones on this site.
     tombstones_exist: HashMap<String, bool>,
+    /// The account may not read InnoDB's lock waits (see `sessions_waiting`).
+    lock_waits_unreadable: bool,
 }
 
 impl MysqlSink {
@@ -199,6 +201,7 @@ impl MysqlSink {
             conflicts,
             tombstone_table,
             tombstones_exist: HashMap::new(),
+            lock_waits_unreadable: false,
         })
     }
 
@@ -282,7 +285,7 @@ impl MysqlSink {
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
-                self.add(change).await?;
+                self.add(change, SourceForm::Unchanged).await?;
                 Ok(None)
             }
             ChangeEvent::Truncate(tables) => {
@@ -371,16 +374,28 @@ impl MysqlSink {
         self.spec.policies.keys().cloned().collect()
     }
 
-    async fn add(&mut self, change: RowChange) -> Result<(), MysqlSinkError> {
+    /// A change of the current source transaction, mapped; `source`: its
+    /// form before the mapping (kept if the target refuses it).
+    pub async fn apply_change(
+        &mut self,
+        change: RowChange,
+        source: SourceForm,
+    ) -> Result<(), MysqlSinkError> {
+        self.add(change, source).await
+    }
+
+    async fn add(&mut self, change: RowChange, source: SourceForm) -> Result<(), MysqlSinkError> {
         let name = &change.table.table.name;
         if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
-            let origin = self.group.next_origin();
+            let mut origin = self.group.next_origin();
+            origin.source = source;
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
             let key = describe_key(&change);
-            return Ok(self.quarantine.hold(&change, origin, &key).await?);
+            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
         }
-        let origin = self.group.count_change(&change);
+        let mut origin = self.group.count_change(&change);
+        origin.source = source;
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;
@@ -392,6 +407,47 @@ impl MysqlSink {
     /// UPDATE) and apply what is to be written.
     async fn flush_pending(&mut self) -> Result<(), MysqlSinkError> {
         crate::sink::applier::decide_pending(self).await
+    }
+
+    /// See `Sink::write_pending`.
+    pub async fn write_pending(&mut self) -> Result<(), MysqlSinkError> {
+        self.flush_pending().await
+    }
+
+    /// When the open target transaction began.
+    pub fn opened_at(&self) -> Option<std::time::Instant> {
+        self.group.opened_at
+    }
+
+    /// Does a session wait for a lock this applier's session holds? InnoDB's
+    /// lock waits (MariaDB and MySQL 5.7: `information_schema`; MySQL 8:
+    /// `performance_schema`) need the PROCESS privilege or more: without it,
+    /// or on a server that has neither table, the applier cannot tell, says
+    /// no, and groups as before (logged once).
+    pub async fn sessions_waiting(&mut self) -> Result<bool, MysqlSinkError> {
+        if self.lock_waits_unreadable {
+            return Ok(false);
+        }
+        let queries = [
+            "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w
+               JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id
+              WHERE t.trx_mysql_thread_id = CONNECTION_ID()",
+            "SELECT COUNT(*) FROM performance_schema.data_lock_waits w
+               JOIN performance_schema.threads t ON t.THREAD_ID = w.BLOCKING_THREAD_ID
+              WHERE t.PROCESSLIST_ID = CONNECTION_ID()",
+        ];
+        let mut last_error = None;
+        for q in queries {
+            match self.conn.query_first::<i64, _>(q).await {
+                Ok(n) => return Ok(n.unwrap_or(0) > 0),
+                Err(mysql_async::Error::Server(e)) => last_error = Some(e.message),
+                Err(e) => return Err(db("look for sessions waiting for the applier's locks")(e)),
+            }
+        }
+        self.lock_waits_unreadable = true;
+        tracing::warn!(site = %self.spec.endpoint.site_name, error = last_error.unwrap_or_default(),
+            "cannot read InnoDB's lock waits (grant PROCESS to duplex's account): the applier cannot tell when the application waits for it, and groups source transactions regardless");
+        Ok(false)
     }
 
     /// Record the tombstones of applied deletes; drop those of revived keys.
@@ -748,14 +804,14 @@ impl MysqlSink {
                         shape: batch.shape.clone(),
                         rows: vec![row.clone()],
                         keys: HashSet::new(),
-                        origins: vec![*origin],
+                        origins: vec![origin.clone()],
                     };
                     match self.execute_batch(&single).await {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
                             let reason = crate::pipeline::error_chain(&e);
                             self.quarantine
-                                .record(row, *origin, &describe_key(row), &reason)
+                                .record(row, origin, &describe_key(row), &reason)
                                 .await
                                 .map_err(MysqlSinkError::Quarantine)?;
                         }

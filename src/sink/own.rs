@@ -4,8 +4,9 @@
 //! every engine; an engine provides only the steps ([`Applier`]).
 
 use crate::canonical::SourcePosition;
+use crate::mapping::DirectionMapping;
 use crate::sink::applier::{decide_and_write, read_local_key, write_decided, Applier};
-use crate::sink::quarantine::ChangeOrigin;
+use crate::sink::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::resolve::{now_micros, KeyRef};
 
 /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each in
@@ -64,7 +65,16 @@ pub(crate) async fn apply_resolutions<S: Applier>(sink: &mut S) -> Result<(), S:
 /// transaction and through conflict detection: a change a newer version has
 /// overtaken is not written over it. Refused again, it stays quarantined with
 /// the new reason.
-pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result<usize, S::Error> {
+///
+/// The change is mapped with `mapping`, the configuration in force now, from
+/// its form at the source: a DBA who excluded or renamed the column the
+/// target refused, or changed a transform, retries into the new
+/// configuration. (A record of an older duplex holds only the change as it
+/// was mapped then: the columns excluded now are taken out of it.)
+pub(crate) async fn apply_quarantine_retries<S: Applier>(
+    sink: &mut S,
+    mapping: &mut DirectionMapping,
+) -> Result<usize, S::Error> {
     if !sink.idle() {
         return Ok(0);
     }
@@ -78,8 +88,29 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
     for r in retries {
         let (recorded, stale) = (sink.quarantine().recorded(), stale_count(sink));
         let table = r.change.table.table.clone();
+        let mut origin = r.origin;
+        let mapped = match r.source {
+            Some(source) => mapping.map_keeping_source(source).map(|(change, source)| {
+                origin.source = SourceForm::from_mapping(source);
+                change
+            }),
+            None => {
+                origin.source = SourceForm::Unknown;
+                mapping.restrict_mapped(r.change)
+            }
+        };
+        let Some(change) = mapped else {
+            sink.quarantine()
+                .settle(
+                    r.quarantine_id,
+                    "pending",
+                    "not applied: the table no longer flows this way (duplex.link_tables.direction); discard the change, or let the table flow this way and retry",
+                )
+                .await?;
+            continue;
+        };
         sink.begin_own().await?;
-        if let Err(e) = decide_and_write(sink, r.change, r.origin).await {
+        if let Err(e) = decide_and_write(sink, change, origin).await {
             // Not a refusal (those are quarantined again): the connection or
             // the control database failed. The record stays 'retry' and the
             // direction restarts.
@@ -108,14 +139,18 @@ pub(crate) async fn apply_quarantine_retries<S: Applier>(sink: &mut S) -> Result
 
 /// At the start of a direction, and when stopped tables resume: the changes
 /// held for tables that are neither paused nor stopped are applied, in
-/// source order, before the stream goes on.
-pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
+/// source order, before the stream goes on, mapped with the configuration in
+/// force now.
+pub(crate) async fn release_held<S: Applier>(
+    sink: &mut S,
+    mapping: &mut DirectionMapping,
+) -> Result<(), S::Error> {
     let active = sink.active_tables();
     let released = sink.quarantine().release_held(&active).await?;
     if released > 0 {
         tracing::info!(released, "table resumed: applying its held changes");
     }
-    while apply_quarantine_retries(sink).await? > 0 {}
+    while apply_quarantine_retries(sink, mapping).await? > 0 {}
     Ok(())
 }
 
@@ -123,7 +158,10 @@ pub(crate) async fn release_held<S: Applier>(sink: &mut S) -> Result<(), S::Erro
 /// discarding their statement records, after a resync) have their held
 /// changes applied, in source order, before the stream goes on; from then
 /// on their changes flow again.
-pub(crate) async fn resume_stopped<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
+pub(crate) async fn resume_stopped<S: Applier>(
+    sink: &mut S,
+    mapping: &mut DirectionMapping,
+) -> Result<(), S::Error> {
     if !sink.idle() {
         return Ok(());
     }
@@ -132,7 +170,7 @@ pub(crate) async fn resume_stopped<S: Applier>(sink: &mut S) -> Result<(), S::Er
         return Ok(());
     }
     tracing::info!(tables = ?resumed, "stopped tables resumed (their statement records were discarded)");
-    release_held(sink).await
+    release_held(sink, mapping).await
 }
 
 /// Apply a page of rows copied by the initial sync in one target transaction
@@ -170,8 +208,5 @@ pub(crate) async fn apply_snapshot_rows<S: Applier>(
 
 /// The origin of a change written outside the source stream (nothing keys it).
 pub(crate) fn no_origin() -> ChangeOrigin {
-    ChangeOrigin {
-        position: SourcePosition::PgLsn(0),
-        index: 0,
-    }
+    ChangeOrigin::at(SourcePosition::PgLsn(0), 0)
 }

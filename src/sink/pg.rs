@@ -23,7 +23,7 @@ use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec};
+use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -350,7 +350,7 @@ impl PgSink {
                 Ok(None)
             }
             ChangeEvent::Change(change) => {
-                self.add(change).await?;
+                self.add(change, SourceForm::Unchanged).await?;
                 Ok(None)
             }
             ChangeEvent::Truncate(tables) => {
@@ -458,16 +458,28 @@ impl PgSink {
         self.spec.tables.iter().map(|t| t.name.clone()).collect()
     }
 
-    async fn add(&mut self, change: RowChange) -> Result<(), SinkError> {
+    /// A change of the current source transaction, mapped; `source`: its
+    /// form before the mapping (kept if the target refuses it).
+    pub async fn apply_change(
+        &mut self,
+        change: RowChange,
+        source: SourceForm,
+    ) -> Result<(), SinkError> {
+        self.add(change, source).await
+    }
+
+    async fn add(&mut self, change: RowChange, source: SourceForm) -> Result<(), SinkError> {
         let name = &change.table.table.name;
         if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
-            let origin = self.group.next_origin();
+            let mut origin = self.group.next_origin();
+            origin.source = source;
             // Held in the control database, confirmed with this target
             // transaction like a refused change: exactly once.
             let key = describe_key(&change);
-            return Ok(self.quarantine.hold(&change, origin, &key).await?);
+            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
         }
-        let origin = self.group.count_change(&change);
+        let mut origin = self.group.count_change(&change);
+        origin.source = source;
         self.pending.push((change, origin));
         if self.pending.len() >= self.spec.max_batch_rows.max(1) {
             self.flush_pending().await?;
@@ -488,6 +500,33 @@ impl PgSink {
     /// UPDATE) and write what is to be written.
     async fn flush_pending(&mut self) -> Result<(), SinkError> {
         crate::sink::applier::decide_pending(self).await
+    }
+
+    /// See `Sink::write_pending`.
+    pub async fn write_pending(&mut self) -> Result<(), SinkError> {
+        self.flush_pending().await
+    }
+
+    /// When the open target transaction began.
+    pub fn opened_at(&self) -> Option<std::time::Instant> {
+        self.group.opened_at
+    }
+
+    /// Does a session wait for a lock this applier's session holds? Read in
+    /// `pg_locks` (open to every role) with `pg_blocking_pids`, only for the
+    /// few lock requests not granted.
+    pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks
+                                 WHERE NOT granted AND pid IS NOT NULL AND pid <> pg_backend_pid()
+                                   AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))",
+                &[],
+            )
+            .await
+            .map_err(db("look for sessions waiting for the applier's locks"))?;
+        Ok(row.get(0))
     }
 
     /// Remove this link's tombstones older than `retention` (at most a few
@@ -995,7 +1034,7 @@ impl PgSink {
                         rows: vec![row.clone()],
                         keys: HashSet::new(),
                         key_changed: batch.key_changed,
-                        origins: vec![*origin],
+                        origins: vec![origin.clone()],
                     };
                     self.client
                         .batch_execute("SAVEPOINT duplex_row")
@@ -1014,7 +1053,7 @@ impl PgSink {
                                 .map_err(db("roll back to a savepoint"))?;
                             let reason = crate::pipeline::error_chain(&e);
                             self.quarantine
-                                .record(row, *origin, &describe_key(row), &reason)
+                                .record(row, origin, &describe_key(row), &reason)
                                 .await
                                 .map_err(SinkError::Quarantine)?;
                         }

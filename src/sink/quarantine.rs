@@ -52,14 +52,23 @@ pub struct Quarantine {
 /// A quarantined change a DBA asked to apply again.
 pub struct Retry {
     pub quarantine_id: i64,
+    /// The change as the target refused it (mapped with the configuration of
+    /// its time).
     pub change: RowChange,
+    /// The change in the source's terms, to be mapped with the configuration
+    /// in force now; `None` for a record of an older duplex, which kept only
+    /// the mapped change (see `DirectionMapping::restrict_mapped`).
+    pub source: Option<RowChange>,
     /// Where it was in the source's stream (it keys the record).
     pub origin: ChangeOrigin,
 }
 
-/// The change exactly as it came: typed images, the table as the source
-/// described it, and the version marker.
-fn exact_json(change: &RowChange) -> String {
+/// Version of the `change_exact` layout that keeps the change in the
+/// source's terms (absent in records of older versions).
+const EXACT_VERSION: u64 = 2;
+
+/// A change exactly: typed images, the table's shape, and the version marker.
+fn change_json(change: &RowChange) -> serde_json::Value {
     json!({
         "schema": &*change.table,
         "op": change.op.to_string(),
@@ -67,11 +76,45 @@ fn exact_json(change: &RowChange) -> String {
         "after": change.after,
         "marker": change.marker.to_json(),
     })
-    .to_string()
 }
 
-fn change_from_exact(text: &str) -> Option<RowChange> {
+/// The record's `change_exact`: the change as the target refused it, and
+/// the change as it came from the source (`"source"`, only when the mapping
+/// changed it; otherwise the two are the same). A record kept in the form of
+/// an older duplex stays in it (`SourceForm::Unknown`).
+fn exact_json(change: &RowChange, source: &SourceForm) -> String {
+    let mut v = change_json(change);
+    if let serde_json::Value::Object(map) = &mut v {
+        match source {
+            SourceForm::Unchanged => {
+                map.insert("v".into(), json!(EXACT_VERSION));
+            }
+            SourceForm::Mapped(s) => {
+                map.insert("v".into(), json!(EXACT_VERSION));
+                map.insert("source".into(), change_json(s));
+            }
+            SourceForm::Unknown => {}
+        }
+    }
+    v.to_string()
+}
+
+/// A record's `change_exact`: the change as refused, and in the source's
+/// terms when the record has that form.
+fn change_from_exact(text: &str) -> Option<(RowChange, Option<RowChange>)> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let change = change_from_value(&v)?;
+    let source = match v.get("v").and_then(|n| n.as_u64()) {
+        None => None,
+        Some(_) => match v.get("source") {
+            Some(s) => Some(change_from_value(s)?),
+            None => Some(change.clone()),
+        },
+    };
+    Some((change, source))
+}
+
+fn change_from_value(v: &serde_json::Value) -> Option<RowChange> {
     let table: TableSchema = serde_json::from_value(v.get("schema")?.clone()).ok()?;
     let op = match v.get("op")?.as_str()? {
         "insert" => Op::Insert,
@@ -91,12 +134,45 @@ fn change_from_exact(text: &str) -> Option<RowChange> {
     })
 }
 
-/// Where a change sits in the source's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a change sits in the source's stream, and what it was there.
+#[derive(Debug, Clone)]
 pub struct ChangeOrigin {
     pub position: SourcePosition,
     /// Index of the change inside its source transaction (from 1).
     pub index: u32,
+    /// The change as the source sent it, before the link's column mappings:
+    /// what a quarantine record keeps, so that a retry maps it with the
+    /// configuration in force then.
+    pub source: SourceForm,
+}
+
+impl ChangeOrigin {
+    /// A change at `position`, `index`, that no mapping changed.
+    pub fn at(position: SourcePosition, index: u32) -> ChangeOrigin {
+        ChangeOrigin {
+            position,
+            index,
+            source: SourceForm::Unchanged,
+        }
+    }
+}
+
+/// A change's form at its source, next to the form the target sees.
+#[derive(Debug, Clone)]
+pub enum SourceForm {
+    /// The same: the link maps nothing of this table in this direction.
+    Unchanged,
+    /// The mapping renamed, dropped, transformed or filled columns: the
+    /// change before it.
+    Mapped(Arc<RowChange>),
+    /// Not known: a change kept by an older duplex, in mapped form only.
+    Unknown,
+}
+
+impl SourceForm {
+    pub fn from_mapping(source: Option<Arc<RowChange>>) -> SourceForm {
+        source.map_or(SourceForm::Unchanged, SourceForm::Mapped)
+    }
 }
 
 impl Quarantine {
@@ -185,15 +261,17 @@ impl Quarantine {
             let parsed = (|| {
                 let counter: u64 = r.parse("position_counter").ok()?;
                 let index: u32 = r.parse("change_index").ok()?;
-                let change = change_from_exact(&r.opt("change_exact").ok()??)?;
+                let (change, source) = change_from_exact(&r.opt("change_exact").ok()??)?;
                 Some(Retry {
                     quarantine_id: id,
                     change,
-                    origin: ChangeOrigin {
-                        // Only the counter matters: it keys the record.
-                        position: SourcePosition::from_counter(Default::default(), counter),
+                    source,
+                    // Only the counter matters: it keys the record. The
+                    // source form is set when the change is mapped again.
+                    origin: ChangeOrigin::at(
+                        SourcePosition::from_counter(Default::default(), counter),
                         index,
-                    },
+                    ),
                 })
             })();
             match parsed {
@@ -260,7 +338,7 @@ impl Quarantine {
     pub async fn record(
         &mut self,
         change: &RowChange,
-        origin: ChangeOrigin,
+        origin: &ChangeOrigin,
         key: &str,
         reason: &str,
     ) -> Result<(), QuarantineError> {
@@ -273,7 +351,7 @@ impl Quarantine {
     pub async fn hold(
         &mut self,
         change: &RowChange,
-        origin: ChangeOrigin,
+        origin: &ChangeOrigin,
         key: &str,
     ) -> Result<(), QuarantineError> {
         let reason = if self.is_stopped(&change.table.table.name) {
@@ -318,7 +396,7 @@ impl Quarantine {
             table: table.to_string(),
             op: "statement".into(),
             key: &key,
-            origin,
+            origin: origin.clone(),
             body: &body,
             reason: &reason,
             exact: Some(&exact),
@@ -454,7 +532,7 @@ impl Quarantine {
     async fn keep(
         &mut self,
         change: &RowChange,
-        origin: ChangeOrigin,
+        origin: &ChangeOrigin,
         key: &str,
         reason: &str,
         status: &str,
@@ -465,13 +543,13 @@ impl Quarantine {
             "marker": serde_json::from_str::<serde_json::Value>(&change.marker.to_json()).unwrap_or_default(),
         }))
         .to_string();
-        let exact = exact_json(change);
+        let exact = exact_json(change, &origin.source);
         let (key, reason) = (storable_text(key), storable_text(reason));
         let record = Record {
             table: change.table.table.to_string(),
             op: change.op.to_string(),
             key: &key,
-            origin,
+            origin: origin.clone(),
             body: &body,
             reason: &reason,
             exact: Some(&exact),
@@ -776,5 +854,53 @@ mod tests {
         assert!(text.contains("bytes in all]"), "{text}");
         assert_eq!(storable_text("a\0b"), "a\u{2400}b");
         assert_eq!(abridge("ééé", 3), "é... [6 bytes in all]");
+    }
+
+    fn change(columns: &[&str], values: &[&str]) -> RowChange {
+        RowChange {
+            table: Arc::new(TableSchema {
+                table: TableName::new("public", "people"),
+                columns: columns
+                    .iter()
+                    .map(|n| ColumnSchema {
+                        name: (*n).into(),
+                        type_name: "text".into(),
+                    })
+                    .collect(),
+                key: vec![0],
+            }),
+            op: Op::Insert,
+            before: None,
+            after: Some(Row(values
+                .iter()
+                .map(|v| Some(Value::Text((*v).into())))
+                .collect())),
+            marker: crate::marker::Marker::default(),
+        }
+    }
+
+    fn names(c: &RowChange) -> Vec<String> {
+        c.table.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
+    #[test]
+    fn records_keep_the_change_in_the_source_terms() {
+        let mapped = change(&["id", "mail"], &["1", "a@x.org"]);
+        let source = change(&["id", "email", "secret"], &["1", "A@X.ORG", "pw"]);
+        // Mapped: both forms.
+        let text = exact_json(&mapped, &SourceForm::Mapped(Arc::new(source)));
+        let (c, s) = change_from_exact(&text).unwrap();
+        assert_eq!(names(&c), ["id", "mail"]);
+        assert_eq!(names(&s.unwrap()), ["id", "email", "secret"]);
+        // Not mapped: the change is its own source form.
+        let text = exact_json(&mapped, &SourceForm::Unchanged);
+        let (_, s) = change_from_exact(&text).unwrap();
+        assert_eq!(names(&s.unwrap()), ["id", "mail"]);
+        // Kept as an older duplex kept it: the mapped form only.
+        let text = exact_json(&mapped, &SourceForm::Unknown);
+        assert!(!text.contains("\"v\""), "{text}");
+        let (c, s) = change_from_exact(&text).unwrap();
+        assert_eq!(names(&c), ["id", "mail"]);
+        assert!(s.is_none());
     }
 }

@@ -131,7 +131,7 @@ fn split_key_change((change, origin): (RowChange, ChangeOrigin)) -> Vec<(RowChan
         before: None,
         marker: change.marker,
     };
-    vec![(delete, origin), (insert, origin)]
+    vec![(delete, origin.clone()), (insert, origin)]
 }
 
 /// The identity key a change acts on: the key it finds the row by.
@@ -284,7 +284,7 @@ fn follows(decision: &Decision, net: &RowChange) -> bool {
 fn record_decision(
     out: &mut Resolved,
     change: &RowChange,
-    origin: ChangeOrigin,
+    origin: &ChangeOrigin,
     key: &[u8],
     had_tombstone: bool,
     decision: &Decision,
@@ -295,8 +295,12 @@ fn record_decision(
     if !decision.conflicts.is_empty() {
         let described = crate::sink::describe_key(change);
         for c in &decision.conflicts {
-            out.conflicts
-                .push((change.table.clone(), c.clone(), origin, described.clone()));
+            out.conflicts.push((
+                change.table.clone(),
+                c.clone(),
+                origin.clone(),
+                described.clone(),
+            ));
         }
     }
     if let Some(t) = decision.tombstone.clone() {
@@ -353,7 +357,7 @@ pub(crate) fn resolve(
                 .unwrap_or(Local::Absent(None));
             let had_tombstone = matches!(local, Local::Absent(Some(_)));
             let decision = decide(me, policy, &change, &local, now_us);
-            record_decision(&mut out, &change, origin, &key, had_tombstone, &decision);
+            record_decision(&mut out, &change, &origin, &key, had_tombstone, &decision);
             if new_key != key {
                 states.insert((table.clone(), key.clone()), Local::Absent(None));
             }
@@ -378,7 +382,7 @@ pub(crate) fn resolve(
             };
             let had_tombstone = matches!(local, Local::Absent(Some(_)));
             let decision = decide(me, policy, net, &local, now_us);
-            record_decision(&mut out, net, origin, &key, had_tombstone, &decision);
+            record_decision(&mut out, net, &origin, &key, had_tombstone, &decision);
             // The first statement must find the row as the source did: an
             // insert a free key, an update or delete the row.
             let same_start = matches!(local, Local::Present(_)) == (change.op != Op::Insert);
