@@ -736,3 +736,97 @@ async fn datetime_into_postgres_date_is_refused() {
     .await;
     run.shutdown().await;
 }
+
+/// Values a PostgreSQL column would round on assignment (more fractional
+/// digits than `numeric(p,s)` or `timestamp(p)` keeps, a double that `real`
+/// does not hold exactly) are refused and quarantined with the reason, as
+/// the MySQL direction refuses them; exact values of the same columns flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_postgresql_would_round_are_quarantined() {
+    let p = common::start_postgres(
+        "CREATE TABLE r (id int PRIMARY KEY, price numeric(10,2), at timestamp(0), f real);",
+    )
+    .await;
+    let m = common::start_mariadb(
+        "CREATE TABLE r (id INT PRIMARY KEY, price DECIMAL(10,4), at DATETIME(6), f DOUBLE);",
+    )
+    .await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &["r"],
+    )
+    .await;
+    let control = connect(&url).await;
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync(&control, 2).await;
+    let mut my = common::mysql_conn(&m).await;
+    my.query_drop(
+        "INSERT INTO r VALUES (1, 1.5, '2024-01-02 13:45:00', 0.5);
+         INSERT INTO r VALUES (2, 1.2345, '2024-01-02 13:45:00', 0.5);
+         INSERT INTO r VALUES (3, 1.5, '2024-01-02 13:45:00.25', 0.5);
+         INSERT INTO r VALUES (4, 1.5, '2024-01-02 13:45:00', 0.1);
+         INSERT INTO r VALUES (5, 2.25, '2024-01-03 00:00:00', 0.25);",
+    )
+    .await
+    .unwrap();
+    let pg = connect(&p.conninfo("app")).await;
+    wait_for("the exact rows on PostgreSQL", T, || async {
+        query_i64(&pg, "SELECT count(*) FROM r").await == 2
+    })
+    .await;
+    wait_for("three changes quarantined", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.quarantine WHERE confirmed",
+        )
+        .await
+            == 3
+    })
+    .await;
+    let reasons: Vec<(String, String)> = control
+        .query(
+            "SELECT row_key, reason FROM duplex.quarantine ORDER BY row_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].0 == "id=2"
+            && reasons[0].1.contains("price")
+            && reasons[0]
+                .1
+                .contains("numeric(10,2) keeps 2 and would round"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == "id=3"
+            && reasons[1].1.contains("at")
+            && reasons[1]
+                .1
+                .contains("timestamp(0) keeps 0 and would round"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].0 == "id=4"
+            && reasons[2].1.contains(" f:")
+            && reasons[2].1.contains("single precision"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        common::table_rows(&pg, "r").await,
+        vec![
+            "(1,1.50,\"2024-01-02 13:45:00\",0.5)".to_string(),
+            "(5,2.25,\"2024-01-03 00:00:00\",0.25)".to_string()
+        ]
+    );
+    run.shutdown().await;
+}

@@ -1183,6 +1183,103 @@ pub fn lossy_into(class: &PgTypeClass, v: &Value) -> Option<&'static str> {
     }
 }
 
+/// Fractional-second digits a number of microseconds needs (0..=6).
+fn fraction_digits(micros: i64) -> i32 {
+    let mut frac = micros.rem_euclid(MICROS_PER_SECOND);
+    if frac == 0 {
+        return 0;
+    }
+    let mut digits = 6;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    digits
+}
+
+/// Why a PostgreSQL column of `class` with type modifier `typmod` (-1: none)
+/// would round `v` on assignment, which PostgreSQL does without an error:
+/// `numeric(p,s)` keeps s fractional digits, `timestamp(p)`, `timestamptz(p)`
+/// and `time(p)` keep p fractional-second digits, `real` and `double
+/// precision` keep what their binary precision holds. `None`: stored
+/// exactly. MySQL's encoder refuses the same values.
+pub fn rounded_by(class: &PgTypeClass, typmod: i32, v: &Value) -> Option<String> {
+    use PgTypeClass as C;
+    match (class, v) {
+        (
+            C::Numeric,
+            Value::Decimal(_)
+            | Value::Int(_)
+            | Value::UInt(_)
+            | Value::Float32(_)
+            | Value::Float64(_),
+        ) if typmod >= 4 => {
+            // typmod - 4 is (precision << 16) | scale, the scale 11 bits
+            // and signed (PostgreSQL 15 allows negative scales).
+            let precision = ((typmod - 4) >> 16) & 0xffff;
+            let scale = (((typmod - 4) & 0x7ff) ^ 0x400) - 0x400;
+            if scale < 0 {
+                return None;
+            }
+            let norm = Decimal::parse(&encode_text(v).ok()?)?.normalized();
+            let frac = norm.split_once('.').map_or(0, |(_, f)| f.len());
+            (frac > scale as usize).then(|| {
+                format!(
+                    "has {frac} fractional digits; numeric({precision},{scale}) keeps {scale} and would round"
+                )
+            })
+        }
+        (C::Timestamp | C::Timestamptz | C::Time, _) if (0..6).contains(&typmod) => {
+            let micros = match v {
+                Value::Timestamp(Timestamp::Micros(m))
+                | Value::TimestampTz(Timestamp::Micros(m))
+                | Value::Time(m) => *m,
+                _ => return None,
+            };
+            let need = fraction_digits(micros);
+            (need > typmod).then(|| {
+                format!(
+                    "has {need} fractional-second digits; {}({typmod}) keeps {typmod} and would round",
+                    class.type_name()
+                )
+            })
+        }
+        (C::Float4, _) => {
+            let exact = match v {
+                Value::Float64(f) => !f.is_finite() || f64::from(*f as f32) == *f,
+                Value::Int(i) => (*i as f32) as i64 == *i,
+                Value::UInt(u) => (*u as f32) as u64 == *u,
+                Value::Decimal(Decimal::Finite(_)) => {
+                    let d = Decimal::parse(&encode_text(v).ok()?)?;
+                    let f: f32 = d.normalized().parse().ok()?;
+                    Decimal::parse(&format!("{f}")).map(|x| x.normalized()) == Some(d.normalized())
+                }
+                _ => true,
+            };
+            (!exact).then(|| {
+                "is not exactly representable in real (single precision) and would be rounded"
+                    .to_string()
+            })
+        }
+        (C::Float8, _) => {
+            let exact = match v {
+                Value::Int(i) => (*i as f64) as i64 == *i,
+                Value::UInt(u) => (*u as f64) as u64 == *u,
+                Value::Decimal(Decimal::Finite(_)) => {
+                    let d = Decimal::parse(&encode_text(v).ok()?)?;
+                    let f: f64 = d.normalized().parse().ok()?;
+                    Decimal::parse(&format!("{f}")).map(|x| x.normalized()) == Some(d.normalized())
+                }
+                _ => true,
+            };
+            (!exact).then(|| {
+                "has more digits than double precision carries and would be rounded".to_string()
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Midnight of a date, as a timestamp (PostgreSQL's cast of a date).
 fn midnight(d: Date) -> Result<Timestamp, String> {
     match d {
@@ -1201,14 +1298,18 @@ fn midnight(d: Date) -> Result<Timestamp, String> {
 /// `Err` with the reason when the column cannot take the value (writing it
 /// is then refused too).
 pub fn as_stored(class: &PgTypeClass, v: &Value) -> Result<Value, String> {
-    Ok(stored_form(class, v)?.unwrap_or_else(|| v.clone()))
+    Ok(stored_form(class, -1, v)?.unwrap_or_else(|| v.clone()))
 }
 
-/// [`as_stored`], with `None` for a value that reads back as it is.
-pub fn stored_form(class: &PgTypeClass, v: &Value) -> Result<Option<Value>, String> {
+/// [`as_stored`] for a column with type modifier `typmod` (-1: none), with
+/// `None` for a value that reads back as it is.
+pub fn stored_form(class: &PgTypeClass, typmod: i32, v: &Value) -> Result<Option<Value>, String> {
     use PgTypeClass as C;
     if let Some(reason) = lossy_into(class, v) {
         return Err(reason.into());
+    }
+    if let Some(reason) = rounded_by(class, typmod, v) {
+        return Err(reason);
     }
     Ok(Some(match (class, v) {
         (_, Value::Null) => return Ok(None),
@@ -1573,6 +1674,55 @@ mod tests {
         );
         // Text keeps its trailing spaces.
         assert_eq!(dec(&C::Text, "ab  "), Value::Text("ab  ".into()));
+    }
+
+    #[test]
+    fn values_postgresql_would_round_are_named() {
+        let numeric = |p: i32, s: i32| (p << 16 | s) + 4;
+        let d = |t: &str| Value::Decimal(Decimal::parse(t).unwrap_or(Decimal::NaN));
+        let n = numeric(10, 2);
+        assert_eq!(rounded_by(&C::Numeric, n, &d("1.5000")), None);
+        assert_eq!(rounded_by(&C::Numeric, n, &d("12.34")), None);
+        assert_eq!(rounded_by(&C::Numeric, n, &Value::Int(7)), None);
+        let why = rounded_by(&C::Numeric, n, &d("1.2345")).unwrap_or_default();
+        assert!(
+            why.contains("4 fractional digits") && why.contains("numeric(10,2)"),
+            "{why}"
+        );
+        assert!(rounded_by(&C::Numeric, n, &Value::Float64(0.125)).is_some());
+        // No typmod, or a negative scale: not checked here.
+        assert_eq!(rounded_by(&C::Numeric, -1, &d("1.23456789")), None);
+        assert_eq!(rounded_by(&C::Numeric, numeric(5, 0x7ff), &d("1.5")), None);
+        // Fractional seconds beyond the column's precision.
+        let ts = |us: i64| Value::Timestamp(Timestamp::Micros(us));
+        assert_eq!(rounded_by(&C::Timestamp, 0, &ts(1_000_000)), None);
+        let why = rounded_by(&C::Timestamp, 0, &ts(1_250_000)).unwrap_or_default();
+        assert!(
+            why.contains("2 fractional-second digits") && why.contains("timestamp(0)"),
+            "{why}"
+        );
+        assert_eq!(
+            rounded_by(
+                &C::Timestamptz,
+                3,
+                &Value::TimestampTz(Timestamp::Micros(1_250_000))
+            ),
+            None
+        );
+        assert!(rounded_by(&C::Time, 3, &Value::Time(1_250_001)).is_some());
+        assert_eq!(rounded_by(&C::Timestamp, -1, &ts(1_250_001)), None);
+        assert_eq!(rounded_by(&C::Timestamp, 6, &ts(1_250_001)), None);
+        // Binary floats: what the column's precision does not hold exactly.
+        assert_eq!(rounded_by(&C::Float4, -1, &Value::Float64(0.5)), None);
+        assert!(rounded_by(&C::Float4, -1, &Value::Float64(0.1)).is_some());
+        assert!(rounded_by(&C::Float4, -1, &Value::Int(16_777_217)).is_some());
+        assert_eq!(rounded_by(&C::Float4, -1, &Value::Float32(0.1)), None);
+        assert_eq!(rounded_by(&C::Float8, -1, &d("0.1")), None);
+        assert!(rounded_by(&C::Float8, -1, &d("0.10000000000000000001")).is_some());
+        assert!(rounded_by(&C::Float8, -1, &Value::Int(9_007_199_254_740_993)).is_some());
+        // And such a value is not normalised into the rounded one either.
+        assert!(stored_form(&C::Float4, -1, &Value::Float64(0.1)).is_err());
+        assert!(stored_form(&C::Numeric, n, &d("1.2345")).is_err());
     }
 
     #[test]

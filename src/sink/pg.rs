@@ -150,6 +150,9 @@ struct TargetTable {
     other_unique: bool,
     /// Column name -> how to decode its text (to read the target's rows back).
     classes: HashMap<String, PgTypeClass>,
+    /// Column name -> its type modifier (`atttypmod`, -1: none): the scale
+    /// and precision values are rounded to on assignment.
+    typmods: HashMap<String, i32>,
 }
 
 /// Consecutive row changes of one table, one operation and one column shape.
@@ -912,7 +915,7 @@ impl PgSink {
                 // The catalog name of the type, quoted: `"pg_catalog"."bpchar"`
                 // has no typmod, whereas format_type's `character` means
                 // char(1) and an explicit cast to it would silently truncate.
-                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid
+                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid, a.atttypmod
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
                    JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -923,8 +926,10 @@ impl PgSink {
             .map_err(db(format!("read the columns of {table} on the target")))?;
         let mut column_types = HashMap::new();
         let mut classes = HashMap::new();
+        let mut typmods = HashMap::new();
         for r in &column_rows {
             let name: String = r.get(0);
+            typmods.insert(name.clone(), r.get::<_, i32>(3));
             let type_oid: u32 = r.get(2);
             let class =
                 crate::pg::types::resolve_type_class(&self.client, type_oid, &mut self.type_cache)
@@ -959,6 +964,7 @@ impl PgSink {
             key,
             other_unique,
             classes,
+            typmods,
         });
         self.tables.insert(table.clone(), t.clone());
         Ok(t)
@@ -1284,12 +1290,18 @@ impl PgSink {
         if v.is_null() {
             return Ok(None);
         }
-        // PostgreSQL's input function would take the text and silently drop
-        // part of the value (a timestamp into a date): refused instead, as
-        // MySQL's encoder refuses it.
+        // PostgreSQL would take the text and silently drop part of the value
+        // (a timestamp into a date) or round it to the column's scale or
+        // precision: refused instead, as MySQL's encoder refuses it.
         let name = &schema.columns[column].name;
         let class = target.classes.get(name);
-        if let Some(reason) = class.and_then(|c| crate::pg::types::lossy_into(c, v)) {
+        let typmod = target.typmods.get(name).copied().unwrap_or(-1);
+        let refusal = class.and_then(|c| {
+            crate::pg::types::lossy_into(c, v)
+                .map(str::to_string)
+                .or_else(|| crate::pg::types::rounded_by(c, typmod, v))
+        });
+        if let Some(reason) = refusal {
             return Err(SinkError::Value {
                 table: schema.table.clone(),
                 key: describe_key(change),
@@ -1460,19 +1472,22 @@ impl crate::sink::applier::Applier for PgSink {
 
     async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError> {
         let target = self.target_table(&change.table.table).await?;
-        let classes: Vec<Option<&PgTypeClass>> = change
+        let classes: Vec<Option<(&PgTypeClass, i32)>> = change
             .table
             .columns
             .iter()
-            .map(|c| target.classes.get(&c.name))
+            .map(|c| {
+                let typmod = target.typmods.get(&c.name).copied().unwrap_or(-1);
+                target.classes.get(&c.name).map(|class| (class, typmod))
+            })
             .collect();
         for image in [change.before.as_mut(), change.after.as_mut()]
             .into_iter()
             .flatten()
         {
             for (slot, class) in image.0.iter_mut().zip(&classes) {
-                if let (Some(v), Some(class)) = (slot.as_mut(), class) {
-                    if let Ok(Some(stored)) = crate::pg::types::stored_form(class, v) {
+                if let (Some(v), Some((class, typmod))) = (slot.as_mut(), class) {
+                    if let Ok(Some(stored)) = crate::pg::types::stored_form(class, *typmod, v) {
                         *v = stored;
                     }
                 }
