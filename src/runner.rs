@@ -205,17 +205,28 @@ async fn peer_has_position(
             let position: Option<u64> = conn
                 .exec_first(sql, (link.link_id, source_id))
                 .await
-                .map_err(|e| {
-                    crate::Error::mysql_sink_error(
-                        source_name,
-                        crate::sink::mysql::MysqlSinkError::Db {
-                            context: "read the recorded binlog position".into(),
-                            source: e,
-                        },
-                    )
-                })?;
+                .map_err(mysql_error(
+                    source_name,
+                    "read the recorded binlog position",
+                ))?;
             Ok(position.is_some_and(|p| p != 0))
         }
+    }
+}
+
+/// A MySQL/MariaDB site's error during setup, with what duplex was doing.
+fn mysql_error<'a>(
+    site: &'a str,
+    context: &'a str,
+) -> impl FnOnce(mysql_async::Error) -> crate::Error + 'a {
+    move |e| {
+        crate::Error::mysql_sink_error(
+            site,
+            crate::sink::mysql::MysqlSinkError::Db {
+                context: context.into(),
+                source: e,
+            },
+        )
     }
 }
 
@@ -231,15 +242,7 @@ async fn site_clock_us(conn: &mut SetupConn, site_name: &str) -> Result<i64, cra
                     "SELECT CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(6)) * 1000000 AS SIGNED)",
                 )
                 .await
-                .map_err(|e| {
-                    crate::Error::mysql_sink_error(
-                        site_name,
-                        crate::sink::mysql::MysqlSinkError::Db {
-                            context: "read the site's clock".into(),
-                            source: e,
-                        },
-                    )
-                })?;
+                .map_err(mysql_error(site_name, "read the site's clock"))?;
             us.ok_or_else(|| crate::Error::Internal(format!("site {site_name}: no clock reading")))
         }
     }
@@ -472,15 +475,10 @@ async fn record_initial_binlog_position(
                 ),
             )
             .await
-            .map_err(|e| {
-                crate::Error::mysql_sink_error(
-                    source_name,
-                    crate::sink::mysql::MysqlSinkError::Db {
-                        context: "record the initial binlog position".into(),
-                        source: e,
-                    },
-                )
-            })?;
+            .map_err(mysql_error(
+                source_name,
+                "record the initial binlog position",
+            ))?;
         }
     }
     Ok(())
@@ -911,15 +909,7 @@ pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Er
                     );
                     let mut params: Vec<mysql_async::Value> = vec![ep.database().into()];
                     params.extend(include.iter().chain(&exclude).map(|p| p.as_str().into()));
-                    conn.exec(sql, params).await.map_err(|e| {
-                        crate::Error::mysql_sink_error(
-                            &site.name,
-                            crate::sink::mysql::MysqlSinkError::Db {
-                                context: "list the tables a pattern matches".into(),
-                                source: e,
-                            },
-                        )
-                    })?
+                    conn.exec(sql, params).await.map_err(mysql_error(&site.name, "list the tables a pattern matches"))?
                 }
             };
             found.extend(names.into_iter().map(|n| (schema.clone(), n)));
