@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install-servers.sh
 # Two test threads: every end-to-end test starts two clusters, and the
 # machines this runs on have two cores.
-exec cargo test --all-targets -- --test-threads "${DUPLEX_TEST_THREADS:-2}" "$@"
+exec cargo test --all-targets --no-fail-fast -- --test-threads "${DUPLEX_TEST_THREADS:-2}" "$@"
