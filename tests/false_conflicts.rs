@@ -539,6 +539,18 @@ async fn seeded_rows_take_updates_without_conflicts() {
         query_i64(&a, sum).await == 1275 + 1000
     })
     .await;
+    // The same site changes a row again (a applied its first change over
+    // the seed), and deletes one.
+    b.batch_execute(
+        "UPDATE counters SET n = n + 1 WHERE id = 26; DELETE FROM counters WHERE id = 27",
+    )
+    .await
+    .unwrap();
+    wait_for("b's third change on a", T, || async {
+        query_i64(&a, sum).await == 2275 + 1 - 10
+            && query_i64(&a, "SELECT count(*) FROM counters").await == 49
+    })
+    .await;
     assert_eq!(conflicts(&control).await, vec![]);
     assert_eq!(
         common::table_rows(&a, "counters").await,
@@ -667,6 +679,61 @@ async fn seeded_rows_take_updates_without_conflicts_across_engines() {
     assert_eq!(conflicts(&control).await, vec![]);
     let (ok, out) = common::duplex_cli(&url, &["check"]);
     assert!(ok, "{out}");
+    run.shutdown().await;
+}
+
+/// The same between two MariaDB sites (each records the other's first
+/// binlog position, and its own capture start, when the link is set up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_rows_take_updates_without_conflicts_mariadb_pair() {
+    let schema = "CREATE TABLE counters (id INT PRIMARY KEY, n INT NOT NULL, code CHAR(6));
+                  INSERT INTO counters SELECT seq, 0, CONCAT('c', seq) FROM seq_1_to_30;";
+    let (m1, m2) = (
+        common::start_mariadb(schema).await,
+        common::start_mariadb(schema).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", m1.url("app")),
+            (2, "b", "mysql", m2.url("app")),
+        ],
+        &["counters"],
+    )
+    .await;
+    let control = connect(&url).await;
+    control
+        .batch_execute("UPDATE duplex.link_tables SET initial_sync = false")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync(&control, 2).await;
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.capture_starts").await,
+        2,
+        "each site's capture start is recorded"
+    );
+    let (mut a, mut b) = (common::mysql_conn(&m1).await, common::mysql_conn(&m2).await);
+    a.query_drop("UPDATE counters SET n = n + 1 WHERE id <= 15")
+        .await
+        .unwrap();
+    b.query_drop("UPDATE counters SET n = n + 10 WHERE id > 15")
+        .await
+        .unwrap();
+    b.query_drop("DELETE FROM counters WHERE id = 30")
+        .await
+        .unwrap();
+    for (c, what) in [(&mut a, "on a"), (&mut b, "on b")] {
+        wait_mysql(
+            c,
+            what,
+            "SELECT SUM(n) = 155 AND COUNT(*) = 29 FROM counters",
+            T,
+        )
+        .await;
+    }
+    assert_eq!(conflicts(&control).await, vec![]);
     run.shutdown().await;
 }
 

@@ -444,12 +444,21 @@ pub fn decide(
                     }
                 }
             }
-            let order = if changes_the_seed(change, lr) {
+            let follows_seed = changes_the_seed(change, lr);
+            let order = if follows_seed {
                 Order::IncomingNewer
             } else {
                 compare(me, &inc.vv, &lv.vv, lv.known)
             };
-            let vv = merged_vv(me, &inc.vv, &lv.vv);
+            // A seed is a state every version has seen, as the empty vector
+            // says: it takes no entry (one with its time would be a version
+            // the peer can never know, and its next change would look
+            // concurrent with it).
+            let vv = if follows_seed {
+                inc.vv.clone()
+            } else {
+                merged_vv(me, &inc.vv, &lv.vv)
+            };
             match (change.op, order) {
                 (_, Order::LocalNewer) => {
                     for c in &mut conflicts {
