@@ -488,10 +488,14 @@ pub fn decide(
                     }
                 }
             }
+            // A seed is a state every version has seen, as the empty vector
+            // says: it takes no entry (one with its time would be a version
+            // the peer can never know, and its next change would look
+            // concurrent with it).
             let (order, vv) = if successor {
                 (Order::IncomingNewer, successor_vv(me, inc, &lv.vv))
             } else if changes_the_seed(change, lr) {
-                (Order::IncomingNewer, merged_vv(me, &inc.vv, &lv.vv))
+                (Order::IncomingNewer, inc.vv.clone())
             } else {
                 (
                     compare(me, &inc.vv, &lv.vv, lv.known),

@@ -714,8 +714,20 @@ fn a_change_of_the_seeded_row_follows_it() {
     assert!(d.conflicts.is_empty(), "{:?}", d.conflicts);
     let w = d.write.expect("applied");
     assert_eq!(w.after, Some(row(1, 4, 0)));
-    // The written version has seen the seed (this site's entry kept).
-    assert_eq!(w.marker.vv.get(1), Some(Dot { c: 0, t: 900 }));
+    // The seed takes no entry (every version has seen it): the written
+    // vector is the incoming one, so the peer's next change follows it.
+    assert_eq!(w.marker.vv, update.marker.vv);
+    let next = change(
+        Op::Update,
+        Some(row(1, 4, 0)),
+        Some(row(1, 5, 0)),
+        &[(2, 30, 600)],
+        2,
+        600,
+    );
+    let d = decide(1, &policy, &next, &d.next, 0);
+    assert!(d.conflicts.is_empty() && !d.stale, "{:?}", d.conflicts);
+    assert_eq!(d.write.expect("applied").after, Some(row(1, 5, 0)));
     let delete = change(
         Op::Delete,
         Some(row(1, 0, 0)),
