@@ -211,6 +211,11 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
 /// everything any of them had seen.
 fn net_change(changes: &[&RowChange]) -> Option<RowChange> {
     let (first, last) = (changes.first()?, changes.last()?);
+    // Whether the row existed before the transaction is told by the first
+    // change's operation, not by its old image: with replica identity 'key'
+    // an update carries none (an update and then a delete looked like a row
+    // created and removed again, and the delete was lost).
+    let existed = first.op != Op::Insert;
     let before = match first.op {
         Op::Insert => None,
         _ => first.before.clone(),
@@ -226,11 +231,17 @@ fn net_change(changes: &[&RowChange]) -> Option<RowChange> {
             Op::Delete => None,
         };
     }
-    let op = match (&before, &after) {
-        (None, None) => return None,
-        (None, Some(_)) => Op::Insert,
-        (Some(_), None) => Op::Delete,
-        (Some(_), Some(_)) => Op::Update,
+    let op = match (existed, &after) {
+        (false, None) => return None,
+        (false, Some(_)) => Op::Insert,
+        (true, None) => Op::Delete,
+        (true, Some(_)) => Op::Update,
+    };
+    // A delete finds the row by its old image: the last change's (a delete's
+    // key at least) when the first change carried none.
+    let before = match op {
+        Op::Delete => before.or_else(|| last.before.clone()),
+        _ => before,
     };
     let mut marker = last.marker.clone();
     for c in changes {
@@ -483,4 +494,223 @@ fn with_marker(mut change: RowChange, mut marker: Marker) -> RowChange {
     }
     change.marker = marker;
     change
+}
+
+#[cfg(test)]
+mod tests {
+    //! `resolve` on its own: a batch of incoming changes against given
+    //! target states, as an applier decides it (the databases are in
+    //! tests/same_key_txn.rs and tests/same_key_conflicts.rs).
+
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::canonical::{ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, Value};
+    use crate::conflict::{ConflictKind, Local, LocalRow, Policy, Stamp, TablePolicy};
+    use crate::marker::{Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
+
+    /// The target site; the source is site 1.
+    const ME: u32 = 2;
+    const SRC: u32 = 1;
+
+    fn schema() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            table: TableName::new("public", "t"),
+            columns: ["id", "a", "b"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "integer".into(),
+                })
+                .collect(),
+            key: vec![0],
+        })
+    }
+
+    fn row(id: i64, a: i64, b: i64) -> Row {
+        Row(vec![
+            Some(Value::Int(id)),
+            Some(Value::Int(a)),
+            Some(Value::Int(b)),
+        ])
+    }
+
+    /// A key-only old image (PostgreSQL replica identity DEFAULT).
+    fn key_only(id: i64) -> Row {
+        Row(vec![Some(Value::Int(id)), None, None])
+    }
+
+    fn vv(entries: &[(u32, u64, i64)]) -> VersionVector {
+        VersionVector(entries.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect())
+    }
+
+    fn marker(site: u32, vv: VersionVector, ts: i64) -> Marker {
+        Marker {
+            format: MARKER_FORMAT_VERSION,
+            vv,
+            site,
+            ts,
+            crc: 0,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        }
+    }
+
+    /// A change of source transaction `txn` (site 1, counter `txn`, time
+    /// `t`) of a row whose marker column held `prior`.
+    fn change(
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        prior: &VersionVector,
+        txn: u64,
+        t: i64,
+    ) -> RowChange {
+        let mut v = prior.clone();
+        v.set(SRC, Dot { c: txn, t });
+        RowChange {
+            table: schema(),
+            op,
+            before,
+            after,
+            marker: marker(SRC, v, t),
+        }
+    }
+
+    fn origin(txn: u64, index: u32) -> ChangeOrigin {
+        ChangeOrigin {
+            position: SourcePosition::PgLsn(txn),
+            index,
+        }
+    }
+
+    fn synced(r: Row, v: VersionVector, site: u32, ts: i64) -> Local {
+        Local::Present(LocalRow {
+            row: r,
+            marker: Some(marker(site, v, ts)),
+            stamp: Stamp::Synced,
+        })
+    }
+
+    fn key(id: i64) -> Vec<u8> {
+        encode_key(&[Value::Int(id)])
+    }
+
+    fn run(
+        policy: Policy,
+        pending: Vec<(RowChange, ChangeOrigin)>,
+        states: Vec<(i64, Local)>,
+    ) -> Resolved {
+        let table = schema().table.clone();
+        let states: HashMap<(TableName, Vec<u8>), Local> = states
+            .into_iter()
+            .map(|(id, l)| ((table.clone(), key(id)), l))
+            .collect();
+        resolve(
+            ME,
+            |_| TablePolicy {
+                policy,
+                owners: BTreeMap::new(),
+            },
+            pending,
+            states,
+            1_000_000,
+        )
+    }
+
+    /// The target's rows after the writes, as a sink applies them in order
+    /// (key -> row; an update changes the columns its new image carries).
+    fn apply(
+        start: Vec<(i64, Row)>,
+        writes: &[(RowChange, ChangeOrigin)],
+    ) -> BTreeMap<Vec<u8>, Row> {
+        let mut rows: BTreeMap<Vec<u8>, Row> =
+            start.into_iter().map(|(id, r)| (key(id), r)).collect();
+        let s = schema();
+        for (w, _) in writes {
+            let k = |r: &Row| encode_key(&r.key(&s).expect("key"));
+            match w.op {
+                Op::Insert => {
+                    let a = w.after.clone().expect("insert image");
+                    assert!(rows.insert(k(&a), a).is_none(), "insert of an existing key");
+                }
+                Op::Update => {
+                    let a = w.after.as_ref().expect("update image");
+                    let old = w.before.as_ref().map(k).unwrap_or_else(|| k(a));
+                    if let Some(mut r) = rows.remove(&old) {
+                        for (i, v) in a.0.iter().enumerate() {
+                            if v.is_some() {
+                                r.0[i] = v.clone();
+                            }
+                        }
+                        rows.insert(k(&r), r);
+                    }
+                }
+                Op::Delete => {
+                    let b = w.before.as_ref().expect("delete image");
+                    rows.remove(&k(b));
+                }
+            }
+        }
+        rows
+    }
+
+    /// Replica identity 'key': an update carries no old image and a delete
+    /// only the key. An update then a delete of the row in one transaction
+    /// deletes it (it was lost: the net change looked like a row created and
+    /// removed again).
+    #[test]
+    fn key_identity_update_then_delete_deletes() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        let pending = vec![
+            (
+                change(Op::Update, None, Some(row(5, 1, 0)), &prior, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(Op::Delete, Some(key_only(5)), None, &prior, 20, 200),
+                origin(20, 2),
+            ),
+        ];
+        for policy in [Policy::LastWriterWins, Policy::Manual] {
+            let out = run(
+                policy,
+                pending.clone(),
+                vec![(5, synced(row(5, 0, 0), prior.clone(), SRC, 100))],
+            );
+            let rows = apply(vec![(5, row(5, 0, 0))], &out.writes);
+            assert!(rows.is_empty(), "{policy:?}: the row stayed: {rows:?}");
+            assert!(out.conflicts.is_empty(), "{policy:?}");
+        }
+    }
+
+    /// Replica identity 'key': two updates of a row that a user deleted here
+    /// meanwhile are an update of a deleted row (recorded), not the insert
+    /// of a new one (applied without a record).
+    #[test]
+    fn key_identity_updates_of_a_row_deleted_here_are_recorded() {
+        // The row was written here once: the source's vector holds this site.
+        let prior = vv(&[(SRC, 10, 100), (ME, 15, 150)]);
+        let pending = vec![
+            (
+                change(Op::Update, None, Some(row(5, 1, 0)), &prior, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(Op::Update, None, Some(row(5, 2, 0)), &prior, 20, 200),
+                origin(20, 2),
+            ),
+        ];
+        let out = run(
+            Policy::LastWriterWins,
+            pending,
+            vec![(5, Local::Absent(None))],
+        );
+        let kinds: Vec<ConflictKind> = out.conflicts.iter().map(|c| c.1.kind).collect();
+        assert_eq!(kinds, vec![ConflictKind::UpdateDelete]);
+        assert_eq!(out.conflicts[0].1.incoming.row, Some(row(5, 2, 0)));
+        let rows = apply(vec![], &out.writes);
+        assert_eq!(rows.get(&key(5)), Some(&row(5, 2, 0)));
+    }
 }
