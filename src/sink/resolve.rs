@@ -186,6 +186,21 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
                 members.len() - 1
             }
         };
+        // A delete whose old image holds only the key (replica identity
+        // 'key') carries no vector: it is applied without conflict detection
+        // (conflict::decide), and what the transaction writes on the key
+        // afterwards is a new row, decided against the key's absence. Joined
+        // to one net change, a delete and an insert of the key were compared
+        // by the insert's vector alone, which knows nothing of the deleted
+        // row: a false conflict (parked under manual, the sites apart).
+        if change.op == Op::Delete
+            && !change
+                .before
+                .as_ref()
+                .is_some_and(|b| b.0.iter().all(Option::is_some))
+        {
+            continue;
+        }
         // Where the row is now: its new key, or the deleted key, where an
         // insert of the same transaction recreates it.
         let now = key_of(change, change.after.as_ref()).unwrap_or(key);
@@ -712,5 +727,55 @@ mod tests {
         assert_eq!(out.conflicts[0].1.incoming.row, Some(row(5, 2, 0)));
         let rows = apply(vec![], &out.writes);
         assert_eq!(rows.get(&key(5)), Some(&row(5, 2, 0)));
+    }
+
+    /// Replica identity 'key': a delete carries only the key, so it applies
+    /// without conflict detection (README, Limits). A delete and an insert of
+    /// the key in one transaction (sysbench) is no conflict either, whatever
+    /// versions the target's row had seen (it was compared by its vector,
+    /// which knows nothing of the deleted row: a false update_update, parked
+    /// under manual).
+    #[test]
+    fn key_identity_delete_then_insert_is_no_conflict() {
+        // The target's row holds versions of both sites.
+        let seen = vv(&[(SRC, 10, 100), (ME, 15, 150)]);
+        let pending = vec![
+            (
+                change(
+                    Op::Delete,
+                    Some(key_only(5)),
+                    None,
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 1),
+            ),
+            (
+                change(
+                    Op::Insert,
+                    None,
+                    Some(row(5, 7, 7)),
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 2),
+            ),
+        ];
+        for policy in [Policy::LastWriterWins, Policy::Manual] {
+            let out = run(
+                policy,
+                pending.clone(),
+                vec![(5, synced(row(5, 0, 0), seen.clone(), ME, 150))],
+            );
+            assert!(
+                out.conflicts.is_empty(),
+                "{policy:?}: {:?}",
+                out.conflicts.iter().map(|c| c.1.kind).collect::<Vec<_>>()
+            );
+            let rows = apply(vec![(5, row(5, 0, 0))], &out.writes);
+            assert_eq!(rows.get(&key(5)), Some(&row(5, 7, 7)), "{policy:?}");
+        }
     }
 }
