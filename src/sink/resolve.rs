@@ -325,11 +325,18 @@ fn record_decision(
                 .push((change.table.clone(), c.clone(), origin, described.clone()));
         }
     }
+    // The sinks record the tombstones, then remove those of the revived
+    // keys: a key's last word in the batch must be the only one kept (a key
+    // revived by one transaction and deleted again by a later one of the
+    // batch, a row moved back and forth, ended without its tombstone).
+    let same = |t: &Arc<TableSchema>, k: &[u8]| t.table == change.table.table && k == key;
     if let Some(t) = decision.tombstone.clone() {
+        out.revived.retain(|(s, k)| !same(s, k));
         out.tombstones.push((change.table.clone(), key.to_vec(), t));
     }
     if let Some(w) = &decision.write {
         if w.op != Op::Delete && had_tombstone {
+            out.tombstones.retain(|(s, k, _)| !same(s, k));
             out.revived.push((change.table.clone(), key.to_vec()));
         }
     }
@@ -522,7 +529,7 @@ mod tests {
 
     use super::*;
     use crate::canonical::{ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, Value};
-    use crate::conflict::{ConflictKind, Local, LocalRow, Policy, Stamp, TablePolicy};
+    use crate::conflict::{ConflictKind, Local, LocalRow, Policy, Stamp, TablePolicy, Tombstone};
     use crate::marker::{Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
 
     /// The target site; the source is site 1.
@@ -671,6 +678,22 @@ mod tests {
         rows
     }
 
+    /// The tombstones after a sink stored them (`write_tombstones`: the
+    /// recorded ones, then the revived keys removed).
+    fn tombstones_after(start: &[i64], out: &Resolved) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = start.iter().map(|&id| key(id)).collect();
+        for (_, k, _) in &out.tombstones {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        for (_, k) in &out.revived {
+            keys.retain(|x| x != k);
+        }
+        keys.sort();
+        keys
+    }
+
     /// Replica identity 'key': an update carries no old image and a delete
     /// only the key. An update then a delete of the row in one transaction
     /// deletes it (it was lost: the net change looked like a row created and
@@ -777,5 +800,39 @@ mod tests {
             let rows = apply(vec![(5, row(5, 0, 0))], &out.writes);
             assert_eq!(rows.get(&key(5)), Some(&row(5, 7, 7)), "{policy:?}");
         }
+    }
+
+    /// Two source transactions in one batch: the first inserts a key that
+    /// has a tombstone here, the second deletes it again. The key must end
+    /// with the second delete's tombstone (the sinks record tombstones, then
+    /// remove the revived keys' ones).
+    #[test]
+    fn tombstone_of_a_later_delete_outlives_an_earlier_revival() {
+        let gone = Local::Absent(Some(Tombstone {
+            vv: vv(&[(SRC, 10, 100)]),
+            site: SRC,
+            ts: 100,
+        }));
+        let none = VersionVector::default();
+        let pending = vec![
+            (
+                change(Op::Insert, None, Some(row(5, 1, 1)), &none, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(
+                    Op::Delete,
+                    Some(row(5, 1, 1)),
+                    None,
+                    &vv(&[(SRC, 20, 200)]),
+                    30,
+                    300,
+                ),
+                origin(30, 1),
+            ),
+        ];
+        let out = run(Policy::LastWriterWins, pending, vec![(5, gone)]);
+        assert!(apply(vec![], &out.writes).is_empty());
+        assert_eq!(tombstones_after(&[5], &out), vec![key(5)]);
     }
 }
