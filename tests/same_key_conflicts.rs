@@ -585,3 +585,173 @@ async fn key_identity_transactions_pg_pg() {
     assert!(conflicts.is_empty(), "false conflicts: {conflicts:?}");
     run.shutdown().await;
 }
+
+/// A transaction replaces a parent row and its children (children deleted,
+/// the parent deleted and inserted again, the children inserted again)
+/// while the other site changes a child: the child's net change meets a
+/// conflict. The target must apply it in an order its foreign key takes
+/// (the child written in place of its delete kept referencing the parent
+/// the transaction deletes next: the parent's delete and re-insert were
+/// refused and quarantined, the sites apart).
+async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
+    let control = common::connect(control_url).await;
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(control_url).await;
+    a.txn(&[
+        "INSERT INTO parent (id, v) VALUES (1, 'p')".into(),
+        "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'c1'), (2, 1, 'c2')".into(),
+    ])
+    .await;
+    wait_same_fk(&mut a, &mut b, "the baseline on B").await;
+    run.shutdown().await;
+
+    a.txn(&[
+        "DELETE FROM child WHERE parent_id = 1".into(),
+        "DELETE FROM parent WHERE id = 1".into(),
+        "INSERT INTO parent (id, v) VALUES (1, 'pa')".into(),
+        "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'ca1'), (2, 1, 'ca2')".into(),
+    ])
+    .await;
+    // Later: B's version of child 1 wins under last-writer-wins.
+    b.txn(&["UPDATE child SET v = 'cb1' WHERE id = 1".into()])
+        .await;
+
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    wait_same_fk(&mut a, &mut b, "the sites converge").await;
+    assert_eq!(
+        a.fk_rows().await,
+        (
+            vec![kv(1, "pa", "")],
+            vec![kv(1, "1", "cb1"), kv(2, "1", "ca2")]
+        )
+    );
+    let quarantined: Vec<String> = control
+        .query(
+            "SELECT table_name || ' ' || row_key || ': ' || reason FROM duplex.quarantine",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(quarantined.is_empty(), "quarantined: {quarantined:?}");
+    let kinds: Vec<String> = control
+        .query(
+            "SELECT target_site || ' ' || table_name || ' ' || row_key || ' ' || kind || ' ' || outcome
+               FROM duplex.conflicts WHERE confirmed ORDER BY target_site",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            // Without the schema (public on PostgreSQL, app on MariaDB).
+            let s: String = r.get(0);
+            s.replace("public.", "").replace("app.", "")
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "1 child id=1 update_update incoming_applied",
+            "2 child id=1 update_update local_kept"
+        ]
+    );
+    run.shutdown().await;
+}
+
+/// Poll until parent and child hold the same rows on both sites.
+async fn wait_same_fk(a: &mut Db, b: &mut Db, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (x, y) = (a.fk_rows().await, b.fk_rows().await);
+        if x == y {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {x:?} vs {y:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Db {
+    /// parent as (id, v, ""), child as (id, parent_id, v).
+    async fn fk_rows(&mut self) -> (Vec<Kv>, Vec<Kv>) {
+        let (p, c) = match self {
+            Db::Pg(_) => (
+                "SELECT id::int8, v::text, ''::text FROM parent ORDER BY id",
+                "SELECT id::int8, parent_id::text, v::text FROM child ORDER BY id",
+            ),
+            Db::My(_) => (
+                "SELECT CAST(id AS SIGNED), v, '' FROM parent ORDER BY id",
+                "SELECT CAST(id AS SIGNED), CAST(parent_id AS CHAR), v FROM child ORDER BY id",
+            ),
+        };
+        (self.query(p).await, self.query(c).await)
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<Kv> {
+        match self {
+            Db::Pg(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            Db::My(c) => c.query(sql).await.unwrap(),
+        }
+    }
+}
+
+const PG_FK: &str = "CREATE TABLE parent (id integer PRIMARY KEY, v varchar(20));
+    CREATE TABLE child (id integer PRIMARY KEY, parent_id integer NOT NULL REFERENCES parent (id), v varchar(20));";
+const MY_FK: &str = "CREATE TABLE parent (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+    CREATE TABLE child (id INT PRIMARY KEY, parent_id INT NOT NULL, v VARCHAR(20),
+                        FOREIGN KEY (parent_id) REFERENCES parent (id)) ENGINE=InnoDB;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
+    let (a, b) = (
+        common::start_postgres(PG_FK).await,
+        common::start_postgres(PG_FK).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "postgresql", a.conninfo("app")),
+            (2, "b", "postgresql", b.conninfo("app")),
+        ],
+        &["parent", "child"],
+    )
+    .await;
+    replace_parent_and_children(pg_db(&a).await, pg_db(&b).await, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
+    let (a, b) = (
+        common::start_mariadb(MY_FK).await,
+        common::start_mariadb(MY_FK).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["parent", "child"],
+    )
+    .await;
+    replace_parent_and_children(
+        Db::My(common::mysql_conn(&a).await),
+        Db::My(common::mysql_conn(&b).await),
+        &url,
+    )
+    .await;
+}

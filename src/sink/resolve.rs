@@ -94,6 +94,11 @@ struct Chain {
     members: Vec<usize>,
     /// `None`: the row was created and removed again (nothing to send).
     net: Option<RowChange>,
+    /// The chain's first delete and its last insert (batch indexes): where
+    /// the row stops existing in the transaction, and where it comes back
+    /// for good.
+    first_delete: Option<usize>,
+    last_insert: Option<usize>,
 }
 
 /// An update that changes the primary key, as the delete of the old key and
@@ -212,8 +217,11 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
             chain_of[i] = Some(chains.len());
         }
         let changes: Vec<&RowChange> = m.iter().map(|&i| &pending[i].0).collect();
+        let of = |op: Op| m.iter().copied().filter(move |&i| pending[i].0.op == op);
         chains.push(Chain {
             net: net_change(&changes),
+            first_delete: of(Op::Delete).next(),
+            last_insert: of(Op::Insert).next_back(),
             members: m,
         });
     }
@@ -368,6 +376,8 @@ pub(crate) fn resolve(
     // decided write and next state waiting for the chain's last statement.
     let mut following: Vec<bool> = vec![false; chains.len()];
     let mut deferred: Vec<Option<(Decision, Vec<u8>)>> = (0..chains.len()).map(|_| None).collect();
+    // Per chain written as a deleted and re-inserted row (see `Reborn`).
+    let mut reborn: Vec<Option<Reborn>> = (0..chains.len()).map(|_| None).collect();
     for (i, (change, origin)) in pending.into_iter().enumerate() {
         let table = change.table.table.clone();
         let policy = policies
@@ -420,6 +430,8 @@ pub(crate) fn resolve(
             if following[c] {
                 states.insert((table.clone(), key.clone()), local);
                 deferred[c] = Some((decision, net_key));
+            } else if let Some(r) = Reborn::of(chain, net, &local, &decision) {
+                reborn[c] = Some(r);
             } else {
                 if net_key != key {
                     states.insert((table.clone(), key.clone()), Local::Absent(None));
@@ -446,6 +458,31 @@ pub(crate) fn resolve(
                 }
                 continue;
             }
+        }
+        if let Some(r) = &mut reborn[c] {
+            // The row is gone from the chain's first delete to its last
+            // insert, as on the source; the decided row comes back there.
+            if chain.first_delete == Some(i) {
+                if let Some(d) = r.delete.take() {
+                    out.writes.push((d, origin));
+                }
+            }
+            if chain.last_insert == Some(i) {
+                if let Some(row) = r.row.take() {
+                    out.writes.push((
+                        RowChange {
+                            table: change.table.clone(),
+                            op: Op::Insert,
+                            before: None,
+                            after: Some(row.row.clone()),
+                            marker: row.marker.clone().unwrap_or_else(|| change.marker.clone()),
+                        },
+                        origin,
+                    ));
+                    states.insert((table, key), Local::Present(row));
+                }
+            }
+            continue;
         }
         if !following[c] {
             if last {
@@ -500,6 +537,62 @@ pub(crate) fn resolve(
         out.writes.push((write, origin));
     }
     out
+}
+
+/// A chain that deletes its row and inserts it again (sysbench's delete and
+/// re-insert, parent and children replaced), decided with a conflict or a
+/// change of its own (not `follows`): rather than the decided row written in
+/// place of the chain's first statement, the target's row is deleted where
+/// the source deleted it first and the decided row inserted where the
+/// source inserted it last. The transaction's other statements then find
+/// the row absent or present as the source did: a parent deleted and
+/// inserted again after its children were deleted, while a child that met
+/// a conflict stayed in place, was refused by the foreign key (and the
+/// sites parted).
+///
+/// Only for a decision that writes a row its marker describes exactly
+/// (`Stamp::Synced`), so that deleting and inserting it keeps the version it
+/// is. A row the decision leaves alone (parked, stale) stays in place, and
+/// the foreign-key case above is then refused and quarantined as before.
+struct Reborn {
+    /// The transient delete of the target's row, until written.
+    delete: Option<RowChange>,
+    /// The decided row, until written.
+    row: Option<LocalRow>,
+}
+
+impl Reborn {
+    fn of(chain: &Chain, net: &RowChange, local: &Local, decision: &Decision) -> Option<Reborn> {
+        let (Some(first_delete), Some(last_insert)) = (chain.first_delete, chain.last_insert)
+        else {
+            return None;
+        };
+        // A decision that writes nothing (parked, stale, already the row)
+        // leaves the target's row alone: a parked conflict would also be
+        // taken for superseded by the write (`ConflictStore::applied`).
+        if net.op == Op::Delete || last_insert < first_delete || decision.write.is_none() {
+            return None;
+        }
+        let (Local::Present(now), Local::Present(next)) = (local, &decision.next) else {
+            return None;
+        };
+        if next.stamp != Stamp::Synced || next.marker.is_none() {
+            return None;
+        }
+        let mut marker = next.marker.clone()?;
+        // Only the re-inserted row may flow back (a forwarded version).
+        marker.resolution = Resolution::None;
+        Some(Reborn {
+            delete: Some(RowChange {
+                table: net.table.clone(),
+                op: Op::Delete,
+                before: Some(now.row.clone()),
+                after: None,
+                marker,
+            }),
+            row: Some(next.clone()),
+        })
+    }
 }
 
 /// `change` written with `marker`, its checksum that of the row it writes
@@ -834,5 +927,80 @@ mod tests {
         let out = run(Policy::LastWriterWins, pending, vec![(5, gone)]);
         assert!(apply(vec![], &out.writes).is_empty());
         assert_eq!(tombstones_after(&[5], &out), vec![key(5)]);
+    }
+
+    /// A chain that deletes and re-inserts its row, decided with a conflict
+    /// (last writer wins: the target's later version stays): the target's
+    /// row is deleted where the source deleted it and the decided row
+    /// inserted where the source inserted it, so the statements in between
+    /// (a parent deleted and inserted again, on a child) find the row gone
+    /// as the source did. It was written in place of the delete, and stayed.
+    #[test]
+    fn a_deleted_and_reinserted_row_in_conflict_is_absent_in_between() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        // Site 2's user changed row 5 later than the source's transaction.
+        let local = Local::Present(LocalRow {
+            row: row(5, 0, 9),
+            marker: Some(marker(SRC, prior.clone(), 100)),
+            stamp: Stamp::User { t: Some(300) },
+        });
+        let pending = vec![
+            (
+                change(Op::Delete, Some(row(5, 0, 0)), None, &prior, 20, 200),
+                origin(20, 1),
+            ),
+            // Another row's statement between the two (a parent's delete).
+            (
+                change(Op::Delete, Some(row(6, 0, 0)), None, &prior, 20, 200),
+                origin(20, 2),
+            ),
+            (
+                change(
+                    Op::Insert,
+                    None,
+                    Some(row(5, 1, 0)),
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 3),
+            ),
+        ];
+        let out = run(
+            Policy::LastWriterWins,
+            pending,
+            vec![
+                (5, local),
+                (6, synced(row(6, 0, 0), prior.clone(), SRC, 100)),
+            ],
+        );
+        let kinds: Vec<ConflictKind> = out.conflicts.iter().map(|c| c.1.kind).collect();
+        assert_eq!(kinds, vec![ConflictKind::UpdateUpdate]);
+        let ops: Vec<(Op, Option<i64>)> = out
+            .writes
+            .iter()
+            .map(|(w, _)| {
+                let image = w.after.as_ref().or(w.before.as_ref()).expect("image");
+                let id = match image.0[0] {
+                    Some(Value::Int(id)) => Some(id),
+                    _ => None,
+                };
+                (w.op, id)
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Op::Delete, Some(5)),
+                (Op::Delete, Some(6)),
+                (Op::Insert, Some(5))
+            ]
+        );
+        let rows = apply(vec![(5, row(5, 0, 9)), (6, row(6, 0, 0))], &out.writes);
+        assert_eq!(rows.into_values().collect::<Vec<_>>(), vec![row(5, 0, 9)]);
+        // The kept row is written with the version that has seen both.
+        let inserted = &out.writes[2].0.marker;
+        assert_eq!(inserted.site, ME);
+        assert!(inserted.vv.get(SRC).is_some_and(|d| d.c == 20));
     }
 }
