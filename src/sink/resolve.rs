@@ -94,6 +94,11 @@ struct Chain {
     members: Vec<usize>,
     /// `None`: the row was created and removed again (nothing to send).
     net: Option<RowChange>,
+    /// The chain's first delete and its last insert (batch indexes): where
+    /// the row stops existing in the transaction, and where it comes back
+    /// for good.
+    first_delete: Option<usize>,
+    last_insert: Option<usize>,
 }
 
 /// An update that changes the primary key, as the delete of the old key and
@@ -186,6 +191,21 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
                 members.len() - 1
             }
         };
+        // A delete whose old image holds only the key (replica identity
+        // 'key') carries no vector: it is applied without conflict detection
+        // (conflict::decide), and what the transaction writes on the key
+        // afterwards is a new row, decided against the key's absence. Joined
+        // to one net change, a delete and an insert of the key were compared
+        // by the insert's vector alone, which knows nothing of the deleted
+        // row: a false conflict (parked under manual, the sites apart).
+        if change.op == Op::Delete
+            && !change
+                .before
+                .as_ref()
+                .is_some_and(|b| b.0.iter().all(Option::is_some))
+        {
+            continue;
+        }
         // Where the row is now: its new key, or the deleted key, where an
         // insert of the same transaction recreates it.
         let now = key_of(change, change.after.as_ref()).unwrap_or(key);
@@ -197,8 +217,11 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
             chain_of[i] = Some(chains.len());
         }
         let changes: Vec<&RowChange> = m.iter().map(|&i| &pending[i].0).collect();
+        let of = |op: Op| m.iter().copied().filter(move |&i| pending[i].0.op == op);
         chains.push(Chain {
             net: net_change(&changes),
+            first_delete: of(Op::Delete).next(),
+            last_insert: of(Op::Insert).next_back(),
             members: m,
         });
     }
@@ -211,6 +234,11 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
 /// everything any of them had seen.
 fn net_change(changes: &[&RowChange]) -> Option<RowChange> {
     let (first, last) = (changes.first()?, changes.last()?);
+    // Whether the row existed before the transaction is told by the first
+    // change's operation, not by its old image: with replica identity 'key'
+    // an update carries none (an update and then a delete looked like a row
+    // created and removed again, and the delete was lost).
+    let existed = first.op != Op::Insert;
     let before = match first.op {
         Op::Insert => None,
         _ => first.before.clone(),
@@ -226,11 +254,17 @@ fn net_change(changes: &[&RowChange]) -> Option<RowChange> {
             Op::Delete => None,
         };
     }
-    let op = match (&before, &after) {
-        (None, None) => return None,
-        (None, Some(_)) => Op::Insert,
-        (Some(_), None) => Op::Delete,
-        (Some(_), Some(_)) => Op::Update,
+    let op = match (existed, &after) {
+        (false, None) => return None,
+        (false, Some(_)) => Op::Insert,
+        (true, None) => Op::Delete,
+        (true, Some(_)) => Op::Update,
+    };
+    // A delete finds the row by its old image: the last change's (a delete's
+    // key at least) when the first change carried none.
+    let before = match op {
+        Op::Delete => before.or_else(|| last.before.clone()),
+        _ => before,
     };
     let mut marker = last.marker.clone();
     for c in changes {
@@ -303,11 +337,18 @@ fn record_decision(
             ));
         }
     }
+    // The sinks record the tombstones, then remove those of the revived
+    // keys: a key's last word in the batch must be the only one kept (a key
+    // revived by one transaction and deleted again by a later one of the
+    // batch, a row moved back and forth, ended without its tombstone).
+    let same = |t: &Arc<TableSchema>, k: &[u8]| t.table == change.table.table && k == key;
     if let Some(t) = decision.tombstone.clone() {
+        out.revived.retain(|(s, k)| !same(s, k));
         out.tombstones.push((change.table.clone(), key.to_vec(), t));
     }
     if let Some(w) = &decision.write {
         if w.op != Op::Delete && had_tombstone {
+            out.tombstones.retain(|(s, k, _)| !same(s, k));
             out.revived.push((change.table.clone(), key.to_vec()));
         }
     }
@@ -339,6 +380,8 @@ pub(crate) fn resolve(
     // decided write and next state waiting for the chain's last statement.
     let mut following: Vec<bool> = vec![false; chains.len()];
     let mut deferred: Vec<Option<(Decision, Vec<u8>)>> = (0..chains.len()).map(|_| None).collect();
+    // Per chain written as a deleted and re-inserted row (see `Reborn`).
+    let mut reborn: Vec<Option<Reborn>> = (0..chains.len()).map(|_| None).collect();
     for (i, (change, origin)) in pending.into_iter().enumerate() {
         let table = change.table.table.clone();
         let policy = policies
@@ -391,6 +434,8 @@ pub(crate) fn resolve(
             if following[c] {
                 states.insert((table.clone(), key.clone()), local);
                 deferred[c] = Some((decision, net_key));
+            } else if let Some(r) = Reborn::of(chain, net, &local, &decision) {
+                reborn[c] = Some(r);
             } else {
                 if net_key != key {
                     states.insert((table.clone(), key.clone()), Local::Absent(None));
@@ -417,6 +462,31 @@ pub(crate) fn resolve(
                 }
                 continue;
             }
+        }
+        if let Some(r) = &mut reborn[c] {
+            // The row is gone from the chain's first delete to its last
+            // insert, as on the source; the decided row comes back there.
+            if chain.first_delete == Some(i) {
+                if let Some(d) = r.delete.take() {
+                    out.writes.push((d, origin));
+                }
+            }
+            if chain.last_insert == Some(i) {
+                if let Some(row) = r.row.take() {
+                    out.writes.push((
+                        RowChange {
+                            table: change.table.clone(),
+                            op: Op::Insert,
+                            before: None,
+                            after: Some(row.row.clone()),
+                            marker: row.marker.clone().unwrap_or_else(|| change.marker.clone()),
+                        },
+                        origin,
+                    ));
+                    states.insert((table, key), Local::Present(row));
+                }
+            }
+            continue;
         }
         if !following[c] {
             if last {
@@ -473,6 +543,62 @@ pub(crate) fn resolve(
     out
 }
 
+/// A chain that deletes its row and inserts it again (sysbench's delete and
+/// re-insert, parent and children replaced), decided with a conflict or a
+/// change of its own (not `follows`): rather than the decided row written in
+/// place of the chain's first statement, the target's row is deleted where
+/// the source deleted it first and the decided row inserted where the
+/// source inserted it last. The transaction's other statements then find
+/// the row absent or present as the source did: a parent deleted and
+/// inserted again after its children were deleted, while a child that met
+/// a conflict stayed in place, was refused by the foreign key (and the
+/// sites parted).
+///
+/// Only for a decision that writes a row its marker describes exactly
+/// (`Stamp::Synced`), so that deleting and inserting it keeps the version it
+/// is. A row the decision leaves alone (parked, stale) stays in place, and
+/// the foreign-key case above is then refused and quarantined as before.
+struct Reborn {
+    /// The transient delete of the target's row, until written.
+    delete: Option<RowChange>,
+    /// The decided row, until written.
+    row: Option<LocalRow>,
+}
+
+impl Reborn {
+    fn of(chain: &Chain, net: &RowChange, local: &Local, decision: &Decision) -> Option<Reborn> {
+        let (Some(first_delete), Some(last_insert)) = (chain.first_delete, chain.last_insert)
+        else {
+            return None;
+        };
+        // A decision that writes nothing (parked, stale, already the row)
+        // leaves the target's row alone: a parked conflict would also be
+        // taken for superseded by the write (`ConflictStore::applied`).
+        if net.op == Op::Delete || last_insert < first_delete || decision.write.is_none() {
+            return None;
+        }
+        let (Local::Present(now), Local::Present(next)) = (local, &decision.next) else {
+            return None;
+        };
+        if next.stamp != Stamp::Synced || next.marker.is_none() {
+            return None;
+        }
+        let mut marker = next.marker.clone()?;
+        // Only the re-inserted row may flow back (a forwarded version).
+        marker.resolution = Resolution::None;
+        Some(Reborn {
+            delete: Some(RowChange {
+                table: net.table.clone(),
+                op: Op::Delete,
+                before: Some(now.row.clone()),
+                after: None,
+                marker,
+            }),
+            row: Some(next.clone()),
+        })
+    }
+}
+
 /// `change` written with `marker`, its checksum that of the row it writes
 /// (kept from `marker` when the change does not carry every column: the
 /// decided version's checksum covers the whole row).
@@ -487,4 +613,398 @@ fn with_marker(mut change: RowChange, mut marker: Marker) -> RowChange {
     }
     change.marker = marker;
     change
+}
+
+#[cfg(test)]
+mod tests {
+    //! `resolve` on its own: a batch of incoming changes against given
+    //! target states, as an applier decides it (the databases are in
+    //! tests/same_key_txn.rs and tests/same_key_conflicts.rs).
+
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::canonical::{ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, Value};
+    use crate::conflict::{ConflictKind, Local, LocalRow, Policy, Stamp, TablePolicy, Tombstone};
+    use crate::marker::{Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
+
+    /// The target site; the source is site 1.
+    const ME: u32 = 2;
+    const SRC: u32 = 1;
+
+    fn schema() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            table: TableName::new("public", "t"),
+            columns: ["id", "a", "b"]
+                .iter()
+                .map(|n| ColumnSchema {
+                    name: (*n).into(),
+                    type_name: "integer".into(),
+                })
+                .collect(),
+            key: vec![0],
+        })
+    }
+
+    fn row(id: i64, a: i64, b: i64) -> Row {
+        Row(vec![
+            Some(Value::Int(id)),
+            Some(Value::Int(a)),
+            Some(Value::Int(b)),
+        ])
+    }
+
+    /// A key-only old image (PostgreSQL replica identity DEFAULT).
+    fn key_only(id: i64) -> Row {
+        Row(vec![Some(Value::Int(id)), None, None])
+    }
+
+    fn vv(entries: &[(u32, u64, i64)]) -> VersionVector {
+        VersionVector(entries.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect())
+    }
+
+    fn marker(site: u32, vv: VersionVector, ts: i64) -> Marker {
+        Marker {
+            format: MARKER_FORMAT_VERSION,
+            vv,
+            site,
+            ts,
+            crc: 0,
+            resolution: Resolution::None,
+            cols: BTreeMap::new(),
+        }
+    }
+
+    /// A change of source transaction `txn` (site 1, counter `txn`, time
+    /// `t`) of a row whose marker column held `prior`.
+    fn change(
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        prior: &VersionVector,
+        txn: u64,
+        t: i64,
+    ) -> RowChange {
+        let mut v = prior.clone();
+        v.set(SRC, Dot { c: txn, t });
+        RowChange {
+            table: schema(),
+            op,
+            before,
+            after,
+            marker: marker(SRC, v, t),
+        }
+    }
+
+    fn origin(txn: u64, index: u32) -> ChangeOrigin {
+        ChangeOrigin {
+            position: SourcePosition::PgLsn(txn),
+            index,
+        }
+    }
+
+    fn synced(r: Row, v: VersionVector, site: u32, ts: i64) -> Local {
+        Local::Present(LocalRow {
+            row: r,
+            marker: Some(marker(site, v, ts)),
+            stamp: Stamp::Synced,
+        })
+    }
+
+    fn key(id: i64) -> Vec<u8> {
+        encode_key(&[Value::Int(id)])
+    }
+
+    fn run(
+        policy: Policy,
+        pending: Vec<(RowChange, ChangeOrigin)>,
+        states: Vec<(i64, Local)>,
+    ) -> Resolved {
+        let table = schema().table.clone();
+        let states: HashMap<(TableName, Vec<u8>), Local> = states
+            .into_iter()
+            .map(|(id, l)| ((table.clone(), key(id)), l))
+            .collect();
+        resolve(
+            ME,
+            |_| TablePolicy {
+                policy,
+                owners: BTreeMap::new(),
+            },
+            pending,
+            states,
+            1_000_000,
+        )
+    }
+
+    /// The target's rows after the writes, as a sink applies them in order
+    /// (key -> row; an update changes the columns its new image carries).
+    fn apply(
+        start: Vec<(i64, Row)>,
+        writes: &[(RowChange, ChangeOrigin)],
+    ) -> BTreeMap<Vec<u8>, Row> {
+        let mut rows: BTreeMap<Vec<u8>, Row> =
+            start.into_iter().map(|(id, r)| (key(id), r)).collect();
+        let s = schema();
+        for (w, _) in writes {
+            let k = |r: &Row| encode_key(&r.key(&s).expect("key"));
+            match w.op {
+                Op::Insert => {
+                    let a = w.after.clone().expect("insert image");
+                    assert!(rows.insert(k(&a), a).is_none(), "insert of an existing key");
+                }
+                Op::Update => {
+                    let a = w.after.as_ref().expect("update image");
+                    let old = w.before.as_ref().map(k).unwrap_or_else(|| k(a));
+                    if let Some(mut r) = rows.remove(&old) {
+                        for (i, v) in a.0.iter().enumerate() {
+                            if v.is_some() {
+                                r.0[i] = v.clone();
+                            }
+                        }
+                        rows.insert(k(&r), r);
+                    }
+                }
+                Op::Delete => {
+                    let b = w.before.as_ref().expect("delete image");
+                    rows.remove(&k(b));
+                }
+            }
+        }
+        rows
+    }
+
+    /// The tombstones after a sink stored them (`write_tombstones`: the
+    /// recorded ones, then the revived keys removed).
+    fn tombstones_after(start: &[i64], out: &Resolved) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = start.iter().map(|&id| key(id)).collect();
+        for (_, k, _) in &out.tombstones {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        for (_, k) in &out.revived {
+            keys.retain(|x| x != k);
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Replica identity 'key': an update carries no old image and a delete
+    /// only the key. An update then a delete of the row in one transaction
+    /// deletes it (it was lost: the net change looked like a row created and
+    /// removed again).
+    #[test]
+    fn key_identity_update_then_delete_deletes() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        let pending = vec![
+            (
+                change(Op::Update, None, Some(row(5, 1, 0)), &prior, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(Op::Delete, Some(key_only(5)), None, &prior, 20, 200),
+                origin(20, 2),
+            ),
+        ];
+        for policy in [Policy::LastWriterWins, Policy::Manual] {
+            let out = run(
+                policy,
+                pending.clone(),
+                vec![(5, synced(row(5, 0, 0), prior.clone(), SRC, 100))],
+            );
+            let rows = apply(vec![(5, row(5, 0, 0))], &out.writes);
+            assert!(rows.is_empty(), "{policy:?}: the row stayed: {rows:?}");
+            assert!(out.conflicts.is_empty(), "{policy:?}");
+        }
+    }
+
+    /// Replica identity 'key': two updates of a row that a user deleted here
+    /// meanwhile are an update of a deleted row (recorded), not the insert
+    /// of a new one (applied without a record).
+    #[test]
+    fn key_identity_updates_of_a_row_deleted_here_are_recorded() {
+        // The row was written here once: the source's vector holds this site.
+        let prior = vv(&[(SRC, 10, 100), (ME, 15, 150)]);
+        let pending = vec![
+            (
+                change(Op::Update, None, Some(row(5, 1, 0)), &prior, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(Op::Update, None, Some(row(5, 2, 0)), &prior, 20, 200),
+                origin(20, 2),
+            ),
+        ];
+        let out = run(
+            Policy::LastWriterWins,
+            pending,
+            vec![(5, Local::Absent(None))],
+        );
+        let kinds: Vec<ConflictKind> = out.conflicts.iter().map(|c| c.1.kind).collect();
+        assert_eq!(kinds, vec![ConflictKind::UpdateDelete]);
+        assert_eq!(out.conflicts[0].1.incoming.row, Some(row(5, 2, 0)));
+        let rows = apply(vec![], &out.writes);
+        assert_eq!(rows.get(&key(5)), Some(&row(5, 2, 0)));
+    }
+
+    /// Replica identity 'key': a delete carries only the key, so it applies
+    /// without conflict detection (README, Limits). A delete and an insert of
+    /// the key in one transaction (sysbench) is no conflict either, whatever
+    /// versions the target's row had seen (it was compared by its vector,
+    /// which knows nothing of the deleted row: a false update_update, parked
+    /// under manual).
+    #[test]
+    fn key_identity_delete_then_insert_is_no_conflict() {
+        // The target's row holds versions of both sites.
+        let seen = vv(&[(SRC, 10, 100), (ME, 15, 150)]);
+        let pending = vec![
+            (
+                change(
+                    Op::Delete,
+                    Some(key_only(5)),
+                    None,
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 1),
+            ),
+            (
+                change(
+                    Op::Insert,
+                    None,
+                    Some(row(5, 7, 7)),
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 2),
+            ),
+        ];
+        for policy in [Policy::LastWriterWins, Policy::Manual] {
+            let out = run(
+                policy,
+                pending.clone(),
+                vec![(5, synced(row(5, 0, 0), seen.clone(), ME, 150))],
+            );
+            assert!(
+                out.conflicts.is_empty(),
+                "{policy:?}: {:?}",
+                out.conflicts.iter().map(|c| c.1.kind).collect::<Vec<_>>()
+            );
+            let rows = apply(vec![(5, row(5, 0, 0))], &out.writes);
+            assert_eq!(rows.get(&key(5)), Some(&row(5, 7, 7)), "{policy:?}");
+        }
+    }
+
+    /// Two source transactions in one batch: the first inserts a key that
+    /// has a tombstone here, the second deletes it again. The key must end
+    /// with the second delete's tombstone (the sinks record tombstones, then
+    /// remove the revived keys' ones).
+    #[test]
+    fn tombstone_of_a_later_delete_outlives_an_earlier_revival() {
+        let gone = Local::Absent(Some(Tombstone {
+            vv: vv(&[(SRC, 10, 100)]),
+            site: SRC,
+            ts: 100,
+        }));
+        let none = VersionVector::default();
+        let pending = vec![
+            (
+                change(Op::Insert, None, Some(row(5, 1, 1)), &none, 20, 200),
+                origin(20, 1),
+            ),
+            (
+                change(
+                    Op::Delete,
+                    Some(row(5, 1, 1)),
+                    None,
+                    &vv(&[(SRC, 20, 200)]),
+                    30,
+                    300,
+                ),
+                origin(30, 1),
+            ),
+        ];
+        let out = run(Policy::LastWriterWins, pending, vec![(5, gone)]);
+        assert!(apply(vec![], &out.writes).is_empty());
+        assert_eq!(tombstones_after(&[5], &out), vec![key(5)]);
+    }
+
+    /// A chain that deletes and re-inserts its row, decided with a conflict
+    /// (last writer wins: the target's later version stays): the target's
+    /// row is deleted where the source deleted it and the decided row
+    /// inserted where the source inserted it, so the statements in between
+    /// (a parent deleted and inserted again, on a child) find the row gone
+    /// as the source did. It was written in place of the delete, and stayed.
+    #[test]
+    fn a_deleted_and_reinserted_row_in_conflict_is_absent_in_between() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        // Site 2's user changed row 5 later than the source's transaction.
+        let local = Local::Present(LocalRow {
+            row: row(5, 0, 9),
+            marker: Some(marker(SRC, prior.clone(), 100)),
+            stamp: Stamp::User { t: Some(300) },
+        });
+        let pending = vec![
+            (
+                change(Op::Delete, Some(row(5, 0, 0)), None, &prior, 20, 200),
+                origin(20, 1),
+            ),
+            // Another row's statement between the two (a parent's delete).
+            (
+                change(Op::Delete, Some(row(6, 0, 0)), None, &prior, 20, 200),
+                origin(20, 2),
+            ),
+            (
+                change(
+                    Op::Insert,
+                    None,
+                    Some(row(5, 1, 0)),
+                    &VersionVector::default(),
+                    20,
+                    200,
+                ),
+                origin(20, 3),
+            ),
+        ];
+        let out = run(
+            Policy::LastWriterWins,
+            pending,
+            vec![
+                (5, local),
+                (6, synced(row(6, 0, 0), prior.clone(), SRC, 100)),
+            ],
+        );
+        let kinds: Vec<ConflictKind> = out.conflicts.iter().map(|c| c.1.kind).collect();
+        assert_eq!(kinds, vec![ConflictKind::UpdateUpdate]);
+        let ops: Vec<(Op, Option<i64>)> = out
+            .writes
+            .iter()
+            .map(|(w, _)| {
+                let image = w.after.as_ref().or(w.before.as_ref()).expect("image");
+                let id = match image.0[0] {
+                    Some(Value::Int(id)) => Some(id),
+                    _ => None,
+                };
+                (w.op, id)
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Op::Delete, Some(5)),
+                (Op::Delete, Some(6)),
+                (Op::Insert, Some(5))
+            ]
+        );
+        let rows = apply(vec![(5, row(5, 0, 9)), (6, row(6, 0, 0))], &out.writes);
+        assert_eq!(rows.into_values().collect::<Vec<_>>(), vec![row(5, 0, 9)]);
+        // The kept row is written with the version that has seen both.
+        let inserted = &out.writes[2].0.marker;
+        assert_eq!(inserted.site, ME);
+        assert!(inserted.vv.get(SRC).is_some_and(|d| d.c == 20));
+    }
 }

@@ -1,0 +1,757 @@
+//! A source transaction that changes one row several times (delete and
+//! re-insert, update twice, update then delete, insert then update, a key
+//! moved and then updated) while the other site changes the same rows
+//! concurrently: the link is stopped (`run.shutdown()`), both sites write,
+//! and it starts again, so the concurrency is deterministic. Under every
+//! policy both sites must converge (manual: each keeps its own version until
+//! a DBA decides), and each site records one conflict per row and source
+//! transaction whose incoming row is the transaction's final row. Rows are
+//! read with plain SQL, not duplex's code. On PG<->PG, MariaDB<->MariaDB and
+//! PG<->MariaDB (tests/same_key_txn.rs has the same shapes without
+//! concurrency).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::{query_i64, wait_for};
+use duplex::pipeline::PipelineTuning;
+use mysql_async::prelude::Queryable;
+
+/// The tables under test, and `sentinel`: a row written on one site after
+/// the others has arrived on the peer once they have.
+const TABLES: [&str; 6] = [
+    "t_lww", "t_prio", "t_merge", "t_manual", "t_own", "sentinel",
+];
+
+fn pg_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!("CREATE TABLE {t} (id integer PRIMARY KEY, v varchar(40), w varchar(40));")
+        })
+        .collect()
+}
+
+fn my_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(40) NULL, w VARCHAR(40) NULL) \
+                 CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+            )
+        })
+        .collect()
+}
+
+/// (id, v, w)
+type Kv = (i64, Option<String>, Option<String>);
+
+enum Db {
+    Pg(tokio_postgres::Client),
+    My(mysql_async::Conn),
+}
+
+impl Db {
+    /// Run statements in one transaction.
+    async fn txn(&mut self, statements: &[String]) {
+        let body = statements.join("; ");
+        match self {
+            Db::Pg(c) => c
+                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
+                .await
+                .unwrap_or_else(|e| panic!("{body}: {e}")),
+            Db::My(c) => c
+                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
+                .await
+                .unwrap_or_else(|e| panic!("{body}: {e}")),
+        }
+    }
+
+    async fn rows(&mut self, table: &str) -> Vec<Kv> {
+        match self {
+            Db::Pg(c) => c
+                .query(
+                    &format!("SELECT id::int8, v::text, w::text FROM {table} ORDER BY id"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            Db::My(c) => c
+                .query(format!(
+                    "SELECT CAST(id AS SIGNED), v, w FROM {table} ORDER BY id"
+                ))
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// Poll until `table` holds the same rows on both sites.
+async fn wait_same(a: &mut Db, b: &mut Db, table: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (x, y) = (a.rows(table).await, b.rows(table).await);
+        if x == y {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {x:?} vs {y:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kv(id: i64, v: &str, w: &str) -> Kv {
+    (id, Some(v.into()), Some(w.into()))
+}
+
+/// Site A's transaction on `table`: every shape on its own row.
+fn a_transaction(table: &str) -> Vec<String> {
+    vec![
+        // delete + insert of the same key (sysbench oltp_read_write)
+        format!("DELETE FROM {table} WHERE id = 1"),
+        format!("INSERT INTO {table} (id, v, w) VALUES (1, 'a1', 'w1')"),
+        // update + update
+        format!("UPDATE {table} SET v = 'a2x' WHERE id = 2"),
+        format!("UPDATE {table} SET v = 'a2' WHERE id = 2"),
+        // update + delete
+        format!("UPDATE {table} SET v = 'a3' WHERE id = 3"),
+        format!("DELETE FROM {table} WHERE id = 3"),
+        // insert + update of a new key
+        format!("INSERT INTO {table} (id, v, w) VALUES (10, 'a10', 'a')"),
+        format!("UPDATE {table} SET v = 'a10x' WHERE id = 10"),
+        // a key moved, then the moved row updated
+        format!("UPDATE {table} SET id = 14 WHERE id = 4"),
+        format!("UPDATE {table} SET v = 'a14' WHERE id = 14"),
+    ]
+}
+
+/// Site B's concurrent changes of the same rows (another column).
+fn b_changes(table: &str) -> Vec<String> {
+    vec![
+        format!("UPDATE {table} SET w = 'b1' WHERE id = 1"),
+        format!("UPDATE {table} SET w = 'b2' WHERE id = 2"),
+        format!("UPDATE {table} SET w = 'b3' WHERE id = 3"),
+        format!("INSERT INTO {table} (id, v, w) VALUES (10, 'b10', 'b')"),
+        format!("UPDATE {table} SET w = 'b4' WHERE id = 4"),
+    ]
+}
+
+/// (target site, row key, kind, outcome, incoming row as text or null),
+/// confirmed records of `table`.
+type Record = (i32, String, String, String, Option<String>);
+
+async fn records(control: &tokio_postgres::Client, table: &str) -> Vec<Record> {
+    control
+        .query(
+            "SELECT target_site, row_key, kind, outcome,
+                    (incoming_version->'row'->'id'->>'value') || ',' ||
+                    coalesce(incoming_version->'row'->'v'->>'value', '') || ',' ||
+                    coalesce(incoming_version->'row'->'w'->>'value', '')
+               FROM duplex.conflicts
+              WHERE table_name LIKE '%.' || $1 AND confirmed
+              ORDER BY target_site, row_key, kind",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+fn rec(target: i32, id: i64, kind: &str, outcome: &str, incoming: Option<&str>) -> Record {
+    (
+        target,
+        format!("id={id}"),
+        kind.into(),
+        outcome.into(),
+        incoming.map(String::from),
+    )
+}
+
+/// A's transaction's final rows, as recorded incoming on B (site 2).
+const A1: Option<&str> = Some("1,a1,w1");
+const A2: Option<&str> = Some("2,a2,w2");
+const A10: Option<&str> = Some("10,a10x,a");
+
+async fn run_policies(mut a: Db, mut b: Db, control_url: &str) {
+    let t = Duration::from_secs(60);
+    let control = common::connect(control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
+             UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
+             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
+        )
+        .await
+        .unwrap();
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(control_url).await;
+    // Baseline rows written on A, synced to B.
+    for table in &TABLES[..5] {
+        a.txn(
+            &(1..=5)
+                .map(|i| format!("INSERT INTO {table} (id, v, w) VALUES ({i}, 'v{i}', 'w{i}')"))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    }
+    for table in TABLES {
+        wait_same(&mut a, &mut b, table, &format!("{table} baseline on B")).await;
+    }
+    // Rows inserted under field merge come back to their creator once: the
+    // baseline is settled when a later write of B has reached A.
+    b.txn(&["INSERT INTO sentinel (id, v, w) VALUES (1, 'b', 'b')".into()])
+        .await;
+    wait_same(&mut a, &mut b, "sentinel", "B's sentinel on A").await;
+    run.shutdown().await;
+
+    // Concurrent changes while the link is stopped: A's transaction first,
+    // B's later (B's versions are the later ones), except on t_own, where B
+    // writes first (so that A's transaction wins and meets B's column).
+    for table in ["t_lww", "t_prio", "t_merge", "t_manual"] {
+        a.txn(&a_transaction(table)).await;
+        for s in b_changes(table) {
+            b.txn(&[s]).await;
+        }
+    }
+    // Ownership: B owns column w. B changes v of row 1; then A deletes and
+    // re-inserts row 1 writing w too, and changes row 2 twice, w included
+    // (no concurrent change on row 2: the net change applies, but w stays
+    // B's and flows back), and inserts and updates a new row 30.
+    b.txn(&["UPDATE t_own SET v = 'bv1' WHERE id = 1".into()])
+        .await;
+    a.txn(&[
+        "DELETE FROM t_own WHERE id = 1".into(),
+        "INSERT INTO t_own (id, v, w) VALUES (1, 'a1', 'aw1')".into(),
+        "UPDATE t_own SET w = 'aw2' WHERE id = 2".into(),
+        "UPDATE t_own SET v = 'a2' WHERE id = 2".into(),
+        "INSERT INTO t_own (id, v, w) VALUES (30, 'a30', 'aw30')".into(),
+        "UPDATE t_own SET v = 'a30x' WHERE id = 30".into(),
+    ])
+    .await;
+
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    for table in ["t_lww", "t_prio", "t_merge", "t_own"] {
+        wait_same(&mut a, &mut b, table, &format!("{table} converges")).await;
+    }
+    wait_for("manual conflicts parked on both sites", t, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status = 'open' AND confirmed",
+        )
+        .await
+            == 10
+    })
+    .await;
+    // Both directions idle: everything was applied.
+    let (ra, rb) = (a.rows("t_lww").await, b.rows("t_lww").await);
+    assert_eq!(ra, rb);
+
+    let unchanged = kv(5, "v5", "w5");
+    // Deletes never win against a concurrent write; the moved row is at its
+    // new key and B's change kept the old key's row.
+    let deleted_and_moved = |r: &[Kv]| {
+        assert!(r.contains(&kv(3, "v3", "b3")), "{r:?}");
+        assert!(r.contains(&kv(4, "v4", "b4")), "{r:?}");
+        assert!(r.contains(&kv(14, "a14", "w4")), "{r:?}");
+        assert!(r.contains(&unchanged), "{r:?}");
+        assert_eq!(r.len(), 7, "{r:?}");
+    };
+    // Last writer (B) wins the rows both changed.
+    let r = a.rows("t_lww").await;
+    deleted_and_moved(&r);
+    for want in [kv(1, "v1", "b1"), kv(2, "v2", "b2"), kv(10, "b10", "b")] {
+        assert!(r.contains(&want), "t_lww: {want:?} in {r:?}");
+    }
+    // Site priority: A's transaction wins.
+    let r = a.rows("t_prio").await;
+    deleted_and_moved(&r);
+    for want in [kv(1, "a1", "w1"), kv(2, "a2", "w2"), kv(10, "a10x", "a")] {
+        assert!(r.contains(&want), "t_prio: {want:?} in {r:?}");
+    }
+    // Field merge: A's v and B's w both survive; the insert of row 10 on
+    // both sites set every column, the later (B's) wins each.
+    let r = a.rows("t_merge").await;
+    deleted_and_moved(&r);
+    for want in [kv(1, "a1", "b1"), kv(2, "a2", "b2"), kv(10, "b10", "b")] {
+        assert!(r.contains(&want), "t_merge: {want:?} in {r:?}");
+    }
+    // Ownership: w is B's on every row A changed.
+    assert_eq!(
+        a.rows("t_own").await,
+        vec![
+            kv(1, "a1", "w1"),
+            kv(2, "a2", "w2"),
+            kv(3, "v3", "w3"),
+            kv(4, "v4", "w4"),
+            unchanged.clone(),
+            kv(30, "a30x", "aw30"),
+        ]
+    );
+    // Manual: each site keeps its own versions.
+    assert_eq!(
+        a.rows("t_manual").await,
+        vec![
+            kv(1, "a1", "w1"),
+            kv(2, "a2", "w2"),
+            unchanged.clone(),
+            kv(10, "a10x", "a"),
+            kv(14, "a14", "w4"),
+        ]
+    );
+    assert_eq!(
+        b.rows("t_manual").await,
+        vec![
+            kv(1, "v1", "b1"),
+            kv(2, "v2", "b2"),
+            kv(3, "v3", "b3"),
+            kv(4, "v4", "b4"),
+            unchanged.clone(),
+            kv(10, "b10", "b"),
+            kv(14, "a14", "w4"),
+        ]
+    );
+
+    // One record per row and source transaction on each site; on B (site
+    // 2) the incoming row is A's transaction's final row.
+    let both = |kind_a: &str, out: [&str; 6]| {
+        vec![
+            rec(1, 1, "update_update", out[0], Some("1,v1,b1")),
+            rec(1, 10, "insert_insert", out[1], Some("10,b10,b")),
+            rec(1, 2, "update_update", out[0], Some("2,v2,b2")),
+            rec(1, 3, kind_a, out[2], Some("3,v3,b3")),
+            rec(1, 4, kind_a, out[2], Some("4,v4,b4")),
+            rec(2, 1, "update_update", out[3], A1),
+            rec(2, 10, "insert_insert", out[4], A10),
+            rec(2, 2, "update_update", out[3], A2),
+            rec(2, 3, "delete_update", out[5], None),
+            rec(2, 4, "delete_update", out[5], None),
+        ]
+    };
+    assert_eq!(
+        records(&control, "t_lww").await,
+        both(
+            "update_delete",
+            [
+                "incoming_applied",
+                "incoming_applied",
+                "recreated",
+                "local_kept",
+                "local_kept",
+                "local_kept"
+            ]
+        )
+    );
+    assert_eq!(
+        records(&control, "t_prio").await,
+        both(
+            "update_delete",
+            [
+                "local_kept",
+                "local_kept",
+                "recreated",
+                "incoming_applied",
+                "incoming_applied",
+                "local_kept"
+            ]
+        )
+    );
+    assert_eq!(
+        records(&control, "t_merge").await,
+        both(
+            "update_delete",
+            [
+                "merged",
+                "incoming_applied",
+                "recreated",
+                "merged",
+                "local_kept",
+                "local_kept"
+            ]
+        )
+    );
+    assert_eq!(
+        records(&control, "t_manual").await,
+        both("update_delete", ["parked"; 6])
+    );
+    assert_eq!(
+        records(&control, "t_own").await,
+        vec![
+            rec(1, 1, "update_update", "local_kept", Some("1,bv1,w1")),
+            rec(2, 1, "update_update", "incoming_applied", Some("1,a1,aw1")),
+        ]
+    );
+
+    // A DBA takes A's version of row 2 on B's record: the parked change is
+    // A's transaction's net row, and both sites end with it.
+    control
+        .batch_execute(
+            "SELECT duplex.resolve_conflict(conflict_id, 'incoming') FROM duplex.conflicts
+              WHERE table_name LIKE '%.t_manual' AND target_site = 2 AND row_key = 'id=2'",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + t;
+    loop {
+        let (x, y) = (a.rows("t_manual").await, b.rows("t_manual").await);
+        if x.contains(&kv(2, "a2", "w2")) && y.contains(&kv(2, "a2", "w2")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolution never applied on both sites: {x:?} {y:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
+        0,
+        "changes quarantined"
+    );
+    run.shutdown().await;
+}
+
+async fn pg_db(pg: &duplex::localdb::pg::LocalPostgres) -> Db {
+    Db::Pg(common::connect(&pg.conninfo("app")).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
+    let (a, b) = (
+        common::start_postgres(&pg_schema()).await,
+        common::start_postgres(&pg_schema()).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "postgresql", a.conninfo("app")),
+            (2, "b", "postgresql", b.conninfo("app")),
+        ],
+        &TABLES,
+    )
+    .await;
+    run_policies(pg_db(&a).await, pg_db(&b).await, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb() {
+    let (a, b) = (
+        common::start_mariadb(&my_schema()).await,
+        common::start_mariadb(&my_schema()).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &TABLES,
+    )
+    .await;
+    run_policies(
+        Db::My(common::mysql_conn(&a).await),
+        Db::My(common::mysql_conn(&b).await),
+        &url,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
+    let p = common::start_postgres(&pg_schema()).await;
+    let m = common::start_mariadb(&my_schema()).await;
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "pg", "postgresql", p.conninfo("app")),
+            (2, "maria", "mysql", m.url("app")),
+        ],
+        &TABLES,
+    )
+    .await;
+    run_policies(pg_db(&p).await, Db::My(common::mysql_conn(&m).await), &url).await;
+}
+
+/// The rows of `docs`, the payload by its digest (100 kB do not belong in a
+/// message).
+async fn docs(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT format('%s,%s,%s', id, v, md5(payload)) FROM docs ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Replica identity 'key' (an update sends no old image, a delete only the
+/// key, an unchanged TOASTed value is not sent): an update and then a delete
+/// of a row in one transaction deletes it on the peer (the delete was lost:
+/// the net change looked like a row created and removed again), a delete and
+/// re-insert of a row that holds both sites' versions is no conflict (it was
+/// compared by the insert's vector alone and parked under manual), and two
+/// updates that leave a TOASTed value alone keep it. Manual policy: any
+/// false conflict would leave the sites apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_identity_transactions_pg_pg() {
+    let pair = common::Pair::start(
+        "CREATE TABLE docs (id integer PRIMARY KEY, v integer, payload text);
+         CREATE TABLE sentinel (id integer PRIMARY KEY);",
+        &["docs", "sentinel"],
+    )
+    .await;
+    let control = common::connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET replica_identity = 'key', conflict_policy = 'manual'
+              WHERE table_name = 'docs'",
+        )
+        .await
+        .unwrap();
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&pair.control_url).await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let t = Duration::from_secs(30);
+    a.batch_execute(
+        "INSERT INTO docs VALUES (1, 1, repeat('y', 100000)), (2, 2, 'two'), (3, 3, 'three')",
+    )
+    .await
+    .unwrap();
+    wait_for("the rows on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 3 FROM docs")
+    })
+    .await;
+    // Row 3 holds a version of each site.
+    b.batch_execute("UPDATE docs SET v = 30 WHERE id = 3")
+        .await
+        .unwrap();
+    wait_for("B's update on A", t, || {
+        common::query_bool(&a, "SELECT v = 30 FROM docs WHERE id = 3")
+    })
+    .await;
+    for txn in [
+        "UPDATE docs SET v = 11 WHERE id = 1; UPDATE docs SET v = 12 WHERE id = 1",
+        "UPDATE docs SET v = 21 WHERE id = 2; DELETE FROM docs WHERE id = 2",
+        "DELETE FROM docs WHERE id = 3; INSERT INTO docs VALUES (3, 33, 'again')",
+    ] {
+        a.batch_execute(&format!("BEGIN; {txn}; COMMIT"))
+            .await
+            .unwrap();
+    }
+    a.batch_execute("INSERT INTO sentinel VALUES (1)")
+        .await
+        .unwrap();
+    wait_for("A's sentinel on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
+    })
+    .await;
+    let on_b = docs(&b).await;
+    assert_eq!(docs(&a).await, on_b);
+    assert!(
+        common::query_bool(
+            &b,
+            "SELECT array_agg(format('%s,%s,%s', id, v, payload) ORDER BY id)
+                    = ARRAY['1,12,' || repeat('y', 100000), '3,33,again']
+               FROM docs"
+        )
+        .await,
+        "B's rows: {on_b:?}"
+    );
+    let conflicts: Vec<String> = control
+        .query(
+            "SELECT kind || ' ' || row_key || ' ' || outcome FROM duplex.conflicts ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(conflicts.is_empty(), "false conflicts: {conflicts:?}");
+    run.shutdown().await;
+}
+
+/// A transaction replaces a parent row and its children (children deleted,
+/// the parent deleted and inserted again, the children inserted again)
+/// while the other site changes a child: the child's net change meets a
+/// conflict. The target must apply it in an order its foreign key takes
+/// (the child written in place of its delete kept referencing the parent
+/// the transaction deletes next: the parent's delete and re-insert were
+/// refused and quarantined, the sites apart).
+async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
+    let control = common::connect(control_url).await;
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(control_url).await;
+    a.txn(&[
+        "INSERT INTO parent (id, v) VALUES (1, 'p')".into(),
+        "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'c1'), (2, 1, 'c2')".into(),
+    ])
+    .await;
+    wait_same_fk(&mut a, &mut b, "the baseline on B").await;
+    run.shutdown().await;
+
+    a.txn(&[
+        "DELETE FROM child WHERE parent_id = 1".into(),
+        "DELETE FROM parent WHERE id = 1".into(),
+        "INSERT INTO parent (id, v) VALUES (1, 'pa')".into(),
+        "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'ca1'), (2, 1, 'ca2')".into(),
+    ])
+    .await;
+    // Later: B's version of child 1 wins under last-writer-wins.
+    b.txn(&["UPDATE child SET v = 'cb1' WHERE id = 1".into()])
+        .await;
+
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    wait_same_fk(&mut a, &mut b, "the sites converge").await;
+    assert_eq!(
+        a.fk_rows().await,
+        (
+            vec![kv(1, "pa", "")],
+            vec![kv(1, "1", "cb1"), kv(2, "1", "ca2")]
+        )
+    );
+    let quarantined: Vec<String> = control
+        .query(
+            "SELECT table_name || ' ' || row_key || ': ' || reason FROM duplex.quarantine",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(quarantined.is_empty(), "quarantined: {quarantined:?}");
+    let kinds: Vec<String> = control
+        .query(
+            "SELECT target_site || ' ' || table_name || ' ' || row_key || ' ' || kind || ' ' || outcome
+               FROM duplex.conflicts WHERE confirmed ORDER BY target_site",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            // Without the schema (public on PostgreSQL, app on MariaDB).
+            let s: String = r.get(0);
+            s.replace("public.", "").replace("app.", "")
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "1 child id=1 update_update incoming_applied",
+            "2 child id=1 update_update local_kept"
+        ]
+    );
+    run.shutdown().await;
+}
+
+/// Poll until parent and child hold the same rows on both sites.
+async fn wait_same_fk(a: &mut Db, b: &mut Db, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (x, y) = (a.fk_rows().await, b.fk_rows().await);
+        if x == y {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {x:?} vs {y:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Db {
+    /// parent as (id, v, ""), child as (id, parent_id, v).
+    async fn fk_rows(&mut self) -> (Vec<Kv>, Vec<Kv>) {
+        let (p, c) = match self {
+            Db::Pg(_) => (
+                "SELECT id::int8, v::text, ''::text FROM parent ORDER BY id",
+                "SELECT id::int8, parent_id::text, v::text FROM child ORDER BY id",
+            ),
+            Db::My(_) => (
+                "SELECT CAST(id AS SIGNED), v, '' FROM parent ORDER BY id",
+                "SELECT CAST(id AS SIGNED), CAST(parent_id AS CHAR), v FROM child ORDER BY id",
+            ),
+        };
+        (self.query(p).await, self.query(c).await)
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<Kv> {
+        match self {
+            Db::Pg(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            Db::My(c) => c.query(sql).await.unwrap(),
+        }
+    }
+}
+
+const PG_FK: &str = "CREATE TABLE parent (id integer PRIMARY KEY, v varchar(20));
+    CREATE TABLE child (id integer PRIMARY KEY, parent_id integer NOT NULL REFERENCES parent (id), v varchar(20));";
+const MY_FK: &str = "CREATE TABLE parent (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+    CREATE TABLE child (id INT PRIMARY KEY, parent_id INT NOT NULL, v VARCHAR(20),
+                        FOREIGN KEY (parent_id) REFERENCES parent (id)) ENGINE=InnoDB;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
+    let (a, b) = (
+        common::start_postgres(PG_FK).await,
+        common::start_postgres(PG_FK).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "postgresql", a.conninfo("app")),
+            (2, "b", "postgresql", b.conninfo("app")),
+        ],
+        &["parent", "child"],
+    )
+    .await;
+    replace_parent_and_children(pg_db(&a).await, pg_db(&b).await, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
+    let (a, b) = (
+        common::start_mariadb(MY_FK).await,
+        common::start_mariadb(MY_FK).await,
+    );
+    let (_ctl, url) = common::control_db(
+        &[
+            (1, "a", "mysql", a.url("app")),
+            (2, "b", "mysql", b.url("app")),
+        ],
+        &["parent", "child"],
+    )
+    .await;
+    replace_parent_and_children(
+        Db::My(common::mysql_conn(&a).await),
+        Db::My(common::mysql_conn(&b).await),
+        &url,
+    )
+    .await;
+}
