@@ -468,7 +468,7 @@ pub(crate) fn resolve(
             // insert, as on the source; the decided row comes back there.
             if chain.first_delete == Some(i) {
                 if let Some(d) = r.delete.take() {
-                    out.writes.push((d, origin));
+                    out.writes.push((d, origin.clone()));
                 }
             }
             if chain.last_insert == Some(i) {
@@ -698,10 +698,7 @@ mod tests {
     }
 
     fn origin(txn: u64, index: u32) -> ChangeOrigin {
-        ChangeOrigin {
-            position: SourcePosition::PgLsn(txn),
-            index,
-        }
+        ChangeOrigin::at(SourcePosition::PgLsn(txn), index)
     }
 
     fn synced(r: Row, v: VersionVector, site: u32, ts: i64) -> Local {
