@@ -182,7 +182,10 @@ const A1: Option<&str> = Some("1,a1,w1");
 const A2: Option<&str> = Some("2,a2,w2");
 const A10: Option<&str> = Some("10,a10x,a");
 
-async fn run_policies(mut a: Db, mut b: Db, control_url: &str) {
+/// `batch_rows`: the applier decides this many changes at a time (1: every
+/// statement of a transaction alone, the path of a row changed again more
+/// than a batch later in one long transaction).
+async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize) {
     let t = Duration::from_secs(60);
     let control = common::connect(control_url).await;
     control
@@ -242,7 +245,11 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str) {
     ])
     .await;
 
-    let run = duplex::runner::start(control_url, PipelineTuning::default())
+    let tuning = PipelineTuning {
+        max_batch_rows: batch_rows,
+        ..PipelineTuning::default()
+    };
+    let run = duplex::runner::start(control_url, tuning)
         .await
         .expect("restart duplex");
     for table in ["t_lww", "t_prio", "t_merge", "t_own"] {
@@ -431,6 +438,20 @@ async fn pg_db(pg: &duplex::localdb::pg::LocalPostgres) -> Db {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
+    pg_pg_policies(500).await;
+}
+
+/// Every change decided alone: a row's conflict is carried to its
+/// transaction's later changes (it was followed by them: a delete won over a
+/// concurrent write, a priority choice was made on part of the transaction,
+/// a forwarded version flowed back before the transaction's last word, and
+/// the sites parted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_transactions_meet_concurrent_changes_pg_pg_batch_of_one() {
+    pg_pg_policies(1).await;
+}
+
+async fn pg_pg_policies(batch_rows: usize) {
     let (a, b) = (
         common::start_postgres(&pg_schema()).await,
         common::start_postgres(&pg_schema()).await,
@@ -443,11 +464,22 @@ async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
         &TABLES,
     )
     .await;
-    run_policies(pg_db(&a).await, pg_db(&b).await, &url).await;
+    run_policies(pg_db(&a).await, pg_db(&b).await, &url, batch_rows).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb() {
+    mariadb_policies(500).await;
+}
+
+/// As `..._pg_pg_batch_of_one`; on MySQL each statement also has its own
+/// version time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb_batch_of_one() {
+    mariadb_policies(1).await;
+}
+
+async fn mariadb_policies(batch_rows: usize) {
     let (a, b) = (
         common::start_mariadb(&my_schema()).await,
         common::start_mariadb(&my_schema()).await,
@@ -464,6 +496,7 @@ async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb() {
         Db::My(common::mysql_conn(&a).await),
         Db::My(common::mysql_conn(&b).await),
         &url,
+        batch_rows,
     )
     .await;
 }
@@ -480,7 +513,13 @@ async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
         &TABLES,
     )
     .await;
-    run_policies(pg_db(&p).await, Db::My(common::mysql_conn(&m).await), &url).await;
+    run_policies(
+        pg_db(&p).await,
+        Db::My(common::mysql_conn(&m).await),
+        &url,
+        500,
+    )
+    .await;
 }
 
 /// The rows of `docs`, the payload by its digest (100 kB do not belong in a

@@ -1195,6 +1195,39 @@ fn write_row(
     }
 }
 
+/// A marker that describes the local version exactly (its vector with this
+/// site's own entry, site, time, checksum and, under field merge, column
+/// tags): written with the row by the applier, the row is the same version
+/// to every later comparison (`Stamp::Synced`). For a row the applier must
+/// put back as it was before a source transaction that, in the end, did
+/// not change it (sink::resolve).
+pub fn version_marker(
+    me: u32,
+    policy: &TablePolicy,
+    schema: &TableSchema,
+    lr: &LocalRow,
+) -> Marker {
+    if lr.stamp == Stamp::Synced {
+        if let Some(m) = &lr.marker {
+            return m.clone();
+        }
+    }
+    let lv = local_version(me, lr);
+    let mut marker = Marker {
+        format: MARKER_FORMAT_VERSION,
+        vv: lv.vv,
+        site: lv.site,
+        ts: lv.ts,
+        crc: checksum(schema, &lr.row),
+        resolution: Resolution::None,
+        cols: BTreeMap::new(),
+    };
+    if matches!(policy.policy, Policy::FieldMerge { .. }) {
+        marker.cols = tag_map(schema, &lr.row, &local_tags(me, schema, lr));
+    }
+    marker
+}
+
 /// The current local version, for the record and for checking that a parked
 /// conflict still concerns the row as it is.
 pub fn local_info(me: u32, lr: &LocalRow) -> VersionInfo {

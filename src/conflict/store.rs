@@ -308,6 +308,48 @@ impl ConflictStore {
         Ok(())
     }
 
+    /// Remove the record of `kind` detected on the change at `origin` by the
+    /// target transaction now open (not yet confirmed): a later batch of the
+    /// same source transaction decided the row again, without that conflict
+    /// (sink::resolve, `Carry`). The records the new decision found are
+    /// upserted over the same change.
+    pub async fn withdraw(
+        &mut self,
+        origin: ChangeOrigin,
+        kind: super::ConflictKind,
+    ) -> Result<(), ConflictStoreError> {
+        let (link, source) = (self.spec.link_id as i32, self.spec.source_site as i32);
+        let counter = origin.position.counter().to_string();
+        let client = self.client().await?;
+        let removed = client
+            .exec(Sql::new(
+                "withdraw a conflict record",
+                "DELETE FROM duplex.conflicts
+                  WHERE link_id = $1 AND source_site = $2 AND position_counter = $3::text::numeric
+                    AND change_index = $4 AND kind = $5 AND NOT confirmed",
+                "DELETE FROM duplex.conflicts
+                  WHERE link_id = ? AND source_site = ? AND position_counter = CAST(? AS DECIMAL(20, 0))
+                    AND change_index = ? AND kind = ? AND NOT confirmed",
+                &[
+                    P::I32(link),
+                    P::I32(source),
+                    P::Text(Some(&counter)),
+                    P::I32(origin.index as i32),
+                    P::Text(Some(kind.as_str())),
+                ],
+            ))
+            .await?;
+        if removed > 0 {
+            let _ = self
+                .stats
+                .conflicts
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(removed))
+                });
+        }
+        Ok(())
+    }
+
     /// Upsert one conflict record; returns its id and whether it is new.
     async fn insert(
         &mut self,
@@ -338,7 +380,8 @@ impl ConflictStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb, $11, $12::text::numeric, $13, $14, $15::text::jsonb)
                  ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
                  DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
-                               incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
+                               incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status,
+                               incoming_change = EXCLUDED.incoming_change
                  RETURNING conflict_id, (xmax = 0) AS inserted",
                 "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
                                                local_version, incoming_version, source_position, position_counter,
@@ -346,7 +389,8 @@ impl ConflictStore {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS DECIMAL(20, 0)), ?, ?, ?)
                  ON DUPLICATE KEY UPDATE conflict_id = LAST_INSERT_ID(conflict_id), outcome = VALUES(outcome),
                                          local_version = VALUES(local_version),
-                                         incoming_version = VALUES(incoming_version), status = VALUES(status)",
+                                         incoming_version = VALUES(incoming_version), status = VALUES(status),
+                                         incoming_change = VALUES(incoming_change)",
                 &[
                     P::I32(link),
                     P::I32(source),

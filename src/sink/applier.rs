@@ -12,7 +12,7 @@ use crate::conflict::store::{ConflictStore, ConflictStoreError};
 use crate::conflict::{Local, TablePolicy};
 use crate::sink::describe_key;
 use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineError};
-use crate::sink::resolve::{keys_by_table, now_micros, resolve, KeyRef, Resolved};
+use crate::sink::resolve::{keys_by_table, now_micros, resolve, Carry, KeyRef, Resolved};
 use crate::stats::DirectionStats;
 
 /// What an engine's sink provides.
@@ -24,6 +24,8 @@ pub(crate) trait Applier {
 
     /// No group of source transactions is open.
     fn idle(&self) -> bool;
+    /// A source transaction is open (its changes go on).
+    fn in_source_txn(&self) -> bool;
     /// The target site's id.
     fn site_id(&self) -> u32;
     fn quarantine(&mut self) -> &mut Quarantine;
@@ -31,6 +33,9 @@ pub(crate) trait Applier {
     fn stats(&self) -> &DirectionStats;
     /// Incoming changes not yet decided.
     fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)>;
+    /// The rows of the source transaction at hand that met a conflict in an
+    /// earlier batch (see `resolve::Carry`).
+    fn carry_mut(&mut self) -> &mut Carry;
     /// The link's tables that are synced now, neither paused nor stopped
     /// (bare names).
     fn active_tables(&self) -> Vec<String>;
@@ -88,6 +93,10 @@ macro_rules! applier_accessors {
             !self.group.open
         }
 
+        fn in_source_txn(&self) -> bool {
+            self.group.open && self.group.in_source_txn
+        }
+
         fn site_id(&self) -> u32 {
             self.spec.site_id
         }
@@ -108,6 +117,10 @@ macro_rules! applier_accessors {
             &mut self.pending
         }
 
+        fn carry_mut(&mut self) -> &mut crate::sink::resolve::Carry {
+            &mut self.carry
+        }
+
         fn forget_target_tables(&mut self) {
             self.tables.clear();
         }
@@ -126,7 +139,9 @@ pub(crate) use applier_accessors;
 /// statement per table), record the conflicts, and write the outcome.
 pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
     let mut pending = std::mem::take(sink.pending_mut());
-    if pending.is_empty() {
+    // Nothing to decide, unless a source transaction just ended with rows
+    // whose versions wait to flow back (`resolve::Carry::finish`).
+    if pending.is_empty() && (sink.idle() || sink.in_source_txn() || !sink.carry_mut().owes()) {
         return Ok(());
     }
     for (change, _) in pending.iter_mut() {
@@ -142,16 +157,34 @@ pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Er
         .iter()
         .map(|(c, _)| (c.table.table.clone(), sink.policy_for(&c.table.table)))
         .collect();
+    // A transaction of duplex's own (a retry, a settlement, a copied page)
+    // is no part of the source transaction the carried rows belong to.
+    let own = sink.idle();
+    // The source transaction at hand goes on in a later batch.
+    let complete = !sink.in_source_txn();
+    let mut carry = if own {
+        Carry::default()
+    } else {
+        std::mem::take(sink.carry_mut())
+    };
     let mut resolved = resolve(
         sink.site_id(),
         |t| policies.get(t).cloned().unwrap_or_default(),
         pending,
         states,
         now_micros(),
+        &mut carry,
+        complete,
     );
+    if !own {
+        *sink.carry_mut() = carry;
+    }
     sink.stats()
         .stale
         .fetch_add(resolved.stale, Ordering::Relaxed);
+    for (origin, kind) in std::mem::take(&mut resolved.withdrawn) {
+        sink.conflicts().withdraw(origin, kind).await?;
+    }
     sink.conflicts().record_all(&resolved.conflicts).await?;
     for (write, origin) in std::mem::take(&mut resolved.writes) {
         if sink.conflicts().has_open() {

@@ -155,6 +155,8 @@ pub struct MysqlSink {
     quarantine: Quarantine,
     stats: Arc<DirectionStats>,
     pending: Vec<(RowChange, ChangeOrigin)>,
+    /// Rows of the source transaction at hand that met a conflict.
+    carry: crate::sink::resolve::Carry,
     conflicts: ConflictStore,
     tombstone_table: String,
     /// Per table: whether it may have tombstones on this site.
@@ -198,6 +200,7 @@ impl MysqlSink {
             group: TxnGroup::default(),
             stats,
             pending: Vec::new(),
+            carry: Default::default(),
             conflicts,
             tombstone_table,
             tombstones_exist: HashMap::new(),
@@ -291,6 +294,10 @@ impl MysqlSink {
             ChangeEvent::Truncate(tables) => {
                 self.flush_pending().await?;
                 self.flush().await?;
+                // The rows carried for the transaction's later batches are gone.
+                for t in &tables {
+                    self.carry.forget(&t.table);
+                }
                 let paused: Vec<String> = tables
                     .iter()
                     .map(|t| t.table.name.clone())

@@ -181,6 +181,8 @@ pub struct PgSink {
     stats: Arc<DirectionStats>,
     /// Incoming changes not yet decided (see `flush_pending`).
     pending: Vec<(RowChange, ChangeOrigin)>,
+    /// Rows of the source transaction at hand that met a conflict.
+    carry: crate::sink::resolve::Carry,
     conflicts: ConflictStore,
     /// Replication origins (roident) under which duplex's appliers write here.
     duplex_origins: HashSet<u32>,
@@ -252,6 +254,7 @@ impl PgSink {
             group: TxnGroup::default(),
             quarantine: Quarantine::new(spec_quarantine, stats.clone()),
             pending: Vec::new(),
+            carry: Default::default(),
             conflicts: ConflictStore::new(spec_conflicts, stats.clone()),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
@@ -359,6 +362,10 @@ impl PgSink {
             ChangeEvent::Truncate(tables) => {
                 self.flush_pending().await?;
                 self.flush().await?;
+                // The rows carried for the transaction's later batches are gone.
+                for t in &tables {
+                    self.carry.forget(&t.table);
+                }
                 let paused: Vec<String> = tables
                     .iter()
                     .map(|t| t.table.name.clone())

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use crate::canonical::encode::{encode_value, row_checksum};
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
-use crate::conflict::{decide, Conflict, Decision, Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::conflict::{
+    decide, version_marker, Conflict, ConflictKind, Decision, Local, LocalRow, Stamp, TablePolicy,
+    Tombstone,
+};
 use crate::marker::{Marker, Resolution};
 use crate::sink::quarantine::ChangeOrigin;
 
@@ -78,7 +81,214 @@ pub(crate) struct Resolved {
     pub revived: Vec<(Arc<TableSchema>, Vec<u8>)>,
     /// Detected conflicts with the change they were detected on.
     pub conflicts: Vec<(Arc<TableSchema>, Conflict, ChangeOrigin, String)>,
+    /// Conflict records of an earlier batch of the same source transaction
+    /// that a later decision of the row no longer finds (see [`Carry`]).
+    pub withdrawn: Vec<(ChangeOrigin, ConflictKind)>,
     pub stale: u64,
+}
+
+impl Resolved {
+    /// Record a tombstone for `key`. The sinks record the tombstones, then
+    /// remove those of the revived keys: a key's last word in the batch must
+    /// be the only one kept (a key revived by one transaction and deleted
+    /// again by a later one of the batch, a row moved back and forth, ended
+    /// without its tombstone).
+    fn tombstone(&mut self, table: &Arc<TableSchema>, key: &[u8], t: Tombstone) {
+        self.revived
+            .retain(|(s, k)| !(s.table == table.table && k == key));
+        self.tombstones.push((table.clone(), key.to_vec(), t));
+    }
+
+    /// The key's tombstone goes (the row exists again). See [`Self::tombstone`].
+    fn revive(&mut self, table: &Arc<TableSchema>, key: &[u8]) {
+        self.tombstones
+            .retain(|(s, k, _)| !(s.table == table.table && k == key));
+        self.revived.push((table.clone(), key.to_vec()));
+    }
+}
+
+/// The rows of the source transaction at hand that a batch decided
+/// otherwise than as they came (a conflict, a stale change, a kept owned
+/// column), kept for the next batches of the same transaction: a row
+/// changed again more than a batch (`max_batch_rows`) later is decided
+/// again, by the transaction's net change so far against the target's
+/// state before the transaction, as one row changed in one batch is.
+/// Followed by its own earlier write instead (`written_by_same_transaction`),
+/// a later change took the place of the conflict's outcome: a delete won
+/// over a concurrent write, a site-priority or last-writer-wins choice was
+/// made on part of the transaction only (on MySQL each statement has its own
+/// version time), and the sites parted. Rows decided as they came need no
+/// carrying: their later changes follow what the transaction wrote.
+///
+/// Memory: the rows of one transaction that met a conflict, at most
+/// [`CARRY_LIMIT`]; beyond, a row's later changes follow its earlier write
+/// (logged). Cleared when the next source transaction begins.
+#[derive(Default)]
+pub(crate) struct Carry {
+    position: Option<SourcePosition>,
+    rows: HashMap<(TableName, Vec<u8>), Carried>,
+    warned: bool,
+}
+
+/// See [`Carry`].
+pub(crate) const CARRY_LIMIT: usize = 10_000;
+
+struct Carried {
+    table: Arc<TableSchema>,
+    /// The origin of the row's first change: its conflict records are keyed
+    /// by it.
+    origin: ChangeOrigin,
+    /// The target's state for the key before the transaction.
+    before_txn: Local,
+    /// The transaction's net change of the row so far (`None`: created and
+    /// removed again).
+    net: Option<RowChange>,
+    /// The kinds of the conflicts recorded for the row.
+    kinds: Vec<ConflictKind>,
+    /// What this transaction last wrote for the key here.
+    current: Local,
+    /// The decided version must flow back to the source (a kept row, an
+    /// owned column): written unflagged while the transaction may change
+    /// the row again, and flagged once it is over. The source forwards every
+    /// flagged row of duplex's transactions, and two versions of one row
+    /// forwarded by one transaction look alike to the peer (the same
+    /// counter): the first one would stay.
+    forward_owed: bool,
+}
+
+impl Carry {
+    /// The changes at hand belong to the source transaction at `position`:
+    /// the rows of an earlier one are over, their owed versions written.
+    fn at(&mut self, position: SourcePosition, out: &mut Resolved) {
+        if self.position != Some(position) {
+            self.finish(out);
+            self.position = Some(position);
+            self.rows.clear();
+        }
+    }
+
+    /// The transaction's rows are final: the versions that must flow back
+    /// are written flagged (the row as it is, with its marker).
+    fn finish(&mut self, out: &mut Resolved) {
+        for c in self.rows.values_mut() {
+            if !std::mem::take(&mut c.forward_owed) {
+                continue;
+            }
+            let Local::Present(lr) = &mut c.current else {
+                continue;
+            };
+            let Some(marker) = lr.marker.as_mut() else {
+                continue;
+            };
+            marker.resolution = Resolution::Forward;
+            out.writes.push((
+                RowChange {
+                    table: c.table.clone(),
+                    op: Op::Update,
+                    before: Some(lr.row.clone()),
+                    after: Some(lr.row.clone()),
+                    marker: marker.clone(),
+                },
+                c.origin.clone(),
+            ));
+        }
+    }
+
+    /// Forget the rows of `table` (truncated).
+    pub(crate) fn forget(&mut self, table: &TableName) {
+        self.rows.retain(|(t, _), _| t != table);
+    }
+
+    /// Versions wait to flow back (see [`Self::finish`]).
+    pub(crate) fn owes(&self) -> bool {
+        self.rows.values().any(|c| c.forward_owed)
+    }
+
+    fn keep(&mut self, table: &TableName, key: &[u8], carried: Carried) {
+        if self.rows.len() >= CARRY_LIMIT {
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(limit = CARRY_LIMIT, table = %table,
+                    "a source transaction meets conflicts on more rows than duplex keeps: a later change of such a row in the same transaction, more than a batch away, follows the earlier write instead of being decided again");
+            }
+            return;
+        }
+        self.rows.insert((table.clone(), key.to_vec()), carried);
+    }
+}
+
+/// Did the decision depart from the incoming change (a conflict, a stale
+/// change, a version that must flow back)?
+fn departed(decision: &Decision) -> bool {
+    !decision.conflicts.is_empty() || decision.stale || forwards(decision)
+}
+
+/// Does the decision write a version that must flow back to the source?
+fn forwards(decision: &Decision) -> bool {
+    decision
+        .write
+        .as_ref()
+        .is_some_and(|w| w.marker.resolution == Resolution::Forward)
+}
+
+/// The decision's versions, unflagged (see `Carried::forward_owed`).
+fn unflag(decision: &mut Decision) {
+    if let Some(w) = decision.write.as_mut() {
+        w.marker.resolution = Resolution::None;
+    }
+    if let Local::Present(LocalRow {
+        marker: Some(m), ..
+    }) = &mut decision.next
+    {
+        m.resolution = Resolution::None;
+    }
+}
+
+/// The write that takes the target's row from `current` to `next` (both
+/// states of one key), if any.
+fn transition(table: &Arc<TableSchema>, current: &Local, next: &Local) -> Option<RowChange> {
+    match (current, next) {
+        (Local::Present(c), Local::Present(n)) => {
+            let same = c.stamp == n.stamp
+                && c.marker == n.marker
+                && encode_row(&c.row) == encode_row(&n.row);
+            (!same).then(|| RowChange {
+                table: table.clone(),
+                op: Op::Update,
+                before: Some(c.row.clone()),
+                after: Some(n.row.clone()),
+                marker: n.marker.clone().unwrap_or_default(),
+            })
+        }
+        (Local::Present(c), Local::Absent(_)) => Some(RowChange {
+            table: table.clone(),
+            op: Op::Delete,
+            before: Some(c.row.clone()),
+            after: None,
+            marker: Marker::default(),
+        }),
+        (Local::Absent(_), Local::Present(n)) => Some(RowChange {
+            table: table.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(n.row.clone()),
+            marker: n.marker.clone().unwrap_or_default(),
+        }),
+        (Local::Absent(_), Local::Absent(_)) => None,
+    }
+}
+
+fn encode_row(row: &Row) -> Vec<Option<Vec<u8>>> {
+    row.0
+        .iter()
+        .map(|v| {
+            v.as_ref().map(|v| {
+                let mut out = Vec::new();
+                encode_value(v, &mut out);
+                out
+            })
+        })
+        .collect()
 }
 
 fn key_of(change: &RowChange, image: Option<&Row>) -> Option<Vec<u8>> {
@@ -337,19 +547,12 @@ fn record_decision(
             ));
         }
     }
-    // The sinks record the tombstones, then remove those of the revived
-    // keys: a key's last word in the batch must be the only one kept (a key
-    // revived by one transaction and deleted again by a later one of the
-    // batch, a row moved back and forth, ended without its tombstone).
-    let same = |t: &Arc<TableSchema>, k: &[u8]| t.table == change.table.table && k == key;
     if let Some(t) = decision.tombstone.clone() {
-        out.revived.retain(|(s, k)| !same(s, k));
-        out.tombstones.push((change.table.clone(), key.to_vec(), t));
+        out.tombstone(&change.table, key, t);
     }
     if let Some(w) = &decision.write {
         if w.op != Op::Delete && had_tombstone {
-            out.tombstones.retain(|(s, k, _)| !same(s, k));
-            out.revived.push((change.table.clone(), key.to_vec()));
+            out.revive(&change.table, key);
         }
     }
 }
@@ -363,26 +566,42 @@ fn record_decision(
 /// be compared with what the transaction's own earlier statement just wrote.
 /// When the net change applies as it came, the statements are applied in
 /// their own order; otherwise the decided write takes the place of the
-/// first (the last, for a delete).
+/// first (the last, for a delete; see [`Reborn`] for a row deleted and
+/// inserted again). A row that met a conflict is carried to the next batches
+/// of its transaction ([`Carry`]); `complete`: the last transaction of the
+/// batch ends with it (no later batch continues it).
 pub(crate) fn resolve(
     me: u32,
     policy_of: impl Fn(&TableName) -> TablePolicy,
     pending: Vec<(RowChange, ChangeOrigin)>,
     mut states: HashMap<(TableName, Vec<u8>), Local>,
     now_us: i64,
+    carry: &mut Carry,
+    complete: bool,
 ) -> Resolved {
     let mut out = Resolved::default();
     let mut policies: HashMap<TableName, TablePolicy> = HashMap::new();
     let pending: Vec<(RowChange, ChangeOrigin)> =
         pending.into_iter().flat_map(split_key_change).collect();
     let (chain_of, chains) = find_chains(&pending);
+    // The transaction a later batch may continue: its carried rows' versions
+    // that must flow back wait for its end.
+    let open_txn = pending
+        .last()
+        .map(|(_, o)| o.position)
+        .filter(|_| !complete);
     // Per chain: whether its statements are applied as they came, and the
     // decided write and next state waiting for the chain's last statement.
     let mut following: Vec<bool> = vec![false; chains.len()];
     let mut deferred: Vec<Option<(Decision, Vec<u8>)>> = (0..chains.len()).map(|_| None).collect();
     // Per chain written as a deleted and re-inserted row (see `Reborn`).
     let mut reborn: Vec<Option<Reborn>> = (0..chains.len()).map(|_| None).collect();
+    // Per chain decided again with the rows an earlier batch carried (see
+    // `Carry`): `Some(delete)` for one whose row goes, written at its last
+    // change.
+    let mut continued: Vec<Option<Option<RowChange>>> = (0..chains.len()).map(|_| None).collect();
     for (i, (change, origin)) in pending.into_iter().enumerate() {
+        carry.at(origin.position, &mut out);
         let table = change.table.table.clone();
         let policy = policies
             .entry(table.clone())
@@ -393,14 +612,169 @@ pub(crate) fn resolve(
             continue;
         };
         let new_key = key_of(&change, change.after.as_ref()).unwrap_or_else(|| key.clone());
+        if let Some(c) = chain_of[i] {
+            if let Some(gone) = &mut continued[c] {
+                if chains[c].members.last() == Some(&i) {
+                    if let Some(w) = gone.take() {
+                        out.writes.push((w, origin));
+                    }
+                }
+                continue;
+            }
+        }
+        let first_here = chain_of[i].is_none_or(|c| chains[c].members.first() == Some(&i));
+        if first_here {
+            if let Some(carried) = carry.rows.get_mut(&(table.clone(), key.clone())) {
+                // This batch's part of the row's changes: the change, or its
+                // chain's net change.
+                let part = match chain_of[i] {
+                    Some(c) => chains[c].net.clone(),
+                    None => Some(change.clone()),
+                };
+                let net = match (carried.net.take(), part) {
+                    (Some(n), Some(p)) => net_change(&[&n, &p]),
+                    (None, p) => p,
+                    (n, None) => n,
+                };
+                let mut decision = match &net {
+                    Some(n) => decide(me, policy, n, &carried.before_txn, now_us),
+                    // Created and removed again: the target's row as it was.
+                    None => Decision {
+                        write: None,
+                        conflicts: Vec::new(),
+                        stale: false,
+                        next: match &carried.before_txn {
+                            Local::Present(lr) => Local::Present(LocalRow {
+                                row: lr.row.clone(),
+                                marker: Some(version_marker(me, policy, &change.table, lr)),
+                                stamp: Stamp::Synced,
+                            }),
+                            gone => gone.clone(),
+                        },
+                        tombstone: None,
+                    },
+                };
+                carried.forward_owed = forwards(&decision) && open_txn == Some(origin.position);
+                if carried.forward_owed {
+                    unflag(&mut decision);
+                }
+                // The row's records: upserted over the first change's, and
+                // those of kinds this decision no longer finds withdrawn.
+                let kinds: Vec<ConflictKind> = decision.conflicts.iter().map(|c| c.kind).collect();
+                for k in &carried.kinds {
+                    if !kinds.contains(k) {
+                        out.withdrawn.push((carried.origin.clone(), *k));
+                    }
+                }
+                let described = crate::sink::describe_key(net.as_ref().unwrap_or(&change));
+                for c in &decision.conflicts {
+                    out.conflicts.push((
+                        change.table.clone(),
+                        c.clone(),
+                        carried.origin.clone(),
+                        described.clone(),
+                    ));
+                }
+                carried.kinds = kinds;
+                carried.net = net;
+                // From what the earlier batches wrote to the decided state.
+                let current = states
+                    .remove(&(table.clone(), key.clone()))
+                    .unwrap_or(Local::Absent(None));
+                if let Local::Present(lr) = &mut decision.next {
+                    // A user's version the decision keeps as it was, which an
+                    // earlier batch wrote over: put back as the version it is.
+                    if lr.stamp != Stamp::Synced
+                        && transition(&change.table, &current, &Local::Present(lr.clone()))
+                            .is_some()
+                    {
+                        lr.marker = Some(version_marker(me, policy, &change.table, lr));
+                        lr.stamp = Stamp::Synced;
+                    }
+                }
+                match (&current, &decision.next) {
+                    (_, Local::Absent(Some(t))) => out.tombstone(&change.table, &key, t.clone()),
+                    (Local::Absent(Some(_)), _) => out.revive(&change.table, &key),
+                    _ => {}
+                }
+                carried.current = decision.next.clone();
+                let write = transition(&change.table, &current, &decision.next);
+                let goes = matches!(decision.next, Local::Absent(_));
+                states.insert((table, key), decision.next);
+                match chain_of[i] {
+                    // A row that goes goes at its last change, after the
+                    // rows that depended on it changed.
+                    Some(c) if goes => continued[c] = Some(write),
+                    Some(c) => {
+                        continued[c] = Some(None);
+                        if let Some(w) = write {
+                            out.writes.push((w, origin));
+                        }
+                    }
+                    None => {
+                        if let Some(w) = write {
+                            out.writes.push((w, origin));
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        if let Some(c) = chain_of[i] {
+            if !first_here {
+                statement_of_chain(
+                    &mut out,
+                    &mut states,
+                    &chains[c],
+                    i,
+                    (change, origin),
+                    following[c],
+                    &mut deferred[c],
+                    &mut reborn[c],
+                );
+                continue;
+            }
+        }
+        // The row's first change in the batch (or its chain's): decided by
+        // the change, or the chain's net change, against the target's state.
+        let local = states
+            .remove(&(table.clone(), key.clone()))
+            .unwrap_or(Local::Absent(None));
+        let had_tombstone = matches!(local, Local::Absent(Some(_)));
+        let net = match chain_of[i] {
+            Some(c) => match &chains[c].net {
+                Some(net) => net,
+                None => {
+                    // Created and removed again inside the transaction: the
+                    // source never committed the row, there is nothing to send.
+                    states.insert((table.clone(), key.clone()), local);
+                    continue;
+                }
+            },
+            None => &change,
+        };
+        let mut decision = decide(me, policy, net, &local, now_us);
+        record_decision(&mut out, net, &origin, &key, had_tombstone, &decision);
+        if departed(&decision) {
+            let forward_owed = forwards(&decision) && open_txn == Some(origin.position);
+            if forward_owed {
+                unflag(&mut decision);
+            }
+            carry.keep(
+                &table,
+                &key,
+                Carried {
+                    table: change.table.clone(),
+                    origin: origin.clone(),
+                    before_txn: local.clone(),
+                    net: Some(net.clone()),
+                    kinds: decision.conflicts.iter().map(|c| c.kind).collect(),
+                    current: decision.next.clone(),
+                    forward_owed,
+                },
+            );
+        }
         let Some(c) = chain_of[i] else {
-            // Taken out: the decision's `next` state replaces it below.
-            let local = states
-                .remove(&(table.clone(), key.clone()))
-                .unwrap_or(Local::Absent(None));
-            let had_tombstone = matches!(local, Local::Absent(Some(_)));
-            let decision = decide(me, policy, &change, &local, now_us);
-            record_decision(&mut out, &change, &origin, &key, had_tombstone, &decision);
             if new_key != key {
                 states.insert((table.clone(), key.clone()), Local::Absent(None));
             }
@@ -411,136 +785,160 @@ pub(crate) fn resolve(
             continue;
         };
         let chain = &chains[c];
-        let first = chain.members.first() == Some(&i);
-        let last = chain.members.last() == Some(&i);
-        if first {
-            let local = states
-                .remove(&(table.clone(), key.clone()))
-                .unwrap_or(Local::Absent(None));
-            let Some(net) = &chain.net else {
-                // Created and removed again inside the transaction: the
-                // source never committed the row, there is nothing to send.
-                states.insert((table.clone(), key.clone()), local);
-                continue;
-            };
-            let had_tombstone = matches!(local, Local::Absent(Some(_)));
-            let decision = decide(me, policy, net, &local, now_us);
-            record_decision(&mut out, net, &origin, &key, had_tombstone, &decision);
-            // The first statement must find the row as the source did: an
-            // insert a free key, an update or delete the row.
-            let same_start = matches!(local, Local::Present(_)) == (change.op != Op::Insert);
-            following[c] = same_start && follows(&decision, net);
-            let net_key = key_of(net, net.after.as_ref()).unwrap_or_else(|| key.clone());
-            if following[c] {
-                states.insert((table.clone(), key.clone()), local);
-                deferred[c] = Some((decision, net_key));
-            } else if let Some(r) = Reborn::of(chain, net, &local, &decision) {
-                reborn[c] = Some(r);
+        let Some(net) = &chain.net else {
+            continue;
+        };
+        // The first statement must find the row as the source did: an
+        // insert a free key, an update or delete the row.
+        let same_start = matches!(local, Local::Present(_)) == (change.op != Op::Insert);
+        following[c] = same_start && follows(&decision, net);
+        let net_key = key_of(net, net.after.as_ref()).unwrap_or_else(|| key.clone());
+        if following[c] {
+            states.insert((table.clone(), key.clone()), local);
+            deferred[c] = Some((decision, net_key));
+        } else if let Some(r) = Reborn::of(chain, net, &local, &decision) {
+            reborn[c] = Some(r);
+        } else {
+            if net_key != key {
+                states.insert((table.clone(), key.clone()), Local::Absent(None));
+            }
+            let Decision { write, next, .. } = decision;
+            if net.op == Op::Delete {
+                // Deleted last: in place of the last statement, after the
+                // rows that depended on it changed.
+                deferred[c] = Some((
+                    Decision {
+                        write,
+                        conflicts: Vec::new(),
+                        stale: false,
+                        next,
+                        tombstone: None,
+                    },
+                    net_key,
+                ));
             } else {
-                if net_key != key {
-                    states.insert((table.clone(), key.clone()), Local::Absent(None));
-                }
-                let Decision { write, next, .. } = decision;
-                if net.op == Op::Delete {
-                    // Deleted last: in place of the last statement, after the
-                    // rows that depended on it changed.
-                    deferred[c] = Some((
-                        Decision {
-                            write,
-                            conflicts: Vec::new(),
-                            stale: false,
-                            next,
-                            tombstone: None,
-                        },
-                        net_key,
-                    ));
-                    continue;
-                }
-                states.insert((table, net_key), next);
+                states.insert((table.clone(), net_key), next);
                 if let Some(w) = write {
-                    out.writes.push((w, origin));
-                }
-                continue;
-            }
-        }
-        if let Some(r) = &mut reborn[c] {
-            // The row is gone from the chain's first delete to its last
-            // insert, as on the source; the decided row comes back there.
-            if chain.first_delete == Some(i) {
-                if let Some(d) = r.delete.take() {
-                    out.writes.push((d, origin.clone()));
+                    out.writes.push((w, origin.clone()));
                 }
             }
-            if chain.last_insert == Some(i) {
-                if let Some(row) = r.row.take() {
-                    out.writes.push((
-                        RowChange {
-                            table: change.table.clone(),
-                            op: Op::Insert,
-                            before: None,
-                            after: Some(row.row.clone()),
-                            marker: row.marker.clone().unwrap_or_else(|| change.marker.clone()),
-                        },
-                        origin,
-                    ));
-                    states.insert((table, key), Local::Present(row));
-                }
-            }
-            continue;
         }
-        if !following[c] {
-            if last {
-                if let Some((decision, net_key)) = deferred[c].take() {
-                    states.insert((table, net_key), decision.next);
-                    if let Some(w) = decision.write {
-                        out.writes.push((w, origin));
-                    }
-                }
-            }
-            continue;
-        }
-        // The statement as the source made it, on the row its transaction's
-        // earlier statements left here; the last one carries the decided
-        // version.
-        if last {
-            if let Some((decision, net_key)) = deferred[c].take() {
-                let marker = decision
-                    .write
-                    .as_ref()
-                    .map(|w| w.marker.clone())
-                    .unwrap_or_else(|| change.marker.clone());
-                if new_key != key {
-                    states.insert((table.clone(), key.clone()), Local::Absent(None));
-                }
-                states.insert((table, net_key), decision.next);
-                out.writes.push((with_marker(change, marker), origin));
-            }
-            continue;
-        }
-        let marker = deferred[c]
-            .as_ref()
-            .and_then(|(d, _)| d.write.as_ref().map(|w| w.marker.clone()))
-            .unwrap_or_else(|| change.marker.clone());
-        if new_key != key || change.op == Op::Delete {
-            states.insert((table.clone(), key.clone()), Local::Absent(None));
-        }
-        let mut marker = marker;
-        // Only the transaction's last version of the row flows back, if any.
-        marker.resolution = Resolution::None;
-        let write = with_marker(change, marker);
-        if let Some(after) = &write.after {
-            states.insert(
-                (table, new_key),
-                Local::Present(LocalRow {
-                    row: after.clone(),
-                    marker: Some(write.marker.clone()),
-                    stamp: Stamp::Synced,
-                }),
-            );
-        }
-        out.writes.push((write, origin));
+        statement_of_chain(
+            &mut out,
+            &mut states,
+            chain,
+            i,
+            (change, origin),
+            following[c],
+            &mut deferred[c],
+            &mut reborn[c],
+        );
+    }
+    if complete {
+        carry.finish(&mut out);
     }
     out
+}
+
+/// One statement of a chain (its first included, after the chain was
+/// decided): written as the source made it when the chain follows, the
+/// decided write in its place otherwise.
+#[allow(clippy::too_many_arguments)]
+fn statement_of_chain(
+    out: &mut Resolved,
+    states: &mut HashMap<(TableName, Vec<u8>), Local>,
+    chain: &Chain,
+    i: usize,
+    (change, origin): (RowChange, ChangeOrigin),
+    following: bool,
+    deferred: &mut Option<(Decision, Vec<u8>)>,
+    reborn: &mut Option<Reborn>,
+) {
+    let table = change.table.table.clone();
+    let Some(key) = key_of(&change, identity(&change)) else {
+        return;
+    };
+    let new_key = key_of(&change, change.after.as_ref()).unwrap_or_else(|| key.clone());
+    let first = chain.members.first() == Some(&i);
+    let last = chain.members.last() == Some(&i);
+    if let Some(r) = reborn {
+        // The row is gone from the chain's first delete to its last
+        // insert, as on the source; the decided row comes back there.
+        if chain.first_delete == Some(i) {
+            if let Some(d) = r.delete.take() {
+                out.writes.push((d, origin.clone()));
+            }
+        }
+        if chain.last_insert == Some(i) {
+            if let Some(row) = r.row.take() {
+                out.writes.push((
+                    RowChange {
+                        table: change.table.clone(),
+                        op: Op::Insert,
+                        before: None,
+                        after: Some(row.row.clone()),
+                        marker: row.marker.clone().unwrap_or_else(|| change.marker.clone()),
+                    },
+                    origin,
+                ));
+                states.insert((table, key), Local::Present(row));
+            }
+        }
+        return;
+    }
+    if !following {
+        // The decided write went in place of the first statement, or waits
+        // for the last (a delete).
+        if last && !first {
+            if let Some((decision, net_key)) = deferred.take() {
+                states.insert((table, net_key), decision.next);
+                if let Some(w) = decision.write {
+                    out.writes.push((w, origin));
+                }
+            }
+        }
+        return;
+    }
+    // The statement as the source made it, on the row its transaction's
+    // earlier statements left here; the last one carries the decided
+    // version.
+    if last {
+        if let Some((decision, net_key)) = deferred.take() {
+            let marker = decision
+                .write
+                .as_ref()
+                .map(|w| w.marker.clone())
+                .unwrap_or_else(|| change.marker.clone());
+            if new_key != key {
+                states.insert((table.clone(), key.clone()), Local::Absent(None));
+            }
+            states.insert((table, net_key), decision.next);
+            out.writes.push((with_marker(change, marker), origin));
+        }
+        return;
+    }
+    let marker = deferred
+        .as_ref()
+        .and_then(|(d, _)| d.write.as_ref().map(|w| w.marker.clone()))
+        .unwrap_or_else(|| change.marker.clone());
+    if new_key != key || change.op == Op::Delete {
+        states.insert((table.clone(), key.clone()), Local::Absent(None));
+    }
+    let mut marker = marker;
+    // Only the transaction's last version of the row flows back, if any.
+    marker.resolution = Resolution::None;
+    let write = with_marker(change, marker);
+    if let Some(after) = &write.after {
+        states.insert(
+            (table, new_key),
+            Local::Present(LocalRow {
+                row: after.clone(),
+                marker: Some(write.marker.clone()),
+                stamp: Stamp::Synced,
+            }),
+        );
+    }
+    out.writes.push((write, origin));
 }
 
 /// A chain that deletes its row and inserts it again (sysbench's delete and
@@ -697,6 +1095,17 @@ mod tests {
         }
     }
 
+    /// The withdrawn records by change index (all of transaction 20 here).
+    fn withdrawn(r: &Resolved) -> Vec<(u32, ConflictKind)> {
+        r.withdrawn
+            .iter()
+            .map(|(o, k)| {
+                assert_eq!(o.position, SourcePosition::PgLsn(20));
+                (o.index, *k)
+            })
+            .collect()
+    }
+
     fn origin(txn: u64, index: u32) -> ChangeOrigin {
         ChangeOrigin::at(SourcePosition::PgLsn(txn), index)
     }
@@ -718,6 +1127,17 @@ mod tests {
         pending: Vec<(RowChange, ChangeOrigin)>,
         states: Vec<(i64, Local)>,
     ) -> Resolved {
+        run_carried(policy, pending, states, &mut Carry::default(), true)
+    }
+
+    /// `complete`: the last transaction of `pending` ends in it.
+    fn run_carried(
+        policy: Policy,
+        pending: Vec<(RowChange, ChangeOrigin)>,
+        states: Vec<(i64, Local)>,
+        carry: &mut Carry,
+        complete: bool,
+    ) -> Resolved {
         let table = schema().table.clone();
         let states: HashMap<(TableName, Vec<u8>), Local> = states
             .into_iter()
@@ -732,6 +1152,8 @@ mod tests {
             pending,
             states,
             1_000_000,
+            carry,
+            complete,
         )
     }
 
@@ -770,6 +1192,16 @@ mod tests {
             }
         }
         rows
+    }
+
+    /// Rows by their id, to apply more writes to.
+    fn by_id(rows: BTreeMap<Vec<u8>, Row>) -> Vec<(i64, Row)> {
+        rows.into_values()
+            .map(|r| match r.0[0] {
+                Some(Value::Int(id)) => (id, r),
+                _ => panic!("no key"),
+            })
+            .collect()
     }
 
     /// The tombstones after a sink stored them (`write_tombstones`: the
@@ -1003,5 +1435,228 @@ mod tests {
         let inserted = &out.writes[2].0.marker;
         assert_eq!(inserted.site, ME);
         assert!(inserted.vv.get(SRC).is_some_and(|d| d.c == 20));
+    }
+
+    /// The target's states after `out` was written over `before` (what the
+    /// sinks read back for the next batch).
+    fn states_after(before: Vec<(i64, Local)>, out: &Resolved) -> Vec<(i64, Local)> {
+        let mut states: BTreeMap<i64, Local> = before.into_iter().collect();
+        for (w, _) in &out.writes {
+            let image = w.after.as_ref().or(w.before.as_ref()).expect("image");
+            let Some(Value::Int(id)) = image.0[0] else {
+                panic!("key")
+            };
+            let next = match (w.op, states.remove(&id)) {
+                (Op::Delete, _) => Local::Absent(None),
+                (_, Some(Local::Present(mut lr))) => {
+                    for (i, v) in w.after.as_ref().expect("image").0.iter().enumerate() {
+                        if v.is_some() {
+                            lr.row.0[i] = v.clone();
+                        }
+                    }
+                    lr.marker = Some(w.marker.clone());
+                    lr.stamp = Stamp::Synced;
+                    Local::Present(lr)
+                }
+                _ => Local::Present(LocalRow {
+                    row: w.after.clone().expect("image"),
+                    marker: Some(w.marker.clone()),
+                    stamp: Stamp::Synced,
+                }),
+            };
+            states.insert(id, next);
+        }
+        for (_, k, t) in &out.tombstones {
+            let id = (0..1000).find(|&i| &key(i) == k).expect("key");
+            states.insert(id, Local::Absent(Some(t.clone())));
+        }
+        states.into_iter().collect()
+    }
+
+    /// One source transaction changes row 3 (an update, then a delete more
+    /// than a batch later) while the target's user changed it concurrently.
+    /// Site priority for the source: its update wins, but the transaction's
+    /// net change is a delete, and a delete never wins against a concurrent
+    /// write: the target keeps its row (and records one delete_update), as
+    /// the source's side decides (it has no row: the target's version comes
+    /// back). The delete followed the update's write as its successor: the
+    /// row was deleted here, recreated there.
+    #[test]
+    fn a_conflict_is_decided_again_by_a_later_batch_of_the_transaction() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        let mine = || {
+            Local::Present(LocalRow {
+                row: row(3, 0, 9),
+                marker: Some(marker(SRC, prior.clone(), 100)),
+                stamp: Stamp::User { t: Some(300) },
+            })
+        };
+        let mut carry = Carry::default();
+        let first = run_carried(
+            Policy::SitePriority(SRC),
+            vec![(
+                change(
+                    Op::Update,
+                    Some(row(3, 0, 0)),
+                    Some(row(3, 1, 0)),
+                    &prior,
+                    20,
+                    200,
+                ),
+                origin(20, 1),
+            )],
+            vec![(3, mine())],
+            &mut carry,
+            false,
+        );
+        assert_eq!(first.conflicts[0].1.kind, ConflictKind::UpdateUpdate);
+        let second = run_carried(
+            Policy::SitePriority(SRC),
+            vec![(
+                change(Op::Delete, Some(row(3, 1, 0)), None, &prior, 20, 200),
+                origin(20, 600),
+            )],
+            states_after(vec![(3, mine())], &first),
+            &mut carry,
+            true,
+        );
+        let kinds: Vec<(ConflictKind, u32)> = second
+            .conflicts
+            .iter()
+            .map(|c| (c.1.kind, c.2.index))
+            .collect();
+        assert_eq!(kinds, vec![(ConflictKind::DeleteUpdate, 1)]);
+        assert_eq!(
+            withdrawn(&second),
+            vec![(origin(20, 1).index, ConflictKind::UpdateUpdate)]
+        );
+        let rows = apply(
+            by_id(apply(vec![(3, row(3, 0, 9))], &first.writes)),
+            &second.writes,
+        );
+        assert_eq!(rows.into_values().collect::<Vec<_>>(), vec![row(3, 0, 9)]);
+        assert!(tombstones_after(&[], &second).is_empty());
+    }
+
+    /// A version that must flow back (the target keeps its row against the
+    /// transaction's delete) waits for the transaction's end: written
+    /// flagged in one batch and changed again in a later one, both flagged
+    /// versions reached the source with the transaction's one counter, and
+    /// the source kept the first. Here the delete comes first (kept row, to
+    /// forward), then the transaction inserts the row again and wins by
+    /// priority: nothing flows back. And a row whose last word is the delete
+    /// is forwarded once, at the transaction's end.
+    #[test]
+    fn a_carried_row_is_forwarded_once_at_the_end_of_its_transaction() {
+        let prior = vv(&[(SRC, 10, 100)]);
+        let mine = |id| {
+            Local::Present(LocalRow {
+                row: row(id, 0, 9),
+                marker: Some(marker(SRC, prior.clone(), 100)),
+                stamp: Stamp::User { t: Some(300) },
+            })
+        };
+        let flagged = |out: &Resolved| {
+            out.writes
+                .iter()
+                .filter(|(w, _)| w.marker.resolution == Resolution::Forward)
+                .map(|(w, _)| (w.op, w.after.clone()))
+                .collect::<Vec<_>>()
+        };
+        let start = vec![(1, mine(1)), (2, mine(2))];
+        let mut carry = Carry::default();
+        let first = run_carried(
+            Policy::SitePriority(SRC),
+            vec![
+                (
+                    change(Op::Delete, Some(row(1, 0, 0)), None, &prior, 20, 200),
+                    origin(20, 1),
+                ),
+                (
+                    change(
+                        Op::Update,
+                        Some(row(2, 0, 0)),
+                        Some(row(2, 5, 5)),
+                        &prior,
+                        20,
+                        200,
+                    ),
+                    origin(20, 2),
+                ),
+            ],
+            start.clone(),
+            &mut carry,
+            false,
+        );
+        assert_eq!(
+            flagged(&first),
+            vec![],
+            "nothing flagged while the transaction goes on"
+        );
+        let between = states_after(start.clone(), &first);
+        let second = run_carried(
+            Policy::SitePriority(SRC),
+            vec![
+                (
+                    change(
+                        Op::Insert,
+                        None,
+                        Some(row(1, 7, 7)),
+                        &VersionVector::default(),
+                        20,
+                        200,
+                    ),
+                    origin(20, 700),
+                ),
+                (
+                    change(Op::Delete, Some(row(2, 5, 5)), None, &prior, 20, 200),
+                    origin(20, 701),
+                ),
+            ],
+            between.clone(),
+            &mut carry,
+            false,
+        );
+        assert_eq!(flagged(&second), vec![]);
+        // The transaction ends (an empty batch at the group's commit).
+        let last = run_carried(Policy::SitePriority(SRC), vec![], vec![], &mut carry, true);
+        assert_eq!(flagged(&last), vec![(Op::Update, Some(row(2, 0, 9)))]);
+        let rows = apply(
+            by_id(apply(
+                by_id(apply(
+                    vec![(1, row(1, 0, 9)), (2, row(2, 0, 9))],
+                    &first.writes,
+                )),
+                &second.writes,
+            )),
+            &last.writes,
+        );
+        // Row 1: the transaction's row (priority); row 2: the kept row.
+        assert_eq!(
+            rows.into_values().collect::<Vec<_>>(),
+            vec![row(1, 7, 7), row(2, 0, 9)]
+        );
+        let records: Vec<(ConflictKind, u32)> = first
+            .conflicts
+            .iter()
+            .chain(&second.conflicts)
+            .map(|c| (c.1.kind, c.2.index))
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                (ConflictKind::DeleteUpdate, 1),
+                (ConflictKind::UpdateUpdate, 2),
+                (ConflictKind::UpdateUpdate, 1),
+                (ConflictKind::DeleteUpdate, 2),
+            ]
+        );
+        assert_eq!(
+            withdrawn(&second),
+            vec![
+                (origin(20, 1).index, ConflictKind::DeleteUpdate),
+                (origin(20, 2).index, ConflictKind::UpdateUpdate)
+            ]
+        );
     }
 }
