@@ -794,3 +794,91 @@ async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
     )
     .await;
 }
+
+/// A statement the target refuses inside a transaction that changes its row
+/// again (a value a constraint of the target refuses, set and then changed
+/// in one transaction): the quarantine record holds the transaction's net
+/// row, so that the DBA's retry writes what the source holds (the record was
+/// the refused statement's intermediate row, and the retry wrote it over
+/// the transaction's last word: the sites parted after the DBA's fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() {
+    let pair = common::Pair::start(
+        "CREATE TABLE codes (id integer PRIMARY KEY, note text);
+         CREATE TABLE sentinel (id integer PRIMARY KEY);",
+        &["codes", "sentinel"],
+    )
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    b.batch_execute("ALTER TABLE codes ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
+        .await
+        .unwrap();
+    let control = common::connect(&pair.control_url).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&pair.control_url).await;
+    let t = Duration::from_secs(30);
+    a.batch_execute("INSERT INTO codes VALUES (2, 'two')")
+        .await
+        .unwrap();
+    wait_for("row 2 on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 1 FROM codes")
+    })
+    .await;
+    for txn in [
+        "INSERT INTO codes VALUES (1, 'bad'); UPDATE codes SET note = 'good' WHERE id = 1",
+        "UPDATE codes SET note = 'bad' WHERE id = 2; UPDATE codes SET note = 'fine' WHERE id = 2",
+    ] {
+        a.batch_execute(&format!("BEGIN; {txn}; COMMIT"))
+            .await
+            .unwrap();
+    }
+    a.batch_execute("INSERT INTO sentinel VALUES (1)")
+        .await
+        .unwrap();
+    wait_for("A's sentinel on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
+    })
+    .await;
+    // Row 1 waits in the quarantine; the DBA fixes the target and retries
+    // every record.
+    assert!(!common::query_bool(&b, "SELECT EXISTS (SELECT 1 FROM codes WHERE id = 1)").await);
+    b.batch_execute("ALTER TABLE codes DROP CONSTRAINT note_not_bad")
+        .await
+        .unwrap();
+    control
+        .batch_execute("SELECT duplex.retry_quarantined(quarantine_id) FROM duplex.quarantine")
+        .await
+        .unwrap();
+    wait_for("the records retried", t, || {
+        common::query_bool(
+            &control,
+            "SELECT bool_and(status = 'retried') FROM duplex.quarantine",
+        )
+    })
+    .await;
+    assert_eq!(
+        common::table_rows(&a, "codes").await,
+        common::table_rows(&b, "codes").await
+    );
+    // What the records hold: the transactions' final rows.
+    let records: Vec<(String, String)> = control
+        .query(
+            "SELECT row_key, change->'after'->'note'->>'value' FROM duplex.quarantine ORDER BY row_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            ("id=1".to_string(), "good".to_string()),
+            ("id=2".to_string(), "fine".to_string())
+        ]
+    );
+    run.shutdown().await;
+}

@@ -143,6 +143,9 @@ struct Batch {
     rows: Vec<RowChange>,
     keys: HashSet<Vec<u8>>,
     origins: Vec<ChangeOrigin>,
+    /// Per row, what to quarantine if the target refuses it, when not the
+    /// row's change itself (see `Resolved::fallbacks`).
+    fallbacks: Vec<Option<RowChange>>,
 }
 
 pub struct MysqlSink {
@@ -631,6 +634,7 @@ impl MysqlSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), MysqlSinkError> {
         // Updates and deletes go one row per statement (MySQL has no
         // UPDATE ... FROM VALUES); inserts are batched.
@@ -643,6 +647,7 @@ impl MysqlSink {
                 rows: vec![change],
                 keys: HashSet::new(),
                 origins: vec![origin],
+                fallbacks: vec![fallback],
             });
             return self.flush().await;
         }
@@ -669,10 +674,12 @@ impl MysqlSink {
             rows: Vec::new(),
             keys: HashSet::new(),
             origins: Vec::new(),
+            fallbacks: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
         batch.origins.push(origin);
+        batch.fallbacks.push(fallback);
         Ok(())
     }
 
@@ -748,7 +755,9 @@ impl MysqlSink {
         match self.execute_batch(&batch).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_data_error() => {
-                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                for ((row, origin), fallback) in
+                    batch.rows.iter().zip(&batch.origins).zip(&batch.fallbacks)
+                {
                     let single = Batch {
                         table: batch.table.clone(),
                         op: batch.op,
@@ -756,13 +765,15 @@ impl MysqlSink {
                         rows: vec![row.clone()],
                         keys: HashSet::new(),
                         origins: vec![*origin],
+                        fallbacks: vec![None],
                     };
                     match self.execute_batch(&single).await {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
                             let reason = crate::pipeline::error_chain(&e);
+                            let record = fallback.as_ref().unwrap_or(row);
                             self.quarantine
-                                .record(row, *origin, &describe_key(row), &reason)
+                                .record(record, *origin, &describe_key(record), &reason)
                                 .await
                                 .map_err(MysqlSinkError::Quarantine)?;
                         }
@@ -1016,8 +1027,9 @@ impl crate::sink::applier::Applier for MysqlSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), MysqlSinkError> {
-        self.add_write(change, origin).await
+        self.add_write(change, origin, fallback).await
     }
 
     async fn flush_writes(&mut self) -> Result<(), MysqlSinkError> {

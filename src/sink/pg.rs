@@ -156,6 +156,9 @@ struct Batch {
     key_changed: bool,
     /// Where each row's change sits in the source stream (for quarantine).
     origins: Vec<ChangeOrigin>,
+    /// Per row, what to quarantine if the target refuses it, when not the
+    /// row's change itself (see `Resolved::fallbacks`).
+    fallbacks: Vec<Option<RowChange>>,
 }
 
 pub struct PgSink {
@@ -769,6 +772,7 @@ impl PgSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), SinkError> {
         let shape = shape_of(&change);
         let key = encoded_key(&change);
@@ -801,10 +805,12 @@ impl PgSink {
             keys: HashSet::new(),
             key_changed,
             origins: Vec::new(),
+            fallbacks: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
         batch.origins.push(origin);
+        batch.fallbacks.push(fallback);
         if key_changed {
             // A key change goes alone, so that swapped keys never meet in one statement.
             self.flush().await?;
@@ -927,7 +933,9 @@ impl PgSink {
                     .batch_execute("ROLLBACK TO SAVEPOINT duplex_batch")
                     .await
                     .map_err(db("roll back to a savepoint"))?;
-                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                for ((row, origin), fallback) in
+                    batch.rows.iter().zip(&batch.origins).zip(&batch.fallbacks)
+                {
                     let single = Batch {
                         table: batch.table.clone(),
                         op: batch.op,
@@ -936,6 +944,7 @@ impl PgSink {
                         keys: HashSet::new(),
                         key_changed: batch.key_changed,
                         origins: vec![*origin],
+                        fallbacks: vec![None],
                     };
                     self.client
                         .batch_execute("SAVEPOINT duplex_row")
@@ -953,8 +962,9 @@ impl PgSink {
                                 .await
                                 .map_err(db("roll back to a savepoint"))?;
                             let reason = crate::pipeline::error_chain(&e);
+                            let record = fallback.as_ref().unwrap_or(row);
                             self.quarantine
-                                .record(row, *origin, &describe_key(row), &reason)
+                                .record(record, *origin, &describe_key(record), &reason)
                                 .await
                                 .map_err(SinkError::Quarantine)?;
                         }
@@ -1393,8 +1403,9 @@ impl crate::sink::applier::Applier for PgSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), SinkError> {
-        self.add_write(change, origin).await
+        self.add_write(change, origin, fallback).await
     }
 
     async fn flush_writes(&mut self) -> Result<(), SinkError> {
