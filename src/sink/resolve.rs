@@ -626,7 +626,8 @@ pub(crate) fn resolve(
             }
         }
         let first_here = chain_of[i].is_none_or(|c| chains[c].members.first() == Some(&i));
-        if first_here {
+        // (Most transactions meet no conflict: no lookup then.)
+        if first_here && !carry.rows.is_empty() {
             if let Some(carried) = carry.rows.get_mut(&(table.clone(), key.clone())) {
                 // This batch's part of the row's changes: the change, or its
                 // chain's net change.
