@@ -439,6 +439,22 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What duplex counts agrees with the records (a record withdrawn when a
+    // later batch decided its row again is not counted).
+    let recorded = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let counted: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted as i64, recorded);
     assert_eq!(
         query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
         0,
