@@ -130,6 +130,9 @@ fn a_transaction(table: &str) -> Vec<String> {
         // a key moved, then the moved row updated
         format!("UPDATE {table} SET id = 14 WHERE id = 4"),
         format!("UPDATE {table} SET v = 'a14' WHERE id = 14"),
+        // update + update of a row the other site deletes
+        format!("UPDATE {table} SET v = 'a6x' WHERE id = 6"),
+        format!("UPDATE {table} SET v = 'a6' WHERE id = 6"),
     ]
 }
 
@@ -141,6 +144,7 @@ fn b_changes(table: &str) -> Vec<String> {
         format!("UPDATE {table} SET w = 'b3' WHERE id = 3"),
         format!("INSERT INTO {table} (id, v, w) VALUES (10, 'b10', 'b')"),
         format!("UPDATE {table} SET w = 'b4' WHERE id = 4"),
+        format!("DELETE FROM {table} WHERE id = 6"),
     ]
 }
 
@@ -204,7 +208,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     // Baseline rows written on A, synced to B.
     for table in &TABLES[..5] {
         a.txn(
-            &(1..=5)
+            &(1..=6)
                 .map(|i| format!("INSERT INTO {table} (id, v, w) VALUES ({i}, 'v{i}', 'w{i}')"))
                 .collect::<Vec<_>>(),
         )
@@ -261,7 +265,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
             "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status = 'open' AND confirmed",
         )
         .await
-            == 10
+            == 12
     })
     .await;
     // Both directions idle: everything was applied.
@@ -269,14 +273,15 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     assert_eq!(ra, rb);
 
     let unchanged = kv(5, "v5", "w5");
-    // Deletes never win against a concurrent write; the moved row is at its
-    // new key and B's change kept the old key's row.
+    // Deletes never win against a concurrent write (either way); the moved
+    // row is at its new key and B's change kept the old key's row.
     let deleted_and_moved = |r: &[Kv]| {
         assert!(r.contains(&kv(3, "v3", "b3")), "{r:?}");
         assert!(r.contains(&kv(4, "v4", "b4")), "{r:?}");
         assert!(r.contains(&kv(14, "a14", "w4")), "{r:?}");
+        assert!(r.contains(&kv(6, "a6", "w6")), "{r:?}");
         assert!(r.contains(&unchanged), "{r:?}");
-        assert_eq!(r.len(), 7, "{r:?}");
+        assert_eq!(r.len(), 8, "{r:?}");
     };
     // Last writer (B) wins the rows both changed.
     let r = a.rows("t_lww").await;
@@ -306,6 +311,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
             kv(3, "v3", "w3"),
             kv(4, "v4", "w4"),
             unchanged.clone(),
+            kv(6, "v6", "w6"),
             kv(30, "a30x", "aw30"),
         ]
     );
@@ -316,6 +322,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
             kv(1, "a1", "w1"),
             kv(2, "a2", "w2"),
             unchanged.clone(),
+            kv(6, "a6", "w6"),
             kv(10, "a10x", "a"),
             kv(14, "a14", "w4"),
         ]
@@ -335,24 +342,30 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
 
     // One record per row and source transaction on each site; on B (site
     // 2) the incoming row is A's transaction's final row.
-    let both = |kind_a: &str, out: [&str; 6]| {
+    // `kind_b`: B's row 6 has no sign of ever having been on B (missing),
+    // except under field merge, where A's insert came back to A once and A's
+    // transaction has seen B's version of it (deleted there).
+    let both = |kind_a: &str, kind_b: &str, out: [&str; 6]| {
         vec![
             rec(1, 1, "update_update", out[0], Some("1,v1,b1")),
             rec(1, 10, "insert_insert", out[1], Some("10,b10,b")),
             rec(1, 2, "update_update", out[0], Some("2,v2,b2")),
             rec(1, 3, kind_a, out[2], Some("3,v3,b3")),
             rec(1, 4, kind_a, out[2], Some("4,v4,b4")),
+            rec(1, 6, "delete_update", out[5], None),
             rec(2, 1, "update_update", out[3], A1),
             rec(2, 10, "insert_insert", out[4], A10),
             rec(2, 2, "update_update", out[3], A2),
             rec(2, 3, "delete_update", out[5], None),
             rec(2, 4, "delete_update", out[5], None),
+            rec(2, 6, kind_b, out[2], Some("6,a6,w6")),
         ]
     };
     assert_eq!(
         records(&control, "t_lww").await,
         both(
             "update_delete",
+            "update_missing",
             [
                 "incoming_applied",
                 "incoming_applied",
@@ -367,6 +380,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         records(&control, "t_prio").await,
         both(
             "update_delete",
+            "update_missing",
             [
                 "local_kept",
                 "local_kept",
@@ -381,6 +395,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         records(&control, "t_merge").await,
         both(
             "update_delete",
+            "update_delete",
             [
                 "merged",
                 "incoming_applied",
@@ -393,7 +408,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     );
     assert_eq!(
         records(&control, "t_manual").await,
-        both("update_delete", ["parked"; 6])
+        both("update_delete", "update_missing", ["parked"; 6])
     );
     assert_eq!(
         records(&control, "t_own").await,
@@ -424,6 +439,22 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What duplex counts agrees with the records (a record withdrawn when a
+    // later batch decided its row again is not counted).
+    let recorded = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let counted: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted as i64, recorded);
     assert_eq!(
         query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
         0,
@@ -793,4 +824,92 @@ async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
         &url,
     )
     .await;
+}
+
+/// A statement the target refuses inside a transaction that changes its row
+/// again (a value a constraint of the target refuses, set and then changed
+/// in one transaction): the quarantine record holds the transaction's net
+/// row, so that the DBA's retry writes what the source holds (the record was
+/// the refused statement's intermediate row, and the retry wrote it over
+/// the transaction's last word: the sites parted after the DBA's fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() {
+    let pair = common::Pair::start(
+        "CREATE TABLE codes (id integer PRIMARY KEY, note text);
+         CREATE TABLE sentinel (id integer PRIMARY KEY);",
+        &["codes", "sentinel"],
+    )
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    b.batch_execute("ALTER TABLE codes ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
+        .await
+        .unwrap();
+    let control = common::connect(&pair.control_url).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    common::wait_initial_sync_all(&pair.control_url).await;
+    let t = Duration::from_secs(30);
+    a.batch_execute("INSERT INTO codes VALUES (2, 'two')")
+        .await
+        .unwrap();
+    wait_for("row 2 on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 1 FROM codes")
+    })
+    .await;
+    for txn in [
+        "INSERT INTO codes VALUES (1, 'bad'); UPDATE codes SET note = 'good' WHERE id = 1",
+        "UPDATE codes SET note = 'bad' WHERE id = 2; UPDATE codes SET note = 'fine' WHERE id = 2",
+    ] {
+        a.batch_execute(&format!("BEGIN; {txn}; COMMIT"))
+            .await
+            .unwrap();
+    }
+    a.batch_execute("INSERT INTO sentinel VALUES (1)")
+        .await
+        .unwrap();
+    wait_for("A's sentinel on B", t, || {
+        common::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
+    })
+    .await;
+    // Row 1 waits in the quarantine; the DBA fixes the target and retries
+    // every record.
+    assert!(!common::query_bool(&b, "SELECT EXISTS (SELECT 1 FROM codes WHERE id = 1)").await);
+    b.batch_execute("ALTER TABLE codes DROP CONSTRAINT note_not_bad")
+        .await
+        .unwrap();
+    control
+        .batch_execute("SELECT duplex.retry_quarantined(quarantine_id) FROM duplex.quarantine")
+        .await
+        .unwrap();
+    wait_for("the records retried", t, || {
+        common::query_bool(
+            &control,
+            "SELECT bool_and(status = 'retried') FROM duplex.quarantine",
+        )
+    })
+    .await;
+    assert_eq!(
+        common::table_rows(&a, "codes").await,
+        common::table_rows(&b, "codes").await
+    );
+    // What the records hold: the transactions' final rows.
+    let records: Vec<(String, String)> = control
+        .query(
+            "SELECT row_key, change->'after'->'note'->>'value' FROM duplex.quarantine ORDER BY row_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            ("id=1".to_string(), "good".to_string()),
+            ("id=2".to_string(), "fine".to_string())
+        ]
+    );
+    run.shutdown().await;
 }

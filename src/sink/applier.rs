@@ -72,11 +72,14 @@ pub(crate) trait Applier {
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
     ) -> Result<Vec<(Vec<u8>, Local)>, Self::Error>;
-    /// Queue a decided write into the batched statements.
+    /// Queue a decided write into the batched statements. `fallback`: what
+    /// to quarantine if the target refuses the write, when not the write
+    /// itself (see `Resolved::fallbacks`).
     async fn queue_write(
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), Self::Error>;
     /// Execute the queued statements.
     async fn flush_writes(&mut self) -> Result<(), Self::Error>;
@@ -186,13 +189,17 @@ pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Er
         sink.conflicts().withdraw(origin, kind).await?;
     }
     sink.conflicts().record_all(&resolved.conflicts).await?;
-    for (write, origin) in std::mem::take(&mut resolved.writes) {
+    let mut fallbacks: HashMap<usize, RowChange> = std::mem::take(&mut resolved.fallbacks)
+        .into_iter()
+        .collect();
+    for (i, (write, origin)) in std::mem::take(&mut resolved.writes).into_iter().enumerate() {
         if sink.conflicts().has_open() {
             sink.conflicts()
                 .applied(&write.table.table.to_string(), &describe_key(&write))
                 .await?;
         }
-        sink.queue_write(write, origin).await?;
+        sink.queue_write(write, origin, fallbacks.remove(&i))
+            .await?;
     }
     sink.flush_writes().await?;
     sink.store_tombstones(&resolved).await
@@ -229,7 +236,7 @@ pub(crate) async fn write_decided<S: Applier>(
     sink: &mut S,
     change: RowChange,
 ) -> Result<(), S::Error> {
-    sink.queue_write(change, crate::sink::own::no_origin())
+    sink.queue_write(change, crate::sink::own::no_origin(), None)
         .await?;
     sink.flush_writes().await
 }

@@ -143,6 +143,9 @@ struct Batch {
     rows: Vec<RowChange>,
     keys: HashSet<Vec<u8>>,
     origins: Vec<ChangeOrigin>,
+    /// Per row, what to quarantine if the target refuses it, when not the
+    /// row's change itself (see `Resolved::fallbacks`).
+    fallbacks: Vec<Option<RowChange>>,
 }
 
 pub struct MysqlSink {
@@ -687,6 +690,7 @@ impl MysqlSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), MysqlSinkError> {
         // Updates and deletes go one row per statement (MySQL has no
         // UPDATE ... FROM VALUES); inserts are batched.
@@ -699,6 +703,7 @@ impl MysqlSink {
                 rows: vec![change],
                 keys: HashSet::new(),
                 origins: vec![origin],
+                fallbacks: vec![fallback],
             });
             return self.flush().await;
         }
@@ -725,10 +730,12 @@ impl MysqlSink {
             rows: Vec::new(),
             keys: HashSet::new(),
             origins: Vec::new(),
+            fallbacks: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
         batch.origins.push(origin);
+        batch.fallbacks.push(fallback);
         Ok(())
     }
 
@@ -804,7 +811,9 @@ impl MysqlSink {
         match self.execute_batch(&batch).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_data_error() => {
-                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                for ((row, origin), fallback) in
+                    batch.rows.iter().zip(&batch.origins).zip(&batch.fallbacks)
+                {
                     let single = Batch {
                         table: batch.table.clone(),
                         op: batch.op,
@@ -812,13 +821,22 @@ impl MysqlSink {
                         rows: vec![row.clone()],
                         keys: HashSet::new(),
                         origins: vec![origin.clone()],
+                        fallbacks: vec![None],
                     };
                     match self.execute_batch(&single).await {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
                             let reason = crate::pipeline::error_chain(&e);
+                            let record = fallback.as_ref().unwrap_or(row);
+                            // The net row is kept in the target's terms: the
+                            // statement's source form would bring back the
+                            // statement on retry.
+                            let mut origin = origin.clone();
+                            if fallback.is_some() {
+                                origin.source = crate::sink::quarantine::SourceForm::Unknown;
+                            }
                             self.quarantine
-                                .record(row, origin, &describe_key(row), &reason)
+                                .record(record, &origin, &describe_key(record), &reason)
                                 .await
                                 .map_err(MysqlSinkError::Quarantine)?;
                         }
@@ -1072,8 +1090,9 @@ impl crate::sink::applier::Applier for MysqlSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), MysqlSinkError> {
-        self.add_write(change, origin).await
+        self.add_write(change, origin, fallback).await
     }
 
     async fn flush_writes(&mut self) -> Result<(), MysqlSinkError> {

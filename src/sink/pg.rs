@@ -168,6 +168,9 @@ struct Batch {
     key_changed: bool,
     /// Where each row's change sits in the source stream (for quarantine).
     origins: Vec<ChangeOrigin>,
+    /// Per row, what to quarantine if the target refuses it, when not the
+    /// row's change itself (see `Resolved::fallbacks`).
+    fallbacks: Vec<Option<RowChange>>,
 }
 
 pub struct PgSink {
@@ -853,6 +856,7 @@ impl PgSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), SinkError> {
         let shape = shape_of(&change);
         let key = encoded_key(&change);
@@ -885,10 +889,12 @@ impl PgSink {
             keys: HashSet::new(),
             key_changed,
             origins: Vec::new(),
+            fallbacks: Vec::new(),
         });
         batch.keys.insert(key);
         batch.rows.push(change);
         batch.origins.push(origin);
+        batch.fallbacks.push(fallback);
         if key_changed {
             // A key change goes alone, so that swapped keys never meet in one statement.
             self.flush().await?;
@@ -1039,7 +1045,9 @@ impl PgSink {
                     .batch_execute("ROLLBACK TO SAVEPOINT duplex_batch")
                     .await
                     .map_err(db("roll back to a savepoint"))?;
-                for (row, origin) in batch.rows.iter().zip(&batch.origins) {
+                for ((row, origin), fallback) in
+                    batch.rows.iter().zip(&batch.origins).zip(&batch.fallbacks)
+                {
                     let single = Batch {
                         table: batch.table.clone(),
                         op: batch.op,
@@ -1048,6 +1056,7 @@ impl PgSink {
                         keys: HashSet::new(),
                         key_changed: batch.key_changed,
                         origins: vec![origin.clone()],
+                        fallbacks: vec![None],
                     };
                     self.client
                         .batch_execute("SAVEPOINT duplex_row")
@@ -1065,8 +1074,16 @@ impl PgSink {
                                 .await
                                 .map_err(db("roll back to a savepoint"))?;
                             let reason = crate::pipeline::error_chain(&e);
+                            let record = fallback.as_ref().unwrap_or(row);
+                            // The net row is kept in the target's terms: the
+                            // statement's source form would bring back the
+                            // statement on retry.
+                            let mut origin = origin.clone();
+                            if fallback.is_some() {
+                                origin.source = crate::sink::quarantine::SourceForm::Unknown;
+                            }
                             self.quarantine
-                                .record(row, origin, &describe_key(row), &reason)
+                                .record(record, &origin, &describe_key(record), &reason)
                                 .await
                                 .map_err(SinkError::Quarantine)?;
                         }
@@ -1515,8 +1532,9 @@ impl crate::sink::applier::Applier for PgSink {
         &mut self,
         change: RowChange,
         origin: ChangeOrigin,
+        fallback: Option<RowChange>,
     ) -> Result<(), SinkError> {
-        self.add_write(change, origin).await
+        self.add_write(change, origin, fallback).await
     }
 
     async fn flush_writes(&mut self) -> Result<(), SinkError> {

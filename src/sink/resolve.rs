@@ -81,6 +81,13 @@ pub(crate) struct Resolved {
     pub revived: Vec<(Arc<TableSchema>, Vec<u8>)>,
     /// Detected conflicts with the change they were detected on.
     pub conflicts: Vec<(Arc<TableSchema>, Conflict, ChangeOrigin, String)>,
+    /// By index into `writes`: what to quarantine if the target refuses that
+    /// write, when not the write itself. A statement of a row that its
+    /// transaction changes again (applied as the source made it) records
+    /// the transaction's decided net change: retried alone, the statement's
+    /// own row would be written over the transaction's last word (it follows
+    /// a state the same transaction wrote).
+    pub fallbacks: Vec<(usize, RowChange)>,
     /// Conflict records of an earlier batch of the same source transaction
     /// that a later decision of the row no longer finds (see [`Carry`]).
     pub withdrawn: Vec<(ChangeOrigin, ConflictKind)>,
@@ -623,7 +630,8 @@ pub(crate) fn resolve(
             }
         }
         let first_here = chain_of[i].is_none_or(|c| chains[c].members.first() == Some(&i));
-        if first_here {
+        // (Most transactions meet no conflict: no lookup then.)
+        if first_here && !carry.rows.is_empty() {
             if let Some(carried) = carry.rows.get_mut(&(table.clone(), key.clone())) {
                 // This batch's part of the row's changes: the change, or its
                 // chain's net change.
@@ -928,6 +936,9 @@ fn statement_of_chain(
     // Only the transaction's last version of the row flows back, if any.
     marker.resolution = Resolution::None;
     let write = with_marker(change, marker);
+    if let Some(net) = deferred.as_ref().and_then(|(d, _)| d.write.clone()) {
+        out.fallbacks.push((out.writes.len(), net));
+    }
     if let Some(after) = &write.after {
         states.insert(
             (table, new_key),
@@ -1658,5 +1669,43 @@ mod tests {
                 (origin(20, 2).index, ConflictKind::UpdateUpdate)
             ]
         );
+    }
+
+    /// A row inserted and updated in one transaction, applied as the source
+    /// made it: were the insert refused (a constraint of the target only),
+    /// its quarantine record is the transaction's net row, not the insert's.
+    #[test]
+    fn an_earlier_statement_of_a_following_chain_records_the_net_row() {
+        let none = VersionVector::default();
+        let out = run(
+            Policy::LastWriterWins,
+            vec![
+                (
+                    change(Op::Insert, None, Some(row(5, 1, 0)), &none, 20, 200),
+                    origin(20, 1),
+                ),
+                (
+                    change(
+                        Op::Update,
+                        Some(row(5, 1, 0)),
+                        Some(row(5, 2, 0)),
+                        &none,
+                        20,
+                        200,
+                    ),
+                    origin(20, 2),
+                ),
+            ],
+            vec![],
+        );
+        assert!(out.conflicts.is_empty());
+        let ops: Vec<Op> = out.writes.iter().map(|(w, _)| w.op).collect();
+        assert_eq!(ops, vec![Op::Insert, Op::Update]);
+        let fallbacks: Vec<(usize, Option<Row>)> = out
+            .fallbacks
+            .iter()
+            .map(|(i, w)| (*i, w.after.clone()))
+            .collect();
+        assert_eq!(fallbacks, vec![(0, Some(row(5, 2, 0)))]);
     }
 }
