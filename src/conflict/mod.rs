@@ -380,7 +380,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
 
 /// `after` with the columns it does not carry (PostgreSQL's unchanged TOAST
 /// values) taken from `fallback`.
-fn filled(after: &Row, fallback: Option<&Row>) -> Row {
+pub(crate) fn filled(after: &Row, fallback: Option<&Row>) -> Row {
     Row(after
         .0
         .iter()
@@ -976,7 +976,9 @@ fn has_seen(me: u32, vv: &VersionVector, vv_is_local: bool, setter: Setter) -> b
     }
 }
 
-fn rows_equal(schema: &TableSchema, a: &Row, b: &Row) -> bool {
+/// Every column of `schema` holds the same value in both rows (canonical
+/// encoding), or is absent from both.
+pub(crate) fn rows_equal(schema: &TableSchema, a: &Row, b: &Row) -> bool {
     (0..schema.columns.len()).all(|i| match (a.0.get(i), b.0.get(i)) {
         (Some(Some(x)), Some(Some(y))) => same_value(x, y),
         (Some(None), Some(None)) => true,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::canonical::encode::{encode_value, row_checksum};
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::conflict::{
-    decide, version_marker, Conflict, ConflictKind, Decision, Local, LocalRow, Stamp, TablePolicy,
-    Tombstone,
+    decide, filled, rows_equal, version_marker, Conflict, ConflictKind, Decision, Local, LocalRow,
+    Stamp, TablePolicy, Tombstone,
 };
 use crate::marker::{Marker, Resolution};
 use crate::sink::quarantine::ChangeOrigin;
@@ -364,20 +364,6 @@ fn identity(change: &RowChange) -> Option<&Row> {
     }
 }
 
-/// `after` with the columns it does not carry (PostgreSQL's unchanged TOAST
-/// values) taken from `fallback`.
-fn filled(after: &Row, fallback: Option<&Row>) -> Row {
-    Row(after
-        .0
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.clone()
-                .or_else(|| fallback.and_then(|f| f.0.get(i).cloned().flatten()))
-        })
-        .collect())
-}
-
 /// The rows the batch changes more than once inside one source transaction
 /// (a delete and an insert of the same key, an insert then an update, an
 /// upsert twice, a key moved and then updated...), followed through key
@@ -514,16 +500,7 @@ fn follows(decision: &Decision, net: &RowChange) -> bool {
                 w.op != Op::Delete
                     && w.marker.resolution == Resolution::None
                     && a.0.len() == b.0.len()
-                    && a.0.iter().zip(&b.0).all(|(x, y)| match (x, y) {
-                        (Some(x), Some(y)) => {
-                            let (mut ex, mut ey) = (Vec::new(), Vec::new());
-                            encode_value(x, &mut ex);
-                            encode_value(y, &mut ey);
-                            ex == ey
-                        }
-                        (None, None) => true,
-                        _ => false,
-                    })
+                    && rows_equal(&net.table, a, b)
             }
             _ => false,
         },
