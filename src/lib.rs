@@ -12,6 +12,7 @@ pub mod conflict;
 pub mod control;
 pub mod dba;
 pub mod error;
+pub mod journal;
 pub mod localdb;
 pub mod mapping;
 pub mod marker;

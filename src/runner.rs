@@ -25,7 +25,7 @@ use crate::setup::{
 };
 use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
-use crate::sink::quarantine::QuarantineSpec;
+use crate::journal::quarantine::QuarantineSpec;
 use crate::sink::SinkSpec;
 use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
@@ -640,7 +640,7 @@ async fn prepare_link(
                     .iter()
                     .map(|t| (t.table.clone(), target_policy(t)))
                     .collect(),
-                conflicts: crate::conflict::store::ConflictStoreSpec {
+                conflicts: crate::journal::conflicts::ConflictStoreSpec {
                     control: control.clone(),
                     link_id: link.link_id,
                     source_site: src.site_id,
@@ -676,7 +676,7 @@ async fn prepare_link(
                     .iter()
                     .map(|t| (t.table.name.clone(), target_policy(t)))
                     .collect(),
-                conflicts: crate::conflict::store::ConflictStoreSpec {
+                conflicts: crate::journal::conflicts::ConflictStoreSpec {
                     control: control.clone(),
                     link_id: link.link_id,
                     source_site: src.site_id,

@@ -30,7 +30,7 @@ use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Va
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
 use crate::parity::reader::SideReader;
-use crate::sink::quarantine::{ChangeOrigin, SourceForm};
+use crate::journal::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::Sink;
 use crate::stats::DirectionStats;
 

@@ -17,7 +17,6 @@ use crate::canonical::encode::{encode_value, row_checksum};
 use crate::canonical::{Op, Row, RowChange, TableSchema, Value};
 use crate::marker::{ColumnTag, Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
 
-pub mod store;
 pub use policy::{Policy, TablePolicy, Tie};
 
 /// How the target's row was last written.
@@ -1248,7 +1247,7 @@ pub fn local_info(me: u32, lr: &LocalRow) -> VersionInfo {
 /// the reason when the choice cannot be applied as the row is now.
 pub fn resolution_write(
     me: u32,
-    p: &store::PendingResolution,
+    p: &crate::journal::conflicts::PendingResolution,
     local: &Local,
     now_us: i64,
 ) -> Result<RowChange, String> {

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::canonical::{RowChange, SourcePosition, TableName, TableSchema};
-use crate::conflict::store::{ConflictStore, ConflictStoreError};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreError};
 use crate::conflict::{Local, TablePolicy};
 use crate::sink::describe_key;
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineError};
+use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineError};
 use crate::sink::resolve::{keys_by_table, now_micros, resolve, Carry, KeyRef, Resolved};
 use crate::stats::DirectionStats;
 

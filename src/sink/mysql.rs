@@ -18,12 +18,12 @@ use mysql_async::prelude::Queryable;
 use crate::canonical::{
     ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Timestamp, Value,
 };
-use crate::conflict::store::{ConflictStore, ConflictStoreSpec};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
 use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
+use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -59,9 +59,9 @@ pub enum MysqlSinkError {
         reason: String,
     },
     #[error(transparent)]
-    Quarantine(#[from] crate::sink::quarantine::QuarantineError),
+    Quarantine(#[from] crate::journal::quarantine::QuarantineError),
     #[error(transparent)]
-    Conflicts(#[from] crate::conflict::store::ConflictStoreError),
+    Conflicts(#[from] crate::journal::conflicts::ConflictStoreError),
     #[error("table {table}: cannot read the target row's column {column}: {reason}")]
     LocalValue {
         table: TableName,
@@ -833,7 +833,7 @@ impl MysqlSink {
                             // statement on retry.
                             let mut origin = origin.clone();
                             if fallback.is_some() {
-                                origin.source = crate::sink::quarantine::SourceForm::Unknown;
+                                origin.source = crate::journal::quarantine::SourceForm::Unknown;
                             }
                             self.quarantine
                                 .record(record, &origin, &describe_key(record), &reason)

@@ -6,7 +6,7 @@
 use crate::canonical::SourcePosition;
 use crate::mapping::DirectionMapping;
 use crate::sink::applier::{decide_and_write, read_local_key, write_decided, Applier};
-use crate::sink::quarantine::{ChangeOrigin, SourceForm};
+use crate::journal::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::resolve::{now_micros, KeyRef};
 
 /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each in

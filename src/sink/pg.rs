@@ -18,12 +18,12 @@ use tokio_postgres::{Client, Statement};
 use crate::canonical::{
     ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
 };
-use crate::conflict::store::{ConflictStore, ConflictStoreSpec};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
 use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
-use crate::sink::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
+use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -58,9 +58,9 @@ pub enum SinkError {
         reason: String,
     },
     #[error(transparent)]
-    Quarantine(#[from] crate::sink::quarantine::QuarantineError),
+    Quarantine(#[from] crate::journal::quarantine::QuarantineError),
     #[error(transparent)]
-    Conflicts(#[from] crate::conflict::store::ConflictStoreError),
+    Conflicts(#[from] crate::journal::conflicts::ConflictStoreError),
     #[error("table {table}: cannot read the target row's column {column}: {reason}")]
     LocalValue {
         table: TableName,
@@ -1080,7 +1080,7 @@ impl PgSink {
                             // statement on retry.
                             let mut origin = origin.clone();
                             if fallback.is_some() {
-                                origin.source = crate::sink::quarantine::SourceForm::Unknown;
+                                origin.source = crate::journal::quarantine::SourceForm::Unknown;
                             }
                             self.quarantine
                                 .record(record, &origin, &describe_key(record), &reason)

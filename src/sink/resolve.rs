@@ -13,7 +13,7 @@ use crate::conflict::{
     Stamp, TablePolicy, Tombstone,
 };
 use crate::marker::{Marker, Resolution};
-use crate::sink::quarantine::ChangeOrigin;
+use crate::journal::quarantine::ChangeOrigin;
 
 /// Now, in µs since the Unix epoch: the time of versions an applier creates.
 pub(crate) fn now_micros() -> i64 {

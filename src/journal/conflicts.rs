@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Conflict, Outcome, VersionInfo};
+use crate::conflict::{Conflict, Outcome, VersionInfo};
 use crate::canonical::TableSchema;
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
-use crate::sink::quarantine::{image_json, readable, storable_text, ChangeOrigin};
+use crate::journal::quarantine::{image_json, readable, storable_text, ChangeOrigin};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ impl ConflictStore {
     ) -> Result<(), ConflictStoreError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let client = self.client().await?;
-        crate::sink::quarantine::reconcile_unconfirmed(
+        crate::journal::quarantine::reconcile_unconfirmed(
             client,
             "duplex.conflicts",
             link,
@@ -130,7 +130,7 @@ impl ConflictStore {
         }
         let ids = std::mem::take(&mut self.unconfirmed);
         let client = self.client().await?;
-        crate::sink::quarantine::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
+        crate::journal::quarantine::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
             .await?;
         Ok(())
     }
@@ -316,7 +316,7 @@ impl ConflictStore {
     pub async fn withdraw(
         &mut self,
         origin: ChangeOrigin,
-        kind: super::ConflictKind,
+        kind: crate::conflict::ConflictKind,
     ) -> Result<(), ConflictStoreError> {
         let (link, source) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let counter = origin.position.counter().to_string();
