@@ -257,6 +257,14 @@ impl Marker {
     }
 }
 
+/// Now, in µs since the Unix epoch: the time of versions an applier creates.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

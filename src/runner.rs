@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::control::{
     self, ControlDb, ControlEndpoint, DirectionStatus, Link, LinkConfig, LinkTable, Site, Sql, P,
 };
+use crate::journal::quarantine::QuarantineSpec;
 use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
 use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
@@ -25,7 +26,6 @@ use crate::setup::{
 };
 use crate::sink::mysql::MysqlSinkSpec;
 use crate::sink::pg::PgSinkSpec;
-use crate::journal::quarantine::QuarantineSpec;
 use crate::sink::SinkSpec;
 use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
@@ -1819,7 +1819,7 @@ async fn status_writer(
         if let Some(c) = client.as_mut() {
             for d in registry.list() {
                 let s = &d.stats;
-                let (lag_seconds, lag_bytes) = s.lag(crate::sink::resolve::now_micros());
+                let (lag_seconds, lag_bytes) = s.lag(crate::marker::now_micros());
                 let status = DirectionStatus {
                     link_id: d.link_id as i32,
                     source_site: d.source_site as i32,

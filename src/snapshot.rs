@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::canonical::{ChangeOrigin, SourceForm};
 use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
 use crate::parity::reader::SideReader;
-use crate::journal::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::Sink;
 use crate::stats::DirectionStats;
 

@@ -132,7 +132,7 @@ impl DirectionStats {
     pub fn set_error(&self, error: Option<String>) {
         if error.is_some() {
             if let Ok(mut since) = self.error_since_us.lock() {
-                since.get_or_insert_with(crate::sink::resolve::now_micros);
+                since.get_or_insert_with(crate::marker::now_micros);
             }
         }
         if let Ok(mut e) = self.last_error.lock() {

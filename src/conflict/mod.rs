@@ -1247,7 +1247,7 @@ pub fn local_info(me: u32, lr: &LocalRow) -> VersionInfo {
 /// the reason when the choice cannot be applied as the row is now.
 pub fn resolution_write(
     me: u32,
-    p: &crate::journal::conflicts::PendingResolution,
+    p: &PendingResolution,
     local: &Local,
     now_us: i64,
 ) -> Result<RowChange, String> {
@@ -1302,3 +1302,17 @@ pub type ConflictCounts = BTreeMap<(String, ConflictKind), u64>;
 
 #[cfg(test)]
 mod tests;
+
+/// A conflict a DBA settled (`duplex.resolve_conflict`), to be applied.
+#[derive(Debug, Clone)]
+pub struct PendingResolution {
+    pub conflict_id: i64,
+    /// `incoming`: apply the parked version; `local`: keep the target's.
+    pub take_incoming: bool,
+    pub schema: std::sync::Arc<TableSchema>,
+    /// The parked incoming row.
+    pub incoming_row: Option<Row>,
+    pub incoming: VersionInfo,
+    /// The local version when the conflict was parked.
+    pub local: VersionInfo,
+}

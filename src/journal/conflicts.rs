@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::conflict::{Conflict, Outcome, VersionInfo};
+use crate::canonical::ChangeOrigin;
 use crate::canonical::TableSchema;
+use crate::conflict::{Conflict, Outcome, PendingResolution, VersionInfo};
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
-use crate::journal::quarantine::{image_json, readable, storable_text, ChangeOrigin};
+use crate::journal::images::{image_json, readable, storable_text};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +96,7 @@ impl ConflictStore {
     ) -> Result<(), ConflictStoreError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let client = self.client().await?;
-        crate::journal::quarantine::reconcile_unconfirmed(
+        crate::journal::protocol::reconcile_unconfirmed(
             client,
             "duplex.conflicts",
             link,
@@ -130,7 +131,7 @@ impl ConflictStore {
         }
         let ids = std::mem::take(&mut self.unconfirmed);
         let client = self.client().await?;
-        crate::journal::quarantine::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
+        crate::journal::protocol::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
             .await?;
         Ok(())
     }
@@ -423,20 +424,6 @@ struct ConflictRecord {
     local: String,
     incoming: String,
     change: Option<String>,
-}
-
-/// A conflict a DBA settled (`duplex.resolve_conflict`), to be applied.
-#[derive(Debug, Clone)]
-pub struct PendingResolution {
-    pub conflict_id: i64,
-    /// `incoming`: apply the parked version; `local`: keep the target's.
-    pub take_incoming: bool,
-    pub schema: std::sync::Arc<TableSchema>,
-    /// The parked incoming row.
-    pub incoming_row: Option<crate::canonical::Row>,
-    pub incoming: VersionInfo,
-    /// The local version when the conflict was parked.
-    pub local: VersionInfo,
 }
 
 fn version_from_json(v: &serde_json::Value) -> Option<VersionInfo> {

@@ -7,4 +7,6 @@
 //! target's resume point when the direction starts again.
 
 pub mod conflicts;
+pub(crate) mod images;
+pub(crate) mod protocol;
 pub mod quarantine;

@@ -14,9 +14,12 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::canonical::{
-    Op, Row, RowChange, SourcePosition, TableName, TableSchema, Unreplicable, Value,
+    ChangeOrigin, Op, Row, RowChange, SourceForm, SourcePosition, TableName, TableSchema,
+    Unreplicable,
 };
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
+use crate::journal::images::{abridge, image_json, readable, storable_text};
+use crate::journal::protocol::{confirm_ids, reconcile_unconfirmed};
 use crate::stats::DirectionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,47 +135,6 @@ fn change_from_value(v: &serde_json::Value) -> Option<RowChange> {
         after,
         marker,
     })
-}
-
-/// Where a change sits in the source's stream, and what it was there.
-#[derive(Debug, Clone)]
-pub struct ChangeOrigin {
-    pub position: SourcePosition,
-    /// Index of the change inside its source transaction (from 1).
-    pub index: u32,
-    /// The change as the source sent it, before the link's column mappings:
-    /// what a quarantine record keeps, so that a retry maps it with the
-    /// configuration in force then.
-    pub source: SourceForm,
-}
-
-impl ChangeOrigin {
-    /// A change at `position`, `index`, that no mapping changed.
-    pub fn at(position: SourcePosition, index: u32) -> ChangeOrigin {
-        ChangeOrigin {
-            position,
-            index,
-            source: SourceForm::Unchanged,
-        }
-    }
-}
-
-/// A change's form at its source, next to the form the target sees.
-#[derive(Debug, Clone)]
-pub enum SourceForm {
-    /// The same: the link maps nothing of this table in this direction.
-    Unchanged,
-    /// The mapping renamed, dropped, transformed or filled columns: the
-    /// change before it.
-    Mapped(Arc<RowChange>),
-    /// Not known: a change kept by an older duplex, in mapped form only.
-    Unknown,
-}
-
-impl SourceForm {
-    pub fn from_mapping(source: Option<Arc<RowChange>>) -> SourceForm {
-        source.map_or(SourceForm::Unchanged, SourceForm::Mapped)
-    }
 }
 
 impl Quarantine {
@@ -666,195 +628,10 @@ struct Record<'a> {
     status: &'a str,
 }
 
-/// Longest string shown in the readable images (`change`, the conflicts'
-/// versions): the exact value, however large, is kept in `change_exact`
-/// (`incoming_change`).
-const READABLE_MAX_BYTES: usize = 64 * 1024;
-
-/// Text for a control-schema text column: PostgreSQL's `text` refuses the NUL
-/// character, shown instead as U+2400 (`␀`).
-pub(crate) fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\0') {
-        std::borrow::Cow::Owned(s.replace('\0', "\u{2400}"))
-    } else {
-        std::borrow::Cow::Borrowed(s)
-    }
-}
-
-/// `s` cut to at most `max` bytes (on a character boundary), saying so.
-fn abridge(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... [{} bytes in all]", &s[..end], s.len())
-}
-
-/// A JSON tree for a DBA to read that every control schema can store: NUL
-/// characters (which `jsonb` refuses) shown as `␀`, and strings longer than
-/// [`READABLE_MAX_BYTES`] abridged.
-pub(crate) fn readable(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        J::String(s) => J::String(abridge(&storable_text(&s), READABLE_MAX_BYTES)),
-        J::Array(items) => J::Array(items.into_iter().map(readable).collect()),
-        J::Object(map) => J::Object(
-            map.into_iter()
-                .map(|(k, v)| (storable_text(&k).into_owned(), readable(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-/// Records of one direction (`link`, `source site`) in `table` written before
-/// a target commit that a crash may have prevented: those of transactions
-/// before the target's resume point committed (confirm them), the others are
-/// replayed and recorded again (delete them). A record's position is its
-/// transaction's start, strictly below that transaction's end. `table` is one
-/// of duplex's own tables, never configuration.
-pub(crate) async fn reconcile_unconfirmed(
-    client: &mut ControlDb,
-    table: &str,
-    link: i32,
-    site: i32,
-    resume_counter: Option<u64>,
-) -> Result<(), ControlError> {
-    let resume = resume_counter.unwrap_or(0).to_string();
-    let params = [P::I32(link), P::I32(site), P::Text(Some(&resume))];
-    client
-        .exec(Sql::new(
-            "confirm records of committed transactions",
-            &format!(
-                "UPDATE {table} SET confirmed = true
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter < $3::text::numeric"
-            ),
-            &format!(
-                "UPDATE {table} SET confirmed = TRUE
-                  WHERE link_id = ? AND source_site = ? AND NOT confirmed AND position_counter < CAST(? AS DECIMAL(20, 0))"
-            ),
-            &params,
-        ))
-        .await?;
-    client
-        .exec(Sql::new(
-            "remove records of rolled-back transactions",
-            &format!(
-                "DELETE FROM {table}
-                  WHERE link_id = $1 AND source_site = $2 AND NOT confirmed AND position_counter >= $3::text::numeric"
-            ),
-            &format!(
-                "DELETE FROM {table}
-                  WHERE link_id = ? AND source_site = ? AND NOT confirmed AND position_counter >= CAST(? AS DECIMAL(20, 0))"
-            ),
-            &params,
-        ))
-        .await?;
-    Ok(())
-}
-
-/// Mark records `ids` of `table` (keyed by `id_column`; both duplex's own,
-/// never configuration) confirmed.
-pub(crate) async fn confirm_ids(
-    client: &mut ControlDb,
-    table: &str,
-    id_column: &str,
-    ids: &[i64],
-) -> Result<(), ControlError> {
-    for chunk in ids.chunks(1000) {
-        // Integers written by duplex itself: safe to inline, and the same
-        // text on both engines.
-        let list = chunk
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("UPDATE {table} SET confirmed = TRUE WHERE {id_column} IN ({list})");
-        client
-            .exec(Sql::new("confirm records", &sql, &sql, &[]))
-            .await?;
-    }
-    Ok(())
-}
-
-/// A row image as `{column: {"type": kind, "value": ...}}`; columns the source
-/// did not send (unchanged TOAST) are left out.
-pub(crate) fn image_json(schema: &TableSchema, row: &Row) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for (i, v) in row.0.iter().enumerate() {
-        if let (Some(col), Some(v)) = (schema.columns.get(i), v) {
-            map.insert(
-                col.name.clone(),
-                json!({ "type": v.kind_name(), "value": value_json(v) }),
-            );
-        }
-    }
-    serde_json::Value::Object(map)
-}
-
-/// A value for a DBA to read: numbers as numbers where JSON can hold them
-/// exactly, everything else as its PostgreSQL text form.
-fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => json!(b),
-        Value::Int(i) => json!(i),
-        Value::UInt(u) => json!(u),
-        Value::Text(s) | Value::Enum(s) => json!(s),
-        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
-        Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
-        Value::Time(us) => json!(us),
-        other => match crate::pg::types::encode_text(other) {
-            Ok(text) => json!(text),
-            Err(_) => json!(format!("{other:?}")),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::{ColumnSchema, TableName};
-
-    #[test]
-    fn readable_images_hold_no_nul_and_stay_small() {
-        let schema = TableSchema {
-            table: TableName::new("app", "t"),
-            columns: ["id", "v", "j", "b"]
-                .iter()
-                .map(|n| ColumnSchema {
-                    name: (*n).into(),
-                    type_name: "text".into(),
-                })
-                .collect(),
-            key: vec![0],
-        };
-        let row = Row(vec![
-            Some(Value::Text("k\0".into())),
-            Some(Value::Text(format!("{}\0", "é".repeat(100_000)))),
-            Some(Value::Json(r#"{"a\u0000": "\u0000"}"#.into())),
-            Some(Value::Bytes(vec![0; 100_000])),
-        ]);
-        let text = readable(image_json(&schema, &row)).to_string();
-        let tree: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        fn nul(v: &serde_json::Value) -> bool {
-            match v {
-                serde_json::Value::String(s) => s.contains('\0'),
-                serde_json::Value::Array(a) => a.iter().any(nul),
-                serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || nul(v)),
-                _ => false,
-            }
-        }
-        assert!(!nul(&tree), "{text}");
-        assert!(text.len() < 3 * READABLE_MAX_BYTES, "{}", text.len());
-        assert!(text.contains("k\u{2400}"), "{text}");
-        assert!(text.contains("bytes in all]"), "{text}");
-        assert_eq!(storable_text("a\0b"), "a\u{2400}b");
-        assert_eq!(abridge("ééé", 3), "é... [6 bytes in all]");
-    }
+    use crate::canonical::{ColumnSchema, TableName, Value};
 
     fn change(columns: &[&str], values: &[&str]) -> RowChange {
         RowChange {

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::canonical::ChangeOrigin;
 use crate::canonical::{RowChange, SourcePosition, TableName, TableSchema};
-use crate::journal::conflicts::{ConflictStore, ConflictStoreError};
 use crate::conflict::{Local, TablePolicy};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreError};
+use crate::journal::quarantine::{Quarantine, QuarantineError};
+use crate::marker::now_micros;
 use crate::sink::describe_key;
-use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineError};
-use crate::sink::resolve::{keys_by_table, now_micros, resolve, Carry, KeyRef, Resolved};
+use crate::sink::resolve::{keys_by_table, resolve, Carry, KeyRef, Resolved};
 use crate::stats::DirectionStats;
 
 /// What an engine's sink provides.

@@ -115,7 +115,7 @@ impl Sink {
         source: Option<Arc<RowChange>>,
     ) -> Result<(), crate::Error> {
         let site = self.site();
-        let source = crate::journal::quarantine::SourceForm::from_mapping(source);
+        let source = crate::canonical::SourceForm::from_mapping(source);
         match self {
             Sink::Pg(s) => s
                 .apply_change(change, source)
@@ -181,7 +181,7 @@ impl Sink {
     /// Apply rows copied by the initial sync (one target transaction).
     pub async fn apply_snapshot_rows(
         &mut self,
-        changes: Vec<(RowChange, crate::journal::quarantine::ChangeOrigin)>,
+        changes: Vec<(RowChange, crate::canonical::ChangeOrigin)>,
         at: Option<crate::canonical::SourcePosition>,
     ) -> Result<(), crate::Error> {
         let site = self.site();
@@ -347,7 +347,7 @@ impl TxnGroup {
 
     /// Count a change of the current source transaction; returns where it sits
     /// in the source's stream.
-    pub fn count_change(&mut self, change: &RowChange) -> crate::journal::quarantine::ChangeOrigin {
+    pub fn count_change(&mut self, change: &RowChange) -> crate::canonical::ChangeOrigin {
         let origin = self.next_origin();
         self.rows += 1;
         let op = match change.op {
@@ -370,9 +370,9 @@ impl TxnGroup {
 
     /// Where the next change of the current source transaction sits, without
     /// counting it as applied (a held change).
-    pub fn next_origin(&mut self) -> crate::journal::quarantine::ChangeOrigin {
+    pub fn next_origin(&mut self) -> crate::canonical::ChangeOrigin {
         self.change_index += 1;
-        crate::journal::quarantine::ChangeOrigin::at(
+        crate::canonical::ChangeOrigin::at(
             self.current.unwrap_or(SourcePosition::PgLsn(0)),
             self.change_index,
         )
@@ -487,7 +487,9 @@ pub(crate) fn describe_key(change: &RowChange) -> String {
             // Stored in the control schema's text columns: no NUL character.
             let shown = v
                 .map(|v| match v {
-                    crate::canonical::Value::Text(s) => crate::journal::quarantine::storable_text(s).into_owned(),
+                    crate::canonical::Value::Text(s) => {
+                        crate::journal::images::storable_text(s).into_owned()
+                    }
                     v => crate::pg::types::encode_text(v)
                         .unwrap_or_else(|_| format!("<{}>", v.kind_name())),
                 })

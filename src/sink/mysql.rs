@@ -18,12 +18,13 @@ use mysql_async::prelude::Queryable;
 use crate::canonical::{
     ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Timestamp, Value,
 };
-use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
+use crate::canonical::{ChangeOrigin, SourceForm};
 use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
+use crate::journal::quarantine::{Quarantine, QuarantineSpec};
 use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
-use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -833,7 +834,7 @@ impl MysqlSink {
                             // statement on retry.
                             let mut origin = origin.clone();
                             if fallback.is_some() {
-                                origin.source = crate::journal::quarantine::SourceForm::Unknown;
+                                origin.source = crate::canonical::SourceForm::Unknown;
                             }
                             self.quarantine
                                 .record(record, &origin, &describe_key(record), &reason)

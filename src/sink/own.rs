@@ -4,10 +4,11 @@
 //! every engine; an engine provides only the steps ([`Applier`]).
 
 use crate::canonical::SourcePosition;
+use crate::canonical::{ChangeOrigin, SourceForm};
 use crate::mapping::DirectionMapping;
+use crate::marker::now_micros;
 use crate::sink::applier::{decide_and_write, read_local_key, write_decided, Applier};
-use crate::journal::quarantine::{ChangeOrigin, SourceForm};
-use crate::sink::resolve::{now_micros, KeyRef};
+use crate::sink::resolve::KeyRef;
 
 /// Apply the conflicts a DBA settled (see `duplex.resolve_conflict`), each in
 /// its own target transaction.

@@ -18,12 +18,13 @@ use tokio_postgres::{Client, Statement};
 use crate::canonical::{
     ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
 };
-use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
+use crate::canonical::{ChangeOrigin, SourceForm};
 use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
+use crate::journal::quarantine::{Quarantine, QuarantineSpec};
 use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
-use crate::journal::quarantine::{ChangeOrigin, Quarantine, QuarantineSpec, SourceForm};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
@@ -1080,7 +1081,7 @@ impl PgSink {
                             // statement on retry.
                             let mut origin = origin.clone();
                             if fallback.is_some() {
-                                origin.source = crate::journal::quarantine::SourceForm::Unknown;
+                                origin.source = crate::canonical::SourceForm::Unknown;
                             }
                             self.quarantine
                                 .record(record, &origin, &describe_key(record), &reason)

@@ -7,21 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::canonical::encode::{encode_value, row_checksum};
+use crate::canonical::ChangeOrigin;
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::conflict::{
     decide, filled, rows_equal, version_marker, Conflict, ConflictKind, Decision, Local, LocalRow,
     Stamp, TablePolicy, Tombstone,
 };
 use crate::marker::{Marker, Resolution};
-use crate::journal::quarantine::ChangeOrigin;
-
-/// Now, in µs since the Unix epoch: the time of versions an applier creates.
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// A key of one table: its canonical encoding (the identity) and its values.
 #[derive(Debug, Clone)]
