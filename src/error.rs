@@ -78,3 +78,5 @@ impl Error {
         }
     }
 }
+
+pub use crate::error_chain::error_chain;

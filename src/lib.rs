@@ -12,6 +12,7 @@ pub mod conflict;
 pub mod control;
 pub mod dba;
 pub mod error;
+pub mod error_chain;
 pub mod journal;
 pub mod localdb;
 pub mod mapping;

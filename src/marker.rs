@@ -265,6 +265,13 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// Name of duplex's marker table in each MySQL/MariaDB site's database: a
+/// row of it in a transaction marks the transaction as duplex's own.
+pub const MYSQL_MARKER_TABLE: &str = "_duplex_applied";
+
+/// duplex's tombstone table on a MySQL/MariaDB site (in the synced schema).
+pub const MYSQL_TOMBSTONES_TABLE: &str = "_duplex_tombstones";
+
 #[cfg(test)]
 mod tests {
     use super::*;

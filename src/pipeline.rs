@@ -346,7 +346,7 @@ pub async fn supervise_direction(
                 tracing::warn!(direction = %spec.name, retry_in_ms = backoff.as_millis() as u64, "replication stream ended; reconnecting");
             }
             Err(e) => {
-                let msg = error_chain(&e);
+                let msg = crate::error_chain::error_chain(&e);
                 tracing::error!(direction = %spec.name, error = %msg, retry_in_ms = backoff.as_millis() as u64, "direction failed");
                 stats.set_error(Some(msg));
                 stats.set_state("retrying");
@@ -359,19 +359,4 @@ pub async fn supervise_direction(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
-}
-
-/// An error with its sources, one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }

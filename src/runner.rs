@@ -16,10 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::control::{
     self, ControlDb, ControlEndpoint, DirectionStatus, Link, LinkConfig, LinkTable, Site, Sql, P,
 };
+use crate::error_chain::error_chain;
 use crate::journal::quarantine::QuarantineSpec;
 use crate::mysql::MysqlEndpoint;
 use crate::pg::PgEndpoint;
-use crate::pipeline::{error_chain, supervise_direction, DirectionSpec, PipelineTuning};
+use crate::pipeline::{supervise_direction, DirectionSpec, PipelineTuning};
 use crate::setup::{
     check_slot_continuity, judge_table, mysql_site_facts, pg_site_facts, prepare_mysql_site,
     prepare_pg_site,
@@ -200,7 +201,7 @@ async fn peer_has_position(
             let sql = format!(
                 "SELECT position FROM {}.{} WHERE link_id = ? AND source_site = ?",
                 crate::mysql::quote_ident(ep.database()),
-                crate::mysql::quote_ident(crate::sink::mysql::MARKER_TABLE)
+                crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
             );
             let position: Option<u64> = conn
                 .exec_first(sql, (link.link_id, source_id))
@@ -219,15 +220,7 @@ fn mysql_error<'a>(
     site: &'a str,
     context: &'a str,
 ) -> impl FnOnce(mysql_async::Error) -> crate::Error + 'a {
-    move |e| {
-        crate::Error::mysql_sink_error(
-            site,
-            crate::sink::mysql::MysqlSinkError::Db {
-                context: context.into(),
-                source: e,
-            },
-        )
-    }
+    move |e| crate::setup::mysql_db_error(site, context.into(), e)
 }
 
 /// The site's clock now, in µs since the Unix epoch: the clock of its
@@ -463,7 +456,7 @@ async fn record_initial_binlog_position(
                 "INSERT INTO {}.{} (link_id, source_site, position, position_text) VALUES (?, ?, ?, ?)
                  ON DUPLICATE KEY UPDATE position = IF(position = 0, VALUES(position), position)",
                 crate::mysql::quote_ident(ep.database()),
-                crate::mysql::quote_ident(crate::sink::mysql::MARKER_TABLE)
+                crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
             );
             conn.exec_drop(
                 sql,
@@ -616,7 +609,7 @@ async fn prepare_link(
                 replica_server_id: replica_server_id(link, src.site_id)?,
                 marker_column: link.marker_column.clone(),
                 stamp_column: link.stamp_column(),
-                marker_table: crate::sink::mysql::MARKER_TABLE.to_string(),
+                marker_table: crate::marker::MYSQL_MARKER_TABLE.to_string(),
                 tables: tables.iter().map(|t| t.table.name.clone()).collect(),
                 start: None,
                 field_merge_tables: field_merge_tables.clone(),

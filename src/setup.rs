@@ -30,9 +30,6 @@ pub const PG_TOMBSTONES_DDL: &str = "CREATE TABLE IF NOT EXISTS duplex.site_tomb
     PRIMARY KEY (table_name, row_key)
 )";
 
-/// duplex's tombstone table on a MySQL/MariaDB site (in the synced schema).
-pub const MYSQL_TOMBSTONES_TABLE: &str = "_duplex_tombstones";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("site {site}: {context}: {source}")]
@@ -41,6 +38,13 @@ pub enum SetupError {
         context: String,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("site {site}: {context}: {source}")]
+    MysqlDb {
+        site: String,
+        context: String,
+        #[source]
+        source: mysql_async::Error,
     },
     #[error("site {site}: wal_level is '{found}', duplex needs 'logical': set `wal_level = logical` in postgresql.conf and restart PostgreSQL")]
     WalLevel { site: String, found: String },
@@ -384,11 +388,12 @@ pub async fn mysql_site_facts(
     Ok(facts)
 }
 
-fn mysql_db_error(site: &str, context: String, e: mysql_async::Error) -> crate::Error {
-    crate::Error::mysql_sink_error(
-        site,
-        crate::sink::mysql::MysqlSinkError::Db { context, source: e },
-    )
+pub(crate) fn mysql_db_error(site: &str, context: String, e: mysql_async::Error) -> crate::Error {
+    crate::Error::Setup(SetupError::MysqlDb {
+        site: site.to_string(),
+        context,
+        source: e,
+    })
 }
 
 /// Whether table `t` of `link` can be synced between the two sites as
@@ -1033,12 +1038,7 @@ pub async fn prepare_mysql_site(
     use mysql_async::prelude::Queryable;
     let err = |context: String| {
         let site = site_name.to_string();
-        move |e: mysql_async::Error| {
-            crate::Error::mysql_sink_error(
-                &site,
-                crate::sink::mysql::MysqlSinkError::Db { context, source: e },
-            )
-        }
+        move |e: mysql_async::Error| mysql_db_error(&site, context, e)
     };
     crate::source::mysql::check_binlog_settings(conn)
         .await
@@ -1105,7 +1105,7 @@ pub async fn prepare_mysql_site(
              PRIMARY KEY (table_name, row_key)
          ) ENGINE = InnoDB COMMENT = 'duplex: tombstones of rows duplex deleted here; written only by duplex'",
         q(database),
-        q(MYSQL_TOMBSTONES_TABLE)
+        q(crate::marker::MYSQL_TOMBSTONES_TABLE)
     ))
     .await
     .map_err(err("create duplex's tombstone table".into()))?;
@@ -1120,7 +1120,7 @@ pub async fn prepare_mysql_site(
              PRIMARY KEY (link_id, source_site)
          ) ENGINE = InnoDB COMMENT = 'duplex: applied source positions; written only by duplex'",
         q(database),
-        q(crate::sink::mysql::MARKER_TABLE)
+        q(crate::marker::MYSQL_MARKER_TABLE)
     ))
     .await
     .map_err(err("create duplex's marker table".into()))?;

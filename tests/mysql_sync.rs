@@ -221,7 +221,7 @@ async fn mixed_binlog_format_is_refused_with_the_fix() {
     .await;
     let err = match duplex::runner::start(&url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex started on a MIXED binlog"),
-        Err(e) => duplex::pipeline::error_chain(&e),
+        Err(e) => duplex::error::error_chain(&e),
     };
     assert!(
         err.contains("binlog_format is MIXED, needs ROW")

@@ -124,7 +124,7 @@ async fn untrusted_certificate_is_refused_with_a_clear_error() {
     let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex connected to a server whose certificate it cannot trust"),
-        Err(e) => duplex::pipeline::error_chain(&e),
+        Err(e) => duplex::error::error_chain(&e),
     };
     assert!(
         err.contains("site a") && err.to_lowercase().contains("certificate"),

@@ -124,7 +124,7 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
     .unwrap();
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex recreated a lost slot and would have skipped changes"),
-        Err(e) => duplex::pipeline::error_chain(&e),
+        Err(e) => duplex::error::error_chain(&e),
     };
     assert!(
         err.contains("duplex_l1_s1") && err.contains("pg_replication_origin_drop"),
@@ -164,7 +164,7 @@ async fn a_lost_slot_after_an_initial_copy_is_refused() {
     .unwrap();
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex recreated a lost slot after a copy-only history"),
-        Err(e) => duplex::pipeline::error_chain(&e),
+        Err(e) => duplex::error::error_chain(&e),
     };
     assert!(err.contains("duplex_l1_s1"), "unclear error: {err}");
 }

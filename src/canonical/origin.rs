@@ -26,6 +26,12 @@ impl ChangeOrigin {
             source: SourceForm::Unchanged,
         }
     }
+
+    /// The origin of a change written outside the source stream (a DBA's
+    /// settlement): nothing keys it.
+    pub fn outside_stream() -> ChangeOrigin {
+        ChangeOrigin::at(SourcePosition::PgLsn(0), 0)
+    }
 }
 
 /// A change's form at its source, next to the form the target sees.

@@ -238,7 +238,11 @@ pub(crate) async fn write_decided<S: Applier>(
     sink: &mut S,
     change: RowChange,
 ) -> Result<(), S::Error> {
-    sink.queue_write(change, crate::sink::own::no_origin(), None)
-        .await?;
+    sink.queue_write(
+        change,
+        crate::canonical::ChangeOrigin::outside_stream(),
+        None,
+    )
+    .await?;
     sink.flush_writes().await
 }

@@ -29,9 +29,6 @@ use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
 use crate::stats::DirectionStats;
 
-/// Name of duplex's marker table in each MySQL site's database.
-pub const MARKER_TABLE: &str = "_duplex_applied";
-
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlSinkError {
     #[error("{context}: {source}")]
@@ -185,14 +182,14 @@ impl MysqlSink {
         let marker_table = format!(
             "{}.{}",
             quote_ident(spec.endpoint.database()),
-            quote_ident(MARKER_TABLE)
+            quote_ident(crate::marker::MYSQL_MARKER_TABLE)
         );
         let quarantine = Quarantine::new(spec.quarantine.clone(), stats.clone());
         let conflicts = ConflictStore::new(spec.conflicts.clone(), stats.clone());
         let tombstone_table = format!(
             "{}.{}",
             quote_ident(spec.endpoint.database()),
-            quote_ident(crate::setup::MYSQL_TOMBSTONES_TABLE)
+            quote_ident(crate::marker::MYSQL_TOMBSTONES_TABLE)
         );
         Ok(MysqlSink {
             quarantine,
@@ -827,7 +824,7 @@ impl MysqlSink {
                     match self.execute_batch(&single).await {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
-                            let reason = crate::pipeline::error_chain(&e);
+                            let reason = crate::error_chain::error_chain(&e);
                             let record = fallback.as_ref().unwrap_or(row);
                             // The net row is kept in the target's terms: the
                             // statement's source form would bring back the

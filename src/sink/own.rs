@@ -206,8 +206,3 @@ pub(crate) async fn apply_snapshot_rows<S: Applier>(
     sink.conflicts().confirm().await?;
     Ok(())
 }
-
-/// The origin of a change written outside the source stream (nothing keys it).
-pub(crate) fn no_origin() -> ChangeOrigin {
-    ChangeOrigin::at(SourcePosition::PgLsn(0), 0)
-}

@@ -1074,7 +1074,7 @@ impl PgSink {
                                 .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")
                                 .await
                                 .map_err(db("roll back to a savepoint"))?;
-                            let reason = crate::pipeline::error_chain(&e);
+                            let reason = crate::error_chain::error_chain(&e);
                             let record = fallback.as_ref().unwrap_or(row);
                             // The net row is kept in the target's terms: the
                             // statement's source form would bring back the
