@@ -1,0 +1,84 @@
+//! Small facts about a row change that every target needs: which columns it
+//! writes, its key's identity and how to name it, and how a target row with
+//! no change stream behind it counts (seeded).
+
+use crate::canonical::encode::encode_value;
+use crate::canonical::{Op, RowChange};
+
+/// How a target row was last written, given when the target's changes to
+/// the table began to be captured for the link (`capture_start`, the site's
+/// clock in µs; `None`: not known, as for links set up before duplex
+/// recorded it). A row a user wrote before then, that duplex never wrote
+/// here (no marker), is a seeded version that no change stream carries.
+pub(crate) fn seeded(
+    stamp: crate::conflict::Stamp,
+    has_marker: bool,
+    capture_start: Option<i64>,
+) -> crate::conflict::Stamp {
+    use crate::conflict::Stamp;
+    match (stamp, capture_start) {
+        // No version time: written before commit timestamps were on (a
+        // PostgreSQL site needs them on while duplex captures it).
+        (Stamp::User { t }, Some(start)) if !has_marker && t.is_none_or(|t| t < start) => {
+            Stamp::Seed { t }
+        }
+        (stamp, _) => stamp,
+    }
+}
+
+/// Indexes of the columns a change writes: those present in its after image
+/// (an unchanged TOAST value is absent and must not be written).
+pub(crate) fn shape_of(change: &RowChange) -> Vec<usize> {
+    match &change.after {
+        Some(after) => after
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| i)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The canonical encoding of the row's key: the identity batching uses to keep
+/// a second change of a row after the first. An insert is keyed by its new
+/// image, anything else by the row it changes.
+pub(crate) fn encoded_key(change: &RowChange) -> Vec<u8> {
+    let image = match change.op {
+        Op::Insert => change.after.as_ref(),
+        _ => change.before.as_ref().or(change.after.as_ref()),
+    };
+    let mut out = Vec::new();
+    if let Some(key) = image.and_then(|r| r.key(&change.table)) {
+        for v in key {
+            encode_value(&v, &mut out);
+        }
+    }
+    out
+}
+
+/// The row's key for messages: `id=7` or `(a=1, b=x)`.
+pub(crate) fn describe_key(change: &RowChange) -> String {
+    let image = change.before.as_ref().or(change.after.as_ref());
+    let parts: Vec<String> = change
+        .table
+        .key
+        .iter()
+        .map(|&i| {
+            let v = image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref());
+            // Stored in the control schema's text columns: no NUL character.
+            let shown = v
+                .map(|v| match v {
+                    crate::canonical::Value::Text(s) => {
+                        crate::journal::images::storable_text(s).into_owned()
+                    }
+                    v => crate::pg::types::encode_text(v)
+                        .unwrap_or_else(|_| format!("<{}>", v.kind_name())),
+                })
+                .unwrap_or_else(|| "?".into());
+            format!("{}={}", change.table.columns[i].name, shown)
+        })
+        .collect();
+    parts.join(", ")
+}
