@@ -4,7 +4,7 @@
 use crate::control::ControlError;
 use crate::pg::ConnectError;
 use crate::setup::SetupError;
-use crate::sink::pg::SinkError;
+use crate::sink::SinkError;
 use crate::source::pg::SourceError;
 
 /// Stage errors are boxed: they carry table, key and column names, and a
@@ -37,12 +37,6 @@ pub enum Error {
         #[source]
         source: Box<crate::source::mysql::MysqlSourceError>,
     },
-    #[error("sink {site}: {source}")]
-    MysqlSink {
-        site: String,
-        #[source]
-        source: Box<crate::sink::mysql::MysqlSinkError>,
-    },
     #[error(transparent)]
     Parity(#[from] crate::parity::reader::ReadError),
     #[error("internal error: {0}")]
@@ -59,13 +53,6 @@ impl Error {
 
     pub fn mysql_source_error(site: &str, e: crate::source::mysql::MysqlSourceError) -> Error {
         Error::MysqlSource {
-            site: site.to_string(),
-            source: Box::new(e),
-        }
-    }
-
-    pub fn mysql_sink_error(site: &str, e: crate::sink::mysql::MysqlSinkError) -> Error {
-        Error::MysqlSink {
             site: site.to_string(),
             source: Box::new(e),
         }

@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::canonical::{ChangeEvent, SourcePosition};
-use crate::sink::{Sink, SinkSpec};
+use crate::sink::mysql::MysqlTarget;
+use crate::sink::pg::PgTarget;
+use crate::sink::{Applier, SinkError, SinkSpec, Target, TargetSpec};
 use crate::source::{ConfirmedPosition, Source, SourceSpec};
 use crate::stats::DirectionStats;
 
@@ -78,21 +80,62 @@ pub struct DirectionSpec {
 pub async fn run_direction(
     spec: DirectionSpec,
     stats: Arc<DirectionStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), crate::Error> {
     let span = tracing::info_span!("direction", name = %spec.name);
     async move {
         stats.set_state("connecting");
-        let mut sink = Sink::connect(spec.sink.clone(), stats.clone()).await?;
-        let resume_counter = sink.resume_position().await?;
-        sink.reconcile_quarantine(resume_counter).await?;
+        let site = spec.sink.site_name().to_string();
+        let at_sink = |e: SinkError| crate::Error::sink_error(&site, e);
+        let batch_rows = spec.sink.applier.max_batch_rows;
+        // The one place the target's engine is chosen: the rest of the
+        // direction is the same code for every engine.
+        match spec.sink.target.clone() {
+            TargetSpec::Pg(t) => {
+                let target = PgTarget::connect(t, batch_rows, stats.clone())
+                    .await
+                    .map_err(at_sink)?;
+                let sink = Applier::new(spec.sink.applier.clone(), target, stats.clone());
+                stream(spec, sink, stats, shutdown).await
+            }
+            TargetSpec::Mysql(t) => {
+                let target = MysqlTarget::connect(t, batch_rows, stats.clone())
+                    .await
+                    .map_err(at_sink)?;
+                let sink = Applier::new(spec.sink.applier.clone(), target, stats.clone());
+                stream(spec, sink, stats, shutdown).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Run one direction on a connected applier: the initial sync's copies,
+/// then the stream.
+async fn stream<T: Target>(
+    spec: DirectionSpec,
+    mut sink: Applier<T>,
+    stats: Arc<DirectionStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), crate::Error> {
+    let site = sink.site_name().to_string();
+    let at_sink = |e: SinkError| crate::Error::sink_error(&site, e);
+    {
+        let resume_counter = sink.resume_position().await.map_err(at_sink)?;
+        sink.reconcile_journal(resume_counter)
+            .await
+            .map_err(at_sink)?;
         // Held changes are mapped with the configuration in force now.
         let mut mapping = spec.mapping.clone();
-        sink.release_held(&mut mapping).await?;
+        sink.release_held(&mut mapping).await.map_err(at_sink)?;
         let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
         // Existing rows first; the stream then goes on from `resume`, before the copy.
         let snapshot_start = match &spec.snapshot {
-            Some(s) => crate::snapshot::run_pending(s, &mut sink, &mut mapping, resume, &stats, &shutdown).await?,
+            Some(s) => {
+                crate::snapshot::run_pending(s, &mut sink, &mut mapping, resume, &stats, &shutdown)
+                    .await?
+            }
             None => None,
         };
         if *shutdown.borrow() {
@@ -109,7 +152,8 @@ pub async fn run_direction(
         let mut source = Source::connect(source_spec, stats.clone(), confirmed.clone()).await?;
         stats.set_state("streaming");
 
-        let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, crate::Error>>(spec.tuning.channel_events.max(16));
+        let (tx, mut rx) =
+            mpsc::channel::<Result<ChangeEvent, crate::Error>>(spec.tuning.channel_events.max(16));
 
         // Reader: decode the stream (it confirms committed positions itself).
         let reader_stats = stats.clone();
@@ -151,7 +195,9 @@ pub async fn run_direction(
         resolutions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Expired tombstones are removed while idle, at a pace that follows
         // the retention (a short retention is for tests and small meshes).
-        let mut tombstone_gc = tokio::time::interval((spec.tombstone_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+        let mut tombstone_gc = tokio::time::interval(
+            (spec.tombstone_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        );
         let mut contention = Contention::new(&spec.tuning);
         tombstone_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), crate::Error> = async {
@@ -162,7 +208,7 @@ pub async fn run_direction(
                     // applied one is rolled back with the connection and re-read
                     // from the origin progress on the next start.
                     if sink.has_uncommitted() {
-                        confirm(sink.commit().await?);
+                        confirm(sink.commit().await.map_err(at_sink)?);
                     }
                     break;
                 }
@@ -171,7 +217,7 @@ pub async fn run_direction(
                         Ok(ev) => Some(ev),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             // Nothing waiting: commit what we have before blocking.
-                            confirm(sink.commit().await?);
+                            confirm(sink.commit().await.map_err(at_sink)?);
                             continue;
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -184,13 +230,13 @@ pub async fn run_direction(
                             continue;
                         }
                         _ = resolutions.tick() => {
-                            sink.apply_resolutions().await?;
-                            sink.apply_quarantine_retries(&mut mapping).await?;
-                            sink.resume_stopped(&mut mapping).await?;
+                            sink.apply_resolutions().await.map_err(at_sink)?;
+                            sink.apply_quarantine_retries(&mut mapping).await.map_err(at_sink)?;
+                            sink.resume_stopped(&mut mapping).await.map_err(at_sink)?;
                             continue;
                         }
                         _ = tombstone_gc.tick() => {
-                            let removed = sink.purge_tombstones(spec.tombstone_retention).await?;
+                            let removed = sink.purge_tombstones(spec.tombstone_retention).await.map_err(at_sink)?;
                             if removed > 0 {
                                 tracing::debug!(removed, "expired tombstones removed");
                             }
@@ -200,7 +246,7 @@ pub async fn run_direction(
                 };
                 let Some(ev) = next else {
                     if sink.has_uncommitted() {
-                        confirm(sink.commit().await?);
+                        confirm(sink.commit().await.map_err(at_sink)?);
                     }
                     reader_closed = true;
                     break;
@@ -210,7 +256,7 @@ pub async fn run_direction(
                     ChangeEvent::Change(change) => {
                         // `None`: a table that flows the other way only.
                         if let Some((change, source)) = mapping.map_keeping_source(change) {
-                            sink.apply_change(change, source).await?;
+                            sink.apply_change(change, crate::canonical::SourceForm::from_mapping(source)).await.map_err(at_sink)?;
                         }
                         continue;
                     }
@@ -228,13 +274,13 @@ pub async fn run_direction(
                     other => other,
                 };
                 let is_commit = matches!(ev, ChangeEvent::Commit { .. });
-                confirm(sink.apply(ev).await?);
+                confirm(sink.apply(ev).await.map_err(at_sink)?);
                 if is_commit
                     && (sink.group_txns() >= spec.tuning.max_group_txns
                         || sink.group_rows() >= spec.tuning.max_group_rows
-                        || contention.commit_now(&mut sink).await?)
+                        || contention.commit_now(&mut sink).await.map_err(at_sink)?)
                 {
-                    confirm(sink.commit().await?);
+                    confirm(sink.commit().await.map_err(at_sink)?);
                 }
             }
             Ok(())
@@ -244,7 +290,9 @@ pub async fn run_direction(
         // not look like a stream that ended and is quietly reconnected.
         let result = match (result, reader_closed) {
             (Ok(()), true) => match reader.await {
-                Err(e) if e.is_panic() => Err(crate::Error::Internal(format!("the reader task panicked: {e}"))),
+                Err(e) if e.is_panic() => Err(crate::Error::Internal(format!(
+                    "the reader task panicked: {e}"
+                ))),
                 _ => Ok(()),
             },
             (other, _) => {
@@ -255,8 +303,6 @@ pub async fn run_direction(
         stats.set_state(if result.is_ok() { "stopped" } else { "error" });
         result
     }
-    .instrument(span)
-    .await
 }
 
 /// Whether the application on the target waits for the applier's row locks.
@@ -293,7 +339,7 @@ impl Contention {
     }
 
     /// At a source-transaction boundary: commit the open group now?
-    async fn commit_now(&mut self, sink: &mut Sink) -> Result<bool, crate::Error> {
+    async fn commit_now<T: Target>(&mut self, sink: &mut Applier<T>) -> Result<bool, SinkError> {
         let Some(age) = sink.group_age() else {
             return Ok(false);
         };

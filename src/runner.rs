@@ -25,9 +25,9 @@ use crate::setup::{
     check_slot_continuity, judge_table, mysql_site_facts, pg_site_facts, prepare_mysql_site,
     prepare_pg_site,
 };
-use crate::sink::mysql::MysqlSinkSpec;
-use crate::sink::pg::PgSinkSpec;
-use crate::sink::SinkSpec;
+use crate::sink::mysql::MysqlTargetSpec;
+use crate::sink::pg::PgTargetSpec;
+use crate::sink::{ApplierSpec, SinkSpec, TargetSpec};
 use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
 use crate::source::SourceSpec;
@@ -189,7 +189,7 @@ async fn peer_has_position(
                 .map_err(|e| {
                     crate::Error::sink_error(
                         source_name,
-                        crate::sink::pg::SinkError::Db {
+                        crate::sink::SinkError::Pg {
                             context: "read the recorded binlog position".into(),
                             source: e,
                         },
@@ -255,7 +255,7 @@ async fn pg_clock_us(
         .map_err(|e| {
             crate::Error::sink_error(
                 site_name,
-                crate::sink::pg::SinkError::Db {
+                crate::sink::SinkError::Pg {
                     context: "read the site's clock".into(),
                     source: e,
                 },
@@ -276,7 +276,7 @@ async fn pg_capture_starting(
     let err = |e| {
         crate::Error::sink_error(
             site_name,
-            crate::sink::pg::SinkError::Db {
+            crate::sink::SinkError::Pg {
                 context: "read the replication slot and publication".into(),
                 source: e,
             },
@@ -444,7 +444,7 @@ async fn record_initial_binlog_position(
                 .map_err(|e| {
                     crate::Error::sink_error(
                         source_name,
-                        crate::sink::pg::SinkError::Db {
+                        crate::sink::SinkError::Pg {
                             context: "record the initial binlog position".into(),
                             source: e,
                         },
@@ -615,31 +615,33 @@ async fn prepare_link(
                 field_merge_tables: field_merge_tables.clone(),
             }),
         };
-        let sink = match dst.engine {
-            SiteEngine::Postgres => SinkSpec::Pg(PgSinkSpec {
+        let applier = ApplierSpec {
+            site_id: dst.site_id,
+            max_batch_rows: tuning.max_batch_rows,
+            quarantine: QuarantineSpec {
+                control: control.clone(),
+                link_id: link.link_id,
+                source_site: src.site_id,
+                target_site: dst.site_id,
+            },
+            conflicts: crate::journal::conflicts::ConflictStoreSpec {
+                control: control.clone(),
+                link_id: link.link_id,
+                source_site: src.site_id,
+                target_site: dst.site_id,
+            },
+            held_tables: held_tables.clone(),
+        };
+        let target = match dst.engine {
+            SiteEngine::Postgres => TargetSpec::Pg(PgTargetSpec {
                 endpoint: endpoint(dst)?,
                 origin: link.origin_name(src.site_id),
                 marker_column: link.marker_column.clone(),
-                max_batch_rows: tuning.max_batch_rows,
                 tables: tables.iter().map(|t| t.table.clone()).collect(),
-                quarantine: QuarantineSpec {
-                    control: control.clone(),
-                    link_id: link.link_id,
-                    source_site: src.site_id,
-                    target_site: dst.site_id,
-                },
-                site_id: dst.site_id,
                 policies: tables
                     .iter()
                     .map(|t| (t.table.clone(), target_policy(t)))
                     .collect(),
-                conflicts: crate::journal::conflicts::ConflictStoreSpec {
-                    control: control.clone(),
-                    link_id: link.link_id,
-                    source_site: src.site_id,
-                    target_site: dst.site_id,
-                },
-                held_tables: held_tables.clone(),
                 capture_starts: tables
                     .iter()
                     .filter_map(|t| Some((t.table.clone(), capture_start(dst.site_id, &t.table)?)))
@@ -651,31 +653,16 @@ async fn prepare_link(
                     .unwrap_or(false),
                 fire_triggers: fire_triggers.clone(),
             }),
-            SiteEngine::Mysql => SinkSpec::Mysql(MysqlSinkSpec {
+            SiteEngine::Mysql => TargetSpec::Mysql(MysqlTargetSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
                 link_id: link.link_id,
                 source_site: src.site_id,
                 marker_column: link.marker_column.clone(),
-                max_batch_rows: tuning.max_batch_rows,
-                quarantine: QuarantineSpec {
-                    control: control.clone(),
-                    link_id: link.link_id,
-                    source_site: src.site_id,
-                    target_site: dst.site_id,
-                },
                 stamp_column: link.stamp_column(),
-                site_id: dst.site_id,
                 policies: tables
                     .iter()
                     .map(|t| (t.table.name.clone(), target_policy(t)))
                     .collect(),
-                conflicts: crate::journal::conflicts::ConflictStoreSpec {
-                    control: control.clone(),
-                    link_id: link.link_id,
-                    source_site: src.site_id,
-                    target_site: dst.site_id,
-                },
-                held_tables: held_tables.clone(),
                 capture_starts: tables
                     .iter()
                     .filter_map(|t| {
@@ -684,6 +671,7 @@ async fn prepare_link(
                     .collect(),
             }),
         };
+        let sink = SinkSpec { applier, target };
         specs.push(DirectionSpec {
             name: format!("{}:{}->{}", link.name, src.name, dst.name),
             source,

@@ -31,7 +31,7 @@ use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Va
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
 use crate::parity::reader::SideReader;
-use crate::sink::Sink;
+use crate::sink::{Applier, Target};
 use crate::stats::DirectionStats;
 
 /// One table a direction may have to copy.
@@ -78,9 +78,9 @@ fn control_err(e: crate::control::ControlError) -> crate::Error {
 /// Copy every table of this direction whose copy is not done, before the
 /// direction streams. Returns where a MySQL source must start streaming when
 /// it has no resume point yet (the position before the copy).
-pub async fn run_pending(
+pub(crate) async fn run_pending<T: Target>(
     spec: &SnapshotSpec,
-    sink: &mut Sink,
+    sink: &mut Applier<T>,
     mapping: &mut crate::mapping::DirectionMapping,
     resume: Option<SourcePosition>,
     stats: &Arc<DirectionStats>,
@@ -181,10 +181,10 @@ pub async fn run_pending(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn copy_table(
+async fn copy_table<T: Target>(
     spec: &SnapshotSpec,
     control: &mut ControlDb,
-    sink: &mut Sink,
+    sink: &mut Applier<T>,
     mapping: &mut crate::mapping::DirectionMapping,
     t: &SnapshotTable,
     progress: Option<Progress>,
@@ -274,7 +274,9 @@ async fn copy_table(
             changes.push((change, origin));
         }
         let n = changes.len() as i64;
-        sink.apply_snapshot_rows(changes, resume_at).await?;
+        sink.apply_snapshot_rows(changes, resume_at)
+            .await
+            .map_err(|e| crate::Error::sink_error(sink.site_name(), e))?;
         rows_done += n;
         copied_now += n as u64;
         stats.applied_rows.fetch_add(n as u64, Ordering::Relaxed);

@@ -1,80 +1,343 @@
-//! The engine-independent part of an applier: deciding a batch of incoming
-//! changes against the target's rows and queueing the outcome, on the steps
-//! each engine's sink provides ([`Applier`]). The drivers of the applier's
-//! own transactions (`own`) run on the same steps.
+//! The applier: one loop for every target engine. It takes the canonical
+//! events of one direction in source commit order, groups whole source
+//! transactions into target transactions, decides each batch of incoming
+//! changes against the target's rows (`resolve`, `conflict::decide`),
+//! journals conflicts and refused rows, and writes the outcome in batched
+//! statements through the engine's steps ([`Target`]). The applied source
+//! position is committed with the data (exactly once).
+//!
+//! The applier's own transactions outside the stream (a DBA's settlements
+//! and retries, held changes, the initial sync's pages) are in `own.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::canonical::ChangeOrigin;
-use crate::canonical::{RowChange, SourcePosition, TableName, TableSchema};
+use crate::canonical::{ChangeEvent, ChangeOrigin, Op, RowChange, SourceForm, SourcePosition};
+use crate::canonical::{TableName, TableSchema};
 use crate::conflict::{Local, TablePolicy};
-use crate::journal::conflicts::{ConflictStore, ConflictStoreError};
-use crate::journal::quarantine::{Quarantine, QuarantineError};
+use crate::journal::conflicts::ConflictStore;
+use crate::journal::quarantine::Quarantine;
 use crate::marker::now_micros;
-use crate::sink::describe_key;
-use crate::sink::resolve::{keys_by_table, resolve, Carry, KeyRef, Resolved};
+use crate::sink::resolve::{keys_by_table, resolve, Carry, KeyRef};
+use crate::sink::target::{Batch, Target};
+use crate::sink::{describe_key, encoded_key, shape_of, ApplierSpec, SinkError, TxnGroup};
 use crate::stats::DirectionStats;
 
-/// What an engine's sink provides.
-// Used only inside the crate, with static dispatch: the futures' Send bounds
-// are those of the implementing sinks.
-#[allow(async_fn_in_trait)]
-pub(crate) trait Applier {
-    type Error: From<QuarantineError> + From<ConflictStoreError>;
-
-    /// No group of source transactions is open.
-    fn idle(&self) -> bool;
-    /// A source transaction is open (its changes go on).
-    fn in_source_txn(&self) -> bool;
-    /// The target site's id.
-    fn site_id(&self) -> u32;
-    fn quarantine(&mut self) -> &mut Quarantine;
-    fn conflicts(&mut self) -> &mut ConflictStore;
-    fn stats(&self) -> &DirectionStats;
-    /// Incoming changes not yet decided.
-    fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)>;
+/// One direction's applier on its target.
+pub(crate) struct Applier<T: Target> {
+    pub(crate) target: T,
+    spec: ApplierSpec,
+    group: TxnGroup,
+    pub(crate) quarantine: Quarantine,
+    pub(crate) conflicts: ConflictStore,
+    pub(crate) stats: Arc<DirectionStats>,
+    /// Incoming changes not yet decided (see `decide_pending`).
+    pending: Vec<(RowChange, ChangeOrigin)>,
     /// The rows of the source transaction at hand that met a conflict in an
     /// earlier batch (see `resolve::Carry`).
-    fn carry_mut(&mut self) -> &mut Carry;
+    carry: Carry,
+    /// Decided writes gathered into the next statement.
+    batch: Option<Batch>,
+}
+
+impl<T: Target> Applier<T> {
+    pub fn new(spec: ApplierSpec, target: T, stats: Arc<DirectionStats>) -> Applier<T> {
+        Applier {
+            target,
+            quarantine: Quarantine::new(spec.quarantine.clone(), stats.clone()),
+            conflicts: ConflictStore::new(spec.conflicts.clone(), stats.clone()),
+            spec,
+            group: TxnGroup::default(),
+            stats,
+            pending: Vec::new(),
+            carry: Carry::default(),
+            batch: None,
+        }
+    }
+
+    pub fn site_name(&self) -> &str {
+        self.target.site_name()
+    }
+
+    /// The applied source position's counter: where the source resumes.
+    pub async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
+        self.target.resume_position().await
+    }
+
+    /// Settle the journal records a previous run left unconfirmed (see
+    /// `Quarantine::reconcile`), and learn which tables are stopped.
+    pub async fn reconcile_journal(
+        &mut self,
+        resume_counter: Option<u64>,
+    ) -> Result<(), SinkError> {
+        self.quarantine.reconcile(resume_counter).await?;
+        self.quarantine.load_stopped().await?;
+        self.conflicts.reconcile(resume_counter).await?;
+        Ok(())
+    }
+
+    /// A target transaction is open and holds only whole source transactions:
+    /// it may be committed now.
+    pub fn has_uncommitted(&self) -> bool {
+        self.group.open && !self.group.in_source_txn
+    }
+
+    /// Rows applied in the open target transaction.
+    pub fn group_rows(&self) -> u64 {
+        self.group.rows
+    }
+
+    /// Source transactions in the open target transaction.
+    pub fn group_txns(&self) -> u64 {
+        self.group.txns
+    }
+
+    /// How long the open target transaction has been open, if one is.
+    pub fn group_age(&self) -> Option<Duration> {
+        self.group.opened_at.map(|t| t.elapsed())
+    }
+
+    /// No target transaction is open.
+    pub(crate) fn idle(&self) -> bool {
+        !self.group.open
+    }
+
+    /// Inside a source transaction (its changes go on).
+    fn in_source_txn(&self) -> bool {
+        self.group.open && self.group.in_source_txn
+    }
+
+    pub(crate) fn site_id(&self) -> u32 {
+        self.spec.site_id
+    }
+
     /// The link's tables that are synced now, neither paused nor stopped
     /// (bare names).
-    fn active_tables(&self) -> Vec<String>;
-    /// Read the target tables' columns again before their next use (a DBA
-    /// may have changed a column so that a quarantined change fits).
-    fn forget_target_tables(&mut self);
-    /// The conflict policy of a source table, as configured for this target.
-    fn policy_for(&self, table: &TableName) -> TablePolicy;
+    pub(crate) fn active_tables(&self) -> Vec<String> {
+        self.target
+            .table_names()
+            .into_iter()
+            .filter(|t| !self.held(t))
+            .collect()
+    }
 
-    /// Begin a target transaction that the source of this site recognises as
-    /// duplex's own (no echo), outside the source stream.
-    async fn begin_own(&mut self) -> Result<(), Self::Error>;
-    async fn commit_own(&mut self) -> Result<(), Self::Error>;
-    /// Turn the target's foreign-key checks off (`on` false) for the rest of
-    /// the own transaction just begun, where the session may; back on after
-    /// it (`on` true). The initial sync copies tables one after another, so a
-    /// child row can arrive before its parent.
-    async fn foreign_key_checks(&mut self, on: bool) -> Result<(), Self::Error>;
-    /// Record, with the own transaction just begun, that the target holds the
-    /// source's state as of `position` (the initial sync's copy: the stream
-    /// resumes there). Only where the engine keeps it with the transaction.
-    async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), Self::Error>;
-    async fn rollback_own(&mut self) -> Result<(), Self::Error>;
-    /// Bring the change's images into the target's own representation of
-    /// each column (what the target stores and reads back: `as_stored` of
-    /// `pg::types` / `mysql::types`), so that the checksum a marker records
-    /// is the one the row reads back with, and incoming rows compare with
-    /// the target's rows value for value. A value the column cannot take is
-    /// left as it came: writing it is refused, with the reason.
-    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), Self::Error>;
-    /// The target's rows (or tombstones) of `keys`, locked.
-    async fn read_rows(
+    /// The table's changes are held: paused, or stopped by a statement.
+    fn held(&self, table: &str) -> bool {
+        self.spec.held_tables.contains(table) || self.quarantine.is_stopped(table)
+    }
+
+    /// Apply one event. Returns a source position that may be confirmed now
+    /// (only when nothing is uncommitted).
+    pub async fn apply(&mut self, event: ChangeEvent) -> Result<Option<SourcePosition>, SinkError> {
+        match event {
+            ChangeEvent::Begin(meta) => {
+                if !self.group.open {
+                    self.target.begin().await?;
+                    self.group.open = true;
+                }
+                self.group.begin_source_txn(&meta);
+                Ok(None)
+            }
+            ChangeEvent::Change(change) => {
+                self.apply_change(change, SourceForm::Unchanged).await?;
+                Ok(None)
+            }
+            ChangeEvent::Truncate(tables) => {
+                self.decide_pending().await?;
+                self.flush().await?;
+                // The rows carried for the transaction's later batches are gone.
+                for t in &tables {
+                    self.carry.forget(&t.table);
+                }
+                let paused: Vec<String> = tables
+                    .iter()
+                    .map(|t| t.table.name.clone())
+                    .filter(|n| self.held(n))
+                    .collect();
+                if !paused.is_empty() {
+                    self.quarantine.discard_held(&paused).await?;
+                }
+                if !tables.is_empty() {
+                    self.target.truncate(&tables).await?;
+                }
+                Ok(None)
+            }
+            ChangeEvent::Commit { end_position } => {
+                self.group.end_source_txn(end_position);
+                Ok(None)
+            }
+            ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
+            ChangeEvent::Unreplicable(u) => {
+                // Each stopped table's record takes the change's place in
+                // the transaction; the table's later changes are held.
+                for table in &u.tables {
+                    let origin = self.group.next_origin();
+                    self.quarantine.stop(table, origin, &u).await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Take a change of the current source transaction, mapped; `source`:
+    /// its form before the mapping (kept if the target refuses it). It is
+    /// decided (conflicts) together with the changes around it, once enough
+    /// are pending or at the end.
+    pub async fn apply_change(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, Self::Error>;
-    /// Queue a decided write into the batched statements. `fallback`: what
+        change: RowChange,
+        source: SourceForm,
+    ) -> Result<(), SinkError> {
+        if self.held(&change.table.table.name) {
+            let mut origin = self.group.next_origin();
+            origin.source = source;
+            // Held in the control database, confirmed with this target
+            // transaction like a refused change: exactly once.
+            let key = describe_key(&change);
+            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
+        }
+        let mut origin = self.group.count_change(&change);
+        origin.source = source;
+        self.pending.push((change, origin));
+        if self.pending.len() >= self.spec.max_batch_rows.max(1) {
+            self.decide_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Commit the open target transaction with the applied source position.
+    /// Returns the position that may now be confirmed to the source.
+    pub async fn commit(&mut self) -> Result<Option<SourcePosition>, SinkError> {
+        if !self.group.open {
+            return Ok(self.group.take_idle_progress());
+        }
+        debug_assert!(
+            !self.group.in_source_txn,
+            "commit inside a source transaction"
+        );
+        self.decide_pending().await?;
+        self.flush().await?;
+        let applied = self
+            .group
+            .last_end
+            .map(|end| (end, self.group.last_commit_time_us));
+        self.target.commit(applied).await?;
+        tracing::debug!(
+            txns = self.group.txns,
+            rows = self.group.rows,
+            "committed target transaction"
+        );
+        self.confirm_journal().await;
+        Ok(self.group.committed(&self.stats))
+    }
+
+    /// After a commit: the journal records written with it are confirmed.
+    async fn confirm_journal(&mut self) {
+        if let Err(e) = self.quarantine.confirm().await {
+            // Still unconfirmed records are confirmed at the next start.
+            tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
+        }
+        if let Err(e) = self.conflicts.confirm().await {
+            tracing::warn!(error = %e, "cannot confirm conflict records now; they are confirmed at the next start");
+        }
+    }
+
+    /// Decide and write the changes taken so far (they are otherwise
+    /// gathered into larger batches), so the open target transaction holds
+    /// the locks of all its rows.
+    pub async fn write_pending(&mut self) -> Result<(), SinkError> {
+        self.decide_pending().await
+    }
+
+    /// Does a session on the target wait for a lock the applier holds?
+    pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+        self.target.sessions_waiting().await
+    }
+
+    /// Remove tombstones older than `retention` (between source transactions
+    /// only). Returns how many were removed.
+    pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
+        if self.group.open {
+            return Ok(0);
+        }
+        self.target.purge_tombstones(retention).await
+    }
+
+    /// Decide the pending changes against the target's rows (read locked, in
+    /// one statement per table), record the conflicts, and write the outcome.
+    pub(crate) async fn decide_pending(&mut self) -> Result<(), SinkError> {
+        let mut pending = std::mem::take(&mut self.pending);
+        // Nothing to decide, unless a source transaction just ended with rows
+        // whose versions wait to flow back (`resolve::Carry::finish`).
+        if pending.is_empty() && (self.idle() || self.in_source_txn() || !self.carry.owes()) {
+            return Ok(());
+        }
+        for (change, _) in pending.iter_mut() {
+            self.target.normalize(change).await?;
+        }
+        let mut states = HashMap::new();
+        for (schema, keys) in keys_by_table(&pending) {
+            for (key, local) in self.target.read_rows(&schema, &keys).await? {
+                states.insert((schema.table.clone(), key), local);
+            }
+        }
+        let policies: HashMap<TableName, TablePolicy> = pending
+            .iter()
+            .map(|(c, _)| {
+                (
+                    c.table.table.clone(),
+                    self.target.policy_for(&c.table.table),
+                )
+            })
+            .collect();
+        // A transaction of duplex's own (a retry, a settlement, a copied page)
+        // is no part of the source transaction the carried rows belong to.
+        let own = self.idle();
+        // The source transaction at hand goes on in a later batch.
+        let complete = !self.in_source_txn();
+        let mut carry = if own {
+            Carry::default()
+        } else {
+            std::mem::take(&mut self.carry)
+        };
+        let mut resolved = resolve(
+            self.spec.site_id,
+            |t| policies.get(t).cloned().unwrap_or_default(),
+            pending,
+            states,
+            now_micros(),
+            &mut carry,
+            complete,
+        );
+        if !own {
+            self.carry = carry;
+        }
+        self.stats
+            .stale
+            .fetch_add(resolved.stale, Ordering::Relaxed);
+        for (origin, kind) in std::mem::take(&mut resolved.withdrawn) {
+            self.conflicts.withdraw(origin, kind).await?;
+        }
+        self.conflicts.record_all(&resolved.conflicts).await?;
+        let mut fallbacks: HashMap<usize, RowChange> = std::mem::take(&mut resolved.fallbacks)
+            .into_iter()
+            .collect();
+        for (i, (write, origin)) in std::mem::take(&mut resolved.writes).into_iter().enumerate() {
+            if self.conflicts.has_open() {
+                self.conflicts
+                    .applied(&write.table.table.to_string(), &describe_key(&write))
+                    .await?;
+            }
+            self.queue_write(write, origin, fallbacks.remove(&i))
+                .await?;
+        }
+        self.flush().await?;
+        self.target.store_tombstones(&resolved).await
+    }
+
+    /// Queue one decided write into the batched statements. `fallback`: what
     /// to quarantine if the target refuses the write, when not the write
     /// itself (see `Resolved::fallbacks`).
     async fn queue_write(
@@ -82,167 +345,129 @@ pub(crate) trait Applier {
         change: RowChange,
         origin: ChangeOrigin,
         fallback: Option<RowChange>,
-    ) -> Result<(), Self::Error>;
-    /// Execute the queued statements.
-    async fn flush_writes(&mut self) -> Result<(), Self::Error>;
-    /// Record the tombstones of applied deletes and drop those of revived keys.
-    async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), Self::Error>;
-}
-
-/// The accessors of [`Applier`], the same for every sink: the sinks share
-/// field names (`group`, `spec`, `quarantine`, `conflicts`, `stats`,
-/// `pending`) and a private `table_names`.
-macro_rules! applier_accessors {
-    () => {
-        fn idle(&self) -> bool {
-            !self.group.open
+    ) -> Result<(), SinkError> {
+        let shape = shape_of(&change);
+        let key = encoded_key(&change);
+        let key_changed = change.op == Op::Update
+            && change.before.as_ref().map(|b| b.key(&change.table))
+                != change.after.as_ref().map(|a| a.key(&change.table));
+        let limit = self
+            .target
+            .rows_per_statement(&change, shape.len())
+            .await?
+            .clamp(1, self.spec.max_batch_rows.max(1));
+        // A key change goes alone, so that swapped keys never meet in one
+        // statement.
+        let alone = limit == 1 || key_changed;
+        let fits = match &self.batch {
+            Some(b) => {
+                Arc::ptr_eq(&b.table, &change.table)
+                    && !alone
+                    && !b.key_changed
+                    && b.op == change.op
+                    && b.shape == shape
+                    && !b.keys.contains(&key)
+                    && b.rows.len() < limit
+            }
+            None => false,
+        };
+        if !fits {
+            self.flush().await?;
         }
-
-        fn in_source_txn(&self) -> bool {
-            self.group.open && self.group.in_source_txn
+        let batch = self.batch.get_or_insert_with(|| Batch {
+            table: change.table.clone(),
+            op: change.op,
+            shape,
+            rows: Vec::new(),
+            keys: HashSet::new(),
+            key_changed,
+            origins: Vec::new(),
+            fallbacks: Vec::new(),
+        });
+        batch.keys.insert(key);
+        batch.rows.push(change);
+        batch.origins.push(origin);
+        batch.fallbacks.push(fallback);
+        if alone {
+            self.flush().await?;
         }
-
-        fn site_id(&self) -> u32 {
-            self.spec.site_id
-        }
-
-        fn quarantine(&mut self) -> &mut Quarantine {
-            &mut self.quarantine
-        }
-
-        fn conflicts(&mut self) -> &mut ConflictStore {
-            &mut self.conflicts
-        }
-
-        fn stats(&self) -> &DirectionStats {
-            &self.stats
-        }
-
-        fn pending_mut(&mut self) -> &mut Vec<(RowChange, ChangeOrigin)> {
-            &mut self.pending
-        }
-
-        fn carry_mut(&mut self) -> &mut crate::sink::resolve::Carry {
-            &mut self.carry
-        }
-
-        fn forget_target_tables(&mut self) {
-            self.tables.clear();
-        }
-
-        fn active_tables(&self) -> Vec<String> {
-            self.table_names()
-                .into_iter()
-                .filter(|t| !self.spec.held_tables.contains(t) && !self.quarantine.is_stopped(t))
-                .collect()
-        }
-    };
-}
-pub(crate) use applier_accessors;
-
-/// Decide the pending changes against the target's rows (read locked, in one
-/// statement per table), record the conflicts, and write the outcome.
-pub(crate) async fn decide_pending<S: Applier>(sink: &mut S) -> Result<(), S::Error> {
-    let mut pending = std::mem::take(sink.pending_mut());
-    // Nothing to decide, unless a source transaction just ended with rows
-    // whose versions wait to flow back (`resolve::Carry::finish`).
-    if pending.is_empty() && (sink.idle() || sink.in_source_txn() || !sink.carry_mut().owes()) {
-        return Ok(());
+        Ok(())
     }
-    for (change, _) in pending.iter_mut() {
-        sink.normalize(change).await?;
-    }
-    let mut states = HashMap::new();
-    for (schema, keys) in keys_by_table(&pending) {
-        for (key, local) in sink.read_rows(&schema, &keys).await? {
-            states.insert((schema.table.clone(), key), local);
+
+    /// Execute the gathered batch. A data error (a value or constraint the
+    /// target refuses) does not stop the stream: the batch is retried row by
+    /// row, and the rows the target refuses are quarantined.
+    pub(crate) async fn flush(&mut self) -> Result<(), SinkError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        match self.target.execute(&batch).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_data_error() => {
+                for i in 0..batch.rows.len() {
+                    match self.target.execute(&batch.single(i)).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_data_error() => {
+                            let reason = crate::error_chain::error_chain(&e);
+                            let row = &batch.rows[i];
+                            let fallback = batch.fallbacks[i].as_ref();
+                            let record = fallback.unwrap_or(row);
+                            // The net row is kept in the target's terms: the
+                            // statement's source form would bring back the
+                            // statement on retry.
+                            let mut origin = batch.origins[i].clone();
+                            if fallback.is_some() {
+                                origin.source = SourceForm::Unknown;
+                            }
+                            self.quarantine
+                                .record(record, &origin, &describe_key(record), &reason)
+                                .await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
-    let policies: HashMap<TableName, TablePolicy> = pending
-        .iter()
-        .map(|(c, _)| (c.table.table.clone(), sink.policy_for(&c.table.table)))
-        .collect();
-    // A transaction of duplex's own (a retry, a settlement, a copied page)
-    // is no part of the source transaction the carried rows belong to.
-    let own = sink.idle();
-    // The source transaction at hand goes on in a later batch.
-    let complete = !sink.in_source_txn();
-    let mut carry = if own {
-        Carry::default()
-    } else {
-        std::mem::take(sink.carry_mut())
-    };
-    let mut resolved = resolve(
-        sink.site_id(),
-        |t| policies.get(t).cloned().unwrap_or_default(),
-        pending,
-        states,
-        now_micros(),
-        &mut carry,
-        complete,
-    );
-    if !own {
-        *sink.carry_mut() = carry;
+
+    /// The target's row (or tombstone) for one key, locked.
+    pub(crate) async fn read_local_key(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        key: KeyRef,
+    ) -> Result<Local, SinkError> {
+        Ok(self
+            .target
+            .read_rows(schema, std::slice::from_ref(&key))
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, l)| l)
+            .unwrap_or(Local::Absent(None)))
     }
-    sink.stats()
-        .stale
-        .fetch_add(resolved.stale, Ordering::Relaxed);
-    for (origin, kind) in std::mem::take(&mut resolved.withdrawn) {
-        sink.conflicts().withdraw(origin, kind).await?;
+
+    /// Decide `change` against the target's row and write the outcome, as for
+    /// a change from the stream at `origin`.
+    pub(crate) async fn decide_and_write(
+        &mut self,
+        change: RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<(), SinkError> {
+        self.pending.push((change, origin));
+        self.decide_pending().await
     }
-    sink.conflicts().record_all(&resolved.conflicts).await?;
-    let mut fallbacks: HashMap<usize, RowChange> = std::mem::take(&mut resolved.fallbacks)
-        .into_iter()
-        .collect();
-    for (i, (write, origin)) in std::mem::take(&mut resolved.writes).into_iter().enumerate() {
-        if sink.conflicts().has_open() {
-            sink.conflicts()
-                .applied(&write.table.table.to_string(), &describe_key(&write))
-                .await?;
-        }
-        sink.queue_write(write, origin, fallbacks.remove(&i))
+
+    /// Write an already decided change, outside the source stream.
+    pub(crate) async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
+        self.queue_write(change, ChangeOrigin::outside_stream(), None)
             .await?;
+        self.flush().await
     }
-    sink.flush_writes().await?;
-    sink.store_tombstones(&resolved).await
-}
 
-/// The target's row (or tombstone) for one key, locked.
-pub(crate) async fn read_local_key<S: Applier>(
-    sink: &mut S,
-    schema: &Arc<TableSchema>,
-    key: KeyRef,
-) -> Result<Local, S::Error> {
-    Ok(sink
-        .read_rows(schema, std::slice::from_ref(&key))
-        .await?
-        .into_iter()
-        .next()
-        .map(|(_, l)| l)
-        .unwrap_or(Local::Absent(None)))
-}
-
-/// Decide `change` against the target's row and write the outcome, as for a
-/// change from the stream at `origin`.
-pub(crate) async fn decide_and_write<S: Applier>(
-    sink: &mut S,
-    change: RowChange,
-    origin: ChangeOrigin,
-) -> Result<(), S::Error> {
-    sink.pending_mut().push((change, origin));
-    decide_pending(sink).await
-}
-
-/// Write an already decided change, outside the source stream.
-pub(crate) async fn write_decided<S: Applier>(
-    sink: &mut S,
-    change: RowChange,
-) -> Result<(), S::Error> {
-    sink.queue_write(
-        change,
-        crate::canonical::ChangeOrigin::outside_stream(),
-        None,
-    )
-    .await?;
-    sink.flush_writes().await
+    /// Queue changes copied by the initial sync, to be decided together.
+    pub(crate) fn take_copied(&mut self, changes: Vec<(RowChange, ChangeOrigin)>) {
+        self.pending.extend(changes);
+    }
 }

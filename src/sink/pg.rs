@@ -1,4 +1,4 @@
-//! PostgreSQL sink.
+//! The PostgreSQL target: the applier's steps on a PostgreSQL site.
 //!
 //! The applier's session runs under a replication origin. Each target
 //! transaction ends with `pg_replication_origin_xact_setup(end_lsn, commit_time)`,
@@ -15,112 +15,30 @@ use std::time::Duration;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use crate::canonical::{
-    ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
-};
-use crate::canonical::{ChangeOrigin, SourceForm};
+use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
-use crate::journal::conflicts::{ConflictStore, ConflictStoreSpec};
-use crate::journal::quarantine::{Quarantine, QuarantineSpec};
 use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
+use crate::sink::error::pg as db;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::{describe_key, encoded_key, shape_of, TxnGroup};
+use crate::sink::target::{Batch, Target};
+use crate::sink::{describe_key, SinkError};
 use crate::stats::DirectionStats;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("{context}: {source}")]
-    Db {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("table {table} does not exist on the target; create it there (same schema and name) or remove it from duplex.link_tables")]
-    MissingTable { table: TableName },
-    #[error(
-        "table {table}: column {column} does not exist on the target; add it there or exclude it"
-    )]
-    MissingColumn { table: TableName, column: String },
-    #[error("table {table}: has no primary key on the target")]
-    NoPrimaryKey { table: TableName },
-    #[error("table {table}: primary key differs between the sites (source: {source_key}; target: {target_key}); both sides need the same key")]
-    KeyMismatch {
-        table: TableName,
-        source_key: String,
-        target_key: String,
-    },
-    #[error("table {table} key {key} column {column}: {reason}")]
-    Value {
-        table: TableName,
-        key: String,
-        column: String,
-        reason: String,
-    },
-    #[error(transparent)]
-    Quarantine(#[from] crate::journal::quarantine::QuarantineError),
-    #[error(transparent)]
-    Conflicts(#[from] crate::journal::conflicts::ConflictStoreError),
-    #[error("table {table}: cannot read the target row's column {column}: {reason}")]
-    LocalValue {
-        table: TableName,
-        column: String,
-        reason: String,
-    },
-    #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
-    OriginBusy {
-        origin: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-}
-
-impl SinkError {
-    /// The target refused this row's data (SQLSTATE class 22, data exception,
-    /// or 23, integrity constraint violation), or duplex refused a value it
-    /// cannot express for the target: the row is quarantined, the stream goes on.
-    /// Anything else (connection, locks, configuration) stops and retries.
-    pub fn is_data_error(&self) -> bool {
-        match self {
-            SinkError::Value { .. } => true,
-            SinkError::Db { source, .. } => source
-                .code()
-                .map(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-                .unwrap_or(false),
-            _ => false,
-        }
-    }
-}
-
-fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
-    let context = context.into();
-    move |source| SinkError::Db { context, source }
-}
-
-/// What the sink must know to apply one direction of a link.
+/// What the PostgreSQL target must know to apply one direction of a link.
 #[derive(Debug, Clone)]
-pub struct PgSinkSpec {
+pub struct PgTargetSpec {
     pub endpoint: PgEndpoint,
     /// Replication origin the applier's session runs under.
     pub origin: String,
     pub marker_column: String,
-    /// Most rows in one multi-row statement.
-    pub max_batch_rows: usize,
     /// The link's tables as configured for this PostgreSQL site: a change from
     /// a MySQL source names its database as the schema, and is applied to the
     /// configured table of the same name.
     pub tables: Vec<TableName>,
-    /// Where changes the target refuses are kept.
-    pub quarantine: QuarantineSpec,
-    /// The target site's id (its entry in version vectors).
-    pub site_id: u32,
     /// Conflict policy per configured table (absent: last-writer-wins).
     pub policies: HashMap<TableName, TablePolicy>,
-    /// Where conflicts are recorded.
-    pub conflicts: ConflictStoreSpec,
-    /// Paused tables (bare names): their changes are held, not applied.
-    pub held_tables: HashSet<String>,
     /// Per configured table: when this site's changes to it began to be
     /// captured for the link (this site's clock, µs since the epoch), where
     /// known (`duplex.capture_starts`).
@@ -156,38 +74,14 @@ struct TargetTable {
     typmods: HashMap<String, i32>,
 }
 
-/// Consecutive row changes of one table, one operation and one column shape.
-struct Batch {
-    table: Arc<TableSchema>,
-    op: Op,
-    /// Indexes of the columns written (after image columns present).
-    shape: Vec<usize>,
-    rows: Vec<RowChange>,
-    /// Encoded keys in the batch: a second change to a key must follow the first.
-    keys: HashSet<Vec<u8>>,
-    /// An update that changes the primary key (always alone in its batch).
-    key_changed: bool,
-    /// Where each row's change sits in the source stream (for quarantine).
-    origins: Vec<ChangeOrigin>,
-    /// Per row, what to quarantine if the target refuses it, when not the
-    /// row's change itself (see `Resolved::fallbacks`).
-    fallbacks: Vec<Option<RowChange>>,
-}
-
-pub struct PgSink {
-    spec: PgSinkSpec,
+pub struct PgTarget {
+    spec: PgTargetSpec,
     client: Client,
+    /// Most rows in one multi-row statement.
+    max_batch_rows: usize,
+    stats: Arc<DirectionStats>,
     tables: HashMap<TableName, Arc<TargetTable>>,
     statements: HashMap<String, Statement>,
-    batch: Option<Batch>,
-    group: TxnGroup,
-    quarantine: Quarantine,
-    stats: Arc<DirectionStats>,
-    /// Incoming changes not yet decided (see `flush_pending`).
-    pending: Vec<(RowChange, ChangeOrigin)>,
-    /// Rows of the source transaction at hand that met a conflict.
-    carry: crate::sink::resolve::Carry,
-    conflicts: ConflictStore,
     /// Replication origins (roident) under which duplex's appliers write here.
     duplex_origins: HashSet<u32>,
     type_cache: HashMap<u32, PgTypeClass>,
@@ -203,14 +97,13 @@ const STATEMENT_CACHE_LIMIT: usize = 256;
 /// PostgreSQL's limit on bind parameters in one statement is 65535.
 const MAX_PARAMS: usize = 60_000;
 
-impl PgSink {
+impl PgTarget {
     pub async fn connect(
-        spec: PgSinkSpec,
+        spec: PgTargetSpec,
+        max_batch_rows: usize,
         stats: Arc<DirectionStats>,
-    ) -> Result<PgSink, crate::Error> {
+    ) -> Result<PgTarget, SinkError> {
         let client = spec.endpoint.connect("duplex applier").await?;
-        let site = spec.endpoint.site_name.clone();
-        let wrap = |e| crate::Error::sink_error(&site, e);
         client
             // synchronous_commit=on: a position is confirmed to the source right
             // after COMMIT returns, so the commit must be on disk by then, whatever
@@ -223,17 +116,12 @@ impl PgSink {
             // a table whose statistics still say it is empty: quadratic time.
             .batch_execute("SET synchronous_commit = on; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off")
             .await
-            .map_err(|e| wrap(SinkError::Db { context: "configure the applier session".into(), source: e }))?;
+            .map_err(db("configure the applier session"))?;
         if spec.replica_role {
             client
                 .batch_execute("SET session_replication_role = replica")
                 .await
-                .map_err(|e| {
-                    wrap(SinkError::Db {
-                        context: "apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)".into(),
-                        source: e,
-                    })
-                })?;
+                .map_err(db("apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)"))?;
         }
         client
             .execute(
@@ -241,33 +129,24 @@ impl PgSink {
                 &[&spec.origin],
             )
             .await
-            .map_err(|source| {
-                wrap(SinkError::OriginBusy {
-                    origin: spec.origin.clone(),
-                    source,
-                })
+            .map_err(|source| SinkError::OriginBusy {
+                origin: spec.origin.clone(),
+                source,
             })?;
-        let spec_quarantine = spec.quarantine.clone();
-        let spec_conflicts = spec.conflicts.clone();
-        let mut sink = PgSink {
+        let mut target = PgTarget {
             spec,
             client,
+            max_batch_rows,
+            stats,
             tables: HashMap::new(),
             statements: HashMap::new(),
-            batch: None,
-            group: TxnGroup::default(),
-            quarantine: Quarantine::new(spec_quarantine, stats.clone()),
-            pending: Vec::new(),
-            carry: Default::default(),
-            conflicts: ConflictStore::new(spec_conflicts, stats.clone()),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
             tombstones_exist: HashMap::new(),
             origin_role: false,
-            stats,
         };
-        sink.load_duplex_origins().await.map_err(wrap)?;
-        Ok(sink)
+        target.load_duplex_origins().await?;
+        Ok(target)
     }
 
     /// The source position the target has durably applied, as its counter
@@ -283,25 +162,6 @@ impl PgSink {
             .map_err(db("read replication origin progress"))?;
         let text: Option<String> = row.get(0);
         Ok(text.and_then(|t| parse_lsn(&t)).filter(|&c| c > 0))
-    }
-
-    /// Settle quarantine records left by a previous run (see `Quarantine::reconcile`).
-    pub async fn reconcile_quarantine(
-        &mut self,
-        resume_counter: Option<u64>,
-    ) -> Result<(), SinkError> {
-        self.quarantine
-            .reconcile(resume_counter)
-            .await
-            .map_err(SinkError::Quarantine)?;
-        self.quarantine
-            .load_stopped()
-            .await
-            .map_err(SinkError::Quarantine)?;
-        self.conflicts
-            .reconcile(resume_counter)
-            .await
-            .map_err(SinkError::Conflicts)
     }
 
     /// The replication origins duplex's appliers (of every link) write under
@@ -323,184 +183,6 @@ impl PgSink {
         Ok(())
     }
 
-    pub fn site_name(&self) -> &str {
-        &self.spec.endpoint.site_name
-    }
-
-    /// A target transaction is open and holds only whole source transactions:
-    /// it may be committed now.
-    pub fn has_uncommitted(&self) -> bool {
-        self.group.open && !self.group.in_source_txn
-    }
-
-    /// Rows applied in the open target transaction.
-    pub fn group_rows(&self) -> u64 {
-        self.group.rows
-    }
-
-    /// Source transactions in the open target transaction.
-    pub fn group_txns(&self) -> u64 {
-        self.group.txns
-    }
-
-    /// Apply one event. Returns a source position that may be confirmed now
-    /// (only when nothing is uncommitted).
-    pub async fn apply(&mut self, event: ChangeEvent) -> Result<Option<SourcePosition>, SinkError> {
-        match event {
-            ChangeEvent::Begin(meta) => {
-                if !self.group.open {
-                    self.client
-                        .batch_execute("BEGIN")
-                        .await
-                        .map_err(db("begin target transaction"))?;
-                    self.group.open = true;
-                    self.origin_role = false;
-                }
-                self.group.begin_source_txn(&meta);
-                Ok(None)
-            }
-            ChangeEvent::Change(change) => {
-                self.add(change, SourceForm::Unchanged).await?;
-                Ok(None)
-            }
-            ChangeEvent::Truncate(tables) => {
-                self.flush_pending().await?;
-                self.flush().await?;
-                // The rows carried for the transaction's later batches are gone.
-                for t in &tables {
-                    self.carry.forget(&t.table);
-                }
-                let paused: Vec<String> = tables
-                    .iter()
-                    .map(|t| t.table.name.clone())
-                    .filter(|n| self.spec.held_tables.contains(n) || self.quarantine.is_stopped(n))
-                    .collect();
-                if !paused.is_empty() {
-                    self.quarantine.discard_held(&paused).await?;
-                }
-                let mut names: Vec<String> = Vec::new();
-                for t in &tables {
-                    let quoted = quote_table(&self.configured(&t.table));
-                    // ONLY the table itself: an inheritance parent's children
-                    // are not synced. A partitioned table is truncated whole
-                    // (ONLY is refused there), as its source was.
-                    let partitioned: bool = self
-                        .client
-                        .query_one(
-                            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
-                            &[&quoted],
-                        )
-                        .await
-                        .map_err(db("look up a truncated table"))?
-                        .get(0);
-                    names.push(if partitioned {
-                        quoted
-                    } else {
-                        format!("ONLY {quoted}")
-                    });
-                }
-                if !names.is_empty() {
-                    self.client
-                        .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
-                        .await
-                        .map_err(db("truncate"))?;
-                }
-                Ok(None)
-            }
-            ChangeEvent::Commit { end_position } => {
-                self.group.end_source_txn(end_position);
-                Ok(None)
-            }
-            ChangeEvent::Progress { position } => Ok(self.group.progress(position)),
-            ChangeEvent::Unreplicable(u) => {
-                // Each stopped table's record takes the change's place in
-                // the transaction; the table's later changes are held.
-                for table in &u.tables {
-                    let origin = self.group.next_origin();
-                    self.quarantine.stop(table, origin, &u).await?;
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    /// Commit the open target transaction with the applied source position.
-    /// Returns the position that may now be confirmed to the source.
-    pub async fn commit(&mut self) -> Result<Option<SourcePosition>, SinkError> {
-        if !self.group.open {
-            return Ok(self.group.take_idle_progress());
-        }
-        debug_assert!(
-            !self.group.in_source_txn,
-            "commit inside a source transaction"
-        );
-        self.flush_pending().await?;
-        self.flush().await?;
-        if let Some(end) = self.group.last_end {
-            let ts = crate::pg::types::encode_text(&Value::TimestampTz(
-                crate::canonical::Timestamp::Micros(self.group.last_commit_time_us),
-            ))
-            .map_err(|e| SinkError::Value {
-                table: TableName::new("", ""),
-                key: String::new(),
-                column: "commit time".into(),
-                reason: e.to_string(),
-            })?;
-            self.client
-                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&lsn_text(end.counter()), &ts])
-                .await
-                .map_err(db("record the applied source position"))?;
-        }
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(db("commit target transaction"))?;
-        if let Err(e) = self.quarantine.confirm().await {
-            // Still unconfirmed records are confirmed at the next start.
-            tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
-        }
-        if let Err(e) = self.conflicts.confirm().await {
-            tracing::warn!(error = %e, "cannot confirm conflict records now; they are confirmed at the next start");
-        }
-        Ok(self.group.committed(&self.stats))
-    }
-
-    /// Take an incoming change: it is decided (conflicts) together with the
-    /// changes around it, once enough are pending or at the end.
-    /// The link's tables (bare names).
-    fn table_names(&self) -> Vec<String> {
-        self.spec.tables.iter().map(|t| t.name.clone()).collect()
-    }
-
-    /// A change of the current source transaction, mapped; `source`: its
-    /// form before the mapping (kept if the target refuses it).
-    pub async fn apply_change(
-        &mut self,
-        change: RowChange,
-        source: SourceForm,
-    ) -> Result<(), SinkError> {
-        self.add(change, source).await
-    }
-
-    async fn add(&mut self, change: RowChange, source: SourceForm) -> Result<(), SinkError> {
-        let name = &change.table.table.name;
-        if self.spec.held_tables.contains(name) || self.quarantine.is_stopped(name) {
-            let mut origin = self.group.next_origin();
-            origin.source = source;
-            // Held in the control database, confirmed with this target
-            // transaction like a refused change: exactly once.
-            let key = describe_key(&change);
-            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
-        }
-        let mut origin = self.group.count_change(&change);
-        origin.source = source;
-        self.pending.push((change, origin));
-        if self.pending.len() >= self.spec.max_batch_rows.max(1) {
-            self.flush_pending().await?;
-        }
-        Ok(())
-    }
-
     fn policy_of(&self, table: &TableName) -> TablePolicy {
         let configured = self.configured(table);
         self.spec
@@ -508,22 +190,6 @@ impl PgSink {
             .get(&configured)
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// Decide the pending changes against the target's rows (read under FOR
-    /// UPDATE) and write what is to be written.
-    async fn flush_pending(&mut self) -> Result<(), SinkError> {
-        crate::sink::applier::decide_pending(self).await
-    }
-
-    /// See `Sink::write_pending`.
-    pub async fn write_pending(&mut self) -> Result<(), SinkError> {
-        self.flush_pending().await
-    }
-
-    /// When the open target transaction began.
-    pub fn opened_at(&self) -> Option<std::time::Instant> {
-        self.group.opened_at
     }
 
     /// Does a session wait for a lock this applier's session holds? Read in
@@ -547,9 +213,6 @@ impl PgSink {
     /// thousand per call, so a backlog never holds locks for long). Between
     /// source transactions only. Returns how many were removed.
     pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
-        if self.group.open {
-            return Ok(0);
-        }
         let names: Vec<String> = self.spec.tables.iter().map(|t| t.to_string()).collect();
         let removed = self
             .client
@@ -852,60 +515,9 @@ impl PgSink {
         Ok(())
     }
 
-    /// Queue one decided write into the batch of statements.
-    async fn add_write(
-        &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-        fallback: Option<RowChange>,
-    ) -> Result<(), SinkError> {
-        let shape = shape_of(&change);
-        let key = encoded_key(&change);
-        let key_changed = change.op == Op::Update
-            && change.before.as_ref().map(|b| b.key(&change.table))
-                != change.after.as_ref().map(|a| a.key(&change.table));
-        let target = self.target_table(&change.table.table).await?;
-        // Updates of a table with other unique constraints go one per statement.
-        let one_per_statement = change.op == Op::Update && target.other_unique;
-        let fits = match &self.batch {
-            Some(b) => {
-                Arc::ptr_eq(&b.table, &change.table)
-                    && !one_per_statement
-                    && b.op == change.op
-                    && b.shape == shape
-                    && !b.keys.contains(&key)
-                    && !key_changed
-                    && b.rows.len() < self.max_rows(&b.table, b.shape.len())
-            }
-            None => false,
-        };
-        if !fits {
-            self.flush().await?;
-        }
-        let batch = self.batch.get_or_insert_with(|| Batch {
-            table: change.table.clone(),
-            op: change.op,
-            shape,
-            rows: Vec::new(),
-            keys: HashSet::new(),
-            key_changed,
-            origins: Vec::new(),
-            fallbacks: Vec::new(),
-        });
-        batch.keys.insert(key);
-        batch.rows.push(change);
-        batch.origins.push(origin);
-        batch.fallbacks.push(fallback);
-        if key_changed {
-            // A key change goes alone, so that swapped keys never meet in one statement.
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
     fn max_rows(&self, table: &TableSchema, shape_len: usize) -> usize {
         let per_row = shape_len + table.key.len() + 1;
-        (MAX_PARAMS / per_row.max(1)).clamp(1, self.spec.max_batch_rows.max(1))
+        (MAX_PARAMS / per_row.max(1)).clamp(1, self.max_batch_rows.max(1))
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
@@ -1021,19 +633,17 @@ impl PgSink {
         Ok(())
     }
 
-    /// Apply the pending batch. A data error (a value or constraint the target
-    /// refuses) does not stop the stream: the batch is retried row by row, each
-    /// under a savepoint, and the rows the target refuses are quarantined.
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        let Some(batch) = self.batch.take() else {
-            return Ok(());
-        };
+    /// Execute one batch under a savepoint, so that a statement the target
+    /// refuses leaves the transaction usable (the rows are then retried one
+    /// by one). The trigger role is set outside the savepoint: rolled back
+    /// with it, it would no longer be what `origin_role` says.
+    async fn execute_guarded(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.trigger_role(&batch.table.table.name).await?;
         self.client
             .batch_execute("SAVEPOINT duplex_batch")
             .await
             .map_err(db("set a savepoint"))?;
-        match self.execute_batch(&batch).await {
+        match self.execute_batch(batch).await {
             Ok(()) => {
                 self.client
                     .batch_execute("RELEASE SAVEPOINT duplex_batch")
@@ -1041,63 +651,17 @@ impl PgSink {
                     .map_err(db("release a savepoint"))?;
                 Ok(())
             }
-            Err(e) if e.is_data_error() => {
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT duplex_batch")
-                    .await
-                    .map_err(db("roll back to a savepoint"))?;
-                for ((row, origin), fallback) in
-                    batch.rows.iter().zip(&batch.origins).zip(&batch.fallbacks)
-                {
-                    let single = Batch {
-                        table: batch.table.clone(),
-                        op: batch.op,
-                        shape: batch.shape.clone(),
-                        rows: vec![row.clone()],
-                        keys: HashSet::new(),
-                        key_changed: batch.key_changed,
-                        origins: vec![origin.clone()],
-                        fallbacks: vec![None],
-                    };
+            Err(e) => {
+                if e.is_data_error() {
                     self.client
-                        .batch_execute("SAVEPOINT duplex_row")
+                        .batch_execute(
+                            "ROLLBACK TO SAVEPOINT duplex_batch; RELEASE SAVEPOINT duplex_batch",
+                        )
                         .await
-                        .map_err(db("set a savepoint"))?;
-                    match self.execute_batch(&single).await {
-                        Ok(()) => self
-                            .client
-                            .batch_execute("RELEASE SAVEPOINT duplex_row")
-                            .await
-                            .map_err(db("release a savepoint"))?,
-                        Err(e) if e.is_data_error() => {
-                            self.client
-                                .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")
-                                .await
-                                .map_err(db("roll back to a savepoint"))?;
-                            let reason = crate::error_chain::error_chain(&e);
-                            let record = fallback.as_ref().unwrap_or(row);
-                            // The net row is kept in the target's terms: the
-                            // statement's source form would bring back the
-                            // statement on retry.
-                            let mut origin = origin.clone();
-                            if fallback.is_some() {
-                                origin.source = crate::canonical::SourceForm::Unknown;
-                            }
-                            self.quarantine
-                                .record(record, &origin, &describe_key(record), &reason)
-                                .await
-                                .map_err(SinkError::Quarantine)?;
-                        }
-                        Err(e) => return Err(e),
-                    }
+                        .map_err(db("roll back to a savepoint"))?;
                 }
-                self.client
-                    .batch_execute("RELEASE SAVEPOINT duplex_batch")
-                    .await
-                    .map_err(db("release a savepoint"))?;
-                Ok(())
+                Err(e)
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -1421,30 +985,120 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-impl crate::sink::applier::Applier for PgSink {
-    type Error = SinkError;
+impl Target for PgTarget {
+    fn site_name(&self) -> &str {
+        &self.spec.endpoint.site_name
+    }
 
-    crate::sink::applier::applier_accessors!();
+    fn table_names(&self) -> Vec<String> {
+        self.spec.tables.iter().map(|t| t.name.clone()).collect()
+    }
 
     fn policy_for(&self, table: &TableName) -> TablePolicy {
         self.policy_of(table)
     }
 
+    fn forget_tables(&mut self) {
+        self.tables.clear();
+    }
+
+    async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
+        PgTarget::resume_position(self).await
+    }
+
     // The session runs under the link's replication origin: every transaction
-    // it commits is duplex's own. No source position is recorded.
-    async fn begin_own(&mut self) -> Result<(), SinkError> {
+    // it commits is duplex's own.
+    async fn begin(&mut self) -> Result<(), SinkError> {
         self.origin_role = false;
         self.client
             .batch_execute("BEGIN")
             .await
-            .map_err(db("begin an own transaction"))
+            .map_err(db("begin target transaction"))
     }
 
-    async fn commit_own(&mut self) -> Result<(), SinkError> {
+    async fn commit(&mut self, applied: Option<(SourcePosition, i64)>) -> Result<(), SinkError> {
+        if let Some((end, commit_time_us)) = applied {
+            let ts = encode_text(&Value::TimestampTz(crate::canonical::Timestamp::Micros(
+                commit_time_us,
+            )))
+            .map_err(|e| SinkError::Value {
+                table: TableName::new("", ""),
+                key: String::new(),
+                column: "commit time".into(),
+                reason: e.to_string(),
+            })?;
+            self.client
+                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&lsn_text(end.counter()), &ts])
+                .await
+                .map_err(db("record the applied source position"))?;
+        }
         self.client
             .batch_execute("COMMIT")
             .await
-            .map_err(db("commit an own transaction"))
+            .map_err(db("commit target transaction"))
+    }
+
+    async fn rollback(&mut self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(db("roll back a target transaction"))
+    }
+
+    async fn truncate(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        let mut names: Vec<String> = Vec::new();
+        for t in tables {
+            let quoted = quote_table(&self.configured(&t.table));
+            // ONLY the table itself: an inheritance parent's children
+            // are not synced. A partitioned table is truncated whole
+            // (ONLY is refused there), as its source was.
+            let partitioned: bool = self
+                .client
+                .query_one(
+                    "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+                    &[&quoted],
+                )
+                .await
+                .map_err(db("look up a truncated table"))?
+                .get(0);
+            names.push(if partitioned {
+                quoted
+            } else {
+                format!("ONLY {quoted}")
+            });
+        }
+        if !names.is_empty() {
+            self.client
+                .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+                .await
+                .map_err(db("truncate"))?;
+        }
+        Ok(())
+    }
+
+    async fn rows_per_statement(
+        &mut self,
+        change: &RowChange,
+        shape_len: usize,
+    ) -> Result<usize, SinkError> {
+        let target = self.target_table(&change.table.table).await?;
+        // Updates of a table with other unique constraints go one per statement.
+        if change.op == Op::Update && target.other_unique {
+            return Ok(1);
+        }
+        Ok(self.max_rows(&change.table, shape_len))
+    }
+
+    async fn execute(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.execute_guarded(batch).await
+    }
+
+    async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
+        PgTarget::purge_tombstones(self, retention).await
+    }
+
+    async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+        PgTarget::sessions_waiting(self).await
     }
 
     async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError> {
@@ -1488,13 +1142,6 @@ impl crate::sink::applier::Applier for PgSink {
         Ok(())
     }
 
-    async fn rollback_own(&mut self) -> Result<(), SinkError> {
-        self.client
-            .batch_execute("ROLLBACK")
-            .await
-            .map_err(db("roll back an own transaction"))
-    }
-
     async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError> {
         let target = self.target_table(&change.table.table).await?;
         let classes: Vec<Option<(&PgTypeClass, i32)>> = change
@@ -1527,19 +1174,6 @@ impl crate::sink::applier::Applier for PgSink {
         keys: &[KeyRef],
     ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
         self.read_local(schema, keys).await
-    }
-
-    async fn queue_write(
-        &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-        fallback: Option<RowChange>,
-    ) -> Result<(), SinkError> {
-        self.add_write(change, origin, fallback).await
-    }
-
-    async fn flush_writes(&mut self) -> Result<(), SinkError> {
-        self.flush().await
     }
 
     async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError> {

@@ -1,0 +1,114 @@
+//! The applier's one error type, whatever the target's engine: what went
+//! wrong, on which table and key, and how to fix it. [`SinkError::is_data_error`]
+//! tells a refused row (quarantined, the stream goes on) from everything else
+//! (the direction stops and is retried).
+
+use crate::canonical::TableName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    PgConnect(#[from] crate::pg::ConnectError),
+    #[error(transparent)]
+    MysqlConnect(#[from] crate::mysql::MysqlConnectError),
+    /// A PostgreSQL target's error, with what duplex was doing.
+    #[error("{context}: {source}")]
+    Pg {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A MySQL/MariaDB target's error, with what duplex was doing.
+    #[error("{context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("table {table} does not exist on the target; create it there (same schema and name) or remove it from duplex.link_tables")]
+    MissingTable { table: TableName },
+    #[error(
+        "table {table}: column {column} does not exist on the target; add it there or exclude it"
+    )]
+    MissingColumn { table: TableName, column: String },
+    #[error("table {table}: has no primary key on the target")]
+    NoPrimaryKey { table: TableName },
+    #[error("table {table}: primary key differs between the sites (source: {source_key}; target: {target_key}); both sides need the same key")]
+    KeyMismatch {
+        table: TableName,
+        source_key: String,
+        target_key: String,
+    },
+    #[error("table {table} key {key} column {column}: {reason}")]
+    Value {
+        table: TableName,
+        key: String,
+        column: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Quarantine(#[from] crate::journal::quarantine::QuarantineError),
+    #[error(transparent)]
+    Conflicts(#[from] crate::journal::conflicts::ConflictStoreError),
+    #[error("table {table}: cannot read the target row's column {column}: {reason}")]
+    LocalValue {
+        table: TableName,
+        column: String,
+        reason: String,
+    },
+    #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
+    OriginBusy {
+        origin: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// MySQL/MariaDB server errors that mean "this row's data".
+const MYSQL_DATA_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1062, // duplicate entry
+    1216, 1217, 1451, 1452, // foreign key
+    1264, // out of range
+    1265, // data truncated
+    1292, // incorrect value
+    1366, // incorrect string value
+    1406, // data too long
+    3819, // check constraint (MySQL)
+    4025, // check constraint (MariaDB)
+];
+
+impl SinkError {
+    /// The target refused this row's data (PostgreSQL: SQLSTATE class 22,
+    /// data exception, or 23, integrity constraint violation; MySQL: the
+    /// server errors of [`MYSQL_DATA_ERRORS`]), or duplex refused a value it
+    /// cannot express for the target: the row is quarantined, the stream
+    /// goes on. Anything else (connection, locks, configuration) stops and
+    /// retries.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            SinkError::Value { .. } => true,
+            SinkError::Pg { source, .. } => source
+                .code()
+                .map(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+                .unwrap_or(false),
+            SinkError::Mysql {
+                source: mysql_async::Error::Server(e),
+                ..
+            } => MYSQL_DATA_ERRORS.contains(&e.code),
+            _ => false,
+        }
+    }
+}
+
+/// A PostgreSQL error with what duplex was doing.
+pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    let context = context.into();
+    move |source| SinkError::Pg { context, source }
+}
+
+/// A MySQL/MariaDB error with what duplex was doing.
+pub(crate) fn mysql(context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SinkError {
+    let context = context.into();
+    move |source| SinkError::Mysql { context, source }
+}

@@ -1,0 +1,120 @@
+//! What a target engine supplies to the applier: the steps that differ
+//! between PostgreSQL and MySQL/MariaDB (transactions and where the applied
+//! position is kept, reading rows back, executing a batch of statements,
+//! tombstones). Everything else (batching, deciding, journaling, the
+//! applier's own transactions) is the applier's, the same for every engine.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::canonical::{ChangeOrigin, Op, RowChange, SourcePosition, TableName, TableSchema};
+use crate::conflict::{Local, TablePolicy};
+use crate::sink::resolve::{KeyRef, Resolved};
+use crate::sink::SinkError;
+
+/// Consecutive decided writes of one table, one operation and one column
+/// shape: one statement on the target.
+pub(crate) struct Batch {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    /// Indexes of the columns written (after image columns present).
+    pub shape: Vec<usize>,
+    pub rows: Vec<RowChange>,
+    /// Encoded keys in the batch: a second change to a key must follow the first.
+    pub(crate) keys: HashSet<Vec<u8>>,
+    /// An update that changes the primary key (always alone in its batch).
+    pub key_changed: bool,
+    /// Where each row's change sits in the source stream (for quarantine).
+    pub origins: Vec<ChangeOrigin>,
+    /// Per row, what to quarantine if the target refuses it, when not the
+    /// row's change itself (see `Resolved::fallbacks`).
+    pub fallbacks: Vec<Option<RowChange>>,
+}
+
+impl Batch {
+    /// A batch of the one row `i` of `self`, to retry it alone.
+    pub(crate) fn single(&self, i: usize) -> Batch {
+        Batch {
+            table: self.table.clone(),
+            op: self.op,
+            shape: self.shape.clone(),
+            rows: vec![self.rows[i].clone()],
+            keys: HashSet::new(),
+            key_changed: self.key_changed,
+            origins: vec![self.origins[i].clone()],
+            fallbacks: vec![None],
+        }
+    }
+}
+
+/// A target engine's steps. Used with static dispatch only (the applier is
+/// generic over it), so the futures' `Send` bounds are those of each engine.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Target {
+    /// The target site's name, for messages.
+    fn site_name(&self) -> &str;
+    /// The link's tables on this site (bare names).
+    fn table_names(&self) -> Vec<String>;
+    /// The conflict policy of a source table, as configured for this target.
+    fn policy_for(&self, table: &TableName) -> TablePolicy;
+    /// Read the target tables' columns again before their next use (a DBA
+    /// may have changed a column so that a quarantined change fits).
+    fn forget_tables(&mut self);
+
+    /// The source position the target has durably applied, as its counter
+    /// (see [`SourcePosition::counter`]): where to resume.
+    async fn resume_position(&mut self) -> Result<Option<u64>, SinkError>;
+    /// Begin a target transaction that the source of this site recognises as
+    /// duplex's own (no echo).
+    async fn begin(&mut self) -> Result<(), SinkError>;
+    /// Commit the open target transaction; with `applied` (the end position
+    /// of its last source transaction and that transaction's commit time,
+    /// µs), record it atomically with the data: where the stream resumes.
+    async fn commit(&mut self, applied: Option<(SourcePosition, i64)>) -> Result<(), SinkError>;
+    async fn rollback(&mut self) -> Result<(), SinkError>;
+    /// Record, with the transaction just begun, that the target holds the
+    /// source's state as of `position` (the initial sync's copy: the stream
+    /// resumes there). Only where the engine keeps it with the transaction.
+    async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError>;
+    /// Turn the target's foreign-key checks off (`on` false) for the rest of
+    /// the transaction just begun, where the session may; back on after it
+    /// (`on` true). The initial sync copies tables one after another, so a
+    /// child row can arrive before its parent.
+    async fn foreign_key_checks(&mut self, on: bool) -> Result<(), SinkError>;
+    /// Empty `tables` inside the open transaction, as the source did.
+    async fn truncate(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError>;
+
+    /// Bring the change's images into the target's own representation of
+    /// each column (what the target stores and reads back: `as_stored` of
+    /// `pg::types` / `mysql::types`), so that the checksum a marker records
+    /// is the one the row reads back with, and incoming rows compare with
+    /// the target's rows value for value. A value the column cannot take is
+    /// left as it came: writing it is refused, with the reason.
+    async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError>;
+    /// The target's rows (or tombstones) of `keys`, locked.
+    async fn read_rows(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError>;
+    /// How many rows like `change` (writing `shape_len` columns) one
+    /// statement may carry: 1 for a change that must go alone.
+    async fn rows_per_statement(
+        &mut self,
+        change: &RowChange,
+        shape_len: usize,
+    ) -> Result<usize, SinkError>;
+    /// Execute one batch as one statement. A statement the target refuses
+    /// leaves the transaction as it was before it (a savepoint where the
+    /// engine needs one), so its rows can be retried one by one.
+    async fn execute(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// Record the tombstones of applied deletes and drop those of revived keys.
+    async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError>;
+    /// Remove this link's tombstones older than `retention` (at most a few
+    /// thousand per call, so a backlog never holds locks for long), outside
+    /// any transaction. Returns how many were removed.
+    async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError>;
+    /// Does a session on the target wait for a lock the applier holds?
+    async fn sessions_waiting(&mut self) -> Result<bool, SinkError>;
+}
