@@ -20,9 +20,9 @@ use crate::conflict::{Local, TablePolicy};
 use crate::journal::conflicts::ConflictStore;
 use crate::journal::quarantine::Quarantine;
 use crate::marker::now_micros;
-use crate::sink::resolve::{keys_by_table, resolve, Carry, KeyRef};
+use crate::sink::resolve::{encode_key, keys_by_table, resolve, Carry, KeyRef};
 use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, encoded_key, shape_of, ApplierSpec, SinkError, TxnGroup};
+use crate::sink::{describe_key, encoded_key, seeded, shape_of, ApplierSpec, SinkError, TxnGroup};
 use crate::stats::DirectionStats;
 
 /// One direction's applier on its target.
@@ -279,7 +279,7 @@ impl<T: Target> Applier<T> {
         }
         let mut states = HashMap::new();
         for (schema, keys) in keys_by_table(&pending) {
-            for (key, local) in self.target.read_rows(&schema, &keys).await? {
+            for (key, local) in self.read_states(&schema, &keys).await? {
                 states.insert((schema.table.clone(), key), local);
             }
         }
@@ -432,6 +432,37 @@ impl<T: Target> Applier<T> {
         }
     }
 
+    /// The target's state for each of `keys`: its row, locked, with how it
+    /// was last written, or its tombstone if it has none.
+    async fn read_states(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        keys: &[KeyRef],
+    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+        let capture_start = self.target.capture_start(&schema.table);
+        let mut out = Vec::with_capacity(keys.len());
+        let mut found: HashSet<Vec<u8>> = HashSet::new();
+        for mut lr in self.target.read_rows(schema, keys).await? {
+            lr.stamp = seeded(lr.stamp, lr.marker.is_some(), capture_start);
+            let Some(key) = lr.row.key(schema).map(|k| encode_key(&k)) else {
+                continue;
+            };
+            found.insert(key.clone());
+            out.push((key, Local::Present(lr)));
+        }
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !found.contains(&k.encoded))
+            .map(|k| k.encoded.clone())
+            .collect();
+        let mut tombstones = self.target.read_tombstones(schema, &missing).await?;
+        for key in missing {
+            let t = tombstones.remove(&key);
+            out.push((key, Local::Absent(t)));
+        }
+        Ok(out)
+    }
+
     /// The target's row (or tombstone) for one key, locked.
     pub(crate) async fn read_local_key(
         &mut self,
@@ -439,8 +470,7 @@ impl<T: Target> Applier<T> {
         key: KeyRef,
     ) -> Result<Local, SinkError> {
         Ok(self
-            .target
-            .read_rows(schema, std::slice::from_ref(&key))
+            .read_states(schema, std::slice::from_ref(&key))
             .await?
             .into_iter()
             .next()

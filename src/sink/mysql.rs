@@ -8,7 +8,7 @@
 //! the resume point (exactly once). Session: strict SQL mode (a value the column
 //! cannot hold is an error, never a truncation) and UTC.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +18,14 @@ use mysql_async::prelude::Queryable;
 use crate::canonical::{
     Op, Row, RowChange, SourcePosition, TableName, TableSchema, Timestamp, Value,
 };
-use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::conflict::{LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, SinkError};
+use crate::sink::{describe_key, identifying_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
 /// What the MySQL/MariaDB target must know to apply one direction of a link.
@@ -239,7 +239,7 @@ impl MysqlTarget {
         &mut self,
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+    ) -> Result<Vec<LocalRow>, SinkError> {
         let target = self.target_table(&schema.table).await?;
         let column = |name: &str| {
             target
@@ -266,7 +266,6 @@ impl MysqlTarget {
             .map(|&i| quote_ident(&schema.columns[i].name))
             .collect();
         let mut out = Vec::with_capacity(keys.len());
-        let mut found: HashSet<Vec<u8>> = HashSet::new();
         let per_key = schema.key.len().max(1);
         for chunk in keys.chunks((60_000 / per_key).clamp(1, self.max_batch_rows.max(1))) {
             let mut params = Vec::with_capacity(chunk.len() * per_key);
@@ -325,23 +324,18 @@ impl MysqlTarget {
                     (Some(m), Some(us)) if m.ts == us => Stamp::Synced,
                     (_, t) => Stamp::User { t },
                 };
-                let capture_start = self.spec.capture_starts.get(&schema.table.name).copied();
-                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
-                let Some(key) = row
-                    .key(schema)
-                    .map(|k| crate::sink::resolve::encode_key(&k))
-                else {
-                    continue;
-                };
-                found.insert(key.clone());
-                out.push((key, Local::Present(LocalRow { row, marker, stamp })));
+                out.push(LocalRow { row, marker, stamp });
             }
         }
-        let missing: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|k| !found.contains(&k.encoded))
-            .map(|k| k.encoded.clone())
-            .collect();
+        Ok(out)
+    }
+
+    /// The tombstones of `missing` keys of `schema`'s table.
+    async fn find_tombstones(
+        &mut self,
+        schema: &TableSchema,
+        missing: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
         let mut tombstones = HashMap::new();
         // Most tables have no tombstones at all: ask once, then know (this
         // sink is the only writer of this table's tombstones on this site).
@@ -362,7 +356,7 @@ impl MysqlTarget {
                 p
             }
         };
-        let lookup: &[Vec<u8>] = if possible { &missing } else { &[] };
+        let lookup: &[Vec<u8>] = if possible { missing } else { &[] };
         for chunk in lookup.chunks(500) {
             let sql = format!(
                 "SELECT row_key, vv, site, ts FROM {} WHERE table_name = ? AND row_key IN ({})",
@@ -382,11 +376,7 @@ impl MysqlTarget {
                 }
             }
         }
-        for key in missing {
-            let t = tombstones.remove(&key);
-            out.push((key, Local::Absent(t)));
-        }
-        Ok(out)
+        Ok(tombstones)
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
@@ -585,20 +575,8 @@ impl MysqlTarget {
         change: &RowChange,
         params: &mut Vec<mysql_async::Value>,
     ) -> Result<String, SinkError> {
-        let image = change.before.as_ref().or(change.after.as_ref());
         let mut wheres = Vec::new();
-        for &i in &schema.key {
-            let v = match image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref()) {
-                Some(v) if !v.is_null() => v,
-                _ => {
-                    return Err(SinkError::Value {
-                        table: schema.table.clone(),
-                        key: describe_key(change),
-                        column: schema.columns[i].name.clone(),
-                        reason: "the change carries no value for this primary-key column".into(),
-                    })
-                }
-            };
+        for (i, v) in identifying_key(change)? {
             wheres.push(format!("{} = ?", quote_ident(&schema.columns[i].name)));
             params.push(self.param(target, schema, change, i, v)?);
         }
@@ -733,18 +711,10 @@ impl Target for MysqlTarget {
             .iter()
             .map(|c| target.columns.get(&c.name))
             .collect();
-        for image in [change.before.as_mut(), change.after.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            for (slot, col) in image.0.iter_mut().zip(&columns) {
-                if let (Some(v), Some(col)) = (slot.as_mut(), col) {
-                    if let Ok(stored) = crate::mysql::types::as_stored(col, v) {
-                        *v = stored;
-                    }
-                }
-            }
-        }
+        store_values(change, |i, v| {
+            let col = columns.get(i).copied().flatten()?;
+            crate::mysql::types::as_stored(col, v).ok()
+        });
         Ok(())
     }
 
@@ -752,8 +722,20 @@ impl Target for MysqlTarget {
         &mut self,
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+    ) -> Result<Vec<LocalRow>, SinkError> {
         self.read_local(schema, keys).await
+    }
+
+    fn capture_start(&self, table: &TableName) -> Option<i64> {
+        self.spec.capture_starts.get(&table.name).copied()
+    }
+
+    async fn read_tombstones(
+        &mut self,
+        schema: &TableSchema,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
+        self.find_tombstones(schema, keys).await
     }
 
     async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError> {

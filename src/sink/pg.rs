@@ -16,14 +16,14 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
-use crate::conflict::{Local, LocalRow, Stamp, TablePolicy, Tombstone};
+use crate::conflict::{LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::pg::types::{decode_text, encode_text, PgTypeClass};
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, SinkError};
+use crate::sink::{describe_key, identifying_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
 /// What the PostgreSQL target must know to apply one direction of a link.
@@ -240,10 +240,9 @@ impl PgTarget {
         &mut self,
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+    ) -> Result<Vec<LocalRow>, SinkError> {
         let target = self.target_table(&schema.table).await?;
         let mut out = Vec::with_capacity(keys.len());
-        let mut found: HashSet<Vec<u8>> = HashSet::new();
         let ncols = schema.columns.len();
         for chunk in keys.chunks(self.max_rows(schema, 0).max(1)) {
             let mut select = Vec::with_capacity(ncols + 3);
@@ -352,31 +351,8 @@ impl PgTarget {
                 let stamp = self
                     .stamp(schema, &row, marker.as_ref(), commit_us, roident)
                     .await?;
-                let capture_start = self
-                    .spec
-                    .capture_starts
-                    .get(&self.configured(&schema.table))
-                    .copied();
-                let stamp = crate::sink::seeded(stamp, marker.is_some(), capture_start);
-                let Some(key) = row
-                    .key(schema)
-                    .map(|k| crate::sink::resolve::encode_key(&k))
-                else {
-                    continue;
-                };
-                found.insert(key.clone());
-                out.push((key, Local::Present(LocalRow { row, marker, stamp })));
+                out.push(LocalRow { row, marker, stamp });
             }
-        }
-        let missing: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|k| !found.contains(&k.encoded))
-            .map(|k| k.encoded.clone())
-            .collect();
-        let mut tombstones = self.read_tombstones(schema, &missing).await?;
-        for key in missing {
-            let t = tombstones.remove(&key);
-            out.push((key, Local::Absent(t)));
         }
         Ok(out)
     }
@@ -420,7 +396,7 @@ impl PgTarget {
         self.configured(table).to_string()
     }
 
-    async fn read_tombstones(
+    async fn find_tombstones(
         &mut self,
         schema: &TableSchema,
         keys: &[Vec<u8>],
@@ -847,22 +823,7 @@ impl PgTarget {
         change: &RowChange,
         params: &mut Vec<Option<String>>,
     ) -> Result<(), SinkError> {
-        // The old key identifies the row; without an old image the key did not change.
-        let image = change.before.as_ref().or(change.after.as_ref());
-        for &i in &schema.key {
-            // A key value that is missing or NULL would match no row: the change
-            // would silently not happen. Refuse it instead.
-            let v = match image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref()) {
-                Some(v) if !v.is_null() => v,
-                _ => {
-                    return Err(SinkError::Value {
-                        table: schema.table.clone(),
-                        key: describe_key(change),
-                        column: schema.columns[i].name.clone(),
-                        reason: "the change carries no value for this primary-key column (check the table's replica identity)".into(),
-                    })
-                }
-            };
+        for (i, v) in identifying_key(change)? {
             params.push(self.text_param(schema, target, change, i, v)?);
         }
         Ok(())
@@ -1153,18 +1114,12 @@ impl Target for PgTarget {
                 target.classes.get(&c.name).map(|class| (class, typmod))
             })
             .collect();
-        for image in [change.before.as_mut(), change.after.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            for (slot, class) in image.0.iter_mut().zip(&classes) {
-                if let (Some(v), Some((class, typmod))) = (slot.as_mut(), class) {
-                    if let Ok(Some(stored)) = crate::pg::types::stored_form(class, *typmod, v) {
-                        *v = stored;
-                    }
-                }
-            }
-        }
+        store_values(change, |i, v| {
+            let (class, typmod) = classes.get(i).copied().flatten()?;
+            crate::pg::types::stored_form(class, typmod, v)
+                .ok()
+                .flatten()
+        });
         Ok(())
     }
 
@@ -1172,8 +1127,23 @@ impl Target for PgTarget {
         &mut self,
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
+    ) -> Result<Vec<LocalRow>, SinkError> {
         self.read_local(schema, keys).await
+    }
+
+    fn capture_start(&self, table: &TableName) -> Option<i64> {
+        self.spec
+            .capture_starts
+            .get(&self.configured(table))
+            .copied()
+    }
+
+    async fn read_tombstones(
+        &mut self,
+        schema: &TableSchema,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
+        self.find_tombstones(schema, keys).await
     }
 
     async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError> {

@@ -3,7 +3,8 @@
 //! no change stream behind it counts (seeded).
 
 use crate::canonical::encode::encode_value;
-use crate::canonical::{Op, RowChange};
+use crate::canonical::{Op, RowChange, Value};
+use crate::sink::SinkError;
 
 /// How a target row was last written, given when the target's changes to
 /// the table began to be captured for the link (`capture_start`, the site's
@@ -81,4 +82,47 @@ pub(crate) fn describe_key(change: &RowChange) -> String {
         })
         .collect();
     parts.join(", ")
+}
+
+/// The values of the row's primary key that identify it on the target:
+/// the old key (without an old image the key did not change), each with its
+/// column index. A key value that is missing or NULL would match no row: the
+/// change would silently not happen, so it is refused instead.
+pub(crate) fn identifying_key(change: &RowChange) -> Result<Vec<(usize, &Value)>, SinkError> {
+    let schema = &change.table;
+    let image = change.before.as_ref().or(change.after.as_ref());
+    schema
+        .key
+        .iter()
+        .map(|&i| match image.and_then(|r| r.0.get(i)).and_then(|v| v.as_ref()) {
+            Some(v) if !v.is_null() => Ok((i, v)),
+            _ => Err(SinkError::Value {
+                table: schema.table.clone(),
+                key: describe_key(change),
+                column: schema.columns[i].name.clone(),
+                reason: "the change carries no value for this primary-key column (check the table's replica identity)".into(),
+            }),
+        })
+        .collect()
+}
+
+/// Replace each value of the change's images by `stored(column index,
+/// value)` where that gives one (the target's own representation; see
+/// `Target::normalize`).
+pub(crate) fn store_values(
+    change: &mut RowChange,
+    stored: impl Fn(usize, &Value) -> Option<Value>,
+) {
+    for image in [change.before.as_mut(), change.after.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        for (i, slot) in image.0.iter_mut().enumerate() {
+            if let Some(v) = slot.as_mut() {
+                if let Some(s) = stored(i, v) {
+                    *v = s;
+                }
+            }
+        }
+    }
 }

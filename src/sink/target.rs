@@ -4,12 +4,12 @@
 //! tombstones). Everything else (batching, deciding, journaling, the
 //! applier's own transactions) is the applier's, the same for every engine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::canonical::{ChangeOrigin, Op, RowChange, SourcePosition, TableName, TableSchema};
-use crate::conflict::{Local, TablePolicy};
+use crate::conflict::{LocalRow, TablePolicy, Tombstone};
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::SinkError;
 
@@ -92,12 +92,22 @@ pub(crate) trait Target {
     /// the target's rows value for value. A value the column cannot take is
     /// left as it came: writing it is refused, with the reason.
     async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError>;
-    /// The target's rows (or tombstones) of `keys`, locked.
+    /// The target's rows of `keys` that exist, locked, each with how it was
+    /// last written (as the engine tells: not yet judged seeded).
     async fn read_rows(
         &mut self,
         schema: &Arc<TableSchema>,
         keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError>;
+    ) -> Result<Vec<LocalRow>, SinkError>;
+    /// When this site's changes to `table` began to be captured for the link
+    /// (this site's clock, µs), where known (`duplex.capture_starts`).
+    fn capture_start(&self, table: &TableName) -> Option<i64>;
+    /// The tombstones of `keys` (encoded) of `schema`'s table, where any.
+    async fn read_tombstones(
+        &mut self,
+        schema: &TableSchema,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError>;
     /// How many rows like `change` (writing `shape_len` columns) one
     /// statement may carry: 1 for a change that must go alone.
     async fn rows_per_statement(
