@@ -23,7 +23,9 @@ use std::collections::HashSet;
 pub(crate) use applier::Applier;
 pub use error::SinkError;
 pub(crate) use group::TxnGroup;
-pub(crate) use rows::{describe_key, encoded_key, identifying_key, seeded, shape_of, store_values};
+pub(crate) use rows::{
+    describe_key, encoded_key, identifying_key, same_key, seeded, shape_of, store_values,
+};
 pub(crate) use target::Target;
 
 use crate::journal::conflicts::ConflictStoreSpec;

@@ -25,7 +25,7 @@ use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, identifying_key, store_values, SinkError};
+use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
 /// What the MySQL/MariaDB target must know to apply one direction of a link.
@@ -450,18 +450,7 @@ impl MysqlTarget {
                 column: self.spec.marker_column.clone(),
             });
         }
-        let source_key: Vec<&str> = schema
-            .key
-            .iter()
-            .map(|&i| schema.columns[i].name.as_str())
-            .collect();
-        if source_key != target.key.iter().map(String::as_str).collect::<Vec<_>>() {
-            return Err(SinkError::KeyMismatch {
-                table: schema.table.clone(),
-                source_key: source_key.join(", "),
-                target_key: target.key.join(", "),
-            });
-        }
+        same_key(&schema, &target.key)?;
         let marker = quote_ident(&self.spec.marker_column);
         let mut params: Vec<mysql_async::Value> = Vec::new();
         let sql = match batch.op {

@@ -23,7 +23,7 @@ use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, identifying_key, store_values, SinkError};
+use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
 /// What the PostgreSQL target must know to apply one direction of a link.
@@ -655,19 +655,8 @@ impl PgTarget {
                 })
         };
         let marker_type = cast(&self.spec.marker_column)?.to_string();
-        // Rows are matched by the source's key columns: the target must agree.
+        same_key(&schema, &target.key)?;
         let key_cols: Vec<usize> = schema.key.clone();
-        let source_key: Vec<&str> = key_cols
-            .iter()
-            .map(|&i| schema.columns[i].name.as_str())
-            .collect();
-        if source_key != target.key.iter().map(String::as_str).collect::<Vec<_>>() {
-            return Err(SinkError::KeyMismatch {
-                table: schema.table.clone(),
-                source_key: source_key.join(", "),
-                target_key: target.key.join(", "),
-            });
-        }
         let n = batch.rows.len();
         let mut params: Vec<Option<String>> = Vec::new();
         let sql = match batch.op {

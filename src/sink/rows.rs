@@ -126,3 +126,24 @@ pub(crate) fn store_values(
         }
     }
 }
+
+/// Rows are matched by the source's key columns: the target's primary key
+/// (`target_key`, its column names in order) must be the same.
+pub(crate) fn same_key(
+    schema: &crate::canonical::TableSchema,
+    target_key: &[String],
+) -> Result<(), SinkError> {
+    let source_key: Vec<&str> = schema
+        .key
+        .iter()
+        .map(|&i| schema.columns[i].name.as_str())
+        .collect();
+    if source_key != target_key.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(SinkError::KeyMismatch {
+            table: schema.table.clone(),
+            source_key: source_key.join(", "),
+            target_key: target_key.join(", "),
+        });
+    }
+    Ok(())
+}
