@@ -13,17 +13,10 @@ use serde_json::json;
 use crate::canonical::ChangeOrigin;
 use crate::canonical::TableSchema;
 use crate::conflict::{Conflict, Outcome, PendingResolution, VersionInfo};
-use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
+use crate::control::{ControlDb, ControlEndpoint, Sql, P};
 use crate::journal::images::{image_json, readable, storable_text};
+use crate::journal::JournalError;
 use crate::stats::DirectionStats;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConflictStoreError {
-    #[error("cannot reach the control database to record a conflict: {0}")]
-    Connect(Box<crate::Error>),
-    #[error("cannot record a conflict in duplex.conflicts: {0}")]
-    Db(#[from] ControlError),
-}
 
 /// Where the conflicts of one direction are recorded.
 #[derive(Debug, Clone)]
@@ -76,7 +69,7 @@ impl ConflictStore {
         }
     }
 
-    async fn client(&mut self) -> Result<&mut ControlDb, ConflictStoreError> {
+    async fn client(&mut self) -> Result<&mut ControlDb, JournalError> {
         let client = match self.client.take() {
             Some(c) => c,
             None => self
@@ -84,16 +77,16 @@ impl ConflictStore {
                 .control
                 .connect("duplex conflicts")
                 .await
-                .map_err(|e| ConflictStoreError::Connect(Box::new(e)))?,
+                .map_err(|e| JournalError::Connect {
+                    what: "a conflict",
+                    source: Box::new(e),
+                })?,
         };
         Ok(self.client.insert(client))
     }
 
     /// See `Quarantine::reconcile`: the same rule, for conflict records.
-    pub async fn reconcile(
-        &mut self,
-        resume_counter: Option<u64>,
-    ) -> Result<(), ConflictStoreError> {
+    pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let client = self.client().await?;
         crate::journal::protocol::reconcile_unconfirmed(
@@ -125,7 +118,7 @@ impl ConflictStore {
     }
 
     /// The target transaction that settled the recorded conflicts committed.
-    pub async fn confirm(&mut self) -> Result<(), ConflictStoreError> {
+    pub async fn confirm(&mut self) -> Result<(), JournalError> {
         if self.unconfirmed.is_empty() {
             return Ok(());
         }
@@ -143,7 +136,7 @@ impl ConflictStore {
     pub async fn record_all(
         &mut self,
         conflicts: &[(Arc<TableSchema>, Conflict, ChangeOrigin, String)],
-    ) -> Result<(), ConflictStoreError> {
+    ) -> Result<(), JournalError> {
         if conflicts.len() < 2 || !matches!(self.client().await?, ControlDb::Pg(_)) {
             for (schema, conflict, origin, key) in conflicts {
                 self.record(schema, conflict, origin, key).await?;
@@ -243,7 +236,7 @@ impl ConflictStore {
         conflict: &Conflict,
         origin: &ChangeOrigin,
         key: &str,
-    ) -> Result<(), ConflictStoreError> {
+    ) -> Result<(), JournalError> {
         let status = if conflict.outcome == Outcome::Parked {
             "open"
         } else {
@@ -275,14 +268,14 @@ impl ConflictStore {
         }
         let (id, inserted) = match result {
             Ok(r) => r,
-            Err(e @ ConflictStoreError::Connect(_)) => return Err(e),
+            Err(e @ JournalError::Connect { .. }) => return Err(e),
             Err(e) => {
                 // The rows cannot be stored (too large for the control
                 // database, a constraint a DBA added): record the conflict
                 // with both versions' vectors but without their rows, so
                 // that the stream goes on and the conflict is on record.
                 let why = match &e {
-                    ConflictStoreError::Db(c) => crate::control::db::server_message(c),
+                    JournalError::Db(c) => crate::control::db::server_message(c),
                     other => other.to_string(),
                 };
                 tracing::error!(table = %schema.table, key = %key, error = %why,
@@ -318,7 +311,7 @@ impl ConflictStore {
         &mut self,
         origin: ChangeOrigin,
         kind: crate::conflict::ConflictKind,
-    ) -> Result<(), ConflictStoreError> {
+    ) -> Result<(), JournalError> {
         let (link, source) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let counter = origin.position.counter().to_string();
         let client = self.client().await?;
@@ -360,7 +353,7 @@ impl ConflictStore {
         key: &str,
         status: &str,
         r: &ConflictRecord,
-    ) -> Result<(i64, bool), ConflictStoreError> {
+    ) -> Result<(i64, bool), JournalError> {
         let (link, source, target) = (
             self.spec.link_id as i32,
             self.spec.source_site as i32,
@@ -438,9 +431,7 @@ fn version_from_json(v: &serde_json::Value) -> Option<VersionInfo> {
 impl ConflictStore {
     /// Conflicts of this direction a DBA has settled and duplex has not
     /// applied yet. One that cannot be read back is marked with a note.
-    pub async fn pending_resolutions(
-        &mut self,
-    ) -> Result<Vec<PendingResolution>, ConflictStoreError> {
+    pub async fn pending_resolutions(&mut self) -> Result<Vec<PendingResolution>, JournalError> {
         let (link, source, target) = (
             self.spec.link_id as i32,
             self.spec.source_site as i32,
@@ -509,7 +500,7 @@ impl ConflictStore {
         conflict_id: i64,
         status: &str,
         note: &str,
-    ) -> Result<(), ConflictStoreError> {
+    ) -> Result<(), JournalError> {
         let client = self.client().await?;
         client
             .exec(
@@ -540,7 +531,7 @@ impl ConflictStore {
 
     /// A version was applied to `table`/`key` without a conflict: parked
     /// conflicts of that row are moot.
-    pub async fn applied(&mut self, table: &str, key: &str) -> Result<(), ConflictStoreError> {
+    pub async fn applied(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
         if self.open.remove(&(table.to_string(), key.to_string())) {
             self.supersede(table, key).await?;
         }
@@ -549,7 +540,7 @@ impl ConflictStore {
 
     /// Open conflicts on this target for `table`/`key` are moot: a version that
     /// has seen both was applied.
-    pub async fn supersede(&mut self, table: &str, key: &str) -> Result<(), ConflictStoreError> {
+    pub async fn supersede(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
         let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
         let client = self.client().await?;
         client
@@ -570,7 +561,7 @@ impl ConflictStore {
     /// Keys with open (parked) conflicts on this target, as (table, key).
     pub async fn open_keys(
         &mut self,
-    ) -> Result<std::collections::HashSet<(String, String)>, ConflictStoreError> {
+    ) -> Result<std::collections::HashSet<(String, String)>, JournalError> {
         let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
         let client = self.client().await?;
         client

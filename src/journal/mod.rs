@@ -10,3 +10,18 @@ pub mod conflicts;
 pub(crate) mod images;
 pub(crate) mod protocol;
 pub mod quarantine;
+
+/// The journal's one error type: the control database could not be reached
+/// (the direction retries, the target transaction rolled back), or it
+/// refused a record.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot reach the control database to record {what}: {source}")]
+    Connect {
+        /// What was to be recorded ("a conflict", "a quarantined change").
+        what: &'static str,
+        source: Box<crate::Error>,
+    },
+    #[error("cannot record in the control schema's journal: {0}")]
+    Db(#[from] crate::control::ControlError),
+}

@@ -17,18 +17,11 @@ use crate::canonical::{
     ChangeOrigin, Op, Row, RowChange, SourceForm, SourcePosition, TableName, TableSchema,
     Unreplicable,
 };
-use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
+use crate::control::{ControlDb, ControlEndpoint, Sql, P};
 use crate::journal::images::{abridge, image_json, readable, storable_text};
 use crate::journal::protocol::{confirm_ids, reconcile_unconfirmed};
+use crate::journal::JournalError;
 use crate::stats::DirectionStats;
-
-#[derive(Debug, thiserror::Error)]
-pub enum QuarantineError {
-    #[error("cannot reach the control database to quarantine a change: {0}")]
-    Connect(Box<crate::Error>),
-    #[error("cannot record a quarantined change in duplex.quarantine: {0}")]
-    Db(#[from] ControlError),
-}
 
 /// Where quarantined changes of one direction go.
 #[derive(Debug, Clone)]
@@ -149,7 +142,7 @@ impl Quarantine {
         }
     }
 
-    async fn client(&mut self) -> Result<&mut ControlDb, QuarantineError> {
+    async fn client(&mut self) -> Result<&mut ControlDb, JournalError> {
         let client = match self.client.take() {
             Some(c) => c,
             None => self
@@ -157,7 +150,10 @@ impl Quarantine {
                 .control
                 .connect("duplex quarantine")
                 .await
-                .map_err(|e| QuarantineError::Connect(Box::new(e)))?,
+                .map_err(|e| JournalError::Connect {
+                    what: "a quarantined change",
+                    source: Box::new(e),
+                })?,
         };
         Ok(self.client.insert(client))
     }
@@ -169,7 +165,7 @@ impl Quarantine {
     /// (delete them: the replay records the change again if it still fails).
     /// A record's position is its transaction's start, strictly below that
     /// transaction's end.
-    pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), QuarantineError> {
+    pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let client = self.client().await?;
         reconcile_unconfirmed(client, "duplex.quarantine", link, site, resume_counter).await?;
@@ -177,7 +173,7 @@ impl Quarantine {
     }
 
     /// The target transaction holding the recorded skips committed.
-    pub async fn confirm(&mut self) -> Result<(), QuarantineError> {
+    pub async fn confirm(&mut self) -> Result<(), JournalError> {
         if self.unconfirmed.is_empty() {
             return Ok(());
         }
@@ -190,7 +186,7 @@ impl Quarantine {
     /// Changes a DBA asked to retry (`duplex.retry_quarantined`), oldest
     /// first. A record whose change cannot be read back goes back to pending
     /// with a note.
-    pub async fn pending_retries(&mut self) -> Result<Vec<Retry>, QuarantineError> {
+    pub async fn pending_retries(&mut self) -> Result<Vec<Retry>, JournalError> {
         let (link, source, target) = (
             self.spec.link_id as i32,
             self.spec.source_site as i32,
@@ -266,7 +262,7 @@ impl Quarantine {
         quarantine_id: i64,
         status: &str,
         note: &str,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), JournalError> {
         let client = self.client().await?;
         client
             .exec(
@@ -303,7 +299,7 @@ impl Quarantine {
         origin: &ChangeOrigin,
         key: &str,
         reason: &str,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), JournalError> {
         self.keep(change, origin, key, reason, "pending").await
     }
 
@@ -315,7 +311,7 @@ impl Quarantine {
         change: &RowChange,
         origin: &ChangeOrigin,
         key: &str,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), JournalError> {
         let reason = if self.is_stopped(&change.table.table.name) {
             "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
         } else {
@@ -338,7 +334,7 @@ impl Quarantine {
         table: &TableName,
         origin: ChangeOrigin,
         u: &Unreplicable,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), JournalError> {
         let statement = storable_text(&u.statement);
         let reason = storable_text(&u.reason);
         let body = readable(json!({
@@ -388,7 +384,7 @@ impl Quarantine {
     /// unconfirmed ones: between source transactions a record this run
     /// wrote belongs to a committed transaction (a rolled-back one restarts
     /// the direction, and reconciliation at start removes its records).
-    async fn stopped_tables(&mut self) -> Result<HashSet<String>, QuarantineError> {
+    async fn stopped_tables(&mut self) -> Result<HashSet<String>, JournalError> {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         let rows = client
@@ -415,7 +411,7 @@ impl Quarantine {
     }
 
     /// At start: the tables stopped in this direction.
-    pub async fn load_stopped(&mut self) -> Result<(), QuarantineError> {
+    pub async fn load_stopped(&mut self) -> Result<(), JournalError> {
         self.stopped = self.stopped_tables().await?;
         if !self.stopped.is_empty() {
             let mut names: Vec<&String> = self.stopped.iter().collect();
@@ -428,7 +424,7 @@ impl Quarantine {
     /// Between source transactions: the stopped tables whose statement
     /// records a DBA has discarded since (resynced). They are no longer
     /// stopped; returns them.
-    pub async fn resumed(&mut self) -> Result<Vec<String>, QuarantineError> {
+    pub async fn resumed(&mut self) -> Result<Vec<String>, JournalError> {
         if self.stopped.is_empty() {
             return Ok(Vec::new());
         }
@@ -441,7 +437,7 @@ impl Quarantine {
 
     /// A TRUNCATE of paused `tables` (bare names) arrived: the changes held
     /// before it are moot (their rows are gone with it).
-    pub async fn discard_held(&mut self, tables: &[String]) -> Result<(), QuarantineError> {
+    pub async fn discard_held(&mut self, tables: &[String]) -> Result<(), JournalError> {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         client
@@ -466,7 +462,7 @@ impl Quarantine {
     /// paused); the changes held for a table removed from the link stay held
     /// for a DBA to discard or re-add it.
     /// Returns how many were released.
-    pub async fn release_held(&mut self, active: &[String]) -> Result<u64, QuarantineError> {
+    pub async fn release_held(&mut self, active: &[String]) -> Result<u64, JournalError> {
         let (link, source, target) = self.ids();
         let client = self.client().await?;
         Ok(client
@@ -498,7 +494,7 @@ impl Quarantine {
         key: &str,
         reason: &str,
         status: &str,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), JournalError> {
         let body = readable(json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
@@ -524,7 +520,7 @@ impl Quarantine {
         }
         let (id, inserted) = match result {
             Ok(r) => r,
-            Err(e @ QuarantineError::Connect(_)) => return Err(e),
+            Err(e @ JournalError::Connect { .. }) => return Err(e),
             Err(e) => {
                 // The record itself cannot be stored (a value beyond what the
                 // control database takes in one field or packet, a
@@ -533,7 +529,7 @@ impl Quarantine {
                 // never silent. Only if that fails too (the control
                 // database is unreachable) does the direction stop.
                 let why = match &e {
-                    QuarantineError::Db(c) => crate::control::db::server_message(c),
+                    JournalError::Db(c) => crate::control::db::server_message(c),
                     other => other.to_string(),
                 };
                 tracing::error!(table = %change.table.table, key = %key, position = %origin.position, error = %why,
@@ -568,7 +564,7 @@ impl Quarantine {
     }
 
     /// Upsert one record; returns its id and whether it is new.
-    async fn insert(&mut self, r: &Record<'_>) -> Result<(i64, bool), QuarantineError> {
+    async fn insert(&mut self, r: &Record<'_>) -> Result<(i64, bool), JournalError> {
         let (link, source, target) = self.ids();
         let (position, counter) = (
             r.origin.position.to_string(),

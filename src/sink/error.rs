@@ -47,9 +47,7 @@ pub enum SinkError {
         reason: String,
     },
     #[error(transparent)]
-    Quarantine(#[from] crate::journal::quarantine::QuarantineError),
-    #[error(transparent)]
-    Conflicts(#[from] crate::journal::conflicts::ConflictStoreError),
+    Journal(#[from] crate::journal::JournalError),
     #[error("table {table}: cannot read the target row's column {column}: {reason}")]
     LocalValue {
         table: TableName,
