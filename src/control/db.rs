@@ -41,7 +41,7 @@ impl ControlEndpoint {
         Ok(ControlEndpoint::Pg(PgEndpoint::from_url("control", url)?))
     }
 
-    pub async fn connect(&self, application_name: &str) -> Result<ControlDb, crate::Error> {
+    pub async fn connect(&self, application_name: &str) -> Result<ControlDb, ControlError> {
         match self {
             ControlEndpoint::Pg(ep) => Ok(ControlDb::Pg(ep.connect(application_name).await?)),
             ControlEndpoint::Mysql(ep) => {

@@ -79,7 +79,7 @@ impl ConflictStore {
                 .await
                 .map_err(|e| JournalError::Connect {
                     what: "a conflict",
-                    source: Box::new(e),
+                    source: e,
                 })?,
         };
         Ok(self.client.insert(client))

@@ -20,7 +20,7 @@ pub enum JournalError {
     Connect {
         /// What was to be recorded ("a conflict", "a quarantined change").
         what: &'static str,
-        source: Box<crate::Error>,
+        source: crate::control::ControlError,
     },
     #[error("cannot record in the control schema's journal: {0}")]
     Db(#[from] crate::control::ControlError),

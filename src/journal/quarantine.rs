@@ -152,7 +152,7 @@ impl Quarantine {
                 .await
                 .map_err(|e| JournalError::Connect {
                     what: "a quarantined change",
-                    source: Box::new(e),
+                    source: e,
                 })?,
         };
         Ok(self.client.insert(client))
