@@ -79,7 +79,7 @@ impl ConflictStore {
                 .await
                 .map_err(|e| JournalError::Connect {
                     what: "a conflict",
-                    source: e,
+                    source: Box::new(e),
                 })?,
         };
         Ok(self.client.insert(client))

@@ -20,8 +20,14 @@ pub enum JournalError {
     Connect {
         /// What was to be recorded ("a conflict", "a quarantined change").
         what: &'static str,
-        source: crate::control::ControlError,
+        source: Box<crate::control::ControlError>,
     },
     #[error("cannot record in the control schema's journal: {0}")]
-    Db(#[from] crate::control::ControlError),
+    Db(Box<crate::control::ControlError>),
+}
+
+impl From<crate::control::ControlError> for JournalError {
+    fn from(e: crate::control::ControlError) -> JournalError {
+        JournalError::Db(Box::new(e))
+    }
 }

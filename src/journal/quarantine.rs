@@ -152,7 +152,7 @@ impl Quarantine {
                 .await
                 .map_err(|e| JournalError::Connect {
                     what: "a quarantined change",
-                    source: e,
+                    source: Box::new(e),
                 })?,
         };
         Ok(self.client.insert(client))
