@@ -1,6 +1,17 @@
 //! Runs every enabled link of the control schema: prepares the sites, starts
 //! both directions of each link, and writes their status back to the control
-//! schema every second.
+//! schema every second. This file is the runner's public face ([`start`],
+//! [`RunHandle`]); each job lives in its own file:
+//!
+//! - `registry`: the directions the process knows of, with their counters;
+//! - `plan`: which tables of a link run (patterns expanded, each table checked);
+//! - `prepare`: site work (slots, publications, binlog positions, capture starts)
+//!   and the link's two direction specs;
+//! - `link_run`: one link's two directions, started and stopped together;
+//! - `live_config`: configuration changes applied to the running links;
+//! - `parity_schedule`: the scheduled parity checks;
+//! - `status`: the status writer (`duplex.link_status`);
+//! - `config_check`: `duplex config check`, a read-only dry run.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -231,7 +231,6 @@ async fn capture_starts(
     Ok(out)
 }
 
-/// Prepare both sites of a link and build its two directions.
 /// A connection for setup, by engine.
 pub(super) enum SetupConn {
     Pg(tokio_postgres::Client),
