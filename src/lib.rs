@@ -6,11 +6,9 @@
 //! from; [`setup`] prepares sites for a link; [`pipeline`] wires one direction
 //! of a link together and [`runner`] runs every link. See `docs/architecture.md`.
 
-pub mod bench;
 pub mod canonical;
 pub mod conflict;
 pub mod control;
-pub mod dba;
 pub mod error;
 pub mod localdb;
 pub mod mapping;
@@ -34,4 +32,3 @@ pub use error::Error;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub mod demo;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 use duplex::pipeline::PipelineTuning;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "duplex",
@@ -137,7 +139,7 @@ enum Command {
         rounds: u32,
         /// Engine of the "support" database (the "crm" one is PostgreSQL).
         #[arg(long, value_enum, default_value = "postgres")]
-        support: duplex::demo::SupportEngine,
+        support: cli::demo::SupportEngine,
     },
 }
 
@@ -338,29 +340,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Quarantine { control, action } => {
-            use duplex::dba::QuarantineAction as A;
+            use cli::dba::QuarantineAction as A;
             let action = match action {
                 QuarantineCommand::List { all, table, limit } => A::List { all, table, limit },
                 QuarantineCommand::Show { id } => A::Show { id },
                 QuarantineCommand::Retry { ids } => A::Retry { ids },
                 QuarantineCommand::Discard { ids } => A::Discard { ids },
             };
-            duplex::dba::quarantine(&control, action).await?;
+            cli::dba::quarantine(&control, action).await?;
         }
         Command::Conflicts { control, action } => {
-            use duplex::dba::ConflictsAction as A;
+            use cli::dba::ConflictsAction as A;
             let action = match action {
                 ConflictsAction::List { open, table, limit } => A::List { open, table, limit },
                 ConflictsAction::Show { id } => A::Show { id },
                 ConflictsAction::Resolve { id, take } => A::Resolve { id, take },
             };
-            duplex::dba::conflicts(&control, action).await?;
+            cli::dba::conflicts(&control, action).await?;
         }
         Command::Status {
             control,
             tables,
             watch,
-        } => duplex::dba::status(&control, tables, watch).await?,
+        } => cli::dba::status(&control, tables, watch).await?,
         Command::Repair {
             control,
             link,
@@ -379,7 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(site) => duplex::parity::repair::Winner::Site(site),
                 None => duplex::parity::repair::Winner::Policy,
             };
-            if !duplex::dba::repair(
+            if !cli::dba::repair(
                 &control,
                 link.as_deref(),
                 table.as_deref(),
@@ -404,16 +406,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settle: std::time::Duration::from_secs(settle),
                 progress: true,
             };
-            if !duplex::dba::check(&control, link.as_deref(), table.as_deref(), &options).await? {
+            if !cli::dba::check(&control, link.as_deref(), table.as_deref(), &options).await? {
                 std::process::exit(1);
             }
         }
-        Command::Demo { rounds, support } => duplex::demo::run(rounds, support).await?,
+        Command::Demo { rounds, support } => cli::demo::run(rounds, support).await?,
         Command::Bench {
             bulk_rows,
             small_txns,
         } => {
-            duplex::bench::run(duplex::bench::BenchSizes {
+            cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
                 small_txns,
             })

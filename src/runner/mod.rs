@@ -40,7 +40,7 @@ use live_config::{
     config_watcher, write_config_rejection, write_config_status, InForce, LinkSet, CONFIG_POLL,
 };
 use parity_schedule::parity_scheduler;
-pub(crate) use plan::expand_patterns;
+pub use plan::expand_patterns;
 pub use plan::{resolve_tables, Resolved, TableVerdict};
 pub use registry::DirectionHandle;
 use registry::Registry;

@@ -138,7 +138,7 @@ pub async fn resolve_tables(
 
 /// Add the tables a link's patterns match on both sites (explicit
 /// `link_tables` rows take precedence). Reads the sites' catalogs only.
-pub(crate) async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
+pub async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
     if !lc.patterns.iter().any(|p| !p.exclude) {
         return Ok(());
     }

@@ -2,8 +2,8 @@
 //! views: `duplex status`, `duplex conflicts list|show|resolve` and
 //! `duplex quarantine list|show|retry|discard`.
 
-use crate::control::{ControlDb, LinkConfig, LinkTable, Sql, TextRow, P};
 use anyhow::Context;
+use duplex::control::{ControlDb, LinkConfig, LinkTable, Sql, TextRow, P};
 
 /// What to do with conflicts.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub async fn conflicts(control: &str, action: ConflictsAction) -> anyhow::Result
             result.map_err(|e| {
                 anyhow::anyhow!(
                     "settle conflict {id}: {}",
-                    crate::control::db::server_message(&e)
+                    duplex::control::db::server_message(&e)
                 )
             })?;
             println!("conflict {id}: taking the {take} version; the running duplex applies it within seconds (status becomes 'resolved')");
@@ -147,7 +147,7 @@ async fn call_mysql(
     sql: &str,
     params: &[P<'_>],
     what: &str,
-) -> Result<String, crate::control::ControlError> {
+) -> Result<String, duplex::control::ControlError> {
     use mysql_async::prelude::Queryable;
     let values: Vec<mysql_async::Value> = params
         .iter()
@@ -160,7 +160,7 @@ async fn call_mysql(
     let message: Option<String> = conn
         .exec_first(sql, mysql_async::Params::Positional(values))
         .await
-        .map_err(|source| crate::control::ControlError::Mysql {
+        .map_err(|source| duplex::control::ControlError::Mysql {
             context: what.to_string(),
             source,
         })?;
@@ -190,12 +190,12 @@ pub enum QuarantineAction {
 }
 
 async fn connect(control: &str, application_name: &str) -> anyhow::Result<ControlDb> {
-    let ep = crate::control::ControlEndpoint::from_url(control)?;
+    let ep = duplex::control::ControlEndpoint::from_url(control)?;
     let mut client = ep
         .connect(application_name)
         .await
         .context("connect to the control database")?;
-    crate::control::check_version(&mut client).await?;
+    duplex::control::check_version(&mut client).await?;
     Ok(client)
 }
 
@@ -215,7 +215,7 @@ async fn operation(
             .map(|r| r.map(|r| r.at(0)).unwrap_or_default()),
         ControlDb::Mysql(c) => call_mysql(c, mysql, params, what).await,
     };
-    result.map_err(|e| anyhow::anyhow!("{what}: {}", crate::control::db::server_message(&e)))
+    result.map_err(|e| anyhow::anyhow!("{what}: {}", duplex::control::db::server_message(&e)))
 }
 
 pub async fn quarantine(control: &str, action: QuarantineAction) -> anyhow::Result<()> {
@@ -559,9 +559,9 @@ pub async fn check(
     control: &str,
     link: Option<&str>,
     table: Option<&str>,
-    options: &crate::parity::CheckOptions,
+    options: &duplex::parity::CheckOptions,
 ) -> anyhow::Result<bool> {
-    crate::install_crypto_provider();
+    duplex::install_crypto_provider();
     let mut client = connect(control, "duplex check").await?;
     let (selected, invalid) = selected_tables(&mut client, link, table).await?;
     for why in &invalid {
@@ -569,10 +569,10 @@ pub async fn check(
     }
     let mut clean = invalid.is_empty();
     for (lc, t) in &selected {
-        let report = crate::parity::check_table(lc, t, options, Some(&mut client))
+        let report = duplex::parity::check_table(lc, t, options, Some(&mut client))
             .await
             .with_context(|| format!("link {} table {}", lc.link.name, t.table))?;
-        let id = crate::parity::record(&mut client, &report).await?;
+        let id = duplex::parity::record(&mut client, &report).await?;
         print_report(&lc.link.name, &report, id);
         clean &= report.differences.is_empty();
     }
@@ -590,7 +590,7 @@ async fn selected_tables(
     link: Option<&str>,
     table: Option<&str>,
 ) -> anyhow::Result<(Vec<(LinkConfig, LinkTable)>, Vec<String>)> {
-    let config = crate::control::load_unchecked(client).await?;
+    let config = duplex::control::load_unchecked(client).await?;
     let mut selected = Vec::new();
     let mut invalid = Vec::new();
     for l in &config.links {
@@ -605,7 +605,7 @@ async fn selected_tables(
             }
             None => continue,
         };
-        crate::runner::expand_patterns(&mut lc)
+        duplex::runner::expand_patterns(&mut lc)
             .await
             .with_context(|| format!("link {}: expand its table patterns", l.name))?;
         let wanted = |t: &LinkTable| {
@@ -671,7 +671,7 @@ fn peak_memory_kib() -> Option<u64> {
         .ok()
 }
 
-fn print_report(link: &str, r: &crate::parity::TableReport, check_id: i64) {
+fn print_report(link: &str, r: &duplex::parity::TableReport, check_id: i64) {
     let verdict = if r.differences.is_empty() {
         "identical".to_string()
     } else {
@@ -689,11 +689,11 @@ fn print_report(link: &str, r: &crate::parity::TableReport, check_id: i64) {
     );
     for d in r.differences.iter().take(50) {
         match d.kind {
-            crate::parity::DiffKind::Missing => {
+            duplex::parity::DiffKind::Missing => {
                 println!("  missing on {}: {}", r.site_b, d.key)
             }
-            crate::parity::DiffKind::Extra => println!("  only on {}: {}", r.site_b, d.key),
-            crate::parity::DiffKind::Differs => {
+            duplex::parity::DiffKind::Extra => println!("  only on {}: {}", r.site_b, d.key),
+            duplex::parity::DiffKind::Differs => {
                 println!("  differs: {} (columns {})", d.key, d.columns.join(", "))
             }
         }
@@ -716,17 +716,17 @@ pub async fn repair(
     control: &str,
     link: Option<&str>,
     table: Option<&str>,
-    winner: &crate::parity::repair::Winner,
+    winner: &duplex::parity::repair::Winner,
     dry_run: bool,
-    options: &crate::parity::CheckOptions,
+    options: &duplex::parity::CheckOptions,
 ) -> anyhow::Result<bool> {
-    crate::install_crypto_provider();
+    duplex::install_crypto_provider();
     let mut client = connect(control, "duplex repair").await?;
     let (selected, _) = selected_tables(&mut client, link, table).await?;
     let mut clean = true;
     for (lc, t) in &selected {
         let l = &lc.link;
-        let report = crate::parity::check_table(lc, t, options, Some(&mut client))
+        let report = duplex::parity::check_table(lc, t, options, Some(&mut client))
             .await
             .with_context(|| format!("link {} table {}", l.name, t.table))?;
         if report.differences.is_empty() {
@@ -737,7 +737,7 @@ pub async fn repair(
             continue;
         }
         let actions =
-            crate::parity::repair::repair_table(lc, t, &report.differences, winner, dry_run)
+            duplex::parity::repair::repair_table(lc, t, &report.differences, winner, dry_run)
                 .await
                 .with_context(|| format!("repair link {} table {}", l.name, t.table))?;
         let verb = if dry_run { "would" } else { "did" };
@@ -762,8 +762,8 @@ pub async fn repair(
             clean = false;
             continue;
         }
-        let after = crate::parity::check_table(lc, t, options, Some(&mut client)).await?;
-        let id = crate::parity::record(&mut client, &after).await?;
+        let after = duplex::parity::check_table(lc, t, options, Some(&mut client)).await?;
+        let id = duplex::parity::record(&mut client, &after).await?;
         print_report(&l.name, &after, id);
         clean &= after.differences.is_empty();
     }

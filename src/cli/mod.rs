@@ -1,0 +1,7 @@
+//! The commands of the `duplex` binary that are more than a call into the
+//! library: what they print and how they ask. They live on the binary's side
+//! so that the library holds the replicator only.
+
+pub mod bench;
+pub mod dba;
+pub mod demo;
