@@ -340,29 +340,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Quarantine { control, action } => {
-            use cli::dba::QuarantineAction as A;
+            use cli::journal::QuarantineAction as A;
             let action = match action {
                 QuarantineCommand::List { all, table, limit } => A::List { all, table, limit },
                 QuarantineCommand::Show { id } => A::Show { id },
                 QuarantineCommand::Retry { ids } => A::Retry { ids },
                 QuarantineCommand::Discard { ids } => A::Discard { ids },
             };
-            cli::dba::quarantine(&control, action).await?;
+            cli::journal::quarantine(&control, action).await?;
         }
         Command::Conflicts { control, action } => {
-            use cli::dba::ConflictsAction as A;
+            use cli::journal::ConflictsAction as A;
             let action = match action {
                 ConflictsAction::List { open, table, limit } => A::List { open, table, limit },
                 ConflictsAction::Show { id } => A::Show { id },
                 ConflictsAction::Resolve { id, take } => A::Resolve { id, take },
             };
-            cli::dba::conflicts(&control, action).await?;
+            cli::journal::conflicts(&control, action).await?;
         }
         Command::Status {
             control,
             tables,
             watch,
-        } => cli::dba::status(&control, tables, watch).await?,
+        } => cli::status::status(&control, tables, watch).await?,
         Command::Repair {
             control,
             link,
@@ -381,7 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(site) => duplex::parity::repair::Winner::Site(site),
                 None => duplex::parity::repair::Winner::Policy,
             };
-            if !cli::dba::repair(
+            if !cli::parity::repair(
                 &control,
                 link.as_deref(),
                 table.as_deref(),
@@ -406,7 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settle: std::time::Duration::from_secs(settle),
                 progress: true,
             };
-            if !cli::dba::check(&control, link.as_deref(), table.as_deref(), &options).await? {
+            if !cli::parity::check(&control, link.as_deref(), table.as_deref(), &options).await? {
                 std::process::exit(1);
             }
         }

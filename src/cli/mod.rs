@@ -3,5 +3,8 @@
 //! so that the library holds the replicator only.
 
 pub mod bench;
-pub mod dba;
+pub mod control;
 pub mod demo;
+pub mod journal;
+pub mod parity;
+pub mod status;
