@@ -7,4 +7,5 @@ pub mod control;
 pub mod demo;
 pub mod journal;
 pub mod parity;
+pub mod run;
 pub mod status;
