@@ -10,6 +10,9 @@ pub mod canonical;
 pub mod conflict;
 pub mod control;
 pub mod error;
+/// Throwaway local servers: for `duplex demo`/`bench` and the tests, not
+/// the replicator (the `localdb` feature, on by default).
+#[cfg(feature = "localdb")]
 pub mod localdb;
 pub mod mapping;
 pub mod marker;

@@ -122,6 +122,7 @@ enum Command {
         action: QuarantineCommand,
     },
     /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
+    #[cfg(feature = "localdb")]
     Bench {
         /// Rows in the single large transaction.
         #[arg(long, default_value_t = 200_000)]
@@ -131,6 +132,7 @@ enum Command {
         small_txns: i64,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
+    #[cfg(feature = "localdb")]
     Demo {
         /// Rounds of writes on each side before the demo ends.
         #[arg(long, default_value_t = 5)]
@@ -138,6 +140,14 @@ enum Command {
         /// Engine of the "support" database (the "crm" one is PostgreSQL).
         #[arg(long, value_enum, default_value = "postgres")]
         support: cli::demo::SupportEngine,
+    },
+    /// `demo` and `bench` in a build without the `localdb` feature: they say
+    /// how to get them instead of clap's "unrecognized subcommand".
+    #[cfg(not(feature = "localdb"))]
+    #[command(name = "demo", alias = "bench", hide = true)]
+    WithoutLocaldb {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
     },
 }
 
@@ -294,7 +304,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        #[cfg(feature = "localdb")]
         Command::Demo { rounds, support } => cli::demo::run(rounds, support).await?,
+        #[cfg(not(feature = "localdb"))]
+        Command::WithoutLocaldb { .. } => anyhow::bail!(
+            "this duplex was built without the `localdb` feature, which `duplex demo` and \
+             `duplex bench` need (they start throwaway local servers): build it with the \
+             default features (`cargo build`, or `--features localdb`)"
+        ),
+        #[cfg(feature = "localdb")]
         Command::Bench {
             bulk_rows,
             small_txns,
