@@ -44,7 +44,7 @@ pub enum Error {
         source: Box<crate::sink::mysql::MysqlSinkError>,
     },
     #[error(transparent)]
-    Parity(#[from] crate::parity::reader::ReadError),
+    Parity(#[from] crate::table_reader::ReadError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -26,6 +26,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod stats;
+pub mod table_reader;
 
 pub use error::Error;
 

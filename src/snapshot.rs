@@ -29,10 +29,10 @@ use tracing::Instrument;
 use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
-use crate::parity::reader::SideReader;
 use crate::sink::quarantine::{ChangeOrigin, SourceForm};
 use crate::sink::Sink;
 use crate::stats::DirectionStats;
+use crate::table_reader::SideReader;
 
 /// One table a direction may have to copy.
 #[derive(Debug, Clone)]
@@ -407,7 +407,7 @@ fn resume_kind(spec: &SnapshotSpec) -> crate::canonical::SourceKind {
 /// stream then replays (`conflict::knows`).
 fn user_marker(
     schema: &TableSchema,
-    v: &crate::parity::reader::VersionedRow,
+    v: &crate::table_reader::VersionedRow,
     me: u32,
     crc: u32,
     field_merge: bool,
