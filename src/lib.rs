@@ -4,7 +4,11 @@
 //! stream into the [`canonical`] record, and a [`sink`] applies it to the peer.
 //! [`control`] holds the SQL control schema the whole process is configured
 //! from; [`setup`] prepares sites for a link; [`pipeline`] wires one direction
-//! of a link together and [`runner`] runs every link. See `docs/architecture.md`.
+//! of a link together and [`runner`] runs every link. The initial sync
+//! ([`snapshot`]) and the parity check ([`parity`]) read tables through
+//! [`table_reader`]. The `duplex` commands live on the binary's side
+//! (`src/cli/`); the throwaway servers of the demo and the tests behind the
+//! `localdb` feature. See `docs/architecture.md`.
 
 pub mod canonical;
 pub mod conflict;

@@ -4,23 +4,25 @@
 use anyhow::Context;
 use duplex::control::ControlDb;
 
+/// The control database, its schema at this version of duplex.
 pub async fn connect(control: &str, application_name: &str) -> anyhow::Result<ControlDb> {
-    let ep = duplex::control::ControlEndpoint::from_url(control)?;
-    let mut client = ep
-        .connect(application_name)
-        .await
-        .context("connect to the control database")?;
+    let mut client = open(control, application_name).await?;
     duplex::control::check_version(&mut client).await?;
     Ok(client)
 }
 
+/// The control database, whatever its schema's version (for `init` and
+/// `upgrade`, which change it).
+async fn open(control: &str, application_name: &str) -> anyhow::Result<ControlDb> {
+    let ep = duplex::control::ControlEndpoint::from_url(control)?;
+    ep.connect(application_name)
+        .await
+        .context("connect to the control database")
+}
+
 /// `duplex init`: install or upgrade the control schema.
 pub async fn init(control: &str) -> anyhow::Result<()> {
-    let ep = duplex::control::ControlEndpoint::from_url(control)?;
-    let mut client = ep
-        .connect("duplex init")
-        .await
-        .context("connect to the control database")?;
+    let mut client = open(control, "duplex init").await?;
     let applied = duplex::control::migrate(&mut client).await?;
     if applied.is_empty() {
         println!(
@@ -35,11 +37,7 @@ pub async fn init(control: &str) -> anyhow::Result<()> {
 
 /// `duplex upgrade`: migrate an installed control schema.
 pub async fn upgrade(control: &str) -> anyhow::Result<()> {
-    let ep = duplex::control::ControlEndpoint::from_url(control)?;
-    let mut client = ep
-        .connect("duplex upgrade")
-        .await
-        .context("connect to the control database")?;
+    let mut client = open(control, "duplex upgrade").await?;
     let from = duplex::control::check_version(&mut client).await?;
     let applied = duplex::control::migrate(&mut client).await?;
     if applied.is_empty() {
