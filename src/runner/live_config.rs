@@ -1,5 +1,6 @@
-//! Live configuration: watches the control tables and applies each change
-//! to the running links, recording what is in force and what was refused.
+//! Live configuration: starts the links of the configuration, then watches
+//! the control tables and applies each change to the running links,
+//! recording what is in force and what was refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,42 +13,141 @@ use std::collections::BTreeMap;
 use super::link_run::{start_link, LinkRun};
 use super::plan::{expand_patterns, resolve_tables, Resolved, TableVerdict};
 use super::registry::Registry;
-use crate::control::{self, ControlDb, ControlEndpoint, LinkConfig, Sql, P};
+use crate::control::{self, ControlConfig, ControlDb, ControlEndpoint, LinkConfig, Sql, P};
 use crate::pipeline::{error_chain, PipelineTuning};
 
 /// A link's configuration in force: as configured, and as it runs.
 #[derive(Debug, Clone)]
-pub(super) struct InForce {
+struct InForce {
     /// The configuration read from the control tables (patterns expanded).
-    pub(super) wanted: LinkConfig,
+    wanted: LinkConfig,
     /// What runs of it, table by table.
-    pub(super) resolved: Resolved,
+    resolved: Resolved,
 }
 
 /// The links of the process and the configuration each runs on.
 pub(super) struct LinkSet {
-    pub(super) tuning: PipelineTuning,
-    pub(super) control: ControlEndpoint,
-    pub(super) registry: Arc<Registry>,
-    pub(super) running: BTreeMap<u32, LinkRun>,
+    tuning: PipelineTuning,
+    control: ControlEndpoint,
+    registry: Arc<Registry>,
+    running: BTreeMap<u32, LinkRun>,
     /// The configuration in force per link (enabled or paused).
-    pub(super) in_force: BTreeMap<u32, InForce>,
+    in_force: BTreeMap<u32, InForce>,
     /// The last configuration refused per link, so that it is reported once,
     /// not at every re-read.
-    pub(super) rejected: BTreeMap<u32, Result<LinkConfig, String>>,
+    rejected: BTreeMap<u32, Result<LinkConfig, String>>,
     /// Enabled links with nothing running because their sites refused to
     /// start them: the configuration to retry, when, and the current backoff.
-    pub(super) failed: BTreeMap<u32, (LinkConfig, Instant, Duration)>,
+    failed: BTreeMap<u32, (LinkConfig, Instant, Duration)>,
     /// For a configuration refused for the sites' state, or a link running
     /// with tables refused: when to check it against the sites again, and
     /// the current backoff.
-    pub(super) recheck: BTreeMap<u32, (Instant, Duration)>,
+    recheck: BTreeMap<u32, (Instant, Duration)>,
     /// The last re-read failed: rewrite every link's status on the next one.
-    pub(super) read_failed: bool,
+    read_failed: bool,
 }
 
 impl LinkSet {
-    pub(super) async fn stop_all(&mut self) {
+    /// The links of `config`, each started, or recorded to be retried
+    /// (sites refused) or to wait for a change (configuration invalid).
+    pub(super) async fn start(
+        tuning: PipelineTuning,
+        control_ep: ControlEndpoint,
+        registry: Arc<Registry>,
+        config: &ControlConfig,
+        control_client: &mut ControlDb,
+    ) -> Result<LinkSet, crate::Error> {
+        let mut links = LinkSet {
+            tuning,
+            control: control_ep.clone(),
+            registry: registry.clone(),
+            running: BTreeMap::new(),
+            in_force: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            recheck: BTreeMap::new(),
+            read_failed: false,
+        };
+        // A link that cannot start does not keep the others from running: it is
+        // retried in the background. Only when no link can start at all does
+        // `start` fail, with the first reason (nothing would run). A table that
+        // cannot be synced never keeps its link from starting: it is refused
+        // alone (see `resolve_tables`).
+        let mut first_error = None;
+        for link in &config.links {
+            let id = link.link_id;
+            let started = async {
+                let mut lc = match config.link_config(id) {
+                    Some(Ok(lc)) => lc,
+                    Some(Err(e)) => return Err((None, crate::Error::from(e))),
+                    None => return Ok(None),
+                };
+                if !lc.link.enabled {
+                    return Ok(Some((lc.clone(), Resolved::unchecked(&lc), None)));
+                }
+                if let Err(e) = expand_patterns(&mut lc).await {
+                    return Err((Some(lc), e));
+                }
+                let resolved = match resolve_tables(&lc, None).await {
+                    Ok(r) => r,
+                    Err(e) => return Err((Some(lc), e)),
+                };
+                match start_link(&resolved, &links.tuning, &control_ep, &registry).await {
+                    Ok(run) => Ok(Some((lc, resolved, Some(run)))),
+                    Err(e) => Err((Some(lc), e)),
+                }
+            }
+            .await;
+            match started {
+                Ok(None) => {}
+                Ok(Some((lc, resolved, run))) => {
+                    if let Some(run) = run {
+                        links.running.insert(id, run);
+                    }
+                    write_config_status(control_client, &resolved).await;
+                    if !resolved.refusals().is_empty() {
+                        links.schedule_recheck(id);
+                    }
+                    links.in_force.insert(
+                        id,
+                        InForce {
+                            wanted: lc,
+                            resolved,
+                        },
+                    );
+                }
+                Err((lc, e)) => {
+                    let why = error_chain(&e);
+                    tracing::error!(link = id, error = %why, "the link cannot start; retrying in the background");
+                    match lc {
+                        // Valid, but its sites refused: retried with backoff.
+                        Some(lc) => {
+                            write_config_rejection(control_client, id, "error", &why).await;
+                            links
+                                .failed
+                                .insert(id, (lc, Instant::now() + CONFIG_POLL, CONFIG_POLL));
+                        }
+                        // Invalid: waits for a change of its configuration.
+                        None => {
+                            write_config_rejection(control_client, id, "rejected", &why).await;
+                            links.rejected.insert(id, Err(why));
+                        }
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if links.running.is_empty() {
+            if let Some(e) = first_error {
+                links.stop_all().await;
+                return Err(e);
+            }
+            tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
+        }
+        Ok(links)
+    }
+
+    async fn stop_all(&mut self) {
         for (_, run) in std::mem::take(&mut self.running) {
             run.stop().await;
         }
@@ -340,7 +440,7 @@ impl LinkSet {
 
     /// A configuration refused for the sites' state is checked again later,
     /// backing off to a minute.
-    pub(super) fn schedule_recheck(&mut self, id: u32) {
+    fn schedule_recheck(&mut self, id: u32) {
         let backoff = self
             .recheck
             .get(&id)
@@ -489,7 +589,7 @@ pub(super) async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Rece
 /// table synced as configured), rejected (some table refused, or kept on its
 /// configuration in force: the message says which and why) or paused; and
 /// each table's state in `duplex.table_config_status`.
-pub(super) async fn write_config_status(client: &mut ControlDb, resolved: &Resolved) {
+async fn write_config_status(client: &mut ControlDb, resolved: &Resolved) {
     let lc = &resolved.effective;
     let refusals = resolved.refusals();
     let state = if !lc.link.enabled {
@@ -603,12 +703,7 @@ async fn write_table_states(
 
 /// Record why a change of link `link_id` was refused (`state` rejected) or
 /// why the link cannot run (`state` error); the configuration in force stays.
-pub(super) async fn write_config_rejection(
-    client: &mut ControlDb,
-    link_id: u32,
-    state: &str,
-    why: &str,
-) {
+async fn write_config_rejection(client: &mut ControlDb, link_id: u32, state: &str, why: &str) {
     if let Err(e) = client
         .exec(Sql::new(
             "write duplex.config_status",

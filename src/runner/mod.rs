@@ -8,18 +8,16 @@
 //! - `prepare`: site work (slots, publications, binlog positions, capture starts)
 //!   and the link's two direction specs;
 //! - `link_run`: one link's two directions, started and stopped together;
-//! - `live_config`: configuration changes applied to the running links;
+//! - `live_config`: the links of the process, started from the configuration
+//!   and kept to it as it changes;
 //! - `parity_schedule`: the scheduled parity checks;
 //! - `status`: the status writer (`duplex.link_status`);
 //! - `config_check`: `duplex config check`, a read-only dry run.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-use std::collections::BTreeMap;
 
 use crate::control::{self, ControlEndpoint};
 use crate::pipeline::{error_chain, PipelineTuning};
@@ -35,10 +33,7 @@ mod registry;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};
-use link_run::start_link;
-use live_config::{
-    config_watcher, write_config_rejection, write_config_status, InForce, LinkSet, CONFIG_POLL,
-};
+use live_config::{config_watcher, LinkSet};
 use parity_schedule::parity_scheduler;
 pub use plan::expand_patterns;
 pub use plan::{resolve_tables, Resolved, TableVerdict};
@@ -104,93 +99,14 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
             tracing::warn!(error = %error_chain(&e), "cannot read the counters of earlier runs; they start from zero")
         }
     }
-    let mut links = LinkSet {
+    let links = LinkSet::start(
         tuning,
-        control: control_ep.clone(),
-        registry: registry.clone(),
-        running: BTreeMap::new(),
-        in_force: BTreeMap::new(),
-        rejected: BTreeMap::new(),
-        failed: BTreeMap::new(),
-        recheck: BTreeMap::new(),
-        read_failed: false,
-    };
-    // A link that cannot start does not keep the others from running: it is
-    // retried in the background. Only when no link can start at all does
-    // `start` fail, with the first reason (nothing would run). A table that
-    // cannot be synced never keeps its link from starting: it is refused
-    // alone (see `resolve_tables`).
-    let mut first_error = None;
-    for link in &config.links {
-        let id = link.link_id;
-        let started = async {
-            let mut lc = match config.link_config(id) {
-                Some(Ok(lc)) => lc,
-                Some(Err(e)) => return Err((None, crate::Error::from(e))),
-                None => return Ok(None),
-            };
-            if !lc.link.enabled {
-                return Ok(Some((lc.clone(), Resolved::unchecked(&lc), None)));
-            }
-            if let Err(e) = expand_patterns(&mut lc).await {
-                return Err((Some(lc), e));
-            }
-            let resolved = match resolve_tables(&lc, None).await {
-                Ok(r) => r,
-                Err(e) => return Err((Some(lc), e)),
-            };
-            match start_link(&resolved, &links.tuning, &control_ep, &registry).await {
-                Ok(run) => Ok(Some((lc, resolved, Some(run)))),
-                Err(e) => Err((Some(lc), e)),
-            }
-        }
-        .await;
-        match started {
-            Ok(None) => {}
-            Ok(Some((lc, resolved, run))) => {
-                if let Some(run) = run {
-                    links.running.insert(id, run);
-                }
-                write_config_status(&mut control_client, &resolved).await;
-                if !resolved.refusals().is_empty() {
-                    links.schedule_recheck(id);
-                }
-                links.in_force.insert(
-                    id,
-                    InForce {
-                        wanted: lc,
-                        resolved,
-                    },
-                );
-            }
-            Err((lc, e)) => {
-                let why = error_chain(&e);
-                tracing::error!(link = id, error = %why, "the link cannot start; retrying in the background");
-                match lc {
-                    // Valid, but its sites refused: retried with backoff.
-                    Some(lc) => {
-                        write_config_rejection(&mut control_client, id, "error", &why).await;
-                        links
-                            .failed
-                            .insert(id, (lc, Instant::now() + CONFIG_POLL, CONFIG_POLL));
-                    }
-                    // Invalid: waits for a change of its configuration.
-                    None => {
-                        write_config_rejection(&mut control_client, id, "rejected", &why).await;
-                        links.rejected.insert(id, Err(why));
-                    }
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if links.running.is_empty() {
-        if let Some(e) = first_error {
-            links.stop_all().await;
-            return Err(e);
-        }
-        tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
-    }
+        control_ep.clone(),
+        registry.clone(),
+        &config,
+        &mut control_client,
+    )
+    .await?;
     let mut tasks = JoinSet::new();
     tasks.spawn(config_watcher(links, shutdown_rx.clone()));
     tasks.spawn(parity_scheduler(control_ep.clone(), shutdown_rx.clone()));
