@@ -38,7 +38,7 @@ pub enum Error {
         source: Box<crate::source::mysql::MysqlSourceError>,
     },
     #[error(transparent)]
-    Parity(#[from] crate::parity::reader::ReadError),
+    Parity(#[from] crate::table_reader::ReadError),
     #[error("internal error: {0}")]
     Internal(String),
 }

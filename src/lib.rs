@@ -4,16 +4,21 @@
 //! stream into the [`canonical`] record, and a [`sink`] applies it to the peer.
 //! [`control`] holds the SQL control schema the whole process is configured
 //! from; [`setup`] prepares sites for a link; [`pipeline`] wires one direction
-//! of a link together and [`runner`] runs every link. See `docs/architecture.md`.
+//! of a link together and [`runner`] runs every link. The initial sync
+//! ([`snapshot`]) and the parity check ([`parity`]) read tables through
+//! [`table_reader`]. The `duplex` commands live on the binary's side
+//! (`src/cli/`); the throwaway servers of the demo and the tests behind the
+//! `localdb` feature. See `docs/architecture.md`.
 
-pub mod bench;
 pub mod canonical;
 pub mod conflict;
 pub mod control;
-pub mod dba;
 pub mod error;
 pub mod error_chain;
 pub mod journal;
+/// Throwaway local servers: for `duplex demo`/`bench` and the tests, not
+/// the replicator (the `localdb` feature, on by default).
+#[cfg(feature = "localdb")]
 pub mod localdb;
 pub mod mapping;
 pub mod marker;
@@ -27,6 +32,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod stats;
+pub mod table_reader;
 
 pub use error::Error;
 
@@ -36,4 +42,3 @@ pub use error::Error;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub mod demo;

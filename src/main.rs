@@ -1,11 +1,11 @@
-//! The `duplex` command line.
+//! The `duplex` command line: its arguments, and the dispatch of each command
+//! to its implementation under `cli/`.
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use duplex::pipeline::PipelineTuning;
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -122,6 +122,7 @@ enum Command {
         action: QuarantineCommand,
     },
     /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
+    #[cfg(feature = "localdb")]
     Bench {
         /// Rows in the single large transaction.
         #[arg(long, default_value_t = 200_000)]
@@ -131,13 +132,22 @@ enum Command {
         small_txns: i64,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
+    #[cfg(feature = "localdb")]
     Demo {
         /// Rounds of writes on each side before the demo ends.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
         /// Engine of the "support" database (the "crm" one is PostgreSQL).
         #[arg(long, value_enum, default_value = "postgres")]
-        support: duplex::demo::SupportEngine,
+        support: cli::demo::SupportEngine,
+    },
+    /// `demo` and `bench` in a build without the `localdb` feature: they say
+    /// how to get them instead of clap's "unrecognized subcommand".
+    #[cfg(not(feature = "localdb"))]
+    #[command(name = "demo", alias = "bench", hide = true)]
+    WithoutLocaldb {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
     },
 }
 
@@ -211,156 +221,42 @@ fn init_tracing() {
         .init();
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { control } => {
-            let ep = duplex::control::ControlEndpoint::from_url(&control)?;
-            let mut client = ep
-                .connect("duplex init")
-                .await
-                .context("connect to the control database")?;
-            let applied = duplex::control::migrate(&mut client).await?;
-            if applied.is_empty() {
-                println!(
-                    "control schema is up to date (version {})",
-                    duplex::control::latest_version()
-                );
-            } else {
-                println!("control schema installed: applied migration(s) {applied:?}");
-            }
-        }
-        Command::Upgrade { control } => {
-            let ep = duplex::control::ControlEndpoint::from_url(&control)?;
-            let mut client = ep
-                .connect("duplex upgrade")
-                .await
-                .context("connect to the control database")?;
-            let from = duplex::control::check_version(&mut client).await?;
-            let applied = duplex::control::migrate(&mut client).await?;
-            if applied.is_empty() {
-                println!("control schema is up to date (version {from})");
-            } else {
-                println!(
-                    "control schema upgraded from version {from} to {}: applied migration(s) {applied:?}",
-                    duplex::control::latest_version()
-                );
-            }
-        }
+        Command::Init { control } => cli::control::init(&control).await?,
+        Command::Upgrade { control } => cli::control::upgrade(&control).await?,
         Command::Config {
             control,
             action: ConfigAction::Check,
-        } => {
-            let checks = duplex::runner::check_config(&control).await?;
-            let mut refused = 0;
-            let mut tables_refused = 0;
-            for c in &checks {
-                match &c.verdict {
-                    Ok(()) if c.added.is_empty() && c.removed.is_empty() => {
-                        println!("link {} ({}): no change pending", c.link_id, c.name)
-                    }
-                    Ok(()) => println!("link {} ({}): would be applied", c.link_id, c.name),
-                    Err(why) => {
-                        refused += 1;
-                        println!("link {} ({}): would be REJECTED: {why}", c.link_id, c.name)
-                    }
-                }
-                for l in &c.removed {
-                    println!("  - {l}");
-                }
-                for l in &c.added {
-                    println!("  + {l}");
-                }
-                for (table, why) in &c.refused {
-                    tables_refused += 1;
-                    println!(
-                        "  table {table} would be REFUSED (the link's other tables run): {why}"
-                    );
-                }
-            }
-            if refused > 0 {
-                anyhow::bail!(
-                    "{refused} link(s) have a configuration a running duplex would reject"
-                );
-            }
-            if tables_refused > 0 {
-                anyhow::bail!(
-                    "{tables_refused} table(s) cannot be synced as configured; each is refused alone (the reasons above say what to do)"
-                );
-            }
-        }
+        } => cli::control::config_check(&control).await?,
         Command::Run {
             control,
             batch_rows,
-        } => {
-            let tuning = PipelineTuning {
-                max_batch_rows: batch_rows,
-                ..PipelineTuning::default()
-            };
-            let mut handle = duplex::runner::start(&control, tuning).await?;
-            let stop = handle.shutdown_sender();
-            tokio::select! {
-                _ = shutdown_signal() => {
-                    tracing::info!("shutting down: committing applied transactions (interrupt again to stop at once)");
-                    let _ = stop.send(true);
-                    // An applier waiting on a row lock must not keep the process
-                    // alive forever: a second signal or 60 s end it. Nothing is
-                    // lost: uncommitted work is rolled back and re-read on start.
-                    tokio::select! {
-                        _ = handle.wait() => {}
-                        _ = shutdown_signal() => tracing::warn!("second interrupt: stopping without waiting"),
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => tracing::warn!("shutdown took over 60 s: stopping without waiting"),
-                    }
-                }
-                _ = handle.wait() => {}
-            }
-        }
+        } => cli::run::run(&control, batch_rows).await?,
         Command::Quarantine { control, action } => {
-            use duplex::dba::QuarantineAction as A;
+            use cli::journal::QuarantineAction as A;
             let action = match action {
                 QuarantineCommand::List { all, table, limit } => A::List { all, table, limit },
                 QuarantineCommand::Show { id } => A::Show { id },
                 QuarantineCommand::Retry { ids } => A::Retry { ids },
                 QuarantineCommand::Discard { ids } => A::Discard { ids },
             };
-            duplex::dba::quarantine(&control, action).await?;
+            cli::journal::quarantine(&control, action).await?;
         }
         Command::Conflicts { control, action } => {
-            use duplex::dba::ConflictsAction as A;
+            use cli::journal::ConflictsAction as A;
             let action = match action {
                 ConflictsAction::List { open, table, limit } => A::List { open, table, limit },
                 ConflictsAction::Show { id } => A::Show { id },
                 ConflictsAction::Resolve { id, take } => A::Resolve { id, take },
             };
-            duplex::dba::conflicts(&control, action).await?;
+            cli::journal::conflicts(&control, action).await?;
         }
         Command::Status {
             control,
             tables,
             watch,
-        } => duplex::dba::status(&control, tables, watch).await?,
+        } => cli::status::status(&control, tables, watch).await?,
         Command::Repair {
             control,
             link,
@@ -379,7 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(site) => duplex::parity::repair::Winner::Site(site),
                 None => duplex::parity::repair::Winner::Policy,
             };
-            if !duplex::dba::repair(
+            if !cli::parity::repair(
                 &control,
                 link.as_deref(),
                 table.as_deref(),
@@ -404,16 +300,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settle: std::time::Duration::from_secs(settle),
                 progress: true,
             };
-            if !duplex::dba::check(&control, link.as_deref(), table.as_deref(), &options).await? {
+            if !cli::parity::check(&control, link.as_deref(), table.as_deref(), &options).await? {
                 std::process::exit(1);
             }
         }
-        Command::Demo { rounds, support } => duplex::demo::run(rounds, support).await?,
+        #[cfg(feature = "localdb")]
+        Command::Demo { rounds, support } => cli::demo::run(rounds, support).await?,
+        #[cfg(not(feature = "localdb"))]
+        Command::WithoutLocaldb { .. } => anyhow::bail!(
+            "this duplex was built without the `localdb` feature, which `duplex demo` and \
+             `duplex bench` need (they start throwaway local servers): build it with the \
+             default features (`cargo build`, or `--features localdb`)"
+        ),
+        #[cfg(feature = "localdb")]
         Command::Bench {
             bulk_rows,
             small_txns,
         } => {
-            duplex::bench::run(duplex::bench::BenchSizes {
+            cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
                 small_txns,
             })

@@ -30,9 +30,9 @@ use crate::canonical::{ChangeOrigin, SourceForm};
 use crate::canonical::{Op, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::control::{ControlDb, ControlEndpoint, Site, SiteEngine, Sql, P};
 use crate::marker::{Dot, Marker};
-use crate::parity::reader::SideReader;
 use crate::sink::{Applier, Target};
 use crate::stats::DirectionStats;
+use crate::table_reader::SideReader;
 
 /// One table a direction may have to copy.
 #[derive(Debug, Clone)]
@@ -409,7 +409,7 @@ fn resume_kind(spec: &SnapshotSpec) -> crate::canonical::SourceKind {
 /// stream then replays (`conflict::knows`).
 fn user_marker(
     schema: &TableSchema,
-    v: &crate::parity::reader::VersionedRow,
+    v: &crate::table_reader::VersionedRow,
     me: u32,
     crc: u32,
     field_merge: bool,

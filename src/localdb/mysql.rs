@@ -25,33 +25,30 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Mutex, Once, OnceLock, PoisonError};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use super::harness::{
+    self, copy_private_file, copy_template, free_port, instance_dir, io_err, is_executable,
+    make_private, output_text, remove_instance_dir, run_checked, run_output, running_as_root,
+    which, EngineError, HarnessError, Templates, HOST, START_ATTEMPTS,
+};
 use super::pg::LocalTls;
 
-/// Loopback only: root may have no password.
-const HOST: &str = "127.0.0.1";
 /// The OS account the server runs as when we are root.
 const SERVER_USER: &str = "mysql";
-/// Port races (another process grabbing the probed port) are rare but real.
-const START_ATTEMPTS: u32 = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-const LOG_TAIL_LINES: usize = 40;
 /// `sun_path` is 108 bytes; stay well below it.
 const MAX_SOCKET_PATH: usize = 100;
 const INSTANCE_PREFIX: &str = "duplex-my-";
 const TEMPLATE_PREFIX: &str = "duplex-my-template-";
-const TEMPLATE_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 const SOCKET_NAME: &str = "mysqld.sock";
 const ERROR_LOG_NAME: &str = "mariadbd.err";
 /// InnoDB sizes shared by the template and the servers, so that no server
@@ -124,30 +121,9 @@ pub enum LocalMariaDbError {
     #[error("invalid LocalMariaDbOptions: {0}")]
     InvalidOptions(String),
 
-    /// A file-system operation failed.
-    #[error("{action}: {source}")]
-    Io {
-        /// What was being done, with a hint where useful.
-        action: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A helper program ran but reported failure.
-    #[error("{what} failed: `{command}` exited with {status}\n{output}\nhint: {hint}")]
-    Command {
-        /// The step that failed.
-        what: &'static str,
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// Captured stdout and stderr.
-        output: String,
-        /// How to fix it.
-        hint: &'static str,
-    },
+    /// A file-system operation or a helper program failed.
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
 
     /// The server did not come up; includes the end of its error log.
     #[error(
@@ -215,6 +191,12 @@ pub enum LocalMariaDbError {
         /// What was tried.
         detail: String,
     },
+}
+
+impl EngineError for LocalMariaDbError {
+    fn invalid_options(message: String) -> Self {
+        LocalMariaDbError::InvalidOptions(message)
+    }
 }
 
 /// What kind of server to start.
@@ -299,18 +281,7 @@ impl LocalMariaDb {
         let template = template_for(&bins, &runner)?;
 
         let base = base_temp_dir();
-        let root = tempfile::Builder::new()
-            .prefix(INSTANCE_PREFIX)
-            .tempdir_in(&base)
-            .map_err(|e| {
-                io_err(
-                    format!(
-                        "could not create a temp dir under {} (check that TMPDIR is writable)",
-                        base.display()
-                    ),
-                    e,
-                )
-            })?;
+        let root = instance_dir(INSTANCE_PREFIX, &base)?;
         let root_path = root.path().to_path_buf();
         let mut db = LocalMariaDb {
             root: Some(root),
@@ -471,13 +442,7 @@ impl LocalMariaDb {
                 self.socket_path.display()
             )));
         }
-        let mut cp = Command::new("cp");
-        cp.arg("-a").arg(template).arg(&self.data_dir);
-        run_checked(
-            cp,
-            "copying the template data dir",
-            "check free space in the temp dir",
-        )?;
+        copy_template(template, &self.data_dir, "copying the template data dir")?;
         std::fs::create_dir(&self.binlog_dir)
             .map_err(|e| io_err(format!("could not create {}", self.binlog_dir.display()), e))?;
         // A private tmpdir: a starting server deletes every `#sql*` file in its
@@ -491,26 +456,19 @@ impl LocalMariaDb {
                 (&tls.cert_pem_path, "server-cert.pem"),
                 (&tls.key_pem_path, "server-key.pem"),
             ] {
-                let dst = self.root_path.join(name);
-                std::fs::copy(src, &dst).map_err(|e| {
-                    io_err(
-                        format!(
-                            "could not copy TLS file {} into {} (check LocalTls paths)",
-                            src.display(),
-                            self.root_path.display()
-                        ),
-                        e,
+                copy_private_file(src, &self.root_path.join(name), || {
+                    format!(
+                        "could not copy TLS file {} into {} (check LocalTls paths)",
+                        src.display(),
+                        self.root_path.display()
                     )
                 })?;
-                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| io_err(format!("could not chmod {}", dst.display()), e))?;
             }
         }
         // Before the password is set, root has none.
         self.write_client_conf(None)?;
         // The socket admits root, so nobody else may reach it.
-        std::fs::set_permissions(&self.root_path, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_err(format!("could not chmod {}", self.root_path.display()), e))?;
+        make_private(&self.root_path)?;
         // Files we wrote are owned by root; the server must own its dirs.
         self.runner.chown(&[&self.root_path], true)
     }
@@ -753,7 +711,8 @@ impl LocalMariaDb {
             .open(&path)
             .map_err(|e| io_err(format!("could not open {}", path.display()), e))?;
         file.write_all(conf.as_bytes())
-            .map_err(|e| io_err(format!("could not write {}", path.display()), e))
+            .map_err(|e| io_err(format!("could not write {}", path.display()), e))?;
+        Ok(())
     }
 
     fn client_conf_path(&self) -> PathBuf {
@@ -780,23 +739,10 @@ impl LocalMariaDb {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| io_err(format!("could not run {}", self.bins.client.display()), e))?;
-        let stdin = child.stdin.take();
-        // Feed stdin from another thread: a big script and a big result could
-        // otherwise fill both pipes and deadlock.
-        let (output, write_result) = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || match stdin {
-                Some(mut stdin) => stdin.write_all(sql.as_bytes()),
-                None => Ok(()),
-            });
-            let output = child.wait_with_output();
-            let write_result = writer
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
-            (output, write_result)
-        });
+        let (output, write_result) = harness::feed_and_wait(child, sql);
         let output = output
             .map_err(|e| io_err(format!("could not run {}", self.bins.client.display()), e))?;
         if !output.status.success() {
@@ -868,16 +814,7 @@ impl LocalMariaDb {
     }
 
     fn log_tail(&self) -> String {
-        let path = self.error_log_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let lines: Vec<&str> = text.lines().collect();
-                let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-                lines.get(start..).unwrap_or_default().join("\n")
-            }
-            Err(e) => format!("(could not read {}: {e})", path.display()),
-        }
+        harness::log_tail(&self.error_log_path())
     }
 }
 
@@ -887,10 +824,7 @@ impl Drop for LocalMariaDb {
             warn!(error = %e, "could not stop local MariaDB");
         }
         if let Some(root) = self.root.take() {
-            let path = root.path().to_path_buf();
-            if let Err(e) = root.close() {
-                warn!(path = %path.display(), error = %e, "could not remove local MariaDB dir");
-            }
+            remove_instance_dir(root, "MariaDB");
         }
     }
 }
@@ -1056,14 +990,7 @@ impl Runner {
         if !running_as_root() {
             return Ok(Runner { as_root: false });
         }
-        let user_exists = Command::new("id")
-            .args(["-u", SERVER_USER])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !user_exists {
+        if !harness::user_exists(SERVER_USER) {
             return Err(LocalMariaDbError::CannotDropRoot {
                 problem: format!("there is no `{SERVER_USER}` user"),
                 fix: "install the mariadb-server package (it creates the user) or run \
@@ -1079,41 +1006,13 @@ impl Runner {
         if !self.as_root {
             return Ok(());
         }
-        let mut cmd = Command::new("chown");
-        if recursive {
-            cmd.arg("-R");
-        }
-        // `user:` means the user's login group.
-        cmd.arg(format!("{SERVER_USER}:")).args(paths);
-        run_checked(
-            cmd,
+        Ok(harness::chown(
+            SERVER_USER,
+            paths,
+            recursive,
             "handing the server's files to the mysql user",
-            "run as root or as a non-root user that owns TMPDIR",
-        )
+        )?)
     }
-}
-
-fn running_as_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        let from_proc = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                // "Uid: real effective saved fs"; the effective id matters.
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|rest| rest.split_whitespace().nth(1))
-                    .map(|euid| euid == "0")
-            });
-        from_proc.unwrap_or_else(|| {
-            Command::new("id")
-                .arg("-u")
-                .output()
-                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
-                .unwrap_or(false)
-        })
-    })
 }
 
 fn normalize_key(key: &str) -> String {
@@ -1125,28 +1024,13 @@ fn normalize_key(key: &str) -> String {
 }
 
 fn validate_extra_conf(extra_conf: &[(String, String)]) -> Result<(), LocalMariaDbError> {
-    for (key, value) in extra_conf {
-        let valid_key = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-        if !valid_key {
-            return Err(LocalMariaDbError::InvalidOptions(format!(
-                "extra_conf key {key:?} is not a MariaDB option name"
-            )));
-        }
-        if RESERVED_SETTINGS.contains(&normalize_key(key).as_str()) {
-            return Err(LocalMariaDbError::InvalidOptions(format!(
-                "extra_conf may not set {key}: the harness chooses it"
-            )));
-        }
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(LocalMariaDbError::InvalidOptions(format!(
-                "extra_conf value for {key} contains a line break or NUL"
-            )));
-        }
-    }
-    Ok(())
+    harness::validate_extra_conf(
+        extra_conf,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.',
+        "MariaDB option name",
+        normalize_key,
+        &RESERVED_SETTINGS,
+    )
 }
 
 fn validate_options(opts: &LocalMariaDbOptions) -> Result<(), LocalMariaDbError> {
@@ -1174,81 +1058,29 @@ fn validate_options(opts: &LocalMariaDbOptions) -> Result<(), LocalMariaDbError>
     validate_extra_conf(&opts.extra_conf)
 }
 
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|p| is_executable(p))
-    })
-}
-
 /// The directory for instance and template dirs, kept short enough for the
 /// unix socket path limit.
 fn base_temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir();
-    // dir + "/duplex-my-XXXXXX/" + socket name
-    let needed = dir.as_os_str().len() + 1 + INSTANCE_PREFIX.len() + 6 + 1 + SOCKET_NAME.len();
-    if needed >= MAX_SOCKET_PATH || dir.to_str().is_none() {
-        PathBuf::from("/tmp")
-    } else {
-        dir
-    }
+    // dir + "/duplex-my-XXXXXX/" + socket name, below MAX_SOCKET_PATH
+    harness::base_temp_dir(
+        1 + INSTANCE_PREFIX.len() + 6 + 1 + SOCKET_NAME.len(),
+        MAX_SOCKET_PATH - 1,
+    )
 }
 
-struct Template {
-    server: PathBuf,
-    data: PathBuf,
-}
-
-static TEMPLATES: Mutex<Vec<Template>> = Mutex::new(Vec::new());
+/// The installed template data dirs, one per server binary.
+static TEMPLATES: Templates<PathBuf> = Templates::new(TEMPLATE_PREFIX, "MariaDB");
 
 /// Returns the template data dir for these binaries, creating it on first
-/// use. The lock is held through `mariadb-install-db` so concurrent starts
-/// wait for one run instead of each running their own.
+/// use (see [`Templates::get_or_init`]).
 fn template_for(bins: &Binaries, runner: &Runner) -> Result<PathBuf, LocalMariaDbError> {
-    let mut templates = TEMPLATES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(t) = templates.iter().find(|t| t.server == bins.server) {
-        return Ok(t.data.clone());
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(remove_stale_templates);
+    TEMPLATES.get_or_init(bins.server.clone(), &base_temp_dir(), |dir| {
+        init_template(dir, bins, runner)
+    })
+}
 
-    let base = base_temp_dir();
-    // The pid in the name lets later runs tell whether the owner is gone.
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{TEMPLATE_PREFIX}{}-", std::process::id()))
-        .tempdir_in(&base)
-        .map_err(|e| {
-            io_err(
-                format!(
-                    "could not create a template dir under {} (check that TMPDIR is writable)",
-                    base.display()
-                ),
-                e,
-            )
-        })?
-        .keep();
-    match init_template(&dir, bins, runner) {
-        Ok(data) => {
-            templates.push(Template {
-                server: bins.server.clone(),
-                data: data.clone(),
-            });
-            Ok(data)
-        }
-        Err(e) => {
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                warn!(path = %dir.display(), error = %rm, "could not remove failed template dir");
-            }
-            Err(e)
-        }
-    }
+fn path_str(path: &Path) -> Result<&str, LocalMariaDbError> {
+    harness::path_str(path)
 }
 
 fn init_template(
@@ -1299,134 +1131,11 @@ fn init_template(
     Ok(data)
 }
 
-/// Removes templates left by earlier processes (see the module docs).
-fn remove_stale_templates() {
-    let mut dirs = vec![base_temp_dir()];
-    let env_dir = std::env::temp_dir();
-    if !dirs.contains(&env_dir) {
-        dirs.push(env_dir);
-    }
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMPLATE_PREFIX)) else {
-                continue;
-            };
-            let owner_gone = rest
-                .split('-')
-                .next()
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-                });
-            let too_old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > TEMPLATE_MAX_AGE);
-            if owner_gone || too_old {
-                let path = entry.path();
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => debug!(path = %path.display(), "removed stale MariaDB template"),
-                    Err(e) => {
-                        warn!(path = %path.display(), error = %e, "could not remove stale MariaDB template")
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn free_port() -> Result<u16, LocalMariaDbError> {
-    let listener = TcpListener::bind((HOST, 0)).map_err(|e| {
-        io_err(
-            "could not bind 127.0.0.1:0 to find a free port (is loopback up?)".to_owned(),
-            e,
-        )
-    })?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| io_err("could not read the probed port".to_owned(), e))?
-        .port();
-    Ok(port)
-}
-
 /// Drops MYSQL*/MARIADB* variables so the caller's environment (MYSQL_PWD,
 /// MYSQL_HOST, MYSQL_UNIX_PORT, ...) cannot redirect or break the harness,
 /// and pins messages to English so the log checks work.
 fn scrub_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key
-            .to_str()
-            .is_some_and(|k| k.starts_with("MYSQL") || k.starts_with("MARIADB"))
-        {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("LC_ALL", "C");
-}
-
-fn run_output(mut cmd: Command, what: &str) -> Result<Output, LocalMariaDbError> {
-    cmd.stdin(Stdio::null());
-    cmd.output()
-        .map_err(|e| io_err(format!("could not run {what} ({})", describe(&cmd)), e))
-}
-
-fn run_checked(
-    cmd: Command,
-    what: &'static str,
-    hint: &'static str,
-) -> Result<(), LocalMariaDbError> {
-    let command = describe(&cmd);
-    let out = run_output(cmd, what)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(LocalMariaDbError::Command {
-        what,
-        command,
-        status: out.status.to_string(),
-        output: output_text(&out),
-        hint,
-    })
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn output_text(out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stderr = stderr.trim_end();
-    if !stderr.is_empty() {
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(stderr);
-    }
-    text
-}
-
-fn io_err(action: String, source: std::io::Error) -> LocalMariaDbError {
-    LocalMariaDbError::Io { action, source }
-}
-
-fn path_str(path: &Path) -> Result<&str, LocalMariaDbError> {
-    path.to_str().ok_or_else(|| {
-        LocalMariaDbError::InvalidOptions(format!(
-            "path {} is not valid UTF-8: set TMPDIR to a plain directory",
-            path.display()
-        ))
-    })
+    harness::scrub_env(cmd, &["MYSQL", "MARIADB"]);
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters, for

@@ -18,28 +18,24 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, Once, OnceLock, PoisonError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-/// Loopback only: these clusters trust local connections in some modes.
-const HOST: &str = "127.0.0.1";
+use super::harness::{
+    self, copy_private_file, copy_template, free_port, instance_dir, io_err, is_executable,
+    make_private, output_text, remove_instance_dir, run_checked, run_output, running_as_root,
+    which, EngineError, HarnessError, Templates, HOST, START_ATTEMPTS,
+};
+
 /// The OS account the server runs as when we are root.
 const SERVER_USER: &str = "postgres";
-/// Port races (another process grabbing the probed port) are rare but real.
-const START_ATTEMPTS: u32 = 5;
-const LOG_TAIL_LINES: usize = 40;
 /// `sun_path` is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 const CLUSTER_PREFIX: &str = "duplex-pg-";
 const TEMPLATE_PREFIX: &str = "duplex-pg-template-";
-const TEMPLATE_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 const SERVER_BINS: [&str; 3] = ["initdb", "postgres", "pg_ctl"];
 /// Settings the harness owns; overriding them would leave the handle pointing at
 /// the wrong address.
@@ -97,30 +93,9 @@ pub enum LocalDbError {
     #[error("invalid LocalPgOptions: {0}")]
     InvalidOptions(String),
 
-    /// A file-system operation failed.
-    #[error("{action}: {source}")]
-    Io {
-        /// What was being done, with a hint where useful.
-        action: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A helper program ran but reported failure.
-    #[error("{what} failed: `{command}` exited with {status}\n{output}\nhint: {hint}")]
-    Command {
-        /// The step that failed.
-        what: &'static str,
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// Captured stdout and stderr.
-        output: String,
-        /// How to fix it.
-        hint: &'static str,
-    },
+    /// A file-system operation or a helper program failed.
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
 
     /// The server did not come up; includes the end of `server.log`.
     #[error(
@@ -175,6 +150,12 @@ pub enum LocalDbError {
         /// What was tried.
         detail: String,
     },
+}
+
+impl EngineError for LocalDbError {
+    fn invalid_options(message: String) -> Self {
+        LocalDbError::InvalidOptions(message)
+    }
 }
 
 /// How TCP clients authenticate; `local` socket connections always trust so the
@@ -300,18 +281,7 @@ impl LocalPostgres {
         let template = template_for(&bindir, &opts.superuser, &runner)?;
 
         let base = base_temp_dir();
-        let root = tempfile::Builder::new()
-            .prefix(CLUSTER_PREFIX)
-            .tempdir_in(&base)
-            .map_err(|e| {
-                io_err(
-                    format!(
-                        "could not create a temp dir under {} (check that TMPDIR is writable)",
-                        base.display()
-                    ),
-                    e,
-                )
-            })?;
+        let root = instance_dir(CLUSTER_PREFIX, &base)?;
         let root_path = root.path().to_path_buf();
         let data_dir = root_path.join("data");
         let mut lp = LocalPostgres {
@@ -427,13 +397,7 @@ impl LocalPostgres {
                 self.root_path.display()
             )));
         }
-        let mut cp = Command::new("cp");
-        cp.arg("-a").arg(template).arg(&self.data_dir);
-        run_checked(
-            cp,
-            "copying the template cluster",
-            "check free space in the temp dir",
-        )?;
+        copy_template(template, &self.data_dir, "copying the template cluster")?;
 
         let hba_path = self.data_dir.join("pg_hba.conf");
         std::fs::write(&hba_path, hba_conf(&opts.auth, opts.tls.is_some()))
@@ -444,23 +408,16 @@ impl LocalPostgres {
                 (&tls.cert_pem_path, "server.crt"),
                 (&tls.key_pem_path, "server.key"),
             ] {
-                let dst = self.data_dir.join(name);
-                std::fs::copy(src, &dst).map_err(|e| {
-                    io_err(
-                        format!(
-                            "could not copy TLS file {} into the data dir (check LocalTls paths)",
-                            src.display()
-                        ),
-                        e,
+                copy_private_file(src, &self.data_dir.join(name), || {
+                    format!(
+                        "could not copy TLS file {} into the data dir (check LocalTls paths)",
+                        src.display()
                     )
                 })?;
-                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| io_err(format!("could not chmod {}", dst.display()), e))?;
             }
         }
         // `local` lines trust, so nobody else may reach the socket.
-        std::fs::set_permissions(&self.root_path, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_err(format!("could not chmod {}", self.root_path.display()), e))?;
+        make_private(&self.root_path)?;
         // Files we wrote are owned by root; the server must be able to read them.
         self.runner.chown(&self.root_path)
     }
@@ -659,23 +616,10 @@ impl LocalPostgres {
         if let Some(password) = password {
             cmd.env("PGPASSWORD", password);
         }
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| io_err(format!("could not run {}", self.psql_bin.display()), e))?;
-        let stdin = child.stdin.take();
-        // Feed stdin from another thread: a big script and a big result could
-        // otherwise fill both pipes and deadlock.
-        let (output, write_result) = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || match stdin {
-                Some(mut stdin) => stdin.write_all(sql.as_bytes()),
-                None => Ok(()),
-            });
-            let output = child.wait_with_output();
-            let write_result = writer
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
-            (output, write_result)
-        });
+        let (output, write_result) = harness::feed_and_wait(child, sql);
         let output =
             output.map_err(|e| io_err(format!("could not run {}", self.psql_bin.display()), e))?;
         if !output.status.success() {
@@ -755,16 +699,7 @@ impl LocalPostgres {
     }
 
     fn log_tail(&self) -> String {
-        let path = self.data_dir.join("server.log");
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let lines: Vec<&str> = text.lines().collect();
-                let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-                lines.get(start..).unwrap_or_default().join("\n")
-            }
-            Err(e) => format!("(could not read {}: {e})", path.display()),
-        }
+        harness::log_tail(&self.data_dir.join("server.log"))
     }
 }
 
@@ -774,10 +709,7 @@ impl Drop for LocalPostgres {
             warn!(error = %e, "could not stop local PostgreSQL");
         }
         if let Some(root) = self.root.take() {
-            let path = root.path().to_path_buf();
-            if let Err(e) = root.close() {
-                warn!(path = %path.display(), error = %e, "could not remove local PostgreSQL dir");
-            }
+            remove_instance_dir(root, "PostgreSQL");
         }
     }
 }
@@ -793,14 +725,7 @@ impl Runner {
         if !running_as_root() {
             return Ok(Runner { runuser: None });
         }
-        let user_exists = Command::new("id")
-            .args(["-u", SERVER_USER])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !user_exists {
+        if !harness::user_exists(SERVER_USER) {
             return Err(LocalDbError::CannotDropRoot {
                 problem: format!("there is no `{SERVER_USER}` user"),
                 fix: "install the postgresql package (it creates the user) or run \
@@ -851,36 +776,13 @@ impl Runner {
         if self.runuser.is_none() {
             return Ok(());
         }
-        let mut cmd = Command::new("chown");
-        // `user:` means the user's login group.
-        cmd.arg("-R").arg(format!("{SERVER_USER}:")).arg(path);
-        run_checked(
-            cmd,
+        Ok(harness::chown(
+            SERVER_USER,
+            &[path],
+            true,
             "handing the cluster dir to the postgres user",
-            "run as root or as a non-root user that owns TMPDIR",
-        )
+        )?)
     }
-}
-
-fn running_as_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            // "Uid: real effective saved fs"; the effective id is what matters.
-            if let Some(euid) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|rest| rest.split_whitespace().nth(1))
-            {
-                return euid == "0";
-            }
-        }
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false)
-    })
 }
 
 fn validate_options(opts: &LocalPgOptions) -> Result<(), LocalDbError> {
@@ -902,28 +804,13 @@ fn validate_options(opts: &LocalPgOptions) -> Result<(), LocalDbError> {
             ));
         }
     }
-    for (key, value) in &opts.extra_conf {
-        let valid_key = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if !valid_key {
-            return Err(LocalDbError::InvalidOptions(format!(
-                "extra_conf key {key:?} is not a PostgreSQL setting name"
-            )));
-        }
-        if RESERVED_SETTINGS.contains(&key.to_ascii_lowercase().as_str()) {
-            return Err(LocalDbError::InvalidOptions(format!(
-                "extra_conf may not set {key}: the harness chooses it"
-            )));
-        }
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(LocalDbError::InvalidOptions(format!(
-                "extra_conf value for {key} contains a line break or NUL"
-            )));
-        }
-    }
-    Ok(())
+    harness::validate_extra_conf(
+        &opts.extra_conf,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '.',
+        "PostgreSQL setting name",
+        |key| key.to_ascii_lowercase(),
+        &RESERVED_SETTINGS,
+    )
 }
 
 fn has_server_bins(dir: &Path) -> Vec<&'static str> {
@@ -987,86 +874,27 @@ fn find_psql(bindir: &Path) -> Result<PathBuf, LocalDbError> {
         })
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|p| is_executable(p))
-    })
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 /// The directory for cluster and template dirs, kept short enough for the
 /// unix socket path limit.
 fn base_temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir();
     // root + "/duplex-pg-XXXXXX" + "/.s.PGSQL.65535"
-    let needed = dir.as_os_str().len() + 1 + CLUSTER_PREFIX.len() + 6 + "/.s.PGSQL.65535".len();
-    if needed > MAX_SOCKET_PATH || dir.to_str().is_none() {
-        PathBuf::from("/tmp")
-    } else {
-        dir
-    }
+    harness::base_temp_dir(
+        1 + CLUSTER_PREFIX.len() + 6 + "/.s.PGSQL.65535".len(),
+        MAX_SOCKET_PATH,
+    )
 }
 
-struct Template {
-    bindir: PathBuf,
-    superuser: String,
-    data: PathBuf,
-}
+/// The initdb'd templates, one per (bindir, superuser).
+static TEMPLATES: Templates<(PathBuf, String)> = Templates::new(TEMPLATE_PREFIX, "PostgreSQL");
 
-static TEMPLATES: Mutex<Vec<Template>> = Mutex::new(Vec::new());
-
-/// Returns the initdb'd template for (bindir, superuser), creating it on first
-/// use. The lock is held through initdb so concurrent tests wait for one run
-/// instead of each running their own.
+/// Returns the initdb'd template for (bindir, superuser), creating it on
+/// first use (see [`Templates::get_or_init`]).
 fn template_for(bindir: &Path, superuser: &str, runner: &Runner) -> Result<PathBuf, LocalDbError> {
-    let mut templates = TEMPLATES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(t) = templates
-        .iter()
-        .find(|t| t.bindir == bindir && t.superuser == superuser)
-    {
-        return Ok(t.data.clone());
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(remove_stale_templates);
-
-    let base = base_temp_dir();
-    // The pid in the name lets later runs tell whether the owner is gone.
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{TEMPLATE_PREFIX}{}-", std::process::id()))
-        .tempdir_in(&base)
-        .map_err(|e| {
-            io_err(
-                format!(
-                    "could not create a template dir under {} (check that TMPDIR is writable)",
-                    base.display()
-                ),
-                e,
-            )
-        })?
-        .keep();
-    match init_template(&dir, bindir, superuser, runner) {
-        Ok(data) => {
-            templates.push(Template {
-                bindir: bindir.to_path_buf(),
-                superuser: superuser.to_owned(),
-                data: data.clone(),
-            });
-            Ok(data)
-        }
-        Err(e) => {
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                warn!(path = %dir.display(), error = %rm, "could not remove failed template dir");
-            }
-            Err(e)
-        }
-    }
+    TEMPLATES.get_or_init(
+        (bindir.to_path_buf(), superuser.to_owned()),
+        &base_temp_dir(),
+        |dir| init_template(dir, bindir, superuser, runner),
+    )
 }
 
 fn init_template(
@@ -1095,62 +923,6 @@ fn init_template(
     Ok(data)
 }
 
-/// Removes templates left by earlier processes (see the module docs).
-fn remove_stale_templates() {
-    let mut dirs = vec![base_temp_dir()];
-    let env_dir = std::env::temp_dir();
-    if !dirs.contains(&env_dir) {
-        dirs.push(env_dir);
-    }
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMPLATE_PREFIX)) else {
-                continue;
-            };
-            let owner_gone = rest
-                .split('-')
-                .next()
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-                });
-            let too_old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > TEMPLATE_MAX_AGE);
-            if owner_gone || too_old {
-                let path = entry.path();
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => debug!(path = %path.display(), "removed stale PostgreSQL template"),
-                    Err(e) => {
-                        warn!(path = %path.display(), error = %e, "could not remove stale PostgreSQL template")
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn free_port() -> Result<u16, LocalDbError> {
-    let listener = TcpListener::bind((HOST, 0)).map_err(|e| {
-        io_err(
-            "could not bind 127.0.0.1:0 to find a free port (is loopback up?)".to_owned(),
-            e,
-        )
-    })?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| io_err("could not read the probed port".to_owned(), e))?
-        .port();
-    Ok(port)
-}
-
 fn is_postgres_process(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
         Ok(comm) => comm.trim().starts_with("postgres"),
@@ -1162,68 +934,12 @@ fn is_postgres_process(pid: u32) -> bool {
 /// Drops PG* variables so the caller's environment (PGDATA, PGSSLMODE,
 /// PGSERVICE, ...) cannot redirect or break the harness, and pins messages to
 /// English so the log checks work.
-fn scrub_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| k.starts_with("PG")) {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("LC_ALL", "C");
-}
-
-fn run_output(mut cmd: Command, what: &str) -> Result<Output, LocalDbError> {
-    cmd.stdin(Stdio::null());
-    cmd.output()
-        .map_err(|e| io_err(format!("could not run {what} ({})", describe(&cmd)), e))
-}
-
-fn run_checked(cmd: Command, what: &'static str, hint: &'static str) -> Result<(), LocalDbError> {
-    let command = describe(&cmd);
-    let out = run_output(cmd, what)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(LocalDbError::Command {
-        what,
-        command,
-        status: out.status.to_string(),
-        output: output_text(&out),
-        hint,
-    })
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn output_text(out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stderr = stderr.trim_end();
-    if !stderr.is_empty() {
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(stderr);
-    }
-    text
-}
-
-fn io_err(action: String, source: std::io::Error) -> LocalDbError {
-    LocalDbError::Io { action, source }
-}
-
 fn path_str(path: &Path) -> Result<&str, LocalDbError> {
-    path.to_str().ok_or_else(|| {
-        LocalDbError::InvalidOptions(format!(
-            "path {} is not valid UTF-8: set TMPDIR to a plain directory",
-            path.display()
-        ))
-    })
+    harness::path_str(path)
+}
+
+fn scrub_env(cmd: &mut Command) {
+    harness::scrub_env(cmd, &["PG"]);
 }
 
 /// libpq conninfo value quoting: bare when safe, else single-quoted with `\`

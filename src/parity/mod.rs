@@ -14,7 +14,6 @@
 //! rows show nothing read and not yet applied), up to three rounds; only
 //! differences that persist are reported.
 
-pub mod reader;
 pub mod repair;
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::canonical::encode::encode_value;
 use crate::canonical::{Row, TableName, Value};
 use crate::control::{ControlDb, LinkConfig, LinkTable, Sql, P};
-use reader::SideReader;
+use crate::table_reader::{self, SideReader};
 
 /// How the check runs.
 #[derive(Debug, Clone)]
@@ -248,7 +247,7 @@ impl Pair {
     }
 }
 
-fn read_err(e: reader::ReadError) -> crate::Error {
+fn read_err(e: table_reader::ReadError) -> crate::Error {
     crate::Error::Parity(e)
 }
 

@@ -15,8 +15,8 @@ use crate::conflict::Policy;
 use crate::control::{LinkConfig, LinkTable};
 use crate::marker::{Dot, Marker};
 
-use super::reader::{UserWrite, VersionedRow};
 use super::{DiffKind, Difference, Pair};
+use crate::table_reader::{UserWrite, VersionedRow};
 
 /// Which version wins.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mysql_async::prelude::Queryable;
 
-use crate::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
-use crate::localdb::pg::{LocalPgOptions, LocalPostgres};
-use crate::pg::PgEndpoint;
-use crate::pipeline::PipelineTuning;
+use duplex::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pg::PgEndpoint;
+use duplex::pipeline::PipelineTuning;
 
 const PG_SCHEMA: &str = "
 CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text, tier text NOT NULL DEFAULT 'standard');
@@ -147,7 +147,7 @@ pub async fn run(rounds: u32, support: SupportEngine) -> anyhow::Result<()> {
     let mut control = pg_client_url(&crm, "postgres")?
         .connect("duplex demo")
         .await?;
-    crate::control::migrate_pg(&mut control).await?;
+    duplex::control::migrate_pg(&mut control).await?;
     let config_sql = format!(
         "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES
              (1, 'crm', 'postgresql', '{}', 'disable'),
@@ -161,7 +161,7 @@ pub async fn run(rounds: u32, support: SupportEngine) -> anyhow::Result<()> {
     control.batch_execute(&config_sql).await?;
     println!("== configured through SQL on the control schema:\n{config_sql}\n");
 
-    let handle = crate::runner::start(&control_url, PipelineTuning::default()).await?;
+    let handle = duplex::runner::start(&control_url, PipelineTuning::default()).await?;
     let mut a = DemoDb::Pg(pg_client_url(&crm, "app")?.connect("duplex demo").await?);
 
     let names = [

@@ -1,5 +1,6 @@
 //! Reading one site's copy of a synced table as canonical rows, for the
-//! parity check: pages in primary-key order, rows by key, and each value
+//! parity check (`parity`) and the initial sync (`snapshot`): pages in
+//! primary-key order, rows by key, and each value
 //! brought into this site's own representation of a column (so a value read
 //! on the other engine compares equal exactly when this site would store the
 //! same thing).

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
-use crate::localdb::pg::{LocalPgOptions, LocalPostgres};
-use crate::pg::PgEndpoint;
-use crate::pipeline::PipelineTuning;
+use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
+use duplex::pg::PgEndpoint;
+use duplex::pipeline::PipelineTuning;
 
 /// Sizes of the workloads.
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +146,7 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
 
     // duplex, both directions running (as in production), load on A.
     let mut control = client(&a_pg, "postgres").await?;
-    crate::control::migrate_pg(&mut control).await?;
+    duplex::control::migrate_pg(&mut control).await?;
     control
         .execute(
             "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",
@@ -160,7 +160,7 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
         )
         .await?;
     let handle =
-        crate::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
+        duplex::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
     println!("== duplex: running workloads");
     workloads(&a, &b, "bench_duplex", "duplex", sizes, &mut results).await?;
     // Initial sync: the seeded table joins the running link.
@@ -179,15 +179,15 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
         total_secs: start.elapsed().as_secs_f64(),
     });
     // And the parity check of it (both sites read in full).
-    let mut db = crate::control::ControlDb::Pg(client(&a_pg, "postgres").await?);
-    let config = crate::control::load_unchecked(&mut db).await?;
+    let mut db = duplex::control::ControlDb::Pg(client(&a_pg, "postgres").await?);
+    let config = duplex::control::load_unchecked(&mut db).await?;
     if let Some(Ok(lc)) = config.link_config(1) {
         if let Some(t) = lc.tables.iter().find(|t| t.table.name == "seed_duplex") {
-            let options = crate::parity::CheckOptions {
+            let options = duplex::parity::CheckOptions {
                 progress: false,
-                ..crate::parity::CheckOptions::default()
+                ..duplex::parity::CheckOptions::default()
             };
-            let report = crate::parity::check_table(&lc, t, &options, Some(&mut db)).await?;
+            let report = duplex::parity::check_table(&lc, t, &options, Some(&mut db)).await?;
             if !report.differences.is_empty() {
                 bail!(
                     "the initial sync left {} differences",

@@ -1,0 +1,13 @@
+//! The commands of the `duplex` binary that are more than a call into the
+//! library: what they print and how they ask. They live on the binary's side
+//! so that the library holds the replicator only.
+
+#[cfg(feature = "localdb")]
+pub mod bench;
+pub mod control;
+#[cfg(feature = "localdb")]
+pub mod demo;
+pub mod journal;
+pub mod parity;
+pub mod run;
+pub mod status;

@@ -1,0 +1,51 @@
+//! One enabled link's two directions: started from its resolved
+//! configuration, and stopped together.
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::plan::Resolved;
+use super::prepare::prepare_link;
+use super::registry::Registry;
+use crate::control::ControlEndpoint;
+use crate::pipeline::{supervise_direction, PipelineTuning};
+
+/// One enabled link's directions, running.
+pub(super) struct LinkRun {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl LinkRun {
+    /// Stop both directions, committing whole transactions already applied.
+    pub(super) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Prepare both sites of a link and start its two directions.
+pub(super) async fn start_link(
+    resolved: &Resolved,
+    tuning: &PipelineTuning,
+    control: &ControlEndpoint,
+    registry: &Registry,
+) -> Result<LinkRun, crate::Error> {
+    let lc = &resolved.effective;
+    let specs = prepare_link(resolved, tuning, control).await?;
+    let sources: Vec<u32> = specs.iter().map(|s| s.source.site_id()).collect();
+    registry.keep_only(lc.link.link_id, &sources);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for spec in specs {
+        let target = if spec.source.site_id() == lc.link.site_a {
+            lc.link.site_b
+        } else {
+            lc.link.site_a
+        };
+        let stats = registry.stats_for(lc.link.link_id, &spec, target);
+        stats.set_state("starting");
+        tasks.spawn(supervise_direction(spec, stats, stop_rx.clone()));
+    }
+    Ok(LinkRun { stop, tasks })
+}
