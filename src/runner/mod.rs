@@ -31,6 +31,7 @@ mod parity_schedule;
 mod plan;
 mod prepare;
 mod registry;
+mod site_conn;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::prepare::{mysql_error, setup_conn, SetupConn};
+use super::site_conn::{mysql_error, setup_conn, SetupConn};
 use crate::control::{self, LinkConfig, LinkTable};
 use crate::setup::{judge_table, mysql_site_facts, pg_site_facts};
 

@@ -5,10 +5,10 @@ use crate::canonical::TableName;
 use crate::control::SiteEngine;
 
 use super::plan::Resolved;
-use crate::control::{self, ControlDb, ControlEndpoint, Link, LinkTable, Site, Sql, P};
+use super::site_conn::{endpoint, mysql_error, setup_conn, SetupConn};
+use crate::control::{self, ControlDb, ControlEndpoint, Link, LinkTable, Sql, P};
 use crate::journal::quarantine::QuarantineSpec;
 use crate::mysql::MysqlEndpoint;
-use crate::pg::PgEndpoint;
 use crate::pipeline::{DirectionSpec, PipelineTuning};
 use crate::setup::{check_slot_continuity, prepare_mysql_site, prepare_pg_site};
 use crate::sink::mysql::MysqlTargetSpec;
@@ -17,10 +17,6 @@ use crate::sink::{ApplierSpec, SinkSpec, TargetSpec};
 use crate::source::mysql::MysqlSourceSpec;
 use crate::source::pg::PgSourceSpec;
 use crate::source::SourceSpec;
-
-fn endpoint(site: &Site) -> Result<PgEndpoint, crate::Error> {
-    Ok(PgEndpoint::from_site(site)?)
-}
 
 /// Has the peer recorded a position of `source_id`'s binlog for this link
 /// (so its changes are captured already)?
@@ -68,14 +64,6 @@ async fn peer_has_position(
             Ok(position.is_some_and(|p| p != 0))
         }
     }
-}
-
-/// A MySQL/MariaDB site's error during setup, with what duplex was doing.
-pub(super) fn mysql_error<'a>(
-    site: &'a str,
-    context: &'a str,
-) -> impl FnOnce(mysql_async::Error) -> crate::Error + 'a {
-    move |e| crate::setup::mysql_db_error(site, context.into(), e)
 }
 
 /// The site's clock now, in µs since the Unix epoch: the clock of its
@@ -221,22 +209,6 @@ async fn capture_starts(
         );
     }
     Ok(out)
-}
-
-/// A connection for setup, by engine.
-pub(super) enum SetupConn {
-    Pg(tokio_postgres::Client),
-    Mysql(mysql_async::Conn, MysqlEndpoint),
-}
-
-pub(super) async fn setup_conn(site: &Site) -> Result<SetupConn, crate::Error> {
-    Ok(match site.engine {
-        SiteEngine::Postgres => SetupConn::Pg(endpoint(site)?.connect("duplex setup").await?),
-        SiteEngine::Mysql => {
-            let ep = MysqlEndpoint::from_site(site)?;
-            SetupConn::Mysql(ep.connect().await?, ep)
-        }
-    })
 }
 
 /// The binlog reader's server_id: unique per direction, far from real servers' ids.
