@@ -1,13 +1,10 @@
 //! The applier beside an application that writes the same rows: applying must
 //! never hold the application's hot rows for longer than one small
 //! transaction would.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Pair};
+use crate::support::{wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 /// A table whose row 0 every source transaction writes (a counter, a
@@ -60,9 +57,9 @@ async fn the_application_gets_a_hot_row_while_a_backlog_is_applied() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     wait_for("the copy on b", Duration::from_secs(60), || {
-        common::query_bool(&b, format!("SELECT count(*) = {ROWS} + 1 FROM hot"))
+        crate::support::query_bool(&b, format!("SELECT count(*) = {ROWS} + 1 FROM hot"))
     })
     .await;
     run.shutdown().await;
@@ -97,7 +94,7 @@ async fn the_application_gets_a_hot_row_while_a_backlog_is_applied() {
         }
         updates += 1;
         longest = longest.max(t.elapsed());
-        if common::pg_has_row(&b, "hot", -1).await {
+        if crate::support::pg_has_row(&b, "hot", -1).await {
             break;
         }
         assert!(
@@ -124,12 +121,12 @@ async fn the_application_gets_a_hot_row_while_a_backlog_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_gets_a_hot_row_on_mariadb_while_a_backlog_is_applied() {
     use mysql_async::prelude::Queryable;
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE hot (id INT PRIMARY KEY, n BIGINT NOT NULL DEFAULT 0, note VARCHAR(20)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
     )
     .await;
-    let p = common::start_postgres(SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let p = crate::support::start_postgres(SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -137,7 +134,7 @@ async fn the_application_gets_a_hot_row_on_mariadb_while_a_backlog_is_applied() 
         &["hot"],
     )
     .await;
-    let pg = common::connect(&p.conninfo("app")).await;
+    let pg = crate::support::connect(&p.conninfo("app")).await;
     pg.batch_execute(&format!(
         "INSERT INTO hot (id) SELECT g FROM generate_series(0, {ROWS}) g"
     ))
@@ -146,15 +143,15 @@ async fn the_application_gets_a_hot_row_on_mariadb_while_a_backlog_is_applied() 
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    let mut maria = common::mysql_conn(&m).await;
-    common::wait_mysql(
+    let mut maria = crate::support::mysql_conn(&m).await;
+    crate::support::wait_mysql(
         &mut maria,
         "the copy on MariaDB",
         &format!("SELECT COUNT(*) = {ROWS} + 1 FROM hot"),
         Duration::from_secs(120),
     )
     .await;
-    common::wait_initial_sync(&common::connect(&url).await, 2).await;
+    crate::support::wait_initial_sync(&crate::support::connect(&url).await, 2).await;
     run.shutdown().await;
     pg.batch_execute(&backlog_sql()).await.unwrap();
     maria.query_drop("UPDATE hot SET note = 'b'").await.unwrap();
@@ -162,7 +159,7 @@ async fn the_application_gets_a_hot_row_on_mariadb_while_a_backlog_is_applied() 
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex again");
-    let mut app = common::mysql_conn(&m).await;
+    let mut app = crate::support::mysql_conn(&m).await;
     app.query_drop("SET SESSION innodb_lock_wait_timeout = 2")
         .await
         .unwrap();
@@ -255,7 +252,7 @@ async fn pgbench_both(pair: &Pair, clients: u32, secs: u32) -> (f64, f64) {
 }
 
 /// Measurement, not a check (run by hand, release build):
-/// `cargo test --release --test apply_contention -- --ignored --nocapture`
+/// `cargo test --release --test main apply_contention -- --ignored --nocapture`
 /// pgbench (TPC-B-like, scale 1, `DUPLEX_PGBENCH_CLIENTS` clients, default 4)
 /// on both sites of a PG <-> PG link for `DUPLEX_PGBENCH_SECS` (default 30)
 /// each: once without duplex, once with duplex running.
@@ -274,7 +271,7 @@ async fn pgbench_on_both_sites() {
     for pg in [&pair.a, &pair.b] {
         pgbench(pg, &["-i", "-s", "1", "-q"]);
     }
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     for t in PGBENCH_TABLES {
         control
             .execute(
@@ -294,9 +291,9 @@ async fn pgbench_on_both_sites() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut duplex =
-        common::DuplexProcess::spawn(&pair.control_url, &dir.path().join("duplex.log"));
+        crate::support::DuplexProcess::spawn(&pair.control_url, &dir.path().join("duplex.log"));
     wait_for("both directions streaming", Duration::from_secs(60), || {
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 2 FROM duplex.link_status WHERE state = 'streaming'",
         )
@@ -306,7 +303,7 @@ async fn pgbench_on_both_sites() {
     let samplers = if sampling {
         let mut v = Vec::new();
         for (name, pg) in [("a", &pair.a), ("b", &pair.b)] {
-            let c = common::connect(&common::url_with_password(pg, "app")).await;
+            let c = crate::support::connect(&crate::support::url_with_password(pg, "app")).await;
             v.push(tokio::spawn(sample_waits(name, c, secs)));
         }
         v
@@ -321,7 +318,7 @@ async fn pgbench_on_both_sites() {
     // How far behind duplex was when the load stopped, and how it caught up.
     let started = std::time::Instant::now();
     wait_for("duplex caught up", Duration::from_secs(600), || {
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 2 FROM duplex.link_status WHERE lag_seconds = 0 AND queued_events = 0 AND updated_at > now() - interval '2 s'",
         )

@@ -8,9 +8,6 @@
 //! the held changes are applied and the table flows again. A statement whose
 //! reach cannot be told (a write through a trigger) stops every table; DDL
 //! and writes elsewhere keep passing.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
@@ -38,7 +35,7 @@ async fn pg_ids(c: &tokio_postgres::Client, table: &str) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_logged_as_statements_stop_their_table_visibly() {
-    let m = common::start_mariadb(MARIA_SCHEMA).await;
+    let m = crate::support::start_mariadb(MARIA_SCHEMA).await;
     m.create_database("other").unwrap();
     m.sql(
         Some("other"),
@@ -47,8 +44,8 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
          CREATE TRIGGER audit_to_u AFTER INSERT ON audit FOR EACH ROW INSERT INTO app.u VALUES (NEW.id, 'by trigger');",
     )
     .unwrap();
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -59,20 +56,20 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&url).await;
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let control = common::connect(&url).await;
-    let mut rows = common::mysql_conn(&m).await;
+    crate::support::wait_initial_sync_all(&url).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let control = crate::support::connect(&url).await;
+    let mut rows = crate::support::mysql_conn(&m).await;
     rows.query_drop("INSERT INTO t VALUES (1, 'one'); INSERT INTO u VALUES (1, 'one')")
         .await
         .unwrap();
-    common::wait_for("the first rows on PostgreSQL", T, || async {
+    crate::support::wait_for("the first rows on PostgreSQL", T, || async {
         pg_ids(&pgc, "t").await == [1] && pg_ids(&pgc, "u").await == [1]
     })
     .await;
 
     // The issue's writes, each logged as a statement.
-    let mut stmt = common::mysql_conn(&m).await;
+    let mut stmt = crate::support::mysql_conn(&m).await;
     for q in [
         "SET SESSION binlog_format = STATEMENT",
         "USE other",
@@ -93,15 +90,15 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     rows.query_drop("INSERT INTO u VALUES (2, 'flows')")
         .await
         .unwrap();
-    common::wait_for("u's later row on PostgreSQL", T, || async {
+    crate::support::wait_for("u's later row on PostgreSQL", T, || async {
         pg_ids(&pgc, "u").await == [1, 2]
     })
     .await;
 
     // t is stopped, visibly: three statement records, with the statement,
     // its position and the fix, and the held update.
-    common::wait_for("the statement records", T, || {
-        common::query_bool(
+    crate::support::wait_for("the statement records", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 3 FROM duplex.quarantine
               WHERE op = 'statement' AND table_name = 'app.t' AND status = 'pending' AND confirmed",
@@ -149,15 +146,15 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     assert!(records[0]
         .get::<_, String>(2)
         .contains("default database other"));
-    common::wait_for("the held update", T, || {
-        common::query_bool(
+    crate::support::wait_for("the held update", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 1 FROM duplex.quarantine WHERE table_name = 'app.t' AND status = 'held' AND confirmed",
         )
     })
     .await;
-    common::wait_for("the stop in the status views", T, || {
-        common::query_bool(
+    crate::support::wait_for("the stop in the status views", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT (SELECT stopped AND stop_reason LIKE '%INSERT INTO app.t%' AND held = 1
                        FROM duplex.table_overview WHERE source_site = 2 AND table_name = 'app.t')
@@ -167,7 +164,7 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
         )
     })
     .await;
-    let (ok, status) = common::duplex_cli(&url, &["status", "--tables"]);
+    let (ok, status) = crate::support::duplex_cli(&url, &["status", "--tables"]);
     assert!(ok, "{status}");
     assert!(
         status.contains("1 table(s) STOPPED")
@@ -184,14 +181,14 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
         .get(0);
     assert_eq!(v, "one");
     assert!(
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT state = 'streaming' FROM duplex.link_status WHERE source_site = 2"
         )
         .await
     );
     // A statement record cannot be retried: it says what to do instead.
-    let (ok, out) = common::duplex_cli(&url, &["quarantine", "retry", &ids[0]]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["quarantine", "retry", &ids[0]]);
     assert!(!ok && out.contains("Resync table app.t"), "{out}");
 
     // The fix: the session logs rows again, the table is resynced, the
@@ -199,14 +196,15 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     stmt.query_drop("SET SESSION binlog_format = ROW")
         .await
         .unwrap();
-    let (ok, out) = common::duplex_cli(&url, &["repair", "--from", "maria", "--table", "t"]);
+    let (ok, out) =
+        crate::support::duplex_cli(&url, &["repair", "--from", "maria", "--table", "t"]);
     assert!(ok, "repair: {out}");
     let mut args = vec!["quarantine", "discard"];
     args.extend(ids.iter().map(String::as_str));
-    let (ok, out) = common::duplex_cli(&url, &args);
+    let (ok, out) = crate::support::duplex_cli(&url, &args);
     assert!(ok && out.contains("resumes"), "{out}");
-    common::wait_for("the held change released", T, || {
-        common::query_bool(
+    crate::support::wait_for("the held change released", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 0 FROM duplex.quarantine WHERE status IN ('held', 'retry')",
         )
@@ -215,7 +213,7 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     rows.query_drop("INSERT INTO t VALUES (13, 'after the fix')")
         .await
         .unwrap();
-    common::wait_for("t flowing again", T, || async {
+    crate::support::wait_for("t flowing again", T, || async {
         pg_ids(&pgc, "t").await == [1, 10, 11, 12, 13]
     })
     .await;
@@ -225,7 +223,7 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
         .unwrap()
         .get(0);
     assert_eq!(v, "changed after");
-    assert!(common::query_bool(
+    assert!(crate::support::query_bool(
         &control,
         "SELECT NOT stopped FROM duplex.table_overview WHERE source_site = 2 AND table_name = 'app.t'"
     )
@@ -240,8 +238,8 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     stmt.query_drop("INSERT INTO other.audit VALUES (7)")
         .await
         .unwrap();
-    common::wait_for("every table stopped", T, || {
-        common::query_bool(
+    crate::support::wait_for("every table stopped", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT count(DISTINCT table_name) = 2 FROM duplex.quarantine
               WHERE op = 'statement' AND status = 'pending' AND confirmed
@@ -252,8 +250,8 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
     rows.query_drop("INSERT INTO u VALUES (3, 'held now')")
         .await
         .unwrap();
-    common::wait_for("u's change held", T, || {
-        common::query_bool(
+    crate::support::wait_for("u's change held", T, || {
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 1 FROM duplex.quarantine WHERE table_name = 'app.u' AND status = 'held' AND confirmed",
         )
@@ -267,13 +265,13 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
 /// procedures, views and JSON functions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
-    common::init_tracing();
-    let m = common::start_mariadb(MARIA_SCHEMA).await;
-    let p = common::start_postgres(PG_SCHEMA).await;
+    crate::support::init_tracing();
+    let m = crate::support::start_mariadb(MARIA_SCHEMA).await;
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
     let url = m.url("duplex");
-    let (ok, out) = common::duplex_cli(&url, &["init"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["init"]);
     assert!(ok, "duplex init on MariaDB: {out}");
-    let mut ctl = common::mysql_conn(&m).await;
+    let mut ctl = crate::support::mysql_conn(&m).await;
     ctl.exec_drop(
         "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'pg', 'postgresql', ?, 'disable'), (2, 'maria', 'mysql', ?, 'disable')",
         (p.conninfo("app"), m.url("app")),
@@ -289,27 +287,27 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut ctl,
         "the initial sync",
         "SELECT COUNT(*) = 4 FROM duplex.snapshot_progress WHERE state IN ('done', 'skipped')",
         T,
     )
     .await;
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut stmt = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut stmt = crate::support::mysql_conn(&m).await;
     stmt.query_drop("SET SESSION binlog_format = STATEMENT; INSERT INTO t VALUES (1, 'statement')")
         .await
         .unwrap();
-    let mut rows = common::mysql_conn(&m).await;
+    let mut rows = crate::support::mysql_conn(&m).await;
     rows.query_drop("INSERT INTO t VALUES (2, 'held'); INSERT INTO u VALUES (1, 'flows')")
         .await
         .unwrap();
-    common::wait_for("u's row on PostgreSQL", T, || async {
+    crate::support::wait_for("u's row on PostgreSQL", T, || async {
         pg_ids(&pgc, "u").await == [1]
     })
     .await;
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut ctl,
         "t stopped, its row held",
         "SELECT COALESCE((SELECT stopped AND held = 1 AND stop_reason LIKE '%INSERT INTO t VALUES (1%'
@@ -324,13 +322,14 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
         .await
         .unwrap()
         .unwrap();
-    let (ok, out) = common::duplex_cli(&url, &["quarantine", "retry", &id.to_string()]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["quarantine", "retry", &id.to_string()]);
     assert!(!ok && out.contains("Resync table app.t"), "{out}");
-    let (ok, out) = common::duplex_cli(&url, &["repair", "--from", "maria", "--table", "t"]);
+    let (ok, out) =
+        crate::support::duplex_cli(&url, &["repair", "--from", "maria", "--table", "t"]);
     assert!(ok, "repair: {out}");
-    let (ok, out) = common::duplex_cli(&url, &["quarantine", "discard", &id.to_string()]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["quarantine", "discard", &id.to_string()]);
     assert!(ok && out.contains("resumes"), "{out}");
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut ctl,
         "the held row released",
         "SELECT COUNT(*) = 0 FROM duplex.quarantine WHERE status IN ('held', 'retry')",
@@ -340,7 +339,7 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
     rows.query_drop("INSERT INTO t VALUES (3, 'flows again')")
         .await
         .unwrap();
-    common::wait_for("t flowing again", T, || async {
+    crate::support::wait_for("t flowing again", T, || async {
         pg_ids(&pgc, "t").await == [1, 2, 3]
     })
     .await;
@@ -354,9 +353,9 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
 /// CREATE TABLE ... SELECT likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn savepoints_and_create_table_select_in_row_format_flow() {
-    let m = common::start_mariadb(MARIA_SCHEMA).await;
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(MARIA_SCHEMA).await;
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -367,9 +366,9 @@ async fn savepoints_and_create_table_select_in_row_format_flow() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&url).await;
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut rows = common::mysql_conn(&m).await;
+    crate::support::wait_initial_sync_all(&url).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut rows = crate::support::mysql_conn(&m).await;
     rows.query_drop(
         "BEGIN; INSERT INTO u VALUES (1, 'kept'); SAVEPOINT s; INSERT INTO u VALUES (2, 'rolled back');
          ROLLBACK TO SAVEPOINT s; INSERT INTO u VALUES (3, 'kept'); RELEASE SAVEPOINT s; COMMIT;
@@ -377,7 +376,7 @@ async fn savepoints_and_create_table_select_in_row_format_flow() {
     )
     .await
     .unwrap();
-    common::wait_for(
+    crate::support::wait_for(
         "the transaction with a savepoint, and the next",
         T,
         || async { pg_ids(&pgc, "u").await == [1, 3] && pg_ids(&pgc, "t").await == [1] },
@@ -392,7 +391,7 @@ async fn savepoints_and_create_table_select_in_row_format_flow() {
     )
     .await
     .unwrap();
-    common::wait_for("the row after CREATE TABLE ... SELECT", T, || async {
+    crate::support::wait_for("the row after CREATE TABLE ... SELECT", T, || async {
         pg_ids(&pgc, "t").await == [1, 2]
     })
     .await;

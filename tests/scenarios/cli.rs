@@ -1,12 +1,9 @@
 //! The `duplex` command line against a real control database.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{query_bool, wait_for, DuplexProcess, Pair};
+use crate::support::{query_bool, wait_for, DuplexProcess, Pair};
 
 fn duplex(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_duplex"))
@@ -42,7 +39,7 @@ async fn init_is_idempotent_status_shows_directions_and_a_newer_schema_is_refuse
         query_bool(&b, "SELECT EXISTS (SELECT 1 FROM t WHERE id = 1)")
     })
     .await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     wait_for("status rows", Duration::from_secs(30), || {
         query_bool(&control, "SELECT count(*) = 2 AND bool_and(state = 'streaming') AND sum(applied_txns) = 1 FROM duplex.link_status")
     })

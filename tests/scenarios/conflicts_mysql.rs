@@ -2,13 +2,10 @@
 //! MariaDB sites: concurrent edits made while the link is stopped, settled by
 //! each table's policy when it runs again. Final rows on both sides and the
 //! conflicts-table rows are asserted.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, query_i64, wait_for};
+use crate::support::{connect, query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -118,7 +115,7 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
+    crate::support::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
     for table in TABLES {
         a.exec(&format!(
             "INSERT INTO {table} VALUES (1, 'v1', 'w1'), (2, 'v2', 'w2'), (3, 'v3', 'w3'), (4, 'v4', 'w4'), (5, 'v5', 'w5')"
@@ -318,10 +315,10 @@ async fn run_scenario(control_url: &str, a: &mut Side, b: &mut Side) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_and_mariadb_settle_conflicts_alike() {
-    common::init_tracing();
-    let pg = common::start_postgres(&pg_schema()).await;
-    let my = common::start_mariadb(&mysql_schema()).await;
-    let (_ctl, url) = common::control_db(
+    crate::support::init_tracing();
+    let pg = crate::support::start_postgres(&pg_schema()).await;
+    let my = crate::support::start_mariadb(&mysql_schema()).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", pg.conninfo("app")),
             (2, "maria", "mysql", my.url("app")),
@@ -330,17 +327,17 @@ async fn postgresql_and_mariadb_settle_conflicts_alike() {
     )
     .await;
     let mut a = Side::Pg(connect(&pg.conninfo("app")).await);
-    let mut b = Side::My(common::mysql_conn(&my).await);
+    let mut b = Side::My(crate::support::mysql_conn(&my).await);
     run_scenario(&url, &mut a, &mut b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_mariadb_sites_settle_conflicts() {
     let (m1, m2) = (
-        common::start_mariadb(&mysql_schema()).await,
-        common::start_mariadb(&mysql_schema()).await,
+        crate::support::start_mariadb(&mysql_schema()).await,
+        crate::support::start_mariadb(&mysql_schema()).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", m1.url("app")),
             (2, "b", "mysql", m2.url("app")),
@@ -348,7 +345,7 @@ async fn two_mariadb_sites_settle_conflicts() {
         &TABLES,
     )
     .await;
-    let mut a = Side::My(common::mysql_conn(&m1).await);
-    let mut b = Side::My(common::mysql_conn(&m2).await);
+    let mut a = Side::My(crate::support::mysql_conn(&m1).await);
+    let mut b = Side::My(crate::support::mysql_conn(&m2).await);
     run_scenario(&url, &mut a, &mut b).await;
 }

@@ -1,13 +1,10 @@
 //! Conflicts between PostgreSQL sites: concurrent edits made while the link is
 //! stopped, then settled by each table's policy when it runs again. Each case
 //! asserts the final rows on both sides and the conflicts-table rows.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
+use crate::support::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const SCHEMA: &str = "
@@ -64,7 +61,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
+    crate::support::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
     for table in TABLES {
         a.batch_execute(&format!(
             "INSERT INTO {table} SELECT g, 'v' || g, 'w' || g FROM generate_series(1, 6) g"

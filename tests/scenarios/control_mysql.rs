@@ -4,13 +4,10 @@
 //! (tables, pause, mappings, owners, invalid changes, quarantine retry), with
 //! `duplex run`, `duplex status`, `duplex quarantine` and `duplex config
 //! check` all pointed at `mysql://.../duplex`.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, duplex_cli, wait_for, wait_mysql, DuplexProcess};
+use crate::support::{connect, duplex_cli, wait_for, wait_mysql, DuplexProcess};
 use mysql_async::prelude::Queryable;
 
 const T: Duration = Duration::from_secs(60);
@@ -31,18 +28,18 @@ async fn pg_value(c: &tokio_postgres::Client, sql: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
-    common::init_tracing();
+    crate::support::init_tracing();
     let schema_pg = "CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));
          CREATE TABLE t2 (id int PRIMARY KEY, v varchar(50), w varchar(50));
          CREATE TABLE t3 (id int PRIMARY KEY, name varchar(50));";
     let schema_my = "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TABLE t2 (id INT PRIMARY KEY, v VARCHAR(50) NULL, w VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TABLE t3 (id INT PRIMARY KEY, full_name VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;";
-    let pg = common::start_postgres(schema_pg).await;
-    let my = common::start_mariadb(schema_my).await;
+    let pg = crate::support::start_postgres(schema_pg).await;
+    let my = crate::support::start_mariadb(schema_my).await;
     // Least privilege: duplex runs as duplex_control (sql/roles/mysql-control.sql),
     // the DBA as alice with the role duplex_admin.
-    my.sql(None, include_str!("../sql/roles/mysql-control.sql"))
+    my.sql(None, include_str!("../../sql/roles/mysql-control.sql"))
         .expect("run sql/roles/mysql-control.sql");
     my.sql(
         None,
@@ -104,7 +101,7 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     let dir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&control_url, &dir.path().join("duplex.log"));
     let a = connect(&pg.conninfo("app")).await;
-    let mut b = common::mysql_conn(&my).await;
+    let mut b = crate::support::mysql_conn(&my).await;
     wait_mysql(
         &mut ctl,
         "both directions streaming",
@@ -127,7 +124,10 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         T,
     )
     .await;
-    wait_for("row 2 on PostgreSQL", T, || common::pg_has_row(&a, "t1", 2)).await;
+    wait_for("row 2 on PostgreSQL", T, || {
+        crate::support::pg_has_row(&a, "t1", 2)
+    })
+    .await;
 
     // Add a table to the running link, with a column owned by PostgreSQL:
     // a trigger bumps duplex.config_version, which duplex polls.

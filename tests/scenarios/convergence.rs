@@ -12,15 +12,12 @@
 //! choices and the moments of the cuts; the servers' interleaving is not
 //! under the test's control). `DUPLEX_SOAK_SECS` sets how long the writers run
 //! (default 20 s per pair); the soak is documented in the README.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{connect, query_i64, DuplexProcess};
+use crate::support::{connect, query_i64, DuplexProcess};
 use duplex::localdb::pg::LocalPostgres;
 use mysql_async::prelude::Queryable;
 
@@ -325,7 +322,7 @@ async fn writer(site: Site, name: String, seed: u64, stop: Arc<AtomicBool>, ops:
 /// write from now on can be missed (rows written before a link first starts
 /// are the initial sync's business, not this test's).
 async fn wait_streaming(control: &tokio_postgres::Client) {
-    common::wait_for(
+    crate::support::wait_for(
         "duplex streaming both ways",
         Duration::from_secs(60),
         || async {
@@ -499,13 +496,13 @@ fn kv_mysql() -> &'static str {
 const TABLES: &[&str] = &["kv", "kv_parent", "kv_child"];
 
 async fn start_pg() -> LocalPostgres {
-    common::start_postgres(kv_pg()).await
+    crate::support::start_postgres(kv_pg()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_pair_converges() {
     let (p1, p2) = (start_pg().await, start_pg().await);
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", p1.conninfo("app")),
             (2, "b", "postgresql", p2.conninfo("app")),
@@ -524,10 +521,10 @@ async fn postgresql_pair_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_pair_converges() {
     let (m1, m2) = (
-        common::start_mariadb(kv_mysql()).await,
-        common::start_mariadb(kv_mysql()).await,
+        crate::support::start_mariadb(kv_mysql()).await,
+        crate::support::start_mariadb(kv_mysql()).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", m1.url("app")),
             (2, "b", "mysql", m2.url("app")),
@@ -546,8 +543,8 @@ async fn mariadb_pair_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_and_mariadb_converge() {
     let p = start_pg().await;
-    let m = common::start_mariadb(kv_mysql()).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(kv_mysql()).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -702,8 +699,8 @@ impl Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_merge_keeps_both_sites_edits_postgresql_and_mariadb() {
     let p = start_pg().await;
-    let m = common::start_mariadb(kv_mysql()).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(kv_mysql()).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),

@@ -2,9 +2,6 @@
 //! MariaDB -> PostgreSQL -> MariaDB unchanged where the mapping is lossless,
 //! and a value the target cannot hold is refused with a message naming the
 //! link, table, key and column (visible in duplex.link_status).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
@@ -68,9 +65,9 @@ async fn setup() -> (
     LocalPostgres,
     String,
 ) {
-    let m = common::start_mariadb(MARIA_SCHEMA).await;
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let (ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(MARIA_SCHEMA).await;
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let (ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -97,11 +94,11 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     pgc.batch_execute(PG_VALUES).await.unwrap();
     let original = pg_rows(&pgc).await;
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "rows on MariaDB",
         "SELECT COUNT(*) = 3 FROM xt",
@@ -113,8 +110,8 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     mc.query_drop("UPDATE xt SET touch = touch + 1")
         .await
         .unwrap();
-    common::wait_for("rows back on PostgreSQL", Duration::from_secs(30), || {
-        common::query_bool(&pgc, "SELECT bool_and(touch = 1) FROM xt")
+    crate::support::wait_for("rows back on PostgreSQL", Duration::from_secs(30), || {
+        crate::support::query_bool(&pgc, "SELECT bool_and(touch = 1) FROM xt")
     })
     .await;
     assert_eq!(
@@ -130,7 +127,7 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     pgc.batch_execute("INSERT INTO xt (id) VALUES (101)")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "rows after the refused one",
         "SELECT COUNT(*) = 2 FROM xt WHERE id IN (100, 101)",
@@ -139,13 +136,13 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     .await;
     let got: Vec<i64> = mc.query("SELECT id FROM xt WHERE id = 99").await.unwrap();
     assert!(got.is_empty(), "a refused value was written anyway");
-    let control = common::connect(&url).await;
+    let control = crate::support::connect(&url).await;
     // Confirmed once the target transaction that skipped it committed.
-    common::wait_for(
+    crate::support::wait_for(
         "a confirmed quarantine record",
         Duration::from_secs(10),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
             )
@@ -170,11 +167,11 @@ async fn types_round_trip_postgres_mariadb_postgres() {
         "{reason}"
     );
     assert_eq!(ts, "0999-12-31 23:00:00");
-    common::wait_for(
+    crate::support::wait_for(
         "quarantine count in link_status",
         Duration::from_secs(10),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT quarantined = 1 FROM duplex.link_status WHERE source_site = 1",
             )
@@ -190,8 +187,8 @@ async fn types_round_trip_mariadb_postgres_mariadb() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     // The JSON document's keys are in the order jsonb keeps them: jsonb
     // normalises key order and whitespace (the canonical encoding already
     // treats such documents as equal; see docs/type-mapping.md).
@@ -207,14 +204,14 @@ async fn types_round_trip_mariadb_postgres_mariadb() {
     .await
     .unwrap();
     let original = maria_rows(&mut mc).await;
-    common::wait_for("rows on PostgreSQL", Duration::from_secs(30), || {
-        common::query_bool(&pgc, "SELECT count(*) = 3 FROM xt")
+    crate::support::wait_for("rows on PostgreSQL", Duration::from_secs(30), || {
+        crate::support::query_bool(&pgc, "SELECT count(*) = 3 FROM xt")
     })
     .await;
     pgc.batch_execute("UPDATE xt SET touch = touch + 1")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "rows back on MariaDB",
         "SELECT MIN(touch) = 1 FROM xt",

@@ -12,14 +12,11 @@
 //! * A MariaDB DATETIME paired with a PostgreSQL `date` (PostgreSQL's cast
 //!   would drop the time of day) is refused when the configuration is
 //!   checked.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{connect, query_i64, wait_for, wait_mysql, Pair};
+use crate::support::{connect, query_i64, wait_for, wait_mysql, Pair};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -50,7 +47,7 @@ async fn conflict_keys(control: &tokio_postgres::Client) -> BTreeSet<(String, St
 }
 
 async fn my_i64(m: &duplex::localdb::mysql::LocalMariaDb, sql: &str) -> i64 {
-    let mut c = common::mysql_conn(m).await;
+    let mut c = crate::support::mysql_conn(m).await;
     let v: Option<i64> = c.query_first(sql).await.expect(sql);
     v.unwrap_or(-1)
 }
@@ -70,9 +67,9 @@ CREATE TABLE pgbench_accounts (aid INT PRIMARY KEY, bid INT NOT NULL, abalance I
 /// update is taken for a local edit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn char_padding_is_no_local_edit_postgres_mariadb() {
-    let m = common::start_mariadb(MARIA_BENCH).await;
-    let p = common::start_postgres(PG_BENCH).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(MARIA_BENCH).await;
+    let p = crate::support::start_postgres(PG_BENCH).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -84,9 +81,9 @@ async fn char_padding_is_no_local_edit_postgres_mariadb() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 4).await;
+    crate::support::wait_initial_sync(&control, 4).await;
     let pg = connect(&p.conninfo("app")).await;
-    let mut my = common::mysql_conn(&m).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     // Accounts are created on PostgreSQL (filler '' is 84 spaces there),
     // branches on MariaDB.
     pg.batch_execute(
@@ -157,7 +154,7 @@ async fn char_padding_is_no_local_edit_postgres_mariadb() {
         vec![],
         "updates of rows nobody else edited are no conflicts"
     );
-    let (ok, out) = common::duplex_cli(&url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["check"]);
     assert!(ok, "both sites hold the same rows: {out}");
     run.shutdown().await;
 }
@@ -171,7 +168,7 @@ async fn char_padding_is_no_local_edit_postgres_postgres() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 4).await;
+    crate::support::wait_initial_sync(&control, 4).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute(
         "INSERT INTO pgbench_accounts SELECT g, 1, 0, '' FROM generate_series(1, 100) g;
@@ -207,9 +204,9 @@ const MARIA_EVENTS: &str =
 /// A real edit behind duplex's back still is one, on either engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_timestamp_with_postgres_timestamp_checksums_alike() {
-    let m = common::start_mariadb(MARIA_EVENTS).await;
-    let p = common::start_postgres(PG_EVENTS).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(MARIA_EVENTS).await;
+    let p = crate::support::start_postgres(PG_EVENTS).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -221,9 +218,9 @@ async fn mysql_timestamp_with_postgres_timestamp_checksums_alike() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     let pg = connect(&p.conninfo("app")).await;
-    let mut my = common::mysql_conn(&m).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     // Rows 1..20 from MariaDB, 101..120 from PostgreSQL.
     my.query_drop(
         "INSERT INTO ev SELECT seq, 0, TIMESTAMP '2024-01-02 13:45:00.123456' + INTERVAL seq HOUR FROM seq_1_to_20",
@@ -270,7 +267,7 @@ async fn mysql_timestamp_with_postgres_timestamp_checksums_alike() {
         vec![],
         "no update was concurrent"
     );
-    let (ok, out) = common::duplex_cli(&url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["check"]);
     assert!(ok, "{out}");
 
     // A real edit behind duplex's back on PostgreSQL (under a replication
@@ -409,7 +406,7 @@ async fn initial_sync_merges_identical_rows_silently() {
             && query_i64(&b, "SELECT count(*) FROM item").await == N + 2
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     // The merged rows are synced: an update after the copy is no conflict.
     let sum = "SELECT sum(qty)::bigint FROM item WHERE id <= 200";
@@ -433,15 +430,15 @@ async fn initial_sync_merges_identical_rows_silently() {
 /// `timestamp`, DECIMAL scale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_merges_identical_rows_across_engines() {
-    let p = common::start_postgres(
+    let p = crate::support::start_postgres(
         "CREATE TABLE item (id int PRIMARY KEY, code char(8), at timestamp(6), price numeric(10,2), note text);",
     )
     .await;
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE item (id INT PRIMARY KEY, code CHAR(8), at TIMESTAMP(6) NULL DEFAULT NULL, price DECIMAL(10,2), note TEXT);",
     )
     .await;
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -451,7 +448,7 @@ async fn initial_sync_merges_identical_rows_across_engines() {
     .await;
     let control = connect(&url).await;
     let pg = connect(&p.conninfo("app")).await;
-    let mut my = common::mysql_conn(&m).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     pg.batch_execute(
         "INSERT INTO item SELECT g, 'c' || (g % 7), timestamp '2024-01-01 12:00:00.25' + g * interval '1 second', g * 1.5, 'note ' || g
            FROM generate_series(1, 1000) g;
@@ -468,7 +465,7 @@ async fn initial_sync_merges_identical_rows_across_engines() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     // The copies are done: every record is written.
     assert_eq!(
         conflict_keys(&control).await,
@@ -477,7 +474,7 @@ async fn initial_sync_merges_identical_rows_across_engines() {
             .into_iter()
             .collect::<BTreeSet<_>>()
     );
-    let (ok, out) = common::duplex_cli(&url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["check"]);
     assert!(ok, "{out}");
     run.shutdown().await;
 }
@@ -506,7 +503,7 @@ async fn seeded_rows_take_updates_without_conflicts() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     let sum = "SELECT sum(n)::bigint FROM counters";
     // Site a updates half the rows, site b the other half, then each side
     // updates rows the other one changed.
@@ -548,8 +545,8 @@ async fn seeded_rows_take_updates_without_conflicts() {
     .await;
     assert_eq!(conflicts(&control).await, vec![]);
     assert_eq!(
-        common::table_rows(&a, "counters").await,
-        common::table_rows(&b, "counters").await
+        crate::support::table_rows(&a, "counters").await,
+        crate::support::table_rows(&b, "counters").await
     );
     run.shutdown().await;
 }
@@ -578,7 +575,7 @@ async fn a_seeded_row_changed_after_the_link_started_is_no_seed() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     run.shutdown().await;
     // While duplex is stopped (both sites keep capturing): a writes first,
     // then b changes the row and changes it back to the seeded content.
@@ -609,7 +606,7 @@ async fn a_seeded_row_changed_after_the_link_started_is_no_seed() {
         query_i64(&a, row3).await == 0 && query_i64(&b, row3).await == 0
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     run.shutdown().await;
 }
@@ -617,16 +614,16 @@ async fn a_seeded_row_changed_after_the_link_started_is_no_seed() {
 /// The same between PostgreSQL and MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_rows_take_updates_without_conflicts_across_engines() {
-    let p = common::start_postgres(
+    let p = crate::support::start_postgres(
         "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL, code char(6), at timestamp);",
     )
     .await;
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE counters (id INT PRIMARY KEY, n INT NOT NULL, code CHAR(6), at TIMESTAMP NULL DEFAULT NULL);",
     )
     .await;
     let pg = connect(&p.conninfo("app")).await;
-    let mut my = common::mysql_conn(&m).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     pg.batch_execute(
         "INSERT INTO counters SELECT g, 0, 'c' || g, timestamp '2024-05-06 07:08:09' FROM generate_series(1, 30) g",
     )
@@ -637,7 +634,7 @@ async fn seeded_rows_take_updates_without_conflicts_across_engines() {
     )
     .await
     .unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -653,7 +650,7 @@ async fn seeded_rows_take_updates_without_conflicts_across_engines() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     pg.batch_execute("UPDATE counters SET n = n + 1 WHERE id <= 15")
         .await
         .unwrap();
@@ -672,7 +669,7 @@ async fn seeded_rows_take_updates_without_conflicts_across_engines() {
     })
     .await;
     assert_eq!(conflicts(&control).await, vec![]);
-    let (ok, out) = common::duplex_cli(&url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["check"]);
     assert!(ok, "{out}");
     run.shutdown().await;
 }
@@ -684,10 +681,10 @@ async fn seeded_rows_take_updates_without_conflicts_mariadb_pair() {
     let schema = "CREATE TABLE counters (id INT PRIMARY KEY, n INT NOT NULL, code CHAR(6));
                   INSERT INTO counters SELECT seq, 0, CONCAT('c', seq) FROM seq_1_to_30;";
     let (m1, m2) = (
-        common::start_mariadb(schema).await,
-        common::start_mariadb(schema).await,
+        crate::support::start_mariadb(schema).await,
+        crate::support::start_mariadb(schema).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", m1.url("app")),
             (2, "b", "mysql", m2.url("app")),
@@ -703,13 +700,16 @@ async fn seeded_rows_take_updates_without_conflicts_mariadb_pair() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
+    crate::support::wait_initial_sync(&control, 2).await;
     assert_eq!(
         query_i64(&control, "SELECT count(*) FROM duplex.capture_starts").await,
         2,
         "each site's capture start is recorded"
     );
-    let (mut a, mut b) = (common::mysql_conn(&m1).await, common::mysql_conn(&m2).await);
+    let (mut a, mut b) = (
+        crate::support::mysql_conn(&m1).await,
+        crate::support::mysql_conn(&m2).await,
+    );
     a.query_drop("UPDATE counters SET n = n + 1 WHERE id <= 15")
         .await
         .unwrap();
@@ -738,16 +738,16 @@ async fn seeded_rows_take_updates_without_conflicts_mariadb_pair() {
 /// with the columns named; nothing is copied or streamed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datetime_into_postgres_date_is_refused() {
-    let p = common::start_postgres(
+    let p = crate::support::start_postgres(
         "CREATE TABLE d (id int PRIMARY KEY, day date); CREATE TABLE ok (id int PRIMARY KEY);",
     )
     .await;
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE d (id INT PRIMARY KEY, day DATETIME); CREATE TABLE ok (id INT PRIMARY KEY);
          INSERT INTO d VALUES (1, '2024-01-02 13:45:00'), (2, '2024-01-03 00:00:00');",
     )
     .await;
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -756,7 +756,7 @@ async fn datetime_into_postgres_date_is_refused() {
     )
     .await;
     let control = connect(&url).await;
-    let (ok, out) = common::duplex_cli(&url, &["config", "check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["config", "check"]);
     assert!(
         !ok && out.contains("day") && out.contains("datetime") && out.contains("date"),
         "config check must refuse the pair: {out}"
@@ -765,8 +765,8 @@ async fn datetime_into_postgres_date_is_refused() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("duplex starts; the table is refused alone");
-    common::wait_for("the table refused with its reason", T, || async {
-        common::query_bool(
+    crate::support::wait_for("the table refused with its reason", T, || async {
+        crate::support::query_bool(
             &control,
             "SELECT coalesce(bool_and(state = 'refused' AND reason LIKE '%day%' AND reason LIKE '%time of day%'), false)
                FROM duplex.table_config_status WHERE link_id = 1 AND table_name = 'd'",
@@ -789,7 +789,7 @@ async fn datetime_into_postgres_date_is_refused() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("one way, date -> DATETIME starts");
-    let mut my = common::mysql_conn(&m).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     wait_mysql(
         &mut my,
         "the date on MariaDB",
@@ -806,15 +806,15 @@ async fn datetime_into_postgres_date_is_refused() {
 /// the MySQL direction refuses them; exact values of the same columns flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_postgresql_would_round_are_quarantined() {
-    let p = common::start_postgres(
+    let p = crate::support::start_postgres(
         "CREATE TABLE r (id int PRIMARY KEY, price numeric(10,2), at timestamp(0), f real);",
     )
     .await;
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE r (id INT PRIMARY KEY, price DECIMAL(10,4), at DATETIME(6), f DOUBLE);",
     )
     .await;
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -826,8 +826,8 @@ async fn values_postgresql_would_round_are_quarantined() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync(&control, 2).await;
-    let mut my = common::mysql_conn(&m).await;
+    crate::support::wait_initial_sync(&control, 2).await;
+    let mut my = crate::support::mysql_conn(&m).await;
     my.query_drop(
         "INSERT INTO r VALUES (1, 1.5, '2024-01-02 13:45:00', 0.5);
          INSERT INTO r VALUES (2, 1.2345, '2024-01-02 13:45:00', 0.5);
@@ -885,7 +885,7 @@ async fn values_postgresql_would_round_are_quarantined() {
         "{reasons:?}"
     );
     assert_eq!(
-        common::table_rows(&pg, "r").await,
+        crate::support::table_rows(&pg, "r").await,
         vec![
             "(1,1.50,\"2024-01-02 13:45:00\",0.5)".to_string(),
             "(5,2.25,\"2024-01-03 00:00:00\",0.25)".to_string()

@@ -8,9 +8,6 @@
 //!
 //! `DUPLEX_GENERATOR_SECS` sets how long the generators run (default 20 s,
 //! 15 s for the shared-table run).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -214,20 +211,20 @@ fn first_difference(a: &[String], b: &[String]) -> Option<String> {
 }
 
 async fn conflicts_and_quarantine(control_url: &str) -> (Vec<String>, i64) {
-    let control = common::connect(control_url).await;
+    let control = crate::support::connect(control_url).await;
     let kinds = pg_rows(
         &control,
         "SELECT kind || ' ' || table_name || ': ' || count(*) FROM duplex.conflicts GROUP BY kind, table_name ORDER BY 1",
     )
     .await;
-    let q = common::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
+    let q = crate::support::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
     (kinds, q)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
-    let p = common::start_postgres("").await;
-    let m = common::start_mariadb("").await;
+    let p = crate::support::start_postgres("").await;
+    let m = crate::support::start_mariadb("").await;
     run(sysbench_cmd(&m, &["prepare"]), "sysbench prepare");
     pgbench_init(&p, true, 1);
     p.psql("app", PG_SBTEST).expect("sbtest1 on PostgreSQL");
@@ -240,7 +237,7 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
         "pgbench_branches",
         "pgbench_history",
     ];
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -251,7 +248,7 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
     let run_ = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&url).await;
+    crate::support::wait_initial_sync_all(&url).await;
 
     let t = secs(20).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();
@@ -288,8 +285,8 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
 
     // A fence row each way: each direction applies in commit order, so all
     // that was written before it has arrived once it has.
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     mc.query_drop("INSERT INTO sbtest1 (id, k, c, pad) VALUES (100000000, 0, 'fence', '')")
         .await
         .unwrap();
@@ -298,13 +295,13 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
     )
     .await
     .unwrap();
-    common::wait_for(
+    crate::support::wait_for(
         "the fence on PostgreSQL",
         Duration::from_secs(300),
-        || async { common::pg_has_row(&pgc, "sbtest1", 100_000_000).await },
+        || async { crate::support::pg_has_row(&pgc, "sbtest1", 100_000_000).await },
     )
     .await;
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "the fence on MariaDB",
         "SELECT COUNT(*) FROM pgbench_history WHERE hid = -1",
@@ -334,8 +331,8 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_on_both_sites_of_one_table_set_converges() {
-    let a = common::start_postgres("").await;
-    let b = common::start_postgres("").await;
+    let a = crate::support::start_postgres("").await;
+    let b = crate::support::start_postgres("").await;
     pgbench_init(&a, true, 1);
     pgbench_init(&b, false, 2);
     let tables = [
@@ -344,7 +341,7 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
         "pgbench_branches",
         "pgbench_history",
     ];
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", a.conninfo("app")),
             (2, "b", "postgresql", b.conninfo("app")),
@@ -355,7 +352,7 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
     let run_ = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&url).await;
+    crate::support::wait_initial_sync_all(&url).await;
 
     let t = secs(15).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();
@@ -387,8 +384,8 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
     }
 
     let (ca, cb) = (
-        common::connect(&a.conninfo("app")).await,
-        common::connect(&b.conninfo("app")).await,
+        crate::support::connect(&a.conninfo("app")).await,
+        crate::support::connect(&b.conninfo("app")).await,
     );
     ca.batch_execute(
         "INSERT INTO pgbench_history (hid, tid, bid, aid, delta) VALUES (-1, 0, 0, 0, 0)",
@@ -401,7 +398,7 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
     .await
     .unwrap();
     for (c, hid) in [(&cb, -1i64), (&ca, -2)] {
-        common::wait_for("the fence", Duration::from_secs(300), || async move {
+        crate::support::wait_for("the fence", Duration::from_secs(300), || async move {
             c.query_opt("SELECT 1 FROM pgbench_history WHERE hid = $1", &[&hid])
                 .await
                 .unwrap()

@@ -2,13 +2,10 @@
 //! both sites hold the union; overlapping rows go through the policy; a copy
 //! killed half way goes on from its last page; writes on both sites during
 //! the copy are neither missed nor doubled. `duplex check` is the judge.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, duplex_cli, query_i64, wait_for, DuplexProcess, Pair};
+use crate::support::{connect, duplex_cli, query_i64, wait_for, DuplexProcess, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const T: Duration = Duration::from_secs(120);
@@ -110,7 +107,7 @@ async fn existing_rows_on_both_sites_end_as_the_union() {
         .unwrap();
     wait_for("the table out of the link", T, || async {
         query_i64(&control, "SELECT count(*) FROM duplex.snapshot_progress").await == 0
-            || !common::query_bool(
+            || !crate::support::query_bool(
                 &control,
                 "SELECT bool_or(c LIKE '%public.item%') FROM duplex.config_status, unnest(applied_config) c",
             )

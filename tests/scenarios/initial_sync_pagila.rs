@@ -5,13 +5,10 @@
 //! the link starts, the other site becomes identical and `duplex check`
 //! finds no difference: PostgreSQL -> PostgreSQL, PostgreSQL -> MariaDB and
 //! MariaDB -> PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, duplex_cli, query_i64, wait_for};
+use crate::support::{connect, duplex_cli, query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -181,9 +178,9 @@ fn table_names() -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_style_database_postgresql_to_postgresql() {
-    let source = common::start_postgres(&format!("{SCHEMA_PG}{DATA_PG}")).await;
-    let target = common::start_postgres(SCHEMA_PG).await;
-    let (_ctl, url) = common::control_db(
+    let source = crate::support::start_postgres(&format!("{SCHEMA_PG}{DATA_PG}")).await;
+    let target = crate::support::start_postgres(SCHEMA_PG).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "source", "postgresql", source.conninfo("app")),
             (2, "target", "postgresql", target.conninfo("app")),
@@ -196,9 +193,9 @@ async fn pagila_style_database_postgresql_to_postgresql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_style_database_postgresql_to_mariadb() {
-    let source = common::start_postgres(&format!("{SCHEMA_PG}{DATA_PG}")).await;
-    let target = common::start_mariadb(SCHEMA_MY).await;
-    let (_ctl, url) = common::control_db(
+    let source = crate::support::start_postgres(&format!("{SCHEMA_PG}{DATA_PG}")).await;
+    let target = crate::support::start_mariadb(SCHEMA_MY).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "source", "postgresql", source.conninfo("app")),
             (2, "target", "mysql", target.url("app")),
@@ -211,13 +208,13 @@ async fn pagila_style_database_postgresql_to_mariadb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_style_database_mariadb_to_postgresql() {
-    let source = common::start_mariadb(SCHEMA_MY).await;
+    let source = crate::support::start_mariadb(SCHEMA_MY).await;
     source.sql(Some("app"), DATA_MY).expect("load the data");
-    let mut c = common::mysql_conn(&source).await;
+    let mut c = crate::support::mysql_conn(&source).await;
     let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM payment").await.unwrap();
     assert_eq!(n, Some(5000), "the MariaDB fixture");
-    let target = common::start_postgres(SCHEMA_PG).await;
-    let (_ctl, url) = common::control_db(
+    let target = crate::support::start_postgres(SCHEMA_PG).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "source", "mysql", source.url("app")),
             (2, "target", "postgresql", target.conninfo("app")),

@@ -2,24 +2,22 @@
 //! site and a MariaDB site prepared by their scripts, a control database
 //! prepared by its script and configured by a DBA who only holds
 //! duplex_admin. Rows flow both ways.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, query_i64, wait_for};
+use crate::support::{connect, query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
-const PG_SITE_SCRIPT: &str = include_str!("../sql/roles/postgresql-site.sql");
-const MYSQL_SITE_SCRIPT: &str = include_str!("../sql/roles/mysql-site.sql");
-const CONTROL_SCRIPT: &str = include_str!("../sql/roles/postgresql-control.sql");
+const PG_SITE_SCRIPT: &str = include_str!("../../sql/roles/postgresql-site.sql");
+const MYSQL_SITE_SCRIPT: &str = include_str!("../../sql/roles/mysql-site.sql");
+const CONTROL_SCRIPT: &str = include_str!("../../sql/roles/postgresql-control.sql");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplex_runs_with_the_least_privilege_roles() {
-    common::init_tracing();
-    let pg = common::start_postgres("CREATE TABLE t (id int PRIMARY KEY, v varchar(50))").await;
+    crate::support::init_tracing();
+    let pg =
+        crate::support::start_postgres("CREATE TABLE t (id int PRIMARY KEY, v varchar(50))").await;
     pg.create_database("duplex_control").unwrap();
     // The site script, as the tables' owner.
     pg.psql(
@@ -39,7 +37,7 @@ async fn duplex_runs_with_the_least_privilege_roles() {
     )
     .unwrap();
 
-    let my = common::start_mariadb(
+    let my = crate::support::start_mariadb(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
     )
     .await;
@@ -103,7 +101,7 @@ async fn duplex_runs_with_the_least_privilege_roles() {
     })
     .await;
     let a = connect(&pg.conninfo("app")).await;
-    let mut b = common::mysql_conn(&my).await;
+    let mut b = crate::support::mysql_conn(&my).await;
     a.batch_execute("INSERT INTO t VALUES (1, 'from postgres')")
         .await
         .unwrap();
@@ -143,8 +141,8 @@ async fn duplex_runs_with_the_least_privilege_roles() {
 /// its rows being re-stamped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_role() {
-    common::init_tracing();
-    let pg = common::start_postgres(
+    crate::support::init_tracing();
+    let pg = crate::support::start_postgres(
         "CREATE TABLE t (id int PRIMARY KEY, v varchar(50));
          CREATE TABLE stamped (id int PRIMARY KEY, v varchar(50), last_update timestamp(6));
          CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -160,7 +158,7 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
     .expect("postgresql-site.sql");
     pg.psql("app", "ALTER ROLE duplex PASSWORD 'site-a-secret'")
         .unwrap();
-    let my = common::start_mariadb(
+    let my = crate::support::start_mariadb(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TABLE stamped (id INT PRIMARY KEY, v VARCHAR(50) NULL, last_update DATETIME(6) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
     )
@@ -200,7 +198,7 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
         .expect("duplex starts: one table's trigger does not stop the link");
     let t = Duration::from_secs(60);
     let refused = || async {
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT state = 'refused'
                     AND reason LIKE '%trigger stamp_last_update (BEFORE INSERT OR UPDATE FOR EACH ROW) on stamped%'
@@ -217,11 +215,14 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
     )
     .await;
     let a = connect(&pg.conninfo("app")).await;
-    let mut b = common::mysql_conn(&my).await;
+    let mut b = crate::support::mysql_conn(&my).await;
     b.query_drop("INSERT INTO t VALUES (1, 'from mariadb')")
         .await
         .unwrap();
-    wait_for("t flows meanwhile", t, || common::pg_has_row(&a, "t", 1)).await;
+    wait_for("t flows meanwhile", t, || {
+        crate::support::pg_has_row(&a, "t", 1)
+    })
+    .await;
 
     // A superuser grants the right: the next check against the sites
     // accepts the table, and the applier runs in the replica role.
@@ -231,7 +232,7 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
     )
     .unwrap();
     wait_for("stamped syncing", Duration::from_secs(90), || {
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT state = 'syncing' AND reason IS NULL FROM duplex.table_config_status WHERE table_name = 'stamped'",
         )
@@ -250,7 +251,7 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
         .await
         .unwrap();
     wait_for("the row on PostgreSQL, not re-stamped", t, || {
-        common::query_bool(
+        crate::support::query_bool(
             &a,
             "SELECT EXISTS (SELECT 1 FROM stamped WHERE id = 7 AND last_update = '2020-01-02 03:04:05.123456')",
         )
@@ -261,13 +262,13 @@ async fn a_trigger_refuses_its_table_until_the_role_may_apply_in_the_replica_rol
         .await
         .unwrap();
     assert!(
-        common::query_bool(
+        crate::support::query_bool(
             &a,
             "SELECT last_update IS NOT NULL FROM stamped WHERE id = 8"
         )
         .await
     );
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut b,
         "PostgreSQL's stamp on MariaDB",
         "SELECT COUNT(*) FROM stamped WHERE id = 8 AND last_update IS NOT NULL",

@@ -4,13 +4,10 @@
 //! are rejected with their reason in duplex.config_status while the
 //! configuration in force keeps working, and identifiers from configuration
 //! rows are quoted, never executed.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, query_bool, query_i64, wait_for, Pair};
+use crate::support::{connect, query_bool, query_i64, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 /// The odd table's name: quotes, a semicolon and a comment in one identifier.
@@ -26,7 +23,7 @@ fn schema() -> String {
 }
 
 async fn has_row(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
-    common::pg_has_row(c, table, id).await
+    crate::support::pg_has_row(c, table, id).await
 }
 
 async fn config_state(control: &tokio_postgres::Client) -> (String, Option<String>, Vec<String>) {
@@ -231,7 +228,7 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     for (i, (change, undo, reason)) in cases.iter().enumerate() {
         control.batch_execute(change).await.unwrap();
         // The dry run says the same as the running process, on its own.
-        let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
+        let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["config", "check"]);
         assert!(
             !ok && out.contains("would be REFUSED") && out.contains(reason),
             "{out}"
@@ -336,7 +333,7 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     run.shutdown().await;
 
     // With duplex stopped, the dry run shows what a pending change would do.
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["config", "check"]);
     assert!(ok && out.contains("no change pending"), "{out}");
     control
         .batch_execute(
@@ -344,12 +341,12 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
         )
         .await
         .unwrap();
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["config", "check"]);
     assert!(ok, "{out}");
     assert!(out.contains("would be applied"), "{out}");
     assert!(out.contains("- table public.t1: last_writer_wins"), "{out}");
     assert!(out.contains("+ table public.t1: manual"), "{out}");
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["upgrade"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["upgrade"]);
     assert!(ok && out.contains("up to date"), "{out}");
 }
 

@@ -2,13 +2,10 @@
 //! a table whose name holds a backtick, a double quote, a semicolon and a
 //! comment is added to the running link and syncs both ways; a made-up name
 //! of the same kind is rejected; nothing in either name is ever executed.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, query_bool, query_i64, wait_for};
+use crate::support::{connect, query_bool, query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -31,7 +28,7 @@ async fn my_has(c: &mut mysql_async::Conn, table: &str, id: i32) -> bool {
 }
 
 async fn pg_has(c: &tokio_postgres::Client, table: &str, id: i32) -> bool {
-    common::pg_has_row(c, table, id).await
+    crate::support::pg_has_row(c, table, id).await
 }
 
 /// Wait until MariaDB's `table` has row `id`.
@@ -59,20 +56,20 @@ async fn config_state(control: &tokio_postgres::Client) -> (String, Option<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
-    common::init_tracing();
-    let pg = common::start_postgres(&format!(
+    crate::support::init_tracing();
+    let pg = crate::support::start_postgres(&format!(
         "CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));
          CREATE TABLE {} (id int PRIMARY KEY, v varchar(50));",
         duplex::pg::quote_ident(ODD)
     ))
     .await;
-    let my = common::start_mariadb(&format!(
+    let my = crate::support::start_mariadb(&format!(
         "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TABLE {} (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
         my_quote(ODD)
     ))
     .await;
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", pg.conninfo("app")),
             (2, "maria", "mysql", my.url("app")),
@@ -82,7 +79,7 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     .await;
     let control = connect(&url).await;
     let a = connect(&pg.conninfo("app")).await;
-    let mut b = common::mysql_conn(&my).await;
+    let mut b = crate::support::mysql_conn(&my).await;
     let t = Duration::from_secs(30);
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
@@ -221,10 +218,11 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
     let schema_my = "CREATE TABLE t1 (id INT PRIMARY KEY, v VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;";
-    let pg = common::start_postgres("CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));").await;
-    let m1 = common::start_mariadb(schema_my).await;
-    let mut m2 = common::start_mariadb(schema_my).await;
-    let (_ctl, url) = common::control_db(
+    let pg = crate::support::start_postgres("CREATE TABLE t1 (id int PRIMARY KEY, v varchar(50));")
+        .await;
+    let m1 = crate::support::start_mariadb(schema_my).await;
+    let mut m2 = crate::support::start_mariadb(schema_my).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", pg.conninfo("app")),
             (2, "maria1", "mysql", m1.url("app")),
@@ -273,7 +271,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
         .await
     );
     // The DBA sees the failed link and why, next to the running one.
-    let (ok, out) = common::duplex_cli(&url, &["status"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["status"]);
     assert!(
         ok && out.contains("l2") && out.contains("error") && out.contains("maria2"),
         "{out}"
@@ -282,7 +280,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
     a.batch_execute("INSERT INTO t1 VALUES (1, 'to maria1')")
         .await
         .unwrap();
-    let mut b1 = common::mysql_conn(&m1).await;
+    let mut b1 = crate::support::mysql_conn(&m1).await;
     wait_my_row(&mut b1, "t1", 1, "link 1 to sync while link 2 is down").await;
 
     // The site comes back: link 2 starts on its own.
@@ -301,7 +299,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
     a.batch_execute("INSERT INTO t1 VALUES (2, 'to both')")
         .await
         .unwrap();
-    let mut b2 = common::mysql_conn(&m2).await;
+    let mut b2 = crate::support::mysql_conn(&m2).await;
     wait_my_row(&mut b2, "t1", 2, "link 2 to sync after its site came back").await;
     wait_my_row(&mut b1, "t1", 2, "link 1 to keep syncing").await;
     run.shutdown().await;

@@ -1,7 +1,6 @@
 //! Tests for the throwaway MariaDB harness. They need the MariaDB server and
 //! client binaries and fail (rather than skip) without them, so a CI image
 //! that lost them is noticed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};

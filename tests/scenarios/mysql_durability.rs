@@ -1,13 +1,10 @@
 //! The foundation's hard cases with MariaDB in the link: concurrent writers on
 //! both sides (no echo, no duplicate), and kill -9 mid-load (exactly once).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::DuplexProcess;
+use crate::support::DuplexProcess;
 use duplex::localdb::pg::{LocalPgOptions, LocalPostgres};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
@@ -30,10 +27,10 @@ async fn mysql_items(c: &mut mysql_async::Conn) -> Vec<(i64, i32, Option<String>
 async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
     const TXNS: i64 = 5_000;
     let (a, b) = (
-        common::start_mariadb(MYSQL_ITEMS).await,
-        common::start_mariadb(MYSQL_ITEMS).await,
+        crate::support::start_mariadb(MYSQL_ITEMS).await,
+        crate::support::start_mariadb(MYSQL_ITEMS).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -43,7 +40,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
     .await;
     // The counter row is seeded alike on both sites: already in sync, so
     // no initial copy (the counts below are the stream's alone).
-    common::connect(&url)
+    crate::support::connect(&url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
@@ -54,7 +51,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
         .await
         .expect("start duplex");
     // The counts below are the stream's: let the (empty) initial copy end first.
-    common::wait_initial_sync(&common::connect(&url).await, 4).await;
+    crate::support::wait_initial_sync(&crate::support::connect(&url).await, 4).await;
     let writer = |mut c: mysql_async::Conn, base: i64, batch: i32| async move {
         for i in 0..TXNS {
             if i % 5 == 4 {
@@ -74,12 +71,12 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
             }
         }
     };
-    let wa = tokio::spawn(writer(common::mysql_conn(&a).await, 1_000_000, 1));
-    let wb = tokio::spawn(writer(common::mysql_conn(&b).await, 2_000_000, 2));
+    let wa = tokio::spawn(writer(crate::support::mysql_conn(&a).await, 1_000_000, 1));
+    let wb = tokio::spawn(writer(crate::support::mysql_conn(&b).await, 2_000_000, 2));
     wa.await.unwrap();
     wb.await.unwrap();
     let (ab, ba) = (run.stats(1, 1).unwrap(), run.stats(1, 2).unwrap());
-    common::wait_for(
+    crate::support::wait_for(
         "all transactions applied both ways",
         Duration::from_secs(300),
         || {
@@ -91,7 +88,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
         },
     )
     .await;
-    common::wait_for("echoes seen", Duration::from_secs(60), || {
+    crate::support::wait_for("echoes seen", Duration::from_secs(60), || {
         let (ab, ba) = (ab.clone(), ba.clone());
         async move {
             ba.echo_txns_skipped.load(Ordering::Relaxed)
@@ -101,7 +98,10 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
         }
     })
     .await;
-    let (mut ca, mut cb) = (common::mysql_conn(&a).await, common::mysql_conn(&b).await);
+    let (mut ca, mut cb) = (
+        crate::support::mysql_conn(&a).await,
+        crate::support::mysql_conn(&b).await,
+    );
     let rows_a = mysql_items(&mut ca).await;
     assert_eq!(rows_a.len() as i64, TXNS / 5 * 4 * 2);
     assert_eq!(rows_a, mysql_items(&mut cb).await, "sides differ");
@@ -126,7 +126,7 @@ async fn mariadb_concurrent_writers_on_both_sides_converge_without_echo() {
 async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     const TXNS: i64 = 600;
     const ROWS_PER_TXN: i64 = 50;
-    let m = common::start_mariadb(MYSQL_ITEMS).await;
+    let m = crate::support::start_mariadb(MYSQL_ITEMS).await;
     m.sql(
         Some("app"),
         "CREATE TABLE apply_audit (n BIGINT NOT NULL); INSERT INTO apply_audit VALUES (0);
@@ -140,7 +140,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_ITEMS).unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -151,7 +151,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     // The counter row is seeded alike on both sites: already in sync, so
     // no initial copy (the counts below are the stream's alone). The audit
     // triggers count duplex's writes: they are to fire for applied rows.
-    common::connect(&url)
+    crate::support::connect(&url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
@@ -161,13 +161,13 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         .unwrap();
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
-    let pgc = common::connect(&p.conninfo("app")).await;
-    common::wait_for("duplex streaming", Duration::from_secs(60), || {
-        common::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    crate::support::wait_for("duplex streaming", Duration::from_secs(60), || {
+        crate::support::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
     })
     .await;
     let load = tokio::spawn({
-        let c = common::connect(&p.conninfo("app")).await;
+        let c = crate::support::connect(&p.conninfo("app")).await;
         async move {
             for t in 0..TXNS {
                 let base = t * ROWS_PER_TXN;
@@ -181,8 +181,8 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
             }
         }
     });
-    let mut mc = common::mysql_conn(&m).await;
-    common::wait_mysql(
+    let mut mc = crate::support::mysql_conn(&m).await;
+    crate::support::wait_mysql(
         &mut mc,
         "part of the load on MariaDB",
         "SELECT COUNT(*) >= 3000 FROM items",
@@ -201,7 +201,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         "the load had fully arrived before the kill: the test proved nothing"
     );
     let duplex2 = DuplexProcess::spawn(&url, &logdir.path().join("run2.log"));
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "the whole load",
         &format!(
@@ -247,12 +247,12 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     )
     .unwrap();
     let mut duplex3 = DuplexProcess::spawn(&url, &logdir.path().join("run3.log"));
-    common::wait_for("duplex streaming again", Duration::from_secs(60), || {
-        common::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
+    crate::support::wait_for("duplex streaming again", Duration::from_secs(60), || {
+        crate::support::query_bool(&pgc, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
     })
     .await;
     let load = tokio::spawn({
-        let mut c = common::mysql_conn(&m).await;
+        let mut c = crate::support::mysql_conn(&m).await;
         async move {
             for t in 0..TXNS {
                 let base = 1_000_000 + t * ROWS_PER_TXN;
@@ -271,11 +271,11 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
             }
         }
     });
-    common::wait_for(
+    crate::support::wait_for(
         "part of the MariaDB load on PostgreSQL",
         Duration::from_secs(120),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &pgc,
                 "SELECT count(*) >= 3000 FROM items WHERE id > 1000000",
             )
@@ -283,18 +283,19 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     )
     .await;
     duplex3.kill9();
-    let at_kill = common::query_i64(&pgc, "SELECT count(*) FROM items WHERE id > 1000000").await;
+    let at_kill =
+        crate::support::query_i64(&pgc, "SELECT count(*) FROM items WHERE id > 1000000").await;
     load.await.unwrap();
     assert!(
         at_kill < TXNS * ROWS_PER_TXN,
         "the MariaDB load had fully arrived before the kill"
     );
     let _duplex4 = DuplexProcess::spawn(&url, &logdir.path().join("run4.log"));
-    common::wait_for(
+    crate::support::wait_for(
         "the whole MariaDB load on PostgreSQL",
         Duration::from_secs(300),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &pgc,
                 format!(
                     "SELECT count(*) = {} FROM items WHERE id > 1000000",
@@ -305,7 +306,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
     )
     .await;
     assert_eq!(
-        common::query_i64(&pgc, "SELECT count(*) FROM apply_audit").await,
+        crate::support::query_i64(&pgc, "SELECT count(*) FROM apply_audit").await,
         TXNS * ROWS_PER_TXN,
         "row changes applied on PostgreSQL (kill at {at_kill})"
     );
@@ -322,14 +323,14 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
     const TXNS: i64 = 5_000;
-    let m = common::start_mariadb(MYSQL_ITEMS).await;
+    let m = crate::support::start_mariadb(MYSQL_ITEMS).await;
     let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
         .await
         .unwrap()
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_ITEMS).unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -339,7 +340,7 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
     .await;
     // The counter row is seeded alike on both sites: already in sync, so
     // no initial copy (the counts below are the stream's alone).
-    common::connect(&url)
+    crate::support::connect(&url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
@@ -350,9 +351,9 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
         .await
         .expect("start duplex");
     // The counts below are the stream's: let the (empty) initial copy end first.
-    common::wait_initial_sync(&common::connect(&url).await, 4).await;
+    crate::support::wait_initial_sync(&crate::support::connect(&url).await, 4).await;
     let pg_writer = {
-        let c = common::connect(&p.conninfo("app")).await;
+        let c = crate::support::connect(&p.conninfo("app")).await;
         async move {
             let ins = c
                 .prepare("INSERT INTO items (id, batch, payload) VALUES ($1, 1, $2)")
@@ -374,7 +375,7 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
         }
     };
     let maria_writer = {
-        let mut c = common::mysql_conn(&m).await;
+        let mut c = crate::support::mysql_conn(&m).await;
         async move {
             for i in 0..TXNS {
                 if i % 5 == 4 {
@@ -399,7 +400,7 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
     w1.await.unwrap();
     w2.await.unwrap();
     let (pm, mp) = (run.stats(1, 1).unwrap(), run.stats(1, 2).unwrap());
-    common::wait_for(
+    crate::support::wait_for(
         "all transactions applied both ways",
         Duration::from_secs(300),
         || {
@@ -411,7 +412,7 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
         },
     )
     .await;
-    common::wait_for("echoes seen", Duration::from_secs(60), || {
+    crate::support::wait_for("echoes seen", Duration::from_secs(60), || {
         let (pm, mp) = (pm.clone(), mp.clone());
         async move {
             mp.echo_txns_skipped.load(Ordering::Relaxed)
@@ -421,8 +422,8 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
         }
     })
     .await;
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
         .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
         .await
@@ -450,8 +451,8 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
     const TXNS: i64 = 600;
     const ROWS_PER_TXN: i64 = 50;
     let (a, b) = (
-        common::start_mariadb(MYSQL_ITEMS).await,
-        common::start_mariadb(MYSQL_ITEMS).await,
+        crate::support::start_mariadb(MYSQL_ITEMS).await,
+        crate::support::start_mariadb(MYSQL_ITEMS).await,
     );
     b.sql(
         Some("app"),
@@ -459,7 +460,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
          CREATE TRIGGER items_audit_i AFTER INSERT ON items FOR EACH ROW UPDATE apply_audit SET n = n + 1;",
     )
     .unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -470,7 +471,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
     // The counter row is seeded alike on both sites: already in sync, so
     // no initial copy (the counts below are the stream's alone). The audit
     // triggers count duplex's writes: they are to fire for applied rows.
-    common::connect(&url)
+    crate::support::connect(&url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
@@ -480,9 +481,9 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
         .unwrap();
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
-    let mut cb = common::mysql_conn(&b).await;
+    let mut cb = crate::support::mysql_conn(&b).await;
     // duplex has prepared the sites once its marker table exists on both.
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut cb,
         "duplex set up",
         "SELECT COUNT(*) = 1 FROM information_schema.TABLES WHERE TABLE_NAME = '_duplex_applied'",
@@ -490,7 +491,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
     )
     .await;
     let load = tokio::spawn({
-        let mut c = common::mysql_conn(&a).await;
+        let mut c = crate::support::mysql_conn(&a).await;
         async move {
             for t in 0..TXNS {
                 let base = t * ROWS_PER_TXN;
@@ -509,7 +510,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
             }
         }
     });
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut cb,
         "part of the load on B",
         "SELECT COUNT(*) >= 3000 FROM items",
@@ -528,7 +529,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
         "the load had fully arrived before the kill: the test proved nothing"
     );
     let duplex2 = DuplexProcess::spawn(&url, &logdir.path().join("run2.log"));
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut cb,
         "the whole load on B",
         &format!("SELECT COUNT(*) = {} FROM items", TXNS * ROWS_PER_TXN),
@@ -549,20 +550,20 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
         !duplex2.log_text().contains("Duplicate entry"),
         "a transaction was applied twice"
     );
-    let mut ca = common::mysql_conn(&a).await;
+    let mut ca = crate::support::mysql_conn(&a).await;
     assert_eq!(mysql_items(&mut ca).await, mysql_items(&mut cb).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_transaction_arrives_whole_on_mariadb() {
-    let m = common::start_mariadb(MYSQL_ITEMS).await;
+    let m = crate::support::start_mariadb(MYSQL_ITEMS).await;
     let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
         .await
         .unwrap()
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_ITEMS).unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -572,7 +573,7 @@ async fn a_postgres_transaction_arrives_whole_on_mariadb() {
     .await;
     // The counter row is seeded alike on both sites: already in sync, so
     // no initial copy (the counts below are the stream's alone).
-    common::connect(&url)
+    crate::support::connect(&url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters'",
@@ -588,10 +589,10 @@ async fn a_postgres_transaction_arrives_whole_on_mariadb() {
         .expect("start duplex");
     // The stream keeps source transactions whole; the initial copy, in
     // pages, does not: let it finish (on empty tables) first.
-    common::wait_initial_sync(&common::connect(&url).await, 4).await;
-    let pgc = common::connect(&p.conninfo("app")).await;
+    crate::support::wait_initial_sync(&crate::support::connect(&url).await, 4).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
     pgc.batch_execute("INSERT INTO items SELECT g, 7, md5(g::text) FROM generate_series(1, 3000) g; UPDATE counters SET n = 1;").await.unwrap();
-    let mut mc = common::mysql_conn(&m).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut partial = Vec::new();
     loop {

@@ -1,7 +1,4 @@
 //! MariaDB <-> MariaDB and PostgreSQL <-> MariaDB through the same canonical path.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,10 +22,10 @@ async fn mysql_rows(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_to_mariadb_both_ways_without_echo() {
     let (a, b) = (
-        common::start_mariadb(MYSQL_SCHEMA).await,
-        common::start_mariadb(MYSQL_SCHEMA).await,
+        crate::support::start_mariadb(MYSQL_SCHEMA).await,
+        crate::support::start_mariadb(MYSQL_SCHEMA).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -40,10 +37,13 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
         .await
         .expect("start duplex");
     // The counts below are the stream's: let the (empty) initial copy end first.
-    common::wait_initial_sync(&common::connect(&url).await, 2).await;
-    let (mut ca, mut cb) = (common::mysql_conn(&a).await, common::mysql_conn(&b).await);
+    crate::support::wait_initial_sync(&crate::support::connect(&url).await, 2).await;
+    let (mut ca, mut cb) = (
+        crate::support::mysql_conn(&a).await,
+        crate::support::mysql_conn(&b).await,
+    );
     ca.query_drop("INSERT INTO customers (id, name, email, score) VALUES (1, 'Ada', 'ada@example.com', 12.50)").await.unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut cb,
         "insert a->b",
         "SELECT COUNT(*) FROM customers WHERE id = 1",
@@ -53,7 +53,7 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
     cb.query_drop("UPDATE customers SET email = 'ada@b' WHERE id = 1")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut ca,
         "update b->a",
         "SELECT COUNT(*) FROM customers WHERE email = 'ada@b'",
@@ -63,7 +63,7 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
     cb.query_drop("START TRANSACTION; INSERT INTO customers (id, name, email, score) VALUES (2, 'Grace', NULL, NULL); INSERT INTO customers (id, name, email, score) VALUES (3, 'Ken', NULL, 1.00); DELETE FROM customers WHERE id = 1; COMMIT")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut ca,
         "transaction b->a",
         "SELECT COUNT(*) = 2 AND MIN(id) = 2 FROM customers",
@@ -96,14 +96,14 @@ async fn mariadb_to_mariadb_both_ways_without_echo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_to_mariadb_both_ways() {
-    let m = common::start_mariadb(MYSQL_SCHEMA).await;
+    let m = crate::support::start_mariadb(MYSQL_SCHEMA).await;
     let p = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
         .await
         .unwrap()
         .unwrap();
     p.create_database("app").unwrap();
     p.psql("app", PG_SCHEMA).unwrap();
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -114,15 +114,15 @@ async fn postgres_to_mariadb_both_ways() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     pgc.execute(
         "INSERT INTO customers (id, name, email, score) VALUES (1, 'Ada', 'ada@example.com', 12.5)",
         &[],
     )
     .await
     .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "insert pg->maria",
         "SELECT COUNT(*) FROM customers WHERE id = 1 AND score = 12.50",
@@ -130,8 +130,8 @@ async fn postgres_to_mariadb_both_ways() {
     )
     .await;
     mc.query_drop("INSERT INTO customers (id, name, email, score) VALUES (2, 'Grace ✓ 😀', NULL, 99999999.99)").await.unwrap();
-    common::wait_for("insert maria->pg", Duration::from_secs(30), || {
-        common::query_bool(
+    crate::support::wait_for("insert maria->pg", Duration::from_secs(30), || {
+        crate::support::query_bool(
             &pgc,
             "SELECT EXISTS (SELECT 1 FROM customers WHERE id = 2 AND name = 'Grace ✓ 😀')",
         )
@@ -140,8 +140,8 @@ async fn postgres_to_mariadb_both_ways() {
     mc.query_drop("UPDATE customers SET email = 'ada@maria' WHERE id = 1")
         .await
         .unwrap();
-    common::wait_for("update maria->pg", Duration::from_secs(30), || {
-        common::query_bool(
+    crate::support::wait_for("update maria->pg", Duration::from_secs(30), || {
+        crate::support::query_bool(
             &pgc,
             "SELECT email = 'ada@maria' FROM customers WHERE id = 1",
         )
@@ -150,7 +150,7 @@ async fn postgres_to_mariadb_both_ways() {
     pgc.execute("DELETE FROM customers WHERE id = 2", &[])
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "delete pg->maria",
         "SELECT COUNT(*) = 0 FROM customers WHERE id = 2",
@@ -170,8 +170,8 @@ async fn postgres_to_mariadb_both_ways() {
     assert_eq!(pg_rows, mysql_rows(&mut mc).await);
     // TRUNCATE is logged as a statement even in ROW format: it must still flow.
     mc.query_drop("TRUNCATE TABLE customers").await.unwrap();
-    common::wait_for("truncate maria->pg", Duration::from_secs(30), || {
-        common::query_bool(&pgc, "SELECT count(*) = 0 FROM customers")
+    crate::support::wait_for("truncate maria->pg", Duration::from_secs(30), || {
+        crate::support::query_bool(&pgc, "SELECT count(*) = 0 FROM customers")
     })
     .await;
     pgc.execute(
@@ -180,7 +180,7 @@ async fn postgres_to_mariadb_both_ways() {
     )
     .await
     .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "insert after truncate",
         "SELECT COUNT(*) = 1 FROM customers",
@@ -188,7 +188,7 @@ async fn postgres_to_mariadb_both_ways() {
     )
     .await;
     pgc.batch_execute("TRUNCATE customers").await.unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "truncate pg->maria",
         "SELECT COUNT(*) = 0 FROM customers",
@@ -210,8 +210,8 @@ async fn mixed_binlog_format_is_refused_with_the_fix() {
         .unwrap();
     a.create_database("app").unwrap();
     a.sql(Some("app"), MYSQL_SCHEMA).unwrap();
-    let b = common::start_mariadb(MYSQL_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let b = crate::support::start_mariadb(MYSQL_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),

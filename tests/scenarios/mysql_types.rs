@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The MySQL value codec (`duplex::mysql::types`) against a real MariaDB: rows read
 //! from the binlog decode to exact canonical values, those values written back through
 //! `encode_param` give identical rows, and values a column cannot hold are refused

@@ -3,13 +3,10 @@
 //! and a MariaDB row are equal when they mean the same thing); drift made on
 //! purpose, with replication of the drifting change suppressed, is found
 //! with its keys and recorded in duplex.parity_checks / parity_differences.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, duplex_cli, query_i64, wait_for, Pair};
+use crate::support::{connect, duplex_cli, query_i64, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -168,17 +165,17 @@ async fn check_finds_drift_between_two_postgresql_sites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_compares_postgresql_and_mariadb_rows_by_meaning() {
-    common::init_tracing();
-    let pg = common::start_postgres(
+    crate::support::init_tracing();
+    let pg = crate::support::start_postgres(
         "CREATE TABLE t (id int PRIMARY KEY, name text, amount numeric(12,2), at timestamp, flag boolean);",
     )
     .await;
-    let my = common::start_mariadb(
+    let my = crate::support::start_mariadb(
         "CREATE TABLE t (id INT PRIMARY KEY, name TEXT NULL, amount DECIMAL(12,2) NULL, at DATETIME(6) NULL, flag BOOLEAN NULL)
              CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
     )
     .await;
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", pg.conninfo("app")),
             (2, "maria", "mysql", my.url("app")),
@@ -187,7 +184,7 @@ async fn check_compares_postgresql_and_mariadb_rows_by_meaning() {
     )
     .await;
     let a = connect(&pg.conninfo("app")).await;
-    let mut b = common::mysql_conn(&my).await;
+    let mut b = crate::support::mysql_conn(&my).await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
@@ -203,7 +200,7 @@ async fn check_compares_postgresql_and_mariadb_rows_by_meaning() {
     .await
     .unwrap();
     wait_for("the rows on both sites", T, || async {
-        let n: Option<i64> = common::mysql_conn(&my)
+        let n: Option<i64> = crate::support::mysql_conn(&my)
             .await
             .query_first("SELECT COUNT(*) FROM t")
             .await

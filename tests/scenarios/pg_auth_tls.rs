@@ -1,13 +1,10 @@
 //! Authentication and TLS to the sites: SCRAM-SHA-256 with the password from an
 //! environment variable over verified TLS, md5 with the password from a file,
 //! and the refusals a DBA needs to see (password in conninfo, untrusted CA).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{make_certificates, query_bool, wait_for, Pair, SiteSecurity};
+use crate::support::{make_certificates, query_bool, wait_for, Pair, SiteSecurity};
 use duplex::localdb::pg::{LocalAuth, LocalPgOptions, LocalTls};
 use duplex::pipeline::PipelineTuning;
 
@@ -135,7 +132,7 @@ async fn untrusted_certificate_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_in_conninfo_is_refused() {
     let pair = Pair::start(SCHEMA, &["notes"]).await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     for conninfo in [
         "host=127.0.0.1 user=x password=secret dbname=app",
         "postgresql://x:secret@127.0.0.1/app",

@@ -1,13 +1,10 @@
 //! One 1,000,000-row transaction replicates with duplex's peak RSS under 300 MB:
 //! the transaction streams through a bounded pipeline into one open target
 //! transaction instead of being held in memory.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{query_bool, DuplexProcess, Pair};
+use crate::support::{query_bool, DuplexProcess, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn million_row_transaction_in_bounded_memory() {
@@ -20,7 +17,7 @@ async fn million_row_transaction_in_bounded_memory() {
     let logdir = tempfile::tempdir().expect("tempdir");
     let duplex = DuplexProcess::spawn(&pair.control_url, &logdir.path().join("run.log"));
     let (a, b) = (pair.client_a().await, pair.client_b().await);
-    common::wait_for("duplex streaming", Duration::from_secs(30), || {
+    crate::support::wait_for("duplex streaming", Duration::from_secs(30), || {
         query_bool(&a, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active)")
     })
     .await;
@@ -31,7 +28,7 @@ async fn million_row_transaction_in_bounded_memory() {
     .await
     .expect("load");
     let committed = Instant::now();
-    common::wait_for("1,000,000 rows on B", Duration::from_secs(900), || {
+    crate::support::wait_for("1,000,000 rows on B", Duration::from_secs(900), || {
         query_bool(&b, format!("SELECT count(*) = {ROWS} FROM items"))
     })
     .await;

@@ -1,12 +1,9 @@
 //! kill -9 of duplex in the middle of a 50,000-row load, then restart: the peer
 //! ends equal to the source, nothing lost and nothing applied twice.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{query_bool, query_i64, table_rows, wait_for, DuplexProcess, Pair};
+use crate::support::{query_bool, query_i64, table_rows, wait_for, DuplexProcess, Pair};
 
 const SCHEMA: &str = "
 CREATE TABLE items (id bigint PRIMARY KEY, batch int NOT NULL, payload text);
@@ -34,7 +31,7 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     // The counter row is seeded alike on both sites: already in sync. The
     // audit trigger must fire for the rows duplex applies (by default duplex
     // applies in the replica role, where ordinary triggers do not fire).
-    common::connect(&pair.control_url)
+    crate::support::connect(&pair.control_url)
         .await
         .batch_execute(
             "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
@@ -52,7 +49,7 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     .await;
     // The audit counts the stream's writes: let the initial copy (of the
     // seeded counter row) end first.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
 
     let load = tokio::spawn({
         let a = pair.client_a().await;

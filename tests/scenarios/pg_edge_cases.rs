@@ -1,13 +1,10 @@
 //! Cases found in review: constraints the source kept must hold in the order
 //! the target applies rows, identity columns, and a lost slot never silently
 //! skips changes.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{query_bool, table_rows, wait_for, Pair};
+use crate::support::{query_bool, table_rows, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const SCHEMA: &str = "
@@ -21,7 +18,7 @@ async fn updates_keep_a_secondary_unique_constraint_in_source_order() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 2000) g")
         .await
@@ -67,7 +64,7 @@ async fn generated_always_identity_columns_sync_both_ways() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO ident (v) VALUES ('from a')")
         .await
@@ -99,7 +96,7 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await
@@ -144,7 +141,7 @@ async fn a_lost_slot_after_an_initial_copy_is_refused() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     wait_for("the copied rows on B", Duration::from_secs(30), || {
         query_bool(&b, "SELECT count(*) = 2 FROM codes")
     })
@@ -183,7 +180,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     // One transaction, one multi-row statement on B: the middle row is refused.
     a.batch_execute("INSERT INTO codes VALUES (1, 'a', 'ok'), (2, 'b', 'bad'), (3, 'c', 'ok')")
@@ -200,13 +197,13 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
         )
     })
     .await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     // Confirmed once the target transaction that skipped it committed.
-    common::wait_for(
+    crate::support::wait_for(
         "a confirmed quarantine record",
         Duration::from_secs(10),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
             )
@@ -228,7 +225,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
 
     // Retried before the target is fixed: refused again, kept, still pending.
     let (ok, out) =
-        common::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
+        crate::support::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
     assert!(ok, "{out}");
     wait_for("the retry refused again", t, || {
         query_bool(
@@ -237,7 +234,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
         )
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["quarantine", "list"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["quarantine", "list"]);
     assert!(
         ok && out.contains("id=2") && out.contains("pending"),
         "{out}"
@@ -267,12 +264,12 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     })
     .await;
     assert_eq!(
-        common::table_rows(&a, "codes").await,
-        common::table_rows(&b, "codes").await
+        crate::support::table_rows(&a, "codes").await,
+        crate::support::table_rows(&b, "codes").await
     );
     // A settled record cannot be retried again.
     let (ok, out) =
-        common::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
+        crate::support::duplex_cli(&pair.control_url, &["quarantine", "retry", &id.to_string()]);
     assert!(!ok && out.contains("not pending"), "{out}");
 
     // Another refusal, given up by the DBA: it stays out of the target.
@@ -299,7 +296,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
         .await
         .unwrap()
         .get(0);
-    let (ok, out) = common::duplex_cli(
+    let (ok, out) = crate::support::duplex_cli(
         &pair.control_url,
         &["quarantine", "discard", &second.to_string()],
     );
@@ -322,7 +319,7 @@ async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await
@@ -334,7 +331,7 @@ async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
     run.shutdown().await;
     // What a crash between "quarantine recorded" and "target committed" (or
     // between the commit and the confirmation) leaves behind.
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     control
         .batch_execute(
             "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position, position_counter, change_index, change, reason)
@@ -375,7 +372,7 @@ async fn a_retry_maps_the_change_with_the_configuration_in_force() {
     )
     .await
     .unwrap();
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     control
         .batch_execute(
             "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 'people'), (1, 'staff');
@@ -387,7 +384,7 @@ async fn a_retry_maps_the_change_with_the_configuration_in_force() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let t = Duration::from_secs(60);
     for table in ["people", "staff"] {
         a.batch_execute(&format!(

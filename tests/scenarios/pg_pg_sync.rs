@@ -1,13 +1,10 @@
 //! PostgreSQL <-> PostgreSQL: changes flow both ways, in order, atomically,
 //! exactly once and without echo.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{query_bool, query_i64, table_rows, wait_for, Pair};
+use crate::support::{query_bool, query_i64, table_rows, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const SCHEMA: &str = "
@@ -22,7 +19,7 @@ async fn insert_update_delete_flow_both_ways() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
 
@@ -141,7 +138,7 @@ async fn a_transaction_arrives_whole() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO items SELECT g, 7, md5(g::text) FROM generate_series(1, 3000) g; UPDATE items SET payload = 'last' WHERE id = 3000;")
         .await
@@ -180,7 +177,7 @@ async fn concurrent_writers_on_both_sides_converge_without_echo() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
 
     // Each side commits TXNS transactions on its own keys, both at once.
     let writer = |client: tokio_postgres::Client, base: i64, batch: i32| async move {
@@ -288,7 +285,7 @@ async fn truncate_flows_both_ways() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
     a.batch_execute("INSERT INTO items SELECT g, 1, 'x' FROM generate_series(1, 100) g")
@@ -317,7 +314,7 @@ async fn truncate_flows_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_only_replica_identity_still_syncs() {
     let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     control
         .batch_execute(
             "UPDATE duplex.link_tables SET replica_identity = 'key' WHERE table_name = 'items'",
@@ -328,7 +325,7 @@ async fn key_only_replica_identity_still_syncs() {
         .await
         .expect("start duplex");
     // Rows written from here reach the peer through the stream alone.
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     assert!(
         query_bool(

@@ -1,12 +1,9 @@
 //! Every canonical type round-trips A -> B -> A unchanged, and TOASTed values
 //! survive updates that do not touch them.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{query_bool, table_rows, wait_for, Pair};
+use crate::support::{query_bool, table_rows, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const SCHEMA: &str = r#"

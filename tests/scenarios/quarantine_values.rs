@@ -7,9 +7,6 @@
 //! value. A conflict on such a row is recorded too. A quarantine or conflict
 //! record the control database refuses (here: a size limit a DBA added) is
 //! kept without its values, never blocking the direction.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
@@ -44,9 +41,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
-    let m = common::start_mariadb(MARIA_SCHEMA).await;
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let m = crate::support::start_mariadb(MARIA_SCHEMA).await;
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -57,10 +54,10 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&url).await;
-    let pgc = common::connect(&p.conninfo("app")).await;
-    let control = common::connect(&url).await;
-    let mut mc = common::mysql_conn(&m).await;
+    crate::support::wait_initial_sync_all(&url).await;
+    let pgc = crate::support::connect(&p.conninfo("app")).await;
+    let control = crate::support::connect(&url).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
 
     mc.query_drop("INSERT INTO tn VALUES (1, CONCAT('a', CHAR(0), 'b'))")
         .await
@@ -86,17 +83,17 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
         .unwrap();
 
     // The other table keeps flowing and the direction never fails.
-    common::wait_for(
+    crate::support::wait_for(
         "the next table's row on PostgreSQL",
         Duration::from_secs(30),
-        || common::pg_has_row(&pgc, "ok", 1),
+        || crate::support::pg_has_row(&pgc, "ok", 1),
     )
     .await;
-    common::wait_for(
+    crate::support::wait_for(
         "four confirmed quarantine records",
         Duration::from_secs(15),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT count(*) = 4 FROM duplex.quarantine WHERE confirmed AND status = 'pending'",
             )
@@ -152,7 +149,7 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
     assert!(big_change.len() < 100_000, "readable image not abridged");
     let big_exact: i32 = rows[2].get(5);
     assert!(big_exact > 1_000_000, "exact change too small: {big_exact}");
-    let (ok, shown) = common::duplex_cli(&url, &["quarantine", "show", &ids[1]]);
+    let (ok, shown) = crate::support::duplex_cli(&url, &["quarantine", "show", &ids[1]]);
     assert!(ok && shown.contains("NUL character"), "{shown}");
     // The conflict is on record, its incoming version readable.
     let incoming: String = control
@@ -177,10 +174,10 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
     .unwrap();
     let mut args = vec!["quarantine", "retry"];
     args.extend(ids.iter().map(String::as_str));
-    let (ok, out) = common::duplex_cli(&url, &args);
+    let (ok, out) = crate::support::duplex_cli(&url, &args);
     assert!(ok, "{out}");
-    common::wait_for("the retries", Duration::from_secs(30), || {
-        common::query_bool(
+    crate::support::wait_for("the retries", Duration::from_secs(30), || {
+        crate::support::query_bool(
             &control,
             "SELECT count(*) = 4 FROM duplex.quarantine WHERE status = 'retried'",
         )
@@ -230,17 +227,17 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
     mc.query_drop("INSERT INTO ok VALUES (2, 'after the unrecordable one')")
         .await
         .unwrap();
-    common::wait_for(
+    crate::support::wait_for(
         "the next table's row after an unrecordable change",
         Duration::from_secs(30),
-        || common::pg_has_row(&pgc, "ok", 2),
+        || crate::support::pg_has_row(&pgc, "ok", 2),
     )
     .await;
-    common::wait_for(
+    crate::support::wait_for(
         "the record kept without its value",
         Duration::from_secs(15),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT count(*) = 1 FROM duplex.quarantine
                   WHERE table_name = 'app.tf' AND confirmed AND status = 'pending' AND change_exact IS NULL
@@ -264,17 +261,17 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
     mc.query_drop("INSERT INTO ok VALUES (3, 'after the unrecordable conflict')")
         .await
         .unwrap();
-    common::wait_for(
+    crate::support::wait_for(
         "the next table's row after an unrecordable conflict",
         Duration::from_secs(30),
-        || common::pg_has_row(&pgc, "ok", 3),
+        || crate::support::pg_has_row(&pgc, "ok", 3),
     )
     .await;
-    common::wait_for(
+    crate::support::wait_for(
         "the conflict kept without its rows",
         Duration::from_secs(15),
         || {
-            common::query_bool(
+            crate::support::query_bool(
                 &control,
                 "SELECT count(*) = 1 FROM duplex.conflicts
                   WHERE table_name = 'app.tf' AND kind = 'update_missing' AND confirmed

@@ -7,15 +7,12 @@
 //! a DBA decides), and each site records one conflict per row and source
 //! transaction whose incoming row is the transaction's final row. Rows are
 //! read with plain SQL, not duplex's code. On PG<->PG, MariaDB<->MariaDB and
-//! PG<->MariaDB (tests/same_key_txn.rs has the same shapes without
+//! PG<->MariaDB (same_key_txn.rs has the same shapes without
 //! concurrency).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{query_i64, wait_for};
+use crate::support::{query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
@@ -191,7 +188,7 @@ const A10: Option<&str> = Some("10,a10x,a");
 /// than a batch later in one long transaction).
 async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize) {
     let t = Duration::from_secs(60);
-    let control = common::connect(control_url).await;
+    let control = crate::support::connect(control_url).await;
     control
         .batch_execute(
             "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
@@ -204,7 +201,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(control_url).await;
+    crate::support::wait_initial_sync_all(control_url).await;
     // Baseline rows written on A, synced to B.
     for table in &TABLES[..5] {
         a.txn(
@@ -464,7 +461,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
 }
 
 async fn pg_db(pg: &duplex::localdb::pg::LocalPostgres) -> Db {
-    Db::Pg(common::connect(&pg.conninfo("app")).await)
+    Db::Pg(crate::support::connect(&pg.conninfo("app")).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,10 +481,10 @@ async fn same_key_transactions_meet_concurrent_changes_pg_pg_batch_of_one() {
 
 async fn pg_pg_policies(batch_rows: usize) {
     let (a, b) = (
-        common::start_postgres(&pg_schema()).await,
-        common::start_postgres(&pg_schema()).await,
+        crate::support::start_postgres(&pg_schema()).await,
+        crate::support::start_postgres(&pg_schema()).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", a.conninfo("app")),
             (2, "b", "postgresql", b.conninfo("app")),
@@ -512,10 +509,10 @@ async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb_batch_of_
 
 async fn mariadb_policies(batch_rows: usize) {
     let (a, b) = (
-        common::start_mariadb(&my_schema()).await,
-        common::start_mariadb(&my_schema()).await,
+        crate::support::start_mariadb(&my_schema()).await,
+        crate::support::start_mariadb(&my_schema()).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -524,8 +521,8 @@ async fn mariadb_policies(batch_rows: usize) {
     )
     .await;
     run_policies(
-        Db::My(common::mysql_conn(&a).await),
-        Db::My(common::mysql_conn(&b).await),
+        Db::My(crate::support::mysql_conn(&a).await),
+        Db::My(crate::support::mysql_conn(&b).await),
         &url,
         batch_rows,
     )
@@ -534,9 +531,9 @@ async fn mariadb_policies(batch_rows: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
-    let p = common::start_postgres(&pg_schema()).await;
-    let m = common::start_mariadb(&my_schema()).await;
-    let (_ctl, url) = common::control_db(
+    let p = crate::support::start_postgres(&pg_schema()).await;
+    let m = crate::support::start_mariadb(&my_schema()).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -546,7 +543,7 @@ async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
     .await;
     run_policies(
         pg_db(&p).await,
-        Db::My(common::mysql_conn(&m).await),
+        Db::My(crate::support::mysql_conn(&m).await),
         &url,
         500,
     )
@@ -577,13 +574,13 @@ async fn docs(c: &tokio_postgres::Client) -> Vec<String> {
 /// false conflict would leave the sites apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_identity_transactions_pg_pg() {
-    let pair = common::Pair::start(
+    let pair = crate::support::Pair::start(
         "CREATE TABLE docs (id integer PRIMARY KEY, v integer, payload text);
          CREATE TABLE sentinel (id integer PRIMARY KEY);",
         &["docs", "sentinel"],
     )
     .await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     control
         .batch_execute(
             "UPDATE duplex.link_tables SET replica_identity = 'key', conflict_policy = 'manual'
@@ -594,7 +591,7 @@ async fn key_identity_transactions_pg_pg() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(30);
     a.batch_execute(
@@ -603,7 +600,7 @@ async fn key_identity_transactions_pg_pg() {
     .await
     .unwrap();
     wait_for("the rows on B", t, || {
-        common::query_bool(&b, "SELECT count(*) = 3 FROM docs")
+        crate::support::query_bool(&b, "SELECT count(*) = 3 FROM docs")
     })
     .await;
     // Row 3 holds a version of each site.
@@ -611,7 +608,7 @@ async fn key_identity_transactions_pg_pg() {
         .await
         .unwrap();
     wait_for("B's update on A", t, || {
-        common::query_bool(&a, "SELECT v = 30 FROM docs WHERE id = 3")
+        crate::support::query_bool(&a, "SELECT v = 30 FROM docs WHERE id = 3")
     })
     .await;
     for txn in [
@@ -627,13 +624,13 @@ async fn key_identity_transactions_pg_pg() {
         .await
         .unwrap();
     wait_for("A's sentinel on B", t, || {
-        common::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
+        crate::support::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
     })
     .await;
     let on_b = docs(&b).await;
     assert_eq!(docs(&a).await, on_b);
     assert!(
-        common::query_bool(
+        crate::support::query_bool(
             &b,
             "SELECT array_agg(format('%s,%s,%s', id, v, payload) ORDER BY id)
                     = ARRAY['1,12,' || repeat('y', 100000), '3,33,again']
@@ -664,11 +661,11 @@ async fn key_identity_transactions_pg_pg() {
 /// the transaction deletes next: the parent's delete and re-insert were
 /// refused and quarantined, the sites apart).
 async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
-    let control = common::connect(control_url).await;
+    let control = crate::support::connect(control_url).await;
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(control_url).await;
+    crate::support::wait_initial_sync_all(control_url).await;
     a.txn(&[
         "INSERT INTO parent (id, v) VALUES (1, 'p')".into(),
         "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'c1'), (2, 1, 'c2')".into(),
@@ -790,10 +787,10 @@ const MY_FK: &str = "CREATE TABLE parent (id INT PRIMARY KEY, v VARCHAR(20)) ENG
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
     let (a, b) = (
-        common::start_postgres(PG_FK).await,
-        common::start_postgres(PG_FK).await,
+        crate::support::start_postgres(PG_FK).await,
+        crate::support::start_postgres(PG_FK).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", a.conninfo("app")),
             (2, "b", "postgresql", b.conninfo("app")),
@@ -807,10 +804,10 @@ async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
     let (a, b) = (
-        common::start_mariadb(MY_FK).await,
-        common::start_mariadb(MY_FK).await,
+        crate::support::start_mariadb(MY_FK).await,
+        crate::support::start_mariadb(MY_FK).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -819,8 +816,8 @@ async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
     )
     .await;
     replace_parent_and_children(
-        Db::My(common::mysql_conn(&a).await),
-        Db::My(common::mysql_conn(&b).await),
+        Db::My(crate::support::mysql_conn(&a).await),
+        Db::My(crate::support::mysql_conn(&b).await),
         &url,
     )
     .await;
@@ -834,7 +831,7 @@ async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
 /// the transaction's last word: the sites parted after the DBA's fix).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() {
-    let pair = common::Pair::start(
+    let pair = crate::support::Pair::start(
         "CREATE TABLE codes (id integer PRIMARY KEY, note text);
          CREATE TABLE sentinel (id integer PRIMARY KEY);",
         &["codes", "sentinel"],
@@ -844,17 +841,17 @@ async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() 
     b.batch_execute("ALTER TABLE codes ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
         .await
         .unwrap();
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let t = Duration::from_secs(30);
     a.batch_execute("INSERT INTO codes VALUES (2, 'two')")
         .await
         .unwrap();
     wait_for("row 2 on B", t, || {
-        common::query_bool(&b, "SELECT count(*) = 1 FROM codes")
+        crate::support::query_bool(&b, "SELECT count(*) = 1 FROM codes")
     })
     .await;
     for txn in [
@@ -869,12 +866,14 @@ async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() 
         .await
         .unwrap();
     wait_for("A's sentinel on B", t, || {
-        common::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
+        crate::support::query_bool(&b, "SELECT count(*) = 1 FROM sentinel")
     })
     .await;
     // Row 1 waits in the quarantine; the DBA fixes the target and retries
     // every record.
-    assert!(!common::query_bool(&b, "SELECT EXISTS (SELECT 1 FROM codes WHERE id = 1)").await);
+    assert!(
+        !crate::support::query_bool(&b, "SELECT EXISTS (SELECT 1 FROM codes WHERE id = 1)").await
+    );
     b.batch_execute("ALTER TABLE codes DROP CONSTRAINT note_not_bad")
         .await
         .unwrap();
@@ -883,15 +882,15 @@ async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() 
         .await
         .unwrap();
     wait_for("the records retried", t, || {
-        common::query_bool(
+        crate::support::query_bool(
             &control,
             "SELECT bool_and(status = 'retried') FROM duplex.quarantine",
         )
     })
     .await;
     assert_eq!(
-        common::table_rows(&a, "codes").await,
-        common::table_rows(&b, "codes").await
+        crate::support::table_rows(&a, "codes").await,
+        crate::support::table_rows(&b, "codes").await
     );
     // What the records hold: the transactions' final rows.
     let records: Vec<(String, String)> = control

@@ -5,9 +5,6 @@
 //! keys, so nothing is concurrent: both sites must end with the same rows,
 //! compared by plain SQL (not duplex's code), with no conflict and nothing
 //! quarantined.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
@@ -208,7 +205,7 @@ async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch
     let run = duplex::runner::start(control_url, tuning)
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(control_url).await;
+    crate::support::wait_initial_sync_all(control_url).await;
     let (mut a, mut b) = (a, b);
     // Site a writes keys from 1000, site b from 2000: nothing concurrent.
     // The rows the shapes start from were written on both sites (their
@@ -286,7 +283,7 @@ async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch
             Some((base + 110, Some(3), "round 3".into()))
         );
     }
-    let control = common::connect(control_url).await;
+    let control = crate::support::connect(control_url).await;
     let conflicts: Vec<String> = control
         .query(
             "SELECT kind || ' ' || table_name || ' ' || row_key FROM duplex.conflicts ORDER BY 1",
@@ -298,22 +295,23 @@ async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch
         .map(|r| r.get(0))
         .collect();
     assert!(conflicts.is_empty(), "false conflicts: {conflicts:?}");
-    let quarantined = common::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
+    let quarantined =
+        crate::support::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
     assert_eq!(quarantined, 0, "changes quarantined");
     run.shutdown().await;
 }
 
 async fn pg_db(url: &str) -> Db {
-    Db::Pg(common::connect(url).await)
+    Db::Pg(crate::support::connect(url).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_pg_pg() {
     let (a, b) = (
-        common::start_postgres(PG_SCHEMA).await,
-        common::start_postgres(PG_SCHEMA).await,
+        crate::support::start_postgres(PG_SCHEMA).await,
+        crate::support::start_postgres(PG_SCHEMA).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", a.conninfo("app")),
             (2, "b", "postgresql", b.conninfo("app")),
@@ -347,10 +345,10 @@ async fn same_key_statements_mariadb_mariadb_batch_of_one() {
 
 async fn mariadb_pair(batch: usize) {
     let (a, b) = (
-        common::start_mariadb(MY_SCHEMA).await,
-        common::start_mariadb(MY_SCHEMA).await,
+        crate::support::start_mariadb(MY_SCHEMA).await,
+        crate::support::start_mariadb(MY_SCHEMA).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "mysql", a.url("app")),
             (2, "b", "mysql", b.url("app")),
@@ -359,11 +357,11 @@ async fn mariadb_pair(batch: usize) {
     )
     .await;
     run_pair(
-        Db::My(common::mysql_conn(&a).await),
-        Db::My(common::mysql_conn(&b).await),
+        Db::My(crate::support::mysql_conn(&a).await),
+        Db::My(crate::support::mysql_conn(&b).await),
         &url,
-        Db::My(common::mysql_conn(&a).await),
-        Db::My(common::mysql_conn(&b).await),
+        Db::My(crate::support::mysql_conn(&a).await),
+        Db::My(crate::support::mysql_conn(&b).await),
         batch,
     )
     .await;
@@ -371,9 +369,9 @@ async fn mariadb_pair(batch: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_pg_mariadb() {
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let m = common::start_mariadb(MY_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let m = crate::support::start_mariadb(MY_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -384,10 +382,10 @@ async fn same_key_statements_pg_mariadb() {
     let u = p.conninfo("app");
     run_pair(
         pg_db(&u).await,
-        Db::My(common::mysql_conn(&m).await),
+        Db::My(crate::support::mysql_conn(&m).await),
         &url,
         pg_db(&u).await,
-        Db::My(common::mysql_conn(&m).await),
+        Db::My(crate::support::mysql_conn(&m).await),
         500,
     )
     .await;

@@ -7,9 +7,6 @@
 //! SQL: nothing lost, nothing changed on the way, no conflict, nothing
 //! quarantined, and every application statement succeeded.
 //! PostgreSQL <-> PostgreSQL and PostgreSQL <-> MariaDB.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
@@ -200,7 +197,7 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(control_url).await;
+    crate::support::wait_initial_sync_all(control_url).await;
     let b_is_pg = matches!(b, Db::Pg(_));
     for (db, base, pg) in [(&mut a, 1000, true), (&mut b, 2000, b_is_pg)] {
         for t in workload(base, pg) {
@@ -234,9 +231,11 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
             ));
         }
     }
-    let control = common::connect(control_url).await;
-    let conflicts = common::query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await;
-    let quarantined = common::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
+    let control = crate::support::connect(control_url).await;
+    let conflicts =
+        crate::support::query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await;
+    let quarantined =
+        crate::support::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;
     assert!(differences.is_empty(), "the sites differ: {differences:#?}");
     assert_eq!(conflicts, 0, "conflicts recorded");
     assert_eq!(quarantined, 0, "changes quarantined");
@@ -246,10 +245,10 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_schema_postgres_pair() {
     let (a, b) = (
-        common::start_postgres(PG_SCHEMA).await,
-        common::start_postgres(PG_SCHEMA).await,
+        crate::support::start_postgres(PG_SCHEMA).await,
+        crate::support::start_postgres(PG_SCHEMA).await,
     );
-    let (_ctl, url) = common::control_db(
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "a", "postgresql", a.conninfo("app")),
             (2, "b", "postgresql", b.conninfo("app")),
@@ -258,8 +257,8 @@ async fn sample_schema_postgres_pair() {
     )
     .await;
     run(
-        Db::Pg(common::connect(&a.conninfo("app")).await),
-        Db::Pg(common::connect(&b.conninfo("app")).await),
+        Db::Pg(crate::support::connect(&a.conninfo("app")).await),
+        Db::Pg(crate::support::connect(&b.conninfo("app")).await),
         &url,
     )
     .await;
@@ -267,9 +266,9 @@ async fn sample_schema_postgres_pair() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_schema_postgres_and_mariadb() {
-    let p = common::start_postgres(PG_SCHEMA).await;
-    let m = common::start_mariadb(MY_SCHEMA).await;
-    let (_ctl, url) = common::control_db(
+    let p = crate::support::start_postgres(PG_SCHEMA).await;
+    let m = crate::support::start_mariadb(MY_SCHEMA).await;
+    let (_ctl, url) = crate::support::control_db(
         &[
             (1, "pg", "postgresql", p.conninfo("app")),
             (2, "maria", "mysql", m.url("app")),
@@ -278,8 +277,8 @@ async fn sample_schema_postgres_and_mariadb() {
     )
     .await;
     run(
-        Db::Pg(common::connect(&p.conninfo("app")).await),
-        Db::My(common::mysql_conn(&m).await),
+        Db::Pg(crate::support::connect(&p.conninfo("app")).await),
+        Db::My(crate::support::mysql_conn(&m).await),
         &url,
     )
     .await;

@@ -1,13 +1,10 @@
 //! What `duplex.link_overview` and `duplex status` say must be true at face
 //! value: counters are the direction's whole history (not since the last
 //! restart), and an error the direction recovered from shows as past.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{query_bool, wait_for, Pair};
+use crate::support::{query_bool, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
 const SCHEMA: &str = "CREATE TABLE t (id int PRIMARY KEY, v text)";
@@ -15,7 +12,7 @@ const SCHEMA: &str = "CREATE TABLE t (id int PRIMARY KEY, v text)";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_carry_on_across_restarts() {
     let pair = Pair::start(SCHEMA, &["t"]).await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     let a = pair.client_a().await;
     let t = Duration::from_secs(30);
     let counted = |txns: i64| {
@@ -30,7 +27,7 @@ async fn counters_carry_on_across_restarts() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     for id in 1..=3 {
         a.execute("INSERT INTO t VALUES ($1, 'first run')", &[&id])
             .await
@@ -61,14 +58,15 @@ async fn counters_carry_on_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_shows_as_past_once_the_direction_recovered() {
     let pair = Pair::start(SCHEMA, &["t"]).await;
-    let control = common::connect(&pair.control_url).await;
+    let control = crate::support::connect(&pair.control_url).await;
     let a = pair.client_a().await;
-    let b_admin = common::connect(&common::url_with_password(&pair.b, "postgres")).await;
+    let b_admin =
+        crate::support::connect(&crate::support::url_with_password(&pair.b, "postgres")).await;
     let t = Duration::from_secs(60);
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     let a_to_b = "FROM duplex.link_overview WHERE link_id = 1 AND source = 'a'";
 
     // B goes away for the applier: its session ends and it cannot reconnect.
@@ -90,7 +88,7 @@ async fn an_error_shows_as_past_once_the_direction_recovered() {
         )
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["status"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["status"]);
     assert!(
         ok && out.contains("error: ") && !out.contains("recovered ("),
         "{out}"
@@ -103,7 +101,7 @@ async fn an_error_shows_as_past_once_the_direction_recovered() {
         .await
         .unwrap();
     let b = pair.client_b().await;
-    wait_for("the row on b", t, || common::pg_has_row(&b, "t", 1)).await;
+    wait_for("the row on b", t, || crate::support::pg_has_row(&b, "t", 1)).await;
     wait_for("the error shown as past", t, || {
         query_bool(
             &control,
@@ -114,7 +112,7 @@ async fn an_error_shows_as_past_once_the_direction_recovered() {
         )
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["status"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["status"]);
     assert!(ok && out.contains("recovered (last error"), "{out}");
     run.shutdown().await;
 }

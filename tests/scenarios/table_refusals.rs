@@ -2,13 +2,10 @@
 //! with its reason, while the rest of its link runs; duplex never makes an
 //! application's statement fail; partitioned tables sync as one table; the
 //! target's triggers do not re-stamp the rows duplex applies.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
-use common::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
+use crate::support::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
 use duplex::localdb::pg::LocalPostgres;
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
@@ -114,7 +111,7 @@ async fn an_inheritance_parent_syncs_alone_and_application_writes_keep_working()
         .await
         .expect("start duplex");
     wait_for("both directions streaming", T, || streaming(&control)).await;
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute(
         "INSERT INTO measurements VALUES (1, 'oslo', 1), (1001, 'old oslo', 5), (3, 'oslo', 0)",
     )
@@ -157,7 +154,7 @@ async fn an_inheritance_parent_syncs_alone_and_application_writes_keep_working()
         "the parent's rows and the next table's row flow",
         T,
         || async {
-            common::pg_has_row(&b, "other", 1).await
+            crate::support::pg_has_row(&b, "other", 1).await
                 && query_bool(
                     &b,
                     "SELECT count(*) = 2 AND sum(v) = 23 FROM ONLY measurements",
@@ -212,7 +209,7 @@ async fn a_partitioned_table_syncs_as_one_table_between_postgresql_sites() {
         .await
         .expect("start duplex");
     wait_for("both directions streaming", T, || streaming(&control)).await;
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute(
         "INSERT INTO events VALUES (3, '2024-05-01', 'a, 2024'), (4, '2025-05-01', 'a, 2025');
          UPDATE events SET v = 'a, changed' WHERE id = 1;",
@@ -247,7 +244,7 @@ async fn a_partitioned_table_syncs_as_one_table_between_postgresql_sites() {
             "events_2025 5 2025-07-01 b, 2025",
         ]
     );
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     assert_eq!(
         query_i64(
@@ -283,11 +280,11 @@ async fn a_partitioned_table_syncs_as_one_table_between_postgresql_sites() {
 /// table, both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE events (id INT, day DATE, v TEXT, PRIMARY KEY (id, day)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
     )
     .await;
-    let p = common::start_postgres(EVENTS_PG).await;
+    let p = crate::support::start_postgres(EVENTS_PG).await;
     let url = control_on(
         &p,
         &[
@@ -299,7 +296,7 @@ async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
     .await;
     let control = connect(&url).await;
     let pgc = connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     pgc.batch_execute("INSERT INTO events VALUES (1, '2024-03-01', 'before')")
         .await
         .unwrap();
@@ -307,7 +304,7 @@ async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
         .await
         .expect("start duplex");
     wait_for("both directions streaming", T, || streaming(&control)).await;
-    common::wait_initial_sync_all(&url).await;
+    crate::support::wait_initial_sync_all(&url).await;
     pgc.batch_execute(
         "INSERT INTO events VALUES (2, '2025-02-01', 'pg, 2025');
          UPDATE events SET day = '2025-03-01', v = 'moved' WHERE id = 1;",
@@ -317,7 +314,7 @@ async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
     mc.query_drop("INSERT INTO events VALUES (3, '2024-09-09', 'maria')")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "PostgreSQL's rows on MariaDB",
         "SELECT COUNT(*) = 3 AND SUM(day = '2025-03-01' AND v = 'moved') = 1 FROM events",
@@ -383,7 +380,7 @@ async fn target_triggers_do_not_restamp_applied_rows_on_postgresql() {
         .await
         .expect("start duplex");
     wait_for("both directions streaming", T, || streaming(&control)).await;
-    common::wait_initial_sync_all(&pair.control_url).await;
+    crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute("INSERT INTO items (id, v) SELECT g, 'a' FROM generate_series(1, 20) g")
         .await
         .unwrap();
@@ -404,7 +401,7 @@ async fn target_triggers_do_not_restamp_applied_rows_on_postgresql() {
         table_rows(&a, "items").await == table_rows(&b, "items").await
     })
     .await;
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     // ... and stay so: nothing re-stamped flows or lingers.
     b.batch_execute("UPDATE items SET v = 'b again' WHERE id = 40")
@@ -425,13 +422,13 @@ async fn target_triggers_do_not_restamp_applied_rows_on_postgresql() {
 /// `fire_triggers = true` it syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
-    let m = common::start_mariadb(
+    let m = crate::support::start_mariadb(
         "CREATE TABLE items (id INT PRIMARY KEY, v TEXT, last_update DATETIME(6) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
          CREATE TRIGGER stamp_last_update BEFORE INSERT ON items FOR EACH ROW SET NEW.last_update = NOW(6);
          CREATE TABLE plain (id INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;",
     )
     .await;
-    let p = common::start_postgres(
+    let p = crate::support::start_postgres(
         "CREATE TABLE items (id int PRIMARY KEY, v text, last_update timestamp(6));
          CREATE TABLE plain (id int PRIMARY KEY, v text);",
     )
@@ -447,7 +444,7 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
     .await;
     let control = connect(&url).await;
     let pgc = connect(&p.conninfo("app")).await;
-    let mut mc = common::mysql_conn(&m).await;
+    let mut mc = crate::support::mysql_conn(&m).await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("duplex starts: one table's triggers do not stop the link");
@@ -460,13 +457,13 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
         )
     })
     .await;
-    let (ok, out) = common::duplex_cli(&url, &["config", "check"]);
+    let (ok, out) = crate::support::duplex_cli(&url, &["config", "check"]);
     assert!(
         !ok && out.contains("table public.items would be REFUSED")
             && out.contains("stamp_last_update"),
         "{out}"
     );
-    let (_, status) = common::duplex_cli(&url, &["status", "--tables"]);
+    let (_, status) = crate::support::duplex_cli(&url, &["status", "--tables"]);
     assert!(
         status.contains("public.items")
             && status.contains("refused")
@@ -480,7 +477,7 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
     mc.query_drop("INSERT INTO plain VALUES (2, 'from maria')")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "plain pg->maria",
         "SELECT COUNT(*) FROM plain WHERE id = 1",
@@ -488,7 +485,7 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
     )
     .await;
     wait_for("plain maria->pg", T, || {
-        common::pg_has_row(&pgc, "plain", 2)
+        crate::support::pg_has_row(&pgc, "plain", 2)
     })
     .await;
     let on_maria: Option<i64> = mc.query_first("SELECT COUNT(*) FROM items").await.unwrap();
@@ -505,7 +502,7 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
         matches!(table_state(&control, "items").await, Some((s, None)) if s == "syncing")
     })
     .await;
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "items pg->maria, stamped by MariaDB's trigger",
         "SELECT COUNT(*) FROM items WHERE id = 1 AND last_update IS NOT NULL",
@@ -515,7 +512,7 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
     pgc.batch_execute("INSERT INTO items (id, v) VALUES (2, 'after')")
         .await
         .unwrap();
-    common::wait_mysql(
+    crate::support::wait_mysql(
         &mut mc,
         "a new items row",
         "SELECT COUNT(*) FROM items WHERE id = 2",
@@ -552,7 +549,8 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
         .unwrap();
     let control = connect(&pair.control_url).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut run = common::DuplexProcess::spawn(&pair.control_url, &dir.path().join("duplex.log"));
+    let mut run =
+        crate::support::DuplexProcess::spawn(&pair.control_url, &dir.path().join("duplex.log"));
     wait_for("both directions streaming", T, || streaming(&control)).await;
     wait_for(
         "nopk and extra refused, each with its reason",
@@ -590,14 +588,14 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
         )
         .await
     );
-    let (_, status) = common::duplex_cli(&pair.control_url, &["status"]);
+    let (_, status) = crate::support::duplex_cli(&pair.control_url, &["status"]);
     assert!(
         status.contains("public.nopk")
             && status.contains("no primary key")
             && status.contains("column note exists on site b only"),
         "{status}"
     );
-    let (ok, out) = common::duplex_cli(&pair.control_url, &["config", "check"]);
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["config", "check"]);
     assert!(!ok, "{out}");
     assert!(out.contains("table public.nopk would be REFUSED"), "{out}");
     assert!(
@@ -616,7 +614,8 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
         .await
         .unwrap();
     wait_for("good flows both ways", T, || async {
-        common::pg_has_row(&b, "good", 1).await && common::pg_has_row(&a, "good", 2).await
+        crate::support::pg_has_row(&b, "good", 1).await
+            && crate::support::pg_has_row(&a, "good", 2).await
     })
     .await;
     assert!(
@@ -638,13 +637,16 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
     })
     .await;
     wait_for("extra's row copied to a", T, || {
-        common::pg_has_row(&a, "extra", 1)
+        crate::support::pg_has_row(&a, "extra", 1)
     })
     .await;
     a.batch_execute("INSERT INTO extra (id, v) VALUES (2, 'from a')")
         .await
         .unwrap();
-    wait_for("extra flows to b", T, || common::pg_has_row(&b, "extra", 2)).await;
+    wait_for("extra flows to b", T, || {
+        crate::support::pg_has_row(&b, "extra", 2)
+    })
+    .await;
 
     // A column added to one site while the link runs: the direction that
     // cannot apply it finds it, and the table is refused alone.
@@ -661,7 +663,7 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
         .await
         .unwrap();
     wait_for("the other table still flows", T, || {
-        common::pg_has_row(&b, "extra", 3)
+        crate::support::pg_has_row(&b, "extra", 3)
     })
     .await;
     assert!(

@@ -1,6 +1,6 @@
-//! Shared test fixtures: two throwaway PostgreSQL clusters with a duplex link
-//! between them, configured through the control schema.
-#![allow(dead_code)]
+//! The shared test harness: throwaway PostgreSQL and MariaDB servers, a duplex link
+//! between two sites configured through the control schema, the `duplex` process and
+//! CLI, and polling helpers every scenario uses.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -470,7 +470,6 @@ pub async fn pg_has_row(c: &Client, table: &str, id: i32) -> bool {
 
 /// Wait until the initial sync of `copies` (direction, table) pairs is over,
 /// so that rows written afterwards reach the peer through the stream alone.
-#[allow(dead_code)]
 pub async fn wait_initial_sync(control: &Client, copies: i64) {
     wait_for("the initial sync", Duration::from_secs(60), || async {
         query_i64(
@@ -484,7 +483,6 @@ pub async fn wait_initial_sync(control: &Client, copies: i64) {
 }
 
 /// [`wait_initial_sync`] for every table of link 1, both ways.
-#[allow(dead_code)]
 pub async fn wait_initial_sync_all(control_url: &str) {
     let control = connect(control_url).await;
     let tables = query_i64(
