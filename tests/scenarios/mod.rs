@@ -25,6 +25,7 @@ mod mysql_types;
 mod parity;
 mod pg_auth_tls;
 mod pg_big_txn;
+mod pg_codec;
 mod pg_crash;
 mod pg_edge_cases;
 mod pg_pg_sync;
