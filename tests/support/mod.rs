@@ -2,6 +2,8 @@
 //! between two sites configured through the control schema, the `duplex` process and
 //! CLI, and polling helpers every scenario uses.
 
+pub mod site;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
