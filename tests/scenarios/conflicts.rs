@@ -1,9 +1,12 @@
-//! Conflicts between PostgreSQL sites: concurrent edits made while the link is
+//! Conflicts, for every engine pair: concurrent edits made while the link is
 //! stopped, then settled by each table's policy when it runs again. Each case
-//! asserts the final rows on both sides and the conflicts-table rows.
+//! asserts the final rows on both sides and the conflicts-table rows. One body runs
+//! per engine pair; the PostgreSQL pair has a scenario of its own besides for what
+//! only PostgreSQL can do (a write under duplex's replication origin).
 
 use std::time::Duration;
 
+use crate::support::site::{Db, Engines, Sites};
 use crate::support::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
 use duplex::pipeline::PipelineTuning;
 
@@ -16,6 +19,8 @@ CREATE TABLE t_merge (id int PRIMARY KEY, v text, w text);";
 
 const TABLES: [&str; 5] = ["t_lww", "t_prio", "t_own", "t_manual", "t_merge"];
 
+/// The confirmed conflict records of `table` of one kind: (target site, row key,
+/// outcome).
 async fn conflicts(
     control: &tokio_postgres::Client,
     table: &str,
@@ -24,8 +29,8 @@ async fn conflicts(
     control
         .query(
             "SELECT target_site, row_key, outcome FROM duplex.conflicts
-              WHERE table_name = $1 AND kind = $2 AND confirmed ORDER BY target_site, row_key",
-            &[&format!("public.{table}"), &kind],
+              WHERE table_name LIKE '%.' || $1 AND kind = $2 AND confirmed ORDER BY target_site, row_key",
+            &[&table, &kind],
         )
         .await
         .unwrap()
@@ -42,7 +47,7 @@ async fn value(c: &tokio_postgres::Client, table: &str, id: i32, col: &str) -> O
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_edits_are_settled_by_policy_and_recorded() {
+async fn concurrent_edits_are_settled_by_policy_and_recorded_pg_pg() {
     let pair = Pair::start(SCHEMA, &TABLES).await;
     let control = connect(&pair.control_url).await;
     control
@@ -322,4 +327,263 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded() {
     })
     .await;
     run.shutdown().await;
+}
+
+// ----- The same scenario for every engine pair.
+
+fn pg_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| format!("CREATE TABLE {t} (id int PRIMARY KEY, v varchar(50), w varchar(50));"))
+        .collect()
+}
+
+fn mysql_schema() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(50) NULL, w VARCHAR(50) NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;")
+        })
+        .collect()
+}
+
+type Rows = Vec<(i32, Option<String>, Option<String>)>;
+
+async fn rows(db: &mut Db, table: &str) -> Rows {
+    db.query(&format!("SELECT id, v, w FROM {table} ORDER BY id"))
+        .await
+}
+
+/// Column `col` (1: v, 2: w) of row `id`, empty for NULL; None without the row.
+async fn cell(db: &mut Db, table: &str, id: i32, col: usize) -> Option<String> {
+    let row = rows(db, table).await.into_iter().find(|r| r.0 == id)?;
+    Some(if col == 1 { row.1 } else { row.2 }.unwrap_or_default())
+}
+
+/// The scenario, for any pair of sites: baseline synced, link stopped,
+/// concurrent edits (site 1 first, site 2 later), link started again.
+async fn run_scenario(engines: Engines) {
+    let sites = Sites::start(engines, &pg_schema(), &mysql_schema(), &TABLES).await;
+    let control_url = sites.control_url.as_str();
+    let (a, b) = &mut sites.connect().await;
+    let control = connect(control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
+             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
+             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
+        )
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    crate::support::wait_initial_sync(&control, 2 * TABLES.len() as i64).await;
+    for table in TABLES {
+        a.exec(&format!(
+            "INSERT INTO {table} VALUES (1, 'v1', 'w1'), (2, 'v2', 'w2'), (3, 'v3', 'w3'), (4, 'v4', 'w4'), (5, 'v5', 'w5')"
+        ))
+        .await;
+    }
+    // A row created on site 2.
+    b.exec("INSERT INTO t_lww VALUES (7, 'v7', 'w7')").await;
+    for table in TABLES {
+        let start = std::time::Instant::now();
+        while rows(a, table).await != rows(b, table).await {
+            assert!(start.elapsed() < t, "baseline of {table} did not sync");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    run.shutdown().await;
+
+    a.exec(
+        "UPDATE t_lww SET v = 'a1' WHERE id = 1;
+         INSERT INTO t_lww VALUES (100, 'a100', 'a');
+         DELETE FROM t_lww WHERE id = 2;
+         DELETE FROM t_lww WHERE id = 3;
+         DELETE FROM t_lww WHERE id = 7;",
+    )
+    .await;
+    // Later than site 1's writes, whatever the clocks' resolution.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.exec(
+        "UPDATE t_lww SET v = 'b1' WHERE id = 1;
+         INSERT INTO t_lww VALUES (100, 'b100', 'b');
+         UPDATE t_lww SET v = 'b2' WHERE id = 2;
+         DELETE FROM t_lww WHERE id = 3;
+         UPDATE t_lww SET v = 'b7' WHERE id = 7;",
+    )
+    .await;
+    a.exec(
+        "UPDATE t_prio SET v = 'a1' WHERE id = 1; INSERT INTO t_prio VALUES (100, 'a100', 'a');",
+    )
+    .await;
+    a.exec("UPDATE t_merge SET v = 'a1' WHERE id = 1").await;
+    a.exec("UPDATE t_own SET w = 'site 1 wrote this', v = 'a4' WHERE id = 4")
+        .await;
+    b.exec("UPDATE t_own SET w = 'site 2 owns this' WHERE id = 5")
+        .await;
+    a.exec("UPDATE t_manual SET v = 'a1' WHERE id = 1").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.exec("UPDATE t_manual SET v = 'b1' WHERE id = 1").await;
+
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    for table in ["t_lww", "t_own", "t_prio", "t_merge"] {
+        let start = std::time::Instant::now();
+        while rows(a, table).await != rows(b, table).await {
+            assert!(
+                start.elapsed() < t,
+                "{table} did not converge: {:?} vs {:?}",
+                rows(a, table).await,
+                rows(b, table).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for("manual conflicts parked on both sides", t, || async {
+        query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status = 'open' AND confirmed").await == 2
+    })
+    .await;
+
+    for side in [&mut *a, &mut *b] {
+        assert_eq!(cell(side, "t_lww", 1, 1).await.as_deref(), Some("b1"));
+        assert_eq!(cell(side, "t_lww", 100, 1).await.as_deref(), Some("b100"));
+        assert_eq!(cell(side, "t_lww", 2, 1).await.as_deref(), Some("b2"));
+        assert_eq!(cell(side, "t_lww", 3, 1).await, None);
+        assert_eq!(cell(side, "t_lww", 7, 1).await.as_deref(), Some("b7"));
+        assert_eq!(cell(side, "t_own", 4, 2).await.as_deref(), Some("w4"));
+        assert_eq!(cell(side, "t_own", 4, 1).await.as_deref(), Some("a4"));
+        assert_eq!(
+            cell(side, "t_own", 5, 2).await.as_deref(),
+            Some("site 2 owns this")
+        );
+    }
+    assert_eq!(cell(a, "t_manual", 1, 1).await.as_deref(), Some("a1"));
+    assert_eq!(cell(b, "t_manual", 1, 1).await.as_deref(), Some("b1"));
+    // Settled with the CLI on site 2's record, keeping site 2's (local)
+    // version: site 1 takes it too.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .arg("conflicts")
+            .args(["--control", control_url])
+            .args(args)
+            .output()
+            .expect("run duplex conflicts");
+        assert!(
+            out.status.success(),
+            "duplex conflicts {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["list", "--open"]);
+    assert!(
+        listed.contains("t_manual") && listed.contains("parked"),
+        "{listed}"
+    );
+    let id = query_i64(
+        &control,
+        "SELECT conflict_id FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND target_site = 2 AND status = 'open'",
+    )
+    .await;
+    let shown = cli(&["show", &id.to_string()]);
+    assert!(
+        shown.contains("update_update") && shown.contains("\"a1\"") && shown.contains("\"b1\""),
+        "{shown}"
+    );
+    cli(&["resolve", &id.to_string(), "--take", "local"]);
+    let start = std::time::Instant::now();
+    while cell(a, "t_manual", 1, 1).await.as_deref() != Some("b1")
+        || query_i64(&control, "SELECT count(*) FROM duplex.conflicts WHERE table_name LIKE '%.t_manual' AND status IN ('resolved', 'superseded')").await != 2
+    {
+        assert!(start.elapsed() < t, "the resolution was not applied on both sides");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows(a, "t_manual").await, rows(b, "t_manual").await);
+
+    assert_eq!(
+        conflicts(&control, "t_lww", "update_update").await,
+        vec![
+            (1, "id=1".into(), "incoming_applied".into()),
+            (2, "id=1".into(), "local_kept".into())
+        ]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "insert_insert").await,
+        vec![
+            (1, "id=100".into(), "incoming_applied".into()),
+            (2, "id=100".into(), "local_kept".into())
+        ]
+    );
+    // Row 2 came from site 1: site 2's update has seen site 1's version, so
+    // site 1 knows it deleted the row. Row 7 came from site 2 and site 1 never
+    // changed it: a user's delete looks like a row that never arrived.
+    assert_eq!(
+        conflicts(&control, "t_lww", "update_delete").await,
+        vec![(1, "id=2".into(), "recreated".into())]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "update_missing").await,
+        vec![(1, "id=7".into(), "recreated".into())]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "delete_update").await,
+        vec![
+            (2, "id=2".into(), "local_kept".into()),
+            (2, "id=7".into(), "local_kept".into())
+        ]
+    );
+    assert_eq!(
+        conflicts(&control, "t_lww", "delete_delete").await,
+        vec![
+            (1, "id=3".into(), "already_deleted".into()),
+            (2, "id=3".into(), "already_deleted".into())
+        ]
+    );
+    let recorded = query_i64(
+        &control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let reported: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(reported as i64, recorded);
+    run.shutdown().await;
+
+    // The deletes applied left tombstones, kept for the link's retention
+    // (a day by default). With a retention of zero they go at the next pass.
+    assert!(a.tombstones().await + b.tombstones().await > 0);
+    control
+        .batch_execute("UPDATE duplex.links SET tombstone_retention = '0'")
+        .await
+        .unwrap();
+    let run = duplex::runner::start(control_url, PipelineTuning::default())
+        .await
+        .expect("restart duplex");
+    let start = std::time::Instant::now();
+    while a.tombstones().await + b.tombstones().await > 0 {
+        assert!(start.elapsed() < t, "expired tombstones were not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_and_mariadb_settle_conflicts_alike() {
+    run_scenario(Engines::PgMariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mariadb_sites_settle_conflicts() {
+    run_scenario(Engines::MariaDbMariaDb).await;
 }

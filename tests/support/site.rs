@@ -67,18 +67,12 @@ impl Db {
         Db::Pg(super::connect(conninfo).await)
     }
 
-    /// A MariaDB site's `app` database, over TCP.
-    pub async fn mysql(m: &duplex::localdb::mysql::LocalMariaDb) -> Db {
-        Db::My(super::mysql_conn(m).await)
-    }
-
     /// A MariaDB site by URL, over TCP (never the unix socket, which logs in as
     /// another account).
     pub async fn mysql_url(url: &str) -> Db {
-        let opts = mysql_async::OptsBuilder::from_opts(
-            mysql_async::Opts::from_url(url).expect("url"),
-        )
-        .prefer_socket(false);
+        let opts =
+            mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(url).expect("url"))
+                .prefer_socket(false);
         Db::My(
             mysql_async::Conn::new(opts)
                 .await
@@ -103,6 +97,18 @@ impl Db {
         match self {
             Db::Pg(c) => c.batch_execute(sql).await.map_err(|e| e.to_string()),
             Db::My(c) => c.query_drop(sql).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Run one statement; the rows it changed (0 on an error: races between
+    /// writers are expected in some scenarios).
+    pub async fn execute_counting(&mut self, sql: &str) -> u64 {
+        match self {
+            Db::Pg(c) => c.execute(sql, &[]).await.unwrap_or(0),
+            Db::My(c) => match c.query_drop(sql).await {
+                Ok(()) => c.affected_rows(),
+                Err(_) => 0,
+            },
         }
     }
 
@@ -186,17 +192,20 @@ impl Db {
     }
 }
 
-/// Poll until a query reads the same rows on both sites (`pg_sql` on a PostgreSQL
-/// site, `my_sql` on a MariaDB one); fail naming `what` and both sides' rows after
-/// a minute.
-pub async fn wait_same<R>(a: &mut Db, b: &mut Db, what: &str, pg_sql: &str, my_sql: &str)
+/// Poll until `queries` read the same rows on both sites, all in one round (each
+/// query as `[on PostgreSQL, on MariaDB]`); fail naming `what` and both sides' rows
+/// after a minute.
+pub async fn wait_same<R>(a: &mut Db, b: &mut Db, what: &str, queries: &[[&str; 2]])
 where
     R: SiteRow + PartialEq + std::fmt::Debug,
 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let x: Vec<R> = a.rows(pg_sql, my_sql).await;
-        let y: Vec<R> = b.rows(pg_sql, my_sql).await;
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for [pg, my] in queries {
+            x.push(a.rows::<R>(pg, my).await);
+            y.push(b.rows::<R>(pg, my).await);
+        }
         if x == y {
             return;
         }
@@ -205,5 +214,113 @@ where
             "timed out waiting for {what}: {x:?} vs {y:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The engines of a link's two sites, in site order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engines {
+    PgPg,
+    PgMariaDb,
+    MariaDbMariaDb,
+}
+
+/// A throwaway server of either engine (held, not moved around: the size
+/// difference between the variants does not matter).
+#[allow(clippy::large_enum_variant)]
+pub enum Server {
+    Pg(duplex::localdb::pg::LocalPostgres),
+    My(duplex::localdb::mysql::LocalMariaDb),
+}
+
+impl Server {
+    /// Engine name as `duplex.sites.engine` spells it.
+    fn engine(&self) -> &'static str {
+        match self {
+            Server::Pg(_) => "postgresql",
+            Server::My(_) => "mysql",
+        }
+    }
+
+    /// How duplex reaches the server's `app` database.
+    pub fn url(&self) -> String {
+        match self {
+            Server::Pg(pg) => pg.conninfo("app"),
+            Server::My(m) => m.url("app"),
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Server::Pg(_) => Endpoint::Pg(self.url()),
+            Server::My(_) => Endpoint::My(self.url()),
+        }
+    }
+
+    /// A new test connection to `app`.
+    pub async fn connect(&self) -> Db {
+        self.endpoint().connect().await
+    }
+}
+
+/// How to reach a site's `app` database, to be cloned into spawned writers.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Pg(String),
+    My(String),
+}
+
+impl Endpoint {
+    pub async fn connect(&self) -> Db {
+        match self {
+            Endpoint::Pg(url) => Db::pg(url).await,
+            Endpoint::My(url) => Db::mysql_url(url).await,
+        }
+    }
+}
+
+/// Two sites of an engine pair, each database `app` holding the schema for its
+/// engine, and a PostgreSQL control database describing link 1 between them
+/// (site 1 and site 2), syncing `tables`.
+pub struct Sites {
+    pub servers: [Server; 2],
+    pub control_url: String,
+    _control: duplex::localdb::pg::LocalPostgres,
+}
+
+impl Sites {
+    pub async fn start(
+        engines: Engines,
+        pg_schema: &str,
+        my_schema: &str,
+        tables: &[&str],
+    ) -> Sites {
+        let pg = || async { Server::Pg(super::start_postgres(pg_schema).await) };
+        let my = || async { Server::My(super::start_mariadb(my_schema).await) };
+        let (servers, names) = match engines {
+            Engines::PgPg => ([pg().await, pg().await], ["a", "b"]),
+            Engines::PgMariaDb => ([pg().await, my().await], ["pg", "maria"]),
+            Engines::MariaDbMariaDb => ([my().await, my().await], ["a", "b"]),
+        };
+        let sites: Vec<(i32, &str, &str, String)> = servers
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (s, name))| (i as i32 + 1, name, s.engine(), s.url()))
+            .collect();
+        let (control, control_url) = super::control_db(&sites, tables).await;
+        Sites {
+            servers,
+            control_url,
+            _control: control,
+        }
+    }
+
+    /// New test connections to site 1 and site 2.
+    pub async fn connect(&self) -> (Db, Db) {
+        (
+            self.servers[0].connect().await,
+            self.servers[1].connect().await,
+        )
     }
 }
