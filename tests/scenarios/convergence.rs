@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::site::{Db, Endpoint, Engines, Sites};
 use crate::support::{connect, query_i64, DuplexProcess};
-use duplex::localdb::pg::LocalPostgres;
-use mysql_async::prelude::Queryable;
 
 /// (id, a, b, note)
 type KvRow = (i32, Option<i32>, Option<i32>, Option<String>);
@@ -91,123 +90,40 @@ fn budget() -> Duration {
     )
 }
 
-#[derive(Clone)]
-enum Site {
-    Pg(String),
-    My(String),
-}
-
-enum Conn {
-    Pg(tokio_postgres::Client),
-    My(mysql_async::Conn),
-}
-
-impl Site {
-    async fn connect(&self) -> Conn {
-        match self {
-            Site::Pg(url) => Conn::Pg(connect(url).await),
-            Site::My(url) => {
-                let opts = mysql_async::OptsBuilder::from_opts(
-                    mysql_async::Opts::from_url(url).expect("url"),
-                )
-                .prefer_socket(false);
-                Conn::My(
-                    mysql_async::Conn::new(opts)
-                        .await
-                        .expect("connect to MariaDB"),
-                )
-            }
-        }
+/// The engine's own upsert of row `id`.
+fn upsert_sql(c: &Db, id: i64, a: u64, tag: &str) -> String {
+    if c.is_pg() {
+        format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON CONFLICT (id) DO UPDATE SET a = kv.a + excluded.a, note = excluded.note")
+    } else {
+        format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON DUPLICATE KEY UPDATE a = a + VALUES(a), note = VALUES(note)")
     }
 }
 
-impl Conn {
-    /// Run one statement in its own transaction; errors from races between
-    /// writers (duplicate keys, deadlocks) are part of the game.
-    async fn exec(&mut self, sql: &str) -> bool {
-        match self {
-            Conn::Pg(c) => c.batch_execute(sql).await.is_ok(),
-            Conn::My(c) => c.query_drop(sql).await.is_ok(),
-        }
-    }
+async fn rows(c: &mut Db) -> Vec<KvRow> {
+    // CHAR(n): PostgreSQL keeps the padding, MariaDB drops it on reading.
+    // `stamp` is set by a trigger on PostgreSQL sites when a user writes:
+    // a trigger that fired for applied rows would set it again there.
+    c.rows(
+        "SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(to_char(stamp, 'YYYY-MM-DD HH24:MI:SS.US'), '~')) FROM kv ORDER BY id",
+        "SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(DATE_FORMAT(stamp, '%Y-%m-%d %H:%i:%s.%f'), '~')) FROM kv ORDER BY id",
+    )
+    .await
+}
 
-    /// Run statements as one transaction; on an error (a race between
-    /// writers) it is rolled back whole.
-    async fn exec_txn(&mut self, statements: &[String]) -> bool {
-        let body = statements.join("; ");
-        let ok = match self {
-            Conn::Pg(c) => c
-                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
-                .await
-                .is_ok(),
-            Conn::My(c) => c
-                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
-                .await
-                .is_ok(),
-        };
-        if !ok {
-            self.exec("ROLLBACK").await;
-        }
-        ok
-    }
+/// The parent and child tables of the multi-table shape, as text rows.
+async fn family(c: &mut Db) -> Vec<String> {
+    c.query(
+        "SELECT concat('p', id, ':', name) FROM kv_parent
+         UNION ALL SELECT concat('c', id, ':', parent_id, ':', qty) FROM kv_child ORDER BY 1",
+    )
+    .await
+}
 
-    fn is_pg(&self) -> bool {
-        matches!(self, Conn::Pg(_))
-    }
-
-    /// The engine's own upsert of row `id`.
-    fn upsert_sql(&self, id: i64, a: u64, tag: &str) -> String {
-        if self.is_pg() {
-            format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON CONFLICT (id) DO UPDATE SET a = kv.a + excluded.a, note = excluded.note")
-        } else {
-            format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {a}, 0, '{tag}', 'u') ON DUPLICATE KEY UPDATE a = a + VALUES(a), note = VALUES(note)")
-        }
-    }
-
-    async fn rows(&mut self) -> Vec<KvRow> {
-        // CHAR(n): PostgreSQL keeps the padding, MariaDB drops it on reading.
-        // `stamp` is set by a trigger on PostgreSQL sites when a user writes:
-        // a trigger that fired for applied rows would set it again there.
-        match self {
-            Conn::Pg(c) => c
-                .query("SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(to_char(stamp, 'YYYY-MM-DD HH24:MI:SS.US'), '~')) FROM kv ORDER BY id", &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                .collect(),
-            Conn::My(c) => c
-                .query("SELECT id, a, b, concat(coalesce(note, '~'), '/', rtrim(code), '/', coalesce(DATE_FORMAT(stamp, '%Y-%m-%d %H:%i:%s.%f'), '~')) FROM kv ORDER BY id")
-                .await
-                .unwrap(),
-        }
-    }
-
-    /// The parent and child tables of the multi-table shape, as text rows.
-    async fn family(&mut self) -> Vec<String> {
-        let sql = "SELECT concat('p', id, ':', name) FROM kv_parent
-                   UNION ALL SELECT concat('c', id, ':', parent_id, ':', qty) FROM kv_child ORDER BY 1";
-        match self {
-            Conn::Pg(c) => c
-                .query(sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
-            Conn::My(c) => c.query(sql).await.unwrap(),
-        }
-    }
-
-    fn insert_sql(&self, id: i64, a: u64, tag: &str) -> String {
-        match self {
-            Conn::Pg(_) => {
-                format!("INSERT INTO kv VALUES ({id}, {a}, 0, '{tag}') ON CONFLICT DO NOTHING")
-            }
-            Conn::My(_) => {
-                format!("INSERT IGNORE INTO kv (id, a, b, note) VALUES ({id}, {a}, 0, '{tag}')")
-            }
-        }
+fn insert_sql(c: &Db, id: i64, a: u64, tag: &str) -> String {
+    if c.is_pg() {
+        format!("INSERT INTO kv VALUES ({id}, {a}, 0, '{tag}') ON CONFLICT DO NOTHING")
+    } else {
+        format!("INSERT IGNORE INTO kv (id, a, b, note) VALUES ({id}, {a}, 0, '{tag}')")
     }
 }
 
@@ -254,7 +170,7 @@ fn shapes() -> Vec<Shape> {
 
 /// One transaction of `shape` on random keys. `serial` makes the multi-table
 /// shape's keys unique per writer.
-fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -> Vec<String> {
+fn transaction(c: &Db, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -> Vec<String> {
     let id = rng.below(KEYS as u64) as i64;
     let value = rng.below(1000);
     let code = ["x", "ab", "padded", ""][rng.below(4) as usize];
@@ -262,7 +178,7 @@ fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -
         format!("UPDATE kv SET a = {value}, note = '{name}', code = '{code}' WHERE id = {id}");
     match shape {
         Shape::Single => vec![match rng.below(10) {
-            0..=2 => c.insert_sql(id, value, name),
+            0..=2 => insert_sql(c, id, value, name),
             3..=5 => update_a,
             6..=8 => format!("UPDATE kv SET b = {value} WHERE id = {id}"),
             _ => format!("DELETE FROM kv WHERE id = {id}"),
@@ -273,7 +189,7 @@ fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -
                 format!("INSERT INTO kv (id, a, b, note, code) VALUES ({id}, {value}, 1, '{name}', '{code}')"),
             ],
             1 => vec![
-                c.insert_sql(id, value, name),
+                insert_sql(c, id, value, name),
                 format!("UPDATE kv SET b = b + 1, code = '{code}' WHERE id = {id}"),
             ],
             2 => vec![update_a, format!("UPDATE kv SET b = {value} WHERE id = {id}")],
@@ -286,7 +202,7 @@ fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -
                 format!("UPDATE kv SET note = '{name}', code = '{code}' WHERE id = {to}"),
             ]
         }
-        Shape::Upsert => vec![c.upsert_sql(id, value, name), c.upsert_sql(id, 1, name)],
+        Shape::Upsert => vec![upsert_sql(c, id, value, name), upsert_sql(c, id, 1, name)],
         Shape::MultiTable => {
             // Keys of this writer's own: parents are never deleted, so the
             // foreign key holds on both sites whatever the interleaving.
@@ -302,7 +218,13 @@ fn transaction(c: &Conn, rng: &mut Rng, shape: Shape, name: &str, serial: u64) -
 }
 
 /// One writer: random transactions until `stop`.
-async fn writer(site: Site, name: String, seed: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
+async fn writer(
+    site: Endpoint,
+    name: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) {
     let mut rng = Rng(seed);
     let mut c = site.connect().await;
     let shapes = shapes();
@@ -311,7 +233,7 @@ async fn writer(site: Site, name: String, seed: u64, stop: Arc<AtomicBool>, ops:
         let shape = shapes[rng.below(shapes.len() as u64) as usize];
         serial += 1;
         let statements = transaction(&c, &mut rng, shape, &name, serial);
-        if c.exec_txn(&statements).await {
+        if c.try_txn(&statements).await {
             ops.fetch_add(1, Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
@@ -337,7 +259,10 @@ async fn wait_streaming(control: &tokio_postgres::Client) {
     .await;
 }
 
-async fn run(sites: [Site; 2], control_url: String, label: &str) {
+async fn run(engines: Engines, label: &str) {
+    let servers = Sites::start(engines, kv_pg(), kv_mysql(), TABLES).await;
+    let control_url = servers.control_url.clone();
+    let sites = [servers.servers[0].endpoint(), servers.servers[1].endpoint()];
     let seed = seed();
     println!("convergence {label}: seed {seed} (replay with DUPLEX_SEED={seed})");
     let mut rng = Rng(seed);
@@ -378,10 +303,16 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
     loop {
         round += 1;
         let (fa, fb) = (1_000_000 + round * 2, 1_000_001 + round * 2);
-        let (ia, ib) = (a.insert_sql(fa, 0, "fence"), b.insert_sql(fb, 0, "fence"));
-        assert!(a.exec(&ia).await && b.exec(&ib).await, "write fences");
+        let (ia, ib) = (
+            insert_sql(&a, fa, 0, "fence"),
+            insert_sql(&b, fb, 0, "fence"),
+        );
+        assert!(
+            a.try_exec(&ia).await.is_ok() && b.try_exec(&ib).await.is_ok(),
+            "write fences"
+        );
         loop {
-            let (ra, rb) = (a.rows().await, b.rows().await);
+            let (ra, rb) = (rows(&mut a).await, rows(&mut b).await);
             if ra.iter().any(|r| r.0 as i64 == fb) && rb.iter().any(|r| r.0 as i64 == fa) {
                 break;
             }
@@ -392,17 +323,17 @@ async fn run(sites: [Site; 2], control_url: String, label: &str) {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if a.rows().await == b.rows().await || round >= 5 {
+        if rows(&mut a).await == rows(&mut b).await || round >= 5 {
             break;
         }
     }
-    let (ra, rb) = (a.rows().await, b.rows().await);
+    let (ra, rb) = (rows(&mut a).await, rows(&mut b).await);
     if ra != rb {
         let only: Vec<_> = ra.iter().filter(|r| !rb.contains(r)).collect();
         let other: Vec<_> = rb.iter().filter(|r| !ra.contains(r)).collect();
         panic!("seed {seed}: sites differ after {round} rounds:\n site 1 only: {only:?}\n site 2 only: {other:?}");
     }
-    let (fa, fb) = (a.family().await, b.family().await);
+    let (fa, fb) = (family(&mut a).await, family(&mut b).await);
     if fa != fb {
         let only: Vec<_> = fa.iter().filter(|r| !fb.contains(r)).collect();
         let other: Vec<_> = fb.iter().filter(|r| !fa.contains(r)).collect();
@@ -495,76 +426,29 @@ fn kv_mysql() -> &'static str {
 /// The tables every convergence run syncs.
 const TABLES: &[&str] = &["kv", "kv_parent", "kv_child"];
 
-async fn start_pg() -> LocalPostgres {
-    crate::support::start_postgres(kv_pg()).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_pair_converges() {
-    let (p1, p2) = (start_pg().await, start_pg().await);
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "postgresql", p1.conninfo("app")),
-            (2, "b", "postgresql", p2.conninfo("app")),
-        ],
-        TABLES,
-    )
-    .await;
-    run(
-        [Site::Pg(p1.conninfo("app")), Site::Pg(p2.conninfo("app"))],
-        url,
-        "PostgreSQL <-> PostgreSQL",
-    )
-    .await;
+    run(Engines::PgPg, "PostgreSQL <-> PostgreSQL").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_pair_converges() {
-    let (m1, m2) = (
-        crate::support::start_mariadb(kv_mysql()).await,
-        crate::support::start_mariadb(kv_mysql()).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "mysql", m1.url("app")),
-            (2, "b", "mysql", m2.url("app")),
-        ],
-        TABLES,
-    )
-    .await;
-    run(
-        [Site::My(m1.url("app")), Site::My(m2.url("app"))],
-        url,
-        "MariaDB <-> MariaDB",
-    )
-    .await;
+    run(Engines::MariaDbMariaDb, "MariaDB <-> MariaDB").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_and_mariadb_converge() {
-    let p = start_pg().await;
-    let m = crate::support::start_mariadb(kv_mysql()).await;
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "pg", "postgresql", p.conninfo("app")),
-            (2, "maria", "mysql", m.url("app")),
-        ],
-        TABLES,
-    )
-    .await;
-    run(
-        [Site::Pg(p.conninfo("app")), Site::My(m.url("app"))],
-        url,
-        "PostgreSQL <-> MariaDB",
-    )
-    .await;
+    run(Engines::PgMariaDb, "PostgreSQL <-> MariaDB").await;
 }
 
 /// Field-level merge under the same cuts: site 1's writers only increment
 /// column `a`, site 2's only `b`, on rows both sites hold. Every committed
 /// increment must survive on both sides: `a` ends equal to the number of
 /// increments site 1 committed, `b` to site 2's.
-async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
+async fn run_field_merge(engines: Engines, label: &str) {
+    let servers = Sites::start(engines, kv_pg(), kv_mysql(), TABLES).await;
+    let control_url = servers.control_url.clone();
+    let sites = [servers.servers[0].endpoint(), servers.servers[1].endpoint()];
     let seed = seed();
     println!("field merge {label}: seed {seed} (replay with DUPLEX_SEED={seed})");
     let mut rng = Rng(seed);
@@ -581,21 +465,21 @@ async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
     wait_streaming(&control).await;
     let (mut a, mut b) = (sites[0].connect().await, sites[1].connect().await);
     for id in 0..KEYS {
-        assert!(
-            a.exec(&format!(
+        assert!(a
+            .try_exec(&format!(
                 "INSERT INTO kv (id, a, b, note) VALUES ({id}, 0, 0, 'seed')"
             ))
             .await
-        );
+            .is_ok());
     }
     // Both sides hold the rows, and site 1 holds them as synced (the inserted
     // version came back with its column tags).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while b.rows().await.len() != KEYS as usize || !a.all_marked(KEYS).await {
+    while rows(&mut b).await.len() != KEYS as usize || !all_marked(&mut a, KEYS).await {
         assert!(
             Instant::now() < deadline,
             "seed rows did not sync both ways: {} rows on site 2, {:?} exit; duplex log:\n{}",
-            b.rows().await.len(),
+            rows(&mut b).await.len(),
             duplex.as_mut().map(|d| d.child.try_wait()),
             duplex.as_ref().map(|d| d.log_text()).unwrap_or_default()
         );
@@ -616,7 +500,7 @@ async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
                 while !stop.load(Ordering::Relaxed) {
                     let id = rng.below(KEYS as u64) as i64;
                     let sql = format!("UPDATE kv SET {column} = {column} + 1 WHERE id = {id}");
-                    if c.exec_counting(&sql).await == 1 {
+                    if c.execute_counting(&sql).await == 1 {
                         *counts.lock().unwrap().entry((s, id)).or_default() += 1;
                     }
                     tokio::time::sleep(Duration::from_millis(rng.below(10))).await;
@@ -643,7 +527,7 @@ async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
                 .map(|r| (r.0, r.1, r.2))
                 .collect::<Vec<_>>()
         };
-        let (ra, rb) = (strip(a.rows().await), strip(b.rows().await));
+        let (ra, rb) = (strip(rows(&mut a).await), strip(rows(&mut b).await));
         if ra == expected && rb == expected {
             break;
         }
@@ -669,27 +553,11 @@ async fn run_field_merge(sites: [Site; 2], control_url: String, label: &str) {
     }
 }
 
-impl Conn {
-    /// Rows affected by one statement (0 on an error).
-    async fn exec_counting(&mut self, sql: &str) -> u64 {
-        match self {
-            Conn::Pg(c) => c.execute(sql, &[]).await.unwrap_or(0),
-            Conn::My(c) => match c.query_drop(sql).await {
-                Ok(()) => c.affected_rows(),
-                Err(_) => 0,
-            },
-        }
-    }
-
-    /// Every one of the first `n` rows carries duplex's marker.
-    async fn all_marked(&mut self, n: i64) -> bool {
-        let sql = "SELECT count(*) FROM kv WHERE _duplex IS NOT NULL";
-        let count: i64 = match self {
-            Conn::Pg(c) => c.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(0),
-            Conn::My(c) => c.query_first(sql).await.ok().flatten().unwrap_or(0),
-        };
-        count == n
-    }
+/// Every one of the first `n` rows carries duplex's marker.
+async fn all_marked(c: &mut Db, n: i64) -> bool {
+    c.count("SELECT count(*) FROM kv WHERE _duplex IS NOT NULL")
+        .await
+        == n
 }
 
 // Seed 1795376160352804649 once lost 2 of site 1's ~7,000 increments: the
@@ -698,20 +566,5 @@ impl Conn {
 // looked like duplex's and lost its column to an older value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_merge_keeps_both_sites_edits_postgresql_and_mariadb() {
-    let p = start_pg().await;
-    let m = crate::support::start_mariadb(kv_mysql()).await;
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "pg", "postgresql", p.conninfo("app")),
-            (2, "maria", "mysql", m.url("app")),
-        ],
-        &["kv"],
-    )
-    .await;
-    run_field_merge(
-        [Site::Pg(p.conninfo("app")), Site::My(m.url("app"))],
-        url,
-        "PostgreSQL <-> MariaDB",
-    )
-    .await;
+    run_field_merge(Engines::PgMariaDb, "PostgreSQL <-> MariaDB").await;
 }

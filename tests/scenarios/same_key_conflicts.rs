@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
+use crate::support::site::{self, Db, Engines, Sites};
 use crate::support::{query_i64, wait_for};
 use duplex::pipeline::PipelineTuning;
-use mysql_async::prelude::Queryable;
 
 /// The tables under test, and `sentinel`: a row written on one site after
 /// the others has arrived on the peer once they have.
@@ -46,63 +46,23 @@ fn my_schema() -> String {
 /// (id, v, w)
 type Kv = (i64, Option<String>, Option<String>);
 
-enum Db {
-    Pg(tokio_postgres::Client),
-    My(mysql_async::Conn),
+/// `table`'s rows as [`Kv`], [on PostgreSQL, on MariaDB].
+fn kv_sql(table: &str) -> [String; 2] {
+    [
+        format!("SELECT id::int8, v::text, w::text FROM {table} ORDER BY id"),
+        format!("SELECT CAST(id AS SIGNED), v, w FROM {table} ORDER BY id"),
+    ]
 }
 
-impl Db {
-    /// Run statements in one transaction.
-    async fn txn(&mut self, statements: &[String]) {
-        let body = statements.join("; ");
-        match self {
-            Db::Pg(c) => c
-                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("{body}: {e}")),
-            Db::My(c) => c
-                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("{body}: {e}")),
-        }
-    }
-
-    async fn rows(&mut self, table: &str) -> Vec<Kv> {
-        match self {
-            Db::Pg(c) => c
-                .query(
-                    &format!("SELECT id::int8, v::text, w::text FROM {table} ORDER BY id"),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-            Db::My(c) => c
-                .query(format!(
-                    "SELECT CAST(id AS SIGNED), v, w FROM {table} ORDER BY id"
-                ))
-                .await
-                .unwrap(),
-        }
-    }
+async fn rows(db: &mut Db, table: &str) -> Vec<Kv> {
+    let [pg, my] = kv_sql(table);
+    db.rows(&pg, &my).await
 }
 
 /// Poll until `table` holds the same rows on both sites.
 async fn wait_same(a: &mut Db, b: &mut Db, table: &str, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (x, y) = (a.rows(table).await, b.rows(table).await);
-        if x == y {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {x:?} vs {y:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let [pg, my] = kv_sql(table);
+    site::wait_same::<Kv>(a, b, what, &[[&pg, &my]]).await;
 }
 
 fn kv(id: i64, v: &str, w: &str) -> Kv {
@@ -186,7 +146,10 @@ const A10: Option<&str> = Some("10,a10x,a");
 /// `batch_rows`: the applier decides this many changes at a time (1: every
 /// statement of a transaction alone, the path of a row changed again more
 /// than a batch later in one long transaction).
-async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize) {
+async fn run_policies(engines: Engines, batch_rows: usize) {
+    let sites = Sites::start(engines, &pg_schema(), &my_schema(), &TABLES).await;
+    let control_url = sites.control_url.as_str();
+    let (mut a, mut b) = sites.connect().await;
     let t = Duration::from_secs(60);
     let control = crate::support::connect(control_url).await;
     control
@@ -266,7 +229,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     })
     .await;
     // Both directions idle: everything was applied.
-    let (ra, rb) = (a.rows("t_lww").await, b.rows("t_lww").await);
+    let (ra, rb) = (rows(&mut a, "t_lww").await, rows(&mut b, "t_lww").await);
     assert_eq!(ra, rb);
 
     let unchanged = kv(5, "v5", "w5");
@@ -281,27 +244,27 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         assert_eq!(r.len(), 8, "{r:?}");
     };
     // Last writer (B) wins the rows both changed.
-    let r = a.rows("t_lww").await;
+    let r = rows(&mut a, "t_lww").await;
     deleted_and_moved(&r);
     for want in [kv(1, "v1", "b1"), kv(2, "v2", "b2"), kv(10, "b10", "b")] {
         assert!(r.contains(&want), "t_lww: {want:?} in {r:?}");
     }
     // Site priority: A's transaction wins.
-    let r = a.rows("t_prio").await;
+    let r = rows(&mut a, "t_prio").await;
     deleted_and_moved(&r);
     for want in [kv(1, "a1", "w1"), kv(2, "a2", "w2"), kv(10, "a10x", "a")] {
         assert!(r.contains(&want), "t_prio: {want:?} in {r:?}");
     }
     // Field merge: A's v and B's w both survive; the insert of row 10 on
     // both sites set every column, the later (B's) wins each.
-    let r = a.rows("t_merge").await;
+    let r = rows(&mut a, "t_merge").await;
     deleted_and_moved(&r);
     for want in [kv(1, "a1", "b1"), kv(2, "a2", "b2"), kv(10, "b10", "b")] {
         assert!(r.contains(&want), "t_merge: {want:?} in {r:?}");
     }
     // Ownership: w is B's on every row A changed.
     assert_eq!(
-        a.rows("t_own").await,
+        rows(&mut a, "t_own").await,
         vec![
             kv(1, "a1", "w1"),
             kv(2, "a2", "w2"),
@@ -314,7 +277,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     );
     // Manual: each site keeps its own versions.
     assert_eq!(
-        a.rows("t_manual").await,
+        rows(&mut a, "t_manual").await,
         vec![
             kv(1, "a1", "w1"),
             kv(2, "a2", "w2"),
@@ -325,7 +288,7 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         ]
     );
     assert_eq!(
-        b.rows("t_manual").await,
+        rows(&mut b, "t_manual").await,
         vec![
             kv(1, "v1", "b1"),
             kv(2, "v2", "b2"),
@@ -426,7 +389,10 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
         .unwrap();
     let deadline = std::time::Instant::now() + t;
     loop {
-        let (x, y) = (a.rows("t_manual").await, b.rows("t_manual").await);
+        let (x, y) = (
+            rows(&mut a, "t_manual").await,
+            rows(&mut b, "t_manual").await,
+        );
         if x.contains(&kv(2, "a2", "w2")) && y.contains(&kv(2, "a2", "w2")) {
             break;
         }
@@ -460,13 +426,9 @@ async fn run_policies(mut a: Db, mut b: Db, control_url: &str, batch_rows: usize
     run.shutdown().await;
 }
 
-async fn pg_db(pg: &duplex::localdb::pg::LocalPostgres) -> Db {
-    Db::Pg(crate::support::connect(&pg.conninfo("app")).await)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
-    pg_pg_policies(500).await;
+    run_policies(Engines::PgPg, 500).await;
 }
 
 /// Every change decided alone: a row's conflict is carried to its
@@ -476,78 +438,24 @@ async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
 /// the sites parted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_pg_pg_batch_of_one() {
-    pg_pg_policies(1).await;
-}
-
-async fn pg_pg_policies(batch_rows: usize) {
-    let (a, b) = (
-        crate::support::start_postgres(&pg_schema()).await,
-        crate::support::start_postgres(&pg_schema()).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "postgresql", a.conninfo("app")),
-            (2, "b", "postgresql", b.conninfo("app")),
-        ],
-        &TABLES,
-    )
-    .await;
-    run_policies(pg_db(&a).await, pg_db(&b).await, &url, batch_rows).await;
+    run_policies(Engines::PgPg, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb() {
-    mariadb_policies(500).await;
+    run_policies(Engines::MariaDbMariaDb, 500).await;
 }
 
 /// As `..._pg_pg_batch_of_one`; on MySQL each statement also has its own
 /// version time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb_batch_of_one() {
-    mariadb_policies(1).await;
-}
-
-async fn mariadb_policies(batch_rows: usize) {
-    let (a, b) = (
-        crate::support::start_mariadb(&my_schema()).await,
-        crate::support::start_mariadb(&my_schema()).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "mysql", a.url("app")),
-            (2, "b", "mysql", b.url("app")),
-        ],
-        &TABLES,
-    )
-    .await;
-    run_policies(
-        Db::My(crate::support::mysql_conn(&a).await),
-        Db::My(crate::support::mysql_conn(&b).await),
-        &url,
-        batch_rows,
-    )
-    .await;
+    run_policies(Engines::MariaDbMariaDb, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
-    let p = crate::support::start_postgres(&pg_schema()).await;
-    let m = crate::support::start_mariadb(&my_schema()).await;
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "pg", "postgresql", p.conninfo("app")),
-            (2, "maria", "mysql", m.url("app")),
-        ],
-        &TABLES,
-    )
-    .await;
-    run_policies(
-        pg_db(&p).await,
-        Db::My(crate::support::mysql_conn(&m).await),
-        &url,
-        500,
-    )
-    .await;
+    run_policies(Engines::PgMariaDb, 500).await;
 }
 
 /// The rows of `docs`, the payload by its digest (100 kB do not belong in a
@@ -660,7 +568,10 @@ async fn key_identity_transactions_pg_pg() {
 /// (the child written in place of its delete kept referencing the parent
 /// the transaction deletes next: the parent's delete and re-insert were
 /// refused and quarantined, the sites apart).
-async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
+async fn replace_parent_and_children(engines: Engines) {
+    let sites = Sites::start(engines, PG_FK, MY_FK, &["parent", "child"]).await;
+    let control_url = sites.control_url.as_str();
+    let (mut a, mut b) = sites.connect().await;
     let control = crate::support::connect(control_url).await;
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
@@ -690,7 +601,7 @@ async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
         .expect("restart duplex");
     wait_same_fk(&mut a, &mut b, "the sites converge").await;
     assert_eq!(
-        a.fk_rows().await,
+        fk_rows(&mut a).await,
         (
             vec![kv(1, "pa", "")],
             vec![kv(1, "1", "cb1"), kv(2, "1", "ca2")]
@@ -732,50 +643,26 @@ async fn replace_parent_and_children(mut a: Db, mut b: Db, control_url: &str) {
     run.shutdown().await;
 }
 
-/// Poll until parent and child hold the same rows on both sites.
-async fn wait_same_fk(a: &mut Db, b: &mut Db, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (x, y) = (a.fk_rows().await, b.fk_rows().await);
-        if x == y {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {x:?} vs {y:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// parent as (id, v, ""), child as (id, parent_id, v), [on PostgreSQL, on MariaDB].
+const FK_ROWS: [[&str; 2]; 2] = [
+    [
+        "SELECT id::int8, v::text, ''::text FROM parent ORDER BY id",
+        "SELECT CAST(id AS SIGNED), v, '' FROM parent ORDER BY id",
+    ],
+    [
+        "SELECT id::int8, parent_id::text, v::text FROM child ORDER BY id",
+        "SELECT CAST(id AS SIGNED), CAST(parent_id AS CHAR), v FROM child ORDER BY id",
+    ],
+];
+
+async fn fk_rows(db: &mut Db) -> (Vec<Kv>, Vec<Kv>) {
+    let [[pp, pm], [cp, cm]] = FK_ROWS;
+    (db.rows(pp, pm).await, db.rows(cp, cm).await)
 }
 
-impl Db {
-    /// parent as (id, v, ""), child as (id, parent_id, v).
-    async fn fk_rows(&mut self) -> (Vec<Kv>, Vec<Kv>) {
-        let (p, c) = match self {
-            Db::Pg(_) => (
-                "SELECT id::int8, v::text, ''::text FROM parent ORDER BY id",
-                "SELECT id::int8, parent_id::text, v::text FROM child ORDER BY id",
-            ),
-            Db::My(_) => (
-                "SELECT CAST(id AS SIGNED), v, '' FROM parent ORDER BY id",
-                "SELECT CAST(id AS SIGNED), CAST(parent_id AS CHAR), v FROM child ORDER BY id",
-            ),
-        };
-        (self.query(p).await, self.query(c).await)
-    }
-
-    async fn query(&mut self, sql: &str) -> Vec<Kv> {
-        match self {
-            Db::Pg(c) => c
-                .query(sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-            Db::My(c) => c.query(sql).await.unwrap(),
-        }
-    }
+/// Poll until parent and child hold the same rows on both sites.
+async fn wait_same_fk(a: &mut Db, b: &mut Db, what: &str) {
+    site::wait_same::<Kv>(a, b, what, &FK_ROWS).await;
 }
 
 const PG_FK: &str = "CREATE TABLE parent (id integer PRIMARY KEY, v varchar(20));
@@ -786,41 +673,12 @@ const MY_FK: &str = "CREATE TABLE parent (id INT PRIMARY KEY, v VARCHAR(20)) ENG
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
-    let (a, b) = (
-        crate::support::start_postgres(PG_FK).await,
-        crate::support::start_postgres(PG_FK).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "postgresql", a.conninfo("app")),
-            (2, "b", "postgresql", b.conninfo("app")),
-        ],
-        &["parent", "child"],
-    )
-    .await;
-    replace_parent_and_children(pg_db(&a).await, pg_db(&b).await, &url).await;
+    replace_parent_and_children(Engines::PgPg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
-    let (a, b) = (
-        crate::support::start_mariadb(MY_FK).await,
-        crate::support::start_mariadb(MY_FK).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "mysql", a.url("app")),
-            (2, "b", "mysql", b.url("app")),
-        ],
-        &["parent", "child"],
-    )
-    .await;
-    replace_parent_and_children(
-        Db::My(crate::support::mysql_conn(&a).await),
-        Db::My(crate::support::mysql_conn(&b).await),
-        &url,
-    )
-    .await;
+    replace_parent_and_children(Engines::MariaDbMariaDb).await;
 }
 
 /// A statement the target refuses inside a transaction that changes its row

@@ -8,73 +8,25 @@
 
 use std::time::Duration;
 
+use crate::support::site::{Db, Engines, Sites};
 use duplex::pipeline::PipelineTuning;
-use mysql_async::prelude::Queryable;
 
 const PG_SCHEMA: &str =
     "CREATE TABLE kv (id integer PRIMARY KEY, v integer, note varchar(40) NOT NULL DEFAULT '')";
 const MY_SCHEMA: &str = "CREATE TABLE kv (id INT PRIMARY KEY, v INT NULL, note VARCHAR(40) NOT NULL DEFAULT '') CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 
-enum Db {
-    Pg(tokio_postgres::Client),
-    My(mysql_async::Conn),
+async fn rows(db: &mut Db) -> Vec<(i64, Option<i64>, String)> {
+    db.rows(
+        "SELECT id::int8, v::int8, note::text FROM kv ORDER BY id",
+        "SELECT CAST(id AS SIGNED), CAST(v AS SIGNED), note FROM kv ORDER BY id",
+    )
+    .await
 }
 
-impl Db {
-    fn is_pg(&self) -> bool {
-        matches!(self, Db::Pg(_))
-    }
-
-    /// Run statements in one transaction.
-    async fn txn(&mut self, statements: &[String]) {
-        let body = statements.join("; ");
-        match self {
-            Db::Pg(c) => c
-                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("{body}: {e}")),
-            Db::My(c) => c
-                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("{body}: {e}")),
-        }
-    }
-
-    async fn rows(&mut self) -> Vec<(i64, Option<i64>, String)> {
-        match self {
-            Db::Pg(c) => c
-                .query(
-                    "SELECT id::int8, v::int8, note::text FROM kv ORDER BY id",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-            Db::My(c) => c
-                .query("SELECT CAST(id AS SIGNED), CAST(v AS SIGNED), note FROM kv ORDER BY id")
-                .await
-                .unwrap(),
-        }
-    }
-
-    async fn has(&mut self, id: i64) -> bool {
-        match self {
-            Db::Pg(c) => c
-                .query_opt("SELECT 1 FROM kv WHERE id = $1::int8::int4", &[&id])
-                .await
-                .unwrap()
-                .is_some(),
-            Db::My(c) => {
-                let n: Option<i64> = c
-                    .query_first(format!("SELECT COUNT(*) FROM kv WHERE id = {id}"))
-                    .await
-                    .unwrap();
-                n == Some(1)
-            }
-        }
-    }
+async fn has(db: &mut Db, id: i64) -> bool {
+    db.count(&format!("SELECT count(*) FROM kv WHERE id = {id}"))
+        .await
+        == 1
 }
 
 /// The transactions of every shape, on keys from `base` (each shape its own
@@ -186,7 +138,7 @@ fn shapes(base: i64, pg: bool) -> (Vec<String>, Vec<Vec<String>>) {
 
 async fn wait_row(db: &mut Db, id: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !db.has(id).await {
+    while !has(db, id).await {
         assert!(
             std::time::Instant::now() < deadline,
             "row {id} never arrived"
@@ -197,7 +149,11 @@ async fn wait_row(db: &mut Db, id: i64) {
 
 /// `batch_rows`: the applier decides this many changes at a time (1: every
 /// statement of a transaction alone, as in a transaction longer than a batch).
-async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch_rows: usize) {
+async fn run_pair(engines: Engines, batch_rows: usize) {
+    let sites = Sites::start(engines, PG_SCHEMA, MY_SCHEMA, &["kv"]).await;
+    let control_url = sites.control_url.as_str();
+    let (a, b) = sites.connect().await;
+    let (mut a2, mut b2) = sites.connect().await;
     let tuning = PipelineTuning {
         max_batch_rows: batch_rows,
         ..PipelineTuning::default()
@@ -250,7 +206,7 @@ async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch
     for (db, id) in [(&mut b2, 1999), (&mut a2, 2999)] {
         wait_row(db, id).await;
     }
-    let (ra, rb) = (a.rows().await, b.rows().await);
+    let (ra, rb) = (rows(&mut a).await, rows(&mut b).await);
     assert_eq!(ra, rb, "the sites differ");
     // What each shape must leave (checked on site a's own keys and b's).
     for base in [1000, 2000] {
@@ -301,92 +257,24 @@ async fn run_pair(a: Db, b: Db, control_url: &str, mut a2: Db, mut b2: Db, batch
     run.shutdown().await;
 }
 
-async fn pg_db(url: &str) -> Db {
-    Db::Pg(crate::support::connect(url).await)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_pg_pg() {
-    let (a, b) = (
-        crate::support::start_postgres(PG_SCHEMA).await,
-        crate::support::start_postgres(PG_SCHEMA).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "postgresql", a.conninfo("app")),
-            (2, "b", "postgresql", b.conninfo("app")),
-        ],
-        &["kv"],
-    )
-    .await;
-    let (ua, ub) = (a.conninfo("app"), b.conninfo("app"));
-    run_pair(
-        pg_db(&ua).await,
-        pg_db(&ub).await,
-        &url,
-        pg_db(&ua).await,
-        pg_db(&ub).await,
-        500,
-    )
-    .await;
+    run_pair(Engines::PgPg, 500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_mariadb_mariadb() {
-    mariadb_pair(500).await;
+    run_pair(Engines::MariaDbMariaDb, 500).await;
 }
 
 /// Every statement decided alone: the path of a row changed again after
 /// more than a batch of other changes in one long transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_mariadb_mariadb_batch_of_one() {
-    mariadb_pair(1).await;
-}
-
-async fn mariadb_pair(batch: usize) {
-    let (a, b) = (
-        crate::support::start_mariadb(MY_SCHEMA).await,
-        crate::support::start_mariadb(MY_SCHEMA).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "mysql", a.url("app")),
-            (2, "b", "mysql", b.url("app")),
-        ],
-        &["kv"],
-    )
-    .await;
-    run_pair(
-        Db::My(crate::support::mysql_conn(&a).await),
-        Db::My(crate::support::mysql_conn(&b).await),
-        &url,
-        Db::My(crate::support::mysql_conn(&a).await),
-        Db::My(crate::support::mysql_conn(&b).await),
-        batch,
-    )
-    .await;
+    run_pair(Engines::MariaDbMariaDb, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_statements_pg_mariadb() {
-    let p = crate::support::start_postgres(PG_SCHEMA).await;
-    let m = crate::support::start_mariadb(MY_SCHEMA).await;
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "pg", "postgresql", p.conninfo("app")),
-            (2, "maria", "mysql", m.url("app")),
-        ],
-        &["kv"],
-    )
-    .await;
-    let u = p.conninfo("app");
-    run_pair(
-        pg_db(&u).await,
-        Db::My(crate::support::mysql_conn(&m).await),
-        &url,
-        pg_db(&u).await,
-        Db::My(crate::support::mysql_conn(&m).await),
-        500,
-    )
-    .await;
+    run_pair(Engines::PgMariaDb, 500).await;
 }
