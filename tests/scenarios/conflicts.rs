@@ -578,12 +578,8 @@ async fn run_scenario(engines: Engines) {
     run.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_and_mariadb_settle_conflicts_alike() {
-    run_scenario(Engines::PgMariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_mariadb_sites_settle_conflicts() {
-    run_scenario(Engines::MariaDbMariaDb).await;
+crate::support::scenario_tests! {
+    run_scenario:
+    postgresql_and_mariadb_settle_conflicts_alike(Engines::PgMariaDb);
+    two_mariadb_sites_settle_conflicts(Engines::MariaDbMariaDb);
 }

@@ -426,19 +426,11 @@ fn kv_mysql() -> &'static str {
 /// The tables every convergence run syncs.
 const TABLES: &[&str] = &["kv", "kv_parent", "kv_child"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_pair_converges() {
-    run(Engines::PgPg, "PostgreSQL <-> PostgreSQL").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_pair_converges() {
-    run(Engines::MariaDbMariaDb, "MariaDB <-> MariaDB").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_and_mariadb_converge() {
-    run(Engines::PgMariaDb, "PostgreSQL <-> MariaDB").await;
+crate::support::scenario_tests! {
+    run:
+    postgresql_pair_converges(Engines::PgPg, "PostgreSQL <-> PostgreSQL");
+    mariadb_pair_converges(Engines::MariaDbMariaDb, "MariaDB <-> MariaDB");
+    postgresql_and_mariadb_converge(Engines::PgMariaDb, "PostgreSQL <-> MariaDB");
 }
 
 /// Field-level merge under the same cuts: site 1's writers only increment

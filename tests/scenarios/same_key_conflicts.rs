@@ -426,36 +426,20 @@ async fn run_policies(engines: Engines, batch_rows: usize) {
     run.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_transactions_meet_concurrent_changes_pg_pg() {
-    run_policies(Engines::PgPg, 500).await;
-}
-
-/// Every change decided alone: a row's conflict is carried to its
-/// transaction's later changes (it was followed by them: a delete won over a
-/// concurrent write, a priority choice was made on part of the transaction,
-/// a forwarded version flowed back before the transaction's last word, and
-/// the sites parted).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_transactions_meet_concurrent_changes_pg_pg_batch_of_one() {
-    run_policies(Engines::PgPg, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb() {
-    run_policies(Engines::MariaDbMariaDb, 500).await;
-}
-
-/// As `..._pg_pg_batch_of_one`; on MySQL each statement also has its own
-/// version time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_transactions_meet_concurrent_changes_mariadb_mariadb_batch_of_one() {
-    run_policies(Engines::MariaDbMariaDb, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_transactions_meet_concurrent_changes_pg_mariadb() {
-    run_policies(Engines::PgMariaDb, 500).await;
+crate::support::scenario_tests! {
+    run_policies:
+    same_key_transactions_meet_concurrent_changes_pg_pg(Engines::PgPg, 500);
+    /// Every change decided alone: a row's conflict is carried to its
+    /// transaction's later changes (it was followed by them: a delete won over a
+    /// concurrent write, a priority choice was made on part of the transaction,
+    /// a forwarded version flowed back before the transaction's last word, and
+    /// the sites parted).
+    same_key_transactions_meet_concurrent_changes_pg_pg_batch_of_one(Engines::PgPg, 1);
+    same_key_transactions_meet_concurrent_changes_mariadb_mariadb(Engines::MariaDbMariaDb, 500);
+    /// As `..._pg_pg_batch_of_one`; on MySQL each statement also has its own
+    /// version time.
+    same_key_transactions_meet_concurrent_changes_mariadb_mariadb_batch_of_one(Engines::MariaDbMariaDb, 1);
+    same_key_transactions_meet_concurrent_changes_pg_mariadb(Engines::PgMariaDb, 500);
 }
 
 /// The rows of `docs`, the payload by its digest (100 kB do not belong in a
@@ -671,14 +655,10 @@ const MY_FK: &str = "CREATE TABLE parent (id INT PRIMARY KEY, v VARCHAR(20)) ENG
     CREATE TABLE child (id INT PRIMARY KEY, parent_id INT NOT NULL, v VARCHAR(20),
                         FOREIGN KEY (parent_id) REFERENCES parent (id)) ENGINE=InnoDB;";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parent_and_children_replaced_meet_a_child_change_pg_pg() {
-    replace_parent_and_children(Engines::PgPg).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parent_and_children_replaced_meet_a_child_change_mariadb_mariadb() {
-    replace_parent_and_children(Engines::MariaDbMariaDb).await;
+crate::support::scenario_tests! {
+    replace_parent_and_children:
+    parent_and_children_replaced_meet_a_child_change_pg_pg(Engines::PgPg);
+    parent_and_children_replaced_meet_a_child_change_mariadb_mariadb(Engines::MariaDbMariaDb);
 }
 
 /// A statement the target refuses inside a transaction that changes its row

@@ -257,24 +257,12 @@ async fn run_pair(engines: Engines, batch_rows: usize) {
     run.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_statements_pg_pg() {
-    run_pair(Engines::PgPg, 500).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_statements_mariadb_mariadb() {
-    run_pair(Engines::MariaDbMariaDb, 500).await;
-}
-
-/// Every statement decided alone: the path of a row changed again after
-/// more than a batch of other changes in one long transaction.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_statements_mariadb_mariadb_batch_of_one() {
-    run_pair(Engines::MariaDbMariaDb, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_statements_pg_mariadb() {
-    run_pair(Engines::PgMariaDb, 500).await;
+crate::support::scenario_tests! {
+    run_pair:
+    same_key_statements_pg_pg(Engines::PgPg, 500);
+    same_key_statements_mariadb_mariadb(Engines::MariaDbMariaDb, 500);
+    /// Every statement decided alone: the path of a row changed again after
+    /// more than a batch of other changes in one long transaction.
+    same_key_statements_mariadb_mariadb_batch_of_one(Engines::MariaDbMariaDb, 1);
+    same_key_statements_pg_mariadb(Engines::PgMariaDb, 500);
 }

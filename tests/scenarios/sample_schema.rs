@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use crate::support::site::{Db, Engines, Sites};
 use duplex::pipeline::PipelineTuning;
-use mysql_async::prelude::Queryable;
 
 const PG_SCHEMA: &str = r#"
 CREATE DOMAIN year AS integer CONSTRAINT year_check CHECK (VALUE >= 1901 AND VALUE <= 2155);
@@ -137,68 +137,28 @@ fn workload(base: i64, pg: bool) -> Vec<Vec<String>> {
     txns
 }
 
-enum Db {
-    Pg(tokio_postgres::Client),
-    My(mysql_async::Conn),
+/// Table `i` of [`PG_ROWS`] / [`MY_ROWS`] as text rows.
+async fn rows(db: &mut Db, i: usize) -> Vec<String> {
+    db.rows(PG_ROWS[i].1, MY_ROWS[i].1).await
 }
 
-impl Db {
-    async fn txn(&mut self, statements: &[String]) {
-        let body = statements.join("; ");
-        match self {
-            Db::Pg(c) => c
-                .batch_execute(&format!("BEGIN; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("the application's statement failed: {body}: {e}")),
-            Db::My(c) => c
-                .query_drop(format!("START TRANSACTION; {body}; COMMIT"))
-                .await
-                .unwrap_or_else(|e| panic!("the application's statement failed: {body}: {e}")),
-        }
-    }
-
-    async fn rows(&mut self, i: usize) -> Vec<String> {
-        match self {
-            Db::Pg(c) => c
-                .query(PG_ROWS[i].1, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
-            Db::My(c) => c.query(MY_ROWS[i].1).await.unwrap(),
-        }
-    }
-
-    async fn has_customer(&mut self, id: i64) -> bool {
-        match self {
-            Db::Pg(c) => c
-                .query_opt(
-                    "SELECT 1 FROM customer WHERE customer_id = $1::int8::int4",
-                    &[&id],
-                )
-                .await
-                .unwrap()
-                .is_some(),
-            Db::My(c) => {
-                let n: Option<i64> = c
-                    .query_first(format!(
-                        "SELECT COUNT(*) FROM customer WHERE customer_id = {id}"
-                    ))
-                    .await
-                    .unwrap();
-                n == Some(1)
-            }
-        }
-    }
+async fn has_customer(db: &mut Db, id: i64) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM customer WHERE customer_id = {id}"
+    ))
+    .await
+        == 1
 }
 
-async fn run(mut a: Db, mut b: Db, control_url: &str) {
+async fn run(engines: Engines) {
+    let sites = Sites::start(engines, PG_SCHEMA, MY_SCHEMA, TABLES).await;
+    let control_url = sites.control_url.as_str();
+    let (mut a, mut b) = sites.connect().await;
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
     crate::support::wait_initial_sync_all(control_url).await;
-    let b_is_pg = matches!(b, Db::Pg(_));
+    let b_is_pg = b.is_pg();
     for (db, base, pg) in [(&mut a, 1000, true), (&mut b, 2000, b_is_pg)] {
         for t in workload(base, pg) {
             db.txn(&t).await;
@@ -211,7 +171,7 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
     }
     for (db, id) in [(&mut b, 1999), (&mut a, 2999)] {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !db.has_customer(id).await {
+        while !has_customer(db, id).await {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the fence {id} never arrived"
@@ -221,7 +181,7 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
     }
     let mut differences = Vec::new();
     for (i, (table, _)) in PG_ROWS.iter().enumerate() {
-        let (ra, rb) = (a.rows(i).await, b.rows(i).await);
+        let (ra, rb) = (rows(&mut a, i).await, rows(&mut b, i).await);
         assert!(ra.len() >= 10, "{table}: too few rows to compare: {ra:?}");
         if ra != rb {
             let only_a: Vec<_> = ra.iter().filter(|r| !rb.contains(r)).collect();
@@ -242,44 +202,8 @@ async fn run(mut a: Db, mut b: Db, control_url: &str) {
     run.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sample_schema_postgres_pair() {
-    let (a, b) = (
-        crate::support::start_postgres(PG_SCHEMA).await,
-        crate::support::start_postgres(PG_SCHEMA).await,
-    );
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "a", "postgresql", a.conninfo("app")),
-            (2, "b", "postgresql", b.conninfo("app")),
-        ],
-        TABLES,
-    )
-    .await;
-    run(
-        Db::Pg(crate::support::connect(&a.conninfo("app")).await),
-        Db::Pg(crate::support::connect(&b.conninfo("app")).await),
-        &url,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sample_schema_postgres_and_mariadb() {
-    let p = crate::support::start_postgres(PG_SCHEMA).await;
-    let m = crate::support::start_mariadb(MY_SCHEMA).await;
-    let (_ctl, url) = crate::support::control_db(
-        &[
-            (1, "pg", "postgresql", p.conninfo("app")),
-            (2, "maria", "mysql", m.url("app")),
-        ],
-        TABLES,
-    )
-    .await;
-    run(
-        Db::Pg(crate::support::connect(&p.conninfo("app")).await),
-        Db::My(crate::support::mysql_conn(&m).await),
-        &url,
-    )
-    .await;
+crate::support::scenario_tests! {
+    run:
+    sample_schema_postgres_pair(Engines::PgPg);
+    sample_schema_postgres_and_mariadb(Engines::PgMariaDb);
 }

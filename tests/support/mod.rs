@@ -4,6 +4,20 @@
 
 pub mod site;
 
+/// One `#[tokio::test]` per case of a scenario, each calling `body(args...)`, so that
+/// a failure names its case (an engine pair, a batch size):
+/// `scenario_tests! { run_pair: same_key_statements_pg_pg(Engines::PgPg, 500); }`.
+macro_rules! scenario_tests {
+    ($body:ident: $($(#[$meta:meta])* $name:ident($($arg:expr),*);)*) => {$(
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $body($($arg),*).await;
+        }
+    )*};
+}
+pub(crate) use scenario_tests;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
