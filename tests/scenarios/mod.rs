@@ -17,7 +17,6 @@ mod least_privilege;
 mod live_config;
 mod live_config_mysql;
 mod localdb;
-mod localdb_mysql;
 mod mysql_durability;
 mod mysql_sync;
 mod mysql_types;
