@@ -15,7 +15,6 @@ mod initial_sync;
 mod initial_sync_pagila;
 mod least_privilege;
 mod live_config;
-mod live_config_mysql;
 mod localdb;
 mod mysql_durability;
 mod mysql_sync;

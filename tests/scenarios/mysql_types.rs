@@ -1,7 +1,7 @@
 //! The MySQL value codec (`duplex::mysql::types`) against a real MariaDB: rows read
 //! from the binlog decode to exact canonical values, those values written back through
 //! `encode_param` give identical rows, and values a column cannot hold are refused
-//! with a message. Needs the MariaDB server binaries (see `localdb_mysql.rs`).
+//! with a message. Needs the MariaDB server binaries (see `localdb.rs`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
