@@ -54,10 +54,7 @@ async fn the_application_gets_a_hot_row_while_a_backlog_is_applied() {
     .await
     .unwrap();
     // Both sites hold every row, in a version duplex wrote (the initial copy).
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     wait_for("the copy on b", Duration::from_secs(60), || {
         crate::support::query_bool(&b, format!("SELECT count(*) = {ROWS} + 1 FROM hot"))
     })

@@ -53,10 +53,7 @@ async fn writes_logged_as_statements_stop_their_table_visibly() {
         &["t", "u"],
     )
     .await;
-    let run = duplex::runner::start(&url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&url).await;
+    let run = crate::support::start_synced(&url).await;
     let pgc = crate::support::connect(&p.conninfo("app")).await;
     let control = crate::support::connect(&url).await;
     let mut rows = crate::support::mysql_conn(&m).await;
@@ -363,10 +360,7 @@ async fn savepoints_and_create_table_select_in_row_format_flow() {
         &["t", "u"],
     )
     .await;
-    let run = duplex::runner::start(&url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&url).await;
+    let run = crate::support::start_synced(&url).await;
     let pgc = crate::support::connect(&p.conninfo("app")).await;
     let mut rows = crate::support::mysql_conn(&m).await;
     rows.query_drop(

@@ -297,15 +297,7 @@ async fn concurrent_edits_are_settled_by_policy_and_recorded_pg_pg() {
     )
     .await;
     assert_eq!(recorded, counted);
-    let reported: u64 = [1u32, 2]
-        .iter()
-        .map(|&s| {
-            run.stats(1, s)
-                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
-                .unwrap_or(0)
-        })
-        .sum();
-    assert_eq!(reported as i64, recorded);
+    crate::support::assert_conflicts_counted(&control, &run).await;
     run.shutdown().await;
 
     // The deletes applied left tombstones, kept for the link's retention
@@ -544,20 +536,7 @@ async fn run_scenario(engines: Engines) {
             (2, "id=3".into(), "already_deleted".into())
         ]
     );
-    let recorded = query_i64(
-        &control,
-        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
-    )
-    .await;
-    let reported: u64 = [1u32, 2]
-        .iter()
-        .map(|&s| {
-            run.stats(1, s)
-                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
-                .unwrap_or(0)
-        })
-        .sum();
-    assert_eq!(reported as i64, recorded);
+    crate::support::assert_conflicts_counted(&control, &run).await;
     run.shutdown().await;
 
     // The deletes applied left tombstones, kept for the link's retention

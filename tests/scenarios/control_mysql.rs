@@ -487,16 +487,11 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
     // Whole tables still equal on both sides.
     for (table, col) in [("t1", "v"), ("t2", "w"), ("t3", "name")] {
         let my_col = if table == "t3" { "full_name" } else { col };
-        let pg_rows: Vec<String> = a
-            .query(
-                &format!("SELECT id::text || ':' || coalesce({col}, '') FROM {table} ORDER BY id"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let pg_rows = crate::support::texts(
+            &a,
+            &format!("SELECT id::text || ':' || coalesce({col}, '') FROM {table} ORDER BY id"),
+        )
+        .await;
         let my_rows: Vec<String> = b
             .query(format!(
                 "SELECT CONCAT(id, ':', COALESCE({my_col}, '')) FROM {table} ORDER BY id"

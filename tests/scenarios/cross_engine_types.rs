@@ -138,17 +138,7 @@ async fn types_round_trip_postgres_mariadb_postgres() {
     assert!(got.is_empty(), "a refused value was written anyway");
     let control = crate::support::connect(&url).await;
     // Confirmed once the target transaction that skipped it committed.
-    crate::support::wait_for(
-        "a confirmed quarantine record",
-        Duration::from_secs(10),
-        || {
-            crate::support::query_bool(
-                &control,
-                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
-            )
-        },
-    )
-    .await;
+    crate::support::wait_one_quarantined(&control).await;
     let q = control
         .query_one("SELECT table_name, op, row_key, reason, change->'after'->'ts'->>'value', status FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
         .await

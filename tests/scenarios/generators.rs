@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use duplex::localdb::mysql::LocalMariaDb;
 use duplex::localdb::pg::LocalPostgres;
-use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
 fn secs(default: u64) -> u64 {
@@ -245,10 +244,7 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
         &tables,
     )
     .await;
-    let run_ = duplex::runner::start(&url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&url).await;
+    let run_ = crate::support::start_synced(&url).await;
 
     let t = secs(20).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();
@@ -349,10 +345,7 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
         &tables,
     )
     .await;
-    let run_ = duplex::runner::start(&url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&url).await;
+    let run_ = crate::support::start_synced(&url).await;
 
     let t = secs(15).to_string();
     let script = tempfile::NamedTempFile::new().unwrap();

@@ -14,11 +14,7 @@ CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_keep_a_secondary_unique_constraint_in_source_order() {
     let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes SELECT g, 'c' || g, NULL FROM generate_series(1, 2000) g")
         .await
@@ -60,11 +56,7 @@ async fn generated_always_identity_columns_sync_both_ways() {
             "ALTER TABLE ident ALTER COLUMN id RESTART WITH 1000000",
         )
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO ident (v) VALUES ('from a')")
         .await
@@ -92,11 +84,7 @@ async fn generated_always_identity_columns_sync_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
     let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await
@@ -138,10 +126,7 @@ async fn a_lost_slot_after_an_initial_copy_is_refused() {
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL), (2, 'y', NULL)")
         .await
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     wait_for("the copied rows on B", Duration::from_secs(30), || {
         query_bool(&b, "SELECT count(*) = 2 FROM codes")
     })
@@ -176,11 +161,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
             "ALTER TABLE codes ADD CONSTRAINT note_not_bad CHECK (note IS DISTINCT FROM 'bad')",
         )
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     // One transaction, one multi-row statement on B: the middle row is refused.
     a.batch_execute("INSERT INTO codes VALUES (1, 'a', 'ok'), (2, 'b', 'bad'), (3, 'c', 'ok')")
@@ -199,17 +180,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
     .await;
     let control = crate::support::connect(&pair.control_url).await;
     // Confirmed once the target transaction that skipped it committed.
-    crate::support::wait_for(
-        "a confirmed quarantine record",
-        Duration::from_secs(10),
-        || {
-            crate::support::query_bool(
-                &control,
-                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
-            )
-        },
-    )
-    .await;
+    crate::support::wait_one_quarantined(&control).await;
     let row = control
         .query_one("SELECT row_key, reason, change->'after'->'note'->>'value' FROM duplex.quarantine WHERE link_id = 1 AND source_site = 1", &[])
         .await
@@ -315,11 +286,7 @@ async fn a_row_the_target_refuses_is_quarantined_and_the_stream_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_records_left_by_a_crash_are_reconciled_at_start() {
     let pair = Pair::start(SCHEMA, &["codes", "ident"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO codes VALUES (1, 'x', NULL)")
         .await
@@ -381,10 +348,7 @@ async fn a_retry_maps_the_change_with_the_configuration_in_force() {
         )
         .await
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let t = Duration::from_secs(60);
     for table in ["people", "staff"] {
         a.batch_execute(&format!(

@@ -15,11 +15,7 @@ CREATE TABLE items (id bigint PRIMARY KEY, batch int NOT NULL, payload text);";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_update_delete_flow_both_ways() {
     let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
 
@@ -173,11 +169,7 @@ async fn a_transaction_arrives_whole() {
 async fn concurrent_writers_on_both_sides_converge_without_echo() {
     const TXNS: i64 = 5_000;
     let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
 
     // Each side commits TXNS transactions on its own keys, both at once.
     let writer = |client: tokio_postgres::Client, base: i64, batch: i32| async move {
@@ -281,11 +273,7 @@ async fn concurrent_writers_on_both_sides_converge_without_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_flows_both_ways() {
     let pair = Pair::start(SCHEMA, &["customers", "orders", "items"]).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(20);
     a.batch_execute("INSERT INTO items SELECT g, 1, 'x' FROM generate_series(1, 100) g")
@@ -321,11 +309,7 @@ async fn key_only_replica_identity_still_syncs() {
         )
         .await
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    // Rows written from here reach the peer through the stream alone.
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     assert!(
         query_bool(

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
 
 const MARIA_SCHEMA: &str = "
@@ -51,10 +50,7 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
         &["tn", "tl", "tb", "tf", "ok"],
     )
     .await;
-    let run = duplex::runner::start(&url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&url).await;
+    let run = crate::support::start_synced(&url).await;
     let pgc = crate::support::connect(&p.conninfo("app")).await;
     let control = crate::support::connect(&url).await;
     let mut mc = crate::support::mysql_conn(&m).await;
@@ -100,17 +96,7 @@ async fn values_jsonb_cannot_hold_are_quarantined_exactly_and_retried() {
         },
     )
     .await;
-    let errors: Vec<String> = control
-        .query(
-            "SELECT last_error FROM duplex.link_status WHERE last_error IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(errors.is_empty(), "a direction failed: {errors:?}");
+    crate::support::assert_no_direction_failed(&control).await;
 
     // Each record says why, and reads as JSON (NUL shown as U+2400, the big
     // value abridged; the exact one is in change_exact).

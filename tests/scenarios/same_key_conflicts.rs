@@ -161,10 +161,7 @@ async fn run_policies(engines: Engines, batch_rows: usize) {
         )
         .await
         .unwrap();
-    let run = duplex::runner::start(control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(control_url).await;
+    let run = crate::support::start_synced(control_url).await;
     // Baseline rows written on A, synced to B.
     for table in &TABLES[..5] {
         a.txn(
@@ -404,20 +401,7 @@ async fn run_policies(engines: Engines, batch_rows: usize) {
     }
     // What duplex counts agrees with the records (a record withdrawn when a
     // later batch decided its row again is not counted).
-    let recorded = query_i64(
-        &control,
-        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
-    )
-    .await;
-    let counted: u64 = [1u32, 2]
-        .iter()
-        .map(|&s| {
-            run.stats(1, s)
-                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
-                .unwrap_or(0)
-        })
-        .sum();
-    assert_eq!(counted as i64, recorded);
+    crate::support::assert_conflicts_counted(&control, &run).await;
     assert_eq!(
         query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
         0,
@@ -480,10 +464,7 @@ async fn key_identity_transactions_pg_pg() {
         )
         .await
         .unwrap();
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(30);
     a.batch_execute(
@@ -531,16 +512,11 @@ async fn key_identity_transactions_pg_pg() {
         .await,
         "B's rows: {on_b:?}"
     );
-    let conflicts: Vec<String> = control
-        .query(
-            "SELECT kind || ' ' || row_key || ' ' || outcome FROM duplex.conflicts ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let conflicts = crate::support::texts(
+        &control,
+        "SELECT kind || ' ' || row_key || ' ' || outcome FROM duplex.conflicts ORDER BY 1",
+    )
+    .await;
     assert!(conflicts.is_empty(), "false conflicts: {conflicts:?}");
     run.shutdown().await;
 }
@@ -557,10 +533,7 @@ async fn replace_parent_and_children(engines: Engines) {
     let control_url = sites.control_url.as_str();
     let (mut a, mut b) = sites.connect().await;
     let control = crate::support::connect(control_url).await;
-    let run = duplex::runner::start(control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(control_url).await;
+    let run = crate::support::start_synced(control_url).await;
     a.txn(&[
         "INSERT INTO parent (id, v) VALUES (1, 'p')".into(),
         "INSERT INTO child (id, parent_id, v) VALUES (1, 1, 'c1'), (2, 1, 'c2')".into(),
@@ -591,16 +564,11 @@ async fn replace_parent_and_children(engines: Engines) {
             vec![kv(1, "1", "cb1"), kv(2, "1", "ca2")]
         )
     );
-    let quarantined: Vec<String> = control
-        .query(
-            "SELECT table_name || ' ' || row_key || ': ' || reason FROM duplex.quarantine",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let quarantined = crate::support::texts(
+        &control,
+        "SELECT table_name || ' ' || row_key || ': ' || reason FROM duplex.quarantine",
+    )
+    .await;
     assert!(quarantined.is_empty(), "quarantined: {quarantined:?}");
     let kinds: Vec<String> = control
         .query(
@@ -680,10 +648,7 @@ async fn a_refused_statement_of_a_row_changed_again_is_retried_as_the_net_row() 
         .await
         .unwrap();
     let control = crate::support::connect(&pair.control_url).await;
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let t = Duration::from_secs(30);
     a.batch_execute("INSERT INTO codes VALUES (2, 'two')")
         .await

@@ -240,16 +240,11 @@ async fn run_pair(engines: Engines, batch_rows: usize) {
         );
     }
     let control = crate::support::connect(control_url).await;
-    let conflicts: Vec<String> = control
-        .query(
-            "SELECT kind || ' ' || table_name || ' ' || row_key FROM duplex.conflicts ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let conflicts = crate::support::texts(
+        &control,
+        "SELECT kind || ' ' || table_name || ' ' || row_key FROM duplex.conflicts ORDER BY 1",
+    )
+    .await;
     assert!(conflicts.is_empty(), "false conflicts: {conflicts:?}");
     let quarantined =
         crate::support::query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await;

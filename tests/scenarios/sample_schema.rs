@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use crate::support::site::{Db, Engines, Sites};
-use duplex::pipeline::PipelineTuning;
 
 const PG_SCHEMA: &str = r#"
 CREATE DOMAIN year AS integer CONSTRAINT year_check CHECK (VALUE >= 1901 AND VALUE <= 2155);
@@ -154,10 +153,7 @@ async fn run(engines: Engines) {
     let sites = Sites::start(engines, PG_SCHEMA, MY_SCHEMA, TABLES).await;
     let control_url = sites.control_url.as_str();
     let (mut a, mut b) = sites.connect().await;
-    let run = duplex::runner::start(control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(control_url).await;
+    let run = crate::support::start_synced(control_url).await;
     let b_is_pg = b.is_pg();
     for (db, base, pg) in [(&mut a, 1000, true), (&mut b, 2000, b_is_pg)] {
         for t in workload(base, pg) {

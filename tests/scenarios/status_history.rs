@@ -24,10 +24,7 @@ async fn counters_carry_on_across_restarts() {
         )
     };
 
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     for id in 1..=3 {
         a.execute("INSERT INTO t VALUES ($1, 'first run')", &[&id])
             .await
@@ -63,10 +60,7 @@ async fn an_error_shows_as_past_once_the_direction_recovered() {
     let b_admin =
         crate::support::connect(&crate::support::url_with_password(&pair.b, "postgres")).await;
     let t = Duration::from_secs(60);
-    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-        .await
-        .expect("start duplex");
-    crate::support::wait_initial_sync_all(&pair.control_url).await;
+    let run = crate::support::start_synced(&pair.control_url).await;
     let a_to_b = "FROM duplex.link_overview WHERE link_id = 1 AND source = 'a'";
 
     // B goes away for the applier: its session ends and it cannot reconnect.

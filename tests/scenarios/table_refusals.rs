@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{connect, query_bool, query_i64, table_rows, wait_for, Pair};
+use crate::support::{connect, query_bool, query_i64, table_rows, texts, wait_for, Pair};
 use duplex::localdb::pg::LocalPostgres;
 use duplex::pipeline::PipelineTuning;
 use mysql_async::prelude::Queryable;
@@ -19,16 +19,6 @@ async fn streaming(control: &tokio_postgres::Client) -> bool {
     )
     .await
         == 2
-}
-
-/// The first column of every row of `sql`, as text.
-async fn texts(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    c.query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect()
 }
 
 /// `(state, reason)` of a table in duplex.table_config_status.
@@ -335,16 +325,11 @@ async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
         query_bool(&pgc, "SELECT count(*) = 2 FROM events")
     })
     .await;
-    let on_pg: Vec<String> = pgc
-        .query(
-            "SELECT id || ' ' || day || ' ' || v FROM events ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let on_pg = crate::support::texts(
+        &pgc,
+        "SELECT id || ' ' || day || ' ' || v FROM events ORDER BY id",
+    )
+    .await;
     let on_maria: Vec<String> = mc
         .query("SELECT CONCAT_WS(' ', id, day, v) FROM events ORDER BY id")
         .await

@@ -508,3 +508,68 @@ pub async fn wait_initial_sync_all(control_url: &str) {
     .await;
     wait_initial_sync(&control, 2 * tables).await;
 }
+
+/// duplex running in this process (default tuning) on `control_url`, past the
+/// initial sync of every table of link 1: rows written from here reach the peer
+/// through the stream alone.
+pub async fn start_synced(control_url: &str) -> duplex::runner::RunHandle {
+    let run = duplex::runner::start(control_url, duplex::pipeline::PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    wait_initial_sync_all(control_url).await;
+    run
+}
+
+/// The first column of every row of `sql`, as text.
+pub async fn texts(c: &Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+/// Fail when a direction of any link reports an error.
+pub async fn assert_no_direction_failed(control: &Client) {
+    let errors = texts(
+        control,
+        "SELECT last_error FROM duplex.link_status WHERE last_error IS NOT NULL",
+    )
+    .await;
+    assert!(errors.is_empty(), "a direction failed: {errors:?}");
+}
+
+/// Wait until the control database holds exactly one quarantine record, confirmed.
+pub async fn wait_one_quarantined(control: &Client) {
+    wait_for(
+        "a confirmed quarantine record",
+        Duration::from_secs(10),
+        || {
+            query_bool(
+                control,
+                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed",
+            )
+        },
+    )
+    .await;
+}
+
+/// The conflicts on record (confirmed) equal those duplex counted in link 1's
+/// two directions.
+pub async fn assert_conflicts_counted(control: &Client, run: &duplex::runner::RunHandle) {
+    let recorded = query_i64(
+        control,
+        "SELECT count(*) FROM duplex.conflicts WHERE confirmed",
+    )
+    .await;
+    let counted: u64 = [1u32, 2]
+        .iter()
+        .map(|&s| {
+            run.stats(1, s)
+                .map(|st| st.conflicts.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted as i64, recorded, "conflicts counted and on record");
+}
