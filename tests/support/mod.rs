@@ -573,3 +573,59 @@ pub async fn assert_conflicts_counted(control: &Client, run: &duplex::runner::Ru
         .sum();
     assert_eq!(counted as i64, recorded, "conflicts counted and on record");
 }
+
+/// Wait until both directions of link 1 applied `txns` transactions and every
+/// commit of an applier came back to the other side's reader as one skipped echo;
+/// then check that exactly `txns` were applied each way (none twice, no echo
+/// applied) and no more echoes were skipped than committed. The two directions'
+/// stats (site 1 -> 2, 2 -> 1), for further checks.
+pub async fn wait_applied_exactly_once(
+    run: &duplex::runner::RunHandle,
+    txns: u64,
+    timeout: Duration,
+) -> (
+    std::sync::Arc<duplex::stats::DirectionStats>,
+    std::sync::Arc<duplex::stats::DirectionStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let ab = run.stats(1, 1).expect("a->b stats");
+    let ba = run.stats(1, 2).expect("b->a stats");
+    wait_for("all transactions applied both ways", timeout, || {
+        let (ab, ba) = (ab.clone(), ba.clone());
+        async move { ab.applied_txns.load(Relaxed) >= txns && ba.applied_txns.load(Relaxed) >= txns }
+    })
+    .await;
+    // Every target transaction the appliers committed must come back as exactly
+    // one skipped echo on the other side's reader, and nothing more.
+    wait_for(
+        "echo transactions seen by the readers",
+        Duration::from_secs(60),
+        || {
+            let (ab, ba) = (ab.clone(), ba.clone());
+            async move {
+                ba.echo_txns_skipped.load(Relaxed) >= ab.target_commits.load(Relaxed)
+                    && ab.echo_txns_skipped.load(Relaxed) >= ba.target_commits.load(Relaxed)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        ab.applied_txns.load(Relaxed),
+        txns,
+        "site 1 -> 2 applied a transaction twice or echoed"
+    );
+    assert_eq!(
+        ba.applied_txns.load(Relaxed),
+        txns,
+        "site 2 -> 1 applied a transaction twice or echoed"
+    );
+    assert_eq!(
+        ba.echo_txns_skipped.load(Relaxed),
+        ab.target_commits.load(Relaxed)
+    );
+    assert_eq!(
+        ab.echo_txns_skipped.load(Relaxed),
+        ba.target_commits.load(Relaxed)
+    );
+    (ab, ba)
+}
