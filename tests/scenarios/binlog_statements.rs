@@ -25,12 +25,7 @@ CREATE TABLE u (id int PRIMARY KEY, v text);";
 const T: Duration = Duration::from_secs(30);
 
 async fn pg_ids(c: &tokio_postgres::Client, table: &str) -> Vec<i32> {
-    c.query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    crate::support::query_rows(c, &format!("SELECT id FROM {table} ORDER BY id")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,18 +264,13 @@ async fn a_statement_write_stops_its_table_with_a_mariadb_control_schema() {
     let (ok, out) = crate::support::duplex_cli(&url, &["init"]);
     assert!(ok, "duplex init on MariaDB: {out}");
     let mut ctl = crate::support::mysql_conn(&m).await;
-    ctl.exec_drop(
-        "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'pg', 'postgresql', ?, 'disable'), (2, 'maria', 'mysql', ?, 'disable')",
-        (p.conninfo("app"), m.url("app")),
+    crate::support::describe_link_on_mariadb(
+        &mut ctl,
+        p.conninfo("app"),
+        m.url("app"),
+        &["t", "u"],
     )
-    .await
-    .unwrap();
-    ctl.query_drop(
-        "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'l', 1, 2);
-         INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 't'), (1, 'u');",
-    )
-    .await
-    .unwrap();
+    .await;
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");

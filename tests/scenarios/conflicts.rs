@@ -50,15 +50,7 @@ async fn value(c: &tokio_postgres::Client, table: &str, id: i32, col: &str) -> O
 async fn concurrent_edits_are_settled_by_policy_and_recorded_pg_pg() {
     let pair = Pair::start(SCHEMA, &TABLES).await;
     let control = connect(&pair.control_url).await;
-    control
-        .batch_execute(
-            "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
-             UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
-             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
-             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'owned_by_b', 2);",
-        )
-        .await
-        .unwrap();
+    crate::support::set_conflict_policies(&control, "owned_by_b").await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     let t = Duration::from_secs(30);
 
@@ -359,15 +351,7 @@ async fn run_scenario(engines: Engines) {
     let control_url = sites.control_url.as_str();
     let (a, b) = &mut sites.connect().await;
     let control = connect(control_url).await;
-    control
-        .batch_execute(
-            "UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
-             UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
-             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
-             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
-        )
-        .await
-        .unwrap();
+    crate::support::set_conflict_policies(&control, "w").await;
     let t = Duration::from_secs(30);
     let run = duplex::runner::start(control_url, PipelineTuning::default())
         .await

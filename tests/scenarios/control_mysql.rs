@@ -82,18 +82,8 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         )
         .await;
     assert!(refused.is_err(), "a password in conninfo must be refused");
-    ctl.exec_drop(
-        "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'pg', 'postgresql', ?, 'disable'), (2, 'maria', 'mysql', ?, 'disable')",
-        (pg.conninfo("app"), my.url("app")),
-    )
-    .await
-    .unwrap();
-    ctl.query_drop(
-        "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'l', 1, 2);
-         INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, 't1');",
-    )
-    .await
-    .unwrap();
+    crate::support::describe_link_on_mariadb(&mut ctl, pg.conninfo("app"), my.url("app"), &["t1"])
+        .await;
     let (ok, out) = duplex_cli(&control_url, &["config", "check"]);
     assert!(ok, "config check: {out}");
     assert!(out.contains("t1"), "{out}");

@@ -363,16 +363,11 @@ async fn run(engines: Engines, label: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let kinds: Vec<(String, i64)> = control
-        .query(
-            "SELECT kind, count(*) FROM duplex.conflicts GROUP BY kind ORDER BY kind",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let kinds: Vec<(String, i64)> = crate::support::query_rows(
+        &control,
+        "SELECT kind, count(*) FROM duplex.conflicts GROUP BY kind ORDER BY kind",
+    )
+    .await;
     println!(
         "convergence {label}: seed {seed}: {} operations, {kills} kills, {pauses} pauses, {round} fence rounds, {} rows at the end, {recorded} conflicts {kinds:?}",
         ops.load(Ordering::Relaxed),

@@ -370,17 +370,8 @@ async fn initial_sync_merges_identical_rows_silently() {
     })
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let per_direction: Vec<(i32, f64)> = control
-        .query(
-            "SELECT source_site, rows_done / greatest(extract(epoch FROM finished_at - started_at), 0.001)::float8
-               FROM duplex.snapshot_progress ORDER BY source_site",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let per_direction: Vec<(i32, f64)> = crate::support::query_rows(&control, "SELECT source_site, rows_done / greatest(extract(epoch FROM finished_at - started_at), 0.001)::float8
+               FROM duplex.snapshot_progress ORDER BY source_site").await;
     eprintln!(
         "initial sync of {N} identical rows each way: {elapsed:.1} s from start to both copies done; \
          rows/s per direction (source site, rows/s): {per_direction:?}"
@@ -851,16 +842,11 @@ async fn values_postgresql_would_round_are_quarantined() {
             == 3
     })
     .await;
-    let reasons: Vec<(String, String)> = control
-        .query(
-            "SELECT row_key, reason FROM duplex.quarantine ORDER BY row_key",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let reasons: Vec<(String, String)> = crate::support::query_rows(
+        &control,
+        "SELECT row_key, reason FROM duplex.quarantine ORDER BY row_key",
+    )
+    .await;
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
         reasons[0].0 == "id=2"

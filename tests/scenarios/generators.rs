@@ -177,15 +177,6 @@ const MY_ROWS: &[(&str, &str)] = &[
     ("pgbench_history", "SELECT CONCAT_WS('|', hid, tid, bid, aid, delta, IFNULL(DATE_FORMAT(mtime, '%Y-%m-%d %H:%i:%s.%f'), '~'), IFNULL(filler, '~')) FROM pgbench_history ORDER BY hid"),
 ];
 
-async fn pg_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    c.query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 async fn my_rows(c: &mut mysql_async::Conn, sql: &str) -> Vec<String> {
     c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
@@ -211,7 +202,7 @@ fn first_difference(a: &[String], b: &[String]) -> Option<String> {
 
 async fn conflicts_and_quarantine(control_url: &str) -> (Vec<String>, i64) {
     let control = crate::support::connect(control_url).await;
-    let kinds = pg_rows(
+    let kinds = crate::support::texts(
         &control,
         "SELECT kind || ' ' || table_name || ': ' || count(*) FROM duplex.conflicts GROUP BY kind, table_name ORDER BY 1",
     )
@@ -308,7 +299,7 @@ async fn sysbench_on_mariadb_and_pgbench_on_postgres_through_one_link() {
     let mut compared = 0;
     let mut differences = Vec::new();
     for ((table, pg_sql), (_, my_sql)) in PG_ROWS.iter().zip(MY_ROWS) {
-        let a = pg_rows(&pgc, pg_sql).await;
+        let a = crate::support::texts(&pgc, pg_sql).await;
         let b = my_rows(&mut mc, my_sql).await;
         compared += a.len();
         if let Some(d) = first_difference(&a, &b) {
@@ -402,7 +393,10 @@ async fn pgbench_on_both_sites_of_one_table_set_converges() {
     let mut compared = 0;
     let mut differences = Vec::new();
     for (table, sql) in PG_ROWS.iter().filter(|(t, _)| *t != "sbtest1") {
-        let (ra, rb) = (pg_rows(&ca, sql).await, pg_rows(&cb, sql).await);
+        let (ra, rb) = (
+            crate::support::texts(&ca, sql).await,
+            crate::support::texts(&cb, sql).await,
+        );
         compared += ra.len();
         if let Some(d) = first_difference(&ra, &rb) {
             differences.push(format!("{table}: {d}"));

@@ -115,17 +115,7 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         &["items", "counters"],
     )
     .await;
-    // The counter row is seeded alike on both sites: already in sync, so
-    // no initial copy (the counts below are the stream's alone). The audit
-    // triggers count duplex's writes: they are to fire for applied rows.
-    crate::support::connect(&url)
-        .await
-        .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
-             UPDATE duplex.link_tables SET fire_triggers = true;",
-        )
-        .await
-        .unwrap();
+    crate::support::counters_in_sync_and_triggers_firing(&url).await;
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
     let pgc = crate::support::connect(&p.conninfo("app")).await;
@@ -192,13 +182,8 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         !duplex2.log_text().contains("Duplicate entry"),
         "a transaction was applied twice"
     );
-    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
-        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let pg_rows: Vec<(i64, i32, Option<String>)> =
+        crate::support::query_rows(&pgc, "SELECT id, batch, payload FROM items ORDER BY id").await;
     assert_eq!(pg_rows, mysql_items(&mut mc).await);
     drop(duplex2);
 
@@ -277,13 +262,8 @@ async fn kill_9_mid_load_postgres_to_mariadb_and_back_is_exactly_once() {
         TXNS * ROWS_PER_TXN,
         "row changes applied on PostgreSQL (kill at {at_kill})"
     );
-    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
-        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let pg_rows: Vec<(i64, i32, Option<String>)> =
+        crate::support::query_rows(&pgc, "SELECT id, batch, payload FROM items ORDER BY id").await;
     assert_eq!(pg_rows, mysql_items(&mut mc).await);
 }
 
@@ -369,13 +349,8 @@ async fn postgres_and_mariadb_concurrent_writers_converge_without_echo() {
     crate::support::wait_applied_exactly_once(&run, TXNS as u64, Duration::from_secs(300)).await;
     let pgc = crate::support::connect(&p.conninfo("app")).await;
     let mut mc = crate::support::mysql_conn(&m).await;
-    let pg_rows: Vec<(i64, i32, Option<String>)> = pgc
-        .query("SELECT id, batch, payload FROM items ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let pg_rows: Vec<(i64, i32, Option<String>)> =
+        crate::support::query_rows(&pgc, "SELECT id, batch, payload FROM items ORDER BY id").await;
     assert_eq!(pg_rows.len() as i64, TXNS / 5 * 4 * 2);
     assert_eq!(pg_rows, mysql_items(&mut mc).await, "sides differ");
     run.shutdown().await;
@@ -403,17 +378,7 @@ async fn kill_9_mid_load_mariadb_to_mariadb_is_exactly_once() {
         &["items", "counters"],
     )
     .await;
-    // The counter row is seeded alike on both sites: already in sync, so
-    // no initial copy (the counts below are the stream's alone). The audit
-    // triggers count duplex's writes: they are to fire for applied rows.
-    crate::support::connect(&url)
-        .await
-        .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
-             UPDATE duplex.link_tables SET fire_triggers = true;",
-        )
-        .await
-        .unwrap();
+    crate::support::counters_in_sync_and_triggers_firing(&url).await;
     let logdir = tempfile::tempdir().unwrap();
     let mut duplex = DuplexProcess::spawn(&url, &logdir.path().join("run1.log"));
     let mut cb = crate::support::mysql_conn(&b).await;

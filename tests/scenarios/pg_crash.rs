@@ -28,17 +28,7 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     const ROWS_PER_TXN: i64 = 50;
     let pair = Pair::start(SCHEMA, &["items", "counters"]).await;
     pair.b.psql("app", APPLY_AUDIT).expect("audit trigger on B");
-    // The counter row is seeded alike on both sites: already in sync. The
-    // audit trigger must fire for the rows duplex applies (by default duplex
-    // applies in the replica role, where ordinary triggers do not fire).
-    crate::support::connect(&pair.control_url)
-        .await
-        .batch_execute(
-            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
-             UPDATE duplex.link_tables SET fire_triggers = true;",
-        )
-        .await
-        .unwrap();
+    crate::support::counters_in_sync_and_triggers_firing(&pair.control_url).await;
     let logdir = tempfile::tempdir().expect("tempdir");
     let mut duplex = DuplexProcess::spawn(&pair.control_url, &logdir.path().join("run1.log"));
     let (a, b) = (pair.client_a().await, pair.client_b().await);

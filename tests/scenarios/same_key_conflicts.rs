@@ -152,15 +152,7 @@ async fn run_policies(engines: Engines, batch_rows: usize) {
     let (mut a, mut b) = sites.connect().await;
     let t = Duration::from_secs(60);
     let control = crate::support::connect(control_url).await;
-    control
-        .batch_execute(
-            "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
-             UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
-             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
-             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', 'w', 2);",
-        )
-        .await
-        .unwrap();
+    crate::support::set_conflict_policies(&control, "w").await;
     let run = crate::support::start_synced(control_url).await;
     // Baseline rows written on A, synced to B.
     for table in &TABLES[..5] {
@@ -429,15 +421,11 @@ crate::support::scenario_tests! {
 /// The rows of `docs`, the payload by its digest (100 kB do not belong in a
 /// message).
 async fn docs(c: &tokio_postgres::Client) -> Vec<String> {
-    c.query(
+    crate::support::query_rows(
+        c,
         "SELECT format('%s,%s,%s', id, v, md5(payload)) FROM docs ORDER BY id",
-        &[],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// Replica identity 'key' (an update sends no old image, a delete only the

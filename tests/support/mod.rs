@@ -520,14 +520,19 @@ pub async fn start_synced(control_url: &str) -> duplex::runner::RunHandle {
     run
 }
 
-/// The first column of every row of `sql`, as text.
-pub async fn texts(c: &Client, sql: &str) -> Vec<String> {
+/// Every row of `sql`, typed (a column or a tuple of columns).
+pub async fn query_rows<R: site::SiteRow>(c: &Client, sql: &str) -> Vec<R> {
     c.query(sql, &[])
         .await
-        .expect(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()
-        .map(|r| r.get::<_, String>(0))
+        .map(R::from_pg)
         .collect()
+}
+
+/// The first column of every row of `sql`, as text.
+pub async fn texts(c: &Client, sql: &str) -> Vec<String> {
+    query_rows(c, sql).await
 }
 
 /// Fail when a direction of any link reports an error.
@@ -628,4 +633,66 @@ pub async fn wait_applied_exactly_once(
         ba.target_commits.load(Relaxed)
     );
     (ab, ba)
+}
+
+/// The conflict policies of the conflict scenarios' tables, named after them:
+/// `t_prio` site priority (site 1 wins), `t_manual` manual, `t_merge` field merge,
+/// and `t_own`'s `owned_column` owned by site 2 (`t_lww` keeps the default, last
+/// writer wins).
+pub async fn set_conflict_policies(control: &Client, owned_column: &str) {
+    control
+        .batch_execute(&format!(
+            "UPDATE duplex.link_tables SET conflict_policy = 'site_priority', priority_site = 1 WHERE table_name = 't_prio';
+             UPDATE duplex.link_tables SET conflict_policy = 'manual' WHERE table_name = 't_manual';
+             UPDATE duplex.link_tables SET conflict_policy = 'field_merge' WHERE table_name = 't_merge';
+             INSERT INTO duplex.column_owners VALUES (1, 'public', 't_own', '{owned_column}', 2);"
+        ))
+        .await
+        .expect("set the conflict policies");
+}
+
+/// For the exactly-once scenarios: the `counters` row is seeded alike on both
+/// sites, already in sync (no initial copy: the counts are the stream's alone),
+/// and triggers fire for the rows duplex applies (by default duplex applies in
+/// the replica role, where ordinary triggers do not), so an audit trigger
+/// counts them.
+pub async fn counters_in_sync_and_triggers_firing(control_url: &str) {
+    connect(control_url)
+        .await
+        .batch_execute(
+            "UPDATE duplex.link_tables SET initial_sync = false WHERE table_name = 'counters';
+             UPDATE duplex.link_tables SET fire_triggers = true;",
+        )
+        .await
+        .expect("configure the counters table and triggers");
+}
+
+/// Describe link 1 in a MariaDB control schema (through `ctl`): PostgreSQL site 1
+/// at `pg_conninfo`, MariaDB site 2 at `my_url`, syncing `tables`.
+pub async fn describe_link_on_mariadb(
+    ctl: &mut mysql_async::Conn,
+    pg_conninfo: String,
+    my_url: String,
+    tables: &[&str],
+) {
+    use mysql_async::prelude::Queryable;
+    ctl.exec_drop(
+        "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'pg', 'postgresql', ?, 'disable'), (2, 'maria', 'mysql', ?, 'disable')",
+        (pg_conninfo, my_url),
+    )
+    .await
+    .expect("insert the sites");
+    ctl.query_drop(
+        "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'l', 1, 2)",
+    )
+    .await
+    .expect("insert the link");
+    for t in tables {
+        ctl.exec_drop(
+            "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, ?)",
+            (t,),
+        )
+        .await
+        .expect("insert a link table");
+    }
 }
