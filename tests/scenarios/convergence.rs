@@ -247,14 +247,7 @@ async fn wait_streaming(control: &tokio_postgres::Client) {
     crate::support::wait_for(
         "duplex streaming both ways",
         Duration::from_secs(60),
-        || async {
-            query_i64(
-                control,
-                "SELECT count(*) FROM duplex.link_status WHERE state = 'streaming'",
-            )
-            .await
-                == 2
-        },
+        || crate::support::streaming(control, 1),
     )
     .await;
 }

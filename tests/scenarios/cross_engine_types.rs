@@ -32,12 +32,7 @@ async fn pg_rows(c: &tokio_postgres::Client) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    c.query(&sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    crate::support::texts(c, &sql).await
 }
 
 /// Rows as MariaDB renders them, ordered by id.

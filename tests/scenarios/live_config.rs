@@ -39,16 +39,6 @@ async fn config_state(control: &tokio_postgres::Client) -> (String, Option<Strin
     (r.get(0), r.get(1), r.get(2))
 }
 
-/// Both directions of `link` streaming.
-async fn streaming(control: &tokio_postgres::Client, link: i32) -> bool {
-    query_i64(
-        control,
-        &format!("SELECT count(*) FROM duplex.link_status WHERE link_id = {link} AND state = 'streaming'"),
-    )
-    .await
-        == 2
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() {
     let pair = Pair::start(&schema(), &["t1"]).await;
@@ -58,7 +48,10 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", t, || streaming(&control, 1)).await;
+    wait_for("both directions streaming", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     let (state, _, applied) = config_state(&control).await;
     assert_eq!(state, "running");
     assert!(
@@ -148,7 +141,10 @@ async fn configuration_changes_take_effect_live_and_invalid_ones_are_rejected() 
                 .any(|l| l.starts_with("table public.t1:") && l.ends_with("paused"))
     })
     .await;
-    wait_for("streaming after the change", t, || streaming(&control, 1)).await;
+    wait_for("streaming after the change", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     a.batch_execute("INSERT INTO t1 VALUES (50, 'held'); UPDATE t1 SET v = 'held, then changed' WHERE id = 50; INSERT INTO t2 VALUES (51, 'flows')")
         .await
         .unwrap();
@@ -379,7 +375,10 @@ async fn column_mappings_and_one_way_tables_apply_live() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", t, || streaming(&control, 1)).await;
+    wait_for("both directions streaming", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
 
     control
         .batch_execute(
@@ -404,7 +403,10 @@ async fn column_mappings_and_one_way_tables_apply_live() {
                 .any(|l| l.starts_with("table public.people:") && l.contains("as mail lower"))
     })
     .await;
-    wait_for("streaming with the mappings", t, || streaming(&control, 1)).await;
+    wait_for("streaming with the mappings", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
 
     a.batch_execute("INSERT INTO people VALUES (1, 'Ann@Example.ORG', 'from a', 'only on a')")
         .await
@@ -505,7 +507,10 @@ async fn tables_join_a_running_link_by_pattern() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", t, || streaming(&control, 1)).await;
+    wait_for("both directions streaming", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     control
         .batch_execute(
             "INSERT INTO duplex.link_table_patterns (link_id, pattern) VALUES (1, 'log%');
@@ -526,7 +531,10 @@ async fn tables_join_a_running_link_by_pattern() {
         tables().await == ["t1", "log_a"]
     })
     .await;
-    wait_for("streaming again", t, || streaming(&control, 1)).await;
+    wait_for("streaming again", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     // log_b's row first: log_a's arriving on B shows log_b's was passed over.
     for (table, id) in [("log_b", 2), ("log_a", 1)] {
         a.execute(&format!("INSERT INTO {table} VALUES ($1, 'x')"), &[&id])
@@ -545,7 +553,10 @@ async fn tables_join_a_running_link_by_pattern() {
         tables().await == ["t1", "log_a", "log_c"]
     })
     .await;
-    wait_for("streaming again", t, || streaming(&control, 1)).await;
+    wait_for("streaming again", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     b.batch_execute("INSERT INTO log_c VALUES (3, 'from b')")
         .await
         .unwrap();
@@ -617,7 +628,10 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", t, || streaming(&control, 1)).await;
+    wait_for("both directions streaming", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
 
     // A made-up hostile name: rejected, and nothing of it runs anywhere.
     control
@@ -661,7 +675,7 @@ async fn hostile_table_names_are_quoted_on_mariadb_and_postgresql() {
     })
     .await;
     wait_for("both directions streaming again", t, || {
-        streaming(&control, 1)
+        crate::support::streaming(&control, 1)
     })
     .await;
     a.batch_execute(&format!(
@@ -771,7 +785,10 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("duplex starts: link 1 can run");
-    wait_for("link 1 streaming", t, || streaming(&control, 1)).await;
+    wait_for("link 1 streaming", t, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     assert!(
         query_bool(
             &control,
@@ -795,7 +812,7 @@ async fn a_link_with_a_site_down_is_retried_while_the_others_run() {
     // The site comes back: link 2 starts on its own.
     m2.restart().unwrap();
     wait_for("link 2 streaming after its site came back", t, || {
-        streaming(&control, 2)
+        crate::support::streaming(&control, 2)
     })
     .await;
     assert!(

@@ -12,15 +12,6 @@ use mysql_async::prelude::Queryable;
 
 const T: Duration = Duration::from_secs(60);
 
-async fn streaming(control: &tokio_postgres::Client) -> bool {
-    query_i64(
-        control,
-        "SELECT count(*) FROM duplex.link_status WHERE link_id = 1 AND state = 'streaming'",
-    )
-    .await
-        == 2
-}
-
 /// `(state, reason)` of a table in duplex.table_config_status.
 async fn table_state(
     control: &tokio_postgres::Client,
@@ -100,7 +91,10 @@ async fn an_inheritance_parent_syncs_alone_and_application_writes_keep_working()
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute(
         "INSERT INTO measurements VALUES (1, 'oslo', 1), (1001, 'old oslo', 5), (3, 'oslo', 0)",
@@ -198,7 +192,10 @@ async fn a_partitioned_table_syncs_as_one_table_between_postgresql_sites() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute(
         "INSERT INTO events VALUES (3, '2024-05-01', 'a, 2024'), (4, '2025-05-01', 'a, 2025');
@@ -293,7 +290,10 @@ async fn a_partitioned_postgresql_table_syncs_with_a_plain_mariadb_table() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     crate::support::wait_initial_sync_all(&url).await;
     pgc.batch_execute(
         "INSERT INTO events VALUES (2, '2025-02-01', 'pg, 2025');
@@ -364,7 +364,10 @@ async fn target_triggers_do_not_restamp_applied_rows_on_postgresql() {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
         .expect("start duplex");
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     crate::support::wait_initial_sync_all(&pair.control_url).await;
     a.batch_execute("INSERT INTO items (id, v) SELECT g, 'a' FROM generate_series(1, 20) g")
         .await
@@ -433,7 +436,10 @@ async fn a_mariadb_trigger_refuses_its_table_until_fire_triggers() {
     let run = duplex::runner::start(&url, PipelineTuning::default())
         .await
         .expect("duplex starts: one table's triggers do not stop the link");
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     wait_for("items refused, naming the trigger and the fix", T, || {
         refused_with(
             &control,
@@ -536,7 +542,10 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
     let dir = tempfile::tempdir().unwrap();
     let mut run =
         crate::support::DuplexProcess::spawn(&pair.control_url, &dir.path().join("duplex.log"));
-    wait_for("both directions streaming", T, || streaming(&control)).await;
+    wait_for("both directions streaming", T, || {
+        crate::support::streaming(&control, 1)
+    })
+    .await;
     wait_for(
         "nopk and extra refused, each with its reason",
         T,

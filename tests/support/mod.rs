@@ -696,3 +696,13 @@ pub async fn describe_link_on_mariadb(
         .expect("insert a link table");
     }
 }
+
+/// Both directions of `link` streaming.
+pub async fn streaming(control: &Client, link: i32) -> bool {
+    query_i64(
+        control,
+        &format!("SELECT count(*) FROM duplex.link_status WHERE link_id = {link} AND state = 'streaming'"),
+    )
+    .await
+        == 2
+}
