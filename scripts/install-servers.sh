@@ -13,7 +13,7 @@ if ! { [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ]; } && [ -z "${DUPLEX
 fi
 command -v mariadb >/dev/null 2>&1 || command -v mysql >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# Workload generators for tests/generators.rs (pgbench ships with the server).
+# Workload generators for tests/scenarios/generators.rs (pgbench ships with the server).
 command -v sysbench >/dev/null 2>&1 || missing+=(sysbench)
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -1,0 +1,169 @@
+//! Authentication and TLS to the sites: SCRAM-SHA-256 with the password from an
+//! environment variable over verified TLS, md5 with the password from a file,
+//! and the refusals a DBA needs to see (password in conninfo, untrusted CA).
+
+use std::time::Duration;
+
+use crate::support::{make_certificates, query_bool, wait_for, Pair, SiteSecurity};
+use duplex::localdb::pg::{LocalAuth, LocalPgOptions, LocalTls};
+use duplex::pipeline::PipelineTuning;
+
+const SCHEMA: &str = "CREATE TABLE notes (id int PRIMARY KEY, body text);";
+
+async fn assert_syncs_both_ways(pair: &Pair) {
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.execute("INSERT INTO notes VALUES (1, 'from a')", &[])
+        .await
+        .unwrap();
+    b.execute("INSERT INTO notes VALUES (2, 'from b')", &[])
+        .await
+        .unwrap();
+    let t = Duration::from_secs(30);
+    wait_for("a -> b", t, || {
+        query_bool(&b, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 1)")
+    })
+    .await;
+    wait_for("b -> a", t, || {
+        query_bool(&a, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 2)")
+    })
+    .await;
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_with_password_env_over_verified_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(certs.path());
+    let password = "s3cret 'quoted' \\ pass";
+    std::env::set_var("DUPLEX_TEST_SCRAM_PW", password);
+    let opts = LocalPgOptions {
+        auth: LocalAuth::Scram {
+            password: password.into(),
+        },
+        tls: Some(LocalTls {
+            cert_pem_path: cert,
+            key_pem_path: key,
+        }),
+        ..LocalPgOptions::default()
+    };
+    let security = SiteSecurity {
+        tls_mode: "verify-full".into(),
+        tls_ca_file: Some(ca.display().to_string()),
+        password_env: [
+            Some("DUPLEX_TEST_SCRAM_PW".into()),
+            Some("DUPLEX_TEST_SCRAM_PW".into()),
+        ],
+        password_file: [None, None],
+    };
+    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
+    let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
+        .await
+        .expect("start duplex");
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.execute("INSERT INTO notes VALUES (1, 'over tls')", &[])
+        .await
+        .unwrap();
+    wait_for("a -> b over TLS", Duration::from_secs(30), || {
+        query_bool(&b, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 1)")
+    })
+    .await;
+    // duplex's sessions on A (the walsender streaming A's changes and the
+    // applier of B's changes) are encrypted.
+    for pg in [&a, &b] {
+        let q = "SELECT count(*) FILTER (WHERE s.ssl) = count(*) AND count(*) >= 2 FROM pg_stat_activity act
+                   JOIN pg_stat_ssl s USING (pid) WHERE act.application_name LIKE 'duplex%'";
+        assert!(query_bool(pg, q).await, "a duplex session without TLS");
+    }
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_with_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "md5 pass\n").unwrap();
+    let opts = LocalPgOptions {
+        auth: LocalAuth::Md5 {
+            password: "md5 pass".into(),
+        },
+        ..LocalPgOptions::default()
+    };
+    let f = Some(file.display().to_string());
+    let security = SiteSecurity {
+        password_file: [f.clone(), f],
+        ..SiteSecurity::default()
+    };
+    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
+    assert_syncs_both_ways(&pair).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_is_refused_with_a_clear_error() {
+    let certs = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = make_certificates(certs.path());
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certificates(other.path());
+    let opts = LocalPgOptions {
+        tls: Some(LocalTls {
+            cert_pem_path: cert,
+            key_pem_path: key,
+        }),
+        ..LocalPgOptions::default()
+    };
+    let security = SiteSecurity {
+        tls_mode: "verify-full".into(),
+        tls_ca_file: Some(other_ca.display().to_string()),
+        ..SiteSecurity::default()
+    };
+    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
+    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
+        Ok(_) => panic!("duplex connected to a server whose certificate it cannot trust"),
+        Err(e) => duplex::error::error_chain(&e),
+    };
+    assert!(
+        err.contains("site a") && err.to_lowercase().contains("certificate"),
+        "unclear error: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_conninfo_is_refused() {
+    let pair = Pair::start(SCHEMA, &["notes"]).await;
+    let control = crate::support::connect(&pair.control_url).await;
+    for conninfo in [
+        "host=127.0.0.1 user=x password=secret dbname=app",
+        "postgresql://x:secret@127.0.0.1/app",
+    ] {
+        let err = control
+            .execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (9, 'leaky', 'postgresql', $1)", &[&conninfo])
+            .await
+            .expect_err("a conninfo with a password was accepted");
+        assert!(
+            err.as_db_error()
+                .map(|e| e.message().contains("sites_conninfo_has_no_password"))
+                .unwrap_or(false),
+            "{err:?}"
+        );
+    }
+    // And the process refuses it too, should the check have been removed.
+    let site = duplex::control::Site {
+        site_id: 9,
+        name: "leaky".into(),
+        engine: duplex::control::SiteEngine::Postgres,
+        conninfo: "host=127.0.0.1 password=secret".into(),
+        password_env: None,
+        password_file: None,
+        tls_mode: duplex::control::TlsMode::Disable,
+        tls_ca_file: None,
+    };
+    let err = duplex::pg::PgEndpoint::from_site(&site)
+        .expect_err("accepted a password in conninfo")
+        .to_string();
+    assert!(
+        err.contains("password_env or password_file") && !err.contains("secret"),
+        "{err}"
+    );
+}
