@@ -997,7 +997,7 @@ fn with_marker(mut change: RowChange, mut marker: Marker) -> RowChange {
 mod tests {
     //! `resolve` on its own: a batch of incoming changes against given
     //! target states, as an applier decides it (the databases are in
-    //! tests/same_key_txn.rs and tests/same_key_conflicts.rs).
+    //! tests/scenarios/same_key_txn.rs and same_key_conflicts.rs).
 
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;
