@@ -5,7 +5,6 @@
 
 pub mod mysql;
 pub mod pg;
-pub mod statement;
 
 use std::sync::Arc;
 

@@ -8,6 +8,8 @@
 //! so the first table map of an applied transaction names that table, and the
 //! reader drops the whole transaction before any change of it is passed on.
 
+pub mod statement;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventDat
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 
+use self::statement::{classify, Control, QualifiedName};
 use crate::canonical::encode::row_checksum;
 use crate::canonical::{
     ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, TxnMeta,
@@ -24,7 +27,6 @@ use crate::canonical::{
 use crate::marker::Marker;
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
 use crate::mysql::MysqlEndpoint;
-use crate::source::statement::{classify, Control, QualifiedName};
 use crate::stats::DirectionStats;
 
 /// MariaDB's GTID event (not in mysql_common's event list).
