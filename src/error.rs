@@ -5,7 +5,7 @@ use crate::control::ControlError;
 use crate::pg::ConnectError;
 use crate::setup::SetupError;
 use crate::sink::pg::SinkError;
-use crate::source::pg::SourceError;
+use crate::source::SourceError;
 
 /// Stage errors are boxed: they carry table, key and column names, and a
 /// `Result` should stay small on the hot path.
@@ -31,12 +31,6 @@ pub enum Error {
     Control(#[from] ControlError),
     #[error(transparent)]
     Setup(#[from] SetupError),
-    #[error("source {site}: {source}")]
-    MysqlSource {
-        site: String,
-        #[source]
-        source: Box<crate::source::mysql::MysqlSourceError>,
-    },
     #[error("sink {site}: {source}")]
     MysqlSink {
         site: String,
@@ -52,13 +46,6 @@ pub enum Error {
 impl Error {
     pub fn source_error(site: &str, e: SourceError) -> Error {
         Error::Source {
-            site: site.to_string(),
-            source: Box::new(e),
-        }
-    }
-
-    pub fn mysql_source_error(site: &str, e: crate::source::mysql::MysqlSourceError) -> Error {
-        Error::MysqlSource {
             site: site.to_string(),
             source: Box::new(e),
         }

@@ -26,39 +26,12 @@ pub use server::{check_binlog_settings, current_position};
 
 use self::row_events::TableInfo;
 use self::statement::QualifiedName;
-use crate::canonical::{ChangeEvent, SourcePosition, TableName, TxnMeta};
+use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
 use crate::mysql::MysqlEndpoint;
 use crate::stats::DirectionStats;
 use mysql_async::BinlogStream;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MysqlSourceError {
-    #[error("binlog stream: {0}")]
-    Stream(#[from] mysql_async::Error),
-    #[error("binlog event at {position}: {source}")]
-    Event {
-        position: SourcePosition,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("table {table} column {column} at {position}: {reason}")]
-    BadValue {
-        table: TableName,
-        column: String,
-        position: SourcePosition,
-        reason: String,
-    },
-    #[error("table {table}: {reason}")]
-    Table { table: TableName, reason: String },
-    #[error("binlog file for position {position} is gone from the server (purged?); the link needs a resync")]
-    Purged { position: SourcePosition },
-    #[error(
-        "the server is not set up for duplex's binlog reader:\n{problems}\nfix these lines in the [mysqld] section of my.cnf and restart the server"
-    )]
-    Settings { problems: String },
-}
 
 /// What the source must know to read one site's binlog for one link.
 #[derive(Debug, Clone)]

@@ -3,13 +3,14 @@
 //! decoded and stamped with its version.
 
 use super::binlog::table_map_column_names;
-use super::{MysqlSource, MysqlSourceError};
+use super::MysqlSource;
 use crate::canonical::encode::row_checksum;
 use crate::canonical::{
     ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
 };
 use crate::marker::Marker;
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
+use crate::source::SourceError;
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use std::sync::Arc;
@@ -35,10 +36,7 @@ impl MysqlSource {
         }
     }
 
-    pub(super) async fn table_info(
-        &mut self,
-        table: &str,
-    ) -> Result<Arc<TableInfo>, MysqlSourceError> {
+    pub(super) async fn table_info(&mut self, table: &str) -> Result<Arc<TableInfo>, SourceError> {
         if let Some(t) = self.tables.get(table) {
             return Ok(t.clone());
         }
@@ -77,7 +75,7 @@ impl MysqlSource {
             .map(|k| schema_columns.iter().position(|c| &c.name == k))
             .collect::<Option<Vec<_>>>()
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| MysqlSourceError::Table {
+            .ok_or_else(|| SourceError::Table {
                 table: name.clone(),
                 reason: "has no primary key; duplex syncs only tables with a primary key".into(),
             })?;
@@ -100,10 +98,10 @@ impl MysqlSource {
         &mut self,
         rows: &RowsEventData<'_>,
         log_pos: u32,
-    ) -> Result<(), MysqlSourceError> {
+    ) -> Result<(), SourceError> {
         let Some(txn) = self.txn.as_ref() else {
             // Rows outside any transaction would be applied nowhere: refuse.
-            return Err(MysqlSourceError::Event {
+            return Err(SourceError::Event {
                 position: self.position(log_pos),
                 source: std::io::Error::other(
                     "a rows event outside a transaction (no GTID/BEGIN before it)",
@@ -117,7 +115,7 @@ impl MysqlSource {
             .get_tme(rows.table_id())
             .map(|t| t.clone().into_owned())
         else {
-            return Err(MysqlSourceError::Event {
+            return Err(SourceError::Event {
                 position: self.position(log_pos),
                 source: std::io::Error::other(format!(
                     "rows event for unknown table id {}",
@@ -152,7 +150,7 @@ impl MysqlSource {
             self.tables.remove(&table);
             info = self.table_info(&table).await?;
             if !layout_matches(&info) {
-                return Err(MysqlSourceError::Table {
+                return Err(SourceError::Table {
                     table: info.schema.table.clone(),
                     reason: format!(
                         "the binlog at {position} has columns {:?} but the table now has {:?} (DDL since then); duplex will not guess which value belongs where: resync the table",
@@ -167,7 +165,7 @@ impl MysqlSource {
             RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
             RowsEventData::PartialUpdateRowsEvent(_) => {
-                return Err(MysqlSourceError::Table {
+                return Err(SourceError::Table {
                     table: info.schema.table.clone(),
                     reason: "partial JSON update events (binlog_row_value_options=PARTIAL_JSON) are not supported; turn that option off".into(),
                 })
@@ -175,7 +173,7 @@ impl MysqlSource {
         };
         // Through the codec's reader: it works around mysql_common's decoding of
         // negative fractional TIME values.
-        let images = read_rows_event(&tme, rows).map_err(|e| MysqlSourceError::BadValue {
+        let images = read_rows_event(&tme, rows).map_err(|e| SourceError::BadValue {
             table: info.schema.table.clone(),
             column: String::new(),
             position,
@@ -270,7 +268,7 @@ impl MysqlSource {
         info: &TableInfo,
         row: &BinlogImage,
         position: SourcePosition,
-    ) -> Result<(Row, Option<String>, Option<i64>), MysqlSourceError> {
+    ) -> Result<(Row, Option<String>, Option<i64>), SourceError> {
         let mut values: Vec<Option<Value>> = vec![None; info.schema.columns.len()];
         let mut marker = None;
         let mut stamp = None;
@@ -278,7 +276,7 @@ impl MysqlSource {
             let Some(Some(raw)) = row.get(i) else {
                 continue;
             };
-            let value = decode_binlog_value(col, raw).map_err(|e| MysqlSourceError::BadValue {
+            let value = decode_binlog_value(col, raw).map_err(|e| SourceError::BadValue {
                 table: info.schema.table.clone(),
                 column: col.name.clone(),
                 position,

@@ -3,12 +3,12 @@
 //! ([`current_position`]).
 
 use super::binlog::binlog_file_seq;
-use super::MysqlSourceError;
 use crate::canonical::SourcePosition;
+use crate::source::SourceError;
 use mysql_async::prelude::Queryable;
 
 /// Check every server setting the reader depends on; one error lists them all.
-pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), MysqlSourceError> {
+pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), SourceError> {
     let version: String = conn
         .query_first("SELECT VERSION()")
         .await?
@@ -102,16 +102,14 @@ pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), M
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(MysqlSourceError::Settings {
+        Err(SourceError::Settings {
             problems: problems.join("\n"),
         })
     }
 }
 
 /// The server's current binlog position (where a new link starts reading).
-pub async fn current_position(
-    conn: &mut mysql_async::Conn,
-) -> Result<SourcePosition, MysqlSourceError> {
+pub async fn current_position(conn: &mut mysql_async::Conn) -> Result<SourcePosition, SourceError> {
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(r) => r,
         // MySQL 8.4 renamed it.
@@ -119,13 +117,13 @@ pub async fn current_position(
     };
     let (file, pos) = row
         .and_then(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
-        .ok_or_else(|| MysqlSourceError::Settings {
+        .ok_or_else(|| SourceError::Settings {
             problems: "  log_bin is OFF (SHOW MASTER STATUS is empty):  log_bin = mysql-bin".into(),
         })?;
-    let file_seq = binlog_file_seq(&file).ok_or_else(|| MysqlSourceError::Settings {
+    let file_seq = binlog_file_seq(&file).ok_or_else(|| SourceError::Settings {
         problems: format!("  binlog file name {file} has no numeric suffix"),
     })?;
-    let pos = u32::try_from(pos).map_err(|_| MysqlSourceError::Settings {
+    let pos = u32::try_from(pos).map_err(|_| SourceError::Settings {
         problems: format!(
             "  binlog offset {pos} in {file} is beyond 4 GiB, which duplex cannot address"
         ),

@@ -7,8 +7,9 @@ use super::binlog::{
     MARIADB_FL_STANDALONE, MARIADB_GTID_EVENT, MARIADB_HEARTBEAT_V2_EVENT,
 };
 use super::server::{check_binlog_settings, current_position};
-use super::{MysqlSource, MysqlSourceError, MysqlSourceSpec, OpenTxn};
+use super::{MysqlSource, MysqlSourceSpec, OpenTxn};
 use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
+use crate::source::SourceError;
 use crate::stats::DirectionStats;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::EventData;
@@ -23,7 +24,7 @@ impl MysqlSource {
         stats: Arc<DirectionStats>,
     ) -> Result<MysqlSource, crate::Error> {
         let site = spec.endpoint.site_name.clone();
-        let err = |e: MysqlSourceError| crate::Error::mysql_source_error(&site, e);
+        let err = |e: SourceError| crate::Error::source_error(&site, e);
         let mut meta = spec.endpoint.connect().await?;
         check_binlog_settings(&mut meta).await.map_err(err)?;
         let start = match spec.start {
@@ -45,7 +46,7 @@ impl MysqlSource {
             .map(|(name, _)| name)
             .find(|name| binlog_file_seq(name) == Some(file_seq))
             .cloned()
-            .ok_or_else(|| err(MysqlSourceError::Purged { position: start }))?;
+            .ok_or_else(|| err(SourceError::Purged { position: start }))?;
         let mut conn = spec.endpoint.connect().await?;
         // Without this MariaDB rewrites its GTID events as BEGIN queries.
         // A heartbeat every 5 s on an idle stream lets the reader tell a quiet
@@ -132,14 +133,14 @@ impl MysqlSource {
     }
 
     /// The next event, or `None` when the stream ended. Not cancel-safe.
-    pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, MysqlSourceError> {
+    pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, SourceError> {
         loop {
             if let Some(ev) = self.ready.pop_front() {
                 return Ok(Some(ev));
             }
             let next = tokio::time::timeout(BINLOG_READ_TIMEOUT, self.stream.next())
                 .await
-                .map_err(|_| MysqlSourceError::Event {
+                .map_err(|_| SourceError::Event {
                     position: self.position(self.last_pos),
                     source: std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -192,7 +193,7 @@ impl MysqlSource {
                 // MariaDB-only events (annotate rows, checkpoints, GTID lists).
                 Ok(None) => continue,
                 Err(e) => {
-                    return Err(MysqlSourceError::Event {
+                    return Err(SourceError::Event {
                         position: self.position(log_pos),
                         source: e,
                     })

@@ -4,8 +4,9 @@
 //! not in the binlog.
 
 use super::statement::{classify, Control, QualifiedName};
-use super::{MysqlSource, MysqlSourceError};
+use super::MysqlSource;
 use crate::canonical::{ChangeEvent, TableName, TxnMeta, Unreplicable};
+use crate::source::SourceError;
 use mysql_async::prelude::Queryable;
 
 fn abbreviate(s: &str) -> String {
@@ -26,7 +27,7 @@ impl MysqlSource {
         log_pos: u32,
         start: u32,
         timestamp: u32,
-    ) -> Result<Option<ChangeEvent>, MysqlSourceError> {
+    ) -> Result<Option<ChangeEvent>, SourceError> {
         let c = classify(query, default_db);
         match &c.control {
             Some(Control::Begin) => {
@@ -269,7 +270,7 @@ impl MysqlSource {
     /// May a write to `t` have changed other tables: does it have triggers,
     /// or is it a view? As far as duplex's account can see (triggers need
     /// the TRIGGER privilege to be listed).
-    async fn writes_elsewhere(&mut self, t: &QualifiedName) -> Result<bool, MysqlSourceError> {
+    async fn writes_elsewhere(&mut self, t: &QualifiedName) -> Result<bool, SourceError> {
         if t.db.is_empty() {
             return Ok(false);
         }
@@ -298,7 +299,7 @@ impl MysqlSource {
     }
 
     /// Is `f` a stored function (as far as duplex's account can see)?
-    async fn is_stored_function(&mut self, f: &QualifiedName) -> Result<bool, MysqlSourceError> {
+    async fn is_stored_function(&mut self, f: &QualifiedName) -> Result<bool, SourceError> {
         if f.db.is_empty() {
             return Ok(false);
         }

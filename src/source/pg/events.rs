@@ -4,12 +4,13 @@
 
 use super::pgoutput::{OldImageKind, PgOutputMessage, TupleValue};
 use super::relations::RelationInfo;
-use super::{pgoutput, PgSource, SourceError};
+use super::{pgoutput, PgSource};
 use crate::canonical::encode::row_checksum;
 use crate::canonical::{ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, Value};
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
 use crate::marker::Marker;
 use crate::pg::types::decode_text;
+use crate::source::SourceError;
 use bytes::Bytes;
 
 /// Decode one tuple into a canonical row plus the marker column's raw text.

@@ -27,31 +27,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio_postgres::Client;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("replication stream: {0}")]
-    Stream(#[from] pgwire_replication::PgWireError),
-    #[error(transparent)]
-    Protocol(#[from] pgoutput::PgOutputError),
-    #[error("catalog lookup ({what}): {source}")]
-    Catalog {
-        what: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("change for relation oid {0} arrived before its Relation message")]
-    UnknownRelation(u32),
-    #[error("table {table} column {column} at {position}: {reason}")]
-    BadValue {
-        table: TableName,
-        column: String,
-        position: SourcePosition,
-        reason: String,
-    },
-    #[error("table {table}: {reason}")]
-    Table { table: TableName, reason: String },
-}
-
 /// What the source must know to read one site's slot for one link.
 #[derive(Debug, Clone)]
 pub struct PgSourceSpec {

@@ -1,9 +1,10 @@
 //! What a Relation message describes, completed from the catalog: each column's
 //! type class, the primary key, and where the marker column is.
 
-use super::{pgoutput, PgSource, SourceError};
+use super::{pgoutput, PgSource};
 use crate::canonical::{ColumnSchema, TableName, TableSchema};
 use crate::pg::types::PgTypeClass;
+use crate::source::SourceError;
 use std::sync::Arc;
 
 pub(super) struct ColumnInfo {

@@ -3,9 +3,10 @@
 //! closes transactions (dropping duplex's own).
 
 use super::pgoutput::PG_EPOCH_OFFSET_US;
-use super::{OpenTxn, PgSource, PgSourceSpec, SourceError};
+use super::{OpenTxn, PgSource, PgSourceSpec};
 use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
 use crate::source::ConfirmedPosition;
+use crate::source::SourceError;
 use crate::stats::DirectionStats;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use std::collections::{HashMap, VecDeque};
@@ -35,7 +36,7 @@ impl PgSource {
             // Pin how the walsender renders values, so the decoder sees one format.
             .with_options("-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1 -c bytea_output=hex");
         let client = ReplicationClient::connect(config).await.map_err(|e| {
-            crate::Error::source_error(&spec.endpoint.site_name, SourceError::Stream(e))
+            crate::Error::source_error(&spec.endpoint.site_name, SourceError::PgStream(e))
         })?;
         Ok(PgSource {
             spec,
