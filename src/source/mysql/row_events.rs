@@ -4,13 +4,11 @@
 
 use super::binlog::table_map_column_names;
 use super::MysqlSource;
-use crate::canonical::encode::row_checksum;
 use crate::canonical::{
     ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
 };
-use crate::marker::Marker;
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
-use crate::source::SourceError;
+use crate::source::{stamp, SourceError};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use std::sync::Arc;
@@ -186,27 +184,16 @@ impl MysqlSource {
             let after = after
                 .map(|r| self.decode_row(&info, &r, position))
                 .transpose()?;
+            let after_text = after.as_ref().and_then(|a| a.1.as_deref());
+            let before_text = before.as_ref().and_then(|b| b.1.as_deref());
             let marker = if echo {
                 // duplex's own write: passed on only when the applier flagged
-                // it to flow back (see `marker::Resolution`).
-                let text = match op {
-                    Op::Delete => before.as_ref().and_then(|b| b.1.as_deref()),
-                    _ => after.as_ref().and_then(|a| a.1.as_deref()),
-                };
-                match Marker::forwarded(
-                    text,
-                    self.spec.site_id,
-                    position.counter(),
-                    op == Op::Delete,
-                ) {
+                // it to flow back.
+                match stamp::forwarded(op, after_text, before_text, self.spec.site_id, position) {
                     Some(m) => m,
                     None => continue,
                 }
             } else {
-                let crc = after
-                    .as_ref()
-                    .and_then(|a| row_checksum(&info.schema, &a.0))
-                    .unwrap_or(0);
                 // The version time: the stamp column the server set on this
                 // write (what the site reads back from the row); a delete has
                 // no new row, and takes the event's time.
@@ -215,35 +202,17 @@ impl MysqlSource {
                     c: position.counter(),
                     t,
                 };
-                let prior_text = after
-                    .as_ref()
-                    .and_then(|a| a.1.as_deref())
-                    .or(before.as_ref().and_then(|b| b.1.as_deref()));
-                let mut m = Marker::for_user_write(
-                    prior_text,
-                    None,
+                stamp::user_write(
+                    &info.schema,
                     self.spec.site_id,
                     dot,
-                    crc,
-                    &info.schema.table,
-                );
-                if self
-                    .spec
-                    .field_merge_tables
-                    .contains(&info.schema.table.name)
-                {
-                    if let Some(a) = &after {
-                        let prior = Marker::parse_lenient(prior_text, &info.schema.table);
-                        m.cols = crate::conflict::column_tags(
-                            &info.schema,
-                            &a.0,
-                            prior.as_ref(),
-                            self.spec.site_id,
-                            dot,
-                        );
-                    }
-                }
-                m
+                    after_text,
+                    before_text,
+                    after.as_ref().map(|a| &a.0),
+                    self.spec
+                        .field_merge_tables
+                        .contains(&info.schema.table.name),
+                )
             };
             if let Some(t) = self.txn.as_mut() {
                 if !t.begun {

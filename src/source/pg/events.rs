@@ -5,12 +5,10 @@
 use super::pgoutput::{OldImageKind, PgOutputMessage, TupleValue};
 use super::relations::RelationInfo;
 use super::{pgoutput, PgSource};
-use crate::canonical::encode::row_checksum;
 use crate::canonical::{ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, Value};
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
-use crate::marker::Marker;
 use crate::pg::types::decode_text;
-use crate::source::SourceError;
+use crate::source::{stamp, SourceError};
 use bytes::Bytes;
 
 /// Decode one tuple into a canonical row plus the marker column's raw text.
@@ -208,50 +206,28 @@ impl PgSource {
             .transpose()?;
         let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
 
-        let crc = match (&after, &before) {
-            (Some((a, _)), b) => {
-                // Unchanged TOAST columns are absent from the new image; with
-                // REPLICA IDENTITY FULL the old image has them. Otherwise the
-                // checksum is unknown, written as 0 ("no checksum").
-                let filled = fill_unchanged(&a.0, b.as_ref().map(|b| &b.0 .0));
-                row_checksum(&rel.schema, &filled).unwrap_or(0)
-            }
-            (None, _) => 0,
-        };
+        // Unchanged TOAST columns are absent from the new image; with REPLICA
+        // IDENTITY FULL the old image has them. Otherwise the row is not known
+        // whole: no checksum.
+        let filled = after
+            .as_ref()
+            .map(|(a, _)| fill_unchanged(&a.0, before.as_ref().map(|b| &b.0 .0)));
         // The version this change carries (see `Marker::for_user_write`).
         let dot = crate::marker::Dot {
             c: position.counter(),
             t: commit_time_us,
         };
-        let prior_text = after
-            .as_ref()
-            .and_then(|a| a.1.as_deref())
-            .or(before.as_ref().and_then(|b| b.1.as_deref()));
-        let mut marker = Marker::for_user_write(
-            prior_text,
-            None,
+        let marker = stamp::user_write(
+            &rel.schema,
             self.spec.site_id,
             dot,
-            crc,
-            &rel.schema.table,
+            after.as_ref().and_then(|a| a.1.as_deref()),
+            before.as_ref().and_then(|b| b.1.as_deref()),
+            filled.as_ref(),
+            self.spec
+                .field_merge_tables
+                .contains(&rel.schema.table.name),
         );
-        if self
-            .spec
-            .field_merge_tables
-            .contains(&rel.schema.table.name)
-        {
-            if let Some((a, _)) = &after {
-                let filled = fill_unchanged(&a.0, before.as_ref().map(|b| &b.0 .0));
-                let prior = Marker::parse_lenient(prior_text, &rel.schema.table);
-                marker.cols = crate::conflict::column_tags(
-                    &rel.schema,
-                    &filled,
-                    prior.as_ref(),
-                    self.spec.site_id,
-                    dot,
-                );
-            }
-        }
         self.ready.push_back(ChangeEvent::Change(RowChange {
             table: rel.schema.clone(),
             op,
@@ -280,15 +256,12 @@ impl PgSource {
             .map(|(_, t)| decode_tuple(rel, &t, position))
             .transpose()?;
         let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
-        let text = match op {
-            Op::Delete => before.as_ref().and_then(|b| b.1.as_deref()),
-            _ => after.as_ref().and_then(|a| a.1.as_deref()),
-        };
-        let Some(marker) = Marker::forwarded(
-            text,
+        let Some(marker) = stamp::forwarded(
+            op,
+            after.as_ref().and_then(|a| a.1.as_deref()),
+            before.as_ref().and_then(|b| b.1.as_deref()),
             self.spec.site_id,
-            position.counter(),
-            op == Op::Delete,
+            position,
         ) else {
             return Ok(());
         };
