@@ -6,6 +6,7 @@
 mod error;
 pub mod mysql;
 pub mod pg;
+mod ready;
 mod stamp;
 
 pub use error::SourceError;

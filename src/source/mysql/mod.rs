@@ -26,11 +26,12 @@ pub use server::{check_binlog_settings, current_position};
 
 use self::row_events::TableInfo;
 use self::statement::QualifiedName;
-use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
+use crate::canonical::{SourcePosition, TxnMeta};
 use crate::mysql::MysqlEndpoint;
+use crate::source::ready::Ready;
 use crate::stats::DirectionStats;
 use mysql_async::BinlogStream;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What the source must know to read one site's binlog for one link.
@@ -81,7 +82,7 @@ pub struct MysqlSource {
     /// Last non-zero end position seen (see `commit`).
     last_pos: u32,
     txn: Option<OpenTxn>,
-    ready: VecDeque<ChangeEvent>,
+    ready: Ready,
     stats: Arc<DirectionStats>,
     /// Whether a table has triggers or is a view, and whether a name is a
     /// stored function, as the catalog said (until the next DDL).

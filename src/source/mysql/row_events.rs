@@ -4,9 +4,7 @@
 
 use super::binlog::table_map_column_names;
 use super::MysqlSource;
-use crate::canonical::{
-    ChangeEvent, ColumnSchema, Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value,
-};
+use crate::canonical::{ColumnSchema, Op, Row, SourcePosition, TableName, TableSchema, Value};
 use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
 use crate::source::{stamp, SourceError};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
@@ -209,25 +207,21 @@ impl MysqlSource {
                     after_text,
                     before_text,
                     after.as_ref().map(|a| &a.0),
-                    self.spec
-                        .field_merge_tables
-                        .contains(&info.schema.table.name),
+                    &self.spec.field_merge_tables,
                 )
             };
             if let Some(t) = self.txn.as_mut() {
-                if !t.begun {
-                    t.begun = true;
+                if self.ready.begin_once(&mut t.begun, &t.meta) {
                     tracing::debug!(position = %t.meta.commit_position, table = %info.schema.table, "transaction from the binlog");
-                    self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
                 }
             }
-            self.ready.push_back(ChangeEvent::Change(RowChange {
-                table: info.schema.clone(),
+            self.ready.change(
+                info.schema.clone(),
                 op,
-                before: before.map(|b| b.0),
-                after: after.map(|a| a.0),
+                before.map(|b| b.0),
+                after.map(|a| a.0),
                 marker,
-            }));
+            );
         }
         Ok(())
     }

@@ -9,13 +9,14 @@ use super::binlog::{
 use super::server::{check_binlog_settings, current_position};
 use super::{MysqlSource, MysqlSourceSpec, OpenTxn};
 use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
+use crate::source::ready::Ready;
 use crate::source::SourceError;
 use crate::stats::DirectionStats;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl MysqlSource {
@@ -72,7 +73,7 @@ impl MysqlSource {
             file_seq,
             last_pos: pos,
             txn: None,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             stats,
             catalog: HashMap::new(),
         })
@@ -135,7 +136,7 @@ impl MysqlSource {
     /// The next event, or `None` when the stream ended. Not cancel-safe.
     pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, SourceError> {
         loop {
-            if let Some(ev) = self.ready.pop_front() {
+            if let Some(ev) = self.ready.pop() {
                 return Ok(Some(ev));
             }
             let next = tokio::time::timeout(BINLOG_READ_TIMEOUT, self.stream.next())
@@ -183,7 +184,7 @@ impl MysqlSource {
                     "set log_bin_compress = OFF",
                     standalone,
                 );
-                if let Some(ev) = self.ready.pop_front() {
+                if let Some(ev) = self.ready.pop() {
                     return Ok(Some(ev));
                 }
                 continue;
@@ -265,7 +266,7 @@ impl MysqlSource {
                         fix,
                         standalone,
                     );
-                    if let Some(ev) = self.ready.pop_front() {
+                    if let Some(ev) = self.ready.pop() {
                         return Ok(Some(ev));
                     }
                 }

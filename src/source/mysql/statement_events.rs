@@ -53,13 +53,13 @@ impl MysqlSource {
                         xid: 0,
                     };
                     self.stats.set_source_position(self.position(log_pos));
-                    self.ready.push_back(ChangeEvent::Begin(meta));
+                    self.ready.push(ChangeEvent::Begin(meta));
                     self.ready
-                        .push_back(ChangeEvent::Truncate(vec![info.schema.clone()]));
-                    self.ready.push_back(ChangeEvent::Commit {
+                        .push(ChangeEvent::Truncate(vec![info.schema.clone()]));
+                    self.ready.push(ChangeEvent::Commit {
                         end_position: self.position(log_pos),
                     });
-                    return Ok(self.ready.pop_front());
+                    return Ok(self.ready.pop());
                 }
                 return Ok(Some(ChangeEvent::Progress {
                     position: self.position(log_pos),
@@ -156,7 +156,7 @@ impl MysqlSource {
                     None => format!("{what}: {why}"),
                 };
                 self.unreplicable(None, &what, query, log_pos, start, timestamp, "", ends);
-                return Ok(self.ready.pop_front());
+                return Ok(self.ready.pop());
             }
             None => named,
         };
@@ -170,7 +170,7 @@ impl MysqlSource {
             "",
             ends,
         );
-        Ok(self.ready.pop_front())
+        Ok(self.ready.pop())
     }
 
     /// The synced table `q` names, if any. Names compare without case: with
@@ -246,24 +246,20 @@ impl MysqlSource {
                 return;
             }
             t.stopped_all |= all;
-            if !t.begun {
-                t.begun = true;
-                self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
-            }
+            self.ready.begin_once(&mut t.begun, &t.meta);
         }
-        self.ready
-            .push_back(ChangeEvent::Unreplicable(Unreplicable {
-                tables: names
-                    .into_iter()
-                    .map(|n| TableName::new(site_db.clone(), n))
-                    .collect(),
-                statement: statement.chars().take(4000).collect(),
-                position,
-                reason,
-            }));
+        self.ready.push(ChangeEvent::Unreplicable(Unreplicable {
+            tables: names
+                .into_iter()
+                .map(|n| TableName::new(site_db.clone(), n))
+                .collect(),
+            statement: statement.chars().take(4000).collect(),
+            position,
+            reason,
+        }));
         if ends {
             let commit = self.commit(log_pos);
-            self.ready.push_back(commit);
+            self.ready.push(commit);
         }
     }
 

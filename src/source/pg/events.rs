@@ -5,7 +5,7 @@
 use super::pgoutput::{OldImageKind, PgOutputMessage, TupleValue};
 use super::relations::RelationInfo;
 use super::{pgoutput, PgSource};
-use crate::canonical::{ChangeEvent, Op, Row, RowChange, SourcePosition, TableName, Value};
+use crate::canonical::{ChangeEvent, Op, Row, SourcePosition, TableName, Value};
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
 use crate::pg::types::decode_text;
 use crate::source::{stamp, SourceError};
@@ -134,7 +134,7 @@ impl PgSource {
                                 .ok_or(SourceError::UnknownRelation(*oid))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    self.ready.push_back(ChangeEvent::Truncate(tables));
+                    self.ready.push(ChangeEvent::Truncate(tables));
                 }
             }
             // Begin/Commit arrive pre-parsed; Type is resolved through the catalog.
@@ -152,10 +152,7 @@ impl PgSource {
         match self.txn.as_mut() {
             Some(t) if t.echo => false,
             Some(t) => {
-                if !t.begun {
-                    t.begun = true;
-                    self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
-                }
+                self.ready.begin_once(&mut t.begun, &t.meta);
                 true
             }
             // A change outside Begin/Commit cannot happen in protocol v1.
@@ -224,17 +221,15 @@ impl PgSource {
             after.as_ref().and_then(|a| a.1.as_deref()),
             before.as_ref().and_then(|b| b.1.as_deref()),
             filled.as_ref(),
-            self.spec
-                .field_merge_tables
-                .contains(&rel.schema.table.name),
+            &self.spec.field_merge_tables,
         );
-        self.ready.push_back(ChangeEvent::Change(RowChange {
-            table: rel.schema.clone(),
+        self.ready.change(
+            rel.schema.clone(),
             op,
-            before: before.map(|b| b.0),
-            after: after.map(|a| a.0),
+            before.map(|b| b.0),
+            after.map(|a| a.0),
             marker,
-        }));
+        );
         Ok(())
     }
 
@@ -267,18 +262,10 @@ impl PgSource {
         };
         let schema = rel.schema.clone();
         if let Some(t) = self.txn.as_mut() {
-            if !t.begun {
-                t.begun = true;
-                self.ready.push_back(ChangeEvent::Begin(t.meta.clone()));
-            }
+            self.ready.begin_once(&mut t.begun, &t.meta);
         }
-        self.ready.push_back(ChangeEvent::Change(RowChange {
-            table: schema,
-            op,
-            before: before.map(|b| b.0),
-            after: after.map(|a| a.0),
-            marker,
-        }));
+        self.ready
+            .change(schema, op, before.map(|b| b.0), after.map(|a| a.0), marker);
         Ok(())
     }
 }

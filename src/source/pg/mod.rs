@@ -17,13 +17,14 @@ mod relations;
 mod session;
 
 use self::relations::RelationInfo;
-use crate::canonical::{ChangeEvent, SourcePosition, TableName, TxnMeta};
+use crate::canonical::{SourcePosition, TableName, TxnMeta};
 use crate::pg::types::PgTypeClass;
 use crate::pg::PgEndpoint;
+use crate::source::ready::Ready;
 use crate::source::ConfirmedPosition;
 use crate::stats::DirectionStats;
 use pgwire_replication::ReplicationClient;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_postgres::Client;
 
@@ -69,7 +70,7 @@ pub struct PgSource {
     skipped: std::collections::HashSet<u32>,
     types: HashMap<u32, PgTypeClass>,
     txn: Option<OpenTxn>,
-    ready: VecDeque<ChangeEvent>,
+    ready: Ready,
     stats: Arc<DirectionStats>,
     confirmed: Arc<ConfirmedPosition>,
 }

@@ -5,11 +5,12 @@
 use super::pgoutput::PG_EPOCH_OFFSET_US;
 use super::{OpenTxn, PgSource, PgSourceSpec};
 use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
+use crate::source::ready::Ready;
 use crate::source::ConfirmedPosition;
 use crate::source::SourceError;
 use crate::stats::DirectionStats;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl PgSource {
@@ -46,7 +47,7 @@ impl PgSource {
             skipped: std::collections::HashSet::new(),
             types: HashMap::new(),
             txn: None,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             stats,
             confirmed,
         })
@@ -82,7 +83,7 @@ impl PgSource {
     /// cancel-safe: callers await it to completion.
     pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, SourceError> {
         loop {
-            if let Some(ev) = self.ready.pop_front() {
+            if let Some(ev) = self.ready.pop() {
                 return Ok(Some(ev));
             }
             let Some(ev) = self.recv().await? else {
