@@ -73,6 +73,7 @@ struct OpenTxn {
     stopped_all: bool,
 }
 
+/// Reads one site's binlog and yields [`ChangeEvent`](crate::canonical::ChangeEvent)s.
 pub struct MysqlSource {
     spec: MysqlSourceSpec,
     stream: BinlogStream,

@@ -5,7 +5,9 @@
 use super::binlog::table_map_column_names;
 use super::MysqlSource;
 use crate::canonical::{ColumnSchema, Op, Row, SourcePosition, TableName, TableSchema, Value};
-use crate::mysql::types::{decode_binlog_value, read_rows_event, BinlogImage, MysqlColumn};
+use crate::mysql::column::MysqlColumn;
+use crate::mysql::decode::decode_binlog_value;
+use crate::mysql::rows_event::{read_rows_event, BinlogImage};
 use crate::source::{stamp, SourceError};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;

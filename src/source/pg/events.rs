@@ -7,7 +7,7 @@ use super::relations::RelationInfo;
 use super::{pgoutput, PgSource};
 use crate::canonical::{ChangeEvent, Op, Row, SourcePosition, TableName, Value};
 use crate::control::model::DUPLEX_ORIGIN_PREFIX;
-use crate::pg::types::decode_text;
+use crate::pg::text_decode::decode_text;
 use crate::source::{stamp, SourceError};
 use bytes::Bytes;
 

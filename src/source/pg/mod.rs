@@ -18,7 +18,7 @@ mod session;
 
 use self::relations::RelationInfo;
 use crate::canonical::{SourcePosition, TableName, TxnMeta};
-use crate::pg::types::PgTypeClass;
+use crate::pg::type_class::PgTypeClass;
 use crate::pg::PgEndpoint;
 use crate::source::ready::Ready;
 use crate::source::ConfirmedPosition;

@@ -3,7 +3,7 @@
 
 use super::{pgoutput, PgSource};
 use crate::canonical::{ColumnSchema, TableName, TableSchema};
-use crate::pg::types::PgTypeClass;
+use crate::pg::type_class::PgTypeClass;
 use crate::source::SourceError;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ pub(super) struct RelationInfo {
 
 impl PgSource {
     async fn type_class(&mut self, oid: u32) -> Result<PgTypeClass, SourceError> {
-        crate::pg::types::resolve_type_class(&self.catalog, oid, &mut self.types)
+        crate::pg::catalog::resolve_type_class(&self.catalog, oid, &mut self.types)
             .await
             .map_err(|source| SourceError::Catalog {
                 what: format!("type oid {oid}"),
