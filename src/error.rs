@@ -1,8 +1,8 @@
 //! The crate's top-level error: which stage failed, with the stage's own typed
 //! error inside. Binaries add context with `anyhow` at the edge.
 
+use crate::connect::ConnectError;
 use crate::control::ControlError;
-use crate::pg::ConnectError;
 use crate::setup::SetupError;
 use crate::sink::pg::SinkError;
 use crate::source::SourceError;
@@ -13,8 +13,6 @@ use crate::source::SourceError;
 pub enum Error {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error(transparent)]
-    MysqlConnect(#[from] crate::mysql::MysqlConnectError),
     #[error("source {site}: {source}")]
     Source {
         site: String,

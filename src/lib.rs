@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod canonical;
 pub mod conflict;
+pub mod connect;
 pub mod control;
 pub mod dba;
 pub mod error;

@@ -17,7 +17,7 @@ pub mod rows_event;
 mod test_util;
 pub mod time;
 
-pub use connect::{quote_ident, MysqlConnectError, MysqlEndpoint};
+pub use connect::{quote_ident, MysqlEndpoint};
 
 /// The value codec under its former single path, so callers keep their imports
 /// while the codec lives in one file per job.

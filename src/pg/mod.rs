@@ -17,7 +17,7 @@ pub mod text_encode;
 pub mod type_class;
 
 pub use catalog::primary_key_columns;
-pub use connect::{quote_ident, quote_table, ConnectError, PgEndpoint};
+pub use connect::{quote_ident, quote_table, PgEndpoint};
 
 /// The text codec under its former single path, so callers keep their imports
 /// while the codec lives in one file per job.
