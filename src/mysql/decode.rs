@@ -65,7 +65,7 @@ pub fn decode_query_value(col: &MysqlColumn, value: MyValue) -> Result<Value, My
 
 /// Binlog value (as decoded by mysql_common with the table map) -> canonical value.
 /// `col` gives signedness, charset and enum/set values; the binlog's own signedness
-/// handling is not relied on. Read rows through [`RowsEventReader`] so that TIME
+/// handling is not relied on. Read rows through [`RowsEventReader`](crate::mysql::rows_event::RowsEventReader) so that TIME
 /// values are right.
 pub fn decode_binlog_value(
     col: &MysqlColumn,

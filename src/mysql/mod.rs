@@ -1,6 +1,6 @@
 //! MySQL/MariaDB knowledge shared by the binlog source and the MySQL sink: the
 //! connection, and the value codec split by job: a column's description
-//! ([`column`]), the rows-event reader ([`rows_event`]), binlog and query values to
+//! ([`column`](mod@column)), the rows-event reader ([`rows_event`]), binlog and query values to
 //! canonical values ([`decode`]), canonical values to statement parameters
 //! ([`param`]), with character sets, date/time arithmetic and the codec's errors
 //! beside them. It mirrors `pg`: anything that cannot be read or written exactly is

@@ -8,7 +8,7 @@ pub enum PgTypeClass {
     Int2,
     Int4,
     Int8,
-    /// Unsigned 32-bit `oid`, carried as [`Value::Int`].
+    /// Unsigned 32-bit `oid`, carried as [`Value::Int`](crate::canonical::Value::Int).
     Oid,
     Numeric,
     Float4,

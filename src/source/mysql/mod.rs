@@ -8,10 +8,10 @@
 //! so the first table map of an applied transaction names that table, and the
 //! reader drops the whole transaction before any change of it is passed on.
 //!
-//! Three layers: the binlog's raw pieces and a statement's text ([`binlog`],
-//! [`statement`]); the typed events they become ([`row_events`],
-//! [`statement_events`]); the replication session that reads the stream and
-//! keeps the transaction ([`session`]), after [`server`] checked the server's
+//! Three layers: the binlog's raw pieces and a statement's text (`binlog`,
+//! [`statement`]); the typed events they become (`row_events`,
+//! `statement_events`); the replication session that reads the stream and
+//! keeps the transaction (`session`), after `server` checked the server's
 //! settings. This file holds what they share: the spec and the reader's state.
 
 mod binlog;

@@ -7,8 +7,8 @@
 //! can still advance past it.
 //!
 //! Three layers: the wire format ([`pgoutput`]); the typed events its messages
-//! become ([`events`], with the relations they describe in [`relations`]); the
-//! replication session that reads the slot and confirms positions ([`session`]).
+//! become (`events`, with the relations they describe in `relations`); the
+//! replication session that reads the slot and confirms positions (`session`).
 //! This file holds what they share: the spec and the reader's state.
 
 mod events;
@@ -60,7 +60,7 @@ struct OpenTxn {
     begun: bool,
 }
 
-/// Reads a PostgreSQL slot and yields [`ChangeEvent`]s.
+/// Reads a PostgreSQL slot and yields [`ChangeEvent`](crate::canonical::ChangeEvent)s.
 pub struct PgSource {
     spec: PgSourceSpec,
     client: ReplicationClient,
