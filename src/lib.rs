@@ -12,6 +12,7 @@
 
 pub mod canonical;
 pub mod conflict;
+pub mod connect;
 pub mod control;
 pub mod error;
 pub mod error_chain;

@@ -1042,7 +1042,7 @@ pub async fn prepare_mysql_site(
     };
     crate::source::mysql::check_binlog_settings(conn)
         .await
-        .map_err(|e| crate::Error::mysql_source_error(site_name, e))?;
+        .map_err(|e| crate::Error::source_error(site_name, e))?;
     // The tables were checked before (`judge_table`): each exists with a
     // primary key.
     for t in tables {

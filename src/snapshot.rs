@@ -145,7 +145,7 @@ pub(crate) async fn run_pending<T: Target>(
             Some(
                 crate::source::mysql::current_position(&mut conn)
                     .await
-                    .map_err(|e| crate::Error::mysql_source_error(&spec.source.name, e))?,
+                    .map_err(|e| crate::Error::source_error(&spec.source.name, e))?,
             )
         }
         _ => None,

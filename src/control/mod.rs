@@ -159,9 +159,7 @@ pub fn latest_version() -> i32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
-    PgConnect(#[from] crate::pg::ConnectError),
-    #[error(transparent)]
-    MysqlConnect(#[from] crate::mysql::MysqlConnectError),
+    Connect(#[from] crate::connect::ConnectError),
     #[error("control database: {context}: {source}")]
     Db {
         context: String,

@@ -2,32 +2,8 @@
 //! `conninfo` is a URL without password (`mysql://duplex@db.example:3306/app`);
 //! the password comes from the environment variable or file the row names.
 
+use crate::connect::{read_password, ConnectError};
 use crate::control::{Site, TlsMode};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MysqlConnectError {
-    #[error("site {site}: conninfo is not a valid MySQL URL (mysql://user@host:port/database): {reason}")]
-    BadConninfo { site: String, reason: String },
-    #[error("site {site}: conninfo contains a password; remove it and set password_env or password_file in duplex.sites instead")]
-    PasswordInConninfo { site: String },
-    #[error("site {site}: conninfo names no database; add it as the URL path (mysql://user@host:port/database)")]
-    NoDatabase { site: String },
-    #[error("site {site}: password_env names ${var}, which is not set in duplex's environment")]
-    MissingPasswordEnv { site: String, var: String },
-    #[error("site {site}: cannot read password_file {path}: {reason}")]
-    PasswordFile {
-        site: String,
-        path: String,
-        reason: String,
-    },
-    #[error("site {site}: cannot connect ({target}): {source}")]
-    Connect {
-        site: String,
-        target: String,
-        #[source]
-        source: mysql_async::Error,
-    },
-}
 
 /// Everything needed to open connections to one MySQL/MariaDB site.
 #[derive(Clone)]
@@ -48,41 +24,24 @@ impl std::fmt::Debug for MysqlEndpoint {
 }
 
 impl MysqlEndpoint {
-    pub fn from_site(site: &Site) -> Result<MysqlEndpoint, MysqlConnectError> {
-        let bad = |reason: String| MysqlConnectError::BadConninfo {
+    pub fn from_site(site: &Site) -> Result<MysqlEndpoint, ConnectError> {
+        let bad = |reason: String| ConnectError::BadMysqlUrl {
             site: site.name.clone(),
             reason,
         };
         let opts = mysql_async::Opts::from_url(&site.conninfo).map_err(|e| bad(e.to_string()))?;
         if opts.pass().is_some() {
-            return Err(MysqlConnectError::PasswordInConninfo {
+            return Err(ConnectError::PasswordInConninfo {
                 site: site.name.clone(),
             });
         }
         let database =
             opts.db_name()
                 .map(str::to_string)
-                .ok_or_else(|| MysqlConnectError::NoDatabase {
+                .ok_or_else(|| ConnectError::NoDatabase {
                     site: site.name.clone(),
                 })?;
-        let password = if let Some(var) = &site.password_env {
-            Some(
-                std::env::var(var).map_err(|_| MysqlConnectError::MissingPasswordEnv {
-                    site: site.name.clone(),
-                    var: var.clone(),
-                })?,
-            )
-        } else if let Some(path) = &site.password_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| MysqlConnectError::PasswordFile {
-                    site: site.name.clone(),
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            Some(text.lines().next().unwrap_or_default().to_string())
-        } else {
-            None
-        };
+        let password = read_password(site)?;
         let ssl = match site.tls_mode {
             // mysql_async has no "prefer": without a CA it encrypts only on request.
             TlsMode::Disable | TlsMode::Prefer => None,
@@ -115,16 +74,15 @@ impl MysqlEndpoint {
 
     /// A URL given directly (the control database's, from the command line or
     /// the environment, so it may carry a password).
-    pub fn from_url(name: &str, url: &str) -> Result<MysqlEndpoint, MysqlConnectError> {
-        let opts =
-            mysql_async::Opts::from_url(url).map_err(|e| MysqlConnectError::BadConninfo {
-                site: name.to_string(),
-                reason: e.to_string(),
-            })?;
+    pub fn from_url(name: &str, url: &str) -> Result<MysqlEndpoint, ConnectError> {
+        let opts = mysql_async::Opts::from_url(url).map_err(|e| ConnectError::BadMysqlUrl {
+            site: name.to_string(),
+            reason: e.to_string(),
+        })?;
         // duplex's control schema is always database `duplex` (statements
         // name it), as it is always schema `duplex` on PostgreSQL.
         if let Some(db) = opts.db_name().filter(|db| *db != "duplex") {
-            return Err(MysqlConnectError::BadConninfo {
+            return Err(ConnectError::BadMysqlUrl {
                 site: name.to_string(),
                 reason: format!(
                     "names database '{db}', but the control schema is always database duplex; use mysql://user@host:port/duplex"
@@ -158,13 +116,13 @@ impl MysqlEndpoint {
         )
     }
 
-    pub async fn connect(&self) -> Result<mysql_async::Conn, MysqlConnectError> {
+    pub async fn connect(&self) -> Result<mysql_async::Conn, ConnectError> {
         self.connect_with(self.opts.clone()).await
     }
 
     /// A connection whose UPDATEs report matched rows, not just changed ones:
     /// the applier counts rows it expected but did not find.
-    pub async fn connect_found_rows(&self) -> Result<mysql_async::Conn, MysqlConnectError> {
+    pub async fn connect_found_rows(&self) -> Result<mysql_async::Conn, ConnectError> {
         self.connect_with(
             mysql_async::OptsBuilder::from_opts(self.opts.clone())
                 .client_found_rows(true)
@@ -176,10 +134,10 @@ impl MysqlEndpoint {
     async fn connect_with(
         &self,
         opts: mysql_async::Opts,
-    ) -> Result<mysql_async::Conn, MysqlConnectError> {
+    ) -> Result<mysql_async::Conn, ConnectError> {
         mysql_async::Conn::new(opts)
             .await
-            .map_err(|source| MysqlConnectError::Connect {
+            .map_err(|source| ConnectError::MysqlConnect {
                 site: self.site_name.clone(),
                 target: self.describe(),
                 source,

@@ -14,32 +14,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config};
 
+use crate::connect::{read_password, ConnectError};
 use crate::control::{Site, TlsMode};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("site {site}: conninfo is not a valid libpq connection string: {reason}")]
-    BadConninfo { site: String, reason: String },
-    #[error("site {site}: conninfo contains a password; remove it and set password_env or password_file in duplex.sites instead")]
-    PasswordInConninfo { site: String },
-    #[error("site {site}: password_env names ${var}, which is not set in duplex's environment")]
-    MissingPasswordEnv { site: String, var: String },
-    #[error("site {site}: cannot read password_file {path}: {reason}")]
-    PasswordFile {
-        site: String,
-        path: String,
-        reason: String,
-    },
-    #[error("site {site}: TLS setup: {reason}")]
-    Tls { site: String, reason: String },
-    #[error("site {site}: cannot connect ({target}): {source}")]
-    Connect {
-        site: String,
-        target: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-}
 
 /// Everything needed to open connections to one PostgreSQL site.
 #[derive(Clone)]
@@ -59,27 +35,6 @@ impl std::fmt::Debug for PgEndpoint {
             .field("target", &self.describe())
             .finish()
     }
-}
-
-fn read_password(site: &Site) -> Result<Option<String>, ConnectError> {
-    if let Some(var) = &site.password_env {
-        return match std::env::var(var) {
-            Ok(v) => Ok(Some(v)),
-            Err(_) => Err(ConnectError::MissingPasswordEnv {
-                site: site.name.clone(),
-                var: var.clone(),
-            }),
-        };
-    }
-    if let Some(path) = &site.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| ConnectError::PasswordFile {
-            site: site.name.clone(),
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
-    }
-    Ok(None)
 }
 
 impl PgEndpoint {

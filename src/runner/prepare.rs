@@ -256,7 +256,7 @@ async fn record_initial_binlog_position(
     };
     let position = crate::source::mysql::current_position(conn)
         .await
-        .map_err(|e| crate::Error::mysql_source_error(source_name, e))?;
+        .map_err(|e| crate::Error::source_error(source_name, e))?;
     match peer {
         SetupConn::Pg(client) => {
             let origin = link.origin_name(source_id);

@@ -8,9 +8,7 @@ use crate::canonical::TableName;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
-    PgConnect(#[from] crate::pg::ConnectError),
-    #[error(transparent)]
-    MysqlConnect(#[from] crate::mysql::MysqlConnectError),
+    Connect(#[from] crate::connect::ConnectError),
     /// A PostgreSQL target's error, with what duplex was doing.
     #[error("{context}: {source}")]
     Pg {

@@ -3,9 +3,13 @@
 //! [`Source`] is the engine-independent face the pipeline drives; each engine's
 //! module does the reading.
 
+mod error;
 pub mod mysql;
 pub mod pg;
-pub mod statement;
+mod ready;
+mod stamp;
+
+pub use error::SourceError;
 
 use std::sync::Arc;
 
@@ -102,19 +106,17 @@ impl Source {
     /// The next event, or `None` when the stream ended normally. Not
     /// cancel-safe: await it to completion.
     pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>, crate::Error> {
+        let next = match self {
+            Source::Pg(s) => s.next_event().await,
+            Source::Mysql(s) => s.next_event().await,
+        };
+        next.map_err(|e| crate::Error::source_error(self.site_name(), e))
+    }
+
+    fn site_name(&self) -> &str {
         match self {
-            Source::Pg(s) => {
-                let site = s.site_name().to_string();
-                s.next_event()
-                    .await
-                    .map_err(|e| crate::Error::source_error(&site, e))
-            }
-            Source::Mysql(s) => {
-                let site = s.site_name().to_string();
-                s.next_event()
-                    .await
-                    .map_err(|e| crate::Error::mysql_source_error(&site, e))
-            }
+            Source::Pg(s) => s.site_name(),
+            Source::Mysql(s) => s.site_name(),
         }
     }
 }

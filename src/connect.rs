@@ -1,0 +1,65 @@
+//! What connecting to a site means for both engines: the one error type for a
+//! site's connection settings and its connection, and the site's password, read
+//! from the environment variable or file its `duplex.sites` row names (never
+//! from the row itself, and never shown in logs or errors).
+
+use crate::control::Site;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("site {site}: conninfo is not a valid libpq connection string: {reason}")]
+    BadConninfo { site: String, reason: String },
+    #[error("site {site}: conninfo is not a valid MySQL URL (mysql://user@host:port/database): {reason}")]
+    BadMysqlUrl { site: String, reason: String },
+    #[error("site {site}: conninfo contains a password; remove it and set password_env or password_file in duplex.sites instead")]
+    PasswordInConninfo { site: String },
+    #[error("site {site}: conninfo names no database; add it as the URL path (mysql://user@host:port/database)")]
+    NoDatabase { site: String },
+    #[error("site {site}: password_env names ${var}, which is not set in duplex's environment")]
+    MissingPasswordEnv { site: String, var: String },
+    #[error("site {site}: cannot read password_file {path}: {reason}")]
+    PasswordFile {
+        site: String,
+        path: String,
+        reason: String,
+    },
+    #[error("site {site}: TLS setup: {reason}")]
+    Tls { site: String, reason: String },
+    #[error("site {site}: cannot connect ({target}): {source}")]
+    Connect {
+        site: String,
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("site {site}: cannot connect ({target}): {source}")]
+    MysqlConnect {
+        site: String,
+        target: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+}
+
+/// The site's password: from `password_env` or the first line of
+/// `password_file`; `None` when the row names neither.
+pub(crate) fn read_password(site: &Site) -> Result<Option<String>, ConnectError> {
+    if let Some(var) = &site.password_env {
+        return match std::env::var(var) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(ConnectError::MissingPasswordEnv {
+                site: site.name.clone(),
+                var: var.clone(),
+            }),
+        };
+    }
+    if let Some(path) = &site.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConnectError::PasswordFile {
+            site: site.name.clone(),
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(None)
+}

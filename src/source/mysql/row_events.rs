@@ -1,0 +1,270 @@
+//! Rows events to canonical row changes: table maps (which also mark duplex's own
+//! transactions), the table's description from the catalog, and each row image
+//! decoded and stamped with its version.
+
+use super::binlog::table_map_column_names;
+use super::MysqlSource;
+use crate::canonical::{ColumnSchema, Op, Row, SourcePosition, TableName, TableSchema, Value};
+use crate::mysql::column::MysqlColumn;
+use crate::mysql::decode::decode_binlog_value;
+use crate::mysql::rows_event::{read_rows_event, BinlogImage};
+use crate::source::{stamp, SourceError};
+use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
+use mysql_async::prelude::Queryable;
+use std::sync::Arc;
+
+pub(super) struct TableInfo {
+    pub(super) schema: Arc<TableSchema>,
+    pub(super) columns: Vec<MysqlColumn>,
+    /// Binlog column index -> canonical row index (`None` for the marker column).
+    pub(super) row_index: Vec<Option<usize>>,
+    pub(super) marker_index: Option<usize>,
+    pub(super) stamp_index: Option<usize>,
+}
+
+impl MysqlSource {
+    pub(super) fn table_map(&mut self, t: &TableMapEvent<'_>) {
+        let is_marker = t.database_name() == self.spec.endpoint.database()
+            && t.table_name() == self.spec.marker_table;
+        if let Some(txn) = self.txn.as_mut() {
+            if is_marker && !txn.seen_table {
+                txn.echo = true;
+            }
+            txn.seen_table = true;
+        }
+    }
+
+    pub(super) async fn table_info(&mut self, table: &str) -> Result<Arc<TableInfo>, SourceError> {
+        if let Some(t) = self.tables.get(table) {
+            return Ok(t.clone());
+        }
+        let db = self.spec.endpoint.database().to_string();
+        let name = TableName::new(db.clone(), table);
+        let columns = MysqlColumn::load_table(&mut self.meta, &db, table).await?;
+        let key_names: Vec<String> = self
+            .meta
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (db.as_str(), table),
+            )
+            .await?;
+        let mut schema_columns = Vec::new();
+        let mut row_index = Vec::new();
+        let mut marker_index = None;
+        let mut stamp_index = None;
+        for (i, c) in columns.iter().enumerate() {
+            if c.name == self.spec.marker_column {
+                marker_index = Some(i);
+                row_index.push(None);
+            } else if c.name == self.spec.stamp_column {
+                stamp_index = Some(i);
+                row_index.push(None);
+            } else {
+                row_index.push(Some(schema_columns.len()));
+                schema_columns.push(ColumnSchema {
+                    name: c.name.clone(),
+                    type_name: c.column_type.clone(),
+                });
+            }
+        }
+        let key = key_names
+            .iter()
+            .map(|k| schema_columns.iter().position(|c| &c.name == k))
+            .collect::<Option<Vec<_>>>()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| SourceError::Table {
+                table: name.clone(),
+                reason: "has no primary key; duplex syncs only tables with a primary key".into(),
+            })?;
+        let info = Arc::new(TableInfo {
+            schema: Arc::new(TableSchema {
+                table: name,
+                columns: schema_columns,
+                key,
+            }),
+            columns,
+            row_index,
+            marker_index,
+            stamp_index,
+        });
+        self.tables.insert(table.to_string(), info.clone());
+        Ok(info)
+    }
+
+    pub(super) async fn rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        log_pos: u32,
+    ) -> Result<(), SourceError> {
+        let Some(txn) = self.txn.as_ref() else {
+            // Rows outside any transaction would be applied nowhere: refuse.
+            return Err(SourceError::Event {
+                position: self.position(log_pos),
+                source: std::io::Error::other(
+                    "a rows event outside a transaction (no GTID/BEGIN before it)",
+                ),
+            });
+        };
+        let (echo, position, commit_time_us) =
+            (txn.echo, txn.meta.commit_position, txn.meta.commit_time_us);
+        let Some(tme) = self
+            .stream
+            .get_tme(rows.table_id())
+            .map(|t| t.clone().into_owned())
+        else {
+            return Err(SourceError::Event {
+                position: self.position(log_pos),
+                source: std::io::Error::other(format!(
+                    "rows event for unknown table id {}",
+                    rows.table_id()
+                )),
+            });
+        };
+        let table = tme.table_name().to_string();
+        if tme.database_name() != self.spec.endpoint.database()
+            || !self.spec.tables.contains(&table)
+        {
+            return Ok(());
+        }
+        if echo {
+            if let Some(t) = self.txn.as_mut() {
+                t.echo_rows = true;
+            }
+        }
+        let mut info = self.table_info(&table).await?;
+        // Values are matched to columns by position: the layout duplex holds
+        // must be the one the event was written with, or values would land in
+        // the wrong columns. The table map names its columns (full metadata).
+        let binlog_names = table_map_column_names(&tme);
+        let layout_matches = |info: &TableInfo| match &binlog_names {
+            Some(names) => {
+                names.len() == info.columns.len()
+                    && names.iter().zip(&info.columns).all(|(n, c)| n == &c.name)
+            }
+            None => usize::try_from(tme.columns_count()).ok() == Some(info.columns.len()),
+        };
+        if !layout_matches(&info) {
+            self.tables.remove(&table);
+            info = self.table_info(&table).await?;
+            if !layout_matches(&info) {
+                return Err(SourceError::Table {
+                    table: info.schema.table.clone(),
+                    reason: format!(
+                        "the binlog at {position} has columns {:?} but the table now has {:?} (DDL since then); duplex will not guess which value belongs where: resync the table",
+                        binlog_names.unwrap_or_default(),
+                        info.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
+                    ),
+                });
+            }
+        }
+        let op = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
+            RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(SourceError::Table {
+                    table: info.schema.table.clone(),
+                    reason: "partial JSON update events (binlog_row_value_options=PARTIAL_JSON) are not supported; turn that option off".into(),
+                })
+            }
+        };
+        // Through the codec's reader: it works around mysql_common's decoding of
+        // negative fractional TIME values.
+        let images = read_rows_event(&tme, rows).map_err(|e| SourceError::BadValue {
+            table: info.schema.table.clone(),
+            column: String::new(),
+            position,
+            reason: e.to_string(),
+        })?;
+        for (before, after) in images {
+            let before = before
+                .map(|r| self.decode_row(&info, &r, position))
+                .transpose()?;
+            let after = after
+                .map(|r| self.decode_row(&info, &r, position))
+                .transpose()?;
+            let after_text = after.as_ref().and_then(|a| a.1.as_deref());
+            let before_text = before.as_ref().and_then(|b| b.1.as_deref());
+            let marker = if echo {
+                // duplex's own write: passed on only when the applier flagged
+                // it to flow back.
+                match stamp::forwarded(op, after_text, before_text, self.spec.site_id, position) {
+                    Some(m) => m,
+                    None => continue,
+                }
+            } else {
+                // The version time: the stamp column the server set on this
+                // write (what the site reads back from the row); a delete has
+                // no new row, and takes the event's time.
+                let t = after.as_ref().and_then(|a| a.2).unwrap_or(commit_time_us);
+                let dot = crate::marker::Dot {
+                    c: position.counter(),
+                    t,
+                };
+                stamp::user_write(
+                    &info.schema,
+                    self.spec.site_id,
+                    dot,
+                    after_text,
+                    before_text,
+                    after.as_ref().map(|a| &a.0),
+                    &self.spec.field_merge_tables,
+                )
+            };
+            if let Some(t) = self.txn.as_mut() {
+                if self.ready.begin_once(&mut t.begun, &t.meta) {
+                    tracing::debug!(position = %t.meta.commit_position, table = %info.schema.table, "transaction from the binlog");
+                }
+            }
+            self.ready.change(
+                info.schema.clone(),
+                op,
+                before.map(|b| b.0),
+                after.map(|a| a.0),
+                marker,
+            );
+        }
+        Ok(())
+    }
+
+    fn decode_row(
+        &self,
+        info: &TableInfo,
+        row: &BinlogImage,
+        position: SourcePosition,
+    ) -> Result<(Row, Option<String>, Option<i64>), SourceError> {
+        let mut values: Vec<Option<Value>> = vec![None; info.schema.columns.len()];
+        let mut marker = None;
+        let mut stamp = None;
+        for (i, col) in info.columns.iter().enumerate() {
+            let Some(Some(raw)) = row.get(i) else {
+                continue;
+            };
+            let value = decode_binlog_value(col, raw).map_err(|e| SourceError::BadValue {
+                table: info.schema.table.clone(),
+                column: col.name.clone(),
+                position,
+                reason: e.to_string(),
+            })?;
+            match info.row_index.get(i).copied().flatten() {
+                Some(j) => values[j] = Some(value),
+                None if Some(i) == info.marker_index => {
+                    marker = match value {
+                        Value::Json(t) | Value::Text(t) => Some(t),
+                        _ => None,
+                    }
+                }
+                None if Some(i) == info.stamp_index => {
+                    stamp = match value {
+                        Value::TimestampTz(crate::canonical::Timestamp::Micros(us))
+                        | Value::Timestamp(crate::canonical::Timestamp::Micros(us)) => Some(us),
+                        _ => None,
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok((Row(values), marker, stamp))
+    }
+}
