@@ -11,8 +11,8 @@ use mysql_async::prelude::Queryable;
 
 use crate::canonical::{Row, TableName, Value};
 use crate::control::{Site, SiteEngine};
-use crate::mysql::types::MysqlColumn;
-use crate::pg::types::PgTypeClass;
+use crate::mysql::column::MysqlColumn;
+use crate::pg::type_class::PgTypeClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -61,8 +61,8 @@ impl SideColumn {
         }
         // The same normalisation as the appliers' (the marker checksum).
         match self {
-            SideColumn::Pg(_, _, class) => crate::pg::types::as_stored(class, v),
-            SideColumn::Mysql(col) => crate::mysql::types::as_stored(col, v),
+            SideColumn::Pg(_, _, class) => crate::pg::stored::as_stored(class, v),
+            SideColumn::Mysql(col) => crate::mysql::param::as_stored(col, v),
         }
     }
 }
@@ -168,7 +168,7 @@ impl SideReader {
             if skip.contains(&name) {
                 continue;
             }
-            let class = crate::pg::types::resolve_type_class(&client, r.get(2), &mut cache)
+            let class = crate::pg::catalog::resolve_type_class(&client, r.get(2), &mut cache)
                 .await
                 .map_err(err("read the column types"))?;
             let position: i32 = r.get(3);
@@ -469,7 +469,7 @@ impl SideReader {
     }
 
     fn key_text(&self, v: &Value) -> Result<String, ReadError> {
-        crate::pg::types::encode_text(v).map_err(|e| ReadError::Table {
+        crate::pg::text_encode::encode_text(v).map_err(|e| ReadError::Table {
             site: self.site.clone(),
             table: self.quoted.clone(),
             reason: format!("a key value cannot be written as text: {e}"),
@@ -484,7 +484,7 @@ impl SideReader {
                 reason: "internal: a PostgreSQL column on a MySQL site".into(),
             });
         };
-        crate::mysql::types::encode_param(col, v).map_err(|e| ReadError::Table {
+        crate::mysql::param::encode_param(col, v).map_err(|e| ReadError::Table {
             site: self.site.clone(),
             table: self.quoted.clone(),
             reason: format!("key column {}: {e}", col.name),
@@ -525,13 +525,13 @@ impl SideReader {
             let text: Option<String> = r.get(j);
             values[i] = Some(match text {
                 None => Value::Null,
-                Some(t) => {
-                    crate::pg::types::decode_text(class, &t).map_err(|e| ReadError::Table {
+                Some(t) => crate::pg::text_decode::decode_text(class, &t).map_err(|e| {
+                    ReadError::Table {
                         site: self.site.clone(),
                         table: self.quoted.clone(),
                         reason: format!("column {name}: {e}"),
-                    })?
-                }
+                    }
+                })?,
             });
         }
         Ok(Row(values))
@@ -577,7 +577,7 @@ impl SideReader {
                 continue;
             };
             values[i] = Some(
-                crate::mysql::types::decode_query_value(col, v).map_err(|e| ReadError::Table {
+                crate::mysql::decode::decode_query_value(col, v).map_err(|e| ReadError::Table {
                     site: self.site.clone(),
                     table: self.quoted.clone(),
                     reason: format!("column {}: {e}", col.name),

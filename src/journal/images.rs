@@ -77,7 +77,7 @@ fn value_json(v: &Value) -> serde_json::Value {
         Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
         Value::Array(items) => serde_json::Value::Array(items.iter().map(value_json).collect()),
         Value::Time(us) => json!(us),
-        other => match crate::pg::types::encode_text(other) {
+        other => match crate::pg::text_encode::encode_text(other) {
             Ok(text) => json!(text),
             Err(_) => json!(format!("{other:?}")),
         },

@@ -18,15 +18,3 @@ mod test_util;
 pub mod time;
 
 pub use connect::{quote_ident, MysqlEndpoint};
-
-/// The value codec under its former single path, so callers keep their imports
-/// while the codec lives in one file per job.
-pub mod types {
-    pub use super::codec_error::{MysqlDecodeError, MysqlEncodeError};
-    pub use super::column::MysqlColumn;
-    pub use super::decode::{decode_binlog_value, decode_query_value};
-    pub use super::param::{as_stored, encode_param};
-    pub use super::rows_event::{
-        decode_image, read_rows_event, BinlogImage, BinlogRowImages, RowsEventReader,
-    };
-}

@@ -169,7 +169,7 @@ impl Pair {
             .iter()
             .zip(a_key)
             .map(|(&i, v)| {
-                let shown = crate::pg::types::encode_text(v)
+                let shown = crate::pg::text_encode::encode_text(v)
                     .unwrap_or_else(|_| format!("<{}>", v.kind_name()));
                 format!("{}={shown}", self.a.columns[i].name())
             })

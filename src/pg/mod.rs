@@ -18,13 +18,3 @@ pub mod type_class;
 
 pub use catalog::primary_key_columns;
 pub use connect::{quote_ident, quote_table, PgEndpoint};
-
-/// The text codec under its former single path, so callers keep their imports
-/// while the codec lives in one file per job.
-pub mod types {
-    pub use super::catalog::resolve_type_class;
-    pub use super::stored::{as_stored, lossy_into, rounded_by, stored_form};
-    pub use super::text_decode::{decode_text, PgDecodeError};
-    pub use super::text_encode::{encode_text, PgEncodeError};
-    pub use super::type_class::{classify_builtin, PgTypeClass};
-}

@@ -20,7 +20,9 @@ use crate::canonical::{
 };
 use crate::conflict::{LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
-use crate::mysql::types::{decode_query_value, encode_param, MysqlColumn};
+use crate::mysql::column::MysqlColumn;
+use crate::mysql::decode::decode_query_value;
+use crate::mysql::param::encode_param;
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::resolve::{KeyRef, Resolved};
@@ -702,7 +704,7 @@ impl Target for MysqlTarget {
             .collect();
         store_values(change, |i, v| {
             let col = columns.get(i).copied().flatten()?;
-            crate::mysql::types::as_stored(col, v).ok()
+            crate::mysql::param::as_stored(col, v).ok()
         });
         Ok(())
     }

@@ -18,7 +18,9 @@ use tokio_postgres::{Client, Statement};
 use crate::canonical::{Op, Row, RowChange, SourcePosition, TableName, TableSchema, Value};
 use crate::conflict::{LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
-use crate::pg::types::{decode_text, encode_text, PgTypeClass};
+use crate::pg::text_decode::decode_text;
+use crate::pg::text_encode::encode_text;
+use crate::pg::type_class::PgTypeClass;
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
 use crate::sink::resolve::{KeyRef, Resolved};
@@ -533,12 +535,15 @@ impl PgTarget {
             let name: String = r.get(0);
             typmods.insert(name.clone(), r.get::<_, i32>(3));
             let type_oid: u32 = r.get(2);
-            let class =
-                crate::pg::types::resolve_type_class(&self.client, type_oid, &mut self.type_cache)
-                    .await
-                    .map_err(db(format!(
-                        "read the column types of {table} on the target"
-                    )))?;
+            let class = crate::pg::catalog::resolve_type_class(
+                &self.client,
+                type_oid,
+                &mut self.type_cache,
+            )
+            .await
+            .map_err(db(format!(
+                "read the column types of {table} on the target"
+            )))?;
             classes.insert(name.clone(), class);
             column_types.insert(name, r.get::<_, String>(1));
         }
@@ -836,9 +841,9 @@ impl PgTarget {
         let class = target.classes.get(name);
         let typmod = target.typmods.get(name).copied().unwrap_or(-1);
         let refusal = class.and_then(|c| {
-            crate::pg::types::lossy_into(c, v)
+            crate::pg::stored::lossy_into(c, v)
                 .map(str::to_string)
-                .or_else(|| crate::pg::types::rounded_by(c, typmod, v))
+                .or_else(|| crate::pg::stored::rounded_by(c, typmod, v))
         });
         if let Some(reason) = refusal {
             return Err(SinkError::Value {
@@ -875,7 +880,7 @@ impl PgTarget {
 fn encode_for(
     v: &Value,
     class: Option<&PgTypeClass>,
-) -> Result<String, crate::pg::types::PgEncodeError> {
+) -> Result<String, crate::pg::text_encode::PgEncodeError> {
     match (v, class) {
         (Value::Text(s) | Value::Json(s) | Value::Enum(s), Some(PgTypeClass::Bytea)) => {
             use std::fmt::Write;
@@ -1105,7 +1110,7 @@ impl Target for PgTarget {
             .collect();
         store_values(change, |i, v| {
             let (class, typmod) = classes.get(i).copied().flatten()?;
-            crate::pg::types::stored_form(class, typmod, v)
+            crate::pg::stored::stored_form(class, typmod, v)
                 .ok()
                 .flatten()
         });

@@ -74,7 +74,7 @@ pub(crate) fn describe_key(change: &RowChange) -> String {
                     crate::canonical::Value::Text(s) => {
                         crate::journal::images::storable_text(s).into_owned()
                     }
-                    v => crate::pg::types::encode_text(v)
+                    v => crate::pg::text_encode::encode_text(v)
                         .unwrap_or_else(|_| format!("<{}>", v.kind_name())),
                 })
                 .unwrap_or_else(|| "?".into());

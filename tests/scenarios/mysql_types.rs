@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use duplex::canonical::value::{days_from_civil, Date, Decimal, Interval, Timestamp, Value};
 use duplex::localdb::mysql::{LocalMariaDb, LocalMariaDbOptions};
-use duplex::mysql::types::{
-    decode_image, encode_param, MysqlColumn, MysqlDecodeError, RowsEventReader,
-};
+use duplex::mysql::codec_error::MysqlDecodeError;
+use duplex::mysql::column::MysqlColumn;
+use duplex::mysql::param::encode_param;
+use duplex::mysql::rows_event::{decode_image, RowsEventReader};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::*;
@@ -644,7 +645,7 @@ async fn legacy_temporal_formats() {
         .await
         .unwrap();
     assert_eq!(cols[1].column_type, "time(3) /* mariadb-5.3 */");
-    let err = duplex::mysql::types::decode_binlog_value(
+    let err = duplex::mysql::decode::decode_binlog_value(
         &cols[1],
         &mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Time(
             false, 0, 0, 0, 0, 0,

@@ -6,7 +6,9 @@ use duplex::canonical::value::{
     days_from_civil, Date, Decimal, Interval, Timestamp, Value, MICROS_PER_DAY,
 };
 use duplex::localdb::pg::LocalPostgres;
-use duplex::pg::types::{decode_text, encode_text, PgTypeClass};
+use duplex::pg::text_decode::decode_text;
+use duplex::pg::text_encode::encode_text;
+use duplex::pg::type_class::PgTypeClass;
 use proptest::prelude::*;
 use PgTypeClass as C;
 
