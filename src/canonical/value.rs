@@ -259,6 +259,44 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Microseconds in a second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// Fractional-second digits a number of microseconds needs (0..=6).
+pub fn fraction_digits(micros: i64) -> u32 {
+    let mut frac = micros.rem_euclid(MICROS_PER_SECOND);
+    if frac == 0 {
+        return 0;
+    }
+    let mut digits = 6;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    digits
+}
+
+/// Write `HH:MM:SS` for `secs` seconds (hours unbounded, at least two digits).
+pub fn write_hms(out: &mut String, secs: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+}
+
+/// Write `.ffffff` without trailing zeros; nothing for 0.
+pub fn write_fraction(out: &mut String, frac_micros: u64) {
+    if frac_micros != 0 {
+        let digits = format!("{frac_micros:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
 /// Inverse of [`civil_from_days`].
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };

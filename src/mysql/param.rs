@@ -593,23 +593,9 @@ fn encode_date(t: &Target) -> Result<MyValue, MysqlEncodeError> {
     Ok(my_date(days, 0))
 }
 
-/// Fractional digits a number of microseconds needs (0..=6).
-fn fraction_digits(micros: i64) -> u32 {
-    let mut frac = micros.rem_euclid(MICROS_PER_SECOND);
-    if frac == 0 {
-        return 0;
-    }
-    let mut digits = 6;
-    while frac % 10 == 0 {
-        frac /= 10;
-        digits -= 1;
-    }
-    digits
-}
-
 fn check_precision(t: &Target, micros: i64) -> Result<(), MysqlEncodeError> {
     let fsp = t.col.fsp();
-    let need = fraction_digits(micros);
+    let need = crate::canonical::value::fraction_digits(micros);
     if need > fsp {
         return Err(t.refuse(format!(
             "has {need} fractional-second digits; {} keeps {fsp} and would round",

@@ -23,14 +23,6 @@ pub(super) const TIMESTAMP_MIN_MICROS: i64 = MICROS_PER_SECOND;
 pub(super) const TIMESTAMP_MAX_MICROS: i64 = (i32::MAX as i64) * MICROS_PER_SECOND + 999_999;
 
 /// `.ffffff` without trailing zeros; nothing for 0.
-fn push_fraction(out: &mut String, frac_micros: u64) {
-    if frac_micros != 0 {
-        let digits = format!("{frac_micros:06}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-}
-
 fn push_ymd(out: &mut String, days: i64) {
     let (y, m, d) = civil_from_days(days);
     if y <= 0 {
@@ -66,7 +58,7 @@ pub(super) fn push_timestamp(out: &mut String, micros: i64, sep: char) {
         secs / 60 % 60,
         secs % 60
     );
-    push_fraction(out, (tod % MICROS_PER_SECOND) as u64);
+    crate::canonical::value::write_fraction(out, (tod % MICROS_PER_SECOND) as u64);
     if y <= 0 {
         out.push_str(" BC");
     }
@@ -94,15 +86,8 @@ pub(super) fn show_time(micros: i64) -> String {
         out.push('-');
     }
     let a = micros.unsigned_abs();
-    let secs = a / 1_000_000;
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    push_fraction(&mut out, a % 1_000_000);
+    crate::canonical::value::write_hms(&mut out, a / 1_000_000);
+    crate::canonical::value::write_fraction(&mut out, a % 1_000_000);
     out
 }
 

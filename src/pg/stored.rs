@@ -3,7 +3,6 @@
 //! ([`as_stored`], [`stored_form`]).
 
 use crate::canonical::value::{Date, Timestamp, Value, MICROS_PER_DAY};
-use crate::pg::limits::MICROS_PER_SECOND;
 use crate::pg::text_decode::decode_text;
 use crate::pg::text_encode::encode_text;
 use crate::pg::type_class::PgTypeClass;
@@ -23,20 +22,6 @@ pub fn lossy_into(class: &PgTypeClass, v: &Value) -> Option<&'static str> {
         ),
         _ => None,
     }
-}
-
-/// Fractional-second digits a number of microseconds needs (0..=6).
-fn fraction_digits(micros: i64) -> i32 {
-    let mut frac = micros.rem_euclid(MICROS_PER_SECOND);
-    if frac == 0 {
-        return 0;
-    }
-    let mut digits = 6;
-    while frac % 10 == 0 {
-        frac /= 10;
-        digits -= 1;
-    }
-    digits
 }
 
 /// Why a PostgreSQL column of `class` with type modifier `typmod` (-1: none)
@@ -79,7 +64,7 @@ pub fn rounded_by(class: &PgTypeClass, typmod: i32, v: &Value) -> Option<String>
                 | Value::Time(m) => *m,
                 _ => return None,
             };
-            let need = fraction_digits(micros);
+            let need = crate::canonical::value::fraction_digits(micros) as i32;
             (need > typmod).then(|| {
                 format!(
                     "has {need} fractional-second digits; {}({typmod}) keeps {typmod} and would round",

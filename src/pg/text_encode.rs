@@ -7,6 +7,7 @@
 //! server is a scenario of the test binary, `tests/scenarios/pg_codec.rs`).
 
 use crate::canonical::value::{civil_from_days, Date, Interval, Timestamp, Value, MICROS_PER_DAY};
+use crate::canonical::value::{write_fraction, write_hms};
 use crate::pg::limits::{
     INTERVAL_NEG_INFINITY, INTERVAL_POS_INFINITY, MICROS_PER_HOUR, MICROS_PER_MINUTE,
     MICROS_PER_SECOND, PG_DATE_MAX_DAYS, PG_DATE_MIN_DAYS, PG_TS_MIN_MICROS,
@@ -146,23 +147,8 @@ fn write_date(out: &mut String, d: Date) -> Result<(), PgEncodeError> {
 fn write_time_of_day(out: &mut String, micros: i64) {
     let secs = micros / MICROS_PER_SECOND;
     let frac = micros % MICROS_PER_SECOND;
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    write_hms(out, secs.unsigned_abs());
     write_fraction(out, frac.unsigned_abs());
-}
-
-/// `.ffffff` without trailing zeros; nothing for 0.
-fn write_fraction(out: &mut String, frac_micros: u64) {
-    if frac_micros != 0 {
-        let digits = format!("{frac_micros:06}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
 }
 
 fn write_timestamp(out: &mut String, ts: Timestamp, with_tz: bool) -> Result<(), PgEncodeError> {
