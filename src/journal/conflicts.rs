@@ -13,25 +13,15 @@ use serde_json::json;
 use crate::canonical::ChangeOrigin;
 use crate::canonical::TableSchema;
 use crate::conflict::{Conflict, Outcome, PendingResolution, VersionInfo};
-use crate::control::{ControlDb, ControlEndpoint, Sql, P};
+use crate::control::{ControlDb, Sql, P};
 use crate::journal::images::{image_json, readable, storable_text};
+use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
-/// Where the conflicts of one direction are recorded.
-#[derive(Debug, Clone)]
-pub struct ConflictStoreSpec {
-    pub control: ControlEndpoint,
-    pub link_id: u32,
-    pub source_site: u32,
-    pub target_site: u32,
-}
-
 pub struct ConflictStore {
-    spec: ConflictStoreSpec,
-    client: Option<ControlDb>,
+    journal: JournalConn,
     stats: Arc<DirectionStats>,
-    unconfirmed: Vec<i64>,
     /// Keys with parked conflicts on this target: (table, key). Loaded at
     /// start; a version applied later for one of them makes them moot.
     open: std::collections::HashSet<(String, String)>,
@@ -58,45 +48,34 @@ fn parked_change(schema: &TableSchema, conflict: &Conflict) -> Option<serde_json
         .flatten()
 }
 
+/// The conflicts' table.
+static CONFLICTS: JournalTable = JournalTable {
+    name: "duplex.conflicts",
+    id_column: "conflict_id",
+    note_column: "resolution_note",
+    settled_column: "resolved_at",
+    open_status: "open",
+    what: "a conflict",
+    application_name: "duplex conflicts",
+};
+
 impl ConflictStore {
-    pub fn new(spec: ConflictStoreSpec, stats: Arc<DirectionStats>) -> ConflictStore {
+    pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>) -> ConflictStore {
         ConflictStore {
-            spec,
-            client: None,
+            journal: JournalConn::new(spec, &CONFLICTS),
             stats,
-            unconfirmed: Vec::new(),
             open: std::collections::HashSet::new(),
         }
     }
 
-    async fn client(&mut self) -> Result<&mut ControlDb, JournalError> {
-        let client = match self.client.take() {
-            Some(c) => c,
-            None => self
-                .spec
-                .control
-                .connect("duplex conflicts")
-                .await
-                .map_err(|e| JournalError::Connect {
-                    what: "a conflict",
-                    source: Box::new(e),
-                })?,
-        };
-        Ok(self.client.insert(client))
-    }
-
     /// See `Quarantine::reconcile`: the same rule, for conflict records.
     pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
-        let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
-        let client = self.client().await?;
-        crate::journal::protocol::reconcile_unconfirmed(
-            client,
-            "duplex.conflicts",
-            link,
-            site,
-            resume_counter,
-        )
-        .await?;
+        self.journal.reconcile(resume_counter).await?;
+        let (link, site) = (
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+        );
+        let client = self.journal.client().await?;
         // The counter duplex reports is the direction's whole history, not
         // just this run's.
         let total: i64 = client
@@ -119,14 +98,7 @@ impl ConflictStore {
 
     /// The target transaction that settled the recorded conflicts committed.
     pub async fn confirm(&mut self) -> Result<(), JournalError> {
-        if self.unconfirmed.is_empty() {
-            return Ok(());
-        }
-        let ids = std::mem::take(&mut self.unconfirmed);
-        let client = self.client().await?;
-        crate::journal::protocol::confirm_ids(client, "duplex.conflicts", "conflict_id", &ids)
-            .await?;
-        Ok(())
+        self.journal.confirm().await
     }
 
     /// Record the conflicts detected in one decided batch. They are written
@@ -137,7 +109,7 @@ impl ConflictStore {
         &mut self,
         conflicts: &[(Arc<TableSchema>, Conflict, ChangeOrigin, String)],
     ) -> Result<(), JournalError> {
-        if conflicts.len() < 2 || !matches!(self.client().await?, ControlDb::Pg(_)) {
+        if conflicts.len() < 2 || !matches!(self.journal.client().await?, ControlDb::Pg(_)) {
             for (schema, conflict, origin, key) in conflicts {
                 self.record(schema, conflict, origin, key).await?;
             }
@@ -174,11 +146,11 @@ impl ConflictStore {
         records.reverse();
         let records = serde_json::Value::Array(records).to_string();
         let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+            self.journal.spec.target_site as i32,
         );
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let result = client
             .rows(Sql::new(
                 "record conflicts",
@@ -205,7 +177,7 @@ impl ConflictStore {
                 // One record at a time instead: each keeps what it can (see
                 // `record`), so one refused record does not stop the batch.
                 tracing::warn!(error = %e, "cannot record the batch's conflicts in one statement; recording them one by one");
-                self.client = None;
+                self.journal.drop_client();
                 for (schema, conflict, origin, key) in conflicts {
                     self.record(schema, conflict, origin, key).await?;
                 }
@@ -213,7 +185,7 @@ impl ConflictStore {
             }
         };
         for r in rows {
-            self.unconfirmed.push(r.parse("conflict_id")?);
+            self.journal.written(r.parse("conflict_id")?);
             if r.bool("inserted")? {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             }
@@ -289,7 +261,7 @@ impl ConflictStore {
                     .await?
             }
         };
-        self.unconfirmed.push(id);
+        self.journal.written(id);
         if inserted {
             self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         }
@@ -312,9 +284,12 @@ impl ConflictStore {
         origin: ChangeOrigin,
         kind: crate::conflict::ConflictKind,
     ) -> Result<(), JournalError> {
-        let (link, source) = (self.spec.link_id as i32, self.spec.source_site as i32);
+        let (link, source) = (
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+        );
         let counter = origin.position.counter().to_string();
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let removed = client
             .exec(Sql::new(
                 "withdraw a conflict record",
@@ -355,16 +330,16 @@ impl ConflictStore {
         r: &ConflictRecord,
     ) -> Result<(i64, bool), JournalError> {
         let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+            self.journal.spec.target_site as i32,
         );
         let (table, position, counter) = (
             schema.table.to_string(),
             origin.position.to_string(),
             origin.position.counter().to_string(),
         );
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let result = client
             .upsert_returning_id(Sql::new(
                 "record a conflict",
@@ -406,7 +381,7 @@ impl ConflictStore {
             .await;
         if result.is_err() {
             // Reconnect next time: the connection may be gone.
-            self.client = None;
+            self.journal.drop_client();
         }
         Ok(result?)
     }
@@ -433,11 +408,11 @@ impl ConflictStore {
     /// applied yet. One that cannot be read back is marked with a note.
     pub async fn pending_resolutions(&mut self) -> Result<Vec<PendingResolution>, JournalError> {
         let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+            self.journal.spec.target_site as i32,
         );
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let rows = client
             .rows(Sql::new(
                 "read the conflicts a DBA settled",
@@ -501,27 +476,7 @@ impl ConflictStore {
         status: &str,
         note: &str,
     ) -> Result<(), JournalError> {
-        let client = self.client().await?;
-        client
-            .exec(
-                Sql::new(
-                    "record what became of a settled conflict",
-                    "UPDATE duplex.conflicts SET status = $2, resolution_note = $3,
-                            resolved_at = CASE WHEN $2 = 'open' THEN NULL ELSE now() END
-                      WHERE conflict_id = $1",
-                    "UPDATE duplex.conflicts SET status = ?, resolution_note = ?,
-                            resolved_at = IF(? = 'open', NULL, UTC_TIMESTAMP(6))
-                      WHERE conflict_id = ?",
-                    &[
-                        P::I64(conflict_id),
-                        P::Text(Some(status)),
-                        P::Text(Some(note)),
-                    ],
-                )
-                .mysql_order(&[1, 2, 1, 0]),
-            )
-            .await?;
-        Ok(())
+        self.journal.settle(conflict_id, status, note).await
     }
 
     /// Any parked conflicts here?
@@ -541,8 +496,11 @@ impl ConflictStore {
     /// Open conflicts on this target for `table`/`key` are moot: a version that
     /// has seen both was applied.
     pub async fn supersede(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
-        let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
-        let client = self.client().await?;
+        let (link, target) = (
+            self.journal.spec.link_id as i32,
+            self.journal.spec.target_site as i32,
+        );
+        let client = self.journal.client().await?;
         client
             .exec(Sql::new(
                 "supersede parked conflicts",
@@ -562,8 +520,11 @@ impl ConflictStore {
     pub async fn open_keys(
         &mut self,
     ) -> Result<std::collections::HashSet<(String, String)>, JournalError> {
-        let (link, target) = (self.spec.link_id as i32, self.spec.target_site as i32);
-        let client = self.client().await?;
+        let (link, target) = (
+            self.journal.spec.link_id as i32,
+            self.journal.spec.target_site as i32,
+        );
+        let client = self.journal.client().await?;
         client
             .rows(Sql::new(
                 "read the parked conflicts",

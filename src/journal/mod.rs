@@ -9,6 +9,8 @@
 pub mod conflicts;
 pub(crate) mod images;
 pub(crate) mod protocol;
+
+pub use protocol::JournalSpec;
 pub mod quarantine;
 
 /// The journal's one error type: the control database could not be reached

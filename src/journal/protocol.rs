@@ -3,7 +3,8 @@
 //! unconfirmed before the target commits, confirmed after, and on restart
 //! the unconfirmed ones are settled against the target's resume point.
 
-use crate::control::{ControlDb, ControlError, Sql, P};
+use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
+use crate::journal::JournalError;
 
 /// Records of one direction (`link`, `source site`) in `table` written before
 /// a target commit that a crash may have prevented: those of transactions
@@ -73,4 +74,130 @@ pub(crate) async fn confirm_ids(
             .await?;
     }
     Ok(())
+}
+
+/// Where one direction's journal records go.
+#[derive(Debug, Clone)]
+pub struct JournalSpec {
+    pub control: ControlEndpoint,
+    pub link_id: u32,
+    pub source_site: u32,
+    pub target_site: u32,
+}
+
+/// One journal table of the control schema (duplex's own, never configuration).
+pub(crate) struct JournalTable {
+    /// `duplex.conflicts`, `duplex.quarantine`.
+    pub name: &'static str,
+    pub id_column: &'static str,
+    /// Where a DBA's settlement is noted, and when it was settled.
+    pub note_column: &'static str,
+    pub settled_column: &'static str,
+    /// The status that is no settlement (its settled time is cleared).
+    pub open_status: &'static str,
+    /// What one record is, for messages ("a conflict").
+    pub what: &'static str,
+    /// The control connection's application name.
+    pub application_name: &'static str,
+}
+
+/// The protocol's state for one journal of one direction: the control
+/// connection (opened on first use, dropped after an error so the next use
+/// reconnects) and the records written in the open target transaction.
+pub(crate) struct JournalConn {
+    pub spec: JournalSpec,
+    table: &'static JournalTable,
+    client: Option<ControlDb>,
+    unconfirmed: Vec<i64>,
+}
+
+impl JournalConn {
+    pub fn new(spec: JournalSpec, table: &'static JournalTable) -> JournalConn {
+        JournalConn {
+            spec,
+            table,
+            client: None,
+            unconfirmed: Vec::new(),
+        }
+    }
+
+    /// The control connection, opened if need be.
+    pub async fn client(&mut self) -> Result<&mut ControlDb, JournalError> {
+        let client = match self.client.take() {
+            Some(c) => c,
+            None => self
+                .spec
+                .control
+                .connect(self.table.application_name)
+                .await
+                .map_err(|e| JournalError::Connect {
+                    what: self.table.what,
+                    source: Box::new(e),
+                })?,
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// Drop the connection (after an error it may be unusable).
+    pub fn drop_client(&mut self) {
+        self.client = None;
+    }
+
+    /// Record `id` was written in the open target transaction.
+    pub fn written(&mut self, id: i64) {
+        self.unconfirmed.push(id);
+    }
+
+    /// At start: settle this direction's unconfirmed records against the
+    /// target's resume point (see [`reconcile_unconfirmed`]).
+    pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
+        let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
+        let table = self.table.name;
+        let client = self.client().await?;
+        reconcile_unconfirmed(client, table, link, site, resume_counter).await?;
+        Ok(())
+    }
+
+    /// The target transaction holding the records written since committed.
+    pub async fn confirm(&mut self) -> Result<(), JournalError> {
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.unconfirmed);
+        let (table, id_column) = (self.table.name, self.table.id_column);
+        let client = self.client().await?;
+        confirm_ids(client, table, id_column, &ids).await?;
+        Ok(())
+    }
+
+    /// Note what became of a record a DBA acted on: `status` with `note`
+    /// (and the time, unless it is back to the open status).
+    pub async fn settle(&mut self, id: i64, status: &str, note: &str) -> Result<(), JournalError> {
+        let t = self.table;
+        let pg = format!(
+            "UPDATE {} SET status = $2, {} = $3,
+                    {} = CASE WHEN $2 = '{}' THEN NULL ELSE now() END
+              WHERE {} = $1",
+            t.name, t.note_column, t.settled_column, t.open_status, t.id_column
+        );
+        let my = format!(
+            "UPDATE {} SET status = ?, {} = ?,
+                    {} = IF(? = '{}', NULL, UTC_TIMESTAMP(6))
+              WHERE {} = ?",
+            t.name, t.note_column, t.settled_column, t.open_status, t.id_column
+        );
+        let client = self.client().await?;
+        client
+            .exec(
+                Sql::new(
+                    "note what became of a journal record",
+                    &pg,
+                    &my,
+                    &[P::I64(id), P::Text(Some(status)), P::Text(Some(note))],
+                )
+                .mysql_order(&[1, 2, 1, 0]),
+            )
+            .await?;
+        Ok(())
+    }
 }

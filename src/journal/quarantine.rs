@@ -17,27 +17,15 @@ use crate::canonical::{
     ChangeOrigin, Op, Row, RowChange, SourceForm, SourcePosition, TableName, TableSchema,
     Unreplicable,
 };
-use crate::control::{ControlDb, ControlEndpoint, Sql, P};
+use crate::control::{Sql, P};
 use crate::journal::images::{abridge, image_json, readable, storable_text};
-use crate::journal::protocol::{confirm_ids, reconcile_unconfirmed};
+use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
-/// Where quarantined changes of one direction go.
-#[derive(Debug, Clone)]
-pub struct QuarantineSpec {
-    pub control: ControlEndpoint,
-    pub link_id: u32,
-    pub source_site: u32,
-    pub target_site: u32,
-}
-
 pub struct Quarantine {
-    spec: QuarantineSpec,
-    client: Option<ControlDb>,
+    journal: JournalConn,
     stats: Arc<DirectionStats>,
-    /// Records written in the open target transaction, confirmed after it commits.
-    unconfirmed: Vec<i64>,
     recorded: usize,
     /// Tables stopped in this direction (bare source names): a write to
     /// them was logged as a statement, without its rows. Their changes are
@@ -130,32 +118,25 @@ fn change_from_value(v: &serde_json::Value) -> Option<RowChange> {
     })
 }
 
+/// The quarantine's table.
+static QUARANTINE: JournalTable = JournalTable {
+    name: "duplex.quarantine",
+    id_column: "quarantine_id",
+    note_column: "note",
+    settled_column: "settled_at",
+    open_status: "pending",
+    what: "a quarantined change",
+    application_name: "duplex quarantine",
+};
+
 impl Quarantine {
-    pub fn new(spec: QuarantineSpec, stats: Arc<DirectionStats>) -> Quarantine {
+    pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>) -> Quarantine {
         Quarantine {
-            spec,
-            client: None,
+            journal: JournalConn::new(spec, &QUARANTINE),
             stats,
-            unconfirmed: Vec::new(),
             recorded: 0,
             stopped: HashSet::new(),
         }
-    }
-
-    async fn client(&mut self) -> Result<&mut ControlDb, JournalError> {
-        let client = match self.client.take() {
-            Some(c) => c,
-            None => self
-                .spec
-                .control
-                .connect("duplex quarantine")
-                .await
-                .map_err(|e| JournalError::Connect {
-                    what: "a quarantined change",
-                    source: Box::new(e),
-                })?,
-        };
-        Ok(self.client.insert(client))
     }
 
     /// At start, given the target's resume position (the end of the last
@@ -166,21 +147,12 @@ impl Quarantine {
     /// A record's position is its transaction's start, strictly below that
     /// transaction's end.
     pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
-        let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
-        let client = self.client().await?;
-        reconcile_unconfirmed(client, "duplex.quarantine", link, site, resume_counter).await?;
-        Ok(())
+        self.journal.reconcile(resume_counter).await
     }
 
     /// The target transaction holding the recorded skips committed.
     pub async fn confirm(&mut self) -> Result<(), JournalError> {
-        if self.unconfirmed.is_empty() {
-            return Ok(());
-        }
-        let ids = std::mem::take(&mut self.unconfirmed);
-        let client = self.client().await?;
-        confirm_ids(client, "duplex.quarantine", "quarantine_id", &ids).await?;
-        Ok(())
+        self.journal.confirm().await
     }
 
     /// Changes a DBA asked to retry (`duplex.retry_quarantined`), oldest
@@ -188,11 +160,11 @@ impl Quarantine {
     /// with a note.
     pub async fn pending_retries(&mut self) -> Result<Vec<Retry>, JournalError> {
         let (link, source, target) = (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+            self.journal.spec.target_site as i32,
         );
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let rows = client
             .rows(Sql::new(
                 "read the changes to retry",
@@ -263,27 +235,7 @@ impl Quarantine {
         status: &str,
         note: &str,
     ) -> Result<(), JournalError> {
-        let client = self.client().await?;
-        client
-            .exec(
-                Sql::new(
-                    "settle a retried change",
-                    "UPDATE duplex.quarantine SET status = $2, note = $3,
-                            settled_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-                      WHERE quarantine_id = $1",
-                    "UPDATE duplex.quarantine SET status = ?, note = ?,
-                            settled_at = IF(? = 'pending', NULL, UTC_TIMESTAMP(6))
-                      WHERE quarantine_id = ?",
-                    &[
-                        P::I64(quarantine_id),
-                        P::Text(Some(status)),
-                        P::Text(Some(note)),
-                    ],
-                )
-                .mysql_order(&[1, 2, 1, 0]),
-            )
-            .await?;
-        Ok(())
+        self.journal.settle(quarantine_id, status, note).await
     }
 
     /// How many changes were recorded since this sink started (a retry that
@@ -365,7 +317,7 @@ impl Quarantine {
             result = self.insert(&record).await;
         }
         let (id, inserted) = result?;
-        self.unconfirmed.push(id);
+        self.journal.written(id);
         if inserted {
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
         }
@@ -386,7 +338,7 @@ impl Quarantine {
     /// the direction, and reconciliation at start removes its records).
     async fn stopped_tables(&mut self) -> Result<HashSet<String>, JournalError> {
         let (link, source, target) = self.ids();
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let rows = client
             .rows(Sql::new(
                 "read the stopped tables",
@@ -402,7 +354,7 @@ impl Quarantine {
             ))
             .await;
         if rows.is_err() {
-            self.client = None;
+            self.journal.drop_client();
         }
         Ok(rows?
             .iter()
@@ -439,7 +391,7 @@ impl Quarantine {
     /// before it are moot (their rows are gone with it).
     pub async fn discard_held(&mut self, tables: &[String]) -> Result<(), JournalError> {
         let (link, source, target) = self.ids();
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         client
             .exec(Sql::new(
                 "discard held changes overtaken by a TRUNCATE",
@@ -464,7 +416,7 @@ impl Quarantine {
     /// Returns how many were released.
     pub async fn release_held(&mut self, active: &[String]) -> Result<u64, JournalError> {
         let (link, source, target) = self.ids();
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         Ok(client
             .exec(Sql::new(
                 "release held changes",
@@ -481,9 +433,9 @@ impl Quarantine {
 
     fn ids(&self) -> (i32, i32, i32) {
         (
-            self.spec.link_id as i32,
-            self.spec.source_site as i32,
-            self.spec.target_site as i32,
+            self.journal.spec.link_id as i32,
+            self.journal.spec.source_site as i32,
+            self.journal.spec.target_site as i32,
         )
     }
 
@@ -550,7 +502,7 @@ impl Quarantine {
                 self.insert(&minimal).await?
             }
         };
-        self.unconfirmed.push(id);
+        self.journal.written(id);
         if inserted && status == "pending" {
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
         }
@@ -570,7 +522,7 @@ impl Quarantine {
             r.origin.position.to_string(),
             r.origin.position.counter().to_string(),
         );
-        let client = self.client().await?;
+        let client = self.journal.client().await?;
         let result = client
             .upsert_returning_id(Sql::new(
                 "record a quarantined change",
@@ -604,7 +556,7 @@ impl Quarantine {
             .await;
         if result.is_err() {
             // Reconnect next time: the connection may be gone.
-            self.client = None;
+            self.journal.drop_client();
         }
         Ok(result?)
     }

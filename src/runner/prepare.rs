@@ -7,7 +7,7 @@ use crate::control::SiteEngine;
 use super::plan::Resolved;
 use super::site_conn::{endpoint, mysql_error, setup_conn, SetupConn};
 use crate::control::{self, ControlDb, ControlEndpoint, Link, LinkTable, Sql, P};
-use crate::journal::quarantine::QuarantineSpec;
+use crate::journal::JournalSpec;
 use crate::mysql::MysqlEndpoint;
 use crate::pipeline::{DirectionSpec, PipelineTuning};
 use crate::setup::{check_slot_continuity, prepare_mysql_site, prepare_pg_site};
@@ -444,13 +444,7 @@ pub(super) async fn prepare_link(
         let applier = ApplierSpec {
             site_id: dst.site_id,
             max_batch_rows: tuning.max_batch_rows,
-            quarantine: QuarantineSpec {
-                control: control.clone(),
-                link_id: link.link_id,
-                source_site: src.site_id,
-                target_site: dst.site_id,
-            },
-            conflicts: crate::journal::conflicts::ConflictStoreSpec {
+            journal: JournalSpec {
                 control: control.clone(),
                 link_id: link.link_id,
                 source_site: src.site_id,

@@ -46,8 +46,8 @@ impl<T: Target> Applier<T> {
     pub fn new(spec: ApplierSpec, target: T, stats: Arc<DirectionStats>) -> Applier<T> {
         Applier {
             target,
-            quarantine: Quarantine::new(spec.quarantine.clone(), stats.clone()),
-            conflicts: ConflictStore::new(spec.conflicts.clone(), stats.clone()),
+            quarantine: Quarantine::new(spec.journal.clone(), stats.clone()),
+            conflicts: ConflictStore::new(spec.journal.clone(), stats.clone()),
             spec,
             group: TxnGroup::default(),
             stats,

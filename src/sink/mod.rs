@@ -28,8 +28,7 @@ pub(crate) use rows::{
 };
 pub(crate) use target::Target;
 
-use crate::journal::conflicts::ConflictStoreSpec;
-use crate::journal::quarantine::QuarantineSpec;
+use crate::journal::JournalSpec;
 
 /// How to apply one direction of a link to its target site.
 #[derive(Debug, Clone)]
@@ -54,10 +53,8 @@ pub struct ApplierSpec {
     pub site_id: u32,
     /// Most rows decided together, and in one multi-row statement.
     pub max_batch_rows: usize,
-    /// Where changes the target refuses are kept.
-    pub quarantine: QuarantineSpec,
-    /// Where conflicts are recorded.
-    pub conflicts: ConflictStoreSpec,
+    /// Where conflicts and changes the target refuses are recorded.
+    pub journal: JournalSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
 }
