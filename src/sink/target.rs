@@ -87,7 +87,7 @@ pub(crate) trait Target {
 
     /// Bring the change's images into the target's own representation of
     /// each column (what the target stores and reads back: `as_stored` of
-    /// `pg::types` / `mysql::types`), so that the checksum a marker records
+    /// `pg::stored` / `mysql::param`), so that the checksum a marker records
     /// is the one the row reads back with, and incoming rows compare with
     /// the target's rows value for value. A value the column cannot take is
     /// left as it came: writing it is refused, with the reason.
