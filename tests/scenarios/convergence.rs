@@ -419,6 +419,11 @@ async fn run(engines: Engines, label: &str) {
         println!("  {l}");
     }
     assert!(
+        broken.is_empty(),
+        "seed {seed}: the applier wrote {} row(s) whose marker does not describe them (see above)",
+        broken.len()
+    );
+    assert!(
         recorded > 0,
         "seed {seed}: no conflict recorded: the test did not test anything"
     );
