@@ -15,7 +15,7 @@ use crate::canonical::TableSchema;
 use crate::conflict::{Conflict, Outcome, PendingResolution, VersionInfo};
 use crate::control::{ControlDb, Sql, P};
 use crate::journal::images::{image_json, readable, storable_text};
-use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
+use crate::journal::protocol::{refusal_reason, JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
@@ -240,16 +240,12 @@ impl ConflictStore {
         }
         let (id, inserted) = match result {
             Ok(r) => r,
-            Err(e @ JournalError::Connect { .. }) => return Err(e),
             Err(e) => {
                 // The rows cannot be stored (too large for the control
                 // database, a constraint a DBA added): record the conflict
                 // with both versions' vectors but without their rows, so
                 // that the stream goes on and the conflict is on record.
-                let why = match &e {
-                    JournalError::Db(c) => crate::control::db::server_message(c),
-                    other => other.to_string(),
-                };
+                let why = refusal_reason(e)?;
                 tracing::error!(table = %schema.table, key = %key, error = %why,
                     "cannot record the conflict's rows in duplex.conflicts; recording it without them");
                 let minimal = ConflictRecord {

@@ -201,3 +201,15 @@ impl JournalConn {
         Ok(())
     }
 }
+
+/// A record the control database refused twice: the reason, when it refused
+/// the record itself (too large, a constraint a DBA added; a minimal record
+/// is kept instead, so the stream goes on and the loss is on record), or the
+/// error itself when the control database cannot be reached (the direction
+/// stops and retries).
+pub(crate) fn refusal_reason(e: JournalError) -> Result<String, JournalError> {
+    match e {
+        JournalError::Db(c) => Ok(crate::control::db::server_message(&c)),
+        e @ JournalError::Connect { .. } => Err(e),
+    }
+}

@@ -19,7 +19,7 @@ use crate::canonical::{
 };
 use crate::control::{Sql, P};
 use crate::journal::images::{abridge, image_json, readable, storable_text};
-use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
+use crate::journal::protocol::{refusal_reason, JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
@@ -472,7 +472,6 @@ impl Quarantine {
         }
         let (id, inserted) = match result {
             Ok(r) => r,
-            Err(e @ JournalError::Connect { .. }) => return Err(e),
             Err(e) => {
                 // The record itself cannot be stored (a value beyond what the
                 // control database takes in one field or packet, a
@@ -480,10 +479,7 @@ impl Quarantine {
                 // so that the other tables go on and the loss is on record,
                 // never silent. Only if that fails too (the control
                 // database is unreachable) does the direction stop.
-                let why = match &e {
-                    JournalError::Db(c) => crate::control::db::server_message(c),
-                    other => other.to_string(),
-                };
+                let why = refusal_reason(e)?;
                 tracing::error!(table = %change.table.table, key = %key, position = %origin.position, error = %why,
                     "cannot record the change in duplex.quarantine; keeping its key and position only");
                 let body =
