@@ -44,6 +44,10 @@ impl Error {
     }
 
     pub fn sink_error(site: &str, e: SinkError) -> Error {
+        // A connection error names its site already.
+        if let SinkError::Connect(c) = e {
+            return Error::Connect(c);
+        }
         Error::Sink {
             site: site.to_string(),
             source: Box::new(e),

@@ -62,15 +62,19 @@ impl Refused {
         self.0.extend(Self::keys(change));
     }
 
-    /// Must `change` not be written: it sets only some columns of a row
-    /// whose write was refused earlier in the batch (see [`Refused`])?
+    /// Must `change` not be written: an update of a row whose write was
+    /// refused earlier in the batch that either sets only some columns of it
+    /// (see [`Refused`]) or is a version flowing back to the source
+    /// (`Carry::finish`: the carried row was decided on the state the refused
+    /// write was to leave, and would go over the row the target has)?
     pub(crate) fn follows(&self, change: &RowChange) -> bool {
         !self.0.is_empty()
             && change.op == crate::canonical::Op::Update
-            && change
-                .after
-                .as_ref()
-                .is_some_and(|a| a.0.iter().any(Option::is_none))
+            && (change.marker.resolution == crate::marker::Resolution::Forward
+                || change
+                    .after
+                    .as_ref()
+                    .is_some_and(|a| a.0.iter().any(Option::is_none)))
             && Self::keys(change).any(|k| self.0.contains(&k))
     }
 
@@ -82,7 +86,7 @@ impl Refused {
 }
 
 /// Why a write that follows a refused one is quarantined.
-pub(crate) const FOLLOWS_REFUSED: &str = "not written: it sets only some columns of a row whose earlier change in the same batch the target refused (see that record), and its marker describes the row that change was to leave, not the row the target has; retry both once the cause is fixed";
+pub(crate) const FOLLOWS_REFUSED: &str = "not written: the target refused an earlier change of this row in the same batch (see that record), and this write (only some of the row's columns, or a version flowing back) was decided on the row that change was to leave, not the row the target has; retry both once the cause is fixed";
 
 /// One direction's applier on its target.
 pub(crate) struct Applier<T: Target> {

@@ -23,7 +23,7 @@ pub enum SinkError {
         #[source]
         source: mysql_async::Error,
     },
-    #[error("table {table} does not exist on the target; create it there (same schema and name) or remove it from duplex.link_tables")]
+    #[error("table {table} does not exist on the target; create it there (the same name, and on PostgreSQL the same schema) or remove it from duplex.link_tables")]
     MissingTable { table: TableName },
     #[error(
         "table {table}: column {column} does not exist on the target; add it there or exclude it"

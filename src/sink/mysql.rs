@@ -200,8 +200,9 @@ impl MysqlTarget {
     }
 
     /// Remove this link's tombstones older than `retention` (at most a few
-    /// thousand per call, so a backlog never holds locks for long). Between
-    /// source transactions only. Returns how many were removed.
+    /// thousand per call, so a backlog never holds locks for long). The applier
+    /// calls it between source transactions only. Returns how many were
+    /// removed.
     pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
         if self.spec.policies.is_empty() {
             return Ok(0);
@@ -440,9 +441,9 @@ impl MysqlTarget {
         })
     }
 
-    /// Apply the pending batch. On a data error (InnoDB rolls back just the
-    /// failed statement) the rows are retried one by one and the ones the
-    /// target refuses are quarantined; the stream goes on.
+    /// Execute one batch as one statement (inserts: many rows; updates and
+    /// deletes: one, see `rows_per_statement`). A refused statement is rolled
+    /// back alone by InnoDB; the applier then retries its rows one by one.
     async fn execute_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let schema = batch.table.clone();
         let target = self.target_table(&schema.table).await?;
@@ -487,6 +488,7 @@ impl MysqlTarget {
                 )
             }
             Op::Update => {
+                debug_assert_eq!(batch.rows.len(), 1, "MySQL updates go one per statement");
                 let change = &batch.rows[0];
                 let after = change.after.as_ref();
                 let mut sets = Vec::new();
@@ -514,6 +516,7 @@ impl MysqlTarget {
                 )
             }
             Op::Delete => {
+                debug_assert_eq!(batch.rows.len(), 1, "MySQL deletes go one per statement");
                 let change = &batch.rows[0];
                 let wheres = self.key_params(&target, &schema, change, &mut params)?;
                 format!("DELETE FROM {} WHERE {}", target.quoted, wheres)

@@ -94,7 +94,7 @@ pub struct PgTarget {
     origin_role: bool,
 }
 
-/// Statements kept prepared per sink; beyond this the cache is cleared.
+/// Statements kept prepared per target; beyond this the cache is cleared.
 const STATEMENT_CACHE_LIMIT: usize = 256;
 /// PostgreSQL's limit on bind parameters in one statement is 65535.
 const MAX_PARAMS: usize = 60_000;
@@ -212,8 +212,9 @@ impl PgTarget {
     }
 
     /// Remove this link's tombstones older than `retention` (at most a few
-    /// thousand per call, so a backlog never holds locks for long). Between
-    /// source transactions only. Returns how many were removed.
+    /// thousand per call, so a backlog never holds locks for long). The applier
+    /// calls it between source transactions only. Returns how many were
+    /// removed.
     pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
         let names: Vec<String> = self.spec.tables.iter().map(|t| t.to_string()).collect();
         let removed = self

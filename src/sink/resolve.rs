@@ -1744,7 +1744,7 @@ mod tests {
     }
 
     /// Who wrote a row of the model target, as the PostgreSQL sink tells it
-    /// (`PgSink::stamp`): a user (commit time), or the applier, in a
+    /// (`PgTarget::stamp`): a user (commit time), or the applier, in a
     /// committed transaction or in the open one.
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Writer {

@@ -100,7 +100,7 @@ pub(crate) fn identifying_key(change: &RowChange) -> Result<Vec<(usize, &Value)>
                 table: schema.table.clone(),
                 key: describe_key(change),
                 column: schema.columns[i].name.clone(),
-                reason: "the change carries no value for this primary-key column (check the table's replica identity)".into(),
+                reason: "the change carries no value for this primary-key column (check the source table's replica identity, or its binlog row image)".into(),
             }),
         })
         .collect()
