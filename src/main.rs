@@ -130,6 +130,10 @@ enum Command {
         /// Number of one-row transactions.
         #[arg(long, default_value_t = 20_000)]
         small_txns: i64,
+        /// Rows of the backlog (written in 1,000-row transactions while the
+        /// replicator is stopped, then applied when it starts); 0: none.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog_rows: i64,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
     #[cfg(feature = "localdb")]
@@ -316,10 +320,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             bulk_rows,
             small_txns,
+            backlog_rows,
         } => {
             cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
                 small_txns,
+                backlog_rows,
             })
             .await?
         }

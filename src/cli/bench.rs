@@ -22,6 +22,45 @@ pub struct BenchSizes {
     pub bulk_rows: i64,
     /// Number of one-row transactions.
     pub small_txns: i64,
+    /// Rows of the backlog, in 1,000-row transactions (0: no backlog run).
+    pub backlog_rows: i64,
+}
+
+/// Rows per transaction of the backlog.
+const BACKLOG_TXN_ROWS: i64 = 1_000;
+
+/// Write the backlog to `table` on A (ids after `after`), in
+/// [`BACKLOG_TXN_ROWS`]-row transactions, while no replicator applies it.
+async fn write_backlog(a: &Client, table: &str, after: i64, rows: i64) -> anyhow::Result<()> {
+    let mut done = 0;
+    while done < rows {
+        let n = BACKLOG_TXN_ROWS.min(rows - done);
+        a.batch_execute(&format!(
+            "INSERT INTO {table} SELECT g, md5(g::text), now() FROM generate_series({}, {}) g",
+            after + done + 1,
+            after + done + n
+        ))
+        .await?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// The backlog's measurement: from the replicator's start until its last row
+/// is visible on B.
+fn backlog_measurement(
+    replicator: &'static str,
+    rows: i64,
+    load: Duration,
+    start: Instant,
+) -> Measurement {
+    Measurement {
+        workload: format!("backlog {rows} rows"),
+        replicator,
+        rows,
+        load_secs: load.as_secs_f64(),
+        total_secs: start.elapsed().as_secs_f64(),
+    }
 }
 
 struct Measurement {
@@ -118,8 +157,15 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
     println!("== duplex bench: starting two throwaway PostgreSQL clusters");
     // Durable commits, as in production: a synchronous_commit=off source only
     // flushes WAL (and so only sends it to any replicator) every 200 ms.
+    // A warm launcher: PostgreSQL's logical replication launcher otherwise
+    // waits up to `wal_retrieve_retry_interval` (5 s by default) before it
+    // starts the workers of a subscription created right after another was
+    // dropped, and the native initial sync would be timed with that wait.
     let opts = LocalPgOptions {
-        extra_conf: vec![("synchronous_commit".into(), "on".into())],
+        extra_conf: vec![
+            ("synchronous_commit".into(), "on".into()),
+            ("wal_retrieve_retry_interval".into(), "50ms".into()),
+        ],
         ..LocalPgOptions::default()
     };
     let (o1, o2) = (opts.clone(), opts);
@@ -163,6 +209,27 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
         duplex::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
     println!("== duplex: running workloads");
     workloads(&a, &b, "bench_duplex", "duplex", sizes, &mut results).await?;
+    // The backlog: written while duplex is stopped, applied when it starts.
+    let handle = if sizes.backlog_rows > 0 {
+        handle.shutdown().await;
+        let after = sizes.bulk_rows + sizes.small_txns;
+        let load = Instant::now();
+        write_backlog(&a, "bench_duplex", after, sizes.backlog_rows).await?;
+        let load = load.elapsed();
+        let start = Instant::now();
+        let handle =
+            duplex::runner::start(&a_pg.conninfo("postgres"), PipelineTuning::default()).await?;
+        wait_count(&b, "bench_duplex", after + sizes.backlog_rows).await?;
+        results.push(backlog_measurement(
+            "duplex",
+            sizes.backlog_rows,
+            load,
+            start,
+        ));
+        handle
+    } else {
+        handle
+    };
     // Initial sync: the seeded table joins the running link.
     let start = Instant::now();
     control
@@ -251,6 +318,25 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     workloads(&a, &b, "bench_native", "postgres", sizes, &mut results).await?;
+    if sizes.backlog_rows > 0 {
+        // The same backlog, written while the subscription is disabled.
+        b.batch_execute("ALTER SUBSCRIPTION bench_native_sub DISABLE")
+            .await?;
+        let after = sizes.bulk_rows + sizes.small_txns;
+        let load = Instant::now();
+        write_backlog(&a, "bench_native", after, sizes.backlog_rows).await?;
+        let load = load.elapsed();
+        let start = Instant::now();
+        b.batch_execute("ALTER SUBSCRIPTION bench_native_sub ENABLE")
+            .await?;
+        wait_count(&b, "bench_native", after + sizes.backlog_rows).await?;
+        results.push(backlog_measurement(
+            "postgres",
+            sizes.backlog_rows,
+            load,
+            start,
+        ));
+    }
     b.batch_execute("DROP SUBSCRIPTION bench_native_sub")
         .await?;
     // Its initial table copy (copy_data), for the initial sync.
@@ -288,6 +374,8 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
             m.rows as f64 / m.total_secs
         );
     }
-    println!("\nto peer: from the start of the load on A until the last row is visible on B.");
+    println!("\nto peer: from the start of the load on A until the last row is visible on B;");
+    println!("for the backlog, from the replicator's start (duplex started, or the subscription");
+    println!("enabled) until its last row is visible on B.");
     Ok(())
 }
