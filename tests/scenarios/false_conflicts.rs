@@ -397,6 +397,20 @@ async fn initial_sync_merges_identical_rows_silently() {
             && query_i64(&b, "SELECT count(*) FROM item").await == N + 2
     })
     .await;
+    // The settled version of each conflicting row flows back to the other
+    // site after both copies are done: the check compares once it has.
+    let settled =
+        "SELECT string_agg(id || ':' || qty, ',' ORDER BY id) FROM item WHERE id IN (5, 500, 5000)";
+    wait_for(
+        "the conflicting rows settled alike on both sites",
+        T,
+        || async {
+            let x: Option<String> = a.query_one(settled, &[]).await.unwrap().get(0);
+            let y: Option<String> = b.query_one(settled, &[]).await.unwrap().get(0);
+            x == y
+        },
+    )
+    .await;
     let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     // The merged rows are synced: an update after the copy is no conflict.
@@ -465,6 +479,33 @@ async fn initial_sync_merges_identical_rows_across_engines() {
             .into_iter()
             .collect::<BTreeSet<_>>()
     );
+    // The settled versions flow back after the copies: compare once they have.
+    let deadline = Instant::now() + T;
+    loop {
+        let x: Option<String> = pg
+            .query_one(
+                "SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM item WHERE id IN (7, 700)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let y: Option<String> = my
+            .query_first(
+                "SELECT GROUP_CONCAT(CONCAT(id, ':', note) ORDER BY id) FROM item WHERE id IN (7, 700)",
+            )
+            .await
+            .unwrap()
+            .flatten();
+        if x == y {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the conflicting rows did not settle alike: {x:?} on PostgreSQL, {y:?} on MariaDB"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (ok, out) = crate::support::duplex_cli(&url, &["check"]);
     assert!(ok, "{out}");
     run.shutdown().await;
