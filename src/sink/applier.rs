@@ -49,12 +49,7 @@ impl Refused {
             .into_iter()
             .flatten()
             .filter_map(|image| image.key(&change.table))
-            .map(|k| {
-                (
-                    change.table.table.clone(),
-                    crate::sink::resolve::encode_key(&k),
-                )
-            })
+            .map(|k| (change.table.table.clone(), encode_key(&k)))
     }
 
     /// `change` was refused (or quarantined as following a refused one).
@@ -69,7 +64,7 @@ impl Refused {
     /// write was to leave, and would go over the row the target has)?
     pub(crate) fn follows(&self, change: &RowChange) -> bool {
         !self.0.is_empty()
-            && change.op == crate::canonical::Op::Update
+            && change.op == Op::Update
             && (change.marker.resolution == crate::marker::Resolution::Forward
                 || change
                     .after
@@ -444,7 +439,6 @@ impl<T: Target> Applier<T> {
             Some(b) => {
                 Arc::ptr_eq(&b.table, &change.table)
                     && !alone
-                    && !b.key_changed
                     && b.op == change.op
                     && b.shape == shape
                     && !b.keys.contains(&key)
@@ -485,18 +479,33 @@ impl<T: Target> Applier<T> {
     async fn quarantine_following(
         &mut self,
         change: RowChange,
-        mut origin: ChangeOrigin,
+        origin: ChangeOrigin,
         fallback: Option<RowChange>,
     ) -> Result<(), SinkError> {
-        self.refused.record(&change);
-        self.carry.forget_row(&change);
-        let record = fallback.as_ref().unwrap_or(&change);
-        // As for a refused write: a net row is kept in the target's terms.
+        self.quarantine_refused(&change, origin, fallback.as_ref(), FOLLOWS_REFUSED)
+            .await
+    }
+
+    /// Quarantine a decided write that is not written (`reason`): the row
+    /// joins the batch's refused rows and leaves the transaction's carry.
+    /// `fallback`: what to record instead of the write (a net row, kept in
+    /// the target's terms: the statement's source form would bring back the
+    /// statement on retry).
+    async fn quarantine_refused(
+        &mut self,
+        row: &RowChange,
+        mut origin: ChangeOrigin,
+        fallback: Option<&RowChange>,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        self.refused.record(row);
+        self.carry.forget_row(row);
+        let record = fallback.unwrap_or(row);
         if fallback.is_some() {
             origin.source = SourceForm::Unknown;
         }
         self.quarantine
-            .record(record, &origin, &describe_key(record), FOLLOWS_REFUSED)
+            .record(record, &origin, &describe_key(record), reason)
             .await?;
         Ok(())
     }
@@ -516,21 +525,13 @@ impl<T: Target> Applier<T> {
                         Ok(()) => {}
                         Err(e) if e.is_data_error() => {
                             let reason = crate::error_chain::error_chain(&e);
-                            let row = &batch.rows[i];
-                            self.refused.record(row);
-                            self.carry.forget_row(row);
-                            let fallback = batch.fallbacks[i].as_ref();
-                            let record = fallback.unwrap_or(row);
-                            // The net row is kept in the target's terms: the
-                            // statement's source form would bring back the
-                            // statement on retry.
-                            let mut origin = batch.origins[i].clone();
-                            if fallback.is_some() {
-                                origin.source = SourceForm::Unknown;
-                            }
-                            self.quarantine
-                                .record(record, &origin, &describe_key(record), &reason)
-                                .await?;
+                            self.quarantine_refused(
+                                &batch.rows[i],
+                                batch.origins[i].clone(),
+                                batch.fallbacks[i].as_ref(),
+                                &reason,
+                            )
+                            .await?;
                         }
                         Err(e) => return Err(e),
                     }

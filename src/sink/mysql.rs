@@ -123,7 +123,7 @@ impl MysqlTarget {
             .map_err(db("tag the transaction in the marker table"))
     }
 
-    pub async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
+    async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
         let sql = format!(
             "SELECT position FROM {} WHERE link_id = ? AND source_site = ?",
             self.marker_table
@@ -141,7 +141,7 @@ impl MysqlTarget {
     /// `performance_schema`) need the PROCESS privilege or more: without it,
     /// or on a server that has neither table, the applier cannot tell, says
     /// no, and groups as before (logged once).
-    pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+    async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
         if self.lock_waits_unreadable {
             return Ok(false);
         }
@@ -203,7 +203,7 @@ impl MysqlTarget {
     /// thousand per call, so a backlog never holds locks for long). The applier
     /// calls it between source transactions only. Returns how many were
     /// removed.
-    pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
+    async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
         if self.spec.policies.is_empty() {
             return Ok(0);
         }

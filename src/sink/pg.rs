@@ -153,7 +153,7 @@ impl PgTarget {
 
     /// The source position the target has durably applied, as its counter
     /// (see [`SourcePosition::counter`]): where to resume.
-    pub async fn resume_position(&self) -> Result<Option<u64>, SinkError> {
+    async fn resume_position(&self) -> Result<Option<u64>, SinkError> {
         let row = self
             .client
             .query_one(
@@ -197,7 +197,7 @@ impl PgTarget {
     /// Does a session wait for a lock this applier's session holds? Read in
     /// `pg_locks` (open to every role) with `pg_blocking_pids`, only for the
     /// few lock requests not granted.
-    pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+    async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
         let row = self
             .client
             .query_one(
@@ -215,7 +215,7 @@ impl PgTarget {
     /// thousand per call, so a backlog never holds locks for long). The applier
     /// calls it between source transactions only. Returns how many were
     /// removed.
-    pub async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
+    async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {
         let names: Vec<String> = self.spec.tables.iter().map(|t| t.to_string()).collect();
         let removed = self
             .client
