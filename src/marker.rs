@@ -33,30 +33,68 @@ pub const DEFAULT_MARKER_COLUMN: &str = "_duplex";
 /// its own site). `c == 0` with `t != 0` is a site's own entry in its own
 /// marker when it resolved a conflict over a local version it has not read
 /// back from its log yet: only `t` is known there, and only `t` is needed.
+///
+/// A version time alone does not identify a version: a MariaDB site's is the
+/// start time of the statement that wrote it, which two sessions updating one
+/// row can share, and which a session that `SET TIMESTAMP` gives to every
+/// write. `crc` is the checksum of the version's row (`canonical::encode`;
+/// 0 where it is not known: a delete, a row not known whole, a marker
+/// written before it existed), so that two versions with one time and
+/// different content stay apart (see [`Dot::same_version_time`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dot {
     pub c: u64,
     pub t: i64,
+    pub crc: u32,
+}
+
+/// The row checksum of a delete's dot: no row. (A real row's checksum is
+/// this value once in 2^32 rows; the cost is a conflict that was not one.)
+pub const DELETED_ROW_CRC: u32 = 0xDE1E_7ED0;
+
+impl Dot {
+    /// The dot at counter `c` and time `t`, its row's checksum not known.
+    pub const fn at(c: u64, t: i64) -> Dot {
+        Dot { c, t, crc: 0 }
+    }
+
+    /// The same dot for a version whose row has checksum `crc`.
+    pub const fn with_crc(self, crc: u32) -> Dot {
+        Dot { crc, ..self }
+    }
+
+    /// Do the two dots name one version of a site by its time: the same
+    /// time and, where both know it, the same row checksum?
+    pub fn same_version_time(self, other: Dot) -> bool {
+        self.t == other.t && (self.crc == 0 || other.crc == 0 || self.crc == other.crc)
+    }
 }
 
 impl Serialize for Dot {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.c, self.t).serialize(s)
+        if self.crc == 0 {
+            (self.c, self.t).serialize(s)
+        } else {
+            (self.c, self.t, self.crc).serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Dot {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dot, D::Error> {
-        // Layout 1 stored a bare counter.
+        // Layout 1 stored a bare counter; a dot without its row's checksum
+        // is a pair.
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Form {
+            Triple(u64, i64, u32),
             Pair(u64, i64),
             Counter(u64),
         }
         Ok(match Form::deserialize(d)? {
-            Form::Pair(c, t) => Dot { c, t },
-            Form::Counter(c) => Dot { c, t: 0 },
+            Form::Triple(c, t, crc) => Dot { c, t, crc },
+            Form::Pair(c, t) => Dot::at(c, t),
+            Form::Counter(c) => Dot::at(c, 0),
         })
     }
 }
@@ -161,18 +199,29 @@ pub struct ColumnTag {
 
 impl Serialize for ColumnTag {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.crc, self.site, self.dot.c, self.dot.t).serialize(s)
+        let d = self.dot;
+        if d.crc == 0 {
+            (self.crc, self.site, d.c, d.t).serialize(s)
+        } else {
+            (self.crc, self.site, d.c, d.t, d.crc).serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for ColumnTag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ColumnTag, D::Error> {
-        let (crc, site, c, t) = <(u32, u32, u64, i64)>::deserialize(d)?;
-        Ok(ColumnTag {
-            crc,
-            site,
-            dot: Dot { c, t },
-        })
+        // The setter's row checksum is left out where it is not known.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Five(u32, u32, u64, i64, u32),
+            Four(u32, u32, u64, i64),
+        }
+        let (crc, site, dot) = match Form::deserialize(d)? {
+            Form::Five(crc, site, c, t, row_crc) => (crc, site, Dot { c, t, crc: row_crc }),
+            Form::Four(crc, site, c, t) => (crc, site, Dot::at(c, t)),
+        };
+        Ok(ColumnTag { crc, site, dot })
     }
 }
 
@@ -244,7 +293,7 @@ impl Marker {
         if m.resolution != wanted {
             return None;
         }
-        let mut own = m.vv.get(site).unwrap_or(Dot { c: 0, t: m.ts });
+        let mut own = m.vv.get(site).unwrap_or(Dot::at(0, m.ts));
         own.c = counter;
         m.vv.set(site, own);
         m.resolution = Resolution::None;
@@ -278,7 +327,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn vv(entries: &[(u32, u64, i64)]) -> VersionVector {
-        VersionVector(entries.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect())
+        VersionVector(
+            entries
+                .iter()
+                .map(|&(s, c, t)| (s, Dot::at(c, t)))
+                .collect(),
+        )
     }
 
     #[test]
@@ -314,7 +368,7 @@ mod tests {
         .ok()
         .flatten()
         .expect("parses");
-        assert_eq!(m.vv.get(1), Some(Dot { c: 42, t: 0 }));
+        assert_eq!(m.vv.get(1), Some(Dot::at(42, 0)));
         assert_eq!(m.vv.counter(2), 7);
     }
 
@@ -330,7 +384,7 @@ mod tests {
             cols: BTreeMap::new(),
         }
         .to_json();
-        let m = Marker::for_user_write(Some(&prior), None, 1, Dot { c: 30, t: 300 }, 9, &"t");
+        let m = Marker::for_user_write(Some(&prior), None, 1, Dot::at(30, 300), 9, &"t");
         assert_eq!(m.vv, vv(&[(1, 30, 300), (2, 20, 200)]));
         assert_eq!((m.site, m.ts, m.crc), (1, 300, 9));
     }
@@ -374,15 +428,7 @@ mod tests {
         prop::collection::btree_map(1u32..5, 0u64..6, 0..5).prop_map(|m| {
             VersionVector(
                 m.into_iter()
-                    .map(|(s, c)| {
-                        (
-                            s,
-                            Dot {
-                                c,
-                                t: (c as i64) * 1000 + i64::from(s),
-                            },
-                        )
-                    })
+                    .map(|(s, c)| (s, Dot::at(c, (c as i64) * 1000 + i64::from(s))))
                     .collect(),
             )
         })

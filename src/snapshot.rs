@@ -415,10 +415,7 @@ fn user_marker(
     field_merge: bool,
 ) -> Marker {
     let prior = Marker::parse_lenient(v.marker.as_deref(), &schema.table);
-    let dot = Dot {
-        c: crate::conflict::COPY_COUNTER,
-        t: v.version_us.unwrap_or(0),
-    };
+    let dot = Dot::at(crate::conflict::COPY_COUNTER, v.version_us.unwrap_or(0)).with_crc(crc);
     let mut marker = Marker::for_user_write(v.marker.as_deref(), None, me, dot, crc, &schema.table);
     if field_merge {
         marker.cols = crate::conflict::column_tags(schema, &v.row, prior.as_ref(), me, dot);

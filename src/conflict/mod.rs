@@ -196,7 +196,7 @@ struct LocalVersion {
     known: bool,
 }
 
-fn local_version(me: u32, local: &LocalRow) -> LocalVersion {
+fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersion {
     let marker_vv = local
         .marker
         .as_ref()
@@ -219,8 +219,13 @@ fn local_version(me: u32, local: &LocalRow) -> LocalVersion {
         },
         Stamp::User { t } | Stamp::Seed { t } => {
             let mut vv = marker_vv;
+            // Known by its time and its content (two user writes can share
+            // a time: see `Dot`).
             let t_known = t.unwrap_or(i64::MIN);
-            vv.set(me, Dot { c: 0, t: t_known });
+            vv.set(
+                me,
+                Dot::at(0, t_known).with_crc(checksum(schema, &local.row)),
+            );
             LocalVersion {
                 vv,
                 site: me,
@@ -233,7 +238,9 @@ fn local_version(me: u32, local: &LocalRow) -> LocalVersion {
 
 /// Has a version with vector `incoming` seen this site's own version `own`?
 /// A site's counters for its own rows are not known locally; its versions are
-/// recognised by their time, which the peer carries in its vector.
+/// recognised by their time (and content), which the peer carries in its
+/// vector. Where both entries carry a counter (a log position), the counters
+/// decide: two versions can share a time (see `Dot`).
 fn own_seen(incoming: Option<Dot>, own: Dot, known: bool) -> bool {
     if !known {
         // The local write's time is unknown: only a counter proves anything,
@@ -244,7 +251,8 @@ fn own_seen(incoming: Option<Dot>, own: Dot, known: bool) -> bool {
         return true;
     }
     match incoming {
-        Some(x) => x.t == own.t || (own.c > 0 && x.c >= own.c),
+        Some(x) if own.c > 0 && x.c > 0 => x.c >= own.c,
+        Some(x) => x.same_version_time(own),
         None => false,
     }
 }
@@ -259,8 +267,9 @@ enum Order {
 }
 
 /// Does a vector whose entry for a site is `have` know that site's version
-/// `want`? For versions from the site's change stream, a later counter does
-/// (and the same version time: the same version). A version copied by the
+/// `want`? For versions from the site's change stream, a later counter does;
+/// an entry without a counter does when it names the same version by time
+/// and content. A version copied by the
 /// initial sync carries [`COPY_COUNTER`], not a log position: it is ordered
 /// by its version time against any other version of the site, so the
 /// stream's replay of an older version (a lower time) is known to a row
@@ -269,7 +278,10 @@ fn knows(have: Option<Dot>, want: Dot) -> bool {
     match have {
         None => want.c == 0,
         Some(h) if h.c == COPY_COUNTER || want.c == COPY_COUNTER => h.t >= want.t,
-        Some(h) => h.c >= want.c || (want.t != 0 && h.t == want.t),
+        // Two log positions: the counters decide (one time can name two
+        // versions, see `Dot`). An entry without a counter (a version the
+        // site settled over its own, unread write) is known by its time.
+        Some(h) => h.c >= want.c || (h.c == 0 && want.t != 0 && h.same_version_time(want)),
     }
 }
 
@@ -349,22 +361,66 @@ fn successor_vv(me: u32, inc: &Marker, local: &VersionVector) -> VersionVector {
     vv
 }
 
-/// Last-writer-wins between (time, site) pairs: the later time wins, a tie
-/// goes to the higher site id. Identical pairs are the same version.
-fn incoming_wins_lww(incoming: (i64, u32), local: (i64, u32)) -> bool {
-    incoming > local
+/// Who wrote a version or set a column, as last-writer-wins orders them: the
+/// version time, the site and that site's counter in the version's vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Writer {
+    ts: i64,
+    site: u32,
+    c: u64,
 }
 
-fn incoming_wins_tie(tie: Tie, incoming: (i64, u32), local: (i64, u32)) -> bool {
+impl Writer {
+    fn of(ts: i64, site: u32, vv: &VersionVector) -> Writer {
+        Writer {
+            ts,
+            site,
+            c: vv.counter(site),
+        }
+    }
+
+    fn of_setter((site, dot): Setter) -> Writer {
+        Writer {
+            ts: dot.t,
+            site,
+            c: dot.c,
+        }
+    }
+}
+
+/// Last-writer-wins on site `me`: the later time wins, a tie goes to the
+/// higher site id. Two versions of one site are ordered by that site's log
+/// instead, whatever their times say: a MariaDB site's version time is its
+/// statement's start time, which repeats and steps back (see `Dot`). Where
+/// that site is `me`, the local version is the newest of this site's own.
+/// Identical writers are the same version.
+fn incoming_wins_lww(me: u32, incoming: Writer, local: Writer) -> bool {
+    let logged = |w: Writer| w.c != 0 && w.c != COPY_COUNTER;
+    if incoming.site == local.site {
+        if incoming.site == me {
+            return false;
+        }
+        if logged(incoming) && logged(local) {
+            return incoming.c > local.c;
+        }
+    }
+    match (incoming.ts, incoming.site).cmp(&(local.ts, local.site)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => incoming.c > local.c,
+    }
+}
+
+fn incoming_wins_tie(me: u32, tie: Tie, incoming: Writer, local: Writer) -> bool {
     match tie {
-        Tie::LastWriterWins => incoming_wins_lww(incoming, local),
+        Tie::LastWriterWins => incoming_wins_lww(me, incoming, local),
         Tie::SitePriority(p) => {
-            if incoming.1 == p && local.1 != p {
+            if incoming.site == p && local.site != p {
                 true
-            } else if local.1 == p && incoming.1 != p {
+            } else if local.site == p && incoming.site != p {
                 false
             } else {
-                incoming_wins_lww(incoming, local)
+                incoming_wins_lww(me, incoming, local)
             }
         }
     }
@@ -466,7 +522,7 @@ pub fn decide(
 
     match local {
         Local::Present(lr) => {
-            let lv = local_version(me, lr);
+            let lv = local_version(me, schema, lr);
             let local_info = || VersionInfo {
                 row: Some(lr.row.clone()),
                 vv: lv.vv.clone(),
@@ -542,14 +598,15 @@ pub fn decide(
                     let ts = now_us
                         .max(lv.ts.saturating_add(1))
                         .max(inc.ts.saturating_add(1));
+                    let crc = checksum(schema, &lr.row);
                     let mut vv = vv;
-                    vv.set(me, Dot { c: 0, t: ts });
+                    vv.set(me, Dot::at(0, ts).with_crc(crc));
                     let marker = Marker {
                         format: MARKER_FORMAT_VERSION,
                         vv,
                         site: me,
                         ts,
-                        crc: checksum(schema, &lr.row),
+                        crc,
                         resolution: Resolution::Forward,
                         cols: BTreeMap::new(),
                     };
@@ -595,6 +652,8 @@ pub fn decide(
                     };
                     let inc_pair = (inc.ts, inc.site);
                     let loc_pair = (lv.ts, lv.site);
+                    let inc_writer = Writer::of(inc.ts, inc.site, &inc.vv);
+                    let loc_writer = Writer::of(lv.ts, lv.site, &lv.vv);
                     let mut record = Conflict {
                         kind,
                         policy: policy_name,
@@ -623,7 +682,7 @@ pub fn decide(
                                 Policy::SitePriority(p) => Tie::SitePriority(p),
                                 _ => Tie::LastWriterWins,
                             };
-                            if incoming_wins_tie(tie, inc_pair, loc_pair) {
+                            if incoming_wins_tie(me, tie, inc_writer, loc_writer) {
                                 merged_tags = Some(incoming_tags(change));
                                 (incoming_row, inc.site, inc.ts, Outcome::IncomingApplied)
                             } else {
@@ -648,7 +707,8 @@ pub fn decide(
                                 let loc_saw = has_seen(me, &lv.vv, true, it[i]);
                                 // A setter is identified by its site and time
                                 // (a site's own counters are not known locally).
-                                let same_setter = lt[i].0 == it[i].0 && lt[i].1.t == it[i].1.t;
+                                let same_setter =
+                                    lt[i].0 == it[i].0 && lt[i].1.same_version_time(it[i].1);
                                 let take_incoming = if same_setter {
                                     false
                                 } else if inc_saw != loc_saw {
@@ -661,12 +721,14 @@ pub fn decide(
                                     // cannot show. The older setter's value is
                                     // that later choice. A function of the pair
                                     // alone, so both sides pick alike.
-                                    (it[i].1.t, it[i].0) < (lt[i].1.t, lt[i].0)
+                                    (it[i].1.t, it[i].0, it[i].1.c)
+                                        < (lt[i].1.t, lt[i].0, lt[i].1.c)
                                 } else {
                                     incoming_wins_tie(
+                                        me,
                                         tie,
-                                        (it[i].1.t, it[i].0),
-                                        (lt[i].1.t, lt[i].0),
+                                        Writer::of_setter(it[i]),
+                                        Writer::of_setter(lt[i]),
                                     )
                                 };
                                 if take_incoming {
@@ -933,10 +995,7 @@ fn local_tags(me: u32, schema: &TableSchema, lr: &LocalRow) -> Vec<Setter> {
             &lr.row,
             m.as_ref(),
             me,
-            Dot {
-                c: 0,
-                t: t.unwrap_or(0),
-            },
+            Dot::at(0, t.unwrap_or(0)).with_crc(checksum(schema, &lr.row)),
         ),
     }
 }
@@ -945,7 +1004,7 @@ fn local_tags(me: u32, schema: &TableSchema, lr: &LocalRow) -> Vec<Setter> {
 /// tag columns counts as having set all of them).
 fn incoming_tags(change: &RowChange) -> Vec<Setter> {
     let m = &change.marker;
-    let own = m.vv.get(m.site).unwrap_or(Dot { c: 0, t: m.ts });
+    let own = m.vv.get(m.site).unwrap_or(Dot::at(0, m.ts));
     change
         .table
         .columns
@@ -1139,12 +1198,14 @@ fn write_row(
     if forward {
         let ts = now_us.max(marker.ts.saturating_add(1)).max(
             local
-                .map(|l| local_version(me, l).ts.saturating_add(1))
+                .map(|l| local_version(me, schema, l).ts.saturating_add(1))
                 .unwrap_or(i64::MIN),
         );
         marker.site = me;
         marker.ts = ts;
-        marker.vv.set(me, Dot { c: 0, t: ts });
+        marker
+            .vv
+            .set(me, Dot::at(0, ts).with_crc(checksum(schema, &row)));
         marker.resolution = Resolution::Forward;
     }
     marker.crc = checksum(schema, &row);
@@ -1213,7 +1274,7 @@ pub fn version_marker(
             return m.clone();
         }
     }
-    let lv = local_version(me, lr);
+    let lv = local_version(me, schema, lr);
     let mut marker = Marker {
         format: MARKER_FORMAT_VERSION,
         vv: lv.vv,
@@ -1231,8 +1292,8 @@ pub fn version_marker(
 
 /// The current local version, for the record and for checking that a parked
 /// conflict still concerns the row as it is.
-pub fn local_info(me: u32, lr: &LocalRow) -> VersionInfo {
-    let lv = local_version(me, lr);
+pub fn local_info(me: u32, schema: &TableSchema, lr: &LocalRow) -> VersionInfo {
+    let lv = local_version(me, schema, lr);
     VersionInfo {
         row: Some(lr.row.clone()),
         vv: lv.vv,
@@ -1257,7 +1318,7 @@ pub fn resolution_write(
     let Local::Present(lr) = local else {
         return Err("the row is no longer on this site; settle it by hand".into());
     };
-    let current = local_info(me, lr);
+    let current = local_info(me, schema, lr);
     if current.vv != parked_local.vv
         || current.ts != parked_local.ts
         || current.site != parked_local.site
@@ -1277,14 +1338,15 @@ pub fn resolution_write(
     let ts = now_us
         .max(current.ts.saturating_add(1))
         .max(incoming.ts.saturating_add(1));
+    let crc = checksum(schema, &row);
     let mut vv = merged_vv(me, &incoming.vv, &current.vv);
-    vv.set(me, Dot { c: 0, t: ts });
+    vv.set(me, Dot::at(0, ts).with_crc(crc));
     let marker = Marker {
         format: MARKER_FORMAT_VERSION,
         vv,
         site: me,
         ts,
-        crc: checksum(schema, &row),
+        crc,
         resolution: Resolution::Forward,
         cols: BTreeMap::new(),
     };

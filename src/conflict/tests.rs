@@ -59,26 +59,29 @@ impl Site {
 
     fn next_dot(&mut self, t: i64) -> Dot {
         self.counter += 10;
-        Dot { c: self.counter, t }
+        Dot::at(self.counter, t)
     }
 
     /// What the source captures for a user write: the marker column's vector
-    /// with the own entry set.
+    /// with the own entry set (the sources' own code).
     fn capture(&mut self, op: Op, before: Option<&LocalRow>, after: Option<Row>, t: i64) {
         let dot = self.next_dot(t);
         let s = schema();
-        let crc = after
-            .as_ref()
-            .and_then(|a| row_checksum(&s, a))
-            .unwrap_or(0);
         let prior = before.and_then(|b| b.marker.as_ref()).map(|m| m.to_json());
-        let mut marker = Marker::for_user_write(prior.as_deref(), None, self.id, dot, crc, &"t");
-        if self.field_merge {
-            if let Some(a) = &after {
-                marker.cols =
-                    column_tags(&s, a, before.and_then(|b| b.marker.as_ref()), self.id, dot);
-            }
-        }
+        let field_merge: std::collections::HashSet<String> = if self.field_merge {
+            [s.table.name.clone()].into_iter().collect()
+        } else {
+            Default::default()
+        };
+        let marker = crate::source::stamp::user_write(
+            &s,
+            self.id,
+            dot,
+            prior.as_deref(),
+            None,
+            after.as_ref(),
+            &field_merge,
+        );
         self.outbox.push_back(RowChange {
             table: s,
             op,
@@ -189,22 +192,30 @@ impl Site {
     }
 }
 
+/// A user write's version time is `early` ticks before the model's clock:
+/// a MariaDB site's is its statement's start time, which two writes of a
+/// row can share (`early` 1 after a write of the same site) and which can
+/// be earlier than the row's previous version's (`early` 2). PostgreSQL's
+/// commit timestamps can also repeat and step back a little.
 #[derive(Debug, Clone)]
 enum Action {
     Insert {
         site: bool,
         id: i64,
         a: i64,
+        early: i64,
     },
     Update {
         site: bool,
         id: i64,
         col: usize,
         value: i64,
+        early: i64,
     },
     Delete {
         site: bool,
         id: i64,
+        early: i64,
     },
     Deliver {
         to_second: bool,
@@ -212,11 +223,32 @@ enum Action {
     },
 }
 
+/// How early a write's version time is: 0, or 1 (the time of the model's
+/// previous action, often a write of the same row and site: a shared time),
+/// and with `stepping_back` also 2 (before the row's previous version).
+fn arb_early(stepping_back: bool) -> BoxedStrategy<i64> {
+    if stepping_back {
+        prop_oneof![6 => Just(0i64), 1 => Just(1), 1 => Just(2)].boxed()
+    } else {
+        prop_oneof![6 => Just(0i64), 2 => Just(1)].boxed()
+    }
+}
+
 fn arb_action(keys: i64, deletes: bool, col_per_site: bool) -> impl Strategy<Value = Action> {
-    let insert =
-        (any::<bool>(), 0..keys, 0i64..5).prop_map(|(site, id, a)| Action::Insert { site, id, a });
-    let update =
-        (any::<bool>(), 0..keys, 1usize..3, 0i64..5).prop_map(move |(site, id, col, value)| {
+    arb_action_timed(keys, deletes, col_per_site, false)
+}
+
+fn arb_action_timed(
+    keys: i64,
+    deletes: bool,
+    col_per_site: bool,
+    stepping_back: bool,
+) -> impl Strategy<Value = Action> {
+    let arb_early = move || arb_early(stepping_back);
+    let insert = (any::<bool>(), 0..keys, 0i64..5, arb_early())
+        .prop_map(|(site, id, a, early)| Action::Insert { site, id, a, early });
+    let update = (any::<bool>(), 0..keys, 1usize..3, 0i64..5, arb_early()).prop_map(
+        move |(site, id, col, value, early)| {
             // Field-merge runs: site 1 writes only `a`, site 2 only `b`.
             let col = if col_per_site {
                 if site {
@@ -232,9 +264,12 @@ fn arb_action(keys: i64, deletes: bool, col_per_site: bool) -> impl Strategy<Val
                 id,
                 col,
                 value,
+                early,
             }
-        });
-    let delete = (any::<bool>(), 0..keys).prop_map(|(site, id)| Action::Delete { site, id });
+        },
+    );
+    let delete = (any::<bool>(), 0..keys, arb_early())
+        .prop_map(|(site, id, early)| Action::Delete { site, id, early });
     let deliver =
         (any::<bool>(), 1usize..4).prop_map(|(to_second, n)| Action::Deliver { to_second, n });
     if deletes {
@@ -269,22 +304,23 @@ fn run(actions: &[Action], policy: &TablePolicy, preload: i64) -> (Site, Site) {
     for action in actions {
         clock += 1;
         match *action {
-            Action::Insert { site, id, a } => {
+            Action::Insert { site, id, a, early } => {
                 let s = if site { &mut s2 } else { &mut s1 };
-                s.user_insert(id, a, a, clock)
+                s.user_insert(id, a, a, clock - early)
             }
             Action::Update {
                 site,
                 id,
                 col,
                 value,
+                early,
             } => {
                 let s = if site { &mut s2 } else { &mut s1 };
-                s.user_update(id, col, value, clock)
+                s.user_update(id, col, value, clock - early)
             }
-            Action::Delete { site, id } => {
+            Action::Delete { site, id, early } => {
                 let s = if site { &mut s2 } else { &mut s1 };
-                s.user_delete(id, clock)
+                s.user_delete(id, clock - early)
             }
             Action::Deliver { to_second, n } => {
                 for _ in 0..n {
@@ -376,6 +412,22 @@ proptest! {
         prop_assert_eq!(s1.content(), s2.content());
     }
 
+    /// The same when a site's version times step back: a MariaDB site's is
+    /// its statement's start time, so of two sessions updating one row the
+    /// later writer can carry the earlier time. Open: the model finds
+    /// divergent seeds within some 10,000 cases (about 1,000 before a
+    /// site's versions were ordered by its log; see docs/architecture.md,
+    /// Conflicts). Run with --ignored.
+    #[test]
+    #[ignore = "version times that step back can still make the sites diverge (see docs/architecture.md, Conflicts)"]
+    fn both_sides_converge_with_version_times_stepping_back(
+        policy in whole_row_policies(),
+        actions in prop::collection::vec(arb_action_timed(4, true, false, true), 0..60),
+    ) {
+        let (s1, s2) = run(&actions, &policy, 0);
+        prop_assert_eq!(s1.content(), s2.content());
+    }
+
     /// Field merge: site 1 only changes `a`, site 2 only `b`: at the end every
     /// row holds each site's last value of its own column.
     // Open: a user who sets a column back to the value duplex last wrote (A -> B
@@ -424,7 +476,7 @@ proptest! {
         let policy = TablePolicy { policy: Policy::LastWriterWins, owners: [("b".to_string(), 2u32)].into_iter().collect() };
         let mut last_by_owner: BTreeMap<i64, i64> = BTreeMap::new();
         for a in &actions {
-            if let Action::Update { site: true, id, col: 2, value } = a {
+            if let Action::Update { site: true, id, col: 2, value, .. } = a {
                 last_by_owner.insert(*id, *value);
             }
         }
@@ -452,7 +504,7 @@ fn change(
         after,
         marker: Marker {
             format: MARKER_FORMAT_VERSION,
-            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect()),
+            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot::at(c, t))).collect()),
             site,
             ts,
             crc: 0,
@@ -468,7 +520,7 @@ fn synced(r: Row, vv: &[(u32, u64, i64)], site: u32, ts: i64) -> LocalRow {
         row: r,
         marker: Some(Marker {
             format: MARKER_FORMAT_VERSION,
-            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect()),
+            vv: VersionVector(vv.iter().map(|&(s, c, t)| (s, Dot::at(c, t))).collect()),
             site,
             ts,
             crc,
@@ -535,8 +587,10 @@ fn concurrent_updates_conflict_and_the_later_wins() {
     assert_eq!(d.conflicts[0].outcome, Outcome::LocalKept);
     // The local row keeps its content and records that it has seen site 2's.
     let w = d.write.expect("marker update");
-    assert_eq!(w.marker.vv.get(2), Some(Dot { c: 20, t: 250 }));
-    assert_eq!(w.marker.vv.get(1), Some(Dot { c: 0, t: 300 }));
+    assert_eq!(w.marker.vv.get(2), Some(Dot::at(20, 250)));
+    // Its own entry: the user's version, known by its time and content.
+    let own_crc = crate::canonical::encode::row_checksum(&schema(), &row(1, 5, 1)).unwrap();
+    assert_eq!(w.marker.vv.get(1), Some(Dot::at(0, 300).with_crc(own_crc)));
     // Field merge keeps both columns: the versions carry column tags.
     let fm = TablePolicy {
         policy: Policy::FieldMerge {
@@ -545,7 +599,7 @@ fn concurrent_updates_conflict_and_the_later_wins() {
         owners: BTreeMap::new(),
     };
     let s = schema();
-    let base_dot = Dot { c: 10, t: 100 };
+    let base_dot = Dot::at(10, 100);
     let base_tags = column_tags(&s, &row(1, 1, 1), None, 2, base_dot);
     let Local::Present(mut lr) = local else {
         unreachable!()
@@ -555,13 +609,7 @@ fn concurrent_updates_conflict_and_the_later_wins() {
     }
     let base_marker = lr.marker.clone();
     let mut c = c;
-    c.marker.cols = column_tags(
-        &s,
-        &row(1, 1, 7),
-        base_marker.as_ref(),
-        2,
-        Dot { c: 20, t: 250 },
-    );
+    c.marker.cols = column_tags(&s, &row(1, 1, 7), base_marker.as_ref(), 2, Dot::at(20, 250));
     let d = decide(1, &fm, &c, &Local::Present(lr), 0);
     assert_eq!(d.conflicts[0].outcome, Outcome::Merged);
     assert_eq!(d.write.expect("merged").after, Some(row(1, 5, 7)));
@@ -807,4 +855,122 @@ fn later_changes_of_the_same_transaction_apply() {
     );
     let d = decide(1, &TablePolicy::default(), &c, &local, 0);
     assert_eq!(d.write.expect("deletes").op, Op::Delete);
+}
+
+/// The checksum of `r`, as a source sets it in its version's dot.
+fn crc_of(r: &Row) -> u32 {
+    row_checksum(&schema(), r).unwrap_or(0)
+}
+
+fn field_merge() -> TablePolicy {
+    TablePolicy {
+        policy: Policy::FieldMerge {
+            tie: Tie::LastWriterWins,
+        },
+        owners: BTreeMap::new(),
+    }
+}
+
+/// Site 2 (MariaDB: a version's time is its statement's start time) wrote
+/// `b` twice with one time, 500. Site 1 saw the first write, then changed
+/// `a`. That version has not seen site 2's second write, whatever the equal
+/// time says: it is concurrent with it. (Taken as having seen it, it
+/// silently overwrote `b` with the first write's value, on both sites.)
+#[test]
+fn a_version_with_this_sites_time_but_another_row_has_not_seen_it() {
+    let first = row(1, 0, 1);
+    let base = synced(row(1, 0, 0), &[(1, 10, 100)], 1, 100);
+    let mut local = base.clone();
+    local.row = row(1, 0, 2);
+    local.stamp = Stamp::User { t: Some(500) };
+    let mut c = change(
+        Op::Update,
+        Some(first.clone()),
+        Some(row(1, 1, 1)),
+        &[(1, 30, 600), (2, 20, 500)],
+        1,
+        600,
+    );
+    c.marker
+        .vv
+        .set(2, Dot::at(20, 500).with_crc(crc_of(&first)));
+    c.marker
+        .vv
+        .set(1, Dot::at(30, 600).with_crc(crc_of(&row(1, 1, 1))));
+    let d = decide(
+        2,
+        &TablePolicy::default(),
+        &c,
+        &Local::Present(local.clone()),
+        0,
+    );
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
+    // Under field merge both edits survive: site 1's `a`, site 2's `b`.
+    let s = schema();
+    let base_tags = column_tags(&s, &base.row, None, 1, Dot::at(10, 100));
+    local.marker.as_mut().expect("marker").cols = base_tags.clone();
+    let base_marker = local.marker.clone();
+    c.marker.cols = column_tags(
+        &s,
+        &row(1, 1, 1),
+        Some(&Marker {
+            cols: column_tags(
+                &s,
+                &first,
+                base_marker.as_ref(),
+                2,
+                Dot::at(20, 500).with_crc(crc_of(&first)),
+            ),
+            ..base_marker.clone().expect("marker")
+        }),
+        1,
+        c.marker.vv.get(1).expect("own dot"),
+    );
+    let d = decide(2, &field_merge(), &c, &Local::Present(local), 0);
+    assert_eq!(d.write.expect("merged").after, Some(row(1, 1, 2)));
+    // The same versions told apart when they are the same: the incoming
+    // version has seen exactly the local row, and follows it.
+    let mut seen = base.clone();
+    seen.row = first.clone();
+    seen.stamp = Stamp::User { t: Some(500) };
+    let mut c2 = change(
+        Op::Update,
+        Some(first.clone()),
+        Some(row(1, 1, 1)),
+        &[(1, 30, 600)],
+        1,
+        600,
+    );
+    c2.marker
+        .vv
+        .set(2, Dot::at(20, 500).with_crc(crc_of(&first)));
+    let d = decide(2, &TablePolicy::default(), &c2, &Local::Present(seen), 0);
+    assert!(d.conflicts.is_empty(), "{:?}", d.conflicts);
+    assert_eq!(d.write.expect("applies").after, Some(row(1, 1, 1)));
+}
+
+/// The other side of the same story: site 1 holds site 2's first write
+/// (counter 20, time 500) under its own later edit; site 2's second write
+/// (counter 40, the same time) arrives. It is new here: where both entries
+/// carry a log position the counters decide, not the time (taken for the
+/// version already seen, it was dropped as stale).
+#[test]
+fn a_peer_version_sharing_a_time_with_one_seen_here_is_new() {
+    let first = row(1, 0, 1);
+    let mut local = synced(first.clone(), &[(2, 20, 500)], 2, 500);
+    if let Some(m) = local.marker.as_mut() {
+        m.vv.set(2, Dot::at(20, 500).with_crc(crc_of(&first)));
+    }
+    local.row = row(1, 1, 1);
+    local.stamp = Stamp::User { t: Some(600) };
+    let second = row(1, 0, 2);
+    let mut c = change(Op::Update, Some(first), Some(second.clone()), &[], 2, 500);
+    c.marker
+        .vv
+        .set(2, Dot::at(40, 500).with_crc(crc_of(&second)));
+    let d = decide(1, &TablePolicy::default(), &c, &Local::Present(local), 0);
+    assert!(!d.stale, "dropped as already seen");
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
 }

@@ -60,10 +60,7 @@ fn winner_marker(v: &VersionedRow, site: u32, counter: u64) -> String {
             return m.to_json();
         }
     }
-    let dot = Dot {
-        c: counter.max(1),
-        t: v.version_us.unwrap_or(0),
-    };
+    let dot = Dot::at(counter.max(1), v.version_us.unwrap_or(0));
     Marker::for_user_write(v.marker.as_deref(), None, site, dot, 0, &"repair").to_json()
 }
 

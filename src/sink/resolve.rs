@@ -1087,7 +1087,12 @@ mod tests {
     }
 
     fn vv(entries: &[(u32, u64, i64)]) -> VersionVector {
-        VersionVector(entries.iter().map(|&(s, c, t)| (s, Dot { c, t })).collect())
+        VersionVector(
+            entries
+                .iter()
+                .map(|&(s, c, t)| (s, Dot::at(c, t)))
+                .collect(),
+        )
     }
 
     fn marker(site: u32, vv: VersionVector, ts: i64) -> Marker {
@@ -1113,7 +1118,7 @@ mod tests {
         t: i64,
     ) -> RowChange {
         let mut v = prior.clone();
-        v.set(SRC, Dot { c: txn, t });
+        v.set(SRC, Dot::at(txn, t));
         RowChange {
             table: schema(),
             op,
@@ -2046,7 +2051,7 @@ mod tests {
                 2 => {
                     // Deleted here concurrently, by a version of this site.
                     let mut v = common.clone();
-                    v.set(ME, Dot { c: 0, t: 150 });
+                    v.set(ME, Dot::at(0, 150));
                     target.tombstones.insert(
                         id,
                         Tombstone {
@@ -2064,7 +2069,7 @@ mod tests {
                 4 => {
                     // A version of this site that flows back (a kept row).
                     let mut v = common.clone();
-                    v.set(ME, Dot { c: 0, t: 150 });
+                    v.set(ME, Dot::at(0, 150));
                     let mut m = synced(edited, ME, v, 150);
                     if let Some(mk) = m.marker.as_mut() {
                         mk.resolution = Resolution::Forward;

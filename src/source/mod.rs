@@ -7,7 +7,7 @@ mod error;
 pub mod mysql;
 pub mod pg;
 mod ready;
-mod stamp;
+pub(crate) mod stamp;
 
 pub use error::SourceError;
 

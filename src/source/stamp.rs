@@ -23,6 +23,13 @@ pub(crate) fn user_write(
     field_merge_tables: &HashSet<String>,
 ) -> Marker {
     let crc = after.and_then(|a| row_checksum(schema, a)).unwrap_or(0);
+    // The version is known by its time and its content on its own site (a
+    // delete's content: no row).
+    let dot = dot.with_crc(if after.is_none() {
+        crate::marker::DELETED_ROW_CRC
+    } else {
+        crc
+    });
     let prior_text = after_text.or(before_text);
     let mut marker = Marker::for_user_write(prior_text, None, site_id, dot, crc, &schema.table);
     if field_merge_tables.contains(&schema.table.name) {

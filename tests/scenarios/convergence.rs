@@ -550,10 +550,12 @@ async fn run_field_merge(engines: Engines, label: &str) {
         if ra == expected && rb == expected {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: edits lost or not converged:\n expected {expected:?}\n site 1   {ra:?}\n site 2   {rb:?}"
-        );
+        if Instant::now() >= deadline {
+            let kept = keep_evidence(&control, &ra, &rb, &expected, duplex.as_ref(), seed).await;
+            panic!(
+                "seed {seed}: edits lost or not converged (evidence in {kept}):\n expected {expected:?}\n site 1   {ra:?}\n site 2   {rb:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let merged = query_i64(
@@ -570,6 +572,63 @@ async fn run_field_merge(engines: Engines, label: &str) {
     if let Some(mut d) = duplex.take() {
         d.stop();
     }
+}
+
+/// Keeps what explains a lost edit where the test's temporary files do not
+/// vanish: the conflicts recorded for the rows that differ from `expected`,
+/// and duplex's log. Returns the directory.
+async fn keep_evidence(
+    control: &tokio_postgres::Client,
+    ra: &[(i32, Option<i32>, Option<i32>)],
+    rb: &[(i32, Option<i32>, Option<i32>)],
+    expected: &[(i32, Option<i32>, Option<i32>)],
+    duplex: Option<&DuplexProcess>,
+    seed: u64,
+) -> String {
+    let dir = std::env::temp_dir().join(format!("duplex-field-merge-{seed}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut report = String::new();
+    for (i, want) in expected.iter().enumerate() {
+        if ra.get(i) == Some(want) && rb.get(i) == Some(want) {
+            continue;
+        }
+        let key = want.0.to_string();
+        report.push_str(&format!(
+            "key {key}: expected {want:?}, site 1 {:?}, site 2 {:?}\n",
+            ra.get(i),
+            rb.get(i)
+        ));
+        let rows = control
+            .query(
+                "SELECT source_site, target_site, kind, outcome, local_version::text,
+                        incoming_version::text, coalesce(incoming_change::text, ''),
+                        source_position, change_index, created_at::text
+                   FROM duplex.conflicts WHERE table_name LIKE '%kv' AND row_key = 'id=' || $1
+                  ORDER BY conflict_id",
+                &[&key],
+            )
+            .await;
+        for r in rows.into_iter().flatten() {
+            report.push_str(&format!(
+                "  {}->{} {} {} at {} #{} ({}):\n    local {}\n    incoming {}\n    change {}\n",
+                r.get::<_, i32>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, String>(2),
+                r.get::<_, String>(3),
+                r.get::<_, String>(7),
+                r.get::<_, i32>(8),
+                r.get::<_, String>(9),
+                r.get::<_, String>(4),
+                r.get::<_, String>(5),
+                r.get::<_, String>(6),
+            ));
+        }
+    }
+    let _ = std::fs::write(dir.join("lost.txt"), report);
+    if let Some(d) = duplex {
+        let _ = std::fs::write(dir.join("duplex.log"), d.log_text());
+    }
+    dir.display().to_string()
 }
 
 /// Every one of the first `n` rows carries duplex's marker.

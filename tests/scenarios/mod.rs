@@ -9,6 +9,7 @@ mod conflicts;
 mod control_mysql;
 mod convergence;
 mod cross_engine_types;
+mod equal_version_times;
 mod false_conflicts;
 mod generators;
 mod initial_sync;

@@ -198,10 +198,7 @@ impl MysqlSource {
                 // write (what the site reads back from the row); a delete has
                 // no new row, and takes the event's time.
                 let t = after.as_ref().and_then(|a| a.2).unwrap_or(commit_time_us);
-                let dot = crate::marker::Dot {
-                    c: position.counter(),
-                    t,
-                };
+                let dot = crate::marker::Dot::at(position.counter(), t);
                 stamp::user_write(
                     &info.schema,
                     self.spec.site_id,

@@ -210,10 +210,7 @@ impl PgSource {
             .as_ref()
             .map(|(a, _)| fill_unchanged(&a.0, before.as_ref().map(|b| &b.0 .0)));
         // The version this change carries (see `Marker::for_user_write`).
-        let dot = crate::marker::Dot {
-            c: position.counter(),
-            t: commit_time_us,
-        };
+        let dot = crate::marker::Dot::at(position.counter(), commit_time_us);
         let marker = stamp::user_write(
             &rel.schema,
             self.spec.site_id,
