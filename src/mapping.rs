@@ -245,6 +245,11 @@ impl TableMapping {
         self.drop.contains(source)
     }
 
+    /// The source columns never sent.
+    pub fn dropped_columns(&self) -> &HashSet<String> {
+        &self.drop
+    }
+
     /// The target's name of the source column `source`.
     pub fn target_name<'a>(&'a self, source: &'a str) -> &'a str {
         self.rename

@@ -44,6 +44,8 @@ pub struct SnapshotTable {
     /// Held while paused: copied once resumed.
     pub paused: bool,
     pub field_merge: bool,
+    /// The columns the mapping never sends (see `source::Stamping`).
+    pub unsynced_columns: std::collections::HashSet<String>,
 }
 
 /// What a direction needs to copy its source's existing rows.
@@ -249,10 +251,10 @@ async fn copy_table<T: Target>(
             let marker = if v.synced {
                 match Marker::parse(v.marker.as_deref()).ok().flatten() {
                     Some(m) => m,
-                    None => user_marker(&schema, &v, me, crc, t.field_merge),
+                    None => user_marker(&schema, &v, me, crc, t),
                 }
             } else {
-                user_marker(&schema, &v, me, crc, t.field_merge)
+                user_marker(&schema, &v, me, crc, t)
             };
             let change = RowChange {
                 table: schema.clone(),
@@ -412,12 +414,19 @@ fn user_marker(
     v: &crate::table_reader::VersionedRow,
     me: u32,
     crc: u32,
-    field_merge: bool,
+    t: &SnapshotTable,
 ) -> Marker {
     let prior = Marker::parse_lenient(v.marker.as_deref(), &schema.table);
-    let dot = Dot::at(crate::conflict::COPY_COUNTER, v.version_us.unwrap_or(0)).with_crc(crc);
+    // Named on this site by the row as its applier reads it back: the synced
+    // columns (see `source::Stamping`).
+    let own_crc = match crc {
+        0 => 0,
+        _ if t.unsynced_columns.is_empty() => crc,
+        _ => crate::source::stamp::synced_checksum(schema, &v.row, &t.unsynced_columns),
+    };
+    let dot = Dot::at(crate::conflict::COPY_COUNTER, v.version_us.unwrap_or(0)).with_crc(own_crc);
     let mut marker = Marker::for_user_write(v.marker.as_deref(), None, me, dot, crc, &schema.table);
-    if field_merge {
+    if t.field_merge {
         marker.cols = crate::conflict::column_tags(schema, &v.row, prior.as_ref(), me, dot);
     }
     marker

@@ -68,10 +68,13 @@ impl Site {
         let dot = self.next_dot(t);
         let s = schema();
         let prior = before.and_then(|b| b.marker.as_ref()).map(|m| m.to_json());
-        let field_merge: std::collections::HashSet<String> = if self.field_merge {
-            [s.table.name.clone()].into_iter().collect()
-        } else {
-            Default::default()
+        let stamping = crate::source::Stamping {
+            field_merge_tables: if self.field_merge {
+                [s.table.name.clone()].into_iter().collect()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
         };
         let marker = crate::source::stamp::user_write(
             &s,
@@ -80,7 +83,7 @@ impl Site {
             prior.as_deref(),
             None,
             after.as_ref(),
-            &field_merge,
+            &stamping,
         );
         self.outbox.push_back(RowChange {
             table: s,

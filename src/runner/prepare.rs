@@ -411,6 +411,14 @@ pub(super) async fn prepare_link(
             .filter(|t| matches!(t.policy.policy, crate::conflict::Policy::FieldMerge { .. }))
             .map(|t| t.table.name.clone())
             .collect();
+        let stamping = crate::source::Stamping {
+            field_merge_tables: field_merge_tables.clone(),
+            unsynced_columns: mapping
+                .iter()
+                .filter(|(_, m)| !m.dropped_columns().is_empty())
+                .map(|(t, m)| (t.clone(), m.dropped_columns().clone()))
+                .collect(),
+        };
         // Tables whose target triggers are to fire for applied rows.
         let fire_triggers: std::collections::HashSet<String> = tables
             .iter()
@@ -426,7 +434,7 @@ pub(super) async fn prepare_link(
                 marker_column: link.marker_column.clone(),
                 start: None,
                 buffer_events: tuning.channel_events,
-                field_merge_tables: field_merge_tables.clone(),
+                stamping: stamping.clone(),
                 tables: tables.iter().map(|t| t.table.clone()).collect(),
             }),
             SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
@@ -438,7 +446,7 @@ pub(super) async fn prepare_link(
                 marker_table: crate::marker::MYSQL_MARKER_TABLE.to_string(),
                 tables: tables.iter().map(|t| t.table.name.clone()).collect(),
                 start: None,
-                field_merge_tables: field_merge_tables.clone(),
+                stamping: stamping.clone(),
             }),
         };
         let applier = ApplierSpec {
@@ -510,6 +518,11 @@ pub(super) async fn prepare_link(
                         initial_sync: t.initial_sync,
                         paused: t.paused,
                         field_merge: field_merge_tables.contains(&t.table.name),
+                        unsynced_columns: stamping
+                            .unsynced_columns
+                            .get(&t.table.name)
+                            .cloned()
+                            .unwrap_or_default(),
                     })
                     .collect(),
                 marker_column: link.marker_column.clone(),

@@ -10,6 +10,7 @@ mod ready;
 pub(crate) mod stamp;
 
 pub use error::SourceError;
+pub use stamp::Stamping;
 
 use std::sync::Arc;
 

@@ -2,17 +2,59 @@
 //! both engines: the marker of a user's write, or of a row duplex itself wrote
 //! that the applier flagged to flow back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::canonical::encode::row_checksum;
 use crate::canonical::{Op, Row, SourcePosition, TableSchema};
 use crate::marker::{Dot, Marker};
 
+/// What a source needs to know of each table to stamp the versions it
+/// captures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stamping {
+    /// Tables under field-level merge: their versions carry column tags
+    /// (see `conflict::column_tags`).
+    pub field_merge_tables: HashSet<String>,
+    /// Per table, the columns the mapping never sends to the peer. They are
+    /// left out of the checksum that names a version on its own site, which
+    /// the site's applier computes from the row it reads back: the synced
+    /// columns only (see `marker::Dot`).
+    pub unsynced_columns: HashMap<String, HashSet<String>>,
+}
+
+impl Stamping {
+    /// The checksum of `row` as its own site's applier reads it back (0: not
+    /// known whole).
+    pub fn version_crc(&self, schema: &TableSchema, row: &Row) -> u32 {
+        match self.unsynced_columns.get(&schema.table.name) {
+            Some(unsynced) if !unsynced.is_empty() => synced_checksum(schema, row, unsynced),
+            _ => row_checksum(schema, row).unwrap_or(0),
+        }
+    }
+}
+
+/// The checksum of `row` without the columns named in `unsynced`.
+pub(crate) fn synced_checksum(schema: &TableSchema, row: &Row, unsynced: &HashSet<String>) -> u32 {
+    let keep: Vec<usize> = (0..schema.columns.len())
+        .filter(|&i| !unsynced.contains(&schema.columns[i].name))
+        .collect();
+    let narrowed = TableSchema {
+        table: schema.table.clone(),
+        columns: keep.iter().map(|&i| schema.columns[i].clone()).collect(),
+        key: Vec::new(),
+    };
+    let values = Row(keep
+        .iter()
+        .map(|&i| row.0.get(i).cloned().flatten())
+        .collect());
+    row_checksum(&narrowed, &values).unwrap_or(0)
+}
+
 /// The marker of a user's write: `dot` (this site's event) added to the version
 /// the row carried (the marker text of its new image, else of its old one), the
 /// new row's checksum (0, "no checksum", for a delete or a row not known whole),
-/// and for a table under field-level merge (named in `field_merge_tables`) the
-/// columns' tags (see `conflict::column_tags`). `after`: the new row, whole.
+/// and for a table under field-level merge (named in `stamping`) the columns'
+/// tags (see `conflict::column_tags`). `after`: the new row, whole.
 pub(crate) fn user_write(
     schema: &TableSchema,
     site_id: u32,
@@ -20,19 +62,19 @@ pub(crate) fn user_write(
     after_text: Option<&str>,
     before_text: Option<&str>,
     after: Option<&Row>,
-    field_merge_tables: &HashSet<String>,
+    stamping: &Stamping,
 ) -> Marker {
     let crc = after.and_then(|a| row_checksum(schema, a)).unwrap_or(0);
     // The version is known by its time and its content on its own site (a
     // delete's content: no row).
-    let dot = dot.with_crc(if after.is_none() {
-        crate::marker::DELETED_ROW_CRC
-    } else {
-        crc
+    let dot = dot.with_crc(match after {
+        Some(a) if crc != 0 => stamping.version_crc(schema, a),
+        Some(_) => 0,
+        None => crate::marker::DELETED_ROW_CRC,
     });
     let prior_text = after_text.or(before_text);
     let mut marker = Marker::for_user_write(prior_text, None, site_id, dot, crc, &schema.table);
-    if field_merge_tables.contains(&schema.table.name) {
+    if stamping.field_merge_tables.contains(&schema.table.name) {
         if let Some(a) = after {
             let prior = Marker::parse_lenient(prior_text, &schema.table);
             marker.cols = crate::conflict::column_tags(schema, a, prior.as_ref(), site_id, dot);
@@ -57,4 +99,51 @@ pub(crate) fn forwarded(
         _ => after_text,
     };
     Marker::forwarded(text, site_id, position.counter(), op == Op::Delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::{ColumnSchema, TableName, Value};
+
+    /// A version is named on its own site by the row its applier reads back,
+    /// which holds only the synced columns: a column the mapping never sends
+    /// is left out, so the site's own reading and the source's agree.
+    #[test]
+    fn a_versions_checksum_leaves_out_the_columns_never_sent() {
+        let column = |n: &str| ColumnSchema {
+            name: n.into(),
+            type_name: "text".into(),
+        };
+        let full = TableSchema {
+            table: TableName::new("public", "people"),
+            columns: vec![column("id"), column("secret"), column("email")],
+            key: vec![0],
+        };
+        let read_back = TableSchema {
+            table: full.table.clone(),
+            columns: vec![column("email"), column("id")],
+            key: vec![1],
+        };
+        let text = |s: &str| Some(Value::Text(s.into()));
+        let row = Row(vec![text("1"), text("only here"), text("Ann@Example.ORG")]);
+        let local = Row(vec![text("Ann@Example.ORG"), text("1")]);
+        let mut stamping = Stamping::default();
+        assert_eq!(
+            stamping.version_crc(&full, &row),
+            row_checksum(&full, &row).unwrap()
+        );
+        assert_ne!(
+            stamping.version_crc(&full, &row),
+            row_checksum(&read_back, &local).unwrap()
+        );
+        stamping.unsynced_columns.insert(
+            "people".into(),
+            ["secret".to_string()].into_iter().collect(),
+        );
+        assert_eq!(
+            stamping.version_crc(&full, &row),
+            row_checksum(&read_back, &local).unwrap()
+        );
+    }
 }

@@ -50,8 +50,9 @@ pub struct MysqlSourceSpec {
     /// Synced tables (in the endpoint's database).
     pub tables: HashSet<String>,
     pub start: Option<SourcePosition>,
-    /// Tables under field-level merge: their versions carry column tags.
-    pub field_merge_tables: HashSet<String>,
+    /// How the versions of each table are stamped (field merge, unsynced
+    /// columns).
+    pub stamping: crate::source::Stamping,
 }
 
 struct OpenTxn {

@@ -206,7 +206,7 @@ impl MysqlSource {
                     after_text,
                     before_text,
                     after.as_ref().map(|a| &a.0),
-                    &self.spec.field_merge_tables,
+                    &self.spec.stamping,
                 )
             };
             if let Some(t) = self.txn.as_mut() {

@@ -218,7 +218,7 @@ impl PgSource {
             after.as_ref().and_then(|a| a.1.as_deref()),
             before.as_ref().and_then(|b| b.1.as_deref()),
             filled.as_ref(),
-            &self.spec.field_merge_tables,
+            &self.spec.stamping,
         );
         self.ready.change(
             rel.schema.clone(),

@@ -42,9 +42,9 @@ pub struct PgSourceSpec {
     pub start: Option<SourcePosition>,
     /// Events buffered between the network reader and the decoder.
     pub buffer_events: usize,
-    /// Tables (by name) under field-level merge: their versions carry column
-    /// tags (see `conflict::column_tags`).
-    pub field_merge_tables: std::collections::HashSet<String>,
+    /// How the versions of each table are stamped (field merge, unsynced
+    /// columns).
+    pub stamping: crate::source::Stamping,
     /// The link's tables that are synced. The publication holds exactly
     /// these; a change of any other relation the stream carries all the same
     /// (published before the table was refused or left the link, or a table
