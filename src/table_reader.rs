@@ -111,7 +111,7 @@ impl SideReader {
                     }
                 };
                 // Values are read as duplex's sessions read them: UTC.
-                conn.query_drop("SET time_zone = '+00:00'")
+                conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
                     .await
                     .map_err(err("set up the session"))?;
                 let db = ep.database().to_string();

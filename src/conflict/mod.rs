@@ -277,7 +277,9 @@ enum Order {
 fn knows(have: Option<Dot>, want: Dot) -> bool {
     match have {
         None => want.c == 0,
-        Some(h) if h.c == COPY_COUNTER || want.c == COPY_COUNTER => h.t >= want.t,
+        Some(h) if h.c == COPY_COUNTER || want.c == COPY_COUNTER => {
+            h.t > want.t || h.same_version_time(want)
+        }
         // Two log positions: the counters decide (one time can name two
         // versions, see `Dot`). An entry without a counter (a version the
         // site settled over its own, unread write) is known by its time.
@@ -707,8 +709,14 @@ pub fn decide(
                                 let loc_saw = has_seen(me, &lv.vv, true, it[i]);
                                 // A setter is identified by its site and time
                                 // (a site's own counters are not known locally).
-                                let same_setter =
-                                    lt[i].0 == it[i].0 && lt[i].1.same_version_time(it[i].1);
+                                // Two log positions: the counters tell.
+                                let (l, n) = (lt[i].1, it[i].1);
+                                let same_setter = lt[i].0 == it[i].0
+                                    && if l.c > 0 && n.c > 0 {
+                                        l.c == n.c
+                                    } else {
+                                        l.same_version_time(n)
+                                    };
                                 let take_incoming = if same_setter {
                                     false
                                 } else if inc_saw != loc_saw {

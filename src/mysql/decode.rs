@@ -59,6 +59,21 @@ pub fn decode_query_value(col: &MysqlColumn, value: MyValue) -> Result<Value, My
                 + i64::from(*us);
             Ok(Value::TimestampTz(Timestamp::Micros(micros)))
         }
+        // A query's text arrives in the session's character set, utf8mb4
+        // (mysql_async's default, which every duplex session keeps), not in
+        // the column's own as in the binlog: decoded as the column's, a
+        // latin1 'é' read back as 'Ã©'.
+        (
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext",
+            MyValue::Bytes(b),
+        ) if charset_of(col.charset_name()).is_some_and(|cs| cs != Charset::Binary) => {
+            String::from_utf8(b.clone()).map(Value::Text).map_err(|_| {
+                invalid(
+                    String::from_utf8_lossy(b).into_owned(),
+                    "not valid UTF-8 (the session's character set)".into(),
+                )
+            })
+        }
         _ => decode_binlog_value(col, &BinlogValue::Value(value)),
     }
 }

@@ -694,6 +694,43 @@ async fn latin1_matches_the_server() {
     assert_eq!(hex, all);
 }
 
+/// A latin1 row read back by an ordinary query (as the applier reads target
+/// rows and the initial sync copies them) is the same text the binlog gives:
+/// the query's result comes in the session's character set (utf8mb4), not
+/// the column's. Every latin1 byte, in a VARCHAR, a CHAR and a TEXT.
+#[tokio::test]
+async fn latin1_read_by_a_query_is_the_binlogs_text() {
+    let db = start();
+    let mut conn = connect(&db).await;
+    conn.query_drop("SET NAMES utf8mb4").await.unwrap();
+    conn.query_drop(
+        "CREATE TABLE lq (id int PRIMARY KEY, v varchar(300), c char(255), t text) CHARACTER SET latin1",
+    )
+    .await
+    .unwrap();
+    let all: String = (1u8..=255).map(|b| format!("{b:02x}")).collect();
+    let from = binlog_position(&mut conn).await;
+    conn.query_drop(format!(
+        "INSERT INTO lq VALUES (1, x'{all}', x'4a6f73e9', x'{all}')"
+    ))
+    .await
+    .unwrap();
+    let logged = unwrap_rows(written_rows(&db, "lq", &from).await);
+    let cols = MysqlColumn::load_table(&mut conn, "t", "lq").await.unwrap();
+    // The binary protocol, as the applier and the initial sync read.
+    let row: mysql_async::Row = conn
+        .exec_first("SELECT id, v, c, t FROM lq", ())
+        .await
+        .unwrap()
+        .unwrap();
+    for (i, col) in cols.iter().enumerate() {
+        let raw: mysql_async::Value = row.get(i).unwrap();
+        let read = duplex::mysql::decode::decode_query_value(col, raw).unwrap();
+        assert_eq!(read, logged[0][i], "column {}", col.name);
+    }
+    assert_eq!(logged[0][2], Value::Text("José".into()));
+}
+
 /// Values a column cannot hold exactly are refused with a message naming the column,
 /// its type, the value and the reason.
 #[tokio::test]
