@@ -419,11 +419,7 @@ fn user_marker(
     let prior = Marker::parse_lenient(v.marker.as_deref(), &schema.table);
     // Named on this site by the row as its applier reads it back: the synced
     // columns (see `source::Stamping`).
-    let own_crc = match crc {
-        0 => 0,
-        _ if t.unsynced_columns.is_empty() => crc,
-        _ => crate::source::stamp::synced_checksum(schema, &v.row, &t.unsynced_columns),
-    };
+    let own_crc = crate::source::stamp::version_crc(crc, schema, &v.row, Some(&t.unsynced_columns));
     let dot = Dot::at(crate::conflict::COPY_COUNTER, v.version_us.unwrap_or(0)).with_crc(own_crc);
     let mut marker = Marker::for_user_write(v.marker.as_deref(), None, me, dot, crc, &schema.table);
     if t.field_merge {

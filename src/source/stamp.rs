@@ -23,18 +23,30 @@ pub struct Stamping {
 }
 
 impl Stamping {
-    /// The checksum of `row` as its own site's applier reads it back (0: not
-    /// known whole).
-    pub fn version_crc(&self, schema: &TableSchema, row: &Row) -> u32 {
-        match self.unsynced_columns.get(&schema.table.name) {
-            Some(unsynced) if !unsynced.is_empty() => synced_checksum(schema, row, unsynced),
-            _ => row_checksum(schema, row).unwrap_or(0),
-        }
+    /// The columns of `schema`'s table the mapping never sends.
+    pub fn unsynced(&self, schema: &TableSchema) -> Option<&HashSet<String>> {
+        self.unsynced_columns.get(&schema.table.name)
+    }
+}
+
+/// The checksum that names a version of `row` on its own site: the row as its
+/// applier reads it back, without the `unsynced` columns. `full` is the whole
+/// row's checksum, already computed (0: not known whole), taken as it is
+/// when no column is left out.
+pub(crate) fn version_crc(
+    full: u32,
+    schema: &TableSchema,
+    row: &Row,
+    unsynced: Option<&HashSet<String>>,
+) -> u32 {
+    match unsynced {
+        Some(u) if full != 0 && !u.is_empty() => synced_checksum(schema, row, u),
+        _ => full,
     }
 }
 
 /// The checksum of `row` without the columns named in `unsynced`.
-pub(crate) fn synced_checksum(schema: &TableSchema, row: &Row, unsynced: &HashSet<String>) -> u32 {
+fn synced_checksum(schema: &TableSchema, row: &Row, unsynced: &HashSet<String>) -> u32 {
     let keep: Vec<usize> = (0..schema.columns.len())
         .filter(|&i| !unsynced.contains(&schema.columns[i].name))
         .collect();
@@ -68,8 +80,7 @@ pub(crate) fn user_write(
     // The version is known by its time and its content on its own site (a
     // delete's content: no row).
     let dot = dot.with_crc(match after {
-        Some(a) if crc != 0 => stamping.version_crc(schema, a),
-        Some(_) => 0,
+        Some(a) => version_crc(crc, schema, a, stamping.unsynced(schema)),
         None => crate::marker::DELETED_ROW_CRC,
     });
     let prior_text = after_text.or(before_text);
@@ -128,22 +139,15 @@ mod tests {
         let text = |s: &str| Some(Value::Text(s.into()));
         let row = Row(vec![text("1"), text("only here"), text("Ann@Example.ORG")]);
         let local = Row(vec![text("Ann@Example.ORG"), text("1")]);
+        let whole = row_checksum(&full, &row).unwrap();
         let mut stamping = Stamping::default();
-        assert_eq!(
-            stamping.version_crc(&full, &row),
-            row_checksum(&full, &row).unwrap()
-        );
-        assert_ne!(
-            stamping.version_crc(&full, &row),
-            row_checksum(&read_back, &local).unwrap()
-        );
+        let crc = |s: &Stamping| version_crc(whole, &full, &row, s.unsynced(&full));
+        assert_eq!(crc(&stamping), whole);
+        assert_ne!(crc(&stamping), row_checksum(&read_back, &local).unwrap());
         stamping.unsynced_columns.insert(
             "people".into(),
             ["secret".to_string()].into_iter().collect(),
         );
-        assert_eq!(
-            stamping.version_crc(&full, &row),
-            row_checksum(&read_back, &local).unwrap()
-        );
+        assert_eq!(crc(&stamping), row_checksum(&read_back, &local).unwrap());
     }
 }
