@@ -196,6 +196,16 @@ struct LocalVersion {
     known: bool,
 }
 
+/// The local version's time alone (`local_version(..).ts`, without the
+/// row's checksum).
+fn local_ts(local: &LocalRow) -> i64 {
+    match (local.stamp, &local.marker) {
+        (Stamp::Synced, Some(m)) => m.ts,
+        (Stamp::Synced, None) => 0,
+        (Stamp::User { t } | Stamp::Seed { t }, _) => t.unwrap_or(0),
+    }
+}
+
 fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersion {
     let marker_vv = local
         .marker
@@ -207,13 +217,13 @@ fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersio
             Some(m) => LocalVersion {
                 vv: m.vv.clone(),
                 site: m.site,
-                ts: m.ts,
+                ts: local_ts(local),
                 known: true,
             },
             None => LocalVersion {
                 vv: VersionVector::default(),
                 site: me,
-                ts: 0,
+                ts: local_ts(local),
                 known: true,
             },
         },
@@ -229,7 +239,7 @@ fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersio
             LocalVersion {
                 vv,
                 site: me,
-                ts: t.unwrap_or(0),
+                ts: local_ts(local),
                 known: t.is_some(),
             }
         }
@@ -1203,20 +1213,18 @@ fn write_row(
             conflicts,
         );
     }
+    marker.crc = checksum(schema, &row);
     if forward {
         let ts = now_us.max(marker.ts.saturating_add(1)).max(
             local
-                .map(|l| local_version(me, schema, l).ts.saturating_add(1))
+                .map(|l| local_ts(l).saturating_add(1))
                 .unwrap_or(i64::MIN),
         );
         marker.site = me;
         marker.ts = ts;
-        marker
-            .vv
-            .set(me, Dot::at(0, ts).with_crc(checksum(schema, &row)));
+        marker.vv.set(me, Dot::at(0, ts).with_crc(marker.crc));
         marker.resolution = Resolution::Forward;
     }
-    marker.crc = checksum(schema, &row);
     if tagged {
         marker.cols = tag_map(schema, &row, &tags);
     }
