@@ -286,7 +286,11 @@ enum Order {
 /// copied in a newer state, and a newer one is not.
 fn knows(have: Option<Dot>, want: Dot) -> bool {
     match have {
-        None => want.c == 0,
+        // No entry: only the empty version is known. An entry with a time
+        // but no counter is a version its site settled over its own write
+        // and named by time (the initial sync copies such rows with their
+        // markers): not known.
+        None => want.c == 0 && want.t == 0,
         Some(h) if h.c == COPY_COUNTER || want.c == COPY_COUNTER => {
             h.t > want.t || h.same_version_time(want)
         }

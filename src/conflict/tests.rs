@@ -977,3 +977,30 @@ fn a_peer_version_sharing_a_time_with_one_seen_here_is_new() {
     assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
     assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateUpdate);
 }
+
+/// Site 1 kept its own version of a row against site 2's in the initial
+/// sync and wrote its marker: its own entry has a time and no counter. Site
+/// 1's copy then read the row with that marker and sent it to site 2, which
+/// still holds its seed (the version site 1's marker has seen). Site 2 has
+/// not seen site 1's version: the copy follows the seed. (An absent entry
+/// was taken to know every version without a counter, and the copy was
+/// dropped as stale: the sites kept different rows.)
+#[test]
+fn a_version_named_by_time_alone_is_not_known_to_a_vector_without_its_site() {
+    let seed = row(5, 0, 0);
+    let seed_crc = crc_of(&seed);
+    let local = LocalRow {
+        row: seed,
+        marker: None,
+        stamp: Stamp::Seed { t: Some(100) },
+    };
+    let kept = row(5, -1, 0);
+    let mut c = change(Op::Insert, None, Some(kept.clone()), &[], 1, 200);
+    c.marker.vv.set(1, Dot::at(0, 200).with_crc(crc_of(&kept)));
+    c.marker
+        .vv
+        .set(2, Dot::at(COPY_COUNTER, 100).with_crc(seed_crc));
+    let d = decide(2, &TablePolicy::default(), &c, &Local::Present(local), 0);
+    assert!(!d.stale, "dropped as already seen");
+    assert_eq!(d.write.expect("applies").after, Some(kept));
+}

@@ -401,16 +401,32 @@ async fn initial_sync_merges_identical_rows_silently() {
     // site after both copies are done: the check compares once it has.
     let settled =
         "SELECT string_agg(id || ':' || qty, ',' ORDER BY id) FROM item WHERE id IN (5, 500, 5000)";
-    wait_for(
-        "the conflicting rows settled alike on both sites",
-        T,
-        || async {
-            let x: Option<String> = a.query_one(settled, &[]).await.unwrap().get(0);
-            let y: Option<String> = b.query_one(settled, &[]).await.unwrap().get(0);
-            x == y
-        },
-    )
-    .await;
+    let deadline = Instant::now() + T;
+    loop {
+        let x: Option<String> = a.query_one(settled, &[]).await.unwrap().get(0);
+        let y: Option<String> = b.query_one(settled, &[]).await.unwrap().get(0);
+        if x == y {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let records: Vec<String> = crate::support::texts(
+                &control,
+                "SELECT concat_ws(' ', target_site, row_key, kind, outcome, local_version::text, incoming_version::text)
+                   FROM duplex.conflicts ORDER BY conflict_id",
+            )
+            .await;
+            let markers = "SELECT string_agg(id || ':' || qty || ' ' || coalesce(_duplex::text, 'null'), E'\n' ORDER BY id) FROM item WHERE id IN (5, 500, 5000)";
+            let mx: Option<String> = a.query_one(markers, &[]).await.unwrap().get(0);
+            let my: Option<String> = b.query_one(markers, &[]).await.unwrap().get(0);
+            panic!(
+                "the conflicting rows did not settle alike: site 1 {x:?}, site 2 {y:?}\nrows on site 1:\n{}\nrows on site 2:\n{}\nconflicts:\n{}",
+                mx.unwrap_or_default(),
+                my.unwrap_or_default(),
+                records.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "{out}");
     // The merged rows are synced: an update after the copy is no conflict.
