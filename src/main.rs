@@ -134,6 +134,17 @@ enum Command {
         /// replicator is stopped, then applied when it starts); 0: none.
         #[arg(long, default_value_t = 1_000_000)]
         backlog_rows: i64,
+        /// Seconds of the OLTP load (sessions committing one UPDATE and one
+        /// INSERT per transaction, with a 10 Hz heartbeat); 0: none.
+        #[arg(long, default_value_t = 60)]
+        oltp_secs: u64,
+        /// Sessions of the OLTP load.
+        #[arg(long, default_value_t = 4)]
+        oltp_threads: usize,
+        /// Rounds (each runs every workload through both replicators, on
+        /// fresh clusters); the summary gives medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
     #[cfg(feature = "localdb")]
@@ -321,11 +332,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bulk_rows,
             small_txns,
             backlog_rows,
+            oltp_secs,
+            oltp_threads,
+            rounds,
         } => {
             cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
                 small_txns,
                 backlog_rows,
+                oltp_secs,
+                oltp_threads,
+                rounds,
             })
             .await?
         }
