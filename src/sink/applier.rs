@@ -20,9 +20,10 @@ use crate::conflict::{Local, TablePolicy};
 use crate::journal::conflicts::ConflictStore;
 use crate::journal::quarantine::Quarantine;
 use crate::marker::now_micros;
+use crate::sink::plan::{self, StatementPlan};
 use crate::sink::resolve::{encode_key, keys_by_table, misdescribed, resolve, Carry, KeyRef};
-use crate::sink::target::{Batch, Target};
-use crate::sink::{describe_key, encoded_key, seeded, shape_of, ApplierSpec, SinkError, TxnGroup};
+use crate::sink::target::{Batch, Target, Unapplied};
+use crate::sink::{describe_key, seeded, shape_of, ApplierSpec, SinkError, TxnGroup};
 use crate::stats::DirectionStats;
 
 /// The rows whose decided write the target refused (quarantined), among the
@@ -96,8 +97,6 @@ pub(crate) struct Applier<T: Target> {
     /// The rows of the source transaction at hand that met a conflict in an
     /// earlier batch (see `resolve::Carry`).
     carry: Carry,
-    /// Decided writes gathered into the next statement.
-    batch: Option<Batch>,
     /// Rows whose write the target refused in the decided batch at hand.
     refused: Refused,
 }
@@ -113,7 +112,6 @@ impl<T: Target> Applier<T> {
             stats,
             pending: Vec::new(),
             carry: Carry::default(),
-            batch: None,
             refused: Refused::default(),
         }
     }
@@ -207,7 +205,6 @@ impl<T: Target> Applier<T> {
             }
             ChangeEvent::Truncate(tables) => {
                 self.decide_pending().await?;
-                self.flush().await?;
                 // The rows carried for the transaction's later batches are gone.
                 for t in &tables {
                     self.carry.forget(&t.table);
@@ -279,7 +276,6 @@ impl<T: Target> Applier<T> {
             "commit inside a source transaction"
         );
         self.decide_pending().await?;
-        self.flush().await?;
         let applied = self
             .group
             .last_end
@@ -385,6 +381,7 @@ impl<T: Target> Applier<T> {
         let mut fallbacks: HashMap<usize, RowChange> = std::mem::take(&mut resolved.fallbacks)
             .into_iter()
             .collect();
+        let mut plan = StatementPlan::default();
         for (i, (write, origin)) in std::mem::take(&mut resolved.writes).into_iter().enumerate() {
             if let Some(why) = misdescribed(&write) {
                 // A defect of the decision: written so, the row would later
@@ -398,92 +395,76 @@ impl<T: Target> Applier<T> {
                     .applied(&write.table.table.to_string(), &describe_key(&write))
                     .await?;
             }
-            self.queue_write(write, origin, fallbacks.remove(&i))
+            let rules = self
+                .target
+                .write_rules(&write, shape_of(&write).len())
                 .await?;
+            plan.push(write, origin, fallbacks.remove(&i), rules);
         }
-        self.flush_batch_end().await?;
+        self.execute_plan(plan).await?;
         self.target.store_tombstones(&resolved).await
     }
 
-    /// The decided batch's writes are all executed: its rows' later writes
-    /// are decided on the rows read back again.
-    async fn flush_batch_end(&mut self) -> Result<(), SinkError> {
-        let flushed = self.flush().await;
+    /// Execute a round's statements. The target runs them together (one
+    /// savepoint for the round, where the engine needs one); when it refuses
+    /// one (a value or constraint: a data error), the writes it did not
+    /// apply are applied one by one in the order they were decided, and
+    /// those it refuses are quarantined: the stream goes on.
+    async fn execute_plan(&mut self, plan: StatementPlan) -> Result<(), SinkError> {
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let batches = plan.into_batches();
+        let result = match self.target.execute_all(&batches).await {
+            Ok(()) => Ok(()),
+            Err(Unapplied { executed, error }) if error.is_data_error() => {
+                tracing::debug!(error = %error, "the target refused a statement of the round: applying its writes one by one");
+                self.execute_one_by_one(&batches, executed).await
+            }
+            Err(Unapplied { error, .. }) => Err(error),
+        };
+        // The round's writes are all written: its rows' later writes are
+        // decided on the rows read back again.
         self.refused.clear();
-        flushed
+        result
     }
 
-    /// Queue one decided write into the batched statements. `fallback`: what
-    /// to quarantine if the target refuses the write, when not the write
-    /// itself (see `Resolved::fallbacks`).
-    async fn queue_write(
+    /// Apply the writes of `batches[from..]` one by one, in the order they
+    /// were decided; quarantine those the target refuses.
+    async fn execute_one_by_one(
         &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-        fallback: Option<RowChange>,
+        batches: &[Batch],
+        from: usize,
     ) -> Result<(), SinkError> {
-        let shape = shape_of(&change);
-        let key = encoded_key(&change);
-        let key_changed = change.op == Op::Update
-            && change.before.as_ref().map(|b| b.key(&change.table))
-                != change.after.as_ref().map(|a| a.key(&change.table));
-        let limit = self
-            .target
-            .rows_per_statement(&change, shape.len())
-            .await?
-            .clamp(1, self.spec.max_batch_rows.max(1));
-        // A key change goes alone, so that swapped keys never meet in one
-        // statement.
-        let alone = limit == 1 || key_changed;
-        let fits = match &self.batch {
-            Some(b) => {
-                Arc::ptr_eq(&b.table, &change.table)
-                    && !alone
-                    && b.op == change.op
-                    && b.shape == shape
-                    && !b.keys.contains(&key)
-                    && b.rows.len() < limit
+        for (b, r) in plan::in_decided_order(batches, from) {
+            let batch = &batches[b];
+            let row = &batch.rows[r];
+            if self.refused.follows(row) {
+                self.quarantine_refused(
+                    row,
+                    batch.origins[r].clone(),
+                    batch.fallbacks[r].as_ref(),
+                    FOLLOWS_REFUSED,
+                )
+                .await?;
+                continue;
             }
-            None => false,
-        };
-        if !fits {
-            self.flush().await?;
-        }
-        // (A batch never holds two writes of one row: an earlier write of
-        // this row has been executed by now.)
-        if self.refused.follows(&change) {
-            return self.quarantine_following(change, origin, fallback).await;
-        }
-        let batch = self.batch.get_or_insert_with(|| Batch {
-            table: change.table.clone(),
-            op: change.op,
-            shape,
-            rows: Vec::new(),
-            keys: HashSet::new(),
-            key_changed,
-            origins: Vec::new(),
-            fallbacks: Vec::new(),
-        });
-        batch.keys.insert(key);
-        batch.rows.push(change);
-        batch.origins.push(origin);
-        batch.fallbacks.push(fallback);
-        if alone {
-            self.flush().await?;
+            match self.target.execute(&batch.single(r)).await {
+                Ok(()) => {}
+                Err(e) if e.is_data_error() => {
+                    let reason = crate::error_chain::error_chain(&e);
+                    self.quarantine_refused(
+                        row,
+                        batch.origins[r].clone(),
+                        batch.fallbacks[r].as_ref(),
+                        &reason,
+                    )
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
-    }
-
-    /// A decided write of a row whose earlier write the target refused in
-    /// the same batch: quarantined with it (see [`Refused`]).
-    async fn quarantine_following(
-        &mut self,
-        change: RowChange,
-        origin: ChangeOrigin,
-        fallback: Option<RowChange>,
-    ) -> Result<(), SinkError> {
-        self.quarantine_refused(&change, origin, fallback.as_ref(), FOLLOWS_REFUSED)
-            .await
     }
 
     /// Quarantine a decided write that is not written (`reason`): the row
@@ -508,38 +489,6 @@ impl<T: Target> Applier<T> {
             .record(record, &origin, &describe_key(record), reason)
             .await?;
         Ok(())
-    }
-
-    /// Execute the gathered batch. A data error (a value or constraint the
-    /// target refuses) does not stop the stream: the batch is retried row by
-    /// row, and the rows the target refuses are quarantined.
-    pub(crate) async fn flush(&mut self) -> Result<(), SinkError> {
-        let Some(batch) = self.batch.take() else {
-            return Ok(());
-        };
-        match self.target.execute(&batch).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_data_error() => {
-                for i in 0..batch.rows.len() {
-                    match self.target.execute(&batch.single(i)).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_data_error() => {
-                            let reason = crate::error_chain::error_chain(&e);
-                            self.quarantine_refused(
-                                &batch.rows[i],
-                                batch.origins[i].clone(),
-                                batch.fallbacks[i].as_ref(),
-                                &reason,
-                            )
-                            .await?;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// The target's state for each of `keys`: its row, locked, with how it
@@ -601,9 +550,13 @@ impl<T: Target> Applier<T> {
 
     /// Write an already decided change, outside the source stream.
     pub(crate) async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
-        self.queue_write(change, ChangeOrigin::outside_stream(), None)
+        let rules = self
+            .target
+            .write_rules(&change, shape_of(&change).len())
             .await?;
-        self.flush_batch_end().await
+        let mut plan = StatementPlan::default();
+        plan.push(change, ChangeOrigin::outside_stream(), None, rules);
+        self.execute_plan(plan).await
     }
 
     /// Queue changes copied by the initial sync, to be decided together.

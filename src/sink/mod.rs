@@ -14,6 +14,7 @@ mod group;
 pub mod mysql;
 mod own;
 pub mod pg;
+mod plan;
 pub(crate) mod resolve;
 mod rows;
 pub(crate) mod target;
@@ -23,9 +24,7 @@ use std::collections::HashSet;
 pub(crate) use applier::Applier;
 pub use error::SinkError;
 pub(crate) use group::TxnGroup;
-pub(crate) use rows::{
-    describe_key, encoded_key, identifying_key, same_key, seeded, shape_of, store_values,
-};
+pub(crate) use rows::{describe_key, identifying_key, same_key, seeded, shape_of, store_values};
 pub(crate) use target::Target;
 
 use crate::journal::JournalSpec;

@@ -25,6 +25,7 @@ use crate::mysql::decode::decode_query_value;
 use crate::mysql::param::encode_param;
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
+use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::target::{Batch, Target};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
@@ -652,17 +653,23 @@ impl Target for MysqlTarget {
         Ok(())
     }
 
-    async fn rows_per_statement(
+    async fn write_rules(
         &mut self,
         change: &RowChange,
         shape_len: usize,
-    ) -> Result<usize, SinkError> {
+    ) -> Result<WriteRules, SinkError> {
         // Updates and deletes go one row per statement (MySQL has no
-        // UPDATE ... FROM VALUES); inserts are batched.
-        if change.op != Op::Insert {
-            return Ok(1);
-        }
-        Ok(60_000 / (shape_len + 1).max(1))
+        // UPDATE ... FROM VALUES); inserts are batched. Triggers fire for
+        // applied rows and foreign keys are checked: writes keep their order.
+        let max_rows = if change.op != Op::Insert {
+            1
+        } else {
+            60_000 / (shape_len + 1).max(1)
+        };
+        Ok(WriteRules {
+            max_rows,
+            keep_order: true,
+        })
     }
 
     // A statement the server refuses is rolled back on its own (InnoDB's

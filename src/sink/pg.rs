@@ -23,8 +23,9 @@ use crate::pg::text_encode::encode_text;
 use crate::pg::type_class::PgTypeClass;
 use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
+use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::target::{Batch, Target};
+use crate::sink::target::{Batch, Target, Unapplied};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
@@ -69,11 +70,31 @@ struct TargetTable {
     /// not the source's, which could then break a constraint the source kept:
     /// such tables get their updates one row per statement.
     other_unique: bool,
+    /// A foreign key refers to the table or from it.
+    foreign_keys: bool,
     /// Column name -> how to decode its text (to read the target's rows back).
     classes: HashMap<String, PgTypeClass>,
     /// Column name -> its type modifier (`atttypmod`, -1: none): the scale
     /// and precision values are rounded to on assignment.
     typmods: HashMap<String, i32>,
+}
+
+/// A batch's statement, ready to run.
+struct Built {
+    statement: Statement,
+    params: Vec<Option<String>>,
+    rows: usize,
+    op: Op,
+    table: TableName,
+}
+
+impl Built {
+    fn error(&self, source: tokio_postgres::Error) -> SinkError {
+        SinkError::Pg {
+            context: format!("apply {} {} row(s) to {}", self.rows, self.op, self.table),
+            source,
+        }
+    }
 }
 
 pub struct PgTarget {
@@ -566,11 +587,21 @@ impl PgTarget {
             .await
             .map_err(db(format!("read the unique constraints of {table} on the target")))?
             .get(0);
+        let foreign_keys: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND (conrelid = $1 OR confrelid = $1))",
+                &[&oid],
+            )
+            .await
+            .map_err(db(format!("read the foreign keys of {table} on the target")))?
+            .get(0);
         let t = Arc::new(TargetTable {
             quoted,
             column_types,
             key,
             other_unique,
+            foreign_keys,
             classes,
             typmods,
         });
@@ -648,6 +679,23 @@ impl PgTarget {
     }
 
     async fn execute_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let built = self.build(batch).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = built
+            .params
+            .iter()
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect();
+        let affected = self
+            .client
+            .execute(&built.statement, &refs)
+            .await
+            .map_err(|e| built.error(e))?;
+        self.count_missing(&built, affected);
+        Ok(())
+    }
+
+    /// A batch's statement (prepared) and its parameters.
+    async fn build(&mut self, batch: &Batch) -> Result<Built, SinkError> {
         let schema = batch.table.clone();
         let target = self.target_table(&schema.table).await?;
         let cast = |name: &str| -> Result<&str, SinkError> {
@@ -755,24 +803,139 @@ impl PgTarget {
             }
         };
         let statement = self.statement(&sql, params.len()).await?;
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let affected = self
-            .client
-            .execute(&statement, &refs)
-            .await
-            .map_err(db(format!(
-                "apply {} {} row(s) to {}",
-                n, batch.op, schema.table
-            )))?;
-        if batch.op != Op::Insert && (affected as usize) < n {
-            let missing = n - affected as usize;
+        Ok(Built {
+            statement,
+            params,
+            rows: n,
+            op: batch.op,
+            table: schema.table.clone(),
+        })
+    }
+
+    /// Rows an update or delete did not find (`affected` of the statement's
+    /// rows were changed): counted, and said.
+    fn count_missing(&self, built: &Built, affected: u64) {
+        if built.op != Op::Insert && (affected as usize) < built.rows {
+            let missing = built.rows - affected as usize;
             self.stats
                 .missing_rows
                 .fetch_add(missing as u64, Ordering::Relaxed);
-            tracing::warn!(table = %schema.table, op = %batch.op, missing, "rows to change were not on the target");
+            tracing::warn!(table = %built.table, op = %built.op, missing, "rows to change were not on the target");
         }
-        Ok(())
+    }
+
+    /// The role statement a batch of `table` needs first, if the session's
+    /// role is not the one its triggers need (see `trigger_role`); notes the
+    /// new role.
+    fn role_switch(&mut self, table: &str) -> Option<&'static str> {
+        if !self.spec.replica_role {
+            return None;
+        }
+        let origin = self.spec.fire_triggers.contains(table);
+        if origin == self.origin_role {
+            return None;
+        }
+        self.origin_role = origin;
+        Some(if origin {
+            "SET LOCAL session_replication_role = origin"
+        } else {
+            "SET LOCAL session_replication_role = replica"
+        })
+    }
+
+    /// A round's statements in one pipeline: a savepoint, every statement
+    /// (with the role switches their tables need), its release; one round
+    /// trip whatever the number of statements. When the target refuses a
+    /// statement, the ones after it fail too (the transaction is aborted
+    /// until the savepoint is rolled back to): the round is rolled back
+    /// whole, and none of its statements counts as applied.
+    async fn execute_round(&mut self, batches: &[Batch]) -> Result<(), Unapplied> {
+        let unapplied = |error| Unapplied { executed: 0, error };
+        // Every statement is built first: a value the target cannot take is
+        // refused before anything is sent.
+        let mut built = Vec::with_capacity(batches.len());
+        for batch in batches {
+            built.push(self.build(batch).await.map_err(unapplied)?);
+        }
+        let role_before = self.origin_role;
+        let roles: Vec<Option<&'static str>> = batches
+            .iter()
+            .map(|b| self.role_switch(&b.table.table.name))
+            .collect();
+        let client = &self.client;
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = built
+            .iter()
+            .map(|b| b.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .collect();
+        type Step<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,
+        >;
+        let mut steps: Vec<(Option<usize>, Step<'_>)> = Vec::with_capacity(batches.len() + 2);
+        steps.push((
+            None,
+            Box::pin(async move {
+                client
+                    .batch_execute("SAVEPOINT duplex_round")
+                    .await
+                    .map(|_| 0)
+            }),
+        ));
+        for (i, b) in built.iter().enumerate() {
+            if let Some(sql) = roles[i] {
+                steps.push((
+                    None,
+                    Box::pin(async move { client.batch_execute(sql).await.map(|_| 0) }),
+                ));
+            }
+            let params = &refs[i];
+            steps.push((Some(i), Box::pin(client.execute(&b.statement, params))));
+        }
+        steps.push((
+            None,
+            Box::pin(async move {
+                client
+                    .batch_execute("RELEASE SAVEPOINT duplex_round")
+                    .await
+                    .map(|_| 0)
+            }),
+        ));
+        let (which, futures): (Vec<Option<usize>>, Vec<Step<'_>>) = steps.into_iter().unzip();
+        // Polled together, the requests go out in this order on the one
+        // connection without waiting for each other's answers.
+        let results = futures_util::future::join_all(futures).await;
+        let mut first_error: Option<SinkError> = None;
+        let mut affected = Vec::with_capacity(built.len());
+        for (which, result) in which.into_iter().zip(results) {
+            match (which, result) {
+                (Some(i), Ok(n)) => affected.push((i, n)),
+                (_, Ok(_)) => {}
+                (Some(i), Err(e)) => {
+                    first_error.get_or_insert_with(|| built[i].error(e));
+                }
+                (None, Err(e)) => {
+                    first_error.get_or_insert(SinkError::Pg {
+                        context: "run a round of statements under a savepoint".into(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        let Some(error) = first_error else {
+            for (i, n) in affected {
+                self.count_missing(&built[i], n);
+            }
+            return Ok(());
+        };
+        if error.is_data_error() {
+            // The role switches of the round are undone with it.
+            self.origin_role = role_before;
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT duplex_round; RELEASE SAVEPOINT duplex_round")
+                .await
+                .map_err(db("roll back to a savepoint"))
+                .map_err(unapplied)?;
+        }
+        Err(unapplied(error))
     }
 
     async fn statement(&mut self, sql: &str, nparams: usize) -> Result<Statement, SinkError> {
@@ -1032,21 +1195,38 @@ impl Target for PgTarget {
         Ok(())
     }
 
-    async fn rows_per_statement(
+    async fn write_rules(
         &mut self,
         change: &RowChange,
         shape_len: usize,
-    ) -> Result<usize, SinkError> {
+    ) -> Result<WriteRules, SinkError> {
         let target = self.target_table(&change.table.table).await?;
         // Updates of a table with other unique constraints go one per statement.
-        if change.op == Op::Update && target.other_unique {
-            return Ok(1);
-        }
-        Ok(self.max_rows(&change.table, shape_len))
+        let max_rows = if change.op == Op::Update && target.other_unique {
+            1
+        } else {
+            self.max_rows(&change.table, shape_len)
+        };
+        // Writes of different rows commute unless a constraint or trigger
+        // spans rows: another unique index (a value one row gives up and
+        // another takes), a foreign key the session checks (the replica role
+        // checks none, the origin role of a table whose triggers fire does),
+        // or triggers that fire.
+        let fires = self.spec.fire_triggers.contains(&change.table.table.name);
+        let keep_order =
+            target.other_unique || fires || (target.foreign_keys && !self.spec.replica_role);
+        Ok(WriteRules {
+            max_rows,
+            keep_order,
+        })
     }
 
     async fn execute(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.execute_guarded(batch).await
+    }
+
+    async fn execute_all(&mut self, batches: &[Batch]) -> Result<(), Unapplied> {
+        self.execute_round(batches).await
     }
 
     async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError> {

@@ -2,8 +2,7 @@
 //! writes, its key's identity and how to name it, and how a target row with
 //! no change stream behind it counts (seeded).
 
-use crate::canonical::encode::encode_value;
-use crate::canonical::{Op, RowChange, Value};
+use crate::canonical::{RowChange, Value};
 use crate::sink::SinkError;
 
 /// How a target row was last written, given when the target's changes to
@@ -40,23 +39,6 @@ pub(crate) fn shape_of(change: &RowChange) -> Vec<usize> {
             .collect(),
         None => Vec::new(),
     }
-}
-
-/// The canonical encoding of the row's key: the identity batching uses to keep
-/// a second change of a row after the first. An insert is keyed by its new
-/// image, anything else by the row it changes.
-pub(crate) fn encoded_key(change: &RowChange) -> Vec<u8> {
-    let image = match change.op {
-        Op::Insert => change.after.as_ref(),
-        _ => change.before.as_ref().or(change.after.as_ref()),
-    };
-    let mut out = Vec::new();
-    if let Some(key) = image.and_then(|r| r.key(&change.table)) {
-        for v in key {
-            encode_value(&v, &mut out);
-        }
-    }
-    out
 }
 
 /// The row's key for messages: `id=7` or `(a=1, b=x)`.

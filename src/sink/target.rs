@@ -4,25 +4,24 @@
 //! tombstones). Everything else (batching, deciding, journaling, the
 //! applier's own transactions) is the applier's, the same for every engine.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::canonical::{ChangeOrigin, Op, RowChange, SourcePosition, TableName, TableSchema};
 use crate::conflict::{LocalRow, TablePolicy, Tombstone};
+use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::SinkError;
 
-/// Consecutive decided writes of one table, one operation and one column
-/// shape: one statement on the target.
+/// Decided writes of one table, one operation and one column shape: one
+/// statement on the target (see `plan`).
 pub(crate) struct Batch {
     pub table: Arc<TableSchema>,
     pub op: Op,
     /// Indexes of the columns written (after image columns present).
     pub shape: Vec<usize>,
     pub rows: Vec<RowChange>,
-    /// Encoded keys in the batch: a second change to a key must follow the first.
-    pub(crate) keys: HashSet<Vec<u8>>,
     /// An update that changes the primary key (always alone in its batch).
     pub key_changed: bool,
     /// Where each row's change sits in the source stream (for quarantine).
@@ -30,6 +29,16 @@ pub(crate) struct Batch {
     /// Per row, what to quarantine if the target refuses it, when not the
     /// row's change itself (see `Resolved::fallbacks`).
     pub fallbacks: Vec<Option<RowChange>>,
+    /// Per row, its place among the round's decided writes.
+    pub seq: Vec<usize>,
+}
+
+/// Statements of a round the target did not apply: `executed` of them
+/// (the first ones) are applied, the rest not at all; `error` is why.
+#[derive(Debug)]
+pub(crate) struct Unapplied {
+    pub executed: usize,
+    pub error: SinkError,
 }
 
 impl Batch {
@@ -40,10 +49,10 @@ impl Batch {
             op: self.op,
             shape: self.shape.clone(),
             rows: vec![self.rows[i].clone()],
-            keys: HashSet::new(),
             key_changed: self.key_changed,
             origins: vec![self.origins[i].clone()],
             fallbacks: vec![None],
+            seq: vec![self.seq[i]],
         }
     }
 }
@@ -109,16 +118,30 @@ pub(crate) trait Target {
         keys: &[Vec<u8>],
     ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError>;
     /// How many rows like `change` (writing `shape_len` columns) one
-    /// statement may carry: 1 for a change that must go alone.
-    async fn rows_per_statement(
+    /// statement may carry (1: it goes alone), and whether its table's
+    /// writes must keep their order (see `plan`).
+    async fn write_rules(
         &mut self,
         change: &RowChange,
         shape_len: usize,
-    ) -> Result<usize, SinkError>;
+    ) -> Result<WriteRules, SinkError>;
     /// Execute one batch as one statement. A statement the target refuses
     /// leaves the transaction as it was before it (a savepoint where the
     /// engine needs one), so its rows can be retried one by one.
     async fn execute(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// Execute a round's statements, in order. When the target refuses
+    /// one, the statements it did not apply are reported ([`Unapplied`]),
+    /// and the transaction is left as it was after the applied ones. This
+    /// default runs them one after another; an engine whose statements can
+    /// share round trips does better.
+    async fn execute_all(&mut self, batches: &[Batch]) -> Result<(), Unapplied> {
+        for (executed, batch) in batches.iter().enumerate() {
+            if let Err(error) = self.execute(batch).await {
+                return Err(Unapplied { executed, error });
+            }
+        }
+        Ok(())
+    }
     /// Record the tombstones of applied deletes and drop those of revived keys.
     async fn store_tombstones(&mut self, resolved: &Resolved) -> Result<(), SinkError>;
     /// Remove this link's tombstones older than `retention` (at most a few

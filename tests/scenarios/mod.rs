@@ -3,6 +3,7 @@
 //! pair, its file runs one body per pair so that a failure names the pair.
 
 mod apply_contention;
+mod apply_rounds;
 mod binlog_statements;
 mod cli;
 mod conflicts;
