@@ -82,10 +82,38 @@ struct TargetTable {
 /// A batch's statement, ready to run.
 struct Built {
     statement: Statement,
-    params: Vec<Option<String>>,
+    params: Params,
     rows: usize,
     op: Op,
     table: TableName,
+}
+
+/// A statement's parameters: one text per value (a VALUES list), or one
+/// text array per column (`unnest`).
+enum Params {
+    Rows(Vec<Option<String>>),
+    Columns(Vec<Vec<Option<String>>>),
+}
+
+impl Params {
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        match self {
+            Params::Rows(p) => p.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
+            Params::Columns(c) => c.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
+        }
+    }
+}
+
+/// Row-major values (`stride` per row) as one vector per column.
+fn columns_of(values: Vec<Option<String>>, stride: usize) -> Vec<Vec<Option<String>>> {
+    let stride = stride.max(1);
+    let rows = values.len() / stride;
+    let mut columns: Vec<Vec<Option<String>>> =
+        (0..stride).map(|_| Vec::with_capacity(rows)).collect();
+    for (i, v) in values.into_iter().enumerate() {
+        columns[i % stride].push(v);
+    }
+    columns
 }
 
 impl Built {
@@ -680,11 +708,7 @@ impl PgTarget {
 
     async fn execute_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let built = self.build(batch).await?;
-        let refs: Vec<&(dyn ToSql + Sync)> = built
-            .params
-            .iter()
-            .map(|p| p as &(dyn ToSql + Sync))
-            .collect();
+        let refs = built.params.refs();
         let affected = self
             .client
             .execute(&built.statement, &refs)
@@ -712,7 +736,19 @@ impl PgTarget {
         same_key(&schema, &target.key)?;
         let key_cols: Vec<usize> = schema.key.clone();
         let n = batch.rows.len();
+        // One array per column (`unnest`): the statement's text is the same
+        // whatever the number of rows, so it is prepared once and planned
+        // as a generic plan, where a VALUES list is parsed and planned again
+        // for every number of rows (with one parameter per value). Array
+        // columns cannot go so (unnest would flatten them).
+        let arrays = key_cols.iter().chain(batch.shape.iter()).all(|&i| {
+            !matches!(
+                target.classes.get(&schema.columns[i].name),
+                Some(PgTypeClass::Array(_))
+            )
+        });
         let mut params: Vec<Option<String>> = Vec::new();
+        let stride: usize;
         let sql = match batch.op {
             Op::Insert => {
                 let mut cols: Vec<String> = batch
@@ -730,14 +766,24 @@ impl PgTarget {
                     self.push_image_params(&schema, &target, change, &batch.shape, &mut params)?;
                     params.push(Some(change.marker.to_json()));
                 }
-                format!(
-                    // OVERRIDING SYSTEM VALUE: the source's value of a GENERATED ALWAYS
-                    // identity column is the row's identity on both sides.
-                    "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}",
-                    target.quoted,
-                    cols.join(", "),
-                    values_list(n, &types)
-                )
+                stride = types.len();
+                // OVERRIDING SYSTEM VALUE: the source's value of a GENERATED ALWAYS
+                // identity column is the row's identity on both sides.
+                if arrays {
+                    format!(
+                        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT * FROM unnest({})",
+                        target.quoted,
+                        cols.join(", "),
+                        array_list(&types)
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}",
+                        target.quoted,
+                        cols.join(", "),
+                        values_list(n, &types)
+                    )
+                }
             }
             Op::Update => {
                 let mut types = Vec::new();
@@ -769,11 +815,12 @@ impl PgTarget {
                     .enumerate()
                     .map(|(j, &i)| format!("t.{} = v.k{j}", quote_ident(&schema.columns[i].name)))
                     .collect();
+                stride = types.len();
                 format!(
-                    "UPDATE {} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+                    "UPDATE {} AS t SET {} FROM {} AS v({}) WHERE {}",
                     target.quoted,
                     sets.join(", "),
-                    values_list(n, &types),
+                    rows_source(arrays, n, &types),
                     aliases.join(", "),
                     on.join(" AND ")
                 )
@@ -793,16 +840,22 @@ impl PgTarget {
                     .enumerate()
                     .map(|(j, &i)| format!("t.{} = v.k{j}", quote_ident(&schema.columns[i].name)))
                     .collect();
+                stride = types.len();
                 format!(
-                    "DELETE FROM {} AS t USING (VALUES {}) AS v({}) WHERE {}",
+                    "DELETE FROM {} AS t USING {} AS v({}) WHERE {}",
                     target.quoted,
-                    values_list(n, &types),
+                    rows_source(arrays, n, &types),
                     aliases.join(", "),
                     on.join(" AND ")
                 )
             }
         };
-        let statement = self.statement(&sql, params.len()).await?;
+        let params = if arrays {
+            Params::Columns(columns_of(params, stride))
+        } else {
+            Params::Rows(params)
+        };
+        let statement = self.statement(&sql, &params).await?;
         Ok(Built {
             statement,
             params,
@@ -863,10 +916,7 @@ impl PgTarget {
             .map(|b| self.role_switch(&b.table.table.name))
             .collect();
         let client = &self.client;
-        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = built
-            .iter()
-            .map(|b| b.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
-            .collect();
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = built.iter().map(|b| b.params.refs()).collect();
         type Step<'a> = std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,
         >;
@@ -938,14 +988,17 @@ impl PgTarget {
         Err(unapplied(error))
     }
 
-    async fn statement(&mut self, sql: &str, nparams: usize) -> Result<Statement, SinkError> {
+    async fn statement(&mut self, sql: &str, params: &Params) -> Result<Statement, SinkError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         if self.statements.len() >= STATEMENT_CACHE_LIMIT {
             self.statements.clear();
         }
-        let types = vec![Type::TEXT; nparams];
+        let types = match params {
+            Params::Rows(p) => vec![Type::TEXT; p.len()],
+            Params::Columns(c) => vec![Type::TEXT_ARRAY; c.len()],
+        };
         let s = self
             .client
             .prepare_typed(sql, &types)
@@ -1056,6 +1109,25 @@ fn encode_for(
             Ok(out)
         }
         _ => encode_text(v),
+    }
+}
+
+/// `$1::text[]::t1[], $2::text[]::t2[]`: one text array per column.
+fn array_list(types: &[String]) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(j, t)| format!("${}::text[]::{t}[]", j + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows a statement joins: `unnest(<arrays>)` or `(VALUES ...)`.
+fn rows_source(arrays: bool, rows: usize, types: &[String]) -> String {
+    if arrays {
+        format!("unnest({})", array_list(types))
+    } else {
+        format!("(VALUES {})", values_list(rows, types))
     }
 }
 
