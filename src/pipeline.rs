@@ -358,9 +358,10 @@ impl Contention {
                 .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             self.last_probe = Some(now);
-            // Lock every row of the group, so that a session waiting for any
-            // of them shows.
-            sink.write_pending().await?;
+            // Only the rows already written are locked; the pending ones are
+            // written (and locked) with the next round, and a session that
+            // then waits for one shows at the next probe. Writing them here
+            // would cut the group into a round per probe.
             if sink.sessions_waiting().await? {
                 if !busy {
                     tracing::debug!(hold_ms = self.hold.as_millis() as u64, "application sessions wait for the applier's row locks: committing each source transaction on its own");

@@ -301,13 +301,6 @@ impl<T: Target> Applier<T> {
         }
     }
 
-    /// Decide and write the changes taken so far (they are otherwise
-    /// gathered into larger batches), so the open target transaction holds
-    /// the locks of all its rows.
-    pub async fn write_pending(&mut self) -> Result<(), SinkError> {
-        self.decide_pending().await
-    }
-
     /// Does a session on the target wait for a lock the applier holds?
     pub async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
         self.target.sessions_waiting().await
@@ -334,12 +327,7 @@ impl<T: Target> Applier<T> {
         for (change, _) in pending.iter_mut() {
             self.target.normalize(change).await?;
         }
-        let mut states = HashMap::new();
-        for (schema, keys) in keys_by_table(&pending) {
-            for (key, local) in self.read_states(&schema, &keys).await? {
-                states.insert((schema.table.clone(), key), local);
-            }
-        }
+        let states = self.read_states(keys_by_table(&pending)).await?;
         let policies: HashMap<TableName, TablePolicy> = pending
             .iter()
             .map(|(c, _)| {
@@ -491,33 +479,36 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
-    /// The target's state for each of `keys`: its row, locked, with how it
-    /// was last written, or its tombstone if it has none.
+    /// The target's state for each key of each table: its row, locked, with
+    /// how it was last written, or its tombstone if it has none. Every
+    /// table's rows are read at once (`Target::read_rows`).
     async fn read_states(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<(Vec<u8>, Local)>, SinkError> {
-        let capture_start = self.target.capture_start(&schema.table);
-        let mut out = Vec::with_capacity(keys.len());
-        let mut found: HashSet<Vec<u8>> = HashSet::new();
-        for mut lr in self.target.read_rows(schema, keys).await? {
-            lr.stamp = seeded(lr.stamp, lr.marker.is_some(), capture_start);
-            let Some(key) = lr.row.key(schema).map(|k| encode_key(&k)) else {
-                continue;
-            };
-            found.insert(key.clone());
-            out.push((key, Local::Present(lr)));
-        }
-        let missing: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|k| !found.contains(&k.encoded))
-            .map(|k| k.encoded.clone())
-            .collect();
-        let mut tombstones = self.target.read_tombstones(schema, &missing).await?;
-        for key in missing {
-            let t = tombstones.remove(&key);
-            out.push((key, Local::Absent(t)));
+        requests: Vec<(Arc<TableSchema>, Vec<KeyRef>)>,
+    ) -> Result<HashMap<(TableName, Vec<u8>), Local>, SinkError> {
+        let rows = self.target.read_rows(&requests).await?;
+        let mut out = HashMap::new();
+        for ((schema, keys), rows) in requests.into_iter().zip(rows) {
+            let capture_start = self.target.capture_start(&schema.table);
+            let mut found: HashSet<Vec<u8>> = HashSet::new();
+            for mut lr in rows {
+                lr.stamp = seeded(lr.stamp, lr.marker.is_some(), capture_start);
+                let Some(key) = lr.row.key(&schema).map(|k| encode_key(&k)) else {
+                    continue;
+                };
+                found.insert(key.clone());
+                out.insert((schema.table.clone(), key), Local::Present(lr));
+            }
+            let missing: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| !found.contains(&k.encoded))
+                .map(|k| k.encoded.clone())
+                .collect();
+            let mut tombstones = self.target.read_tombstones(&schema, &missing).await?;
+            for key in missing {
+                let t = tombstones.remove(&key);
+                out.insert((schema.table.clone(), key), Local::Absent(t));
+            }
         }
         Ok(out)
     }
@@ -528,12 +519,11 @@ impl<T: Target> Applier<T> {
         schema: &Arc<TableSchema>,
         key: KeyRef,
     ) -> Result<Local, SinkError> {
+        let id = (schema.table.clone(), key.encoded.clone());
         Ok(self
-            .read_states(schema, std::slice::from_ref(&key))
+            .read_states(vec![(schema.clone(), vec![key])])
             .await?
-            .into_iter()
-            .next()
-            .map(|(_, l)| l)
+            .remove(&id)
             .unwrap_or(Local::Absent(None)))
     }
 

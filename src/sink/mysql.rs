@@ -721,10 +721,13 @@ impl Target for MysqlTarget {
 
     async fn read_rows(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<LocalRow>, SinkError> {
-        self.read_local(schema, keys).await
+        requests: &[(Arc<TableSchema>, Vec<KeyRef>)],
+    ) -> Result<Vec<Vec<LocalRow>>, SinkError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for (schema, keys) in requests {
+            out.push(self.read_local(schema, keys).await?);
+        }
+        Ok(out)
     }
 
     fn capture_start(&self, table: &TableName) -> Option<i64> {

@@ -141,6 +141,10 @@ pub struct PgTarget {
     /// The open transaction runs in the origin role (`SET LOCAL`), for a
     /// table whose triggers fire (only when the session's role is replica).
     origin_role: bool,
+    /// A transaction is begun but its `BEGIN` not yet sent: it goes out in
+    /// the pipeline of the transaction's first statements (`ensure_begun`
+    /// sends it alone where a step has none).
+    begin_pending: bool,
 }
 
 /// Statements kept prepared per target; beyond this the cache is cleared.
@@ -195,6 +199,7 @@ impl PgTarget {
             type_cache: HashMap::new(),
             tombstones_exist: HashMap::new(),
             origin_role: false,
+            begin_pending: false,
         };
         target.load_duplex_origins().await?;
         Ok(target)
@@ -231,6 +236,17 @@ impl PgTarget {
             .iter()
             .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
             .collect();
+        Ok(())
+    }
+
+    /// Send the begun transaction's `BEGIN` if it has not gone out yet.
+    async fn ensure_begun(&mut self) -> Result<(), SinkError> {
+        if std::mem::take(&mut self.begin_pending) {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(db("begin target transaction"))?;
+        }
         Ok(())
     }
 
@@ -286,127 +302,176 @@ impl PgTarget {
         Ok(removed)
     }
 
-    /// The target's state for `keys` of `schema`: the row (with how it was
-    /// last written) or its tombstone.
-    async fn read_local(
+    /// The target's rows of `keys` of each table (with how each was last
+    /// written), read locked. Every table's statements go out in one
+    /// pipeline; with `begin`, behind the `BEGIN` of the transaction they
+    /// open (one round trip in all).
+    async fn read_locals(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<LocalRow>, SinkError> {
-        let target = self.target_table(&schema.table).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        let ncols = schema.columns.len();
-        for chunk in keys.chunks(self.max_rows(schema, 0).max(1)) {
-            let mut select = Vec::with_capacity(ncols + 3);
-            for c in &schema.columns {
-                if !target.column_types.contains_key(&c.name) {
-                    return Err(SinkError::MissingColumn {
-                        table: schema.table.clone(),
-                        column: c.name.clone(),
-                    });
-                }
-                select.push(format!("t.{}::text", quote_ident(&c.name)));
+        requests: &[(Arc<TableSchema>, Vec<KeyRef>)],
+    ) -> Result<Vec<Vec<LocalRow>>, SinkError> {
+        let mut reads = Vec::new();
+        for (t, (schema, keys)) in requests.iter().enumerate() {
+            let target = self.target_table(&schema.table).await?;
+            for chunk in keys.chunks(self.max_rows(schema, 0).max(1)) {
+                let (statement, params) = self.read_statement(schema, &target, chunk).await?;
+                reads.push((t, statement, params));
             }
-            select.push(format!("t.{}::text", quote_ident(&self.spec.marker_column)));
-            // In the target list, not in a LATERAL join: when a concurrent
-            // writer updated the row, FOR UPDATE returns its newest version,
-            // and only expressions over `t` are recomputed for it (a joined
-            // function's row would be the one of the version first seen).
-            select.push(
-                "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
-                    .into(),
-            );
-            select.push("(pg_xact_commit_timestamp_origin(t.xmin)).roident::text::bigint".into());
-            // One text array per key column: a fixed, small statement whatever
-            // the batch size, and index lookups whatever the statistics say.
-            let mut key_cols = Vec::new();
-            let mut arrays = Vec::new();
-            for (j, &i) in schema.key.iter().enumerate() {
-                let name = &schema.columns[i].name;
-                let ty = target.column_types.get(name).cloned().unwrap_or_default();
-                key_cols.push(format!("t.{}", quote_ident(name)));
-                arrays.push(format!("${}::text[]::{ty}[]", j + 1));
-            }
-            let mut params: Vec<Vec<Option<String>>> =
-                vec![Vec::with_capacity(chunk.len()); schema.key.len()];
-            for k in chunk {
-                for (j, v) in k.values.iter().enumerate() {
-                    let class = target.classes.get(&schema.columns[schema.key[j]].name);
-                    let text = encode_for(v, class).map_err(|e| SinkError::Value {
-                        table: schema.table.clone(),
-                        key: String::new(),
-                        column: schema.columns[schema.key[j]].name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    params[j].push(Some(text));
-                }
-            }
-            let condition = if key_cols.len() == 1 {
-                format!("{} = ANY({})", key_cols[0], arrays[0])
+        }
+        let begin = std::mem::take(&mut self.begin_pending);
+        let client = &self.client;
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = reads
+            .iter()
+            .map(|(_, _, p)| p.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let begun = async {
+            if begin {
+                client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(db("begin target transaction"))
             } else {
-                format!(
-                    "({}) IN (SELECT * FROM unnest({}))",
-                    key_cols.join(", "),
-                    arrays.join(", ")
-                )
-            };
-            let sql = format!(
-                "SELECT {} FROM {} AS t WHERE {condition} FOR UPDATE OF t",
-                select.join(", "),
-                target.quoted,
-            );
-            let statement = match self.statements.get(&sql) {
-                Some(st) => st.clone(),
-                None => {
-                    let st = self
-                        .client
-                        .prepare_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
-                        .await
-                        .map_err(db(format!("prepare: {}", abbreviate(&sql))))?;
-                    self.statements.insert(sql.clone(), st.clone());
-                    st
-                }
-            };
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let rows = self
-                .client
-                .query(&statement, &refs)
-                .await
-                .map_err(db(format!("read the target rows of {}", schema.table)))?;
+                Ok(())
+            }
+        };
+        let queries = futures_util::future::join_all(
+            reads
+                .iter()
+                .zip(&refs)
+                .map(|((_, statement, _), r)| client.query(statement, r)),
+        );
+        // Polled together, the requests go out in this order without waiting
+        // for each other's answers.
+        let (begun, results) = futures_util::future::join(begun, queries).await;
+        begun?;
+        let mut out: Vec<Vec<LocalRow>> = requests.iter().map(|_| Vec::new()).collect();
+        for ((t, _, _), rows) in reads.iter().zip(results) {
+            let schema = &requests[*t].0;
+            let rows = rows.map_err(db(format!("read the target rows of {}", schema.table)))?;
+            let target = self.target_table(&schema.table).await?;
             for r in rows {
-                let mut values = Vec::with_capacity(ncols);
-                for (i, c) in schema.columns.iter().enumerate() {
-                    let text: Option<String> = r.get(i);
-                    let v = match text {
-                        None => Value::Null,
-                        Some(t) => {
-                            let class = target
-                                .classes
-                                .get(&c.name)
-                                .cloned()
-                                .unwrap_or(PgTypeClass::Other);
-                            decode_text(&class, &t).map_err(|e| SinkError::LocalValue {
-                                table: schema.table.clone(),
-                                column: c.name.clone(),
-                                reason: e.to_string(),
-                            })?
-                        }
-                    };
-                    values.push(Some(v));
-                }
-                let row = Row(values);
-                let marker_text: Option<String> = r.get(ncols);
-                let marker = Marker::parse_lenient(marker_text.as_deref(), &schema.table);
-                let commit_us: Option<i64> = r.get(ncols + 1);
-                let roident: Option<i64> = r.get(ncols + 2);
-                let stamp = self
-                    .stamp(schema, &row, marker.as_ref(), commit_us, roident)
-                    .await?;
-                out.push(LocalRow { row, marker, stamp });
+                let lr = self.local_row(schema, &target, &r).await?;
+                out[*t].push(lr);
             }
         }
         Ok(out)
+    }
+
+    /// The statement reading the rows of `keys` back, locked, and its
+    /// parameters (one text array per key column).
+    async fn read_statement(
+        &mut self,
+        schema: &TableSchema,
+        target: &TargetTable,
+        keys: &[KeyRef],
+    ) -> Result<(Statement, Vec<Vec<Option<String>>>), SinkError> {
+        let ncols = schema.columns.len();
+        let mut select = Vec::with_capacity(ncols + 3);
+        for c in &schema.columns {
+            if !target.column_types.contains_key(&c.name) {
+                return Err(SinkError::MissingColumn {
+                    table: schema.table.clone(),
+                    column: c.name.clone(),
+                });
+            }
+            select.push(format!("t.{}::text", quote_ident(&c.name)));
+        }
+        select.push(format!("t.{}::text", quote_ident(&self.spec.marker_column)));
+        // In the target list, not in a LATERAL join: when a concurrent
+        // writer updated the row, FOR UPDATE returns its newest version,
+        // and only expressions over `t` are recomputed for it (a joined
+        // function's row would be the one of the version first seen).
+        select.push(
+            "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
+                .into(),
+        );
+        select.push("(pg_xact_commit_timestamp_origin(t.xmin)).roident::text::bigint".into());
+        // One text array per key column: a fixed, small statement whatever
+        // the batch size, and index lookups whatever the statistics say.
+        let mut key_cols = Vec::new();
+        let mut arrays = Vec::new();
+        for (j, &i) in schema.key.iter().enumerate() {
+            let name = &schema.columns[i].name;
+            let ty = target.column_types.get(name).cloned().unwrap_or_default();
+            key_cols.push(format!("t.{}", quote_ident(name)));
+            arrays.push(format!("${}::text[]::{ty}[]", j + 1));
+        }
+        let mut params: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(keys.len()); schema.key.len()];
+        for k in keys {
+            for (j, v) in k.values.iter().enumerate() {
+                let class = target.classes.get(&schema.columns[schema.key[j]].name);
+                let text = encode_for(v, class).map_err(|e| SinkError::Value {
+                    table: schema.table.clone(),
+                    key: String::new(),
+                    column: schema.columns[schema.key[j]].name.clone(),
+                    reason: e.to_string(),
+                })?;
+                params[j].push(Some(text));
+            }
+        }
+        let condition = if key_cols.len() == 1 {
+            format!("{} = ANY({})", key_cols[0], arrays[0])
+        } else {
+            format!(
+                "({}) IN (SELECT * FROM unnest({}))",
+                key_cols.join(", "),
+                arrays.join(", ")
+            )
+        };
+        let sql = format!(
+            "SELECT {} FROM {} AS t WHERE {condition} FOR UPDATE OF t",
+            select.join(", "),
+            target.quoted,
+        );
+        let statement = match self.statements.get(&sql) {
+            Some(st) => st.clone(),
+            None => {
+                let st = self
+                    .client
+                    .prepare_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
+                    .await
+                    .map_err(db(format!("prepare: {}", abbreviate(&sql))))?;
+                self.statements.insert(sql.clone(), st.clone());
+                st
+            }
+        };
+        Ok((statement, params))
+    }
+
+    /// A row read back by [`read_statement`]'s statement.
+    async fn local_row(
+        &mut self,
+        schema: &TableSchema,
+        target: &TargetTable,
+        r: &tokio_postgres::Row,
+    ) -> Result<LocalRow, SinkError> {
+        let ncols = schema.columns.len();
+        let mut values = Vec::with_capacity(ncols);
+        for (i, c) in schema.columns.iter().enumerate() {
+            let text: Option<&str> = r.get(i);
+            let v = match text {
+                None => Value::Null,
+                Some(t) => {
+                    let class = target.classes.get(&c.name).unwrap_or(&PgTypeClass::Other);
+                    decode_text(class, t).map_err(|e| SinkError::LocalValue {
+                        table: schema.table.clone(),
+                        column: c.name.clone(),
+                        reason: e.to_string(),
+                    })?
+                }
+            };
+            values.push(Some(v));
+        }
+        let row = Row(values);
+        let marker_text: Option<&str> = r.get(ncols);
+        let marker = Marker::parse_lenient(marker_text, &schema.table);
+        let commit_us: Option<i64> = r.get(ncols + 1);
+        let roident: Option<i64> = r.get(ncols + 2);
+        let stamp = self
+            .stamp(schema, &row, marker.as_ref(), commit_us, roident)
+            .await?;
+        Ok(LocalRow { row, marker, stamp })
     }
 
     /// How a target row was last written, from its xmin's commit timestamp and
@@ -453,6 +518,7 @@ impl PgTarget {
         schema: &TableSchema,
         keys: &[Vec<u8>],
     ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
+        self.ensure_begun().await?;
         let mut out = HashMap::new();
         if keys.is_empty() {
             return Ok(out);
@@ -510,6 +576,7 @@ impl PgTarget {
         tombstones: &[(Arc<TableSchema>, Vec<u8>, Tombstone)],
         revived: &[(Arc<TableSchema>, Vec<u8>)],
     ) -> Result<(), SinkError> {
+        self.ensure_begun().await?;
         for (schema, key, t) in tombstones {
             self.tombstones_exist
                 .insert(self.tombstone_table_name(&schema.table), true);
@@ -679,6 +746,7 @@ impl PgTarget {
     /// by one). The trigger role is set outside the savepoint: rolled back
     /// with it, it would no longer be what `origin_role` says.
     async fn execute_guarded(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.ensure_begun().await?;
         self.trigger_role(&batch.table.table.name).await?;
         self.client
             .batch_execute("SAVEPOINT duplex_batch")
@@ -904,6 +972,7 @@ impl PgTarget {
     /// whole, and none of its statements counts as applied.
     async fn execute_round(&mut self, batches: &[Batch]) -> Result<(), Unapplied> {
         let unapplied = |error| Unapplied { executed: 0, error };
+        self.ensure_begun().await.map_err(unapplied)?;
         // Every statement is built first: a value the target cannot take is
         // refused before anything is sent.
         let mut built = Vec::with_capacity(batches.len());
@@ -989,19 +1058,28 @@ impl PgTarget {
     }
 
     async fn statement(&mut self, sql: &str, params: &Params) -> Result<Statement, SinkError> {
+        let types = match params {
+            Params::Rows(p) => vec![Type::TEXT; p.len()],
+            Params::Columns(c) => vec![Type::TEXT_ARRAY; c.len()],
+        };
+        self.statement_typed(sql, &types).await
+    }
+
+    /// `sql` prepared with parameters of `types`, from the cache.
+    ///
+    /// Only a prepared statement may go into a pipeline behind another: a
+    /// statement given as text is prepared first, and what follows it in
+    /// the pipeline reaches the server before it does.
+    async fn statement_typed(&mut self, sql: &str, types: &[Type]) -> Result<Statement, SinkError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         if self.statements.len() >= STATEMENT_CACHE_LIMIT {
             self.statements.clear();
         }
-        let types = match params {
-            Params::Rows(p) => vec![Type::TEXT; p.len()],
-            Params::Columns(c) => vec![Type::TEXT_ARRAY; c.len()],
-        };
         let s = self
             .client
-            .prepare_typed(sql, &types)
+            .prepare_typed(sql, types)
             .await
             .map_err(db(format!("prepare: {}", abbreviate(sql))))?;
         self.statements.insert(sql.to_string(), s.clone());
@@ -1201,10 +1279,9 @@ impl Target for PgTarget {
     // it commits is duplex's own.
     async fn begin(&mut self) -> Result<(), SinkError> {
         self.origin_role = false;
-        self.client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(db("begin target transaction"))
+        // Sent with the transaction's first reads (`read_locals`).
+        self.begin_pending = true;
+        Ok(())
     }
 
     async fn commit(&mut self, applied: Option<(SourcePosition, i64)>) -> Result<(), SinkError> {
@@ -1218,10 +1295,29 @@ impl Target for PgTarget {
                 column: "commit time".into(),
                 reason: e.to_string(),
             })?;
-            self.client
-                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)", &[&lsn_text(end.counter()), &ts])
-                .await
-                .map_err(db("record the applied source position"))?;
+            self.ensure_begun().await?;
+            let lsn = lsn_text(end.counter());
+            // Prepared beforehand: executing SQL text prepares it first (a
+            // round trip of its own), and the COMMIT behind it in the
+            // pipeline would reach the server before the position did.
+            let setup = self
+                .statement_typed(
+                    "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2::text::timestamptz)",
+                    &[Type::TEXT, Type::TEXT],
+                )
+                .await?;
+            // One round trip: the position and the commit in one pipeline.
+            let (setup, commit) = futures_util::future::join(
+                self.client.execute(&setup, &[&lsn, &ts]),
+                self.client.batch_execute("COMMIT"),
+            )
+            .await;
+            setup.map_err(db("record the applied source position"))?;
+            return commit.map_err(db("commit target transaction"));
+        }
+        if std::mem::take(&mut self.begin_pending) {
+            // Nothing was sent: nothing to commit.
+            return Ok(());
         }
         self.client
             .batch_execute("COMMIT")
@@ -1230,6 +1326,9 @@ impl Target for PgTarget {
     }
 
     async fn rollback(&mut self) -> Result<(), SinkError> {
+        if std::mem::take(&mut self.begin_pending) {
+            return Ok(());
+        }
         self.client
             .batch_execute("ROLLBACK")
             .await
@@ -1237,6 +1336,7 @@ impl Target for PgTarget {
     }
 
     async fn truncate(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        self.ensure_begun().await?;
         let mut names: Vec<String> = Vec::new();
         for t in tables {
             let quoted = quote_table(&self.configured(&t.table));
@@ -1310,6 +1410,7 @@ impl Target for PgTarget {
     }
 
     async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError> {
+        self.ensure_begun().await?;
         // The origin's progress moves with this transaction's commit, so the
         // site's slot-continuity check knows changes were applied here.
         let SourcePosition::PgLsn(lsn) = position else {
@@ -1331,6 +1432,7 @@ impl Target for PgTarget {
             // SET LOCAL ends with the transaction.
             return Ok(());
         }
+        self.ensure_begun().await?;
         // As PostgreSQL's own logical replication applies: in the replica
         // role, foreign keys (and ordinary triggers) are not enforced. Only a
         // superuser, or a role granted SET on the parameter (PostgreSQL 15+),
@@ -1372,10 +1474,9 @@ impl Target for PgTarget {
 
     async fn read_rows(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<LocalRow>, SinkError> {
-        self.read_local(schema, keys).await
+        requests: &[(Arc<TableSchema>, Vec<KeyRef>)],
+    ) -> Result<Vec<Vec<LocalRow>>, SinkError> {
+        self.read_locals(requests).await
     }
 
     fn capture_start(&self, table: &TableName) -> Option<i64> {

@@ -101,13 +101,13 @@ pub(crate) trait Target {
     /// the target's rows value for value. A value the column cannot take is
     /// left as it came: writing it is refused, with the reason.
     async fn normalize(&mut self, change: &mut RowChange) -> Result<(), SinkError>;
-    /// The target's rows of `keys` that exist, locked, each with how it was
-    /// last written (as the engine tells: not yet judged seeded).
+    /// For each table's `keys`, the target's rows that exist, locked, each
+    /// with how it was last written (as the engine tells: not yet judged
+    /// seeded); one list per request, in order.
     async fn read_rows(
         &mut self,
-        schema: &Arc<TableSchema>,
-        keys: &[KeyRef],
-    ) -> Result<Vec<LocalRow>, SinkError>;
+        requests: &[(Arc<TableSchema>, Vec<KeyRef>)],
+    ) -> Result<Vec<Vec<LocalRow>>, SinkError>;
     /// When this site's changes to `table` began to be captured for the link
     /// (this site's clock, µs), where known (`duplex.capture_starts`).
     fn capture_start(&self, table: &TableName) -> Option<i64>;
