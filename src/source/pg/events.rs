@@ -53,6 +53,14 @@ fn decode_tuple(
     Ok((Row(values), marker))
 }
 
+/// The marker column's text in a tuple, without decoding the rest.
+fn marker_text<'t>(rel: &RelationInfo, tuple: &'t [TupleValue]) -> Option<&'t str> {
+    match tuple.get(rel.marker_index?)? {
+        TupleValue::Text(bytes) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
 /// The new image with columns the source did not send taken from the old image.
 fn fill_unchanged(after: &[Option<Value>], before: Option<&Vec<Option<Value>>>) -> Row {
     Row(after
@@ -244,19 +252,22 @@ impl PgSource {
             .relations
             .get(&relation)
             .ok_or(SourceError::UnknownRelation(relation))?;
-        let before = old
-            .map(|(_, t)| decode_tuple(rel, &t, position))
-            .transpose()?;
-        let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
+        // Almost every change of duplex's own transactions stays here: only
+        // its marker is read to tell, the row is decoded only for one that
+        // flows back.
         let Some(marker) = stamp::forwarded(
             op,
-            after.as_ref().and_then(|a| a.1.as_deref()),
-            before.as_ref().and_then(|b| b.1.as_deref()),
+            new.as_deref().and_then(|t| marker_text(rel, t)),
+            old.as_ref().and_then(|(_, t)| marker_text(rel, t)),
             self.spec.site_id,
             position,
         ) else {
             return Ok(());
         };
+        let before = old
+            .map(|(_, t)| decode_tuple(rel, &t, position))
+            .transpose()?;
+        let after = new.map(|t| decode_tuple(rel, &t, position)).transpose()?;
         let schema = rel.schema.clone();
         if let Some(t) = self.txn.as_mut() {
             self.ready.begin_once(&mut t.begun, &t.meta);
