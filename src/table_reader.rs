@@ -687,13 +687,16 @@ impl SideReader {
         let n = wanted.len();
         let mut select = vec![self.pg_select(&wanted)];
         select.push(format!("t.{}::text", crate::pg::quote_ident(marker_column)));
+        // The row's commit time (µs) and replication origin, as `µs name`
+        // (`µs ` without an origin): one call of the commit-timestamp lookup
+        // per row, and the origin's name looked up only for rows written
+        // under one (it was two calls and a catalog lookup for every row).
         select.push(
-            "(extract(epoch FROM (pg_xact_commit_timestamp_origin(t.xmin)).timestamp) * 1000000)::bigint"
-                .into(),
-        );
-        select.push(
-            "(SELECT o.roname::text FROM pg_replication_origin o
-               WHERE o.roident = (pg_xact_commit_timestamp_origin(t.xmin)).roident)"
+            "(SELECT (extract(epoch FROM c.timestamp) * 1000000)::bigint::text || ' ' ||
+                     CASE WHEN c.roident = 0 THEN ''
+                          ELSE coalesce((SELECT o.roname::text FROM pg_replication_origin o
+                                          WHERE o.roident = c.roident), '') END
+               FROM pg_xact_commit_timestamp_origin(t.xmin) c)"
                 .into(),
         );
         let sql = format!(
@@ -720,8 +723,8 @@ impl SideReader {
         for r in &rows {
             let row = self.pg_row(r, &wanted)?;
             let marker: Option<String> = r.get(n);
-            let commit_us: Option<i64> = r.get(n + 1);
-            let origin: Option<String> = r.get(n + 2);
+            let version: Option<&str> = r.get(n + 1);
+            let (commit_us, origin) = parse_version(version);
             let synced = match (commit_us, &origin) {
                 (Some(_), Some(o)) => o.starts_with(crate::control::model::DUPLEX_ORIGIN_PREFIX),
                 (Some(_), None) => false,
@@ -1023,5 +1026,33 @@ impl UserWrite {
         match self {
             UserWrite::Pg(sql, _) | UserWrite::Mysql(sql, _) => sql,
         }
+    }
+}
+
+/// The `µs origin` text of a row's version (see `pg_versions`): its commit
+/// time, and the name of the replication origin it was written under.
+fn parse_version(text: Option<&str>) -> (Option<i64>, Option<String>) {
+    let Some(text) = text else {
+        return (None, None);
+    };
+    let (us, origin) = text.split_once(' ').unwrap_or((text, ""));
+    let origin = (!origin.is_empty()).then(|| origin.to_string());
+    (us.parse().ok(), origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn a_versions_text_gives_its_time_and_origin() {
+        assert_eq!(
+            parse_version(Some("1733389000000000 duplex_l1_s2")),
+            (Some(1_733_389_000_000_000), Some("duplex_l1_s2".into()))
+        );
+        // Written under no origin.
+        assert_eq!(parse_version(Some("17 ")), (Some(17), None));
+        // No commit timestamp: the lookup gives NULL.
+        assert_eq!(parse_version(None), (None, None));
     }
 }

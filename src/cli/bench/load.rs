@@ -44,21 +44,37 @@ pub fn schema(site_b: bool) -> String {
     sql
 }
 
-/// Wait until `table` on `b` holds at least `n` rows (`filter`: an extra
-/// condition, or empty).
-pub async fn wait_count(b: &Client, table: &str, filter: &str, n: i64) -> anyhow::Result<()> {
-    let sql = format!("SELECT count(*) FROM {table} {filter}");
+/// Wait until `table` on `b` holds the row of key `id`: an index lookup
+/// every 5 ms, so that waiting costs the servers next to nothing (counting
+/// the rows each time scanned the table, and slowed the slower replicator
+/// most). Transactions arrive whole and in commit order, so the last row a
+/// session wrote stands for all of its rows; [`expect_count`] checks.
+pub async fn wait_row(b: &Client, table: &str, id: i64) -> anyhow::Result<()> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)");
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let c: i64 = b.query_one(&sql, &[]).await?.get(0);
-        if c >= n {
+        let there: bool = b.query_one(&sql, &[&id]).await?.get(0);
+        if there {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{table}: only {c} of {n} rows arrived within 30 minutes");
+            bail!("{table}: row {id} did not arrive within 30 minutes");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Check that `table` on `b` holds exactly `n` rows (`filter`: an extra
+/// condition, or empty), once they have all arrived.
+pub async fn expect_count(b: &Client, table: &str, filter: &str, n: i64) -> anyhow::Result<()> {
+    let c: i64 = b
+        .query_one(&format!("SELECT count(*) FROM {table} {filter}"), &[])
+        .await?
+        .get(0);
+    if c != n {
+        bail!("{table} {filter}: {c} rows arrived, {n} expected");
+    }
+    Ok(())
 }
 
 /// One large transaction of `rows` rows into `bench`, ids after `after`.
@@ -171,7 +187,8 @@ pub async fn oltp(
                 txn.execute(&insert, &[&new_id, &k, &c, &pad]).await?;
                 txn.commit().await?;
             }
-            anyhow::Ok(n)
+            // The session's last row.
+            anyhow::Ok(1_000_000_000 * (w as i64 + 1) + n)
         }));
     }
     let heartbeat = {
@@ -191,8 +208,11 @@ pub async fn oltp(
         })
     };
     let mut txns = 0;
-    for w in workers {
-        txns += w.await.context("an OLTP session panicked")??;
+    let mut last_rows = Vec::new();
+    for (w, worker) in workers.into_iter().enumerate() {
+        let last = worker.await.context("an OLTP session panicked")??;
+        txns += last - 1_000_000_000 * (w as i64 + 1);
+        last_rows.push(last);
     }
     let beats = heartbeat.await.context("the heartbeat panicked")??;
     let load = start.elapsed();
@@ -202,9 +222,18 @@ pub async fn oltp(
         .await?
         .get(0);
     let caught = Instant::now();
-    wait_count(b, "oltp", &new_rows, txns).await?;
-    wait_count(b, "heartbeat", "WHERE id > 0", beats).await?;
+    for &last in &last_rows {
+        // A session that committed nothing has no last row.
+        if last % 1_000_000_000 > 0 {
+            wait_row(b, "oltp", last).await?;
+        }
+    }
+    if beats > 0 {
+        wait_row(b, "heartbeat", beats).await?;
+    }
     let catch_up = caught.elapsed();
+    expect_count(b, "oltp", &new_rows, txns).await?;
+    expect_count(b, "heartbeat", "WHERE id > 0", beats).await?;
     let lag = b
         .query_one(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),

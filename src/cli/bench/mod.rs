@@ -166,7 +166,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
     let m = meter.start(&rep);
     load::bulk(&a, 0, sizes.bulk_rows).await?;
     let loaded = m.0.elapsed();
-    load::wait_count(&b, "bench", "", sizes.bulk_rows).await?;
+    load::wait_row(&b, "bench", sizes.bulk_rows).await?;
     out.push(meter.finish(
         &rep,
         m,
@@ -179,7 +179,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
     let m = meter.start(&rep);
     load::small(&a, sizes.bulk_rows, sizes.small_txns).await?;
     let loaded = m.0.elapsed();
-    load::wait_count(&b, "bench", "", sizes.bulk_rows + sizes.small_txns).await?;
+    load::wait_row(&b, "bench", sizes.bulk_rows + sizes.small_txns).await?;
     out.push(meter.finish(
         &rep,
         m,
@@ -223,7 +223,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
         let start = Instant::now();
         rep.start(&a, &b).await?;
         let m = (start, meter.start(&rep).1);
-        load::wait_count(&b, "bench", "", after + sizes.backlog_rows).await?;
+        load::wait_row(&b, "bench", after + sizes.backlog_rows).await?;
         out.push(meter.finish(
             &rep,
             m,
@@ -236,7 +236,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
     // Initial sync: the seeded table joins the running link.
     let m = meter.start(&rep);
     rep.add_table(&a, &b, "seed").await?;
-    load::wait_count(&b, "seed", "", sizes.bulk_rows).await?;
+    load::wait_row(&b, "seed", sizes.bulk_rows).await?;
     out.push(meter.finish(
         &rep,
         m,
@@ -276,6 +276,16 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
             }
         }
     }
+    // Every row arrived, once.
+    let backlog = sizes.backlog_rows.max(0);
+    load::expect_count(
+        &b,
+        "bench",
+        "",
+        sizes.bulk_rows + sizes.small_txns + backlog,
+    )
+    .await?;
+    load::expect_count(&b, "seed", "", sizes.bulk_rows).await?;
     let _ = rep.control();
     rep.stop(&b).await?;
     drop((a, b));
