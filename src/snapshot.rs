@@ -182,6 +182,77 @@ pub(crate) async fn run_pending<T: Target>(
     Ok(start)
 }
 
+/// The source table's pages, read one page ahead of the applier: the next
+/// page is read on the source while the current one is written on the
+/// target (they had taken turns).
+struct ReadAhead {
+    pages:
+        tokio::sync::mpsc::Receiver<Result<Vec<crate::table_reader::VersionedRow>, crate::Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    fn start(
+        mut reader: SideReader,
+        schema: &TableSchema,
+        mut after: Option<Vec<Value>>,
+        spec: &SnapshotSpec,
+    ) -> ReadAhead {
+        let (tx, pages) = tokio::sync::mpsc::channel(1);
+        let key = schema.key.clone();
+        let (rows, marker, stamp) = (
+            spec.page_rows.max(1),
+            spec.marker_column.clone(),
+            spec.stamp_column.clone(),
+        );
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    let page = reader
+                        .page_versions(after.as_deref(), rows, &marker, &stamp)
+                        .await
+                        .map_err(crate::Error::from);
+                    // The key of the page's last row: where the next one starts.
+                    let next = match &page {
+                        Ok(p) => p.last().map(|last| {
+                            key.iter()
+                                .map(|&i| {
+                                    last.row.0.get(i).cloned().flatten().unwrap_or(Value::Null)
+                                })
+                                .collect::<Vec<Value>>()
+                        }),
+                        Err(_) => None,
+                    };
+                    let more = next.is_some();
+                    if tx.send(page).await.is_err() || !more {
+                        return;
+                    }
+                    after = next;
+                }
+            }
+            .in_current_span(),
+        );
+        ReadAhead { pages, task }
+    }
+
+    /// The next page (empty at the end of the table).
+    async fn next(&mut self) -> Result<Vec<crate::table_reader::VersionedRow>, crate::Error> {
+        match self.pages.recv().await {
+            Some(page) => page,
+            // The reader returns after an empty page or an error, both sent.
+            None => Err(crate::Error::Internal(
+                "the initial sync's page reader ended without its last page".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn copy_table<T: Target>(
     spec: &SnapshotSpec,
@@ -206,7 +277,7 @@ async fn copy_table<T: Target>(
         ),
     };
     let schema: Arc<TableSchema> = Arc::new(reader.table_schema(stream_name));
-    let (snapshot_id, mut after, mut rows_done) = match progress {
+    let (snapshot_id, after, mut rows_done) = match progress {
         Some(p) => (p.snapshot_id, p.last_key, p.rows_done),
         None => {
             let total = reader.estimated_rows().await as i64;
@@ -223,6 +294,7 @@ async fn copy_table<T: Target>(
     let started = Instant::now();
     let mut copied_now: u64 = 0;
     let kind = resume_kind(spec);
+    let mut pages = ReadAhead::start(reader, &schema, after, spec);
     loop {
         if *shutdown.borrow() {
             tracing::info!(
@@ -231,14 +303,7 @@ async fn copy_table<T: Target>(
             );
             return Ok(());
         }
-        let page = reader
-            .page_versions(
-                after.as_deref(),
-                spec.page_rows.max(1),
-                &spec.marker_column,
-                &spec.stamp_column,
-            )
-            .await?;
+        let page = pages.next().await?;
         let Some(last) = page.last() else { break };
         let last_key: Vec<Value> = schema
             .key
@@ -284,7 +349,6 @@ async fn copy_table<T: Target>(
         stats.applied_rows.fetch_add(n as u64, Ordering::Relaxed);
         stats.inserted.fetch_add(n as u64, Ordering::Relaxed);
         save_progress(control, spec, &t.table, &last_key, rows_done).await?;
-        after = Some(last_key);
         if spec.rows_per_second > 0 {
             // Throttle: no faster on average than the configured rate.
             let due = Duration::from_secs_f64(copied_now as f64 / f64::from(spec.rows_per_second));
