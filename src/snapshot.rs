@@ -182,9 +182,10 @@ pub(crate) async fn run_pending<T: Target>(
     Ok(start)
 }
 
-/// The source table's pages, read one page ahead of the applier: the next
-/// page is read on the source while the current one is written on the
-/// target (they had taken turns).
+/// The source table's pages, read ahead of the applier: the next page is
+/// read on the source while the current one is written on the target (they
+/// had taken turns). At most two pages wait: one in the channel, one being
+/// sent.
 struct ReadAhead {
     pages:
         tokio::sync::mpsc::Receiver<Result<Vec<crate::table_reader::VersionedRow>, crate::Error>>,

@@ -383,14 +383,22 @@ impl<T: Target> Applier<T> {
                     .applied(&write.table.table.to_string(), &describe_key(&write))
                     .await?;
             }
-            let rules = self
-                .target
-                .write_rules(&write, shape_of(&write).len())
-                .await?;
+            let rules = self.write_rules(&write).await?;
             plan.push(write, origin, fallbacks.remove(&i), rules);
         }
         self.execute_plan(plan).await?;
         self.target.store_tombstones(&resolved).await
+    }
+
+    /// What the target allows `write`'s statement, within the link's
+    /// `max_batch_rows`.
+    async fn write_rules(&mut self, write: &RowChange) -> Result<plan::WriteRules, SinkError> {
+        let mut rules = self
+            .target
+            .write_rules(write, shape_of(write).len())
+            .await?;
+        rules.max_rows = rules.max_rows.clamp(1, self.spec.max_batch_rows.max(1));
+        Ok(rules)
     }
 
     /// Execute a round's statements. The target runs them together (one
@@ -540,10 +548,7 @@ impl<T: Target> Applier<T> {
 
     /// Write an already decided change, outside the source stream.
     pub(crate) async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
-        let rules = self
-            .target
-            .write_rules(&change, shape_of(&change).len())
-            .await?;
+        let rules = self.write_rules(&change).await?;
         let mut plan = StatementPlan::default();
         plan.push(change, ChangeOrigin::outside_stream(), None, rules);
         self.execute_plan(plan).await

@@ -669,6 +669,7 @@ impl Target for MysqlTarget {
         Ok(WriteRules {
             max_rows,
             keep_order: true,
+            barrier: true,
         })
     }
 

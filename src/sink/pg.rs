@@ -72,6 +72,10 @@ struct TargetTable {
     other_unique: bool,
     /// A foreign key refers to the table or from it.
     foreign_keys: bool,
+    /// Columns whose values can go as one array per column (`unnest`): their
+    /// type has an array type and is no array itself (a domain made before
+    /// PostgreSQL 11 has none; unnest would flatten an array column).
+    arrayable: HashSet<String>,
     /// Column name -> how to decode its text (to read the target's rows back).
     classes: HashMap<String, PgTypeClass>,
     /// Column name -> its type modifier (`atttypmod`, -1: none): the scale
@@ -427,13 +431,8 @@ impl PgTarget {
         let statement = match self.statements.get(&sql) {
             Some(st) => st.clone(),
             None => {
-                let st = self
-                    .client
-                    .prepare_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
-                    .await
-                    .map_err(db(format!("prepare: {}", abbreviate(&sql))))?;
-                self.statements.insert(sql.clone(), st.clone());
-                st
+                self.statement_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
+                    .await?
             }
         };
         Ok((statement, params))
@@ -636,7 +635,8 @@ impl PgTarget {
                 // The catalog name of the type, quoted: `"pg_catalog"."bpchar"`
                 // has no typmod, whereas format_type's `character` means
                 // char(1) and an explicit cast to it would silently truncate.
-                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid, a.atttypmod
+                "SELECT a.attname::text, format('%I.%I', n.nspname, t.typname), a.atttypid, a.atttypmod,
+                        t.typarray <> 0 AND t.typcategory <> 'A'
                    FROM pg_attribute a
                    JOIN pg_type t ON t.oid = a.atttypid
                    JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -648,9 +648,13 @@ impl PgTarget {
         let mut column_types = HashMap::new();
         let mut classes = HashMap::new();
         let mut typmods = HashMap::new();
+        let mut arrayable = HashSet::new();
         for r in &column_rows {
             let name: String = r.get(0);
             typmods.insert(name.clone(), r.get::<_, i32>(3));
+            if r.get::<_, bool>(4) {
+                arrayable.insert(name.clone());
+            }
             let type_oid: u32 = r.get(2);
             let class = crate::pg::catalog::resolve_type_class(
                 &self.client,
@@ -697,6 +701,7 @@ impl PgTarget {
             key,
             other_unique,
             foreign_keys,
+            arrayable,
             classes,
             typmods,
         });
@@ -807,14 +812,13 @@ impl PgTarget {
         // One array per column (`unnest`): the statement's text is the same
         // whatever the number of rows, so it is prepared once and planned
         // as a generic plan, where a VALUES list is parsed and planned again
-        // for every number of rows (with one parameter per value). Array
-        // columns cannot go so (unnest would flatten them).
-        let arrays = key_cols.iter().chain(batch.shape.iter()).all(|&i| {
-            !matches!(
-                target.classes.get(&schema.columns[i].name),
-                Some(PgTypeClass::Array(_))
-            )
-        });
+        // for every number of rows (with one parameter per value). Columns
+        // that cannot go so (see `TargetTable::arrayable`) keep the list.
+        let arrays = key_cols
+            .iter()
+            .chain(batch.shape.iter())
+            .all(|&i| target.arrayable.contains(&schema.columns[i].name))
+            && target.arrayable.contains(&self.spec.marker_column);
         let mut params: Vec<Option<String>> = Vec::new();
         let stride: usize;
         let sql = match batch.op {
@@ -1385,11 +1389,13 @@ impl Target for PgTarget {
         // checks none, the origin role of a table whose triggers fire does),
         // or triggers that fire.
         let fires = self.spec.fire_triggers.contains(&change.table.table.name);
-        let keep_order =
-            target.other_unique || fires || (target.foreign_keys && !self.spec.replica_role);
+        let checked_keys = target.foreign_keys && !self.spec.replica_role;
+        let keep_order = target.other_unique || fires || checked_keys;
         Ok(WriteRules {
             max_rows,
             keep_order,
+            // Its triggers (or foreign-key actions) may touch other tables.
+            barrier: fires || checked_keys,
         })
     }
 

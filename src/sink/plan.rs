@@ -11,7 +11,12 @@
 //! unique index besides the key, a foreign key the target checks, triggers
 //! that fire): then the target says to keep its writes in order
 //! ([`WriteRules::keep_order`]) and they only join the round's last
-//! statement.
+//! statement; where its statements run triggers that may touch other tables
+//! (triggers that fire, foreign-key actions), no later write of any table
+//! moves before them ([`WriteRules::barrier`]). Columns the target fills
+//! itself (a sequence default, `clock_timestamp()`) may then be filled in
+//! another order than the source's: they are the target's own values
+//! either way.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -27,6 +32,10 @@ pub(crate) struct WriteRules {
     pub max_rows: usize,
     /// Writes of this table keep their order in the round.
     pub keep_order: bool,
+    /// The table's statements run triggers that may read or write other
+    /// tables (its triggers fire; foreign-key actions run): no later write
+    /// of any table moves before them.
+    pub barrier: bool,
 }
 
 /// The statements of one round, in the order they are to run.
@@ -38,6 +47,9 @@ pub(crate) struct StatementPlan {
     last_write: HashMap<u64, usize>,
     /// Writes planned so far (their sequence numbers).
     writes: usize,
+    /// The first statement a write may join: the one after the last
+    /// statement of a barrier table ([`WriteRules::barrier`]).
+    barrier: usize,
 }
 
 impl StatementPlan {
@@ -51,7 +63,13 @@ impl StatementPlan {
     ) {
         let shape = crate::sink::shape_of(&change);
         let rows = row_hashes(&change);
-        let key_changed = change.op == Op::Update && rows.len() == 2;
+        // Compared by value, not by hash: a key change must never pass for
+        // an unchanged key (its statement sets the key columns).
+        let key_changed = change.op == Op::Update
+            && match (&change.before, &change.after) {
+                (Some(b), Some(a)) => b.key(&change.table) != a.key(&change.table),
+                _ => false,
+            };
         // A key change goes alone, so that swapped keys never meet in one
         // statement.
         let alone = rules.max_rows <= 1 || key_changed;
@@ -74,7 +92,7 @@ impl StatementPlan {
                 .checked_sub(1)
                 .filter(|&last| fits(&self.batches[last]) && after.is_none_or(|a| a < last))
         } else {
-            let from = after.map_or(0, |a| a + 1);
+            let from = after.map_or(0, |a| a + 1).max(self.barrier);
             (from..self.batches.len()).find(|&i| fits(&self.batches[i]))
         };
         let index = match joined {
@@ -95,6 +113,9 @@ impl StatementPlan {
         };
         for h in rows {
             self.last_write.insert(h, index);
+        }
+        if rules.barrier {
+            self.barrier = self.barrier.max(index + 1);
         }
         let batch = &mut self.batches[index];
         batch.rows.push(change);
@@ -190,10 +211,17 @@ mod tests {
     const REORDER: WriteRules = WriteRules {
         max_rows: 100,
         keep_order: false,
+        barrier: false,
     };
     const IN_ORDER: WriteRules = WriteRules {
         max_rows: 100,
         keep_order: true,
+        barrier: false,
+    };
+    const BARRIER: WriteRules = WriteRules {
+        max_rows: 100,
+        keep_order: true,
+        barrier: true,
     };
 
     fn plan(writes: Vec<RowChange>, rules: WriteRules) -> Vec<Batch> {
@@ -299,6 +327,7 @@ mod tests {
         let rules = WriteRules {
             max_rows: 2,
             keep_order: false,
+            barrier: false,
         };
         let writes = vec![
             change(&t, Op::Insert, None, Some(1)),
@@ -321,5 +350,41 @@ mod tests {
             vec![(0, 0), (1, 0), (0, 1), (1, 1), (2, 0)]
         );
         assert_eq!(in_decided_order(&batches, 1), vec![(1, 0), (1, 1), (2, 0)]);
+    }
+
+    /// A parent whose triggers fire (a cascading foreign key runs in the
+    /// origin role): a child insert decided after the parent's delete and
+    /// insert must not move before them, or the cascade would delete it.
+    #[test]
+    fn no_write_moves_before_a_statement_whose_triggers_fire() {
+        let (child, parent) = (table("child"), table("parent"));
+        let mut p = StatementPlan::default();
+        let mut push = |c: RowChange, rules| p.push(c, ChangeOrigin::outside_stream(), None, rules);
+        push(change(&child, Op::Insert, None, Some(9)), REORDER);
+        push(change(&parent, Op::Delete, Some(5), None), BARRIER);
+        push(change(&parent, Op::Insert, None, Some(5)), BARRIER);
+        push(change(&child, Op::Insert, None, Some(7)), REORDER);
+        assert_eq!(
+            shape(&p.into_batches()),
+            vec![
+                (Op::Insert, vec![0]),
+                (Op::Delete, vec![1]),
+                (Op::Insert, vec![2]),
+                (Op::Insert, vec![3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_without_an_old_image_keeps_its_key() {
+        let t = table("t");
+        let mut update = change(&t, Op::Update, None, Some(1));
+        update.before = None;
+        let batches = plan(
+            vec![update, change(&t, Op::Update, Some(2), Some(2))],
+            REORDER,
+        );
+        assert_eq!(shape(&batches), vec![(Op::Update, vec![0, 1])]);
+        assert!(!batches[0].key_changed);
     }
 }

@@ -99,3 +99,56 @@ crate::support::scenario_tests! {
     a_refused_write_leaves_the_rounds_other_writes_applied_once_postgresql(Engines::PgPg);
     a_refused_write_leaves_the_rounds_other_writes_applied_once_mariadb(Engines::PgMariaDb);
 }
+
+/// A parent table whose triggers fire for applied rows (`fire_triggers`:
+/// applied in the origin role, where its foreign-key actions run too). One
+/// source transaction inserts a child, deletes and re-inserts a parent (the
+/// delete cascades to its child on the source, and the cascade is streamed),
+/// then inserts a child of the re-inserted parent. The last insert must not
+/// join the round's earlier child-insert statement: run before the parent's
+/// delete, the cascade would delete it on the target, silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_never_moves_before_a_statement_whose_triggers_fire() {
+    const SCHEMA: &str = "
+        CREATE TABLE parent (id integer PRIMARY KEY, note text);
+        CREATE TABLE child (id integer PRIMARY KEY,
+                            parent_id integer NOT NULL REFERENCES parent (id) ON DELETE CASCADE,
+                            note text);
+        INSERT INTO parent VALUES (1, 'one'), (5, 'five');
+        INSERT INTO child VALUES (1, 5, 'of five');";
+    let sites = Sites::start(Engines::PgPg, SCHEMA, "", &["parent", "child"]).await;
+    let control = crate::support::connect(&sites.control_url).await;
+    control
+        .batch_execute(
+            "UPDATE duplex.link_tables SET fire_triggers = true WHERE table_name = 'parent'",
+        )
+        .await
+        .unwrap();
+    let (mut a, mut b) = sites.connect().await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    a.txn(&[
+        "INSERT INTO child VALUES (9, 1, 'of one')".into(),
+        "DELETE FROM parent WHERE id = 5".into(),
+        "INSERT INTO parent VALUES (5, 'five again')".into(),
+        "INSERT INTO child VALUES (7, 5, 'of five again')".into(),
+    ])
+    .await;
+    let children = "SELECT id, note FROM child ORDER BY id";
+    let parents = "SELECT id, note FROM parent ORDER BY id";
+    site::wait_same::<Note>(
+        &mut a,
+        &mut b,
+        "both tables",
+        &[[children, children], [parents, parents]],
+    )
+    .await;
+    let on_b: Vec<Note> = b.query(children).await;
+    assert_eq!(
+        on_b,
+        vec![
+            (7, Some("of five again".into())),
+            (9, Some("of one".into()))
+        ]
+    );
+    run.shutdown().await;
+}
