@@ -1022,14 +1022,20 @@ pub(crate) fn misdescribed(write: &RowChange) -> Option<String> {
         return None;
     }
     let after = write.after.as_ref()?;
+    // Checked on every write: the row is only copied where an update's
+    // unchanged columns must be filled in from its old image.
+    let filled_in;
     let row = match write.op {
-        Op::Update => filled(after, write.before.as_ref()),
-        _ => after.clone(),
+        Op::Update if after.0.iter().any(Option::is_none) => {
+            filled_in = filled(after, write.before.as_ref());
+            &filled_in
+        }
+        _ => after,
     };
     if !row.0.iter().all(Option::is_some) {
         return None;
     }
-    let crc = row_checksum(&write.table, &row)?;
+    let crc = row_checksum(&write.table, row)?;
     (crc != write.marker.crc).then(|| {
         format!(
             "the {} of {} {} records checksum {} in its marker, but leaves a row with checksum {crc}: {row:?}",
