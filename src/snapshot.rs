@@ -182,13 +182,17 @@ pub(crate) async fn run_pending<T: Target>(
     Ok(start)
 }
 
+/// A page of the source table and the key of its last row (where the next
+/// page starts, and the copy's progress once it is applied).
+type Page = (Vec<crate::table_reader::VersionedRow>, Vec<Value>);
+
 /// The source table's pages, read ahead of the applier: the next page is
 /// read on the source while the current one is written on the target (they
 /// had taken turns). At most two pages wait: one in the channel, one being
 /// sent.
 struct ReadAhead {
-    pages:
-        tokio::sync::mpsc::Receiver<Result<Vec<crate::table_reader::VersionedRow>, crate::Error>>,
+    /// `None` once the table is read to its end.
+    pages: tokio::sync::mpsc::Receiver<Result<Option<Page>, crate::Error>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -212,20 +216,23 @@ impl ReadAhead {
                     let page = reader
                         .page_versions(after.as_deref(), rows, &marker, &stamp)
                         .await
-                        .map_err(crate::Error::from);
-                    // The key of the page's last row: where the next one starts.
+                        .map_err(crate::Error::from)
+                        .map(|page| {
+                            let last = page.last().map(|last| {
+                                key.iter()
+                                    .map(|&i| {
+                                        last.row.0.get(i).cloned().flatten().unwrap_or(Value::Null)
+                                    })
+                                    .collect::<Vec<Value>>()
+                            })?;
+                            Some((page, last))
+                        });
                     let next = match &page {
-                        Ok(p) => p.last().map(|last| {
-                            key.iter()
-                                .map(|&i| {
-                                    last.row.0.get(i).cloned().flatten().unwrap_or(Value::Null)
-                                })
-                                .collect::<Vec<Value>>()
-                        }),
-                        Err(_) => None,
+                        Ok(Some((_, last))) => Some(last.clone()),
+                        _ => None,
                     };
-                    let more = next.is_some();
-                    if tx.send(page).await.is_err() || !more {
+                    // The end of the table or an error is the last message.
+                    if tx.send(page).await.is_err() || next.is_none() {
                         return;
                     }
                     after = next;
@@ -236,11 +243,10 @@ impl ReadAhead {
         ReadAhead { pages, task }
     }
 
-    /// The next page (empty at the end of the table).
-    async fn next(&mut self) -> Result<Vec<crate::table_reader::VersionedRow>, crate::Error> {
+    /// The next page, `None` at the end of the table.
+    async fn next(&mut self) -> Result<Option<Page>, crate::Error> {
         match self.pages.recv().await {
             Some(page) => page,
-            // The reader returns after an empty page or an error, both sent.
             None => Err(crate::Error::Internal(
                 "the initial sync's page reader ended without its last page".into(),
             )),
@@ -304,13 +310,9 @@ async fn copy_table<T: Target>(
             );
             return Ok(());
         }
-        let page = pages.next().await?;
-        let Some(last) = page.last() else { break };
-        let last_key: Vec<Value> = schema
-            .key
-            .iter()
-            .map(|&i| last.row.0.get(i).cloned().flatten().unwrap_or(Value::Null))
-            .collect();
+        let Some((page, last_key)) = pages.next().await? else {
+            break;
+        };
         let mut changes = Vec::with_capacity(page.len());
         for (n, v) in page.into_iter().enumerate() {
             let crc = crate::canonical::encode::row_checksum(&schema, &v.row).unwrap_or(0);

@@ -383,22 +383,27 @@ impl<T: Target> Applier<T> {
                     .applied(&write.table.table.to_string(), &describe_key(&write))
                     .await?;
             }
-            let rules = self.write_rules(&write).await?;
-            plan.push(write, origin, fallbacks.remove(&i), rules);
+            self.plan_write(&mut plan, write, origin, fallbacks.remove(&i))
+                .await?;
         }
         self.execute_plan(plan).await?;
         self.target.store_tombstones(&resolved).await
     }
 
-    /// What the target allows `write`'s statement, within the link's
-    /// `max_batch_rows`.
-    async fn write_rules(&mut self, write: &RowChange) -> Result<plan::WriteRules, SinkError> {
-        let mut rules = self
-            .target
-            .write_rules(write, shape_of(write).len())
-            .await?;
+    /// Plan `write` into `plan`'s statements, as far as the target allows
+    /// (within the link's `max_batch_rows`).
+    async fn plan_write(
+        &mut self,
+        plan: &mut StatementPlan,
+        write: RowChange,
+        origin: ChangeOrigin,
+        fallback: Option<RowChange>,
+    ) -> Result<(), SinkError> {
+        let shape = shape_of(&write);
+        let mut rules = self.target.write_rules(&write, shape.len()).await?;
         rules.max_rows = rules.max_rows.clamp(1, self.spec.max_batch_rows.max(1));
-        Ok(rules)
+        plan.push(write, shape, origin, fallback, rules);
+        Ok(())
     }
 
     /// Execute a round's statements. The target runs them together (one
@@ -548,9 +553,9 @@ impl<T: Target> Applier<T> {
 
     /// Write an already decided change, outside the source stream.
     pub(crate) async fn write_decided(&mut self, change: RowChange) -> Result<(), SinkError> {
-        let rules = self.write_rules(&change).await?;
         let mut plan = StatementPlan::default();
-        plan.push(change, ChangeOrigin::outside_stream(), None, rules);
+        self.plan_write(&mut plan, change, ChangeOrigin::outside_stream(), None)
+            .await?;
         self.execute_plan(plan).await
     }
 

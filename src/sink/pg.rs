@@ -319,14 +319,14 @@ impl PgTarget {
             let target = self.target_table(&schema.table).await?;
             for chunk in keys.chunks(self.max_rows(schema, 0).max(1)) {
                 let (statement, params) = self.read_statement(schema, &target, chunk).await?;
-                reads.push((t, statement, params));
+                reads.push((t, target.clone(), statement, params));
             }
         }
         let begin = std::mem::take(&mut self.begin_pending);
         let client = &self.client;
         let refs: Vec<Vec<&(dyn ToSql + Sync)>> = reads
             .iter()
-            .map(|(_, _, p)| p.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
+            .map(|(_, _, _, p)| p.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
             .collect();
         let begun = async {
             if begin {
@@ -342,19 +342,18 @@ impl PgTarget {
             reads
                 .iter()
                 .zip(&refs)
-                .map(|((_, statement, _), r)| client.query(statement, r)),
+                .map(|((_, _, statement, _), r)| client.query(statement, r)),
         );
         // Polled together, the requests go out in this order without waiting
         // for each other's answers.
         let (begun, results) = futures_util::future::join(begun, queries).await;
         begun?;
         let mut out: Vec<Vec<LocalRow>> = requests.iter().map(|_| Vec::new()).collect();
-        for ((t, _, _), rows) in reads.iter().zip(results) {
+        for ((t, target, _, _), rows) in reads.iter().zip(results) {
             let schema = &requests[*t].0;
             let rows = rows.map_err(db(format!("read the target rows of {}", schema.table)))?;
-            let target = self.target_table(&schema.table).await?;
             for r in rows {
-                let lr = self.local_row(schema, &target, &r).await?;
+                let lr = self.local_row(schema, target, &r).await?;
                 out[*t].push(lr);
             }
         }
@@ -428,13 +427,9 @@ impl PgTarget {
             select.join(", "),
             target.quoted,
         );
-        let statement = match self.statements.get(&sql) {
-            Some(st) => st.clone(),
-            None => {
-                self.statement_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
-                    .await?
-            }
-        };
+        let statement = self
+            .statement_typed(&sql, &vec![Type::TEXT_ARRAY; params.len()])
+            .await?;
         Ok((statement, params))
     }
 
@@ -726,22 +721,12 @@ impl PgTarget {
     /// are to fire run in the origin role, the others in the replica role.
     /// `SET LOCAL`: the transaction's end restores the session's role.
     async fn trigger_role(&mut self, table: &str) -> Result<(), SinkError> {
-        if !self.spec.replica_role {
-            return Ok(());
-        }
-        let origin = self.spec.fire_triggers.contains(table);
-        if origin != self.origin_role {
-            self.client
-                .batch_execute(if origin {
-                    "SET LOCAL session_replication_role = origin"
-                } else {
-                    "SET LOCAL session_replication_role = replica"
-                })
-                .await
-                .map_err(db(
-                    "switch session_replication_role for a table whose triggers fire",
-                ))?;
-            self.origin_role = origin;
+        // (A switch that fails aborts the transaction, which is rolled back
+        // and begun again with the session's role.)
+        if let Some(sql) = self.role_switch(table) {
+            self.client.batch_execute(sql).await.map_err(db(
+                "switch session_replication_role for a table whose triggers fire",
+            ))?;
         }
         Ok(())
     }

@@ -53,15 +53,16 @@ pub(crate) struct StatementPlan {
 }
 
 impl StatementPlan {
-    /// Plan the next decided write of the round.
+    /// Plan the next decided write of the round; `shape`: the columns it
+    /// writes (`sink::shape_of`, which the rules were asked for).
     pub fn push(
         &mut self,
         change: RowChange,
+        shape: Vec<usize>,
         origin: ChangeOrigin,
         fallback: Option<RowChange>,
         rules: WriteRules,
     ) {
-        let shape = crate::sink::shape_of(&change);
         let rows = row_hashes(&change);
         // Compared by value, not by hash: a key change must never pass for
         // an unchanged key (its statement sets the key columns).
@@ -148,11 +149,7 @@ fn row_hashes(change: &RowChange) -> Vec<u64> {
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         change.table.table.hash(&mut h);
-        let mut bytes = Vec::new();
-        for v in key {
-            crate::canonical::encode::encode_value(&v, &mut bytes);
-        }
-        bytes.hash(&mut h);
+        crate::sink::resolve::encode_key(&key).hash(&mut h);
         let h = h.finish();
         if !out.contains(&h) {
             out.push(h);
@@ -227,7 +224,8 @@ mod tests {
     fn plan(writes: Vec<RowChange>, rules: WriteRules) -> Vec<Batch> {
         let mut p = StatementPlan::default();
         for w in writes {
-            p.push(w, ChangeOrigin::outside_stream(), None, rules);
+            let shape = crate::sink::shape_of(&w);
+            p.push(w, shape, ChangeOrigin::outside_stream(), None, rules);
         }
         p.into_batches()
     }
@@ -359,7 +357,10 @@ mod tests {
     fn no_write_moves_before_a_statement_whose_triggers_fire() {
         let (child, parent) = (table("child"), table("parent"));
         let mut p = StatementPlan::default();
-        let mut push = |c: RowChange, rules| p.push(c, ChangeOrigin::outside_stream(), None, rules);
+        let mut push = |c: RowChange, rules| {
+            let shape = crate::sink::shape_of(&c);
+            p.push(c, shape, ChangeOrigin::outside_stream(), None, rules)
+        };
         push(change(&child, Op::Insert, None, Some(9)), REORDER);
         push(change(&parent, Op::Delete, Some(5), None), BARRIER);
         push(change(&parent, Op::Insert, None, Some(5)), BARRIER);

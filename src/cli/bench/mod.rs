@@ -96,7 +96,6 @@ impl Meter {
         (Instant::now(), self.read(r))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         r: &Replicator,
@@ -158,7 +157,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
     let meter = Meter { servers };
     let log = std::env::temp_dir().join(format!("duplex-bench-round{round}.log"));
     let mut rep = Replicator::configure(kind, &a_pg, &b_pg, &a, log).await?;
-    rep.start(&a, &b).await?;
+    rep.start(&b).await?;
     rep.wait_streaming(&a, &b, -1).await?;
     let mut out = Vec::new();
 
@@ -221,7 +220,7 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
         let loaded = written.elapsed();
         // Timed from the replicator's start.
         let start = Instant::now();
-        rep.start(&a, &b).await?;
+        rep.start(&b).await?;
         let m = (start, meter.start(&rep).1);
         load::wait_row(&b, "bench", after + sizes.backlog_rows).await?;
         out.push(meter.finish(
@@ -286,7 +285,6 @@ async fn run_one(kind: Kind, sizes: BenchSizes, round: usize) -> anyhow::Result<
     )
     .await?;
     load::expect_count(&b, "seed", "", sizes.bulk_rows).await?;
-    let _ = rep.control();
     rep.stop(&b).await?;
     drop((a, b));
     Ok(out)

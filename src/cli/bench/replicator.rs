@@ -97,7 +97,7 @@ impl Replicator {
     }
 
     /// Start replicating (the first time, or again after [`stop`]).
-    pub async fn start(&mut self, a: &Client, b: &Client) -> anyhow::Result<()> {
+    pub async fn start(&mut self, b: &Client) -> anyhow::Result<()> {
         match self.kind {
             Kind::Duplex => {
                 let (_, conninfo) = self.control.as_ref().context("duplex is not configured")?;
@@ -138,7 +138,6 @@ impl Replicator {
                 }
             }
         }
-        let _ = a;
         Ok(())
     }
 
@@ -244,10 +243,5 @@ impl Replicator {
     /// The replicator's own process, where it has one.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
-    }
-
-    /// duplex's control database (on A).
-    pub fn control(&self) -> Option<&Client> {
-        self.control.as_ref().map(|(c, _)| c)
     }
 }

@@ -261,16 +261,7 @@ impl MysqlSource {
         let (Some(col), Some(Some(raw))) = (info.columns.get(i), row.get(i)) else {
             return Ok(None);
         };
-        let value = decode_binlog_value(col, raw).map_err(|e| SourceError::BadValue {
-            table: info.schema.table.clone(),
-            column: col.name.clone(),
-            position,
-            reason: e.to_string(),
-        })?;
-        Ok(match value {
-            Value::Json(t) | Value::Text(t) => Some(t),
-            _ => None,
-        })
+        Ok(marker_text(decode_column(info, col, raw, position)?))
     }
 
     fn decode_row(
@@ -286,20 +277,10 @@ impl MysqlSource {
             let Some(Some(raw)) = row.get(i) else {
                 continue;
             };
-            let value = decode_binlog_value(col, raw).map_err(|e| SourceError::BadValue {
-                table: info.schema.table.clone(),
-                column: col.name.clone(),
-                position,
-                reason: e.to_string(),
-            })?;
+            let value = decode_column(info, col, raw, position)?;
             match info.row_index.get(i).copied().flatten() {
                 Some(j) => values[j] = Some(value),
-                None if Some(i) == info.marker_index => {
-                    marker = match value {
-                        Value::Json(t) | Value::Text(t) => Some(t),
-                        _ => None,
-                    }
-                }
+                None if Some(i) == info.marker_index => marker = marker_text(value),
                 None if Some(i) == info.stamp_index => {
                     stamp = match value {
                         Value::TimestampTz(crate::canonical::Timestamp::Micros(us))
@@ -311,5 +292,29 @@ impl MysqlSource {
             }
         }
         Ok((Row(values), marker, stamp))
+    }
+}
+
+/// One column of a binlog row image, decoded; a value it cannot hold names
+/// the table, column and position.
+fn decode_column(
+    info: &TableInfo,
+    col: &MysqlColumn,
+    raw: &mysql_async::binlog::value::BinlogValue<'_>,
+    position: SourcePosition,
+) -> Result<Value, SourceError> {
+    decode_binlog_value(col, raw).map_err(|e| SourceError::BadValue {
+        table: info.schema.table.clone(),
+        column: col.name.clone(),
+        position,
+        reason: e.to_string(),
+    })
+}
+
+/// The marker column's value as its JSON text.
+fn marker_text(value: Value) -> Option<String> {
+    match value {
+        Value::Json(t) | Value::Text(t) => Some(t),
+        _ => None,
     }
 }
