@@ -2,11 +2,12 @@
 //! text codec split by job: type classes ([`type_class`]), the catalog queries
 //! ([`catalog`], the only part that talks to a server), text output to canonical
 //! values ([`text_decode`]), canonical values to input text ([`text_encode`]), array
-//! syntax ([`text_array`]), what a column stores of a value ([`stored`]) and the
-//! date/time ranges ([`limits`]).
+//! syntax ([`text_array`]), `COPY` input ([`copy_text`]), what a column stores of a
+//! value ([`stored`]) and the date/time ranges ([`limits`]).
 
 pub mod catalog;
 pub mod connect;
+pub mod copy_text;
 pub mod limits;
 pub mod stored;
 #[cfg(test)]

@@ -152,3 +152,84 @@ async fn a_write_never_moves_before_a_statement_whose_triggers_fire() {
     );
     run.shutdown().await;
 }
+
+/// Inserts of many rows go by `COPY` on a PostgreSQL target: texts with
+/// the characters COPY's text format escapes (tab, newline, carriage
+/// return, backslash, a literal `\N`) and NULLs arrive as written, into a
+/// `GENERATED ALWAYS` identity column and a partitioned table too; a row
+/// the target refuses in the middle of a copied batch is quarantined and
+/// every other row lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_insert_copied_keeps_every_value_and_quarantines_only_its_refused_row() {
+    const SCHEMA: &str = "
+        CREATE TABLE t (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+        CREATE TABLE p (id integer PRIMARY KEY, note text) PARTITION BY RANGE (id);
+        CREATE TABLE p_low PARTITION OF p FOR VALUES FROM (0) TO (100);
+        CREATE TABLE p_high PARTITION OF p FOR VALUES FROM (100) TO (1000);";
+    let sites = Sites::start(Engines::PgPg, SCHEMA, "", &["t", "p"]).await;
+    let control = crate::support::connect(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    b.exec("ALTER TABLE t ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
+        .await;
+    // One transaction of 200 rows per table: texts that need escaping,
+    // NULLs, and on t one row site 2 refuses.
+    a.exec(
+        "INSERT INTO t (note)
+         SELECT CASE WHEN g = 77 THEN 'bad'
+                     WHEN g % 5 = 0 THEN NULL
+                     ELSE format(E'row %s\\ttab\\nnewline\\rreturn\\\\back\\\\N', g) END
+           FROM generate_series(1, 200) g;
+         INSERT INTO p SELECT g * 4, CASE WHEN g % 3 = 0 THEN E'\\\\N' ELSE format(E'p\\t%s', g) END
+           FROM generate_series(1, 200) g;",
+    )
+    .await;
+    a.exec("INSERT INTO p VALUES (999, 'after')").await;
+    let t_rows = "SELECT id, note FROM t WHERE id <> 77 ORDER BY id";
+    let p_rows = "SELECT id, note FROM p ORDER BY id";
+    site::wait_same::<Note>(
+        &mut a,
+        &mut b,
+        "both tables",
+        &[[t_rows, t_rows], [p_rows, p_rows]],
+    )
+    .await;
+    let on_b: Vec<Note> = b.query(t_rows).await;
+    assert_eq!(on_b.len(), 199, "every row of t but the refused one");
+    assert_eq!(
+        on_b[0].1.as_deref(),
+        Some("row 1\ttab\nnewline\rreturn\\back\\N"),
+        "the text arrives as written"
+    );
+    assert_eq!(
+        (on_b[4].0, on_b[4].1.clone()),
+        (5, None),
+        "a NULL stays NULL"
+    );
+    let on_b_p: Vec<Note> = b.query(p_rows).await;
+    assert_eq!(on_b_p.len(), 201);
+    assert_eq!(
+        on_b_p[2].1.as_deref(),
+        Some("\\N"),
+        "a literal \\N is no NULL"
+    );
+    wait_for(
+        "the refused insert quarantined",
+        Duration::from_secs(30),
+        || async {
+            query_i64(
+                &control,
+                "SELECT count(*) FROM duplex.quarantine WHERE confirmed AND row_key = 'id=77'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
+        1,
+        "only the refused write is quarantined"
+    );
+    run.shutdown().await;
+}
