@@ -9,7 +9,7 @@
 //! The applier's own transactions outside the stream (a DBA's settlements
 //! and retries, held changes, the initial sync's pages) are in `own.rs`.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -500,10 +500,10 @@ impl<T: Target> Applier<T> {
         requests: Vec<(Arc<TableSchema>, Vec<KeyRef>)>,
     ) -> Result<HashMap<(TableName, Vec<u8>), Local>, SinkError> {
         let rows = self.target.read_rows(&requests).await?;
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for ((schema, keys), rows) in requests.into_iter().zip(rows) {
             let capture_start = self.target.capture_start(&schema.table);
-            let mut found: HashSet<Vec<u8>> = HashSet::new();
+            let mut found: HashSet<Vec<u8>> = HashSet::default();
             for mut lr in rows {
                 lr.stamp = seeded(lr.stamp, lr.marker.is_some(), capture_start);
                 let Some(key) = lr.row.key(&schema).map(|k| encode_key(&k)) else {

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
@@ -64,7 +65,7 @@ struct TargetTable {
     /// Column name -> type to cast text parameters to: the quoted catalog type
     /// name, which carries no typmod, so the column's own typmod applies on
     /// assignment (an error instead of the silent truncation of an explicit cast).
-    column_types: HashMap<String, String>,
+    column_types: FxHashMap<String, String>,
     key: Vec<String>,
     /// The table has a unique index besides the primary key, or an exclusion
     /// constraint. A multi-row UPDATE applies its rows in the planner's order,
@@ -76,12 +77,12 @@ struct TargetTable {
     /// Columns whose values can go as one array per column (`unnest`): their
     /// type has an array type and is no array itself (a domain made before
     /// PostgreSQL 11 has none; unnest would flatten an array column).
-    arrayable: HashSet<String>,
+    arrayable: FxHashSet<String>,
     /// Column name -> how to decode its text (to read the target's rows back).
-    classes: HashMap<String, PgTypeClass>,
+    classes: FxHashMap<String, PgTypeClass>,
     /// Column name -> its type modifier (`atttypmod`, -1: none): the scale
     /// and precision values are rounded to on assignment.
-    typmods: HashMap<String, i32>,
+    typmods: FxHashMap<String, i32>,
     /// Inserts may go by `COPY`: a table (plain or partitioned) with no
     /// `INSERT` rule (`COPY` does not apply rules; an `INSERT` would, in
     /// the origin role).
@@ -154,8 +155,8 @@ pub struct PgTarget {
     /// Most rows in one multi-row statement.
     max_batch_rows: usize,
     stats: Arc<DirectionStats>,
-    tables: HashMap<TableName, Arc<TargetTable>>,
-    statements: HashMap<String, Statement>,
+    tables: FxHashMap<TableName, Arc<TargetTable>>,
+    statements: FxHashMap<String, Statement>,
     /// Replication origins (roident) under which duplex's appliers write here.
     duplex_origins: HashSet<u32>,
     type_cache: HashMap<u32, PgTypeClass>,
@@ -216,8 +217,8 @@ impl PgTarget {
             client,
             max_batch_rows,
             stats,
-            tables: HashMap::new(),
-            statements: HashMap::new(),
+            tables: FxHashMap::default(),
+            statements: FxHashMap::default(),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
             tombstones_exist: HashMap::new(),
@@ -659,10 +660,10 @@ impl PgTarget {
             )
             .await
             .map_err(db(format!("read the columns of {table} on the target")))?;
-        let mut column_types = HashMap::new();
-        let mut classes = HashMap::new();
-        let mut typmods = HashMap::new();
-        let mut arrayable = HashSet::new();
+        let mut column_types = FxHashMap::default();
+        let mut classes = FxHashMap::default();
+        let mut typmods = FxHashMap::default();
+        let mut arrayable = FxHashSet::default();
         for r in &column_rows {
             let name: String = r.get(0);
             typmods.insert(name.clone(), r.get::<_, i32>(3));

@@ -18,7 +18,7 @@
 //! another order than the source's: they are the target's own values
 //! either way.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 

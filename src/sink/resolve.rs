@@ -3,7 +3,9 @@
 //! keys, what to write (`conflict::decide` per change, in order, each decision
 //! seeing the state the previous ones left).
 
-use std::collections::HashMap;
+// FxHash: the maps of a round are keyed by table and encoded key, hashed
+// several times per row; the default SipHash was a tenth of the applier.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::canonical::encode::{encode_value, row_checksum};
@@ -36,7 +38,7 @@ pub(crate) fn keys_by_table(
     pending: &[(RowChange, ChangeOrigin)],
 ) -> Vec<(Arc<TableSchema>, Vec<KeyRef>)> {
     let mut out: Vec<(Arc<TableSchema>, Vec<KeyRef>)> = Vec::new();
-    let mut seen: HashMap<(TableName, Vec<u8>), ()> = HashMap::new();
+    let mut seen: HashMap<(TableName, Vec<u8>), ()> = HashMap::default();
     for (change, _) in pending {
         for image in [change.before.as_ref(), change.after.as_ref()]
             .into_iter()
@@ -382,7 +384,7 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
     let mut chain_of: Vec<Option<usize>> = vec![None; pending.len()];
     let mut members: Vec<Vec<usize>> = Vec::new();
     // (table, current key) -> chain, for the source transaction at hand.
-    let mut current: HashMap<(TableName, Vec<u8>), usize> = HashMap::new();
+    let mut current: HashMap<(TableName, Vec<u8>), usize> = HashMap::default();
     let mut txn: Option<SourcePosition> = None;
     for (i, (change, origin)) in pending.iter().enumerate() {
         if txn != Some(origin.position) {
@@ -573,7 +575,7 @@ pub(crate) fn resolve(
     complete: bool,
 ) -> Resolved {
     let mut out = Resolved::default();
-    let mut policies: HashMap<TableName, TablePolicy> = HashMap::new();
+    let mut policies: HashMap<TableName, TablePolicy> = HashMap::default();
     let pending: Vec<(RowChange, ChangeOrigin)> =
         pending.into_iter().flat_map(split_key_change).collect();
     let (chain_of, chains) = find_chains(&pending);
@@ -1053,7 +1055,7 @@ mod tests {
     //! target states, as an applier decides it (the databases are in
     //! tests/scenarios/same_key_txn.rs and same_key_conflicts.rs).
 
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
@@ -1178,7 +1180,7 @@ mod tests {
         complete: bool,
     ) -> Resolved {
         let table = schema().table.clone();
-        let states: HashMap<(TableName, Vec<u8>), Local> = states
+        let states: super::HashMap<(TableName, Vec<u8>), Local> = states
             .into_iter()
             .map(|(id, l)| ((table.clone(), key(id)), l))
             .collect();
