@@ -334,6 +334,13 @@ impl LocalMariaDb {
         &self.socket_path
     }
 
+    /// The `mariadbd` process's id while it runs (the child is the server
+    /// itself, never a daemonizing wrapper): `duplex bench` reads its CPU
+    /// time from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's `server_id`.
     pub fn server_id(&self) -> u32 {
         self.server_id
