@@ -121,7 +121,7 @@ enum Command {
         #[command(subcommand)]
         action: QuarantineCommand,
     },
-    /// Measure duplex against PostgreSQL's own logical replication on throwaway clusters.
+    /// Measure duplex against PostgreSQL's and MariaDB's own replication on throwaway servers.
     #[cfg(feature = "localdb")]
     Bench {
         /// Rows in the single large transaction.
@@ -145,6 +145,25 @@ enum Command {
         /// fresh clusters); the summary gives medians.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Leave out the MariaDB pair (duplex against MariaDB's own
+        /// replication under the OLTP load and with the backlog).
+        #[arg(long = "no-mariadb", action = clap::ArgAction::SetFalse)]
+        mariadb: bool,
+        /// Seconds of each pgbench run on the PostgreSQL pair's site B,
+        /// alone and while the replicator applies a steady stream from A;
+        /// 0: none.
+        #[arg(long, default_value_t = 20)]
+        pgbench_secs: u64,
+        /// pgbench's clients (its scale: one branch per client).
+        #[arg(long, default_value_t = 4)]
+        pgbench_clients: usize,
+        /// pgbench's built-in script.
+        #[arg(long, value_enum, default_value = "tpcb-like")]
+        pgbench_script: cli::bench::PgbenchScript,
+        /// Transactions a second of the stream A -> B during pgbench (the
+        /// OLTP load's transaction: one UPDATE and one INSERT).
+        #[arg(long, default_value_t = 500)]
+        pgbench_stream_tps: u32,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
     #[cfg(feature = "localdb")]
@@ -335,6 +354,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             oltp_secs,
             oltp_threads,
             rounds,
+            mariadb,
+            pgbench_secs,
+            pgbench_clients,
+            pgbench_script,
+            pgbench_stream_tps,
         } => {
             cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
@@ -343,6 +367,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 oltp_secs,
                 oltp_threads,
                 rounds,
+                mariadb,
+                pgbench: cli::bench::PgbenchOptions {
+                    secs: pgbench_secs,
+                    clients: pgbench_clients,
+                    script: pgbench_script,
+                    stream_tps: pgbench_stream_tps,
+                },
             })
             .await?
         }

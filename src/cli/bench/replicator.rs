@@ -1,247 +1,336 @@
-//! The two replicators the bench compares, each started, stopped and
-//! extended the same way: duplex as its own process (`duplex run`, so its
-//! CPU time and memory are its own), and PostgreSQL's logical replication
-//! (a publication on A, a subscription on B).
+//! The replicators the bench compares, each started, stopped and waited on
+//! the same way: duplex as its own process (`duplex run`, so its CPU time
+//! and memory are its own), and a pair's native replication
+//! ([`Native`]: PostgreSQL's publication and subscription here, MariaDB's
+//! replica in [`super::mariadb`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
-use duplex::localdb::pg::LocalPostgres;
+use duplex::control::{ControlDb, ControlEndpoint, Sql, P};
 
 /// Which replicator a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Duplex,
-    Postgres,
+    /// The pair's own replication.
+    Native,
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Duplex => "duplex",
-            Kind::Postgres => "postgres",
-        }
-    }
-}
-
-/// The tables replicated from the start of a run (the seeded table joins
-/// later: the initial sync).
+/// The tables replicated from the start of a run (PostgreSQL's seeded
+/// table joins later: the initial sync).
 const STREAMED: [&str; 3] = ["bench", "oltp", "heartbeat"];
 
-/// A replicator between sites A and B of one run.
-pub struct Replicator {
-    pub kind: Kind,
-    /// duplex's control database (on A) and its conninfo.
-    control: Option<(Client, String)>,
-    /// The running `duplex run` process.
-    child: Option<tokio::process::Child>,
+/// `duplex run` against a control schema describing link 1 between the
+/// run's two sites.
+pub struct DuplexProcess {
+    control_url: String,
     log: PathBuf,
-    a_conninfo: String,
+    child: Option<tokio::process::Child>,
 }
 
-impl Replicator {
-    /// Configure the replicator for the run's tables (not started).
-    pub async fn configure(
-        kind: Kind,
-        a_pg: &LocalPostgres,
-        b_pg: &LocalPostgres,
-        a: &Client,
+impl DuplexProcess {
+    /// Install duplex's control schema at `control_url` (a PostgreSQL
+    /// conninfo or a `mysql://` URL) and describe link 1 between two sites
+    /// of `engine` (as `duplex.sites.engine` spells it), syncing the
+    /// streamed tables; not started.
+    async fn configure(
+        control_url: String,
+        engine: &str,
+        sites: [String; 2],
         log: PathBuf,
-    ) -> anyhow::Result<Replicator> {
-        let mut r = Replicator {
-            kind,
-            control: None,
-            child: None,
-            log,
-            a_conninfo: a_pg.conninfo("app"),
-        };
-        match kind {
-            Kind::Duplex => {
-                let conninfo = a_pg.conninfo("postgres");
-                let mut control = super::client(a_pg, "postgres").await?;
-                duplex::control::migrate_pg(&mut control).await?;
-                control
-                    .execute(
-                        "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', 'postgresql', $1, 'disable'), (2, 'b', 'postgresql', $2, 'disable')",
-                        &[&a_pg.conninfo("app"), &b_pg.conninfo("app")],
-                    )
-                    .await?;
-                control
-                    .batch_execute("INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2)")
-                    .await?;
-                for t in STREAMED {
-                    // The heartbeat's arrival trigger is meant to fire for
-                    // replicated rows.
-                    control
-                        .execute(
-                            "INSERT INTO duplex.link_tables (link_id, table_name, fire_triggers) VALUES (1, $1, $2)",
-                            &[&t, &(t == "heartbeat")],
-                        )
-                        .await?;
-                }
-                r.control = Some((control, conninfo));
-            }
-            Kind::Postgres => {
-                a.batch_execute(&format!(
-                    "CREATE PUBLICATION bench_pub FOR TABLE {}",
-                    STREAMED.join(", ")
+    ) -> anyhow::Result<DuplexProcess> {
+        let mut control = connect_control(&control_url).await?;
+        duplex::control::migrate(&mut control)
+            .await
+            .context("install duplex's control schema")?;
+        control
+            .exec(Sql::new(
+                "describe the sites",
+                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', $1, $2, 'disable'), (2, 'b', $1, $3, 'disable')",
+                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', ?, ?, 'disable'), (2, 'b', ?, ?, 'disable')",
+                &[P::Text(Some(engine)), P::Text(Some(&sites[0])), P::Text(Some(&sites[1]))],
+            ).mysql_order(&[0, 1, 0, 2]))
+            .await?;
+        control
+            .exec(Sql::new(
+                "describe the link",
+                "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2)",
+                "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2)",
+                &[],
+            ))
+            .await?;
+        for t in STREAMED {
+            // The heartbeat's arrival trigger is meant to fire for
+            // replicated rows (duplex refuses a table with a trigger that
+            // would change the rows it applies, unless told so). No initial
+            // sync: the tables start alike on both sites, as the native
+            // replicators are told (copy_data = false, the replica starting
+            // at A's current position); a copy of the seeded rows would
+            // still run when the first load starts, and the probe row that
+            // says the replicator streams could arrive by it.
+            control
+                .exec(Sql::new(
+                    "add a table to the link",
+                    "INSERT INTO duplex.link_tables (link_id, table_name, fire_triggers, initial_sync) VALUES (1, $1, $2, false)",
+                    "INSERT INTO duplex.link_tables (link_id, table_name, fire_triggers, initial_sync) VALUES (1, ?, ?, false)",
+                    &[P::Text(Some(t)), P::Bool(t == "heartbeat")],
                 ))
                 .await?;
-            }
         }
-        Ok(r)
+        Ok(DuplexProcess {
+            control_url,
+            log,
+            child: None,
+        })
     }
 
-    /// Start replicating (the first time, or again after [`stop`]).
-    pub async fn start(&mut self, b: &Client) -> anyhow::Result<()> {
-        match self.kind {
-            Kind::Duplex => {
-                let (_, conninfo) = self.control.as_ref().context("duplex is not configured")?;
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .with_context(|| format!("open {}", self.log.display()))?;
-                let exe = std::env::current_exe().context("find the duplex binary")?;
-                let child = tokio::process::Command::new(exe)
-                    .args(["run", "--control", conninfo])
-                    .env("RUST_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .context("start `duplex run`")?;
-                self.child = Some(child);
-            }
-            Kind::Postgres => {
-                let exists: bool = b
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = 'bench_sub')",
-                        &[],
-                    )
-                    .await?
-                    .get(0);
-                if exists {
-                    b.batch_execute("ALTER SUBSCRIPTION bench_sub ENABLE")
-                        .await?;
-                } else {
-                    b.batch_execute(&format!(
-                        "CREATE SUBSCRIPTION bench_sub CONNECTION '{}' PUBLICATION bench_pub WITH (copy_data = false)",
-                        self.a_conninfo.replace('\'', "''")
-                    ))
-                    .await?;
-                }
-            }
-        }
+    /// `table` (with rows on A only) joins the running link: its initial
+    /// sync starts.
+    pub async fn add_table(&self, table: &str) -> anyhow::Result<()> {
+        connect_control(&self.control_url)
+            .await?
+            .exec(Sql::new(
+                "add a table to the link",
+                "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, $1)",
+                "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, ?)",
+                &[P::Text(Some(table))],
+            ))
+            .await?;
         Ok(())
     }
 
-    /// Wait until a row written on A now is on B: the replicator streams.
-    pub async fn wait_streaming(
-        &mut self,
-        a: &Client,
-        b: &Client,
-        probe: i64,
-    ) -> anyhow::Result<()> {
-        a.execute(
-            "INSERT INTO heartbeat (id, sent_at) VALUES ($1, clock_timestamp())",
-            &[&probe],
-        )
-        .await?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let there: bool = b
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM heartbeat WHERE id = $1)",
-                    &[&probe],
-                )
-                .await?
-                .get(0);
-            if there {
-                return Ok(());
+    fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
+        let exe = std::env::current_exe().context("find the duplex binary")?;
+        let child = tokio::process::Command::new(exe)
+            .args(["run", "--control", &self.control_url])
+            // Warnings only (duplex reads DUPLEX_LOG, not RUST_LOG): at
+            // its default level every conflict is a line, written while
+            // the workload is timed. The replication client's ERROR at
+            // every stream end stays off, as duplex's default has it.
+            .env("DUPLEX_LOG", "warn,pgwire_replication=off")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start `duplex run`")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM: duplex commits what it applied and exits.
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(120), child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(())
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "`duplex run` exited ({status}) before it streamed; its log: {}",
-                        self.log.display()
-                    );
-                }
+            Err(_) => {
+                child.kill().await?;
+                bail!("`duplex run` did not stop within 2 minutes of SIGTERM");
             }
-            if Instant::now() > deadline {
+        }
+    }
+
+    /// An error once the process has exited (it would never catch up).
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
                 bail!(
-                    "{} did not stream within 2 minutes (its log: {})",
-                    self.kind.name(),
+                    "`duplex run` exited ({status}); its log: {}",
                     self.log.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Stop replicating: duplex commits what it applied and exits; the
-    /// subscription is disabled.
-    pub async fn stop(&mut self, b: &Client) -> anyhow::Result<()> {
-        match self.kind {
-            Kind::Duplex => {
-                let Some(mut child) = self.child.take() else {
-                    return Ok(());
-                };
-                if let Some(pid) = child.id() {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status();
-                }
-                match tokio::time::timeout(Duration::from_secs(120), child.wait()).await {
-                    Ok(status) => {
-                        status?;
-                    }
-                    Err(_) => {
-                        child.kill().await?;
-                        bail!("`duplex run` did not stop within 2 minutes of SIGTERM");
-                    }
-                }
-            }
-            Kind::Postgres => {
-                b.batch_execute("ALTER SUBSCRIPTION bench_sub DISABLE")
-                    .await?;
-            }
         }
         Ok(())
     }
 
-    /// `table` (with rows on A only) joins: the initial sync starts.
-    pub async fn add_table(&mut self, a: &Client, b: &Client, table: &str) -> anyhow::Result<()> {
-        match self.kind {
-            Kind::Duplex => {
-                let (control, _) = self.control.as_ref().context("duplex is not configured")?;
-                control
-                    .execute(
-                        "INSERT INTO duplex.link_tables (link_id, table_name) VALUES (1, $1)",
-                        &[&table],
-                    )
-                    .await?;
-            }
-            Kind::Postgres => {
-                a.batch_execute(&format!("CREATE PUBLICATION {table}_pub FOR TABLE {table}"))
-                    .await?;
-                b.batch_execute(&format!(
-                    "CREATE SUBSCRIPTION {table}_sub CONNECTION '{}' PUBLICATION {table}_pub WITH (copy_data = true)",
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+async fn connect_control(url: &str) -> anyhow::Result<ControlDb> {
+    ControlEndpoint::from_url(url)?
+        .connect("duplex bench")
+        .await
+        .context("connect to duplex's control schema")
+}
+
+/// A pair's own replication from A to B: its engine-specific steps.
+pub trait Native {
+    /// Its name in the bench's tables.
+    const NAME: &'static str;
+    /// Start applying (the first time, or again after [`Native::stop`]).
+    async fn start(&mut self) -> anyhow::Result<()>;
+    /// Stop applying; what A writes meanwhile waits on A.
+    async fn stop(&mut self) -> anyhow::Result<()>;
+}
+
+/// A replicator between sites A and B of one run (duplex's process boxed:
+/// the size clippy weighs a native replicator at is only a bound).
+pub enum Replicator<N> {
+    Duplex(Box<DuplexProcess>),
+    Native(N),
+}
+
+impl<N: Native> Replicator<N> {
+    /// duplex, configured and not started (see [`DuplexProcess::configure`]),
+    /// logging to a file of the engine and round in the temp dir.
+    pub async fn duplex(
+        control_url: String,
+        engine: &str,
+        sites: [String; 2],
+        round: usize,
+    ) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!("duplex-bench-{engine}-round{round}.log"));
+        Ok(Replicator::Duplex(Box::new(
+            DuplexProcess::configure(control_url, engine, sites, log).await?,
+        )))
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Replicator::Duplex(_) => Kind::Duplex,
+            Replicator::Native(_) => Kind::Native,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Replicator::Duplex(_) => "duplex",
+            Replicator::Native(_) => N::NAME,
+        }
+    }
+
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        match self {
+            Replicator::Duplex(d) => d.start(),
+            Replicator::Native(n) => n.start().await,
+        }
+    }
+
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        match self {
+            Replicator::Duplex(d) => d.stop().await,
+            Replicator::Native(n) => n.stop().await,
+        }
+    }
+
+    /// An error once the replicator can no longer apply (duplex exited).
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self {
+            Replicator::Duplex(d) => d.check_alive(),
+            Replicator::Native(_) => Ok(()),
+        }
+    }
+
+    /// The replicator's own process, where it has one (native replication
+    /// runs inside the servers, whose CPU the bench counts apart).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Replicator::Duplex(d) => d.pid(),
+            Replicator::Native(_) => None,
+        }
+    }
+}
+
+/// PostgreSQL's logical replication: a publication on A, a subscription on
+/// B, each with a connection of its own.
+pub struct PgNative {
+    a: Client,
+    b: Client,
+    a_conninfo: String,
+}
+
+impl PgNative {
+    /// Publish the streamed tables on A (the subscription is created on
+    /// the first start).
+    pub async fn configure(a: Client, b: Client, a_conninfo: String) -> anyhow::Result<PgNative> {
+        a.batch_execute(&format!(
+            "CREATE PUBLICATION bench_pub FOR TABLE {}",
+            STREAMED.join(", ")
+        ))
+        .await
+        .context("create the publication")?;
+        Ok(PgNative { a, b, a_conninfo })
+    }
+
+    /// `table` (with rows on A only) joins: its own publication and a
+    /// subscription that copies its rows.
+    pub async fn add_table(&self, table: &str) -> anyhow::Result<()> {
+        self.a
+            .batch_execute(&format!("CREATE PUBLICATION {table}_pub FOR TABLE {table}"))
+            .await?;
+        self.b
+            .batch_execute(&format!(
+                "CREATE SUBSCRIPTION {table}_sub CONNECTION '{}' PUBLICATION {table}_pub WITH (copy_data = true)",
+                self.a_conninfo.replace('\'', "''")
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Native for PgNative {
+    const NAME: &'static str = "postgres";
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let exists: bool = self
+            .b
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = 'bench_sub')",
+                &[],
+            )
+            .await?
+            .get(0);
+        if exists {
+            self.b
+                .batch_execute("ALTER SUBSCRIPTION bench_sub ENABLE")
+                .await?;
+        } else {
+            self.b
+                .batch_execute(&format!(
+                    "CREATE SUBSCRIPTION bench_sub CONNECTION '{}' PUBLICATION bench_pub WITH (copy_data = false)",
                     self.a_conninfo.replace('\'', "''")
                 ))
                 .await?;
-            }
         }
         Ok(())
     }
 
-    /// The replicator's own process, where it has one.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.b
+            .batch_execute("ALTER SUBSCRIPTION bench_sub DISABLE")
+            .await?;
+        Ok(())
+    }
+}
+
+impl Replicator<PgNative> {
+    /// `table` (with rows on A only) joins: the initial sync starts.
+    pub async fn add_table(&self, table: &str) -> anyhow::Result<()> {
+        match self {
+            Replicator::Duplex(d) => d.add_table(table).await,
+            Replicator::Native(n) => n.add_table(table).await,
+        }
     }
 }
