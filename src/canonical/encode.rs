@@ -162,24 +162,38 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
 ///
 /// Returns `None` when a column's value is not in the image (unchanged TOAST).
 pub fn encode_row(schema: &TableSchema, row: &Row) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(16 * schema.columns.len());
+    encode_row_in_parts(schema, row, |part| out.extend_from_slice(part))?;
+    Some(out)
+}
+
+/// [`encode_row`] handed out a column at a time (its name and value), so a
+/// checksum needs no buffer for the whole row.
+fn encode_row_in_parts(schema: &TableSchema, row: &Row, mut part: impl FnMut(&[u8])) -> Option<()> {
     // A column a mapping fills on insert belongs to the target alone: later
     // changes never carry it, so it is not part of the synced content.
     let mut order: Vec<usize> = (0..schema.columns.len())
         .filter(|&i| schema.columns[i].type_name != crate::mapping::FILLED_COLUMN_TYPE)
         .collect();
-    order.sort_by(|&a, &b| schema.columns[a].name.cmp(&schema.columns[b].name));
-    let mut out = Vec::with_capacity(16 * order.len());
+    order.sort_unstable_by(|&a, &b| schema.columns[a].name.cmp(&schema.columns[b].name));
+    let mut column = Vec::with_capacity(64);
     for i in order {
         let value = row.0.get(i)?.as_ref()?;
-        put_len_prefixed(&mut out, schema.columns[i].name.as_bytes());
-        encode_value(value, &mut out);
+        column.clear();
+        put_len_prefixed(&mut column, schema.columns[i].name.as_bytes());
+        encode_value(value, &mut column);
+        part(&column);
     }
-    Some(out)
+    Some(())
 }
 
-/// crc32 over [`encode_row`]: the row's content checksum.
+/// crc32 over [`encode_row`]: the row's content checksum. Computed for
+/// every row a few times on its way (the source's version, the decided
+/// write, its check), so it streams the encoding instead of building it.
 pub fn row_checksum(schema: &TableSchema, row: &Row) -> Option<u32> {
-    encode_row(schema, row).map(|bytes| crc32fast::hash(&bytes))
+    let mut crc = crc32fast::Hasher::new();
+    encode_row_in_parts(schema, row, |part| crc.update(part))?;
+    Some(crc.finalize())
 }
 
 #[cfg(test)]
@@ -259,6 +273,33 @@ mod tests {
         assert_eq!(row_checksum(&s1, &r1), row_checksum(&s2, &r2));
         let r3 = Row(vec![Some(Value::Int(1)), None]);
         assert_eq!(row_checksum(&s1, &r3), None);
+        // The streamed checksum is the checksum of the whole encoding (what
+        // markers written before it carry).
+        let whole = encode_row(&s1, &r1).map(|bytes| crc32fast::hash(&bytes));
+        assert_eq!(row_checksum(&s1, &r1), whole);
+        assert_eq!(
+            encode_row(&s2, &r2),
+            Some(
+                [
+                    &[0, 0, 0, 2][..],
+                    b"id",
+                    &{
+                        let mut v = Vec::new();
+                        encode_value(&Value::Int(1), &mut v);
+                        v
+                    },
+                    &[0, 0, 0, 4],
+                    b"name",
+                    &{
+                        let mut v = Vec::new();
+                        encode_value(&Value::Text("x".into()), &mut v);
+                        v
+                    },
+                ]
+                .concat()
+            ),
+            "columns by name, each its name and value"
+        );
     }
 
     mod properties {

@@ -75,6 +75,16 @@ impl Row {
             .map(|&i| self.0.get(i).cloned().flatten())
             .collect()
     }
+
+    /// The canonical encoding of [`Row::key`] (the row's identity), made
+    /// without copying the key's values; `None` as for `key`.
+    pub fn encoded_key(&self, schema: &TableSchema) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(9 * schema.key.len());
+        for &i in &schema.key {
+            crate::canonical::encode::encode_value(self.0.get(i)?.as_ref()?, &mut out);
+        }
+        Some(out)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

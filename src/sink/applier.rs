@@ -506,7 +506,7 @@ impl<T: Target> Applier<T> {
             let mut found: HashSet<Vec<u8>> = HashSet::default();
             for mut lr in rows {
                 lr.stamp = seeded(lr.stamp, lr.marker.is_some(), capture_start);
-                let Some(key) = lr.row.key(&schema).map(|k| encode_key(&k)) else {
+                let Some(key) = lr.row.encoded_key(&schema) else {
                     continue;
                 };
                 found.insert(key.clone());

@@ -38,29 +38,33 @@ pub(crate) fn keys_by_table(
     pending: &[(RowChange, ChangeOrigin)],
 ) -> Vec<(Arc<TableSchema>, Vec<KeyRef>)> {
     let mut out: Vec<(Arc<TableSchema>, Vec<KeyRef>)> = Vec::new();
-    let mut seen: HashMap<(TableName, Vec<u8>), ()> = HashMap::default();
+    // (the table's place in `out`, key)
+    let mut seen: HashMap<(usize, Vec<u8>), ()> = HashMap::default();
     for (change, _) in pending {
         for image in [change.before.as_ref(), change.after.as_ref()]
             .into_iter()
             .flatten()
         {
+            let Some(encoded) = image.encoded_key(&change.table) else {
+                continue;
+            };
+            let slot = match out.iter().position(|(s, _)| s.table == change.table.table) {
+                Some(slot) => slot,
+                None => {
+                    out.push((change.table.clone(), Vec::new()));
+                    out.len() - 1
+                }
+            };
+            if seen.insert((slot, encoded.clone()), ()).is_some() {
+                continue;
+            }
             let Some(values) = image.key(&change.table) else {
                 continue;
             };
-            let encoded = encode_key(&values);
-            if seen
-                .insert((change.table.table.clone(), encoded.clone()), ())
-                .is_some()
-            {
-                continue;
-            }
-            let key = KeyRef { encoded, values };
-            match out.iter_mut().find(|(s, _)| s.table == change.table.table) {
-                Some((_, keys)) => keys.push(key),
-                None => out.push((change.table.clone(), vec![key])),
-            }
+            out[slot].1.push(KeyRef { encoded, values });
         }
     }
+    out.retain(|(_, keys)| !keys.is_empty());
     out
 }
 
@@ -310,9 +314,7 @@ fn encode_row(row: &Row) -> Vec<Option<Vec<u8>>> {
 }
 
 fn key_of(change: &RowChange, image: Option<&Row>) -> Option<Vec<u8>> {
-    image
-        .and_then(|r| r.key(&change.table))
-        .map(|v| encode_key(&v))
+    image.and_then(|r| r.encoded_key(&change.table))
 }
 
 /// The changes of one row inside one source transaction (two or more), and
@@ -383,19 +385,28 @@ fn identity(change: &RowChange) -> Option<&Row> {
 fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Vec<Chain>) {
     let mut chain_of: Vec<Option<usize>> = vec![None; pending.len()];
     let mut members: Vec<Vec<usize>> = Vec::new();
-    // (table, current key) -> chain, for the source transaction at hand.
-    let mut current: HashMap<(TableName, Vec<u8>), usize> = HashMap::default();
+    // (table, current key) -> chain, for the source transaction at hand;
+    // tables by their place in `tables`.
+    let mut current: HashMap<(usize, Vec<u8>), usize> = HashMap::default();
+    let mut tables: Vec<&TableName> = Vec::new();
     let mut txn: Option<SourcePosition> = None;
     for (i, (change, origin)) in pending.iter().enumerate() {
         if txn != Some(origin.position) {
             txn = Some(origin.position);
             current.clear();
         }
-        let table = change.table.table.clone();
+        let table = match tables.iter().position(|t| **t == change.table.table) {
+            Some(slot) => slot,
+            None => {
+                tables.push(&change.table.table);
+                tables.len() - 1
+            }
+        };
         let Some(key) = key_of(change, identity(change)) else {
             continue;
         };
-        let chain = match current.remove(&(table.clone(), key.clone())) {
+        let id = (table, key);
+        let chain = match current.remove(&id) {
             Some(c) => {
                 members[c].push(i);
                 c
@@ -422,7 +433,11 @@ fn find_chains(pending: &[(RowChange, ChangeOrigin)]) -> (Vec<Option<usize>>, Ve
         }
         // Where the row is now: its new key, or the deleted key, where an
         // insert of the same transaction recreates it.
-        let now = key_of(change, change.after.as_ref()).unwrap_or(key);
+        let key = id.1;
+        let now = match change.op {
+            Op::Insert => key,
+            _ => key_of(change, change.after.as_ref()).unwrap_or(key),
+        };
         current.insert((table, now), chain);
     }
     let mut chains = Vec::new();
