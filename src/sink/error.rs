@@ -52,6 +52,14 @@ pub enum SinkError {
         column: String,
         reason: String,
     },
+    /// A `COPY` the target refused before its first row: never a refused
+    /// row (see `sink::pg`), the connection is not used again.
+    #[error("table {table}: the target refused the COPY of its inserts before their first row: {source}")]
+    CopyStart {
+        table: TableName,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
     OriginBusy {
         origin: String,

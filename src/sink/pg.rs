@@ -142,11 +142,41 @@ fn columns_of(values: Vec<Option<String>>, stride: usize) -> Vec<Vec<Option<Stri
 
 impl Built {
     fn error(&self, source: tokio_postgres::Error) -> SinkError {
+        // tokio-postgres sends a COPY's start with a `Sync` of its own,
+        // which the server skips once it reads the rows. A COPY refused
+        // before its first row (a trigger at statement start, a lock or
+        // permission error) has that `Sync` answered too, and the end of its
+        // data answered again: the connection's later answers are off by
+        // one. Such an error is never taken for a refused row (that would
+        // roll back to the round's savepoint on the same connection); the
+        // direction restarts on a new connection.
+        if matches!(self.input, Input::Copy(_))
+            && !copy_refused_a_row(source.as_db_error().and_then(|e| e.where_()))
+        {
+            return SinkError::CopyStart {
+                table: self.table.clone(),
+                source,
+            };
+        }
         SinkError::Pg {
             context: format!("apply {} {} row(s) to {}", self.rows, self.op, self.table),
             source,
         }
     }
+}
+
+/// Whether a COPY's error came from one of its rows: the server's context
+/// then names the row (`COPY t, line 3: ...`).
+fn copy_refused_a_row(context: Option<&str>) -> bool {
+    context.is_some_and(|c| {
+        c.lines().any(|l| {
+            l.starts_with("COPY ")
+                && l.split_once(", line ").is_some_and(|(_, rest)| {
+                    rest.trim_start()
+                        .starts_with(|ch: char| ch.is_ascii_digit())
+                })
+        })
+    })
 }
 
 pub struct PgTarget {
@@ -713,8 +743,20 @@ impl PgTarget {
         let copyable: bool = self
             .client
             .query_one(
-                "SELECT c.relkind IN ('r', 'p')
+                // Kept to tables where a COPY can only fail at a row (see
+                // `Built::error`), and behaves as the INSERT would: no INSERT
+                // rule (COPY applies none), no statement-level INSERT
+                // trigger (it runs before the first row), no row-level
+                // security (COPY refuses it), no foreign-table partition.
+                "WITH RECURSIVE tree(oid) AS (
+                     SELECT $1::oid
+                     UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+                 SELECT c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
                         AND NOT EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.ev_type = '3')
+                        AND NOT EXISTS (SELECT 1 FROM pg_trigger g
+                                         WHERE g.tgrelid = c.oid AND g.tgenabled <> 'D'
+                                           AND g.tgtype & 1 = 0 AND g.tgtype & 4 <> 0)
+                        AND NOT EXISTS (SELECT 1 FROM tree JOIN pg_class p ON p.oid = tree.oid WHERE p.relkind = 'f')
                    FROM pg_class c WHERE c.oid = $1",
                 &[&oid],
             )
@@ -970,6 +1012,16 @@ impl PgTarget {
             .map(|&i| quote_ident(&schema.columns[i].name))
             .collect();
         cols.push(quote_ident(&self.spec.marker_column));
+        // Refused here, as the INSERT's casts do, not by the server at the
+        // COPY's start (see `Built::error`).
+        for &i in &batch.shape {
+            if !target.column_types.contains_key(&schema.columns[i].name) {
+                return Err(SinkError::MissingColumn {
+                    table: schema.table.clone(),
+                    column: schema.columns[i].name.clone(),
+                });
+            }
+        }
         let sql = format!("COPY {} ({}) FROM STDIN", target.quoted, cols.join(", "));
         let mut rows = CopyText::with_capacity(batch.rows.len() * 64 * cols.len());
         let mut texts = Vec::with_capacity(batch.shape.len());
@@ -1607,6 +1659,20 @@ mod tests {
         assert_eq!(parse_lsn("1/0"), Some(1 << 32));
         assert_eq!(SourcePosition::PgLsn(0x1_0000_00FF).to_string(), "1/FF");
         assert_eq!(parse_lsn("garbage"), None);
+    }
+
+    #[test]
+    fn a_copy_error_is_a_refused_row_only_where_the_server_names_the_row() {
+        assert!(copy_refused_a_row(Some("COPY t, line 2: \"2\tbad\"")));
+        assert!(copy_refused_a_row(Some("COPY t, line 77")));
+        assert!(copy_refused_a_row(Some(
+            "PL/pgSQL function f() line 3 at RAISE\nCOPY t, line 5: \"5\tx\""
+        )));
+        assert!(!copy_refused_a_row(None));
+        assert!(!copy_refused_a_row(Some("COPY t")));
+        assert!(!copy_refused_a_row(Some(
+            "PL/pgSQL function audit() line 3 at RAISE"
+        )));
     }
 
     #[test]

@@ -156,46 +156,60 @@ async fn a_write_never_moves_before_a_statement_whose_triggers_fire() {
 /// Inserts of many rows go by `COPY` on a PostgreSQL target: texts with
 /// the characters COPY's text format escapes (tab, newline, carriage
 /// return, backslash, a literal `\N`) and NULLs arrive as written, into a
-/// `GENERATED ALWAYS` identity column and a partitioned table too; a row
-/// the target refuses in the middle of a copied batch is quarantined and
-/// every other row lands once.
+/// `GENERATED ALWAYS` identity column and a partitioned table too (a
+/// trigger on site 2, fired for applied rows, notes which statement wrote
+/// each row: the copies must be `COPY`s). A transaction whose round the target
+/// refuses (a row of a copied batch, and an update before a copy) is
+/// applied one by one: only the refused rows are quarantined, every other
+/// row lands once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_insert_copied_keeps_every_value_and_quarantines_only_its_refused_row() {
+async fn bulk_inserts_go_by_copy_and_a_refused_round_quarantines_only_its_refused_rows() {
     const SCHEMA: &str = "
         CREATE TABLE t (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
         CREATE TABLE p (id integer PRIMARY KEY, note text) PARTITION BY RANGE (id);
         CREATE TABLE p_low PARTITION OF p FOR VALUES FROM (0) TO (100);
-        CREATE TABLE p_high PARTITION OF p FOR VALUES FROM (100) TO (1000);";
+        CREATE TABLE p_high PARTITION OF p FOR VALUES FROM (100) TO (10000);";
     let sites = Sites::start(Engines::PgPg, SCHEMA, "", &["t", "p"]).await;
     let control = crate::support::connect(&sites.control_url).await;
     let (mut a, mut b) = sites.connect().await;
+    b.exec(
+        "CREATE TABLE written_by (tbl text, id integer, stmt text);
+         CREATE FUNCTION note_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO written_by VALUES (TG_TABLE_NAME, NEW.id, split_part(ltrim(current_query()), ' ', 1));
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER t_written_by AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION note_statement();
+         CREATE TRIGGER p_written_by AFTER INSERT ON p FOR EACH ROW EXECUTE FUNCTION note_statement();",
+    )
+    .await;
+    control
+        .batch_execute("UPDATE duplex.link_tables SET fire_triggers = true")
+        .await
+        .unwrap();
     let run = crate::support::start_synced(&sites.control_url).await;
-    b.exec("ALTER TABLE t ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
-        .await;
-    // One transaction of 200 rows per table: texts that need escaping,
-    // NULLs, and on t one row site 2 refuses.
+    // One transaction of 200 rows per table: texts that need escaping, and
+    // NULLs.
     a.exec(
         "INSERT INTO t (note)
-         SELECT CASE WHEN g = 77 THEN 'bad'
-                     WHEN g % 5 = 0 THEN NULL
+         SELECT CASE WHEN g % 5 = 0 THEN NULL
                      ELSE format(E'row %s\\ttab\\nnewline\\rreturn\\\\back\\\\N', g) END
            FROM generate_series(1, 200) g;
-         INSERT INTO p SELECT g * 4, CASE WHEN g % 3 = 0 THEN E'\\\\N' ELSE format(E'p\\t%s', g) END
+         INSERT INTO p SELECT 100 + g * 4, CASE WHEN g % 3 = 0 THEN E'\\\\N' ELSE format(E'p\\t%s', g) END
            FROM generate_series(1, 200) g;",
     )
     .await;
-    a.exec("INSERT INTO p VALUES (999, 'after')").await;
-    let t_rows = "SELECT id, note FROM t WHERE id <> 77 ORDER BY id";
+    let t_rows = "SELECT id, note FROM t ORDER BY id";
     let p_rows = "SELECT id, note FROM p ORDER BY id";
     site::wait_same::<Note>(
         &mut a,
         &mut b,
-        "both tables",
+        "the copied rows",
         &[[t_rows, t_rows], [p_rows, p_rows]],
     )
     .await;
     let on_b: Vec<Note> = b.query(t_rows).await;
-    assert_eq!(on_b.len(), 199, "every row of t but the refused one");
+    assert_eq!(on_b.len(), 200);
     assert_eq!(
         on_b[0].1.as_deref(),
         Some("row 1\ttab\nnewline\rreturn\\back\\N"),
@@ -207,29 +221,78 @@ async fn a_bulk_insert_copied_keeps_every_value_and_quarantines_only_its_refused
         "a NULL stays NULL"
     );
     let on_b_p: Vec<Note> = b.query(p_rows).await;
-    assert_eq!(on_b_p.len(), 201);
     assert_eq!(
         on_b_p[2].1.as_deref(),
         Some("\\N"),
         "a literal \\N is no NULL"
     );
+    let copied: Vec<(String, i64)> = b
+        .query("SELECT tbl || ' ' || stmt, count(*) FROM written_by GROUP BY 1 ORDER BY 1")
+        .await;
+    assert_eq!(
+        copied,
+        vec![
+            ("p_high COPY".to_string(), 200),
+            ("t COPY".to_string(), 200)
+        ],
+        "both tables' rows were copied (the trigger names the partition)"
+    );
+
+    // The target refuses rows of the next transaction: an update before
+    // the copies, and one row of a copied batch.
+    b.exec("ALTER TABLE t ADD CONSTRAINT note_not_bad CHECK (note <> 'bad')")
+        .await;
+    a.exec(
+        "UPDATE t SET note = 'bad' WHERE id = 3;
+         INSERT INTO t (note)
+         SELECT CASE WHEN g = 77 THEN 'bad' ELSE format('second %s', g) END
+           FROM generate_series(1, 100) g;
+         INSERT INTO p SELECT 2000 + g, 'second' FROM generate_series(1, 100) g;",
+    )
+    .await;
+    a.exec("INSERT INTO p VALUES (9999, 'after')").await;
+    let t_good = "SELECT id, note FROM t WHERE id <> 3 AND note IS DISTINCT FROM 'bad' ORDER BY id";
+    site::wait_same::<Note>(
+        &mut a,
+        &mut b,
+        "the next transactions",
+        &[[t_good, t_good], [p_rows, p_rows]],
+    )
+    .await;
+    // 300 rows on A, less the one the update made bad and the refused one.
+    assert_eq!(b.query::<Note>(t_good).await.len(), 298);
     wait_for(
-        "the refused insert quarantined",
+        "the refused writes quarantined",
         Duration::from_secs(30),
         || async {
             query_i64(
                 &control,
-                "SELECT count(*) FROM duplex.quarantine WHERE confirmed AND row_key = 'id=77'",
+                "SELECT count(*) FROM duplex.quarantine WHERE confirmed",
             )
             .await
-                == 1
+                == 2
         },
     )
     .await;
+    let keys: Vec<String> = {
+        let rows = control
+            .query(
+                "SELECT row_key FROM duplex.quarantine ORDER BY row_key",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    };
     assert_eq!(
-        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
-        1,
-        "only the refused write is quarantined"
+        keys,
+        vec!["id=277".to_string(), "id=3".to_string()],
+        "only the refused writes are quarantined"
+    );
+    assert_eq!(
+        b.query::<Note>("SELECT id, note FROM t WHERE id = 3").await,
+        vec![(3, Some("row 3\ttab\nnewline\rreturn\\back\\N".to_string()))],
+        "the refused update left the row as it was"
     );
     run.shutdown().await;
 }
