@@ -53,6 +53,13 @@ struct TargetTable {
     quoted: String,
     columns: HashMap<String, MysqlColumn>,
     key: Vec<String>,
+    /// What ties the table's rows to each other or to other tables, so that
+    /// its writes keep their order (see `write_rules`): triggers (they fire
+    /// for applied rows on MySQL, and may write other tables), foreign keys
+    /// to or from it (checked), a unique index besides the primary key.
+    triggers: bool,
+    foreign_keys: bool,
+    other_unique: bool,
 }
 
 pub struct MysqlTarget {
@@ -405,10 +412,40 @@ impl MysqlTarget {
             )
             .await
             .map_err(db(format!("read the primary key of {table}")))?;
+        let ties: Option<(i64, i64, i64)> = self
+            .conn
+            .exec_first(
+                "SELECT
+                   (SELECT COUNT(*) FROM information_schema.TRIGGERS
+                     WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?),
+                   (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS
+                     WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?)
+                        OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?)),
+                   (SELECT COUNT(*) FROM information_schema.STATISTICS
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY')",
+                (
+                    db_name.as_str(),
+                    table.name.as_str(),
+                    db_name.as_str(),
+                    table.name.as_str(),
+                    db_name.as_str(),
+                    table.name.as_str(),
+                    db_name.as_str(),
+                    table.name.as_str(),
+                ),
+            )
+            .await
+            .map_err(db(format!(
+                "read the triggers, foreign keys and unique indexes of {table}"
+            )))?;
+        let (triggers, foreign_keys, other_unique) = ties.unwrap_or((1, 1, 1));
         let t = Arc::new(TargetTable {
             quoted: format!("{}.{}", quote_ident(&db_name), quote_ident(&table.name)),
             columns: columns.into_iter().map(|c| (c.name.clone(), c)).collect(),
             key,
+            triggers: triggers > 0,
+            foreign_keys: foreign_keys > 0,
+            other_unique: other_unique > 0,
         });
         self.tables.insert(table.clone(), t.clone());
         Ok(t)
@@ -663,17 +700,24 @@ impl Target for MysqlTarget {
         shape_len: usize,
     ) -> Result<WriteRules, SinkError> {
         // Updates and deletes go one row per statement (MySQL has no
-        // UPDATE ... FROM VALUES); inserts are batched. Triggers fire for
-        // applied rows and foreign keys are checked: writes keep their order.
+        // UPDATE ... FROM VALUES); inserts are batched.
         let max_rows = if change.op != Op::Insert {
             1
         } else {
             60_000 / (shape_len + 1).max(1)
         };
+        // Writes of different rows commute unless something spans rows: on
+        // MySQL triggers fire for applied rows and foreign keys are
+        // checked (both may reach other tables: a barrier), and a unique
+        // index besides the key ties rows that give up and take a value.
+        // Elsewhere an OLTP load's alternating updates and inserts let the
+        // inserts of a round go in one statement.
+        let target = self.target_table(&change.table.table).await?;
+        let spans_tables = target.triggers || target.foreign_keys;
         Ok(WriteRules {
             max_rows,
-            keep_order: true,
-            barrier: true,
+            keep_order: spans_tables || target.other_unique,
+            barrier: spans_tables,
         })
     }
 

@@ -882,12 +882,7 @@ impl PgTarget {
         let stride: usize;
         let sql = match batch.op {
             Op::Insert => {
-                let mut cols: Vec<String> = batch
-                    .shape
-                    .iter()
-                    .map(|&i| quote_ident(&schema.columns[i].name))
-                    .collect();
-                cols.push(quote_ident(&self.spec.marker_column));
+                let cols = self.insert_columns(&schema, &batch.shape);
                 let mut types = Vec::new();
                 for &i in &batch.shape {
                     types.push(cast(&schema.columns[i].name)?.to_string());
@@ -996,6 +991,16 @@ impl PgTarget {
         })
     }
 
+    /// The quoted columns an insert writes: the shape's, then the marker.
+    fn insert_columns(&self, schema: &TableSchema, shape: &[usize]) -> Vec<String> {
+        let mut cols: Vec<String> = shape
+            .iter()
+            .map(|&i| quote_ident(&schema.columns[i].name))
+            .collect();
+        cols.push(quote_ident(&self.spec.marker_column));
+        cols
+    }
+
     /// An insert batch as a `COPY ... FROM STDIN` and its rows: the same
     /// columns and input texts as the `INSERT` (a source's value of a
     /// `GENERATED ALWAYS` identity column is written as given, as with
@@ -1006,12 +1011,7 @@ impl PgTarget {
         target: &TargetTable,
     ) -> Result<Built, SinkError> {
         let schema = &batch.table;
-        let mut cols: Vec<String> = batch
-            .shape
-            .iter()
-            .map(|&i| quote_ident(&schema.columns[i].name))
-            .collect();
-        cols.push(quote_ident(&self.spec.marker_column));
+        let cols = self.insert_columns(schema, &batch.shape);
         // Refused here, as the INSERT's casts do, not by the server at the
         // COPY's start (see `Built::error`).
         for &i in &batch.shape {
