@@ -437,9 +437,17 @@ impl<T: Target> Applier<T> {
         batches: &[Batch],
         from: usize,
     ) -> Result<(), SinkError> {
+        // Rows whose transaction's net change was written in place of a
+        // refused statement (by table and key, with their transaction):
+        // that transaction's later statements of the row are in it.
+        let mut settled: HashSet<(TableName, Vec<u8>, SourcePosition)> = HashSet::default();
         for (b, r) in plan::in_decided_order(batches, from) {
             let batch = &batches[b];
             let row = &batch.rows[r];
+            let position = batch.origins[r].position;
+            if Refused::keys(row).any(|(t, k)| settled.contains(&(t, k, position))) {
+                continue;
+            }
             if self.refused.follows(row) {
                 self.quarantine_refused(
                     row,
@@ -453,6 +461,22 @@ impl<T: Target> Applier<T> {
             match self.target.execute(&batch.single(r)).await {
                 Ok(()) => {}
                 Err(e) if e.is_data_error() => {
+                    // A statement of a row its transaction changes again,
+                    // applied as the source made it: its state in between
+                    // may rest on what the transaction never commits (a
+                    // parent it creates and removes again, never written).
+                    // The transaction's net change for the row is written
+                    // instead; refused too, it is quarantined.
+                    if let Some(net) = batch.fallbacks[r].as_ref() {
+                        if self.write_alone(net, batch.origins[r].clone()).await? {
+                            settled.extend(
+                                Refused::keys(row)
+                                    .chain(Refused::keys(net))
+                                    .map(|(t, k)| (t, k, position)),
+                            );
+                            continue;
+                        }
+                    }
                     let reason = crate::error_chain::error_chain(&e);
                     self.quarantine_refused(
                         row,
@@ -466,6 +490,26 @@ impl<T: Target> Applier<T> {
             }
         }
         Ok(())
+    }
+
+    /// Write one decided change in a statement of its own; `false` when the
+    /// target refuses its data (nothing written).
+    async fn write_alone(
+        &mut self,
+        change: &RowChange,
+        origin: ChangeOrigin,
+    ) -> Result<bool, SinkError> {
+        let mut plan = StatementPlan::default();
+        self.plan_write(&mut plan, change.clone(), origin, None)
+            .await?;
+        for batch in plan.into_batches() {
+            match self.target.execute(&batch).await {
+                Ok(()) => {}
+                Err(e) if e.is_data_error() => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Quarantine a decided write that is not written (`reason`): the row

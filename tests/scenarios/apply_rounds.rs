@@ -296,3 +296,68 @@ async fn bulk_inserts_go_by_copy_and_a_refused_round_quarantines_only_its_refuse
     );
     run.shutdown().await;
 }
+
+/// A transaction creates a parent, points a child at it, points the child
+/// elsewhere and removes the parent again: the parent, created and removed
+/// again, is never written, so the child's statements as the source made
+/// them rest on a row the target never has, and MariaDB's foreign key
+/// refuses the first. The child's net change for the transaction is written
+/// in its place: nothing is quarantined, the sites end equal (found by an
+/// outside test: the child was quarantined and missing on the target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_resting_on_a_row_its_transaction_removes_again_is_applied_as_its_net_change() {
+    const PG: &str = "
+        CREATE TABLE parent (id integer PRIMARY KEY, note varchar(20));
+        CREATE TABLE child (id integer PRIMARY KEY,
+                            pid integer NOT NULL REFERENCES parent (id), note varchar(20));";
+    const MY: &str = "
+        CREATE TABLE parent (id INT PRIMARY KEY, note VARCHAR(20) NULL) ENGINE=InnoDB;
+        CREATE TABLE child (id INT PRIMARY KEY, pid INT NOT NULL, note VARCHAR(20) NULL,
+                            FOREIGN KEY (pid) REFERENCES parent (id)) ENGINE=InnoDB;";
+    let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["parent", "child"]).await;
+    let control = crate::support::connect(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    a.exec("INSERT INTO parent VALUES (1, 'one'), (2, 'two')")
+        .await;
+    a.exec("INSERT INTO child VALUES (9100, 1, 'moves')").await;
+    let children = "SELECT id, note FROM child ORDER BY id";
+    site::wait_same::<Note>(&mut a, &mut b, "the first rows", &[[children, children]]).await;
+    a.txn(&[
+        "INSERT INTO parent VALUES (900, 'brief')".into(),
+        "INSERT INTO child VALUES (9000, 900, 'x')".into(),
+        "UPDATE child SET pid = 1 WHERE id = 9000".into(),
+        "DELETE FROM parent WHERE id = 900".into(),
+    ])
+    .await;
+    a.txn(&[
+        "INSERT INTO parent VALUES (910, 'brief')".into(),
+        "UPDATE child SET pid = 910 WHERE id = 9100".into(),
+        "UPDATE child SET pid = 2, note = 'back' WHERE id = 9100".into(),
+        "DELETE FROM parent WHERE id = 910".into(),
+    ])
+    .await;
+    let full = "SELECT id * 100000 + pid, note FROM child ORDER BY id";
+    let parents = "SELECT id, note FROM parent ORDER BY id";
+    site::wait_same::<Note>(
+        &mut a,
+        &mut b,
+        "the children",
+        &[[full, full], [parents, parents]],
+    )
+    .await;
+    let on_b: Vec<Note> = b.query(full).await;
+    assert_eq!(
+        on_b,
+        vec![
+            (9000 * 100000 + 1, Some("x".into())),
+            (9100 * 100000 + 2, Some("back".into()))
+        ]
+    );
+    assert_eq!(
+        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
+        0,
+        "nothing quarantined"
+    );
+    run.shutdown().await;
+}
