@@ -83,9 +83,10 @@ struct TargetTable {
     /// Column name -> its type modifier (`atttypmod`, -1: none): the scale
     /// and precision values are rounded to on assignment.
     typmods: FxHashMap<String, i32>,
-    /// Inserts may go by `COPY`: a table (plain or partitioned) with no
-    /// `INSERT` rule (`COPY` does not apply rules; an `INSERT` would, in
-    /// the origin role).
+    /// Inserts may go by `COPY`: a plain or partitioned table where a COPY
+    /// behaves as the INSERT would and can only fail at a row (no `INSERT`
+    /// rule, statement-level `INSERT` trigger, row-level security or
+    /// foreign-table partition; see `target_table`).
     copyable: bool,
 }
 
@@ -865,6 +866,14 @@ impl PgTarget {
         same_key(&schema, &target.key)?;
         let key_cols: Vec<usize> = schema.key.clone();
         let n = batch.rows.len();
+        if batch.op == Op::Insert && target.copyable && n >= COPY_MIN_ROWS {
+            // A missing column is refused here, as the INSERT's casts do,
+            // not by the server at the COPY's start (see `Built::error`).
+            for &i in &batch.shape {
+                cast(&schema.columns[i].name)?;
+            }
+            return self.build_copy(batch, &target).await;
+        }
         // One array per column (`unnest`): the statement's text is the same
         // whatever the number of rows, so it is prepared once and planned
         // as a generic plan, where a VALUES list is parsed and planned again
@@ -875,9 +884,6 @@ impl PgTarget {
             .chain(batch.shape.iter())
             .all(|&i| target.arrayable.contains(&schema.columns[i].name))
             && target.arrayable.contains(&self.spec.marker_column);
-        if batch.op == Op::Insert && target.copyable && n >= COPY_MIN_ROWS {
-            return self.build_copy(batch, &target).await;
-        }
         let mut params: Vec<Option<String>> = Vec::new();
         let stride: usize;
         let sql = match batch.op {
@@ -1004,7 +1010,7 @@ impl PgTarget {
     /// An insert batch as a `COPY ... FROM STDIN` and its rows: the same
     /// columns and input texts as the `INSERT` (a source's value of a
     /// `GENERATED ALWAYS` identity column is written as given, as with
-    /// `OVERRIDING SYSTEM VALUE`).
+    /// `OVERRIDING SYSTEM VALUE`). Its columns are known to exist (`build`).
     async fn build_copy(
         &mut self,
         batch: &Batch,
@@ -1012,16 +1018,6 @@ impl PgTarget {
     ) -> Result<Built, SinkError> {
         let schema = &batch.table;
         let cols = self.insert_columns(schema, &batch.shape);
-        // Refused here, as the INSERT's casts do, not by the server at the
-        // COPY's start (see `Built::error`).
-        for &i in &batch.shape {
-            if !target.column_types.contains_key(&schema.columns[i].name) {
-                return Err(SinkError::MissingColumn {
-                    table: schema.table.clone(),
-                    column: schema.columns[i].name.clone(),
-                });
-            }
-        }
         let sql = format!("COPY {} ({}) FROM STDIN", target.quoted, cols.join(", "));
         let mut rows = CopyText::with_capacity(batch.rows.len() * 64 * cols.len());
         let mut texts = Vec::with_capacity(batch.shape.len());

@@ -64,7 +64,6 @@ pub(crate) fn keys_by_table(
             out[slot].1.push(KeyRef { encoded, values });
         }
     }
-    out.retain(|(_, keys)| !keys.is_empty());
     out
 }
 
