@@ -1109,21 +1109,42 @@ pub async fn prepare_mysql_site(
     ))
     .await
     .map_err(err("create duplex's tombstone table".into()))?;
+    // One row per direction and apply worker (see `pipeline::dispatch`).
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {}.{} (
              link_id        INT NOT NULL,
              source_site    INT NOT NULL,
+             worker         INT NOT NULL DEFAULT 0,
              position       BIGINT UNSIGNED NOT NULL,
              position_text  VARCHAR(64) NULL,
              commit_time_us BIGINT NULL,
              applied_txns   BIGINT UNSIGNED NOT NULL DEFAULT 0,
-             PRIMARY KEY (link_id, source_site)
+             PRIMARY KEY (link_id, source_site, worker)
          ) ENGINE = InnoDB COMMENT = 'duplex: applied source positions; written only by duplex'",
         q(database),
         q(crate::marker::MYSQL_MARKER_TABLE)
     ))
     .await
     .map_err(err("create duplex's marker table".into()))?;
+    // A marker table made before apply workers: one row per direction,
+    // which becomes worker 0's.
+    let has_worker: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = 'worker'",
+            (database, crate::marker::MYSQL_MARKER_TABLE),
+        )
+        .await
+        .map_err(err("look for the worker column of duplex's marker table".into()))?;
+    if has_worker.is_none() {
+        conn.query_drop(format!(
+            "ALTER TABLE {}.{} ADD COLUMN worker INT NOT NULL DEFAULT 0 AFTER source_site,
+                 DROP PRIMARY KEY, ADD PRIMARY KEY (link_id, source_site, worker)",
+            q(database),
+            q(crate::marker::MYSQL_MARKER_TABLE)
+        ))
+        .await
+        .map_err(err("add the worker column to duplex's marker table".into()))?;
+    }
     Ok(())
 }
 
@@ -1142,6 +1163,7 @@ mod tests {
             marker_column: "_duplex".into(),
             tombstone_retention: std::time::Duration::from_secs(60),
             snapshot_rows_per_second: 0,
+            apply_workers: 1,
         }
     }
 

@@ -34,6 +34,10 @@ pub struct DirectionStats {
     pub applied_commit_us: AtomicI64,
     /// Events read from the source and waiting for the applier.
     pub queued_events: AtomicU64,
+    /// After the direction's apply workers waited for each other (see
+    /// `pipeline::dispatch`), it applies with one worker until the source
+    /// position with this counter is committed (0: no such wait).
+    pub serial_until: AtomicU64,
     /// Per source table (`schema.table`): changes applied [inserts, updates, deletes].
     tables: Mutex<BTreeMap<String, [u64; 3]>>,
     /// Source transactions read and not yet applied, oldest first: (commit

@@ -102,6 +102,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "tables stopped by writes logged as statements",
         include_str!("../../sql/postgresql/0017_statement_stops.sql"),
     ),
+    (
+        18,
+        "parallel apply: apply workers per direction",
+        include_str!("../../sql/postgresql/0018_apply_workers.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -148,6 +153,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         17,
         "tables stopped by writes logged as statements",
         include_str!("../../sql/mysql/0017_statement_stops.sql"),
+    ),
+    (
+        18,
+        "parallel apply: apply workers per direction",
+        include_str!("../../sql/mysql/0018_apply_workers.sql"),
     ),
 ];
 
@@ -384,11 +394,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
             "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs,
-                    snapshot_rows_per_second
+                    snapshot_rows_per_second, apply_workers
                FROM duplex.links ORDER BY link_id",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs,
-                    snapshot_rows_per_second
+                    snapshot_rows_per_second, apply_workers
                FROM duplex.links ORDER BY link_id",
             &[],
         ))

@@ -119,6 +119,8 @@ pub struct Link {
     pub tombstone_retention: std::time::Duration,
     /// Most rows per second each direction copies in an initial sync (0: no limit).
     pub snapshot_rows_per_second: u32,
+    /// Connections each direction applies on at once (see `pipeline::dispatch`).
+    pub apply_workers: u32,
 }
 
 impl Link {
@@ -138,6 +140,18 @@ impl Link {
             enabled: bool_col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
             snapshot_rows_per_second: col(row, "links", "snapshot_rows_per_second")?,
+            apply_workers: {
+                let n: i32 = col(row, "links", "apply_workers")?;
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=crate::sink::MAX_APPLY_WORKERS).contains(n))
+                    .ok_or_else(|| {
+                        ControlError::Invalid(format!(
+                            "link {id}: apply_workers {n} is outside 1-{}",
+                            crate::sink::MAX_APPLY_WORKERS
+                        ))
+                    })?
+            },
             tombstone_retention: {
                 let secs: f64 = col(row, "links", "tombstone_retention_secs")?;
                 std::time::Duration::try_from_secs_f64(secs).map_err(|_| {

@@ -272,6 +272,17 @@ impl Quarantine {
         self.keep(change, origin, key, reason, "held").await
     }
 
+    /// The tables stopped in this direction (bare source names).
+    pub fn stopped(&self) -> &HashSet<String> {
+        &self.stopped
+    }
+
+    /// Take the stopped tables another applier of the direction found
+    /// (apply workers share worker 0's: see `pipeline::dispatch`).
+    pub fn set_stopped(&mut self, tables: HashSet<String>) {
+        self.stopped = tables;
+    }
+
     /// Is `table` (bare source name) stopped in this direction?
     pub fn is_stopped(&self, table: &str) -> bool {
         self.stopped.contains(table)

@@ -29,12 +29,14 @@ async fn peer_has_position(
     use mysql_async::prelude::Queryable;
     match peer {
         SetupConn::Pg(client) => {
-            let origin = link.origin_name(source_id);
+            // Any of the direction's apply workers (see `sink::pg::worker_origins`).
+            let origins = crate::sink::pg::worker_origins(&link.origin_name(source_id));
             let row = client
                 .query_opt(
-                    "SELECT coalesce(pg_replication_origin_progress($1, true), '0/0') <> '0/0'
-                       FROM pg_replication_origin WHERE roname = $1",
-                    &[&origin],
+                    "SELECT EXISTS (SELECT 1 FROM pg_replication_origin
+                                     WHERE roname = ANY($1)
+                                       AND coalesce(pg_replication_origin_progress(roname, true), '0/0') <> '0/0')",
+                    &[&origins],
                 )
                 .await
                 .map_err(|e| {
@@ -50,18 +52,18 @@ async fn peer_has_position(
         }
         SetupConn::Mysql(conn, ep) => {
             let sql = format!(
-                "SELECT position FROM {}.{} WHERE link_id = ? AND source_site = ?",
+                "SELECT MAX(position) FROM {}.{} WHERE link_id = ? AND source_site = ?",
                 crate::mysql::quote_ident(ep.database()),
                 crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
             );
-            let position: Option<u64> = conn
+            let position: Option<Option<u64>> = conn
                 .exec_first(sql, (link.link_id, source_id))
                 .await
                 .map_err(mysql_error(
                     source_name,
                     "read the recorded binlog position",
                 ))?;
-            Ok(position.is_some_and(|p| p != 0))
+            Ok(position.flatten().is_some_and(|p| p != 0))
         }
     }
 }
@@ -480,6 +482,7 @@ pub(super) async fn prepare_link(
                     .copied()
                     .unwrap_or(false),
                 fire_triggers: fire_triggers.clone(),
+                worker: 0,
             }),
             SiteEngine::Mysql => TargetSpec::Mysql(MysqlTargetSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -497,6 +500,7 @@ pub(super) async fn prepare_link(
                         Some((t.table.name.clone(), capture_start(dst.site_id, &t.table)?))
                     })
                     .collect(),
+                worker: 0,
             }),
         };
         let sink = SinkSpec { applier, target };
@@ -504,7 +508,10 @@ pub(super) async fn prepare_link(
             name: format!("{}:{}->{}", link.name, src.name, dst.name),
             source,
             sink,
-            tuning: tuning.clone(),
+            tuning: PipelineTuning {
+                apply_workers: link.apply_workers,
+                ..tuning.clone()
+            },
             tombstone_retention: link.tombstone_retention,
             mapping: crate::mapping::DirectionMapping::new(mapping),
             snapshot: Some(crate::snapshot::SnapshotSpec {

@@ -137,22 +137,6 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
-    /// A target transaction is open and holds only whole source transactions:
-    /// it may be committed now.
-    pub fn has_uncommitted(&self) -> bool {
-        self.group.open && !self.group.in_source_txn
-    }
-
-    /// Rows applied in the open target transaction.
-    pub fn group_rows(&self) -> u64 {
-        self.group.rows
-    }
-
-    /// Source transactions in the open target transaction.
-    pub fn group_txns(&self) -> u64 {
-        self.group.txns
-    }
-
     /// How long the open target transaction has been open, if one is.
     pub fn group_age(&self) -> Option<Duration> {
         self.group.opened_at.map(|t| t.elapsed())

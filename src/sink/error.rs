@@ -60,6 +60,14 @@ pub enum SinkError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// An apply worker waiting for its turn to commit holds a lock that a
+    /// worker before it waits for (a wait no database can see as a
+    /// deadlock: the turn is duplex's). Both roll back with the direction.
+    #[error("apply workers waited for each other: a later source transaction holds a lock an earlier one needs (rows tied by something beyond their keys). The direction restarts and applies with one worker past this point")]
+    WorkersDeadlocked,
+    /// An apply worker ended without saying why (it panicked).
+    #[error("apply worker {worker} ended unexpectedly")]
+    WorkerGone { worker: usize },
     #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
     OriginBusy {
         origin: String,

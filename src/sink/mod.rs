@@ -29,6 +29,9 @@ pub(crate) use target::Target;
 
 use crate::journal::JournalSpec;
 
+/// Most apply workers one direction may run (`links.apply_workers`).
+pub const MAX_APPLY_WORKERS: u32 = 16;
+
 /// How to apply one direction of a link to its target site.
 #[derive(Debug, Clone)]
 pub struct SinkSpec {

@@ -47,6 +47,9 @@ pub struct MysqlTargetSpec {
     /// captured for the link (this site's clock, µs since the epoch), where
     /// known (`duplex.capture_starts`).
     pub capture_starts: HashMap<String, i64>,
+    /// Which of the direction's apply workers this target is: each keeps its
+    /// own marker-table row (see `pipeline::dispatch`).
+    pub worker: u32,
 }
 
 struct TargetTable {
@@ -75,6 +78,8 @@ pub struct MysqlTarget {
     tombstones_exist: HashMap<String, bool>,
     /// The account may not read InnoDB's lock waits (see `sessions_waiting`).
     lock_waits_unreadable: bool,
+    /// The session's connection id.
+    session_id: u64,
 }
 
 impl MysqlTarget {
@@ -90,6 +95,21 @@ impl MysqlTarget {
         )
         .await
         .map_err(db("configure the applier session"))?;
+        // READ COMMITTED: reading a missing key back FOR UPDATE takes no gap
+        // lock. Under REPEATABLE READ it locks the gap up to the next key,
+        // so a worker reading new keys at a table's end would block an
+        // earlier worker's inserts there while it waits for that worker to
+        // commit first: a deadlock InnoDB cannot see. PostgreSQL never locks
+        // gaps; the applier's decisions hold either way (it reads rows
+        // locked, and an insert that meets a user's new row is refused).
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(db("configure the applier session's isolation"))?;
+        let session_id: u64 = conn
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .map_err(db("read the applier session's connection id"))?
+            .unwrap_or_default();
         let marker_table = format!(
             "{}.{}",
             quote_ident(spec.endpoint.database()),
@@ -110,6 +130,7 @@ impl MysqlTarget {
             tombstone_table,
             tombstones_exist: HashMap::new(),
             lock_waits_unreadable: false,
+            session_id,
         })
     }
 
@@ -120,9 +141,9 @@ impl MysqlTarget {
         // duplex owns, written into the text).
         let sql = format!(
             "START TRANSACTION;
-             INSERT INTO {} (link_id, source_site, position, applied_txns) VALUES ({}, {}, 0, 1)
+             INSERT INTO {} (link_id, source_site, worker, position, applied_txns) VALUES ({}, {}, {}, 0, 1)
              ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
-            self.marker_table, self.spec.link_id, self.spec.source_site
+            self.marker_table, self.spec.link_id, self.spec.source_site, self.spec.worker
         );
         self.conn
             .query_drop(sql)
@@ -130,17 +151,20 @@ impl MysqlTarget {
             .map_err(db("begin a target transaction tagged in the marker table"))
     }
 
+    /// Each apply worker keeps its own row, and workers commit in source
+    /// order: the highest position among them is where every earlier
+    /// source transaction is committed too.
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
         let sql = format!(
-            "SELECT position FROM {} WHERE link_id = ? AND source_site = ?",
+            "SELECT MAX(position) FROM {} WHERE link_id = ? AND source_site = ?",
             self.marker_table
         );
-        let pos: Option<u64> = self
+        let pos: Option<Option<u64>> = self
             .conn
             .exec_first(sql, (self.spec.link_id, self.spec.source_site))
             .await
             .map_err(db("read the applied position"))?;
-        Ok(pos.filter(|&p| p > 0))
+        Ok(pos.flatten().filter(|&p| p > 0))
     }
 
     /// Does a session wait for a lock this applier's session holds? InnoDB's
@@ -149,16 +173,52 @@ impl MysqlTarget {
     /// or on a server that has neither table, the applier cannot tell, says
     /// no, and groups as before (logged once).
     async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
+        self.lock_waiters(None).await
+    }
+
+    /// Does one of `sessions` (connection ids) wait for a lock this session
+    /// holds? Direct waits only: InnoDB's tables show no more.
+    async fn blocks_sessions(&mut self, sessions: &[u64]) -> Result<bool, SinkError> {
+        if sessions.is_empty() {
+            return Ok(false);
+        }
+        self.lock_waiters(Some(sessions)).await
+    }
+
+    /// Does a session (one of `among`, where given) wait for a lock this
+    /// session holds? Unreadable lock waits (see `sessions_waiting`) say no.
+    async fn lock_waiters(&mut self, among: Option<&[u64]>) -> Result<bool, SinkError> {
         if self.lock_waits_unreadable {
             return Ok(false);
         }
+        // Connection ids are numbers duplex read from the server itself.
+        let (maria_filter, mysql_filter) = match among {
+            Some(ids) => {
+                let list = ids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    format!(" AND r.trx_mysql_thread_id IN ({list})"),
+                    format!(" AND rt.PROCESSLIST_ID IN ({list})"),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
         let queries = [
-            "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w
-               JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id
-              WHERE t.trx_mysql_thread_id = CONNECTION_ID()",
-            "SELECT COUNT(*) FROM performance_schema.data_lock_waits w
-               JOIN performance_schema.threads t ON t.THREAD_ID = w.BLOCKING_THREAD_ID
-              WHERE t.PROCESSLIST_ID = CONNECTION_ID()",
+            format!(
+                "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w
+                   JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id
+                   JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id
+                  WHERE t.trx_mysql_thread_id = CONNECTION_ID(){maria_filter}"
+            ),
+            format!(
+                "SELECT COUNT(*) FROM performance_schema.data_lock_waits w
+                   JOIN performance_schema.threads t ON t.THREAD_ID = w.BLOCKING_THREAD_ID
+                   JOIN performance_schema.threads rt ON rt.THREAD_ID = w.REQUESTING_THREAD_ID
+                  WHERE t.PROCESSLIST_ID = CONNECTION_ID(){mysql_filter}"
+            ),
         ];
         let mut last_error = None;
         for q in queries {
@@ -170,7 +230,7 @@ impl MysqlTarget {
         }
         self.lock_waits_unreadable = true;
         tracing::warn!(site = %self.spec.endpoint.site_name, error = last_error.unwrap_or_default(),
-            "cannot read InnoDB's lock waits (grant PROCESS to duplex's account): the applier cannot tell when the application waits for it, and groups source transactions regardless");
+            "cannot read InnoDB's lock waits (grant PROCESS to duplex's account): the applier cannot tell when the application or another apply worker waits for it; it groups source transactions regardless, and a wait between apply workers ends at innodb_lock_wait_timeout");
         Ok(false)
     }
 
@@ -653,14 +713,15 @@ impl Target for MysqlTarget {
             let text = end.to_string();
             let sql = format!(
                 "UPDATE {} SET position = {}, position_text = '{}', commit_time_us = {}
-                  WHERE link_id = {} AND source_site = {};
+                  WHERE link_id = {} AND source_site = {} AND worker = {};
                  COMMIT",
                 self.marker_table,
                 end.counter(),
                 text.replace(['\'', '\\'], ""),
                 commit_time_us,
                 self.spec.link_id,
-                self.spec.source_site
+                self.spec.source_site,
+                self.spec.worker
             );
             return self
                 .conn
@@ -733,6 +794,19 @@ impl Target for MysqlTarget {
 
     async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
         MysqlTarget::sessions_waiting(self).await
+    }
+
+    fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    async fn blocks_sessions(&mut self, sessions: &[u64]) -> Result<bool, SinkError> {
+        MysqlTarget::blocks_sessions(self, sessions).await
+    }
+
+    async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
+        let target = self.target_table(table).await?;
+        Ok(target.triggers || target.foreign_keys || target.other_unique)
     }
 
     async fn mark_applied(&mut self, _position: SourcePosition) -> Result<(), SinkError> {

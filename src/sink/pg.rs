@@ -57,6 +57,29 @@ pub struct PgTargetSpec {
     /// Tables (bare names) whose triggers fire for applied rows
     /// (`link_tables.fire_triggers`): applied in the origin role.
     pub fire_triggers: HashSet<String>,
+    /// Which of the direction's apply workers this target is (see
+    /// `pipeline::dispatch`): worker 0 runs under `origin`, worker k under
+    /// [`worker_origin`]`(origin, k)`.
+    pub worker: u32,
+}
+
+/// The replication origin apply worker `worker` of a direction whose
+/// origin is `origin` runs under. Worker 0 keeps the direction's own name,
+/// so a link applied by one worker keeps the origin it always had.
+pub fn worker_origin(origin: &str, worker: u32) -> String {
+    if worker == 0 {
+        origin.to_string()
+    } else {
+        format!("{origin}_w{worker}")
+    }
+}
+
+/// Every origin the workers of a direction whose origin is `origin` may
+/// have written under (any earlier run's worker count included).
+pub fn worker_origins(origin: &str) -> Vec<String> {
+    (0..crate::sink::MAX_APPLY_WORKERS)
+        .map(|w| worker_origin(origin, w))
+        .collect()
 }
 
 /// A synced table as it is on the target.
@@ -74,6 +97,11 @@ struct TargetTable {
     other_unique: bool,
     /// A foreign key refers to the table or from it.
     foreign_keys: bool,
+    /// A write to one row may wait for, or be refused because of, another
+    /// row's uncommitted write: a unique index besides the key, triggers
+    /// that fire for applied rows, or foreign keys checked. Apply workers
+    /// never write such tables side by side (see `pipeline::dispatch`).
+    spans_rows: bool,
     /// Columns whose values can go as one array per column (`unnest`): their
     /// type has an array type and is no array itself (a domain made before
     /// PostgreSQL 11 has none; unnest would flatten an array column).
@@ -200,6 +228,8 @@ pub struct PgTarget {
     /// the pipeline of the transaction's first statements (`ensure_begun`
     /// sends it alone where a step has none).
     begin_pending: bool,
+    /// The session's backend process id.
+    session_id: u64,
 }
 
 /// Statements kept prepared per target; beyond this the cache is cleared.
@@ -233,16 +263,32 @@ impl PgTarget {
                 .await
                 .map_err(db("apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)"))?;
         }
+        let origin = worker_origin(&spec.origin, spec.worker);
+        if spec.worker > 0 {
+            // Worker 0's origin is made at setup; the others when first used.
+            client
+                .execute(
+                    "SELECT pg_replication_origin_create($1)
+                      WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                    &[&origin],
+                )
+                .await
+                .map_err(db(format!(
+                    "create the replication origin {origin} of an apply worker"
+                )))?;
+        }
         client
-            .execute(
-                "SELECT pg_replication_origin_session_setup($1)",
-                &[&spec.origin],
-            )
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
             .await
             .map_err(|source| SinkError::OriginBusy {
-                origin: spec.origin.clone(),
+                origin: origin.clone(),
                 source,
             })?;
+        let session_id: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(db("read the applier session's process id"))?
+            .get(0);
         let mut target = PgTarget {
             spec,
             client,
@@ -255,6 +301,7 @@ impl PgTarget {
             tombstones_exist: HashMap::new(),
             origin_role: false,
             begin_pending: false,
+            session_id: u64::try_from(session_id).unwrap_or_default(),
         };
         target.load_duplex_origins().await?;
         Ok(target)
@@ -262,17 +309,47 @@ impl PgTarget {
 
     /// The source position the target has durably applied, as its counter
     /// (see [`SourcePosition::counter`]): where to resume.
+    ///
+    /// Each apply worker keeps its own origin, and workers commit in source
+    /// order: the highest progress among them is where every earlier source
+    /// transaction is committed too.
     async fn resume_position(&self) -> Result<Option<u64>, SinkError> {
-        let row = self
+        let rows = self
             .client
-            .query_one(
-                "SELECT pg_replication_origin_progress($1, true)::text",
-                &[&self.spec.origin],
+            .query(
+                "SELECT pg_replication_origin_progress(roname, true)::text
+                   FROM pg_replication_origin WHERE roname = ANY($1)",
+                &[&worker_origins(&self.spec.origin)],
             )
             .await
             .map_err(db("read replication origin progress"))?;
-        let text: Option<String> = row.get(0);
-        Ok(text.and_then(|t| parse_lsn(&t)).filter(|&c| c > 0))
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .filter_map(|t| parse_lsn(&t))
+            .max()
+            .filter(|&c| c > 0))
+    }
+
+    /// Does this session hold a lock that one of `sessions` waits for,
+    /// directly or through other sessions' waits?
+    async fn blocks_sessions(&mut self, sessions: &[u64]) -> Result<bool, SinkError> {
+        let pids: Vec<i32> = sessions
+            .iter()
+            .filter_map(|&s| i32::try_from(s).ok())
+            .collect();
+        let row = self
+            .client
+            .query_one(
+                "WITH RECURSIVE blockers(pid) AS (
+                     SELECT unnest(pg_blocking_pids(w)) FROM unnest($1::int[]) AS w
+                     UNION SELECT unnest(pg_blocking_pids(b.pid)) FROM blockers b)
+                 SELECT EXISTS (SELECT 1 FROM blockers WHERE pid = pg_backend_pid())",
+                &[&pids],
+            )
+            .await
+            .map_err(db("look for apply workers waiting for this worker's locks"))?;
+        Ok(row.get(0))
     }
 
     /// The replication origins duplex's appliers (of every link) write under
@@ -722,25 +799,29 @@ impl PgTarget {
                 table: table.clone(),
             });
         }
-        let other_unique: bool = self
+        let facts = self
             .client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND NOT indisprimary)
-                     OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1 AND contype = 'x')",
+                     OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1 AND contype = 'x'),
+                        EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND (conrelid = $1 OR confrelid = $1)),
+                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgenabled IN ('O', 'A')),
+                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgenabled IN ('R', 'A'))",
                 &[&oid],
             )
             .await
-            .map_err(db(format!("read the unique constraints of {table} on the target")))?
-            .get(0);
-        let foreign_keys: bool = self
-            .client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND (conrelid = $1 OR confrelid = $1))",
-                &[&oid],
-            )
-            .await
-            .map_err(db(format!("read the foreign keys of {table} on the target")))?
-            .get(0);
+            .map_err(db(format!("read the constraints and triggers of {table} on the target")))?;
+        let (other_unique, foreign_keys): (bool, bool) = (facts.get(0), facts.get(1));
+        // Which triggers fire for applied rows depends on the role the
+        // table's statements run in (see `trigger_role`); in the origin
+        // role foreign keys are checked too.
+        let origin_role = !self.spec.replica_role || self.spec.fire_triggers.contains(&table.name);
+        let fires = if origin_role {
+            facts.get::<_, bool>(2)
+        } else {
+            facts.get::<_, bool>(3)
+        };
+        let spans_rows = other_unique || fires || (origin_role && foreign_keys);
         let copyable: bool = self
             .client
             .query_one(
@@ -771,6 +852,7 @@ impl PgTarget {
             key,
             other_unique,
             foreign_keys,
+            spans_rows,
             arrayable,
             classes,
             typmods,
@@ -1552,6 +1634,18 @@ impl Target for PgTarget {
 
     async fn sessions_waiting(&mut self) -> Result<bool, SinkError> {
         PgTarget::sessions_waiting(self).await
+    }
+
+    fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    async fn blocks_sessions(&mut self, sessions: &[u64]) -> Result<bool, SinkError> {
+        PgTarget::blocks_sessions(self, sessions).await
+    }
+
+    async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
+        Ok(self.target_table(table).await?.spans_rows)
     }
 
     async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError> {

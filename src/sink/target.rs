@@ -150,4 +150,18 @@ pub(crate) trait Target {
     async fn purge_tombstones(&mut self, retention: Duration) -> Result<u64, SinkError>;
     /// Does a session on the target wait for a lock the applier holds?
     async fn sessions_waiting(&mut self) -> Result<bool, SinkError>;
+
+    /// The target session's id (PostgreSQL: its backend's pid; MySQL: its
+    /// connection id), as [`Target::blocks_sessions`] takes it.
+    fn session_id(&self) -> u64;
+    /// Does this session hold a lock one of `sessions` waits for (through
+    /// other sessions' waits too, where the engine tells)? An apply worker
+    /// waiting for its turn to commit asks it about the workers before it:
+    /// a wait no database can see as a deadlock.
+    async fn blocks_sessions(&mut self, sessions: &[u64]) -> Result<bool, SinkError>;
+    /// Can a write to `table` wait for, or be refused because of, another
+    /// row's uncommitted write on the target (a unique index besides the
+    /// key, triggers that fire for applied rows, foreign keys checked)?
+    /// Apply workers never write such tables side by side.
+    async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError>;
 }
