@@ -54,9 +54,12 @@ use super::PipelineTuning;
 /// a bigger one streams to its worker alone.
 const HELD_TXN_ROWS: usize = 5_000;
 
+/// Jobs (mostly row changes) queued for one worker at most.
+pub(super) const JOBS_QUEUED: usize = 1_024;
+
 /// The direction's workers, as the dispatcher sees them.
 pub(super) struct Workers {
-    pub jobs: Vec<mpsc::UnboundedSender<Job>>,
+    pub jobs: Vec<mpsc::Sender<Job>>,
     /// Each worker's target session id.
     pub sessions: Vec<u64>,
     pub reports: mpsc::UnboundedReceiver<Report>,
@@ -132,6 +135,8 @@ pub(super) struct Dispatcher<'a> {
     last_dispatched: Option<SourcePosition>,
     /// The tables stopped in the direction, as the workers were last told.
     stopped: HashSet<String>,
+    /// Worker 0's stopped tables when the stream began, to share first.
+    stopped_at_start: Option<HashSet<String>>,
     tuning: &'a PipelineTuning,
     stats: &'a Arc<DirectionStats>,
     confirmed: &'a ConfirmedPosition,
@@ -156,7 +161,7 @@ impl<'a> Dispatcher<'a> {
                 "applying with one worker up to where apply workers last waited for each other"
             );
         }
-        let mut d = Dispatcher {
+        Dispatcher {
             busy: vec![false; n],
             in_use: if serial { 1 } else { n },
             serial_until,
@@ -166,14 +171,13 @@ impl<'a> Dispatcher<'a> {
             progress: None,
             last_dispatched: None,
             stopped: HashSet::new(),
+            stopped_at_start: Some(stopped),
             tuning,
             stats,
             confirmed,
             key_buf: Vec::new(),
             workers,
-        };
-        d.share_stopped(stopped);
-        d
+        }
     }
 
     /// Run until shutdown or the end of the source's stream.
@@ -184,6 +188,9 @@ impl<'a> Dispatcher<'a> {
         shutdown: &mut watch::Receiver<bool>,
         tombstone_retention: Duration,
     ) -> Result<Ended, DispatchError> {
+        if let Some(stopped) = self.stopped_at_start.take() {
+            self.share_stopped(stopped).await;
+        }
         // Conflicts a DBA settles and quarantined changes a DBA retries are
         // picked up at this pace, between groups.
         let mut resolutions = tokio::time::interval(Duration::from_secs(1));
@@ -204,7 +211,7 @@ impl<'a> Dispatcher<'a> {
             tokio::select! {
                 biased;
                 report = self.workers.reports.recv() => {
-                    self.handle(report)?;
+                    self.handle(report).await?;
                 }
                 _ = shutdown.changed() => {}
                 _ = resolutions.tick(), if txn.is_none() => self.tick(Tick::Resolutions).await?,
@@ -279,8 +286,8 @@ impl<'a> Dispatcher<'a> {
                     .push(Job::Event(ChangeEvent::Commit { end_position }));
                 self.last_dispatched = Some(end_position);
                 if std::mem::take(streaming) {
-                    self.send_held(&mut t);
-                    self.close_open();
+                    self.send_held(&mut t).await;
+                    self.close_open().await;
                     return Ok(());
                 }
                 return self.dispatch(t, more_waiting).await;
@@ -296,13 +303,13 @@ impl<'a> Dispatcher<'a> {
         let t = txn.as_mut().ok_or_else(outside_txn)?;
         t.jobs.push(job);
         if *streaming {
-            self.send_held(t);
+            self.send_held(t).await;
         } else if t.rows > HELD_TXN_ROWS {
             // Too big to hold: it goes alone, as it comes.
             self.drain().await?;
-            self.open_group(0, true);
+            self.open_group(0, true).await;
             *streaming = true;
-            self.send_held(t);
+            self.send_held(t).await;
         }
         Ok(())
     }
@@ -326,17 +333,24 @@ impl<'a> Dispatcher<'a> {
 
     /// Hand a whole source transaction to a worker.
     async fn dispatch(&mut self, t: Txn, more_waiting: bool) -> Result<(), DispatchError> {
+        tracing::trace!(
+            rows = t.rows,
+            barrier = t.barrier,
+            spans = t.spans,
+            more_waiting,
+            "dispatching a source transaction"
+        );
         if t.barrier {
             self.drain().await?;
-            self.open_group(0, true);
-            self.hand_over(t);
-            self.close_open();
+            self.open_group(0, true).await;
+            self.hand_over(t).await;
+            self.close_open().await;
             self.drain().await?;
             // Worker 0 may have stopped a table: every worker holds its changes.
             let (reply, answer) = oneshot::channel();
-            self.send(0, Job::Tick(Tick::Share, reply));
+            self.send(0, Job::Tick(Tick::Share, reply)).await;
             let stopped = self.answer(answer).await?;
-            self.share_stopped(stopped);
+            self.share_stopped(stopped).await;
             return Ok(());
         }
         // Rows of an earlier group not yet committed: wait for it.
@@ -345,7 +359,7 @@ impl<'a> Dispatcher<'a> {
         }
         if let Some(open) = self.groups.back().filter(|g| !g.closed) {
             if open.txns >= self.tuning.max_group_txns || open.rows >= self.tuning.max_group_rows {
-                self.close_open();
+                self.close_open().await;
             }
         }
         if self.groups.back().is_none_or(|g| g.closed) {
@@ -355,22 +369,22 @@ impl<'a> Dispatcher<'a> {
                 }
                 self.next_report().await?;
             };
-            self.open_group(worker, false);
+            self.open_group(worker, false).await;
         }
-        self.hand_over(t);
+        self.hand_over(t).await;
         let split_rows = (self.tuning.max_batch_rows / 4).max(1) as u64;
         let hand_on = self
             .groups
             .back()
             .is_some_and(|g| g.rows >= split_rows && self.idle_worker().is_some());
         if !more_waiting || hand_on {
-            self.close_open();
+            self.close_open().await;
         }
         Ok(())
     }
 
     /// Add a whole transaction to the open group and send it to its worker.
-    fn hand_over(&mut self, mut t: Txn) {
+    async fn hand_over(&mut self, mut t: Txn) {
         let Some(open) = self.groups.back_mut() else {
             return;
         };
@@ -378,32 +392,37 @@ impl<'a> Dispatcher<'a> {
         open.spans |= t.spans;
         open.txns += 1;
         open.rows += t.rows as u64;
-        self.send_held(&mut t);
+        self.send_held(&mut t).await;
     }
 
     /// Send the jobs held in `t` to the open group's worker.
-    fn send_held(&mut self, t: &mut Txn) {
+    async fn send_held(&mut self, t: &mut Txn) {
         let Some(worker) = self.groups.back().map(|g| g.worker) else {
             return;
         };
         for job in t.jobs.drain(..) {
-            self.send(worker, job);
+            self.send(worker, job).await;
         }
     }
 
-    fn send(&self, worker: usize, job: Job) {
+    /// Queue a job for `worker`, waiting while its queue is full (what
+    /// bounds memory: a worker's queue holds at most [`JOBS_QUEUED`]). A
+    /// full queue never waits on the dispatcher: only the last group is
+    /// open, and every group before it is closed and commits on its own.
+    async fn send(&self, worker: usize, job: Job) {
         // A worker that is gone has reported why; the report ends the run.
-        let _ = self.workers.jobs[worker].send(job);
+        let _ = self.workers.jobs[worker].send(job).await;
     }
 
-    fn open_group(&mut self, worker: usize, exclusive: bool) {
+    async fn open_group(&mut self, worker: usize, exclusive: bool) {
         let seq = self.next_seq;
+        tracing::trace!(seq, worker, exclusive, "group opened");
         self.next_seq += 1;
         self.busy[worker] = true;
         if let Ok(mut m) = self.workers.in_flight.lock() {
             m.insert(seq, self.workers.sessions[worker]);
         }
-        self.send(worker, Job::Open { seq });
+        self.send(worker, Job::Open { seq }).await;
         self.groups.push_back(Group {
             seq,
             worker,
@@ -417,18 +436,18 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// The open group is complete: its worker commits it in its turn.
-    fn close_open(&mut self) {
+    async fn close_open(&mut self) {
         let Some(open) = self.groups.back_mut().filter(|g| !g.closed) else {
             return;
         };
         open.closed = true;
         let (worker, seq) = (open.worker, open.seq);
-        self.send(worker, Job::Close { seq });
+        self.send(worker, Job::Close { seq }).await;
     }
 
     /// Close the open group and wait until every group has committed.
     async fn drain(&mut self) -> Result<(), DispatchError> {
-        self.close_open();
+        self.close_open().await;
         while !self.groups.is_empty() {
             self.next_report().await?;
         }
@@ -441,10 +460,10 @@ impl<'a> Dispatcher<'a> {
 
     async fn next_report(&mut self) -> Result<(), DispatchError> {
         let report = self.workers.reports.recv().await;
-        self.handle(report)
+        self.handle(report).await
     }
 
-    fn handle(&mut self, report: Option<Report>) -> Result<(), DispatchError> {
+    async fn handle(&mut self, report: Option<Report>) -> Result<(), DispatchError> {
         // The dispatcher holds a sender of its own: reports never end.
         let Some(report) = report else {
             return Err(DispatchError::Sink(SinkError::WorkerGone { worker: 0 }));
@@ -474,7 +493,7 @@ impl<'a> Dispatcher<'a> {
             }
             Report::Contended { seq } => {
                 if self.groups.back().is_some_and(|g| g.seq == seq) {
-                    self.close_open();
+                    self.close_open().await;
                 }
             }
             Report::Spans { table, spans } => {
@@ -510,9 +529,9 @@ impl<'a> Dispatcher<'a> {
     async fn tick(&mut self, tick: Tick) -> Result<(), DispatchError> {
         self.drain().await?;
         let (reply, answer) = oneshot::channel();
-        self.send(0, Job::Tick(tick, reply));
+        self.send(0, Job::Tick(tick, reply)).await;
         let stopped = self.answer(answer).await?;
-        self.share_stopped(stopped);
+        self.share_stopped(stopped).await;
         Ok(())
     }
 
@@ -530,12 +549,12 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Tell workers other than 0 the tables stopped in the direction.
-    fn share_stopped(&mut self, stopped: HashSet<String>) {
+    async fn share_stopped(&mut self, stopped: HashSet<String>) {
         if stopped == self.stopped {
             return;
         }
         for w in 1..self.workers.jobs.len() {
-            self.send(w, Job::Stopped(stopped.clone()));
+            self.send(w, Job::Stopped(stopped.clone())).await;
         }
         self.stopped = stopped;
     }

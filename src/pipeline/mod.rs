@@ -244,7 +244,7 @@ async fn stream<T: Target>(
         handles: Vec::new(),
     };
     for (index, applier) in appliers.into_iter().enumerate() {
-        let (jobs_tx, jobs) = mpsc::unbounded_channel();
+        let (jobs_tx, jobs) = mpsc::channel(dispatch::JOBS_QUEUED);
         workers.jobs.push(jobs_tx);
         workers.sessions.push(applier.target.session_id());
         let ctx = WorkerCtx {

@@ -66,7 +66,7 @@ pub(super) enum Report {
 /// What one worker shares with the dispatcher and the other workers.
 pub(super) struct WorkerCtx {
     pub index: usize,
-    pub jobs: mpsc::UnboundedReceiver<Job>,
+    pub jobs: mpsc::Receiver<Job>,
     pub reports: mpsc::UnboundedSender<Report>,
     /// The last group committed (groups are numbered from 1).
     pub turn: watch::Receiver<u64>,

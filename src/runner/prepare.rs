@@ -501,6 +501,7 @@ pub(super) async fn prepare_link(
                     })
                     .collect(),
                 worker: 0,
+                lock_waits: Default::default(),
             }),
         };
         let sink = SinkSpec { applier, target };

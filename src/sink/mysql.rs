@@ -50,7 +50,26 @@ pub struct MysqlTargetSpec {
     /// Which of the direction's apply workers this target is: each keeps its
     /// own marker-table row (see `pipeline::dispatch`).
     pub worker: u32,
+    /// The server's lock waits, read for all of the direction's workers.
+    pub lock_waits: LockWaits,
 }
+
+/// InnoDB's lock waits as last read, shared by a direction's apply workers.
+///
+/// MariaDB and MySQL 5.7 fill `information_schema.INNODB_TRX` and
+/// `INNODB_LOCK_WAITS` from a cache that is refreshed only once it has not
+/// been read for 100 ms: sessions asking more often than that (several
+/// workers, each looking for sessions waiting on it) would all read the
+/// same stale snapshot forever. So the direction reads the waits at most
+/// every [`LOCK_WAITS_MAX_AGE`], and each worker answers from that list.
+#[derive(Debug, Clone, Default)]
+pub struct LockWaits(Arc<tokio::sync::Mutex<Option<LockWaitList>>>);
+
+/// When the lock waits were read, and each as (waiting, holding) connection ids.
+type LockWaitList = (std::time::Instant, Vec<(u64, u64)>);
+
+/// How old the lock waits a worker answers from may be.
+const LOCK_WAITS_MAX_AGE: Duration = Duration::from_millis(150);
 
 struct TargetTable {
     quoted: String,
@@ -191,39 +210,48 @@ impl MysqlTarget {
         if self.lock_waits_unreadable {
             return Ok(false);
         }
-        // Connection ids are numbers duplex read from the server itself.
-        let (maria_filter, mysql_filter) = match among {
-            Some(ids) => {
-                let list = ids
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (
-                    format!(" AND r.trx_mysql_thread_id IN ({list})"),
-                    format!(" AND rt.PROCESSLIST_ID IN ({list})"),
-                )
+        let board = self.spec.lock_waits.clone();
+        let mut waits = board.0.lock().await;
+        let fresh = waits
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < LOCK_WAITS_MAX_AGE);
+        if !fresh {
+            match self.read_lock_waits().await? {
+                Some(list) => *waits = Some((std::time::Instant::now(), list)),
+                None => return Ok(false),
             }
-            None => (String::new(), String::new()),
-        };
+        }
+        let me = self.session_id;
+        Ok(waits.as_ref().is_some_and(|(_, list)| {
+            list.iter().any(|&(waiting, holding)| {
+                holding == me && among.is_none_or(|ids| ids.contains(&waiting))
+            })
+        }))
+    }
+
+    /// Every lock wait on the server: (waiting, holding) connection ids;
+    /// `None` when the account may not read them (logged once).
+    async fn read_lock_waits(&mut self) -> Result<Option<Vec<(u64, u64)>>, SinkError> {
         let queries = [
-            format!(
-                "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w
-                   JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id
-                   JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id
-                  WHERE t.trx_mysql_thread_id = CONNECTION_ID(){maria_filter}"
-            ),
-            format!(
-                "SELECT COUNT(*) FROM performance_schema.data_lock_waits w
-                   JOIN performance_schema.threads t ON t.THREAD_ID = w.BLOCKING_THREAD_ID
-                   JOIN performance_schema.threads rt ON rt.THREAD_ID = w.REQUESTING_THREAD_ID
-                  WHERE t.PROCESSLIST_ID = CONNECTION_ID(){mysql_filter}"
-            ),
+            "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id
+               FROM information_schema.INNODB_LOCK_WAITS w
+               JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id
+               JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id",
+            "SELECT rt.PROCESSLIST_ID, bt.PROCESSLIST_ID
+               FROM performance_schema.data_lock_waits w
+               JOIN performance_schema.threads bt ON bt.THREAD_ID = w.BLOCKING_THREAD_ID
+               JOIN performance_schema.threads rt ON rt.THREAD_ID = w.REQUESTING_THREAD_ID",
         ];
         let mut last_error = None;
         for q in queries {
-            match self.conn.query_first::<i64, _>(q).await {
-                Ok(n) => return Ok(n.unwrap_or(0) > 0),
+            match self.conn.query::<(Option<u64>, Option<u64>), _>(q).await {
+                Ok(rows) => {
+                    return Ok(Some(
+                        rows.into_iter()
+                            .filter_map(|(w, h)| Some((w?, h?)))
+                            .collect(),
+                    ))
+                }
                 Err(mysql_async::Error::Server(e)) => last_error = Some(e.message),
                 Err(e) => return Err(db("look for sessions waiting for the applier's locks")(e)),
             }
@@ -231,7 +259,7 @@ impl MysqlTarget {
         self.lock_waits_unreadable = true;
         tracing::warn!(site = %self.spec.endpoint.site_name, error = last_error.unwrap_or_default(),
             "cannot read InnoDB's lock waits (grant PROCESS to duplex's account): the applier cannot tell when the application or another apply worker waits for it; it groups source transactions regardless, and a wait between apply workers ends at innodb_lock_wait_timeout");
-        Ok(false)
+        Ok(None)
     }
 
     /// Record the tombstones of applied deletes; drop those of revived keys.

@@ -21,6 +21,7 @@ mod localdb;
 mod mysql_durability;
 mod mysql_sync;
 mod mysql_types;
+mod parallel_apply;
 mod parity;
 mod pg_auth_tls;
 mod pg_big_txn;
