@@ -164,6 +164,9 @@ enum Command {
         /// OLTP load's transaction: one UPDATE and one INSERT).
         #[arg(long, default_value_t = 500)]
         pgbench_stream_tps: u32,
+        /// duplex's apply workers per direction (`links.apply_workers`).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+        apply_workers: u32,
     },
     /// Start two throwaway PostgreSQL clusters and show duplex syncing them both ways.
     #[cfg(feature = "localdb")]
@@ -359,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pgbench_clients,
             pgbench_script,
             pgbench_stream_tps,
+            apply_workers,
         } => {
             cli::bench::run(cli::bench::BenchSizes {
                 bulk_rows,
@@ -374,6 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     script: pgbench_script,
                     stream_tps: pgbench_stream_tps,
                 },
+                apply_workers,
             })
             .await?
         }

@@ -208,6 +208,11 @@ impl<'a> Dispatcher<'a> {
             if *shutdown.borrow() {
                 break Ended::Shutdown;
             }
+            // Nothing more waiting: the open group commits now (it holds
+            // whole source transactions only, unless one streams).
+            if !streaming && rx.is_empty() {
+                self.close_open().await;
+            }
             tokio::select! {
                 biased;
                 report = self.workers.reports.recv() => {
@@ -220,7 +225,7 @@ impl<'a> Dispatcher<'a> {
                     let Some(event) = event else { break Ended::SourceClosed };
                     self.stats.queued_events.store(rx.len() as u64, Ordering::Relaxed);
                     let event = event.map_err(DispatchError::Source)?;
-                    self.on_event(event, &mut txn, &mut streaming, mapping, !rx.is_empty()).await?;
+                    self.on_event(event, &mut txn, &mut streaming, mapping).await?;
                 }
             }
         };
@@ -239,7 +244,6 @@ impl<'a> Dispatcher<'a> {
         txn: &mut Option<Txn>,
         streaming: &mut bool,
         mapping: &mut DirectionMapping,
-        more_waiting: bool,
     ) -> Result<(), DispatchError> {
         let job = match event {
             ChangeEvent::Begin(meta) => {
@@ -290,7 +294,7 @@ impl<'a> Dispatcher<'a> {
                     self.close_open().await;
                     return Ok(());
                 }
-                return self.dispatch(t, more_waiting).await;
+                return self.dispatch(t).await;
             }
             ChangeEvent::Progress { position } => {
                 match self.groups.back() {
@@ -332,12 +336,11 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Hand a whole source transaction to a worker.
-    async fn dispatch(&mut self, t: Txn, more_waiting: bool) -> Result<(), DispatchError> {
+    async fn dispatch(&mut self, t: Txn) -> Result<(), DispatchError> {
         tracing::trace!(
             rows = t.rows,
             barrier = t.barrier,
             spans = t.spans,
-            more_waiting,
             "dispatching a source transaction"
         );
         if t.barrier {
@@ -377,7 +380,7 @@ impl<'a> Dispatcher<'a> {
             .groups
             .back()
             .is_some_and(|g| g.rows >= split_rows && self.idle_worker().is_some());
-        if !more_waiting || hand_on {
+        if hand_on {
             self.close_open().await;
         }
         Ok(())

@@ -131,59 +131,100 @@ async fn committed_workers(b: &mut Db) -> i64 {
     b.count(&sql).await
 }
 
-/// MariaDB compares these keys without regard to case: 'a' and 'A' are one
-/// row on the target, two keys to the dispatcher, which then lets two
-/// workers at them at once. An application session on the target holds row
-/// '0' so that the earlier transaction (update '0', delete 'a') waits while
-/// the later one (insert 'A') locks row 'a' and waits for its turn to
-/// commit; once the application lets go, the earlier one waits for the
-/// later's lock: a wait no database sees as a deadlock. The later worker
+scenario_tests! { workers_waiting_for_each_other_restart_and_go_on_one_at_a_time:
+    waiting_postgresql_pair(Engines::PgPg);
+    waiting_mariadb_pair(Engines::MariaDbMariaDb);
+}
+
+/// Rows tied in a way the dispatcher cannot see: a unique index made on the
+/// target while the direction runs, after its workers described the table
+/// (a table is described once per run). An application session on the
+/// target holds row 0 so that the earlier transaction (row 0, then row 1's
+/// code to 7) waits, while the later one (row 2's code to 7, a row of its
+/// own) takes code 7 in the new index and waits for its turn to commit;
+/// once the application lets go, the earlier one waits for the later's
+/// index entry: a wait no database sees as a deadlock. The later worker
 /// notices, the direction restarts and applies with one worker past that
-/// point, and nothing is lost or recorded twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_waiting_for_each_other_restart_and_go_on_one_at_a_time() {
-    const SCHEMA: &str =
-        "CREATE TABLE ci (k varchar(20) COLLATE utf8mb4_general_ci PRIMARY KEY, v int NOT NULL)";
-    let sites = Sites::start(Engines::MariaDbMariaDb, "", SCHEMA, &["ci"]).await;
+/// point: in source order row 1 takes code 7, and row 2's change, which the
+/// target's index refuses, is quarantined. Nothing is lost or recorded
+/// twice.
+async fn workers_waiting_for_each_other_restart_and_go_on_one_at_a_time(engines: Engines) {
+    const SCHEMA: &str = "CREATE TABLE u (id int PRIMARY KEY, code int NOT NULL)";
+    let sites = Sites::start(engines, SCHEMA, SCHEMA, &["u"]).await;
     let (mut a, mut b) = sites.connect().await;
-    a.exec("INSERT INTO ci (k, v) VALUES ('0', 0), ('a', 1)")
+    a.exec("INSERT INTO u (id, code) VALUES (0, 0), (1, 1), (2, 2)")
         .await;
     let run = crate::support::start_synced(&sites.control_url).await;
-    let rows = ["SELECT k, v FROM ci ORDER BY k"; 2];
-    wait_same::<(String, i32)>(&mut a, &mut b, "the rows on both sites", &[rows]).await;
+    // A change through the stream: the workers describe the table (no
+    // unique index besides the key yet).
+    a.exec("INSERT INTO u (id, code) VALUES (3, 3)").await;
+    let rows = ["SELECT id, code FROM u ORDER BY id"; 2];
+    wait_same::<(i32, i32)>(&mut a, &mut b, "the rows on both sites", &[rows]).await;
+    b.exec("CREATE UNIQUE INDEX u_code ON u (code)").await;
 
     let mut app = sites.servers[1].connect().await;
-    let app_id = app.count("SELECT CONNECTION_ID()").await;
-    app.exec("START TRANSACTION").await;
-    app.exec("SELECT v FROM ci WHERE k = '0' FOR UPDATE").await;
+    let app_id = app
+        .count(app.pick("SELECT pg_backend_pid()::bigint", "SELECT CONNECTION_ID()"))
+        .await;
+    app.exec(app.pick("BEGIN", "START TRANSACTION")).await;
+    app.exec("SELECT code FROM u WHERE id = 0 FOR UPDATE").await;
     a.txn(&[
-        "UPDATE ci SET v = v + 1 WHERE k = '0'".to_string(),
-        "DELETE FROM ci WHERE k = 'a'".to_string(),
+        "UPDATE u SET code = 100 WHERE id = 0".to_string(),
+        "UPDATE u SET code = 7 WHERE id = 1".to_string(),
     ])
     .await;
     let mut probe = sites.servers[1].connect().await;
+    let waiting = probe
+        .pick(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted",
+            "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS",
+        )
+        .to_string();
     until(
         &mut probe,
-        "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS",
+        &waiting,
         "the earlier transaction waiting for the application",
     )
     .await;
-    a.exec("INSERT INTO ci (k, v) VALUES ('A', 7)").await;
-    let later_holds = format!(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX
-          WHERE trx_state = 'RUNNING' AND trx_rows_locked > 0
-            AND trx_mysql_thread_id NOT IN ({app_id}, CONNECTION_ID())"
-    );
+    a.exec("UPDATE u SET code = 7 WHERE id = 2").await;
+    let later_holds = match probe.is_pg() {
+        true => format!(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL
+                AND pid NOT IN ({app_id}, pg_backend_pid())"
+        ),
+        false => format!(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX
+              WHERE trx_state = 'RUNNING' AND trx_rows_modified > 0
+                AND trx_mysql_thread_id NOT IN ({app_id}, CONNECTION_ID())"
+        ),
+    };
     until(
         &mut probe,
         &later_holds,
-        "the later transaction holding row 'a' on another worker",
+        "the later transaction holding code 7 on another worker",
     )
     .await;
     app.exec("COMMIT").await;
 
-    wait_same::<(String, i32)>(&mut a, &mut b, "the rows after the restart", &[rows]).await;
     let control = crate::support::connect(&sites.control_url).await;
+    wait_for(
+        "row 2's change quarantined",
+        Duration::from_secs(60),
+        || {
+            crate::support::query_bool(
+                &control,
+                "SELECT count(*) = 1 FROM duplex.quarantine WHERE confirmed AND row_key = 'id=2'",
+            )
+        },
+    )
+    .await;
+    let on_b: Vec<(i32, i32)> = b.query("SELECT id, code FROM u ORDER BY id").await;
+    assert_eq!(
+        on_b,
+        vec![(0, 100), (1, 7), (2, 2), (3, 3)],
+        "the target took the source's changes in order, but for the one its index refuses"
+    );
     wait_for(
         "the workers' wait recorded as the direction's last error",
         Duration::from_secs(30),
@@ -196,11 +237,14 @@ async fn workers_waiting_for_each_other_restart_and_go_on_one_at_a_time() {
         },
     )
     .await;
-    let conflicts =
-        crate::support::query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await;
+    let records = crate::support::query_i64(
+        &control,
+        "SELECT (SELECT count(*) FROM duplex.conflicts) + (SELECT count(*) FROM duplex.quarantine)",
+    )
+    .await;
     assert_eq!(
-        conflicts, 0,
-        "the rolled-back attempt's records are gone; in source order there is no conflict"
+        records, 1,
+        "the rolled-back attempt's records are gone: only row 2's refusal is kept"
     );
     run.shutdown().await;
 }

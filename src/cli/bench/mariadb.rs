@@ -106,7 +106,14 @@ pub async fn run_one(
         // cluster: its writes cost the measured servers too.
         Kind::Duplex => {
             let sites = [a_my.url("app"), b_my.url("app")];
-            Replicator::duplex(a_my.url("duplex"), "mysql", sites, round).await?
+            Replicator::duplex(
+                a_my.url("duplex"),
+                "mysql",
+                sites,
+                round,
+                sizes.apply_workers,
+            )
+            .await?
         }
         Kind::Native => Replicator::Native(
             MariaNative::configure(a_my.port(), &mut a, b_addr.connect().await?).await?,

@@ -57,6 +57,8 @@ pub struct BenchSizes {
     pub mariadb: bool,
     /// pgbench on the PostgreSQL pair's B (`secs` 0: none).
     pub pgbench: PgbenchOptions,
+    /// duplex's apply workers per direction (`links.apply_workers`).
+    pub apply_workers: u32,
 }
 
 /// One workload through one replicator.
@@ -295,7 +297,14 @@ async fn run_pg(kind: Kind, sizes: &BenchSizes, round: usize) -> anyhow::Result<
     let mut rep = match kind {
         Kind::Duplex => {
             let sites = [a_pg.conninfo("app"), b_pg.conninfo("app")];
-            Replicator::duplex(a_pg.conninfo("postgres"), "postgresql", sites, round).await?
+            Replicator::duplex(
+                a_pg.conninfo("postgres"),
+                "postgresql",
+                sites,
+                round,
+                sizes.apply_workers,
+            )
+            .await?
         }
         Kind::Native => Replicator::Native(
             PgNative::configure(

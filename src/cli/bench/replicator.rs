@@ -43,6 +43,7 @@ impl DuplexProcess {
         engine: &str,
         sites: [String; 2],
         log: PathBuf,
+        apply_workers: u32,
     ) -> anyhow::Result<DuplexProcess> {
         let mut control = connect_control(&control_url).await?;
         duplex::control::migrate(&mut control)
@@ -59,9 +60,9 @@ impl DuplexProcess {
         control
             .exec(Sql::new(
                 "describe the link",
-                "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2)",
-                "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (1, 'bench', 1, 2)",
-                &[],
+                "INSERT INTO duplex.links (link_id, name, site_a, site_b, apply_workers) VALUES (1, 'bench', 1, 2, $1::bigint)",
+                "INSERT INTO duplex.links (link_id, name, site_a, site_b, apply_workers) VALUES (1, 'bench', 1, 2, ?)",
+                &[P::I64(i64::from(apply_workers))],
             ))
             .await?;
         for t in STREAMED {
@@ -200,10 +201,11 @@ impl<N: Native> Replicator<N> {
         engine: &str,
         sites: [String; 2],
         round: usize,
+        apply_workers: u32,
     ) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("duplex-bench-{engine}-round{round}.log"));
         Ok(Replicator::Duplex(Box::new(
-            DuplexProcess::configure(control_url, engine, sites, log).await?,
+            DuplexProcess::configure(control_url, engine, sites, log, apply_workers).await?,
         )))
     }
 
