@@ -61,7 +61,7 @@ pub enum SetupError {
     #[error(
         "site {site}: replication slot {slot} is gone, but site {peer} has already applied changes from it up to {applied}: \
          a new slot would silently skip every change made on {site} since then. Resync the link's tables first, \
-         then reset the peer's progress with SELECT pg_replication_origin_drop('{origin}') on {peer} and start duplex again"
+         then reset the peer's progress (every apply worker's origin) with SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$' on {peer} and start duplex again"
     )]
     SlotLost {
         site: String,
@@ -677,11 +677,14 @@ pub async fn check_slot_continuity(
         return Ok(());
     }
     let origin = link.origin_name(site_id);
+    // The furthest any of the direction's apply workers got (see
+    // `sink::pg::worker_origins`): the point the stream would resume from.
     let applied: Option<String> = peer
         .query_one(
-            "SELECT pg_replication_origin_progress(roname, true)::text FROM pg_replication_origin WHERE roname = $1
-             UNION ALL SELECT NULL LIMIT 1",
-            &[&origin],
+            "SELECT (SELECT pg_replication_origin_progress(roname, true)::text FROM pg_replication_origin
+                      WHERE roname = ANY($1)
+                      ORDER BY pg_replication_origin_progress(roname, true) DESC NULLS LAST LIMIT 1)",
+            &[&crate::sink::pg::worker_origins(&origin)],
         )
         .await
         .map_err(|source| SetupError::Db { site: peer_name.into(), context: "read replication origin progress".into(), source })?
@@ -1031,6 +1034,7 @@ pub async fn prepare_mysql_site(
     conn: &mut mysql_async::Conn,
     site_name: &str,
     database: &str,
+    peer_site: u32,
     link: &Link,
     tables: &[&LinkTable],
 ) -> Result<(), crate::Error> {
@@ -1145,6 +1149,23 @@ pub async fn prepare_mysql_site(
         .await
         .map_err(err("add the worker column to duplex's marker table".into()))?;
     }
+    // Every apply worker's row, before any stream starts (its start
+    // position is recorded after this): a worker's first transaction then
+    // never inserts its row into a gap another worker's tag has locked
+    // (see `MysqlTarget::connect`).
+    let rows: Vec<String> = (0..crate::sink::MAX_APPLY_WORKERS)
+        .map(|w| format!("({}, {peer_site}, {w}, 0, 0)", link.link_id))
+        .collect();
+    conn.query_drop(format!(
+        "INSERT IGNORE INTO {}.{} (link_id, source_site, worker, position, applied_txns) VALUES {}",
+        q(database),
+        q(crate::marker::MYSQL_MARKER_TABLE),
+        rows.join(", ")
+    ))
+    .await
+    .map_err(err(
+        "create the apply workers' rows of duplex's marker table".into(),
+    ))?;
     Ok(())
 }
 

@@ -24,7 +24,8 @@ pub struct ConflictStore {
     stats: Arc<DirectionStats>,
     /// Keys with parked conflicts on this target: (table, key). Loaded at
     /// start; a version applied later for one of them makes them moot.
-    open: std::collections::HashSet<(String, String)>,
+    /// Shared by the direction's apply workers (see [`ConflictStore::share_parked`]).
+    open: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// A version for a DBA to read (and, without its row, for duplex to read
@@ -64,8 +65,20 @@ impl ConflictStore {
         ConflictStore {
             journal: JournalConn::new(spec, &CONFLICTS),
             stats,
-            open: std::collections::HashSet::new(),
+            open: Default::default(),
         }
+    }
+
+    /// Know the parked conflicts `other` knows, and those found later, as
+    /// one (apply workers of a direction: a conflict parked by one may be
+    /// made moot by a later version another applies).
+    pub fn share_parked(&mut self, other: &ConflictStore) {
+        self.open = other.open.clone();
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        // A panic elsewhere cannot leave the set half-changed: take it as is.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// See `Quarantine::reconcile`: the same rule, for conflict records.
@@ -92,7 +105,8 @@ impl ConflictStore {
         self.stats
             .conflicts
             .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
-        self.open = self.open_keys().await?;
+        let keys = self.open_keys().await?;
+        *self.parked() = keys;
         Ok(())
     }
 
@@ -192,7 +206,7 @@ impl ConflictStore {
         }
         for (schema, conflict, _, key) in conflicts {
             if conflict.outcome == Outcome::Parked {
-                self.open
+                self.parked()
                     .insert((schema.table.to_string(), key.to_string()));
             }
             tracing::info!(table = %schema.table, key, kind = conflict.kind.as_str(),
@@ -262,7 +276,7 @@ impl ConflictStore {
             self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
         }
         if conflict.outcome == Outcome::Parked {
-            self.open
+            self.parked()
                 .insert((schema.table.to_string(), key.to_string()));
         }
         tracing::info!(table = %schema.table, key = %key, kind = conflict.kind.as_str(),
@@ -477,13 +491,14 @@ impl ConflictStore {
 
     /// Any parked conflicts here?
     pub fn has_open(&self) -> bool {
-        !self.open.is_empty()
+        !self.parked().is_empty()
     }
 
     /// A version was applied to `table`/`key` without a conflict: parked
     /// conflicts of that row are moot.
     pub async fn applied(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
-        if self.open.remove(&(table.to_string(), key.to_string())) {
+        let removed = self.parked().remove(&(table.to_string(), key.to_string()));
+        if removed {
             self.supersede(table, key).await?;
         }
         Ok(())

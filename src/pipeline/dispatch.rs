@@ -137,6 +137,10 @@ pub(super) struct Dispatcher<'a> {
     stopped: HashSet<String>,
     /// Worker 0's stopped tables when the stream began, to share first.
     stopped_at_start: Option<HashSet<String>>,
+    /// Reports that came while a job waited for room in a worker's queue.
+    deferred: VecDeque<Report>,
+    /// A worker's failure seen then: the run ends at the next report taken.
+    failure: Option<DispatchError>,
     tuning: &'a PipelineTuning,
     stats: &'a Arc<DirectionStats>,
     confirmed: &'a ConfirmedPosition,
@@ -172,6 +176,8 @@ impl<'a> Dispatcher<'a> {
             last_dispatched: None,
             stopped: HashSet::new(),
             stopped_at_start: Some(stopped),
+            deferred: VecDeque::new(),
+            failure: None,
             tuning,
             stats,
             confirmed,
@@ -208,6 +214,7 @@ impl<'a> Dispatcher<'a> {
             if *shutdown.borrow() {
                 break Ended::Shutdown;
             }
+            self.take_deferred().await?;
             // Nothing more waiting: the open group commits now (it holds
             // whole source transactions only, unless one streams).
             if !streaming && rx.is_empty() {
@@ -292,6 +299,9 @@ impl<'a> Dispatcher<'a> {
                 if std::mem::take(streaming) {
                     self.send_held(&mut t).await;
                     self.close_open().await;
+                    if t.barrier {
+                        self.share_after_barrier().await?;
+                    }
                     return Ok(());
                 }
                 return self.dispatch(t).await;
@@ -348,21 +358,22 @@ impl<'a> Dispatcher<'a> {
             self.open_group(0, true).await;
             self.hand_over(t).await;
             self.close_open().await;
-            self.drain().await?;
-            // Worker 0 may have stopped a table: every worker holds its changes.
-            let (reply, answer) = oneshot::channel();
-            self.send(0, Job::Tick(Tick::Share, reply)).await;
-            let stopped = self.answer(answer).await?;
-            self.share_stopped(stopped).await;
-            return Ok(());
+            return self.share_after_barrier().await;
         }
-        // Rows of an earlier group not yet committed: wait for it.
-        while self.groups.iter().any(|g| g.closed && g.touches(&t)) {
-            self.next_report().await?;
-        }
+        // A full open group is closed first: the check below then counts it
+        // among the groups the transaction may have to wait for.
         if let Some(open) = self.groups.back().filter(|g| !g.closed) {
             if open.txns >= self.tuning.max_group_txns || open.rows >= self.tuning.max_group_rows {
                 self.close_open().await;
+            }
+        }
+        // Rows of an earlier group not yet committed: wait for it. The open
+        // group is closed first: its worker may hold a lock the earlier one
+        // waits for, which it only finds out while waiting for its turn.
+        if self.groups.iter().any(|g| g.closed && g.touches(&t)) {
+            self.close_open().await;
+            while self.groups.iter().any(|g| g.closed && g.touches(&t)) {
+                self.next_report().await?;
             }
         }
         if self.groups.back().is_none_or(|g| g.closed) {
@@ -383,6 +394,17 @@ impl<'a> Dispatcher<'a> {
         if hand_on {
             self.close_open().await;
         }
+        Ok(())
+    }
+
+    /// After a truncate or a stopped table (on worker 0): once it is
+    /// committed, every worker holds the stopped tables' changes.
+    async fn share_after_barrier(&mut self) -> Result<(), DispatchError> {
+        self.drain().await?;
+        let (reply, answer) = oneshot::channel();
+        self.send(0, Job::Tick(Tick::Share, reply)).await;
+        let stopped = self.answer(answer).await?;
+        self.share_stopped(stopped).await;
         Ok(())
     }
 
@@ -412,9 +434,30 @@ impl<'a> Dispatcher<'a> {
     /// bounds memory: a worker's queue holds at most [`JOBS_QUEUED`]). A
     /// full queue never waits on the dispatcher: only the last group is
     /// open, and every group before it is closed and commits on its own.
-    async fn send(&self, worker: usize, job: Job) {
-        // A worker that is gone has reported why; the report ends the run.
-        let _ = self.workers.jobs[worker].send(job).await;
+    /// Reports that come meanwhile are kept for later; a worker's failure
+    /// ends the run at the next report taken (a worker that waits for a
+    /// failed one never empties its queue).
+    async fn send(&mut self, worker: usize, job: Job) {
+        if self.failure.is_some() {
+            return;
+        }
+        let jobs = self.workers.jobs[worker].clone();
+        let mut sending = std::pin::pin!(jobs.send(job));
+        loop {
+            tokio::select! {
+                biased;
+                // A worker that is gone has reported why.
+                _ = &mut sending => return,
+                report = self.workers.reports.recv() => match report {
+                    Some(Report::Failed { error }) => {
+                        self.failure = Some(self.failed(error));
+                        return;
+                    }
+                    Some(other) => self.deferred.push_back(other),
+                    None => return,
+                },
+            }
+        }
     }
 
     async fn open_group(&mut self, worker: usize, exclusive: bool) {
@@ -462,8 +505,39 @@ impl<'a> Dispatcher<'a> {
     }
 
     async fn next_report(&mut self) -> Result<(), DispatchError> {
-        let report = self.workers.reports.recv().await;
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
+        let report = match self.deferred.pop_front() {
+            Some(r) => Some(r),
+            None => self.workers.reports.recv().await,
+        };
         self.handle(report).await
+    }
+
+    /// Reports kept while a job waited for room, and a failure seen then.
+    async fn take_deferred(&mut self) -> Result<(), DispatchError> {
+        loop {
+            if let Some(failure) = self.failure.take() {
+                return Err(failure);
+            }
+            let Some(report) = self.deferred.pop_front() else {
+                return Ok(());
+            };
+            self.handle(Some(report)).await?;
+        }
+    }
+
+    /// A worker failed: why the run ends.
+    fn failed(&mut self, error: SinkError) -> DispatchError {
+        // Workers waiting for each other, seen (`WorkersDeadlocked`) or not
+        // (the account may not read lock waits: the earlier one's wait
+        // times out): one worker past this point.
+        if error.is_lock_wait() && self.groups.len() > 1 {
+            let until = self.last_dispatched.map_or(0, |p| p.counter());
+            self.stats.serial_until.fetch_max(until, Ordering::Relaxed);
+        }
+        DispatchError::Sink(error)
     }
 
     async fn handle(&mut self, report: Option<Report>) -> Result<(), DispatchError> {
@@ -502,13 +576,7 @@ impl<'a> Dispatcher<'a> {
             Report::Spans { table, spans } => {
                 self.spanning.insert(table, spans);
             }
-            Report::Failed { error } => {
-                if matches!(error, SinkError::WorkersDeadlocked) {
-                    let until = self.last_dispatched.map_or(0, |p| p.counter());
-                    self.stats.serial_until.fetch_max(until, Ordering::Relaxed);
-                }
-                return Err(DispatchError::Sink(error));
-            }
+            Report::Failed { error } => return Err(self.failed(error)),
         }
         Ok(())
     }

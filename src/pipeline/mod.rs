@@ -110,9 +110,14 @@ pub async fn run_direction(
                         worker,
                         ..t.clone()
                     };
-                    let target = PgTarget::connect(t, batch_rows, stats.clone())
-                        .await
-                        .map_err(at_sink)?;
+                    let target = match PgTarget::connect(t, batch_rows, stats.clone()).await {
+                        Ok(target) => target,
+                        Err(e) if worker > 0 => {
+                            warn_fewer_workers(worker, &e);
+                            break;
+                        }
+                        Err(e) => return Err(at_sink(e)),
+                    };
                     appliers.push(Applier::new(
                         spec.sink.applier.clone(),
                         target,
@@ -132,9 +137,14 @@ pub async fn run_direction(
                         worker,
                         ..t.clone()
                     };
-                    let target = MysqlTarget::connect(t, batch_rows, stats.clone())
-                        .await
-                        .map_err(at_sink)?;
+                    let target = match MysqlTarget::connect(t, batch_rows, stats.clone()).await {
+                        Ok(target) => target,
+                        Err(e) if worker > 0 => {
+                            warn_fewer_workers(worker, &e);
+                            break;
+                        }
+                        Err(e) => return Err(at_sink(e)),
+                    };
                     appliers.push(Applier::new(
                         spec.sink.applier.clone(),
                         target,
@@ -151,6 +161,17 @@ pub async fn run_direction(
     }
     .instrument(span)
     .await
+}
+
+/// An apply worker beyond the first cannot connect (a connection or, on
+/// PostgreSQL before 18, a replication-origin entry too few on the target):
+/// the direction runs with the workers it has.
+fn warn_fewer_workers(connected: u32, error: &SinkError) {
+    tracing::warn!(
+        workers = connected,
+        error = %crate::error_chain::error_chain(error),
+        "an apply worker cannot connect: applying with fewer workers (raise max_connections, or on PostgreSQL before 18 max_replication_slots, on the target; or lower links.apply_workers)"
+    );
 }
 
 /// Run one direction on its connected appliers (one per apply worker): the
@@ -229,8 +250,12 @@ async fn stream<T: Target>(
         .in_current_span(),
     );
 
-    // The workers: worker 0 (which did the copies) and the others.
+    // The workers: worker 0 (which did the copies) and the others, which
+    // know its parked conflicts as one set.
     let stopped = sink.quarantine.stopped().clone();
+    for applier in appliers.iter_mut() {
+        applier.conflicts.share_parked(&sink.conflicts);
+    }
     appliers.insert(0, sink);
     let (report_tx, reports) = mpsc::unbounded_channel();
     let (turn_tx, turn) = watch::channel(0u64);

@@ -121,11 +121,32 @@ impl Drop for GoneGuard {
 
 async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), SinkError> {
     let mut seq = 0;
+    // The group this worker has open (not yet closed by the dispatcher).
+    let mut open = false;
     let mut contention = Contention::new(&ctx.tuning);
     let mut known: FxHashSet<TableName> = FxHashSet::default();
-    while let Some(job) = ctx.jobs.recv().await {
+    loop {
+        let job = if open {
+            // Between jobs of an open group the worker holds its rows'
+            // locks: an earlier worker waiting for one of them would wait
+            // for ever (this group commits after it), so it is looked for
+            // as in `wait_turn`.
+            match tokio::time::timeout(DEADLOCK_PROBE, ctx.jobs.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    blocks_earlier(a, ctx, seq).await?;
+                    continue;
+                }
+            }
+        } else {
+            ctx.jobs.recv().await
+        };
+        let Some(job) = job else { break };
         match job {
-            Job::Open { seq: s } => seq = s,
+            Job::Open { seq: s } => {
+                seq = s;
+                open = true;
+            }
             Job::Change(change, source) => {
                 if !known.contains(&change.table.table) {
                     let table = change.table.table.clone();
@@ -145,6 +166,7 @@ async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), 
                 }
             }
             Job::Close { seq } => {
+                open = false;
                 a.decide_pending().await?;
                 wait_turn(a, ctx, seq).await?;
                 let confirm = a.commit().await?;
@@ -214,16 +236,25 @@ async fn wait_turn<T: Target>(
                     return Err(SinkError::WorkerGone { worker: ctx.index });
                 }
             }
-            _ = tokio::time::sleep(DEADLOCK_PROBE) => {
-                let earlier: Vec<u64> = match ctx.in_flight.lock() {
-                    Ok(m) => m.range(..seq).map(|(_, &s)| s).collect(),
-                    Err(_) => Vec::new(),
-                };
-                if !earlier.is_empty() && a.target.blocks_sessions(&earlier).await? {
-                    tracing::warn!(worker = ctx.index, group = seq, "an earlier apply worker waits for a lock this one holds until its turn to commit: restarting the direction");
-                    return Err(SinkError::WorkersDeadlocked);
-                }
-            }
+            _ = tokio::time::sleep(DEADLOCK_PROBE) => blocks_earlier(a, ctx, seq).await?,
         }
     }
+}
+
+/// Fails with [`SinkError::WorkersDeadlocked`] when a worker of a group
+/// before `seq` waits for a lock this worker holds.
+async fn blocks_earlier<T: Target>(
+    a: &mut Applier<T>,
+    ctx: &WorkerCtx,
+    seq: u64,
+) -> Result<(), SinkError> {
+    let earlier: Vec<u64> = match ctx.in_flight.lock() {
+        Ok(m) => m.range(..seq).map(|(_, &s)| s).collect(),
+        Err(_) => Vec::new(),
+    };
+    if !earlier.is_empty() && a.target.blocks_sessions(&earlier).await? {
+        tracing::warn!(worker = ctx.index, group = seq, "an earlier apply worker waits for a lock this one holds until its turn to commit: restarting the direction");
+        return Err(SinkError::WorkersDeadlocked);
+    }
+    Ok(())
 }

@@ -359,7 +359,8 @@ pub(super) async fn prepare_link(
             }
             SetupConn::Mysql(conn, ep) => {
                 let database = ep.database().to_string();
-                prepare_mysql_site(conn, &this.name, &database, link, &tables).await?;
+                prepare_mysql_site(conn, &this.name, &database, peer.site_id, link, &tables)
+                    .await?;
             }
         }
     }
@@ -483,6 +484,7 @@ pub(super) async fn prepare_link(
                     .unwrap_or(false),
                 fire_triggers: fire_triggers.clone(),
                 worker: 0,
+                tombstone_tables: Default::default(),
             }),
             SiteEngine::Mysql => TargetSpec::Mysql(MysqlTargetSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -502,6 +504,7 @@ pub(super) async fn prepare_link(
                     .collect(),
                 worker: 0,
                 lock_waits: Default::default(),
+                tombstone_tables: Default::default(),
             }),
         };
         let sink = SinkSpec { applier, target };

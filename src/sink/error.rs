@@ -113,6 +113,25 @@ impl SinkError {
     }
 }
 
+impl SinkError {
+    /// The target gave up waiting for a lock, or found a deadlock
+    /// (PostgreSQL 40P01, 55P03; MySQL 1205, 1213): with several apply
+    /// workers, possibly one waiting for a later one.
+    pub fn is_lock_wait(&self) -> bool {
+        match self {
+            SinkError::WorkersDeadlocked => true,
+            SinkError::Pg { source, .. } => source
+                .code()
+                .is_some_and(|c| matches!(c.code(), "40P01" | "55P03")),
+            SinkError::Mysql {
+                source: mysql_async::Error::Server(e),
+                ..
+            } => matches!(e.code, 1205 | 1213),
+            _ => false,
+        }
+    }
+}
+
 /// A PostgreSQL error with what duplex was doing.
 pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
     let context = context.into();

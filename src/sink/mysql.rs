@@ -52,6 +52,8 @@ pub struct MysqlTargetSpec {
     pub worker: u32,
     /// The server's lock waits, read for all of the direction's workers.
     pub lock_waits: LockWaits,
+    /// What the direction's workers know of the tables' tombstones.
+    pub tombstone_tables: crate::sink::target::TombstoneTables,
 }
 
 /// InnoDB's lock waits as last read, shared by a direction's apply workers.
@@ -94,7 +96,7 @@ pub struct MysqlTarget {
     tables: HashMap<TableName, Arc<TargetTable>>,
     tombstone_table: String,
     /// Per table: whether it may have tombstones on this site.
-    tombstones_exist: HashMap<String, bool>,
+    tombstones_exist: crate::sink::target::TombstoneTables,
     /// The account may not read InnoDB's lock waits (see `sessions_waiting`).
     lock_waits_unreadable: bool,
     /// The session's connection id.
@@ -139,6 +141,22 @@ impl MysqlTarget {
             quote_ident(spec.endpoint.database()),
             quote_ident(crate::marker::MYSQL_TOMBSTONES_TABLE)
         );
+        // The worker's row of the marker table exists before its first
+        // transaction (made at setup, `setup::prepare_mysql_site`; here
+        // only if a DBA removed it): a transaction's tag then only updates
+        // it. Inserting
+        // it there would need InnoDB's insert-intention lock on the gap
+        // before the next worker's row, which that worker's tag (a
+        // duplicate-key check, gap included even in READ COMMITTED) holds
+        // until it commits: with several workers, a wait between them.
+        conn.query_drop(format!(
+            "INSERT IGNORE INTO {marker_table} (link_id, source_site, worker, position, applied_txns)
+             VALUES ({}, {}, {}, 0, 0)",
+            spec.link_id, spec.source_site, spec.worker
+        ))
+        .await
+        .map_err(db("create the apply worker's row of the marker table"))?;
+        let tombstones_exist = spec.tombstone_tables.clone();
         Ok(MysqlTarget {
             spec,
             conn,
@@ -147,7 +165,7 @@ impl MysqlTarget {
             marker_table,
             tables: HashMap::new(),
             tombstone_table,
-            tombstones_exist: HashMap::new(),
+            tombstones_exist,
             lock_waits_unreadable: false,
             session_id,
         })
@@ -379,8 +397,13 @@ impl MysqlTarget {
                 }
             }
             let tuple = format!("({})", vec!["?"; per_key].join(", "));
+            // By the primary key, whatever the optimizer's statistics say:
+            // for a small (or just emptied) table it would rather scan it
+            // whole, locking every row it passes (and, with parallel apply,
+            // waiting for rows other workers inserted and have not
+            // committed) instead of only the rows asked for.
             let sql = format!(
-                "SELECT {} FROM {} WHERE ({}) IN ({}) FOR UPDATE",
+                "SELECT {} FROM {} FORCE INDEX (PRIMARY) WHERE ({}) IN ({}) FOR UPDATE",
                 select.join(", "),
                 target.quoted,
                 key_cols.join(", "),
@@ -435,10 +458,10 @@ impl MysqlTarget {
         missing: &[Vec<u8>],
     ) -> Result<HashMap<Vec<u8>, Tombstone>, SinkError> {
         let mut tombstones = HashMap::new();
-        // Most tables have no tombstones at all: ask once, then know (this
-        // sink is the only writer of this table's tombstones on this site).
+        // Most tables have no tombstones at all: ask once, then know (the
+        // direction's workers share what they know: `TombstoneTables`).
         let possible = match self.tombstones_exist.get(&schema.table.name) {
-            Some(&p) => p,
+            Some(p) => p,
             None => {
                 let sql = format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = ?)",

@@ -61,6 +61,8 @@ pub struct PgTargetSpec {
     /// `pipeline::dispatch`): worker 0 runs under `origin`, worker k under
     /// [`worker_origin`]`(origin, k)`.
     pub worker: u32,
+    /// What the direction's workers know of the tables' tombstones.
+    pub tombstone_tables: crate::sink::target::TombstoneTables,
 }
 
 /// The replication origin apply worker `worker` of a direction whose
@@ -220,7 +222,7 @@ pub struct PgTarget {
     duplex_origins: HashSet<u32>,
     type_cache: HashMap<u32, PgTypeClass>,
     /// Per configured table: whether it may have tombstones on this site.
-    tombstones_exist: HashMap<String, bool>,
+    tombstones_exist: crate::sink::target::TombstoneTables,
     /// The open transaction runs in the origin role (`SET LOCAL`), for a
     /// table whose triggers fire (only when the session's role is replica).
     origin_role: bool,
@@ -289,6 +291,7 @@ impl PgTarget {
             .await
             .map_err(db("read the applier session's process id"))?
             .get(0);
+        let tombstones_exist = spec.tombstone_tables.clone();
         let mut target = PgTarget {
             spec,
             client,
@@ -298,7 +301,7 @@ impl PgTarget {
             statements: FxHashMap::default(),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
-            tombstones_exist: HashMap::new(),
+            tombstones_exist,
             origin_role: false,
             begin_pending: false,
             session_id: u64::try_from(session_id).unwrap_or_default(),
@@ -645,11 +648,11 @@ impl PgTarget {
         if keys.is_empty() {
             return Ok(out);
         }
-        // Most tables have no tombstones at all: ask once, then know (this
-        // sink is the only writer of this table's tombstones on this site).
+        // Most tables have no tombstones at all: ask once, then know (the
+        // direction's workers share what they know: `TombstoneTables`).
         let name = self.tombstone_table_name(&schema.table);
         let possible = match self.tombstones_exist.get(&name) {
-            Some(&p) => p,
+            Some(p) => p,
             None => {
                 let p: bool = self
                     .client

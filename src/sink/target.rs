@@ -14,6 +14,32 @@ use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
 use crate::sink::SinkError;
 
+/// Per table: whether it may have tombstones on the target. Shared by a
+/// direction's apply workers: the table's tombstones are written by all of
+/// them, and one worker's delete leaves a tombstone another worker's later
+/// insert of the key must find. Most tables have none at all: asked once,
+/// then known, until tombstones are removed.
+#[derive(Debug, Clone, Default)]
+pub struct TombstoneTables(Arc<std::sync::Mutex<HashMap<String, bool>>>);
+
+impl TombstoneTables {
+    pub(crate) fn get(&self, table: &str) -> Option<bool> {
+        self.0.lock().ok()?.get(table).copied()
+    }
+
+    pub(crate) fn insert(&self, table: String, possible: bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(table, possible);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
 /// Decided writes of one table, one operation and one column shape: one
 /// statement on the target (see `plan`).
 pub(crate) struct Batch {

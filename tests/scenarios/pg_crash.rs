@@ -109,7 +109,9 @@ async fn kill_9_mid_load_then_restart_is_exactly_once() {
     // And the slot on A is confirmed up to what B applied.
     let origin_lsn: String = b
         .query_one(
-            "SELECT pg_replication_origin_progress('duplex_l1_from_s1', true)::text",
+            // The furthest of every apply worker's origin: where B resumes.
+            "SELECT max(pg_replication_origin_progress(roname, true))::text FROM pg_replication_origin
+              WHERE roname ~ '^duplex_l1_from_s1(_w[0-9]+)?$'",
             &[],
         )
         .await
