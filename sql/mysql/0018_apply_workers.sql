@@ -3,5 +3,5 @@
 
 ALTER TABLE duplex.links
     ADD COLUMN IF NOT EXISTS apply_workers INT NOT NULL DEFAULT 4
-        CHECK (apply_workers BETWEEN 1 AND 16)
-        COMMENT 'connections each direction applies on at once (1-16): independent source transactions in parallel, committed in source order';
+        COMMENT 'connections each direction applies on at once (1-16): independent source transactions in parallel, committed in source order'
+        CHECK (apply_workers BETWEEN 1 AND 16);
