@@ -282,9 +282,20 @@ impl PgTarget {
         client
             .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
             .await
-            .map_err(|source| SinkError::OriginBusy {
-                origin: origin.clone(),
-                source,
+            .map_err(|source| {
+                // PostgreSQL before 18 keeps origins in `max_replication_slots`
+                // entries: out of them is no other process at work.
+                if source.code() == Some(&tokio_postgres::error::SqlState::CONFIGURATION_LIMIT_EXCEEDED) {
+                    SinkError::Pg {
+                        context: format!("set up the replication origin {origin}: no free replication state entry on the target (raise max_replication_slots there, or lower links.apply_workers)"),
+                        source,
+                    }
+                } else {
+                    SinkError::OriginBusy {
+                        origin: origin.clone(),
+                        source,
+                    }
+                }
             })?;
         let session_id: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
