@@ -1150,9 +1150,11 @@ pub async fn prepare_mysql_site(
         .map_err(err("add the worker column to duplex's marker table".into()))?;
     }
     // Every apply worker's row, before any stream starts (its start
-    // position is recorded after this): a worker's first transaction then
-    // never inserts its row into a gap another worker's tag has locked
-    // (see `MysqlTarget::connect`).
+    // position is recorded after this): a worker's tag then only updates
+    // its row. Inserting it there would need InnoDB's insert-intention lock
+    // on the gap before the next worker's row, which that worker's tag (a
+    // duplicate-key check, gap included even in READ COMMITTED) holds until
+    // it commits: with several workers, a wait between them.
     let rows: Vec<String> = (0..crate::sink::MAX_APPLY_WORKERS)
         .map(|w| format!("({}, {peer_site}, {w}, 0, 0)", link.link_id))
         .collect();

@@ -80,10 +80,17 @@ impl Row {
     /// without copying the key's values; `None` as for `key`.
     pub fn encoded_key(&self, schema: &TableSchema) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(9 * schema.key.len());
-        for &i in &schema.key {
-            crate::canonical::encode::encode_value(self.0.get(i)?.as_ref()?, &mut out);
-        }
+        self.encode_key_into(schema, &mut out)?;
         Some(out)
+    }
+
+    /// [`Row::encoded_key`] appended to `out` (a buffer the caller reuses);
+    /// `None` as for `key` (then `out` holds part of it).
+    pub fn encode_key_into(&self, schema: &TableSchema, out: &mut Vec<u8>) -> Option<()> {
+        for &i in &schema.key {
+            crate::canonical::encode::encode_value(self.0.get(i)?.as_ref()?, out);
+        }
+        Some(())
     }
 }
 

@@ -87,7 +87,6 @@ struct Txn {
     /// It truncates, or stops a table: it waits for every group, alone.
     barrier: bool,
     rows: usize,
-    end: Option<SourcePosition>,
 }
 
 /// A group of whole source transactions: one target transaction.
@@ -292,7 +291,6 @@ impl<'a> Dispatcher<'a> {
             }
             ChangeEvent::Commit { end_position } => {
                 let mut t = txn.take().ok_or_else(outside_txn)?;
-                t.end = Some(end_position);
                 t.jobs
                     .push(Job::Event(ChangeEvent::Commit { end_position }));
                 self.last_dispatched = Some(end_position);
@@ -300,7 +298,7 @@ impl<'a> Dispatcher<'a> {
                     self.send_held(&mut t).await;
                     self.close_open().await;
                     if t.barrier {
-                        self.share_after_barrier().await?;
+                        self.tick(Tick::Share).await?;
                     }
                     return Ok(());
                 }
@@ -339,7 +337,7 @@ impl<'a> Dispatcher<'a> {
             .into_iter()
             .flatten()
         {
-            if let Some(id) = row_id(table, image, &change.table, &mut self.key_buf) {
+            if let Some(id) = row_id(image, &change.table, &mut self.key_buf) {
                 t.keys.push(id);
             }
         }
@@ -358,7 +356,7 @@ impl<'a> Dispatcher<'a> {
             self.open_group(0, true).await;
             self.hand_over(t).await;
             self.close_open().await;
-            return self.share_after_barrier().await;
+            return self.tick(Tick::Share).await;
         }
         // A full open group is closed first: the check below then counts it
         // among the groups the transaction may have to wait for.
@@ -394,17 +392,6 @@ impl<'a> Dispatcher<'a> {
         if hand_on {
             self.close_open().await;
         }
-        Ok(())
-    }
-
-    /// After a truncate or a stopped table (on worker 0): once it is
-    /// committed, every worker holds the stopped tables' changes.
-    async fn share_after_barrier(&mut self) -> Result<(), DispatchError> {
-        self.drain().await?;
-        let (reply, answer) = oneshot::channel();
-        self.send(0, Job::Tick(Tick::Share, reply)).await;
-        let stopped = self.answer(answer).await?;
-        self.share_stopped(stopped).await;
         Ok(())
     }
 
@@ -596,7 +583,9 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Worker 0's periodic work, with every group committed.
+    /// Worker 0's periodic work, with every group committed; after it
+    /// (and after a truncate or a stopped table, `Tick::Share`) every
+    /// worker knows the tables stopped.
     async fn tick(&mut self, tick: Tick) -> Result<(), DispatchError> {
         self.drain().await?;
         let (reply, answer) = oneshot::channel();
@@ -648,15 +637,13 @@ fn outside_txn() -> DispatchError {
 /// A row's identity among the groups in flight: a hash of its table and
 /// key (a collision only makes a transaction wait).
 fn row_id(
-    table: &TableName,
     image: &crate::canonical::Row,
     schema: &crate::canonical::TableSchema,
     buf: &mut Vec<u8>,
 ) -> Option<u64> {
     buf.clear();
-    for &i in &schema.key {
-        crate::canonical::encode::encode_value(image.0.get(i)?.as_ref()?, buf);
-    }
+    image.encode_key_into(schema, buf)?;
+    let table = &schema.table;
     let mut h = FxHasher::default();
     h.write(table.schema.as_bytes());
     h.write_u8(0);

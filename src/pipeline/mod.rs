@@ -23,7 +23,9 @@ mod worker;
 use crate::canonical::{ChangeEvent, SourcePosition};
 use crate::sink::mysql::{MysqlTarget, MysqlTargetSpec};
 use crate::sink::pg::{PgTarget, PgTargetSpec};
-use crate::sink::{Applier, SinkError, SinkSpec, Target, TargetSpec, MAX_APPLY_WORKERS};
+use crate::sink::{
+    Applier, ApplierSpec, SinkError, SinkSpec, Target, TargetSpec, MAX_APPLY_WORKERS,
+};
 use crate::source::{ConfirmedPosition, Source, SourceSpec};
 use crate::stats::DirectionStats;
 use worker::WorkerCtx;
@@ -104,26 +106,15 @@ pub async fn run_direction(
         // direction is the same code for every engine.
         match spec.sink.target.clone() {
             TargetSpec::Pg(t) => {
-                let mut appliers = Vec::new();
-                for worker in 0..workers {
+                let appliers = connect_workers(workers, &spec.sink.applier, &stats, |worker| {
                     let t = PgTargetSpec {
                         worker,
                         ..t.clone()
                     };
-                    let target = match PgTarget::connect(t, batch_rows, stats.clone()).await {
-                        Ok(target) => target,
-                        Err(e) if worker > 0 => {
-                            warn_fewer_workers(worker, &e);
-                            break;
-                        }
-                        Err(e) => return Err(at_sink(e)),
-                    };
-                    appliers.push(Applier::new(
-                        spec.sink.applier.clone(),
-                        target,
-                        stats.clone(),
-                    ));
-                }
+                    PgTarget::connect(t, batch_rows, stats.clone())
+                })
+                .await
+                .map_err(at_sink)?;
                 stream(spec, appliers, stats, shutdown, |a, ctx| {
                     let span = tracing::info_span!("worker", n = ctx.index);
                     tokio::spawn(worker::run(a, ctx).instrument(span))
@@ -131,26 +122,15 @@ pub async fn run_direction(
                 .await
             }
             TargetSpec::Mysql(t) => {
-                let mut appliers = Vec::new();
-                for worker in 0..workers {
+                let appliers = connect_workers(workers, &spec.sink.applier, &stats, |worker| {
                     let t = MysqlTargetSpec {
                         worker,
                         ..t.clone()
                     };
-                    let target = match MysqlTarget::connect(t, batch_rows, stats.clone()).await {
-                        Ok(target) => target,
-                        Err(e) if worker > 0 => {
-                            warn_fewer_workers(worker, &e);
-                            break;
-                        }
-                        Err(e) => return Err(at_sink(e)),
-                    };
-                    appliers.push(Applier::new(
-                        spec.sink.applier.clone(),
-                        target,
-                        stats.clone(),
-                    ));
-                }
+                    MysqlTarget::connect(t, batch_rows, stats.clone())
+                })
+                .await
+                .map_err(at_sink)?;
                 stream(spec, appliers, stats, shutdown, |a, ctx| {
                     let span = tracing::info_span!("worker", n = ctx.index);
                     tokio::spawn(worker::run(a, ctx).instrument(span))
@@ -163,15 +143,37 @@ pub async fn run_direction(
     .await
 }
 
-/// An apply worker beyond the first cannot connect (a connection or, on
-/// PostgreSQL before 18, a replication-origin entry too few on the target):
-/// the direction runs with the workers it has.
-fn warn_fewer_workers(connected: u32, error: &SinkError) {
-    tracing::warn!(
-        workers = connected,
-        error = %crate::error_chain::error_chain(error),
-        "an apply worker cannot connect: applying with fewer workers (raise max_connections, or on PostgreSQL before 18 max_replication_slots, on the target; or lower links.apply_workers)"
-    );
+/// The appliers of `workers` apply workers, each on the target `connect`
+/// makes for it. A worker beyond the first that cannot connect (a
+/// connection or, on PostgreSQL before 18, a replication-origin entry too
+/// few on the target) is left out: the direction runs with the workers it
+/// has.
+async fn connect_workers<T: Target, F, Fut>(
+    workers: u32,
+    spec: &ApplierSpec,
+    stats: &Arc<DirectionStats>,
+    mut connect: F,
+) -> Result<Vec<Applier<T>>, SinkError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    let mut appliers = Vec::new();
+    for worker in 0..workers {
+        match connect(worker).await {
+            Ok(target) => appliers.push(Applier::new(spec.clone(), target, stats.clone())),
+            Err(e) if worker > 0 => {
+                tracing::warn!(
+                    workers = worker,
+                    error = %crate::error_chain::error_chain(&e),
+                    "an apply worker cannot connect: applying with fewer workers (raise max_connections, or on PostgreSQL before 18 max_replication_slots, on the target; or lower links.apply_workers)"
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(appliers)
 }
 
 /// Run one direction on its connected appliers (one per apply worker): the

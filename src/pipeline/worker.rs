@@ -88,13 +88,12 @@ const DEADLOCK_PROBE: Duration = Duration::from_millis(200);
 pub(super) async fn run<T: Target>(mut applier: Applier<T>, mut ctx: WorkerCtx) {
     // A panic unwinds through this guard, which then reports the worker
     // gone: the dispatcher never waits for a worker that is no more.
-    let guard = GoneGuard {
+    let mut guard = GoneGuard {
         reports: ctx.reports.clone(),
         worker: ctx.index,
         armed: true,
     };
     let result = work(&mut applier, &mut ctx).await;
-    let mut guard = guard;
     guard.armed = false;
     if let Err(error) = result {
         let _ = ctx.reports.send(Report::Failed { error });

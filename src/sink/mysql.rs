@@ -86,6 +86,15 @@ struct TargetTable {
     other_unique: bool,
 }
 
+impl TargetTable {
+    /// A write to one row may wait for, or be refused because of, another
+    /// row's write: its writes keep their order, and apply workers never
+    /// write it side by side.
+    fn spans_rows(&self) -> bool {
+        self.triggers || self.foreign_keys || self.other_unique
+    }
+}
+
 pub struct MysqlTarget {
     spec: MysqlTargetSpec,
     conn: mysql_async::Conn,
@@ -141,21 +150,6 @@ impl MysqlTarget {
             quote_ident(spec.endpoint.database()),
             quote_ident(crate::marker::MYSQL_TOMBSTONES_TABLE)
         );
-        // The worker's row of the marker table exists before its first
-        // transaction (made at setup, `setup::prepare_mysql_site`; here
-        // only if a DBA removed it): a transaction's tag then only updates
-        // it. Inserting
-        // it there would need InnoDB's insert-intention lock on the gap
-        // before the next worker's row, which that worker's tag (a
-        // duplicate-key check, gap included even in READ COMMITTED) holds
-        // until it commits: with several workers, a wait between them.
-        conn.query_drop(format!(
-            "INSERT IGNORE INTO {marker_table} (link_id, source_site, worker, position, applied_txns)
-             VALUES ({}, {}, {}, 0, 0)",
-            spec.link_id, spec.source_site, spec.worker
-        ))
-        .await
-        .map_err(db("create the apply worker's row of the marker table"))?;
         let tombstones_exist = spec.tombstone_tables.clone();
         Ok(MysqlTarget {
             spec,
@@ -825,11 +819,10 @@ impl Target for MysqlTarget {
         // Elsewhere an OLTP load's alternating updates and inserts let the
         // inserts of a round go in one statement.
         let target = self.target_table(&change.table.table).await?;
-        let spans_tables = target.triggers || target.foreign_keys;
         Ok(WriteRules {
             max_rows,
-            keep_order: spans_tables || target.other_unique,
-            barrier: spans_tables,
+            keep_order: target.spans_rows(),
+            barrier: target.triggers || target.foreign_keys,
         })
     }
 
@@ -856,8 +849,7 @@ impl Target for MysqlTarget {
     }
 
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
-        let target = self.target_table(table).await?;
-        Ok(target.triggers || target.foreign_keys || target.other_unique)
+        Ok(self.target_table(table).await?.spans_rows())
     }
 
     async fn mark_applied(&mut self, _position: SourcePosition) -> Result<(), SinkError> {
