@@ -369,18 +369,24 @@ impl<'a> Dispatcher<'a> {
         // group is closed first: its worker may hold a lock the earlier one
         // waits for, which it only finds out while waiting for its turn.
         if self.groups.iter().any(|g| g.closed && g.touches(&t)) {
+            let started = std::time::Instant::now();
             self.close_open().await;
             while self.groups.iter().any(|g| g.closed && g.touches(&t)) {
                 self.next_report().await?;
             }
+            slow_wait("an earlier group's rows", started, || {
+                format!("spans {}, rows {}", t.spans, t.rows)
+            });
         }
         if self.groups.back().is_none_or(|g| g.closed) {
+            let started = std::time::Instant::now();
             let worker = loop {
                 if let Some(w) = self.idle_worker() {
                     break w;
                 }
                 self.next_report().await?;
             };
+            slow_wait("an idle worker", started, String::new);
             self.open_group(worker, false).await;
         }
         self.hand_over(t).await;
@@ -587,11 +593,16 @@ impl<'a> Dispatcher<'a> {
     /// (and after a truncate or a stopped table, `Tick::Share`) every
     /// worker knows the tables stopped.
     async fn tick(&mut self, tick: Tick) -> Result<(), DispatchError> {
+        let started = std::time::Instant::now();
         self.drain().await?;
+        let drained = started.elapsed();
         let (reply, answer) = oneshot::channel();
         self.send(0, Job::Tick(tick, reply)).await;
         let stopped = self.answer(answer).await?;
         self.share_stopped(stopped).await;
+        slow_wait("periodic work", started, || {
+            format!("{tick:?}, drained in {drained:?}")
+        });
         Ok(())
     }
 
@@ -617,6 +628,19 @@ impl<'a> Dispatcher<'a> {
             self.send(w, Job::Stopped(stopped.clone())).await;
         }
         self.stopped = stopped;
+    }
+}
+
+/// Waits of the dispatcher long enough to show in the lag, for whoever
+/// looks into it (debug level).
+fn slow_wait(what: &str, started: std::time::Instant, detail: impl FnOnce() -> String) {
+    let waited = started.elapsed();
+    if waited >= Duration::from_millis(50) {
+        tracing::debug!(
+            waited_ms = waited.as_millis() as u64,
+            detail = detail(),
+            "the dispatcher waited for {what}"
+        );
     }
 }
 

@@ -106,6 +106,11 @@ pub async fn run_direction(
         // direction is the same code for every engine.
         match spec.sink.target.clone() {
             TargetSpec::Pg(t) => {
+                // Described anew in each run: a restart may follow a change.
+                let t = PgTargetSpec {
+                    described: Default::default(),
+                    ..t
+                };
                 let appliers = connect_workers(workers, &spec.sink.applier, &stats, |worker| {
                     let t = PgTargetSpec {
                         worker,
@@ -122,6 +127,10 @@ pub async fn run_direction(
                 .await
             }
             TargetSpec::Mysql(t) => {
+                let t = MysqlTargetSpec {
+                    described: Default::default(),
+                    ..t
+                };
                 let appliers = connect_workers(workers, &spec.sink.applier, &stats, |worker| {
                     let t = MysqlTargetSpec {
                         worker,

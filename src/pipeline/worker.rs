@@ -124,6 +124,7 @@ async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), 
     let mut open = false;
     let mut contention = Contention::new(&ctx.tuning);
     let mut known: FxHashSet<TableName> = FxHashSet::default();
+    let mut opened = std::time::Instant::now();
     loop {
         let job = if open {
             // Between jobs of an open group the worker holds its rows'
@@ -145,14 +146,17 @@ async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), 
             Job::Open { seq: s } => {
                 seq = s;
                 open = true;
+                opened = std::time::Instant::now();
             }
             Job::Change(change, source) => {
                 if !known.contains(&change.table.table) {
+                    let t0 = std::time::Instant::now();
                     let table = change.table.table.clone();
                     // A table the target cannot describe fails its writes
                     // with the reason; meanwhile it counts as tied to others.
                     let spans = a.target.spans_rows(&table).await.unwrap_or(true);
                     known.insert(table.clone());
+                    tracing::debug!(%table, took = ?t0.elapsed(), "table described");
                     let _ = ctx.reports.send(Report::Spans { table, spans });
                 }
                 a.apply_change(change, source).await?;
@@ -166,9 +170,18 @@ async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), 
             }
             Job::Close { seq } => {
                 open = false;
+                let started = std::time::Instant::now();
+                let open_for = opened.elapsed();
                 a.decide_pending().await?;
+                let decided = started.elapsed();
                 wait_turn(a, ctx, seq).await?;
+                let turn = started.elapsed();
                 let confirm = a.commit().await?;
+                let done = started.elapsed();
+                // Where a group's time went, for whoever looks into lag.
+                if done + open_for >= Duration::from_millis(50) {
+                    tracing::debug!(seq, ?open_for, written = ?decided, turn_at = ?turn, committed_at = ?done, "a slow group");
+                }
                 // Reported before the turn passes on, so reports arrive in
                 // commit order.
                 let _ = ctx.reports.send(Report::Committed {

@@ -485,6 +485,7 @@ pub(super) async fn prepare_link(
                 fire_triggers: fire_triggers.clone(),
                 worker: 0,
                 tombstone_tables: Default::default(),
+                described: Default::default(),
             }),
             SiteEngine::Mysql => TargetSpec::Mysql(MysqlTargetSpec {
                 endpoint: MysqlEndpoint::from_site(dst)?,
@@ -505,6 +506,7 @@ pub(super) async fn prepare_link(
                 worker: 0,
                 lock_waits: Default::default(),
                 tombstone_tables: Default::default(),
+                described: Default::default(),
             }),
         };
         let sink = SinkSpec { applier, target };

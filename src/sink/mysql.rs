@@ -27,7 +27,7 @@ use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::target::{Batch, Target};
+use crate::sink::target::{Batch, DescribedTables, Target};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
@@ -54,6 +54,9 @@ pub struct MysqlTargetSpec {
     pub lock_waits: LockWaits,
     /// What the direction's workers know of the tables' tombstones.
     pub tombstone_tables: crate::sink::target::TombstoneTables,
+    /// The tables as the direction's workers described them (made anew for
+    /// each run of the direction).
+    pub(crate) described: DescribedTables<TargetTable>,
 }
 
 /// InnoDB's lock waits as last read, shared by a direction's apply workers.
@@ -73,7 +76,7 @@ type LockWaitList = (std::time::Instant, Vec<(u64, u64)>);
 /// How old the lock waits a worker answers from may be.
 const LOCK_WAITS_MAX_AGE: Duration = Duration::from_millis(150);
 
-struct TargetTable {
+pub(crate) struct TargetTable {
     quoted: String,
     columns: HashMap<String, MysqlColumn>,
     key: Vec<String>,
@@ -102,7 +105,6 @@ pub struct MysqlTarget {
     max_batch_rows: usize,
     stats: Arc<DirectionStats>,
     marker_table: String,
-    tables: HashMap<TableName, Arc<TargetTable>>,
     tombstone_table: String,
     /// Per table: whether it may have tombstones on this site.
     tombstones_exist: crate::sink::target::TombstoneTables,
@@ -157,7 +159,6 @@ impl MysqlTarget {
             max_batch_rows,
             stats,
             marker_table,
-            tables: HashMap::new(),
             tombstone_table,
             tombstones_exist,
             lock_waits_unreadable: false,
@@ -495,9 +496,14 @@ impl MysqlTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
-        if let Some(t) = self.tables.get(table) {
-            return Ok(t.clone());
-        }
+        let described = self.spec.described.clone();
+        described
+            .get_or_describe(table, self.describe_table(table))
+            .await
+    }
+
+    /// Read the table's facts from the target's catalog.
+    async fn describe_table(&mut self, table: &TableName) -> Result<TargetTable, SinkError> {
         // The target's own database, whatever schema the source called it.
         let db_name = self.spec.endpoint.database().to_string();
         let columns = MysqlColumn::load_table(&mut self.conn, &db_name, &table.name)
@@ -544,16 +550,14 @@ impl MysqlTarget {
                 "read the triggers, foreign keys and unique indexes of {table}"
             )))?;
         let (triggers, foreign_keys, other_unique) = ties.unwrap_or((1, 1, 1));
-        let t = Arc::new(TargetTable {
+        Ok(TargetTable {
             quoted: format!("{}.{}", quote_ident(&db_name), quote_ident(&table.name)),
             columns: columns.into_iter().map(|c| (c.name.clone(), c)).collect(),
             key,
             triggers: triggers > 0,
             foreign_keys: foreign_keys > 0,
             other_unique: other_unique > 0,
-        });
-        self.tables.insert(table.clone(), t.clone());
-        Ok(t)
+        })
     }
 
     fn param(
@@ -738,7 +742,7 @@ impl Target for MysqlTarget {
     }
 
     fn forget_tables(&mut self) {
-        self.tables.clear();
+        self.spec.described.forget();
     }
 
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {

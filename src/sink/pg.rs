@@ -27,7 +27,7 @@ use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
 use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::target::{Batch, Target, Unapplied};
+use crate::sink::target::{Batch, DescribedTables, Target, Unapplied};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
@@ -63,6 +63,9 @@ pub struct PgTargetSpec {
     pub worker: u32,
     /// What the direction's workers know of the tables' tombstones.
     pub tombstone_tables: crate::sink::target::TombstoneTables,
+    /// The tables as the direction's workers described them (made anew for
+    /// each run of the direction).
+    pub(crate) described: DescribedTables<TargetTable>,
 }
 
 /// The replication origin apply worker `worker` of a direction whose
@@ -85,7 +88,7 @@ pub fn worker_origins(origin: &str) -> Vec<String> {
 }
 
 /// A synced table as it is on the target.
-struct TargetTable {
+pub(crate) struct TargetTable {
     quoted: String,
     /// Column name -> type to cast text parameters to: the quoted catalog type
     /// name, which carries no typmod, so the column's own typmod applies on
@@ -216,7 +219,6 @@ pub struct PgTarget {
     /// Most rows in one multi-row statement.
     max_batch_rows: usize,
     stats: Arc<DirectionStats>,
-    tables: FxHashMap<TableName, Arc<TargetTable>>,
     statements: FxHashMap<String, Statement>,
     /// Replication origins (roident) under which duplex's appliers write here.
     duplex_origins: HashSet<u32>,
@@ -308,7 +310,6 @@ impl PgTarget {
             client,
             max_batch_rows,
             stats,
-            tables: FxHashMap::default(),
             statements: FxHashMap::default(),
             duplex_origins: HashSet::new(),
             type_cache: HashMap::new(),
@@ -752,9 +753,14 @@ impl PgTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
-        if let Some(t) = self.tables.get(table) {
-            return Ok(t.clone());
-        }
+        let described = self.spec.described.clone();
+        described
+            .get_or_describe(table, self.describe_table(table))
+            .await
+    }
+
+    /// Read the table's facts from the target's catalog.
+    async fn describe_table(&mut self, table: &TableName) -> Result<TargetTable, SinkError> {
         let configured = self.configured(table);
         let quoted = quote_table(&configured);
         let oid: Option<u32> = self
@@ -859,7 +865,7 @@ impl PgTarget {
             .await
             .map_err(db(format!("read the kind and rules of {table} on the target")))?
             .get(0);
-        let t = Arc::new(TargetTable {
+        Ok(TargetTable {
             quoted,
             copyable,
             column_types,
@@ -870,9 +876,7 @@ impl PgTarget {
             arrayable,
             classes,
             typmods,
-        });
-        self.tables.insert(table.clone(), t.clone());
-        Ok(t)
+        })
     }
 
     /// The table as configured for this site: a change from a MySQL source
@@ -1507,7 +1511,7 @@ impl Target for PgTarget {
     }
 
     fn forget_tables(&mut self) {
-        self.tables.clear();
+        self.spec.described.forget();
     }
 
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+
 use crate::canonical::{ChangeOrigin, Op, RowChange, SourcePosition, TableName, TableSchema};
 use crate::conflict::{LocalRow, TablePolicy, Tombstone};
 use crate::sink::plan::WriteRules;
@@ -35,6 +37,79 @@ impl TombstoneTables {
 
     pub(crate) fn clear(&self) {
         if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
+/// The target's tables as described by a direction's apply workers: each
+/// table is described once per run of the direction, by the first worker
+/// that needs it, while the others wait for that description instead of
+/// asking the catalog again (at a start under load, every worker's first
+/// group meets the same tables at once, and each description is several
+/// catalog queries). Forgotten together, when a DBA's fix may have changed
+/// a table.
+pub struct DescribedTables<T> {
+    known: Arc<std::sync::Mutex<FxHashMap<TableName, Arc<T>>>>,
+    describing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<T> Clone for DescribedTables<T> {
+    fn clone(&self) -> Self {
+        DescribedTables {
+            known: self.known.clone(),
+            describing: self.describing.clone(),
+        }
+    }
+}
+
+impl<T> Default for DescribedTables<T> {
+    fn default() -> Self {
+        DescribedTables {
+            known: Default::default(),
+            describing: Default::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DescribedTables<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.known.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "DescribedTables({n} known)")
+    }
+}
+
+impl<T> DescribedTables<T> {
+    pub(crate) fn get(&self, table: &TableName) -> Option<Arc<T>> {
+        self.known.lock().ok()?.get(table).cloned()
+    }
+
+    /// The table's description, made by `describe` unless another worker
+    /// has made it (or is making it: then it is waited for).
+    pub(crate) async fn get_or_describe<E, F>(
+        &self,
+        table: &TableName,
+        describe: F,
+    ) -> Result<Arc<T>, E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        if let Some(t) = self.get(table) {
+            return Ok(t);
+        }
+        let _describing = self.describing.lock().await;
+        if let Some(t) = self.get(table) {
+            return Ok(t);
+        }
+        let t = Arc::new(describe.await?);
+        if let Ok(mut m) = self.known.lock() {
+            m.insert(table.clone(), t.clone());
+        }
+        Ok(t)
+    }
+
+    pub(crate) fn forget(&self) {
+        if let Ok(mut m) = self.known.lock() {
             m.clear();
         }
     }
@@ -190,4 +265,70 @@ pub(crate) trait Target {
     /// key, triggers that fire for applied rows, foreign keys checked)?
     /// Apply workers never write such tables side by side.
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DescribedTables;
+    use crate::canonical::TableName;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Workers meeting a table at once describe it once; after `forget`, the
+    /// next one describes it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_is_described_once_for_every_worker() {
+        let described: DescribedTables<String> = DescribedTables::default();
+        let table = TableName::new("public", "t");
+        let calls = Arc::new(AtomicUsize::new(0));
+        // The first description is held until the other workers have asked.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let describe = |calls: Arc<AtomicUsize>, release: Option<Arc<tokio::sync::Notify>>| async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(r) = release {
+                r.notified().await;
+            }
+            Ok::<_, std::convert::Infallible>("t described".to_string())
+        };
+        let first = {
+            let (d, t, c, r) = (
+                described.clone(),
+                table.clone(),
+                calls.clone(),
+                release.clone(),
+            );
+            tokio::spawn(async move { d.get_or_describe(&t, describe(c, Some(r))).await })
+        };
+        // The first has started describing before the others ask.
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let others: Vec<_> = (0..3)
+            .map(|_| {
+                let (d, t, c) = (described.clone(), table.clone(), calls.clone());
+                tokio::spawn(async move { d.get_or_describe(&t, describe(c, None)).await })
+            })
+            .collect();
+        release.notify_one();
+        let first = first.await.expect("first worker").expect("described");
+        for o in others {
+            let got = o.await.expect("worker").expect("described");
+            assert!(
+                Arc::ptr_eq(&got, &first),
+                "every worker has the one description"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "described once");
+
+        described.forget();
+        described
+            .get_or_describe(&table, describe(calls.clone(), None))
+            .await
+            .expect("described again");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "described again after forget"
+        );
+    }
 }

@@ -118,7 +118,12 @@ impl DuplexProcess {
             // its default level every conflict is a line, written while
             // the workload is timed. The replication client's ERROR at
             // every stream end stays off, as duplex's default has it.
-            .env("DUPLEX_LOG", "warn,pgwire_replication=off")
+            // DUPLEX_BENCH_LOG overrides it, to look into a run.
+            .env(
+                "DUPLEX_LOG",
+                std::env::var("DUPLEX_BENCH_LOG")
+                    .unwrap_or_else(|_| "warn,pgwire_replication=off".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
