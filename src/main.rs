@@ -149,6 +149,11 @@ enum Command {
         /// replication under the OLTP load and with the backlog).
         #[arg(long = "no-mariadb", action = clap::ArgAction::SetFalse)]
         mariadb: bool,
+        /// Leave out the cross-engine pairs (duplex alone, PostgreSQL ->
+        /// MariaDB and MariaDB -> PostgreSQL, under the OLTP load and with
+        /// the backlog, against the same-engine pairs' figures)
+        #[arg(long = "no-cross-engine", action = clap::ArgAction::SetFalse)]
+        cross_engine: bool,
         /// Seconds of each pgbench run on the PostgreSQL pair's site B,
         /// alone and while the replicator applies a steady stream from A;
         /// 0: none.
@@ -358,6 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             oltp_threads,
             rounds,
             mariadb,
+            cross_engine,
             pgbench_secs,
             pgbench_clients,
             pgbench_script,
@@ -372,6 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 oltp_threads,
                 rounds,
                 mariadb,
+                cross_engine,
                 pgbench: cli::bench::PgbenchOptions {
                     secs: pgbench_secs,
                     clients: pgbench_clients,

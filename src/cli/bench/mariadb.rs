@@ -15,10 +15,10 @@ use super::replicator::{Kind, Native, Replicator};
 use super::{BenchSizes, Measurement, Meter};
 
 /// The workloads' names start with it, apart from the PostgreSQL pair's.
-const LABEL: &str = "mariadb ";
+pub(super) const LABEL: &str = "mariadb ";
 
 /// A throwaway server as both runs' sites are.
-async fn server() -> anyhow::Result<LocalMariaDb> {
+pub(super) async fn server() -> anyhow::Result<LocalMariaDb> {
     let conf = [
         // Durable commits: each commit is on disk, redo log and binlog.
         ("innodb_flush_log_at_trx_commit", "1"),
@@ -108,7 +108,7 @@ pub async fn run_one(
             let sites = [a_my.url("app"), b_my.url("app")];
             Replicator::duplex(
                 a_my.url("duplex"),
-                "mysql",
+                ["mysql", "mysql"],
                 sites,
                 round,
                 sizes.apply_workers,

@@ -17,6 +17,7 @@
 //! release mode (`scripts/bench.sh`); debug builds measure the compiler,
 //! not duplex.
 
+mod cross;
 mod db;
 mod load;
 mod mariadb;
@@ -55,6 +56,8 @@ pub struct BenchSizes {
     pub rounds: usize,
     /// Whether the MariaDB pair runs too (its OLTP load and backlog).
     pub mariadb: bool,
+    /// Whether the cross-engine pairs run too (duplex only: see `cross`).
+    pub cross_engine: bool,
     /// pgbench on the PostgreSQL pair's B (`secs` 0: none).
     pub pgbench: PgbenchOptions,
     /// duplex's apply workers per direction (`links.apply_workers`).
@@ -299,7 +302,7 @@ async fn run_pg(kind: Kind, sizes: &BenchSizes, round: usize) -> anyhow::Result<
             let sites = [a_pg.conninfo("app"), b_pg.conninfo("app")];
             Replicator::duplex(
                 a_pg.conninfo("postgres"),
-                "postgresql",
+                ["postgresql", "postgresql"],
                 sites,
                 round,
                 sizes.apply_workers,
@@ -462,7 +465,20 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
                 all.extend(ms.into_iter().map(|m| (round, m)));
             }
         }
+        if sizes.cross_engine {
+            for from in [cross::Engine::Postgres, cross::Engine::MariaDb] {
+                let pair = cross::pair_name(from);
+                let ms = cross::run_one(from, &sizes, round)
+                    .await
+                    .with_context(|| format!("round {round}, {pair}"))?;
+                report::print_run(round, &pair, &ms);
+                all.extend(ms.into_iter().map(|m| (round, m)));
+            }
+        }
     }
     report::print_summary(&all, rounds);
+    if sizes.cross_engine {
+        report::print_cross_engine(&all, rounds);
+    }
     Ok(())
 }

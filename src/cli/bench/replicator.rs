@@ -36,11 +36,11 @@ pub struct DuplexProcess {
 impl DuplexProcess {
     /// Install duplex's control schema at `control_url` (a PostgreSQL
     /// conninfo or a `mysql://` URL) and describe link 1 between two sites
-    /// of `engine` (as `duplex.sites.engine` spells it), syncing the
+    /// of `engines` (as `duplex.sites.engine` spells them), syncing the
     /// streamed tables; not started.
     async fn configure(
         control_url: String,
-        engine: &str,
+        engines: [&str; 2],
         sites: [String; 2],
         log: PathBuf,
         apply_workers: u32,
@@ -52,10 +52,15 @@ impl DuplexProcess {
         control
             .exec(Sql::new(
                 "describe the sites",
-                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', $1, $2, 'disable'), (2, 'b', $1, $3, 'disable')",
+                "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', $1, $2, 'disable'), (2, 'b', $3, $4, 'disable')",
                 "INSERT INTO duplex.sites (site_id, name, engine, conninfo, tls_mode) VALUES (1, 'a', ?, ?, 'disable'), (2, 'b', ?, ?, 'disable')",
-                &[P::Text(Some(engine)), P::Text(Some(&sites[0])), P::Text(Some(&sites[1]))],
-            ).mysql_order(&[0, 1, 0, 2]))
+                &[
+                    P::Text(Some(engines[0])),
+                    P::Text(Some(&sites[0])),
+                    P::Text(Some(engines[1])),
+                    P::Text(Some(&sites[1])),
+                ],
+            ))
             .await?;
         control
             .exec(Sql::new(
@@ -200,17 +205,22 @@ pub enum Replicator<N> {
 
 impl<N: Native> Replicator<N> {
     /// duplex, configured and not started (see [`DuplexProcess::configure`]),
-    /// logging to a file of the engine and round in the temp dir.
+    /// logging to a file of the engines and round in the temp dir.
     pub async fn duplex(
         control_url: String,
-        engine: &str,
+        engines: [&str; 2],
         sites: [String; 2],
         round: usize,
         apply_workers: u32,
     ) -> anyhow::Result<Self> {
-        let log = std::env::temp_dir().join(format!("duplex-bench-{engine}-round{round}.log"));
+        let pair = if engines[0] == engines[1] {
+            engines[0].to_string()
+        } else {
+            engines.join("-")
+        };
+        let log = std::env::temp_dir().join(format!("duplex-bench-{pair}-round{round}.log"));
         Ok(Replicator::Duplex(Box::new(
-            DuplexProcess::configure(control_url, engine, sites, log, apply_workers).await?,
+            DuplexProcess::configure(control_url, engines, sites, log, apply_workers).await?,
         )))
     }
 

@@ -11,7 +11,7 @@ pub fn print_run(round: usize, pair: &str, ms: &[Measurement]) {
     let by = ms.first().map(|m| m.by).unwrap_or("-");
     println!("== round {round}: {by} ({pair})");
     println!(
-        "{:<30} {:<9} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "{:<34} {:<9} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8}",
         "workload", "by", "rows", "load (s)", "peer (s)", "rows/s", "cpu dup", "cpu srv", "rss MiB"
     );
     for m in ms {
@@ -21,7 +21,7 @@ pub fn print_run(round: usize, pair: &str, ms: &[Measurement]) {
 
 fn print_row(m: &Measurement) {
     println!(
-        "{:<30} {:<9} {:>8} {:>9.2} {:>10.2} {:>10.0} {:>9.2} {:>9.2} {:>8}",
+        "{:<34} {:<9} {:>8} {:>9.2} {:>10.2} {:>10.0} {:>9.2} {:>9.2} {:>8}",
         m.workload,
         m.by,
         m.rows,
@@ -97,7 +97,7 @@ pub fn print_summary(all: &[(usize, Measurement)], rounds: usize) {
     println!();
     println!("== medians of {rounds} round(s); ratio = duplex / native (postgres or mariadb) within each round, then the median");
     println!(
-        "{:<30} {:>11} {:>11} {:>7} {:>12} {:>12} {:>7} {:>8}",
+        "{:<34} {:>11} {:>11} {:>7} {:>12} {:>12} {:>7} {:>8}",
         "workload",
         "duplex r/s",
         "native r/s",
@@ -128,7 +128,7 @@ pub fn print_summary(all: &[(usize, Measurement)], rounds: usize) {
             .filter_map(|m| m.rss_mib)
             .fold(f64::NAN, f64::max);
         println!(
-            "{:<30} {:>11.0} {:>11.0} {:>7.2} {:>12.1} {:>12.1} {:>7.2} {:>8}",
+            "{:<34} {:>11.0} {:>11.0} {:>7.2} {:>12.1} {:>12.1} {:>7.2} {:>8}",
             w,
             med(&duplex, &Measurement::rows_per_sec),
             med(&native, &Measurement::rows_per_sec),
@@ -159,6 +159,64 @@ pub fn print_summary(all: &[(usize, Measurement)], rounds: usize) {
         "pgbench: tps on B alone and while the replicator applied the stream from A, in the same run;"
     );
     println!("lost = 1 - during / alone within each round, then the median.");
+}
+
+/// The cross-engine pairs' figures against duplex's own on the
+/// same-engine pairs: each ratio taken within a round, then the median.
+pub fn print_cross_engine(all: &[(usize, Measurement)], rounds: usize) {
+    let mut workloads: Vec<&str> = Vec::new();
+    for (_, m) in all {
+        if super::cross::same_engine_name(&m.workload).is_some()
+            && !workloads.contains(&m.workload.as_str())
+        {
+            workloads.push(&m.workload);
+        }
+    }
+    if workloads.is_empty() {
+        return;
+    }
+    let duplex_in = |round: usize, w: &str| {
+        all.iter()
+            .find(|(r, m)| *r == round && m.workload == w && m.replicator == Kind::Duplex)
+            .map(|(_, m)| m)
+    };
+    println!();
+    println!("== cross-engine pairs against duplex on the same-engine pairs (rows/s ratio within each round, then the median)");
+    println!(
+        "{:<34} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "workload", "r/s", "pg pair", "maria pair", "/ pg", "/ maria"
+    );
+    for w in workloads {
+        let Some(same) = super::cross::same_engine_name(w) else {
+            continue;
+        };
+        let maria = format!("{}{same}", super::mariadb::LABEL);
+        let rate = |name: &str| {
+            median(
+                (1..=rounds)
+                    .filter_map(|r| duplex_in(r, name).map(Measurement::rows_per_sec))
+                    .collect(),
+            )
+        };
+        let ratio = |name: &str| {
+            median(
+                (1..=rounds)
+                    .filter_map(|r| {
+                        Some(duplex_in(r, w)?.rows_per_sec() / duplex_in(r, name)?.rows_per_sec())
+                    })
+                    .collect(),
+            )
+        };
+        println!(
+            "{:<34} {:>11.0} {:>11.0} {:>11.0} {:>9.2} {:>9.2}",
+            w,
+            rate(w),
+            rate(same),
+            rate(&maria),
+            ratio(same),
+            ratio(&maria),
+        );
+    }
 }
 
 /// One replicator's OLTP and pgbench figures of a workload, medians over
