@@ -224,6 +224,8 @@ async fn stream<T: Target>(
         stats.set_state("stopped");
         return Ok(());
     }
+    // For every worker, before the first changes wait for it.
+    sink.target.describe_tables().await;
     let mut source_spec = spec.source.clone();
     source_spec.set_start(resume.or(snapshot_start));
     if let Some(p) = resume {

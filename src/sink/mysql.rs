@@ -496,9 +496,11 @@ impl MysqlTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
+        // Known by the target's table, whatever schema the source names.
+        let own = TableName::new(self.spec.endpoint.database(), &table.name);
         let described = self.spec.described.clone();
         described
-            .get_or_describe(table, self.describe_table(table))
+            .get_or_describe(&own, self.describe_table(table))
             .await
     }
 
@@ -854,6 +856,17 @@ impl Target for MysqlTarget {
 
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
         Ok(self.target_table(table).await?.spans_rows())
+    }
+
+    async fn describe_tables(&mut self) {
+        let db_name = self.spec.endpoint.database().to_string();
+        let names: Vec<String> = self.spec.policies.keys().cloned().collect();
+        for name in names {
+            let table = TableName::new(&db_name, &name);
+            if let Err(e) = self.target_table(&table).await {
+                tracing::debug!(%table, error = %e, "table not described before the stream");
+            }
+        }
     }
 
     async fn mark_applied(&mut self, _position: SourcePosition) -> Result<(), SinkError> {

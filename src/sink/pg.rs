@@ -753,9 +753,11 @@ impl PgTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
+        // Known by the configured table, whatever the source calls it.
+        let configured = self.configured(table);
         let described = self.spec.described.clone();
         described
-            .get_or_describe(table, self.describe_table(table))
+            .get_or_describe(&configured, self.describe_table(table))
             .await
     }
 
@@ -1664,6 +1666,14 @@ impl Target for PgTarget {
 
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
         Ok(self.target_table(table).await?.spans_rows)
+    }
+
+    async fn describe_tables(&mut self) {
+        for table in self.spec.tables.clone() {
+            if let Err(e) = self.target_table(&table).await {
+                tracing::debug!(%table, error = %e, "table not described before the stream");
+            }
+        }
     }
 
     async fn mark_applied(&mut self, position: SourcePosition) -> Result<(), SinkError> {

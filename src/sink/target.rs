@@ -265,6 +265,12 @@ pub(crate) trait Target {
     /// key, triggers that fire for applied rows, foreign keys checked)?
     /// Apply workers never write such tables side by side.
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError>;
+
+    /// Describe the link's tables before the stream starts, so that the
+    /// first changes of each do not wait for its catalog queries. A table
+    /// that cannot be described is left to its first write, which fails
+    /// with the reason.
+    async fn describe_tables(&mut self);
 }
 
 #[cfg(test)]
