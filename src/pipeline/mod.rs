@@ -220,12 +220,16 @@ async fn stream<T: Target>(
         }
         None => None,
     };
+    // For every worker, before the first changes wait for it (a shutdown
+    // meanwhile stops it: nothing is open, and nothing half-described is kept).
+    tokio::select! {
+        _ = sink.target.describe_tables() => {}
+        _ = shutdown.changed() => {}
+    }
     if *shutdown.borrow() {
         stats.set_state("stopped");
         return Ok(());
     }
-    // For every worker, before the first changes wait for it.
-    sink.target.describe_tables().await;
     let mut source_spec = spec.source.clone();
     source_spec.set_start(resume.or(snapshot_start));
     if let Some(p) = resume {

@@ -48,7 +48,8 @@ impl TombstoneTables {
 /// asking the catalog again (at a start under load, every worker's first
 /// group meets the same tables at once, and each description is several
 /// catalog queries). Forgotten together, when a DBA's fix may have changed
-/// a table.
+/// a table. One describing lock for all tables: a worker may wait for the
+/// description of another table than its own, only at a table's first use.
 pub struct DescribedTables<T> {
     known: Arc<std::sync::Mutex<FxHashMap<TableName, Arc<T>>>>,
     describing: Arc<tokio::sync::Mutex<()>>,
@@ -108,6 +109,9 @@ impl<T> DescribedTables<T> {
         Ok(t)
     }
 
+    /// Called between groups only (worker 0's periodic work runs with every
+    /// group committed, and held changes are released before the workers
+    /// start), so no worker is describing meanwhile.
     pub(crate) fn forget(&self) {
         if let Ok(mut m) = self.known.lock() {
             m.clear();

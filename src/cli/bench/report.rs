@@ -217,6 +217,11 @@ pub fn print_cross_engine(all: &[(usize, Measurement)], rounds: usize) {
             ratio(&maria),
         );
     }
+    println!("\nThe OLTP rows/s follow the load's rate, which is its source engine's: compare the");
+    println!(
+        "share applied during the load and the lag (above) instead. The PostgreSQL pair's backlog"
+    );
+    println!("goes into a table that already holds the earlier workloads' rows; the others' into an empty one.");
 }
 
 /// One replicator's OLTP and pgbench figures of a workload, medians over
