@@ -150,13 +150,11 @@ async fn work<T: Target>(a: &mut Applier<T>, ctx: &mut WorkerCtx) -> Result<(), 
             }
             Job::Change(change, source) => {
                 if !known.contains(&change.table.table) {
-                    let t0 = std::time::Instant::now();
                     let table = change.table.table.clone();
                     // A table the target cannot describe fails its writes
                     // with the reason; meanwhile it counts as tied to others.
                     let spans = a.target.spans_rows(&table).await.unwrap_or(true);
                     known.insert(table.clone());
-                    tracing::debug!(%table, took = ?t0.elapsed(), "table described");
                     let _ = ctx.reports.send(Report::Spans { table, spans });
                 }
                 a.apply_change(change, source).await?;

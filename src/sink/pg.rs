@@ -753,7 +753,11 @@ impl PgTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
-        // Known by the configured table, whatever the source calls it.
+        // Known by the configured table, whatever the source calls it
+        // (looked up without a copy: this runs for every statement).
+        if let Some(t) = self.spec.described.get(self.configured_ref(table)) {
+            return Ok(t);
+        }
         let configured = self.configured(table);
         let described = self.spec.described.clone();
         described
@@ -885,13 +889,16 @@ impl PgTarget {
     /// names its database as the schema, and goes to the configured table of
     /// the same name.
     fn configured(&self, table: &TableName) -> TableName {
+        self.configured_ref(table).clone()
+    }
+
+    fn configured_ref<'a>(&'a self, table: &'a TableName) -> &'a TableName {
         self.spec
             .tables
             .iter()
             .find(|t| t.name == table.name && t.schema == table.schema)
             .or_else(|| self.spec.tables.iter().find(|t| t.name == table.name))
-            .cloned()
-            .unwrap_or_else(|| table.clone())
+            .unwrap_or(table)
     }
 
     /// In a replica-role session, the statements of a table whose triggers

@@ -102,7 +102,9 @@ impl<T> DescribedTables<T> {
         if let Some(t) = self.get(table) {
             return Ok(t);
         }
+        let started = std::time::Instant::now();
         let t = Arc::new(describe.await?);
+        tracing::debug!(%table, took = ?started.elapsed(), "table described");
         if let Ok(mut m) = self.known.lock() {
             m.insert(table.clone(), t.clone());
         }

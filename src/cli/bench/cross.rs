@@ -9,7 +9,7 @@
 use anyhow::Context;
 
 use super::db::SiteAddr;
-use super::replicator::{Kind, PgNative, Replicator};
+use super::replicator::{PgNative, Replicator};
 use super::{load, mariadb, meter, BenchSizes, Measurement, Meter};
 
 /// The engine of a cross-engine pair's site A (the load's site).
@@ -28,10 +28,10 @@ pub fn label(from: Engine) -> &'static str {
 }
 
 /// The pair's name in the run's header.
-pub fn pair_name(from: Engine) -> String {
+pub fn pair_name(from: Engine) -> &'static str {
     match from {
-        Engine::Postgres => "PostgreSQL -> MariaDB pair".into(),
-        Engine::MariaDb => "MariaDB -> PostgreSQL pair".into(),
+        Engine::Postgres => "PostgreSQL -> MariaDB pair",
+        Engine::MariaDb => "MariaDB -> PostgreSQL pair",
     }
 }
 
@@ -42,6 +42,16 @@ pub fn same_engine_name(workload: &str) -> Option<&str> {
     [Engine::Postgres, Engine::MariaDb]
         .into_iter()
         .find_map(|e| workload.strip_prefix(label(e)))
+}
+
+/// One site of a pair, as the bench and duplex's configuration need it.
+struct Site {
+    conninfo: String,
+    /// As `duplex.sites.engine` spells it.
+    engine: &'static str,
+    /// Its server's process, for the CPU reading.
+    pid: u32,
+    addr: SiteAddr,
 }
 
 /// One cross-engine pair's workloads through duplex, on fresh servers.
@@ -59,58 +69,43 @@ pub async fn run_one(
     my.create_database("app").context("create database")?;
     my.sql(Some("app"), &load::mariadb_schema(!pg_is_b))
         .context("create tables")?;
-    let pg_pid = meter::postmaster_pid(pg.data_dir()).context("the postmaster's pid")?;
-    let my_pid = my.pid().context("mariadbd's pid")?;
-    let (pg_site, my_site) = (pg.conninfo("app"), my.url("app"));
-    let (sites, engines, servers, a_addr, b_addr) = match from {
-        Engine::Postgres => (
-            [pg_site.clone(), my_site.clone()],
-            ["postgresql", "mysql"],
-            [pg_pid, my_pid],
-            SiteAddr::Pg(pg_site),
-            SiteAddr::My(my_site),
-        ),
-        Engine::MariaDb => (
-            [my_site.clone(), pg_site.clone()],
-            ["mysql", "postgresql"],
-            [my_pid, pg_pid],
-            SiteAddr::My(my_site),
-            SiteAddr::Pg(pg_site),
-        ),
+    let pg_site = Site {
+        conninfo: pg.conninfo("app"),
+        engine: "postgresql",
+        pid: meter::postmaster_pid(pg.data_dir()).context("the postmaster's pid")?,
+        addr: SiteAddr::Pg(pg.conninfo("app")),
     };
-    let (mut a, mut b) = (a_addr.connect().await?, b_addr.connect().await?);
-    let meter = Meter { servers };
+    let my_site = Site {
+        conninfo: my.url("app"),
+        engine: "mysql",
+        pid: my.pid().context("mariadbd's pid")?,
+        addr: SiteAddr::My(my.url("app")),
+    };
+    let (a_site, b_site) = if pg_is_b {
+        (my_site, pg_site)
+    } else {
+        (pg_site, my_site)
+    };
+    let (mut a, mut b) = (a_site.addr.connect().await?, b_site.addr.connect().await?);
+    let meter = Meter {
+        servers: [a_site.pid, b_site.pid],
+    };
     let mut rep: Replicator<PgNative> = Replicator::duplex(
         pg.conninfo("postgres"),
-        engines,
-        sites,
+        [a_site.engine, b_site.engine],
+        [a_site.conninfo, b_site.conninfo],
         round,
         sizes.apply_workers,
     )
     .await?;
-    debug_assert_eq!(rep.kind(), Kind::Duplex);
-    super::start_streaming(&mut rep, &mut a, &mut b).await?;
-    let label = label(from);
-    let mut out = Vec::new();
-    if sizes.oltp_secs > 0 {
-        out.push(super::oltp_step(&meter, &mut rep, &a_addr, &mut b, sizes, label).await?);
-    }
-    if sizes.backlog_rows > 0 {
-        out.push(
-            super::backlog_step(
-                &meter,
-                &mut rep,
-                &mut a,
-                &mut b,
-                0,
-                sizes.backlog_rows,
-                label,
-            )
-            .await?,
-        );
-    }
-    // Every row arrived, once.
-    load::expect_count(&mut b, "bench", "", sizes.backlog_rows.max(0)).await?;
-    rep.stop().await?;
-    Ok(out)
+    super::oltp_and_backlog(
+        &meter,
+        &mut rep,
+        &a_site.addr,
+        &mut a,
+        &mut b,
+        sizes,
+        label(from),
+    )
+    .await
 }

@@ -119,27 +119,5 @@ pub async fn run_one(
             MariaNative::configure(a_my.port(), &mut a, b_addr.connect().await?).await?,
         ),
     };
-    super::start_streaming(&mut rep, &mut a, &mut b).await?;
-    let mut out = Vec::new();
-    if sizes.oltp_secs > 0 {
-        out.push(super::oltp_step(&meter, &mut rep, &a_addr, &mut b, sizes, LABEL).await?);
-    }
-    if sizes.backlog_rows > 0 {
-        out.push(
-            super::backlog_step(
-                &meter,
-                &mut rep,
-                &mut a,
-                &mut b,
-                0,
-                sizes.backlog_rows,
-                LABEL,
-            )
-            .await?,
-        );
-    }
-    // Every row arrived, once.
-    load::expect_count(&mut b, "bench", "", sizes.backlog_rows.max(0)).await?;
-    rep.stop().await?;
-    Ok(out)
+    super::oltp_and_backlog(&meter, &mut rep, &a_addr, &mut a, &mut b, sizes, LABEL).await
 }

@@ -254,6 +254,32 @@ async fn backlog_step<N: Native>(
     ))
 }
 
+/// The OLTP load and the backlog on a running pair (the MariaDB and the
+/// cross-engine pairs' workloads; `label`: the pair's prefix of the
+/// workloads' names), then the check that every row arrived once, and the
+/// replicator stopped.
+async fn oltp_and_backlog<N: Native>(
+    meter: &Meter,
+    rep: &mut Replicator<N>,
+    a_addr: &SiteAddr,
+    a: &mut Db,
+    b: &mut Db,
+    sizes: &BenchSizes,
+    label: &str,
+) -> anyhow::Result<Vec<Measurement>> {
+    start_streaming(rep, a, b).await?;
+    let mut out = Vec::new();
+    if sizes.oltp_secs > 0 {
+        out.push(oltp_step(meter, rep, a_addr, b, sizes, label).await?);
+    }
+    if sizes.backlog_rows > 0 {
+        out.push(backlog_step(meter, rep, a, b, 0, sizes.backlog_rows, label).await?);
+    }
+    load::expect_count(b, "bench", "", sizes.backlog_rows.max(0)).await?;
+    rep.stop().await?;
+    Ok(out)
+}
+
 /// Start a throwaway cluster as both runs' sites are: durable commits, and
 /// a warm launcher (PostgreSQL's logical replication launcher otherwise
 /// waits up to `wal_retrieve_retry_interval`, 5 s, before it starts the
@@ -471,7 +497,7 @@ pub async fn run(sizes: BenchSizes) -> anyhow::Result<()> {
                 let ms = cross::run_one(from, &sizes, round)
                     .await
                     .with_context(|| format!("round {round}, {pair}"))?;
-                report::print_run(round, &pair, &ms);
+                report::print_run(round, pair, &ms);
                 all.extend(ms.into_iter().map(|m| (round, m)));
             }
         }
