@@ -87,6 +87,9 @@ pub(crate) struct TargetTable {
     triggers: bool,
     foreign_keys: bool,
     other_unique: bool,
+    /// A BIT column: its values go as bytes or as a number (`encode_param`),
+    /// which one `CASE` of a multi-row UPDATE cannot mix.
+    bit_columns: bool,
 }
 
 impl TargetTable {
@@ -552,6 +555,7 @@ impl MysqlTarget {
                 "read the triggers, foreign keys and unique indexes of {table}"
             )))?;
         let (triggers, foreign_keys, other_unique) = ties.unwrap_or((1, 1, 1));
+        let bit_columns = columns.iter().any(|c| c.data_type == "bit");
         Ok(TargetTable {
             quoted: format!("{}.{}", quote_ident(&db_name), quote_ident(&table.name)),
             columns: columns.into_iter().map(|c| (c.name.clone(), c)).collect(),
@@ -559,6 +563,7 @@ impl MysqlTarget {
             triggers: triggers > 0,
             foreign_keys: foreign_keys > 0,
             other_unique: other_unique > 0,
+            bit_columns,
         })
     }
 
@@ -635,8 +640,10 @@ impl MysqlTarget {
                     vec![row; batch.rows.len()].join(", ")
                 )
             }
+            Op::Update if batch.rows.len() > 1 => {
+                self.update_many(&target, &schema, batch, &marker, &mut params)?
+            }
             Op::Update => {
-                debug_assert_eq!(batch.rows.len(), 1, "MySQL updates go one per statement");
                 let change = &batch.rows[0];
                 let after = change.after.as_ref();
                 let mut sets = Vec::new();
@@ -664,9 +671,8 @@ impl MysqlTarget {
                 )
             }
             Op::Delete => {
-                debug_assert_eq!(batch.rows.len(), 1, "MySQL deletes go one per statement");
-                let change = &batch.rows[0];
-                let wheres = self.key_params(&target, &schema, change, &mut params)?;
+                let keys = self.padded_keys(&target, &schema, batch)?;
+                let wheres = key_matches(&schema, &keys, &mut params);
                 format!("DELETE FROM {} WHERE {}", target.quoted, wheres)
             }
         };
@@ -682,6 +688,95 @@ impl MysqlTarget {
             tracing::warn!(table = %schema.table, op = %batch.op, "row to change was not on the target");
         }
         Ok(())
+    }
+
+    /// The key values of each row of a multi-row UPDATE or DELETE, as
+    /// parameters, padded to a power of two rows by repeating the last row
+    /// (written twice with the same values, a row is still written once):
+    /// a few statement texts per table and shape, each prepared once.
+    fn padded_keys(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        batch: &Batch,
+    ) -> Result<Vec<Vec<mysql_async::Value>>, SinkError> {
+        let mut keys = Vec::with_capacity(batch.rows.len().next_power_of_two());
+        for change in &batch.rows {
+            let mut key = Vec::with_capacity(schema.key.len());
+            for (i, v) in identifying_key(change)? {
+                key.push(self.param(target, schema, change, i, v)?);
+            }
+            keys.push(key);
+        }
+        pad_to_power_of_two(&mut keys);
+        Ok(keys)
+    }
+
+    /// One UPDATE of many rows (MySQL has no UPDATE ... FROM VALUES): each
+    /// column set to a `CASE` over the rows' keys, the rows found by their
+    /// keys (`WHERE`). The rows' writes were decided and their rows locked
+    /// (read back FOR UPDATE), so rows of one statement never depend on
+    /// each other unless the table ties them (`write_rules`: a unique index
+    /// besides the key makes a refused statement, whose writes the applier
+    /// then applies one by one, in order). The cases list the rows last
+    /// first: keys equal only under the column's collation are one row to
+    /// the server, and the last write of it wins, as one by one.
+    fn update_many(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        batch: &Batch,
+        marker: &str,
+        params: &mut Vec<mysql_async::Value>,
+    ) -> Result<String, SinkError> {
+        let keys = self.padded_keys(target, schema, batch)?;
+        // Per row: the values the statement sets, in the order of `sets`.
+        let mut values: Vec<Vec<mysql_async::Value>> = Vec::with_capacity(keys.len());
+        for change in &batch.rows {
+            let after = change.after.as_ref();
+            let mut row = Vec::with_capacity(batch.shape.len() + 2);
+            for &i in &batch.shape {
+                let v = after
+                    .and_then(|a| a.0.get(i))
+                    .and_then(|v| v.as_ref())
+                    .unwrap_or(&Value::Null);
+                row.push(self.param(target, schema, change, i, v)?);
+            }
+            row.push(mysql_async::Value::Bytes(
+                change.marker.to_json().into_bytes(),
+            ));
+            // Set explicitly: ON UPDATE would stamp the applier's own time.
+            row.push(self.stamp_param(target, schema, change)?);
+            values.push(row);
+        }
+        pad_to_power_of_two(&mut values);
+        let columns: Vec<String> = batch
+            .shape
+            .iter()
+            .map(|&i| quote_ident(&schema.columns[i].name))
+            .chain([marker.to_string(), quote_ident(&self.spec.stamp_column)])
+            .collect();
+        let row_matches = key_condition(schema);
+        let mut sets = Vec::with_capacity(columns.len());
+        for (c, column) in columns.iter().enumerate() {
+            let mut case = format!("{column} = CASE");
+            for (key, row) in keys.iter().zip(&values).rev() {
+                case.push_str(" WHEN ");
+                case.push_str(&row_matches);
+                case.push_str(" THEN ?");
+                params.extend(key.iter().cloned());
+                params.push(row[c].clone());
+            }
+            case.push_str(" END");
+            sets.push(case);
+        }
+        let wheres = key_matches(schema, &keys, params);
+        Ok(format!(
+            "UPDATE {} SET {} WHERE {}",
+            target.quoted,
+            sets.join(", "),
+            wheres
+        ))
     }
 
     /// The stamp column's value for a written version: the marker's time, so
@@ -723,6 +818,60 @@ impl MysqlTarget {
             params.push(self.param(target, schema, change, i, v)?);
         }
         Ok(wheres.join(" AND "))
+    }
+}
+
+/// Most parameters of one statement (a prepared statement takes 65,535).
+const MAX_PARAMS: usize = 60_000;
+
+/// Most rows of a multi-row UPDATE or DELETE: `fits` rows fit its
+/// parameters; a power of two, so that padding (`pad_to_power_of_two`)
+/// never passes it.
+fn multi_row_cap(fits: usize) -> usize {
+    let cap = fits.clamp(1, MULTI_ROW_UPDATE_ROWS);
+    1 << cap.ilog2()
+}
+
+/// Most rows of a multi-row UPDATE or DELETE (a power of two).
+const MULTI_ROW_UPDATE_ROWS: usize = 128;
+
+/// Repeat the last item until there are a power of two.
+fn pad_to_power_of_two<T: Clone>(items: &mut Vec<T>) {
+    if let Some(last) = items.last().cloned() {
+        items.resize(items.len().next_power_of_two(), last);
+    }
+}
+
+/// `k1 = ? AND k2 = ?`: one row by its key.
+fn key_condition(schema: &TableSchema) -> String {
+    schema
+        .key
+        .iter()
+        .map(|&i| format!("{} = ?", quote_ident(&schema.columns[i].name)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The rows of `keys` (each a row's key values, in key column order): `k IN
+/// (?, ?)` for a one-column key, else `(k1 = ? AND k2 = ?) OR ...`, both
+/// ranges of the primary key to the optimizer. Pushes the parameters.
+fn key_matches(
+    schema: &TableSchema,
+    keys: &[Vec<mysql_async::Value>],
+    params: &mut Vec<mysql_async::Value>,
+) -> String {
+    for key in keys {
+        params.extend(key.iter().cloned());
+    }
+    if let [only] = schema.key.as_slice() {
+        format!(
+            "{} IN ({})",
+            quote_ident(&schema.columns[*only].name),
+            vec!["?"; keys.len()].join(", ")
+        )
+    } else {
+        let one = format!("({})", key_condition(schema));
+        vec![one; keys.len()].join(" OR ")
     }
 }
 
@@ -811,12 +960,21 @@ impl Target for MysqlTarget {
         change: &RowChange,
         shape_len: usize,
     ) -> Result<WriteRules, SinkError> {
-        // Updates and deletes go one row per statement (MySQL has no
-        // UPDATE ... FROM VALUES); inserts are batched.
-        let max_rows = if change.op != Op::Insert {
-            1
-        } else {
-            60_000 / (shape_len + 1).max(1)
+        let target = self.target_table(&change.table.table).await?;
+        let key_len = change.table.key.len().max(1);
+        let max_rows = match change.op {
+            // A prepared statement takes at most 65,535 parameters.
+            Op::Insert => MAX_PARAMS / (shape_len + 2),
+            // Row triggers fire in the statement's row order, which for a
+            // multi-row UPDATE or DELETE is the key's, not the decided
+            // order: one statement per row keeps the source's order. A
+            // BIT column's values cannot share one `CASE` (`bit_columns`).
+            _ if target.triggers => 1,
+            Op::Update if target.bit_columns => 1,
+            // Each row's key is compared once per column set (`CASE`):
+            // the statement's work grows with the square of its rows.
+            Op::Update => multi_row_cap(MAX_PARAMS / ((shape_len + 2) * (key_len + 1) + key_len)),
+            Op::Delete => multi_row_cap(MAX_PARAMS / key_len),
         };
         // Writes of different rows commute unless something spans rows: on
         // MySQL triggers fire for applied rows and foreign keys are
@@ -824,7 +982,6 @@ impl Target for MysqlTarget {
         // index besides the key ties rows that give up and take a value.
         // Elsewhere an OLTP load's alternating updates and inserts let the
         // inserts of a round go in one statement.
-        let target = self.target_table(&change.table.table).await?;
         Ok(WriteRules {
             max_rows,
             keep_order: target.spans_rows(),

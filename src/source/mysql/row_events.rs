@@ -218,9 +218,20 @@ impl MysqlSource {
                 }
             } else {
                 // The version time: the stamp column the server set on this
-                // write (what the site reads back from the row); a delete has
-                // no new row, and takes the event's time.
-                let t = after.as_ref().and_then(|a| a.2).unwrap_or(commit_time_us);
+                // write (what the site reads back from the row). A delete has
+                // no new row: it takes the event's time, which the binlog
+                // keeps in whole seconds, but never before the version it
+                // deletes (its stamp, in microseconds). Else a row written
+                // and deleted within one second would be deleted by a
+                // version older than itself: the peer would keep the row
+                // (a stale change) without a word.
+                let t = match (&after, &before) {
+                    (Some(a), _) => a.2.unwrap_or(commit_time_us),
+                    (None, Some(b)) => {
+                        b.2.map_or(commit_time_us, |s| commit_time_us.max(s.saturating_add(1)))
+                    }
+                    (None, None) => commit_time_us,
+                };
                 let dot = crate::marker::Dot::at(position.counter(), t);
                 stamp::user_write(
                     &info.schema,
