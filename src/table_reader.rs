@@ -439,7 +439,7 @@ impl SideReader {
                 for (j, v) in after.iter().enumerate() {
                     params.push(self.mysql_param(self.key[j], v)?);
                 }
-                format!("({keys}) > ({})", vec!["?"; after.len()].join(", "))
+                format!("({keys}) > ({})", self.mysql_placeholders(after.len()))
             }
         };
         Ok((
@@ -453,7 +453,7 @@ impl SideReader {
         &self,
         keys: &[Vec<Value>],
     ) -> Result<(String, Vec<mysql_async::Value>), ReadError> {
-        let tuple = format!("({})", vec!["?"; self.key.len()].join(", "));
+        let tuple = format!("({})", self.mysql_placeholders(self.key.len()));
         let mut params = Vec::new();
         for k in keys {
             for (j, v) in k.iter().enumerate() {
@@ -664,6 +664,24 @@ impl SideReader {
         self.key_names()
             .into_iter()
             .map(|k| format!("t.{}", crate::pg::quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The placeholder comparing a value with column `column` (a DECIMAL
+    /// as a decimal: `compared_placeholder`).
+    fn mysql_placeholder(&self, column: usize) -> String {
+        match &self.columns[column] {
+            SideColumn::Mysql(col) => crate::mysql::param::compared_placeholder(col),
+            _ => "?".to_string(),
+        }
+    }
+
+    /// The placeholders of the first `n` key columns, comma-separated.
+    fn mysql_placeholders(&self, n: usize) -> String {
+        self.key[..n.min(self.key.len())]
+            .iter()
+            .map(|&i| self.mysql_placeholder(i))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -974,7 +992,11 @@ impl SideReader {
                 let mut wheres = Vec::new();
                 for (j, &i) in self.key.iter().enumerate() {
                     key_params.push(self.mysql_param(i, &key[j])?);
-                    wheres.push(format!("{} = ?", quote(self.columns[i].name())));
+                    wheres.push(format!(
+                        "{} = {}",
+                        quote(self.columns[i].name()),
+                        self.mysql_placeholder(i)
+                    ));
                 }
                 let Some(values) = values else {
                     return Ok(UserWrite::Mysql(

@@ -98,6 +98,29 @@ pub fn encode_param(col: &MysqlColumn, value: &Value) -> Result<MyValue, MysqlEn
     }
 }
 
+/// The placeholder for a value of `col` compared with the column (a key
+/// in `WHERE`, `IN`, `CASE WHEN` or a keyset bound). A DECIMAL goes as text
+/// ([`encode_param`]), and MySQL compares a decimal with a string as
+/// floating-point numbers: keys that differ only past 15 digits would match
+/// each other (another row read, updated or deleted) or, as keyset bounds,
+/// skip each other. Cast to the column's own DECIMAL, they compare exactly.
+pub fn compared_placeholder(col: &MysqlColumn) -> String {
+    match col.data_type.as_str() {
+        "decimal" | "numeric" => {
+            // `decimal(20,0) unsigned`: the precision and scale.
+            let digits = col
+                .column_type
+                .split_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(inside, _)| inside.replace(' ', ""))
+                .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit() || c == ','))
+                .unwrap_or_else(|| "65,30".to_string());
+            format!("CAST(? AS DECIMAL({digits}))")
+        }
+        _ => "?".to_string(),
+    }
+}
+
 /// `v` as the MySQL column `col` holds it and reads it back (as the
 /// applier reads target rows): the form the marker's checksum, conflict
 /// detection and the parity check compare. `Err` with the reason when the

@@ -22,7 +22,7 @@ use crate::conflict::{LocalRow, Stamp, TablePolicy, Tombstone};
 use crate::marker::Marker;
 use crate::mysql::column::MysqlColumn;
 use crate::mysql::decode::decode_query_value;
-use crate::mysql::param::encode_param;
+use crate::mysql::param::{compared_placeholder, encode_param};
 use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::plan::WriteRules;
@@ -379,6 +379,11 @@ impl MysqlTarget {
             .iter()
             .map(|&i| quote_ident(&schema.columns[i].name))
             .collect();
+        // DECIMAL keys compared as decimals (`key_placeholder`).
+        let mut placeholders = Vec::with_capacity(schema.key.len());
+        for &i in &schema.key {
+            placeholders.push(key_placeholder(schema, &target, i)?);
+        }
         let mut out = Vec::with_capacity(keys.len());
         let per_key = schema.key.len().max(1);
         for chunk in keys.chunks((60_000 / per_key).clamp(1, self.max_batch_rows.max(1))) {
@@ -394,7 +399,7 @@ impl MysqlTarget {
                     })?);
                 }
             }
-            let tuple = format!("({})", vec!["?"; per_key].join(", "));
+            let tuple = format!("({})", placeholders.join(", "));
             // By the primary key, whatever the optimizer's statistics say:
             // for a small (or just emptied) table it would rather scan it
             // whole, locking every row it passes (and, with parallel apply,
@@ -672,8 +677,14 @@ impl MysqlTarget {
             }
             Op::Delete => {
                 let keys = self.padded_keys(&target, &schema, batch)?;
-                let wheres = key_matches(&schema, &keys, &mut params);
-                format!("DELETE FROM {} WHERE {}", target.quoted, wheres)
+                let wheres = key_matches(&schema, &target, &keys, &mut params)?;
+                // The multi-table form: the single-table DELETE takes no
+                // index hint. On a small table the optimizer may prefer a
+                // scan, which waits for every row another worker holds.
+                format!(
+                    "DELETE d FROM {} AS d FORCE INDEX (PRIMARY) WHERE {}",
+                    target.quoted, wheres
+                )
             }
         };
         let n = batch.rows.len();
@@ -756,7 +767,7 @@ impl MysqlTarget {
             .map(|&i| quote_ident(&schema.columns[i].name))
             .chain([marker.to_string(), quote_ident(&self.spec.stamp_column)])
             .collect();
-        let row_matches = key_condition(schema);
+        let row_matches = key_condition(schema, target)?;
         let mut sets = Vec::with_capacity(columns.len());
         for (c, column) in columns.iter().enumerate() {
             let mut case = format!("{column} = CASE");
@@ -770,9 +781,11 @@ impl MysqlTarget {
             case.push_str(" END");
             sets.push(case);
         }
-        let wheres = key_matches(schema, &keys, params);
+        let wheres = key_matches(schema, target, &keys, params)?;
+        // The primary key, as for the read-back: a scan would wait for
+        // every row another worker holds.
         Ok(format!(
-            "UPDATE {} SET {} WHERE {}",
+            "UPDATE {} FORCE INDEX (PRIMARY) SET {} WHERE {}",
             target.quoted,
             sets.join(", "),
             wheres
@@ -814,7 +827,11 @@ impl MysqlTarget {
     ) -> Result<String, SinkError> {
         let mut wheres = Vec::new();
         for (i, v) in identifying_key(change)? {
-            wheres.push(format!("{} = ?", quote_ident(&schema.columns[i].name)));
+            wheres.push(format!(
+                "{} = {}",
+                quote_ident(&schema.columns[i].name),
+                key_placeholder(schema, target, i)?
+            ));
             params.push(self.param(target, schema, change, i, v)?);
         }
         Ok(wheres.join(" AND "))
@@ -842,14 +859,35 @@ fn pad_to_power_of_two<T: Clone>(items: &mut Vec<T>) {
     }
 }
 
+/// A key value's placeholder (`compared_placeholder`: DECIMAL keys are
+/// compared as decimals, not floating-point numbers).
+fn key_placeholder(
+    schema: &TableSchema,
+    target: &TargetTable,
+    column: usize,
+) -> Result<String, SinkError> {
+    let name = &schema.columns[column].name;
+    let col = target
+        .columns
+        .get(name)
+        .ok_or_else(|| SinkError::MissingColumn {
+            table: schema.table.clone(),
+            column: name.clone(),
+        })?;
+    Ok(compared_placeholder(col))
+}
+
 /// `k1 = ? AND k2 = ?`: one row by its key.
-fn key_condition(schema: &TableSchema) -> String {
-    schema
-        .key
-        .iter()
-        .map(|&i| format!("{} = ?", quote_ident(&schema.columns[i].name)))
-        .collect::<Vec<_>>()
-        .join(" AND ")
+fn key_condition(schema: &TableSchema, target: &TargetTable) -> Result<String, SinkError> {
+    let mut parts = Vec::with_capacity(schema.key.len());
+    for &i in &schema.key {
+        parts.push(format!(
+            "{} = {}",
+            quote_ident(&schema.columns[i].name),
+            key_placeholder(schema, target, i)?
+        ));
+    }
+    Ok(parts.join(" AND "))
 }
 
 /// The rows of `keys` (each a row's key values, in key column order): `k IN
@@ -857,22 +895,24 @@ fn key_condition(schema: &TableSchema) -> String {
 /// ranges of the primary key to the optimizer. Pushes the parameters.
 fn key_matches(
     schema: &TableSchema,
+    target: &TargetTable,
     keys: &[Vec<mysql_async::Value>],
     params: &mut Vec<mysql_async::Value>,
-) -> String {
+) -> Result<String, SinkError> {
     for key in keys {
         params.extend(key.iter().cloned());
     }
-    if let [only] = schema.key.as_slice() {
+    Ok(if let [only] = schema.key.as_slice() {
+        let one = key_placeholder(schema, target, *only)?;
         format!(
             "{} IN ({})",
             quote_ident(&schema.columns[*only].name),
-            vec!["?"; keys.len()].join(", ")
+            vec![one.as_str(); keys.len()].join(", ")
         )
     } else {
-        let one = format!("({})", key_condition(schema));
+        let one = format!("({})", key_condition(schema, target)?);
         vec![one; keys.len()].join(" OR ")
-    }
+    })
 }
 
 impl Target for MysqlTarget {

@@ -17,11 +17,13 @@ use std::time::Duration;
 const PG_SCHEMA: &str = "
     CREATE TABLE m (a integer, b varchar(10), bin bytea, at timestamp(6), amount numeric(12,3),
                     note varchar(40), PRIMARY KEY (a, b));
-    CREATE TABLE s (id integer PRIMARY KEY, v integer, note varchar(20));";
+    CREATE TABLE s (id integer PRIMARY KEY, v integer, note varchar(20));
+    CREATE TABLE d (id numeric(20,0) PRIMARY KEY, note varchar(20));";
 const MY_SCHEMA: &str = "
     CREATE TABLE m (a INT, b VARCHAR(10), bin VARBINARY(8) NULL, at DATETIME(6) NULL,
                     amount DECIMAL(12,3) NULL, note VARCHAR(40) NULL, PRIMARY KEY (a, b));
-    CREATE TABLE s (id INT PRIMARY KEY, v INT NULL, note VARCHAR(20) NULL);";
+    CREATE TABLE s (id INT PRIMARY KEY, v INT NULL, note VARCHAR(20) NULL);
+    CREATE TABLE d (id DECIMAL(20,0) PRIMARY KEY, note VARCHAR(20) NULL);";
 
 /// Each row of `m` as one comparable text, the same on either engine.
 const M_ROWS: [&str; 2] = [
@@ -31,6 +33,11 @@ const M_ROWS: [&str; 2] = [
     "SELECT CONCAT_WS('|', a, b, COALESCE(HEX(bin), '-'),
             COALESCE(DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), '-'), COALESCE(CAST(amount AS CHAR), '-'),
             COALESCE(note, '-')) FROM m ORDER BY a, b",
+];
+/// Keys that differ only past 15 digits (one double to MySQL).
+const D_ROWS: [&str; 2] = [
+    "SELECT concat_ws('|', id, note) FROM d ORDER BY id",
+    "SELECT CONCAT_WS('|', id, note) FROM d ORDER BY id",
 ];
 const S_ROWS: [&str; 2] = [
     "SELECT concat_ws('|', id, coalesce(v::text, '-'), coalesce(note, '-')) FROM s ORDER BY id",
@@ -53,7 +60,7 @@ async fn statements_run(db: &mut Db) -> (i64, i64) {
 }
 
 async fn many_rows_in_one_statement(engines: Engines) {
-    let sites = Sites::start(engines, PG_SCHEMA, MY_SCHEMA, &["m", "s"]).await;
+    let sites = Sites::start(engines, PG_SCHEMA, MY_SCHEMA, &["m", "s", "d"]).await;
     let control = crate::support::connect(&sites.control_url).await;
     let (mut a, mut b) = sites.connect().await;
     let pg = engines == Engines::PgMariaDb;
@@ -72,13 +79,22 @@ async fn many_rows_in_one_statement(engines: Engines) {
         .await;
     a.exec(&format!("INSERT INTO s VALUES {}", s_rows.join(", ")))
         .await;
+    // 1,500 keys within a few doubles of each other: the initial sync reads
+    // them in two pages, the second after a key of the first.
+    let d_rows: Vec<String> = (0..1500)
+        .map(|k| format!("({}, 'd')", 12_345_678_901_234_567_890u64 + k))
+        .collect();
+    a.exec(&format!("INSERT INTO d VALUES {}", d_rows.join(", ")))
+        .await;
     let run = crate::support::start_synced(&sites.control_url).await;
-    site::wait_same::<String>(&mut a, &mut b, "the first rows", &[M_ROWS, S_ROWS]).await;
+    site::wait_same::<String>(&mut a, &mut b, "the first rows", &[M_ROWS, S_ROWS, D_ROWS]).await;
     let before = statements_run(&mut b).await;
 
     // One source transaction: every row of m changed in each column (bytes
     // that are no UTF-8, a time with microseconds, a decimal, a NULL for
-    // every fifth row), every row of s updated, a third of s deleted.
+    // every fifth row), rows of s deleted as they were copied, every other
+    // row of s updated, and a third of those deleted after, and the rows
+    // of d, whose keys MySQL can tell apart only as decimals.
     let (bin, at) = if pg {
         (
             "decode(lpad(to_hex(a * 7 + length(b)), 4, '0') || 'ff80', 'hex')",
@@ -107,6 +123,8 @@ async fn many_rows_in_one_statement(engines: Engines) {
         statements.push(format!("SET timestamp = {:.6}", stamp + 0.0001));
     }
     statements.extend([
+        "DELETE FROM s WHERE id >= 290".into(),
+        "UPDATE d SET note = CONCAT('new ', id % 10)".into(),
         format!(
             "UPDATE m SET bin = {bin}, at = {at}, amount = a * 1.25 - 7.125,
                           note = CASE WHEN a % 5 = 0 THEN NULL ELSE CONCAT('changed ', a, b) END"
@@ -121,24 +139,27 @@ async fn many_rows_in_one_statement(engines: Engines) {
     site::wait_same::<String>(
         &mut a,
         &mut b,
-        "the transaction's 700 row changes",
-        &[M_ROWS, S_ROWS],
+        "the transaction's row changes",
+        &[M_ROWS, S_ROWS, D_ROWS],
     )
     .await;
     let s_left: Vec<String> = b.query(S_ROWS[1]).await;
-    assert_eq!(s_left.len(), 200, "a third of s deleted");
+    assert_eq!(s_left.len(), 193, "rows of s deleted");
     assert_eq!(s_left[0], "1|2|t1", "{s_left:?}");
     let after = statements_run(&mut b).await;
-    // One by one: 600 UPDATEs and 100 DELETEs. In statements of up to 128
+    let d_rows: Vec<String> = b.query(D_ROWS[1]).await;
+    assert_eq!(d_rows[3], "12345678901234567893|new 3", "{d_rows:?}");
+    assert_eq!(d_rows.len(), 1500, "every row of d");
+    // One by one: 2,090 UPDATEs and 107 DELETEs. In statements of up to 128
     // rows: a handful (and one per commit for the applied position).
     assert!(
         after.0 - before.0 < 60,
-        "600 updated rows in few statements, not {}",
+        "2,090 updated rows in few statements, not {}",
         after.0 - before.0
     );
     assert!(
         after.1 - before.1 < 10,
-        "100 deleted rows in few statements, not {}",
+        "107 deleted rows in few statements, not {}",
         after.1 - before.1
     );
 
