@@ -705,6 +705,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_decimal_is_compared_as_its_own_decimal() {
+        let p = |t: &str| compared_placeholder(&col("k", t, None));
+        assert_eq!(p("decimal(20,0)"), "CAST(? AS DECIMAL(20,0))");
+        assert_eq!(p("decimal(20,4) unsigned"), "CAST(? AS DECIMAL(20,4))");
+        assert_eq!(p("bigint(20) unsigned"), "?");
+        assert_eq!(p("varchar(10)"), "?");
+    }
+
+    #[test]
     fn as_stored_is_what_the_column_reads_back() {
         let c = col("c", "char(8)", Some("utf8mb4"));
         let v = col("v", "varchar(8)", Some("utf8mb4"));
