@@ -228,8 +228,13 @@ impl RowsEventReader {
             table: self.table.clone(),
             reason,
         };
-        let mut values =
-            (0..row.len()).map(|j| row.as_ref(j).cloned().map(BinlogValue::into_owned));
+        // Taken, not cloned: the row owns its values already.
+        let mut row = row;
+        let mut owned = Vec::with_capacity(row.len());
+        for j in 0..row.len() {
+            owned.push(row.take(j).map(BinlogValue::into_owned));
+        }
+        let mut values = owned.into_iter();
         let mut out = Vec::with_capacity(present.len());
         for (i, &here) in present.iter().enumerate() {
             if !here {
