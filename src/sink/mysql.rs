@@ -93,6 +93,17 @@ pub(crate) struct TargetTable {
 }
 
 impl TargetTable {
+    /// The target's column for the source's column `i` of `schema`.
+    fn column(&self, schema: &TableSchema, i: usize) -> Result<&MysqlColumn, SinkError> {
+        let name = &schema.columns[i].name;
+        self.columns
+            .get(name)
+            .ok_or_else(|| SinkError::MissingColumn {
+                table: schema.table.clone(),
+                column: name.clone(),
+            })
+    }
+
     /// A write to one row may wait for, or be refused because of, another
     /// row's write: its writes keep their order, and apply workers never
     /// write it side by side.
@@ -380,10 +391,7 @@ impl MysqlTarget {
             .map(|&i| quote_ident(&schema.columns[i].name))
             .collect();
         // DECIMAL keys compared as decimals (`key_placeholder`).
-        let mut placeholders = Vec::with_capacity(schema.key.len());
-        for &i in &schema.key {
-            placeholders.push(key_placeholder(schema, &target, i)?);
-        }
+        let placeholders = key_placeholders(schema, &target)?;
         let mut out = Vec::with_capacity(keys.len());
         let per_key = schema.key.len().max(1);
         for chunk in keys.chunks((60_000 / per_key).clamp(1, self.max_batch_rows.max(1))) {
@@ -504,11 +512,19 @@ impl MysqlTarget {
     }
 
     async fn target_table(&mut self, table: &TableName) -> Result<Arc<TargetTable>, SinkError> {
-        // Known by the target's table, whatever schema the source names.
-        let own = TableName::new(self.spec.endpoint.database(), &table.name);
+        // Known by the target's table, whatever schema the source names
+        // (named so already, as from a MySQL source of the same database,
+        // it is not copied: this runs for every write).
+        let own;
+        let key = if table.schema == self.spec.endpoint.database() {
+            table
+        } else {
+            own = TableName::new(self.spec.endpoint.database(), &table.name);
+            &own
+        };
         let described = self.spec.described.clone();
         described
-            .get_or_describe(&own, self.describe_table(table))
+            .get_or_describe(key, self.describe_table(table))
             .await
     }
 
@@ -580,28 +596,21 @@ impl MysqlTarget {
         column: usize,
         v: &Value,
     ) -> Result<mysql_async::Value, SinkError> {
-        let name = &schema.columns[column].name;
-        let col = target
-            .columns
-            .get(name)
-            .ok_or_else(|| SinkError::MissingColumn {
-                table: schema.table.clone(),
-                column: name.clone(),
-            })?;
+        let col = target.column(schema, column)?;
         if v.is_null() {
             return Ok(mysql_async::Value::NULL);
         }
         encode_param(col, v).map_err(|e| SinkError::Value {
             table: schema.table.clone(),
             key: describe_key(change),
-            column: name.clone(),
+            column: schema.columns[column].name.clone(),
             reason: e.to_string(),
         })
     }
 
-    /// Execute one batch as one statement (inserts: many rows; updates and
-    /// deletes: one, see `rows_per_statement`). A refused statement is rolled
-    /// back alone by InnoDB; the applier then retries its rows one by one.
+    /// Execute one batch as one statement (as many rows as `write_rules`
+    /// let it hold). A refused statement is rolled back alone by InnoDB;
+    /// the applier then retries its rows one by one.
     async fn execute_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let schema = batch.table.clone();
         let target = self.target_table(&schema.table).await?;
@@ -612,30 +621,12 @@ impl MysqlTarget {
             });
         }
         same_key(&schema, &target.key)?;
-        let marker = quote_ident(&self.spec.marker_column);
         let mut params: Vec<mysql_async::Value> = Vec::new();
         let sql = match batch.op {
             Op::Insert => {
-                let mut cols: Vec<String> = batch
-                    .shape
-                    .iter()
-                    .map(|&i| quote_ident(&schema.columns[i].name))
-                    .collect();
-                cols.push(marker);
-                cols.push(quote_ident(&self.spec.stamp_column));
+                let cols = self.written_columns(&schema, &batch.shape);
                 for change in &batch.rows {
-                    let after = change.after.as_ref();
-                    for &i in &batch.shape {
-                        let v = after
-                            .and_then(|a| a.0.get(i))
-                            .and_then(|v| v.as_ref())
-                            .unwrap_or(&Value::Null);
-                        params.push(self.param(&target, &schema, change, i, v)?);
-                    }
-                    params.push(mysql_async::Value::Bytes(
-                        change.marker.to_json().into_bytes(),
-                    ));
-                    params.push(self.stamp_param(&target, &schema, change)?);
+                    params.extend(self.written_values(&target, &schema, &batch.shape, change)?);
                 }
                 let row = format!("({})", vec!["?"; cols.len()].join(", "));
                 format!(
@@ -646,28 +637,20 @@ impl MysqlTarget {
                 )
             }
             Op::Update if batch.rows.len() > 1 => {
-                self.update_many(&target, &schema, batch, &marker, &mut params)?
+                self.update_many(&target, &schema, batch, &mut params)?
             }
             Op::Update => {
                 let change = &batch.rows[0];
-                let after = change.after.as_ref();
-                let mut sets = Vec::new();
-                for &i in &batch.shape {
-                    sets.push(format!("{} = ?", quote_ident(&schema.columns[i].name)));
-                    let v = after
-                        .and_then(|a| a.0.get(i))
-                        .and_then(|v| v.as_ref())
-                        .unwrap_or(&Value::Null);
+                let sets: Vec<String> = self
+                    .written_columns(&schema, &batch.shape)
+                    .iter()
+                    .map(|c| format!("{c} = ?"))
+                    .collect();
+                params.extend(self.written_values(&target, &schema, &batch.shape, change)?);
+                let wheres = key_condition(&schema, &target)?;
+                for (i, v) in identifying_key(change)? {
                     params.push(self.param(&target, &schema, change, i, v)?);
                 }
-                sets.push(format!("{marker} = ?"));
-                params.push(mysql_async::Value::Bytes(
-                    change.marker.to_json().into_bytes(),
-                ));
-                // Set explicitly: ON UPDATE would stamp the applier's own time.
-                sets.push(format!("{} = ?", quote_ident(&self.spec.stamp_column)));
-                params.push(self.stamp_param(&target, &schema, change)?);
-                let wheres = self.key_params(&target, &schema, change, &mut params)?;
                 format!(
                     "UPDATE {} SET {} WHERE {}",
                     target.quoted,
@@ -737,36 +720,16 @@ impl MysqlTarget {
         target: &TargetTable,
         schema: &TableSchema,
         batch: &Batch,
-        marker: &str,
         params: &mut Vec<mysql_async::Value>,
     ) -> Result<String, SinkError> {
         let keys = self.padded_keys(target, schema, batch)?;
-        // Per row: the values the statement sets, in the order of `sets`.
+        // Per row: the values the statement sets, in the order of `columns`.
         let mut values: Vec<Vec<mysql_async::Value>> = Vec::with_capacity(keys.len());
         for change in &batch.rows {
-            let after = change.after.as_ref();
-            let mut row = Vec::with_capacity(batch.shape.len() + 2);
-            for &i in &batch.shape {
-                let v = after
-                    .and_then(|a| a.0.get(i))
-                    .and_then(|v| v.as_ref())
-                    .unwrap_or(&Value::Null);
-                row.push(self.param(target, schema, change, i, v)?);
-            }
-            row.push(mysql_async::Value::Bytes(
-                change.marker.to_json().into_bytes(),
-            ));
-            // Set explicitly: ON UPDATE would stamp the applier's own time.
-            row.push(self.stamp_param(target, schema, change)?);
-            values.push(row);
+            values.push(self.written_values(target, schema, &batch.shape, change)?);
         }
         pad_to_power_of_two(&mut values);
-        let columns: Vec<String> = batch
-            .shape
-            .iter()
-            .map(|&i| quote_ident(&schema.columns[i].name))
-            .chain([marker.to_string(), quote_ident(&self.spec.stamp_column)])
-            .collect();
+        let columns = self.written_columns(schema, &batch.shape);
         let row_matches = key_condition(schema, target)?;
         let mut sets = Vec::with_capacity(columns.len());
         for (c, column) in columns.iter().enumerate() {
@@ -790,6 +753,45 @@ impl MysqlTarget {
             sets.join(", "),
             wheres
         ))
+    }
+
+    /// The columns a write of `shape` sets: those of the shape, then the
+    /// marker and the stamp (quoted).
+    fn written_columns(&self, schema: &TableSchema, shape: &[usize]) -> Vec<String> {
+        shape
+            .iter()
+            .map(|&i| quote_ident(&schema.columns[i].name))
+            .chain([
+                quote_ident(&self.spec.marker_column),
+                quote_ident(&self.spec.stamp_column),
+            ])
+            .collect()
+    }
+
+    /// The values of `change` for [`Self::written_columns`], as parameters.
+    /// The stamp is set explicitly: ON UPDATE would stamp the applier's own
+    /// time.
+    fn written_values(
+        &self,
+        target: &TargetTable,
+        schema: &TableSchema,
+        shape: &[usize],
+        change: &RowChange,
+    ) -> Result<Vec<mysql_async::Value>, SinkError> {
+        let after = change.after.as_ref();
+        let mut row = Vec::with_capacity(shape.len() + 2);
+        for &i in shape {
+            let v = after
+                .and_then(|a| a.0.get(i))
+                .and_then(|v| v.as_ref())
+                .unwrap_or(&Value::Null);
+            row.push(self.param(target, schema, change, i, v)?);
+        }
+        row.push(mysql_async::Value::Bytes(
+            change.marker.to_json().into_bytes(),
+        ));
+        row.push(self.stamp_param(target, schema, change)?);
+        Ok(row)
     }
 
     /// The stamp column's value for a written version: the marker's time, so
@@ -816,25 +818,6 @@ impl MysqlTarget {
             column: self.spec.stamp_column.clone(),
             reason: format!("the version time does not fit the stamp column: {e}"),
         })
-    }
-
-    fn key_params(
-        &self,
-        target: &TargetTable,
-        schema: &TableSchema,
-        change: &RowChange,
-        params: &mut Vec<mysql_async::Value>,
-    ) -> Result<String, SinkError> {
-        let mut wheres = Vec::new();
-        for (i, v) in identifying_key(change)? {
-            wheres.push(format!(
-                "{} = {}",
-                quote_ident(&schema.columns[i].name),
-                key_placeholder(schema, target, i)?
-            ));
-            params.push(self.param(target, schema, change, i, v)?);
-        }
-        Ok(wheres.join(" AND "))
     }
 }
 
@@ -866,28 +849,28 @@ fn key_placeholder(
     target: &TargetTable,
     column: usize,
 ) -> Result<String, SinkError> {
-    let name = &schema.columns[column].name;
-    let col = target
-        .columns
-        .get(name)
-        .ok_or_else(|| SinkError::MissingColumn {
-            table: schema.table.clone(),
-            column: name.clone(),
-        })?;
-    Ok(compared_placeholder(col))
+    Ok(compared_placeholder(target.column(schema, column)?))
+}
+
+/// The key columns' placeholders, in key order.
+fn key_placeholders(schema: &TableSchema, target: &TargetTable) -> Result<Vec<String>, SinkError> {
+    schema
+        .key
+        .iter()
+        .map(|&i| key_placeholder(schema, target, i))
+        .collect()
 }
 
 /// `k1 = ? AND k2 = ?`: one row by its key.
 fn key_condition(schema: &TableSchema, target: &TargetTable) -> Result<String, SinkError> {
-    let mut parts = Vec::with_capacity(schema.key.len());
-    for &i in &schema.key {
-        parts.push(format!(
-            "{} = {}",
-            quote_ident(&schema.columns[i].name),
-            key_placeholder(schema, target, i)?
-        ));
-    }
-    Ok(parts.join(" AND "))
+    let placeholders = key_placeholders(schema, target)?;
+    Ok(schema
+        .key
+        .iter()
+        .zip(placeholders)
+        .map(|(&i, p)| format!("{} = {p}", quote_ident(&schema.columns[i].name)))
+        .collect::<Vec<_>>()
+        .join(" AND "))
 }
 
 /// The rows of `keys` (each a row's key values, in key column order): `k IN

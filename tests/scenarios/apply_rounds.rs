@@ -71,26 +71,7 @@ async fn refused_write_in_a_round(engines: Engines) {
         ],
         "every write but the refused one, each once, in its row's order"
     );
-    // Exactly one record: a write applied twice would have been refused
-    // (its key taken) and recorded too.
-    wait_for(
-        "the refused insert quarantined",
-        Duration::from_secs(30),
-        || async {
-            query_i64(
-                &control,
-                "SELECT count(*) FROM duplex.quarantine WHERE confirmed AND row_key = 'id=10'",
-            )
-            .await
-                == 1
-        },
-    )
-    .await;
-    assert_eq!(
-        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
-        1,
-        "only the refused write is quarantined"
-    );
+    crate::support::wait_only_quarantined(&control, "id=10").await;
     run.shutdown().await;
 }
 

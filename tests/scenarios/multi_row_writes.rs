@@ -11,8 +11,6 @@
 //! than the version it deletes, which must not make the delete stale.
 
 use crate::support::site::{self, Db, Engines, Sites};
-use crate::support::{query_i64, wait_for};
-use std::time::Duration;
 
 const PG_SCHEMA: &str = "
     CREATE TABLE m (a integer, b varchar(10), bin bytea, at timestamp(6), amount numeric(12,3),
@@ -190,24 +188,7 @@ async fn many_rows_in_one_statement(engines: Engines) {
         on_b, expected,
         "every row but the refused one updated, once"
     );
-    wait_for(
-        "the refused row quarantined",
-        Duration::from_secs(30),
-        || async {
-            query_i64(
-                &control,
-                "SELECT count(*) FROM duplex.quarantine WHERE confirmed AND row_key = 'id=50'",
-            )
-            .await
-                == 1
-        },
-    )
-    .await;
-    assert_eq!(
-        query_i64(&control, "SELECT count(*) FROM duplex.quarantine").await,
-        1,
-        "only the refused row is quarantined"
-    );
+    crate::support::wait_only_quarantined(&control, "id=50").await;
     run.shutdown().await;
 }
 

@@ -263,6 +263,31 @@ pub async fn query_i64(client: &Client, sql: &str) -> i64 {
         .get::<_, i64>(0)
 }
 
+/// Wait until exactly one change of `row_key` is quarantined and confirmed
+/// (30 s at most), then check that it is the only record: a write applied
+/// twice would have been refused (its key taken) and recorded too.
+pub async fn wait_only_quarantined(control: &Client, row_key: &str) {
+    let sql = "SELECT count(*) FROM duplex.quarantine WHERE confirmed AND row_key = $1";
+    wait_for(
+        &format!("the refused change of {row_key} quarantined"),
+        Duration::from_secs(30),
+        || async {
+            control
+                .query_one(sql, &[&row_key])
+                .await
+                .expect(sql)
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(
+        query_i64(control, "SELECT count(*) FROM duplex.quarantine").await,
+        1,
+        "only the refused change of {row_key} is quarantined"
+    );
+}
+
 /// Every row of `table` except duplex's marker column, as text, ordered by the
 /// primary key `id`: equal on both sides exactly when the tables are equal.
 pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
