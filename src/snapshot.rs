@@ -62,7 +62,8 @@ pub struct SnapshotSpec {
     pub control: ControlEndpoint,
     /// 0: no limit.
     pub rows_per_second: u32,
-    /// Rows per page (one target transaction each).
+    /// The most rows a page holds (one target transaction each); pages of
+    /// wide rows hold fewer (`next_page_rows`).
     pub page_rows: usize,
 }
 
@@ -186,6 +187,26 @@ pub(crate) async fn run_pending<T: Target>(
 /// page starts, and the copy's progress once it is applied).
 type Page = (Vec<crate::table_reader::VersionedRow>, Vec<Value>);
 
+/// About how many bytes of row data a page holds at most: a page is held in
+/// memory whole, and twice over with the read-ahead.
+const PAGE_BYTES: usize = 8 << 20;
+/// The rows of a table's first page, before its rows' size is known.
+const FIRST_PAGE_ROWS: usize = 100;
+
+/// The rows the next page asks for: as many as make about [`PAGE_BYTES`] at
+/// the size of the `rows` rows just read (`bytes` in all), at least one, at
+/// most `max_rows`. Large pages make the copy fast (each page is a target
+/// transaction and a progress write); the byte budget keeps wide rows from
+/// filling the memory.
+fn next_page_rows(max_rows: usize, rows: usize, bytes: usize) -> usize {
+    let max_rows = max_rows.max(1);
+    if rows == 0 {
+        return FIRST_PAGE_ROWS.min(max_rows);
+    }
+    let per_row = (bytes / rows).max(1);
+    (PAGE_BYTES / per_row).clamp(1, max_rows)
+}
+
 /// The source table's pages, read ahead of the applier: the next page is
 /// read on the source while the current one is written on the target (they
 /// had taken turns). At most two pages wait: one in the channel, one being
@@ -205,13 +226,15 @@ impl ReadAhead {
     ) -> ReadAhead {
         let (tx, pages) = tokio::sync::mpsc::channel(1);
         let key = schema.key.clone();
-        let (rows, marker, stamp) = (
-            spec.page_rows.max(1),
-            spec.marker_column.clone(),
-            spec.stamp_column.clone(),
-        );
+        // A throttled copy takes at most a second's rows at a time.
+        let max_rows = match spec.rows_per_second {
+            0 => spec.page_rows,
+            rate => spec.page_rows.min(rate as usize),
+        };
+        let (marker, stamp) = (spec.marker_column.clone(), spec.stamp_column.clone());
         let task = tokio::spawn(
             async move {
+                let mut rows = next_page_rows(max_rows, 0, 0);
                 loop {
                     let page = reader
                         .page_versions(after.as_deref(), rows, &marker, &stamp)
@@ -228,7 +251,11 @@ impl ReadAhead {
                             Some((page, last))
                         });
                     let next = match &page {
-                        Ok(Some((_, last))) => Some(last.clone()),
+                        Ok(Some((rows_read, last))) => {
+                            let bytes = rows_read.iter().map(|v| v.row.approx_bytes()).sum();
+                            rows = next_page_rows(max_rows, rows_read.len(), bytes);
+                            Some(last.clone())
+                        }
                         _ => None,
                     };
                     // The end of the table or an error is the last message.
@@ -644,4 +671,23 @@ async fn write_state(
         .await
         .map_err(control_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_fill_a_byte_budget_within_their_row_limit() {
+        // The first page, before any row's size is known.
+        assert_eq!(next_page_rows(5000, 0, 0), FIRST_PAGE_ROWS);
+        assert_eq!(next_page_rows(20, 0, 0), 20);
+        // Narrow rows: the row limit.
+        assert_eq!(next_page_rows(5000, 100, 100 * 200), 5000);
+        // Rows of 1 MiB: eight to a page.
+        assert_eq!(next_page_rows(5000, 100, 100 << 20), 8);
+        // Rows larger than the budget: one at a time, never none.
+        assert_eq!(next_page_rows(5000, 2, 64 << 20), 1);
+        assert_eq!(next_page_rows(0, 10, 10), 1);
+    }
 }

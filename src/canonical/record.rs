@@ -67,6 +67,15 @@ impl TableSchema {
 pub struct Row(pub Vec<Option<Value>>);
 
 impl Row {
+    /// About how many bytes the row's values hold in memory
+    /// ([`Value::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|v| v.as_ref().map_or(8, Value::approx_bytes))
+            .sum()
+    }
+
     /// The primary-key values of this image, or `None` if a key column is missing.
     pub fn key(&self, schema: &TableSchema) -> Option<Vec<Value>> {
         schema

@@ -50,6 +50,19 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// About how many bytes the value holds in memory: for sizing pages of
+    /// rows read in bulk, not an exact figure.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Text(s) | Value::Json(s) | Value::Enum(s) => s.len(),
+                Value::Decimal(Decimal::Finite(s)) => s.len(),
+                Value::Bytes(b) => b.len(),
+                Value::Array(items) => items.iter().map(Value::approx_bytes).sum(),
+                _ => 0,
+            }
+    }
+
     /// Short name of the value's kind, for error messages.
     pub fn kind_name(&self) -> &'static str {
         match self {

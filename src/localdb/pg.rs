@@ -53,14 +53,15 @@ pub enum LocalDbError {
     )]
     BinariesNotFound,
 
-    /// `DUPLEX_PG_BINDIR` is set but lacks a server program.
+    /// The directory named (`DUPLEX_PG_BINDIR`, or `LocalPgOptions::bindir`)
+    /// lacks a server program.
     #[error(
-        "DUPLEX_PG_BINDIR={} does not contain an executable {missing}: point it at a PostgreSQL \
-         server bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it",
+        "{} does not contain an executable {missing}: point DUPLEX_PG_BINDIR (or the bindir \
+         option) at a PostgreSQL server bin directory (e.g. /usr/lib/postgresql/15/bin), or unset it",
         .bindir.display()
     )]
     BadBinDir {
-        /// The directory named by the variable.
+        /// The directory named.
         bindir: PathBuf,
         /// Programs that are missing there.
         missing: String,
@@ -224,6 +225,10 @@ pub struct LocalPgOptions {
     pub extra_conf: Vec<(String, String)>,
     /// Enable TLS with this certificate; default off.
     pub tls: Option<LocalTls>,
+    /// The directory of the server programs (initdb, postgres, pg_ctl) to
+    /// run; default: found as [`LocalPostgres::start`] describes. Lets one
+    /// process run two PostgreSQL versions side by side.
+    pub bindir: Option<PathBuf>,
 }
 
 impl Default for LocalPgOptions {
@@ -233,6 +238,7 @@ impl Default for LocalPgOptions {
             superuser: "postgres".to_owned(),
             extra_conf: Vec::new(),
             tls: None,
+            bindir: None,
         }
     }
 }
@@ -275,7 +281,10 @@ impl LocalPostgres {
     /// called from async code, at the cost of blocking that thread for ~1 s.
     pub fn start(opts: LocalPgOptions) -> Result<LocalPostgres, LocalDbError> {
         validate_options(&opts)?;
-        let bindir = discover_bindir()?;
+        let bindir = match &opts.bindir {
+            Some(dir) => checked_bindir(dir.clone())?,
+            None => discover_bindir()?,
+        };
         let psql_bin = find_psql(&bindir)?;
         let runner = Runner::detect()?;
         let template = template_for(&bindir, &opts.superuser, &runner)?;
@@ -821,17 +830,21 @@ fn has_server_bins(dir: &Path) -> Vec<&'static str> {
         .collect()
 }
 
+/// `dir`, if it holds the server programs.
+fn checked_bindir(dir: PathBuf) -> Result<PathBuf, LocalDbError> {
+    let missing = has_server_bins(&dir);
+    if missing.is_empty() {
+        return Ok(dir);
+    }
+    Err(LocalDbError::BadBinDir {
+        bindir: dir,
+        missing: missing.join(", "),
+    })
+}
+
 fn discover_bindir() -> Result<PathBuf, LocalDbError> {
     if let Some(dir) = std::env::var_os("DUPLEX_PG_BINDIR").filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        let missing = has_server_bins(&dir);
-        if missing.is_empty() {
-            return Ok(dir);
-        }
-        return Err(LocalDbError::BadBinDir {
-            bindir: dir,
-            missing: missing.join(", "),
-        });
+        return checked_bindir(PathBuf::from(dir));
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         if out.status.success() {

@@ -456,6 +456,7 @@ const TABLES: &[&str] = &["kv", "kv_parent", "kv_child"];
 crate::support::scenario_tests! {
     run:
     postgresql_pair_converges(Engines::PgPg, "PostgreSQL <-> PostgreSQL");
+    pg18_and_pg15_converge(Engines::Pg18Pg, "PostgreSQL 18 <-> PostgreSQL 15");
     mariadb_pair_converges(Engines::MariaDbMariaDb, "MariaDB <-> MariaDB");
     postgresql_and_mariadb_converge(Engines::PgMariaDb, "PostgreSQL <-> MariaDB");
 }

@@ -24,6 +24,7 @@ const TALLIES: i32 = 8;
 
 scenario_tests! { a_backlog_is_applied_by_several_workers_in_source_order:
     postgresql_pair(Engines::PgPg);
+    pg18_and_pg15(Engines::Pg18Pg);
     postgresql_and_mariadb(Engines::PgMariaDb);
     mariadb_pair(Engines::MariaDbMariaDb);
 }

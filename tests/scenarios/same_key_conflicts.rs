@@ -405,6 +405,7 @@ async fn run_policies(engines: Engines, batch_rows: usize) {
 crate::support::scenario_tests! {
     run_policies:
     same_key_transactions_meet_concurrent_changes_pg_pg(Engines::PgPg, 500);
+    same_key_transactions_meet_concurrent_changes_pg18_pg(Engines::Pg18Pg, 500);
     /// Every change decided alone: a row's conflict is carried to its
     /// transaction's later changes (it was followed by them: a delete won over a
     /// concurrent write, a priority choice was made on part of the transaction,

