@@ -27,12 +27,20 @@ pub enum Error {
     },
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// Boxed: a setup refusal carries its whole fix, and every `Result` of
+    /// the crate would be as large.
     #[error(transparent)]
-    Setup(#[from] SetupError),
+    Setup(Box<SetupError>),
     #[error(transparent)]
     Parity(#[from] crate::table_reader::ReadError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<SetupError> for Error {
+    fn from(e: SetupError) -> Error {
+        Error::Setup(Box::new(e))
+    }
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod connect;
 pub mod control;
 pub mod error;
 pub mod error_chain;
+pub mod error_class;
 pub mod journal;
 /// Throwaway local servers: for `duplex demo`/`bench` and the tests, not
 /// the replicator (the `localdb` feature, on by default).

@@ -60,10 +60,13 @@ pub enum SetupError {
     Version { site: String, found: String },
     #[error(
         "site {site}: replication slot {slot} is gone, but site {peer} has already applied changes from it up to {applied}: \
-         a new slot would silently skip every change made on {site} since then. Resync the link's tables first, \
-         then reset the peer's progress (every apply worker's origin) with SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$' on {peer} and start duplex again"
+         a new slot would silently skip every change made on {site} since then. Fix: reset the peer's progress (every apply worker's origin) \
+         with SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$' on {peer} \
+         and start duplex again: it creates a new slot, from which {site}'s changes flow again. Then make the tables equal with \
+         `duplex repair --link {link} --by-policy`, which finds and copies what {site} changed before the new slot"
     )]
     SlotLost {
+        link: String,
         site: String,
         slot: String,
         peer: String,
@@ -389,7 +392,7 @@ pub async fn mysql_site_facts(
 }
 
 pub(crate) fn mysql_db_error(site: &str, context: String, e: mysql_async::Error) -> crate::Error {
-    crate::Error::Setup(SetupError::MysqlDb {
+    crate::Error::from(SetupError::MysqlDb {
         site: site.to_string(),
         context,
         source: e,
@@ -691,6 +694,7 @@ pub async fn check_slot_continuity(
         .get(0);
     match applied {
         Some(applied) if applied != "0/0" => Err(SetupError::SlotLost {
+            link: link.name.clone(),
             site: site_name.into(),
             slot,
             peer: peer_name.into(),

@@ -61,7 +61,7 @@ async fn render_status(
         .await?;
     writeln!(
         out,
-        "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} error / config",
+        "{:<12} {:<18} {:<14} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} error / config",
         "link", "direction", "state", "lag s", "lag bytes", "queue", "txns", "rows", "conflicts", "quar.", "held", "config", "updated"
     )?;
     for r in rows {
@@ -89,7 +89,7 @@ async fn render_status(
             .unwrap_or_else(|_| "-".into());
         writeln!(
             out,
-            "{:<12} {:<18} {:<10} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} {}",
+            "{:<12} {:<18} {:<14} {:>8} {:>10} {:>6} {:>9} {:>10} {:>9} {:>6} {:>6}  {:<9} {:<19} {}",
             r.at(0),
             r.at(1),
             r.at(2),

@@ -11,6 +11,7 @@
 //! is handed back to the reader, which confirms it to the source: the slot
 //! never advances past what the peer has committed (exactly once).
 
+use crate::error_class::ErrorClass;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +75,11 @@ impl Default for PipelineTuning {
 /// Everything one direction needs.
 #[derive(Debug, Clone)]
 pub struct DirectionSpec {
+    /// `link:source->target`, in logs.
     pub name: String,
+    /// The link's name (`duplex.links.name`), in the fixes the direction's
+    /// errors name.
+    pub link_name: String,
     pub source: SourceSpec,
     pub sink: SinkSpec,
     pub tuning: PipelineTuning,
@@ -407,36 +412,138 @@ impl Contention {
     }
 }
 
-/// Run one direction forever, restarting after errors with capped backoff,
-/// until `shutdown` turns true.
+/// The first wait before a failed direction starts again.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// The longest wait between a failing direction's attempts.
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
+/// A direction that ran this long without an error starts its retries from
+/// [`FIRST_RETRY`] again: a server restarted an hour after the last one is
+/// reconnected to within a second, not after the long waits of the first.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// How often a direction waiting for an operator looks again by itself: the
+/// fix is often made on the site (a setting, a privilege, a table), which
+/// nothing else reports. A change of the link's configuration restarts it at
+/// once.
+const OPERATOR_RECHECK: Duration = Duration::from_secs(60);
+
+/// The waits between a failing direction's attempts: doubling from
+/// [`FIRST_RETRY`] up to [`LONGEST_RETRY`], from the first again after a
+/// healthy run.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: FIRST_RETRY }
+    }
+
+    /// The wait after an attempt that ran for `ran_for`.
+    fn after(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= HEALTHY_AFTER {
+            self.next = FIRST_RETRY;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(LONGEST_RETRY);
+        wait
+    }
+
+    /// Start from the first wait again (an operator's fix was taken).
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
+
+/// Run one direction forever, restarting after errors, until `shutdown`
+/// turns true. A transient error (a connection cut, a server restarting) is
+/// retried with a [`Backoff`]; one that needs a person (a lost slot, a purged
+/// binlog, wrong settings or credentials: `crate::error_class`) leaves the
+/// direction in state `needs_operator` with what to do, looked at again
+/// every [`OPERATOR_RECHECK`].
 pub async fn supervise_direction(
     spec: DirectionSpec,
     stats: Arc<DirectionStats>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new();
+    // The operator error last reported, so that it is logged once, not at
+    // every look.
+    let mut waiting_for: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match run_direction(spec.clone(), stats.clone(), shutdown.clone()).await {
+        let started = std::time::Instant::now();
+        let wait = match run_direction(spec.clone(), stats.clone(), shutdown.clone()).await {
             Ok(()) if *shutdown.borrow() => return,
             Ok(()) => {
-                // Backoff keeps growing: a stream that keeps ending must not spin.
-                tracing::warn!(direction = %spec.name, retry_in_ms = backoff.as_millis() as u64, "replication stream ended; reconnecting");
+                // A stream that keeps ending must not spin: the backoff grows.
+                let wait = backoff.after(started.elapsed());
+                tracing::warn!(direction = %spec.name, retry_in_ms = wait.as_millis() as u64, "replication stream ended; reconnecting");
+                waiting_for = None;
+                wait
             }
             Err(e) => {
                 let msg = crate::error_chain::error_chain(&e);
-                tracing::error!(direction = %spec.name, error = %msg, retry_in_ms = backoff.as_millis() as u64, "direction failed");
-                stats.set_error(Some(msg));
-                stats.set_state("retrying");
+                match e.class() {
+                    ErrorClass::Transient => {
+                        let wait = backoff.after(started.elapsed());
+                        tracing::error!(direction = %spec.name, error = %msg, retry_in_ms = wait.as_millis() as u64, "direction failed");
+                        stats.set_error(Some(msg));
+                        stats.set_state("retrying");
+                        waiting_for = None;
+                        wait
+                    }
+                    ErrorClass::Operator { fix } => {
+                        let text = match fix {
+                            Some(fix) => {
+                                format!("{msg}. Fix: {}", fix.replace("<link>", &spec.link_name))
+                            }
+                            None => msg,
+                        };
+                        if waiting_for.as_deref() != Some(text.as_str()) {
+                            tracing::error!(direction = %spec.name, error = %text, look_again_in_s = OPERATOR_RECHECK.as_secs(), "direction needs an operator");
+                        } else {
+                            tracing::debug!(direction = %spec.name, "direction still needs an operator");
+                        }
+                        stats.set_error(Some(text.clone()));
+                        stats.set_state("needs_operator");
+                        waiting_for = Some(text);
+                        // Once fixed, a later transient error starts from
+                        // the first wait.
+                        backoff.reset();
+                        OPERATOR_RECHECK
+                    }
+                }
             }
-        }
+        };
         let mut sd = shutdown.clone();
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = sd.changed() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_the_longest_and_start_again_after_a_healthy_run() {
+        let mut b = Backoff::new();
+        let quick = Duration::from_millis(10);
+        let waits: Vec<Duration> = (0..10).map(|_| b.after(quick)).collect();
+        assert_eq!(waits[0], FIRST_RETRY);
+        assert_eq!(waits[1], FIRST_RETRY * 2);
+        assert_eq!(*waits.last().unwrap(), LONGEST_RETRY);
+        // An hour of health: the next failure is retried at once again.
+        assert_eq!(b.after(Duration::from_secs(3600)), FIRST_RETRY);
+        assert_eq!(b.after(quick), FIRST_RETRY * 2);
+        // A run shorter than healthy keeps the backoff growing.
+        assert_eq!(b.after(HEALTHY_AFTER / 2), FIRST_RETRY * 4);
+        b.reset();
+        assert_eq!(b.after(quick), FIRST_RETRY);
     }
 }

@@ -172,7 +172,7 @@ pub async fn expand_patterns(lc: &mut LinkConfig) -> Result<(), crate::Error> {
                     )
                     .await
                     .map_err(|e| {
-                        crate::Error::Setup(crate::setup::SetupError::Db {
+                        crate::Error::from(crate::setup::SetupError::Db {
                             site: site.name.clone(),
                             context: "list the tables a pattern matches".into(),
                             source: e,

@@ -519,6 +519,7 @@ pub(super) async fn prepare_link(
         let sink = SinkSpec { applier, target };
         specs.push(DirectionSpec {
             name: format!("{}:{}->{}", link.name, src.name, dst.name),
+            link_name: link.name.clone(),
             source,
             sink,
             tuning: PipelineTuning {

@@ -81,10 +81,15 @@ impl Registry {
         }
     }
 
-    /// A direction of the link is failing (retrying after an error).
+    /// A direction of the link is failing (retrying after an error, or
+    /// waiting for an operator).
     pub(super) fn link_failing(&self, link_id: u32) -> bool {
         self.lock().iter().any(|d| {
-            d.link_id == link_id && matches!(d.stats.state().as_str(), "retrying" | "error")
+            d.link_id == link_id
+                && matches!(
+                    d.stats.state().as_str(),
+                    "retrying" | "error" | "needs_operator"
+                )
         })
     }
 

@@ -23,6 +23,7 @@ mod multi_row_writes;
 mod mysql_durability;
 mod mysql_sync;
 mod mysql_types;
+mod operator_errors;
 mod parallel_apply;
 mod parity;
 mod pg_auth_tls;

@@ -1,0 +1,260 @@
+//! Error classes: how the direction supervisor treats what stopped a
+//! direction. A connection cut or a restarting server passes by itself and is
+//! retried with a backoff; a lost slot, a purged binlog, wrong settings or
+//! credentials do not, and retrying them every few seconds only fills the log.
+//! Those wait for a person, in state `needs_operator`, with what to do.
+//!
+//! A change the target refuses (a row's data) is neither: the applier
+//! quarantines it and goes on, and it never reaches the supervisor.
+
+/// How the supervisor treats an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Passes by itself: retried with a backoff.
+    Transient,
+    /// Needs a person: the direction waits in state `needs_operator` and
+    /// looks again now and then (the fix may be made on the site) or when the
+    /// link's configuration changes. `fix` says what to do, where the error's
+    /// own message does not; `<link>` in it stands for the link's name.
+    Operator { fix: Option<String> },
+}
+
+impl ErrorClass {
+    fn operator(fix: impl Into<String>) -> ErrorClass {
+        ErrorClass::Operator {
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// An operator error whose message says what to do.
+    const SELF_EXPLAINED: ErrorClass = ErrorClass::Operator { fix: None };
+}
+
+/// The SQLSTATE in a message that quotes one (`... (SQLSTATE 55000)`): how
+/// the replication client reports a server's error.
+pub(crate) fn sqlstate_in(message: &str) -> Option<&str> {
+    let at = message.find("SQLSTATE ")? + "SQLSTATE ".len();
+    let code = message.get(at..at + 5)?;
+    code.bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then_some(code)
+}
+
+/// The first name a server's message quotes (`replication slot "s" ...`).
+fn quoted_name(message: &str) -> Option<&str> {
+    let start = message.find('"')? + 1;
+    let len = message[start..].find('"')?;
+    Some(&message[start..start + len])
+}
+
+/// A PostgreSQL server's error, by its SQLSTATE and message.
+pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
+    let slot = || quoted_name(message).unwrap_or("duplex's slot").to_string();
+    match code {
+        // object_not_in_prerequisite_state: an invalidated slot, or wal_level.
+        "55000" if message.contains("replication slot")
+            && (message.contains("invalidated")
+                || message.contains("can no longer get changes")
+                || message.contains("cannot read from logical replication slot")) =>
+        {
+            let slot = slot();
+            ErrorClass::operator(format!(
+                "the source invalidated replication slot {slot} (it kept more WAL than max_slot_wal_keep_size allows, or it conflicted with recovery): the changes it had not sent yet are gone. \
+                 On the source: SELECT pg_drop_replication_slot('{slot}'); then start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
+                 and `duplex repair --link <link> --by-policy` then makes the tables equal. To keep this from happening again, raise max_slot_wal_keep_size (or set it to -1) on the source"
+            ))
+        }
+        "55000" if message.contains("wal_level") => ErrorClass::operator(
+            "set wal_level = logical in the source's postgresql.conf and restart PostgreSQL",
+        ),
+        // undefined_object: the slot or the publication was dropped.
+        "42704" if message.contains("replication slot") => {
+            let slot = slot();
+            ErrorClass::operator(format!(
+                "replication slot {slot} was dropped on the source, and with it the changes it had not sent yet. \
+                 Start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
+                 and `duplex repair --link <link> --by-policy` then makes the tables equal"
+            ))
+        }
+        "42704" if message.contains("publication") => ErrorClass::operator(
+            "the link's publication was dropped on the source: start duplex again (it re-creates it), then check the tables with `duplex check --link <link>`",
+        ),
+        // invalid_authorization_specification, invalid_password.
+        "28000" | "28P01" => ErrorClass::operator(
+            "the site refused duplex's login: check the role and its password (duplex.sites password_env / password_file) and the server's pg_hba.conf",
+        ),
+        // insufficient_privilege.
+        "42501" => ErrorClass::operator(
+            "duplex's role lacks a privilege it needs here: grant it with the site script in sql/roles/ (see the README's setup)",
+        ),
+        // invalid_catalog_name: the database does not exist.
+        "3D000" => ErrorClass::operator("the site's conninfo names a database that does not exist: fix duplex.sites"),
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// A MySQL/MariaDB server's error, by its code.
+pub(crate) fn mysql(code: u16) -> ErrorClass {
+    match code {
+        // Access denied (login; a table; a privilege such as REPLICATION SLAVE).
+        1044 | 1045 | 1142 | 1143 | 1227 | 1698 => ErrorClass::operator(
+            "the site refused duplex's role or a privilege it needs: check the password (duplex.sites password_env / password_file) and grant what sql/roles/mysql-site.sql grants",
+        ),
+        // Unknown database.
+        1049 => ErrorClass::operator("the site's conninfo names a database that does not exist: fix duplex.sites"),
+        // The binlog reader's fatal error: a purged file, an unknown position.
+        1236 => ErrorClass::operator(
+            "the server cannot send its binlog from the position duplex needs (purged, or the binlog was reset): the changes in between are gone. \
+             Take a new position by removing the peer's recorded position for this link, start duplex again, and make the tables equal with `duplex repair --link <link> --by-policy`; \
+             keep binlogs longer (binlog_expire_logs_seconds) than duplex may be stopped",
+        ),
+        _ => ErrorClass::Transient,
+    }
+}
+
+impl crate::Error {
+    /// How the supervisor treats this error.
+    pub fn class(&self) -> ErrorClass {
+        use crate::Error as E;
+        match self {
+            E::Connect(c) => c.class(),
+            E::Source { source, .. } => source.class(),
+            E::Sink { source, .. } => source.class(),
+            // Every setup refusal names its fix; a query failing meanwhile
+            // is judged by its server's error.
+            E::Setup(s) => match s.as_ref() {
+                crate::setup::SetupError::Db { source, .. } => pg_error(source),
+                crate::setup::SetupError::MysqlDb { source, .. } => mysql_error(source),
+                _ => ErrorClass::SELF_EXPLAINED,
+            },
+            E::Control(_) | E::Parity(_) | E::Internal(_) => ErrorClass::Transient,
+        }
+    }
+}
+
+/// A tokio-postgres error: by the server's SQLSTATE where it sent one.
+pub(crate) fn pg_error(e: &tokio_postgres::Error) -> ErrorClass {
+    match e.as_db_error() {
+        Some(db) => postgres(db.code().code(), db.message()),
+        None => ErrorClass::Transient,
+    }
+}
+
+/// A mysql_async error: by the server's code where it sent one.
+pub(crate) fn mysql_error(e: &mysql_async::Error) -> ErrorClass {
+    match e {
+        mysql_async::Error::Server(s) => mysql(s.code),
+        _ => ErrorClass::Transient,
+    }
+}
+
+impl crate::connect::ConnectError {
+    pub fn class(&self) -> ErrorClass {
+        use crate::connect::ConnectError as C;
+        match self {
+            // A server that is down or restarting comes back.
+            C::Connect { source, .. } => pg_error(source),
+            C::MysqlConnect { source, .. } => mysql_error(source),
+            // The configuration or duplex's environment: each names its fix.
+            C::BadConninfo { .. }
+            | C::BadMysqlUrl { .. }
+            | C::PasswordInConninfo { .. }
+            | C::NoDatabase { .. }
+            | C::MissingPasswordEnv { .. }
+            | C::PasswordFile { .. }
+            | C::Tls { .. } => ErrorClass::SELF_EXPLAINED,
+        }
+    }
+}
+
+impl crate::source::SourceError {
+    pub fn class(&self) -> ErrorClass {
+        use crate::source::SourceError as S;
+        match self {
+            S::PgStream(e) => match e {
+                pgwire_replication::PgWireError::Server(message) => sqlstate_in(message)
+                    .map(|code| postgres(code, message))
+                    .unwrap_or(ErrorClass::Transient),
+                pgwire_replication::PgWireError::Auth(_) => ErrorClass::operator(
+                    "the source refused duplex's replication login: check the password (duplex.sites password_env / password_file) and that pg_hba.conf allows replication connections for duplex's role",
+                ),
+                pgwire_replication::PgWireError::Tls(_) => ErrorClass::operator(
+                    "the TLS handshake with the source failed: check duplex.sites tls_mode and tls_ca_file against the server's certificate",
+                ),
+                _ => ErrorClass::Transient,
+            },
+            S::Catalog { source, .. } => pg_error(source),
+            S::Binlog(e) => mysql_error(e),
+            S::Purged { .. } => mysql(1236),
+            S::Settings { .. } | S::Table { .. } => ErrorClass::SELF_EXPLAINED,
+            S::Protocol(_) | S::UnknownRelation(_) | S::Event { .. } | S::BadValue { .. } => {
+                ErrorClass::Transient
+            }
+        }
+    }
+}
+
+impl crate::sink::SinkError {
+    pub fn class(&self) -> ErrorClass {
+        use crate::sink::SinkError as K;
+        match self {
+            K::Connect(c) => c.class(),
+            K::Pg { source, .. } | K::CopyStart { source, .. } => pg_error(source),
+            K::Mysql { source, .. } => mysql_error(source),
+            K::MissingTable { .. }
+            | K::MissingColumn { .. }
+            | K::NoPrimaryKey { .. }
+            | K::KeyMismatch { .. } => ErrorClass::SELF_EXPLAINED,
+            // Another process holds the origin: it may be ending.
+            K::OriginBusy { .. } => ErrorClass::Transient,
+            K::Value { .. }
+            | K::Journal(_)
+            | K::LocalValue { .. }
+            | K::WorkersDeadlocked
+            | K::WorkerGone { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replication_error_is_judged_by_its_sqlstate() {
+        let lost = "ERROR: can no longer get changes from replication slot \"duplex_l1_s1\" (SQLSTATE 55000)";
+        assert_eq!(sqlstate_in(lost), Some("55000"));
+        let ErrorClass::Operator { fix: Some(fix) } = postgres("55000", lost) else {
+            panic!("an invalidated slot needs an operator");
+        };
+        assert!(
+            fix.contains("pg_drop_replication_slot('duplex_l1_s1')")
+                && fix.contains("duplex repair"),
+            "{fix}"
+        );
+        let dropped = "replication slot \"duplex_l1_s2\" does not exist";
+        let ErrorClass::Operator { fix: Some(fix) } = postgres("42704", dropped) else {
+            panic!("a dropped slot needs an operator");
+        };
+        assert!(fix.contains("duplex_l1_s2"), "{fix}");
+        // A server shutting down, a cut connection: they pass.
+        assert_eq!(
+            postgres(
+                "57P01",
+                "terminating connection due to administrator command"
+            ),
+            ErrorClass::Transient
+        );
+        assert_eq!(sqlstate_in("connection reset by peer"), None);
+        assert_eq!(sqlstate_in("(SQLSTATE 55"), None);
+    }
+
+    #[test]
+    fn mysql_errors_by_code() {
+        assert!(matches!(mysql(1236), ErrorClass::Operator { fix: Some(_) }));
+        assert!(matches!(mysql(1045), ErrorClass::Operator { fix: Some(_) }));
+        // Server gone away, lock wait timeout.
+        assert_eq!(mysql(2006), ErrorClass::Transient);
+        assert_eq!(mysql(1205), ErrorClass::Transient);
+    }
+}
