@@ -41,6 +41,28 @@ pub enum ConnectError {
     },
 }
 
+/// Does `conninfo` hold a password, in any form libpq or a URL takes:
+/// `password=`, `sslpassword=`, a URL's `?password=` or `user:pw@host`, also
+/// in a URL given as `dbname=` (libpq expands it)? The control schema's
+/// check (`sites_conninfo_has_no_password`) refuses the same; this catches
+/// rows written before it, and keeps the secret out of every message.
+pub(crate) fn holds_password(conninfo: &str) -> bool {
+    let lower = conninfo.to_ascii_lowercase();
+    let as_key = lower
+        .match_indices("password")
+        .any(|(at, word)| lower[at + word.len()..].trim_start().starts_with('='));
+    let in_url = conninfo.match_indices("://").any(|(at, sep)| {
+        let authority = conninfo[at + sep.len()..]
+            .split(|c: char| c == '/' || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        authority
+            .split_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    });
+    as_key || in_url
+}
+
 /// The site's password: from `password_env` or the first line of
 /// `password_file`; `None` when the row names neither.
 pub(crate) fn read_password(site: &Site) -> Result<Option<String>, ConnectError> {
@@ -62,4 +84,34 @@ pub(crate) fn read_password(site: &Site) -> Result<Option<String>, ConnectError>
         return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_password;
+
+    #[test]
+    fn a_password_is_found_in_every_form() {
+        for conninfo in [
+            "host=h dbname=app password=x",
+            "host=h dbname=app PASSWORD = x",
+            "host=h dbname=app sslpassword=x",
+            "postgresql://u:pw@h/app",
+            "postgresql://u@h/app?password=x",
+            "postgresql://u@h/app?sslmode=require&password=x",
+            "host=h dbname=postgresql://u:pw@h/app",
+            "mysql://u:pw@h:3306/app",
+        ] {
+            assert!(holds_password(conninfo), "{conninfo}");
+        }
+        for conninfo in [
+            "host=h port=5432 dbname=app user=duplex",
+            "postgresql://u@h:5432/app?sslmode=require",
+            "postgresql://[::1]:5432/app",
+            "postgresql://h/app",
+            "mysql://duplex@127.0.0.1:3306/app",
+        ] {
+            assert!(!holds_password(conninfo), "{conninfo}");
+        }
+    }
 }

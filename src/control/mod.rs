@@ -107,6 +107,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "parallel apply: apply workers per direction",
         include_str!("../../sql/postgresql/0018_apply_workers.sql"),
     ),
+    (
+        19,
+        "no password in a site's conninfo, in any form",
+        include_str!("../../sql/postgresql/0019_conninfo_secrets.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -158,6 +163,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         18,
         "parallel apply: apply workers per direction",
         include_str!("../../sql/mysql/0018_apply_workers.sql"),
+    ),
+    (
+        19,
+        "no password in a site's conninfo, in any form",
+        include_str!("../../sql/mysql/0019_conninfo_secrets.sql"),
     ),
 ];
 

@@ -29,6 +29,11 @@ impl MysqlEndpoint {
             site: site.name.clone(),
             reason,
         };
+        if crate::connect::holds_password(&site.conninfo) {
+            return Err(ConnectError::PasswordInConninfo {
+                site: site.name.clone(),
+            });
+        }
         let opts = mysql_async::Opts::from_url(&site.conninfo).map_err(|e| bad(e.to_string()))?;
         if opts.pass().is_some() {
             return Err(ConnectError::PasswordInConninfo {

@@ -39,6 +39,11 @@ impl std::fmt::Debug for PgEndpoint {
 
 impl PgEndpoint {
     pub fn from_site(site: &Site) -> Result<PgEndpoint, ConnectError> {
+        if crate::connect::holds_password(&site.conninfo) {
+            return Err(ConnectError::PasswordInConninfo {
+                site: site.name.clone(),
+            });
+        }
         let config = Config::from_str(&site.conninfo).map_err(|e| ConnectError::BadConninfo {
             site: site.name.clone(),
             reason: e.to_string(),

@@ -74,14 +74,27 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
                 .prefer_socket(false);
         mysql_async::Conn::new(opts).await.unwrap()
     };
-    // A password in conninfo is refused by the schema itself.
-    let refused = ctl
-        .exec_drop(
-            "INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (9, 'x', 'mysql', 'mysql://u:secret@h/db')",
-            (),
-        )
-        .await;
-    assert!(refused.is_err(), "a password in conninfo must be refused");
+    // A password in conninfo is refused by the schema itself, in any form.
+    for conninfo in [
+        "mysql://u:secret@h/db",
+        "postgresql://u@h/db?password=secret",
+        "host=h sslpassword=secret dbname=db",
+        "host=h dbname=postgresql://u:secret@h/db",
+    ] {
+        let refused = ctl
+            .exec_drop(
+                "INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (9, 'x', 'mysql', ?)",
+                (conninfo,),
+            )
+            .await;
+        let Err(mysql_async::Error::Server(e)) = refused else {
+            panic!("a password in conninfo must be refused: {conninfo}: {refused:?}");
+        };
+        assert!(
+            e.message.contains("sites_conninfo_has_no_password"),
+            "{conninfo}: {e:?}"
+        );
+    }
     crate::support::describe_link_on_mariadb(&mut ctl, pg.conninfo("app"), my.url("app"), &["t1"])
         .await;
     let (ok, out) = duplex_cli(&control_url, &["config", "check"]);

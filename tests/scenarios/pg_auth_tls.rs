@@ -136,6 +136,10 @@ async fn a_password_in_conninfo_is_refused() {
     for conninfo in [
         "host=127.0.0.1 user=x password=secret dbname=app",
         "postgresql://x:secret@127.0.0.1/app",
+        // Forms the first check let through.
+        "postgresql://x@127.0.0.1/app?password=secret",
+        "host=127.0.0.1 user=x sslpassword=secret dbname=app",
+        "host=127.0.0.1 dbname=postgresql://x:secret@127.0.0.1/app",
     ] {
         let err = control
             .execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (9, 'leaky', 'postgresql', $1)", &[&conninfo])
@@ -149,21 +153,26 @@ async fn a_password_in_conninfo_is_refused() {
         );
     }
     // And the process refuses it too, should the check have been removed.
-    let site = duplex::control::Site {
-        site_id: 9,
-        name: "leaky".into(),
-        engine: duplex::control::SiteEngine::Postgres,
-        conninfo: "host=127.0.0.1 password=secret".into(),
-        password_env: None,
-        password_file: None,
-        tls_mode: duplex::control::TlsMode::Disable,
-        tls_ca_file: None,
-    };
-    let err = duplex::pg::PgEndpoint::from_site(&site)
-        .expect_err("accepted a password in conninfo")
-        .to_string();
-    assert!(
-        err.contains("password_env or password_file") && !err.contains("secret"),
-        "{err}"
-    );
+    for conninfo in [
+        "host=127.0.0.1 password=secret",
+        "host=127.0.0.1 dbname=postgresql://x:secret@127.0.0.1/app",
+    ] {
+        let site = duplex::control::Site {
+            site_id: 9,
+            name: "leaky".into(),
+            engine: duplex::control::SiteEngine::Postgres,
+            conninfo: conninfo.into(),
+            password_env: None,
+            password_file: None,
+            tls_mode: duplex::control::TlsMode::Disable,
+            tls_ca_file: None,
+        };
+        let err = duplex::pg::PgEndpoint::from_site(&site)
+            .expect_err("accepted a password in conninfo")
+            .to_string();
+        assert!(
+            err.contains("password_env or password_file") && !err.contains("secret"),
+            "{err}"
+        );
+    }
 }
