@@ -55,6 +55,26 @@ pub struct DirectionStats {
     /// Since when the direction has been working (streaming or copying),
     /// and its target commits then.
     working_since: Mutex<Option<(std::time::Instant, u64)>>,
+    /// The source slot's health, as last read (PostgreSQL sources; see
+    /// `runner::slot_watch`).
+    slot: Mutex<Option<SlotHealth>>,
+}
+
+/// A PostgreSQL source slot's health: how much WAL it keeps and how close
+/// it is to being invalidated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotHealth {
+    /// `pg_current_wal_lsn() - restart_lsn`.
+    pub retained_bytes: Option<i64>,
+    /// `pg_replication_slots.wal_status`: reserved, extended, unreserved, lost.
+    pub wal_status: Option<String>,
+    /// `safe_wal_size`: WAL that may still be written before the slot is
+    /// invalidated; `None` where nothing bounds it.
+    pub safe_bytes: Option<i64>,
+    /// What is at risk and what to do, while it is.
+    pub warning: Option<String>,
+    /// When it was read (µs since the epoch).
+    pub checked_us: i64,
 }
 
 /// A direction that has been working this long since its last error, even
@@ -67,6 +87,16 @@ impl DirectionStats {
             kind,
             ..DirectionStats::default()
         }
+    }
+
+    pub fn set_slot(&self, health: Option<SlotHealth>) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = health;
+        }
+    }
+
+    pub fn slot(&self) -> Option<SlotHealth> {
+        self.slot.lock().ok().and_then(|s| s.clone())
     }
 
     pub fn set_source_position(&self, p: SourcePosition) {

@@ -44,7 +44,9 @@ async fn render_status(
                     coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS'), '-'),
                     coalesce(source_position, '-'), coalesce(applied_position, '-'),
                     coalesce(last_error, ''), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), ''),
-                    coalesce(stopped_tables, 0)
+                    coalesce(stopped_tables, 0),
+                    coalesce(pg_size_pretty(retained_wal_bytes), ''), coalesce(wal_status, ''),
+                    coalesce(slot_warning, '')
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
                     lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
@@ -54,7 +56,9 @@ async fn render_status(
                     COALESCE(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s'), '-'),
                     COALESCE(source_position, '-'), COALESCE(applied_position, '-'),
                     COALESCE(last_error, ''), COALESCE(DATE_FORMAT(last_error_at, '%Y-%m-%d %H:%i:%s'), ''),
-                    COALESCE(stopped_tables, 0)
+                    COALESCE(stopped_tables, 0),
+                    COALESCE(CONCAT(ROUND(retained_wal_bytes / 1048576, 1), ' MB'), ''),
+                    COALESCE(wal_status, ''), COALESCE(slot_warning, '')
                FROM duplex.link_overview ORDER BY link, source",
             &[],
         ))
@@ -105,14 +109,22 @@ async fn render_status(
             r.at(14),
             note
         )?;
+        // The source slot's WAL (PostgreSQL sources), and its warning.
+        let slot = match (r.at(20), r.at(21)) {
+            (kept, _) if kept.is_empty() => String::new(),
+            (kept, status) => format!(", slot keeps {kept} of WAL ({status})"),
+        };
         writeln!(
             out,
-            "{:<12} {:<18} read {} applied {}",
+            "{:<12} {:<18} read {} applied {}{slot}",
             "",
             "",
             r.at(15),
             r.at(16)
         )?;
+        if !r.at(22).is_empty() {
+            writeln!(out, "{:<12} {:<18} WARNING: {}", "", "", r.at(22))?;
+        }
     }
     // Initial syncs under way, with a bar.
     let copies = client

@@ -397,6 +397,38 @@ impl LocalPostgres {
         result
     }
 
+    /// Starts a stopped server again on the same port with the same data,
+    /// as after a site's restart or outage; a running one is left alone.
+    pub fn start_again(&mut self) -> Result<(), LocalDbError> {
+        if self.running {
+            return Ok(());
+        }
+        let log_path = self.data_dir.join("server.log");
+        let mut cmd = self.runner.command(&self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&log_path)
+            .args(["-w", "-t", "60", "-s", "start"]);
+        let out = run_output(cmd, "pg_ctl start")?;
+        // pg_ctl -w may give up while a postmaster is still around: stop
+        // (or drop) then kills it.
+        self.running = true;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(LocalDbError::StartFailed {
+            data_dir: self.data_dir.clone(),
+            attempts: 1,
+            reason: format!(
+                "`pg_ctl start` exited with {}: {}",
+                out.status,
+                output_text(&out)
+            ),
+            log_tail: self.log_tail(),
+        })
+    }
+
     /// Copies the template and writes the config that does not depend on the port.
     fn prepare(&mut self, template: &Path, opts: &LocalPgOptions) -> Result<(), LocalDbError> {
         let socket_len = path_str(&self.root_path)?.len() + "/.s.PGSQL.65535".len();

@@ -32,6 +32,7 @@ mod plan;
 mod prepare;
 mod registry;
 mod site_conn;
+mod slot_watch;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};

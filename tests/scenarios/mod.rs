@@ -37,5 +37,6 @@ mod quarantine_values;
 mod same_key_conflicts;
 mod same_key_txn;
 mod sample_schema;
+mod slot_guardrails;
 mod status_history;
 mod table_refusals;
