@@ -46,6 +46,9 @@ enum Command {
         /// Most rows per multi-row statement.
         #[arg(long, default_value_t = 500)]
         batch_rows: usize,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
+        #[arg(long, env = "DUPLEX_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Compare both sites of every synced table, row by row (duplex.parity_checks).
     /// Exits 1 when a difference persists.
@@ -274,7 +277,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             control,
             batch_rows,
-        } => cli::run::run(&control, batch_rows).await?,
+            metrics_listen,
+        } => cli::run::run(&control, batch_rows, metrics_listen).await?,
         Command::Quarantine { control, action } => {
             use cli::journal::QuarantineAction as A;
             let action = match action {

@@ -28,6 +28,9 @@ pub struct DirectionStats {
     pub conflicts: AtomicU64,
     /// Incoming changes older than the target's row (already seen there).
     pub stale: AtomicU64,
+    /// Errors that stopped the direction, by class (`crate::error_class`).
+    pub errors_transient: AtomicU64,
+    pub errors_operator: AtomicU64,
     /// Commit time (µs since the epoch) of the newest source transaction read.
     pub read_commit_us: AtomicI64,
     /// Commit time of the newest source transaction committed on the target.

@@ -3,13 +3,23 @@
 
 use duplex::pipeline::PipelineTuning;
 
-/// Run every link of the control schema at `control` until SIGINT/SIGTERM.
-pub async fn run(control: &str, batch_rows: usize) -> anyhow::Result<()> {
+/// Run every link of the control schema at `control` until SIGINT/SIGTERM,
+/// serving metrics at `metrics_listen` when given.
+pub async fn run(
+    control: &str,
+    batch_rows: usize,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let tuning = PipelineTuning {
         max_batch_rows: batch_rows,
         ..PipelineTuning::default()
     };
     let mut handle = duplex::runner::start(control, tuning).await?;
+    if let Some(addr) = metrics_listen {
+        handle.serve_metrics(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot serve metrics on {addr}: {e} (is the address in use? choose another with --metrics-listen)")
+        })?;
+    }
     let stop = handle.shutdown_sender();
     tokio::select! {
         _ = shutdown_signal() => {

@@ -78,8 +78,11 @@ pub struct DirectionSpec {
     /// `link:source->target`, in logs.
     pub name: String,
     /// The link's name (`duplex.links.name`), in the fixes the direction's
-    /// errors name.
+    /// errors name and in the metrics' labels.
     pub link_name: String,
+    /// The source and target sites' names (`duplex.sites.name`).
+    pub source_name: String,
+    pub target_name: String,
     pub source: SourceSpec,
     pub sink: SinkSpec,
     pub tuning: PipelineTuning,
@@ -488,6 +491,9 @@ pub async fn supervise_direction(
                 let msg = crate::error_chain::error_chain(&e);
                 match e.class() {
                     ErrorClass::Transient => {
+                        stats
+                            .errors_transient
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let wait = backoff.after(started.elapsed());
                         tracing::error!(direction = %spec.name, error = %msg, retry_in_ms = wait.as_millis() as u64, "direction failed");
                         stats.set_error(Some(msg));
@@ -496,6 +502,9 @@ pub async fn supervise_direction(
                         wait
                     }
                     ErrorClass::Operator { fix } => {
+                        stats
+                            .errors_operator
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let text = match fix {
                             Some(fix) => {
                                 format!("{msg}. Fix: {}", fix.replace("<link>", &spec.link_name))

@@ -27,6 +27,7 @@ use crate::stats::DirectionStats;
 mod config_check;
 mod link_run;
 mod live_config;
+mod metrics;
 mod parity_schedule;
 mod plan;
 mod prepare;
@@ -81,6 +82,28 @@ impl RunHandle {
     /// A sender that stops everything when `true` is sent.
     pub fn shutdown_sender(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+
+    /// Serve the directions' metrics in Prometheus text at
+    /// `http://ADDR/metrics` until shutdown. Returns the address it listens
+    /// on (port 0 takes a free port).
+    pub async fn serve_metrics(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, std::io::Error> {
+        let (listener, local) = metrics::bind(addr).await?;
+        self.tasks.spawn(metrics::serve(
+            listener,
+            self.registry.clone(),
+            self.shutdown.subscribe(),
+        ));
+        tracing::info!(address = %local, "serving metrics at /metrics");
+        Ok(local)
+    }
+
+    /// The metrics as `/metrics` serves them now.
+    pub fn metrics_text(&self) -> String {
+        metrics::render(&self.registry)
     }
 }
 

@@ -520,6 +520,8 @@ pub(super) async fn prepare_link(
         specs.push(DirectionSpec {
             name: format!("{}:{}->{}", link.name, src.name, dst.name),
             link_name: link.name.clone(),
+            source_name: src.name.clone(),
+            target_name: dst.name.clone(),
             source,
             sink,
             tuning: PipelineTuning {

@@ -15,7 +15,12 @@ pub struct DirectionHandle {
     pub link_id: u32,
     pub source_site: u32,
     pub target_site: u32,
+    /// `link:source->target`.
     pub name: String,
+    /// The link's and the sites' names (the metrics' labels).
+    pub link_name: String,
+    pub source_name: String,
+    pub target_name: String,
     pub stats: Arc<DirectionStats>,
 }
 
@@ -53,6 +58,9 @@ impl Registry {
             .find(|d| d.link_id == link_id && d.source_site == source_site)
         {
             d.name = spec.name.clone();
+            d.link_name = spec.link_name.clone();
+            d.source_name = spec.source_name.clone();
+            d.target_name = spec.target_name.clone();
             d.target_site = target_site;
             return d.stats.clone();
         }
@@ -70,6 +78,9 @@ impl Registry {
             source_site,
             target_site,
             name: spec.name.clone(),
+            link_name: spec.link_name.clone(),
+            source_name: spec.source_name.clone(),
+            target_name: spec.target_name.clone(),
             stats: stats.clone(),
         });
         stats

@@ -18,6 +18,7 @@ mod initial_sync_pagila;
 mod least_privilege;
 mod live_config;
 mod localdb;
+mod metrics;
 mod multi_row_cases;
 mod multi_row_writes;
 mod mysql_durability;

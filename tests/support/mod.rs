@@ -334,6 +334,11 @@ pub struct DuplexProcess {
 
 impl DuplexProcess {
     pub fn spawn(control_url: &str, log: &std::path::Path) -> DuplexProcess {
+        DuplexProcess::spawn_with(control_url, log, &[])
+    }
+
+    /// As [`DuplexProcess::spawn`], with more arguments to `duplex run`.
+    pub fn spawn_with(control_url: &str, log: &std::path::Path, args: &[&str]) -> DuplexProcess {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -341,6 +346,7 @@ impl DuplexProcess {
             .expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
             .args(["run", "--control", control_url])
+            .args(args)
             .env("DUPLEX_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(file.try_clone().expect("log file"))
@@ -772,4 +778,27 @@ pub async fn streaming(control: &Client, link: i32) -> bool {
     )
     .await
         == 2
+}
+
+/// `GET path` over HTTP/1.1 from `addr`: the status code and the body.
+pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
