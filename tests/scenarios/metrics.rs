@@ -16,6 +16,25 @@ fn sample(body: &str, series: &str) -> Option<f64> {
         .and_then(|l| l[series.len()..].trim().parse().ok())
 }
 
+/// Every `duplex_...` metric name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("duplex_")
+        .filter(|(at, _)| {
+            // Not inside another word (`job="duplex"`).
+            text[..*at]
+                .chars()
+                .last()
+                .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_')
+        })
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect::<String>()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_applied_and_show_the_slot() {
     let pair = Pair::start(SCHEMA, &["item"]).await;
@@ -92,6 +111,21 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
         "{body}"
     );
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    // The alert rules and the dashboard shipped in docs/monitoring use only
+    // metrics duplex serves.
+    for file in ["duplex-alerts.yml", "duplex-dashboard.json"] {
+        let path = format!("{}/docs/monitoring/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("docs/monitoring file");
+        let names = metric_names(&text);
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in names {
+            let family = name.strip_suffix("_total").unwrap_or(&name);
+            assert!(
+                body.contains(&format!("# TYPE {family} ")),
+                "{file} uses {name}, which duplex does not serve:\n{body}"
+            );
+        }
+    }
     let (status, _) = http_get(&addr, "/nothing").await.expect("scrape");
     assert_eq!(status, 404);
     run.shutdown().await;
