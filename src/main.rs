@@ -258,12 +258,22 @@ fn init_tracing() {
         // The replication client library logs an ERROR whenever its stream
         // ends, including on every clean stop of a direction (a pause, a
         // configuration change); duplex reports the stream's real failures
-        // itself, with context. DUPLEX_LOG overrides this.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pgwire_replication=off"));
-    tracing_subscriber::fmt()
+        // itself, with context. tokio-postgres logs every NOTICE a server
+        // sends at INFO ("schema ... already exists, skipping" at each
+        // `duplex init`); its warnings stay. DUPLEX_LOG overrides this.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,pgwire_replication=off,tokio_postgres=warn")
+        });
+    // DUPLEX_LOG_FORMAT=json: one JSON object a line, for log collectors.
+    let json = std::env::var("DUPLEX_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().with_current_span(true).init();
+    } else {
+        fmt.with_target(false).init();
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -23,6 +23,30 @@ async fn init_is_idempotent_status_shows_directions_and_a_newer_schema_is_refuse
         String::from_utf8_lossy(&out.stdout).contains("up to date"),
         "{out:?}"
     );
+    // The server's NOTICEs ("schema ... already exists, skipping") are not
+    // the DBA's business.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("NOTICE")
+            && !String::from_utf8_lossy(&out.stdout).contains("NOTICE"),
+        "{out:?}"
+    );
+    // DUPLEX_LOG_FORMAT=json: every log line is one JSON object.
+    let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["init", "--control", &pair.control_url])
+        .env("DUPLEX_LOG_FORMAT", "json")
+        .env("DUPLEX_LOG", "debug")
+        .output()
+        .expect("run duplex");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !logs.trim().is_empty(), "{out:?}");
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
 
     let logdir = tempfile::tempdir().unwrap();
     let mut run = DuplexProcess::spawn(&pair.control_url, &logdir.path().join("run.log"));
