@@ -61,6 +61,11 @@ static CONFLICTS: JournalTable = JournalTable {
 };
 
 impl ConflictStore {
+    /// Can the control database be reached now?
+    pub async fn control_reachable(&mut self) -> bool {
+        self.journal.reachable().await
+    }
+
     pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>) -> ConflictStore {
         ConflictStore {
             journal: JournalConn::new(spec, &CONFLICTS),

@@ -138,6 +138,20 @@ impl JournalConn {
         Ok(self.client.insert(client))
     }
 
+    /// Can the control database be reached now? (Connects if need be; a
+    /// connection that fails the probe is dropped.)
+    pub async fn reachable(&mut self) -> bool {
+        let probe = Sql::new("probe the control database", "SELECT 1", "SELECT 1", &[]);
+        let ok = match self.client().await {
+            Ok(client) => client.exec(probe).await.is_ok(),
+            Err(_) => false,
+        };
+        if !ok {
+            self.drop_client();
+        }
+        ok
+    }
+
     /// Drop the connection (after an error it may be unusable).
     pub fn drop_client(&mut self) {
         self.client = None;

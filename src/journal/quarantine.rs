@@ -130,6 +130,11 @@ static QUARANTINE: JournalTable = JournalTable {
 };
 
 impl Quarantine {
+    /// Can the control database be reached now?
+    pub async fn control_reachable(&mut self) -> bool {
+        self.journal.reachable().await
+    }
+
     pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>) -> Quarantine {
         Quarantine {
             journal: JournalConn::new(spec, &QUARANTINE),

@@ -212,6 +212,16 @@ async fn periodic<T: Target>(
             let Some(mapping) = ctx.mapping.as_mut() else {
                 return Ok(());
             };
+            // The control database is off the data path: while it cannot be
+            // reached, the DBA's settlements, retries and resumed tables
+            // (each read from it before anything is written) wait for it,
+            // and the stream goes on.
+            if !a.conflicts.control_reachable().await || !a.quarantine.control_reachable().await {
+                tracing::debug!(
+                    "the control database cannot be reached: settlements and retries wait for it"
+                );
+                return Ok(());
+            }
             a.apply_resolutions().await?;
             a.apply_quarantine_retries(mapping).await?;
             a.resume_stopped(mapping).await?;

@@ -8,6 +8,7 @@ mod binlog_statements;
 mod cli;
 mod conflicts;
 mod control_mysql;
+mod control_outage;
 mod convergence;
 mod cross_engine_types;
 mod equal_version_times;

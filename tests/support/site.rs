@@ -288,7 +288,9 @@ impl Endpoint {
 pub struct Sites {
     pub servers: [Server; 2],
     pub control_url: String,
-    _control: duplex::localdb::pg::LocalPostgres,
+    /// The control database's cluster (stopped and started again by the
+    /// tests of a control-database outage).
+    pub control_server: duplex::localdb::pg::LocalPostgres,
 }
 
 impl Sites {
@@ -317,7 +319,7 @@ impl Sites {
         Sites {
             servers,
             control_url,
-            _control: control,
+            control_server: control,
         }
     }
 
