@@ -1191,7 +1191,7 @@ mod tests {
             tombstone_retention: std::time::Duration::from_secs(60),
             snapshot_rows_per_second: 0,
             apply_workers: 1,
-            slot_warn_bytes: 1 << 30,
+            retention_warn_bytes: 1 << 30,
         }
     }
 

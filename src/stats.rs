@@ -58,22 +58,30 @@ pub struct DirectionStats {
     /// Since when the direction has been working (streaming or copying),
     /// and its target commits then.
     working_since: Mutex<Option<(std::time::Instant, u64)>>,
-    /// The source slot's health, as last read (PostgreSQL sources; see
-    /// `runner::slot_watch`).
-    slot: Mutex<Option<SlotHealth>>,
+    /// How long the source keeps what the direction has not applied, as
+    /// last read (see `runner::retention_watch`).
+    retention: Mutex<Option<SourceRetention>>,
 }
 
-/// A PostgreSQL source slot's health: how much WAL it keeps and how close
-/// it is to being invalidated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotHealth {
-    /// `pg_current_wal_lsn() - restart_lsn`.
+/// How long a source keeps what its direction has not applied: a
+/// PostgreSQL slot's WAL (until `max_slot_wal_keep_size` invalidates the
+/// slot), a MySQL server's binlogs (until they are purged).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceRetention {
+    /// PostgreSQL: `pg_current_wal_lsn() - restart_lsn`. MySQL: the binlog
+    /// from the applied position to the end.
     pub retained_bytes: Option<i64>,
-    /// `pg_replication_slots.wal_status`: reserved, extended, unreserved, lost.
+    /// PostgreSQL: `pg_replication_slots.wal_status` (reserved, extended,
+    /// unreserved, lost).
     pub wal_status: Option<String>,
-    /// `safe_wal_size`: WAL that may still be written before the slot is
-    /// invalidated; `None` where nothing bounds it.
+    /// PostgreSQL: `safe_wal_size`, the WAL that may still be written before
+    /// the slot is invalidated; `None` where nothing bounds it.
     pub safe_bytes: Option<i64>,
+    /// MySQL: the oldest binlog file the server still has.
+    pub oldest_binlog: Option<String>,
+    /// MySQL: binlog files older than the one holding the applied position
+    /// (0: the next purge removes what the direction still needs).
+    pub headroom_files: Option<i64>,
     /// What is at risk and what to do, while it is.
     pub warning: Option<String>,
     /// When it was read (µs since the epoch).
@@ -92,14 +100,14 @@ impl DirectionStats {
         }
     }
 
-    pub fn set_slot(&self, health: Option<SlotHealth>) {
-        if let Ok(mut s) = self.slot.lock() {
+    pub fn set_retention(&self, health: Option<SourceRetention>) {
+        if let Ok(mut s) = self.retention.lock() {
             *s = health;
         }
     }
 
-    pub fn slot(&self) -> Option<SlotHealth> {
-        self.slot.lock().ok().and_then(|s| s.clone())
+    pub fn retention(&self) -> Option<SourceRetention> {
+        self.retention.lock().ok().and_then(|s| s.clone())
     }
 
     pub fn set_source_position(&self, p: SourcePosition) {

@@ -45,8 +45,9 @@ async fn render_status(
                     coalesce(source_position, '-'), coalesce(applied_position, '-'),
                     coalesce(last_error, ''), coalesce(to_char(last_error_at, 'YYYY-MM-DD HH24:MI:SS'), ''),
                     coalesce(stopped_tables, 0),
-                    coalesce(pg_size_pretty(retained_wal_bytes), ''), coalesce(wal_status, ''),
-                    coalesce(slot_warning, '')
+                    coalesce(pg_size_pretty(retained_bytes), ''),
+                    coalesce('slot ' || wal_status, binlog_headroom_files || ' older binlog files', ''),
+                    coalesce(retention_warning, '')
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
                     lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
@@ -57,8 +58,9 @@ async fn render_status(
                     COALESCE(source_position, '-'), COALESCE(applied_position, '-'),
                     COALESCE(last_error, ''), COALESCE(DATE_FORMAT(last_error_at, '%Y-%m-%d %H:%i:%s'), ''),
                     COALESCE(stopped_tables, 0),
-                    COALESCE(CONCAT(ROUND(retained_wal_bytes / 1048576, 1), ' MB'), ''),
-                    COALESCE(wal_status, ''), COALESCE(slot_warning, '')
+                    COALESCE(CONCAT(ROUND(retained_bytes / 1048576, 1), ' MB'), ''),
+                    COALESCE(CONCAT('slot ', wal_status), CONCAT(binlog_headroom_files, ' older binlog files'), ''),
+                    COALESCE(retention_warning, '')
                FROM duplex.link_overview ORDER BY link, source",
             &[],
         ))
@@ -109,10 +111,11 @@ async fn render_status(
             r.at(14),
             note
         )?;
-        // The source slot's WAL (PostgreSQL sources), and its warning.
+        // What the source keeps that the direction has not applied (a
+        // slot's WAL, binlogs), and its warning.
         let slot = match (r.at(20), r.at(21)) {
             (kept, _) if kept.is_empty() => String::new(),
-            (kept, status) => format!(", slot keeps {kept} of WAL ({status})"),
+            (kept, status) => format!(", source keeps {kept} unapplied ({status})"),
         };
         writeln!(
             out,

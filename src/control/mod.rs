@@ -115,7 +115,7 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         20,
         "slot guardrails: retained WAL, wal_status, safe_wal_size, warnings",
-        include_str!("../../sql/postgresql/0020_slot_guardrails.sql"),
+        include_str!("../../sql/postgresql/0020_retention_guardrails.sql"),
     ),
 ];
 
@@ -177,7 +177,7 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         20,
         "slot guardrails: retained WAL, wal_status, safe_wal_size, warnings",
-        include_str!("../../sql/mysql/0020_slot_guardrails.sql"),
+        include_str!("../../sql/mysql/0020_retention_guardrails.sql"),
     ),
 ];
 
@@ -414,11 +414,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
             "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, slot_warn_bytes
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes
                FROM duplex.links ORDER BY link_id",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, slot_warn_bytes
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes
                FROM duplex.links ORDER BY link_id",
             &[],
         ))
@@ -581,7 +581,7 @@ pub struct DirectionStatus {
     /// Per source table: [inserted, updated, deleted].
     pub tables: Vec<(String, [i64; 3])>,
     /// The source slot's health (PostgreSQL sources), as last read.
-    pub slot: Option<crate::stats::SlotHealth>,
+    pub retention: Option<crate::stats::SourceRetention>,
 }
 
 /// A direction's counters as the last run wrote them: a starting duplex
@@ -665,11 +665,17 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
         P::I64(s.by_op[2]),
         P::I64(s.applied_commit_us),
         P::OptI64(s.error_since_us),
-        P::OptI64(s.slot.as_ref().and_then(|h| h.retained_bytes)),
-        P::Text(s.slot.as_ref().and_then(|h| h.wal_status.as_deref())),
-        P::OptI64(s.slot.as_ref().and_then(|h| h.safe_bytes)),
-        P::Text(s.slot.as_ref().and_then(|h| h.warning.as_deref())),
-        P::OptI64(s.slot.as_ref().map(|h| h.checked_us)),
+        P::OptI64(s.retention.as_ref().and_then(|h| h.retained_bytes)),
+        P::Text(s.retention.as_ref().and_then(|h| h.wal_status.as_deref())),
+        P::OptI64(s.retention.as_ref().and_then(|h| h.safe_bytes)),
+        P::Text(s.retention.as_ref().and_then(|h| h.warning.as_deref())),
+        P::OptI64(s.retention.as_ref().map(|h| h.checked_us)),
+        P::Text(
+            s.retention
+                .as_ref()
+                .and_then(|h| h.oldest_binlog.as_deref()),
+        ),
+        P::OptI64(s.retention.as_ref().and_then(|h| h.headroom_files)),
     ];
     db.exec(
         Sql::new(
@@ -678,12 +684,13 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
                  (link_id, source_site, target_site, state, source_position, applied_position,
                   applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
                   lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at, error_since,
-                  retained_wal_bytes, wal_status, safe_wal_bytes, slot_warning, slot_checked_at)
+                  retained_bytes, wal_status, safe_wal_bytes, retention_warning, retention_checked_at,
+                  oldest_binlog, binlog_headroom_files)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, CASE WHEN $10::text IS NULL THEN NULL ELSE now() END, now(), $11, $12,
                      $13, $14, $15, $16, $17, $18,
                      CASE WHEN $19::bigint > 0 THEN to_timestamp($19::bigint / 1e6) END,
                      to_timestamp($20::bigint / 1e6),
-                     $21, $22, $23, $24, to_timestamp($25::bigint / 1e6))
+                     $21, $22, $23, $24, to_timestamp($25::bigint / 1e6), $26, $27)
              ON CONFLICT (link_id, source_site) DO UPDATE SET
                  target_site = EXCLUDED.target_site, state = EXCLUDED.state,
                  source_position = EXCLUDED.source_position, applied_position = EXCLUDED.applied_position,
@@ -697,20 +704,22 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
                  updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,
                  last_applied_commit_at = coalesce(EXCLUDED.last_applied_commit_at, ls.last_applied_commit_at),
                  error_since = EXCLUDED.error_since,
-                 retained_wal_bytes = EXCLUDED.retained_wal_bytes, wal_status = EXCLUDED.wal_status,
-                 safe_wal_bytes = EXCLUDED.safe_wal_bytes, slot_warning = EXCLUDED.slot_warning,
-                 slot_checked_at = EXCLUDED.slot_checked_at,
+                 retained_bytes = EXCLUDED.retained_bytes, wal_status = EXCLUDED.wal_status,
+                 safe_wal_bytes = EXCLUDED.safe_wal_bytes, retention_warning = EXCLUDED.retention_warning,
+                 retention_checked_at = EXCLUDED.retention_checked_at,
+                 oldest_binlog = EXCLUDED.oldest_binlog, binlog_headroom_files = EXCLUDED.binlog_headroom_files,
                  updated_at = now()",
             "INSERT INTO duplex.link_status
                  (link_id, source_site, target_site, state, source_position, applied_position,
                   applied_txns, applied_rows, echo_txns_skipped, last_error, last_error_at, updated_at, quarantined, conflicts,
                   lag_seconds, lag_bytes, queued_events, inserted, updated, deleted, last_applied_commit_at, error_since,
-                  retained_wal_bytes, wal_status, safe_wal_bytes, slot_warning, slot_checked_at)
+                  retained_bytes, wal_status, safe_wal_bytes, retention_warning, retention_checked_at,
+                  oldest_binlog, binlog_headroom_files)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(? IS NULL, NULL, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?,
                      ?, ?, ?, ?, ?, ?,
                      IF(? > 0, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), NULL),
                      TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'),
-                     ?, ?, ?, ?, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'))
+                     ?, ?, ?, ?, TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), ?, ?)
              ON DUPLICATE KEY UPDATE
                  target_site = VALUES(target_site), state = VALUES(state),
                  source_position = VALUES(source_position), applied_position = VALUES(applied_position),
@@ -724,15 +733,16 @@ pub async fn write_status(db: &mut ControlDb, s: &DirectionStatus) -> Result<(),
                  updated = VALUES(updated), deleted = VALUES(deleted),
                  last_applied_commit_at = COALESCE(VALUES(last_applied_commit_at), last_applied_commit_at),
                  error_since = VALUES(error_since),
-                 retained_wal_bytes = VALUES(retained_wal_bytes), wal_status = VALUES(wal_status),
-                 safe_wal_bytes = VALUES(safe_wal_bytes), slot_warning = VALUES(slot_warning),
-                 slot_checked_at = VALUES(slot_checked_at),
+                 retained_bytes = VALUES(retained_bytes), wal_status = VALUES(wal_status),
+                 safe_wal_bytes = VALUES(safe_wal_bytes), retention_warning = VALUES(retention_warning),
+                 retention_checked_at = VALUES(retention_checked_at),
+                 oldest_binlog = VALUES(oldest_binlog), binlog_headroom_files = VALUES(binlog_headroom_files),
                  updated_at = UTC_TIMESTAMP(6)",
             &params,
         )
         .mysql_order(&[
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 18, 19, 20, 21,
-            22, 23, 24,
+            22, 23, 24, 25, 26,
         ]),
     )
     .await?;

@@ -122,8 +122,8 @@ pub struct Link {
     /// Connections each direction applies on at once (see `pipeline::dispatch`).
     pub apply_workers: u32,
     /// Warn this close to a source slot's invalidation (see
-    /// `runner::slot_watch`).
-    pub slot_warn_bytes: u64,
+    /// `runner::retention_watch`).
+    pub retention_warn_bytes: u64,
 }
 
 impl Link {
@@ -143,10 +143,12 @@ impl Link {
             enabled: bool_col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
             snapshot_rows_per_second: col(row, "links", "snapshot_rows_per_second")?,
-            slot_warn_bytes: {
-                let n: i64 = col(row, "links", "slot_warn_bytes")?;
+            retention_warn_bytes: {
+                let n: i64 = col(row, "links", "retention_warn_bytes")?;
                 u64::try_from(n).map_err(|_| {
-                    ControlError::Invalid(format!("link {id}: slot_warn_bytes {n} is negative"))
+                    ControlError::Invalid(format!(
+                        "link {id}: retention_warn_bytes {n} is negative"
+                    ))
                 })?
             },
             apply_workers: {

@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use super::plan::Resolved;
 use super::prepare::prepare_link;
 use super::registry::Registry;
-use super::slot_watch::{watch_slot, WatchedSlot};
+use super::retention_watch::{watch_retention, Source, Watched};
 use crate::control::ControlEndpoint;
 use crate::pipeline::{supervise_direction, PipelineTuning};
 
@@ -46,20 +46,27 @@ pub(super) async fn start_link(
         };
         let stats = registry.stats_for(lc.link.link_id, &spec, target);
         stats.set_state("starting");
-        if let crate::source::SourceSpec::Pg(source) = &spec.source {
-            let peer = if target == lc.site_a.site_id {
-                &lc.site_a.name
-            } else {
-                &lc.site_b.name
-            };
-            let watched = WatchedSlot {
-                endpoint: source.endpoint.clone(),
-                slot: source.slot.clone(),
-                peer: peer.clone(),
-                warn_bytes: lc.link.slot_warn_bytes,
-            };
-            tasks.spawn(watch_slot(watched, stats.clone(), stop_rx.clone()));
-        }
+        let (site, peer) = if target == lc.site_a.site_id {
+            (&lc.site_b.name, &lc.site_a.name)
+        } else {
+            (&lc.site_a.name, &lc.site_b.name)
+        };
+        let source = match &spec.source {
+            crate::source::SourceSpec::Pg(pg) => Source::Slot {
+                endpoint: Box::new(pg.endpoint.clone()),
+                slot: pg.slot.clone(),
+            },
+            crate::source::SourceSpec::Mysql(my) => Source::Binlog {
+                endpoint: my.endpoint.clone(),
+            },
+        };
+        let watched = Watched {
+            source,
+            site: site.clone(),
+            peer: peer.clone(),
+            warn_bytes: lc.link.retention_warn_bytes,
+        };
+        tasks.spawn(watch_retention(watched, stats.clone(), stop_rx.clone()));
         tasks.spawn(supervise_direction(spec, stats, stop_rx.clone()));
     }
     Ok(LinkRun { stop, tasks })

@@ -223,35 +223,34 @@ impl Collector for Directions {
             "row changes applied and committed on the target, by source table and operation",
             tables,
         )?;
-        // The source slots (PostgreSQL sources; see `slot_watch`).
-        let slots: Vec<(&DirectionHandle, crate::stats::SlotHealth)> = dirs
+        // What each source keeps that its direction has not applied (see
+        // `retention_watch`).
+        let kept: Vec<(&DirectionHandle, crate::stats::SourceRetention)> = dirs
             .iter()
-            .filter_map(|d| d.stats.slot().map(|h| (d, h)))
+            .filter_map(|d| d.stats.retention().map(|h| (d, h)))
             .collect();
+        let each = |f: &dyn Fn(&crate::stats::SourceRetention) -> Option<f64>| -> Vec<(Labels, G)> {
+            kept.iter()
+                .filter_map(|(d, h)| f(h).map(|v| (direction_labels(d), G(v))))
+                .collect()
+        };
         family(
             &mut e,
-            "duplex_slot_retained_wal_bytes",
-            "WAL the source keeps for the direction's slot",
-            slots
-                .iter()
-                .filter_map(|(d, h)| h.retained_bytes.map(|b| (direction_labels(d), G(b as f64))))
-                .collect(),
+            "duplex_source_retained_bytes",
+            "what the source keeps that the direction has not applied: a PostgreSQL slot's WAL, or the binlog from the applied position on",
+            each(&|h| h.retained_bytes.map(|b| b as f64)),
         )?;
         family(
             &mut e,
             "duplex_slot_safe_wal_bytes",
-            "WAL the source may still write before it invalidates the slot (absent where nothing bounds it)",
-            slots
-                .iter()
-                .filter_map(|(d, h)| h.safe_bytes.map(|b| (direction_labels(d), G(b as f64))))
-                .collect(),
+            "WAL a PostgreSQL source may still write before it invalidates the slot (absent where nothing bounds it)",
+            each(&|h| h.safe_bytes.map(|b| b as f64)),
         )?;
         family(
             &mut e,
             "duplex_slot_wal_status",
             "1 for the slot's wal_status (reserved, extended, unreserved, lost)",
-            slots
-                .iter()
+            kept.iter()
                 .filter_map(|(d, h)| {
                     h.wal_status
                         .clone()
@@ -261,17 +260,15 @@ impl Collector for Directions {
         )?;
         family(
             &mut e,
-            "duplex_slot_at_risk",
-            "1 while the slot nears invalidation (link_overview.slot_warning says what to do)",
-            slots
-                .iter()
-                .map(|(d, h)| {
-                    (
-                        direction_labels(d),
-                        G(f64::from(u8::from(h.warning.is_some()))),
-                    )
-                })
-                .collect(),
+            "duplex_binlog_headroom_files",
+            "binlog files a MySQL/MariaDB source keeps older than the one the direction applies from (0: the next purge removes what it still needs)",
+            each(&|h| h.headroom_files.map(|n| n as f64)),
+        )?;
+        family(
+            &mut e,
+            "duplex_retention_at_risk",
+            "1 while what the direction has not applied is at risk on its source (link_overview.retention_warning says what to do)",
+            each(&|h| Some(f64::from(u8::from(h.warning.is_some())))),
         )?;
         Ok(())
     }

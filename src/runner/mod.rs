@@ -32,8 +32,8 @@ mod parity_schedule;
 mod plan;
 mod prepare;
 mod registry;
+mod retention_watch;
 mod site_conn;
-mod slot_watch;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};

@@ -63,7 +63,7 @@ pub(super) async fn status_writer(
                         .into_iter()
                         .map(|(t, c)| (t, c.map(|n| n as i64)))
                         .collect(),
-                    slot: s.slot(),
+                    retention: s.retention(),
                 };
                 if let Err(e) = control::write_status(c, &status).await {
                     tracing::warn!(error = %error_chain(&e), "cannot write duplex.link_status");

@@ -59,7 +59,7 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
     })
     .await;
     let dir = r#"link="ab",source="a",target="b""#;
-    let slot_series = format!("duplex_slot_retained_wal_bytes{{{dir}}} ");
+    let slot_series = format!("duplex_source_retained_bytes{{{dir}}} ");
     wait_for("the slot read, in the metrics", T, || async {
         let (status, text) = http_get(&addr, "/metrics").await.expect("scrape");
         assert_eq!(status, 200, "{text}");
@@ -102,7 +102,7 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
             format!(r#"duplex_slot_wal_status{{{dir},wal_status="reserved"}}"#),
             1.0,
         ),
-        (format!("duplex_slot_at_risk{{{dir}}}"), 0.0),
+        (format!("duplex_retention_at_risk{{{dir}}}"), 0.0),
     ] {
         assert_eq!(sample(&body, &series), Some(want), "{series} in:\n{body}");
     }
