@@ -53,7 +53,7 @@ pub(crate) fn holds_password(conninfo: &str) -> bool {
         .any(|(at, word)| lower[at + word.len()..].trim_start().starts_with('='));
     let in_url = conninfo.match_indices("://").any(|(at, sep)| {
         let authority = conninfo[at + sep.len()..]
-            .split(|c: char| c == '/' || c.is_whitespace())
+            .split(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
             .next()
             .unwrap_or_default();
         authority
@@ -109,6 +109,8 @@ mod tests {
             "postgresql://u@h:5432/app?sslmode=require",
             "postgresql://[::1]:5432/app",
             "postgresql://h/app",
+            // An '@' in a parameter, with no path: not a user's password.
+            "postgresql://h:5432?user=duplex@corp",
             "mysql://duplex@127.0.0.1:3306/app",
         ] {
             assert!(!holds_password(conninfo), "{conninfo}");

@@ -30,6 +30,10 @@ impl ErrorClass {
     const SELF_EXPLAINED: ErrorClass = ErrorClass::Operator { fix: None };
 }
 
+/// The fix for a change duplex cannot read at its position in the source's
+/// log: the same position fails the same way at every attempt.
+const UNREADABLE: &str = "duplex cannot read the source's log at this position (the error says what it met); it looks again every minute. Where the error names a setting, change it; otherwise report it with the log. To go past it, resync the link's tables from a new position";
+
 /// The SQLSTATE in a message that quotes one (`... (SQLSTATE 55000)`): how
 /// the replication client reports a server's error.
 pub(crate) fn sqlstate_in(message: &str) -> Option<&str> {
@@ -52,11 +56,12 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
     let slot = || quoted_name(message).unwrap_or("duplex's slot").to_string();
     match code {
         // object_not_in_prerequisite_state: an invalidated slot, or wal_level.
-        "55000" if message.contains("replication slot")
-            && (message.contains("invalidated")
-                || message.contains("can no longer get changes")
-                || message.contains("cannot read from logical replication slot")) =>
-        {
+        // PostgreSQL 15-17: "can no longer get changes from replication
+        // slot" / "cannot read from logical replication slot"; 18: "can no
+        // longer access replication slot" (why, in the DETAIL the
+        // replication client drops). A slot in use by another session ("is
+        // active for PID") is no loss: it passes.
+        "55000" if message.contains("replication slot") && !message.contains("is active") => {
             let slot = slot();
             ErrorClass::operator(format!(
                 "the source invalidated replication slot {slot} (it kept more WAL than max_slot_wal_keep_size allows, or it conflicted with recovery): the changes it had not sent yet are gone. \
@@ -93,8 +98,8 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
     }
 }
 
-/// A MySQL/MariaDB server's error, by its code.
-pub(crate) fn mysql(code: u16) -> ErrorClass {
+/// A MySQL/MariaDB server's error, by its code and message.
+pub(crate) fn mysql(code: u16, message: &str) -> ErrorClass {
     match code {
         // Access denied (login; a table; a privilege such as REPLICATION SLAVE).
         1044 | 1045 | 1142 | 1143 | 1227 | 1698 => ErrorClass::operator(
@@ -102,7 +107,18 @@ pub(crate) fn mysql(code: u16) -> ErrorClass {
         ),
         // Unknown database.
         1049 => ErrorClass::operator("the site's conninfo names a database that does not exist: fix duplex.sites"),
-        // The binlog reader's fatal error: a purged file, an unknown position.
+        // The binlog reader's fatal error: another replica with duplex's
+        // server id (an earlier connection of its own not yet gone, as a
+        // rule) passes; a purged file or an unknown position does not; nor
+        // does the rest (an event larger than max_allowed_packet), whose
+        // message says what.
+        1236 if message.contains("same server") => ErrorClass::Transient,
+        1236 if !(message.contains("purged")
+            || message.contains("first log file")
+            || message.to_ascii_lowercase().contains("could not find")) =>
+        {
+            ErrorClass::SELF_EXPLAINED
+        }
         1236 => ErrorClass::operator(
             "the server cannot send its binlog from the position duplex needs (purged, or the binlog was reset): the changes in between are gone. \
              Take a new position by removing the peer's recorded position for this link, start duplex again, and make the tables equal with `duplex repair --link <link> --by-policy`; \
@@ -143,7 +159,7 @@ pub(crate) fn pg_error(e: &tokio_postgres::Error) -> ErrorClass {
 /// A mysql_async error: by the server's code where it sent one.
 pub(crate) fn mysql_error(e: &mysql_async::Error) -> ErrorClass {
     match e {
-        mysql_async::Error::Server(s) => mysql(s.code),
+        mysql_async::Error::Server(s) => mysql(s.code, &s.message),
         _ => ErrorClass::Transient,
     }
 }
@@ -178,6 +194,9 @@ impl crate::source::SourceError {
                 pgwire_replication::PgWireError::Auth(_) => ErrorClass::operator(
                     "the source refused duplex's replication login: check the password (duplex.sites password_env / password_file) and that pg_hba.conf allows replication connections for duplex's role",
                 ),
+                pgwire_replication::PgWireError::MessageTooLarge { .. } => {
+                    ErrorClass::operator(UNREADABLE)
+                }
                 pgwire_replication::PgWireError::Tls(_) => ErrorClass::operator(
                     "the TLS handshake with the source failed: check duplex.sites tls_mode and tls_ca_file against the server's certificate",
                 ),
@@ -185,10 +204,12 @@ impl crate::source::SourceError {
             },
             S::Catalog { source, .. } => pg_error(source),
             S::Binlog(e) => mysql_error(e),
-            S::Purged { .. } => mysql(1236),
+            S::Purged { .. } => mysql(1236, "purged"),
             S::Settings { .. } | S::Table { .. } => ErrorClass::SELF_EXPLAINED,
+            // The same log at the same position fails the same way again:
+            // retrying every half minute only fills the log.
             S::Protocol(_) | S::UnknownRelation(_) | S::Event { .. } | S::BadValue { .. } => {
-                ErrorClass::Transient
+                ErrorClass::operator(UNREADABLE)
             }
         }
     }
@@ -245,16 +266,41 @@ mod tests {
             ),
             ErrorClass::Transient
         );
+        // PostgreSQL 18's words for the same.
+        let lost18 = "can no longer access replication slot \"duplex_l1_s1\" (SQLSTATE 55000)";
+        assert!(matches!(
+            postgres("55000", lost18),
+            ErrorClass::Operator { fix: Some(_) }
+        ));
+        // A slot another session still holds passes.
+        let busy = "replication slot \"duplex_l1_s1\" is active for PID 4242";
+        assert_eq!(postgres("55006", busy), ErrorClass::Transient);
+        assert_eq!(postgres("55000", busy), ErrorClass::Transient);
         assert_eq!(sqlstate_in("connection reset by peer"), None);
         assert_eq!(sqlstate_in("(SQLSTATE 55"), None);
     }
 
     #[test]
     fn mysql_errors_by_code() {
-        assert!(matches!(mysql(1236), ErrorClass::Operator { fix: Some(_) }));
-        assert!(matches!(mysql(1045), ErrorClass::Operator { fix: Some(_) }));
+        let purged = "Could not find first log file name in binary log index file";
+        assert!(matches!(
+            mysql(1236, purged),
+            ErrorClass::Operator { fix: Some(_) }
+        ));
+        assert!(matches!(
+            mysql(1045, ""),
+            ErrorClass::Operator { fix: Some(_) }
+        ));
+        // Another connection with duplex's server id, not gone yet: it passes.
+        let twin =
+            "A slave with the same server_uuid/server_id as this slave has connected to the master";
+        assert_eq!(mysql(1236, twin), ErrorClass::Transient);
+        // Other binlog errors say what they are, without a purge's fix.
+        let packet =
+            "log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master";
+        assert_eq!(mysql(1236, packet), ErrorClass::Operator { fix: None });
         // Server gone away, lock wait timeout.
-        assert_eq!(mysql(2006), ErrorClass::Transient);
-        assert_eq!(mysql(1205), ErrorClass::Transient);
+        assert_eq!(mysql(2006, ""), ErrorClass::Transient);
+        assert_eq!(mysql(1205, ""), ErrorClass::Transient);
     }
 }

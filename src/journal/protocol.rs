@@ -109,7 +109,14 @@ pub(crate) struct JournalConn {
     table: &'static JournalTable,
     client: Option<ControlDb>,
     unconfirmed: Vec<i64>,
+    /// The control database did not answer a probe: not tried again before.
+    unreachable_until: Option<std::time::Instant>,
 }
+
+/// How long a probe of the control database may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after a failed probe the next one waits.
+const PROBE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl JournalConn {
     pub fn new(spec: JournalSpec, table: &'static JournalTable) -> JournalConn {
@@ -118,6 +125,7 @@ impl JournalConn {
             table,
             client: None,
             unconfirmed: Vec::new(),
+            unreachable_until: None,
         }
     }
 
@@ -138,16 +146,38 @@ impl JournalConn {
         Ok(self.client.insert(client))
     }
 
-    /// Can the control database be reached now? (Connects if need be; a
-    /// connection that fails the probe is dropped.)
+    /// Can the control database be reached now? Connects if need be, and
+    /// gives up after [`PROBE_TIMEOUT`] (a host that does not answer at all
+    /// must not hold up the stream). After a failure it says no without
+    /// trying for [`PROBE_BACKOFF`].
     pub async fn reachable(&mut self) -> bool {
-        let probe = Sql::new("probe the control database", "SELECT 1", "SELECT 1", &[]);
-        let ok = match self.client().await {
-            Ok(client) => client.exec(probe).await.is_ok(),
-            Err(_) => false,
+        if self
+            .unreachable_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return false;
+        }
+        let probe = async {
+            let client = self.client().await.ok()?;
+            client
+                .exec(Sql::new(
+                    "probe the control database",
+                    "SELECT 1",
+                    "SELECT 1",
+                    &[],
+                ))
+                .await
+                .ok()
         };
-        if !ok {
+        let ok = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            Ok(Some(_))
+        );
+        if ok {
+            self.unreachable_until = None;
+        } else {
             self.drop_client();
+            self.unreachable_until = Some(std::time::Instant::now() + PROBE_BACKOFF);
         }
         ok
     }

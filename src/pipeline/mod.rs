@@ -105,7 +105,11 @@ pub async fn run_direction(
 ) -> Result<(), crate::Error> {
     let span = tracing::info_span!("direction", name = %spec.name);
     async move {
-        stats.set_state("connecting");
+        // A direction waiting for an operator stays so while it looks
+        // again: its state changes when the look succeeds.
+        if stats.state() != "needs_operator" {
+            stats.set_state("connecting");
+        }
         let site = spec.sink.site_name().to_string();
         let at_sink = |e: SinkError| crate::Error::sink_error(&site, e);
         let batch_rows = spec.sink.applier.max_batch_rows;

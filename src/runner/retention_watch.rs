@@ -61,6 +61,8 @@ pub(super) async fn watch_retention(
     let mut warned = false;
     loop {
         if *stop.borrow() {
+            // Not read any more: no figures rather than old ones.
+            stats.set_retention(None);
             return;
         }
         let read = match &w.source {
@@ -230,7 +232,7 @@ fn binlog_retention(
         Some(format!(
             "the binlog holding the direction's applied position (file number {seq}) is gone from {site}: the changes in it were purged before {peer} applied them (the direction says what to do)"
         ))
-    } else if seq == oldest.seq && failing {
+    } else if seq == oldest.seq && failing && logs.len() > 1 {
         Some(format!(
             "{} is the oldest binlog {site} keeps, and it holds changes {peer} has not applied: the next purge ({expiry}) removes it and they are lost. Get the direction applying on {peer}, or keep binlogs longer on {site}",
             oldest.name
@@ -257,6 +259,9 @@ fn slot_warning(
     let (site, peer) = (&w.site, &w.peer);
     let kept = retained.map(human_bytes).unwrap_or_else(|| "?".into());
     let warn = i64::try_from(w.warn_bytes).unwrap_or(i64::MAX);
+    // Within the link's threshold of the limit, or past half of it where the
+    // limit is small (a slot under a 1 GiB limit would warn for ever).
+    let near = |safe: i64| safe < warn.min((safe + retained.unwrap_or(0)) / 2);
     match (wal_status, safe) {
         (Some("lost"), _) => Some(format!(
             "slot {slot} on {site} was invalidated: the changes it held are gone (the direction's error says what to do)"
@@ -265,7 +270,7 @@ fn slot_warning(
             "slot {slot} on {site} keeps {kept} of WAL, more than max_slot_wal_keep_size allows: the next checkpoint invalidates it and the changes it holds are lost. \
              Get the direction applying on {peer} now, or raise max_slot_wal_keep_size on {site}"
         )),
-        (_, Some(safe)) if safe < warn => Some(format!(
+        (_, Some(safe)) if near(safe) => Some(format!(
             "slot {slot} on {site} keeps {kept} of WAL; after {} more, PostgreSQL invalidates it (max_slot_wal_keep_size) and the changes it holds are lost. \
              Get the direction applying on {peer}, or raise max_slot_wal_keep_size on {site}",
             human_bytes(safe.max(0))
@@ -320,6 +325,12 @@ mod tests {
             slot_warning(&w, slot, Some(1 << 20), Some("reserved"), Some(1 << 30)),
             None
         );
+        // A small limit: only past half of it.
+        assert_eq!(
+            slot_warning(&w, slot, Some(1 << 20), Some("reserved"), Some(15 << 20)),
+            None
+        );
+        assert!(slot_warning(&w, slot, Some(9 << 20), Some("reserved"), Some(7 << 20)).is_some());
         // Within the threshold of being invalidated.
         let near =
             slot_warning(&w, slot, Some(900 << 20), Some("extended"), Some(10 << 20)).unwrap();
@@ -370,6 +381,11 @@ mod tests {
             warning.contains("mysql-bin.000003 is the oldest binlog")
                 && warning.contains("binlog_expire_logs_seconds = 86400"),
             "{warning}"
+        );
+        // A server with one binlog, the one being written: nothing to purge.
+        assert_eq!(
+            binlog_retention(&w, &logs[..1], Some((3, 100)), true, None).warning,
+            None
         );
         // Applying from the oldest file while it works: no alarm yet.
         assert_eq!(

@@ -19,8 +19,19 @@ const T: Duration = Duration::from_secs(60);
 /// `max_slot_wal_keep_size` allows, as when the peer was down for long).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_slot_waits_for_an_operator_and_its_fix_loses_nothing() {
+    invalidated_slot(None).await;
+}
+
+/// The same on PostgreSQL 18, which words the error otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_waits_for_an_operator_on_pg18() {
+    invalidated_slot(Some(crate::support::pg18_bindir())).await;
+}
+
+async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     let opts = LocalPgOptions {
         extra_conf: vec![("max_slot_wal_keep_size".into(), "1MB".into())],
+        bindir,
         ..LocalPgOptions::default()
     };
     let pair = Pair::start_with(SCHEMA, &["item"], opts, SiteSecurity::default()).await;

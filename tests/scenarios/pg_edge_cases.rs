@@ -95,18 +95,10 @@ async fn a_lost_slot_is_refused_instead_of_silently_recreated() {
     .await;
     run.shutdown().await;
     // The DBA (or a failover) loses A's slot; changes keep happening on A.
-    wait_for("slot released", Duration::from_secs(30), || {
-        query_bool(
-            &a,
-            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1'",
-        )
-    })
-    .await;
-    a.batch_execute(
-        "SELECT pg_drop_replication_slot('duplex_l1_s1'); INSERT INTO codes VALUES (2, 'y', NULL);",
-    )
-    .await
-    .unwrap();
+    drop_released_slot(&a).await;
+    a.batch_execute("INSERT INTO codes VALUES (2, 'y', NULL)")
+        .await
+        .unwrap();
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex recreated a lost slot and would have skipped changes"),
         Err(e) => duplex::error::error_chain(&e),
@@ -132,18 +124,10 @@ async fn a_lost_slot_after_an_initial_copy_is_refused() {
     })
     .await;
     run.shutdown().await;
-    wait_for("slot released", Duration::from_secs(30), || {
-        query_bool(
-            &a,
-            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1'",
-        )
-    })
-    .await;
-    a.batch_execute(
-        "SELECT pg_drop_replication_slot('duplex_l1_s1'); INSERT INTO codes VALUES (3, 'z', NULL);",
-    )
-    .await
-    .unwrap();
+    drop_released_slot(&a).await;
+    a.batch_execute("INSERT INTO codes VALUES (3, 'z', NULL)")
+        .await
+        .unwrap();
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex recreated a lost slot after a copy-only history"),
         Err(e) => duplex::error::error_chain(&e),
@@ -411,4 +395,31 @@ async fn a_retry_maps_the_change_with_the_configuration_in_force() {
         .await
     );
     run.shutdown().await;
+}
+
+/// Drop duplex's slot on `a` once no session holds it. Under load the
+/// walsender of a stopped duplex can show the slot active for a moment
+/// after it first showed it released (seen once in CI, not understood yet),
+/// so the drop is retried while the slot is busy.
+async fn drop_released_slot(a: &tokio_postgres::Client) {
+    let started = std::time::Instant::now();
+    loop {
+        wait_for("slot released", Duration::from_secs(30), || {
+            query_bool(
+                a,
+                "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1'",
+            )
+        })
+        .await;
+        match a
+            .batch_execute("SELECT pg_drop_replication_slot('duplex_l1_s1')")
+            .await
+        {
+            Ok(()) => return,
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && started.elapsed() < Duration::from_secs(30) => {}
+            Err(e) => panic!("drop the slot: {e}"),
+        }
+    }
 }

@@ -19,15 +19,16 @@ const T: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_down_shows_its_peers_slot_filling_and_warns_before_it_is_lost() {
     let opts = LocalPgOptions {
-        extra_conf: vec![("max_slot_wal_keep_size".into(), "128MB".into())],
+        extra_conf: vec![("max_slot_wal_keep_size".into(), "160MB".into())],
         ..LocalPgOptions::default()
     };
     let mut pair = Pair::start_with(SCHEMA, &["item"], opts, SiteSecurity::default()).await;
     let a = pair.client_a().await;
     let control = connect(&pair.control_url).await;
-    // Warn 112 MB before the limit: once the slot keeps about 16 MB.
+    // Warn 150 MB before the limit, which under a 160 MB limit means past
+    // half of it: once the slot keeps about 80 MB.
     control
-        .batch_execute("UPDATE duplex.links SET retention_warn_bytes = 112 * 1024 * 1024")
+        .batch_execute("UPDATE duplex.links SET retention_warn_bytes = 150 * 1024 * 1024")
         .await
         .unwrap();
     let run = start_synced(&pair.control_url).await;
@@ -48,17 +49,17 @@ async fn a_site_down_shows_its_peers_slot_filling_and_warns_before_it_is_lost() 
             &control,
             a_to_b(
                 "retained_bytes < 16 * 1024 * 1024 AND wal_status = 'reserved'
-                 AND safe_wal_bytes > 112 * 1024 * 1024 AND retention_warning IS NULL",
+                 AND safe_wal_bytes > 96 * 1024 * 1024 AND retention_warning IS NULL",
             ),
         )
         .await
     })
     .await;
 
-    // B goes down; A goes on writing, about 30 MB of WAL.
+    // B goes down; A goes on writing, about 100 MB of WAL.
     pair.b.stop().expect("stop b");
     a.batch_execute(
-        "INSERT INTO item SELECT g, repeat(md5(g::text), 30) FROM generate_series(2, 30001) g",
+        "INSERT INTO item SELECT g, repeat(md5(g::text), 30) FROM generate_series(2, 90001) g",
     )
     .await
     .unwrap();
@@ -66,7 +67,7 @@ async fn a_site_down_shows_its_peers_slot_filling_and_warns_before_it_is_lost() 
         query_bool(
             &control,
             a_to_b(
-                "retained_bytes > 16 * 1024 * 1024 AND safe_wal_bytes < 112 * 1024 * 1024
+                "retained_bytes > 80 * 1024 * 1024 AND safe_wal_bytes < 80 * 1024 * 1024
                  AND retention_warning LIKE '%PostgreSQL invalidates it%' AND retention_warning LIKE '%on b%'",
             ),
         )
@@ -86,7 +87,7 @@ async fn a_site_down_shows_its_peers_slot_filling_and_warns_before_it_is_lost() 
     pair.b.start_again().expect("start b again");
     let b = pair.client_b().await;
     wait_for("b caught up", T, || async {
-        query_i64(&b, "SELECT count(*) FROM item").await == 30001
+        query_i64(&b, "SELECT count(*) FROM item").await == 90001
     })
     .await;
     wait_for("the warning gone", T, || async {
