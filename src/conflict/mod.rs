@@ -807,6 +807,16 @@ pub fn decide(
             }
         }
         Local::Absent(tombstone) => {
+            // A version this site wrote itself (only its own writes make it a
+            // version's writer), which it no longer holds and has no
+            // tombstone of: a user deleted the row here after that version
+            // (users' deletes leave no tombstone). The delete is the newer.
+            // The initial sync meets this: the peer copies back a row it
+            // copied from here, which a user here has deleted meanwhile; it
+            // must not come back to life.
+            if tombstone.is_none() && inc.site == me && inc.vv.get(me).is_some() {
+                return Decision::nothing(local, conflicts, true);
+            }
             let order = tombstone.as_ref().map(|t| {
                 if successor {
                     Order::IncomingNewer

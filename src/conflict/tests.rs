@@ -665,6 +665,44 @@ fn a_write_beats_a_concurrent_delete() {
 }
 
 #[test]
+fn a_version_of_this_site_it_no_longer_holds_was_deleted_here() {
+    // Site 1's row, copied to site 2 by the initial sync, comes back in site
+    // 2's copy after a user on site 1 deleted it: it stays deleted.
+    let copied = change(
+        Op::Insert,
+        None,
+        Some(row(1, 1, 1)),
+        &[(1, COPY_COUNTER, 100)],
+        1,
+        100,
+    );
+    let d = decide(1, &TablePolicy::default(), &copied, &Local::Absent(None), 0);
+    assert!(
+        d.write.is_none() && d.conflicts.is_empty() && d.stale,
+        "{d:?}"
+    );
+    // Site 2 changed it after site 1's version: an update against a delete,
+    // which the update wins (the row comes back, recorded).
+    let changed = change(
+        Op::Update,
+        Some(row(1, 1, 1)),
+        Some(row(1, 5, 1)),
+        &[(1, COPY_COUNTER, 100), (2, 30, 300)],
+        2,
+        300,
+    );
+    let d = decide(
+        1,
+        &TablePolicy::default(),
+        &changed,
+        &Local::Absent(None),
+        0,
+    );
+    assert_eq!(d.conflicts[0].kind, ConflictKind::UpdateDelete);
+    assert!(d.write.is_some());
+}
+
+#[test]
 fn manual_parks_the_incoming_version() {
     let mut lr = synced(row(1, 1, 1), &[(2, 10, 100)], 2, 100);
     lr.row = row(1, 5, 1);
