@@ -21,6 +21,14 @@ async fn run(engines: Engines) {
     })
     .await;
 
+    // The throwaway clusters commit asynchronously and stop at once: the
+    // configuration is made durable first, as a production database's
+    // commits are (CI lost the link's row once without this).
+    connect(&sites.control_url)
+        .await
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint the control database");
     sites
         .control_server
         .stop()
