@@ -53,7 +53,10 @@ pub(crate) fn holds_password(conninfo: &str) -> bool {
         .any(|(at, word)| lower[at + word.len()..].trim_start().starts_with('='));
     let in_url = conninfo.match_indices("://").any(|(at, sep)| {
         let authority = conninfo[at + sep.len()..]
-            .split(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            // Up to the path, as libpq reads it: a password may hold `?`
+            // or `#` (a parameter after the host that holds an `@` is
+            // refused too; a path, `/dbname`, before it avoids that).
+            .split(|c: char| c == '/' || c.is_whitespace())
             .next()
             .unwrap_or_default();
         authority
@@ -101,6 +104,9 @@ mod tests {
             "postgresql://u@h/app?sslmode=require&password=x",
             "host=h dbname=postgresql://u:pw@h/app",
             "mysql://u:pw@h:3306/app",
+            // Passwords holding what ends a URL's host elsewhere.
+            "postgresql://u:p#ss@h/app",
+            "postgresql://u:p?ss@h/app",
         ] {
             assert!(holds_password(conninfo), "{conninfo}");
         }
@@ -109,8 +115,8 @@ mod tests {
             "postgresql://u@h:5432/app?sslmode=require",
             "postgresql://[::1]:5432/app",
             "postgresql://h/app",
-            // An '@' in a parameter, with no path: not a user's password.
-            "postgresql://h:5432?user=duplex@corp",
+            // An '@' in a parameter, after a path: not a user's password.
+            "postgresql://h:5432/app?user=duplex@corp",
             "mysql://duplex@127.0.0.1:3306/app",
         ] {
             assert!(!holds_password(conninfo), "{conninfo}");

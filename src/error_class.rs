@@ -15,7 +15,8 @@ pub enum ErrorClass {
     /// Needs a person: the direction waits in state `needs_operator` and
     /// looks again now and then (the fix may be made on the site) or when the
     /// link's configuration changes. `fix` says what to do, where the error's
-    /// own message does not; `<link>` in it stands for the link's name.
+    /// own message does not; `<link>` in it stands for the link's name and
+    /// `<slot>` for the direction's slot (PostgreSQL sources).
     Operator { fix: Option<String> },
 }
 
@@ -81,8 +82,12 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
                  and `duplex repair --link <link> --by-policy` then makes the tables equal"
             ))
         }
+        // A slot cannot decode past the drop of its publication, even once
+        // the publication is created again: the slot is as good as lost.
         "42704" if message.contains("publication") => ErrorClass::operator(
-            "the link's publication was dropped on the source: start duplex again (it re-creates it), then check the tables with `duplex check --link <link>`",
+            "the link's publication was dropped on the source, and the slot cannot be read past that point even if it is created again. \
+             On the source: SELECT pg_drop_replication_slot('<slot>'); then start duplex again and follow what it says: it re-creates the publication and the slot once the peer's progress is reset, \
+             and `duplex repair --link <link> --by-policy` then makes the tables equal",
         ),
         // invalid_authorization_specification, invalid_password.
         "28000" | "28P01" => ErrorClass::operator(

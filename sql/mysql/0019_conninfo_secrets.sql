@@ -8,4 +8,4 @@ ALTER TABLE duplex.sites DROP CONSTRAINT IF EXISTS sites_conninfo_has_no_passwor
 
 ALTER TABLE duplex.sites ADD CONSTRAINT IF NOT EXISTS sites_conninfo_has_no_password
     CHECK (LOWER(conninfo) NOT REGEXP 'password[[:space:]]*='
-           AND conninfo NOT REGEXP '://[^/?#@[:space:]]*:[^/?#@[:space:]]*@');
+           AND conninfo NOT REGEXP '://[^/@[:space:]]*:[^/@[:space:]]*@');

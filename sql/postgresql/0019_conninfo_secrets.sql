@@ -12,7 +12,7 @@ DECLARE
 BEGIN
     SELECT string_agg(name, ', ' ORDER BY site_id) INTO holding
       FROM duplex.sites
-     WHERE conninfo ~* 'password\s*=' OR conninfo ~ '://[^/?#@\s]*:[^/?#@\s]*@';
+     WHERE conninfo ~* 'password\s*=' OR conninfo ~ '://[^/@\s]*:[^/@\s]*@';
     IF holding IS NOT NULL THEN
         RAISE EXCEPTION 'the conninfo of duplex.sites % holds a password: remove it (duplex reads passwords from password_env or password_file), then run duplex upgrade again', holding;
     END IF;
@@ -20,4 +20,4 @@ END $$;
 
 ALTER TABLE duplex.sites DROP CONSTRAINT sites_conninfo_has_no_password;
 ALTER TABLE duplex.sites ADD CONSTRAINT sites_conninfo_has_no_password
-    CHECK (conninfo !~* 'password\s*=' AND conninfo !~ '://[^/?#@\s]*:[^/?#@\s]*@');
+    CHECK (conninfo !~* 'password\s*=' AND conninfo !~ '://[^/@\s]*:[^/@\s]*@');

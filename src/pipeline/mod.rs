@@ -511,7 +511,15 @@ pub async fn supervise_direction(
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let text = match fix {
                             Some(fix) => {
-                                format!("{msg}. Fix: {}", fix.replace("<link>", &spec.link_name))
+                                let slot = match &spec.source {
+                                    crate::source::SourceSpec::Pg(pg) => pg.slot.as_str(),
+                                    crate::source::SourceSpec::Mysql(_) => "<slot>",
+                                };
+                                format!(
+                                    "{msg}. Fix: {}",
+                                    fix.replace("<link>", &spec.link_name)
+                                        .replace("<slot>", slot)
+                                )
                             }
                             None => msg,
                         };

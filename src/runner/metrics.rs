@@ -81,16 +81,32 @@ impl FamilyValue for C {
     }
 }
 
+/// A label value as the text format needs it: prometheus-client writes
+/// values as they are, and a table named `a"b` or `a\b` would make the
+/// whole scrape unreadable.
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn direction_labels(d: &DirectionHandle) -> Labels {
     vec![
-        ("link", d.link_name.clone()),
-        ("source", d.source_name.clone()),
-        ("target", d.target_name.clone()),
+        ("link", escaped(&d.link_name)),
+        ("source", escaped(&d.source_name)),
+        ("target", escaped(&d.target_name)),
     ]
 }
 
-fn with(mut labels: Labels, key: &'static str, value: impl Into<String>) -> Labels {
-    labels.push((key, value.into()));
+fn with(mut labels: Labels, key: &'static str, value: impl AsRef<str>) -> Labels {
+    labels.push((key, escaped(value.as_ref())));
     labels
 }
 
@@ -356,4 +372,16 @@ pub(super) async fn bind(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn label_values_are_escaped_for_the_text_format() {
+        assert_eq!(escaped("public.item"), "public.item");
+        assert_eq!(escaped(r#"public.we"ird ü\x"#), r#"public.we\"ird ü\\x"#);
+        assert_eq!(escaped("a\nb"), "a\\nb");
+    }
 }

@@ -80,6 +80,7 @@ async fn a_link_configured_and_changed_live_through_a_mariadb_control_schema() {
         "postgresql://u@h/db?password=secret",
         "host=h sslpassword=secret dbname=db",
         "host=h dbname=postgresql://u:secret@h/db",
+        "postgresql://u:sec#ret@h/db",
     ] {
         let refused = ctl
             .exec_drop(

@@ -140,6 +140,8 @@ async fn a_password_in_conninfo_is_refused() {
         "postgresql://x@127.0.0.1/app?password=secret",
         "host=127.0.0.1 user=x sslpassword=secret dbname=app",
         "host=127.0.0.1 dbname=postgresql://x:secret@127.0.0.1/app",
+        "postgresql://x:sec#ret@127.0.0.1/app",
+        "postgresql://x:sec?ret@127.0.0.1/app",
     ] {
         let err = control
             .execute("INSERT INTO duplex.sites (site_id, name, engine, conninfo) VALUES (9, 'leaky', 'postgresql', $1)", &[&conninfo])
