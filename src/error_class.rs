@@ -45,16 +45,18 @@ pub(crate) fn sqlstate_in(message: &str) -> Option<&str> {
         .then_some(code)
 }
 
-/// The first name a server's message quotes (`replication slot "s" ...`).
-fn quoted_name(message: &str) -> Option<&str> {
-    let start = message.find('"')? + 1;
-    let len = message[start..].find('"')?;
-    Some(&message[start..start + len])
+/// An operator `fix` for one direction: `<link>` stands for its link's name
+/// and `<slot>` for its slot (PostgreSQL sources; kept as it is elsewhere).
+pub(crate) fn fix_for(fix: &str, link: &str, slot: Option<&str>) -> String {
+    let fix = fix.replace("<link>", link);
+    match slot {
+        Some(slot) => fix.replace("<slot>", slot),
+        None => fix,
+    }
 }
 
 /// A PostgreSQL server's error, by its SQLSTATE and message.
 pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
-    let slot = || quoted_name(message).unwrap_or("duplex's slot").to_string();
     match code {
         // object_not_in_prerequisite_state: an invalidated slot, or wal_level.
         // PostgreSQL 15-17: "can no longer get changes from replication
@@ -63,25 +65,21 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
         // replication client drops). A slot in use by another session ("is
         // active for PID") is no loss: it passes.
         "55000" if message.contains("replication slot") && !message.contains("is active") => {
-            let slot = slot();
-            ErrorClass::operator(format!(
-                "the source invalidated replication slot {slot} (it kept more WAL than max_slot_wal_keep_size allows, or it conflicted with recovery): the changes it had not sent yet are gone. \
-                 On the source: SELECT pg_drop_replication_slot('{slot}'); then start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
-                 and `duplex repair --link <link> --by-policy` then makes the tables equal. To keep this from happening again, raise max_slot_wal_keep_size (or set it to -1) on the source"
-            ))
+            ErrorClass::operator(
+                "the source invalidated replication slot <slot> (it kept more WAL than max_slot_wal_keep_size allows, or it conflicted with recovery): the changes it had not sent yet are gone. \
+                 On the source: SELECT pg_drop_replication_slot('<slot>'); then start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
+                 and `duplex repair --link <link> --by-policy` then makes the tables equal. To keep this from happening again, raise max_slot_wal_keep_size (or set it to -1) on the source",
+            )
         }
         "55000" if message.contains("wal_level") => ErrorClass::operator(
             "set wal_level = logical in the source's postgresql.conf and restart PostgreSQL",
         ),
         // undefined_object: the slot or the publication was dropped.
-        "42704" if message.contains("replication slot") => {
-            let slot = slot();
-            ErrorClass::operator(format!(
-                "replication slot {slot} was dropped on the source, and with it the changes it had not sent yet. \
-                 Start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
-                 and `duplex repair --link <link> --by-policy` then makes the tables equal"
-            ))
-        }
+        "42704" if message.contains("replication slot") => ErrorClass::operator(
+            "replication slot <slot> was dropped on the source, and with it the changes it had not sent yet. \
+             Start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
+             and `duplex repair --link <link> --by-policy` then makes the tables equal",
+        ),
         // A slot cannot decode past the drop of its publication, even once
         // the publication is created again: the slot is as good as lost.
         "42704" if message.contains("publication") => ErrorClass::operator(
@@ -253,15 +251,18 @@ mod tests {
         let ErrorClass::Operator { fix: Some(fix) } = postgres("55000", lost) else {
             panic!("an invalidated slot needs an operator");
         };
+        // As the direction shows it: its link's and its slot's names.
+        let fix = fix_for(&fix, "ab", Some("duplex_l1_s1"));
         assert!(
             fix.contains("pg_drop_replication_slot('duplex_l1_s1')")
-                && fix.contains("duplex repair"),
+                && fix.contains("duplex repair --link ab"),
             "{fix}"
         );
         let dropped = "replication slot \"duplex_l1_s2\" does not exist";
         let ErrorClass::Operator { fix: Some(fix) } = postgres("42704", dropped) else {
             panic!("a dropped slot needs an operator");
         };
+        let fix = fix_for(&fix, "ab", Some("duplex_l1_s2"));
         assert!(fix.contains("duplex_l1_s2"), "{fix}");
         // A server shutting down, a cut connection: they pass.
         assert_eq!(

@@ -403,14 +403,7 @@ impl LocalPostgres {
         if self.running {
             return Ok(());
         }
-        let log_path = self.data_dir.join("server.log");
-        let mut cmd = self.runner.command(&self.bindir.join("pg_ctl"));
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .arg("-l")
-            .arg(&log_path)
-            .args(["-w", "-t", "60", "-s", "start"]);
-        let out = run_output(cmd, "pg_ctl start")?;
+        let out = self.pg_ctl_start()?;
         // pg_ctl -w may give up while a postmaster is still around: stop
         // (or drop) then kills it.
         self.running = true;
@@ -427,6 +420,18 @@ impl LocalPostgres {
             ),
             log_tail: self.log_tail(),
         })
+    }
+
+    /// `pg_ctl start` on the data dir, logging to `server.log`, waiting up
+    /// to 60 s for the server to accept connections.
+    fn pg_ctl_start(&self) -> Result<std::process::Output, LocalDbError> {
+        let mut cmd = self.runner.command(&self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(self.data_dir.join("server.log"))
+            .args(["-w", "-t", "60", "-s", "start"]);
+        Ok(run_output(cmd, "pg_ctl start")?)
     }
 
     /// Copies the template and writes the config that does not depend on the port.
@@ -483,13 +488,7 @@ impl LocalPostgres {
                 }
             }
 
-            let mut cmd = self.runner.command(&self.bindir.join("pg_ctl"));
-            cmd.arg("-D")
-                .arg(&self.data_dir)
-                .arg("-l")
-                .arg(&log_path)
-                .args(["-w", "-t", "60", "-s", "start"]);
-            let out = run_output(cmd, "pg_ctl start")?;
+            let out = self.pg_ctl_start()?;
             if out.status.success() {
                 self.running = true;
                 return match self.finish_boot(opts) {

@@ -426,7 +426,9 @@ const LONGEST_RETRY: Duration = Duration::from_secs(30);
 /// A direction that ran this long without an error starts its retries from
 /// [`FIRST_RETRY`] again: a server restarted an hour after the last one is
 /// reconnected to within a second, not after the long waits of the first.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// (Longer than `stats::HEALTHY_AFTER`, after which the status stops
+/// showing the error: a backoff forgets only after a healthy minute.)
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// How often a direction waiting for an operator looks again by itself: the
 /// fix is often made on the site (a setting, a privilege, a table), which
 /// nothing else reports. A change of the link's configuration restarts it at
@@ -448,7 +450,7 @@ impl Backoff {
 
     /// The wait after an attempt that ran for `ran_for`.
     fn after(&mut self, ran_for: Duration) -> Duration {
-        if ran_for >= HEALTHY_AFTER {
+        if ran_for >= BACKOFF_RESET_AFTER {
             self.next = FIRST_RETRY;
         }
         let wait = self.next;
@@ -512,14 +514,11 @@ pub async fn supervise_direction(
                         let text = match fix {
                             Some(fix) => {
                                 let slot = match &spec.source {
-                                    crate::source::SourceSpec::Pg(pg) => pg.slot.as_str(),
-                                    crate::source::SourceSpec::Mysql(_) => "<slot>",
+                                    crate::source::SourceSpec::Pg(pg) => Some(pg.slot.as_str()),
+                                    crate::source::SourceSpec::Mysql(_) => None,
                                 };
-                                format!(
-                                    "{msg}. Fix: {}",
-                                    fix.replace("<link>", &spec.link_name)
-                                        .replace("<slot>", slot)
-                                )
+                                let fix = crate::error_class::fix_for(&fix, &spec.link_name, slot);
+                                format!("{msg}. Fix: {fix}")
                             }
                             None => msg,
                         };
@@ -563,7 +562,7 @@ mod backoff_tests {
         assert_eq!(b.after(Duration::from_secs(3600)), FIRST_RETRY);
         assert_eq!(b.after(quick), FIRST_RETRY * 2);
         // A run shorter than healthy keeps the backoff growing.
-        assert_eq!(b.after(HEALTHY_AFTER / 2), FIRST_RETRY * 4);
+        assert_eq!(b.after(BACKOFF_RESET_AFTER / 2), FIRST_RETRY * 4);
         b.reset();
         assert_eq!(b.after(quick), FIRST_RETRY);
     }

@@ -46,11 +46,6 @@ pub(super) async fn start_link(
         };
         let stats = registry.stats_for(lc.link.link_id, &spec, target);
         stats.set_state("starting");
-        let (site, peer) = if target == lc.site_a.site_id {
-            (&lc.site_b.name, &lc.site_a.name)
-        } else {
-            (&lc.site_a.name, &lc.site_b.name)
-        };
         let source = match &spec.source {
             crate::source::SourceSpec::Pg(pg) => Source::Slot {
                 endpoint: Box::new(pg.endpoint.clone()),
@@ -62,8 +57,8 @@ pub(super) async fn start_link(
         };
         let watched = Watched {
             source,
-            site: site.clone(),
-            peer: peer.clone(),
+            site: spec.source_name.clone(),
+            peer: spec.target_name.clone(),
             warn_bytes: lc.link.retention_warn_bytes,
         };
         tasks.spawn(watch_retention(watched, stats.clone(), stop_rx.clone()));
