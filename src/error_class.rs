@@ -33,7 +33,7 @@ impl ErrorClass {
 
 /// The fix for a change duplex cannot read at its position in the source's
 /// log: the same position fails the same way at every attempt.
-const UNREADABLE: &str = "duplex cannot read the source's log at this position (the error says what it met); it looks again every minute. Where the error names a setting, change it; otherwise report it with the log. To go past it, resync the link's tables from a new position";
+const UNREADABLE: &str = "duplex cannot read the source's log at this position (the error says what it met); it looks again every minute. Where the error names a setting, change it; otherwise report it with the log. To go past it: `duplex resync --link <link> --new-position` (the tables are copied again both ways from a new position)";
 
 /// The SQLSTATE in a message that quotes one (`... (SQLSTATE 55000)`): how
 /// the replication client reports a server's error.
@@ -67,8 +67,8 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
         "55000" if message.contains("replication slot") && !message.contains("is active") => {
             ErrorClass::operator(
                 "the source invalidated replication slot <slot> (it kept more WAL than max_slot_wal_keep_size allows, or it conflicted with recovery): the changes it had not sent yet are gone. \
-                 On the source: SELECT pg_drop_replication_slot('<slot>'); then start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
-                 and `duplex repair --link <link> --by-policy` then makes the tables equal. To keep this from happening again, raise max_slot_wal_keep_size (or set it to -1) on the source",
+                 Run `duplex resync --link <link>`: it drops the slot and resets the peer's progress, and the running duplex re-creates the slot and copies the tables both ways \
+                 (both sites keep their rows; differences are settled by policy). To keep this from happening again, raise max_slot_wal_keep_size (or set it to -1) on the source",
             )
         }
         "55000" if message.contains("wal_level") => ErrorClass::operator(
@@ -77,15 +77,15 @@ pub(crate) fn postgres(code: &str, message: &str) -> ErrorClass {
         // undefined_object: the slot or the publication was dropped.
         "42704" if message.contains("replication slot") => ErrorClass::operator(
             "replication slot <slot> was dropped on the source, and with it the changes it had not sent yet. \
-             Start duplex again and follow what it says: it re-creates the slot once the peer's progress is reset, \
-             and `duplex repair --link <link> --by-policy` then makes the tables equal",
+             Run `duplex resync --link <link>`: it resets the peer's progress, and the running duplex re-creates the slot and copies the tables both ways \
+             (both sites keep their rows; differences are settled by policy)",
         ),
         // A slot cannot decode past the drop of its publication, even once
         // the publication is created again: the slot is as good as lost.
         "42704" if message.contains("publication") => ErrorClass::operator(
             "the link's publication was dropped on the source, and the slot cannot be read past that point even if it is created again. \
-             On the source: SELECT pg_drop_replication_slot('<slot>'); then start duplex again and follow what it says: it re-creates the publication and the slot once the peer's progress is reset, \
-             and `duplex repair --link <link> --by-policy` then makes the tables equal",
+             Run `duplex resync --link <link> --new-position`: it drops slot <slot> and resets the peer's progress, and the running duplex re-creates the publication and the slot \
+             and copies the tables both ways (both sites keep their rows; differences are settled by policy)",
         ),
         // invalid_authorization_specification, invalid_password.
         "28000" | "28P01" => ErrorClass::operator(
@@ -124,8 +124,8 @@ pub(crate) fn mysql(code: u16, message: &str) -> ErrorClass {
         }
         1236 => ErrorClass::operator(
             "the server cannot send its binlog from the position duplex needs (purged, or the binlog was reset): the changes in between are gone. \
-             Take a new position by removing the peer's recorded position for this link, start duplex again, and make the tables equal with `duplex repair --link <link> --by-policy`; \
-             keep binlogs longer (binlog_expire_logs_seconds) than duplex may be stopped",
+             Run `duplex resync --link <link>`: it resets the peer's recorded position, and the running duplex takes the binlog's current position and copies the tables both ways \
+             (both sites keep their rows; differences are settled by policy). Keep binlogs longer (binlog_expire_logs_seconds) than duplex may be stopped",
         ),
         _ => ErrorClass::Transient,
     }
@@ -254,8 +254,7 @@ mod tests {
         // As the direction shows it: its link's and its slot's names.
         let fix = fix_for(&fix, "ab", Some("duplex_l1_s1"));
         assert!(
-            fix.contains("pg_drop_replication_slot('duplex_l1_s1')")
-                && fix.contains("duplex repair --link ab"),
+            fix.contains("duplex_l1_s1") && fix.contains("`duplex resync --link ab`"),
             "{fix}"
         );
         let dropped = "replication slot \"duplex_l1_s2\" does not exist";
@@ -263,7 +262,10 @@ mod tests {
             panic!("a dropped slot needs an operator");
         };
         let fix = fix_for(&fix, "ab", Some("duplex_l1_s2"));
-        assert!(fix.contains("duplex_l1_s2"), "{fix}");
+        assert!(
+            fix.contains("duplex_l1_s2") && fix.contains("`duplex resync --link ab`"),
+            "{fix}"
+        );
         // A server shutting down, a cut connection: they pass.
         assert_eq!(
             postgres(

@@ -99,6 +99,30 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         settle: u64,
     },
+    /// Bring a link back after its source position was lost (an invalidated
+    /// or dropped slot, a purged binlog), or a table back to equal: resets
+    /// what is lost and has the running duplex copy the tables both ways
+    /// again (both sites keep their rows; differences settled by policy).
+    Resync {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        /// The link (id or name).
+        #[arg(long)]
+        link: String,
+        /// Only this table (name, or schema.name); refused when a position is
+        /// lost, as every table's changes are.
+        #[arg(long)]
+        table: Option<String>,
+        /// Take a new source position even where the current one looks
+        /// readable (a publication dropped and created again, a binlog reset).
+        #[arg(long)]
+        new_position: bool,
+        /// Follow the copies this many seconds, then check the tables and
+        /// restore by policy what a copy cannot carry; exit 1 if they are
+        /// not done or not equal by then (0: do not wait).
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        wait: u64,
+    },
     /// Show each link direction's status (duplex.link_overview).
     Status {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -341,6 +365,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?
             {
+                std::process::exit(1);
+            }
+        }
+        Command::Resync {
+            control,
+            link,
+            table,
+            new_position,
+            wait,
+        } => {
+            if !cli::resync::resync(&control, &link, table.as_deref(), new_position, wait).await? {
                 std::process::exit(1);
             }
         }

@@ -60,10 +60,10 @@ pub enum SetupError {
     Version { site: String, found: String },
     #[error(
         "site {site}: replication slot {slot} is gone, but site {peer} has already applied changes from it up to {applied}: \
-         a new slot would silently skip every change made on {site} since then. Fix: reset the peer's progress (every apply worker's origin) \
-         with SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$' on {peer} \
-         and start duplex again: it creates a new slot, from which {site}'s changes flow again. Then make the tables equal with \
-         `duplex repair --link {link} --by-policy`, which finds and copies what {site} changed before the new slot"
+         a new slot would silently skip every change made on {site} since then. Fix: `duplex resync --link {link}`, which resets {peer}'s progress \
+         (every apply worker's origin: SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$') \
+         and has duplex create a new slot and copy the tables both ways, so that what {site} changed before the new slot reaches {peer} \
+         (both sites keep their rows; differences are settled by policy)"
     )]
     SlotLost {
         link: String,
@@ -79,6 +79,9 @@ pub enum SetupError {
         table: TableName,
         column: String,
     },
+    /// `duplex resync` cannot go on: `why` says what to do first.
+    #[error("link {link}: resync refused: {why}")]
+    Resync { link: String, why: String },
     /// `column`: the column's name and why the configuration names it.
     #[error("site {site}: table {table} has no column {column}; fix the name in the configuration or add the column")]
     NoColumn {
@@ -1192,6 +1195,7 @@ mod tests {
             snapshot_rows_per_second: 0,
             apply_workers: 1,
             retention_warn_bytes: 1 << 30,
+            resync_requests: 0,
         }
     }
 

@@ -116,12 +116,16 @@ pub(crate) async fn run_pending<T: Target>(
         let progress = read_progress(&mut control, spec, &t.table).await?;
         match progress {
             Some(p) if p.state != "copying" => continue,
-            _ if !t.initial_sync => {
+            // Held while paused: copied once resumed.
+            _ if t.paused => continue,
+            // A copy under way goes on (`duplex resync` asks for one this
+            // way, whatever `initial_sync` says).
+            Some(p) => pending.push((t.clone(), Some(p))),
+            None if !t.initial_sync => {
                 write_state(&mut control, spec, &t.table, "skipped", 0).await?;
                 continue;
             }
-            _ if t.paused => continue,
-            p => pending.push((t.clone(), p)),
+            None => pending.push((t.clone(), None)),
         }
     }
     if pending.is_empty() {
@@ -312,8 +316,11 @@ async fn copy_table<T: Target>(
     };
     let schema: Arc<TableSchema> = Arc::new(reader.table_schema(stream_name));
     let (snapshot_id, after, mut rows_done) = match progress {
-        Some(p) => (p.snapshot_id, p.last_key, p.rows_done),
-        None => {
+        Some(p) if p.last_key.is_some() || p.rows_done > 0 => {
+            (p.snapshot_id, p.last_key, p.rows_done)
+        }
+        // Not begun (`duplex resync` asked for it, or no page was applied).
+        _ => {
             let total = reader.estimated_rows().await as i64;
             let id = start_progress(control, spec, &t.table, total).await?;
             (id, None, 0)

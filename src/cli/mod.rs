@@ -9,5 +9,6 @@ pub mod control;
 pub mod demo;
 pub mod journal;
 pub mod parity;
+pub mod resync;
 pub mod run;
 pub mod status;

@@ -117,6 +117,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "slot guardrails: retained WAL, wal_status, safe_wal_size, warnings",
         include_str!("../../sql/postgresql/0020_retention_guardrails.sql"),
     ),
+    (
+        21,
+        "duplex resync: a request counter that restarts the running link",
+        include_str!("../../sql/postgresql/0021_resync.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -178,6 +183,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         20,
         "slot guardrails: retained WAL, wal_status, safe_wal_size, warnings",
         include_str!("../../sql/mysql/0020_retention_guardrails.sql"),
+    ),
+    (
+        21,
+        "duplex resync: a request counter that restarts the running link",
+        include_str!("../../sql/mysql/0021_resync.sql"),
     ),
 ];
 
@@ -414,11 +424,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
             "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, retention_warn_bytes
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests
                FROM duplex.links ORDER BY link_id",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, retention_warn_bytes
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests
                FROM duplex.links ORDER BY link_id",
             &[],
         ))

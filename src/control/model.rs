@@ -124,6 +124,9 @@ pub struct Link {
     /// Warn this close to a source slot's invalidation (see
     /// `runner::retention_watch`).
     pub retention_warn_bytes: u64,
+    /// `duplex resync` requests so far: a new one restarts the running link,
+    /// whose directions then re-create what was reset and copy the tables.
+    pub resync_requests: i64,
 }
 
 impl Link {
@@ -143,6 +146,7 @@ impl Link {
             enabled: bool_col(row, "links", "enabled")?,
             marker_column: col(row, "links", "marker_column")?,
             snapshot_rows_per_second: col(row, "links", "snapshot_rows_per_second")?,
+            resync_requests: col(row, "links", "resync_requests")?,
             retention_warn_bytes: {
                 let n: i64 = col(row, "links", "retention_warn_bytes")?;
                 u64::try_from(n).map_err(|_| {

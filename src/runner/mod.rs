@@ -11,6 +11,7 @@
 //! - `live_config`: the links of the process, started from the configuration
 //!   and kept to it as it changes;
 //! - `parity_schedule`: the scheduled parity checks;
+//! - `resync`: `duplex resync` (a lost source position reset, tables copied again);
 //! - `status`: the status writer (`duplex.link_status`);
 //! - `config_check`: `duplex config check`, a read-only dry run.
 
@@ -32,6 +33,7 @@ mod parity_schedule;
 mod plan;
 mod prepare;
 mod registry;
+mod resync;
 mod retention_watch;
 mod site_conn;
 mod status;
@@ -43,6 +45,7 @@ pub use plan::expand_patterns;
 pub use plan::{resolve_tables, Resolved, TableVerdict};
 pub use registry::DirectionHandle;
 use registry::Registry;
+pub use resync::{resync_link, ResyncReport};
 use status::status_writer;
 
 /// The running process: every direction of every enabled link, and the task

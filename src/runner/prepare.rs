@@ -27,7 +27,7 @@ const SNAPSHOT_PAGE_BATCHES: usize = 10;
 
 /// Has the peer recorded a position of `source_id`'s binlog for this link
 /// (so its changes are captured already)?
-async fn peer_has_position(
+pub(super) async fn peer_has_position(
     peer: &mut SetupConn,
     source_name: &str,
     source_id: u32,

@@ -32,7 +32,7 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("binlog file for position {position} is gone from the server (purged?); the link needs a resync")]
+    #[error("binlog file for position {position} is gone from the server (purged?): run `duplex resync --link` with the link's name")]
     Purged { position: SourcePosition },
     /// The MySQL server's settings do not give the reader what it needs.
     #[error(

@@ -36,6 +36,7 @@ mod pg_edge_cases;
 mod pg_pg_sync;
 mod pg_types;
 mod quarantine_values;
+mod resync;
 mod retention_guardrails;
 mod same_key_conflicts;
 mod same_key_txn;

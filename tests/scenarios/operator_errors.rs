@@ -40,11 +40,11 @@ async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     let control = connect(&pair.control_url).await;
 
     let run = start_synced(&pair.control_url).await;
-    a.batch_execute("INSERT INTO item VALUES (1, 'before')")
+    a.batch_execute("INSERT INTO item VALUES (1, 'before'), (5, 'deleted while lost')")
         .await
         .unwrap();
-    wait_for("row 1 on b", T, || async {
-        query_i64(&b, "SELECT count(*) FROM item WHERE id = 1").await == 1
+    wait_for("rows 1 and 5 on b", T, || async {
+        query_i64(&b, "SELECT count(*) FROM item WHERE id IN (1, 5)").await == 2
     })
     .await;
     run.shutdown().await;
@@ -57,6 +57,11 @@ async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     .await
     .pop()
     .expect("duplex's slot on a");
+    a.batch_execute(
+        "UPDATE item SET note = 'changed while lost' WHERE id = 1; DELETE FROM item WHERE id = 5",
+    )
+    .await
+    .unwrap();
     for i in 0..20 {
         a.batch_execute(&format!(
             "INSERT INTO item VALUES ({}, 'while stopped'); SELECT pg_switch_wal(); CHECKPOINT;",
@@ -102,8 +107,8 @@ async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     let error: String = control.query_one(a_to_b, &[]).await.unwrap().get(1);
     assert!(
         error.contains("Fix:")
-            && error.contains(&format!("pg_drop_replication_slot('{slot}')"))
-            && error.contains("duplex repair --link ab --by-policy"),
+            && error.contains(&slot)
+            && error.contains("`duplex resync --link ab`"),
         "the cause and the fix: {error}"
     );
 
@@ -120,51 +125,36 @@ async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     assert_eq!(state, "needs_operator");
     let (_, out) = duplex_cli(&pair.control_url, &["status"]);
     assert!(
-        out.contains("needs_operator") && out.contains("pg_drop_replication_slot"),
+        out.contains("needs_operator") && out.contains("duplex resync --link ab"),
         "duplex status: {out}"
     );
-    run.shutdown().await;
+    // A table resync cannot mend a lost position: every table lost changes.
+    let (ok, out) = duplex_cli(
+        &pair.control_url,
+        &["resync", "--link", "ab", "--table", "item"],
+    );
+    assert!(
+        !ok && out.contains("without --table"),
+        "a table resync of a lost position is refused: {out}"
+    );
 
-    // The fix, as the messages give it: drop the slot; start again, which
-    // refuses to make a new slot while B's progress points into the old one
-    // and says how to reset it; reset it; start again; repair.
-    a.batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+    // The fix, as the message gives it, while duplex runs; A writes on.
+    a.batch_execute("INSERT INTO item VALUES (4, 'during the resync')")
         .await
         .unwrap();
-    let refused = duplex::runner::start(
+    let (ok, out) = duplex_cli(
         &pair.control_url,
-        duplex::pipeline::PipelineTuning::default(),
-    )
-    .await;
-    let why = match refused {
-        Ok(run) => {
-            // The link is retried in the background; its reason is recorded.
-            let recorded =
-                "SELECT coalesce(string_agg(message, ' '), '') FROM duplex.config_status";
-            wait_for("the refused start recorded", T, || async {
-                texts(&control, recorded)
-                    .await
-                    .concat()
-                    .contains("pg_replication_origin_drop")
-            })
-            .await;
-            run.shutdown().await;
-            texts(&control, recorded).await.concat()
-        }
-        Err(e) => duplex::error_chain::error_chain(&e),
-    };
-    let reset = why
-        .find("SELECT pg_replication_origin_drop")
-        .and_then(|at| why[at..].split(" on ").next())
-        .unwrap_or_else(|| panic!("the refusal names the reset: {why}"))
-        .to_string();
-    assert!(
-        why.contains("duplex repair --link ab --by-policy"),
-        "the refusal names the repair: {why}"
+        &["resync", "--link", "ab", "--wait", "120"],
     );
-    b.batch_execute(&reset).await.unwrap();
-
-    let run = start_synced(&pair.control_url).await;
+    assert!(
+        ok && out.contains(&format!("dropped slot {slot}")) && out.contains("every copy is done"),
+        "duplex resync: {out}"
+    );
+    wait_for("a -> b streams again", T, || async {
+        let row = control.query_one(a_to_b, &[]).await.unwrap();
+        row.get::<_, String>(0) == "streaming"
+    })
+    .await;
     a.batch_execute("INSERT INTO item VALUES (3, 'after the fix')")
         .await
         .unwrap();
@@ -173,15 +163,20 @@ async fn invalidated_slot(bindir: Option<std::path::PathBuf>) {
     })
     .await;
     run.shutdown().await;
-    let (ok, out) = duplex_cli(
-        &pair.control_url,
-        &["repair", "--link", "ab", "--by-policy"],
-    );
-    assert!(ok, "duplex repair: {out}");
     assert_eq!(
         query_i64(&b, "SELECT count(*) FROM item").await,
-        written_on_a + 2,
-        "every row A wrote, and rows 2 and 3, on B"
+        written_on_a + 4,
+        "every row A wrote while its slot was lost, rows 2, 3 and 4, and row 5, on B"
+    );
+    // Row 5, deleted on A while its slot was lost, is still on B: both
+    // sites keep what either still holds, and the resync restored it on A.
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM item WHERE id = 5").await,
+        1
+    );
+    assert_eq!(
+        texts(&b, "SELECT note FROM item WHERE id = 1").await,
+        vec!["changed while lost".to_string()]
     );
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "duplex check after the fix: {out}");

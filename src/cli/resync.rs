@@ -1,0 +1,121 @@
+//! `duplex resync`: what the library's `runner::resync_link` did, and the
+//! copies it asked for followed until they are done (`--wait`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use duplex::control::{Sql, P};
+
+use super::control::connect;
+
+/// Resync link `link` (id or name): every table, or `table`. `wait`: how
+/// long to follow the copies (0: not at all). Once they are done, rows the
+/// copies cannot carry (a row one site deleted while its position was lost
+/// is still on the other, and a copy never deletes) are found by a parity
+/// check and restored by policy (`duplex repair --by-policy`): both sites
+/// keep every row either still holds. Returns whether the tables ended
+/// equal (true without `wait`: not known yet).
+pub async fn resync(
+    control: &str,
+    link: &str,
+    table: Option<&str>,
+    new_position: bool,
+    wait: u64,
+) -> anyhow::Result<bool> {
+    let mut client = connect(control, "duplex resync").await?;
+    let config = duplex::control::load_unchecked(&mut client).await?;
+    let found = config
+        .links
+        .iter()
+        .find(|l| l.name == link || l.link_id.to_string() == link)
+        .with_context(|| format!("no link {link} in duplex.links"))?;
+    let mut lc = match config.link_config(found.link_id) {
+        Some(Ok(lc)) => lc,
+        Some(Err(e)) => {
+            anyhow::bail!("link {link}: its configuration is invalid ({e}): fix it first")
+        }
+        None => anyhow::bail!("no link {link} in duplex.links"),
+    };
+    duplex::runner::expand_patterns(&mut lc)
+        .await
+        .with_context(|| format!("link {link}: expand its table patterns"))?;
+    let report = duplex::runner::resync_link(&mut client, &lc, table, new_position).await?;
+    for line in &report.reset {
+        println!("position reset: {line}");
+    }
+    if report.reset.is_empty() {
+        println!("positions: both directions can still read their source (nothing reset)");
+    }
+    println!(
+        "copies requested both ways for {} table(s): {}",
+        report.tables.len(),
+        report.tables.join(", ")
+    );
+    println!(
+        "a running duplex restarts link {} now and copies them (rows on both sites are kept; rows that differ are settled by each table's policy and recorded in duplex.conflicts); \
+         follow it in duplex.snapshot_overview or `duplex status`",
+        lc.link.name
+    );
+    if wait == 0 {
+        println!(
+            "once the copies are done: `duplex repair --link {} --by-policy` restores rows one site deleted while its position was lost (a copy never deletes)",
+            lc.link.name
+        );
+        return Ok(true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut last = String::new();
+    loop {
+        let rows = client
+            .rows(Sql::new(
+                "read duplex.snapshot_progress",
+                "SELECT table_name, source_site, state, rows_done FROM duplex.snapshot_progress
+                  WHERE link_id = $1 ORDER BY source_site, table_name",
+                "SELECT table_name, source_site, state, rows_done FROM duplex.snapshot_progress
+                  WHERE link_id = ? ORDER BY source_site, table_name",
+                &[P::I32(lc.link.link_id as i32)],
+            ))
+            .await?;
+        let mut copying = Vec::new();
+        for r in &rows {
+            if report.tables.contains(&r.text("table_name")?) && r.text("state")? == "copying" {
+                copying.push(format!(
+                    "{} from site {} ({} rows so far)",
+                    r.text("table_name")?,
+                    r.text("source_site")?,
+                    r.text("rows_done")?
+                ));
+            }
+        }
+        if copying.is_empty() {
+            println!("every copy is done; checking for rows a copy cannot carry");
+            let options = duplex::parity::CheckOptions {
+                chunk: 1000,
+                settle: Duration::from_secs(30),
+                progress: false,
+            };
+            let link_id = lc.link.link_id.to_string();
+            return super::parity::repair(
+                control,
+                Some(&link_id),
+                table,
+                &duplex::parity::repair::Winner::Policy,
+                false,
+                &options,
+            )
+            .await;
+        }
+        let now = copying.join(", ");
+        if now != last {
+            println!("copying: {now}");
+            last = now;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "the copies are not done after {wait} s (is `duplex run` running? see duplex.link_overview)"
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,421 @@
+//! `duplex resync`: bring a link back from a lost source position (an
+//! invalidated or dropped slot, a purged binlog) or a table back to equal,
+//! by the initial sync's machinery.
+//!
+//! What it does, site work only (the copying is the running duplex's):
+//! 1. per direction, whether the source can still send what the peer has
+//!    not applied (`lost_position`); where it cannot (or `new_position` asks
+//!    it), the lost slot is dropped and the peer's recorded progress reset,
+//!    so that the next start takes a new position instead of refusing to
+//!    skip the gap (`setup::check_slot_continuity`);
+//! 2. the tables' copies in both directions are marked to be made again
+//!    (`duplex.snapshot_progress` state `copying` from the first key), even
+//!    for tables whose `initial_sync` is off: both sites keep their rows, a
+//!    row that differs is settled by the table's policy and recorded, as in
+//!    an initial sync;
+//! 3. `links.resync_requests` is counted up: a running duplex sees a new
+//!    configuration and restarts the link, which re-creates the slot (or
+//!    takes the binlog's current position) before it copies, so every change
+//!    made during or after the copy streams after it.
+//!
+//! A lost position loses changes of every table: then every table of the
+//! link is copied, and a `--table` resync is refused.
+
+use std::time::{Duration, Instant};
+
+use super::prepare::peer_has_position;
+use super::site_conn::{mysql_error, setup_conn, SetupConn};
+use crate::canonical::{SourceKind, SourcePosition};
+use crate::control::{ControlDb, Link, LinkConfig, Site, Sql, P};
+use crate::setup::SetupError;
+
+/// What `duplex resync` did.
+#[derive(Debug, Clone, Default)]
+pub struct ResyncReport {
+    /// One line per direction whose position was lost and reset.
+    pub reset: Vec<String>,
+    /// The tables (as configured) each direction copies again.
+    pub tables: Vec<String>,
+}
+
+/// Resync link `lc`: every table, or only `table` (name or schema.name).
+/// `new_position`: take a new source position even where the current one
+/// looks readable (a publication dropped and created again, a binlog reset:
+/// cases the sites' catalogs do not show).
+pub async fn resync_link(
+    control: &mut ControlDb,
+    lc: &LinkConfig,
+    table: Option<&str>,
+    new_position: bool,
+) -> Result<ResyncReport, crate::Error> {
+    let link = &lc.link;
+    let refuse = |why: String| {
+        crate::Error::from(SetupError::Resync {
+            link: link.name.clone(),
+            why,
+        })
+    };
+    let (a, b) = (&lc.site_a, &lc.site_b);
+    let mut conn_a = setup_conn(a).await?;
+    let mut conn_b = setup_conn(b).await?;
+    let mut lost = Vec::new();
+    for (src, dst) in [(a, b), (b, a)] {
+        let (src_conn, dst_conn) = if src.site_id == a.site_id {
+            (&mut conn_a, &mut conn_b)
+        } else {
+            (&mut conn_b, &mut conn_a)
+        };
+        let why = match lost_position(src_conn, src, dst_conn, link).await? {
+            Some(why) => Some(why),
+            None if new_position => Some("a new position was asked for (--new-position)".into()),
+            None => None,
+        };
+        if let Some(why) = why {
+            lost.push((src, dst, why));
+        }
+    }
+    let tables: Vec<String> = lc
+        .tables
+        .iter()
+        .filter(|t| t.enabled)
+        .filter(|t| table.is_none_or(|want| want == t.table.name || want == t.table.to_string()))
+        .map(|t| t.table.to_string())
+        .collect();
+    if let Some(want) = table {
+        if let Some((src, _, why)) = lost.first() {
+            return Err(refuse(format!(
+                "{}'s position is lost ({why}): changes of every table of the link are gone with it, so every table must be copied again. Run `duplex resync --link {}` without --table",
+                src.name, link.name
+            )));
+        }
+        if tables.is_empty() {
+            return Err(refuse(format!(
+                "no enabled table {want} in the link (see duplex.link_tables)"
+            )));
+        }
+    }
+    let mut report = ResyncReport {
+        tables: tables.clone(),
+        ..ResyncReport::default()
+    };
+    for (src, dst, why) in lost {
+        let (src_conn, dst_conn) = if src.site_id == a.site_id {
+            (&mut conn_a, &mut conn_b)
+        } else {
+            (&mut conn_b, &mut conn_a)
+        };
+        let done = reset_position(src_conn, src, dst_conn, dst, link).await?;
+        report
+            .reset
+            .push(format!("{} -> {}: {why}; {done}", src.name, dst.name));
+    }
+    for (src, dst) in [(a, b), (b, a)] {
+        request_copies(control, link, src.site_id, dst.site_id, &tables).await?;
+    }
+    control
+        .exec(Sql::new(
+            "count a resync request",
+            "UPDATE duplex.links SET resync_requests = resync_requests + 1 WHERE link_id = $1",
+            "UPDATE duplex.links SET resync_requests = resync_requests + 1 WHERE link_id = ?",
+            &[P::I32(link.link_id as i32)],
+        ))
+        .await?;
+    Ok(report)
+}
+
+/// Why `src` can no longer send what `dst` has not applied; `None` when it
+/// can, or when nothing was applied from it yet (the next start takes a
+/// position of its own).
+async fn lost_position(
+    src_conn: &mut SetupConn,
+    src: &Site,
+    dst_conn: &mut SetupConn,
+    link: &Link,
+) -> Result<Option<String>, crate::Error> {
+    use mysql_async::prelude::Queryable;
+    match src_conn {
+        SetupConn::Pg(client) => {
+            let slot = link.slot_name(src.site_id);
+            let db = |context: &'static str| {
+                let site = src.name.clone();
+                move |source| {
+                    crate::Error::from(SetupError::Db {
+                        site,
+                        context: context.into(),
+                        source,
+                    })
+                }
+            };
+            // invalidation_reason is PostgreSQL 17's; wal_status 'lost' says
+            // the same on 15 and 16.
+            let row = client
+                .query_opt(
+                    "SELECT s.wal_status, to_jsonb(s) ->> 'invalidation_reason',
+                            EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)
+                       FROM pg_replication_slots s WHERE s.slot_name = $1",
+                    &[&slot, &link.publication_name()],
+                )
+                .await
+                .map_err(db("read the replication slot"))?;
+            Ok(match row {
+                None if peer_has_position(dst_conn, &src.name, src.site_id, link).await? => {
+                    Some(format!("replication slot {slot} is gone"))
+                }
+                None => None,
+                Some(r) => {
+                    let (status, reason, publication): (Option<String>, Option<String>, bool) =
+                        (r.get(0), r.get(1), r.get(2));
+                    if let Some(reason) = reason {
+                        Some(format!(
+                            "replication slot {slot} was invalidated ({reason})"
+                        ))
+                    } else if status.as_deref() == Some("lost") {
+                        Some(format!(
+                            "replication slot {slot} was invalidated (wal_status lost)"
+                        ))
+                    } else if !publication {
+                        Some(format!(
+                            "publication {} was dropped: the slot cannot be read past that point",
+                            link.publication_name()
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            })
+        }
+        SetupConn::Mysql(conn, _) => {
+            let Some(applied) =
+                applied_binlog_position(dst_conn, &src.name, src.site_id, link).await?
+            else {
+                return Ok(None);
+            };
+            let SourcePosition::Binlog { file_seq, .. } = applied else {
+                return Ok(None);
+            };
+            let logs: Vec<String> = conn
+                .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                    row.get::<String, _>(0).unwrap_or_default()
+                })
+                .await
+                .map_err(mysql_error(
+                    &src.name,
+                    "list the binlogs (SHOW BINARY LOGS)",
+                ))?;
+            let has = logs.iter().any(|name| {
+                name.rsplit('.').next().and_then(|s| s.parse::<u32>().ok()) == Some(file_seq)
+            });
+            Ok((!has).then(|| {
+                format!(
+                    "the binlog file of {} is gone from {} (purged or reset); its oldest is {}",
+                    applied,
+                    src.name,
+                    logs.first().map(String::as_str).unwrap_or("none")
+                )
+            }))
+        }
+    }
+}
+
+/// The furthest position `dst` applied from the binlog source `src_id`.
+async fn applied_binlog_position(
+    dst_conn: &mut SetupConn,
+    src_name: &str,
+    src_id: u32,
+    link: &Link,
+) -> Result<Option<SourcePosition>, crate::Error> {
+    use mysql_async::prelude::Queryable;
+    let counter: Option<u64> = match dst_conn {
+        SetupConn::Pg(client) => {
+            let origins = crate::sink::pg::worker_origins(&link.origin_name(src_id));
+            let row = client
+                .query_one(
+                    "SELECT max(pg_replication_origin_progress(roname, true))::text
+                       FROM pg_replication_origin WHERE roname = ANY($1)",
+                    &[&origins],
+                )
+                .await
+                .map_err(|source| {
+                    crate::Error::from(SetupError::Db {
+                        site: src_name.into(),
+                        context: "read the peer's replication origins".into(),
+                        source,
+                    })
+                })?;
+            row.get::<_, Option<String>>(0)
+                .and_then(|t| crate::sink::pg::parse_lsn(&t))
+        }
+        SetupConn::Mysql(conn, ep) => {
+            let sql = format!(
+                "SELECT MAX(position) FROM {}.{} WHERE link_id = ? AND source_site = ?",
+                crate::mysql::quote_ident(ep.database()),
+                crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
+            );
+            conn.exec_first::<Option<u64>, _, _>(sql, (link.link_id, src_id))
+                .await
+                .map_err(mysql_error(src_name, "read the peer's recorded position"))?
+                .flatten()
+        }
+    };
+    Ok(counter
+        .filter(|c| *c != 0)
+        .map(|c| SourcePosition::from_counter(SourceKind::Binlog, c)))
+}
+
+/// Drop `src`'s lost slot (PostgreSQL) and reset `dst`'s recorded progress
+/// from it; says what was done.
+async fn reset_position(
+    src_conn: &mut SetupConn,
+    src: &Site,
+    dst_conn: &mut SetupConn,
+    dst: &Site,
+    link: &Link,
+) -> Result<String, crate::Error> {
+    use mysql_async::prelude::Queryable;
+    let mut done = Vec::new();
+    if let SetupConn::Pg(client) = src_conn {
+        let slot = link.slot_name(src.site_id);
+        if drop_slot(client, &src.name, &slot, &link.name).await? {
+            done.push(format!("dropped slot {slot} on {}", src.name));
+        }
+    }
+    match dst_conn {
+        SetupConn::Pg(client) => {
+            let origins = crate::sink::pg::worker_origins(&link.origin_name(src.site_id));
+            let dropped = client
+                .query_one(
+                    "SELECT count(pg_replication_origin_drop(roname))
+                       FROM pg_replication_origin WHERE roname = ANY($1)",
+                    &[&origins],
+                )
+                .await
+                .map_err(|source| {
+                    crate::Error::from(SetupError::Resync {
+                        link: link.name.clone(),
+                        why: format!(
+                            "site {}: cannot reset the progress applied from {} (its replication origins): {}. \
+                             If a duplex process is applying this direction there, its direction must be failing \
+                             (state needs_operator) for a resync; otherwise stop the link first",
+                            dst.name,
+                            src.name,
+                            crate::error_chain::error_chain(&source)
+                        ),
+                    })
+                })?
+                .get::<_, i64>(0);
+            done.push(format!(
+                "reset {}'s progress from {} ({dropped} replication origins)",
+                dst.name, src.name
+            ));
+        }
+        SetupConn::Mysql(conn, ep) => {
+            let sql = format!(
+                "DELETE FROM {}.{} WHERE link_id = ? AND source_site = ?",
+                crate::mysql::quote_ident(ep.database()),
+                crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
+            );
+            conn.exec_drop(sql, (link.link_id, src.site_id))
+                .await
+                .map_err(mysql_error(&dst.name, "reset the recorded position"))?;
+            done.push(format!(
+                "reset {}'s recorded position from {}",
+                dst.name, src.name
+            ));
+        }
+    }
+    Ok(done.join("; "))
+}
+
+/// How long a slot still in use (a failing direction's recheck reading it
+/// for a moment) is waited for before the resync gives up.
+const SLOT_BUSY_WAIT: Duration = Duration::from_secs(20);
+
+/// Drop `slot` if it exists; whether it did.
+async fn drop_slot(
+    client: &tokio_postgres::Client,
+    site: &str,
+    slot: &str,
+    link: &str,
+) -> Result<bool, crate::Error> {
+    let started = Instant::now();
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|source| SetupError::Db {
+                site: site.into(),
+                context: "read the replication slot".into(),
+                source,
+            })?;
+        let Some(row) = row else { return Ok(false) };
+        let pid: Option<i32> = row.get(0);
+        if pid.is_none() {
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await
+            {
+                Ok(_) => return Ok(true),
+                // Taken between the two statements: wait as for a busy slot.
+                Err(e) if started.elapsed() < SLOT_BUSY_WAIT => {
+                    tracing::debug!(error = %e, "slot busy; trying again");
+                }
+                Err(source) => {
+                    return Err(SetupError::Db {
+                        site: site.into(),
+                        context: format!("drop replication slot {slot}"),
+                        source,
+                    }
+                    .into())
+                }
+            }
+        } else if started.elapsed() >= SLOT_BUSY_WAIT {
+            return Err(SetupError::Resync {
+                link: link.into(),
+                why: format!(
+                    "site {site}: replication slot {slot} is in use by process {} and still readable by it: a duplex process streams from it. \
+                     A lost slot is never streamed from; to take a new position anyway, stop that duplex first (or pause the link)",
+                    pid.unwrap_or_default()
+                ),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Mark `tables` of the direction `source` -> `target` to be copied again
+/// from their first key.
+async fn request_copies(
+    control: &mut ControlDb,
+    link: &Link,
+    source: u32,
+    target: u32,
+    tables: &[String],
+) -> Result<(), crate::Error> {
+    for table in tables {
+        control
+            .exec(Sql::new(
+                "request a copy (duplex.snapshot_progress)",
+                "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state)
+                 VALUES ($1, $2, $3, $4, 'copying')
+                 ON CONFLICT (link_id, source_site, table_name) DO UPDATE SET
+                     state = 'copying', rows_done = 0, last_key = NULL, started_at = now(),
+                     finished_at = NULL, updated_at = now()",
+                "INSERT INTO duplex.snapshot_progress (link_id, source_site, target_site, table_name, state)
+                 VALUES (?, ?, ?, ?, 'copying')
+                 ON DUPLICATE KEY UPDATE state = 'copying', rows_done = 0, last_key = NULL,
+                     started_at = UTC_TIMESTAMP(6), finished_at = NULL, updated_at = UTC_TIMESTAMP(6)",
+                &[
+                    P::I32(link.link_id as i32),
+                    P::I32(source as i32),
+                    P::I32(target as i32),
+                    P::Text(Some(table)),
+                ],
+            ))
+            .await?;
+    }
+    Ok(())
+}
