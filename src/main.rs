@@ -49,6 +49,16 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
         #[arg(long, env = "DUPLEX_METRICS_LISTEN", value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// One of several processes sharing the control schema (start every
+        /// one with --ha): each link runs in the process holding its lease,
+        /// and another takes it over when that one dies (duplex.lease_overview).
+        #[arg(long, env = "DUPLEX_HA")]
+        ha: bool,
+        /// With --ha: seconds a lease lasts without renewal; a dead process's
+        /// links are taken over after about this long.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "ha",
+              value_parser = clap::value_parser!(u64).range(2..=600))]
+        lease_seconds: u64,
     },
     /// Compare both sites of every synced table, row by row (duplex.parity_checks).
     /// Exits 1 when a difference persists.
@@ -312,7 +322,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control,
             batch_rows,
             metrics_listen,
-        } => cli::run::run(&control, batch_rows, metrics_listen).await?,
+            ha,
+            lease_seconds,
+        } => {
+            let ha = ha.then(|| duplex::runner::HaOptions {
+                lease: std::time::Duration::from_secs(lease_seconds),
+            });
+            cli::run::run(&control, batch_rows, metrics_listen, ha).await?
+        }
         Command::Quarantine { control, action } => {
             use cli::journal::QuarantineAction as A;
             let action = match action {

@@ -4,17 +4,19 @@
 use duplex::pipeline::PipelineTuning;
 
 /// Run every link of the control schema at `control` until SIGINT/SIGTERM,
-/// serving metrics at `metrics_listen` when given.
+/// serving metrics at `metrics_listen` when given; with `ha`, only the links
+/// whose lease this process holds.
 pub async fn run(
     control: &str,
     batch_rows: usize,
     metrics_listen: Option<std::net::SocketAddr>,
+    ha: Option<duplex::runner::HaOptions>,
 ) -> anyhow::Result<()> {
     let tuning = PipelineTuning {
         max_batch_rows: batch_rows,
         ..PipelineTuning::default()
     };
-    let mut handle = duplex::runner::start(control, tuning).await?;
+    let mut handle = duplex::runner::start_with(control, tuning, ha).await?;
     if let Some(addr) = metrics_listen {
         handle.serve_metrics(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot serve metrics on {addr}: {e} (is the address in use? choose another with --metrics-listen)")

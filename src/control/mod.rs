@@ -122,6 +122,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "duplex resync: a request counter that restarts the running link",
         include_str!("../../sql/postgresql/0021_resync.sql"),
     ),
+    (
+        22,
+        "HA: link leases with fencing terms, live processes",
+        include_str!("../../sql/postgresql/0022_ha_leases.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -188,6 +193,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         21,
         "duplex resync: a request counter that restarts the running link",
         include_str!("../../sql/mysql/0021_resync.sql"),
+    ),
+    (
+        22,
+        "HA: link leases with fencing terms, live processes",
+        include_str!("../../sql/mysql/0022_ha_leases.sql"),
     ),
 ];
 

@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use std::collections::BTreeMap;
 
+use super::lease::Leases;
 use super::link_run::{start_link, LinkRun};
 use super::plan::{expand_patterns, resolve_tables, Resolved, TableVerdict};
 use super::registry::Registry;
@@ -46,6 +47,8 @@ pub(super) struct LinkSet {
     recheck: BTreeMap<u32, (Instant, Duration)>,
     /// The last re-read failed: rewrite every link's status on the next one.
     read_failed: bool,
+    /// `duplex run --ha`: only links whose lease this process holds run.
+    leases: Option<Arc<Leases>>,
 }
 
 impl LinkSet {
@@ -57,6 +60,7 @@ impl LinkSet {
         registry: Arc<Registry>,
         config: &ControlConfig,
         control_client: &mut ControlDb,
+        leases: Option<Arc<Leases>>,
     ) -> Result<LinkSet, crate::Error> {
         let mut links = LinkSet {
             tuning,
@@ -68,7 +72,9 @@ impl LinkSet {
             failed: BTreeMap::new(),
             recheck: BTreeMap::new(),
             read_failed: false,
+            leases,
         };
+        links.lease_round(control_client, config).await;
         // A link that cannot start does not keep the others from running: it is
         // retried in the background. Only when no link can start at all does
         // `start` fail, with the first reason (nothing would run). A table that
@@ -77,6 +83,10 @@ impl LinkSet {
         let mut first_error = None;
         for link in &config.links {
             let id = link.link_id;
+            if link.enabled && !links.may_run(id) {
+                // Another process's (`duplex run --ha`).
+                continue;
+            }
             let started = async {
                 let mut lc = match config.link_config(id) {
                     Some(Ok(lc)) => lc,
@@ -143,7 +153,11 @@ impl LinkSet {
                 links.stop_all().await;
                 return Err(e);
             }
-            tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
+            if links.leases.is_some() && config.links.iter().any(|l| l.enabled) {
+                tracing::info!("standing by: every enabled link is applied by another process (duplex.lease_overview); this one takes links over when their holder stops or dies");
+            } else {
+                tracing::warn!("no enabled link in the control schema: waiting for one (add rows to duplex.links and duplex.link_tables)");
+            }
         }
         Ok(links)
     }
@@ -152,6 +166,111 @@ impl LinkSet {
         for (_, run) in std::mem::take(&mut self.running) {
             run.stop().await;
         }
+    }
+
+    /// Whether this process may run link `id`: always, or with `--ha`
+    /// while it holds the link's lease.
+    fn may_run(&self, id: u32) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.holds(id))
+    }
+
+    /// Stop link `id` here and forget it: another process applies it now.
+    async fn hand_over(&mut self, id: u32) {
+        if let Some(run) = self.running.remove(&id) {
+            run.stop().await;
+        }
+        self.registry.remove_link(id);
+        self.in_force.remove(&id);
+        self.failed.remove(&id);
+        self.recheck.remove(&id);
+        self.rejected.remove(&id);
+    }
+
+    /// `--ha`: stop the links whose lease was lost (no database needed).
+    async fn stop_lost(&mut self) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        for id in leases.take_lost() {
+            self.hand_over(id).await;
+        }
+    }
+
+    /// `--ha`, each round: stop lost links; give back links no longer
+    /// enabled, or one link while this process holds more than its share;
+    /// take free leases up to its share (the links start in `reload`).
+    async fn lease_round(&mut self, client: &mut ControlDb, config: &ControlConfig) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        self.stop_lost().await;
+        let enabled: Vec<u32> = config
+            .links
+            .iter()
+            .filter(|l| l.enabled)
+            .map(|l| l.link_id)
+            .collect();
+        let not_enabled: Vec<u32> = self
+            .in_force
+            .keys()
+            .chain(self.running.keys())
+            .copied()
+            .filter(|id| leases.holds(*id) && !enabled.contains(id))
+            .collect();
+        for id in not_enabled {
+            leases.release(client, id).await;
+        }
+        let live = match leases.live_processes(client).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "cannot count the live processes");
+                return;
+            }
+        };
+        let share = enabled.len().div_ceil(live);
+        if leases.held_count() > share && live > 1 {
+            if let Some(id) = leases.last_held() {
+                tracing::info!(
+                    link = id,
+                    live_processes = live,
+                    "giving a link back so that links spread across the processes"
+                );
+                self.hand_over(id).await;
+                leases.release(client, id).await;
+            }
+            return;
+        }
+        for id in enabled {
+            if leases.held_count() >= share {
+                break;
+            }
+            if leases.holds(id) {
+                continue;
+            }
+            if let Err(e) = leases.try_acquire(client, id).await {
+                tracing::warn!(link = id, error = %error_chain(&e), "cannot take the link's lease");
+            }
+        }
+    }
+
+    /// `--ha`, on shutdown: every lease given back, free for another
+    /// process at once (the links are stopped).
+    async fn leave(&mut self) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        let Ok(Ok(mut db)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.control.connect("duplex leases"),
+        )
+        .await
+        else {
+            return;
+        };
+        while let Some(id) = leases.last_held() {
+            leases.release(&mut db, id).await;
+        }
+        leases.leave(&mut db).await;
     }
 
     fn recheck_due(&self, id: u32) -> bool {
@@ -175,6 +294,7 @@ impl LinkSet {
                 return;
             }
         };
+        self.lease_round(client, &config).await;
         // Once readable again, every link's status is written afresh.
         let rewrite_all = std::mem::take(&mut self.read_failed);
         let ids: std::collections::BTreeSet<u32> = self
@@ -321,6 +441,11 @@ impl LinkSet {
                     resolved,
                 },
             );
+            return;
+        }
+        if !self.may_run(id) {
+            // Another process's (`duplex run --ha`).
+            self.hand_over(id).await;
             return;
         }
         let known = self.in_force.get(&id).is_some_and(|f| f.wanted == lc)
@@ -567,23 +692,39 @@ pub(super) async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Rece
                 None => std::future::pending().await,
             }
         };
+        // With leases, a round each quarter lease: free leases are taken
+        // soon after they expire.
+        let poll = links.leases.as_ref().map_or(CONFIG_POLL, |l| l.round());
+        let lease_lost = async {
+            match links.leases.clone() {
+                Some(l) => l.lost().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => continue,
             result = changed => {
                 if let Err(e) = result {
                     tracing::warn!(error = %error_chain(&e), "lost the control connection watching the configuration; reconnecting");
                     feed = None;
+                    links.stop_lost().await;
                     continue;
                 }
             }
-            _ = tokio::time::sleep(CONFIG_POLL) => {}
+            _ = lease_lost => {
+                // Stopped at once, control database or not.
+                links.stop_lost().await;
+            }
+            _ = tokio::time::sleep(poll) => {}
         }
+        links.stop_lost().await;
         let Some(f) = feed.as_mut() else {
             continue;
         };
         links.reload(f.db()).await;
     }
     links.stop_all().await;
+    links.leave().await;
 }
 
 /// Record `resolved` as the configuration in force: state running (every

@@ -10,6 +10,7 @@
 //! - `link_run`: one link's two directions, started and stopped together;
 //! - `live_config`: the links of the process, started from the configuration
 //!   and kept to it as it changes;
+//! - `lease`: `duplex run --ha` (several processes, one applying each link);
 //! - `parity_schedule`: the scheduled parity checks;
 //! - `resync`: `duplex resync` (a lost source position reset, tables copied again);
 //! - `status`: the status writer (`duplex.link_status`);
@@ -26,6 +27,7 @@ use crate::pipeline::PipelineTuning;
 use crate::stats::DirectionStats;
 
 mod config_check;
+mod lease;
 mod link_run;
 mod live_config;
 mod metrics;
@@ -39,6 +41,7 @@ mod site_conn;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};
+pub use lease::HaOptions;
 use live_config::{config_watcher, LinkSet};
 use parity_schedule::parity_scheduler;
 pub use plan::expand_patterns;
@@ -113,6 +116,17 @@ impl RunHandle {
 /// Read the configuration from the control database and start every enabled
 /// link; then apply changes to the configuration as they are made.
 pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandle, crate::Error> {
+    start_with(control_url, tuning, None).await
+}
+
+/// [`start`], and with `ha` as one of several processes sharing the
+/// control schema: only the links whose lease this process holds run here
+/// (see `lease`).
+pub async fn start_with(
+    control_url: &str,
+    tuning: PipelineTuning,
+    ha: Option<HaOptions>,
+) -> Result<RunHandle, crate::Error> {
     crate::install_crypto_provider();
     let control_ep = ControlEndpoint::from_url(control_url)?;
     let mut control_client = control_ep.connect("duplex control").await?;
@@ -128,15 +142,25 @@ pub async fn start(control_url: &str, tuning: PipelineTuning) -> Result<RunHandl
             tracing::warn!(error = %error_chain(&e), "cannot read the counters of earlier runs; they start from zero")
         }
     }
+    let leases = ha.as_ref().map(lease::Leases::new);
+    let mut tasks = JoinSet::new();
+    if let Some(leases) = &leases {
+        tracing::info!(holder = %leases.holder(), "high availability: links run here while this process holds their lease (duplex.lease_overview)");
+        tasks.spawn(lease::renew_leases(
+            leases.clone(),
+            control_ep.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let links = LinkSet::start(
         tuning,
         control_ep.clone(),
         registry.clone(),
         &config,
         &mut control_client,
+        leases,
     )
     .await?;
-    let mut tasks = JoinSet::new();
     tasks.spawn(config_watcher(links, shutdown_rx.clone()));
     tasks.spawn(parity_scheduler(control_ep.clone(), shutdown_rx.clone()));
     tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));

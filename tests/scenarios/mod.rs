@@ -14,6 +14,7 @@ mod cross_engine_types;
 mod equal_version_times;
 mod false_conflicts;
 mod generators;
+mod ha;
 mod initial_sync;
 mod initial_sync_pagila;
 mod least_privilege;

@@ -1,0 +1,210 @@
+//! Several `duplex run --ha` processes sharing one control schema
+//! (`runner::lease`): each link is applied by the process holding its
+//! lease, links spread across the processes, and when the holder is killed
+//! (kill -9) under load the other takes its links over within 30 s, with
+//! every row applied once.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::{connect, duplex_cli, query_i64, texts, wait_for, Pair};
+
+const T: Duration = Duration::from_secs(90);
+const LEASE_SECONDS: &str = "6";
+
+/// A `duplex run --ha` child process, killed when dropped.
+struct Process(Child);
+
+impl Process {
+    fn start(control_url: &str, log: &str) -> Process {
+        let log = std::fs::File::create(std::env::temp_dir().join(log)).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .args(["run", "--ha", "--lease-seconds", LEASE_SECONDS])
+            .env("DUPLEX_CONTROL", control_url)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start duplex run --ha");
+        Process(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// kill -9.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The live lease holders, per link id, as the pid in their holder name.
+async fn holders(control: &tokio_postgres::Client) -> Vec<(i32, u32, i64)> {
+    control
+        .query(
+            "SELECT link_id, split_part(holder, ':', 2)::int, term FROM duplex.lease_overview
+              WHERE held ORDER BY link_id",
+            &[],
+        )
+        .await
+        .expect("read duplex.lease_overview")
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get(2)))
+        .collect()
+}
+
+/// Rows inserted one transaction each, on one site, until stopped.
+fn writer(
+    conninfo: String,
+    table: &'static str,
+    first_id: i64,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = connect(&conninfo).await;
+        let mut id = first_id;
+        while !stop.load(Ordering::Relaxed) {
+            c.execute(&format!("INSERT INTO {table} VALUES ($1, 'ha')"), &[&id])
+                .await
+                .expect("insert");
+            id += 1;
+            written.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_links_and_one_takes_over_when_the_other_is_killed() {
+    let pair = Pair::start(
+        "CREATE TABLE item (id bigint PRIMARY KEY, note text);
+         CREATE TABLE other (id bigint PRIMARY KEY, note text);",
+        &["item"],
+    )
+    .await;
+    let control = connect(&pair.control_url).await;
+    control
+        .batch_execute(
+            "INSERT INTO duplex.links (link_id, name, site_a, site_b) VALUES (2, 'ab2', 1, 2);
+             INSERT INTO duplex.link_tables (link_id, schema_name, table_name) VALUES (2, 'public', 'other');",
+        )
+        .await
+        .expect("a second link");
+
+    // The first process takes both links; the second gets its share.
+    let mut first = Process::start(&pair.control_url, "duplex-ha-1.log");
+    wait_for("both links held by the first process", T, || async {
+        let h = holders(&control).await;
+        h.len() == 2 && h.iter().all(|(_, pid, _)| *pid == first.pid())
+    })
+    .await;
+    let mut second = Process::start(&pair.control_url, "duplex-ha-2.log");
+    wait_for("one link each", T, || async {
+        let h = holders(&control).await;
+        h.len() == 2 && h[0].1 != h[1].1
+    })
+    .await;
+    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
+    wait_for("four directions streaming", T, || async {
+        query_i64(&control, streaming).await == 4
+    })
+    .await;
+
+    // Writers on both sites, both tables.
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicI64>> = (0..4).map(|_| Arc::new(AtomicI64::new(0))).collect();
+    let (a, b) = (pair.a.conninfo("app"), pair.b.conninfo("app"));
+    let writers = vec![
+        writer(
+            a.clone(),
+            "item",
+            1_000_000,
+            stop.clone(),
+            counts[0].clone(),
+        ),
+        writer(
+            b.clone(),
+            "item",
+            2_000_000,
+            stop.clone(),
+            counts[1].clone(),
+        ),
+        writer(a, "other", 1_000_000, stop.clone(), counts[2].clone()),
+        writer(b, "other", 2_000_000, stop.clone(), counts[3].clone()),
+    ];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // kill -9 the holder of link 1, under load.
+    let before = holders(&control).await;
+    let (_, victim, term) = before[0];
+    let killed_at = Instant::now();
+    let survivor_pid = if victim == first.pid() {
+        first.kill();
+        second.pid()
+    } else {
+        second.kill();
+        first.pid()
+    };
+    wait_for("the survivor holds both links", T, || async {
+        let h = holders(&control).await;
+        h.len() == 2 && h.iter().all(|(_, pid, _)| *pid == survivor_pid)
+    })
+    .await;
+    let taken_over = holders(&control).await;
+    assert!(
+        taken_over[0].2 > term,
+        "the lease was taken under a later term: {taken_over:?} after {before:?}"
+    );
+    wait_for("four directions streaming again", T, || async {
+        query_i64(&control, streaming).await == 4
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    eprintln!("takeover after kill -9: {:.1} s", takeover.as_secs_f64());
+    assert!(
+        takeover < Duration::from_secs(30),
+        "takeover took {takeover:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+
+    // Every row on both sites, once.
+    let a = pair.client_a().await;
+    let b = pair.client_b().await;
+    let item = counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
+    let other = counts[2].load(Ordering::Relaxed) + counts[3].load(Ordering::Relaxed);
+    wait_for("every row on both sites", T, || async {
+        query_i64(&a, "SELECT count(*) FROM item").await == item
+            && query_i64(&b, "SELECT count(*) FROM item").await == item
+            && query_i64(&a, "SELECT count(*) FROM other").await == other
+            && query_i64(&b, "SELECT count(*) FROM other").await == other
+    })
+    .await;
+    // Applied once: a second application of a row would be met as a
+    // conflict or refused as a duplicate key.
+    assert_eq!(
+        texts(
+            &control,
+            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
+        )
+        .await,
+        vec!["0".to_string(), "0".to_string()]
+    );
+    drop(first);
+    drop(second);
+    let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
+    assert!(ok, "duplex check after the takeover: {out}");
+}
