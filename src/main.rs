@@ -14,8 +14,24 @@ mod cli;
     about = "Two-way change-data-capture between PostgreSQL and MySQL/MariaDB databases"
 )]
 struct Cli {
+    /// Log lines as text (coloured on a terminal only) or one JSON object a
+    /// line, for log collectors. Logs go to stderr; DUPLEX_LOG sets the levels.
+    #[arg(
+        long,
+        global = true,
+        env = "DUPLEX_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -287,7 +303,7 @@ enum ConflictsAction {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
         // The replication client library logs an ERROR whenever its stream
         // ends, including on every clean stop of a direction (a pause, a
@@ -298,15 +314,16 @@ fn init_tracing() {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,pgwire_replication=off,tokio_postgres=warn")
         });
-    // DUPLEX_LOG_FORMAT=json: one JSON object a line, for log collectors.
-    let json = std::env::var("DUPLEX_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
-        fmt.json().with_current_span(true).init();
-    } else {
-        fmt.with_target(false).init();
+    match format {
+        LogFormat::Json => fmt.json().with_current_span(true).init(),
+        // No colour codes in a file or a journal.
+        LogFormat::Text => fmt
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
 
@@ -460,9 +477,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
-    duplex::install_crypto_provider();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    duplex::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

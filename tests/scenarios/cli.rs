@@ -30,23 +30,42 @@ async fn init_is_idempotent_status_shows_directions_and_a_newer_schema_is_refuse
             && !String::from_utf8_lossy(&out.stdout).contains("NOTICE"),
         "{out:?}"
     );
-    // DUPLEX_LOG_FORMAT=json: every log line is one JSON object.
+    // --log-format json (or DUPLEX_LOG_FORMAT=json): every log line is one
+    // JSON object.
+    for (flag, env) in [(Some("json"), None), (None, Some("json"))] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_duplex"));
+        cmd.args(["init", "--control", &pair.control_url])
+            .env("DUPLEX_LOG", "debug");
+        if let Some(f) = flag {
+            cmd.args(["--log-format", f]);
+        }
+        if let Some(e) = env {
+            cmd.env("DUPLEX_LOG_FORMAT", e);
+        }
+        let out = cmd.output().expect("run duplex");
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !logs.trim().is_empty(), "{out:?}");
+        for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                v.get("level").is_some() && v.get("fields").is_some(),
+                "{line}"
+            );
+        }
+    }
+    // Text logs into a pipe or a file carry no colour codes (NO_COLOR unset).
     let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
         .args(["init", "--control", &pair.control_url])
-        .env("DUPLEX_LOG_FORMAT", "json")
         .env("DUPLEX_LOG", "debug")
+        .env_remove("NO_COLOR")
         .output()
         .expect("run duplex");
     let logs = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !logs.trim().is_empty(), "{out:?}");
-    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("fields").is_some(),
-            "{line}"
-        );
-    }
+    assert!(
+        out.status.success() && !logs.trim().is_empty() && !logs.contains('\u{1b}'),
+        "{logs}"
+    );
 
     let logdir = tempfile::tempdir().unwrap();
     let mut run = DuplexProcess::spawn(&pair.control_url, &logdir.path().join("run.log"));
