@@ -79,6 +79,12 @@ pub enum SetupError {
         table: TableName,
         column: String,
     },
+    #[error("site {site}: PostgreSQL {found} has no failover slots (PostgreSQL 17 and later): set links.failover_slots = false for link {link}, or upgrade the site")]
+    FailoverSlots {
+        site: String,
+        link: String,
+        found: String,
+    },
     /// `duplex resync` cannot go on: `why` says what to do first.
     #[error("link {link}: resync refused: {why}")]
     Resync { link: String, why: String },
@@ -1004,15 +1010,44 @@ pub async fn prepare_pg_site(
         .await
         .map_err(err("look up replication slot"))?
         .get(0);
+    if link.failover_slots && version < 170_000 {
+        return Err(SetupError::FailoverSlots {
+            site: site_name.into(),
+            link: link.name.clone(),
+            found: version.to_string(),
+        });
+    }
     if !slot_exists {
+        // PostgreSQL 17's fifth argument: a failover slot.
+        let create = if link.failover_slots {
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+        } else {
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+        };
         client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            .execute(create, &[&slot])
+            .await
+            .map_err(err(&format!("create replication slot {slot}")))?;
+        tracing::info!(site = site_name, slot = %slot, failover = link.failover_slots, "created replication slot");
+    } else if version >= 170_000 {
+        let failover: bool = client
+            .query_one(
+                "SELECT coalesce((to_jsonb(s) ->> 'failover')::boolean, false) FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&slot],
             )
             .await
-            .map_err(err(&format!("create replication slot {slot}")))?;
-        tracing::info!(site = site_name, slot = %slot, "created replication slot");
+            .map_err(err("read the slot's failover setting"))?
+            .get(0);
+        if failover != link.failover_slots {
+            // Only a replication connection can change it (ALTER_REPLICATION_SLOT).
+            tracing::warn!(
+                site = site_name,
+                slot = %slot,
+                "slot {slot} has failover = {failover} but links.failover_slots is {}: on {site_name}, ALTER_REPLICATION_SLOT {slot} (FAILOVER {}) over a replication connection (psql \"dbname=... replication=database\"), with duplex stopped",
+                link.failover_slots,
+                link.failover_slots
+            );
+        }
     }
 
     // The origin the peer's changes are applied under here.
@@ -1196,6 +1231,7 @@ mod tests {
             apply_workers: 1,
             retention_warn_bytes: 1 << 30,
             resync_requests: 0,
+            failover_slots: false,
         }
     }
 

@@ -23,3 +23,8 @@ SELECT l.link_id, l.name AS link, ls.holder, ls.term,
        ls.acquired_at, ls.renewed_at, ls.expires_at
   FROM duplex.links l
   LEFT JOIN duplex.link_leases ls ON ls.link_id = l.link_id;
+
+-- PostgreSQL 17+ sites: failover slots (see the PostgreSQL flavour).
+ALTER TABLE duplex.links
+    ADD COLUMN IF NOT EXISTS failover_slots BOOLEAN NOT NULL DEFAULT FALSE
+        COMMENT 'create the link''s replication slots as failover slots (PostgreSQL 17+), kept on a physical standby for a failover';

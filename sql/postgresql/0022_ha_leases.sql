@@ -40,3 +40,13 @@ SELECT l.link_id, l.name AS link, ls.holder, ls.term,
   LEFT JOIN duplex.link_leases ls USING (link_id);
 
 COMMENT ON VIEW duplex.lease_overview IS 'per link: the process applying it (duplex run --ha), its term, and whether the lease is live';
+
+-- PostgreSQL 17+: duplex's slots on the link's PostgreSQL sites are created
+-- as failover slots, which a physical standby keeps in sync (with
+-- sync_replication_slots on the standby and synchronized_standby_slots on
+-- the primary), so that duplex goes on from the standby after a failover.
+ALTER TABLE duplex.links
+    ADD COLUMN IF NOT EXISTS failover_slots boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN duplex.links.failover_slots IS
+    'create the link''s replication slots as failover slots (PostgreSQL 17+), kept on a physical standby for a failover';

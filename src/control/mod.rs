@@ -124,7 +124,7 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         22,
-        "HA: link leases with fencing terms, live processes",
+        "HA: link leases with fencing terms, live processes; failover slots",
         include_str!("../../sql/postgresql/0022_ha_leases.sql"),
     ),
 ];
@@ -196,7 +196,7 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         22,
-        "HA: link leases with fencing terms, live processes",
+        "HA: link leases with fencing terms, live processes; failover slots",
         include_str!("../../sql/mysql/0022_ha_leases.sql"),
     ),
 ];
@@ -434,11 +434,11 @@ pub async fn load_unchecked(db: &mut ControlDb) -> Result<ControlConfig, Control
             "read duplex.links",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     extract(epoch FROM tombstone_retention)::float8 AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests, failover_slots
                FROM duplex.links ORDER BY link_id",
             "SELECT link_id, name, site_a, site_b, enabled, marker_column,
                     CAST(tombstone_retention_secs AS DOUBLE) AS tombstone_retention_secs,
-                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests
+                    snapshot_rows_per_second, apply_workers, retention_warn_bytes, resync_requests, failover_slots
                FROM duplex.links ORDER BY link_id",
             &[],
         ))

@@ -127,6 +127,9 @@ pub struct Link {
     /// `duplex resync` requests so far: a new one restarts the running link,
     /// whose directions then re-create what was reset and copy the tables.
     pub resync_requests: i64,
+    /// PostgreSQL 17+ sites: the link's slots are failover slots, kept on a
+    /// physical standby (`links.failover_slots`).
+    pub failover_slots: bool,
 }
 
 impl Link {
@@ -147,6 +150,7 @@ impl Link {
             marker_column: col(row, "links", "marker_column")?,
             snapshot_rows_per_second: col(row, "links", "snapshot_rows_per_second")?,
             resync_requests: col(row, "links", "resync_requests")?,
+            failover_slots: bool_col(row, "links", "failover_slots")?,
             retention_warn_bytes: {
                 let n: i64 = col(row, "links", "retention_warn_bytes")?;
                 u64::try_from(n).map_err(|_| {

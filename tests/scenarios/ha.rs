@@ -208,3 +208,73 @@ async fn two_processes_share_the_links_and_one_takes_over_when_the_other_is_kill
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "duplex check after the takeover: {out}");
 }
+
+/// `links.failover_slots` on PostgreSQL 18: duplex's slots are failover
+/// slots, which a physical standby keeps for a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_slots_on_pg18() {
+    let opts = duplex::localdb::pg::LocalPgOptions {
+        bindir: Some(crate::support::pg18_bindir()),
+        ..Default::default()
+    };
+    let pair = Pair::start_with(
+        "CREATE TABLE item (id bigint PRIMARY KEY, note text);",
+        &["item"],
+        opts,
+        crate::support::SiteSecurity::default(),
+    )
+    .await;
+    let control = connect(&pair.control_url).await;
+    control
+        .batch_execute("UPDATE duplex.links SET failover_slots = true")
+        .await
+        .expect("failover slots");
+    let run = crate::support::start_synced(&pair.control_url).await;
+    let a = pair.client_a().await;
+    let b = pair.client_b().await;
+    for site in [&a, &b] {
+        assert_eq!(
+            texts(
+                site,
+                "SELECT failover::text FROM pg_replication_slots WHERE slot_name LIKE 'duplex%'"
+            )
+            .await,
+            vec!["true".to_string()]
+        );
+    }
+    a.batch_execute("INSERT INTO item VALUES (1, 'through a failover slot')")
+        .await
+        .expect("insert");
+    wait_for("row 1 on b", T, || async {
+        query_i64(&b, "SELECT count(*) FROM item").await == 1
+    })
+    .await;
+    run.shutdown().await;
+}
+
+/// On PostgreSQL 15 the setting is refused with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_slots_are_refused_before_pg17() {
+    let pair = Pair::start("CREATE TABLE item (id bigint PRIMARY KEY);", &["item"]).await;
+    let control = connect(&pair.control_url).await;
+    control
+        .batch_execute("UPDATE duplex.links SET failover_slots = true")
+        .await
+        .expect("failover slots");
+    let why = match duplex::runner::start(
+        &pair.control_url,
+        duplex::pipeline::PipelineTuning::default(),
+    )
+    .await
+    {
+        Ok(run) => {
+            run.shutdown().await;
+            panic!("started with failover slots on PostgreSQL 15")
+        }
+        Err(e) => duplex::error_chain::error_chain(&e),
+    };
+    assert!(
+        why.contains("PostgreSQL 17") && why.contains("links.failover_slots = false"),
+        "{why}"
+    );
+}
