@@ -45,6 +45,18 @@ pub(crate) fn sqlstate_in(message: &str) -> Option<&str> {
         .then_some(code)
 }
 
+/// `e` as a person reads it where a link cannot start (`config_status`):
+/// the error's chain, and the fix where only a person can fix it.
+pub fn explained(e: &crate::Error, link: &str) -> String {
+    let why = crate::error_chain::error_chain(e);
+    match e.class() {
+        ErrorClass::Operator { fix: Some(fix) } => {
+            format!("{why}. Fix: {}", fix_for(&fix, link, None))
+        }
+        _ => why,
+    }
+}
+
 /// An operator `fix` for one direction: `<link>` stands for its link's name
 /// and `<slot>` for its slot (PostgreSQL sources; kept as it is elsewhere).
 pub(crate) fn fix_for(fix: &str, link: &str, slot: Option<&str>) -> String {
@@ -151,12 +163,33 @@ impl crate::Error {
     }
 }
 
-/// A tokio-postgres error: by the server's SQLSTATE where it sent one.
+/// A tokio-postgres error: by the server's SQLSTATE where it sent one; a
+/// refused server certificate by what was wrong with it.
 pub(crate) fn pg_error(e: &tokio_postgres::Error) -> ErrorClass {
     match e.as_db_error() {
         Some(db) => postgres(db.code().code(), db.message()),
-        None => ErrorClass::Transient,
+        None => tls_refusal(&crate::error_chain::error_chain(e)).unwrap_or(ErrorClass::Transient),
     }
+}
+
+/// A server certificate the TLS library refused (rustls' words in
+/// `message`), with what to change: the same certificate is refused at
+/// every attempt.
+pub(crate) fn tls_refusal(message: &str) -> Option<ErrorClass> {
+    let fix = if message.contains("CaUsedAsEndEntity") {
+        "the server's certificate is self-signed and marked as a CA (basicConstraints CA:TRUE, as `openssl req -x509` makes it), which duplex's TLS library does not accept as a server certificate (libpq does). \
+         Give the server a certificate signed by a separate CA (a CA key and certificate, then the server's certificate signed with it: the README's TLS recipe) and set duplex.sites tls_ca_file to the CA's certificate; \
+         or set tls_mode = 'require' to encrypt without verifying the server"
+    } else if message.contains("UnknownIssuer") || message.contains("BadSignature") {
+        "the server's certificate is not signed by a CA in duplex.sites tls_ca_file: point tls_ca_file at the PEM of the CA that signed it (the whole chain up to a root)"
+    } else if message.contains("NotValidForName") {
+        "the server's certificate does not name the host duplex connects to: connect by a name the certificate holds (its subjectAltName or CN) in the site's conninfo, or set tls_mode = 'verify-ca' to check the chain only"
+    } else if message.contains("Expired") || message.contains("NotValidYet") {
+        "the server's certificate is outside its validity period (expired, or not valid yet: check the clocks): renew it"
+    } else {
+        return None;
+    };
+    Some(ErrorClass::operator(fix))
 }
 
 /// A mysql_async error: by the server's code where it sent one.
@@ -200,9 +233,13 @@ impl crate::source::SourceError {
                 pgwire_replication::PgWireError::MessageTooLarge { .. } => {
                     ErrorClass::operator(UNREADABLE)
                 }
-                pgwire_replication::PgWireError::Tls(_) => ErrorClass::operator(
-                    "the TLS handshake with the source failed: check duplex.sites tls_mode and tls_ca_file against the server's certificate",
-                ),
+                pgwire_replication::PgWireError::Tls(message) => tls_refusal(message)
+                    .unwrap_or_else(|| ErrorClass::operator(
+                        "the TLS handshake with the source failed: check duplex.sites tls_mode and tls_ca_file against the server's certificate",
+                    )),
+                pgwire_replication::PgWireError::Io(message) if tls_refusal(&message.to_string()).is_some() => {
+                    tls_refusal(&message.to_string()).unwrap_or(ErrorClass::Transient)
+                }
                 _ => ErrorClass::Transient,
             },
             S::Catalog { source, .. } => pg_error(source),

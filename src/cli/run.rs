@@ -16,7 +16,9 @@ pub async fn run(
         max_batch_rows: batch_rows,
         ..PipelineTuning::default()
     };
-    let mut handle = duplex::runner::start_with(control, tuning, ha).await?;
+    let mut handle = duplex::runner::start_with(control, tuning, ha)
+        .await
+        .map_err(|e| anyhow::anyhow!(duplex::error_class::explained(&e, "<link>")))?;
     if let Some(addr) = metrics_listen {
         handle.serve_metrics(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot serve metrics on {addr}: {e} (is the address in use? choose another with --metrics-listen)")

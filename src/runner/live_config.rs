@@ -16,6 +16,7 @@ use super::plan::{expand_patterns, resolve_tables, Resolved, TableVerdict};
 use super::registry::Registry;
 use crate::control::{self, ControlConfig, ControlDb, ControlEndpoint, LinkConfig, Sql, P};
 use crate::error_chain::error_chain;
+use crate::error_class;
 use crate::pipeline::PipelineTuning;
 
 /// A link's configuration in force: as configured, and as it runs.
@@ -128,7 +129,10 @@ impl LinkSet {
                     );
                 }
                 Err((lc, e)) => {
-                    let why = error_chain(&e);
+                    let why = error_class::explained(
+                        &e,
+                        &lc.as_ref().map(|l| l.link.name.clone()).unwrap_or_default(),
+                    );
                     tracing::error!(link = id, error = %why, "the link cannot start; retrying in the background");
                     match lc {
                         // Valid, but its sites refused: retried with backoff.
@@ -462,7 +466,7 @@ impl LinkSet {
         let resolved = match resolve_tables(&lc, previous.as_ref().map(|p| &p.effective)).await {
             Ok(r) => r,
             Err(e) => {
-                let why = error_chain(&e);
+                let why = error_class::explained(&e, &lc.link.name);
                 if !self.running.contains_key(&id) {
                     // Nothing runs for this link: a site down or not ready yet is
                     // worth retrying, not only a change of the configuration.
@@ -503,7 +507,7 @@ impl LinkSet {
                 self.settled(client, id, lc, resolved, refused).await;
             }
             Err(e) => {
-                let why = error_chain(&e);
+                let why = error_class::explained(&e, &lc.link.name);
                 // The last good configuration goes back in force, if there is
                 // one that is not this one.
                 match previous.filter(|p| p.effective != resolved.effective) {
@@ -518,7 +522,7 @@ impl LinkSet {
                             }
                             Err(e) => {
                                 // Neither runs: keep trying the wanted one.
-                                let why = error_chain(&e);
+                                let why = error_class::explained(&e, &lc.link.name);
                                 self.rejected.remove(&id);
                                 self.fail(client, id, lc, &why).await;
                             }

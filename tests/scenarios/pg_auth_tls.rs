@@ -121,11 +121,70 @@ async fn untrusted_certificate_is_refused_with_a_clear_error() {
     let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
     let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
         Ok(_) => panic!("duplex connected to a server whose certificate it cannot trust"),
-        Err(e) => duplex::error::error_chain(&e),
+        Err(e) => duplex::error_class::explained(&e, "ab"),
     };
     assert!(
-        err.contains("site a") && err.to_lowercase().contains("certificate"),
+        err.contains("site a")
+            && err.to_lowercase().contains("certificate")
+            && err.contains(
+                "Fix: the server's certificate is not signed by a CA in duplex.sites tls_ca_file"
+            ),
         "unclear error: {err}"
+    );
+}
+
+/// PostgreSQL's own recipe for a server certificate (`openssl req -x509`,
+/// self-signed, marked CA:TRUE) given as the CA: duplex's TLS library does
+/// not take a CA's certificate as a server's, and says what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_as_the_servers_says_what_to_change() {
+    let certs = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("openssl")
+        .current_dir(certs.path())
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "2",
+            "-nodes",
+            "-text",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-out",
+            "server.crt",
+            "-keyout",
+            "server.key",
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = (
+        certs.path().join("server.crt"),
+        certs.path().join("server.key"),
+    );
+    let opts = LocalPgOptions {
+        tls: Some(LocalTls {
+            cert_pem_path: cert.clone(),
+            key_pem_path: key,
+        }),
+        ..LocalPgOptions::default()
+    };
+    let security = SiteSecurity {
+        tls_mode: "verify-ca".into(),
+        tls_ca_file: Some(cert.display().to_string()),
+        ..SiteSecurity::default()
+    };
+    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
+    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
+        Ok(_) => panic!("started"),
+        Err(e) => duplex::error_class::explained(&e, "ab"),
+    };
+    assert!(
+        err.contains("self-signed and marked as a CA") && err.contains("tls_mode = 'require'"),
+        "the refusal says what to change: {err}"
     );
 }
 
