@@ -315,17 +315,24 @@ async fn copy_table<T: Target>(
         ),
     };
     let schema: Arc<TableSchema> = Arc::new(reader.table_schema(stream_name));
+    let estimated = reader.estimated_rows().await as i64;
     let (snapshot_id, after, mut rows_done) = match progress {
         Some(p) if p.last_key.is_some() || p.rows_done > 0 => {
             (p.snapshot_id, p.last_key, p.rows_done)
         }
         // Not begun (`duplex resync` asked for it, or no page was applied).
         _ => {
-            let total = reader.estimated_rows().await as i64;
-            let id = start_progress(control, spec, &t.table, total).await?;
+            let id = start_progress(control, spec, &t.table, estimated).await?;
             (id, None, 0)
         }
     };
+    let table_name = t.table.to_string();
+    let progress_of = |rows_done: i64, done: bool| crate::stats::CopyProgress {
+        rows_done,
+        rows_estimated: estimated,
+        done,
+    };
+    stats.set_copy_progress(&table_name, progress_of(rows_done, false));
     tracing::info!(
         snapshot_id,
         rows_done,
@@ -386,6 +393,7 @@ async fn copy_table<T: Target>(
         stats.applied_rows.fetch_add(n as u64, Ordering::Relaxed);
         stats.inserted.fetch_add(n as u64, Ordering::Relaxed);
         save_progress(control, spec, &t.table, &last_key, rows_done).await?;
+        stats.set_copy_progress(&table_name, progress_of(rows_done, false));
         if spec.rows_per_second > 0 {
             // Throttle: no faster on average than the configured rate.
             let due = Duration::from_secs_f64(copied_now as f64 / f64::from(spec.rows_per_second));
@@ -400,6 +408,7 @@ async fn copy_table<T: Target>(
         }
     }
     write_state(control, spec, &t.table, "done", rows_done).await?;
+    stats.set_copy_progress(&table_name, progress_of(rows_done, true));
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         rows = rows_done,

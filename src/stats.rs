@@ -43,6 +43,11 @@ pub struct DirectionStats {
     pub serial_until: AtomicU64,
     /// Per source table (`schema.table`): changes applied [inserts, updates, deletes].
     tables: Mutex<BTreeMap<String, [u64; 3]>>,
+    /// Conflicts recorded by this process, per (table, kind, outcome).
+    conflict_counts: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// Initial syncs of this process, per table: rows copied, the source's
+    /// estimate of its rows, and whether the copy is done.
+    copies: Mutex<BTreeMap<String, CopyProgress>>,
     /// Source transactions read and not yet applied, oldest first: (commit
     /// position's counter, commit time in µs). Bounded; what lag is measured on.
     unapplied: Mutex<std::collections::VecDeque<(u64, i64)>>,
@@ -86,6 +91,15 @@ pub struct SourceRetention {
     pub warning: Option<String>,
     /// When it was read (µs since the epoch).
     pub checked_us: i64,
+}
+
+/// An initial sync's progress on one table (see `snapshot`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyProgress {
+    pub rows_done: i64,
+    /// The source's estimate when the copy started.
+    pub rows_estimated: i64,
+    pub done: bool,
 }
 
 /// A direction that has been working this long since its last error, even
@@ -237,6 +251,36 @@ impl DirectionStats {
                 }
             }
         }
+    }
+
+    /// One conflict recorded on `table`.
+    pub fn count_conflict(&self, table: &str, kind: &str, outcome: &str) {
+        if let Ok(mut c) = self.conflict_counts.lock() {
+            *c.entry((table.to_string(), kind.to_string(), outcome.to_string()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Conflicts recorded by this process: (table, kind, outcome) and count.
+    pub fn conflict_counts(&self) -> Vec<((String, String, String), u64)> {
+        self.conflict_counts
+            .lock()
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Where the initial sync of `table` is.
+    pub fn set_copy_progress(&self, table: &str, progress: CopyProgress) {
+        if let Ok(mut c) = self.copies.lock() {
+            c.insert(table.to_string(), progress);
+        }
+    }
+
+    pub fn copy_progress(&self) -> Vec<(String, CopyProgress)> {
+        self.copies
+            .lock()
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     pub fn table_counts(&self) -> Vec<(String, [u64; 3])> {

@@ -184,7 +184,7 @@ impl ConflictStore {
                  ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
                  DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
                                incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
-                 RETURNING conflict_id, (xmax = 0) AS inserted",
+                 RETURNING conflict_id, (xmax = 0) AS inserted, table_name, kind, outcome",
                 // Not used: a MySQL control schema takes the loop above.
                 "",
                 &[P::I32(link), P::I32(source), P::I32(target), P::Text(Some(&records))],
@@ -207,6 +207,11 @@ impl ConflictStore {
             self.journal.written(r.parse("conflict_id")?);
             if r.bool("inserted")? {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_conflict(
+                    &r.text("table_name")?,
+                    &r.text("kind")?,
+                    &r.text("outcome")?,
+                );
             }
         }
         for (schema, conflict, _, key) in conflicts {
@@ -279,6 +284,11 @@ impl ConflictStore {
         self.journal.written(id);
         if inserted {
             self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_conflict(
+                &schema.table.to_string(),
+                conflict.kind.as_str(),
+                conflict.outcome.as_str(),
+            );
         }
         if conflict.outcome == Outcome::Parked {
             self.parked()

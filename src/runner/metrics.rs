@@ -239,6 +239,72 @@ impl Collector for Directions {
             "row changes applied and committed on the target, by source table and operation",
             tables,
         )?;
+        let mut conflicts = Vec::new();
+        let mut copied = Vec::new();
+        let mut estimated = Vec::new();
+        let mut copy_done = Vec::new();
+        for d in &dirs {
+            for ((table, kind, outcome), n) in d.stats.conflict_counts() {
+                let labels = with(
+                    with(with(direction_labels(d), "table", table), "kind", kind),
+                    "outcome",
+                    outcome,
+                );
+                conflicts.push((labels, C(n)));
+            }
+            for (table, p) in d.stats.copy_progress() {
+                let labels = with(direction_labels(d), "table", table);
+                copied.push((labels.clone(), G(p.rows_done as f64)));
+                estimated.push((labels.clone(), G(p.rows_estimated as f64)));
+                copy_done.push((labels, G(f64::from(u8::from(p.done)))));
+            }
+        }
+        family(
+            &mut e,
+            "duplex_table_conflicts",
+            "conflicts this process recorded, by table, kind (update_update, update_delete, ...) and outcome (applied, kept, parked, ...)",
+            conflicts,
+        )?;
+        family(
+            &mut e,
+            "duplex_initial_sync_rows_copied",
+            "rows the table's initial sync (or resync) has copied so far",
+            copied,
+        )?;
+        family(
+            &mut e,
+            "duplex_initial_sync_rows_estimated",
+            "the source's estimate of the table's rows when its copy started",
+            estimated,
+        )?;
+        family(
+            &mut e,
+            "duplex_initial_sync_done",
+            "1 once the table's copy is done, 0 while it runs",
+            copy_done,
+        )?;
+        let parity = self.0.parity.lock().map(|p| p.clone()).unwrap_or_default();
+        let parity_labels = |p: &super::registry::ParityResult| -> Labels {
+            vec![("link", escaped(&p.link)), ("table", escaped(&p.table))]
+        };
+        family(
+            &mut e,
+            "duplex_parity_differences",
+            "rows missing, extra or differing at the table's latest parity check (duplex check, or a scheduled one)",
+            parity
+                .iter()
+                .map(|p| (parity_labels(p), G(p.differences as f64)))
+                .collect(),
+        )?;
+        family(
+            &mut e,
+            "duplex_parity_last_check_timestamp_seconds",
+            "when the table's latest parity check finished",
+            parity
+                .iter()
+                .map(|p| (parity_labels(p), G(p.finished_s)))
+                .collect(),
+        )?;
         // What each source keeps that its direction has not applied (see
         // `retention_watch`).
         let kept: Vec<(&DirectionHandle, crate::stats::SourceRetention)> = dirs

@@ -162,7 +162,11 @@ pub async fn start_with(
     )
     .await?;
     tasks.spawn(config_watcher(links, shutdown_rx.clone()));
-    tasks.spawn(parity_scheduler(control_ep.clone(), shutdown_rx.clone()));
+    tasks.spawn(parity_scheduler(
+        control_ep.clone(),
+        registry.clone(),
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));
     Ok(RunHandle {
         registry,

@@ -4,7 +4,10 @@
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use std::sync::Arc;
+
 use super::live_config::CONFIG_POLL;
+use super::registry::{ParityResult, Registry};
 use crate::control::{self, ControlDb, ControlEndpoint, Sql, P};
 use crate::error_chain::error_chain;
 
@@ -14,6 +17,7 @@ use crate::error_chain::error_chain;
 /// recorded in `duplex.parity_checks`. A failed check is logged, never fatal.
 pub(super) async fn parity_scheduler(
     control: ControlEndpoint,
+    registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let options = crate::parity::CheckOptions {
@@ -41,6 +45,11 @@ pub(super) async fn parity_scheduler(
             // Reconnect next time: the connection may be gone.
             continue;
         };
+        // Every table's latest result, whoever checked it, for the metrics.
+        match latest_results(&mut db).await {
+            Ok(results) => *registry.parity.lock().unwrap_or_else(|e| e.into_inner()) = results,
+            Err(e) => tracing::debug!(error = %e, "cannot read duplex.parity_overview"),
+        }
         for link in &config.links {
             let Some(Ok(lc)) = config.link_config(link.link_id) else {
                 continue;
@@ -96,4 +105,30 @@ pub(super) async fn parity_scheduler(
         }
         conn = Some(db);
     }
+}
+
+/// The latest parity check of each table (`duplex.parity_overview`).
+async fn latest_results(db: &mut ControlDb) -> Result<Vec<ParityResult>, control::ControlError> {
+    let rows = db
+        .rows(Sql::new(
+            "read duplex.parity_overview",
+            "SELECT link, table_name, (missing + extra + differing)::bigint AS differences,
+                    extract(epoch FROM finished_at)::float8 AS finished_s
+               FROM duplex.parity_overview WHERE finished_at IS NOT NULL",
+            "SELECT link, table_name, CAST(missing + extra + differing AS SIGNED) AS differences,
+                    CAST(UNIX_TIMESTAMP(finished_at) AS DOUBLE) AS finished_s
+               FROM duplex.parity_overview WHERE finished_at IS NOT NULL",
+            &[],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ParityResult {
+                link: r.text("link")?,
+                table: r.text("table_name")?,
+                differences: r.parse("differences")?,
+                finished_s: r.parse("finished_s")?,
+            })
+        })
+        .collect()
 }

@@ -33,6 +33,20 @@ pub(super) struct Registry {
     /// The counters earlier runs wrote, by (link, source site): a direction
     /// this process starts carries on from them.
     pub(super) totals: std::sync::Mutex<HashMap<(u32, u32), control::StatusTotals>>,
+    /// The latest parity check of each table (`duplex.parity_overview`), as
+    /// the parity scheduler last read it.
+    pub(super) parity: std::sync::Mutex<Vec<ParityResult>>,
+}
+
+/// The latest parity check of one table, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ParityResult {
+    pub link: String,
+    pub table: String,
+    /// Missing, extra and differing rows.
+    pub differences: i64,
+    /// When it finished, in seconds since the epoch.
+    pub finished_s: f64,
 }
 
 impl Registry {

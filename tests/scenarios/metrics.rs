@@ -40,6 +40,14 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
     let pair = Pair::start(SCHEMA, &["item"]).await;
     let a = pair.client_a().await;
     let b = pair.client_b().await;
+    // One key on both sites with different content: the initial sync meets
+    // it as a conflict.
+    a.batch_execute("INSERT INTO item VALUES (10, 'on a')")
+        .await
+        .unwrap();
+    b.batch_execute("INSERT INTO item VALUES (10, 'on b')")
+        .await
+        .unwrap();
     let mut run = crate::support::start_synced(&pair.control_url).await;
     let addr = run
         .serve_metrics("127.0.0.1:0".parse().unwrap())
@@ -55,7 +63,7 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
     .unwrap();
     wait_for("the changes on b", T, || async {
         query_i64(&b, "SELECT count(*) FROM item WHERE id = 1 AND note = 'x'").await == 1
-            && query_i64(&b, "SELECT count(*) FROM item").await == 2
+            && query_i64(&b, "SELECT count(*) FROM item").await == 3
     })
     .await;
     let dir = r#"link="ab",source="a",target="b""#;
@@ -74,8 +82,9 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
         ),
         (format!("duplex_direction_up{{{dir}}}"), 1.0),
         (
+            // Three inserted, one copied by the initial sync.
             format!(r#"duplex_direction_applied_rows_total{{{dir},op="insert"}}"#),
-            3.0,
+            4.0,
         ),
         (
             format!(r#"duplex_direction_applied_rows_total{{{dir},op="update"}}"#),
@@ -110,6 +119,55 @@ async fn metrics_count_what_was_applied_and_show_the_slot() {
         body.contains("# TYPE duplex_direction_applied_rows counter"),
         "{body}"
     );
+    // The initial sync's progress, per direction and table.
+    for d in [dir, r#"link="ab",source="b",target="a""#] {
+        for (series, want) in [
+            (
+                format!(r#"duplex_initial_sync_done{{{d},table="public.item"}}"#),
+                1.0,
+            ),
+            (
+                format!(r#"duplex_initial_sync_rows_copied{{{d},table="public.item"}}"#),
+                1.0,
+            ),
+        ] {
+            assert_eq!(sample(&body, &series), Some(want), "{series} in:\n{body}");
+        }
+    }
+    // Conflicts by table, kind and outcome add up to the directions' counts.
+    let sum = |prefix: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let by_table = sum("duplex_table_conflicts_total{");
+    assert!(
+        by_table >= 1.0 && by_table == sum("duplex_direction_conflicts_total{"),
+        "conflicts by table {by_table} in:\n{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("duplex_table_conflicts_total{")
+                && l.contains(r#"table="public.item""#)
+                && l.contains("kind=\"")
+                && l.contains("outcome=\"")),
+        "{body}"
+    );
+    // The latest parity check, whoever ran it.
+    let (ok, out) = crate::support::duplex_cli(&pair.control_url, &["check"]);
+    assert!(ok, "{out}");
+    wait_for("the parity result in the metrics", T, || async {
+        let (_, text) = http_get(&addr, "/metrics").await.expect("scrape");
+        sample(
+            &text,
+            r#"duplex_parity_differences{link="ab",table="public.item"}"#,
+        ) == Some(0.0)
+            && text.contains(
+                r#"duplex_parity_last_check_timestamp_seconds{link="ab",table="public.item"}"#,
+            )
+    })
+    .await;
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     // The alert rules and the dashboard shipped in docs/monitoring use only
     // metrics duplex serves.
