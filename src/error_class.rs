@@ -213,8 +213,8 @@ impl crate::connect::ConnectError {
             | C::PasswordInConninfo { .. }
             | C::NoDatabase { .. }
             | C::MissingPasswordEnv { .. }
-            | C::PasswordFile { .. }
-            | C::Tls { .. } => ErrorClass::SELF_EXPLAINED,
+            | C::PasswordFile { .. } => ErrorClass::SELF_EXPLAINED,
+            C::Tls { reason, .. } => tls_refusal(reason).unwrap_or(ErrorClass::SELF_EXPLAINED),
         }
     }
 }

@@ -186,6 +186,15 @@ impl PgEndpoint {
     }
 
     fn rustls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+            self.client_tls_config()?,
+        ))
+    }
+
+    /// The TLS client configuration of `tls_mode`, for every connection to
+    /// the site (SQL sessions, and replication sessions through
+    /// `pg::tls_bridge`): one way to verify the server.
+    pub(crate) fn client_tls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
         let tls_err = |reason: String| ConnectError::Tls {
             site: self.site_name.clone(),
             reason,
@@ -203,42 +212,65 @@ impl PgEndpoint {
                     .with_no_client_auth()
             }
             TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                let roots = Arc::new(root_store(self.tls_ca_file.as_deref()).map_err(tls_err)?);
-                let webpki =
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                        .build()
-                        .map_err(|e| tls_err(e.to_string()))?;
-                if self.tls_mode == TlsMode::VerifyCa {
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(IgnoreHostname(webpki)))
-                        .with_no_client_auth()
+                let (roots, pinned) = root_store(self.tls_ca_file.as_deref()).map_err(tls_err)?;
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| tls_err(e.to_string()))?;
+                let check_name = self.tls_mode == TlsMode::VerifyFull;
+                let chain: Arc<dyn ServerCertVerifier> = if check_name {
+                    webpki
                 } else {
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(webpki)
-                        .with_no_client_auth()
-                }
+                    Arc::new(IgnoreHostname(webpki))
+                };
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(PinnedOrChain {
+                        pinned,
+                        chain,
+                        check_name,
+                    }))
+                    .with_no_client_auth()
             }
         };
-        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        Ok(config)
     }
 
-    /// Configuration for a logical replication session on this site.
-    pub fn replication_config(
+    /// Configuration for a logical replication session on this site. Under
+    /// `verify-ca` / `verify-full` over TCP, the session's TLS is duplex's
+    /// own, verified as the SQL sessions' is (`pg::tls_bridge`): the
+    /// configuration then points at the bridge's loopback port.
+    pub async fn replication_config(
         &self,
         slot: &str,
         publication: &str,
-    ) -> pgwire_replication::ReplicationConfig {
+    ) -> Result<pgwire_replication::ReplicationConfig, ConnectError> {
         use pgwire_replication::{ReplicationConfig, SslMode as RSsl, TlsConfig};
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
         let user = self.config.get_user().unwrap_or("postgres").to_string();
         let password = self.password.clone().unwrap_or_default();
-        let host = match self.config.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".into(),
+        let (host, tcp) = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => (h.clone(), true),
+            Some(Host::Unix(p)) => (p.display().to_string(), false),
+            None => ("localhost".into(), true),
         };
+        if tcp && matches!(self.tls_mode, TlsMode::VerifyCa | TlsMode::VerifyFull) {
+            let local =
+                super::tls_bridge::open(&self.site_name, &host, port, self.client_tls_config()?)
+                    .await?;
+            return Ok(ReplicationConfig::new(
+                "127.0.0.1",
+                user,
+                password,
+                self.dbname(),
+                slot,
+                publication,
+            )
+            .with_port(local)
+            .with_tls(TlsConfig::disabled()));
+        }
         let mut rc = ReplicationConfig::new(host, user, password, self.dbname(), slot, publication)
             .with_port(port);
         let tls = match self.tls_mode {
@@ -263,18 +295,25 @@ impl PgEndpoint {
             }
         };
         rc = rc.with_tls(tls);
-        rc
+        Ok(rc)
     }
 }
 
-fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+/// The trust anchors of `tls_ca_file` (the web's roots without one), and
+/// the file's certificates themselves: a server presenting one of them is
+/// trusted as it is (see [`PinnedOrChain`]).
+fn root_store(
+    ca_file: Option<&Path>,
+) -> Result<(rustls::RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
     match ca_file {
         Some(path) => {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read tls_ca_file {}: {e}", path.display()))?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+                pinned.push(cert.clone());
                 roots
                     .add(cert)
                     .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
@@ -288,7 +327,67 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    Ok(roots)
+    Ok((roots, pinned))
+}
+
+/// `verify-ca` / `verify-full` as libpq (OpenSSL) does them: a server whose
+/// certificate is itself one of `tls_ca_file`'s (PostgreSQL's own recipe: a
+/// self-signed certificate, marked as a CA, given to the clients as their
+/// root) is trusted as that trust anchor, its name checked under
+/// `verify-full`; any other certificate must chain to one of them. webpki
+/// alone refuses such a certificate (`CaUsedAsEndEntity`).
+#[derive(Debug)]
+struct PinnedOrChain {
+    pinned: Vec<CertificateDer<'static>>,
+    chain: Arc<dyn ServerCertVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for PinnedOrChain {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            if self.check_name {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.chain
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 /// Encrypts without authenticating the server (`sslmode=require`). Handshake

@@ -15,6 +15,7 @@ mod test_util;
 pub mod text_array;
 pub mod text_decode;
 pub mod text_encode;
+mod tls_bridge;
 pub mod type_class;
 
 pub use catalog::primary_key_columns;

@@ -26,7 +26,8 @@ impl PgSource {
             .unwrap_or(Lsn::ZERO);
         let mut config = spec
             .endpoint
-            .replication_config(&spec.slot, &spec.publication);
+            .replication_config(&spec.slot, &spec.publication)
+            .await?;
         config = config
             .with_start_lsn(start)
             .with_ack_lsn(start)
