@@ -61,8 +61,7 @@ pub enum SetupError {
     #[error(
         "site {site}: replication slot {slot} is gone, but site {peer} has already applied changes from it up to {applied}: \
          a new slot would silently skip every change made on {site} since then. Fix: `duplex resync --link {link}`, which resets {peer}'s progress \
-         (every apply worker's origin: SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$') \
-         and has duplex create a new slot and copy the tables both ways, so that what {site} changed before the new slot reaches {peer} \
+         ({reset}) and has duplex create a new slot and copy the tables both ways, so that what {site} changed before the new slot reaches {peer} \
          (both sites keep their rows; differences are settled by policy)"
     )]
     SlotLost {
@@ -70,7 +69,8 @@ pub enum SetupError {
         site: String,
         slot: String,
         peer: String,
-        origin: String,
+        /// How the peer's progress is reset by hand.
+        reset: String,
         applied: String,
     },
     #[error("site {site}: column {column} of table {table} is part of the primary key: it cannot be excluded or transformed (rows are found by their key on both sites)")]
@@ -707,7 +707,9 @@ pub async fn check_slot_continuity(
             site: site_name.into(),
             slot,
             peer: peer_name.into(),
-            origin,
+            reset: format!(
+                "every apply worker's origin: SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname ~ '^{origin}(_w[0-9]+)?$'"
+            ),
             applied,
         }),
         _ => Ok(()),

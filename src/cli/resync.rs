@@ -56,16 +56,42 @@ pub async fn resync(
          follow it in duplex.snapshot_overview or `duplex status`",
         lc.link.name
     );
-    if wait == 0 {
+    let repair_advice = format!(
+        "once the copies are done: `duplex repair --link {} --by-policy` restores rows one site deleted while its position was lost (a copy never deletes)",
+        lc.link.name
+    );
+    if !report.paused.is_empty() {
         println!(
-            "once the copies are done: `duplex repair --link {} --by-policy` restores rows one site deleted while its position was lost (a copy never deletes)",
-            lc.link.name
+            "paused, copied once resumed (not waited for): {}",
+            report.paused.join(", ")
         );
+    }
+    if wait == 0 {
+        println!("{repair_advice}");
         return Ok(true);
     }
+    let waited: Vec<&String> = report
+        .tables
+        .iter()
+        .filter(|t| !report.paused.contains(t))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut last = String::new();
     loop {
+        // Waiting only makes sense while a duplex applies the link: its
+        // status is written every second.
+        if !lc.link.enabled || !applied_now(&mut client, lc.link.link_id).await? {
+            let why = if lc.link.enabled {
+                "no `duplex run` applies it now (duplex.link_status not updated for 15 s)"
+            } else {
+                "it is paused (duplex.links.enabled = false)"
+            };
+            println!(
+                "not waiting for the copies of link {}: {why}; they run when it does. {repair_advice}",
+                lc.link.name
+            );
+            return Ok(true);
+        }
         let rows = client
             .rows(Sql::new(
                 "read duplex.snapshot_progress",
@@ -78,7 +104,7 @@ pub async fn resync(
             .await?;
         let mut copying = Vec::new();
         for r in &rows {
-            if report.tables.contains(&r.text("table_name")?) && r.text("state")? == "copying" {
+            if waited.contains(&&r.text("table_name")?) && r.text("state")? == "copying" {
                 copying.push(format!(
                     "{} from site {} ({} rows so far)",
                     r.text("table_name")?,
@@ -112,10 +138,31 @@ pub async fn resync(
         }
         if Instant::now() >= deadline {
             eprintln!(
-                "the copies are not done after {wait} s (is `duplex run` running? see duplex.link_overview)"
+                "the copies are not done after {wait} s (see duplex.snapshot_overview and duplex.link_overview); {repair_advice}"
             );
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether a `duplex run` wrote link `link_id`'s status in the last 15 s.
+async fn applied_now(
+    client: &mut duplex::control::ControlDb,
+    link_id: u32,
+) -> anyhow::Result<bool> {
+    Ok(client
+        .row(Sql::new(
+            "is the link applied now",
+            "SELECT count(*) AS n FROM duplex.link_status
+              WHERE link_id = $1 AND updated_at > now() - interval '15 seconds'",
+            "SELECT COUNT(*) AS n FROM duplex.link_status
+              WHERE link_id = ? AND updated_at > UTC_TIMESTAMP(6) - INTERVAL 15 SECOND",
+            &[P::I32(link_id as i32)],
+        ))
+        .await?
+        .map(|r| r.parse::<i64>("n"))
+        .transpose()?
+        .unwrap_or(0)
+        > 0)
 }

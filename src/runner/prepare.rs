@@ -325,6 +325,36 @@ pub(super) async fn prepare_link(
     let mut conn_a = setup_conn(a).await?;
     let mut conn_b = setup_conn(b).await?;
     let mut control_db = control.connect("duplex setup").await?;
+    // Whether a MySQL/MariaDB peer has applied changes of a PostgreSQL site
+    // (read first: the loop below holds the peer's connection shared).
+    let mut mysql_peer_applied = std::collections::HashMap::new();
+    for (this, peer) in [(a, b), (b, a)] {
+        let peer_conn = if peer.site_id == a.site_id {
+            &mut conn_a
+        } else {
+            &mut conn_b
+        };
+        if this.engine == control::SiteEngine::Postgres && matches!(peer_conn, SetupConn::Mysql(..))
+        {
+            let applied = match peer_has_position(peer_conn, &this.name, this.site_id, link).await {
+                Ok(applied) => applied,
+                // No marker table yet: a new link, nothing applied.
+                Err(crate::Error::Setup(e))
+                    if matches!(
+                        e.as_ref(),
+                        crate::setup::SetupError::MysqlDb {
+                            source: mysql_async::Error::Server(se),
+                            ..
+                        } if se.code == 1146
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+            mysql_peer_applied.insert(this.site_id, applied);
+        }
+    }
     // Each site in turn (a PostgreSQL site checks its slot against the peer's progress).
     for (this, peer) in [(a, b), (b, a)] {
         let (this_conn, peer_conn) = if this.site_id == a.site_id {
@@ -343,16 +373,34 @@ pub(super) async fn prepare_link(
                     record_capture_start(&mut control_db, link, this.site_id, &starting, clock)
                         .await?;
                 }
-                if let SetupConn::Pg(peer_client) = peer_conn {
-                    check_slot_continuity(
-                        client,
-                        &this.name,
-                        peer_client,
-                        &peer.name,
-                        this.site_id,
-                        link,
-                    )
-                    .await?;
+                match peer_conn {
+                    SetupConn::Pg(peer_client) => {
+                        check_slot_continuity(
+                            client,
+                            &this.name,
+                            peer_client,
+                            &peer.name,
+                            this.site_id,
+                            link,
+                        )
+                        .await?
+                    }
+                    SetupConn::Mysql(_, ep) => {
+                        let applied = mysql_peer_applied
+                            .get(&this.site_id)
+                            .copied()
+                            .unwrap_or(false);
+                        mysql_peer_slot_continuity(
+                            client,
+                            &this.name,
+                            applied,
+                            &peer.name,
+                            ep.database(),
+                            this.site_id,
+                            link,
+                        )
+                        .await?;
+                    }
                 }
                 prepare_pg_site(
                     client,
@@ -558,4 +606,51 @@ pub(super) async fn prepare_link(
         });
     }
     Ok(specs)
+}
+
+/// [`check_slot_continuity`] against a MySQL/MariaDB peer, whose progress is
+/// its `_duplex_applied` rows (`peer_applied`: it has applied changes of this
+/// site): a missing slot is refused as lost, not silently created anew.
+async fn mysql_peer_slot_continuity(
+    client: &tokio_postgres::Client,
+    site_name: &str,
+    peer_applied: bool,
+    peer_name: &str,
+    peer_database: &str,
+    site_id: u32,
+    link: &Link,
+) -> Result<(), crate::Error> {
+    if !peer_applied {
+        return Ok(());
+    }
+    let slot = link.slot_name(site_id);
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(|source| crate::setup::SetupError::Db {
+            site: site_name.into(),
+            context: "look up replication slot".into(),
+            source,
+        })?
+        .get(0);
+    if exists {
+        return Ok(());
+    }
+    Err(crate::setup::SetupError::SlotLost {
+        link: link.name.clone(),
+        site: site_name.into(),
+        slot,
+        peer: peer_name.into(),
+        reset: format!(
+            "its recorded position: DELETE FROM {}.{} WHERE link_id = {} AND source_site = {site_id}",
+            crate::mysql::quote_ident(peer_database),
+            crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE),
+            link.link_id
+        ),
+        applied: "its recorded position".into(),
+    }
+    .into())
 }

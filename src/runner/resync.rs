@@ -36,6 +36,8 @@ pub struct ResyncReport {
     pub reset: Vec<String>,
     /// The tables (as configured) each direction copies again.
     pub tables: Vec<String>,
+    /// Of those, the paused ones: copied once resumed.
+    pub paused: Vec<String>,
 }
 
 /// Resync link `lc`: every table, or only `table` (name or schema.name).
@@ -74,11 +76,22 @@ pub async fn resync_link(
             lost.push((src, dst, why));
         }
     }
-    let tables: Vec<String> = lc
+    let chosen: Vec<&crate::control::LinkTable> = lc
         .tables
         .iter()
         .filter(|t| t.enabled)
         .filter(|t| table.is_none_or(|want| want == t.table.name || want == t.table.to_string()))
+        .collect();
+    if let (Some(want), Some(t)) = (table, chosen.iter().find(|t| t.paused)) {
+        return Err(refuse(format!(
+            "table {want} ({}) is paused (duplex.link_tables.paused): its copy would wait until it is resumed. Resume it first",
+            t.table
+        )));
+    }
+    let tables: Vec<String> = chosen.iter().map(|t| t.table.to_string()).collect();
+    let paused: Vec<String> = chosen
+        .iter()
+        .filter(|t| t.paused)
         .map(|t| t.table.to_string())
         .collect();
     if let Some(want) = table {
@@ -96,8 +109,24 @@ pub async fn resync_link(
     }
     let mut report = ResyncReport {
         tables: tables.clone(),
+        paused,
         ..ResyncReport::default()
     };
+    // Nothing is changed unless every reset can be made: a half-made one
+    // (a slot dropped, its peer's progress not reset) would let the next
+    // start skip the gap.
+    for (src, dst, _) in &lost {
+        let (src_conn, dst_conn) = if src.site_id == a.site_id {
+            (&mut conn_a, &mut conn_b)
+        } else {
+            (&mut conn_b, &mut conn_a)
+        };
+        can_reset(src_conn, src, dst_conn, dst, link).await?;
+    }
+    // The copies first: whatever happens next, they are asked for.
+    for (src, dst) in [(a, b), (b, a)] {
+        request_copies(control, link, src.site_id, dst.site_id, &tables).await?;
+    }
     for (src, dst, why) in lost {
         let (src_conn, dst_conn) = if src.site_id == a.site_id {
             (&mut conn_a, &mut conn_b)
@@ -108,9 +137,6 @@ pub async fn resync_link(
         report
             .reset
             .push(format!("{} -> {}: {why}; {done}", src.name, dst.name));
-    }
-    for (src, dst) in [(a, b), (b, a)] {
-        request_copies(control, link, src.site_id, dst.site_id, &tables).await?;
     }
     control
         .exec(Sql::new(
@@ -324,6 +350,83 @@ async fn reset_position(
         }
     }
     Ok(done.join("; "))
+}
+
+/// Refuse, before anything is changed, a reset that cannot be made: a slot
+/// a running duplex streams from, replication origins an applier holds.
+async fn can_reset(
+    src_conn: &mut SetupConn,
+    src: &Site,
+    dst_conn: &mut SetupConn,
+    dst: &Site,
+    link: &Link,
+) -> Result<(), crate::Error> {
+    let refuse = |why: String| {
+        crate::Error::from(SetupError::Resync {
+            link: link.name.clone(),
+            why: format!(
+                "{why}. Nothing was changed. A lost position is never read by duplex; to take a new position for a direction that streams, \
+                 pause the link first (UPDATE duplex.links SET enabled = false WHERE name = '{}'), run the resync, then enable it",
+                link.name.replace('\'', "''")
+            ),
+        })
+    };
+    if let SetupConn::Pg(client) = src_conn {
+        let slot = link.slot_name(src.site_id);
+        // A failing direction's recheck holds its slot for a moment.
+        let started = Instant::now();
+        loop {
+            let pid: Option<i32> = client
+                .query_opt(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|source| SetupError::Db {
+                    site: src.name.clone(),
+                    context: "read the replication slot".into(),
+                    source,
+                })?
+                .and_then(|r| r.get(0));
+            match pid {
+                None => break,
+                Some(pid) if started.elapsed() >= SLOT_BUSY_WAIT => {
+                    return Err(refuse(format!(
+                        "site {}: replication slot {slot} is in use by process {pid}: a duplex process streams from it",
+                        src.name
+                    )))
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    if let SetupConn::Pg(client) = dst_conn {
+        // Dropped and rolled back: whether an applier holds one.
+        let origins = crate::sink::pg::worker_origins(&link.origin_name(src.site_id));
+        let tried = async {
+            client.batch_execute("BEGIN").await?;
+            let r = client
+                .query_one(
+                    "SELECT count(pg_replication_origin_drop(roname))
+                       FROM pg_replication_origin WHERE roname = ANY($1)",
+                    &[&origins],
+                )
+                .await;
+            client.batch_execute("ROLLBACK").await?;
+            r.map(|_| ())
+        }
+        .await;
+        if let Err(e) = tried {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(refuse(format!(
+                "site {}: the progress applied from {} cannot be reset: {}",
+                dst.name,
+                src.name,
+                crate::error_chain::error_chain(&e)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How long a slot still in use (a failing direction's recheck reading it

@@ -234,3 +234,192 @@ async fn a_table_resync_copies_what_no_stream_carried() {
     let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
     assert!(ok, "duplex check after the resync: {out}");
 }
+
+/// Write WAL on `pg` until `slot` is invalidated (`max_slot_wal_keep_size`
+/// of 1MB), each round inserting one row of `item`.
+async fn invalidate_slot(pg: &tokio_postgres::Client, slot: &str) {
+    let lost =
+        format!("SELECT wal_status = 'lost' FROM pg_replication_slots WHERE slot_name = '{slot}'");
+    for i in 0..40 {
+        pg.batch_execute(&format!(
+            "INSERT INTO item VALUES ({}, 'filler'); SELECT pg_switch_wal(); CHECKPOINT;",
+            100 + i
+        ))
+        .await
+        .expect("write WAL");
+        if crate::support::query_bool(pg, &lost).await {
+            return;
+        }
+    }
+    panic!("slot {slot} was not invalidated");
+}
+
+fn small_wal() -> duplex::localdb::pg::LocalPgOptions {
+    duplex::localdb::pg::LocalPgOptions {
+        extra_conf: vec![("max_slot_wal_keep_size".into(), "1MB".into())],
+        ..Default::default()
+    }
+}
+
+/// A resync that cannot make every reset (here `--new-position` while the
+/// other direction streams from its slot) changes nothing: a half-made one
+/// (A's lost slot dropped and B's progress reset, nothing copied) would let
+/// the next start skip what A wrote meanwhile. The plain resync then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resync_changes_nothing() {
+    let pair = crate::support::Pair::start_with(
+        SCHEMA,
+        &["item"],
+        small_wal(),
+        crate::support::SiteSecurity::default(),
+    )
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    let control = connect(&pair.control_url).await;
+    let run = start_synced(&pair.control_url).await;
+    a.batch_execute("INSERT INTO item VALUES (1, 'before')")
+        .await
+        .unwrap();
+    wait_for("row 1 on b", T, || async {
+        crate::support::query_i64(&b, "SELECT count(*) FROM item").await == 1
+    })
+    .await;
+    run.shutdown().await;
+    a.batch_execute("INSERT INTO item VALUES (10, 'while lost')")
+        .await
+        .unwrap();
+    invalidate_slot(&a, "duplex_l1_s1").await;
+    let run = duplex::runner::start(
+        &pair.control_url,
+        duplex::pipeline::PipelineTuning::default(),
+    )
+    .await
+    .expect("start duplex");
+    let state = |source: &'static str| {
+        let control = &control;
+        async move {
+            texts(
+                control,
+                &format!("SELECT state FROM duplex.link_overview WHERE source = '{source}'"),
+            )
+            .await
+            .concat()
+        }
+    };
+    wait_for("a -> b needs an operator, b -> a streams", T, || async {
+        state("a").await == "needs_operator" && state("b").await == "streaming"
+    })
+    .await;
+    let slots = "SELECT string_agg(slot_name, ' ' ORDER BY slot_name) FROM pg_replication_slots";
+    let origins = "SELECT string_agg(roname, ' ' ORDER BY roname) FROM pg_replication_origin";
+    let before = (texts(&a, slots).await, texts(&b, origins).await);
+
+    let (ok, out) = duplex_cli(
+        &pair.control_url,
+        &["resync", "--link", "ab", "--new-position", "--wait", "30"],
+    );
+    assert!(
+        !ok && out.contains("is in use") && out.contains("Nothing was changed"),
+        "refused, saying why: {out}"
+    );
+    assert_eq!(
+        (texts(&a, slots).await, texts(&b, origins).await),
+        before,
+        "the refused resync dropped a slot or reset an origin"
+    );
+    assert_eq!(
+        texts(
+            &control,
+            "SELECT resync_requests::text || ' ' || (SELECT count(*) FROM duplex.snapshot_progress WHERE state = 'copying')::text FROM duplex.links"
+        )
+        .await,
+        vec!["0 0".to_string()]
+    );
+
+    let (ok, out) = duplex_cli(
+        &pair.control_url,
+        &["resync", "--link", "ab", "--wait", "120"],
+    );
+    assert!(ok && out.contains("every copy is done"), "{out}");
+    wait_for("row 10 on b", T, || async {
+        crate::support::query_i64(&b, "SELECT count(*) FROM item WHERE id = 10").await == 1
+    })
+    .await;
+    run.shutdown().await;
+}
+
+/// A PostgreSQL site's slot dropped while duplex was stopped, its peer a
+/// MariaDB site that had applied changes from it: the link refuses to start
+/// on a new slot (which would skip the rows written meanwhile) and names
+/// the resync; a resync with duplex stopped says it does not wait and what
+/// to do after the copies; once duplex runs, the rows arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_noticed_against_a_mariadb_peer() {
+    let sites = Sites::start(Engines::PgMariaDb, SCHEMA, SCHEMA, &["item"]).await;
+    let (mut pg, _) = sites.connect().await;
+    let run = start_synced(&sites.control_url).await;
+    pg.exec("INSERT INTO item VALUES (1, 'before')").await;
+    wait_for("row 1 on maria", T, || async {
+        let (_, mut m) = sites.connect().await;
+        m.count("SELECT count(*) FROM item").await == 1
+    })
+    .await;
+    run.shutdown().await;
+    pg.exec("INSERT INTO item VALUES (2, 'while stopped')")
+        .await;
+    pg.exec("SELECT pg_drop_replication_slot('duplex_l1_s1')")
+        .await;
+    let why = match duplex::runner::start(
+        &sites.control_url,
+        duplex::pipeline::PipelineTuning::default(),
+    )
+    .await
+    {
+        Ok(run) => {
+            run.shutdown().await;
+            panic!("started on a new slot, skipping row 2")
+        }
+        Err(e) => duplex::error_class::explained(&e, "l"),
+    };
+    assert!(
+        why.contains("replication slot duplex_l1_s1 is gone")
+            && why.contains("_duplex_applied")
+            && why.contains("`duplex resync --link l`"),
+        "{why}"
+    );
+
+    let (ok, out) = duplex_cli(&sites.control_url, &["resync", "--link", "l"]);
+    assert!(
+        ok && out.contains("not waiting") && out.contains("duplex repair --link l --by-policy"),
+        "{out}"
+    );
+    let run = start_synced(&sites.control_url).await;
+    wait_for("row 2 on maria", T, || async {
+        let (_, mut m) = sites.connect().await;
+        m.count("SELECT count(*) FROM item WHERE id = 2").await == 1
+    })
+    .await;
+    run.shutdown().await;
+    let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
+    assert!(ok, "{out}");
+}
+
+/// A paused table's copy would wait for its resumption: its resync is
+/// refused, naming the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tables_resync_is_refused() {
+    let pair = crate::support::Pair::start(SCHEMA, &["item"]).await;
+    let control = connect(&pair.control_url).await;
+    control
+        .batch_execute("UPDATE duplex.link_tables SET paused = true")
+        .await
+        .unwrap();
+    let (ok, out) = duplex_cli(
+        &pair.control_url,
+        &["resync", "--link", "ab", "--table", "item"],
+    );
+    assert!(
+        !ok && out.contains("is paused") && out.contains("Resume it first"),
+        "{out}"
+    );
+}
