@@ -268,8 +268,9 @@ impl PgTarget {
                 .map_err(db("apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)"))?;
         }
         let origin = worker_origin(&spec.origin, spec.worker);
-        if spec.worker > 0 {
-            // Worker 0's origin is made at setup; the others when first used.
+        {
+            // Worker 0's origin is made at setup, the others when first used;
+            // and again when a resync reset them while a direction waited.
             client
                 .execute(
                     "SELECT pg_replication_origin_create($1)
@@ -292,9 +293,14 @@ impl PgTarget {
                         context: format!("set up the replication origin {origin}: no free replication state entry on the target (raise max_replication_slots there, or lower links.apply_workers)"),
                         source,
                     }
-                } else {
+                } else if source.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) {
                     SinkError::OriginBusy {
                         origin: origin.clone(),
+                        source,
+                    }
+                } else {
+                    SinkError::Pg {
+                        context: format!("set up the replication origin {origin}"),
                         source,
                     }
                 }
