@@ -661,6 +661,27 @@ fn mapped_key_column(t: &LinkTable, site_id: u32, key: &[String]) -> Option<Stri
         .map(|m| m.column_name.clone())
 }
 
+/// Replication slot `slot` on a site: `None` when there is none, else the
+/// process streaming from it (`None` inside: nobody).
+pub(crate) async fn slot_state(
+    client: &Client,
+    site_name: &str,
+    slot: &str,
+) -> Result<Option<Option<i32>>, SetupError> {
+    Ok(client
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|source| SetupError::Db {
+            site: site_name.into(),
+            context: "look up replication slot".into(),
+            source,
+        })?
+        .map(|r| r.get(0)))
+}
+
 /// Before a site's slot is (re)created: if the peer already applied changes
 /// from an earlier slot of this link, a new slot would start at the current
 /// position and silently lose everything in between. Refuse instead.
@@ -673,19 +694,7 @@ pub async fn check_slot_continuity(
     link: &Link,
 ) -> Result<(), SetupError> {
     let slot = link.slot_name(site_id);
-    let slot_exists: bool = site
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|source| SetupError::Db {
-            site: site_name.into(),
-            context: "look up replication slot".into(),
-            source,
-        })?
-        .get(0);
-    if slot_exists {
+    if slot_state(site, site_name, &slot).await?.is_some() {
         return Ok(());
     }
     let origin = link.origin_name(site_id);
@@ -1004,14 +1013,7 @@ pub async fn prepare_pg_site(
 
     // The slot this site's changes are read from.
     let slot = link.slot_name(site_id);
-    let slot_exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(err("look up replication slot"))?
-        .get(0);
+    let slot_exists = slot_state(client, site_name, &slot).await?.is_some();
     if link.failover_slots && version < 170_000 {
         return Err(SetupError::FailoverSlots {
             site: site_name.into(),

@@ -624,19 +624,10 @@ async fn mysql_peer_slot_continuity(
         return Ok(());
     }
     let slot = link.slot_name(site_id);
-    let exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|source| crate::setup::SetupError::Db {
-            site: site_name.into(),
-            context: "look up replication slot".into(),
-            source,
-        })?
-        .get(0);
-    if exists {
+    if crate::setup::slot_state(client, site_name, &slot)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     Err(crate::setup::SetupError::SlotLost {

@@ -376,18 +376,9 @@ async fn can_reset(
         // A failing direction's recheck holds its slot for a moment.
         let started = Instant::now();
         loop {
-            let pid: Option<i32> = client
-                .query_opt(
-                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
-                .await
-                .map_err(|source| SetupError::Db {
-                    site: src.name.clone(),
-                    context: "read the replication slot".into(),
-                    source,
-                })?
-                .and_then(|r| r.get(0));
+            let pid = crate::setup::slot_state(client, &src.name, &slot)
+                .await?
+                .flatten();
             match pid {
                 None => break,
                 Some(pid) if started.elapsed() >= SLOT_BUSY_WAIT => {
@@ -442,19 +433,9 @@ async fn drop_slot(
 ) -> Result<bool, crate::Error> {
     let started = Instant::now();
     loop {
-        let row = client
-            .query_opt(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(|source| SetupError::Db {
-                site: site.into(),
-                context: "read the replication slot".into(),
-                source,
-            })?;
-        let Some(row) = row else { return Ok(false) };
-        let pid: Option<i32> = row.get(0);
+        let Some(pid) = crate::setup::slot_state(client, site, slot).await? else {
+            return Ok(false);
+        };
         if pid.is_none() {
             match client
                 .execute("SELECT pg_drop_replication_slot($1)", &[&slot])

@@ -11,9 +11,14 @@ use duplex::pipeline::PipelineTuning;
 const SCHEMA: &str = "CREATE TABLE notes (id int PRIMARY KEY, body text);";
 
 async fn assert_syncs_both_ways(pair: &Pair) {
+    syncing_both_ways(pair).await.shutdown().await;
+}
+
+/// duplex started on `pair`, a row gone each way: the running duplex.
+async fn syncing_both_ways(pair: &Pair) -> duplex::runner::RunHandle {
     let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
         .await
-        .expect("start duplex");
+        .unwrap_or_else(|e| panic!("start duplex: {}", duplex::error_class::explained(&e, "ab")));
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.execute("INSERT INTO notes VALUES (1, 'from a')", &[])
         .await
@@ -30,7 +35,7 @@ async fn assert_syncs_both_ways(pair: &Pair) {
         query_bool(&a, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 2)")
     })
     .await;
-    run.shutdown().await;
+    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,25 +185,9 @@ async fn a_self_signed_server_certificate_given_as_the_ca_is_trusted() {
             ..SiteSecurity::default()
         };
         let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
-        let run = duplex::runner::start(&pair.control_url, PipelineTuning::default())
-            .await
-            .unwrap_or_else(|e| panic!("{mode}: {}", duplex::error_class::explained(&e, "ab")));
+        let run = syncing_both_ways(&pair).await;
         let (a, b) = (pair.client_a().await, pair.client_b().await);
-        a.execute("INSERT INTO notes VALUES (1, 'from a')", &[])
-            .await
-            .unwrap();
-        b.execute("INSERT INTO notes VALUES (2, 'from b')", &[])
-            .await
-            .unwrap();
         let t = Duration::from_secs(30);
-        wait_for("a -> b", t, || {
-            query_bool(&b, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 1)")
-        })
-        .await;
-        wait_for("b -> a", t, || {
-            query_bool(&a, "SELECT EXISTS (SELECT 1 FROM notes WHERE id = 2)")
-        })
-        .await;
         // Both replication sessions run over TLS.
         for site in [&a, &b] {
             wait_for("a replication session over TLS", t, || {
