@@ -25,6 +25,22 @@ pub enum ConnectError {
     },
     #[error("site {site}: TLS setup: {reason}")]
     Tls { site: String, reason: String },
+    /// The server could not be reached or dropped the connection while
+    /// duplex negotiated TLS itself (`pg::tls_bridge`): it passes.
+    #[error("site {site}: cannot connect ({target}): {reason}")]
+    Unreachable {
+        site: String,
+        target: String,
+        reason: String,
+    },
+    /// The TLS handshake duplex made itself failed: a refused certificate
+    /// (the reason says which), or a cut connection.
+    #[error("site {site}: TLS handshake with {target}: {reason}")]
+    TlsHandshake {
+        site: String,
+        target: String,
+        reason: String,
+    },
     #[error("site {site}: cannot connect ({target}): {source}")]
     Connect {
         site: String,

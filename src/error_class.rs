@@ -215,6 +215,8 @@ impl crate::connect::ConnectError {
             | C::MissingPasswordEnv { .. }
             | C::PasswordFile { .. } => ErrorClass::SELF_EXPLAINED,
             C::Tls { reason, .. } => tls_refusal(reason).unwrap_or(ErrorClass::SELF_EXPLAINED),
+            C::Unreachable { .. } => ErrorClass::Transient,
+            C::TlsHandshake { reason, .. } => tls_refusal(reason).unwrap_or(ErrorClass::Transient),
         }
     }
 }
@@ -245,6 +247,9 @@ impl crate::source::SourceError {
             S::Catalog { source, .. } => pg_error(source),
             S::Binlog(e) => mysql_error(e),
             S::Purged { .. } => mysql(1236, "purged"),
+            S::NotResumable { .. } => ErrorClass::operator(
+                "the source's position is lost, so nothing is copied from it: run `duplex resync --link <link>`, which takes a new position and copies then",
+            ),
             S::Settings { .. } | S::Table { .. } => ErrorClass::SELF_EXPLAINED,
             // The same log at the same position fails the same way again:
             // retrying every half minute only fills the log.

@@ -131,6 +131,7 @@ pub(crate) async fn run_pending<T: Target>(
     if pending.is_empty() {
         return Ok(None);
     }
+    check_resumable(spec, resume).await?;
     // Parents first, where the target cannot turn its foreign keys off.
     let order = parents_first(
         &spec.source,
@@ -425,6 +426,77 @@ async fn copy_table<T: Target>(
 
 /// The position a PostgreSQL source's slot streams from (its confirmed flush
 /// position): the stream's start when the target has applied nothing yet.
+/// A copy is exact only when the source streams from its resume point on
+/// (see the module's comment). A PostgreSQL slot that is gone or
+/// invalidated, or a binlog file purged, cannot: a copy made then (by a
+/// direction that waits for `duplex resync`) would be marked done and
+/// skipped after the resync, losing what changed in between.
+async fn check_resumable(
+    spec: &SnapshotSpec,
+    resume: Option<SourcePosition>,
+) -> Result<(), crate::Error> {
+    let not_resumable = |why: String| {
+        crate::Error::source_error(
+            &spec.source.name,
+            crate::source::SourceError::NotResumable { why },
+        )
+    };
+    match spec.source.engine {
+        SiteEngine::Postgres => {
+            let client = crate::pg::PgEndpoint::from_site(&spec.source)?
+                .connect("duplex initial sync")
+                .await?;
+            let slot = &spec.slot_name;
+            let row = client
+                .query_opt(
+                    "SELECT wal_status = 'lost' OR (to_jsonb(s) ->> 'invalidation_reason') IS NOT NULL
+                       FROM pg_replication_slots s WHERE slot_name = $1",
+                    &[slot],
+                )
+                .await
+                .map_err(|e| {
+                    crate::Error::Internal(format!("site {}: read slot {slot}: {e}", spec.source.name))
+                })?;
+            match row.map(|r| r.get::<_, Option<bool>>(0)) {
+                None => Err(not_resumable(format!(
+                    "replication slot {slot} is not there"
+                ))),
+                Some(Some(true)) => Err(not_resumable(format!(
+                    "replication slot {slot} was invalidated"
+                ))),
+                Some(_) => Ok(()),
+            }
+        }
+        SiteEngine::Mysql => {
+            let Some(SourcePosition::Binlog { file_seq, .. }) = resume else {
+                return Ok(());
+            };
+            use mysql_async::prelude::Queryable;
+            let ep = crate::mysql::MysqlEndpoint::from_site(&spec.source)?;
+            let mut conn = ep.connect().await?;
+            let logs: Vec<String> = conn
+                .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                    row.get::<String, _>(0).unwrap_or_default()
+                })
+                .await
+                .map_err(|e| crate::Error::source_error(&spec.source.name, e.into()))?;
+            let present = logs.iter().any(|name| {
+                name.rsplit('.').next().and_then(|s| s.parse::<u32>().ok()) == Some(file_seq)
+            });
+            if present {
+                Ok(())
+            } else {
+                Err(crate::Error::source_error(
+                    &spec.source.name,
+                    crate::source::SourceError::Purged {
+                        position: resume.unwrap_or(SourcePosition::Binlog { file_seq, pos: 0 }),
+                    },
+                ))
+            }
+        }
+    }
+}
+
 async fn slot_position(spec: &SnapshotSpec) -> Result<Option<SourcePosition>, crate::Error> {
     let client = crate::pg::PgEndpoint::from_site(&spec.source)?
         .connect("duplex initial sync")

@@ -257,18 +257,18 @@ impl PgEndpoint {
             None => ("localhost".into(), true),
         };
         if tcp && matches!(self.tls_mode, TlsMode::VerifyCa | TlsMode::VerifyFull) {
-            let local =
+            let socket_dir =
                 super::tls_bridge::open(&self.site_name, &host, port, self.client_tls_config()?)
                     .await?;
             return Ok(ReplicationConfig::new(
-                "127.0.0.1",
+                socket_dir.display().to_string(),
                 user,
                 password,
                 self.dbname(),
                 slot,
                 publication,
             )
-            .with_port(local)
+            .with_port(super::tls_bridge::SOCKET_PORT)
             .with_tls(TlsConfig::disabled()));
         }
         let mut rc = ReplicationConfig::new(host, user, password, self.dbname(), slot, publication)

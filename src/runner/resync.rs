@@ -123,9 +123,21 @@ pub async fn resync_link(
         };
         can_reset(src_conn, src, dst_conn, dst, link).await?;
     }
-    // The copies first: whatever happens next, they are asked for.
+    // The copies first: whatever happens next, they are asked for (a copy
+    // never runs from a lost position: `snapshot::check_resumable`). Each
+    // in the directions its table flows.
     for (src, dst) in [(a, b), (b, a)] {
-        request_copies(control, link, src.site_id, dst.site_id, &tables).await?;
+        let from_a = src.site_id == a.site_id;
+        let flowing: Vec<String> = chosen
+            .iter()
+            .filter(|t| match t.direction {
+                crate::mapping::TableDirection::Both => true,
+                crate::mapping::TableDirection::AToB => from_a,
+                crate::mapping::TableDirection::BToA => !from_a,
+            })
+            .map(|t| t.table.to_string())
+            .collect();
+        request_copies(control, link, src.site_id, dst.site_id, &flowing).await?;
     }
     for (src, dst, why) in lost {
         let (src_conn, dst_conn) = if src.site_id == a.site_id {
@@ -392,29 +404,45 @@ async fn can_reset(
         }
     }
     if let SetupConn::Pg(client) = dst_conn {
-        // Dropped and rolled back: whether an applier holds one.
+        // Whether an applier holds one of the origins: taken for this
+        // session and let go at once (55006 when held). Not dropped and
+        // rolled back: a drop clears the origin's progress outside the
+        // transaction.
         let origins = crate::sink::pg::worker_origins(&link.origin_name(src.site_id));
-        let tried = async {
-            client.batch_execute("BEGIN").await?;
-            let r = client
-                .query_one(
-                    "SELECT count(pg_replication_origin_drop(roname))
-                       FROM pg_replication_origin WHERE roname = ANY($1)",
-                    &[&origins],
-                )
-                .await;
-            client.batch_execute("ROLLBACK").await?;
-            r.map(|_| ())
-        }
-        .await;
-        if let Err(e) = tried {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(refuse(format!(
-                "site {}: the progress applied from {} cannot be reset: {}",
-                dst.name,
-                src.name,
-                crate::error_chain::error_chain(&e)
-            )));
+        let existing: Vec<String> = client
+            .query(
+                "SELECT roname FROM pg_replication_origin WHERE roname = ANY($1)",
+                &[&origins],
+            )
+            .await
+            .map_err(|source| SetupError::Db {
+                site: dst.name.clone(),
+                context: "list the replication origins".into(),
+                source,
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for origin in existing {
+            let tried = match client
+                .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+                .await
+            {
+                Ok(_) => {
+                    client
+                        .batch_execute("SELECT pg_replication_origin_session_reset()")
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = tried {
+                return Err(refuse(format!(
+                    "site {}: the progress applied from {} cannot be reset (replication origin {origin}): {}",
+                    dst.name,
+                    src.name,
+                    crate::error_chain::error_chain(&e)
+                )));
+            }
         }
     }
     Ok(())

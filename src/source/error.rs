@@ -34,6 +34,10 @@ pub enum SourceError {
     },
     #[error("binlog file for position {position} is gone from the server (purged?): run `duplex resync --link` with the link's name")]
     Purged { position: SourcePosition },
+    /// An initial sync would copy from a source that cannot stream from the
+    /// copy's resume point: rows changed after the copy would be lost.
+    #[error("the tables' copies wait: {why}")]
+    NotResumable { why: String },
     /// The MySQL server's settings do not give the reader what it needs.
     #[error(
         "the server is not set up for duplex's binlog reader:\n{problems}\nfix these lines in the [mysqld] section of my.cnf and restart the server"
