@@ -6,10 +6,14 @@
 //!   clock), with the next term; the holder renews it every quarter of its
 //!   length, only under the term it took it with.
 //! - A holder that finds its term gone stops the link at once. One that
-//!   cannot renew (control database unreachable) stops it three quarters of
-//!   a lease after its last renewal began, before the lease can expire and
-//!   another process take the link: two processes never apply a link at the
-//!   same time, whatever the processes' clocks say.
+//!   cannot renew (control database unreachable, or a statement hanging:
+//!   every call is bounded by the time left) stops it half a lease after its
+//!   last renewal began, before the lease can expire and another process
+//!   take the link: two processes never apply a link at the same time,
+//!   whatever the processes' clocks say. The stop is sent to the link's
+//!   directions directly, whatever the configuration watcher is doing.
+//! - Leases are renewed until the process has stopped its links and given
+//!   them back (a clean stop may wait on an applier for a while).
 //! - On the data path a PostgreSQL target fences as well: the replication
 //!   origin an applier commits under is held by one session at a time.
 //! - Links spread across the live processes: a process takes no more than
@@ -44,8 +48,8 @@ impl Default for HaOptions {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     term: i64,
-    /// Stop the link by then unless renewed: three quarters of a lease
-    /// after the last renewal began.
+    /// Stop the link by then unless renewed: half a lease after the last
+    /// renewal began.
     deadline: Instant,
 }
 
@@ -54,9 +58,14 @@ pub(super) struct Leases {
     me: String,
     lease: Duration,
     held: Mutex<BTreeMap<u32, Held>>,
-    /// Links whose lease was lost, for the links' task to stop.
+    /// Links whose lease was lost, for the links' task to forget.
     lost: Mutex<Vec<u32>>,
     lost_signal: Notify,
+    /// The stop of each running held link (`LinkRun::stopper`), sent at once
+    /// when its lease is lost.
+    stoppers: Mutex<BTreeMap<u32, watch::Sender<bool>>>,
+    /// Set once the process has given its leases back: renewing ends.
+    left: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,6 +89,8 @@ impl Leases {
             held: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(Vec::new()),
             lost_signal: Notify::new(),
+            stoppers: Mutex::new(BTreeMap::new()),
+            left: watch::channel(false).0,
         })
     }
 
@@ -98,7 +109,16 @@ impl Leases {
     }
 
     fn deadline(&self, began: Instant) -> Instant {
-        began + self.lease * 3 / 4
+        began + self.lease / 2
+    }
+
+    /// The running link `link_id`'s stop, sent if its lease is lost.
+    pub(super) fn watch_link(&self, link_id: u32, stopper: watch::Sender<bool>) {
+        lock(&self.stoppers).insert(link_id, stopper);
+    }
+
+    pub(super) fn unwatch_link(&self, link_id: u32) {
+        lock(&self.stoppers).remove(&link_id);
     }
 
     pub(super) fn holds(&self, link_id: u32) -> bool {
@@ -124,9 +144,21 @@ impl Leases {
         self.lost_signal.notified().await
     }
 
-    fn mark_lost(&self, link_id: u32, why: &str) {
-        if lock(&self.held).remove(&link_id).is_some() {
-            tracing::warn!(link = link_id, "lease lost ({why}): the link stops here");
+    /// The lease of `link_id` under `term` is lost: its directions are told
+    /// to stop now, and the links' task forgets it.
+    fn mark_lost(&self, link_id: u32, term: i64, why: &str) {
+        let mut held = lock(&self.held);
+        if held.get(&link_id).is_some_and(|h| h.term == term) {
+            held.remove(&link_id);
+            drop(held);
+            tracing::warn!(
+                link = link_id,
+                term,
+                "lease lost ({why}): the link stops here"
+            );
+            if let Some(stop) = lock(&self.stoppers).remove(&link_id) {
+                let _ = stop.send(true);
+            }
             lock(&self.lost).push(link_id);
             self.lost_signal.notify_one();
         }
@@ -206,9 +238,9 @@ impl Leases {
         let freed = db
             .exec(Sql::new(
                 "give a lease back",
-                "UPDATE duplex.link_leases SET expires_at = now() - interval '1 microsecond'
+                "UPDATE duplex.link_leases SET expires_at = now() - interval '1 microsecond', holder = ''
                   WHERE link_id = $1 AND holder = $2 AND term = $3",
-                "UPDATE duplex.link_leases SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 MICROSECOND
+                "UPDATE duplex.link_leases SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 MICROSECOND, holder = ''
                   WHERE link_id = ? AND holder = ? AND term = ?",
                 &[
                     P::I32(link_id as i32),
@@ -243,28 +275,55 @@ impl Leases {
     /// under its term; leases found taken, or not renewed in time, lost.
     async fn renew_all(&self, db: &mut Option<ControlDb>, control: &ControlEndpoint) {
         let began = Instant::now();
-        if db.is_none() {
-            match control.connect("duplex leases").await {
-                Ok(c) => *db = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "cannot reach the control database to renew leases")
+        // Every call is bounded by the time left before the first deadline:
+        // a hanging control database must not hold back a lost lease's stop.
+        let budget = self
+            .until_first_deadline()
+            .unwrap_or(self.lease)
+            .max(Duration::from_millis(100));
+        let renewed = tokio::time::timeout(budget, async {
+            if db.is_none() {
+                match control.connect("duplex leases").await {
+                    Ok(c) => *db = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "cannot reach the control database to renew leases");
+                        return;
+                    }
                 }
             }
-        }
-        if let Some(conn) = db.as_mut() {
-            if let Err(e) = self.renew_on(conn, began).await {
-                tracing::warn!(error = %error_chain(&e), "cannot renew leases");
-                *db = None;
+            if let Some(conn) = db.as_mut() {
+                if let Err(e) = self.renew_on(conn, began).await {
+                    tracing::warn!(error = %error_chain(&e), "cannot renew leases");
+                    *db = None;
+                }
             }
+        })
+        .await;
+        if renewed.is_err() {
+            tracing::warn!("the control database did not answer in time to renew leases");
+            *db = None;
         }
-        let overdue: Vec<u32> = lock(&self.held)
+        self.stop_overdue();
+    }
+
+    /// Time left before the earliest deadline of a held lease.
+    fn until_first_deadline(&self) -> Option<Duration> {
+        lock(&self.held)
+            .values()
+            .map(|h| h.deadline.saturating_duration_since(Instant::now()))
+            .min()
+    }
+
+    fn stop_overdue(&self) {
+        let overdue: Vec<(u32, i64)> = lock(&self.held)
             .iter()
             .filter(|(_, h)| Instant::now() >= h.deadline)
-            .map(|(id, _)| *id)
+            .map(|(id, h)| (*id, h.term))
             .collect();
-        for id in overdue {
+        for (id, term) in overdue {
             self.mark_lost(
                 id,
+                term,
                 "not renewed in time: the control database did not answer",
             );
         }
@@ -304,7 +363,7 @@ impl Leases {
                 .mysql_order(&[3, 0, 1, 2]))
                 .await?;
             if renewed == 0 {
-                self.mark_lost(id, "another process holds it under a later term");
+                self.mark_lost(id, term, "another process holds it under a later term");
             } else if let Some(h) = lock(&self.held).get_mut(&id).filter(|h| h.term == term) {
                 h.deadline = self.deadline(began);
             }
@@ -322,7 +381,13 @@ impl Leases {
 
     /// This process leaves: its registration goes (its leases were given
     /// back as its links stopped).
+    /// Renewing ends (the process has stopped its links).
+    pub(super) fn stop_renewing(&self) {
+        let _ = self.left.send(true);
+    }
+
     pub(super) async fn leave(&self, db: &mut ControlDb) {
+        self.stop_renewing();
         let _ = db
             .exec(Sql::new(
                 "unregister this process",
@@ -334,21 +399,25 @@ impl Leases {
     }
 }
 
-/// Renew this process's leases every round until shutdown.
-pub(super) async fn renew_leases(
-    leases: Arc<Leases>,
-    control: ControlEndpoint,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Renew this process's leases every round until it has given them back
+/// (not at the shutdown signal: stopping its links may take a while, and
+/// their leases must not lapse meanwhile), and stop a held link at its
+/// deadline whatever the renewal is waiting for.
+pub(super) async fn renew_leases(leases: Arc<Leases>, control: ControlEndpoint) {
+    let mut left = leases.left.subscribe();
     let mut db = None;
     loop {
-        if *shutdown.borrow() {
+        if *left.borrow() {
             return;
         }
         leases.renew_all(&mut db, &control).await;
+        let wait = leases
+            .until_first_deadline()
+            .map_or(leases.round(), |d| d.min(leases.round()));
         tokio::select! {
-            _ = tokio::time::sleep(leases.round()) => {}
-            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = left.changed() => {}
         }
+        leases.stop_overdue();
     }
 }

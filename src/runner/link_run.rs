@@ -18,6 +18,12 @@ pub(super) struct LinkRun {
 }
 
 impl LinkRun {
+    /// What stops the link's directions at once, without waiting for them
+    /// (`lease`: a lost lease stops the link before the watcher gets to it).
+    pub(super) fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
     /// Stop both directions, committing whole transactions already applied.
     pub(super) async fn stop(mut self) {
         let _ = self.stop.send(true);

@@ -114,7 +114,7 @@ impl LinkSet {
                 Ok(None) => {}
                 Ok(Some((lc, resolved, run))) => {
                     if let Some(run) = run {
-                        links.running.insert(id, run);
+                        links.keep_running(id, run).await;
                     }
                     write_config_status(control_client, &resolved).await;
                     if !resolved.refusals().is_empty() {
@@ -178,8 +178,26 @@ impl LinkSet {
         self.leases.as_ref().is_none_or(|l| l.holds(id))
     }
 
+    /// Link `id` started: it runs here, its stop known to the leases; unless
+    /// its lease was lost while it started (`--ha`): then it stops again.
+    async fn keep_running(&mut self, id: u32, run: LinkRun) {
+        if let Some(leases) = &self.leases {
+            leases.watch_link(id, run.stopper());
+            if !leases.holds(id) {
+                leases.unwatch_link(id);
+                run.stop().await;
+                self.registry.remove_link(id);
+                return;
+            }
+        }
+        self.running.insert(id, run);
+    }
+
     /// Stop link `id` here and forget it: another process applies it now.
     async fn hand_over(&mut self, id: u32) {
+        if let Some(leases) = &self.leases {
+            leases.unwatch_link(id);
+        }
         if let Some(run) = self.running.remove(&id) {
             run.stop().await;
         }
@@ -222,6 +240,8 @@ impl LinkSet {
             .filter(|id| leases.holds(*id) && !enabled.contains(id))
             .collect();
         for id in not_enabled {
+            // Stopped before it is given back.
+            self.hand_over(id).await;
             leases.release(client, id).await;
         }
         let live = match leases.live_processes(client).await {
@@ -263,18 +283,18 @@ impl LinkSet {
         let Some(leases) = self.leases.clone() else {
             return;
         };
-        let Ok(Ok(mut db)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.control.connect("duplex leases"),
-        )
-        .await
-        else {
-            return;
-        };
-        while let Some(id) = leases.last_held() {
-            leases.release(&mut db, id).await;
-        }
-        leases.leave(&mut db).await;
+        // Bounded: a control database that does not answer lets the
+        // leases expire by themselves.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut db = self.control.connect("duplex leases").await.ok()?;
+            while let Some(id) = leases.last_held() {
+                leases.release(&mut db, id).await;
+            }
+            leases.leave(&mut db).await;
+            Some(())
+        })
+        .await;
+        leases.stop_renewing();
     }
 
     fn recheck_due(&self, id: u32) -> bool {
@@ -503,7 +523,7 @@ impl LinkSet {
         match start_link(&resolved, &self.tuning, &self.control, &self.registry).await {
             Ok(run) => {
                 tracing::info!("configuration applied; the link runs");
-                self.running.insert(id, run);
+                self.keep_running(id, run).await;
                 self.settled(client, id, lc, resolved, refused).await;
             }
             Err(e) => {
@@ -515,7 +535,7 @@ impl LinkSet {
                         tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
                         match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
                             Ok(run) => {
-                                self.running.insert(id, run);
+                                self.keep_running(id, run).await;
                                 write_config_rejection(client, id, "rejected", &why).await;
                                 self.rejected.insert(id, Ok(lc));
                                 self.schedule_recheck(id);

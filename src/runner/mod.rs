@@ -146,11 +146,7 @@ pub async fn start_with(
     let mut tasks = JoinSet::new();
     if let Some(leases) = &leases {
         tracing::info!(holder = %leases.holder(), "high availability: links run here while this process holds their lease (duplex.lease_overview)");
-        tasks.spawn(lease::renew_leases(
-            leases.clone(),
-            control_ep.clone(),
-            shutdown_rx.clone(),
-        ));
+        tasks.spawn(lease::renew_leases(leases.clone(), control_ep.clone()));
     }
     let links = LinkSet::start(
         tuning,

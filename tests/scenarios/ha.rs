@@ -278,3 +278,60 @@ async fn failover_slots_are_refused_before_pg17() {
         "{why}"
     );
 }
+
+/// With `--ha` the control database is the arbiter: a holder that cannot
+/// renew its lease (the control database stopped) stops its links within
+/// the lease, before another process could take them; once the database is
+/// back it takes them again and they stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_cannot_renew_stops_its_links_within_the_lease() {
+    use crate::support::site::{Engines, Sites};
+    let mut sites = Sites::start(
+        Engines::PgPg,
+        "CREATE TABLE item (id bigint PRIMARY KEY, note text);",
+        "",
+        &["item"],
+    )
+    .await;
+    let control = connect(&sites.control_url).await;
+    let _process = Process::start(&sites.control_url, "duplex-ha-renew.log");
+    let slot_active =
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active";
+    wait_for("the link held and streaming", T, || async {
+        let (mut a, _) = sites.connect().await;
+        holders(&control).await.len() == 1 && a.count(slot_active).await == 1
+    })
+    .await;
+
+    control
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+    drop(control);
+    sites
+        .control_server
+        .stop()
+        .expect("stop the control database");
+    let stopped_at = Instant::now();
+    let lease = Duration::from_secs(LEASE_SECONDS.parse().unwrap());
+    wait_for("the link stopped", T, || async {
+        let (mut a, _) = sites.connect().await;
+        a.count(slot_active).await == 0
+    })
+    .await;
+    assert!(
+        stopped_at.elapsed() < lease,
+        "the link ran {:?} without its lease renewed (lease {lease:?})",
+        stopped_at.elapsed()
+    );
+
+    sites
+        .control_server
+        .start_again()
+        .expect("start the control database again");
+    wait_for("the link taken again and streaming", T, || async {
+        let (mut a, _) = sites.connect().await;
+        a.count(slot_active).await == 1
+    })
+    .await;
+}
