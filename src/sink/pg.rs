@@ -282,9 +282,27 @@ impl PgTarget {
                     "create the replication origin {origin} of an apply worker"
                 )))?;
         }
-        client
-            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
-            .await
+        // A session of this direction's previous run (a restart, a clean
+        // stop followed by a start) may still hold the origin for a moment
+        // while its backend exits: waited for briefly before it counts as
+        // another process at work.
+        let mut attempts = 0;
+        let set_up = loop {
+            let r = client
+                .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+                .await;
+            match r {
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                        && attempts < ORIGIN_RELEASE_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                r => break r,
+            }
+        };
+        set_up
             .map_err(|source| {
                 // PostgreSQL before 18 keeps origins in `max_replication_slots`
                 // entries: out of them is no other process at work.
@@ -1499,6 +1517,10 @@ fn abbreviate(sql: &str) -> String {
         sql.to_string()
     }
 }
+
+/// How many times (100 ms apart) an applier asks again for an origin a
+/// session of its previous run may still hold.
+const ORIGIN_RELEASE_ATTEMPTS: u32 = 30;
 
 /// A position counter as PostgreSQL LSN text: the replication origin stores any
 /// source's position this way (a binlog position is file << 32 | offset).
