@@ -443,20 +443,13 @@ async fn check_resumable(
     };
     match spec.source.engine {
         SiteEngine::Postgres => {
-            let client = crate::pg::PgEndpoint::from_site(&spec.source)?
-                .connect("duplex initial sync")
-                .await?;
             let slot = &spec.slot_name;
-            let row = client
-                .query_opt(
-                    "SELECT wal_status = 'lost' OR (to_jsonb(s) ->> 'invalidation_reason') IS NOT NULL
-                       FROM pg_replication_slots s WHERE slot_name = $1",
-                    &[slot],
-                )
-                .await
-                .map_err(|e| {
-                    crate::Error::Internal(format!("site {}: read slot {slot}: {e}", spec.source.name))
-                })?;
+            let row = read_slot(
+                spec,
+                "SELECT wal_status = 'lost' OR (to_jsonb(s) ->> 'invalidation_reason') IS NOT NULL
+                   FROM pg_replication_slots s WHERE slot_name = $1",
+            )
+            .await?;
             match row.map(|r| r.get::<_, Option<bool>>(0)) {
                 None => Err(not_resumable(format!(
                     "replication slot {slot} is not there"
@@ -498,27 +491,29 @@ async fn check_resumable(
 }
 
 async fn slot_position(spec: &SnapshotSpec) -> Result<Option<SourcePosition>, crate::Error> {
+    let row = read_slot(
+        spec,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|t| crate::sink::pg::parse_lsn(&t))
+        .map(SourcePosition::PgLsn))
+}
+
+/// `select`'s row about the direction's slot (`$1`), on the PostgreSQL source.
+async fn read_slot(
+    spec: &SnapshotSpec,
+    select: &str,
+) -> Result<Option<tokio_postgres::Row>, crate::Error> {
     let client = crate::pg::PgEndpoint::from_site(&spec.source)?
         .connect("duplex initial sync")
         .await?;
     let slot = &spec.slot_name;
-    let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[slot],
-        )
-        .await
-        .map_err(|e| {
-            crate::Error::Internal(format!("site {}: read slot {slot}: {e}", spec.source.name))
-        })?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .and_then(|t| {
-            let (hi, lo) = t.split_once('/')?;
-            Some(SourcePosition::PgLsn(
-                (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?,
-            ))
-        }))
+    client.query_opt(select, &[slot]).await.map_err(|e| {
+        crate::Error::Internal(format!("site {}: read slot {slot}: {e}", spec.source.name))
+    })
 }
 
 /// `tables` ordered so that a table comes after the tables its foreign keys

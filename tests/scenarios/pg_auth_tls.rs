@@ -111,23 +111,7 @@ async fn untrusted_certificate_is_refused_with_a_clear_error() {
     let (_ca, cert, key) = make_certificates(certs.path());
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = make_certificates(other.path());
-    let opts = LocalPgOptions {
-        tls: Some(LocalTls {
-            cert_pem_path: cert,
-            key_pem_path: key,
-        }),
-        ..LocalPgOptions::default()
-    };
-    let security = SiteSecurity {
-        tls_mode: "verify-full".into(),
-        tls_ca_file: Some(other_ca.display().to_string()),
-        ..SiteSecurity::default()
-    };
-    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
-    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
-        Ok(_) => panic!("duplex connected to a server whose certificate it cannot trust"),
-        Err(e) => duplex::error_class::explained(&e, "ab"),
-    };
+    let err = refusal(cert, key, "verify-full", &other_ca).await;
     assert!(
         err.contains("site a")
             && err.to_lowercase().contains("certificate")
@@ -138,15 +122,43 @@ async fn untrusted_certificate_is_refused_with_a_clear_error() {
     );
 }
 
-/// PostgreSQL's own recipe for a server certificate (`openssl req -x509`:
-/// self-signed, marked CA:TRUE) given to duplex as the CA, as libpq takes
-/// it: trusted under verify-ca and verify-full, on the SQL sessions and the
-/// replication sessions alike.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_self_signed_server_certificate_given_as_the_ca_is_trusted() {
-    let certs = tempfile::tempdir().unwrap();
+/// Why duplex refuses to start on a pair whose servers present `cert`
+/// (`key`), under `mode` with `ca` as tls_ca_file: the error and its fix.
+async fn refusal(
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    mode: &str,
+    ca: &std::path::Path,
+) -> String {
+    let opts = LocalPgOptions {
+        tls: Some(LocalTls {
+            cert_pem_path: cert,
+            key_pem_path: key,
+        }),
+        ..LocalPgOptions::default()
+    };
+    let security = SiteSecurity {
+        tls_mode: mode.into(),
+        tls_ca_file: Some(ca.display().to_string()),
+        ..SiteSecurity::default()
+    };
+    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
+    match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
+        Ok(_) => panic!("duplex connected to a server whose certificate it cannot trust"),
+        Err(e) => duplex::error_class::explained(&e, "ab"),
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 made by PostgreSQL's documented
+/// recipe (`openssl req -x509`: marked as a CA), as `dir/name.crt` and
+/// `dir/name.key`.
+fn self_signed_certificate(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
     let out = std::process::Command::new("openssl")
-        .current_dir(certs.path())
+        .current_dir(dir)
         .args([
             "req",
             "-new",
@@ -160,17 +172,24 @@ async fn a_self_signed_server_certificate_given_as_the_ca_is_trusted() {
             "-addext",
             "subjectAltName=IP:127.0.0.1",
             "-out",
-            "server.crt",
+            &crt,
             "-keyout",
-            "server.key",
+            &key,
         ])
         .output()
         .expect("run openssl");
     assert!(out.status.success(), "{out:?}");
-    let (cert, key) = (
-        certs.path().join("server.crt"),
-        certs.path().join("server.key"),
-    );
+    (dir.join(crt), dir.join(key))
+}
+
+/// PostgreSQL's own recipe for a server certificate (`openssl req -x509`:
+/// self-signed, marked CA:TRUE) given to duplex as the CA, as libpq takes
+/// it: trusted under verify-ca and verify-full, on the SQL sessions and the
+/// replication sessions alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_server_certificate_given_as_the_ca_is_trusted() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_certificate(certs.path(), "server");
     for mode in ["verify-ca", "verify-full"] {
         let opts = LocalPgOptions {
             tls: Some(LocalTls {
@@ -207,51 +226,8 @@ async fn a_self_signed_server_certificate_given_as_the_ca_is_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_certificate_of_another_server_is_refused() {
     let certs = tempfile::tempdir().unwrap();
-    let make = |name: &str| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(certs.path())
-            .args([
-                "req",
-                "-new",
-                "-x509",
-                "-days",
-                "2",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-out",
-                &format!("{name}.crt"),
-                "-keyout",
-                &format!("{name}.key"),
-            ])
-            .output()
-            .expect("run openssl");
-        assert!(out.status.success(), "{out:?}");
-        (
-            certs.path().join(format!("{name}.crt")),
-            certs.path().join(format!("{name}.key")),
-        )
-    };
-    let (cert, key) = make("server");
-    let (other, _) = make("other");
-    let opts = LocalPgOptions {
-        tls: Some(LocalTls {
-            cert_pem_path: cert,
-            key_pem_path: key,
-        }),
-        ..LocalPgOptions::default()
-    };
-    let security = SiteSecurity {
-        tls_mode: "verify-ca".into(),
-        tls_ca_file: Some(other.display().to_string()),
-        ..SiteSecurity::default()
-    };
-    let pair = Pair::start_with(SCHEMA, &["notes"], opts, security).await;
-    let err = match duplex::runner::start(&pair.control_url, PipelineTuning::default()).await {
-        Ok(_) => panic!("started with an untrusted certificate"),
-        Err(e) => duplex::error_class::explained(&e, "ab"),
-    };
+    let (cert, key) = self_signed_certificate(certs.path(), "server");
+    let (other, _) = self_signed_certificate(certs.path(), "other");
+    let err = refusal(cert, key, "verify-ca", &other).await;
     assert!(err.contains("Fix:") && err.contains("tls_ca_file"), "{err}");
 }
