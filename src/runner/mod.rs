@@ -148,6 +148,11 @@ pub async fn start_with(
         tracing::info!(holder = %leases.holder(), "high availability: links run here while this process holds their lease (duplex.lease_overview)");
         tasks.spawn(lease::renew_leases(leases.clone(), control_ep.clone()));
     }
+    // With --ha, a table's scheduled checks run in the process applying it.
+    let held_by_others: Box<dyn Fn(u32) -> bool + Send + Sync> = match leases.clone() {
+        Some(l) => Box::new(move |link_id| !l.holds(link_id)),
+        None => Box::new(|_| false),
+    };
     let links = LinkSet::start(
         tuning,
         control_ep.clone(),
@@ -161,6 +166,7 @@ pub async fn start_with(
     tasks.spawn(parity_scheduler(
         control_ep.clone(),
         registry.clone(),
+        held_by_others,
         shutdown_rx.clone(),
     ));
     tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));

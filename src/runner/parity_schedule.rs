@@ -15,9 +15,12 @@ use crate::error_chain::error_chain;
 /// few seconds, each enabled table whose last check is older than its
 /// interval is compared (one at a time, as `duplex check` does) and the result
 /// recorded in `duplex.parity_checks`. A failed check is logged, never fatal.
+/// With `--ha`, only the links this process holds (`held_by_others` says
+/// which it does not).
 pub(super) async fn parity_scheduler(
     control: ControlEndpoint,
     registry: Arc<Registry>,
+    held_by_others: Box<dyn Fn(u32) -> bool + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let options = crate::parity::CheckOptions {
@@ -54,7 +57,7 @@ pub(super) async fn parity_scheduler(
             let Some(Ok(lc)) = config.link_config(link.link_id) else {
                 continue;
             };
-            if !lc.link.enabled {
+            if !lc.link.enabled || held_by_others(link.link_id) {
                 continue;
             }
             for t in lc.tables.iter().filter(|t| t.enabled) {
