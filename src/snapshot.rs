@@ -473,9 +473,9 @@ async fn check_resumable(
                 })
                 .await
                 .map_err(|e| crate::Error::source_error(&spec.source.name, e.into()))?;
-            let present = logs.iter().any(|name| {
-                name.rsplit('.').next().and_then(|s| s.parse::<u32>().ok()) == Some(file_seq)
-            });
+            let present = logs
+                .iter()
+                .any(|name| crate::source::mysql::binlog_file_seq(name) == Some(file_seq));
             if present {
                 Ok(())
             } else {

@@ -25,24 +25,36 @@ use crate::source::SourceSpec;
 /// (`snapshot::next_page_rows`).
 const SNAPSHOT_PAGE_BATCHES: usize = 10;
 
-/// Has the peer recorded a position of `source_id`'s binlog for this link
-/// (so its changes are captured already)?
+/// Whether `peer` has applied changes from site `source_id` on `link`.
 pub(super) async fn peer_has_position(
     peer: &mut SetupConn,
     source_name: &str,
     source_id: u32,
     link: &Link,
 ) -> Result<bool, crate::Error> {
+    Ok(peer_applied_counter(peer, source_name, source_id, link)
+        .await?
+        .is_some())
+}
+
+/// The furthest source position (its counter) `peer` has applied from site
+/// `source_id` on `link`: the highest of the direction's apply workers'
+/// (`sink::pg::worker_origins`, or the marker table's rows); `None` when
+/// nothing was applied.
+pub(super) async fn peer_applied_counter(
+    peer: &mut SetupConn,
+    source_name: &str,
+    source_id: u32,
+    link: &Link,
+) -> Result<Option<u64>, crate::Error> {
     use mysql_async::prelude::Queryable;
-    match peer {
+    let counter = match peer {
         SetupConn::Pg(client) => {
-            // Any of the direction's apply workers (see `sink::pg::worker_origins`).
             let origins = crate::sink::pg::worker_origins(&link.origin_name(source_id));
             let row = client
-                .query_opt(
-                    "SELECT EXISTS (SELECT 1 FROM pg_replication_origin
-                                     WHERE roname = ANY($1)
-                                       AND coalesce(pg_replication_origin_progress(roname, true), '0/0') <> '0/0')",
+                .query_one(
+                    "SELECT max(pg_replication_origin_progress(roname, true))::text
+                       FROM pg_replication_origin WHERE roname = ANY($1)",
                     &[&origins],
                 )
                 .await
@@ -50,12 +62,13 @@ pub(super) async fn peer_has_position(
                     crate::Error::sink_error(
                         source_name,
                         crate::sink::SinkError::Pg {
-                            context: "read the recorded binlog position".into(),
+                            context: "read the recorded source position".into(),
                             source: e,
                         },
                     )
                 })?;
-            Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+            row.get::<_, Option<String>>(0)
+                .and_then(|t| crate::sink::pg::parse_lsn(&t))
         }
         SetupConn::Mysql(conn, ep) => {
             let sql = format!(
@@ -63,16 +76,16 @@ pub(super) async fn peer_has_position(
                 crate::mysql::quote_ident(ep.database()),
                 crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
             );
-            let position: Option<Option<u64>> = conn
-                .exec_first(sql, (link.link_id, source_id))
+            conn.exec_first::<Option<u64>, _, _>(sql, (link.link_id, source_id))
                 .await
                 .map_err(mysql_error(
                     source_name,
-                    "read the recorded binlog position",
-                ))?;
-            Ok(position.flatten().is_some_and(|p| p != 0))
+                    "read the recorded source position",
+                ))?
+                .flatten()
         }
-    }
+    };
+    Ok(counter.filter(|c| *c != 0))
 }
 
 /// The site's clock now, in µs since the Unix epoch: the clock of its

@@ -23,11 +23,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::prepare::peer_has_position;
+use super::prepare::{peer_applied_counter, peer_has_position};
 use super::site_conn::{mysql_error, setup_conn, SetupConn};
 use crate::canonical::{SourceKind, SourcePosition};
 use crate::control::{ControlDb, Link, LinkConfig, Site, Sql, P};
 use crate::setup::SetupError;
+use crate::source::mysql::binlog_file_seq;
 
 /// What `duplex resync` did.
 #[derive(Debug, Clone, Default)]
@@ -62,11 +63,7 @@ pub async fn resync_link(
     let mut conn_b = setup_conn(b).await?;
     let mut lost = Vec::new();
     for (src, dst) in [(a, b), (b, a)] {
-        let (src_conn, dst_conn) = if src.site_id == a.site_id {
-            (&mut conn_a, &mut conn_b)
-        } else {
-            (&mut conn_b, &mut conn_a)
-        };
+        let (src_conn, dst_conn) = source_first(src.site_id == a.site_id, &mut conn_a, &mut conn_b);
         let why = match lost_position(src_conn, src, dst_conn, link).await? {
             Some(why) => Some(why),
             None if new_position => Some("a new position was asked for (--new-position)".into()),
@@ -116,11 +113,7 @@ pub async fn resync_link(
     // (a slot dropped, its peer's progress not reset) would let the next
     // start skip the gap.
     for (src, dst, _) in &lost {
-        let (src_conn, dst_conn) = if src.site_id == a.site_id {
-            (&mut conn_a, &mut conn_b)
-        } else {
-            (&mut conn_b, &mut conn_a)
-        };
+        let (src_conn, dst_conn) = source_first(src.site_id == a.site_id, &mut conn_a, &mut conn_b);
         can_reset(src_conn, src, dst_conn, dst, link).await?;
     }
     // The copies first: whatever happens next, they are asked for (a copy
@@ -140,11 +133,7 @@ pub async fn resync_link(
         request_copies(control, link, src.site_id, dst.site_id, &flowing).await?;
     }
     for (src, dst, why) in lost {
-        let (src_conn, dst_conn) = if src.site_id == a.site_id {
-            (&mut conn_a, &mut conn_b)
-        } else {
-            (&mut conn_b, &mut conn_a)
-        };
+        let (src_conn, dst_conn) = source_first(src.site_id == a.site_id, &mut conn_a, &mut conn_b);
         let done = reset_position(src_conn, src, dst_conn, dst, link).await?;
         report
             .reset
@@ -159,6 +148,20 @@ pub async fn resync_link(
         ))
         .await?;
     Ok(report)
+}
+
+/// The connections to a direction's source and target, `a`'s first when it
+/// is the source.
+fn source_first<'c>(
+    source_is_a: bool,
+    a: &'c mut SetupConn,
+    b: &'c mut SetupConn,
+) -> (&'c mut SetupConn, &'c mut SetupConn) {
+    if source_is_a {
+        (a, b)
+    } else {
+        (b, a)
+    }
 }
 
 /// Why `src` can no longer send what `dst` has not applied; `None` when it
@@ -223,11 +226,12 @@ async fn lost_position(
             })
         }
         SetupConn::Mysql(conn, _) => {
-            let Some(applied) =
-                applied_binlog_position(dst_conn, &src.name, src.site_id, link).await?
+            let Some(counter) =
+                peer_applied_counter(dst_conn, &src.name, src.site_id, link).await?
             else {
                 return Ok(None);
             };
+            let applied = SourcePosition::from_counter(SourceKind::Binlog, counter);
             let SourcePosition::Binlog { file_seq, .. } = applied else {
                 return Ok(None);
             };
@@ -240,9 +244,9 @@ async fn lost_position(
                     &src.name,
                     "list the binlogs (SHOW BINARY LOGS)",
                 ))?;
-            let has = logs.iter().any(|name| {
-                name.rsplit('.').next().and_then(|s| s.parse::<u32>().ok()) == Some(file_seq)
-            });
+            let has = logs
+                .iter()
+                .any(|name| binlog_file_seq(name) == Some(file_seq));
             Ok((!has).then(|| {
                 format!(
                     "the binlog file of {} is gone from {} (purged or reset); its oldest is {}",
@@ -253,51 +257,6 @@ async fn lost_position(
             }))
         }
     }
-}
-
-/// The furthest position `dst` applied from the binlog source `src_id`.
-async fn applied_binlog_position(
-    dst_conn: &mut SetupConn,
-    src_name: &str,
-    src_id: u32,
-    link: &Link,
-) -> Result<Option<SourcePosition>, crate::Error> {
-    use mysql_async::prelude::Queryable;
-    let counter: Option<u64> = match dst_conn {
-        SetupConn::Pg(client) => {
-            let origins = crate::sink::pg::worker_origins(&link.origin_name(src_id));
-            let row = client
-                .query_one(
-                    "SELECT max(pg_replication_origin_progress(roname, true))::text
-                       FROM pg_replication_origin WHERE roname = ANY($1)",
-                    &[&origins],
-                )
-                .await
-                .map_err(|source| {
-                    crate::Error::from(SetupError::Db {
-                        site: src_name.into(),
-                        context: "read the peer's replication origins".into(),
-                        source,
-                    })
-                })?;
-            row.get::<_, Option<String>>(0)
-                .and_then(|t| crate::sink::pg::parse_lsn(&t))
-        }
-        SetupConn::Mysql(conn, ep) => {
-            let sql = format!(
-                "SELECT MAX(position) FROM {}.{} WHERE link_id = ? AND source_site = ?",
-                crate::mysql::quote_ident(ep.database()),
-                crate::mysql::quote_ident(crate::marker::MYSQL_MARKER_TABLE)
-            );
-            conn.exec_first::<Option<u64>, _, _>(sql, (link.link_id, src_id))
-                .await
-                .map_err(mysql_error(src_name, "read the peer's recorded position"))?
-                .flatten()
-        }
-    };
-    Ok(counter
-        .filter(|c| *c != 0)
-        .map(|c| SourcePosition::from_counter(SourceKind::Binlog, c)))
 }
 
 /// Drop `src`'s lost slot (PostgreSQL) and reset `dst`'s recorded progress
@@ -385,22 +344,11 @@ async fn can_reset(
     };
     if let SetupConn::Pg(client) = src_conn {
         let slot = link.slot_name(src.site_id);
-        // A failing direction's recheck holds its slot for a moment.
-        let started = Instant::now();
-        loop {
-            let pid = crate::setup::slot_state(client, &src.name, &slot)
-                .await?
-                .flatten();
-            match pid {
-                None => break,
-                Some(pid) if started.elapsed() >= SLOT_BUSY_WAIT => {
-                    return Err(refuse(format!(
-                        "site {}: replication slot {slot} is in use by process {pid}: a duplex process streams from it",
-                        src.name
-                    )))
-                }
-                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
+        if let Some(Some(pid)) = slot_when_free(client, &src.name, &slot).await? {
+            return Err(refuse(format!(
+                "site {}: replication slot {slot} is in use by process {pid}: a duplex process streams from it",
+                src.name
+            )));
         }
     }
     if let SetupConn::Pg(client) = dst_conn {
@@ -452,6 +400,24 @@ async fn can_reset(
 /// for a moment) is waited for before the resync gives up.
 const SLOT_BUSY_WAIT: Duration = Duration::from_secs(20);
 
+/// Replication slot `slot` once nobody streams from it, waiting up to
+/// [`SLOT_BUSY_WAIT`] (a failing direction's recheck holds it for a moment):
+/// `None` when there is no slot, `Some(Some(pid))` when it is still in use.
+async fn slot_when_free(
+    client: &tokio_postgres::Client,
+    site: &str,
+    slot: &str,
+) -> Result<Option<Option<i32>>, crate::Error> {
+    let started = Instant::now();
+    loop {
+        let state = crate::setup::slot_state(client, site, slot).await?;
+        if !matches!(state, Some(Some(_))) || started.elapsed() >= SLOT_BUSY_WAIT {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Drop `slot` if it exists; whether it did.
 async fn drop_slot(
     client: &tokio_postgres::Client,
@@ -461,11 +427,19 @@ async fn drop_slot(
 ) -> Result<bool, crate::Error> {
     let started = Instant::now();
     loop {
-        let Some(pid) = crate::setup::slot_state(client, site, slot).await? else {
-            return Ok(false);
-        };
-        if pid.is_none() {
-            match client
+        match slot_when_free(client, site, slot).await? {
+            None => return Ok(false),
+            Some(Some(pid)) => {
+                return Err(SetupError::Resync {
+                    link: link.into(),
+                    why: format!(
+                        "site {site}: replication slot {slot} is in use by process {pid} and still readable by it: a duplex process streams from it. \
+                         A lost slot is never streamed from; to take a new position anyway, stop that duplex first (or pause the link)"
+                    ),
+                }
+                .into())
+            }
+            Some(None) => match client
                 .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
                 .await
             {
@@ -473,6 +447,7 @@ async fn drop_slot(
                 // Taken between the two statements: wait as for a busy slot.
                 Err(e) if started.elapsed() < SLOT_BUSY_WAIT => {
                     tracing::debug!(error = %e, "slot busy; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(source) => {
                     return Err(SetupError::Db {
@@ -482,19 +457,8 @@ async fn drop_slot(
                     }
                     .into())
                 }
-            }
-        } else if started.elapsed() >= SLOT_BUSY_WAIT {
-            return Err(SetupError::Resync {
-                link: link.into(),
-                why: format!(
-                    "site {site}: replication slot {slot} is in use by process {} and still readable by it: a duplex process streams from it. \
-                     A lost slot is never streamed from; to take a new position anyway, stop that duplex first (or pause the link)",
-                    pid.unwrap_or_default()
-                ),
-            }
-            .into());
+            },
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
