@@ -193,8 +193,9 @@ impl LinkSet {
         self.running.insert(id, run);
     }
 
-    /// Stop link `id` here and forget it: another process applies it now.
-    async fn hand_over(&mut self, id: u32) {
+    /// Stop link `id` here and forget it: another process applies it now,
+    /// or it was deleted.
+    async fn forget_link(&mut self, id: u32) {
         if let Some(leases) = &self.leases {
             leases.unwatch_link(id);
         }
@@ -214,7 +215,7 @@ impl LinkSet {
             return;
         };
         for id in leases.take_lost() {
-            self.hand_over(id).await;
+            self.forget_link(id).await;
         }
     }
 
@@ -241,7 +242,7 @@ impl LinkSet {
             .collect();
         for id in not_enabled {
             // Stopped before it is given back.
-            self.hand_over(id).await;
+            self.forget_link(id).await;
             leases.release(client, id).await;
         }
         let live = match leases.live_processes(client).await {
@@ -259,7 +260,7 @@ impl LinkSet {
                     live_processes = live,
                     "giving a link back so that links spread across the processes"
                 );
-                self.hand_over(id).await;
+                self.forget_link(id).await;
                 leases.release(client, id).await;
             }
             return;
@@ -333,14 +334,7 @@ impl LinkSet {
             match config.link_config(id) {
                 None => {
                     // The link was deleted.
-                    if let Some(run) = self.running.remove(&id) {
-                        run.stop().await;
-                    }
-                    self.in_force.remove(&id);
-                    self.rejected.remove(&id);
-                    self.recheck.remove(&id);
-                    self.failed.remove(&id);
-                    self.registry.remove_link(id);
+                    self.forget_link(id).await;
                     tracing::info!(link = id, "link removed from the configuration: stopped");
                     if let Err(e) = client
                         .exec(Sql::new(
@@ -469,7 +463,7 @@ impl LinkSet {
         }
         if !self.may_run(id) {
             // Another process's (`duplex run --ha`).
-            self.hand_over(id).await;
+            self.forget_link(id).await;
             return;
         }
         let known = self.in_force.get(&id).is_some_and(|f| f.wanted == lc)
