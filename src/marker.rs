@@ -321,6 +321,9 @@ pub const MYSQL_MARKER_TABLE: &str = "_duplex_applied";
 /// duplex's tombstone table on a MySQL/MariaDB site (in the synced schema).
 pub const MYSQL_TOMBSTONES_TABLE: &str = "_duplex_tombstones";
 
+/// duplex's journal outbox on a MySQL/MariaDB site (see `journal::outbox`).
+pub const MYSQL_JOURNAL_TABLE: &str = "_duplex_journal";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,19 @@ pub const PG_TOMBSTONES_DDL: &str = "CREATE TABLE IF NOT EXISTS duplex.site_tomb
     PRIMARY KEY (table_name, row_key)
 )";
 
+/// duplex's journal outbox on a PostgreSQL site: conflict and quarantine
+/// records written with the applier's transaction, until shipped to the
+/// control schema (see `journal::outbox`).
+pub const PG_JOURNAL_DDL: &str = "CREATE TABLE IF NOT EXISTS duplex.site_journal (
+    entry_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    link_id     integer NOT NULL,
+    source_site integer NOT NULL,
+    worker      integer NOT NULL,
+    entry       text NOT NULL,
+    written_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS site_journal_direction ON duplex.site_journal (link_id, source_site, worker, entry_id)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("site {site}: {context}: {source}")]
@@ -781,15 +794,16 @@ pub async fn prepare_pg_site(
     // Checked first: the DDL needs privileges a least-privilege role has only
     // where duplex must create something (sql/roles/postgresql-site.sql gives
     // it the schema).
-    let (has_schema, has_table): (bool, bool) = {
+    let (has_schema, has_table, has_journal): (bool, bool, bool) = {
         let r = client
             .query_one(
-                "SELECT to_regnamespace('duplex') IS NOT NULL, to_regclass('duplex.site_tombstones') IS NOT NULL",
+                "SELECT to_regnamespace('duplex') IS NOT NULL, to_regclass('duplex.site_tombstones') IS NOT NULL,
+                        to_regclass('duplex.site_journal') IS NOT NULL",
                 &[],
             )
             .await
             .map_err(err("look for duplex.site_tombstones"))?;
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2))
     };
     if !has_schema {
         client
@@ -802,6 +816,12 @@ pub async fn prepare_pg_site(
             .batch_execute(PG_TOMBSTONES_DDL)
             .await
             .map_err(err("create duplex.site_tombstones"))?;
+    }
+    if !has_journal {
+        client
+            .batch_execute(PG_JOURNAL_DDL)
+            .await
+            .map_err(err("create duplex.site_journal"))?;
     }
     let encoding: String = client
         .query_one("SHOW server_encoding", &[])
@@ -1159,6 +1179,21 @@ pub async fn prepare_mysql_site(
     ))
     .await
     .map_err(err("create duplex's tombstone table".into()))?;
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} (
+             entry_id    BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+             link_id     INT NOT NULL,
+             source_site INT NOT NULL,
+             worker      INT NOT NULL,
+             entry       LONGTEXT NOT NULL,
+             written_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             KEY direction (link_id, source_site, worker, entry_id)
+         ) ENGINE = InnoDB COMMENT = 'duplex: conflict and quarantine records not yet shipped to the control schema; written only by duplex'",
+        q(database),
+        q(crate::marker::MYSQL_JOURNAL_TABLE)
+    ))
+    .await
+    .map_err(err("create duplex's journal outbox".into()))?;
     // One row per direction and apply worker (see `pipeline::dispatch`).
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {}.{} (

@@ -1,9 +1,9 @@
 //! The conflicts table: every detected conflict is recorded in the control
 //! schema's `duplex.conflicts` with both versions, its kind, the policy and the
-//! outcome. Like quarantine records, a record is written before the target
-//! transaction that settled the conflict commits and confirmed after it did;
-//! at start, records of transactions the target never committed are removed
-//! (the transaction is replayed and records them again).
+//! outcome. Like quarantine records, a record is written in the target
+//! transaction that settled the conflict, into the target's outbox, and
+//! shipped to the control schema from there (see `journal::outbox`): it
+//! exists exactly when that transaction committed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use serde_json::json;
 use crate::canonical::ChangeOrigin;
 use crate::canonical::TableSchema;
 use crate::conflict::{Conflict, Outcome, PendingResolution, VersionInfo};
-use crate::control::{ControlDb, Sql, P};
+use crate::control::{Sql, P};
 use crate::journal::images::{image_json, readable, storable_text};
-use crate::journal::protocol::{refusal_reason, JournalConn, JournalSpec, JournalTable};
+use crate::journal::outbox::{ConflictEntry, Entry};
+use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
@@ -115,308 +116,75 @@ impl ConflictStore {
         Ok(())
     }
 
-    /// The target transaction that settled the recorded conflicts committed.
-    pub async fn confirm(&mut self) -> Result<(), JournalError> {
-        self.journal.confirm().await
+    /// Stage the conflicts detected in one decided batch, with the open
+    /// target transaction (see `journal::outbox`).
+    pub fn record_all(&mut self, conflicts: &[(Arc<TableSchema>, Conflict, ChangeOrigin, String)]) {
+        for (schema, conflict, origin, key) in conflicts {
+            self.record(schema, conflict, origin, key);
+        }
     }
 
-    /// Record the conflicts detected in one decided batch. They are written
-    /// while the target transaction holds the batch's row locks, so on a
-    /// PostgreSQL control schema they go in one statement, not one round trip
-    /// each (a batch of hot rows can hold hundreds).
-    pub async fn record_all(
-        &mut self,
-        conflicts: &[(Arc<TableSchema>, Conflict, ChangeOrigin, String)],
-    ) -> Result<(), JournalError> {
-        if conflicts.len() < 2 || !matches!(self.journal.client().await?, ControlDb::Pg(_)) {
-            for (schema, conflict, origin, key) in conflicts {
-                self.record(schema, conflict, origin, key).await?;
-            }
-            return Ok(());
-        }
-        // One record per (position, index, kind): ON CONFLICT may not touch a
-        // row twice in one statement.
-        let mut seen = std::collections::HashSet::new();
-        let mut records = Vec::with_capacity(conflicts.len());
-        for (schema, conflict, origin, key) in conflicts.iter().rev() {
-            let id = (
-                origin.position.counter(),
-                origin.index,
-                conflict.kind.as_str(),
-            );
-            if !seen.insert(id) {
-                continue;
-            }
-            records.push(json!({
-                "table_name": schema.table.to_string(),
-                "row_key": storable_text(key),
-                "kind": conflict.kind.as_str(),
-                "policy": conflict.policy,
-                "outcome": conflict.outcome.as_str(),
-                "local_version": version_json(schema, &conflict.local, true),
-                "incoming_version": version_json(schema, &conflict.incoming, true),
-                "source_position": origin.position.to_string(),
-                "position_counter": origin.position.counter().to_string(),
-                "change_index": origin.index,
-                "status": if conflict.outcome == Outcome::Parked { "open" } else { "settled" },
-                "incoming_change": parked_change(schema, conflict),
-            }));
-        }
-        records.reverse();
-        let records = serde_json::Value::Array(records).to_string();
-        let (link, source, target) = (
-            self.journal.spec.link_id as i32,
-            self.journal.spec.source_site as i32,
-            self.journal.spec.target_site as i32,
-        );
-        let client = self.journal.client().await?;
-        let result = client
-            .rows(Sql::new(
-                "record conflicts",
-                "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
-                                               local_version, incoming_version, source_position, position_counter,
-                                               change_index, status, incoming_change)
-                 SELECT $1, $2, $3, r.table_name, r.row_key, r.kind, r.policy, r.outcome, r.local_version, r.incoming_version,
-                        r.source_position, r.position_counter::numeric, r.change_index, r.status, r.incoming_change
-                   FROM jsonb_to_recordset($4::text::jsonb) AS r(table_name text, row_key text, kind text, policy text,
-                        outcome text, local_version jsonb, incoming_version jsonb, source_position text,
-                        position_counter text, change_index integer, status text, incoming_change jsonb)
-                 ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
-                 DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
-                               incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status
-                 RETURNING conflict_id, (xmax = 0) AS inserted, table_name, kind, outcome",
-                // Not used: a MySQL control schema takes the loop above.
-                "",
-                &[P::I32(link), P::I32(source), P::I32(target), P::Text(Some(&records))],
-            ))
-            .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) => {
-                // One record at a time instead: each keeps what it can (see
-                // `record`), so one refused record does not stop the batch.
-                tracing::warn!(error = %e, "cannot record the batch's conflicts in one statement; recording them one by one");
-                self.journal.drop_client();
-                for (schema, conflict, origin, key) in conflicts {
-                    self.record(schema, conflict, origin, key).await?;
-                }
-                return Ok(());
-            }
-        };
-        for r in rows {
-            self.journal.written(r.parse("conflict_id")?);
-            if r.bool("inserted")? {
-                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                self.stats.count_conflict(
-                    &r.text("table_name")?,
-                    &r.text("kind")?,
-                    &r.text("outcome")?,
-                );
-            }
-        }
-        for (schema, conflict, _, key) in conflicts {
-            if conflict.outcome == Outcome::Parked {
-                self.parked()
-                    .insert((schema.table.to_string(), key.to_string()));
-            }
-            tracing::info!(table = %schema.table, key, kind = conflict.kind.as_str(),
-                outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
-        }
-        Ok(())
-    }
-
-    /// Record `conflict`, detected on the change at `origin`.
-    pub async fn record(
+    /// Stage the record of `conflict`, detected on the change at `origin`.
+    pub fn record(
         &mut self,
         schema: &TableSchema,
         conflict: &Conflict,
         origin: &ChangeOrigin,
         key: &str,
-    ) -> Result<(), JournalError> {
+    ) {
         let status = if conflict.outcome == Outcome::Parked {
             "open"
         } else {
             "settled"
         };
         let key = storable_text(key);
-        let full = ConflictRecord {
-            local: version_json(schema, &conflict.local, true).to_string(),
-            incoming: version_json(schema, &conflict.incoming, true).to_string(),
+        self.journal.staged.stage(Entry::Conflict(ConflictEntry {
+            table_name: schema.table.to_string(),
+            row_key: key.to_string(),
+            kind: conflict.kind.as_str().into(),
+            policy: conflict.policy.into(),
+            outcome: conflict.outcome.as_str().into(),
+            local_version: version_json(schema, &conflict.local, true).to_string(),
+            incoming_version: version_json(schema, &conflict.incoming, true).to_string(),
+            source_position: origin.position.to_string(),
+            position_counter: origin.position.counter().to_string(),
+            change_index: origin.index,
+            status: status.into(),
             // A parked version must be applicable later, exactly: kept typed
             // (in a form every control schema stores, see `canonical::value`).
-            change: (conflict.outcome == Outcome::Parked)
-                .then(|| {
-                    serde_json::to_string(
-                        &json!({ "schema": schema, "row": conflict.incoming.row }),
-                    )
-                    .ok()
-                })
-                .flatten(),
-        };
-        // Twice: a connection lost in between is not the record's fault.
-        let mut result = self
-            .insert(schema, conflict, origin, &key, status, &full)
-            .await;
-        if result.is_err() {
-            result = self
-                .insert(schema, conflict, origin, &key, status, &full)
-                .await;
-        }
-        let (id, inserted) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // The rows cannot be stored (too large for the control
-                // database, a constraint a DBA added): record the conflict
-                // with both versions' vectors but without their rows, so
-                // that the stream goes on and the conflict is on record.
-                let why = refusal_reason(e)?;
-                tracing::error!(table = %schema.table, key = %key, error = %why,
-                    "cannot record the conflict's rows in duplex.conflicts; recording it without them");
-                let minimal = ConflictRecord {
-                    local: version_json(schema, &conflict.local, false).to_string(),
-                    incoming: version_json(schema, &conflict.incoming, false).to_string(),
-                    change: None,
-                };
-                self.insert(schema, conflict, origin, &key, status, &minimal)
-                    .await?
-            }
-        };
-        self.journal.written(id);
-        if inserted {
-            self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-            self.stats.count_conflict(
-                &schema.table.to_string(),
-                conflict.kind.as_str(),
-                conflict.outcome.as_str(),
-            );
-        }
+            incoming_change: parked_change(schema, conflict).map(|v| v.to_string()),
+        }));
         if conflict.outcome == Outcome::Parked {
             self.parked()
                 .insert((schema.table.to_string(), key.to_string()));
         }
         tracing::info!(table = %schema.table, key = %key, kind = conflict.kind.as_str(),
             outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
-        Ok(())
     }
 
-    /// Remove the record of `kind` detected on the change at `origin` by the
-    /// target transaction now open (not yet confirmed): a later batch of the
+    /// Remove the record of `kind` detected on the change at `origin`,
+    /// staged with the target transaction now open: a later batch of the
     /// same source transaction decided the row again, without that conflict
-    /// (sink::resolve, `Carry`). The records the new decision found are
-    /// upserted over the same change.
-    pub async fn withdraw(
-        &mut self,
-        origin: ChangeOrigin,
-        kind: crate::conflict::ConflictKind,
-    ) -> Result<(), JournalError> {
-        let (link, source) = (
-            self.journal.spec.link_id as i32,
-            self.journal.spec.source_site as i32,
+    /// (sink::resolve, `Carry`). The records the new decision found replace
+    /// those of the same change.
+    pub fn withdraw(&mut self, origin: ChangeOrigin, kind: crate::conflict::ConflictKind) {
+        self.journal.staged.withdraw_conflict(
+            &origin.position.counter().to_string(),
+            origin.index,
+            kind.as_str(),
         );
-        let counter = origin.position.counter().to_string();
-        let client = self.journal.client().await?;
-        let removed = client
-            .exec(Sql::new(
-                "withdraw a conflict record",
-                "DELETE FROM duplex.conflicts
-                  WHERE link_id = $1 AND source_site = $2 AND position_counter = $3::text::numeric
-                    AND change_index = $4 AND kind = $5 AND NOT confirmed",
-                "DELETE FROM duplex.conflicts
-                  WHERE link_id = ? AND source_site = ? AND position_counter = CAST(? AS DECIMAL(20, 0))
-                    AND change_index = ? AND kind = ? AND NOT confirmed",
-                &[
-                    P::I32(link),
-                    P::I32(source),
-                    P::Text(Some(&counter)),
-                    P::I32(origin.index as i32),
-                    P::Text(Some(kind.as_str())),
-                ],
-            ))
-            .await?;
-        if removed > 0 {
-            let _ = self
-                .stats
-                .conflicts
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(removed))
-                });
-        }
-        Ok(())
     }
 
-    /// Upsert one conflict record; returns its id and whether it is new.
-    async fn insert(
-        &mut self,
-        schema: &TableSchema,
-        conflict: &Conflict,
-        origin: &ChangeOrigin,
-        key: &str,
-        status: &str,
-        r: &ConflictRecord,
-    ) -> Result<(i64, bool), JournalError> {
-        let (link, source, target) = (
-            self.journal.spec.link_id as i32,
-            self.journal.spec.source_site as i32,
-            self.journal.spec.target_site as i32,
-        );
-        let (table, position, counter) = (
-            schema.table.to_string(),
-            origin.position.to_string(),
-            origin.position.counter().to_string(),
-        );
-        let client = self.journal.client().await?;
-        let result = client
-            .upsert_returning_id(Sql::new(
-                "record a conflict",
-                "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
-                                               local_version, incoming_version, source_position, position_counter,
-                                               change_index, status, incoming_change)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb, $11, $12::text::numeric, $13, $14, $15::text::jsonb)
-                 ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
-                 DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
-                               incoming_version = EXCLUDED.incoming_version, status = EXCLUDED.status,
-                               incoming_change = EXCLUDED.incoming_change
-                 RETURNING conflict_id, (xmax = 0) AS inserted",
-                "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
-                                               local_version, incoming_version, source_position, position_counter,
-                                               change_index, status, incoming_change)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS DECIMAL(20, 0)), ?, ?, ?)
-                 ON DUPLICATE KEY UPDATE conflict_id = LAST_INSERT_ID(conflict_id), outcome = VALUES(outcome),
-                                         local_version = VALUES(local_version),
-                                         incoming_version = VALUES(incoming_version), status = VALUES(status),
-                                         incoming_change = VALUES(incoming_change)",
-                &[
-                    P::I32(link),
-                    P::I32(source),
-                    P::I32(target),
-                    P::Text(Some(&table)),
-                    P::Text(Some(key)),
-                    P::Text(Some(conflict.kind.as_str())),
-                    P::Text(Some(conflict.policy)),
-                    P::Text(Some(conflict.outcome.as_str())),
-                    P::Text(Some(&r.local)),
-                    P::Text(Some(&r.incoming)),
-                    P::Text(Some(&position)),
-                    P::Text(Some(&counter)),
-                    P::I32(origin.index as i32),
-                    P::Text(Some(status)),
-                    P::Text(r.change.as_deref()),
-                ],
-            ))
-            .await;
-        if result.is_err() {
-            // Reconnect next time: the connection may be gone.
-            self.journal.drop_client();
-        }
-        Ok(result?)
+    /// The entries staged with the open target transaction, taken to be
+    /// written in it.
+    pub fn take_staged(&mut self) -> Vec<Entry> {
+        self.journal.staged.take()
     }
-}
 
-/// One conflict record's versions and parked change.
-struct ConflictRecord {
-    local: String,
-    incoming: String,
-    change: Option<String>,
+    /// The open target transaction rolled back: so did its records.
+    pub fn drop_staged(&mut self) {
+        self.journal.staged.clear();
+    }
 }
 
 fn version_from_json(v: &serde_json::Value) -> Option<VersionInfo> {
@@ -509,37 +277,19 @@ impl ConflictStore {
         !self.parked().is_empty()
     }
 
-    /// A version was applied to `table`/`key` without a conflict: parked
-    /// conflicts of that row are moot.
-    pub async fn applied(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
+    /// A version was applied to `table`/`key` without a conflict, by the
+    /// change at `origin`: parked conflicts of that row are moot (staged
+    /// with the target transaction).
+    pub fn applied(&mut self, table: &str, key: &str, origin: &ChangeOrigin) {
         let removed = self.parked().remove(&(table.to_string(), key.to_string()));
         if removed {
-            self.supersede(table, key).await?;
+            self.journal.staged.stage(Entry::Supersede {
+                table_name: table.to_string(),
+                row_key: key.to_string(),
+                position_counter: origin.position.counter().to_string(),
+                change_index: origin.index,
+            });
         }
-        Ok(())
-    }
-
-    /// Open conflicts on this target for `table`/`key` are moot: a version that
-    /// has seen both was applied.
-    pub async fn supersede(&mut self, table: &str, key: &str) -> Result<(), JournalError> {
-        let (link, target) = (
-            self.journal.spec.link_id as i32,
-            self.journal.spec.target_site as i32,
-        );
-        let client = self.journal.client().await?;
-        client
-            .exec(Sql::new(
-                "supersede parked conflicts",
-                "UPDATE duplex.conflicts SET status = 'superseded', resolved_at = now(),
-                        resolution_note = 'a later version that has seen both was applied'
-                  WHERE link_id = $1 AND target_site = $2 AND table_name = $3 AND row_key = $4 AND status = 'open'",
-                "UPDATE duplex.conflicts SET status = 'superseded', resolved_at = UTC_TIMESTAMP(6),
-                        resolution_note = 'a later version that has seen both was applied'
-                  WHERE link_id = ? AND target_site = ? AND table_name = ? AND row_key = ? AND status = 'open'",
-                &[P::I32(link), P::I32(target), P::Text(Some(table)), P::Text(Some(key))],
-            ))
-            .await?;
-        Ok(())
     }
 
     /// Keys with open (parked) conflicts on this target, as (table, key).

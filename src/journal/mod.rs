@@ -2,12 +2,13 @@
 //! data it applies, for a DBA to see and settle: conflicts
 //! ([`conflicts`]) and changes the target refused ([`quarantine`]).
 //!
-//! Both kinds of record are written before the target commits and confirmed
-//! after it, and records a crash left unconfirmed are settled against the
-//! target's resume point when the direction starts again.
+//! Both kinds of record are written in the target transaction that made
+//! them, into the target's outbox, and shipped to the control schema after
+//! it commits or once the control database can be reached ([`outbox`]).
 
 pub mod conflicts;
 pub(crate) mod images;
+pub mod outbox;
 pub(crate) mod protocol;
 
 pub use protocol::JournalSpec;

@@ -1,13 +1,14 @@
-//! The write-confirm-reconcile protocol both journals (conflicts and
-//! quarantine) follow in the control database: records are written
-//! unconfirmed before the target commits, confirmed after, and on restart
-//! the unconfirmed ones are settled against the target's resume point.
+//! What both journals (conflicts and quarantine) share: the control
+//! connection, the entries staged with the open target transaction (see
+//! `journal::outbox`), and the settling of records an older duplex left
+//! unconfirmed (it wrote them to the control schema before the target
+//! committed and confirmed them after).
 
 use crate::control::{ControlDb, ControlEndpoint, ControlError, Sql, P};
 use crate::journal::JournalError;
 
-/// Records of one direction (`link`, `source site`) in `table` written before
-/// a target commit that a crash may have prevented: those of transactions
+/// Records of one direction (`link`, `source site`) in `table` that an older
+/// duplex wrote before a target commit that a crash may have prevented: those of transactions
 /// before the target's resume point committed (confirm them), the others are
 /// replayed and recorded again (delete them). A record's position is its
 /// transaction's start, strictly below that transaction's end. `table` is one
@@ -52,30 +53,6 @@ pub(crate) async fn reconcile_unconfirmed(
     Ok(())
 }
 
-/// Mark records `ids` of `table` (keyed by `id_column`; both duplex's own,
-/// never configuration) confirmed.
-pub(crate) async fn confirm_ids(
-    client: &mut ControlDb,
-    table: &str,
-    id_column: &str,
-    ids: &[i64],
-) -> Result<(), ControlError> {
-    for chunk in ids.chunks(1000) {
-        // Integers written by duplex itself: safe to inline, and the same
-        // text on both engines.
-        let list = chunk
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("UPDATE {table} SET confirmed = TRUE WHERE {id_column} IN ({list})");
-        client
-            .exec(Sql::new("confirm records", &sql, &sql, &[]))
-            .await?;
-    }
-    Ok(())
-}
-
 /// Where one direction's journal records go.
 #[derive(Debug, Clone)]
 pub struct JournalSpec {
@@ -101,14 +78,14 @@ pub(crate) struct JournalTable {
     pub application_name: &'static str,
 }
 
-/// The protocol's state for one journal of one direction: the control
-/// connection (opened on first use, dropped after an error so the next use
-/// reconnects) and the records written in the open target transaction.
+/// One journal of one direction: the control connection (opened on first
+/// use, dropped after an error so the next use reconnects) and the entries
+/// staged with the open target transaction.
 pub(crate) struct JournalConn {
     pub spec: JournalSpec,
     table: &'static JournalTable,
     client: Option<ControlDb>,
-    unconfirmed: Vec<i64>,
+    pub staged: crate::journal::outbox::Staged,
     /// The control database did not answer a probe: not tried again before.
     unreachable_until: Option<std::time::Instant>,
 }
@@ -124,7 +101,7 @@ impl JournalConn {
             spec,
             table,
             client: None,
-            unconfirmed: Vec::new(),
+            staged: Default::default(),
             unreachable_until: None,
         }
     }
@@ -187,30 +164,13 @@ impl JournalConn {
         self.client = None;
     }
 
-    /// Record `id` was written in the open target transaction.
-    pub fn written(&mut self, id: i64) {
-        self.unconfirmed.push(id);
-    }
-
-    /// At start: settle this direction's unconfirmed records against the
-    /// target's resume point (see [`reconcile_unconfirmed`]).
+    /// At start: settle the records an older duplex left unconfirmed
+    /// against the target's resume point (see [`reconcile_unconfirmed`]).
     pub async fn reconcile(&mut self, resume_counter: Option<u64>) -> Result<(), JournalError> {
         let (link, site) = (self.spec.link_id as i32, self.spec.source_site as i32);
         let table = self.table.name;
         let client = self.client().await?;
         reconcile_unconfirmed(client, table, link, site, resume_counter).await?;
-        Ok(())
-    }
-
-    /// The target transaction holding the records written since committed.
-    pub async fn confirm(&mut self) -> Result<(), JournalError> {
-        if self.unconfirmed.is_empty() {
-            return Ok(());
-        }
-        let ids = std::mem::take(&mut self.unconfirmed);
-        let (table, id_column) = (self.table.name, self.table.id_column);
-        let client = self.client().await?;
-        confirm_ids(client, table, id_column, &ids).await?;
         Ok(())
     }
 
@@ -243,17 +203,5 @@ impl JournalConn {
             )
             .await?;
         Ok(())
-    }
-}
-
-/// A record the control database refused twice: the reason, when it refused
-/// the record itself (too large, a constraint a DBA added; a minimal record
-/// is kept instead, so the stream goes on and the loss is on record), or the
-/// error itself when the control database cannot be reached (the direction
-/// stops and retries).
-pub(crate) fn refusal_reason(e: JournalError) -> Result<String, JournalError> {
-    match e {
-        JournalError::Db(c) => Ok(crate::control::db::server_message(&c)),
-        e @ JournalError::Connect { .. } => Err(e),
     }
 }

@@ -3,12 +3,12 @@
 //! `duplex.quarantine` with its reason and source position, and the stream
 //! goes on. Nothing is dropped silently (design invariant 8).
 //!
-//! The record is written before the target transaction that skipped the change
-//! commits, and keyed by (link, source site, position, index in the source
-//! transaction), so a replay after a crash finds it already there.
+//! The record is written in the target transaction that skipped the change,
+//! into the target's outbox, and shipped from there (see `journal::outbox`);
+//! it is keyed by (link, source site, position, index in the source
+//! transaction).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -19,7 +19,8 @@ use crate::canonical::{
 };
 use crate::control::{Sql, P};
 use crate::journal::images::{abridge, image_json, readable, storable_text};
-use crate::journal::protocol::{refusal_reason, JournalConn, JournalSpec, JournalTable};
+use crate::journal::outbox::{Entry, QuarantineEntry};
+use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
@@ -155,11 +156,6 @@ impl Quarantine {
         self.journal.reconcile(resume_counter).await
     }
 
-    /// The target transaction holding the recorded skips committed.
-    pub async fn confirm(&mut self) -> Result<(), JournalError> {
-        self.journal.confirm().await
-    }
-
     /// Changes a DBA asked to retry (`duplex.retry_quarantined`), oldest
     /// first. A record whose change cannot be read back goes back to pending
     /// with a note.
@@ -249,32 +245,21 @@ impl Quarantine {
         self.recorded
     }
 
-    /// Keep `change` with `reason`. Unconfirmed until [`Quarantine::confirm`].
-    pub async fn record(
-        &mut self,
-        change: &RowChange,
-        origin: &ChangeOrigin,
-        key: &str,
-        reason: &str,
-    ) -> Result<(), JournalError> {
-        self.keep(change, origin, key, reason, "pending").await
+    /// Keep `change` with `reason`, staged with the open target transaction.
+    pub fn record(&mut self, change: &RowChange, origin: &ChangeOrigin, key: &str, reason: &str) {
+        self.keep(change, origin, key, reason, "pending")
     }
 
     /// Hold a change of a paused or stopped table (status 'held') until it
-    /// is resumed. Unconfirmed until [`Quarantine::confirm`], like a refused
+    /// is resumed; staged with the open target transaction, like a refused
     /// change.
-    pub async fn hold(
-        &mut self,
-        change: &RowChange,
-        origin: &ChangeOrigin,
-        key: &str,
-    ) -> Result<(), JournalError> {
+    pub fn hold(&mut self, change: &RowChange, origin: &ChangeOrigin, key: &str) {
         let reason = if self.is_stopped(&change.table.table.name) {
             "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
         } else {
             "table paused: held until it is resumed"
         };
-        self.keep(change, origin, key, reason, "held").await
+        self.keep(change, origin, key, reason, "held")
     }
 
     /// The tables stopped in this direction (bare source names).
@@ -295,14 +280,9 @@ impl Quarantine {
 
     /// `u` may have changed `table` without the binlog carrying its rows:
     /// record it (op 'statement', pending, with the advice) and hold the
-    /// table's changes from here on. Unconfirmed until
-    /// [`Quarantine::confirm`], like a refused change.
-    pub async fn stop(
-        &mut self,
-        table: &TableName,
-        origin: ChangeOrigin,
-        u: &Unreplicable,
-    ) -> Result<(), JournalError> {
+    /// table's changes from here on. Staged with the open target
+    /// transaction, like a refused change.
+    pub fn stop(&mut self, table: &TableName, origin: ChangeOrigin, u: &Unreplicable) {
         let statement = storable_text(&u.statement);
         let reason = storable_text(&u.reason);
         let body = readable(json!({
@@ -317,26 +297,20 @@ impl Quarantine {
             "position": u.position.to_string(),
         })
         .to_string();
-        let key = abridge(&statement, 200);
-        let record = Record {
-            table: table.to_string(),
-            op: "statement".into(),
-            key: &key,
-            origin: origin.clone(),
-            body: &body,
-            reason: &reason,
-            exact: Some(&exact),
-            status: "pending",
-        };
-        let mut result = self.insert(&record).await;
-        if result.is_err() {
-            result = self.insert(&record).await;
-        }
-        let (id, inserted) = result?;
-        self.journal.written(id);
-        if inserted {
-            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        }
+        self.journal
+            .staged
+            .stage(Entry::Quarantine(QuarantineEntry {
+                table_name: table.to_string(),
+                op: "statement".into(),
+                row_key: abridge(&statement, 200),
+                source_position: origin.position.to_string(),
+                position_counter: origin.position.counter().to_string(),
+                change_index: origin.index,
+                change: body,
+                reason: reason.to_string(),
+                change_exact: Some(exact),
+                status: "pending".into(),
+            }));
         // A table with no change applied yet still shows in table_status.
         self.stats
             .add_table_counts([(table.to_string(), [0, 0, 0])]);
@@ -345,13 +319,12 @@ impl Quarantine {
         if self.stopped.insert(table.name.clone()) {
             tracing::error!(%table, position = %u.position, reason = %reason, "table stopped");
         }
-        Ok(())
     }
 
-    /// Tables with a pending statement record in this direction. Also the
-    /// unconfirmed ones: between source transactions a record this run
-    /// wrote belongs to a committed transaction (a rolled-back one restarts
-    /// the direction, and reconciliation at start removes its records).
+    /// Tables with a pending statement record in this direction, in the
+    /// control schema (the caller ships the outbox first). Also the
+    /// unconfirmed ones an older duplex wrote: reconciliation at start
+    /// removed those of rolled-back transactions.
     async fn stopped_tables(&mut self) -> Result<HashSet<String>, JournalError> {
         let (link, source, target) = self.ids();
         let client = self.journal.client().await?;
@@ -403,26 +376,16 @@ impl Quarantine {
         Ok(resumed)
     }
 
-    /// A TRUNCATE of paused `tables` (bare names) arrived: the changes held
-    /// before it are moot (their rows are gone with it).
-    pub async fn discard_held(&mut self, tables: &[String]) -> Result<(), JournalError> {
-        let (link, source, target) = self.ids();
-        let client = self.journal.client().await?;
-        client
-            .exec(Sql::new(
-                "discard held changes overtaken by a TRUNCATE",
-                "UPDATE duplex.quarantine SET status = 'discarded', settled_at = now(),
-                        note = 'overtaken by a TRUNCATE of the paused table'
-                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'held'
-                    AND change_exact->'schema'->'table'->>'name' = ANY($4)",
-                "UPDATE duplex.quarantine SET status = 'discarded', settled_at = UTC_TIMESTAMP(6),
-                        note = 'overtaken by a TRUNCATE of the paused table'
-                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'held'
-                    AND JSON_CONTAINS(?, JSON_QUOTE(JSON_UNQUOTE(JSON_EXTRACT(change_exact, '$.schema.table.name'))))",
-                &[P::I32(link), P::I32(source), P::I32(target), P::TextList(tables)],
-            ))
-            .await?;
-        Ok(())
+    /// A TRUNCATE of paused `tables` (bare names) arrived at `origin`: the
+    /// changes held before it are moot (their rows are gone with it).
+    /// Staged with the open target transaction.
+    pub fn discard_held(&mut self, tables: &[String], origin: &ChangeOrigin) {
+        self.journal.staged.discard_held(tables);
+        self.journal.staged.stage(Entry::DiscardHeld {
+            tables: tables.to_vec(),
+            position_counter: origin.position.counter().to_string(),
+            change_index: origin.index,
+        });
     }
 
     /// Tables resumed: their held changes become retries, applied in source
@@ -455,137 +418,53 @@ impl Quarantine {
         )
     }
 
-    async fn keep(
+    fn keep(
         &mut self,
         change: &RowChange,
         origin: &ChangeOrigin,
         key: &str,
         reason: &str,
         status: &str,
-    ) -> Result<(), JournalError> {
+    ) {
         let body = readable(json!({
             "before": change.before.as_ref().map(|r| image_json(&change.table, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table, r)),
             "marker": serde_json::from_str::<serde_json::Value>(&change.marker.to_json()).unwrap_or_default(),
         }))
         .to_string();
-        let exact = exact_json(change, &origin.source);
         let (key, reason) = (storable_text(key), storable_text(reason));
-        let record = Record {
-            table: change.table.table.to_string(),
-            op: change.op.to_string(),
-            key: &key,
-            origin: origin.clone(),
-            body: &body,
-            reason: &reason,
-            exact: Some(&exact),
-            status,
-        };
-        // Twice: a connection lost in between is not the record's fault.
-        let mut result = self.insert(&record).await;
-        if result.is_err() {
-            result = self.insert(&record).await;
-        }
-        let (id, inserted) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // The record itself cannot be stored (a value beyond what the
-                // control database takes in one field or packet, a
-                // constraint a DBA added): keep what identifies the change,
-                // so that the other tables go on and the loss is on record,
-                // never silent. Only if that fails too (the control
-                // database is unreachable) does the direction stop.
-                let why = refusal_reason(e)?;
-                tracing::error!(table = %change.table.table, key = %key, position = %origin.position, error = %why,
-                    "cannot record the change in duplex.quarantine; keeping its key and position only");
-                let body =
-                    json!({ "not_recorded": abridge(&storable_text(&why), 2000) }).to_string();
-                let reason = format!(
-                    "{reason} -- the change itself could not be recorded ({}); only its key and source position are kept: once the cause is fixed, repair the row from the source site (duplex repair --table {}) and discard this record",
-                    abridge(&storable_text(&why), 500),
-                    change.table.table
-                );
-                let minimal = Record {
-                    body: &body,
-                    reason: &reason,
-                    exact: None,
-                    ..record
-                };
-                self.insert(&minimal).await?
-            }
-        };
-        self.journal.written(id);
-        if inserted && status == "pending" {
-            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        }
+        self.journal
+            .staged
+            .stage(Entry::Quarantine(QuarantineEntry {
+                table_name: change.table.table.to_string(),
+                op: change.op.to_string(),
+                row_key: key.to_string(),
+                source_position: origin.position.to_string(),
+                position_counter: origin.position.counter().to_string(),
+                change_index: origin.index,
+                change: body,
+                reason: reason.to_string(),
+                change_exact: Some(exact_json(change, &origin.source)),
+                status: status.into(),
+            }));
         if status == "held" {
             tracing::debug!(table = %change.table.table, key = %key, position = %origin.position, "change held");
         } else {
             self.recorded += 1;
             tracing::warn!(table = %change.table.table, key = %key, reason = %reason, position = %origin.position, "change quarantined");
         }
-        Ok(())
     }
 
-    /// Upsert one record; returns its id and whether it is new.
-    async fn insert(&mut self, r: &Record<'_>) -> Result<(i64, bool), JournalError> {
-        let (link, source, target) = self.ids();
-        let (position, counter) = (
-            r.origin.position.to_string(),
-            r.origin.position.counter().to_string(),
-        );
-        let client = self.journal.client().await?;
-        let result = client
-            .upsert_returning_id(Sql::new(
-                "record a quarantined change",
-                "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
-                                                position_counter, change_index, change, reason, change_exact, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::numeric, $9, $10::text::jsonb, $11, $12::text::jsonb, $13)
-                 ON CONFLICT (link_id, source_site, position_counter, change_index)
-                 DO UPDATE SET reason = EXCLUDED.reason, change = EXCLUDED.change, change_exact = EXCLUDED.change_exact
-                 RETURNING quarantine_id, (xmax = 0) AS inserted",
-                "INSERT INTO duplex.quarantine (link_id, source_site, target_site, table_name, op, row_key, source_position,
-                                                position_counter, change_index, `change`, reason, change_exact, status)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, CAST(? AS DECIMAL(20, 0)), ?, ?, ?, ?, ?)
-                 ON DUPLICATE KEY UPDATE quarantine_id = LAST_INSERT_ID(quarantine_id), reason = VALUES(reason),
-                                         `change` = VALUES(`change`), change_exact = VALUES(change_exact)",
-                &[
-                    P::I32(link),
-                    P::I32(source),
-                    P::I32(target),
-                    P::Text(Some(&r.table)),
-                    P::Text(Some(&r.op)),
-                    P::Text(Some(r.key)),
-                    P::Text(Some(&position)),
-                    P::Text(Some(&counter)),
-                    P::I32(r.origin.index as i32),
-                    P::Text(Some(r.body)),
-                    P::Text(Some(r.reason)),
-                    P::Text(r.exact),
-                    P::Text(Some(r.status)),
-                ],
-            ))
-            .await;
-        if result.is_err() {
-            // Reconnect next time: the connection may be gone.
-            self.journal.drop_client();
-        }
-        Ok(result?)
+    /// The entries staged with the open target transaction, taken to be
+    /// written in it.
+    pub fn take_staged(&mut self) -> Vec<Entry> {
+        self.journal.staged.take()
     }
-}
 
-/// One quarantine record's fields.
-struct Record<'a> {
-    table: String,
-    op: String,
-    key: &'a str,
-    origin: ChangeOrigin,
-    /// The readable change (`change`).
-    body: &'a str,
-    reason: &'a str,
-    /// The exact change (`change_exact`), for a retry.
-    exact: Option<&'a str>,
-    status: &'a str,
+    /// The open target transaction rolled back: so did its records.
+    pub fn drop_staged(&mut self) {
+        self.journal.staged.clear();
+    }
 }
 
 #[cfg(test)]

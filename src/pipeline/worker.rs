@@ -213,12 +213,15 @@ async fn periodic<T: Target>(
                 return Ok(());
             };
             // The control database is off the data path: while it cannot be
-            // reached, the DBA's settlements, retries and resumed tables
-            // (each read from it before anything is written) wait for it,
-            // and the stream goes on.
-            if !a.conflicts.control_reachable().await || !a.quarantine.control_reachable().await {
+            // reached, the records waiting in the target's outbox, the DBA's
+            // settlements, retries and resumed tables (each read from it
+            // before anything is written) wait for it, and the stream goes on.
+            if !a.conflicts.control_reachable().await
+                || !a.quarantine.control_reachable().await
+                || !a.ship_journal(true).await?
+            {
                 tracing::debug!(
-                    "the control database cannot be reached: settlements and retries wait for it"
+                    "the control database cannot be reached: records, settlements and retries wait for it"
                 );
                 return Ok(());
             }

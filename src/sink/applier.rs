@@ -18,6 +18,7 @@ use crate::canonical::{ChangeEvent, ChangeOrigin, Op, RowChange, SourceForm, Sou
 use crate::canonical::{TableName, TableSchema};
 use crate::conflict::{Local, TablePolicy};
 use crate::journal::conflicts::ConflictStore;
+use crate::journal::outbox::Shipper;
 use crate::journal::quarantine::Quarantine;
 use crate::marker::now_micros;
 use crate::sink::plan::{self, StatementPlan};
@@ -87,10 +88,14 @@ pub(crate) const FOLLOWS_REFUSED: &str = "not written: the target refused an ear
 /// One direction's applier on its target.
 pub(crate) struct Applier<T: Target> {
     pub(crate) target: T,
-    spec: ApplierSpec,
+    pub(crate) spec: ApplierSpec,
     group: TxnGroup,
     pub(crate) quarantine: Quarantine,
     pub(crate) conflicts: ConflictStore,
+    /// Ships the records the target's outbox holds (see `outbox.rs`).
+    pub(crate) shipper: Shipper,
+    /// This worker's outbox may hold records not yet shipped.
+    pub(crate) outbox_pending: bool,
     pub(crate) stats: Arc<DirectionStats>,
     /// Incoming changes not yet decided (see `decide_pending`).
     pending: Vec<(RowChange, ChangeOrigin)>,
@@ -107,6 +112,9 @@ impl<T: Target> Applier<T> {
             target,
             quarantine: Quarantine::new(spec.journal.clone(), stats.clone()),
             conflicts: ConflictStore::new(spec.journal.clone(), stats.clone()),
+            shipper: Shipper::new(spec.journal.clone()),
+            // A crash may have left records there.
+            outbox_pending: true,
             spec,
             group: TxnGroup::default(),
             stats,
@@ -125,12 +133,15 @@ impl<T: Target> Applier<T> {
         self.target.resume_position().await
     }
 
-    /// Settle the journal records a previous run left unconfirmed (see
-    /// `Quarantine::reconcile`), and learn which tables are stopped.
+    /// Ship the records the target's outbox still holds (an outage of the
+    /// control database, a crash), settle those an older duplex left
+    /// unconfirmed (see `Quarantine::reconcile`), and learn which tables are
+    /// stopped. Needs the control database.
     pub async fn reconcile_journal(
         &mut self,
         resume_counter: Option<u64>,
     ) -> Result<(), SinkError> {
+        self.ship_outbox(true).await?;
         self.quarantine.reconcile(resume_counter).await?;
         self.quarantine.load_stopped().await?;
         self.conflicts.reconcile(resume_counter).await?;
@@ -199,7 +210,8 @@ impl<T: Target> Applier<T> {
                     .filter(|n| self.held(n))
                     .collect();
                 if !paused.is_empty() {
-                    self.quarantine.discard_held(&paused).await?;
+                    let origin = self.group.next_origin();
+                    self.quarantine.discard_held(&paused, &origin);
                 }
                 if !tables.is_empty() {
                     self.target.truncate(&tables).await?;
@@ -216,7 +228,7 @@ impl<T: Target> Applier<T> {
                 // the transaction; the table's later changes are held.
                 for table in &u.tables {
                     let origin = self.group.next_origin();
-                    self.quarantine.stop(table, origin, &u).await?;
+                    self.quarantine.stop(table, origin, &u);
                 }
                 Ok(None)
             }
@@ -235,10 +247,11 @@ impl<T: Target> Applier<T> {
         if self.held(&change.table.table.name) {
             let mut origin = self.group.next_origin();
             origin.source = source;
-            // Held in the control database, confirmed with this target
-            // transaction like a refused change: exactly once.
+            // Recorded with this target transaction like a refused change:
+            // exactly once.
             let key = describe_key(&change);
-            return Ok(self.quarantine.hold(&change, &origin, &key).await?);
+            self.quarantine.hold(&change, &origin, &key);
+            return Ok(());
         }
         let mut origin = self.group.count_change(&change);
         origin.source = source;
@@ -264,25 +277,13 @@ impl<T: Target> Applier<T> {
             .group
             .last_end
             .map(|end| (end, self.group.last_commit_time_us));
-        self.target.commit(applied).await?;
+        self.commit_target(applied, true).await?;
         tracing::debug!(
             txns = self.group.txns,
             rows = self.group.rows,
             "committed target transaction"
         );
-        self.confirm_journal().await;
         Ok(self.group.committed(&self.stats))
-    }
-
-    /// After a commit: the journal records written with it are confirmed.
-    async fn confirm_journal(&mut self) {
-        if let Err(e) = self.quarantine.confirm().await {
-            // Still unconfirmed records are confirmed at the next start.
-            tracing::warn!(error = %e, "cannot confirm quarantined changes now; they are confirmed at the next start");
-        }
-        if let Err(e) = self.conflicts.confirm().await {
-            tracing::warn!(error = %e, "cannot confirm conflict records now; they are confirmed at the next start");
-        }
     }
 
     /// Does a session on the target wait for a lock the applier holds?
@@ -347,9 +348,9 @@ impl<T: Target> Applier<T> {
             .stale
             .fetch_add(resolved.stale, Ordering::Relaxed);
         for (origin, kind) in std::mem::take(&mut resolved.withdrawn) {
-            self.conflicts.withdraw(origin, kind).await?;
+            self.conflicts.withdraw(origin, kind);
         }
-        self.conflicts.record_all(&resolved.conflicts).await?;
+        self.conflicts.record_all(&resolved.conflicts);
         let mut fallbacks: HashMap<usize, RowChange> = std::mem::take(&mut resolved.fallbacks)
             .into_iter()
             .collect();
@@ -363,9 +364,11 @@ impl<T: Target> Applier<T> {
                 panic!("marker invariant broken: {why}");
             }
             if self.conflicts.has_open() {
-                self.conflicts
-                    .applied(&write.table.table.to_string(), &describe_key(&write))
-                    .await?;
+                self.conflicts.applied(
+                    &write.table.table.to_string(),
+                    &describe_key(&write),
+                    &origin,
+                );
             }
             self.plan_write(&mut plan, write, origin, fallbacks.remove(&i))
                 .await?;
@@ -515,8 +518,7 @@ impl<T: Target> Applier<T> {
             origin.source = SourceForm::Unknown;
         }
         self.quarantine
-            .record(record, &origin, &describe_key(record), reason)
-            .await?;
+            .record(record, &origin, &describe_key(record), reason);
         Ok(())
     }
 

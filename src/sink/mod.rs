@@ -12,6 +12,7 @@ pub(crate) mod applier;
 pub mod error;
 mod group;
 pub mod mysql;
+mod outbox;
 mod own;
 pub mod pg;
 mod plan;

@@ -27,7 +27,7 @@ use crate::mysql::{quote_ident, MysqlEndpoint};
 use crate::sink::error::mysql as db;
 use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::target::{Batch, DescribedTables, Target};
+use crate::sink::target::{Batch, DescribedTables, OutboxScope, Target};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
@@ -120,6 +120,8 @@ pub struct MysqlTarget {
     stats: Arc<DirectionStats>,
     marker_table: String,
     tombstone_table: String,
+    /// duplex's journal outbox here (see `journal::outbox`).
+    journal_table: String,
     /// Per table: whether it may have tombstones on this site.
     tombstones_exist: crate::sink::target::TombstoneTables,
     /// The account may not read InnoDB's lock waits (see `sessions_waiting`).
@@ -166,6 +168,11 @@ impl MysqlTarget {
             quote_ident(spec.endpoint.database()),
             quote_ident(crate::marker::MYSQL_TOMBSTONES_TABLE)
         );
+        let journal_table = format!(
+            "{}.{}",
+            quote_ident(spec.endpoint.database()),
+            quote_ident(crate::marker::MYSQL_JOURNAL_TABLE)
+        );
         let tombstones_exist = spec.tombstone_tables.clone();
         Ok(MysqlTarget {
             spec,
@@ -174,6 +181,7 @@ impl MysqlTarget {
             stats,
             marker_table,
             tombstone_table,
+            journal_table,
             tombstones_exist,
             lock_waits_unreadable: false,
             session_id,
@@ -1036,6 +1044,93 @@ impl Target for MysqlTarget {
 
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
         Ok(self.target_table(table).await?.spans_rows())
+    }
+
+    fn worker(&self) -> u32 {
+        self.spec.worker
+    }
+
+    async fn write_outbox(
+        &mut self,
+        scope: OutboxScope,
+        entries: &[String],
+    ) -> Result<(), SinkError> {
+        // Statements of a few MiB at most (max_allowed_packet is 16 MiB by
+        // default); each entry is at most `outbox::MAX_ENTRY_BYTES`.
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < entries.len() && (end == start || bytes + entries[end].len() < 4 << 20) {
+                bytes += entries[end].len();
+                end += 1;
+            }
+            let chunk = &entries[start..end];
+            let sql = format!(
+                "INSERT INTO {} (link_id, source_site, worker, entry) VALUES {}",
+                self.journal_table,
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * 4);
+            for e in chunk {
+                params.push(scope.link_id.into());
+                params.push(scope.source_site.into());
+                params.push(scope.worker.into());
+                params.push(e.as_str().into());
+            }
+            self.conn.exec_drop(sql, params).await.map_err(db(
+                "write conflict and quarantine records to duplex's journal outbox",
+            ))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn read_outbox(
+        &mut self,
+        scope: OutboxScope,
+        all_workers: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, SinkError> {
+        let sql = format!(
+            "SELECT entry_id, entry FROM {} WHERE link_id = ? AND source_site = ? AND (? OR worker = ?)
+                AND entry_id > ? ORDER BY entry_id LIMIT ?",
+            self.journal_table
+        );
+        self.conn
+            .exec(
+                sql,
+                (
+                    scope.link_id,
+                    scope.source_site,
+                    all_workers,
+                    scope.worker,
+                    after,
+                    u64::try_from(limit).unwrap_or(u64::MAX),
+                ),
+            )
+            .await
+            .map_err(db("read duplex's journal outbox"))
+    }
+
+    async fn remove_outbox(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Numbers duplex wrote itself: inlined.
+        let list = ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.conn
+            .query_drop(format!(
+                "DELETE FROM {} WHERE entry_id IN ({list})",
+                self.journal_table
+            ))
+            .await
+            .map_err(db("remove shipped records from duplex's journal outbox"))
     }
 
     async fn describe_tables(&mut self) {

@@ -41,14 +41,14 @@ impl<T: Target> Applier<T> {
                     // Committed as duplex's own transaction: the reader forwards
                     // only the flagged row.
                     self.write_decided(change).await?;
-                    self.target.commit(None).await?;
+                    self.commit_target(None, true).await?;
                     self.conflicts
                         .finish(p.conflict_id, "resolved", "applied on both sites")
                         .await?;
                     tracing::info!(conflict = p.conflict_id, table = %p.schema.table, "applied a DBA's resolution");
                 }
                 Err(reason) => {
-                    self.target.rollback().await?;
+                    self.rollback_target().await?;
                     let status = if reason.starts_with("superseded") {
                         "superseded"
                     } else {
@@ -117,11 +117,10 @@ impl<T: Target> Applier<T> {
                 // Not a refusal (those are quarantined again): the connection or
                 // the control database failed. The record stays 'retry' and the
                 // direction restarts.
-                let _ = self.target.rollback().await;
+                let _ = self.rollback_target().await;
                 return Err(e);
             }
-            self.target.commit(None).await?;
-            self.quarantine.confirm().await?;
+            self.commit_target(None, false).await?;
             let (status, note) = if self.quarantine.recorded() > recorded {
                 ("pending", "refused again by the target: see reason")
             } else if stale_count(self) > stale {
@@ -162,7 +161,9 @@ impl<T: Target> Applier<T> {
         &mut self,
         mapping: &mut DirectionMapping,
     ) -> Result<(), SinkError> {
-        if !self.idle() {
+        // A stopped table's statement record may still wait in the outbox:
+        // nothing resumes before the control schema has every record.
+        if !self.idle() || !self.ship_journal(true).await? {
             return Ok(());
         }
         let resumed = self.quarantine.resumed().await?;
@@ -192,17 +193,15 @@ impl<T: Target> Applier<T> {
         self.target.foreign_key_checks(false).await?;
         self.take_copied(changes);
         if let Err(e) = self.decide_pending().await {
-            let _ = self.target.rollback().await;
+            let _ = self.rollback_target().await;
             let _ = self.target.foreign_key_checks(true).await;
             return Err(e);
         }
-        self.target.commit(None).await?;
+        self.commit_target(None, true).await?;
         self.stats
             .target_commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.target.foreign_key_checks(true).await?;
-        self.quarantine.confirm().await?;
-        self.conflicts.confirm().await?;
         Ok(())
     }
 }

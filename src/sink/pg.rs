@@ -27,7 +27,7 @@ use crate::pg::{quote_ident, quote_table, PgEndpoint};
 use crate::sink::error::pg as db;
 use crate::sink::plan::WriteRules;
 use crate::sink::resolve::{KeyRef, Resolved};
-use crate::sink::target::{Batch, DescribedTables, Target, Unapplied};
+use crate::sink::target::{Batch, DescribedTables, OutboxScope, Target, Unapplied};
 use crate::sink::{describe_key, identifying_key, same_key, store_values, SinkError};
 use crate::stats::DirectionStats;
 
@@ -1701,6 +1701,69 @@ impl Target for PgTarget {
 
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError> {
         Ok(self.target_table(table).await?.spans_rows)
+    }
+
+    fn worker(&self) -> u32 {
+        self.spec.worker
+    }
+
+    async fn write_outbox(
+        &mut self,
+        scope: OutboxScope,
+        entries: &[String],
+    ) -> Result<(), SinkError> {
+        self.ensure_begun().await?;
+        let (link, source, worker) = (
+            scope.link_id as i32,
+            scope.source_site as i32,
+            scope.worker as i32,
+        );
+        self.client
+            .execute(
+                "INSERT INTO duplex.site_journal (link_id, source_site, worker, entry)
+                 SELECT $1, $2, $3, e FROM unnest($4::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n",
+                &[&link, &source, &worker, &entries],
+            )
+            .await
+            .map_err(db("write conflict and quarantine records to duplex.site_journal"))?;
+        Ok(())
+    }
+
+    async fn read_outbox(
+        &mut self,
+        scope: OutboxScope,
+        all_workers: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, SinkError> {
+        let (link, source, worker) = (
+            scope.link_id as i32,
+            scope.source_site as i32,
+            scope.worker as i32,
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(
+                "SELECT entry_id, entry FROM duplex.site_journal
+                  WHERE link_id = $1 AND source_site = $2 AND ($3 OR worker = $4) AND entry_id > $5
+                  ORDER BY entry_id LIMIT $6",
+                &[&link, &source, &all_workers, &worker, &after, &limit],
+            )
+            .await
+            .map_err(db("read duplex.site_journal"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn remove_outbox(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        self.client
+            .execute(
+                "DELETE FROM duplex.site_journal WHERE entry_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db("remove shipped records from duplex.site_journal"))?;
+        Ok(())
     }
 
     async fn describe_tables(&mut self) {

@@ -164,6 +164,15 @@ impl Batch {
     }
 }
 
+/// Whose entries of a target's journal outbox (see `journal::outbox`): one
+/// direction's, written by one apply worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutboxScope {
+    pub link_id: u32,
+    pub source_site: u32,
+    pub worker: u32,
+}
+
 /// A target engine's steps. Used with static dispatch only (the applier is
 /// generic over it), so the futures' `Send` bounds are those of each engine.
 #[allow(async_fn_in_trait)]
@@ -271,6 +280,29 @@ pub(crate) trait Target {
     /// key, triggers that fire for applied rows, foreign keys checked)?
     /// Apply workers never write such tables side by side.
     async fn spans_rows(&mut self, table: &TableName) -> Result<bool, SinkError>;
+
+    /// Which of the direction's apply workers this target is.
+    fn worker(&self) -> u32;
+    /// Write journal entries (encoded, see `journal::outbox`) into the
+    /// target's outbox, in order, in the open transaction: they commit with it.
+    async fn write_outbox(
+        &mut self,
+        scope: OutboxScope,
+        entries: &[String],
+    ) -> Result<(), SinkError>;
+    /// Up to `limit` of the outbox's entries of `scope`'s direction (of its
+    /// worker only, unless `all_workers`) after entry `after`, oldest first,
+    /// as (id, entry).
+    /// Outside any transaction.
+    async fn read_outbox(
+        &mut self,
+        scope: OutboxScope,
+        all_workers: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, SinkError>;
+    /// Remove shipped entries, outside any transaction.
+    async fn remove_outbox(&mut self, ids: &[i64]) -> Result<(), SinkError>;
 
     /// Describe the link's tables before the stream starts, so that the
     /// first changes of each do not wait for its catalog queries. A table
