@@ -48,7 +48,7 @@ impl<T: Target> Applier<T> {
         self.outbox_pending = true;
         // The records are safe in the target: shipping them now is for the
         // DBA's sake, and a failure only delays them.
-        if let Err(e) = self.ship_journal(false).await {
+        if let Err(e) = self.ship_reachable(false).await {
             tracing::warn!(error = %e, "cannot ship conflict and quarantine records to the control schema now; they wait in the target's outbox");
         }
         Ok(())
@@ -85,6 +85,12 @@ impl<T: Target> Applier<T> {
         if !self.idle() {
             return Ok(false);
         }
+        self.ship_reachable(all_workers).await
+    }
+
+    /// [`Applier::ship_journal`], where no target transaction is open
+    /// (right after a commit, before the group is closed).
+    async fn ship_reachable(&mut self, all_workers: bool) -> Result<bool, SinkError> {
         if !self.outbox_pending && !all_workers {
             return Ok(true);
         }

@@ -182,6 +182,29 @@ impl Db {
         self.query(&sql).await
     }
 
+    /// Conflict and quarantine records waiting in duplex's journal outbox
+    /// on this site (committed with the data they belong to, shipped to
+    /// the control schema right after): 0 once every record is there.
+    pub async fn records_waiting(&mut self) -> i64 {
+        let sql = match self {
+            Db::Pg(_) => {
+                "SELECT CASE WHEN to_regclass('duplex.site_journal') IS NULL THEN 0
+                             ELSE (xpath('/row/n/text()',
+                                         query_to_xml('SELECT count(*) AS n FROM duplex.site_journal', false, true, '')))[1]::text::bigint
+                        END"
+            }
+            Db::My(_) => {
+                "SELECT COUNT(*) FROM information_schema.TABLES
+                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_duplex_journal'"
+            }
+        };
+        let n = self.count(sql).await;
+        if n > 0 && !self.is_pg() {
+            return self.count("SELECT COUNT(*) FROM _duplex_journal").await;
+        }
+        n
+    }
+
     /// Tombstones duplex keeps on this site.
     pub async fn tombstones(&mut self) -> i64 {
         let sql = match self {
@@ -193,8 +216,9 @@ impl Db {
 }
 
 /// Poll until `queries` read the same rows on both sites, all in one round (each
-/// query as `[on PostgreSQL, on MariaDB]`); fail naming `what` and both sides' rows
-/// after a minute.
+/// query as `[on PostgreSQL, on MariaDB]`), and the conflict and quarantine
+/// records of what was applied have reached the control schema; fail naming
+/// `what` and both sides' rows after a minute.
 pub async fn wait_same<R>(a: &mut Db, b: &mut Db, what: &str, queries: &[[&str; 2]])
 where
     R: SiteRow + PartialEq + std::fmt::Debug,
@@ -206,7 +230,7 @@ where
             x.push(a.rows::<R>(pg, my).await);
             y.push(b.rows::<R>(pg, my).await);
         }
-        if x == y {
+        if x == y && a.records_waiting().await == 0 && b.records_waiting().await == 0 {
             return;
         }
         assert!(
