@@ -272,7 +272,7 @@ impl crate::sink::SinkError {
             | K::NoPrimaryKey { .. }
             | K::KeyMismatch { .. } => ErrorClass::SELF_EXPLAINED,
             // Another process holds the origin: it may be ending.
-            K::OriginBusy { .. } => ErrorClass::Transient,
+            K::OriginBusy { .. } | K::Fenced { .. } => ErrorClass::Transient,
             K::Value { .. }
             | K::Journal(_)
             | K::LocalValue { .. }

@@ -1204,6 +1204,7 @@ pub async fn prepare_mysql_site(
              position_text  VARCHAR(64) NULL,
              commit_time_us BIGINT NULL,
              applied_txns   BIGINT UNSIGNED NOT NULL DEFAULT 0,
+             lease_term     BIGINT NOT NULL DEFAULT 0,
              PRIMARY KEY (link_id, source_site, worker)
          ) ENGINE = InnoDB COMMENT = 'duplex: applied source positions; written only by duplex'",
         q(database),
@@ -1229,6 +1230,26 @@ pub async fn prepare_mysql_site(
         ))
         .await
         .map_err(err("add the worker column to duplex's marker table".into()))?;
+    }
+    // The lease term of the `--ha` process that applies here (see
+    // `sink::mysql`, fencing): a marker table made before it has none.
+    let has_term: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = 'lease_term'",
+            (database, crate::marker::MYSQL_MARKER_TABLE),
+        )
+        .await
+        .map_err(err("look for the lease_term column of duplex's marker table".into()))?;
+    if has_term.is_none() {
+        conn.query_drop(format!(
+            "ALTER TABLE {}.{} ADD COLUMN lease_term BIGINT NOT NULL DEFAULT 0",
+            q(database),
+            q(crate::marker::MYSQL_MARKER_TABLE)
+        ))
+        .await
+        .map_err(err(
+            "add the lease_term column to duplex's marker table".into()
+        ))?;
     }
     // Every apply worker's row, before any stream starts (its start
     // position is recorded after this): a worker's tag then only updates

@@ -268,6 +268,86 @@ pub async fn ship(
     spec: &JournalSpec,
     entries: &[Entry],
 ) -> Result<(), JournalError> {
+    let mut rest = entries;
+    while !rest.is_empty() {
+        // A run of conflict records goes in one statement where the control
+        // schema is PostgreSQL (a batch of hot rows can hold hundreds).
+        let run = rest
+            .iter()
+            .take_while(|e| matches!(e, Entry::Conflict(_)))
+            .count();
+        if run > 1 && matches!(client, ControlDb::Pg(_)) {
+            let (conflicts, after) = rest.split_at(run);
+            match write_conflicts_pg(client, spec, conflicts).await {
+                Ok(()) => {
+                    rest = after;
+                    continue;
+                }
+                // One at a time instead: each keeps what it can.
+                Err(JournalError::Db(e)) => {
+                    tracing::warn!(error = %e, "cannot record a batch of conflicts in one statement; recording them one by one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (first, after) = rest.split_at(run.max(1));
+        ship_one_by_one(client, spec, first).await?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// Conflict records in one statement (PostgreSQL control schema).
+async fn write_conflicts_pg(
+    client: &mut ControlDb,
+    spec: &JournalSpec,
+    conflicts: &[Entry],
+) -> Result<(), JournalError> {
+    let records: Vec<&ConflictEntry> = conflicts
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Conflict(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let json = serde_json::to_string(&records).unwrap_or_default();
+    let (link, source, target) = (
+        spec.link_id as i32,
+        spec.source_site as i32,
+        spec.target_site as i32,
+    );
+    client
+        .exec(Sql::new(
+            "record conflicts",
+            "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
+                                           local_version, incoming_version, source_position, position_counter,
+                                           change_index, status, incoming_change, confirmed)
+             SELECT $1, $2, $3, r.table_name, r.row_key, r.kind, r.policy, r.outcome, r.local_version::jsonb,
+                    r.incoming_version::jsonb, r.source_position, r.position_counter::numeric, r.change_index, r.status,
+                    r.incoming_change::jsonb, true
+               FROM jsonb_to_recordset($4::text::jsonb) AS r(table_name text, row_key text, kind text, policy text,
+                    outcome text, local_version text, incoming_version text, source_position text,
+                    position_counter text, change_index integer, status text, incoming_change text)
+             ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
+             DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
+                           incoming_version = EXCLUDED.incoming_version, incoming_change = EXCLUDED.incoming_change,
+                           status = CASE WHEN duplex.conflicts.status IN ('open', 'settled')
+                                         THEN EXCLUDED.status ELSE duplex.conflicts.status END,
+                           confirmed = true",
+            // Not used: a MySQL control schema takes them one by one.
+            "",
+            &[P::I32(link), P::I32(source), P::I32(target), P::Text(Some(&json))],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// `entries` one statement each; a refused one in its minimal form.
+async fn ship_one_by_one(
+    client: &mut ControlDb,
+    spec: &JournalSpec,
+    entries: &[Entry],
+) -> Result<(), JournalError> {
     for entry in entries {
         match write(client, spec, entry).await {
             Ok(()) => {}

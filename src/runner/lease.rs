@@ -121,6 +121,11 @@ impl Leases {
         lock(&self.stoppers).remove(&link_id);
     }
 
+    /// The term under which this process holds `link_id`'s lease.
+    pub(super) fn term(&self, link_id: u32) -> Option<i64> {
+        lock(&self.held).get(&link_id).map(|h| h.term)
+    }
+
     pub(super) fn holds(&self, link_id: u32) -> bool {
         lock(&self.held).contains_key(&link_id)
     }

@@ -37,9 +37,17 @@ pub(super) async fn start_link(
     tuning: &PipelineTuning,
     control: &ControlEndpoint,
     registry: &Registry,
+    lease_term: Option<i64>,
 ) -> Result<LinkRun, crate::Error> {
     let lc = &resolved.effective;
-    let specs = prepare_link(resolved, tuning, control).await?;
+    let mut specs = prepare_link(resolved, tuning, control).await?;
+    // `--ha`: a MySQL target fences by the lease's term (a PostgreSQL one
+    // by its replication origin, which one session at a time may hold).
+    for spec in &mut specs {
+        if let crate::sink::TargetSpec::Mysql(t) = &mut spec.sink.target {
+            t.lease_term = lease_term;
+        }
+    }
     let sources: Vec<u32> = specs.iter().map(|s| s.source.site_id()).collect();
     registry.keep_only(lc.link.link_id, &sources);
     let (stop, stop_rx) = watch::channel(false);

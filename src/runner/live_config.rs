@@ -104,7 +104,15 @@ impl LinkSet {
                     Ok(r) => r,
                     Err(e) => return Err((Some(lc), e)),
                 };
-                match start_link(&resolved, &links.tuning, &control_ep, &registry).await {
+                match start_link(
+                    &resolved,
+                    &links.tuning,
+                    &control_ep,
+                    &registry,
+                    links.lease_term(id),
+                )
+                .await
+                {
                     Ok(run) => Ok(Some((lc, resolved, Some(run)))),
                     Err(e) => Err((Some(lc), e)),
                 }
@@ -170,6 +178,11 @@ impl LinkSet {
         for (_, run) in std::mem::take(&mut self.running) {
             run.stop().await;
         }
+    }
+
+    /// With `--ha`, the term of this process's lease of link `id`.
+    fn lease_term(&self, id: u32) -> Option<i64> {
+        self.leases.as_ref().and_then(|l| l.term(id))
     }
 
     /// Whether this process may run link `id`: always, or with `--ha`
@@ -514,7 +527,15 @@ impl LinkSet {
         if let Some(run) = self.running.remove(&id) {
             run.stop().await;
         }
-        match start_link(&resolved, &self.tuning, &self.control, &self.registry).await {
+        match start_link(
+            &resolved,
+            &self.tuning,
+            &self.control,
+            &self.registry,
+            self.lease_term(id),
+        )
+        .await
+        {
             Ok(run) => {
                 tracing::info!("configuration applied; the link runs");
                 self.keep_running(id, run).await;
@@ -527,7 +548,15 @@ impl LinkSet {
                 match previous.filter(|p| p.effective != resolved.effective) {
                     Some(prev) => {
                         tracing::warn!(error = %why, "configuration change could not be applied; restoring the configuration in force");
-                        match start_link(&prev, &self.tuning, &self.control, &self.registry).await {
+                        match start_link(
+                            &prev,
+                            &self.tuning,
+                            &self.control,
+                            &self.registry,
+                            self.lease_term(id),
+                        )
+                        .await
+                        {
                             Ok(run) => {
                                 self.keep_running(id, run).await;
                                 write_config_rejection(client, id, "rejected", &why).await;

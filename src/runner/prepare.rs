@@ -574,6 +574,7 @@ pub(super) async fn prepare_link(
                 worker: 0,
                 lock_waits: Default::default(),
                 tombstone_tables: Default::default(),
+                lease_term: None,
                 described: Default::default(),
             }),
         };

@@ -96,6 +96,8 @@ pub(crate) struct Applier<T: Target> {
     pub(crate) shipper: Shipper,
     /// This worker's outbox may hold records not yet shipped.
     pub(crate) outbox_pending: bool,
+    /// The records written in the open target transaction's outbox.
+    pub(crate) written: Vec<crate::journal::outbox::Entry>,
     pub(crate) stats: Arc<DirectionStats>,
     /// Incoming changes not yet decided (see `decide_pending`).
     pending: Vec<(RowChange, ChangeOrigin)>,
@@ -115,6 +117,7 @@ impl<T: Target> Applier<T> {
             shipper: Shipper::new(spec.journal.clone()),
             // A crash may have left records there.
             outbox_pending: true,
+            written: Vec::new(),
             spec,
             group: TxnGroup::default(),
             stats,
@@ -374,7 +377,11 @@ impl<T: Target> Applier<T> {
                 .await?;
         }
         self.execute_plan(plan).await?;
-        self.target.store_tombstones(&resolved).await
+        self.target.store_tombstones(&resolved).await?;
+        if complete && !own {
+            self.write_staged().await?;
+        }
+        Ok(())
     }
 
     /// Plan `write` into `plan`'s statements, as far as the target allows

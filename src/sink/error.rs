@@ -68,6 +68,10 @@ pub enum SinkError {
     /// An apply worker ended without saying why (it panicked).
     #[error("apply worker {worker} ended unexpectedly")]
     WorkerGone { worker: usize },
+    /// `duplex run --ha`: another process took the link's lease over, under
+    /// a later term, and fenced this one out of the target.
+    #[error("the target's marker rows carry a later lease term than this process's ({term}): another duplex process took this link over (see duplex.lease_overview); this one stops applying it")]
+    Fenced { term: i64 },
     #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
     OriginBusy {
         origin: String,

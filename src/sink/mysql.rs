@@ -54,6 +54,12 @@ pub struct MysqlTargetSpec {
     pub lock_waits: LockWaits,
     /// What the direction's workers know of the tables' tombstones.
     pub tombstone_tables: crate::sink::target::TombstoneTables,
+    /// With `duplex run --ha`: the term of the lease under which this
+    /// process applies the link. Every applied transaction checks it against
+    /// the marker rows' (fencing): a process that lost its lease while
+    /// paused (SIGSTOP, a long GC-like stall, a network partition) cannot
+    /// commit after its successor has started.
+    pub lease_term: Option<i64>,
     /// The tables as the direction's workers described them (made anew for
     /// each run of the direction).
     pub(crate) described: DescribedTables<TargetTable>,
@@ -174,7 +180,7 @@ impl MysqlTarget {
             quote_ident(crate::marker::MYSQL_JOURNAL_TABLE)
         );
         let tombstones_exist = spec.tombstone_tables.clone();
-        Ok(MysqlTarget {
+        let mut target = MysqlTarget {
             spec,
             conn,
             max_batch_rows,
@@ -185,24 +191,81 @@ impl MysqlTarget {
             tombstones_exist,
             lock_waits_unreadable: false,
             session_id,
-        })
+        };
+        target.fence().await?;
+        Ok(target)
     }
 
     /// Begin a target transaction whose first statement tags it as duplex's
     /// in the binlog (the marker table), so the reader drops it as an echo.
     async fn begin_tagged(&mut self) -> Result<(), SinkError> {
         // One round trip for both statements (their values are numbers
-        // duplex owns, written into the text).
+        // duplex owns, written into the text). Under a lease, the marker
+        // row (locked by this statement until the commit) must not carry a
+        // later term: then a successor fenced this process out, and the
+        // division by zero (refused in the applier's strict sql_mode, and
+        // evaluated only on that branch) stops the transaction.
+        let term = match self.spec.lease_term {
+            Some(t) => format!(", lease_term = IF(lease_term > {t}, lease_term DIV 0, {t})"),
+            None => String::new(),
+        };
         let sql = format!(
             "START TRANSACTION;
-             INSERT INTO {} (link_id, source_site, worker, position, applied_txns) VALUES ({}, {}, {}, 0, 1)
-             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1",
-            self.marker_table, self.spec.link_id, self.spec.source_site, self.spec.worker
+             INSERT INTO {} (link_id, source_site, worker, position, applied_txns, lease_term) VALUES ({}, {}, {}, 0, 1, {})
+             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1{term}",
+            self.marker_table,
+            self.spec.link_id,
+            self.spec.source_site,
+            self.spec.worker,
+            self.spec.lease_term.unwrap_or(0)
         );
+        match self.conn.query_drop(sql).await {
+            Err(mysql_async::Error::Server(e))
+                if e.code == 1365 && self.spec.lease_term.is_some() =>
+            {
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(SinkError::Fenced {
+                    term: self.spec.lease_term.unwrap_or(0),
+                })
+            }
+            r => r.map_err(db("begin a target transaction tagged in the marker table")),
+        }
+    }
+
+    /// Under a lease: write this process's term into the direction's marker
+    /// rows before anything is read from them (the resume position), so
+    /// that a transaction a previous holder still has open commits first
+    /// (this waits for its lock) and no later one can (see `begin_tagged`).
+    async fn fence(&mut self) -> Result<(), SinkError> {
+        let Some(term) = self.spec.lease_term else {
+            return Ok(());
+        };
         self.conn
-            .query_drop(sql)
+            .exec_drop(
+                format!(
+                    "UPDATE {} SET lease_term = ? WHERE link_id = ? AND source_site = ? AND lease_term <= ?",
+                    self.marker_table
+                ),
+                (term, self.spec.link_id, self.spec.source_site, term),
+            )
             .await
-            .map_err(db("begin a target transaction tagged in the marker table"))
+            .map_err(db("write the lease term into the marker table"))?;
+        let later: Option<i64> = self
+            .conn
+            .exec_first(
+                format!(
+                    "SELECT MAX(lease_term) FROM {} WHERE link_id = ? AND source_site = ? AND lease_term > ?",
+                    self.marker_table
+                ),
+                (self.spec.link_id, self.spec.source_site, term),
+            )
+            .await
+            .map_err(db("read the marker table's lease term"))?
+            .flatten();
+        match later {
+            Some(_) => Err(SinkError::Fenced { term }),
+            None => Ok(()),
+        }
     }
 
     /// Each apply worker keeps its own row, and workers commit in source

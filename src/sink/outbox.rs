@@ -22,6 +22,24 @@ impl<T: Target> Applier<T> {
         }
     }
 
+    /// Write the journal records staged so far into the open target
+    /// transaction's outbox. Called once a source transaction's changes are
+    /// all decided (a later batch of the same source transaction may still
+    /// withdraw a staged record), so that the commit does not write them
+    /// all at once while the transaction holds its row locks.
+    pub(crate) async fn write_staged(&mut self) -> Result<(), SinkError> {
+        let mut entries = self.quarantine.take_staged();
+        entries.extend(self.conflicts.take_staged());
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<String> = entries.iter().map(encode).collect();
+        let scope = self.outbox_scope();
+        self.target.write_outbox(scope, &encoded).await?;
+        self.written.extend(entries);
+        Ok(())
+    }
+
     /// Commit the open target transaction, with `applied` (see
     /// `Target::commit`) and the journal records staged since it began;
     /// then ship them. `count`: the records are new (a retry refused again
@@ -31,14 +49,9 @@ impl<T: Target> Applier<T> {
         applied: Option<(SourcePosition, i64)>,
         count: bool,
     ) -> Result<(), SinkError> {
-        let mut entries = self.quarantine.take_staged();
-        entries.extend(self.conflicts.take_staged());
-        if !entries.is_empty() {
-            let encoded: Vec<String> = entries.iter().map(encode).collect();
-            let scope = self.outbox_scope();
-            self.target.write_outbox(scope, &encoded).await?;
-        }
+        self.write_staged().await?;
         self.target.commit(applied).await?;
+        let entries = std::mem::take(&mut self.written);
         if entries.is_empty() {
             return Ok(());
         }
@@ -58,6 +71,7 @@ impl<T: Target> Applier<T> {
     pub(crate) async fn rollback_target(&mut self) -> Result<(), SinkError> {
         self.quarantine.drop_staged();
         self.conflicts.drop_staged();
+        self.written.clear();
         self.target.rollback().await
     }
 

@@ -335,3 +335,123 @@ async fn a_holder_that_cannot_renew_stops_its_links_within_the_lease() {
     })
     .await;
 }
+
+/// A holder paused (SIGSTOP) past its lease on a MariaDB pair: the other
+/// process takes the link over under a later term and fences the targets
+/// with it (their marker rows carry the term, and a transaction under an
+/// earlier one is refused). The paused one, resumed, stops applying; every
+/// row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
+    use crate::support::site::{Engines, Sites};
+    let sites = Sites::start(
+        Engines::MariaDbMariaDb,
+        "",
+        "CREATE TABLE item (id BIGINT PRIMARY KEY, note TEXT);",
+        &["item"],
+    )
+    .await;
+    let control = connect(&sites.control_url).await;
+    let first = Process::start(&sites.control_url, "duplex-fence-1.log");
+    wait_for("the first process holds the link", T, || async {
+        holders(&control).await.first().map(|h| h.1) == Some(first.pid())
+    })
+    .await;
+    let second = Process::start(&sites.control_url, "duplex-fence-2.log");
+    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
+    wait_for("both directions streaming", T, || async {
+        query_i64(&control, streaming).await == 2
+    })
+    .await;
+    let term = holders(&control).await[0].2;
+    let marker_terms = |term: i64| {
+        let sites = &sites;
+        async move {
+            let (mut a, mut b) = sites.connect().await;
+            let sql = format!(
+                "SELECT COUNT(*) FROM _duplex_applied WHERE link_id = 1 AND lease_term <> {term}"
+            );
+            a.count(&sql).await == 0 && b.count(&sql).await == 0
+        }
+    };
+    wait_for("the targets fenced with the first term", T, || {
+        marker_terms(term)
+    })
+    .await;
+
+    // Writes on both sites throughout.
+    let (mut a, mut b) = sites.connect().await;
+    let mut next = 0i64;
+    let mut write = async |a: &mut crate::support::site::Db, b: &mut crate::support::site::Db| {
+        next += 1;
+        a.exec(&format!("INSERT INTO item VALUES ({}, 'a')", next))
+            .await;
+        b.exec(&format!(
+            "INSERT INTO item VALUES ({}, 'b')",
+            1_000_000 + next
+        ))
+        .await;
+    };
+    for _ in 0..20 {
+        write(&mut a, &mut b).await;
+    }
+    let signal = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", first.pid());
+    let paused_at = Instant::now();
+    while holders(&control).await.first().map(|h| h.1) != Some(second.pid()) {
+        write(&mut a, &mut b).await;
+        assert!(paused_at.elapsed() < T, "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_term = holders(&control).await[0].2;
+    assert!(new_term > term, "taken over under a later term");
+    for _ in 0..20 {
+        write(&mut a, &mut b).await;
+    }
+    wait_for("the targets fenced with the new term", T, || {
+        marker_terms(new_term)
+    })
+    .await;
+
+    // Resumed, the paused holder finds its lease gone (or its term fenced
+    // out) and stops applying; the marker rows keep the new term.
+    signal("-CONT", first.pid());
+    for _ in 0..40 {
+        write(&mut a, &mut b).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::env::temp_dir().join("duplex-fence-1.log");
+    wait_for("the resumed process stops applying the link", T, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("lease") && text.contains("lost")
+            || text.contains("another duplex process took this link over")
+    })
+    .await;
+    let rows = 2 * next;
+    wait_for("every row on both sites", T, || async {
+        let (mut a, mut b) = sites.connect().await;
+        a.count("SELECT COUNT(*) FROM item").await == rows
+            && b.count("SELECT COUNT(*) FROM item").await == rows
+    })
+    .await;
+    assert!(marker_terms(new_term).await, "the new term stays");
+    assert_eq!(
+        texts(
+            &control,
+            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
+        )
+        .await,
+        vec!["0".to_string(), "0".to_string()]
+    );
+    drop(first);
+    drop(second);
+    let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
+    assert!(ok, "duplex check after the takeover: {out}");
+}

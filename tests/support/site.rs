@@ -186,23 +186,20 @@ impl Db {
     /// on this site (committed with the data they belong to, shipped to
     /// the control schema right after): 0 once every record is there.
     pub async fn records_waiting(&mut self) -> i64 {
-        let sql = match self {
-            Db::Pg(_) => {
-                "SELECT CASE WHEN to_regclass('duplex.site_journal') IS NULL THEN 0
-                             ELSE (xpath('/row/n/text()',
-                                         query_to_xml('SELECT count(*) AS n FROM duplex.site_journal', false, true, '')))[1]::text::bigint
-                        END"
-            }
-            Db::My(_) => {
-                "SELECT COUNT(*) FROM information_schema.TABLES
-                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_duplex_journal'"
-            }
-        };
-        let n = self.count(sql).await;
-        if n > 0 && !self.is_pg() {
-            return self.count("SELECT COUNT(*) FROM _duplex_journal").await;
+        // 0 where the outbox does not exist (yet).
+        match self {
+            Db::Pg(c) => c
+                .query_one("SELECT count(*) FROM duplex.site_journal", &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0),
+            Db::My(c) => c
+                .query_first::<i64, _>("SELECT COUNT(*) FROM _duplex_journal")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0),
         }
-        n
     }
 
     /// Tombstones duplex keeps on this site.
