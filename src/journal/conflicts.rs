@@ -158,7 +158,9 @@ impl ConflictStore {
             self.parked()
                 .insert((schema.table.to_string(), key.to_string()));
         }
-        tracing::info!(table = %schema.table, key = %key, kind = conflict.kind.as_str(),
+        // At debug: a busy two-way workload meets thousands a second, each
+        // in duplex.conflicts and the metrics.
+        tracing::debug!(table = %schema.table, key = %key, kind = conflict.kind.as_str(),
             outcome = conflict.outcome.as_str(), policy = conflict.policy, "conflict");
     }
 

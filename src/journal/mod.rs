@@ -27,6 +27,11 @@ pub enum JournalError {
     },
     #[error("cannot record in the control schema's journal: {0}")]
     Db(Box<crate::control::ControlError>),
+    #[error("the control database did not answer within {after:?} to {what}")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl From<crate::control::ControlError> for JournalError {

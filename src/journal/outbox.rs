@@ -246,6 +246,12 @@ impl Shipper {
         self.journal.reachable().await
     }
 
+    /// The control database did not answer: drop the connection, and do
+    /// not try again for a while.
+    pub fn unreachable(&mut self) {
+        self.journal.mark_unreachable();
+    }
+
     /// Write `entries` to the control schema, in order (see [`ship`]).
     pub async fn ship(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
         let spec = self.journal.spec.clone();

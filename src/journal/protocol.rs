@@ -159,6 +159,13 @@ impl JournalConn {
         ok
     }
 
+    /// The control database did not answer: drop the connection and let
+    /// the next probe wait its backoff.
+    pub fn mark_unreachable(&mut self) {
+        self.drop_client();
+        self.unreachable_until = Some(std::time::Instant::now() + PROBE_BACKOFF);
+    }
+
     /// Drop the connection (after an error it may be unusable).
     pub fn drop_client(&mut self) {
         self.client = None;

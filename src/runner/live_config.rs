@@ -285,8 +285,32 @@ impl LinkSet {
             if leases.holds(id) {
                 continue;
             }
-            if let Err(e) = leases.try_acquire(client, id).await {
-                tracing::warn!(link = id, error = %error_chain(&e), "cannot take the link's lease");
+            match leases.try_acquire(client, id).await {
+                Ok(true) => self.carry_on_counters(client, id).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(link = id, error = %error_chain(&e), "cannot take the link's lease")
+                }
+            }
+        }
+    }
+
+    /// A link taken over from another process: its counters carry on from
+    /// what that process last wrote (the ones read at this process's start
+    /// are older, and the status would go backwards).
+    async fn carry_on_counters(&self, client: &mut ControlDb, id: u32) {
+        match crate::control::load_status_totals(client).await {
+            Ok(totals) => {
+                let mut earlier = self
+                    .registry
+                    .totals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                earlier.retain(|(link, _), _| *link != id);
+                earlier.extend(totals.into_iter().filter(|((link, _), _)| *link == id));
+            }
+            Err(e) => {
+                tracing::warn!(link = id, error = %error_chain(&e), "cannot read the link's counters; they carry on from this process's start")
             }
         }
     }

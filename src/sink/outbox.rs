@@ -7,11 +7,14 @@ use std::sync::atomic::Ordering;
 
 use crate::canonical::SourcePosition;
 use crate::journal::outbox::{decode, encode, Entry};
+use crate::journal::JournalError;
 use crate::sink::target::{OutboxScope, Target};
 use crate::sink::{Applier, SinkError};
 
 /// Most entries read from the outbox and shipped at a time.
 const SHIP_BATCH: usize = 500;
+/// Longest a batch's shipping may take.
+const SHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<T: Target> Applier<T> {
     fn outbox_scope(&self) -> OutboxScope {
@@ -111,8 +114,15 @@ impl<T: Target> Applier<T> {
         if !self.shipper.reachable().await {
             return Ok(false);
         }
-        self.ship_outbox(all_workers).await?;
-        Ok(true)
+        match self.ship_outbox(all_workers).await {
+            Ok(()) => Ok(true),
+            // The control database went away meanwhile: the records wait.
+            Err(SinkError::Journal(e)) => {
+                tracing::warn!(error = %e, "cannot ship conflict and quarantine records now; they wait in the target's outbox");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Ship the outbox (see [`Applier::ship_journal`]); an unreachable
@@ -147,7 +157,19 @@ impl<T: Target> Applier<T> {
                     }
                 }
             }
-            self.shipper.ship(&entries).await?;
+            // Bounded: a control database that stops answering (a frozen
+            // connection) must not hold the direction, which has to stop
+            // at once when told (a lost lease).
+            match tokio::time::timeout(SHIP_TIMEOUT, self.shipper.ship(&entries)).await {
+                Ok(shipped) => shipped?,
+                Err(_) => {
+                    self.shipper.unreachable();
+                    return Err(SinkError::Journal(JournalError::Timeout {
+                        what: "ship conflict and quarantine records",
+                        after: SHIP_TIMEOUT,
+                    }));
+                }
+            }
             self.target.remove_outbox(&shipped).await?;
         }
     }
