@@ -272,7 +272,9 @@ impl crate::sink::SinkError {
             | K::NoPrimaryKey { .. }
             | K::KeyMismatch { .. } => ErrorClass::SELF_EXPLAINED,
             // Another process holds the origin: it may be ending.
-            K::OriginBusy { .. } | K::Fenced { .. } => ErrorClass::Transient,
+            K::OriginBusy { .. } | K::Fenced { .. } | K::SessionBusy { .. } => {
+                ErrorClass::Transient
+            }
             K::Value { .. }
             | K::Journal(_)
             | K::LocalValue { .. }

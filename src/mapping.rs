@@ -410,7 +410,15 @@ impl DirectionMapping {
             table: schema,
             marker,
         };
-        Some((mapped, Some(Arc::new(change))))
+        // The source form may be written on the target (a quarantine
+        // record, in the target's outbox): never with the columns the
+        // configuration keeps on their site.
+        let source = if m.drop.is_empty() {
+            change
+        } else {
+            without_columns(change, &m.drop)
+        };
+        Some((mapped, Some(Arc::new(source))))
     }
 
     /// A change quarantined by a duplex that kept only its mapped form (the
@@ -673,6 +681,41 @@ pub fn check_mapping_types(
     Ok(())
 }
 
+/// `change` without the (non-key) columns named in `drop`.
+fn without_columns(change: RowChange, drop: &HashSet<String>) -> RowChange {
+    let schema = &change.table;
+    let keep: Vec<usize> = (0..schema.columns.len())
+        .filter(|&i| schema.key.contains(&i) || !drop.contains(&schema.columns[i].name))
+        .collect();
+    if keep.len() == schema.columns.len() {
+        return change;
+    }
+    let table = Arc::new(TableSchema {
+        table: schema.table.clone(),
+        columns: keep.iter().map(|&i| schema.columns[i].clone()).collect(),
+        key: schema
+            .key
+            .iter()
+            .filter_map(|k| keep.iter().position(|&i| i == *k))
+            .collect(),
+    });
+    let pick = |row: &Row| {
+        Row(keep
+            .iter()
+            .map(|&i| row.0.get(i).cloned().flatten())
+            .collect())
+    };
+    let mut marker = change.marker.clone();
+    marker.cols.retain(|c, _| !drop.contains(c));
+    RowChange {
+        op: change.op,
+        before: change.before.as_ref().map(pick),
+        after: change.after.as_ref().map(pick),
+        table,
+        marker,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,7 +882,8 @@ mod tests {
     }
 
     #[test]
-    fn the_source_form_is_kept_only_when_the_mapping_changes_the_change() {
+    fn the_source_form_is_kept_only_when_the_mapping_changes_the_change_and_never_with_site_only_columns(
+    ) {
         let rows = [ColumnMapping {
             synced: false,
             ..mapping(1, "secret")
@@ -860,8 +904,14 @@ mod tests {
         let (mapped, source) = d.map_keeping_source(change("people")).unwrap();
         assert_eq!(mapped.table.columns.len(), 3);
         let source = source.expect("mapped: the source form is kept");
-        assert_eq!(source.table.columns.len(), 4);
-        assert_eq!(source.after.as_ref().unwrap().0[2], text("pw"));
+        // Without the column kept on its site: the source form may be
+        // written on the target (a quarantine record in its outbox).
+        assert_eq!(source.table.columns.len(), 3);
+        assert!(
+            !source.after.as_ref().unwrap().0.contains(&text("pw")),
+            "the site-only value stays on its site: {source:?}"
+        );
+        assert!(source.table.columns.iter().all(|c| c.name != "secret"));
         let (_, source) = d.map_keeping_source(change("other")).unwrap();
         assert!(
             source.is_none(),

@@ -1241,15 +1241,19 @@ pub async fn prepare_mysql_site(
         .await
         .map_err(err("look for the lease_term column of duplex's marker table".into()))?;
     if has_term.is_none() {
-        conn.query_drop(format!(
-            "ALTER TABLE {}.{} ADD COLUMN lease_term BIGINT NOT NULL DEFAULT 0",
-            q(database),
-            q(crate::marker::MYSQL_MARKER_TABLE)
-        ))
-        .await
-        .map_err(err(
-            "add the lease_term column to duplex's marker table".into()
-        ))?;
+        // Needed by `duplex run --ha` only: without ALTER (revoked once
+        // setup was done, as sql/roles/mysql-site.sql allows), the rest
+        // works, and --ha's fencing names the missing column.
+        if let Err(e) = conn
+            .query_drop(format!(
+                "ALTER TABLE {}.{} ADD COLUMN lease_term BIGINT NOT NULL DEFAULT 0",
+                q(database),
+                q(crate::marker::MYSQL_MARKER_TABLE)
+            ))
+            .await
+        {
+            tracing::warn!(site = site_name, error = %e, "cannot add the lease_term column to duplex's marker table (it needs ALTER on it, once): duplex run --ha cannot fence this site until it exists");
+        }
     }
     // Every apply worker's row, before any stream starts (its start
     // position is recorded after this): a worker's tag then only updates
@@ -1257,9 +1261,30 @@ pub async fn prepare_mysql_site(
     // on the gap before the next worker's row, which that worker's tag (a
     // duplicate-key check, gap included even in READ COMMITTED) holds until
     // it commits: with several workers, a wait between them.
+    // Only the missing ones, found by a plain read: inserting over an
+    // existing row waits for its lock, which a transaction of an earlier
+    // holder of the link (paused, its host cut off: `duplex run --ha`)
+    // may keep until it is ended (see `sink::mysql`'s worker lock).
+    let existing: Vec<u32> = conn
+        .exec(
+            format!(
+                "SELECT worker FROM {}.{} WHERE link_id = ? AND source_site = ?",
+                q(database),
+                q(crate::marker::MYSQL_MARKER_TABLE)
+            ),
+            (link.link_id, peer_site),
+        )
+        .await
+        .map_err(err(
+            "read the apply workers' rows of duplex's marker table".into()
+        ))?;
     let rows: Vec<String> = (0..crate::sink::MAX_APPLY_WORKERS)
+        .filter(|w| !existing.contains(w))
         .map(|w| format!("({}, {peer_site}, {w}, 0, 0)", link.link_id))
         .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     conn.query_drop(format!(
         "INSERT IGNORE INTO {}.{} (link_id, source_site, worker, position, applied_txns) VALUES {}",
         q(database),

@@ -13,7 +13,7 @@
 --     binlog as a replica and its position.
 --   * SELECT, INSERT, UPDATE, DELETE on the synced database.
 --   * CREATE and ALTER on it: duplex creates its own tables there
---     (_duplex_applied, _duplex_tombstones) and adds its two invisible columns
+--     (_duplex_applied, _duplex_tombstones, _duplex_journal) and adds its two invisible columns
 --     to each synced table the first time. Once they exist, ALTER can be
 --     revoked; duplex checks before it alters.
 

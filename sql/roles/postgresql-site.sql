@@ -12,7 +12,8 @@
 -- What duplex gets:
 --   * LOGIN REPLICATION: logical replication slots and the streaming protocol.
 --   * SELECT, INSERT, UPDATE, DELETE, TRUNCATE on the synced tables only.
---   * Its own schema "duplex" (tombstones of rows it deleted).
+--   * Its own schema "duplex" (tombstones of rows it deleted, and conflict and
+--     quarantine records until they are shipped to the control schema).
 --   * EXECUTE on the replication-origin functions (loop prevention and its
 --     applied position), which PostgreSQL grants to no one by default.
 -- What it does not get: ownership of your tables. This script does, as their

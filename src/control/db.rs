@@ -424,6 +424,26 @@ fn pg_params(params: &[P<'_>]) -> Vec<PgParam> {
 
 /// The server's own message for a control-database error (a procedure's
 /// refusal, a constraint), else the whole error.
+/// Did the control database refuse this value or row itself (a data or
+/// constraint error, a packet too large), rather than fail for a while (a
+/// deadlock, a lock timeout, a lost connection)? Only such a refusal makes a
+/// journal record fall back to what identifies it.
+pub fn refused_the_data(e: &ControlError) -> bool {
+    match e {
+        ControlError::Db { source, .. } => source
+            .as_db_error()
+            .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23" | "54")),
+        ControlError::Mysql {
+            source: mysql_async::Error::Server(s),
+            ..
+        } => matches!(
+            s.code,
+            1048 | 1062 | 1153 | 1264 | 1265 | 1292 | 1366 | 1406 | 3140 | 3819 | 4025 | 4038
+        ),
+        _ => false,
+    }
+}
+
 pub fn server_message(e: &ControlError) -> String {
     match e {
         ControlError::Db { source, .. } => source

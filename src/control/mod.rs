@@ -127,6 +127,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "HA: link leases with fencing terms, live processes; failover slots",
         include_str!("../../sql/postgresql/0022_ha_leases.sql"),
     ),
+    (
+        23,
+        "status: a direction nobody reports on shows as unknown",
+        include_str!("../../sql/postgresql/0023_stale_status.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -198,6 +203,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         22,
         "HA: link leases with fencing terms, live processes; failover slots",
         include_str!("../../sql/mysql/0022_ha_leases.sql"),
+    ),
+    (
+        23,
+        "status: a direction nobody reports on shows as unknown",
+        include_str!("../../sql/mysql/0023_stale_status.sql"),
     ),
 ];
 

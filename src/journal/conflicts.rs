@@ -280,16 +280,21 @@ impl ConflictStore {
     }
 
     /// A version was applied to `table`/`key` without a conflict, by the
-    /// change at `origin`: parked conflicts of that row are moot (staged
-    /// with the target transaction).
-    pub fn applied(&mut self, table: &str, key: &str, origin: &ChangeOrigin) {
+    /// change at `origin` (`None`: by a transaction of duplex's own, a copy
+    /// or a retry, whose origin is no place in the stream): parked conflicts
+    /// of that row are moot (staged with the target transaction).
+    pub fn applied(&mut self, table: &str, key: &str, origin: Option<&ChangeOrigin>) {
         let removed = self.parked().remove(&(table.to_string(), key.to_string()));
         if removed {
+            let (counter, index) = match origin {
+                Some(o) => (o.position.counter(), o.index),
+                None => (u64::MAX, u32::MAX),
+            };
             self.journal.staged.stage(Entry::Supersede {
                 table_name: table.to_string(),
                 row_key: key.to_string(),
-                position_counter: origin.position.counter().to_string(),
-                change_index: origin.index,
+                position_counter: counter.to_string(),
+                change_index: index,
             });
         }
     }

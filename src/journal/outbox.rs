@@ -89,25 +89,32 @@ impl Entry {
     }
 }
 
+/// What keys a record in [`Staged`].
+type RecordKey = (&'static str, String, u32, String);
+
 /// The entries staged with the open target transaction, in order.
 #[derive(Debug, Default)]
 pub struct Staged {
     entries: Vec<Entry>,
+    /// Where each record is in `entries` (a transaction may hold millions of
+    /// held changes: looked up, never scanned).
+    index: std::collections::HashMap<RecordKey, usize>,
+}
+
+fn owned_key(k: (&'static str, &str, u32, &str)) -> RecordKey {
+    (k.0, k.1.to_string(), k.2, k.3.to_string())
 }
 
 impl Staged {
     /// Stage `entry`; a record of the same change replaces the staged one
     /// (as the control schema's upsert did).
     pub fn stage(&mut self, entry: Entry) {
-        if let Some(key) = entry.record_key() {
-            if let Some(old) = self
-                .entries
-                .iter_mut()
-                .find(|e| e.record_key() == Some(key))
-            {
-                *old = entry;
+        if let Some(key) = entry.record_key().map(owned_key) {
+            if let Some(&i) = self.index.get(&key) {
+                self.entries[i] = entry;
                 return;
             }
+            self.index.insert(key, self.entries.len());
         }
         self.entries.push(entry);
     }
@@ -115,10 +122,26 @@ impl Staged {
     /// Remove the staged record of `kind` for the change at (`counter`,
     /// `index`); whether there was one.
     pub fn withdraw_conflict(&mut self, counter: &str, index: u32, kind: &str) -> bool {
-        let before = self.entries.len();
-        self.entries
-            .retain(|e| e.record_key() != Some(("c", counter, index, kind)));
-        self.entries.len() != before
+        let Some(i) = self
+            .index
+            .remove(&("c", counter.to_string(), index, kind.to_string()))
+        else {
+            return false;
+        };
+        self.entries.remove(i);
+        // Rare (a later batch of the same source transaction decided the
+        // row again): the positions after it are indexed anew.
+        self.reindex();
+        true
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.record_key().map(|k| (owned_key(k), i)))
+            .collect();
     }
 
     /// The staged held changes of `tables` become discarded (a TRUNCATE
@@ -137,11 +160,17 @@ impl Staged {
         self.entries.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn take(&mut self) -> Vec<Entry> {
+        self.index.clear();
         std::mem::take(&mut self.entries)
     }
 
     pub fn clear(&mut self) {
+        self.index.clear();
         self.entries.clear();
     }
 }
@@ -240,10 +269,12 @@ impl Shipper {
         }
     }
 
-    /// Can the control database be reached now? (A failed probe is not
-    /// tried again for a while: see `JournalConn::reachable`.)
+    /// Can the control database be reached now? With a connection that
+    /// last worked, yes (shipping fails fast otherwise, and then drops it);
+    /// without one, a probe says (not tried again for a while after a
+    /// failure: see `JournalConn::reachable`).
     pub async fn reachable(&mut self) -> bool {
-        self.journal.reachable().await
+        self.journal.connected() || self.journal.reachable().await
     }
 
     /// The control database did not answer: drop the connection, and do
@@ -290,7 +321,7 @@ pub async fn ship(
                     continue;
                 }
                 // One at a time instead: each keeps what it can.
-                Err(JournalError::Db(e)) => {
+                Err(JournalError::Db(e)) if crate::control::db::refused_the_data(&e) => {
                     tracing::warn!(error = %e, "cannot record a batch of conflicts in one statement; recording them one by one");
                 }
                 Err(e) => return Err(e),
@@ -357,7 +388,7 @@ async fn ship_one_by_one(
     for entry in entries {
         match write(client, spec, entry).await {
             Ok(()) => {}
-            Err(JournalError::Db(e)) => {
+            Err(JournalError::Db(e)) if crate::control::db::refused_the_data(&e) => {
                 let why = crate::control::db::server_message(&e);
                 tracing::error!(error = %why, "the control schema refused a journal record; recording what identifies it");
                 write(client, spec, &minimal(entry, &why)).await?;

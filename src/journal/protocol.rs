@@ -166,6 +166,11 @@ impl JournalConn {
         self.unreachable_until = Some(std::time::Instant::now() + PROBE_BACKOFF);
     }
 
+    /// A connection is open (the last use of it worked).
+    pub fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
     /// Drop the connection (after an error it may be unusable).
     pub fn drop_client(&mut self) {
         self.client = None;

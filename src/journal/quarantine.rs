@@ -461,6 +461,11 @@ impl Quarantine {
         self.journal.staged.take()
     }
 
+    /// How many records are staged.
+    pub fn staged_len(&self) -> usize {
+        self.journal.staged.len()
+    }
+
     /// The open target transaction rolled back: so did its records.
     pub fn drop_staged(&mut self) {
         self.journal.staged.clear();

@@ -284,6 +284,7 @@ async fn stream<T: Target>(
     let stopped = sink.quarantine.stopped().clone();
     for applier in appliers.iter_mut() {
         applier.conflicts.share_parked(&sink.conflicts);
+        applier.ship_lock = sink.ship_lock.clone();
     }
     appliers.insert(0, sink);
     let (report_tx, reports) = mpsc::unbounded_channel();

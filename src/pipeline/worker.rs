@@ -218,7 +218,7 @@ async fn periodic<T: Target>(
             // before anything is written) wait for it, and the stream goes on.
             if !a.conflicts.control_reachable().await
                 || !a.quarantine.control_reachable().await
-                || !a.ship_journal(true).await?
+                || !a.ship_journal().await?
             {
                 tracing::debug!(
                     "the control database cannot be reached: records, settlements and retries wait for it"

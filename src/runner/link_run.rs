@@ -43,9 +43,15 @@ pub(super) async fn start_link(
     let mut specs = prepare_link(resolved, tuning, control).await?;
     // `--ha`: a MySQL target fences by the lease's term (a PostgreSQL one
     // by its replication origin, which one session at a time may hold).
+    // Both end the sessions a paused or cut-off earlier holder still has
+    // open on a PostgreSQL site (the server keeps them until TCP gives up).
     for spec in &mut specs {
-        if let crate::sink::TargetSpec::Mysql(t) = &mut spec.sink.target {
-            t.lease_term = lease_term;
+        match &mut spec.sink.target {
+            crate::sink::TargetSpec::Mysql(t) => t.lease_term = lease_term,
+            crate::sink::TargetSpec::Pg(t) => t.take_over = lease_term.is_some(),
+        }
+        if let crate::source::SourceSpec::Pg(s) = &mut spec.source {
+            s.take_over = lease_term.is_some();
         }
     }
     let sources: Vec<u32> = specs.iter().map(|s| s.source.site_id()).collect();

@@ -161,7 +161,10 @@ impl LinkSet {
             }
         }
         if links.running.is_empty() {
-            if let Some(e) = first_error {
+            // Without --ha, a process none of whose links can start says
+            // so and exits; with it, the process stands by (another may
+            // hold the links, and this one retries them in the background).
+            if let Some(e) = first_error.filter(|_| links.leases.is_none()) {
                 links.stop_all().await;
                 return Err(e);
             }

@@ -507,6 +507,7 @@ pub(super) async fn prepare_link(
                 buffer_events: tuning.channel_events,
                 stamping: stamping.clone(),
                 tables: tables.iter().map(|t| t.table.clone()).collect(),
+                take_over: false,
             }),
             SiteEngine::Mysql => SourceSpec::Mysql(MysqlSourceSpec {
                 site_id: src.site_id,
@@ -551,6 +552,7 @@ pub(super) async fn prepare_link(
                     .copied()
                     .unwrap_or(false),
                 fire_triggers: fire_triggers.clone(),
+                take_over: false,
                 worker: 0,
                 tombstone_tables: Default::default(),
                 described: Default::default(),

@@ -98,6 +98,12 @@ pub(crate) struct Applier<T: Target> {
     pub(crate) outbox_pending: bool,
     /// The records written in the open target transaction's outbox.
     pub(crate) written: Vec<crate::journal::outbox::Entry>,
+    /// Held while shipping the outbox: the direction's workers ship its
+    /// entries one at a time, in order (a record and the later entry that
+    /// settles it may sit in different workers' transactions).
+    pub(crate) ship_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Outbox entries that could not be read, already reported.
+    pub(crate) unreadable: std::collections::HashSet<i64>,
     pub(crate) stats: Arc<DirectionStats>,
     /// Incoming changes not yet decided (see `decide_pending`).
     pending: Vec<(RowChange, ChangeOrigin)>,
@@ -118,6 +124,8 @@ impl<T: Target> Applier<T> {
             // A crash may have left records there.
             outbox_pending: true,
             written: Vec::new(),
+            ship_lock: Default::default(),
+            unreadable: Default::default(),
             spec,
             group: TxnGroup::default(),
             stats,
@@ -144,7 +152,8 @@ impl<T: Target> Applier<T> {
         &mut self,
         resume_counter: Option<u64>,
     ) -> Result<(), SinkError> {
-        self.ship_outbox(true).await?;
+        // All of it: the stopped tables are read from the control schema.
+        self.ship_outbox(None).await?;
         self.quarantine.reconcile(resume_counter).await?;
         self.quarantine.load_stopped().await?;
         self.conflicts.reconcile(resume_counter).await?;
@@ -254,7 +263,7 @@ impl<T: Target> Applier<T> {
             // exactly once.
             let key = describe_key(&change);
             self.quarantine.hold(&change, &origin, &key);
-            return Ok(());
+            return self.write_staged_if_many().await;
         }
         let mut origin = self.group.count_change(&change);
         origin.source = source;
@@ -370,7 +379,7 @@ impl<T: Target> Applier<T> {
                 self.conflicts.applied(
                     &write.table.table.to_string(),
                     &describe_key(&write),
-                    &origin,
+                    (!own).then_some(&origin),
                 );
             }
             self.plan_write(&mut plan, write, origin, fallbacks.remove(&i))
@@ -379,7 +388,7 @@ impl<T: Target> Applier<T> {
         self.execute_plan(plan).await?;
         self.target.store_tombstones(&resolved).await?;
         if complete && !own {
-            self.write_staged().await?;
+            self.write_staged(true).await?;
         }
         Ok(())
     }

@@ -68,11 +68,14 @@ pub enum SinkError {
     /// An apply worker ended without saying why (it panicked).
     #[error("apply worker {worker} ended unexpectedly")]
     WorkerGone { worker: usize },
+    /// `duplex run --ha`: another session keeps a MySQL apply worker's lock.
+    #[error("another session holds the apply worker's lock '{lock}' (another duplex process applies this link); retrying")]
+    SessionBusy { lock: String },
     /// `duplex run --ha`: another process took the link's lease over, under
     /// a later term, and fenced this one out of the target.
     #[error("the target's marker rows carry a later lease term than this process's ({term}): another duplex process took this link over (see duplex.lease_overview); this one stops applying it")]
     Fenced { term: i64 },
-    #[error("replication origin {origin} is in use by another session (is another duplex process running for this link?): {source}")]
+    #[error("replication origin {origin} is in use by another session: another duplex process applies this link, or one that froze or lost its network still has its session open (the server keeps it until TCP gives up); if no other duplex runs this link, end that session (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'duplex applier {origin}'), or run duplex with --ha, which does it for the lease's holder: {source}")]
     OriginBusy {
         origin: String,
         #[source]

@@ -205,19 +205,21 @@ impl MysqlTarget {
         // later term: then a successor fenced this process out, and the
         // division by zero (refused in the applier's strict sql_mode, and
         // evaluated only on that branch) stops the transaction.
-        let term = match self.spec.lease_term {
-            Some(t) => format!(", lease_term = IF(lease_term > {t}, lease_term DIV 0, {t})"),
-            None => String::new(),
+        // Without a lease the column is not named: a site whose marker
+        // table predates it (ALTER revoked after setup) still works.
+        let (column, value, check) = match self.spec.lease_term {
+            Some(t) => (
+                ", lease_term",
+                format!(", {t}"),
+                format!(", lease_term = IF(lease_term > {t}, lease_term DIV 0, {t})"),
+            ),
+            None => ("", String::new(), String::new()),
         };
         let sql = format!(
             "START TRANSACTION;
-             INSERT INTO {} (link_id, source_site, worker, position, applied_txns, lease_term) VALUES ({}, {}, {}, 0, 1, {})
-             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1{term}",
-            self.marker_table,
-            self.spec.link_id,
-            self.spec.source_site,
-            self.spec.worker,
-            self.spec.lease_term.unwrap_or(0)
+             INSERT INTO {} (link_id, source_site, worker, position, applied_txns{column}) VALUES ({}, {}, {}, 0, 1{value})
+             ON DUPLICATE KEY UPDATE applied_txns = applied_txns + 1{check}",
+            self.marker_table, self.spec.link_id, self.spec.source_site, self.spec.worker
         );
         match self.conn.query_drop(sql).await {
             Err(mysql_async::Error::Server(e))
@@ -240,6 +242,7 @@ impl MysqlTarget {
         let Some(term) = self.spec.lease_term else {
             return Ok(());
         };
+        self.take_over_worker_lock().await?;
         self.conn
             .exec_drop(
                 format!(
@@ -266,6 +269,48 @@ impl MysqlTarget {
             Some(_) => Err(SinkError::Fenced { term }),
             None => Ok(()),
         }
+    }
+
+    /// Under a lease: hold this worker's named lock for the session's life,
+    /// ending the session an earlier holder of the link left with it (a
+    /// process paused, a host cut off: the server keeps its connection, and
+    /// any transaction it has open, until its timeouts) (same account: no
+    /// privilege beyond duplex's own is needed).
+    async fn take_over_worker_lock(&mut self) -> Result<(), SinkError> {
+        // Lock names are server-wide and at most 64 characters.
+        let database = self.spec.endpoint.database();
+        let lock = format!(
+            "duplex {:08x} l{} s{} w{}",
+            crc32fast::hash(database.as_bytes()),
+            self.spec.link_id,
+            self.spec.source_site,
+            self.spec.worker
+        );
+        let holder: Option<Option<u64>> = self
+            .conn
+            .exec_first("SELECT IS_USED_LOCK(?)", (lock.as_str(),))
+            .await
+            .map_err(db("look for the session holding the apply worker's lock"))?;
+        if let Some(Some(id)) = holder.filter(|h| *h != Some(self.session_id)) {
+            match self.conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                Ok(()) => tracing::warn!(
+                    connection = id,
+                    "ended the session an earlier holder of the link's lease still applied with"
+                ),
+                Err(e) => {
+                    tracing::warn!(connection = id, error = %e, "cannot end the session an earlier holder left")
+                }
+            }
+        }
+        let got: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT GET_LOCK(?, 10)", (lock.as_str(),))
+            .await
+            .map_err(db("take the apply worker's lock"))?;
+        if got != Some(Some(1)) {
+            return Err(SinkError::SessionBusy { lock });
+        }
+        Ok(())
     }
 
     /// Each apply worker keeps its own row, and workers commit in source
@@ -1124,7 +1169,10 @@ impl Target for MysqlTarget {
         while start < entries.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < entries.len() && (end == start || bytes + entries[end].len() < 4 << 20) {
+            while end < entries.len()
+                && end - start < 1000
+                && (end == start || bytes + entries[end].len() < 4 << 20)
+            {
                 bytes += entries[end].len();
                 end += 1;
             }

@@ -13,6 +13,12 @@ use crate::sink::{Applier, SinkError};
 
 /// Most entries read from the outbox and shipped at a time.
 const SHIP_BATCH: usize = 500;
+/// Most batches shipped after a commit or on a tick (the rest waits for
+/// the next).
+const SHIP_BATCHES: usize = 4;
+/// Quarantine records staged in one target transaction before they are
+/// written to the outbox ahead of its commit.
+const STAGED_LIMIT: usize = 1000;
 /// Longest a batch's shipping may take.
 const SHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -28,11 +34,15 @@ impl<T: Target> Applier<T> {
     /// Write the journal records staged so far into the open target
     /// transaction's outbox. Called once a source transaction's changes are
     /// all decided (a later batch of the same source transaction may still
-    /// withdraw a staged record), so that the commit does not write them
-    /// all at once while the transaction holds its row locks.
-    pub(crate) async fn write_staged(&mut self) -> Result<(), SinkError> {
+    /// withdraw a staged conflict record), so that the commit does not write
+    /// them all at once while the transaction holds its row locks; and for
+    /// quarantine records alone (never withdrawn) whenever many are staged
+    /// (a big transaction on a paused table holds each of its changes).
+    pub(crate) async fn write_staged(&mut self, conflicts_too: bool) -> Result<(), SinkError> {
         let mut entries = self.quarantine.take_staged();
-        entries.extend(self.conflicts.take_staged());
+        if conflicts_too {
+            entries.extend(self.conflicts.take_staged());
+        }
         if entries.is_empty() {
             return Ok(());
         }
@@ -43,28 +53,34 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
+    /// Quarantine records staged beyond [`STAGED_LIMIT`] are written now.
+    pub(crate) async fn write_staged_if_many(&mut self) -> Result<(), SinkError> {
+        if self.quarantine.staged_len() >= STAGED_LIMIT {
+            self.write_staged(false).await?;
+        }
+        Ok(())
+    }
+
     /// Commit the open target transaction, with `applied` (see
     /// `Target::commit`) and the journal records staged since it began;
-    /// then ship them. `count`: the records are new (a retry refused again
-    /// records its change once more, already counted).
+    /// then ship them. `new_quarantine`: its quarantine records are new (a
+    /// retry refused again records its change once more, already counted).
     pub(crate) async fn commit_target(
         &mut self,
         applied: Option<(SourcePosition, i64)>,
-        count: bool,
+        new_quarantine: bool,
     ) -> Result<(), SinkError> {
-        self.write_staged().await?;
+        self.write_staged(true).await?;
         self.target.commit(applied).await?;
         let entries = std::mem::take(&mut self.written);
         if entries.is_empty() {
             return Ok(());
         }
-        if count {
-            self.count_records(&entries);
-        }
+        self.count_records(&entries, new_quarantine);
         self.outbox_pending = true;
         // The records are safe in the target: shipping them now is for the
         // DBA's sake, and a failure only delays them.
-        if let Err(e) = self.ship_reachable(false).await {
+        if let Err(e) = self.ship_reachable().await {
             tracing::warn!(error = %e, "cannot ship conflict and quarantine records to the control schema now; they wait in the target's outbox");
         }
         Ok(())
@@ -78,7 +94,7 @@ impl<T: Target> Applier<T> {
         self.target.rollback().await
     }
 
-    fn count_records(&self, entries: &[Entry]) {
+    fn count_records(&self, entries: &[Entry], new_quarantine: bool) {
         for e in entries {
             match e {
                 Entry::Conflict(c) => {
@@ -86,7 +102,7 @@ impl<T: Target> Applier<T> {
                     self.stats
                         .count_conflict(&c.table_name, &c.kind, &c.outcome);
                 }
-                Entry::Quarantine(q) if q.status == "pending" => {
+                Entry::Quarantine(q) if new_quarantine && q.status == "pending" => {
                     self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
@@ -94,28 +110,30 @@ impl<T: Target> Applier<T> {
         }
     }
 
-    /// Ship what waits in the target's outbox (this worker's entries, or
-    /// the direction's with `all_workers`) to the control schema, in order,
-    /// if the control database can be reached. Returns whether the outbox is
+    /// Ship what waits in the target's outbox to the control schema, in
+    /// order, if the control database can be reached: some of it at most
+    /// ([`SHIP_BATCHES`] batches), so that a backlog left by an outage
+    /// never holds the stream up for long. Returns whether the outbox is
     /// empty now. Between target transactions only.
-    pub(crate) async fn ship_journal(&mut self, all_workers: bool) -> Result<bool, SinkError> {
+    pub(crate) async fn ship_journal(&mut self) -> Result<bool, SinkError> {
         if !self.idle() {
             return Ok(false);
         }
-        self.ship_reachable(all_workers).await
+        self.outbox_pending = true;
+        self.ship_reachable().await
     }
 
     /// [`Applier::ship_journal`], where no target transaction is open
     /// (right after a commit, before the group is closed).
-    async fn ship_reachable(&mut self, all_workers: bool) -> Result<bool, SinkError> {
-        if !self.outbox_pending && !all_workers {
+    async fn ship_reachable(&mut self) -> Result<bool, SinkError> {
+        if !self.outbox_pending {
             return Ok(true);
         }
         if !self.shipper.reachable().await {
             return Ok(false);
         }
-        match self.ship_outbox(all_workers).await {
-            Ok(()) => Ok(true),
+        match self.ship_outbox(Some(SHIP_BATCHES)).await {
+            Ok(empty) => Ok(empty),
             // The control database went away meanwhile: the records wait.
             Err(SinkError::Journal(e)) => {
                 tracing::warn!(error = %e, "cannot ship conflict and quarantine records now; they wait in the target's outbox");
@@ -125,20 +143,28 @@ impl<T: Target> Applier<T> {
         }
     }
 
-    /// Ship the outbox (see [`Applier::ship_journal`]); an unreachable
-    /// control database is an error.
-    pub(crate) async fn ship_outbox(&mut self, all_workers: bool) -> Result<(), SinkError> {
+    /// Ship the direction's outbox (every worker's entries, in the order
+    /// they were written: a record and the later entry that settles it may
+    /// sit in different workers' transactions), `batches` batches at most;
+    /// returns whether it is empty now. An unreachable control database is
+    /// an error.
+    pub(crate) async fn ship_outbox(&mut self, batches: Option<usize>) -> Result<bool, SinkError> {
+        let lock = self.ship_lock.clone();
+        let _shipping = lock.lock().await;
         let scope = self.outbox_scope();
         let mut after = 0;
-        let mut unreadable = false;
+        let mut shipped_batches = 0;
         loop {
+            if batches.is_some_and(|most| shipped_batches >= most) {
+                return Ok(false);
+            }
             let rows = self
                 .target
-                .read_outbox(scope, all_workers, after, SHIP_BATCH)
+                .read_outbox(scope, true, after, SHIP_BATCH)
                 .await?;
             let Some(&(last, _)) = rows.last() else {
-                self.outbox_pending = unreadable;
-                return Ok(());
+                self.outbox_pending = false;
+                return Ok(true);
             };
             after = last;
             let mut shipped = Vec::with_capacity(rows.len());
@@ -152,8 +178,9 @@ impl<T: Target> Applier<T> {
                     // Written by a newer duplex, or damaged by hand: it
                     // stays for a person to read, and the rest is shipped.
                     None => {
-                        unreadable = true;
-                        tracing::error!(entry_id = id, entry = %text, "an entry of the target's journal outbox cannot be read; it stays there (duplex.site_journal / _duplex_journal)");
+                        if self.unreadable.insert(id) {
+                            tracing::error!(entry_id = id, entry = %text, "an entry of the target's journal outbox cannot be read; it stays there (duplex.site_journal / _duplex_journal)");
+                        }
                     }
                 }
             }
@@ -171,6 +198,7 @@ impl<T: Target> Applier<T> {
                 }
             }
             self.target.remove_outbox(&shipped).await?;
+            shipped_batches += 1;
         }
     }
 }

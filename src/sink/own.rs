@@ -163,7 +163,7 @@ impl<T: Target> Applier<T> {
     ) -> Result<(), SinkError> {
         // A stopped table's statement record may still wait in the outbox:
         // nothing resumes before the control schema has every record.
-        if !self.idle() || !self.ship_journal(true).await? {
+        if !self.idle() || !self.ship_journal().await? {
             return Ok(());
         }
         let resumed = self.quarantine.resumed().await?;

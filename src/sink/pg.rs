@@ -57,6 +57,11 @@ pub struct PgTargetSpec {
     /// Tables (bare names) whose triggers fire for applied rows
     /// (`link_tables.fire_triggers`): applied in the origin role.
     pub fire_triggers: HashSet<String>,
+    /// `duplex run --ha`, holding the link's lease: a session of an earlier
+    /// holder that still holds this worker's replication origin (a process
+    /// paused, a host cut off) is ended, as the lease says it must not
+    /// apply any more.
+    pub take_over: bool,
     /// Which of the direction's apply workers this target is (see
     /// `pipeline::dispatch`): worker 0 runs under `origin`, worker k under
     /// [`worker_origin`]`(origin, k)`.
@@ -241,13 +246,46 @@ const STATEMENT_CACHE_LIMIT: usize = 256;
 /// PostgreSQL's limit on bind parameters in one statement is 65535.
 const MAX_PARAMS: usize = 60_000;
 
+/// Under a lease (`duplex run --ha`): end the sessions an earlier holder of
+/// the link left applying under the same origin (same role: no privilege
+/// beyond duplex's own is needed). Best effort: if the origin stays busy,
+/// setting it up says so.
+async fn end_earlier_holder(client: &Client, application_name: &str) {
+    match client
+        .query(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = $1 AND pid <> pg_backend_pid() AND usename = current_user",
+            &[&application_name],
+        )
+        .await
+    {
+        Ok(rows) => {
+            for r in rows {
+                let pid: i32 = r.get(0);
+                tracing::warn!(
+                    pid,
+                    session = application_name,
+                    "ended the session an earlier holder of the link's lease still applied with"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(session = application_name, error = %e, "cannot end the session an earlier holder left")
+        }
+    }
+}
+
 impl PgTarget {
     pub async fn connect(
         spec: PgTargetSpec,
         max_batch_rows: usize,
         stats: Arc<DirectionStats>,
     ) -> Result<PgTarget, SinkError> {
-        let client = spec.endpoint.connect("duplex applier").await?;
+        let origin = worker_origin(&spec.origin, spec.worker);
+        // Named after its origin, so that a new holder of the link's lease
+        // knows which session an earlier holder left (see `take_over`).
+        let application_name = format!("duplex applier {origin}");
+        let client = spec.endpoint.connect(&application_name).await?;
         client
             // synchronous_commit=on: a position is confirmed to the source right
             // after COMMIT returns, so the commit must be on disk by then, whatever
@@ -267,7 +305,6 @@ impl PgTarget {
                 .await
                 .map_err(db("apply in the replica role (the role was allowed to when the link started; if the right was revoked, touch the link's configuration so that its tables are checked again)"))?;
         }
-        let origin = worker_origin(&spec.origin, spec.worker);
         {
             // Worker 0's origin is made at setup, the others when first used;
             // and again when a resync reset them while a direction waited.
@@ -287,6 +324,7 @@ impl PgTarget {
         // while its backend exits: waited for briefly before it counts as
         // another process at work.
         let mut attempts = 0;
+        let mut ended_earlier = false;
         let set_up = loop {
             let r = client
                 .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
@@ -297,6 +335,10 @@ impl PgTarget {
                         && attempts < ORIGIN_RELEASE_ATTEMPTS =>
                 {
                     attempts += 1;
+                    if spec.take_over && !ended_earlier {
+                        ended_earlier = true;
+                        end_earlier_holder(&client, &application_name).await;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 r => break r,

@@ -107,6 +107,8 @@ async fn run(engines: Engines) {
     a.exec("INSERT INTO item VALUES (400, 'refused')").await;
     a.exec("INSERT INTO item VALUES (401, 'after the refused one')")
         .await;
+    // Written last on b: once it is on a, so is everything before it.
+    b.exec("INSERT INTO item VALUES (402, 'b last')").await;
     wait_for(
         "every row on the other site, control still down",
         T,
@@ -124,6 +126,7 @@ async fn run(engines: Engines) {
                 ))
                 .await
                     == rows + 1
+                && a.count("SELECT count(*) FROM item WHERE id = 402").await == 1
         },
     )
     .await;

@@ -297,9 +297,18 @@ async fn a_holder_that_cannot_renew_stops_its_links_within_the_lease() {
     let _process = Process::start(&sites.control_url, "duplex-ha-renew.log");
     let slot_active =
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'duplex_l1_s1' AND active";
+    // Streaming: both directions say so (a slot is also active for a
+    // moment while it is created).
     wait_for("the link held and streaming", T, || async {
         let (mut a, _) = sites.connect().await;
-        holders(&control).await.len() == 1 && a.count(slot_active).await == 1
+        holders(&control).await.len() == 1
+            && query_i64(
+                &control,
+                "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'",
+            )
+            .await
+                == 2
+            && a.count(slot_active).await == 1
     })
     .await;
 
@@ -419,6 +428,14 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
         marker_terms(new_term)
     })
     .await;
+    // The paused holder's sessions were ended, not waited for.
+    let second_log = std::env::temp_dir().join("duplex-fence-2.log");
+    assert!(
+        std::fs::read_to_string(&second_log)
+            .unwrap_or_default()
+            .contains("ended the session an earlier holder"),
+        "the new holder ended the paused one's sessions"
+    );
 
     // Resumed, the paused holder finds its lease gone (or its term fenced
     // out) and stops applying; the marker rows keep the new term.
@@ -442,6 +459,38 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
     })
     .await;
     assert!(marker_terms(new_term).await, "the new term stays");
+
+    // A later term in b's marker rows (what a successor's fence writes):
+    // the holder's next transaction there is refused, and nothing it
+    // applies lands on b until the term is its own again.
+    let (mut a, mut b) = sites.connect().await;
+    b.exec(&format!(
+        "UPDATE _duplex_applied SET lease_term = {} WHERE link_id = 1",
+        new_term + 10
+    ))
+    .await;
+    a.exec("INSERT INTO item VALUES (-1, 'under a later term')")
+        .await;
+    wait_for("the holder fenced out of b", T, || async {
+        std::fs::read_to_string(&second_log)
+            .unwrap_or_default()
+            .contains("another duplex process took this link over")
+    })
+    .await;
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM item WHERE id = -1").await,
+        0,
+        "nothing applied under an earlier term"
+    );
+    b.exec(&format!(
+        "UPDATE _duplex_applied SET lease_term = {new_term} WHERE link_id = 1"
+    ))
+    .await;
+    wait_for("the row once the term is the holder's again", T, || async {
+        let (_, mut b) = sites.connect().await;
+        b.count("SELECT COUNT(*) FROM item WHERE id = -1").await == 1
+    })
+    .await;
     assert_eq!(
         texts(
             &control,
@@ -453,5 +502,100 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
     drop(first);
     drop(second);
     let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
+    assert!(ok, "duplex check after the takeover: {out}");
+}
+
+/// A holder paused (SIGSTOP) on a PostgreSQL pair: its sessions stay open
+/// on the sites (its slot's walsender, its replication origins), and the
+/// server would keep them until TCP gives up. The process that takes the
+/// lease over ends them, so rows written while the holder is paused reach
+/// the other site while it is still paused; resumed, it stops applying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
+    let pair = Pair::start(
+        "CREATE TABLE item (id bigint PRIMARY KEY, note text);",
+        &["item"],
+    )
+    .await;
+    let control = connect(&pair.control_url).await;
+    let first = Process::start(&pair.control_url, "duplex-pause-1.log");
+    wait_for("the first process holds the link", T, || async {
+        holders(&control).await.first().map(|h| h.1) == Some(first.pid())
+    })
+    .await;
+    let second = Process::start(&pair.control_url, "duplex-pause-2.log");
+    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
+    wait_for("both directions streaming", T, || async {
+        query_i64(&control, streaming).await == 2
+    })
+    .await;
+    let (a, b) = (pair.client_a().await, pair.client_b().await);
+    a.batch_execute("INSERT INTO item VALUES (1, 'before')")
+        .await
+        .expect("insert");
+    wait_for("row 1 on b", T, || async {
+        query_i64(&b, "SELECT count(*) FROM item").await == 1
+    })
+    .await;
+
+    let signal = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", first.pid());
+    let paused_at = Instant::now();
+    a.batch_execute("INSERT INTO item VALUES (2, 'a while paused')")
+        .await
+        .expect("insert");
+    b.batch_execute("INSERT INTO item VALUES (3, 'b while paused')")
+        .await
+        .expect("insert");
+    wait_for(
+        "the rows written during the pause on both sites",
+        T,
+        || async {
+            query_i64(&a, "SELECT count(*) FROM item").await == 3
+                && query_i64(&b, "SELECT count(*) FROM item").await == 3
+        },
+    )
+    .await;
+    let took = paused_at.elapsed();
+    eprintln!("takeover from a paused holder: {:.1} s", took.as_secs_f64());
+    assert_eq!(
+        holders(&control).await.first().map(|h| h.1),
+        Some(second.pid()),
+        "the second process holds the link"
+    );
+    assert!(took < Duration::from_secs(30), "takeover took {took:?}");
+
+    signal("-CONT", first.pid());
+    a.batch_execute("INSERT INTO item VALUES (4, 'after')")
+        .await
+        .expect("insert");
+    wait_for("row 4 on b", T, || async {
+        query_i64(&b, "SELECT count(*) FROM item").await == 4
+    })
+    .await;
+    let log = std::env::temp_dir().join("duplex-pause-1.log");
+    wait_for("the resumed process stops applying the link", T, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("lease lost")
+    })
+    .await;
+    assert_eq!(
+        texts(
+            &control,
+            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
+        )
+        .await,
+        vec!["0".to_string(), "0".to_string()]
+    );
+    drop(first);
+    drop(second);
+    let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
     assert!(ok, "duplex check after the takeover: {out}");
 }

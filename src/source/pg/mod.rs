@@ -31,6 +31,11 @@ use tokio_postgres::Client;
 /// What the source must know to read one site's slot for one link.
 #[derive(Debug, Clone)]
 pub struct PgSourceSpec {
+    /// `duplex run --ha`, holding the link's lease: a session of an earlier
+    /// holder still streaming from the slot (a process paused, a host cut
+    /// off: the server keeps its connection until TCP gives up) is ended,
+    /// as the lease says it must not apply any more.
+    pub take_over: bool,
     /// This site's id: its entry in every version vector it advances.
     pub site_id: u32,
     pub endpoint: PgEndpoint,

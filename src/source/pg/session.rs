@@ -13,6 +13,43 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Under a lease (`duplex run --ha`): end the session that still streams
+/// from `slot` for an earlier holder of the link, and wait (5 s at most) for
+/// the slot to be free. Same role, so no privilege beyond duplex's own is
+/// needed. Best effort: if the slot stays busy, connecting says so.
+async fn end_earlier_holder(catalog: &tokio_postgres::Client, slot: &str) {
+    let ended = catalog
+        .query_opt(
+            "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = $1 AND active AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
+            &[&slot],
+        )
+        .await;
+    match ended {
+        Ok(Some(row)) => {
+            let pid: i32 = row.get(0);
+            tracing::warn!(slot, pid, "ended the session an earlier holder of the link's lease still streamed from the slot with");
+        }
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(slot, error = %e, "cannot end the session that streams from the slot");
+            return;
+        }
+    }
+    for _ in 0..50 {
+        let busy = catalog
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await;
+        if !matches!(busy, Ok(Some(_))) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 impl PgSource {
     pub async fn connect(
         spec: PgSourceSpec,
@@ -37,6 +74,9 @@ impl PgSource {
             .with_application_name(format!("duplex {}", spec.slot))
             // Pin how the walsender renders values, so the decoder sees one format.
             .with_options("-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1 -c bytea_output=hex");
+        if spec.take_over {
+            end_earlier_holder(&catalog, &spec.slot).await;
+        }
         let client = ReplicationClient::connect(config).await.map_err(|e| {
             crate::Error::source_error(&spec.endpoint.site_name, SourceError::PgStream(e))
         })?;
