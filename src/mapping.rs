@@ -416,7 +416,7 @@ impl DirectionMapping {
         let source = if m.drop.is_empty() {
             change
         } else {
-            without_columns(change, &m.drop)
+            without_columns(change, |name| m.drop.contains(name))
         };
         Some((mapped, Some(Arc::new(source))))
     }
@@ -434,43 +434,9 @@ impl DirectionMapping {
         if m.skip {
             return None;
         }
-        let schema = &change.table;
-        let keep: Vec<usize> = (0..schema.columns.len())
-            .filter(|&i| {
-                let name = &schema.columns[i].name;
-                schema.key.contains(&i)
-                    || !(m.drop.contains(name) || m.drop.contains(m.source_name(name)))
-            })
-            .collect();
-        if keep.len() == schema.columns.len() {
-            return Some(change);
-        }
-        let restricted = Arc::new(TableSchema {
-            table: schema.table.clone(),
-            columns: keep.iter().map(|&i| schema.columns[i].clone()).collect(),
-            key: schema
-                .key
-                .iter()
-                .filter_map(|k| keep.iter().position(|i| i == k))
-                .collect(),
-        });
-        let pick = |row: Row| {
-            Row(keep
-                .iter()
-                .map(|&i| row.0.get(i).cloned().flatten())
-                .collect())
-        };
-        let mut marker = change.marker;
-        marker
-            .cols
-            .retain(|c, _| restricted.columns.iter().any(|col| &col.name == c));
-        Some(RowChange {
-            table: restricted,
-            op: change.op,
-            before: change.before.map(pick),
-            after: change.after.map(pick),
-            marker,
-        })
+        Some(without_columns(change, |name| {
+            m.drop.contains(name) || m.drop.contains(m.source_name(name))
+        }))
     }
 }
 
@@ -681,11 +647,11 @@ pub fn check_mapping_types(
     Ok(())
 }
 
-/// `change` without the (non-key) columns named in `drop`.
-fn without_columns(change: RowChange, drop: &HashSet<String>) -> RowChange {
+/// `change` without its non-key columns that `drop` names.
+fn without_columns(change: RowChange, drop: impl Fn(&str) -> bool) -> RowChange {
     let schema = &change.table;
     let keep: Vec<usize> = (0..schema.columns.len())
-        .filter(|&i| schema.key.contains(&i) || !drop.contains(&schema.columns[i].name))
+        .filter(|&i| schema.key.contains(&i) || !drop(&schema.columns[i].name))
         .collect();
     if keep.len() == schema.columns.len() {
         return change;
@@ -696,21 +662,23 @@ fn without_columns(change: RowChange, drop: &HashSet<String>) -> RowChange {
         key: schema
             .key
             .iter()
-            .filter_map(|k| keep.iter().position(|&i| i == *k))
+            .filter_map(|k| keep.iter().position(|i| i == k))
             .collect(),
     });
-    let pick = |row: &Row| {
+    let pick = |row: Row| {
         Row(keep
             .iter()
             .map(|&i| row.0.get(i).cloned().flatten())
             .collect())
     };
-    let mut marker = change.marker.clone();
-    marker.cols.retain(|c, _| !drop.contains(c));
+    let mut marker = change.marker;
+    marker
+        .cols
+        .retain(|c, _| table.columns.iter().any(|col| &col.name == c));
     RowChange {
         op: change.op,
-        before: change.before.as_ref().map(pick),
-        after: change.after.as_ref().map(pick),
+        before: change.before.map(pick),
+        after: change.after.map(pick),
         table,
         marker,
     }

@@ -62,6 +62,29 @@ async fn holders(control: &tokio_postgres::Client) -> Vec<(i32, u32, i64)> {
         .collect()
 }
 
+/// Send `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Applied once: a second application of a row would be met as a conflict
+/// or refused as a duplicate key.
+async fn assert_nothing_recorded(control: &tokio_postgres::Client) {
+    assert_eq!(
+        texts(
+            control,
+            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
+        )
+        .await,
+        vec!["0".to_string(), "0".to_string()]
+    );
+}
+
 /// Rows inserted one transaction each, on one site, until stopped.
 fn writer(
     conninfo: String,
@@ -193,16 +216,7 @@ async fn two_processes_share_the_links_and_one_takes_over_when_the_other_is_kill
             && query_i64(&b, "SELECT count(*) FROM other").await == other
     })
     .await;
-    // Applied once: a second application of a row would be met as a
-    // conflict or refused as a duplicate key.
-    assert_eq!(
-        texts(
-            &control,
-            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
-        )
-        .await,
-        vec!["0".to_string(), "0".to_string()]
-    );
+    assert_nothing_recorded(&control).await;
     drop(first);
     drop(second);
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
@@ -404,14 +418,6 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
     for _ in 0..20 {
         write(&mut a, &mut b).await;
     }
-    let signal = |sig: &str, pid: u32| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    };
     signal("-STOP", first.pid());
     let paused_at = Instant::now();
     while holders(&control).await.first().map(|h| h.1) != Some(second.pid()) {
@@ -491,14 +497,7 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
         b.count("SELECT COUNT(*) FROM item WHERE id = -1").await == 1
     })
     .await;
-    assert_eq!(
-        texts(
-            &control,
-            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
-        )
-        .await,
-        vec!["0".to_string(), "0".to_string()]
-    );
+    assert_nothing_recorded(&control).await;
     drop(first);
     drop(second);
     let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
@@ -538,14 +537,6 @@ async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
     })
     .await;
 
-    let signal = |sig: &str, pid: u32| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    };
     signal("-STOP", first.pid());
     let paused_at = Instant::now();
     a.batch_execute("INSERT INTO item VALUES (2, 'a while paused')")
@@ -586,14 +577,7 @@ async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
         text.contains("lease lost")
     })
     .await;
-    assert_eq!(
-        texts(
-            &control,
-            "SELECT count(*)::text FROM duplex.conflicts UNION ALL SELECT count(*)::text FROM duplex.quarantine"
-        )
-        .await,
-        vec!["0".to_string(), "0".to_string()]
-    );
+    assert_nothing_recorded(&control).await;
     drop(first);
     drop(second);
     let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
