@@ -14,12 +14,18 @@ use crate::support::{connect, duplex_cli, query_i64, texts, wait_for, Pair};
 const T: Duration = Duration::from_secs(90);
 const LEASE_SECONDS: &str = "6";
 
+/// Where a child process's log named `name` goes: per test run, so that
+/// two runs of the suite on one machine never share one.
+fn log_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
+}
+
 /// A `duplex run --ha` child process, killed when dropped.
 struct Process(Child);
 
 impl Process {
     fn start(control_url: &str, log: &str) -> Process {
-        let log = std::fs::File::create(std::env::temp_dir().join(log)).expect("log file");
+        let log = std::fs::File::create(log_path(log)).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_duplex"))
             .args(["run", "--ha", "--lease-seconds", LEASE_SECONDS])
             .env("DUPLEX_CONTROL", control_url)
@@ -435,7 +441,7 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
     })
     .await;
     // The paused holder's sessions were ended, not waited for.
-    let second_log = std::env::temp_dir().join("duplex-fence-2.log");
+    let second_log = log_path("duplex-fence-2.log");
     assert!(
         std::fs::read_to_string(&second_log)
             .unwrap_or_default()
@@ -450,7 +456,7 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
         write(&mut a, &mut b).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let log = std::env::temp_dir().join("duplex-fence-1.log");
+    let log = log_path("duplex-fence-1.log");
     wait_for("the resumed process stops applying the link", T, || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("lease") && text.contains("lost")
@@ -571,7 +577,7 @@ async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
         query_i64(&b, "SELECT count(*) FROM item").await == 4
     })
     .await;
-    let log = std::env::temp_dir().join("duplex-pause-1.log");
+    let log = log_path("duplex-pause-1.log");
     wait_for("the resumed process stops applying the link", T, || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("lease lost")
