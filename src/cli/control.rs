@@ -74,6 +74,9 @@ pub async fn config_check(control: &str) -> anyhow::Result<()> {
         for l in &c.added {
             println!("  + {l}");
         }
+        for (table, why) in &c.key_collisions {
+            println!("  ! table {table}: {why}");
+        }
         for (table, why) in &c.refused {
             tables_refused += 1;
             println!("  table {table} would be REFUSED (the link's other tables run): {why}");

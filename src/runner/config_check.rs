@@ -22,6 +22,10 @@ pub struct LinkCheck {
     /// Tables that cannot be synced as configured, each with why and what
     /// to do: refused alone, the link's other tables would run.
     pub refused: Vec<(String, String)>,
+    /// Synced tables whose key both sites generate from overlapping values
+    /// (see `key_generators`), each with what to do: they run, and each
+    /// key both sites take is a conflict.
+    pub key_collisions: Vec<(String, String)>,
 }
 
 /// Dry run of the configuration in the control tables: per link, what differs
@@ -51,6 +55,7 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
     let mut out = Vec::new();
     for link in &config.links {
         let mut refused = Vec::new();
+        let mut key_collisions = Vec::new();
         let (lines, verdict) = match config.link_config(link.link_id) {
             Some(Ok(mut lc)) if lc.link.enabled => {
                 // As the running duplex would: patterns expanded, every
@@ -66,6 +71,7 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
                             .iter()
                             .filter_map(|t| Some((t.table.to_string(), t.reason.clone()?)))
                             .collect();
+                        key_collisions = super::key_generators::collisions(&r.effective).await;
                         let mut lines = r.effective.describe();
                         // Refused tables show as refused, not as removed.
                         lines.extend(old_lines_of(
@@ -97,6 +103,7 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
             removed,
             verdict,
             refused,
+            key_collisions,
         });
     }
     Ok(out)

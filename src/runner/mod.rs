@@ -27,6 +27,7 @@ use crate::pipeline::PipelineTuning;
 use crate::stats::DirectionStats;
 
 mod config_check;
+mod key_generators;
 mod lease;
 mod link_run;
 mod live_config;

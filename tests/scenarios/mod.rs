@@ -17,6 +17,7 @@ mod generators;
 mod ha;
 mod initial_sync;
 mod initial_sync_pagila;
+mod key_generators;
 mod least_privilege;
 mod live_config;
 mod localdb;
