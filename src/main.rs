@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Key generators of synced tables (sequences, identity, auto_increment).
+    Keys {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Replicate every enabled link of the control schema until interrupted.
     Run {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -281,6 +288,21 @@ enum ConfigAction {
 }
 
 #[derive(Subcommand)]
+enum KeysAction {
+    /// Give each site its own key values (odd on one, even on the other,
+    /// above the largest key either holds) wherever both sites generate a
+    /// synced table's key from overlapping values.
+    Interleave {
+        /// The link (id or name).
+        #[arg(long)]
+        link: String,
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConflictsAction {
     /// The latest conflicts, newest first.
     List {
@@ -335,6 +357,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control,
             action: ConfigAction::Check,
         } => cli::control::config_check(&control).await?,
+        Command::Keys {
+            control,
+            action: KeysAction::Interleave { link, dry_run },
+        } => {
+            if !cli::keys::interleave(&control, &link, dry_run).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Run {
             control,
             batch_rows,

@@ -8,6 +8,7 @@ pub mod control;
 #[cfg(feature = "localdb")]
 pub mod demo;
 pub mod journal;
+pub mod keys;
 pub mod parity;
 pub mod resync;
 pub mod run;

@@ -20,6 +20,11 @@ pub struct KeyGenerator {
     pub residue: i64,
     /// The key's largest value now, where known.
     pub max: Option<i64>,
+    /// The last value handed out (a sequence's position, a MySQL table's
+    /// next AUTO_INCREMENT less one), where known.
+    pub position: Option<i64>,
+    /// A PostgreSQL sequence's name (quoted as needed).
+    pub sequence: Option<String>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -85,6 +90,8 @@ async fn pg_generators(
             step,
             residue: at.rem_euclid(step.abs().max(1)),
             max,
+            position: Some(at),
+            sequence: Some(seq),
         });
     }
     Ok(out)
@@ -124,6 +131,13 @@ async fn mysql_generators(
         .ok()
         .flatten()
         .flatten();
+    let next: Option<i64> = conn
+        .exec_first(
+            "SELECT CAST(AUTO_INCREMENT AS SIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, table),
+        )
+        .await?
+        .flatten();
     // An offset beyond the increment is ignored by the server (as 1).
     let offset = if offset > step { 1 } else { offset };
     Ok(vec![KeyGenerator {
@@ -134,6 +148,8 @@ async fn mysql_generators(
         step,
         residue: offset.rem_euclid(step.max(1)),
         max,
+        position: next.map(|n| n - 1),
+        sequence: None,
     }])
 }
 
@@ -222,6 +238,145 @@ pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
     out
 }
 
+/// One step of `duplex keys interleave`: on `site`, for `table`, the
+/// statement run (`done`) or to run, and anything else to do there.
+#[derive(Debug, Clone)]
+pub struct InterleaveStep {
+    pub table: String,
+    pub site: String,
+    pub statement: String,
+    pub done: bool,
+    pub note: Option<String>,
+}
+
+/// The smallest value above `floor` that is `residue` modulo `step`.
+fn first_above(floor: i64, step: i64, residue: i64) -> i64 {
+    let v = floor + 1;
+    v + (residue - v).rem_euclid(step)
+}
+
+/// How the two sites share a key's values: (step, residue of site a,
+/// residue of site b). A MySQL server's own settings (server-wide, in
+/// my.cnf) are kept where they already leave room; otherwise odd keys on
+/// site a, even on site b.
+fn shares(a: (&Site, &KeyGenerator), b: (&Site, &KeyGenerator)) -> (i64, i64, i64) {
+    let fixed = |(site, g): (&Site, &KeyGenerator)| {
+        (site.engine == SiteEngine::Mysql && g.step >= 2).then_some((g.step, g.residue))
+    };
+    match (fixed(a), fixed(b)) {
+        (Some((n, r)), None) => (n, r, (r + 1).rem_euclid(n)),
+        (None, Some((n, r))) => (n, (r + 1).rem_euclid(n), r),
+        _ => (2, 1, 0),
+    }
+}
+
+/// Give each site of `lc` its own values of every synced key both generate
+/// from overlapping values: above the largest key either site holds, site
+/// a's values and site b's never meet. PostgreSQL sequences are altered
+/// where duplex's role may (`apply`), or the statement is given for their
+/// owner; MySQL/MariaDB's increment and offset are server settings, given
+/// for my.cnf.
+pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveStep>, crate::Error> {
+    let mut steps = Vec::new();
+    for t in &lc.tables {
+        let (ga, gb) = (
+            generators(&lc.site_a, &t.table).await?,
+            generators(&lc.site_b, &t.table).await?,
+        );
+        for a in &ga {
+            let Some(b) = gb.iter().find(|g| g.column == a.column) else {
+                continue;
+            };
+            if !collide(a, b) {
+                continue;
+            }
+            let (n, ra, rb) = shares((&lc.site_a, a), (&lc.site_b, b));
+            let floor = [a.max, b.max, a.position, b.position]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0);
+            for (site, g, residue, slot) in [(&lc.site_a, a, ra, 1), (&lc.site_b, b, rb, 2)] {
+                let start = first_above(floor, n, residue);
+                steps.push(step_for(site, &t.table, g, n, residue, start, slot, apply).await?);
+            }
+        }
+    }
+    Ok(steps)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step_for(
+    site: &Site,
+    table: &TableName,
+    g: &KeyGenerator,
+    step: i64,
+    residue: i64,
+    start: i64,
+    slot: i64,
+    apply: bool,
+) -> Result<InterleaveStep, crate::Error> {
+    let mut out = InterleaveStep {
+        table: table.to_string(),
+        site: site.name.clone(),
+        statement: String::new(),
+        done: false,
+        note: None,
+    };
+    match setup_conn(site).await? {
+        SetupConn::Pg(client) => {
+            let Some(seq) = &g.sequence else {
+                return Ok(out);
+            };
+            out.statement =
+                format!("ALTER SEQUENCE {seq} INCREMENT BY {step} RESTART WITH {start}");
+            if apply {
+                match client.batch_execute(&out.statement).await {
+                    Ok(()) => out.done = true,
+                    Err(e) => {
+                        out.note = Some(format!(
+                            "not run ({}): run it as the sequence's owner",
+                            e.as_db_error()
+                                .map(|d| d.message().to_string())
+                                .unwrap_or_else(|| e.to_string())
+                        ))
+                    }
+                }
+            }
+        }
+        SetupConn::Mysql(mut conn, ep) => {
+            use mysql_async::prelude::Queryable;
+            out.statement = format!(
+                "ALTER TABLE {}.{} AUTO_INCREMENT = {start}",
+                crate::mysql::quote_ident(ep.database()),
+                crate::mysql::quote_ident(&table.name)
+            );
+            // MySQL generates offset, offset + increment, ...: an offset
+            // of 0 is the increment itself.
+            let offset = if residue == 0 { step } else { residue };
+            if g.step != step || g.residue != residue {
+                out.note = Some(format!(
+                    "server settings (they apply to every table of the server): put `auto_increment_increment = {step}` and `auto_increment_offset = {offset}` under [mysqld] in my.cnf, and for now run SET GLOBAL auto_increment_increment = {step}, GLOBAL auto_increment_offset = {offset} (needs SUPER or SYSTEM_VARIABLES_ADMIN); sessions opened after take them (site {} is slot {slot} of the link)",
+                    site.name
+                ));
+            }
+            if apply {
+                if let Err(e) = conn.query_drop(&out.statement).await {
+                    let why =
+                        format!("not run ({e}): run it as an account with ALTER on the table");
+                    out.note = Some(match out.note.take() {
+                        Some(n) => format!("{why}; {n}"),
+                        None => why,
+                    });
+                } else {
+                    out.done = true;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +388,17 @@ mod tests {
             step,
             residue,
             max: None,
+            position: None,
+            sequence: None,
         }
+    }
+
+    #[test]
+    fn the_first_value_above_a_floor_in_a_residue_class() {
+        assert_eq!(first_above(1000, 2, 1), 1001);
+        assert_eq!(first_above(1000, 2, 0), 1002);
+        assert_eq!(first_above(1001, 2, 1), 1003);
+        assert_eq!(first_above(0, 3, 2), 2);
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod site_conn;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};
+pub use key_generators::{interleave as interleave_keys, InterleaveStep};
 pub use lease::HaOptions;
 use live_config::{config_watcher, LinkSet};
 use parity_schedule::parity_scheduler;

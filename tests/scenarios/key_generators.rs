@@ -1,34 +1,14 @@
 //! Key generators that collide: both sites generate a synced table's key
 //! from the same values (the defaults of a sequence or of auto_increment).
-//! `duplex config check` finds it and says what to do; once each site has
-//! its own values, inserts on both sites meet no conflict.
+//! `duplex config check` finds it and says what to do, `duplex keys
+//! interleave` does it (or says what a person must: MySQL's settings are
+//! the server's), and then inserts on both sites meet no conflict.
 
-use crate::support::site::{wait_same, Db, Engines, Sites};
+use crate::support::site::{wait_same, Engines, Sites};
 use crate::support::{connect, duplex_cli, query_i64};
 
 const PG: &str = "CREATE TABLE t (id serial PRIMARY KEY, note text);";
 const MY: &str = "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT);";
-
-/// Give each site its own values: odd keys on the first, even on the
-/// second, above what either holds.
-async fn interleave(db: &mut Db, first: bool) {
-    let start = if first { 1001 } else { 1002 };
-    if db.is_pg() {
-        db.exec(&format!(
-            "ALTER SEQUENCE t_id_seq INCREMENT BY 2 RESTART WITH {start}"
-        ))
-        .await;
-    } else {
-        // Server settings (my.cnf in production), for new sessions.
-        db.exec(&format!(
-            "SET GLOBAL auto_increment_increment = 2, GLOBAL auto_increment_offset = {}",
-            if first { 1 } else { 2 }
-        ))
-        .await;
-        db.exec(&format!("ALTER TABLE t AUTO_INCREMENT = {start}"))
-            .await;
-    }
-}
 
 async fn run(engines: Engines) {
     let sites = Sites::start(engines, PG, MY, &["t"]).await;
@@ -43,9 +23,40 @@ async fn run(engines: Engines) {
         "and what to do: {out}"
     );
 
+    // Rows already there on both sites: the new values start above them.
     let (mut a, mut b) = sites.connect().await;
-    interleave(&mut a, true).await;
-    interleave(&mut b, false).await;
+    a.exec("INSERT INTO t (note) VALUES ('a before'), ('a before')")
+        .await;
+    b.exec("INSERT INTO t (id, note) VALUES (900, 'b before')")
+        .await;
+
+    let (_, out) = duplex_cli(
+        &sites.control_url,
+        &["keys", "interleave", "--link", "l", "--dry-run"],
+    );
+    assert!(
+        out.contains("would run: ALTER SEQUENCE"),
+        "the dry run says what it would do: {out}"
+    );
+    let (ok, out) = duplex_cli(&sites.control_url, &["keys", "interleave", "--link", "l"]);
+    if b.is_pg() {
+        assert!(ok, "both sequences altered: {out}");
+        assert!(
+            out.contains("done: ALTER SEQUENCE public.t_id_seq INCREMENT BY 2 RESTART WITH 901"),
+            "{out}"
+        );
+        assert!(
+            out.contains("done: ALTER SEQUENCE public.t_id_seq INCREMENT BY 2 RESTART WITH 902"),
+            "{out}"
+        );
+    } else {
+        // The server settings are the DBA's (my.cnf): what to put there is said.
+        assert!(!ok, "a step is left for a person: {out}");
+        assert!(out.contains("auto_increment_increment = 2"), "{out}");
+        assert!(out.contains("auto_increment_offset = 2"), "{out}");
+        b.exec("SET GLOBAL auto_increment_increment = 2, GLOBAL auto_increment_offset = 2")
+            .await;
+    }
     let (ok, out) = duplex_cli(&sites.control_url, &["config", "check"]);
     assert!(ok, "config check: {out}");
     assert!(
@@ -72,7 +83,7 @@ async fn run(engines: Engines) {
         &[["SELECT id, note FROM t ORDER BY id"; 2]],
     )
     .await;
-    assert_eq!(a.count("SELECT count(*) FROM t").await, 40);
+    assert_eq!(a.count("SELECT count(*) FROM t").await, 43);
     let control = connect(&sites.control_url).await;
     assert_eq!(
         query_i64(&control, "SELECT count(*) FROM duplex.conflicts").await,
