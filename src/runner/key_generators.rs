@@ -153,27 +153,54 @@ async fn mysql_generators(
     }])
 }
 
-/// The key generators of `table` on `site`.
-async fn generators(site: &Site, table: &TableName) -> Result<Vec<KeyGenerator>, crate::Error> {
-    Ok(match setup_conn(site).await? {
-        SetupConn::Pg(client) => pg_generators(&client, table).await.map_err(|e| {
-            crate::Error::Internal(format!(
-                "site {}: read the key generators of {table}: {e}",
-                site.name
-            ))
-        })?,
-        SetupConn::Mysql(mut conn, ep) => {
+/// The key generators of `table` on `site`, over `conn` (one of its
+/// setup connections).
+async fn generators(
+    conn: &mut SetupConn,
+    site: &Site,
+    table: &TableName,
+) -> Result<Vec<KeyGenerator>, crate::Error> {
+    let fail = |e: String| {
+        crate::Error::Internal(format!(
+            "site {}: read the key generators of {table}: {e}",
+            site.name
+        ))
+    };
+    Ok(match conn {
+        SetupConn::Pg(client) => pg_generators(client, table)
+            .await
+            .map_err(|e| fail(e.to_string()))?,
+        SetupConn::Mysql(conn, ep) => {
             let database = ep.database().to_string();
-            mysql_generators(&mut conn, &database, &table.name)
+            mysql_generators(conn, &database, &table.name)
                 .await
-                .map_err(|e| {
-                    crate::Error::Internal(format!(
-                        "site {}: read the key generators of {table}: {e}",
-                        site.name
-                    ))
-                })?
+                .map_err(|e| fail(e.to_string()))?
         }
     })
+}
+
+/// Both sites' key generators, per synced table of `lc`.
+type Pairs = Vec<(
+    TableName,
+    Result<(Vec<KeyGenerator>, Vec<KeyGenerator>), crate::Error>,
+)>;
+
+/// Both sites' key generators of every synced table of `lc`, over one
+/// connection to each site.
+async fn pairs(lc: &LinkConfig) -> Result<Pairs, crate::Error> {
+    let mut conn_a = setup_conn(&lc.site_a).await?;
+    let mut conn_b = setup_conn(&lc.site_b).await?;
+    let mut out = Vec::new();
+    for t in &lc.tables {
+        let both = match generators(&mut conn_a, &lc.site_a, &t.table).await {
+            Ok(a) => generators(&mut conn_b, &lc.site_b, &t.table)
+                .await
+                .map(|b| (a, b)),
+            Err(e) => Err(e),
+        };
+        out.push((t.table.clone(), both));
+    }
+    Ok(out)
 }
 
 /// What to do about `column` of `table` generated on both sites.
@@ -197,19 +224,25 @@ fn fix(lc: &LinkConfig, table: &TableName, column: &str) -> String {
     )
 }
 
-/// Every synced table of `lc` whose key both sites generate from values the
-/// other generates too: (table, why and what to do).
+/// Every synced table of `lc` whose key both sites generate from
+/// overlapping values: (table, why and what to do).
 pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
+    let pairs = match pairs(lc).await {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![(
+                String::new(),
+                format!("cannot read the key generators: {e}"),
+            )]
+        }
+    };
     let mut out = Vec::new();
-    for t in &lc.tables {
-        let (a, b) = match (
-            generators(&lc.site_a, &t.table).await,
-            generators(&lc.site_b, &t.table).await,
-        ) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
+    for (table, both) in pairs {
+        let (a, b) = match both {
+            Ok(ab) => ab,
+            Err(e) => {
                 out.push((
-                    t.table.to_string(),
+                    table.to_string(),
                     format!("cannot read its key generators: {e}"),
                 ));
                 continue;
@@ -221,7 +254,7 @@ pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
             };
             if collide(ga, gb) {
                 out.push((
-                    t.table.to_string(),
+                    table.to_string(),
                     format!(
                         "both sites generate key {} from overlapping values ({}: {}; {}: {}), so inserts on both sites can take the same key (a conflict each, one row lost to it): {}",
                         ga.column,
@@ -229,7 +262,7 @@ pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
                         ga.what,
                         lc.site_b.name,
                         gb.what,
-                        fix(lc, &t.table, &ga.column)
+                        fix(lc, &table, &ga.column)
                     ),
                 ));
             }
@@ -278,11 +311,9 @@ fn shares(a: (&Site, &KeyGenerator), b: (&Site, &KeyGenerator)) -> (i64, i64, i6
 /// for my.cnf.
 pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveStep>, crate::Error> {
     let mut steps = Vec::new();
-    for t in &lc.tables {
-        let (ga, gb) = (
-            generators(&lc.site_a, &t.table).await?,
-            generators(&lc.site_b, &t.table).await?,
-        );
+    let mut conns = [setup_conn(&lc.site_a).await?, setup_conn(&lc.site_b).await?];
+    for (table, both) in pairs(lc).await? {
+        let (ga, gb) = both?;
         for a in &ga {
             let Some(b) = gb.iter().find(|g| g.column == a.column) else {
                 continue;
@@ -296,9 +327,26 @@ pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveSt
                 .flatten()
                 .max()
                 .unwrap_or(0);
-            for (site, g, residue, slot) in [(&lc.site_a, a, ra, 1), (&lc.site_b, b, rb, 2)] {
+            for (i, (site, g, residue)) in [(&lc.site_a, a, ra), (&lc.site_b, b, rb)]
+                .into_iter()
+                .enumerate()
+            {
                 let start = first_above(floor, n, residue);
-                steps.push(step_for(site, &t.table, g, n, residue, start, slot, apply).await?);
+                let slot = i as i64 + 1;
+                steps.push(
+                    step_for(
+                        &mut conns[i],
+                        site,
+                        &table,
+                        g,
+                        n,
+                        residue,
+                        start,
+                        slot,
+                        apply,
+                    )
+                    .await?,
+                );
             }
         }
     }
@@ -307,6 +355,7 @@ pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveSt
 
 #[allow(clippy::too_many_arguments)]
 async fn step_for(
+    conn: &mut SetupConn,
     site: &Site,
     table: &TableName,
     g: &KeyGenerator,
@@ -323,7 +372,7 @@ async fn step_for(
         done: false,
         note: None,
     };
-    match setup_conn(site).await? {
+    match conn {
         SetupConn::Pg(client) => {
             let Some(seq) = &g.sequence else {
                 return Ok(out);
@@ -344,7 +393,7 @@ async fn step_for(
                 }
             }
         }
-        SetupConn::Mysql(mut conn, ep) => {
+        SetupConn::Mysql(conn, ep) => {
             use mysql_async::prelude::Queryable;
             out.statement = format!(
                 "ALTER TABLE {}.{} AUTO_INCREMENT = {start}",

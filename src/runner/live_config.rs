@@ -123,6 +123,7 @@ impl LinkSet {
                 Ok(Some((lc, resolved, run))) => {
                     if let Some(run) = run {
                         links.keep_running(id, run).await;
+                        warn_key_collisions(&resolved);
                     }
                     write_config_status(control_client, &resolved).await;
                     if !resolved.refusals().is_empty() {
@@ -566,6 +567,7 @@ impl LinkSet {
             Ok(run) => {
                 tracing::info!("configuration applied; the link runs");
                 self.keep_running(id, run).await;
+                warn_key_collisions(&resolved);
                 self.settled(client, id, lc, resolved, refused).await;
             }
             Err(e) => {
@@ -805,6 +807,18 @@ pub(super) async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Rece
 /// table synced as configured), rejected (some table refused, or kept on its
 /// configuration in force: the message says which and why) or paused; and
 /// each table's state in `duplex.table_config_status`.
+/// A link started: say, in the background, which of its synced tables have
+/// keys both sites generate from overlapping values (see `key_generators`;
+/// `duplex config check` says it too).
+fn warn_key_collisions(resolved: &Resolved) {
+    let lc = resolved.effective.clone();
+    tokio::spawn(async move {
+        for (table, why) in super::key_generators::collisions(&lc).await {
+            tracing::warn!(link = %lc.link.name, %table, "{why}");
+        }
+    });
+}
+
 async fn write_config_status(client: &mut ControlDb, resolved: &Resolved) {
     let lc = &resolved.effective;
     let refusals = resolved.refusals();
