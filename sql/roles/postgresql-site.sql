@@ -11,7 +11,9 @@
 --
 -- What duplex gets:
 --   * LOGIN REPLICATION: logical replication slots and the streaming protocol.
---   * SELECT, INSERT, UPDATE, DELETE, TRUNCATE on the synced tables only.
+--   * SELECT, INSERT, UPDATE, DELETE, TRUNCATE on the synced tables only, and
+--     SELECT on the sequences that fill their columns (read only: where
+--     each stands, for the key-collision check).
 --   * Its own schema "duplex" (tombstones of rows it deleted, and conflict and
 --     quarantine records until they are shipped to the control schema).
 --   * EXECUTE on the replication-origin functions (loop prevention and its
@@ -49,6 +51,21 @@ SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I', trim
        format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I jsonb', trim(t)::regclass, :'marker'),
        format('ALTER TABLE %s REPLICA IDENTITY FULL', trim(t)::regclass)
   FROM unnest(string_to_array(:'tables', ',')) AS t \gexec
+-- The sequences that fill the synced tables' columns (serial, identity, or
+-- a default naming one): read only, so that `duplex config check` and
+-- `duplex keys interleave` know where each stands (two sites handing out the
+-- same keys is a conflict per key).
+SELECT format('GRANT SELECT ON SEQUENCE %s TO %I', c.oid::regclass, :'role')
+  FROM unnest(string_to_array(:'tables', ',')) AS t
+  JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = trim(t)::regclass
+                  AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+  JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+UNION
+SELECT format('GRANT SELECT ON SEQUENCE %s TO %I', c.oid::regclass, :'role')
+  FROM unnest(string_to_array(:'tables', ',')) AS t
+  JOIN pg_attrdef ad ON ad.adrelid = trim(t)::regclass
+  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+  JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S' \gexec
 -- A partitioned table's partitions log their own old rows: each needs it too.
 SELECT format('ALTER TABLE %s REPLICA IDENTITY FULL', p.relid::regclass)
   FROM unnest(string_to_array(:'tables', ',')) AS t,

@@ -17,7 +17,11 @@ pub struct KeyGenerator {
     /// What generates it, for messages ("sequence public.t_id_seq, increment 1").
     pub what: String,
     pub step: i64,
-    pub residue: i64,
+    /// `None` where the position cannot be read (duplex's role may not
+    /// read the sequence: `sql/roles/postgresql-site.sql` grants it).
+    pub residue: Option<i64>,
+    /// The largest value it may hand out (a sequence's MAXVALUE).
+    pub max_value: Option<i64>,
     /// The key's largest value now, where known.
     pub max: Option<i64>,
     /// The last value handed out (a sequence's position, a MySQL table's
@@ -35,11 +39,27 @@ fn gcd(a: i64, b: i64) -> i64 {
     a.max(1)
 }
 
+/// Whether two generators can hand out the same value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Overlap {
+    Yes,
+    No,
+    /// A position could not be read, and the steps leave room to interleave.
+    Unknown,
+}
+
 /// Can the two generators hand out the same value? Values `r_a + k s_a` and
 /// `r_b + j s_b` meet exactly when `r_a ≡ r_b (mod gcd(s_a, s_b))`.
-pub fn collide(a: &KeyGenerator, b: &KeyGenerator) -> bool {
+pub fn overlap(a: &KeyGenerator, b: &KeyGenerator) -> Overlap {
     let g = gcd(a.step, b.step);
-    (a.residue - b.residue).rem_euclid(g) == 0
+    if g == 1 {
+        return Overlap::Yes;
+    }
+    match (a.residue, b.residue) {
+        (Some(ra), Some(rb)) if (ra - rb).rem_euclid(g) == 0 => Overlap::Yes,
+        (Some(_), Some(_)) => Overlap::No,
+        _ => Overlap::Unknown,
+    }
 }
 
 /// A PostgreSQL table's key columns that a sequence (serial or identity)
@@ -48,30 +68,43 @@ async fn pg_generators(
     client: &tokio_postgres::Client,
     table: &TableName,
 ) -> Result<Vec<KeyGenerator>, tokio_postgres::Error> {
+    // The sequence filling each key column: owned by it (serial,
+    // identity), or only named in its default (`DEFAULT nextval('s')`, as
+    // older and converted schemas have).
     let rows = client
         .query(
-            "SELECT a.attname::text, q.seq, s.increment_by, coalesce(s.last_value, s.start_value)
+            "SELECT a.attname::text, format('%I.%I', s.schemaname, s.sequencename), s.increment_by, s.max_value
                FROM pg_index i
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-               CROSS JOIN LATERAL (SELECT pg_get_serial_sequence(i.indrelid::regclass::text, a.attname) AS seq) q
-               JOIN pg_sequences s ON format('%I.%I', s.schemaname, s.sequencename) = q.seq
+               CROSS JOIN LATERAL (
+                    SELECT coalesce(pg_get_serial_sequence(i.indrelid::regclass::text, quote_ident(a.attname))::regclass,
+                                    (SELECT dep.refobjid::regclass
+                                       FROM pg_attrdef d
+                                       JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                                                         AND dep.refclassid = 'pg_class'::regclass
+                                       JOIN pg_class c ON c.oid = dep.refobjid AND c.relkind = 'S'
+                                      WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum
+                                      LIMIT 1)) AS seq) q
+               JOIN pg_class sc ON sc.oid = q.seq
+               JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+               JOIN pg_sequences s ON s.schemaname = sn.nspname AND s.sequencename = sc.relname
               WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
             &[&crate::pg::quote_table(table)],
         )
         .await?;
     let mut out = Vec::new();
     for r in rows {
-        let (column, seq, step, known): (String, String, i64, i64) =
+        let (column, seq, step, max_value): (String, String, i64, i64) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        // The sequence itself says where it is, also just after a RESTART
-        // (where pg_sequences shows the original start); it needs SELECT on
-        // the sequence, else pg_sequences' figure stands. `seq` comes from
-        // pg_get_serial_sequence, quoted as needed.
-        let at: i64 = client
+        // Where it is: read from the sequence itself (also right after a
+        // RESTART, where pg_sequences still shows the original start),
+        // which needs SELECT on it. Without that, unknown: guessing the
+        // start could reuse keys.
+        let at: Option<i64> = client
             .query_one(&format!("SELECT last_value FROM {seq}"), &[])
             .await
-            .map(|r| r.get(0))
-            .unwrap_or(known);
+            .ok()
+            .map(|r| r.get(0));
         let max: Option<i64> = client
             .query_one(
                 &format!(
@@ -88,9 +121,10 @@ async fn pg_generators(
             what: format!("sequence {seq}, increment {step}"),
             column,
             step,
-            residue: at.rem_euclid(step.abs().max(1)),
+            residue: at.map(|at| at.rem_euclid(step.abs().max(1))),
+            max_value: Some(max_value),
             max,
-            position: Some(at),
+            position: at,
             sequence: Some(seq),
         });
     }
@@ -138,15 +172,16 @@ async fn mysql_generators(
         )
         .await?
         .flatten();
-    // An offset beyond the increment is ignored by the server (as 1).
-    let offset = if offset > step { 1 } else { offset };
+    // The server's values are ≡ offset (mod increment), an offset beyond
+    // the increment too (MariaDB 10.11 at 3 and 5 hands out 5, 11, 14, ...).
     Ok(vec![KeyGenerator {
         what: format!(
             "auto_increment, auto_increment_increment {step}, auto_increment_offset {offset}"
         ),
         column,
         step,
-        residue: offset.rem_euclid(step.max(1)),
+        residue: Some(offset.rem_euclid(step.max(1))),
+        max_value: None,
         max,
         position: next.map(|n| n - 1),
         sequence: None,
@@ -203,29 +238,63 @@ async fn pairs(lc: &LinkConfig) -> Result<Pairs, crate::Error> {
     Ok(out)
 }
 
+/// How the two sites share a key's values: (step, residue of site a,
+/// residue of site b). A MySQL server's own settings (server-wide, in
+/// my.cnf) are kept where they already leave room; otherwise odd keys on
+/// site a, even on site b.
+fn shares(a: (&Site, &KeyGenerator), b: (&Site, &KeyGenerator)) -> (i64, i64, i64) {
+    let fixed = |(site, g): (&Site, &KeyGenerator)| match (site.engine, g.residue) {
+        (SiteEngine::Mysql, Some(r)) if g.step >= 2 => Some((g.step, r)),
+        _ => None,
+    };
+    match (fixed(a), fixed(b)) {
+        (Some((n, r)), None) => (n, r, (r + 1).rem_euclid(n)),
+        (None, Some((n, r))) => (n, (r + 1).rem_euclid(n), r),
+        _ => (2, 1, 0),
+    }
+}
+
+/// "odd", "even", or "≡ r (mod n)".
+fn class(step: i64, residue: i64) -> String {
+    match (step, residue) {
+        (2, 1) => "odd".into(),
+        (2, 0) => "even".into(),
+        _ => format!("≡ {residue} (mod {step})"),
+    }
+}
+
 /// What to do about `column` of `table` generated on both sites.
-fn fix(lc: &LinkConfig, table: &TableName, column: &str) -> String {
-    let per_site = |site: &Site, slot: u32| {
+fn fix(lc: &LinkConfig, a: &KeyGenerator, b: &KeyGenerator) -> String {
+    let (n, ra, rb) = shares((&lc.site_a, a), (&lc.site_b, b));
+    let per_site = |site: &Site, g: &KeyGenerator, r: i64| {
         match site.engine {
         SiteEngine::Postgres => format!(
-            "on {}: the sequence's INCREMENT BY 2 and a start ≡ {slot} (mod 2) above both sites' largest key",
-            site.name
+            "{} {} values (INCREMENT BY {n}, restarted above both sites' largest key)",
+            site.name,
+            class(n, r)
         ),
+        SiteEngine::Mysql if g.step == n && g.residue == Some(r) => {
+            format!("{} keeps its server settings ({} values)", site.name, class(n, r))
+        }
         SiteEngine::Mysql => format!(
-            "on {}: auto_increment_increment = 2 and auto_increment_offset = {slot} in my.cnf (server settings), and the table's AUTO_INCREMENT above both sites' largest key",
-            site.name
+            "{} {} values (auto_increment_increment = {n} and auto_increment_offset = {} in my.cnf: server settings, for every table of the server)",
+            site.name,
+            class(n, r),
+            if r == 0 { n } else { r }
         ),
     }
     };
     format!(
-        "give each site its own values of {table}.{column}: {}; {}",
-        per_site(&lc.site_a, 1),
-        per_site(&lc.site_b, 2)
+        "give each site its own values: {}; {}. `duplex keys interleave --link {}` does it",
+        per_site(&lc.site_a, a, ra),
+        per_site(&lc.site_b, b, rb),
+        lc.link.name
     )
 }
 
 /// Every synced table of `lc` whose key both sites generate from
-/// overlapping values: (table, why and what to do).
+/// overlapping values (or may: a position that cannot be read): (table,
+/// why and what to do).
 pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
     let pairs = match pairs(lc).await {
         Ok(p) => p,
@@ -252,20 +321,23 @@ pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
             let Some(gb) = b.iter().find(|g| g.column == ga.column) else {
                 continue;
             };
-            if collide(ga, gb) {
-                out.push((
-                    table.to_string(),
-                    format!(
-                        "both sites generate key {} from overlapping values ({}: {}; {}: {}), so inserts on both sites can take the same key (a conflict each, one row lost to it): {}",
-                        ga.column,
-                        lc.site_a.name,
-                        ga.what,
-                        lc.site_b.name,
-                        gb.what,
-                        fix(lc, &table, &ga.column)
-                    ),
-                ));
-            }
+            let why = match overlap(ga, gb) {
+                Overlap::No => continue,
+                Overlap::Yes => format!(
+                    "both sites generate key {} from overlapping values ({}: {}; {}: {}), so inserts on both sites can take the same key (a conflict each, one row lost to it): {}",
+                    ga.column,
+                    lc.site_a.name,
+                    ga.what,
+                    lc.site_b.name,
+                    gb.what,
+                    fix(lc, ga, gb)
+                ),
+                Overlap::Unknown => format!(
+                    "both sites generate key {} ({}: {}; {}: {}), and duplex's role may not read where a sequence is, so whether their values overlap is unknown: grant it SELECT on the sequence (sql/roles/postgresql-site.sql does)",
+                    ga.column, lc.site_a.name, ga.what, lc.site_b.name, gb.what
+                ),
+            };
+            out.push((table.to_string(), why));
         }
     }
     out
@@ -284,41 +356,56 @@ pub struct InterleaveStep {
 
 /// The smallest value above `floor` that is `residue` modulo `step`.
 fn first_above(floor: i64, step: i64, residue: i64) -> i64 {
-    let v = floor + 1;
-    v + (residue - v).rem_euclid(step)
+    let v = floor.saturating_add(1);
+    v.saturating_add((residue - v).rem_euclid(step))
 }
 
-/// How the two sites share a key's values: (step, residue of site a,
-/// residue of site b). A MySQL server's own settings (server-wide, in
-/// my.cnf) are kept where they already leave room; otherwise odd keys on
-/// site a, even on site b.
-fn shares(a: (&Site, &KeyGenerator), b: (&Site, &KeyGenerator)) -> (i64, i64, i64) {
-    let fixed = |(site, g): (&Site, &KeyGenerator)| {
-        (site.engine == SiteEngine::Mysql && g.step >= 2).then_some((g.step, g.residue))
-    };
-    match (fixed(a), fixed(b)) {
-        (Some((n, r)), None) => (n, r, (r + 1).rem_euclid(n)),
-        (None, Some((n, r))) => (n, (r + 1).rem_euclid(n), r),
-        _ => (2, 1, 0),
+/// Why `duplex keys interleave` leaves this generator to a person, if it
+/// does: a descending sequence (its values are the application's design),
+/// a position it cannot read (restarting below it would reuse keys).
+fn refused(g: &KeyGenerator) -> Option<String> {
+    if g.step < 0 {
+        return Some(format!(
+            "{} counts down: give the two sites disjoint ranges by hand (MINVALUE/MAXVALUE), duplex only interleaves ascending keys",
+            g.what
+        ));
     }
+    if g.residue.is_none() {
+        return Some(format!(
+            "duplex's role may not read where {} is (grant it SELECT on the sequence, as sql/roles/postgresql-site.sql does): restarting it blind could reuse keys",
+            g.what
+        ));
+    }
+    None
 }
 
 /// Give each site of `lc` its own values of every synced key both generate
-/// from overlapping values: above the largest key either site holds, site
-/// a's values and site b's never meet. PostgreSQL sequences are altered
-/// where duplex's role may (`apply`), or the statement is given for their
-/// owner; MySQL/MariaDB's increment and offset are server settings, given
-/// for my.cnf.
+/// from overlapping values: above the largest key either site holds and
+/// either generator's position, site a's values and site b's never meet.
+/// PostgreSQL sequences are altered where duplex's role may (`apply`), or
+/// the statement is given for their owner; MySQL/MariaDB's increment and
+/// offset are server settings, given for my.cnf (once per site).
 pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveStep>, crate::Error> {
     let mut steps = Vec::new();
     let mut conns = [setup_conn(&lc.site_a).await?, setup_conn(&lc.site_b).await?];
+    let mut settings_said = [false, false];
     for (table, both) in pairs(lc).await? {
         let (ga, gb) = both?;
         for a in &ga {
             let Some(b) = gb.iter().find(|g| g.column == a.column) else {
                 continue;
             };
-            if !collide(a, b) {
+            if overlap(a, b) == Overlap::No {
+                continue;
+            }
+            if let Some(why) = refused(a).or_else(|| refused(b)) {
+                steps.push(InterleaveStep {
+                    table: table.to_string(),
+                    site: format!("{} and {}", lc.site_a.name, lc.site_b.name),
+                    statement: String::new(),
+                    done: false,
+                    note: Some(why),
+                });
                 continue;
             }
             let (n, ra, rb) = shares((&lc.site_a, a), (&lc.site_b, b));
@@ -332,21 +419,15 @@ pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveSt
                 .enumerate()
             {
                 let start = first_above(floor, n, residue);
-                let slot = i as i64 + 1;
-                steps.push(
-                    step_for(
-                        &mut conns[i],
-                        site,
-                        &table,
-                        g,
-                        n,
-                        residue,
-                        start,
-                        slot,
-                        apply,
-                    )
-                    .await?,
-                );
+                let mut step =
+                    step_for(&mut conns[i], site, &table, g, n, residue, start, apply).await?;
+                if site.engine == SiteEngine::Mysql && step.note.is_some() {
+                    // The server settings: said once per site.
+                    if std::mem::replace(&mut settings_said[i], true) {
+                        step.note = step.note.filter(|n| n.starts_with("not run"));
+                    }
+                }
+                steps.push(step);
             }
         }
     }
@@ -362,7 +443,6 @@ async fn step_for(
     step: i64,
     residue: i64,
     start: i64,
-    slot: i64,
     apply: bool,
 ) -> Result<InterleaveStep, crate::Error> {
     let mut out = InterleaveStep {
@@ -372,6 +452,10 @@ async fn step_for(
         done: false,
         note: None,
     };
+    // Room for a million more keys at least, or it is said.
+    let near_end = g
+        .max_value
+        .is_some_and(|max| start > max.saturating_sub(step.saturating_mul(1_000_000)));
     match conn {
         SetupConn::Pg(client) => {
             let Some(seq) = &g.sequence else {
@@ -379,16 +463,26 @@ async fn step_for(
             };
             out.statement =
                 format!("ALTER SEQUENCE {seq} INCREMENT BY {step} RESTART WITH {start}");
-            if apply {
+            if near_end {
+                out.note = Some(format!(
+                    "{seq} would then have fewer than a million values left before its MAXVALUE: widen the key (bigint) first"
+                ));
+            }
+            if apply && !near_end {
                 match client.batch_execute(&out.statement).await {
                     Ok(()) => out.done = true,
                     Err(e) => {
-                        out.note = Some(format!(
-                            "not run ({}): run it as the sequence's owner",
-                            e.as_db_error()
-                                .map(|d| d.message().to_string())
-                                .unwrap_or_else(|| e.to_string())
-                        ))
+                        let privilege = e.code()
+                            == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
+                        let why = e
+                            .as_db_error()
+                            .map(|d| d.message().to_string())
+                            .unwrap_or_else(|| e.to_string());
+                        out.note = Some(if privilege {
+                            format!("not run ({why}): run it now as the sequence's owner (later, recompute it: more keys may have been taken)")
+                        } else {
+                            format!("not run: {why}")
+                        });
                     }
                 }
             }
@@ -403,10 +497,9 @@ async fn step_for(
             // MySQL generates offset, offset + increment, ...: an offset
             // of 0 is the increment itself.
             let offset = if residue == 0 { step } else { residue };
-            if g.step != step || g.residue != residue {
+            if g.step != step || g.residue != Some(residue) {
                 out.note = Some(format!(
-                    "server settings (they apply to every table of the server): put `auto_increment_increment = {step}` and `auto_increment_offset = {offset}` under [mysqld] in my.cnf, and for now run SET GLOBAL auto_increment_increment = {step}, GLOBAL auto_increment_offset = {offset} (needs SUPER or SYSTEM_VARIABLES_ADMIN); sessions opened after take them (site {} is slot {slot} of the link)",
-                    site.name
+                    "server settings (they apply to every table of the server): put `auto_increment_increment = {step}` and `auto_increment_offset = {offset}` under [mysqld] in my.cnf, and for now run SET GLOBAL auto_increment_increment = {step}, GLOBAL auto_increment_offset = {offset} (needs SUPER or SYSTEM_VARIABLES_ADMIN); sessions opened after take them"
                 ));
             }
             if apply {
@@ -435,7 +528,8 @@ mod tests {
             column: "id".into(),
             what: String::new(),
             step,
-            residue,
+            residue: Some(residue),
+            max_value: None,
             max: None,
             position: None,
             sequence: None,
@@ -451,20 +545,60 @@ mod tests {
     }
 
     #[test]
-    fn generators_collide_unless_their_values_are_interleaved() {
+    fn generators_overlap_unless_their_values_are_interleaved() {
+        use Overlap::*;
         // The defaults on both sites: every value.
-        assert!(collide(&generator(1, 0), &generator(1, 0)));
+        assert_eq!(overlap(&generator(1, 0), &generator(1, 0)), Yes);
         // One site interleaved, the other not: the other takes every value.
-        assert!(collide(&generator(2, 1), &generator(1, 0)));
+        assert_eq!(overlap(&generator(2, 1), &generator(1, 0)), Yes);
         // Interleaved: odd and even.
-        assert!(!collide(&generator(2, 1), &generator(2, 0)));
-        // The same offset on both: collide.
-        assert!(collide(&generator(2, 1), &generator(2, 1)));
+        assert_eq!(overlap(&generator(2, 1), &generator(2, 0)), No);
+        // The same offset on both: overlap.
+        assert_eq!(overlap(&generator(2, 1), &generator(2, 1)), Yes);
         // Different steps whose values never meet (1 mod 4 and 0 mod 2)...
-        assert!(!collide(&generator(4, 1), &generator(2, 0)));
+        assert_eq!(overlap(&generator(4, 1), &generator(2, 0)), No);
         // ...and ones that do (1 mod 4 and 1 mod 2: 5, 9, ...).
-        assert!(collide(&generator(4, 1), &generator(2, 1)));
+        assert_eq!(overlap(&generator(4, 1), &generator(2, 1)), Yes);
         // Negative steps count by their size.
-        assert!(!collide(&generator(-2, 1), &generator(2, 0)));
+        assert_eq!(overlap(&generator(-2, 1), &generator(2, 0)), No);
+        // A position unknown: unknown where the steps leave room...
+        let unknown = KeyGenerator {
+            residue: None,
+            ..generator(2, 0)
+        };
+        assert_eq!(overlap(&unknown, &generator(2, 1)), Unknown);
+        // ...and certain where they do not.
+        assert_eq!(overlap(&unknown, &generator(1, 0)), Yes);
+    }
+
+    #[test]
+    fn a_mysql_server_interleaved_already_keeps_its_settings() {
+        let site = |engine| Site {
+            site_id: 1,
+            name: "s".into(),
+            engine,
+            conninfo: String::new(),
+            password_env: None,
+            password_file: None,
+            tls_mode: crate::control::TlsMode::Disable,
+            tls_ca_file: None,
+        };
+        let (pg, my) = (site(SiteEngine::Postgres), site(SiteEngine::Mysql));
+        // MariaDB at increment 2, offset 1: PostgreSQL takes the even values.
+        assert_eq!(
+            shares((&pg, &generator(1, 0)), (&my, &generator(2, 1))),
+            (2, 0, 1)
+        );
+        assert_eq!(
+            shares((&my, &generator(2, 1)), (&pg, &generator(1, 0))),
+            (2, 1, 0)
+        );
+        // Defaults: odd on site a, even on site b.
+        assert_eq!(
+            shares((&pg, &generator(1, 0)), (&my, &generator(1, 1))),
+            (2, 1, 0)
+        );
+        assert_eq!(class(2, 1), "odd");
+        assert_eq!(class(3, 2), "≡ 2 (mod 3)");
     }
 }

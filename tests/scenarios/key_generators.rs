@@ -7,11 +7,16 @@
 use crate::support::site::{wait_same, Engines, Sites};
 use crate::support::{connect, duplex_cli, query_i64};
 
-const PG: &str = "CREATE TABLE t (id serial PRIMARY KEY, note text);";
-const MY: &str = "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT);";
+// `u`'s sequence is only named in its default (not OWNED BY the column),
+// as in older and converted schemas.
+const PG: &str = "CREATE TABLE t (id serial PRIMARY KEY, note text);
+    CREATE SEQUENCE u_seq;
+    CREATE TABLE u (id bigint PRIMARY KEY DEFAULT nextval('u_seq'), note text);";
+const MY: &str = "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT);
+    CREATE TABLE u (id BIGINT AUTO_INCREMENT PRIMARY KEY, note TEXT);";
 
 async fn run(engines: Engines) {
-    let sites = Sites::start(engines, PG, MY, &["t"]).await;
+    let sites = Sites::start(engines, PG, MY, &["t", "u"]).await;
     let (ok, out) = duplex_cli(&sites.control_url, &["config", "check"]);
     assert!(ok, "config check: {out}");
     assert!(
@@ -21,6 +26,10 @@ async fn run(engines: Engines) {
     assert!(
         out.contains("give each site its own values"),
         "and what to do: {out}"
+    );
+    assert!(
+        out.contains("table public.u: both sites generate key id"),
+        "a sequence named only in the key's default counts too: {out}"
     );
 
     // Rows already there on both sites: the new values start above them.

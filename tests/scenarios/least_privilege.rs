@@ -17,7 +17,8 @@ const CONTROL_SCRIPT: &str = include_str!("../../sql/roles/postgresql-control.sq
 async fn duplex_runs_with_the_least_privilege_roles() {
     crate::support::init_tracing();
     let pg =
-        crate::support::start_postgres("CREATE TABLE t (id int PRIMARY KEY, v varchar(50))").await;
+        crate::support::start_postgres("CREATE TABLE t (id serial PRIMARY KEY, v varchar(50))")
+            .await;
     pg.create_database("duplex_control").unwrap();
     // The site script, as the tables' owner.
     pg.psql(
@@ -25,6 +26,15 @@ async fn duplex_runs_with_the_least_privilege_roles() {
         &format!("\\set link 1\n\\set tables 'public.t'\n{PG_SITE_SCRIPT}"),
     )
     .expect("postgresql-site.sql");
+    // Where the key's sequence stands is readable (the key-collision check).
+    assert!(
+        crate::support::query_bool(
+            &crate::support::connect(&pg.conninfo("app")).await,
+            "SELECT has_sequence_privilege('duplex', 'public.t_id_seq', 'SELECT')"
+        )
+        .await,
+        "the site script grants SELECT on the key's sequence"
+    );
     pg.psql("app", "ALTER ROLE duplex PASSWORD 'site-a-secret'")
         .unwrap();
     // The control script, then a DBA holding only duplex_admin.
