@@ -11,6 +11,31 @@ pub async fn connect(control: &str, application_name: &str) -> anyhow::Result<Co
     Ok(client)
 }
 
+/// Link `link` (id or name) as configured, its table patterns expanded.
+pub async fn link_config(
+    client: &mut ControlDb,
+    link: &str,
+) -> anyhow::Result<duplex::control::LinkConfig> {
+    use anyhow::Context;
+    let config = duplex::control::load_unchecked(client).await?;
+    let found = config
+        .links
+        .iter()
+        .find(|l| l.name == link || l.link_id.to_string() == link)
+        .with_context(|| format!("no link {link} in duplex.links"))?;
+    let mut lc = match config.link_config(found.link_id) {
+        Some(Ok(lc)) => lc,
+        Some(Err(e)) => {
+            anyhow::bail!("link {link}: its configuration is invalid ({e}): fix it first")
+        }
+        None => anyhow::bail!("no link {link} in duplex.links"),
+    };
+    duplex::runner::expand_patterns(&mut lc)
+        .await
+        .with_context(|| format!("link {link}: expand its table patterns"))?;
+    Ok(lc)
+}
+
 /// The control database, whatever its schema's version (for `init` and
 /// `upgrade`, which change it).
 async fn open(control: &str, application_name: &str) -> anyhow::Result<ControlDb> {

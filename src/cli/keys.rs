@@ -1,30 +1,13 @@
 //! `duplex keys interleave`: what the library's `runner::interleave_keys`
 //! did, and what is left for a person (a sequence's owner, my.cnf).
 
-use anyhow::Context;
-
 use super::control::connect;
 
 /// Interleave link `link`'s colliding key generators (`dry_run`: only say
 /// how). Returns whether nothing is left to do by hand.
 pub async fn interleave(control: &str, link: &str, dry_run: bool) -> anyhow::Result<bool> {
     let mut client = connect(control, "duplex keys").await?;
-    let config = duplex::control::load_unchecked(&mut client).await?;
-    let found = config
-        .links
-        .iter()
-        .find(|l| l.name == link || l.link_id.to_string() == link)
-        .with_context(|| format!("no link {link} in duplex.links"))?;
-    let mut lc = match config.link_config(found.link_id) {
-        Some(Ok(lc)) => lc,
-        Some(Err(e)) => {
-            anyhow::bail!("link {link}: its configuration is invalid ({e}): fix it first")
-        }
-        None => anyhow::bail!("no link {link} in duplex.links"),
-    };
-    duplex::runner::expand_patterns(&mut lc)
-        .await
-        .with_context(|| format!("link {link}: expand its table patterns"))?;
+    let lc = super::control::link_config(&mut client, link).await?;
     let steps = duplex::runner::interleave_keys(&lc, !dry_run).await?;
     if steps.is_empty() {
         println!(

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use duplex::control::{Sql, P};
 
 use super::control::connect;
@@ -23,22 +22,7 @@ pub async fn resync(
     wait: u64,
 ) -> anyhow::Result<bool> {
     let mut client = connect(control, "duplex resync").await?;
-    let config = duplex::control::load_unchecked(&mut client).await?;
-    let found = config
-        .links
-        .iter()
-        .find(|l| l.name == link || l.link_id.to_string() == link)
-        .with_context(|| format!("no link {link} in duplex.links"))?;
-    let mut lc = match config.link_config(found.link_id) {
-        Some(Ok(lc)) => lc,
-        Some(Err(e)) => {
-            anyhow::bail!("link {link}: its configuration is invalid ({e}): fix it first")
-        }
-        None => anyhow::bail!("no link {link} in duplex.links"),
-    };
-    duplex::runner::expand_patterns(&mut lc)
-        .await
-        .with_context(|| format!("link {link}: expand its table patterns"))?;
+    let lc = super::control::link_config(&mut client, link).await?;
     let report = duplex::runner::resync_link(&mut client, &lc, table, new_position).await?;
     for line in &report.reset {
         println!("position reset: {line}");
