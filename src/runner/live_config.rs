@@ -803,10 +803,6 @@ pub(super) async fn config_watcher(mut links: LinkSet, mut shutdown: watch::Rece
     links.leave().await;
 }
 
-/// Record `resolved` as the configuration in force: state running (every
-/// table synced as configured), rejected (some table refused, or kept on its
-/// configuration in force: the message says which and why) or paused; and
-/// each table's state in `duplex.table_config_status`.
 /// A link started: say, in the background, which of its synced tables have
 /// keys both sites generate from overlapping values (see `key_generators`;
 /// `duplex config check` says it too).
@@ -819,6 +815,10 @@ fn warn_key_collisions(resolved: &Resolved) {
     });
 }
 
+/// Record `resolved` as the configuration in force: state running (every
+/// table synced as configured), rejected (some table refused, or kept on its
+/// configuration in force: the message says which and why) or paused; and
+/// each table's state in `duplex.table_config_status`.
 async fn write_config_status(client: &mut ControlDb, resolved: &Resolved) {
     let lc = &resolved.effective;
     let refusals = resolved.refusals();
