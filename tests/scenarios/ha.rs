@@ -68,6 +68,28 @@ async fn holders(control: &tokio_postgres::Client) -> Vec<(i32, u32, i64)> {
         .collect()
 }
 
+/// Two `duplex run --ha` processes on a one-link control schema (logs
+/// `<logs>-1.log`, `<logs>-2.log`): the first holds the link, the second
+/// stands by, and both directions stream.
+async fn holder_and_standby(
+    control_url: &str,
+    control: &tokio_postgres::Client,
+    logs: &str,
+) -> (Process, Process) {
+    let first = Process::start(control_url, &format!("{logs}-1.log"));
+    wait_for("the first process holds the link", T, || async {
+        holders(control).await.first().map(|h| h.1) == Some(first.pid())
+    })
+    .await;
+    let second = Process::start(control_url, &format!("{logs}-2.log"));
+    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
+    wait_for("both directions streaming", T, || async {
+        query_i64(control, streaming).await == 2
+    })
+    .await;
+    (first, second)
+}
+
 /// Send `sig` (`-STOP`, `-CONT`) to process `pid`.
 fn signal(sig: &str, pid: u32) {
     let ok = Command::new("kill")
@@ -381,17 +403,7 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
     )
     .await;
     let control = connect(&sites.control_url).await;
-    let first = Process::start(&sites.control_url, "duplex-fence-1.log");
-    wait_for("the first process holds the link", T, || async {
-        holders(&control).await.first().map(|h| h.1) == Some(first.pid())
-    })
-    .await;
-    let second = Process::start(&sites.control_url, "duplex-fence-2.log");
-    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
-    wait_for("both directions streaming", T, || async {
-        query_i64(&control, streaming).await == 2
-    })
-    .await;
+    let (first, second) = holder_and_standby(&sites.control_url, &control, "duplex-fence").await;
     let term = holders(&control).await[0].2;
     let marker_terms = |term: i64| {
         let sites = &sites;
@@ -523,17 +535,7 @@ async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
     )
     .await;
     let control = connect(&pair.control_url).await;
-    let first = Process::start(&pair.control_url, "duplex-pause-1.log");
-    wait_for("the first process holds the link", T, || async {
-        holders(&control).await.first().map(|h| h.1) == Some(first.pid())
-    })
-    .await;
-    let second = Process::start(&pair.control_url, "duplex-pause-2.log");
-    let streaming = "SELECT count(*) FROM duplex.link_overview WHERE state = 'streaming'";
-    wait_for("both directions streaming", T, || async {
-        query_i64(&control, streaming).await == 2
-    })
-    .await;
+    let (first, second) = holder_and_standby(&pair.control_url, &control, "duplex-pause").await;
     let (a, b) = (pair.client_a().await, pair.client_b().await);
     a.batch_execute("INSERT INTO item VALUES (1, 'before')")
         .await
