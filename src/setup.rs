@@ -676,6 +676,25 @@ fn mapped_key_column(t: &LinkTable, site_id: u32, key: &[String]) -> Option<Stri
 
 /// Replication slot `slot` on a site: `None` when there is none, else the
 /// process streaming from it (`None` inside: nobody).
+/// Replication slot `slot`'s state (see [`slot_state`]) once nobody streams
+/// from it, waiting up to `wait`: `None` when there is no slot,
+/// `Some(Some(pid))` when it is still in use then.
+pub(crate) async fn slot_when_free(
+    client: &Client,
+    site_name: &str,
+    slot: &str,
+    wait: std::time::Duration,
+) -> Result<Option<Option<i32>>, SetupError> {
+    let started = std::time::Instant::now();
+    loop {
+        let state = slot_state(client, site_name, slot).await?;
+        if !matches!(state, Some(Some(_))) || started.elapsed() >= wait {
+            return Ok(state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) async fn slot_state(
     client: &Client,
     site_name: &str,

@@ -253,11 +253,11 @@ impl DirectionStats {
         }
     }
 
-    /// One conflict recorded on `table`.
-    pub fn count_conflict(&self, table: &str, kind: &str, outcome: &str) {
+    /// `n` conflicts of `kind` with `outcome` recorded on `table`.
+    pub fn count_conflicts(&self, table: &str, kind: &str, outcome: &str, n: u64) {
         if let Ok(mut c) = self.conflict_counts.lock() {
             *c.entry((table.to_string(), kind.to_string(), outcome.to_string()))
-                .or_default() += 1;
+                .or_default() += n;
         }
     }
 

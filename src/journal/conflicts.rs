@@ -30,11 +30,12 @@ pub struct ConflictStore {
 }
 
 /// A version for a DBA to read (and, without its row, for duplex to read
-/// back): values abridged and NUL characters shown, so that any control
+/// back: `journal::outbox` drops the row where the control schema refuses
+/// it): values abridged and NUL characters shown, so that any control
 /// schema can store it; the exact parked row is in `incoming_change`.
-fn version_json(schema: &TableSchema, v: &VersionInfo, with_row: bool) -> serde_json::Value {
+fn version_json(schema: &TableSchema, v: &VersionInfo) -> serde_json::Value {
     readable(json!({
-        "row": v.row.as_ref().filter(|_| with_row).map(|r| image_json(schema, r)),
+        "row": v.row.as_ref().map(|r| image_json(schema, r)),
         "vv": serde_json::to_value(&v.vv).unwrap_or_default(),
         "site": v.site,
         "ts": v.ts,
@@ -144,8 +145,8 @@ impl ConflictStore {
             kind: conflict.kind.as_str().into(),
             policy: conflict.policy.into(),
             outcome: conflict.outcome.as_str().into(),
-            local_version: version_json(schema, &conflict.local, true).to_string(),
-            incoming_version: version_json(schema, &conflict.incoming, true).to_string(),
+            local_version: version_json(schema, &conflict.local).to_string(),
+            incoming_version: version_json(schema, &conflict.incoming).to_string(),
             source_position: origin.position.to_string(),
             position_counter: origin.position.counter().to_string(),
             change_index: origin.index,

@@ -298,8 +298,9 @@ impl Shipper {
 
 /// Write `entries` (shipped from the outbox, in order) to the control
 /// schema. A record the control database refuses (too large, a constraint
-/// a DBA added) is written in its minimal form instead; only an unreachable
-/// control database fails the call (the entries stay in the outbox).
+/// a DBA added) is written in its minimal form instead; any other error (an
+/// unreachable control database, a deadlock) fails the call, and the
+/// entries stay in the outbox.
 pub async fn ship(
     client: &mut ControlDb,
     spec: &JournalSpec,
@@ -334,7 +335,8 @@ pub async fn ship(
     Ok(())
 }
 
-/// Conflict records in one statement (PostgreSQL control schema).
+/// Conflict records in one statement (PostgreSQL control schema). A record
+/// shipped again after a crash leaves a DBA's settlement of it as it is.
 async fn write_conflicts_pg(
     client: &mut ControlDb,
     spec: &JournalSpec,
@@ -411,22 +413,18 @@ async fn write(
         spec.target_site as i32,
     );
     match entry {
+        // PostgreSQL: the batch statement, for one.
+        Entry::Conflict(_) if matches!(client, ControlDb::Pg(_)) => {
+            write_conflicts_pg(client, spec, std::slice::from_ref(entry)).await?;
+        }
         Entry::Conflict(c) => {
             client
                 .exec(Sql::new(
                     "record a conflict",
+                    // Not used: see above.
+                    "",
                     // A record shipped again after a crash leaves a DBA's
                     // settlement of it as it is.
-                    "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
-                                                   local_version, incoming_version, source_position, position_counter,
-                                                   change_index, status, incoming_change, confirmed)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb, $11, $12::text::numeric, $13, $14, $15::text::jsonb, true)
-                     ON CONFLICT (link_id, source_site, position_counter, change_index, kind)
-                     DO UPDATE SET outcome = EXCLUDED.outcome, local_version = EXCLUDED.local_version,
-                                   incoming_version = EXCLUDED.incoming_version, incoming_change = EXCLUDED.incoming_change,
-                                   status = CASE WHEN duplex.conflicts.status IN ('open', 'settled')
-                                                 THEN EXCLUDED.status ELSE duplex.conflicts.status END,
-                                   confirmed = true",
                     "INSERT INTO duplex.conflicts (link_id, source_site, target_site, table_name, row_key, kind, policy, outcome,
                                                    local_version, incoming_version, source_position, position_counter,
                                                    change_index, status, incoming_change, confirmed)

@@ -222,20 +222,24 @@ type Pairs = Vec<(
 
 /// Both sites' key generators of every synced table of `lc`, over one
 /// connection to each site.
-async fn pairs(lc: &LinkConfig) -> Result<Pairs, crate::Error> {
-    let mut conn_a = setup_conn(&lc.site_a).await?;
-    let mut conn_b = setup_conn(&lc.site_b).await?;
+async fn pairs(lc: &LinkConfig, conns: &mut [SetupConn; 2]) -> Pairs {
+    let [conn_a, conn_b] = conns;
     let mut out = Vec::new();
     for t in &lc.tables {
-        let both = match generators(&mut conn_a, &lc.site_a, &t.table).await {
-            Ok(a) => generators(&mut conn_b, &lc.site_b, &t.table)
+        let both = match generators(conn_a, &lc.site_a, &t.table).await {
+            Ok(a) => generators(conn_b, &lc.site_b, &t.table)
                 .await
                 .map(|b| (a, b)),
             Err(e) => Err(e),
         };
         out.push((t.table.clone(), both));
     }
-    Ok(out)
+    out
+}
+
+/// One setup connection to each site of `lc`.
+async fn connect_both(lc: &LinkConfig) -> Result<[SetupConn; 2], crate::Error> {
+    Ok([setup_conn(&lc.site_a).await?, setup_conn(&lc.site_b).await?])
 }
 
 /// How the two sites share a key's values: (step, residue of site a,
@@ -296,8 +300,8 @@ fn fix(lc: &LinkConfig, a: &KeyGenerator, b: &KeyGenerator) -> String {
 /// overlapping values (or may: a position that cannot be read): (table,
 /// why and what to do).
 pub async fn collisions(lc: &LinkConfig) -> Vec<(String, String)> {
-    let pairs = match pairs(lc).await {
-        Ok(p) => p,
+    let pairs = match connect_both(lc).await {
+        Ok(mut conns) => pairs(lc, &mut conns).await,
         Err(e) => {
             return vec![(
                 String::new(),
@@ -387,9 +391,9 @@ fn refused(g: &KeyGenerator) -> Option<String> {
 /// offset are server settings, given for my.cnf (once per site).
 pub async fn interleave(lc: &LinkConfig, apply: bool) -> Result<Vec<InterleaveStep>, crate::Error> {
     let mut steps = Vec::new();
-    let mut conns = [setup_conn(&lc.site_a).await?, setup_conn(&lc.site_b).await?];
+    let mut conns = connect_both(lc).await?;
     let mut settings_said = [false, false];
-    for (table, both) in pairs(lc).await? {
+    for (table, both) in pairs(lc, &mut conns).await {
         let (ga, gb) = both?;
         for a in &ga {
             let Some(b) = gb.iter().find(|g| g.column == a.column) else {

@@ -402,20 +402,13 @@ const SLOT_BUSY_WAIT: Duration = Duration::from_secs(20);
 
 /// Replication slot `slot` once nobody streams from it, waiting up to
 /// [`SLOT_BUSY_WAIT`] (a failing direction's recheck holds it for a moment):
-/// `None` when there is no slot, `Some(Some(pid))` when it is still in use.
+/// see `setup::slot_when_free`.
 async fn slot_when_free(
     client: &tokio_postgres::Client,
     site: &str,
     slot: &str,
 ) -> Result<Option<Option<i32>>, crate::Error> {
-    let started = Instant::now();
-    loop {
-        let state = crate::setup::slot_state(client, site, slot).await?;
-        if !matches!(state, Some(Some(_))) || started.elapsed() >= SLOT_BUSY_WAIT {
-            return Ok(state);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    Ok(crate::setup::slot_when_free(client, site, slot, SLOT_BUSY_WAIT).await?)
 }
 
 /// Drop `slot` if it exists; whether it did.

@@ -94,10 +94,9 @@ pub(crate) struct Applier<T: Target> {
     pub(crate) conflicts: ConflictStore,
     /// Ships the records the target's outbox holds (see `outbox.rs`).
     pub(crate) shipper: Shipper,
-    /// This worker's outbox may hold records not yet shipped.
-    pub(crate) outbox_pending: bool,
-    /// The records written in the open target transaction's outbox.
-    pub(crate) written: Vec<crate::journal::outbox::Entry>,
+    /// What the records written in the open target transaction's outbox
+    /// add to the counters once it commits.
+    pub(crate) written: crate::sink::outbox::WrittenRecords,
     /// Held while shipping the outbox: the direction's workers ship its
     /// entries one at a time, in order (a record and the later entry that
     /// settles it may sit in different workers' transactions).
@@ -121,9 +120,7 @@ impl<T: Target> Applier<T> {
             quarantine: Quarantine::new(spec.journal.clone(), stats.clone()),
             conflicts: ConflictStore::new(spec.journal.clone(), stats.clone()),
             shipper: Shipper::new(spec.journal.clone()),
-            // A crash may have left records there.
-            outbox_pending: true,
-            written: Vec::new(),
+            written: Default::default(),
             ship_lock: Default::default(),
             unreadable: Default::default(),
             spec,

@@ -1200,12 +1200,11 @@ impl Target for MysqlTarget {
     async fn read_outbox(
         &mut self,
         scope: OutboxScope,
-        all_workers: bool,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, SinkError> {
         let sql = format!(
-            "SELECT entry_id, entry FROM {} WHERE link_id = ? AND source_site = ? AND (? OR worker = ?)
+            "SELECT entry_id, entry FROM {} WHERE link_id = ? AND source_site = ?
                 AND entry_id > ? ORDER BY entry_id LIMIT ?",
             self.journal_table
         );
@@ -1215,8 +1214,6 @@ impl Target for MysqlTarget {
                 (
                     scope.link_id,
                     scope.source_site,
-                    all_workers,
-                    scope.worker,
                     after,
                     u64::try_from(limit).unwrap_or(u64::MAX),
                 ),

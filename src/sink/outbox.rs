@@ -22,6 +22,38 @@ const STAGED_LIMIT: usize = 1000;
 /// Longest a batch's shipping may take.
 const SHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What the records written in the open target transaction's outbox add
+/// to the direction's counters once it commits. Only the tally is kept: the
+/// records themselves are in the outbox (a big transaction's held changes
+/// are not kept in memory).
+#[derive(Debug, Default)]
+pub(crate) struct WrittenRecords {
+    /// Any record at all (then the outbox is shipped after the commit).
+    any: bool,
+    /// Conflicts by (table, kind, outcome).
+    conflicts: std::collections::HashMap<(String, String, String), u64>,
+    /// New quarantine records (status pending).
+    quarantined: u64,
+}
+
+impl WrittenRecords {
+    fn add(&mut self, entries: &[Entry]) {
+        self.any |= !entries.is_empty();
+        for e in entries {
+            match e {
+                Entry::Conflict(c) => {
+                    *self
+                        .conflicts
+                        .entry((c.table_name.clone(), c.kind.clone(), c.outcome.clone()))
+                        .or_default() += 1;
+                }
+                Entry::Quarantine(q) if q.status == "pending" => self.quarantined += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
 impl<T: Target> Applier<T> {
     fn outbox_scope(&self) -> OutboxScope {
         OutboxScope {
@@ -49,7 +81,7 @@ impl<T: Target> Applier<T> {
         let encoded: Vec<String> = entries.iter().map(encode).collect();
         let scope = self.outbox_scope();
         self.target.write_outbox(scope, &encoded).await?;
-        self.written.extend(entries);
+        self.written.add(&entries);
         Ok(())
     }
 
@@ -72,12 +104,11 @@ impl<T: Target> Applier<T> {
     ) -> Result<(), SinkError> {
         self.write_staged(true).await?;
         self.target.commit(applied).await?;
-        let entries = std::mem::take(&mut self.written);
-        if entries.is_empty() {
+        let written = std::mem::take(&mut self.written);
+        if !written.any {
             return Ok(());
         }
-        self.count_records(&entries, new_quarantine);
-        self.outbox_pending = true;
+        self.count_records(written, new_quarantine);
         // The records are safe in the target: shipping them now is for the
         // DBA's sake, and a failure only delays them.
         if let Err(e) = self.ship_reachable().await {
@@ -90,23 +121,19 @@ impl<T: Target> Applier<T> {
     pub(crate) async fn rollback_target(&mut self) -> Result<(), SinkError> {
         self.quarantine.drop_staged();
         self.conflicts.drop_staged();
-        self.written.clear();
+        self.written = WrittenRecords::default();
         self.target.rollback().await
     }
 
-    fn count_records(&self, entries: &[Entry], new_quarantine: bool) {
-        for e in entries {
-            match e {
-                Entry::Conflict(c) => {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .count_conflict(&c.table_name, &c.kind, &c.outcome);
-                }
-                Entry::Quarantine(q) if new_quarantine && q.status == "pending" => {
-                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
+    fn count_records(&self, written: WrittenRecords, new_quarantine: bool) {
+        for ((table, kind, outcome), n) in written.conflicts {
+            self.stats.conflicts.fetch_add(n, Ordering::Relaxed);
+            self.stats.count_conflicts(&table, &kind, &outcome, n);
+        }
+        if new_quarantine {
+            self.stats
+                .quarantined
+                .fetch_add(written.quarantined, Ordering::Relaxed);
         }
     }
 
@@ -119,16 +146,12 @@ impl<T: Target> Applier<T> {
         if !self.idle() {
             return Ok(false);
         }
-        self.outbox_pending = true;
         self.ship_reachable().await
     }
 
     /// [`Applier::ship_journal`], where no target transaction is open
     /// (right after a commit, before the group is closed).
     async fn ship_reachable(&mut self) -> Result<bool, SinkError> {
-        if !self.outbox_pending {
-            return Ok(true);
-        }
         if !self.shipper.reachable().await {
             return Ok(false);
         }
@@ -158,12 +181,8 @@ impl<T: Target> Applier<T> {
             if batches.is_some_and(|most| shipped_batches >= most) {
                 return Ok(false);
             }
-            let rows = self
-                .target
-                .read_outbox(scope, true, after, SHIP_BATCH)
-                .await?;
+            let rows = self.target.read_outbox(scope, after, SHIP_BATCH).await?;
             let Some(&(last, _)) = rows.last() else {
-                self.outbox_pending = false;
                 return Ok(true);
             };
             after = last;

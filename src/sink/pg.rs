@@ -1774,23 +1774,18 @@ impl Target for PgTarget {
     async fn read_outbox(
         &mut self,
         scope: OutboxScope,
-        all_workers: bool,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, SinkError> {
-        let (link, source, worker) = (
-            scope.link_id as i32,
-            scope.source_site as i32,
-            scope.worker as i32,
-        );
+        let (link, source) = (scope.link_id as i32, scope.source_site as i32);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .client
             .query(
                 "SELECT entry_id, entry FROM duplex.site_journal
-                  WHERE link_id = $1 AND source_site = $2 AND ($3 OR worker = $4) AND entry_id > $5
-                  ORDER BY entry_id LIMIT $6",
-                &[&link, &source, &all_workers, &worker, &after, &limit],
+                  WHERE link_id = $1 AND source_site = $2 AND entry_id > $3
+                  ORDER BY entry_id LIMIT $4",
+                &[&link, &source, &after, &limit],
             )
             .await
             .map_err(db("read duplex.site_journal"))?;

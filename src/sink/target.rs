@@ -290,14 +290,12 @@ pub(crate) trait Target {
         scope: OutboxScope,
         entries: &[String],
     ) -> Result<(), SinkError>;
-    /// Up to `limit` of the outbox's entries of `scope`'s direction (of its
-    /// worker only, unless `all_workers`) after entry `after`, oldest first,
-    /// as (id, entry).
+    /// Up to `limit` of the outbox's entries of `scope`'s direction (every
+    /// worker's) after entry `after`, oldest first, as (id, entry).
     /// Outside any transaction.
     async fn read_outbox(
         &mut self,
         scope: OutboxScope,
-        all_workers: bool,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, SinkError>;

@@ -100,9 +100,14 @@ fn signal(sig: &str, pid: u32) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-/// Applied once: a second application of a row would be met as a conflict
-/// or refused as a duplicate key.
-async fn assert_nothing_recorded(control: &tokio_postgres::Client) {
+/// Every row applied once: nothing recorded (a second application of a row
+/// would be met as a conflict or refused as a duplicate key), and once the
+/// `processes` are stopped, `duplex check` finds the sites equal.
+async fn ends_applied_once(
+    control: &tokio_postgres::Client,
+    control_url: &str,
+    processes: [Process; 2],
+) {
     assert_eq!(
         texts(
             control,
@@ -111,6 +116,9 @@ async fn assert_nothing_recorded(control: &tokio_postgres::Client) {
         .await,
         vec!["0".to_string(), "0".to_string()]
     );
+    drop(processes);
+    let (ok, out) = duplex_cli(control_url, &["check"]);
+    assert!(ok, "duplex check after the takeover: {out}");
 }
 
 /// Rows inserted one transaction each, on one site, until stopped.
@@ -244,11 +252,7 @@ async fn two_processes_share_the_links_and_one_takes_over_when_the_other_is_kill
             && query_i64(&b, "SELECT count(*) FROM other").await == other
     })
     .await;
-    assert_nothing_recorded(&control).await;
-    drop(first);
-    drop(second);
-    let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
-    assert!(ok, "duplex check after the takeover: {out}");
+    ends_applied_once(&control, &pair.control_url, [first, second]).await;
 }
 
 /// `links.failover_slots` on PostgreSQL 18: duplex's slots are failover
@@ -515,11 +519,7 @@ async fn a_paused_holder_is_fenced_out_of_mariadb_targets() {
         b.count("SELECT COUNT(*) FROM item WHERE id = -1").await == 1
     })
     .await;
-    assert_nothing_recorded(&control).await;
-    drop(first);
-    drop(second);
-    let (ok, out) = duplex_cli(&sites.control_url, &["check"]);
-    assert!(ok, "duplex check after the takeover: {out}");
+    ends_applied_once(&control, &sites.control_url, [first, second]).await;
 }
 
 /// A holder paused (SIGSTOP) on a PostgreSQL pair: its sessions stay open
@@ -585,9 +585,5 @@ async fn a_paused_holder_does_not_hold_up_a_postgresql_takeover() {
         text.contains("lease lost")
     })
     .await;
-    assert_nothing_recorded(&control).await;
-    drop(first);
-    drop(second);
-    let (ok, out) = duplex_cli(&pair.control_url, &["check"]);
-    assert!(ok, "duplex check after the takeover: {out}");
+    ends_applied_once(&control, &pair.control_url, [first, second]).await;
 }

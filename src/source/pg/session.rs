@@ -17,37 +17,22 @@ use std::sync::Arc;
 /// from `slot` for an earlier holder of the link, and wait (5 s at most) for
 /// the slot to be free. Same role, so no privilege beyond duplex's own is
 /// needed. Best effort: if the slot stays busy, connecting says so.
-async fn end_earlier_holder(catalog: &tokio_postgres::Client, slot: &str) {
-    let ended = catalog
-        .query_opt(
-            "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots
-              WHERE slot_name = $1 AND active AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
-            &[&slot],
-        )
-        .await;
-    match ended {
-        Ok(Some(row)) => {
-            let pid: i32 = row.get(0);
-            tracing::warn!(slot, pid, "ended the session an earlier holder of the link's lease still streamed from the slot with");
-        }
-        Ok(None) => return,
+async fn end_earlier_holder(catalog: &tokio_postgres::Client, site: &str, slot: &str) {
+    let Ok(Some(Some(pid))) = crate::setup::slot_state(catalog, site, slot).await else {
+        return;
+    };
+    match catalog
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+    {
+        Ok(_) => tracing::warn!(slot, pid, "ended the session an earlier holder of the link's lease still streamed from the slot with"),
         Err(e) => {
             tracing::warn!(slot, error = %e, "cannot end the session that streams from the slot");
             return;
         }
     }
-    for _ in 0..50 {
-        let busy = catalog
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&slot],
-            )
-            .await;
-        if !matches!(busy, Ok(Some(_))) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let _ =
+        crate::setup::slot_when_free(catalog, site, slot, std::time::Duration::from_secs(5)).await;
 }
 
 impl PgSource {
@@ -75,7 +60,7 @@ impl PgSource {
             // Pin how the walsender renders values, so the decoder sees one format.
             .with_options("-c DateStyle=ISO,MDY -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1 -c bytea_output=hex");
         if spec.take_over {
-            end_earlier_holder(&catalog, &spec.slot).await;
+            end_earlier_holder(&catalog, &spec.endpoint.site_name, &spec.slot).await;
         }
         let client = ReplicationClient::connect(config).await.map_err(|e| {
             crate::Error::source_error(&spec.endpoint.site_name, SourceError::PgStream(e))
