@@ -77,6 +77,29 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// Where the change the entry belongs to sits in the source stream: the
+    /// order the control schema gets entries in. The direction's workers
+    /// write their outbox rows side by side, in their own order, but commit
+    /// in source order; an entry that settles others (a supersede, a
+    /// discard) always sits after them.
+    pub fn source_order(&self) -> (u64, u32) {
+        let (counter, index) = match self {
+            Entry::Conflict(c) => (&c.position_counter, c.change_index),
+            Entry::Quarantine(q) => (&q.position_counter, q.change_index),
+            Entry::Supersede {
+                position_counter,
+                change_index,
+                ..
+            }
+            | Entry::DiscardHeld {
+                position_counter,
+                change_index,
+                ..
+            } => (position_counter, *change_index),
+        };
+        (counter.parse().unwrap_or(u64::MAX), index)
+    }
+
     /// What makes two records the same record (a later decision of the same
     /// change replaces an earlier one in the same transaction); `None` for
     /// the writes that are not records.
@@ -616,6 +639,29 @@ mod tests {
         assert!(!s.withdraw_conflict("10", 2, "update_update"));
         assert_eq!(s.take().len(), 2);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn entries_ship_in_source_order_whatever_order_workers_wrote_them() {
+        // Worker 2 wrote its (later) record first; a supersede settles the
+        // conflict before it; a counter above 2^53 still orders exactly.
+        let mut entries = [
+            conflict("20", 1, "update_update", "incoming"),
+            Entry::Supersede {
+                table_name: "public.t".into(),
+                row_key: "1".into(),
+                position_counter: "10".into(),
+                change_index: 5,
+            },
+            conflict("10", 2, "update_update", "parked"),
+            conflict("18446744073709551614", 1, "insert_insert", "incoming"),
+        ];
+        entries.sort_by_key(Entry::source_order);
+        let order: Vec<(u64, u32)> = entries.iter().map(Entry::source_order).collect();
+        assert_eq!(
+            order,
+            [(10, 2), (10, 5), (20, 1), (18446744073709551614, 1)]
+        );
     }
 
     #[test]

@@ -203,6 +203,10 @@ impl<T: Target> Applier<T> {
                     }
                 }
             }
+            // In source order (the workers wrote their rows side by side):
+            // the control schema's records follow the source, and an entry
+            // that settles others comes after them.
+            entries.sort_by_key(Entry::source_order);
             // Bounded: a control database that stops answering (a frozen
             // connection) must not hold the direction, which has to stop
             // at once when told (a lost lease).
