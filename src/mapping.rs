@@ -302,6 +302,19 @@ impl DirectionMapping {
         }
     }
 
+    /// The target's names of `columns` (a table's source columns) that are
+    /// sent this way.
+    pub fn target_columns(&self, table: &str, columns: &[String]) -> Vec<String> {
+        match self.tables.get(table) {
+            None => columns.to_vec(),
+            Some(m) => columns
+                .iter()
+                .filter_map(|c| m.target_column(c))
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
     /// The table's changes do not flow this way.
     pub fn skips(&self, table: &str) -> bool {
         self.tables.get(table).is_some_and(|m| m.skip)
@@ -648,7 +661,7 @@ pub fn check_mapping_types(
 }
 
 /// `change` without its non-key columns that `drop` names.
-fn without_columns(change: RowChange, drop: impl Fn(&str) -> bool) -> RowChange {
+pub(crate) fn without_columns(change: RowChange, drop: impl Fn(&str) -> bool) -> RowChange {
     let schema = &change.table;
     let keep: Vec<usize> = (0..schema.columns.len())
         .filter(|&i| schema.key.contains(&i) || !drop(&schema.columns[i].name))

@@ -425,11 +425,19 @@ pub(crate) fn mysql_db_error(site: &str, context: String, e: mysql_async::Error)
 /// configured, from what their catalogs say (`sites`: site_a's, then
 /// site_b's). `configured` is every table the link syncs. The reasons, each
 /// with what to do, when it cannot.
+///
+/// `synced`: the table already syncs (it runs, or its changes are held for
+/// its shape). A column then found on one site only is a schema change made
+/// while it ran: the table keeps running, and the direction that cannot
+/// apply the column holds the table's changes until the sites match (see
+/// `sink::schema_hold`). Refused instead, the table would leave the link and
+/// its changes meanwhile would not be streamed.
 pub fn judge_table(
     link: &Link,
     t: &LinkTable,
     sites: [&SiteFacts; 2],
     configured: &[&TableName],
+    synced: bool,
 ) -> Result<(), Vec<String>> {
     let mut why: Vec<String> = Vec::new();
     let mut found: Vec<(&SiteFacts, &TableName, &TableFacts)> = Vec::new();
@@ -543,7 +551,7 @@ pub fn judge_table(
                 continue;
             }
             let target = m.target_name(column);
-            if df.columns.iter().any(|(c, _)| c == target) {
+            if df.columns.iter().any(|(c, _)| c == target) || (synced && target == column) {
                 continue;
             }
             let (l, schema, table) = (
@@ -1401,7 +1409,7 @@ mod tests {
 
     fn judge(t: &LinkTable, a: &SiteFacts, b: &SiteFacts) -> Result<(), Vec<String>> {
         let name = TableName::new("public", "t");
-        judge_table(&link(), t, [a, b], &[&name])
+        judge_table(&link(), t, [a, b], &[&name], false)
     }
 
     #[test]

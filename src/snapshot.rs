@@ -118,6 +118,9 @@ pub(crate) async fn run_pending<T: Target>(
             Some(p) if p.state != "copying" => continue,
             // Held while paused: copied once resumed.
             _ if t.paused => continue,
+            // Held for its shape: copied once the target's table fits (the
+            // direction starts again then).
+            _ if sink.spec.schema_holds.contains(&t.table.name) => continue,
             // A copy under way goes on (`duplex resync` asks for one this
             // way, whatever `initial_sync` says).
             Some(p) => pending.push((t.clone(), Some(p))),

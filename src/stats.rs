@@ -43,6 +43,9 @@ pub struct DirectionStats {
     pub serial_until: AtomicU64,
     /// Per source table (`schema.table`): changes applied [inserts, updates, deletes].
     tables: Mutex<BTreeMap<String, [u64; 3]>>,
+    /// Source tables (`schema.table`) whose changes are held because their
+    /// shape differs on the target (see `journal::schema_holds`).
+    schema_held: Mutex<std::collections::BTreeSet<String>>,
     /// Conflicts recorded by this process, per (table, kind, outcome).
     conflict_counts: Mutex<BTreeMap<(String, String, String), u64>>,
     /// Initial syncs of this process, per table: rows copied, the source's
@@ -280,6 +283,20 @@ impl DirectionStats {
         self.copies
             .lock()
             .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The tables held for their shape now.
+    pub fn set_schema_held(&self, tables: std::collections::BTreeSet<String>) {
+        if let Ok(mut held) = self.schema_held.lock() {
+            *held = tables;
+        }
+    }
+
+    pub fn schema_held(&self) -> Vec<String> {
+        self.schema_held
+            .lock()
+            .map(|h| h.iter().cloned().collect())
             .unwrap_or_default()
     }
 

@@ -169,11 +169,21 @@ pub fn encode_row(schema: &TableSchema, row: &Row) -> Option<Vec<u8>> {
 
 /// [`encode_row`] handed out a column at a time (its name and value), so a
 /// checksum needs no buffer for the whole row.
-fn encode_row_in_parts(schema: &TableSchema, row: &Row, mut part: impl FnMut(&[u8])) -> Option<()> {
+fn encode_row_in_parts(schema: &TableSchema, row: &Row, part: impl FnMut(&[u8])) -> Option<()> {
+    encode_columns_in_parts(schema, row, |_| true, part)
+}
+
+/// [`encode_row_in_parts`] over the columns `keep` accepts.
+fn encode_columns_in_parts(
+    schema: &TableSchema,
+    row: &Row,
+    keep: impl Fn(usize) -> bool,
+    mut part: impl FnMut(&[u8]),
+) -> Option<()> {
     // A column a mapping fills on insert belongs to the target alone: later
     // changes never carry it, so it is not part of the synced content.
     let mut order: Vec<usize> = (0..schema.columns.len())
-        .filter(|&i| schema.columns[i].type_name != crate::mapping::FILLED_COLUMN_TYPE)
+        .filter(|&i| schema.columns[i].type_name != crate::mapping::FILLED_COLUMN_TYPE && keep(i))
         .collect();
     order.sort_unstable_by(|&a, &b| schema.columns[a].name.cmp(&schema.columns[b].name));
     let mut column = Vec::with_capacity(64);
@@ -194,6 +204,20 @@ pub fn row_checksum(schema: &TableSchema, row: &Row) -> Option<u32> {
     let mut crc = crc32fast::Hasher::new();
     encode_row_in_parts(schema, row, |part| crc.update(part))?;
     Some(crc.finalize())
+}
+
+/// Does `row` have the content whose checksum is `crc` (a marker's)? Also
+/// when the row has gained columns holding NULL since the checksum was
+/// taken: a nullable column added to the table (on both sites) is NULL in
+/// every existing row, and those rows are no edit behind duplex's back.
+pub fn content_matches(schema: &TableSchema, row: &Row, crc: u32) -> bool {
+    if row_checksum(schema, row) == Some(crc) {
+        return true;
+    }
+    let not_null = |i: usize| !matches!(row.0.get(i), Some(Some(Value::Null)));
+    let mut without_nulls = crc32fast::Hasher::new();
+    encode_columns_in_parts(schema, row, not_null, |part| without_nulls.update(part)).is_some()
+        && without_nulls.finalize() == crc
 }
 
 #[cfg(test)]
@@ -341,5 +365,33 @@ mod tests {
                 prop_assert_ne!(enc(&va), enc(&vb));
             }
         }
+    }
+
+    #[test]
+    fn a_column_added_with_nulls_keeps_the_content() {
+        let column = |name: &str| ColumnSchema {
+            name: name.into(),
+            type_name: "int".into(),
+        };
+        let before = TableSchema {
+            table: TableName::new("public", "t"),
+            columns: vec![column("id"), column("note")],
+            key: vec![0],
+        };
+        let row = Row(vec![Some(Value::Int(1)), Some(Value::Text("a".into()))]);
+        let crc = row_checksum(&before, &row).expect("checksum");
+        let mut after = before.clone();
+        after.columns.push(column("extra"));
+        let mut grown = row.clone();
+        grown.0.push(Some(Value::Null));
+        assert!(content_matches(&after, &grown, crc), "a NULL in a new column");
+        grown.0[2] = Some(Value::Int(7));
+        assert!(!content_matches(&after, &grown, crc), "a value in it is an edit");
+        let mut edited = row.clone();
+        edited.0[1] = Some(Value::Null);
+        assert!(
+            !content_matches(&before, &edited, crc),
+            "a value set to NULL is an edit"
+        );
     }
 }

@@ -13,7 +13,7 @@ pub mod policy;
 
 use std::collections::BTreeMap;
 
-use crate::canonical::encode::{encode_value, row_checksum};
+use crate::canonical::encode::{content_matches, encode_value, row_checksum};
 use crate::canonical::{Op, Row, RowChange, TableSchema, Value};
 use crate::marker::{ColumnTag, Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
 
@@ -548,7 +548,7 @@ pub fn decide(
             // Content changed behind duplex's back (outside the change stream).
             if lr.stamp == Stamp::Synced && !successor {
                 if let Some(m) = &lr.marker {
-                    if m.crc != 0 && checksum(schema, &lr.row) != m.crc {
+                    if m.crc != 0 && !content_matches(schema, &lr.row, m.crc) {
                         conflicts.push(Conflict {
                             kind: ConflictKind::UnsyncedLocalEdit,
                             policy: policy_name,

@@ -132,6 +132,11 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
         "status: a direction nobody reports on shows as unknown",
         include_str!("../../sql/postgresql/0023_stale_status.sql"),
     ),
+    (
+        24,
+        "tables held for their shape: quarantine op 'schema', status views",
+        include_str!("../../sql/postgresql/0024_schema_holds.sql"),
+    ),
 ];
 
 /// Migrations of the MySQL/MariaDB flavour. The flavour was introduced at
@@ -208,6 +213,11 @@ pub const MYSQL_MIGRATIONS: &[(i32, &str, &str)] = &[
         23,
         "status: a direction nobody reports on shows as unknown",
         include_str!("../../sql/mysql/0023_stale_status.sql"),
+    ),
+    (
+        24,
+        "tables held for their shape: quarantine op 'schema', status views",
+        include_str!("../../sql/mysql/0024_schema_holds.sql"),
     ),
 ];
 

@@ -13,6 +13,7 @@ pub(crate) mod protocol;
 
 pub use protocol::JournalSpec;
 pub mod quarantine;
+pub mod schema_holds;
 
 /// The journal's one error type: the control database could not be reached
 /// (the direction retries, the target transaction rolled back), or it

@@ -21,6 +21,7 @@ use crate::control::{Sql, P};
 use crate::journal::images::{abridge, image_json, readable, storable_text};
 use crate::journal::outbox::{Entry, QuarantineEntry};
 use crate::journal::protocol::{JournalConn, JournalSpec, JournalTable};
+use crate::journal::schema_holds::SchemaHolds;
 use crate::journal::JournalError;
 use crate::stats::DirectionStats;
 
@@ -32,6 +33,9 @@ pub struct Quarantine {
     /// them was logged as a statement, without its rows. Their changes are
     /// held until a DBA has resynced them and discarded those records.
     stopped: HashSet<String>,
+    /// Tables held because their shape differs on the target, shared by
+    /// the direction's apply workers (see `journal::schema_holds`).
+    schema: SchemaHolds,
 }
 
 /// A quarantined change a DBA asked to apply again.
@@ -136,12 +140,13 @@ impl Quarantine {
         self.journal.reachable().await
     }
 
-    pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>) -> Quarantine {
+    pub fn new(spec: JournalSpec, stats: Arc<DirectionStats>, schema: SchemaHolds) -> Quarantine {
         Quarantine {
             journal: JournalConn::new(spec, &QUARANTINE),
             stats,
             recorded: 0,
             stopped: HashSet::new(),
+            schema,
         }
     }
 
@@ -254,12 +259,41 @@ impl Quarantine {
     /// is resumed; staged with the open target transaction, like a refused
     /// change.
     pub fn hold(&mut self, change: &RowChange, origin: &ChangeOrigin, key: &str) {
-        let reason = if self.is_stopped(&change.table.table.name) {
+        let name = &change.table.table.name;
+        let shape;
+        let reason = if self.is_stopped(name) {
             "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
+        } else if let Some(hold) = self.schema.get(name) {
+            shape = format!("table held (see its quarantine record of op 'schema'): {}", hold.reason);
+            &shape
         } else {
             "table paused: held until it is resumed"
         };
         self.keep(change, origin, key, reason, "held")
+    }
+
+    /// The tables held for their shape in this direction.
+    pub fn schema_holds(&self) -> &SchemaHolds {
+        &self.schema
+    }
+
+    pub(crate) fn stats(&self) -> &DirectionStats {
+        &self.stats
+    }
+
+    pub(crate) fn stage(&mut self, entry: Entry) {
+        self.journal.staged.stage(entry);
+    }
+
+    pub(crate) async fn journal_client(
+        &mut self,
+    ) -> Result<&mut crate::control::ControlDb, JournalError> {
+        self.journal.client().await
+    }
+
+    /// After a failed call: the next one connects again.
+    pub(crate) fn drop_journal_client(&mut self) {
+        self.journal.drop_client();
     }
 
     /// The tables stopped in this direction (bare source names).
@@ -410,7 +444,7 @@ impl Quarantine {
             .await?)
     }
 
-    fn ids(&self) -> (i32, i32, i32) {
+    pub(crate) fn ids(&self) -> (i32, i32, i32) {
         (
             self.journal.spec.link_id as i32,
             self.journal.spec.source_site as i32,

@@ -222,6 +222,9 @@ async fn stream<T: Target>(
         .map_err(at_sink)?;
     // Held changes are mapped with the configuration in force now.
     let mut mapping = spec.mapping.clone();
+    sink.release_fitting_tables(&mut mapping)
+        .await
+        .map_err(at_sink)?;
     sink.release_held(&mut mapping).await.map_err(at_sink)?;
     let resume = resume_counter.map(|c| SourcePosition::from_counter(spec.source.kind(), c));
     // Existing rows first; the stream then goes on from `resume`, before the copy.

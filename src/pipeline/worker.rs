@@ -228,6 +228,7 @@ async fn periodic<T: Target>(
             a.apply_resolutions().await?;
             a.apply_quarantine_retries(mapping).await?;
             a.resume_stopped(mapping).await?;
+            a.release_fitting_tables(mapping).await?;
         }
         Tick::Tombstones => {
             let removed = a.purge_tombstones(ctx.tombstone_retention).await?;

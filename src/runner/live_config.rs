@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use super::lease::Leases;
 use super::link_run::{start_link, LinkRun};
-use super::plan::{expand_patterns, resolve_tables, Resolved, TableVerdict};
+use super::plan::{
+    expand_patterns, resolve_tables, tables_held_for_shape, Resolved, TableVerdict,
+};
 use super::registry::Registry;
 use crate::control::{self, ControlConfig, ControlDb, ControlEndpoint, LinkConfig, Sql, P};
 use crate::error_chain::error_chain;
@@ -88,6 +90,7 @@ impl LinkSet {
                 // Another process's (`duplex run --ha`).
                 continue;
             }
+            let held = tables_held_for_shape(control_client, id).await;
             let started = async {
                 let mut lc = match config.link_config(id) {
                     Some(Ok(lc)) => lc,
@@ -100,7 +103,7 @@ impl LinkSet {
                 if let Err(e) = expand_patterns(&mut lc).await {
                     return Err((Some(lc), e));
                 }
-                let resolved = match resolve_tables(&lc, None).await {
+                let resolved = match resolve_tables(&lc, None, &held).await {
                     Ok(r) => r,
                     Err(e) => return Err((Some(lc), e)),
                 };
@@ -518,7 +521,10 @@ impl LinkSet {
             .get(&id)
             .filter(|p| p.wanted.link.enabled)
             .map(|p| p.resolved.clone());
-        let resolved = match resolve_tables(&lc, previous.as_ref().map(|p| &p.effective)).await {
+        let held = tables_held_for_shape(client, id).await;
+        let resolved = match resolve_tables(&lc, previous.as_ref().map(|p| &p.effective), &held)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let why = error_class::explained(&e, &lc.link.name);

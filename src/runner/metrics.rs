@@ -243,7 +243,19 @@ impl Collector for Directions {
         let mut copied = Vec::new();
         let mut estimated = Vec::new();
         let mut copy_done = Vec::new();
+        let mut held_for_shape = Vec::new();
         for d in &dirs {
+            let held = d.stats.schema_held();
+            let mut tables: std::collections::BTreeSet<String> =
+                d.stats.table_counts().into_iter().map(|(t, _)| t).collect();
+            tables.extend(held.iter().cloned());
+            for table in tables {
+                let on = held.contains(&table);
+                held_for_shape.push((
+                    with(direction_labels(d), "table", table),
+                    G(f64::from(u8::from(on))),
+                ));
+            }
             for ((table, kind, outcome), n) in d.stats.conflict_counts() {
                 let labels = with(
                     with(with(direction_labels(d), "table", table), "kind", kind),
@@ -264,6 +276,12 @@ impl Collector for Directions {
             "duplex_table_conflicts",
             "conflicts this process recorded, by table, kind (update_update, update_delete, ...) and outcome (applied, kept, parked, ...)",
             conflicts,
+        )?;
+        family(
+            &mut e,
+            "duplex_table_held_for_shape",
+            "1 while the table's changes are held because its shape differs on the target (see duplex.table_overview.shape_difference for what differs and the fix)",
+            held_for_shape,
         )?;
         family(
             &mut e,

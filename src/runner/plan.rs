@@ -60,9 +60,14 @@ impl Resolved {
 /// force) that still can, stays on that; every other table is refused alone,
 /// with its reason. Fails only for what concerns the whole link (a site
 /// that cannot be reached or read).
+///
+/// `held`: the link's tables whose changes a direction holds for their
+/// shape (bare names): they sync already, like the tables of `previous`
+/// (see `setup::judge_table`).
 pub async fn resolve_tables(
     lc: &LinkConfig,
     previous: Option<&LinkConfig>,
+    held: &std::collections::BTreeSet<String>,
 ) -> Result<Resolved, crate::Error> {
     let wanted: Vec<(&LinkTable, Option<&String>)> = lc
         .tables
@@ -82,8 +87,13 @@ pub async fn resolve_tables(
         });
     }
     let sites = [&facts[0], &facts[1]];
-    let judge =
-        |t: &LinkTable| judge_table(&lc.link, t, sites, &names).map_err(|why| why.join("; "));
+    let synced = |t: &LinkTable| {
+        held.contains(&t.table.name)
+            || previous.is_some_and(|p| p.tables.iter().any(|o| o.table == t.table))
+    };
+    let judge = |t: &LinkTable| {
+        judge_table(&lc.link, t, sites, &names, synced(t)).map_err(|why| why.join("; "))
+    };
     let mut effective = lc.clone();
     effective.tables.clear();
     effective.invalid_tables.clear();
@@ -134,6 +144,36 @@ pub async fn resolve_tables(
         tables,
         replica_role: facts.iter().map(|f| (f.site_id, f.replica_role)).collect(),
     })
+}
+
+/// The link's tables whose changes a direction holds for their shape (bare
+/// names; see `journal::schema_holds`). Nothing when the control schema
+/// cannot say: the tables are then judged as new ones.
+pub async fn tables_held_for_shape(
+    control: &mut control::ControlDb,
+    link_id: u32,
+) -> std::collections::BTreeSet<String> {
+    let rows = control
+        .rows(control::Sql::new(
+            "read the tables held for their shape",
+            "SELECT DISTINCT table_name FROM duplex.quarantine
+              WHERE link_id = $1 AND op = 'schema' AND status = 'held'",
+            "SELECT DISTINCT table_name FROM duplex.quarantine
+              WHERE link_id = ? AND op = 'schema' AND status = 'held'",
+            &[control::P::I32(link_id as i32)],
+        ))
+        .await;
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.text("table_name").ok())
+            .map(|t| t.rsplit('.').next().unwrap_or(&t).to_string())
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the tables held for their shape");
+            Default::default()
+        }
+    }
 }
 
 /// Add the tables a link's patterns match on both sites (explicit

@@ -531,6 +531,8 @@ pub(super) async fn prepare_link(
                 target_site: dst.site_id,
             },
             held_tables: held_tables.clone(),
+            schema_holds: Default::default(),
+            source_name: src.name.clone(),
         };
         let target = match dst.engine {
             SiteEngine::Postgres => TargetSpec::Pg(PgTargetSpec {

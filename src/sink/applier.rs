@@ -89,7 +89,7 @@ pub(crate) const FOLLOWS_REFUSED: &str = "not written: the target refused an ear
 pub(crate) struct Applier<T: Target> {
     pub(crate) target: T,
     pub(crate) spec: ApplierSpec,
-    group: TxnGroup,
+    pub(crate) group: TxnGroup,
     pub(crate) quarantine: Quarantine,
     pub(crate) conflicts: ConflictStore,
     /// Ships the records the target's outbox holds (see `outbox.rs`).
@@ -111,13 +111,23 @@ pub(crate) struct Applier<T: Target> {
     carry: Carry,
     /// Rows whose write the target refused in the decided batch at hand.
     refused: Refused,
+    /// The last shape of each table found to fit the target (see
+    /// `schema_hold`): a change of the same shape is not checked again.
+    pub(crate) fitting: HashMap<TableName, Arc<TableSchema>>,
+    /// Tables just released after a hold for their shape, whose held
+    /// changes are being applied (see `schema_hold::trim_released`).
+    pub(crate) trimming: HashSet<String>,
 }
 
 impl<T: Target> Applier<T> {
     pub fn new(spec: ApplierSpec, target: T, stats: Arc<DirectionStats>) -> Applier<T> {
         Applier {
             target,
-            quarantine: Quarantine::new(spec.journal.clone(), stats.clone()),
+            quarantine: Quarantine::new(
+                spec.journal.clone(),
+                stats.clone(),
+                spec.schema_holds.clone(),
+            ),
             conflicts: ConflictStore::new(spec.journal.clone(), stats.clone()),
             shipper: Shipper::new(spec.journal.clone()),
             written: Default::default(),
@@ -129,6 +139,8 @@ impl<T: Target> Applier<T> {
             pending: Vec::new(),
             carry: Carry::default(),
             refused: Refused::default(),
+            fitting: HashMap::default(),
+            trimming: HashSet::default(),
         }
     }
 
@@ -153,6 +165,7 @@ impl<T: Target> Applier<T> {
         self.ship_outbox(None).await?;
         self.quarantine.reconcile(resume_counter).await?;
         self.quarantine.load_stopped().await?;
+        self.quarantine.load_schema_holds().await?;
         self.conflicts.reconcile(resume_counter).await?;
         Ok(())
     }
@@ -186,9 +199,12 @@ impl<T: Target> Applier<T> {
             .collect()
     }
 
-    /// The table's changes are held: paused, or stopped by a statement.
-    fn held(&self, table: &str) -> bool {
-        self.spec.held_tables.contains(table) || self.quarantine.is_stopped(table)
+    /// The table's changes are held: paused, stopped by a statement, or
+    /// held for its shape.
+    pub(crate) fn held(&self, table: &str) -> bool {
+        self.spec.held_tables.contains(table)
+            || self.quarantine.is_stopped(table)
+            || self.spec.schema_holds.contains(table)
     }
 
     /// Apply one event. Returns a source position that may be confirmed now
@@ -253,6 +269,11 @@ impl<T: Target> Applier<T> {
         change: RowChange,
         source: SourceForm,
     ) -> Result<(), SinkError> {
+        if !self.held(&change.table.table.name) || self.spec.schema_holds.contains(&change.table.table.name) {
+            // A table held for its shape is checked too: a newer shape is
+            // what the target must fit before its changes flow again.
+            self.check_shape(&change, &source).await?;
+        }
         if self.held(&change.table.table.name) {
             let mut origin = self.group.next_origin();
             origin.source = source;

@@ -18,6 +18,7 @@ pub mod pg;
 mod plan;
 pub(crate) mod resolve;
 mod rows;
+mod schema_hold;
 pub(crate) mod target;
 
 use std::collections::HashSet;
@@ -60,6 +61,11 @@ pub struct ApplierSpec {
     pub journal: JournalSpec,
     /// Paused tables (bare names): their changes are held, not applied.
     pub held_tables: HashSet<String>,
+    /// Tables held because their shape differs on the target, shared by
+    /// the direction's apply workers (see `sink::schema_hold`).
+    pub schema_holds: crate::journal::schema_holds::SchemaHolds,
+    /// The source site's name, for messages.
+    pub source_name: String,
 }
 
 /// The target engine's own part.

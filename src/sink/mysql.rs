@@ -1035,6 +1035,24 @@ impl Target for MysqlTarget {
         self.spec.described.forget();
     }
 
+    async fn missing_columns(
+        &mut self,
+        table: &TableName,
+        columns: &[&str],
+        fresh: bool,
+    ) -> Result<Vec<String>, SinkError> {
+        if fresh {
+            let key = TableName::new(self.spec.endpoint.database(), &table.name);
+            self.spec.described.forget_table(&key);
+        }
+        let t = self.target_table(table).await?;
+        Ok(columns
+            .iter()
+            .filter(|c| !t.columns.contains_key(**c))
+            .map(|c| c.to_string())
+            .collect())
+    }
+
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {
         MysqlTarget::resume_position(self).await
     }

@@ -112,6 +112,7 @@ impl<T: Target> Applier<T> {
                     .await?;
                 continue;
             };
+            let change = self.trim_released(change).await?;
             self.target.begin().await?;
             if let Err(e) = self.decide_and_write(change, origin).await {
                 // Not a refusal (those are quarantined again): the connection or

@@ -703,7 +703,7 @@ impl PgTarget {
         // No commit timestamp: written in this very transaction (by the
         // applier), or before commit timestamps were on. The checksum decides.
         let matches = marker.is_some_and(|m| {
-            m.crc != 0 && crate::canonical::encode::row_checksum(schema, row) == Some(m.crc)
+            m.crc != 0 && crate::canonical::encode::content_matches(schema, row, m.crc)
         });
         Ok(if matches {
             Stamp::Synced
@@ -1591,6 +1591,24 @@ impl Target for PgTarget {
 
     fn forget_tables(&mut self) {
         self.spec.described.forget();
+    }
+
+    async fn missing_columns(
+        &mut self,
+        table: &TableName,
+        columns: &[&str],
+        fresh: bool,
+    ) -> Result<Vec<String>, SinkError> {
+        if fresh {
+            let configured = self.configured(table);
+            self.spec.described.forget_table(&configured);
+        }
+        let t = self.target_table(table).await?;
+        Ok(columns
+            .iter()
+            .filter(|c| !t.column_types.contains_key(**c))
+            .map(|c| c.to_string())
+            .collect())
     }
 
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {

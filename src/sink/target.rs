@@ -119,6 +119,15 @@ impl<T> DescribedTables<T> {
             m.clear();
         }
     }
+
+    /// Forget one table's description: its shape may have changed (a
+    /// change's columns did not all fit it). A worker still using the old
+    /// description keeps its copy until it is done with it.
+    pub(crate) fn forget_table(&self, table: &TableName) {
+        if let Ok(mut m) = self.known.lock() {
+            m.remove(table);
+        }
+    }
 }
 
 /// Decided writes of one table, one operation and one column shape: one
@@ -186,6 +195,16 @@ pub(crate) trait Target {
     /// Read the target tables' columns again before their next use (a DBA
     /// may have changed a column so that a quarantined change fits).
     fn forget_tables(&mut self);
+    /// Of `columns` (the target's names for them), those the target's table
+    /// does not have; `fresh`: its description is read again first (the
+    /// table may have changed since it was described). A table the target
+    /// does not have at all: [`SinkError::MissingTable`].
+    async fn missing_columns(
+        &mut self,
+        table: &TableName,
+        columns: &[&str],
+        fresh: bool,
+    ) -> Result<Vec<String>, SinkError>;
 
     /// The source position the target has durably applied, as its counter
     /// (see [`SourcePosition::counter`]): where to resume.

@@ -43,5 +43,6 @@ mod retention_guardrails;
 mod same_key_conflicts;
 mod same_key_txn;
 mod sample_schema;
+mod schema_changes;
 mod status_history;
 mod table_refusals;

@@ -1,0 +1,93 @@
+-- duplex control schema, MySQL/MariaDB flavour, migration 24: tables held
+-- for their shape (see sql/postgresql/0024_schema_holds.sql).
+
+ALTER TABLE duplex.quarantine DROP CONSTRAINT IF EXISTS quarantine_op;
+ALTER TABLE duplex.quarantine ADD CONSTRAINT IF NOT EXISTS quarantine_op
+    CHECK (op IN ('insert', 'update', 'delete', 'statement', 'schema'));
+
+CREATE OR REPLACE VIEW duplex.link_overview AS
+SELECT l.link_id, l.name AS link, s.name AS source, t.name AS target,
+       CASE WHEN st.updated_at < UTC_TIMESTAMP(6) - INTERVAL 30 SECOND AND st.state <> 'stopped' THEN 'unknown'
+            ELSE COALESCE(st.state, CASE WHEN l.enabled THEN cs.state ELSE 'paused' END, 'not started') END AS state,
+       st.source_position, st.applied_position, st.lag_seconds, st.lag_bytes, st.queued_events,
+       st.applied_txns, st.applied_rows, st.inserted, st.updated, st.deleted,
+       st.conflicts, st.quarantined,
+       (SELECT COUNT(*) FROM duplex.quarantine q
+         WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.status = 'held' AND q.op <> 'schema' AND q.confirmed) AS held,
+       st.echo_txns_skipped, st.last_applied_commit_at, st.last_error, st.last_error_at,
+       cs.state AS config_state, cs.message AS config_message, st.updated_at,
+       CASE WHEN st.updated_at < UTC_TIMESTAMP(6) - INTERVAL 30 SECOND AND st.state <> 'stopped'
+            THEN CONCAT('no duplex process has written this direction''s status since ', DATE_FORMAT(st.updated_at, '%Y-%m-%d %H:%i:%s UTC'),
+                        ' (it was ', st.state, '): is duplex run running (with --ha: the process holding the link''s lease, duplex.lease_overview)?')
+            WHEN st.error_since IS NOT NULL THEN st.last_error END AS error,
+       st.error_since,
+       (SELECT COUNT(DISTINCT q.table_name) FROM duplex.quarantine q
+         WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.op = 'statement'
+           AND q.status IN ('pending', 'retry') AND q.confirmed) AS stopped_tables,
+       st.retained_bytes, st.wal_status, st.safe_wal_bytes, st.oldest_binlog, st.binlog_headroom_files,
+       st.retention_warning, st.retention_checked_at,
+       (SELECT COUNT(DISTINCT q.table_name) FROM duplex.quarantine q
+         WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.op = 'schema'
+           AND q.status = 'held' AND q.confirmed) AS held_tables,
+       (SELECT CONCAT(q.table_name, ': ', q.reason) FROM duplex.quarantine q
+         WHERE q.link_id = l.link_id AND q.source_site = st.source_site AND q.op = 'schema'
+           AND q.status = 'held' AND q.confirmed
+         ORDER BY q.quarantine_id DESC LIMIT 1) AS held_reason
+  FROM duplex.links l
+  LEFT JOIN duplex.link_status st ON st.link_id = l.link_id
+  LEFT JOIN duplex.sites s ON s.site_id = st.source_site
+  LEFT JOIN duplex.sites t ON t.site_id = st.target_site
+  LEFT JOIN duplex.config_status cs ON cs.link_id = l.link_id;
+
+CREATE OR REPLACE VIEW duplex.table_overview AS
+SELECT ts.link_id, ts.source_site, ts.target_site, ts.table_name,
+       ts.inserted, ts.updated, ts.deleted,
+       (SELECT COUNT(*) FROM duplex.conflicts c
+         WHERE c.link_id = ts.link_id AND c.source_site = ts.source_site
+           AND c.table_name = ts.table_name AND c.confirmed) AS conflicts,
+       (SELECT COUNT(*) FROM duplex.quarantine q
+         WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+           AND q.table_name = ts.table_name AND q.confirmed AND q.status IN ('pending', 'retry') AND q.op <> 'schema') AS quarantined,
+       (SELECT COUNT(*) FROM duplex.quarantine q
+         WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+           AND q.table_name = ts.table_name AND q.confirmed AND q.status = 'held' AND q.op <> 'schema') AS held,
+       ts.updated_at,
+       COALESCE(tc.state, 'syncing') AS config_state,
+       tc.reason AS config_reason,
+       EXISTS (SELECT 1 FROM duplex.quarantine q
+                WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+                  AND q.table_name = ts.table_name AND q.op = 'statement'
+                  AND q.status IN ('pending', 'retry') AND q.confirmed) AS stopped,
+       (SELECT q.reason FROM duplex.quarantine q
+         WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+           AND q.table_name = ts.table_name AND q.op = 'statement'
+           AND q.status IN ('pending', 'retry') AND q.confirmed
+         ORDER BY q.quarantine_id LIMIT 1) AS stop_reason,
+       EXISTS (SELECT 1 FROM duplex.quarantine q
+                WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+                  AND q.table_name = ts.table_name AND q.op = 'schema'
+                  AND q.status = 'held' AND q.confirmed) AS held_for_shape,
+       (SELECT q.reason FROM duplex.quarantine q
+         WHERE q.link_id = ts.link_id AND q.source_site = ts.source_site
+           AND q.table_name = ts.table_name AND q.op = 'schema'
+           AND q.status = 'held' AND q.confirmed
+         ORDER BY q.quarantine_id DESC LIMIT 1) AS shape_difference
+  FROM duplex.table_status ts
+  LEFT JOIN duplex.table_config_status tc
+         ON tc.link_id = ts.link_id
+        AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name)
+UNION ALL
+SELECT tc.link_id, d.source_site, d.target_site, CONCAT(tc.schema_name, '.', tc.table_name),
+       0, 0, 0, 0, 0,
+       (SELECT COUNT(*) FROM duplex.quarantine q
+         WHERE q.link_id = tc.link_id AND q.source_site = d.source_site AND q.status = 'held' AND q.op <> 'schema' AND q.confirmed
+           AND RIGHT(q.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name)),
+       tc.updated_at, tc.state, tc.reason, FALSE, NULL, FALSE, NULL
+  FROM duplex.table_config_status tc
+  JOIN (SELECT link_id, site_a AS source_site, site_b AS target_site FROM duplex.links
+        UNION ALL
+        SELECT link_id, site_b, site_a FROM duplex.links) d ON d.link_id = tc.link_id
+ WHERE tc.state = 'refused'
+   AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
+                    WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
+                      AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name));

@@ -1,0 +1,215 @@
+//! A table whose shape differs between the sites holds only its own
+//! changes. Before a change is decided, its columns are checked against the
+//! target's table (once per shape: a change of a shape found to fit is not
+//! checked again). A column the target does not have (added on the source
+//! only, dropped or renamed on the target only), or no such table at all,
+//! holds the table in this direction: this change and every later one of
+//! the table are kept in order as held quarantine records, with what
+//! differs and how to fix it (`journal::schema_holds`), while the rest of
+//! the link flows.
+//!
+//! Worker 0's periodic work reads each held table's description again. Once
+//! the target's table has every column of the newest shape the source sent
+//! (the DBA added it there, or dropped it on the source too, or excluded or
+//! mapped it), the held changes are applied in source order before the
+//! stream goes on, and the table flows again. A held change that still
+//! carries a column gone from the source since (dropped on both sites) is
+//! applied without it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::canonical::{RowChange, SourceForm, TableName};
+use crate::journal::schema_holds::SchemaHold;
+use crate::mapping::DirectionMapping;
+use crate::sink::target::Target;
+use crate::sink::{Applier, SinkError};
+
+impl<T: Target> Applier<T> {
+    /// Hold `change`'s table from this change on when the target's table
+    /// does not fit it; for a table held already, record a newer shape (the
+    /// one the target must fit). `source`: the change before the mapping.
+    pub(crate) async fn check_shape(
+        &mut self,
+        change: &RowChange,
+        source: &SourceForm,
+    ) -> Result<(), SinkError> {
+        let table = &change.table.table;
+        if let Some(fits) = self.fitting.get(table) {
+            if Arc::ptr_eq(fits, &change.table) || fits.columns == change.table.columns {
+                return Ok(());
+            }
+        }
+        let source_columns: Vec<String> = match source {
+            SourceForm::Mapped(s) => &s.table.columns,
+            _ => &change.table.columns,
+        }
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+        let held = self.spec.schema_holds.get(&table.name);
+        if held
+            .as_ref()
+            .is_some_and(|h| h.source_columns == source_columns)
+        {
+            return Ok(());
+        }
+        let reason = match self.shape_differs(change).await? {
+            Some(reason) => reason,
+            None if held.is_none() => {
+                self.fitting.insert(table.clone(), change.table.clone());
+                return Ok(());
+            }
+            // Held, and this newer shape fits: the held changes are applied
+            // at the next periodic check, before any later change.
+            None => format!(
+                "the changes of {table} from site {} have a new shape, which site {} fits: the held changes are applied within seconds",
+                self.spec.source_name,
+                self.target.site_name()
+            ),
+        };
+        let origin = self.group.next_origin();
+        self.quarantine.hold_for_schema(
+            SchemaHold {
+                table: table.clone(),
+                source_columns,
+                reason,
+            },
+            &origin,
+        );
+        Ok(())
+    }
+
+    /// What differs between `change`'s columns and the target's table, with
+    /// how to fix it; `None` when it fits. A column not found is looked for
+    /// again in a fresh description (added on the target since).
+    async fn shape_differs(&mut self, change: &RowChange) -> Result<Option<String>, SinkError> {
+        let table = &change.table.table;
+        let columns: Vec<&str> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut missing = Vec::new();
+        for fresh in [false, true] {
+            missing = match self.target.missing_columns(table, &columns, fresh).await {
+                Ok(m) => m,
+                Err(SinkError::MissingTable { .. }) if fresh => {
+                    return Ok(Some(self.no_table_reason(table)));
+                }
+                Err(SinkError::MissingTable { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if missing.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.missing_columns_reason(change, &missing)))
+    }
+
+    fn missing_columns_reason(&self, change: &RowChange, missing: &[String]) -> String {
+        let (source, target) = (&self.spec.source_name, self.target.site_name());
+        let table = &change.table.table;
+        let typed: Vec<String> = missing
+            .iter()
+            .map(|m| {
+                let ty = change
+                    .table
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == m)
+                    .map(|c| c.type_name.as_str())
+                    .unwrap_or("?");
+                format!("{m} {ty}")
+            })
+            .collect();
+        let them = if missing.len() == 1 { "it" } else { "them" };
+        format!(
+            "the changes of {table} from site {source} carry column{} {} that site {target}'s table does not have (added on site {source}, or dropped or renamed on site {target}). \
+             They are held in order, nothing is lost, and the rest of the link flows. \
+             Make the tables match: add {them} on site {target} (as on site {source}: {}), or drop {them} on site {source} too, \
+             or keep {them} on site {source} only (a duplex.column_mappings row of site {source} with synced = false); \
+             the held changes are then applied by themselves, in order",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            typed.join(", "),
+        )
+    }
+
+    fn no_table_reason(&self, table: &TableName) -> String {
+        let (source, target) = (&self.spec.source_name, self.target.site_name());
+        format!(
+            "table {table} does not exist on site {target} (dropped or renamed there): its changes from site {source} are held in order, nothing is lost, and the rest of the link flows. \
+             Create it on site {target} again (or rename it back), or remove it from the link (duplex.link_tables) and discard its held changes; \
+             once the table is there, the held changes are applied by themselves, in order"
+        )
+    }
+
+    /// Between source transactions (worker 0, every group committed): the
+    /// held tables that the target fits now are released, their held
+    /// changes applied in source order before the stream goes on.
+    pub(crate) async fn release_fitting_tables(
+        &mut self,
+        mapping: &mut DirectionMapping,
+    ) -> Result<(), SinkError> {
+        let holds = self.spec.schema_holds.all();
+        // The hold records must be in the control schema before they are
+        // settled there.
+        if holds.is_empty() || !self.ship_journal().await? {
+            return Ok(());
+        }
+        let mut released = Vec::new();
+        for h in holds {
+            let columns = mapping.target_columns(&h.table.name, &h.source_columns);
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            match self.target.missing_columns(&h.table, &names, true).await {
+                Ok(m) if m.is_empty() => released.push(h),
+                Ok(_) | Err(SinkError::MissingTable { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        for h in &released {
+            self.quarantine.end_schema_hold(&h.table).await?;
+            self.fitting.remove(&h.table);
+            tracing::info!(table = %h.table, "the target's table fits the changes now: applying the held ones, in order");
+        }
+        self.trimming = released.iter().map(|h| h.table.name.clone()).collect();
+        let result = self.release_held(mapping).await;
+        self.trimming.clear();
+        result
+    }
+
+    /// A released change of a table held for its shape, without the columns
+    /// the target's table does not have: they were dropped from the source
+    /// since (the target fits the source's newest shape).
+    pub(crate) async fn trim_released(
+        &mut self,
+        change: RowChange,
+    ) -> Result<RowChange, SinkError> {
+        if !self.trimming.contains(&change.table.table.name) {
+            return Ok(change);
+        }
+        let columns: Vec<&str> = change
+            .table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let missing: HashSet<String> = self
+            .target
+            .missing_columns(&change.table.table, &columns, false)
+            .await?
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(change);
+        }
+        Ok(crate::mapping::without_columns(change, |c| {
+            missing.contains(c)
+        }))
+    }
+}
