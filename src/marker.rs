@@ -156,6 +156,10 @@ pub enum Resolution {
     PreDelete,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Resolution {
     fn is_none(&self) -> bool {
         *self == Resolution::None
@@ -178,6 +182,12 @@ pub struct Marker {
     /// `canonical::encode`); 0 when the source could not know the whole row
     /// (key-only replica identity and an unchanged TOAST value).
     pub crc: u32,
+    /// Which columns `crc` covers: the checksum of their names
+    /// (`canonical::encode::shape_checksum`); 0 when not recorded (an
+    /// older duplex). Once a table's columns change (a column dropped on
+    /// both sites), a row's content can no longer be checked against `crc`.
+    #[serde(default, rename = "sh", skip_serializing_if = "is_zero")]
+    pub shape: u32,
     #[serde(default, rename = "r", skip_serializing_if = "Resolution::is_none")]
     pub resolution: Resolution,
     /// Tables under field-level merge only: for each column, the checksum of
@@ -268,6 +278,7 @@ impl Marker {
             site,
             ts: dot.t,
             crc,
+            shape: 0,
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         }
@@ -346,6 +357,7 @@ mod tests {
             site: 2,
             ts: 1_700_000_000_000_000,
             crc: 0xdead_beef,
+            shape: 0,
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         };
@@ -383,6 +395,7 @@ mod tests {
             site: 2,
             ts: 200,
             crc: 1,
+            shape: 0,
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         }
@@ -400,6 +413,7 @@ mod tests {
             site: 2,
             ts: 555,
             crc: 1,
+            shape: 0,
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         };

@@ -206,6 +206,26 @@ pub fn row_checksum(schema: &TableSchema, row: &Row) -> Option<u32> {
     Some(crc.finalize())
 }
 
+/// Which columns a row checksum covers ([`row_checksum`]): crc32 over
+/// their names, sorted (a marker records it beside the row's checksum).
+pub fn shape_checksum(schema: &TableSchema) -> u32 {
+    let mut names: Vec<&str> = schema
+        .columns
+        .iter()
+        .filter(|c| c.type_name != crate::mapping::FILLED_COLUMN_TYPE)
+        .map(|c| c.name.as_str())
+        .collect();
+    names.sort_unstable();
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = Vec::with_capacity(64);
+    for n in names {
+        buf.clear();
+        put_len_prefixed(&mut buf, n.as_bytes());
+        crc.update(&buf);
+    }
+    crc.finalize()
+}
+
 /// Does `row` have the content whose checksum is `crc` (a marker's)? Also
 /// when the row has gained columns holding NULL since the checksum was
 /// taken: a nullable column added to the table (on both sites) is NULL in
@@ -384,9 +404,15 @@ mod tests {
         after.columns.push(column("extra"));
         let mut grown = row.clone();
         grown.0.push(Some(Value::Null));
-        assert!(content_matches(&after, &grown, crc), "a NULL in a new column");
+        assert!(
+            content_matches(&after, &grown, crc),
+            "a NULL in a new column"
+        );
         grown.0[2] = Some(Value::Int(7));
-        assert!(!content_matches(&after, &grown, crc), "a value in it is an edit");
+        assert!(
+            !content_matches(&after, &grown, crc),
+            "a value in it is an edit"
+        );
         let mut edited = row.clone();
         edited.0[1] = Some(Value::Null);
         assert!(

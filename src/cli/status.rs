@@ -47,7 +47,8 @@ async fn render_status(
                     coalesce(stopped_tables, 0),
                     coalesce(pg_size_pretty(retained_bytes), ''),
                     coalesce('slot ' || wal_status, binlog_headroom_files || ' older binlog files', ''),
-                    coalesce(retention_warning, '')
+                    coalesce(retention_warning, ''),
+                    coalesce(held_tables, 0), coalesce(held_reason, '')
                FROM duplex.link_overview ORDER BY link, source NULLS FIRST",
             "SELECT link, COALESCE(CONCAT(source, '->', target), '-'), state,
                     lag_seconds, COALESCE(CAST(lag_bytes AS CHAR), '-'),
@@ -60,7 +61,8 @@ async fn render_status(
                     COALESCE(stopped_tables, 0),
                     COALESCE(CONCAT(ROUND(retained_bytes / 1048576, 1), ' MB'), ''),
                     COALESCE(CONCAT('slot ', wal_status), CONCAT(binlog_headroom_files, ' older binlog files'), ''),
-                    COALESCE(retention_warning, '')
+                    COALESCE(retention_warning, ''),
+                    COALESCE(held_tables, 0), COALESCE(held_reason, '')
                FROM duplex.link_overview ORDER BY link, source",
             &[],
         ))
@@ -77,13 +79,21 @@ async fn render_status(
                 "{n} table(s) STOPPED by writes logged as statements (duplex status --tables)"
             ),
         };
+        let held = match r.at(23).parse::<i64>().unwrap_or(0) {
+            0 => String::new(),
+            1 => format!("1 table HELD for its shape, the rest flows: {}", r.at(24)),
+            n => format!(
+                "{n} tables HELD for their shape, the rest flows (duplex status --tables); the newest: {}",
+                r.at(24)
+            ),
+        };
         // A current error as such; one the direction recovered from, as past.
         let error = match (r.at(13), r.at(17)) {
             (current, _) if !current.is_empty() => format!("error: {current}"),
             (_, past) if !past.is_empty() => format!("recovered (last error {}: {past})", r.at(18)),
             _ => String::new(),
         };
-        let note = [stopped, error, r.at(12)]
+        let note = [stopped, held, error, r.at(12)]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
@@ -195,8 +205,8 @@ async fn render_status(
                 "read duplex.table_overview",
                 "SELECT l.name, s.name || '->' || t.name, o.table_name, o.inserted, o.updated, o.deleted,
                         o.conflicts, o.quarantined, o.held,
-                        CASE WHEN o.stopped THEN 'STOPPED' ELSE coalesce(o.config_state, '') END,
-                        coalesce(o.stop_reason, o.config_reason, '')
+                        CASE WHEN o.stopped THEN 'STOPPED' WHEN o.held_for_shape THEN 'HELD' ELSE coalesce(o.config_state, '') END,
+                        coalesce(o.stop_reason, o.shape_difference, o.config_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l USING (link_id)
                    JOIN duplex.sites s ON s.site_id = o.source_site
@@ -204,8 +214,8 @@ async fn render_status(
                   ORDER BY 1, 2, 3",
                 "SELECT l.name, CONCAT(s.name, '->', t.name), o.table_name, o.inserted, o.updated, o.deleted,
                         o.conflicts, o.quarantined, o.held,
-                        IF(o.stopped, 'STOPPED', COALESCE(o.config_state, '')),
-                        COALESCE(o.stop_reason, o.config_reason, '')
+                        IF(o.stopped, 'STOPPED', IF(o.held_for_shape, 'HELD', COALESCE(o.config_state, ''))),
+                        COALESCE(o.stop_reason, o.shape_difference, o.config_reason, '')
                    FROM duplex.table_overview o
                    JOIN duplex.links l ON l.link_id = o.link_id
                    JOIN duplex.sites s ON s.site_id = o.source_site

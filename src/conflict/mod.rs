@@ -13,7 +13,7 @@ pub mod policy;
 
 use std::collections::BTreeMap;
 
-use crate::canonical::encode::{content_matches, encode_value, row_checksum};
+use crate::canonical::encode::{content_matches, encode_value, row_checksum, shape_checksum};
 use crate::canonical::{Op, Row, RowChange, TableSchema, Value};
 use crate::marker::{ColumnTag, Dot, Marker, Resolution, VersionVector, MARKER_FORMAT_VERSION};
 
@@ -206,7 +206,14 @@ fn local_ts(local: &LocalRow) -> i64 {
     }
 }
 
-fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersion {
+/// `incoming`: the version the change carries, whose entry for this site
+/// may name the local user write by time and content (see `Dot`).
+fn local_version(
+    me: u32,
+    schema: &TableSchema,
+    local: &LocalRow,
+    incoming: Option<&Marker>,
+) -> LocalVersion {
     let marker_vv = local
         .marker
         .as_ref()
@@ -232,10 +239,20 @@ fn local_version(me: u32, schema: &TableSchema, local: &LocalRow) -> LocalVersio
             // Known by its time and its content (two user writes can share
             // a time: see `Dot`).
             let t_known = t.unwrap_or(i64::MIN);
-            vv.set(
-                me,
-                Dot::at(0, t_known).with_crc(checksum(schema, &local.row)),
-            );
+            let mut crc = checksum(schema, &local.row);
+            // The peer's entry names this write by its time and the content
+            // it had then: a column added since (NULL in this row) is no
+            // other version.
+            if let Some(seen) = incoming.and_then(|m| m.vv.get(me)) {
+                if seen.t == t_known
+                    && seen.crc != 0
+                    && seen.crc != crc
+                    && content_matches(schema, &local.row, seen.crc)
+                {
+                    crc = seen.crc;
+                }
+            }
+            vv.set(me, Dot::at(0, t_known).with_crc(crc));
             LocalVersion {
                 vv,
                 site: me,
@@ -467,6 +484,17 @@ fn complete(row: &Row) -> bool {
     row.0.iter().all(Option::is_some)
 }
 
+/// Does a synced row still hold the content its marker recorded? Yes
+/// also when the row has gained NULL columns since (a nullable column
+/// added), and when the columns the checksum covered are not the table's
+/// any more (a column dropped, or added with a default, on both sites): the
+/// content can no longer be checked, and a schema change is no edit behind
+/// duplex's back.
+pub fn marker_describes(schema: &TableSchema, row: &Row, marker: &Marker) -> bool {
+    content_matches(schema, row, marker.crc)
+        || (marker.shape != 0 && marker.shape != shape_checksum(schema))
+}
+
 fn checksum(schema: &TableSchema, row: &Row) -> u32 {
     row_checksum(schema, row).unwrap_or(0)
 }
@@ -538,7 +566,7 @@ pub fn decide(
 
     match local {
         Local::Present(lr) => {
-            let lv = local_version(me, schema, lr);
+            let lv = local_version(me, schema, lr, Some(inc));
             let local_info = || VersionInfo {
                 row: Some(lr.row.clone()),
                 vv: lv.vv.clone(),
@@ -548,7 +576,7 @@ pub fn decide(
             // Content changed behind duplex's back (outside the change stream).
             if lr.stamp == Stamp::Synced && !successor {
                 if let Some(m) = &lr.marker {
-                    if m.crc != 0 && !content_matches(schema, &lr.row, m.crc) {
+                    if m.crc != 0 && !marker_describes(schema, &lr.row, m) {
                         conflicts.push(Conflict {
                             kind: ConflictKind::UnsyncedLocalEdit,
                             policy: policy_name,
@@ -623,6 +651,7 @@ pub fn decide(
                         site: me,
                         ts,
                         crc,
+                        shape: shape_checksum(schema),
                         resolution: Resolution::Forward,
                         cols: BTreeMap::new(),
                     };
@@ -639,6 +668,7 @@ pub fn decide(
                         site: inc.site,
                         ts: inc.ts,
                         crc: 0,
+                        shape: 0,
                         resolution: Resolution::None,
                         cols: BTreeMap::new(),
                     };
@@ -788,6 +818,7 @@ pub fn decide(
                         site,
                         ts,
                         crc: 0,
+                        shape: 0,
                         resolution: Resolution::None,
                         cols: BTreeMap::new(),
                     };
@@ -913,6 +944,7 @@ pub fn decide(
                         site: inc.site,
                         ts: inc.ts,
                         crc: 0,
+                        shape: 0,
                         resolution: Resolution::None,
                         cols: BTreeMap::new(),
                     };
@@ -1304,13 +1336,14 @@ pub fn version_marker(
             return m.clone();
         }
     }
-    let lv = local_version(me, schema, lr);
+    let lv = local_version(me, schema, lr, None);
     let mut marker = Marker {
         format: MARKER_FORMAT_VERSION,
         vv: lv.vv,
         site: lv.site,
         ts: lv.ts,
         crc: checksum(schema, &lr.row),
+        shape: shape_checksum(schema),
         resolution: Resolution::None,
         cols: BTreeMap::new(),
     };
@@ -1323,7 +1356,7 @@ pub fn version_marker(
 /// The current local version, for the record and for checking that a parked
 /// conflict still concerns the row as it is.
 pub fn local_info(me: u32, schema: &TableSchema, lr: &LocalRow) -> VersionInfo {
-    let lv = local_version(me, schema, lr);
+    let lv = local_version(me, schema, lr, None);
     VersionInfo {
         row: Some(lr.row.clone()),
         vv: lv.vv,
@@ -1377,6 +1410,7 @@ pub fn resolution_write(
         site: me,
         ts,
         crc,
+        shape: shape_checksum(schema),
         resolution: Resolution::Forward,
         cols: BTreeMap::new(),
     };

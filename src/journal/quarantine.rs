@@ -264,7 +264,10 @@ impl Quarantine {
         let reason = if self.is_stopped(name) {
             "table stopped by a write logged as a statement (see its quarantine records of op 'statement'): held until it is resynced and those records are discarded"
         } else if let Some(hold) = self.schema.get(name) {
-            shape = format!("table held (see its quarantine record of op 'schema'): {}", hold.reason);
+            shape = format!(
+                "table held (see its quarantine record of op 'schema'): {}",
+                hold.reason
+            );
             &shape
         } else {
             "table paused: held until it is resumed"

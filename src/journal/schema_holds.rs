@@ -145,7 +145,8 @@ impl Quarantine {
             let exact: Option<String> = r.opt("exact").ok().flatten();
             let parsed = exact.and_then(|e| {
                 let v: serde_json::Value = serde_json::from_str(&e).ok()?;
-                let table: TableName = serde_json::from_value(v.get("schema_held")?.clone()).ok()?;
+                let table: TableName =
+                    serde_json::from_value(v.get("schema_held")?.clone()).ok()?;
                 let source_columns: Vec<String> =
                     serde_json::from_value(v.get("columns")?.clone()).ok()?;
                 Some((table, source_columns))

@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 
 use super::lease::Leases;
 use super::link_run::{start_link, LinkRun};
-use super::plan::{
-    expand_patterns, resolve_tables, tables_held_for_shape, Resolved, TableVerdict,
-};
+use super::plan::{expand_patterns, resolve_tables, tables_held_for_shape, Resolved, TableVerdict};
 use super::registry::Registry;
 use crate::control::{self, ControlConfig, ControlDb, ControlEndpoint, LinkConfig, Sql, P};
 use crate::error_chain::error_chain;

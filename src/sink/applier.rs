@@ -269,7 +269,9 @@ impl<T: Target> Applier<T> {
         change: RowChange,
         source: SourceForm,
     ) -> Result<(), SinkError> {
-        if !self.held(&change.table.table.name) || self.spec.schema_holds.contains(&change.table.table.name) {
+        if !self.held(&change.table.table.name)
+            || self.spec.schema_holds.contains(&change.table.table.name)
+        {
             // A table held for its shape is checked too: a newer shape is
             // what the target must fit before its changes flow again.
             self.check_shape(&change, &source).await?;

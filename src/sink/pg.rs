@@ -702,9 +702,8 @@ impl PgTarget {
         }
         // No commit timestamp: written in this very transaction (by the
         // applier), or before commit timestamps were on. The checksum decides.
-        let matches = marker.is_some_and(|m| {
-            m.crc != 0 && crate::canonical::encode::content_matches(schema, row, m.crc)
-        });
+        let matches =
+            marker.is_some_and(|m| m.crc != 0 && crate::conflict::marker_describes(schema, row, m));
         Ok(if matches {
             Stamp::Synced
         } else {

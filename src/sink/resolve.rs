@@ -847,6 +847,14 @@ pub(crate) fn resolve(
     if complete {
         carry.finish(&mut out);
     }
+    // Each marker written records which columns its checksum covers: once
+    // the table's columns change on both sites, a row's content is no longer
+    // checked against it (`conflict::marker_describes`).
+    for (w, _) in out.writes.iter_mut() {
+        if w.marker.crc != 0 {
+            w.marker.shape = crate::canonical::encode::shape_checksum(&w.table);
+        }
+    }
     out
 }
 
@@ -1124,6 +1132,7 @@ mod tests {
             site,
             ts,
             crc: 0,
+            shape: 0,
             resolution: Resolution::None,
             cols: BTreeMap::new(),
         }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use crate::support::site::{wait_same, Db, Endpoint, Engines, Sites};
 use crate::support::{connect, query_i64, wait_for};
 
@@ -79,59 +78,107 @@ async fn wait_equal(a: &mut Db, b: &mut Db) {
 /// A row written on `from` reaches `to`.
 async fn flows(from: &mut Db, to: &mut Db, table: &str, id: i64) -> Duration {
     let started = Instant::now();
-    from.exec(&format!("INSERT INTO {table} (id, note) VALUES ({id}, 'probe')"))
-        .await;
+    from.exec(&format!(
+        "INSERT INTO {table} (id, note) VALUES ({id}, 'probe')"
+    ))
+    .await;
     let sql = format!("SELECT count(*) FROM {table} WHERE id = {id}");
     let deadline = Instant::now() + T;
     while to.count(&sql).await == 0 {
-        assert!(Instant::now() < deadline, "row {id} of {table} did not arrive");
+        assert!(
+            Instant::now() < deadline,
+            "row {id} of {table} did not arrive"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     started.elapsed()
 }
 
-/// A column added on one site, written there, then added on the other:
+/// Site `first` (0 or 1) and the other, as test connections.
+async fn sites_from(sites: &Sites, first: usize) -> (Db, Db) {
+    let (a, b) = sites.connect().await;
+    if first == 0 {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Nothing left quarantined or held, and no conflict recorded.
+async fn nothing_held_nor_conflicting(control: &tokio_postgres::Client) {
+    let left = crate::support::texts(
+        control,
+        "SELECT concat_ws(' ', op, status, table_name, row_key, reason) FROM duplex.quarantine
+          WHERE status IN ('pending', 'held', 'retry')",
+    )
+    .await;
+    assert!(
+        left.is_empty(),
+        "nothing quarantined row by row, nothing held any more: {left:?}"
+    );
+    let conflicts = crate::support::texts(
+        control,
+        "SELECT concat_ws(' ', source_site, table_name, row_key, kind, outcome, local_version, incoming_version) FROM duplex.conflicts",
+    )
+    .await;
+    assert!(conflicts.is_empty(), "no conflict: {conflicts:?}");
+}
+
+/// A column added on site `first`, written there, then added on the other:
 /// `t`'s changes from the first site wait for it, in order, while `u`
-/// flows; then they are applied by themselves.
-async fn added_on_one_then_the_other(engines: Engines) {
+/// flows both ways; then they are applied by themselves. Both sites'
+/// applications write all along.
+async fn added_on_one_then_the_other(engines: Engines, first: usize) {
     let sites = Sites::start(engines, PG, MY, &["t", "u"]).await;
     let run = crate::support::start_synced(&sites.control_url).await;
-    let (mut a, mut b) = sites.connect().await;
+    let (mut x, mut y) = sites_from(&sites, first).await;
     let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
     let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    a.exec("ALTER TABLE t ADD COLUMN extra int").await;
-    a.exec("INSERT INTO t (id, note, extra) VALUES (1, 'one', 11)").await;
-    a.exec("UPDATE t SET extra = 7 WHERE id = 1000").await;
-    // The rest of the link flows, both ways.
-    let took = flows(&mut a, &mut b, "u", 1).await;
-    eprintln!("u flows a -> b while t waits: {took:?}");
-    flows(&mut b, &mut a, "u", 2).await;
-    flows(&mut b, &mut a, "t", 2).await;
-    assert_eq!(b.count("SELECT count(*) FROM t WHERE id = 1").await, 0);
+    x.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    x.exec("INSERT INTO t (id, note, extra) VALUES (1, 'one', 11)")
+        .await;
+    x.exec("UPDATE t SET extra = 7 WHERE id = 1000").await;
+    // The rest of the link flows, both ways, and so does t from the other site.
+    let took = flows(&mut x, &mut y, "u", 1).await;
+    eprintln!("u flows while t waits: {took:?}");
+    flows(&mut y, &mut x, "u", 2).await;
+    flows(&mut y, &mut x, "t", 2).await;
+    assert_eq!(y.count("SELECT count(*) FROM t WHERE id = 1").await, 0);
 
     let control = connect(&sites.control_url).await;
-    wait_for("the held table shown", T, || async {
+    wait_for("the held table shown, with what differs", T, || async {
         query_i64(
             &control,
             "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND held_for_shape
-                AND shape_difference LIKE '%column extra%'",
+                AND shape_difference LIKE '%carry column extra that site%'",
         )
         .await
             == 1
     })
     .await;
+    let (_, status) = crate::support::duplex_cli(&sites.control_url, &["status"]);
+    assert!(
+        status.contains("held") && status.contains("column extra"),
+        "{status}"
+    );
 
     let altered = Instant::now();
-    b.exec("ALTER TABLE t ADD COLUMN extra int").await;
-    wait_for("row 1 with its new column on b", T, || async {
-        let (_, mut b) = sites.connect().await;
-        b.count("SELECT count(*) FROM t WHERE id = 1 AND extra = 11").await == 1
+    y.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    wait_for("row 1 with its new column on the other site", T, || async {
+        let (_, mut y) = sites_from(&sites, first).await;
+        y.count("SELECT count(*) FROM t WHERE id = 1 AND extra = 11")
+            .await
+            == 1
     })
     .await;
-    eprintln!("t streams again {:?} after the second ALTER", altered.elapsed());
+    eprintln!(
+        "t streams again {:?} after the second ALTER",
+        altered.elapsed()
+    );
     let (na, nb) = (wa.stop().await, wb.stop().await);
+    let (mut a, mut b) = sites.connect().await;
     wait_equal(&mut a, &mut b).await;
     assert_eq!(
         a.count("SELECT count(*) FROM u").await,
@@ -139,25 +186,111 @@ async fn added_on_one_then_the_other(engines: Engines) {
         "every row of both writers, once"
     );
     assert_eq!(
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.quarantine WHERE status IN ('pending', 'held', 'retry')"
-        )
-        .await,
-        0,
-        "nothing quarantined row by row, nothing held any more"
+        a.count("SELECT count(*) FROM t WHERE id = 1000 AND extra = 7")
+            .await,
+        1
     );
-    let conflicts = crate::support::texts(
-        &control,
-        "SELECT concat_ws(' ', source_site, table_name, row_key, kind, outcome, local_version, incoming_version) FROM duplex.conflicts",
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
+/// A column dropped on site a while both sites write: b's changes of `t`
+/// still carry it, so they wait (a's flow to b, where the column stays
+/// NULL). The DBA then makes the sites match: drops it on b too
+/// (`exclude` false), or keeps it on b only through the configuration;
+/// the held changes are applied by themselves, without the column.
+async fn dropped_on_one_site(engines: Engines, exclude: bool) {
+    let pg = "CREATE TABLE t (id int PRIMARY KEY, note text, extra int);
+        CREATE TABLE u (id int PRIMARY KEY, note text);";
+    let my = pg;
+    let sites = Sites::start(engines, pg, my, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    b.exec("INSERT INTO t (id, note, extra) VALUES (1, 'one', 1)")
+        .await;
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "row 1",
+        &[["SELECT id, note FROM t ORDER BY id"; 2]],
     )
     .await;
-    assert!(conflicts.is_empty(), "no conflict: {conflicts:?}");
+    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
+    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    a.exec("ALTER TABLE t DROP COLUMN extra").await;
+    b.exec("UPDATE t SET note = 'changed on b', extra = 2 WHERE id = 1")
+        .await;
+    flows(&mut b, &mut a, "u", 2).await;
+    flows(&mut a, &mut b, "t", 3).await;
+    let control = connect(&sites.control_url).await;
+    wait_for("t held from b to a, with what differs", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = 2
+                AND held_for_shape AND shape_difference LIKE '%carry column extra that site%'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM t WHERE note = 'changed on b'")
+            .await,
+        0,
+        "held"
+    );
+
+    let fixed = Instant::now();
+    if exclude {
+        control
+            .batch_execute(
+                "INSERT INTO duplex.column_mappings (link_id, schema_name, table_name, site_id, column_name, synced)
+                 VALUES (1, 'public', 't', 2, 'extra', false)",
+            )
+            .await
+            .expect("keep the column on b only");
+    } else {
+        b.exec("ALTER TABLE t DROP COLUMN extra").await;
+    }
+    wait_for("b's held changes applied on a", T, || async {
+        let (mut a, _) = sites.connect().await;
+        a.count("SELECT count(*) FROM t WHERE note = 'changed on b'")
+            .await
+            == 1
+    })
+    .await;
+    eprintln!("t streams again {:?} after the fix", fixed.elapsed());
+    let (na, nb) = (wa.stop().await, wb.stop().await);
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[
+            ["SELECT id, note FROM t ORDER BY id"; 2],
+            ["SELECT id, note FROM u ORDER BY id"; 2],
+        ],
+    )
+    .await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM u").await,
+        na + nb + 1,
+        "every row of both writers, once"
+    );
+    nothing_held_nor_conflicting(&control).await;
     run.shutdown().await;
 }
 
 crate::support::scenario_tests! {
     added_on_one_then_the_other:
-    a_column_added_on_one_site_then_the_other_postgresql(Engines::PgPg);
-    a_column_added_on_one_site_then_the_other_across_engines(Engines::PgMariaDb);
+    a_column_added_on_one_site_then_the_other_postgresql(Engines::PgPg, 0);
+    a_column_added_on_one_site_then_the_other_across_engines(Engines::PgMariaDb, 0);
+    a_column_added_on_mariadb_then_postgresql(Engines::PgMariaDb, 1);
+}
+
+crate::support::scenario_tests! {
+    dropped_on_one_site:
+    a_column_dropped_on_one_site_then_the_other_postgresql(Engines::PgPg, false);
+    a_column_dropped_on_one_site_and_excluded_across_engines(Engines::PgMariaDb, true);
 }

@@ -41,6 +41,23 @@ impl PgSource {
                 what: format!("primary key of {table}"),
                 source,
             })?;
+        // The columns' type names as the catalog spells them, for messages
+        // (a column the target lacks is named with its type).
+        let type_names: std::collections::HashMap<String, String> = self
+            .catalog
+            .query(
+                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+                &[&oid],
+            )
+            .await
+            .map_err(|source| SourceError::Catalog {
+                what: format!("column types of {table}"),
+                source,
+            })?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         let mut infos = Vec::with_capacity(columns.len());
         let mut schema_columns = Vec::with_capacity(columns.len());
         let mut marker_index = None;
@@ -60,7 +77,10 @@ impl PgSource {
             });
             schema_columns.push(ColumnSchema {
                 name: c.name.clone(),
-                type_name: format!("oid {}", c.type_oid),
+                type_name: type_names
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_else(|| format!("oid {}", c.type_oid)),
             });
         }
         let key = key_names
