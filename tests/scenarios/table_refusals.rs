@@ -643,16 +643,23 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
     .await;
 
     // A column added to one site while the link runs: the direction that
-    // cannot apply it finds it, and the table is refused alone.
+    // cannot apply it holds that table alone (it stays in the link: its
+    // changes wait in order, see scenarios::schema_changes).
     a.batch_execute(
         "ALTER TABLE good ADD COLUMN drift int; INSERT INTO good (id, v, drift) VALUES (3, 'drifted', 7)",
     )
     .await
     .unwrap();
-    wait_for("good refused once its shape differs", T, || {
-        refused_with(&control, "good", &["column drift exists on site a only"])
+    wait_for("good held once its shape differs", T, || async {
+        query_bool(
+            &control,
+            "SELECT count(*) = 1 FROM duplex.table_overview
+              WHERE table_name = 'public.good' AND held_for_shape AND shape_difference LIKE '%column drift%'",
+        )
+        .await
     })
     .await;
+    assert!(matches!(table_state(&control, "good").await, Some((s, None)) if s == "syncing"));
     a.batch_execute("INSERT INTO extra (id, v) VALUES (3, 'still flowing')")
         .await
         .unwrap();
@@ -665,5 +672,12 @@ async fn tables_that_cannot_be_synced_are_refused_alone_and_duplex_run_keeps_run
         "duplex run exited: {}",
         run.log_text()
     );
+    b.batch_execute("ALTER TABLE good ADD COLUMN drift int")
+        .await
+        .unwrap();
+    wait_for("good's held row applied once b has the column", T, || {
+        crate::support::pg_has_row(&b, "good", 3)
+    })
+    .await;
     run.stop();
 }
