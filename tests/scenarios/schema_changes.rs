@@ -30,6 +30,11 @@ struct Writer {
 
 impl Writer {
     fn start(site: Endpoint, base: i64) -> Writer {
+        Writer::start_on(site, base, "t")
+    }
+
+    /// The same, with `t` under the name `table` (renamed).
+    fn start_on(site: Endpoint, base: i64, table: &'static str) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
@@ -38,8 +43,8 @@ impl Writer {
             while !flag.load(Ordering::Relaxed) {
                 let id = base + 2 * i;
                 db.txn(&[
-                    format!("INSERT INTO t (id, note) VALUES ({id}, 'w{id}')"),
-                    format!("UPDATE t SET note = 'w{id}+' WHERE id = {id}"),
+                    format!("INSERT INTO {table} (id, note) VALUES ({id}, 'w{id}')"),
+                    format!("UPDATE {table} SET note = 'w{id}+' WHERE id = {id}"),
                     format!("INSERT INTO u (id, note) VALUES ({id}, 'w{id}')"),
                 ])
                 .await;
@@ -280,6 +285,164 @@ async fn dropped_on_one_site(engines: Engines, exclude: bool) {
     );
     nothing_held_nor_conflicting(&control).await;
     run.shutdown().await;
+}
+
+/// `t` renamed on site a while both sites write (a's application then
+/// writes under the new name): a's changes keep flowing to b's `t` (the same
+/// table), b's wait until the name is back on a; `u` flows all along. Once
+/// it is renamed back, everything is applied, in order.
+async fn renamed_on_postgresql() {
+    let sites = Sites::start(Engines::PgPg, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
+    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut written = wa.stop().await;
+    a.exec("ALTER TABLE t RENAME TO t_renamed").await;
+    let wa = Writer::start_on(sites.servers[0].endpoint(), 100_000, "t_renamed");
+    a.exec("INSERT INTO t_renamed (id, note) VALUES (1, 'renamed')")
+        .await;
+    wait_for("a's row under the new name on b's t", T, || async {
+        let (_, mut b) = sites.connect().await;
+        b.count("SELECT count(*) FROM t WHERE id = 1").await == 1
+    })
+    .await;
+    flows(&mut b, &mut a, "u", 2).await;
+    let control = connect(&sites.control_url).await;
+    wait_for("t held from b to a, saying why", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 2
+                AND held_for_shape AND shape_difference LIKE '%table public.t does not exist on site a%'",
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    written += wa.stop().await;
+    let back = Instant::now();
+    a.exec("ALTER TABLE t_renamed RENAME TO t").await;
+    let wa = Writer::start(sites.servers[0].endpoint(), 200_000);
+    b.exec("INSERT INTO t (id, note) VALUES (3, 'after')").await;
+    wait_for("b's changes applied on a", T, || async {
+        let (mut a, _) = sites.connect().await;
+        a.count("SELECT count(*) FROM t WHERE id = 3").await == 1
+    })
+    .await;
+    eprintln!("t streams again {:?} after the rename back", back.elapsed());
+    written += wa.stop().await;
+    let nb = wb.stop().await;
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[
+            ["SELECT id, note FROM t ORDER BY id"; 2],
+            ["SELECT id, note FROM u ORDER BY id"; 2],
+        ],
+    )
+    .await;
+    assert_eq!(a.count("SELECT count(*) FROM t").await, written + nb + 2);
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
+/// `t` renamed on the MariaDB site: its rows under the new name cannot be
+/// told from another table's in the binlog, so the table stops in that
+/// direction with the way back (the PostgreSQL site's changes of `t` wait
+/// for the name); the DBA renames it back, resyncs the table and discards
+/// the record, and everything is equal.
+async fn renamed_on_mariadb() {
+    let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
+    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut written = wb.stop().await;
+    b.exec("RENAME TABLE t TO t_renamed").await;
+    let wb = Writer::start_on(sites.servers[1].endpoint(), 100_001, "t_renamed");
+    flows(&mut a, &mut b, "u", 2).await;
+    flows(&mut b, &mut a, "u", 3).await;
+    let control = connect(&sites.control_url).await;
+    wait_for("t stopped from maria, saying why and what to do", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = 2
+                AND stopped AND stop_reason LIKE '%renamed or dropped on site maria%'
+                AND stop_reason LIKE '%rename it back%'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    wait_for("t held from pg to maria, saying why", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 1
+                AND held_for_shape AND shape_difference LIKE '%does not exist on site maria%'",
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    // The way back the record gives: the name back, a resync of the table
+    // (rows written under the other name were not replicated), the record
+    // discarded.
+    written += wb.stop().await;
+    b.exec("RENAME TABLE t_renamed TO t").await;
+    let (ok, out) = crate::support::duplex_cli(
+        &sites.control_url,
+        &["repair", "--from", "maria", "--table", "t"],
+    );
+    assert!(ok, "repair: {out}");
+    let ids = crate::support::texts(
+        &control,
+        "SELECT quarantine_id::text FROM duplex.quarantine WHERE op = 'statement' AND status = 'pending'",
+    )
+    .await;
+    let mut args = vec!["quarantine", "discard"];
+    args.extend(ids.iter().map(String::as_str));
+    let (ok, out) = crate::support::duplex_cli(&sites.control_url, &args);
+    assert!(ok, "discard: {out}");
+    let wb = Writer::start(sites.servers[1].endpoint(), 200_001);
+    flows(&mut b, &mut a, "t", 5).await;
+    written += wb.stop().await + 1;
+    let na = wa.stop().await;
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[
+            ["SELECT id, note FROM t ORDER BY id"; 2],
+            ["SELECT id, note FROM u ORDER BY id"; 2],
+        ],
+    )
+    .await;
+    assert_eq!(a.count("SELECT count(*) FROM t").await, written + na);
+    let left = crate::support::texts(
+        &control,
+        "SELECT concat_ws(' ', op, status, table_name, row_key) FROM duplex.quarantine
+          WHERE status IN ('pending', 'held', 'retry')",
+    )
+    .await;
+    assert!(left.is_empty(), "nothing left held: {left:?}");
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_renamed_on_postgresql_and_back() {
+    renamed_on_postgresql().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_renamed_on_mariadb_stops_with_the_way_back() {
+    renamed_on_mariadb().await;
 }
 
 crate::support::scenario_tests! {

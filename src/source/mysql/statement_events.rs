@@ -126,6 +126,36 @@ impl MysqlSource {
             Some(t) if t.mariadb_gtid => t.standalone,
             Some(_) => !dml,
         };
+        // A synced table renamed away or dropped: rows written under its
+        // new name (or into a table created in its place) would be read as
+        // another table's, or not at all. The table stops, with the way back.
+        let mut gone: Vec<String> = c.gone.iter().filter_map(|q| self.synced_table(q)).collect();
+        gone.sort();
+        gone.dedup();
+        if !gone.is_empty() {
+            let site = self.spec.endpoint.site_name.clone();
+            let what =
+                format!(
+                "table{} {} renamed or dropped on site {site} (a statement of default database {})",
+                if gone.len() == 1 { "" } else { "s" },
+                gone.join(", "),
+                if default_db.is_empty() { "none" } else { default_db }
+            );
+            let fix = format!(
+                "give site {site} the table under its name again (rename it back, or create it again), or rename it on every site and in duplex.link_tables"
+            );
+            self.unreplicable(
+                Some(gone),
+                &what,
+                query,
+                log_pos,
+                start,
+                timestamp,
+                &fix,
+                ends,
+            );
+            return Ok(self.ready.pop());
+        }
         if everything.is_none() && named.is_empty() {
             if c.ddl {
                 tracing::info!(site = %self.spec.endpoint.site_name, schema = %default_db, statement = %abbreviate(query), "DDL in the binlog: reloading table definitions");
@@ -215,7 +245,7 @@ impl MysqlSource {
                 .to_string()
         } else {
             format!(
-                "Its rows are not in the binlog, so duplex cannot replicate them: table{} {} stop{} in this direction",
+                "duplex cannot replicate the rows it leaves: table{} {} stop{} in this direction",
                 if names.len() == 1 { "" } else { "s" },
                 names.join(", "),
                 if names.len() == 1 { "s" } else { "" }

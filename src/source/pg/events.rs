@@ -94,7 +94,18 @@ impl PgSource {
                 columns,
                 replica_identity,
             } => {
-                let table = TableName::new(namespace, name);
+                let mut table = TableName::new(namespace, name);
+                // A synced table renamed on this site is the same table (its
+                // oid, still in the publication): its changes keep flowing
+                // under the name the link configures, nothing is lost. The
+                // peer's changes of it wait while the name is missing here
+                // (`sink::schema_hold`).
+                if !self.spec.tables.contains(&table) {
+                    if let Some(known) = self.relations.get(&oid).map(|r| r.schema.table.clone()) {
+                        tracing::warn!(configured = %known, now = %table, "a synced table was renamed on this site: its changes keep flowing under the name the link configures; rename it back, or rename it on every site and in duplex.link_tables");
+                        table = known;
+                    }
+                }
                 if !self.spec.tables.contains(&table) {
                     // Not a table of the link (any more): its changes are
                     // skipped, whatever its shape.
