@@ -49,6 +49,18 @@ impl MysqlSource {
                 (db.as_str(), table),
             )
             .await?;
+        let info = Arc::new(self.layout(name, columns, &key_names)?);
+        self.tables.insert(table.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// A table's description for the columns `columns`, in binlog order.
+    fn layout(
+        &self,
+        name: TableName,
+        columns: Vec<MysqlColumn>,
+        key_names: &[String],
+    ) -> Result<TableInfo, SourceError> {
         let mut schema_columns = Vec::new();
         let mut row_index = Vec::new();
         let mut marker_index = None;
@@ -77,7 +89,7 @@ impl MysqlSource {
                 table: name.clone(),
                 reason: "has no primary key; duplex syncs only tables with a primary key".into(),
             })?;
-        let info = Arc::new(TableInfo {
+        Ok(TableInfo {
             schema: Arc::new(TableSchema {
                 table: name,
                 columns: schema_columns,
@@ -87,9 +99,25 @@ impl MysqlSource {
             row_index,
             marker_index,
             stamp_index,
-        });
-        self.tables.insert(table.to_string(), info.clone());
-        Ok(info)
+        })
+    }
+
+    /// The table as an event written before a DDL since has it: the
+    /// columns the table map names, each as the catalog describes it now.
+    /// `None` when one of them is gone from the catalog (dropped since: its
+    /// type is not known any more).
+    fn earlier_layout(&self, now: &TableInfo, names: &[String]) -> Option<TableInfo> {
+        let columns = names
+            .iter()
+            .map(|n| now.columns.iter().find(|c| &c.name == n).cloned())
+            .collect::<Option<Vec<_>>>()?;
+        let key: Vec<String> = now
+            .schema
+            .key
+            .iter()
+            .map(|&k| now.schema.columns[k].name.clone())
+            .collect();
+        self.layout(now.schema.table.clone(), columns, &key).ok()
     }
 
     pub(super) async fn rows(
@@ -147,6 +175,14 @@ impl MysqlSource {
         if !layout_matches(&info) {
             self.tables.remove(&table);
             info = self.table_info(&table).await?;
+            // An event from before a column was added (the reader is behind
+            // the DDL: a restart, a lag): read it with the columns it has.
+            let earlier = binlog_names
+                .as_deref()
+                .and_then(|names| self.earlier_layout(&info, names));
+            if let Some(earlier) = earlier {
+                info = Arc::new(earlier);
+            }
             if !layout_matches(&info) {
                 return Err(SourceError::Table {
                     table: info.schema.table.clone(),
