@@ -533,6 +533,7 @@ pub(super) async fn prepare_link(
             held_tables: held_tables.clone(),
             schema_holds: Default::default(),
             source_name: src.name.clone(),
+            source_catalog: crate::sink::source_catalog::SourceCatalogSpec::of(&source),
         };
         let target = match dst.engine {
             SiteEngine::Postgres => TargetSpec::Pg(PgTargetSpec {

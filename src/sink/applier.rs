@@ -114,13 +114,14 @@ pub(crate) struct Applier<T: Target> {
     /// The last shape of each table found to fit the target (see
     /// `schema_hold`): a change of the same shape is not checked again.
     pub(crate) fitting: HashMap<TableName, Arc<TableSchema>>,
-    /// Tables just released after a hold for their shape, whose held
-    /// changes are being applied (see `schema_hold::trim_released`).
-    pub(crate) trimming: HashSet<String>,
+    /// The source's catalog: which columns its tables have now.
+    pub(crate) source_catalog: crate::sink::source_catalog::SourceCatalog,
 }
 
 impl<T: Target> Applier<T> {
     pub fn new(spec: ApplierSpec, target: T, stats: Arc<DirectionStats>) -> Applier<T> {
+        let source_catalog =
+            crate::sink::source_catalog::SourceCatalog::new(spec.source_catalog.clone());
         Applier {
             target,
             quarantine: Quarantine::new(
@@ -140,7 +141,7 @@ impl<T: Target> Applier<T> {
             carry: Carry::default(),
             refused: Refused::default(),
             fitting: HashMap::default(),
-            trimming: HashSet::default(),
+            source_catalog,
         }
     }
 

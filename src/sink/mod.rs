@@ -19,6 +19,7 @@ mod plan;
 pub(crate) mod resolve;
 mod rows;
 mod schema_hold;
+pub mod source_catalog;
 pub(crate) mod target;
 
 use std::collections::HashSet;
@@ -66,6 +67,8 @@ pub struct ApplierSpec {
     pub schema_holds: crate::journal::schema_holds::SchemaHolds,
     /// The source site's name, for messages.
     pub source_name: String,
+    /// Where the source's catalog is read (see `sink::source_catalog`).
+    pub source_catalog: source_catalog::SourceCatalogSpec,
 }
 
 /// The target engine's own part.

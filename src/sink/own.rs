@@ -112,7 +112,19 @@ impl<T: Target> Applier<T> {
                     .await?;
                 continue;
             };
-            let change = self.trim_released(change).await?;
+            let change = match self.fit_retry(change, mapping).await? {
+                Ok(change) => change,
+                Err(differs) => {
+                    self.quarantine
+                        .settle(
+                            r.quarantine_id,
+                            "pending",
+                            &format!("not applied, the target's table differs: {differs}; retry once the sites match"),
+                        )
+                        .await?;
+                    continue;
+                }
+            };
             self.target.begin().await?;
             if let Err(e) = self.decide_and_write(change, origin).await {
                 // Not a refusal (those are quarantined again): the connection or

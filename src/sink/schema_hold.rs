@@ -148,7 +148,10 @@ impl<T: Target> Applier<T> {
 
     /// Between source transactions (worker 0, every group committed): the
     /// held tables that the target fits now are released, their held
-    /// changes applied in source order before the stream goes on.
+    /// changes applied in source order before the stream goes on. The
+    /// target fits when it has every column of the newest shape the source
+    /// sent, or of the source's table as its catalog has it now (a column
+    /// dropped there since is not waited for).
     pub(crate) async fn release_fitting_tables(
         &mut self,
         mapping: &mut DirectionMapping,
@@ -162,11 +165,21 @@ impl<T: Target> Applier<T> {
         let mut released = Vec::new();
         for h in holds {
             let columns = mapping.target_columns(&h.table.name, &h.source_columns);
-            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-            match self.target.missing_columns(&h.table, &names, true).await {
-                Ok(m) if m.is_empty() => released.push(h),
-                Ok(_) | Err(SinkError::MissingTable { .. }) => {}
-                Err(e) => return Err(e),
+            if self.fits(&h.table, &columns).await? {
+                released.push(h);
+                continue;
+            }
+            match self.source_catalog.columns(&h.table).await {
+                Ok(Some(now)) => {
+                    let columns = mapping.target_columns(&h.table.name, &now);
+                    if self.fits(&h.table, &columns).await? {
+                        released.push(h);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(table = %h.table, error = %e, "cannot read the source's catalog now")
+                }
             }
         }
         if released.is_empty() {
@@ -177,39 +190,63 @@ impl<T: Target> Applier<T> {
             self.fitting.remove(&h.table);
             tracing::info!(table = %h.table, "the target's table fits the changes now: applying the held ones, in order");
         }
-        self.trimming = released.iter().map(|h| h.table.name.clone()).collect();
-        let result = self.release_held(mapping).await;
-        self.trimming.clear();
-        result
+        self.release_held(mapping).await
     }
 
-    /// A released change of a table held for its shape, without the columns
-    /// the target's table does not have: they were dropped from the source
-    /// since (the target fits the source's newest shape).
-    pub(crate) async fn trim_released(
+    /// Has the target's table (described again) every one of `columns`?
+    async fn fits(&mut self, table: &TableName, columns: &[String]) -> Result<bool, SinkError> {
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        match self.target.missing_columns(table, &names, true).await {
+            Ok(m) => Ok(m.is_empty()),
+            Err(SinkError::MissingTable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A held or quarantined change applied again, fitted to the target's
+    /// table: without the columns the target does not have that the source
+    /// has dropped since (the sites match without them). `Err` with what
+    /// differs when it carries a column the target lacks and the source
+    /// still has (or whose source cannot be read now).
+    pub(crate) async fn fit_retry(
         &mut self,
         change: RowChange,
-    ) -> Result<RowChange, SinkError> {
-        if !self.trimming.contains(&change.table.table.name) {
-            return Ok(change);
-        }
+        mapping: &DirectionMapping,
+    ) -> Result<Result<RowChange, String>, SinkError> {
         let columns: Vec<&str> = change
             .table
             .columns
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        let missing: HashSet<String> = self
+        let missing = match self
             .target
             .missing_columns(&change.table.table, &columns, false)
-            .await?
-            .into_iter()
-            .collect();
+            .await
+        {
+            Ok(m) => m,
+            Err(SinkError::MissingTable { .. }) => {
+                return Ok(Err(self.no_table_reason(&change.table.table)))
+            }
+            Err(e) => return Err(e),
+        };
         if missing.is_empty() {
-            return Ok(change);
+            return Ok(Ok(change));
         }
-        Ok(crate::mapping::without_columns(change, |c| {
-            missing.contains(c)
-        }))
+        let table = change.table.table.clone();
+        let on_source: HashSet<String> = match self.source_catalog.columns(&table).await {
+            Ok(Some(now)) => mapping
+                .target_columns(&table.name, &now)
+                .into_iter()
+                .collect(),
+            _ => return Ok(Err(self.missing_columns_reason(&change, &missing))),
+        };
+        if missing.iter().any(|m| on_source.contains(m)) {
+            return Ok(Err(self.missing_columns_reason(&change, &missing)));
+        }
+        tracing::debug!(%table, dropped = ?missing, "applying a held change without the columns dropped since");
+        Ok(Ok(crate::mapping::without_columns(change, |c| {
+            missing.iter().any(|m| m == c)
+        })))
     }
 }
