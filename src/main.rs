@@ -55,6 +55,32 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Change a synced table on both sites in a safe order: the table is
+    /// paused (its changes held both ways), the ALTER TABLE runs on each site
+    /// (translated between PostgreSQL and MySQL/MariaDB for added and dropped
+    /// columns), the two tables are compared, and the table is resumed (the
+    /// held changes are applied in order). Needs `duplex run` running the link.
+    Ddl {
+        #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
+        control: String,
+        /// The link (id or name).
+        #[arg(long)]
+        link: String,
+        /// The statement for the PostgreSQL sites, instead of the one given.
+        #[arg(long)]
+        postgresql: Option<String>,
+        /// The statement for the MySQL/MariaDB sites, instead of the one given.
+        #[arg(long)]
+        mysql: Option<String>,
+        /// Only say what would be run on each site.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds each wait may take (the pause in force, the held changes applied).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// The ALTER TABLE statement, in either engine's dialect.
+        statement: String,
+    },
     /// Key generators of synced tables (sequences, identity, auto_increment).
     Keys {
         #[arg(long, env = "DUPLEX_CONTROL", hide_env_values = true)]
@@ -357,6 +383,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control,
             action: ConfigAction::Check,
         } => cli::control::config_check(&control).await?,
+        Command::Ddl {
+            control,
+            link,
+            postgresql,
+            mysql,
+            dry_run,
+            timeout,
+            statement,
+        } => {
+            cli::ddl::ddl(
+                &control,
+                &link,
+                duplex::runner::DdlRequest {
+                    statement: &statement,
+                    postgresql: postgresql.as_deref(),
+                    mysql: mysql.as_deref(),
+                    dry_run,
+                    timeout: std::time::Duration::from_secs(timeout),
+                },
+            )
+            .await?
+        }
         Command::Keys {
             control,
             action: KeysAction::Interleave { link, dry_run },

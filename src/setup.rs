@@ -101,6 +101,10 @@ pub enum SetupError {
     /// `duplex resync` cannot go on: `why` says what to do first.
     #[error("link {link}: resync refused: {why}")]
     Resync { link: String, why: String },
+    /// `duplex ddl` cannot go on, or stopped: `why` says what was done and
+    /// what to do.
+    #[error("link {link}: duplex ddl: {why}")]
+    Ddl { link: String, why: String },
     /// `column`: the column's name and why the configuration names it.
     #[error("site {site}: table {table} has no column {column}; fix the name in the configuration or add the column")]
     NoColumn {

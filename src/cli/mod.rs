@@ -5,6 +5,7 @@
 #[cfg(feature = "localdb")]
 pub mod bench;
 pub mod control;
+pub mod ddl;
 #[cfg(feature = "localdb")]
 pub mod demo;
 pub mod journal;

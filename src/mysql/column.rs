@@ -6,7 +6,7 @@ use mysql_async::prelude::Queryable;
 
 /// What duplex knows about one column of a MySQL table: from the binlog table map
 /// (with FULL optional metadata) and from information_schema.COLUMNS.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MysqlColumn {
     pub name: String,
     /// information_schema DATA_TYPE, lower case: "tinyint", "bigint", "decimal",

@@ -27,6 +27,8 @@ use crate::pipeline::PipelineTuning;
 use crate::stats::DirectionStats;
 
 mod config_check;
+mod ddl;
+mod ddl_statement;
 mod key_generators;
 mod lease;
 mod link_run;
@@ -42,6 +44,7 @@ mod site_conn;
 mod status;
 
 pub use config_check::{check_config, LinkCheck};
+pub use ddl::{coordinated_ddl, DdlReport, DdlRequest};
 pub use key_generators::{interleave as interleave_keys, InterleaveStep};
 pub use lease::HaOptions;
 use live_config::{config_watcher, LinkSet};

@@ -444,11 +444,12 @@ async fn renamed_on_mariadb() {
     run.shutdown().await;
 }
 
-/// The MariaDB site's binlog read from before a column was added there
-/// (duplex was down meanwhile): the earlier rows are read with the columns
-/// they were written with, not refused for the table's new shape.
+/// The MariaDB site's binlog read from before a column was added there, or
+/// dropped (duplex was down meanwhile): the earlier rows are read with the
+/// columns they were written with (a dropped one read past), not refused for
+/// the table's new shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_binlog_read_from_before_an_added_column() {
+async fn a_binlog_read_from_before_a_column_was_added_or_dropped() {
     let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["t", "u"]).await;
     let run = crate::support::start_synced(&sites.control_url).await;
     let (mut a, mut b) = sites.connect().await;
@@ -468,7 +469,119 @@ async fn a_binlog_read_from_before_an_added_column() {
     assert_eq!(a.count("SELECT count(*) FROM t").await, 3);
     let control = connect(&sites.control_url).await;
     crate::support::assert_no_direction_failed(&control).await;
+
+    // And from before a column was dropped: read past it.
+    run.shutdown().await;
+    b.exec("UPDATE t SET note = 'before the drop', extra = 4 WHERE id = 3")
+        .await;
+    for site in [&mut a, &mut b] {
+        site.exec("ALTER TABLE t DROP COLUMN extra").await;
+    }
+    b.exec("INSERT INTO t (id, note) VALUES (4, 'after the drop')")
+        .await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[["SELECT id, note FROM t ORDER BY id"; 2]],
+    )
+    .await;
+    assert_eq!(a.count("SELECT count(*) FROM t").await, 4);
+    crate::support::assert_no_direction_failed(&control).await;
     nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
+/// `duplex ddl` run while both sites write (in a blocking task: the CLI
+/// waits for the running duplex, which runs in this process).
+async fn ddl(control_url: &str, statement: &str) -> String {
+    let (url, owned) = (control_url.to_string(), statement.to_string());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        crate::support::duplex_cli(&url, &["ddl", "--link", "l", &owned])
+    })
+    .await
+    .expect("duplex ddl");
+    assert!(ok, "duplex ddl {statement}: {out}");
+    out
+}
+
+/// A coordinated change under load: `duplex ddl` adds a column to both
+/// sites (translated for MariaDB), then drops it, while both sites write;
+/// the table's changes meanwhile are held and applied after, nothing is
+/// lost, no conflict.
+async fn coordinated_ddl_under_load(engines: Engines) {
+    let sites = Sites::start(engines, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
+    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (_, dry) = crate::support::duplex_cli(
+        &sites.control_url,
+        &[
+            "ddl",
+            "--link",
+            "l",
+            "--dry-run",
+            "ALTER TABLE public.t ADD COLUMN extra integer",
+        ],
+    );
+    assert!(dry.contains("would run on"), "{dry}");
+    let started = Instant::now();
+    let out = ddl(
+        &sites.control_url,
+        "ALTER TABLE public.t ADD COLUMN extra integer",
+    )
+    .await;
+    eprintln!(
+        "duplex ddl ADD COLUMN under load took {:?}:\n{out}",
+        started.elapsed()
+    );
+    assert!(
+        out.contains("has the same columns on both sites") && out.contains("resumed"),
+        "{out}"
+    );
+    a.exec("INSERT INTO t (id, note, extra) VALUES (1, 'a', 1)")
+        .await;
+    b.exec("INSERT INTO t (id, note, extra) VALUES (2, 'b', 2)")
+        .await;
+    b.exec("UPDATE t SET extra = 3 WHERE id = 1000").await;
+    wait_equal(&mut a, &mut b).await;
+
+    let started = Instant::now();
+    let out = ddl(&sites.control_url, "ALTER TABLE t DROP COLUMN extra").await;
+    eprintln!(
+        "duplex ddl DROP COLUMN under load took {:?}:\n{out}",
+        started.elapsed()
+    );
+    let (na, nb) = (wa.stop().await, wb.stop().await);
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[
+            ["SELECT id, note FROM t ORDER BY id"; 2],
+            ["SELECT id, note FROM u ORDER BY id"; 2],
+        ],
+    )
+    .await;
+    assert_eq!(a.count("SELECT count(*) FROM u").await, na + nb);
+    assert_eq!(a.count("SELECT count(*) FROM t").await, na + nb + 2);
+    let control = connect(&sites.control_url).await;
+    nothing_held_nor_conflicting(&control).await;
+    // Refused up front, with why: not a synced table, and a rename.
+    let (ok, out) = crate::support::duplex_cli(
+        &sites.control_url,
+        &["ddl", "--link", "l", "ALTER TABLE nope ADD COLUMN c int"],
+    );
+    assert!(!ok && out.contains("does not sync a table nope"), "{out}");
+    let (ok, out) = crate::support::duplex_cli(
+        &sites.control_url,
+        &["ddl", "--link", "l", "ALTER TABLE t RENAME TO t2"],
+    );
+    assert!(!ok && out.contains("duplex.link_tables"), "{out}");
     run.shutdown().await;
 }
 
@@ -487,6 +600,12 @@ crate::support::scenario_tests! {
     a_column_added_on_one_site_then_the_other_postgresql(Engines::PgPg, 0);
     a_column_added_on_one_site_then_the_other_across_engines(Engines::PgMariaDb, 0);
     a_column_added_on_mariadb_then_postgresql(Engines::PgMariaDb, 1);
+}
+
+crate::support::scenario_tests! {
+    coordinated_ddl_under_load:
+    a_coordinated_ddl_under_load_postgresql(Engines::PgPg);
+    a_coordinated_ddl_under_load_across_engines(Engines::PgMariaDb);
 }
 
 crate::support::scenario_tests! {

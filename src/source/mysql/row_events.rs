@@ -49,24 +49,29 @@ impl MysqlSource {
                 (db.as_str(), table),
             )
             .await?;
-        let info = Arc::new(self.layout(name, columns, &key_names)?);
+        let info = Arc::new(self.layout(name, columns, &key_names, &[])?);
         self.tables.insert(table.to_string(), info.clone());
         Ok(info)
     }
 
-    /// A table's description for the columns `columns`, in binlog order.
+    /// A table's description for the columns `columns`, in binlog order;
+    /// those `dropped` names are read past, not kept (see
+    /// [`Self::earlier_layout`]).
     fn layout(
         &self,
         name: TableName,
         columns: Vec<MysqlColumn>,
         key_names: &[String],
+        dropped: &[String],
     ) -> Result<TableInfo, SourceError> {
         let mut schema_columns = Vec::new();
         let mut row_index = Vec::new();
         let mut marker_index = None;
         let mut stamp_index = None;
         for (i, c) in columns.iter().enumerate() {
-            if c.name == self.spec.marker_column {
+            if dropped.contains(&c.name) {
+                row_index.push(None);
+            } else if c.name == self.spec.marker_column {
                 marker_index = Some(i);
                 row_index.push(None);
             } else if c.name == self.spec.stamp_column {
@@ -104,20 +109,35 @@ impl MysqlSource {
 
     /// The table as an event written before a DDL since has it: the
     /// columns the table map names, each as the catalog describes it now.
-    /// `None` when one of them is gone from the catalog (dropped since: its
-    /// type is not known any more).
+    /// A column gone from the catalog since (dropped) is read past: its
+    /// type is not known any more, and the table no longer has it. `None`
+    /// when the key is among those.
     fn earlier_layout(&self, now: &TableInfo, names: &[String]) -> Option<TableInfo> {
+        let mut dropped = Vec::new();
         let columns = names
             .iter()
-            .map(|n| now.columns.iter().find(|c| &c.name == n).cloned())
-            .collect::<Option<Vec<_>>>()?;
+            .map(|n| match now.columns.iter().find(|c| &c.name == n) {
+                Some(c) => c.clone(),
+                None => {
+                    dropped.push(n.clone());
+                    MysqlColumn {
+                        name: n.clone(),
+                        ..now.columns.first().cloned().unwrap_or_default()
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
         let key: Vec<String> = now
             .schema
             .key
             .iter()
             .map(|&k| now.schema.columns[k].name.clone())
             .collect();
-        self.layout(now.schema.table.clone(), columns, &key).ok()
+        if !dropped.is_empty() {
+            tracing::warn!(table = %now.schema.table, dropped = ?dropped, "rows written before columns were dropped are read without them");
+        }
+        self.layout(now.schema.table.clone(), columns, &key, &dropped)
+            .ok()
     }
 
     pub(super) async fn rows(
@@ -324,6 +344,13 @@ impl MysqlSource {
             let Some(Some(raw)) = row.get(i) else {
                 continue;
             };
+            let kept = info.row_index.get(i).copied().flatten().is_some()
+                || Some(i) == info.marker_index
+                || Some(i) == info.stamp_index;
+            if !kept {
+                // A column dropped since the event was written.
+                continue;
+            }
             let value = decode_column(info, col, raw, position)?;
             match info.row_index.get(i).copied().flatten() {
                 Some(j) => values[j] = Some(value),
