@@ -223,9 +223,7 @@ impl DdlStatement {
             return Ok(self.text.clone());
         }
         let actions = self.actions.as_ref().ok_or_else(|| {
-            format!(
-                "only ADD COLUMN and DROP COLUMN are translated between PostgreSQL and MySQL/MariaDB: give each engine's statement (--postgresql '...' --mysql '...')"
-            )
+            "only ADD COLUMN and DROP COLUMN are translated between PostgreSQL and MySQL/MariaDB: give each engine's statement (--postgresql '...' --mysql '...')".to_string()
         })?;
         let mut parts = Vec::new();
         for a in actions {
