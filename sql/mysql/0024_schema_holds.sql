@@ -91,3 +91,42 @@ SELECT tc.link_id, d.source_site, d.target_site, CONCAT(tc.schema_name, '.', tc.
    AND NOT EXISTS (SELECT 1 FROM duplex.table_status ts
                     WHERE ts.link_id = tc.link_id AND ts.source_site = d.source_site
                       AND RIGHT(ts.table_name, CHAR_LENGTH(tc.table_name) + 1) = CONCAT('.', tc.table_name));
+
+-- duplex ddl from SQL (see sql/postgresql/0024_schema_holds.sql):
+-- CALL duplex.request_ddl(link, statement, NULL, NULL).
+CREATE TABLE IF NOT EXISTS duplex.ddl_requests (
+    request_id   BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    link_id      INT NOT NULL,
+    statement    TEXT NOT NULL,
+    postgresql   TEXT NULL,
+    mysql        TEXT NULL,
+    state        VARCHAR(10) NOT NULL DEFAULT 'pending',
+    result       TEXT NULL,
+    requested_by VARCHAR(300) NOT NULL DEFAULT '',
+    requested_at DATETIME(6) NOT NULL DEFAULT (UTC_TIMESTAMP(6)),
+    finished_at  DATETIME(6) NULL,
+    CONSTRAINT ddl_requests_state CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    CONSTRAINT ddl_requests_link FOREIGN KEY (link_id) REFERENCES duplex.links (link_id) ON DELETE CASCADE
+) ENGINE = InnoDB;
+
+DROP PROCEDURE IF EXISTS duplex.request_ddl;
+
+DELIMITER $$
+
+CREATE PROCEDURE duplex.request_ddl(IN p_link VARCHAR(300), IN p_statement TEXT,
+                                    IN p_postgresql TEXT, IN p_mysql TEXT)
+    MODIFIES SQL DATA
+BEGIN
+    DECLARE v_link INT;
+    DECLARE msg TEXT;
+    SELECT link_id INTO v_link FROM duplex.links WHERE name = p_link OR CAST(link_id AS CHAR) = p_link LIMIT 1;
+    IF v_link IS NULL THEN
+        SET msg = CONCAT('no link ', p_link, ' in duplex.links');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = msg;
+    END IF;
+    INSERT INTO duplex.ddl_requests (link_id, statement, postgresql, mysql, requested_by)
+    VALUES (v_link, p_statement, p_postgresql, p_mysql, SESSION_USER());
+    SELECT LAST_INSERT_ID() AS request_id;
+END$$
+
+DELIMITER ;

@@ -100,3 +100,46 @@ SELECT tc.link_id, d.source_site, d.target_site, tc.schema_name || '.' || tc.tab
                       AND right(ts.table_name, length(tc.table_name) + 1) = '.' || tc.table_name);
 
 COMMENT ON VIEW duplex.table_overview IS 'per direction and table: rows applied by operation, conflicts, quarantined and held changes, whether the table syncs or is refused (and why), whether it is stopped (a write logged as a statement) and why, and whether its changes are held because its shape differs on the target (and what differs, with the fix)';
+
+-- duplex ddl from SQL: a DBA asks with SELECT duplex.request_ddl(link,
+-- statement); the running duplex holding the link runs it as `duplex ddl`
+-- does (pause, run on each site, compare, resume) and writes the outcome.
+CREATE TABLE IF NOT EXISTS duplex.ddl_requests (
+    request_id   bigserial PRIMARY KEY,
+    link_id      integer NOT NULL REFERENCES duplex.links ON DELETE CASCADE,
+    -- the ALTER TABLE, in either engine's dialect; and each engine's own
+    -- statement where given (as duplex ddl --postgresql / --mysql)
+    statement    text NOT NULL,
+    postgresql   text,
+    mysql        text,
+    -- pending, running, done, failed (result says what was done and why)
+    state        text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    result       text,
+    requested_by text NOT NULL DEFAULT current_user,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+
+COMMENT ON TABLE duplex.ddl_requests IS
+    'ALTER TABLE statements a DBA asked duplex to apply to both sites of a link (duplex.request_ddl); the running duplex writes state and result';
+
+CREATE OR REPLACE FUNCTION duplex.request_ddl(p_link text, p_statement text,
+                                              p_postgresql text DEFAULT NULL, p_mysql text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    l integer;
+    id bigint;
+BEGIN
+    SELECT link_id INTO l FROM duplex.links WHERE name = p_link OR link_id::text = p_link;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no link % in duplex.links', p_link;
+    END IF;
+    INSERT INTO duplex.ddl_requests (link_id, statement, postgresql, mysql)
+    VALUES (l, p_statement, p_postgresql, p_mysql)
+    RETURNING request_id INTO id;
+    RETURN id;
+END;
+$$;
+
+COMMENT ON FUNCTION duplex.request_ddl(text, text, text, text) IS
+    'ask the running duplex to apply an ALTER TABLE to both sites of a link in a safe order (as duplex ddl); follow it in duplex.ddl_requests';

@@ -229,15 +229,26 @@ pub fn shape_checksum(schema: &TableSchema) -> u32 {
 /// Does `row` have the content whose checksum is `crc` (a marker's)? Also
 /// when the row has gained columns holding NULL since the checksum was
 /// taken: a nullable column added to the table (on both sites) is NULL in
-/// every existing row, and those rows are no edit behind duplex's back.
+/// every existing row, and those rows are no edit behind duplex's back. An
+/// added column comes last in the table, so only trailing NULL columns are
+/// left out (a NULL the row held before counts as it did).
 pub fn content_matches(schema: &TableSchema, row: &Row, crc: u32) -> bool {
     if row_checksum(schema, row) == Some(crc) {
         return true;
     }
-    let not_null = |i: usize| !matches!(row.0.get(i), Some(Some(Value::Null)));
-    let mut without_nulls = crc32fast::Hasher::new();
-    encode_columns_in_parts(schema, row, not_null, |part| without_nulls.update(part)).is_some()
-        && without_nulls.finalize() == crc
+    let n = schema.columns.len().min(row.0.len());
+    let is_null = |i: usize| matches!(row.0.get(i), Some(Some(Value::Null)));
+    let mut kept = n;
+    while kept > 0 && is_null(kept - 1) && !schema.key.contains(&(kept - 1)) {
+        kept -= 1;
+        let mut without = crc32fast::Hasher::new();
+        if encode_columns_in_parts(schema, row, |i| i < kept, |part| without.update(part)).is_some()
+            && without.finalize() == crc
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -418,6 +429,15 @@ mod tests {
         assert!(
             !content_matches(&before, &edited, crc),
             "a value set to NULL is an edit"
+        );
+        // A NULL the row held before is part of its content.
+        let with_null = Row(vec![Some(Value::Int(1)), Some(Value::Null)]);
+        let crc = row_checksum(&before, &with_null).expect("checksum");
+        let mut grown = with_null.clone();
+        grown.0.push(Some(Value::Null));
+        assert!(
+            content_matches(&after, &grown, crc),
+            "its own NULL kept, the new one left out"
         );
     }
 }

@@ -50,6 +50,8 @@ pub struct Retry {
     pub source: Option<RowChange>,
     /// Where it was in the source's stream (it keys the record).
     pub origin: ChangeOrigin,
+    /// A held change released (not a DBA's retry).
+    pub released: bool,
 }
 
 /// Version of the `change_exact` layout that keeps the change in the
@@ -123,6 +125,9 @@ fn change_from_value(v: &serde_json::Value) -> Option<RowChange> {
     })
 }
 
+/// The note of a held change released (status 'retry').
+const RELEASED_NOTE: &str = "table resumed";
+
 /// The quarantine's table.
 static QUARANTINE: JournalTable = JournalTable {
     name: "duplex.quarantine",
@@ -174,11 +179,11 @@ impl Quarantine {
         let rows = client
             .rows(Sql::new(
                 "read the changes to retry",
-                "SELECT quarantine_id, op, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact
+                "SELECT quarantine_id, op, position_counter::text AS position_counter, change_index, change_exact::text AS change_exact, note
                    FROM duplex.quarantine
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
-                "SELECT quarantine_id, op, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact
+                "SELECT quarantine_id, op, CAST(position_counter AS CHAR) AS position_counter, change_index, change_exact, note
                    FROM duplex.quarantine
                   WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry' AND confirmed
                   ORDER BY position_counter, change_index LIMIT 100",
@@ -198,7 +203,9 @@ impl Quarantine {
                 let counter: u64 = r.parse("position_counter").ok()?;
                 let index: u32 = r.parse("change_index").ok()?;
                 let (change, source) = change_from_exact(&r.opt("change_exact").ok()??)?;
+                let note: Option<String> = r.opt("note").ok().flatten();
                 Some(Retry {
+                    released: note.as_deref() == Some(RELEASED_NOTE),
                     quarantine_id: id,
                     change,
                     source,
@@ -423,6 +430,33 @@ impl Quarantine {
             position_counter: origin.position.counter().to_string(),
             change_index: origin.index,
         });
+    }
+
+    /// A released held change that the target does not fit after all:
+    /// the later released changes of its table (`table`, as the records
+    /// name it) are held again behind it.
+    pub async fn hold_back(&mut self, table: &TableName) -> Result<(), JournalError> {
+        let (link, source, target) = self.ids();
+        let name = table.to_string();
+        let client = self.journal.client().await?;
+        client
+            .exec(Sql::new(
+                "hold a table's released changes again",
+                "UPDATE duplex.quarantine SET status = 'held', note = NULL
+                  WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry'
+                    AND note = 'table resumed' AND table_name = $4",
+                "UPDATE duplex.quarantine SET status = 'held', note = NULL
+                  WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry'
+                    AND note = 'table resumed' AND table_name = ?",
+                &[
+                    P::I32(link),
+                    P::I32(source),
+                    P::I32(target),
+                    P::Text(Some(&name)),
+                ],
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Tables resumed: their held changes become retries, applied in source

@@ -34,6 +34,10 @@ pub struct SchemaHold {
     pub source_columns: Vec<String>,
     /// What differs and how to fix it.
     pub reason: String,
+    /// Where in the source's stream that change is (position counter,
+    /// index): of two workers' holds, the later one says what the target
+    /// must fit.
+    pub at: (u64, u32),
 }
 
 /// The tables of one direction held for their shape (by bare name), shared
@@ -63,9 +67,13 @@ impl SchemaHolds {
             .unwrap_or_default()
     }
 
+    /// Hold a table, or record a newer shape of a held one (an earlier
+    /// change a worker decides after a later one does not replace it).
     pub(crate) fn insert(&self, hold: SchemaHold) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(hold.table.name.clone(), hold);
+            if m.get(&hold.table.name).is_none_or(|h| h.at < hold.at) {
+                m.insert(hold.table.name.clone(), hold);
+            }
         }
     }
 
@@ -89,7 +97,8 @@ impl Quarantine {
     /// Record that `hold` holds its table from `origin` on (or, for a table
     /// already held, that its changes now have a newer shape). Staged with
     /// the open target transaction; the shared set knows it at once.
-    pub fn hold_for_schema(&mut self, hold: SchemaHold, origin: &ChangeOrigin) {
+    pub fn hold_for_schema(&mut self, mut hold: SchemaHold, origin: &ChangeOrigin) {
+        hold.at = (origin.position.counter(), origin.index);
         let first = !self.schema_holds().contains(&hold.table.name);
         let reason = storable_text(&hold.reason);
         self.stage(Entry::Quarantine(QuarantineEntry {
@@ -126,11 +135,11 @@ impl Quarantine {
         let rows = client
             .rows(Sql::new(
                 "read the tables held for their shape",
-                "SELECT change_exact::text AS exact, reason FROM duplex.quarantine
+                "SELECT change_exact::text AS exact, reason, position_counter::text AS counter, change_index FROM duplex.quarantine
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3
                     AND op = 'schema' AND status = 'held'
                   ORDER BY position_counter, change_index",
-                "SELECT change_exact AS exact, reason FROM duplex.quarantine
+                "SELECT change_exact AS exact, reason, CAST(position_counter AS CHAR) AS counter, change_index FROM duplex.quarantine
                   WHERE link_id = ? AND source_site = ? AND target_site = ?
                     AND op = 'schema' AND status = 'held'
                   ORDER BY position_counter, change_index",
@@ -152,9 +161,14 @@ impl Quarantine {
                 Some((table, source_columns))
             });
             let Some((table, source_columns)) = parsed else {
+                tracing::warn!("a quarantine record of op 'schema' cannot be read; its table is not held by it (see duplex.quarantine)");
                 continue;
             };
             let reason: String = r.opt("reason").ok().flatten().unwrap_or_default();
+            let at = (
+                r.parse::<u64>("counter").unwrap_or(0),
+                r.parse::<u32>("change_index").unwrap_or(0),
+            );
             // The newest record of a table wins (ordered by position).
             holds.insert(
                 table.name.clone(),
@@ -162,6 +176,7 @@ impl Quarantine {
                     table,
                     source_columns,
                     reason,
+                    at,
                 },
             );
         }

@@ -60,7 +60,7 @@ pub async fn check_config(control_url: &str) -> Result<Vec<LinkCheck>, crate::Er
             Some(Ok(mut lc)) if lc.link.enabled => {
                 // As the running duplex would: patterns expanded, every
                 // table checked against both sites.
-                let held = super::plan::tables_held_for_shape(&mut client, link.link_id).await;
+                let held = super::plan::tables_held_for_shape(&mut client, link.link_id).await?;
                 let resolved = match expand_patterns(&mut lc).await {
                     Ok(()) => resolve_tables(&lc, None, &held).await,
                     Err(e) => Err(e),

@@ -54,7 +54,7 @@ pub async fn coordinated_ddl(
     control: &mut ControlDb,
     lc: &LinkConfig,
     req: DdlRequest<'_>,
-    say: &mut dyn FnMut(&str),
+    say: &mut (dyn FnMut(&str) + Send),
 ) -> Result<DdlReport, crate::Error> {
     let link = lc.link.name.clone();
     let refuse = |why: String| {
@@ -68,12 +68,13 @@ pub async fn coordinated_ddl(
     // Per site, in the order they are changed: MySQL/MariaDB first.
     let mut sites: Vec<&Site> = vec![&lc.site_a, &lc.site_b];
     sites.sort_by_key(|s| s.engine == SiteEngine::Postgres);
+    let cross_engine = lc.site_a.engine != lc.site_b.engine;
     let mut plan = Vec::new();
     for site in &sites {
         let statement = match (site.engine, req.postgresql, req.mysql) {
             (SiteEngine::Postgres, Some(s), _) | (SiteEngine::Mysql, _, Some(s)) => s.to_string(),
             (engine, _, _) => parsed
-                .for_engine(engine, &site_table(site, &table.table))
+                .for_engine(engine, &site_table(site, &table.table), cross_engine)
                 .map_err(|why| refuse(format!("site {}: {why}", site.name)))?,
         };
         plan.push((*site, statement));
@@ -124,12 +125,20 @@ pub async fn coordinated_ddl(
             table.table
         ),
     );
+    // A table paused already: its pause is in force (the configuration did
+    // not change, so nothing is applied again).
+    let since = if was_paused { String::new() } else { since };
     if let Err(e) = wait_paused_in_force(control, lc, table, &since, req.timeout).await {
         if !was_paused {
             set_paused(control, lc, table, false).await?;
         }
+        let state = if was_paused {
+            "stays paused as it was"
+        } else {
+            "is resumed"
+        };
         return Err(refuse(format!(
-            "{e}; nothing was changed, the table is resumed"
+            "{e}; nothing was changed, the table {state}"
         )));
     }
     let held_from = Instant::now();
@@ -179,7 +188,15 @@ pub async fn coordinated_ddl(
     }
 
     // The two tables as a starting link would judge them.
-    if let Err(why) = same_shape(lc, table).await? {
+    let stays_paused = |e: crate::Error| {
+        refuse(format!(
+            "the statement ran on both sites, then: {}. Table {} stays paused (its changes are held): check that the two tables match, then resume it: {}",
+            crate::error_chain::error_chain(&e),
+            table.table,
+            resume_sql(lc, table)
+        ))
+    };
+    if let Err(why) = same_shape(lc, table).await.map_err(stays_paused)? {
         return Err(refuse(format!(
             "the statement ran on both sites, but their tables still differ: {why}. Table {} stays paused (its changes are held): make them match, then resume it: {}",
             table.table,
@@ -197,7 +214,9 @@ pub async fn coordinated_ddl(
         );
         return Ok(report);
     }
-    set_paused(control, lc, table, false).await?;
+    set_paused(control, lc, table, false)
+        .await
+        .map_err(stays_paused)?;
     wait_released(control, lc, table, req.timeout)
         .await
         .map_err(&refuse)?;
@@ -289,13 +308,13 @@ async fn set_paused(
     let n = control
         .exec(Sql::new(
             "pause or resume the table",
-            "UPDATE duplex.link_tables SET paused = $4 WHERE link_id = $1 AND schema_name = $2 AND table_name = $3",
+            "UPDATE duplex.link_tables SET paused = $1 WHERE link_id = $2 AND schema_name = $3 AND table_name = $4",
             "UPDATE duplex.link_tables SET paused = ? WHERE link_id = ? AND schema_name = ? AND table_name = ?",
             &[
+                P::Bool(paused),
                 P::I32(lc.link.link_id as i32),
                 P::Text(Some(&t.table.schema)),
                 P::Text(Some(&t.table.name)),
-                P::Bool(paused),
             ],
         ))
         .await?;
@@ -396,15 +415,16 @@ async fn wait_paused_in_force(
                 "SELECT count(*)::text AS n FROM duplex.table_config_status tc
                    JOIN duplex.config_status cs USING (link_id)
                   WHERE tc.link_id = $1 AND tc.schema_name = $2 AND tc.table_name = $3
-                    AND tc.state = 'paused' AND cs.applied_at >= $4::text::timestamptz",
+                    AND tc.state = 'paused' AND ($4 = '' OR cs.applied_at >= $5::text::timestamptz)",
                 "SELECT CAST(COUNT(*) AS CHAR) AS n FROM duplex.table_config_status tc
                    JOIN duplex.config_status cs ON cs.link_id = tc.link_id
                   WHERE tc.link_id = ? AND tc.schema_name = ? AND tc.table_name = ?
-                    AND tc.state = 'paused' AND cs.applied_at >= ?",
+                    AND tc.state = 'paused' AND (? = '' OR cs.applied_at >= ?)",
                 &[
                     P::I32(lc.link.link_id as i32),
                     P::Text(Some(&t.table.schema)),
                     P::Text(Some(&t.table.name)),
+                    P::Text(Some(since)),
                     P::Text(Some(since)),
                 ],
             ))

@@ -187,7 +187,10 @@ impl DdlStatement {
             (None, first.to_string())
         };
         let rest = &tokens[i..];
-        if rest.iter().any(|t| t.is("RENAME")) && !rest.iter().any(|t| t.is("COLUMN")) {
+        if rest.iter().any(|t| t.is("RENAME")) && rest.iter().any(|t| t.is("COLUMN")) {
+            return Err(format!("renaming a column of {table}: the changes held meanwhile would carry the old name, which neither site has then; instead add the new column, copy the values (UPDATE), and drop the old one, each with duplex ddl, or map the names (duplex.column_mappings.peer_column)"));
+        }
+        if rest.iter().any(|t| t.is("RENAME")) {
             return Err(format!("renaming table {table} changes the link's configuration: pause it (duplex.link_tables.paused), rename it on both sites, change its duplex.link_tables row, then resume it"));
         }
         let quotes: Vec<char> = tokens
@@ -215,11 +218,16 @@ impl DdlStatement {
 
     /// The statement for a site of `engine`, whose table is `table` (the
     /// site's name for it, quoted: a MySQL site's database is its schema).
-    pub fn for_engine(&self, engine: SiteEngine, table: &str) -> Result<String, String> {
-        if self.dialect.is_none_or(|d| d == engine) && self.schema.is_none() {
-            return Ok(self.text.clone());
-        }
-        if self.dialect.is_none_or(|d| d == engine) && engine == SiteEngine::Postgres {
+    /// `cross_engine`: the link's other site is of the other engine, so
+    /// the statement must be one that translates (what runs on one site
+    /// must mean the same on the other).
+    pub fn for_engine(
+        &self,
+        engine: SiteEngine,
+        table: &str,
+        cross_engine: bool,
+    ) -> Result<String, String> {
+        if !cross_engine {
             return Ok(self.text.clone());
         }
         let actions = self.actions.as_ref().ok_or_else(|| {
@@ -422,33 +430,39 @@ mod tests {
             (Some("public"), "t")
         );
         assert_eq!(
-            s.for_engine(SiteEngine::Postgres, "t").unwrap(),
-            "ALTER TABLE public.t ADD COLUMN extra integer DEFAULT 0 NOT NULL"
+            s.for_engine(SiteEngine::Postgres, "t", false).unwrap(),
+            "ALTER TABLE public.t ADD COLUMN extra integer DEFAULT 0 NOT NULL",
+            "one engine: as given"
         );
         assert_eq!(
-            s.for_engine(SiteEngine::Mysql, "`t`").unwrap(),
+            s.for_engine(SiteEngine::Postgres, "public.t", true)
+                .unwrap(),
+            "ALTER TABLE public.t ADD COLUMN \"extra\" integer DEFAULT 0 NOT NULL"
+        );
+        assert_eq!(
+            s.for_engine(SiteEngine::Mysql, "`t`", true).unwrap(),
             "ALTER TABLE `t` ADD COLUMN `extra` INT DEFAULT 0 NOT NULL"
-        );
-        let s =
-            DdlStatement::parse("ALTER TABLE t ADD note varchar(20), DROP COLUMN IF EXISTS old")
-                .expect("parse");
-        assert_eq!(
-            s.for_engine(SiteEngine::Mysql, "t").unwrap(),
-            s.text,
-            "unqualified, no quotes: as given"
         );
         let s = DdlStatement::parse("alter table `t` add column `n` varchar(20) null, drop `old`")
             .expect("parse");
         assert_eq!(
-            s.for_engine(SiteEngine::Postgres, "\"t\"").unwrap(),
+            s.for_engine(SiteEngine::Postgres, "\"t\"", true).unwrap(),
             "ALTER TABLE \"t\" ADD COLUMN \"n\" varchar(20) NULL, DROP COLUMN \"old\""
         );
         assert_eq!(
             DdlStatement::parse("ALTER TABLE \"T\" ADD COLUMN c timestamptz")
                 .unwrap()
-                .for_engine(SiteEngine::Mysql, "`T`")
+                .for_engine(SiteEngine::Mysql, "`T`", true)
                 .unwrap(),
             "ALTER TABLE `T` ADD COLUMN `c` TIMESTAMP(6) NULL"
+        );
+        // Unquoted MySQL spelling, between the engines: translated too.
+        assert_eq!(
+            DdlStatement::parse("ALTER TABLE t ADD COLUMN c datetime")
+                .unwrap()
+                .for_engine(SiteEngine::Postgres, "t", true)
+                .unwrap(),
+            "ALTER TABLE t ADD COLUMN \"c\" timestamp"
         );
     }
 
@@ -466,17 +480,17 @@ mod tests {
             assert!(e.contains(why), "{sql}: {e}");
         }
         let s = DdlStatement::parse("ALTER TABLE \"t\" ALTER COLUMN c TYPE bigint").unwrap();
-        assert!(s.for_engine(SiteEngine::Postgres, "t").is_ok());
+        assert!(s.for_engine(SiteEngine::Postgres, "t", false).is_ok());
         assert!(s
-            .for_engine(SiteEngine::Mysql, "t")
+            .for_engine(SiteEngine::Postgres, "t", true)
             .unwrap_err()
             .contains("--mysql"));
         let s = DdlStatement::parse("ALTER TABLE \"t\" ADD COLUMN c inet").unwrap();
         assert!(s
-            .for_engine(SiteEngine::Mysql, "t")
+            .for_engine(SiteEngine::Mysql, "t", true)
             .unwrap_err()
             .contains("type inet"));
-        let s = DdlStatement::parse("ALTER TABLE t RENAME COLUMN a TO b").unwrap();
-        assert_eq!(s.table, "t");
+        let e = DdlStatement::parse("ALTER TABLE t RENAME COLUMN a TO b").unwrap_err();
+        assert!(e.contains("add the new column"), "{e}");
     }
 }

@@ -90,6 +90,7 @@ impl LinkSet {
             }
             let held = tables_held_for_shape(control_client, id).await;
             let started = async {
+                let held = held.map_err(|e| (None, crate::Error::from(e)))?;
                 let mut lc = match config.link_config(id) {
                     Some(Ok(lc)) => lc,
                     Some(Err(e)) => return Err((None, crate::Error::from(e))),
@@ -519,7 +520,15 @@ impl LinkSet {
             .get(&id)
             .filter(|p| p.wanted.link.enabled)
             .map(|p| p.resolved.clone());
-        let held = tables_held_for_shape(client, id).await;
+        // Without it, a held table could be refused (and leave the link).
+        let held = match tables_held_for_shape(client, id).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the tables held for their shape now");
+                self.schedule_recheck(id);
+                return;
+            }
+        };
         let resolved = match resolve_tables(&lc, previous.as_ref().map(|p| &p.effective), &held)
             .await
         {

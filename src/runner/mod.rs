@@ -28,6 +28,7 @@ use crate::stats::DirectionStats;
 
 mod config_check;
 mod ddl;
+mod ddl_requests;
 mod ddl_statement;
 mod key_generators;
 mod lease;
@@ -158,6 +159,11 @@ pub async fn start_with(
         Some(l) => Box::new(move |link_id| !l.holds(link_id)),
         None => Box::new(|_| false),
     };
+    // ... and so does a DBA's requested schema change (duplex.request_ddl).
+    let ddl_held_by_others: Arc<dyn Fn(u32) -> bool + Send + Sync> = match leases.clone() {
+        Some(l) => Arc::new(move |link_id| !l.holds(link_id)),
+        None => Arc::new(|_| false),
+    };
     let links = LinkSet::start(
         tuning,
         control_ep.clone(),
@@ -172,6 +178,11 @@ pub async fn start_with(
         control_ep.clone(),
         registry.clone(),
         held_by_others,
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(ddl_requests::ddl_request_runner(
+        control_ep.clone(),
+        ddl_held_by_others,
         shutdown_rx.clone(),
     ));
     tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));

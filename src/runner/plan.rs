@@ -147,12 +147,11 @@ pub async fn resolve_tables(
 }
 
 /// The link's tables whose changes a direction holds for their shape (bare
-/// names; see `journal::schema_holds`). Nothing when the control schema
-/// cannot say: the tables are then judged as new ones.
+/// names; see `journal::schema_holds`).
 pub async fn tables_held_for_shape(
     control: &mut control::ControlDb,
     link_id: u32,
-) -> std::collections::BTreeSet<String> {
+) -> Result<std::collections::BTreeSet<String>, control::ControlError> {
     let rows = control
         .rows(control::Sql::new(
             "read the tables held for their shape",
@@ -162,18 +161,12 @@ pub async fn tables_held_for_shape(
               WHERE link_id = ? AND op = 'schema' AND status = 'held'",
             &[control::P::I32(link_id as i32)],
         ))
-        .await;
-    match rows {
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|r| r.text("table_name").ok())
-            .map(|t| t.rsplit('.').next().unwrap_or(&t).to_string())
-            .collect(),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the tables held for their shape");
-            Default::default()
-        }
-    }
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.text("table_name").ok())
+        .map(|t| t.rsplit('.').next().unwrap_or(&t).to_string())
+        .collect())
 }
 
 /// Add the tables a link's patterns match on both sites (explicit

@@ -239,6 +239,7 @@ impl<T: Target> Applier<T> {
                     let origin = self.group.next_origin();
                     self.quarantine.discard_held(&paused, &origin);
                 }
+                let tables = self.truncatable(tables).await?;
                 if !tables.is_empty() {
                     self.target.truncate(&tables).await?;
                 }

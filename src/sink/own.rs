@@ -88,6 +88,7 @@ impl<T: Target> Applier<T> {
             self.target.forget_tables();
         }
         let stale_count = |s: &Self| s.stats.stale.load(std::sync::atomic::Ordering::Relaxed);
+        let mut reheld = std::collections::HashSet::new();
         for r in retries {
             let (recorded, stale) = (self.quarantine.recorded(), stale_count(self));
             let table = r.change.table.table.clone();
@@ -112,9 +113,35 @@ impl<T: Target> Applier<T> {
                     .await?;
                 continue;
             };
+            // A table held again below: its later changes wait behind it.
+            if reheld.contains(&table.name) {
+                self.quarantine
+                    .settle(
+                        r.quarantine_id,
+                        "held",
+                        "held again behind an earlier change of its table",
+                    )
+                    .await?;
+                continue;
+            }
             let change = match self.fit_retry(change, mapping).await? {
                 Ok(change) => change,
-                Err(differs) => {
+                Err((change, differs)) if r.released => {
+                    // A held change the target does not fit after all: the
+                    // table is held again from it, in order.
+                    self.hold_again(&change, origin, differs).await?;
+                    self.quarantine
+                        .settle(
+                            r.quarantine_id,
+                            "held",
+                            "held again: the target's table does not fit it",
+                        )
+                        .await?;
+                    self.quarantine.hold_back(&table).await?;
+                    reheld.insert(table.name.clone());
+                    continue;
+                }
+                Err((_, differs)) => {
                     self.quarantine
                         .settle(
                             r.quarantine_id,

@@ -74,6 +74,7 @@ impl<T: Target> Applier<T> {
                 table: table.clone(),
                 source_columns,
                 reason,
+                at: (0, 0),
             },
             &origin,
         );
@@ -212,7 +213,7 @@ impl<T: Target> Applier<T> {
         &mut self,
         change: RowChange,
         mapping: &DirectionMapping,
-    ) -> Result<Result<RowChange, String>, SinkError> {
+    ) -> Result<Result<RowChange, (RowChange, String)>, SinkError> {
         let columns: Vec<&str> = change
             .table
             .columns
@@ -226,7 +227,8 @@ impl<T: Target> Applier<T> {
         {
             Ok(m) => m,
             Err(SinkError::MissingTable { .. }) => {
-                return Ok(Err(self.no_table_reason(&change.table.table)))
+                let why = self.no_table_reason(&change.table.table);
+                return Ok(Err((change, why)));
             }
             Err(e) => return Err(e),
         };
@@ -239,14 +241,97 @@ impl<T: Target> Applier<T> {
                 .target_columns(&table.name, &now)
                 .into_iter()
                 .collect(),
-            _ => return Ok(Err(self.missing_columns_reason(&change, &missing))),
+            _ => {
+                let why = self.missing_columns_reason(&change, &missing);
+                return Ok(Err((change, why)));
+            }
         };
-        if missing.iter().any(|m| on_source.contains(m)) {
-            return Ok(Err(self.missing_columns_reason(&change, &missing)));
+        // Still on the source (the target lacks it), or a column the change
+        // does not carry appeared on the source meanwhile (it may be the
+        // same column renamed: its values would be lost).
+        let carried: HashSet<&str> = columns.iter().copied().collect();
+        if missing.iter().any(|m| on_source.contains(m))
+            || on_source.iter().any(|c| !carried.contains(c.as_str()))
+        {
+            let why = self.missing_columns_reason(&change, &missing);
+            return Ok(Err((change, why)));
         }
         tracing::debug!(%table, dropped = ?missing, "applying a held change without the columns dropped since");
         Ok(Ok(crate::mapping::without_columns(change, |c| {
             missing.iter().any(|m| m == c)
         })))
+    }
+
+    /// Hold `change`'s table again from `origin` (a held change released
+    /// that the target does not fit after all), in a target transaction of
+    /// its own that writes the hold's record.
+    pub(crate) async fn hold_again(
+        &mut self,
+        change: &RowChange,
+        origin: crate::canonical::ChangeOrigin,
+        reason: String,
+    ) -> Result<(), SinkError> {
+        let source_columns = match &origin.source {
+            SourceForm::Mapped(s) => &s.table.columns,
+            _ => &change.table.columns,
+        }
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+        self.target.begin().await?;
+        self.quarantine.hold_for_schema(
+            SchemaHold {
+                table: change.table.table.clone(),
+                source_columns,
+                reason,
+                at: (0, 0),
+            },
+            &origin,
+        );
+        self.commit_target(None, false).await
+    }
+
+    /// Of the tables a TRUNCATE names, those the target has. A table held
+    /// because the target has no such table cannot be truncated there: it
+    /// stops in this direction instead (its rows on the other site are
+    /// gone; a resync brings the target's table back to equal once it is
+    /// there), rather than failing the direction for ever.
+    pub(crate) async fn truncatable(
+        &mut self,
+        tables: Vec<Arc<crate::canonical::TableSchema>>,
+    ) -> Result<Vec<Arc<crate::canonical::TableSchema>>, SinkError> {
+        let mut kept = Vec::with_capacity(tables.len());
+        for t in tables {
+            if !self.spec.schema_holds.contains(&t.table.name) {
+                kept.push(t);
+                continue;
+            }
+            match self.target.missing_columns(&t.table, &[], true).await {
+                Ok(_) => kept.push(t),
+                Err(SinkError::MissingTable { .. }) => {
+                    let origin = self.group.next_origin();
+                    let position = origin.position;
+                    self.quarantine.stop(
+                        &t.table,
+                        origin,
+                        &crate::canonical::Unreplicable {
+                            tables: vec![t.table.clone()],
+                            statement: format!("TRUNCATE {}", t.table),
+                            position,
+                            reason: format!(
+                                "TRUNCATE of {} on site {} cannot be applied: site {} has no such table. Once it has it again, resync it (duplex repair --from {} --table {}) and discard this record",
+                                t.table,
+                                self.spec.source_name,
+                                self.target.site_name(),
+                                self.spec.source_name,
+                                t.table.name
+                            ),
+                        },
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(kept)
     }
 }

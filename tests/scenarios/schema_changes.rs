@@ -296,104 +296,72 @@ async fn dropped_on_one_site(engines: Engines, exclude: bool) {
     run.shutdown().await;
 }
 
-/// `t` renamed on site a while both sites write (a's application then
-/// writes under the new name): a's changes keep flowing to b's `t` (the same
-/// table), b's wait until the name is back on a; `u` flows all along. Once
-/// it is renamed back, everything is applied, in order.
-async fn renamed_on_postgresql() {
-    let sites = Sites::start(Engines::PgPg, PG, MY, &["t", "u"]).await;
+/// `t` renamed on one site while both sites write (that site's application
+/// then writes under the new name): its rows under the other name are not
+/// the configured table's, so the table stops in that direction with the
+/// way back, and the other site's changes of `t` wait for the name; `u`
+/// flows all along. The DBA renames it back, resyncs the table and
+/// discards the record, and everything is equal.
+async fn renamed(engines: Engines, site: usize, rename: &str, back: &str) {
+    let sites = Sites::start(engines, PG, MY, &["t", "u"]).await;
+    let name = match (engines, site) {
+        (Engines::PgMariaDb, 0) => "pg",
+        (Engines::PgMariaDb, _) => "maria",
+        (_, 0) => "a",
+        _ => "b",
+    };
     let run = crate::support::start_synced(&sites.control_url).await;
     let (mut a, mut b) = sites.connect().await;
-    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
-    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
+    let writers = |base: i64, table: &'static str| {
+        (0..2)
+            .map(|i| {
+                let t = if i == site { table } else { "t" };
+                Writer::start_on(sites.servers[i].endpoint(), base + i as i64, t)
+            })
+            .collect::<Vec<_>>()
+    };
+    let stop = |ws: Vec<Writer>| async move {
+        let mut n = 0;
+        for w in ws {
+            n += w.stop().await;
+        }
+        n
+    };
+    // The link streams both ways before the rename.
+    let ws = writers(1_000, "t");
     tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mut written = wa.stop().await;
-    a.exec("ALTER TABLE t RENAME TO t_renamed").await;
-    let wa = Writer::start_on(sites.servers[0].endpoint(), 100_000, "t_renamed");
-    a.exec("INSERT INTO t_renamed (id, note) VALUES (1, 'renamed')")
-        .await;
-    wait_for("a's row under the new name on b's t", T, || async {
-        let (_, mut b) = sites.connect().await;
-        b.count("SELECT count(*) FROM t WHERE id = 1").await == 1
-    })
-    .await;
-    flows(&mut b, &mut a, "u", 2).await;
-    let control = connect(&sites.control_url).await;
-    wait_for("t held from b to a, saying why", T, || async {
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 2
-                AND held_for_shape AND shape_difference LIKE '%table public.t does not exist on site a%'",
-        )
-        .await
-            == 1
-    })
-    .await;
-
-    written += wa.stop().await;
-    let back = Instant::now();
-    a.exec("ALTER TABLE t_renamed RENAME TO t").await;
-    let wa = Writer::start(sites.servers[0].endpoint(), 200_000);
-    b.exec("INSERT INTO t (id, note) VALUES (3, 'after')").await;
-    wait_for("b's changes applied on a", T, || async {
-        let (mut a, _) = sites.connect().await;
-        a.count("SELECT count(*) FROM t WHERE id = 3").await == 1
-    })
-    .await;
-    eprintln!("t streams again {:?} after the rename back", back.elapsed());
-    written += wa.stop().await;
-    let nb = wb.stop().await;
-    wait_same::<(i32, Option<String>)>(
-        &mut a,
-        &mut b,
-        "both sites' rows",
-        &[
-            ["SELECT id, note FROM t ORDER BY id"; 2],
-            ["SELECT id, note FROM u ORDER BY id"; 2],
-        ],
-    )
-    .await;
-    assert_eq!(a.count("SELECT count(*) FROM t").await, written + nb + 2);
-    nothing_held_nor_conflicting(&control).await;
-    run.shutdown().await;
-}
-
-/// `t` renamed on the MariaDB site: its rows under the new name cannot be
-/// told from another table's in the binlog, so the table stops in that
-/// direction with the way back (the PostgreSQL site's changes of `t` wait
-/// for the name); the DBA renames it back, resyncs the table and discards
-/// the record, and everything is equal.
-async fn renamed_on_mariadb() {
-    let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["t", "u"]).await;
-    let run = crate::support::start_synced(&sites.control_url).await;
-    let (mut a, mut b) = sites.connect().await;
-    let wa = Writer::start(sites.servers[0].endpoint(), 1_000);
-    let wb = Writer::start(sites.servers[1].endpoint(), 1_001);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mut written = wb.stop().await;
-    b.exec("RENAME TABLE t TO t_renamed").await;
-    let wb = Writer::start_on(sites.servers[1].endpoint(), 100_001, "t_renamed");
+    flows(&mut a, &mut b, "t", 1).await;
+    flows(&mut b, &mut a, "t", 4).await;
+    let mut written = stop(ws).await;
+    if site == 0 {
+        a.exec(rename).await;
+    } else {
+        b.exec(rename).await;
+    }
+    let ws = writers(100_000, "t_renamed");
     flows(&mut a, &mut b, "u", 2).await;
     flows(&mut b, &mut a, "u", 3).await;
     let control = connect(&sites.control_url).await;
-    wait_for("t stopped from maria, saying why and what to do", T, || async {
+    let (renamed_from, other) = ((site + 1) as i64, (2 - site) as i64);
+    wait_for("t stopped from the renaming site, saying why and what to do", T, || async {
         query_i64(
             &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = 2
-                AND stopped AND stop_reason LIKE '%renamed or dropped on site maria%'
-                AND stop_reason LIKE '%rename it back%'",
+            &format!(
+                "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = {renamed_from}
+                    AND stopped AND stop_reason LIKE '%renamed%on site {name}%' AND stop_reason LIKE '%duplex repair --from {name} --table t%'"
+            ),
         )
         .await
             == 1
     })
     .await;
-    wait_for("t held from pg to maria, saying why", T, || async {
+    wait_for("t held from the other site, saying why", T, || async {
         query_i64(
             &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 1
-                AND held_for_shape AND shape_difference LIKE '%does not exist on site maria%'",
+            &format!(
+                "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = {other}
+                    AND held_for_shape AND shape_difference LIKE '%does not exist on site {name}%'"
+            ),
         )
         .await
             == 1
@@ -403,11 +371,15 @@ async fn renamed_on_mariadb() {
     // The way back the record gives: the name back, a resync of the table
     // (rows written under the other name were not replicated), the record
     // discarded.
-    written += wb.stop().await;
-    b.exec("RENAME TABLE t_renamed TO t").await;
+    written += stop(ws).await;
+    if site == 0 {
+        a.exec(back).await;
+    } else {
+        b.exec(back).await;
+    }
     let (ok, out) = crate::support::duplex_cli(
         &sites.control_url,
-        &["repair", "--from", "maria", "--table", "t"],
+        &["repair", "--from", name, "--table", "t"],
     );
     assert!(ok, "repair: {out}");
     let ids = crate::support::texts(
@@ -419,10 +391,7 @@ async fn renamed_on_mariadb() {
     args.extend(ids.iter().map(String::as_str));
     let (ok, out) = crate::support::duplex_cli(&sites.control_url, &args);
     assert!(ok, "discard: {out}");
-    let wb = Writer::start(sites.servers[1].endpoint(), 200_001);
-    flows(&mut b, &mut a, "t", 5).await;
-    written += wb.stop().await + 1;
-    let na = wa.stop().await;
+    written += stop(writers(200_000, "t")).await;
     wait_same::<(i32, Option<String>)>(
         &mut a,
         &mut b,
@@ -433,7 +402,8 @@ async fn renamed_on_mariadb() {
         ],
     )
     .await;
-    assert_eq!(a.count("SELECT count(*) FROM t").await, written + na);
+    assert_eq!(a.count("SELECT count(*) FROM t").await, written + 2);
+    assert_eq!(a.count("SELECT count(*) FROM u").await, written + 2);
     let left = crate::support::texts(
         &control,
         "SELECT concat_ws(' ', op, status, table_name, row_key) FROM duplex.quarantine
@@ -444,53 +414,12 @@ async fn renamed_on_mariadb() {
     run.shutdown().await;
 }
 
-/// The MariaDB site's binlog read from before a column was added there, or
-/// dropped (duplex was down meanwhile): the earlier rows are read with the
-/// columns they were written with (a dropped one read past), not refused for
-/// the table's new shape.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_binlog_read_from_before_a_column_was_added_or_dropped() {
-    let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["t", "u"]).await;
-    let run = crate::support::start_synced(&sites.control_url).await;
-    let (mut a, mut b) = sites.connect().await;
-    flows(&mut b, &mut a, "t", 1).await;
-    run.shutdown().await;
-    b.exec("INSERT INTO t (id, note) VALUES (2, 'before the column')")
-        .await;
-    b.exec("UPDATE t SET note = 'updated before' WHERE id = 1")
-        .await;
-    for site in [&mut a, &mut b] {
-        site.exec("ALTER TABLE t ADD COLUMN extra int").await;
-    }
-    b.exec("INSERT INTO t (id, note, extra) VALUES (3, 'after', 3)")
-        .await;
-    let run = crate::support::start_synced(&sites.control_url).await;
-    wait_equal(&mut a, &mut b).await;
-    assert_eq!(a.count("SELECT count(*) FROM t").await, 3);
-    let control = connect(&sites.control_url).await;
-    crate::support::assert_no_direction_failed(&control).await;
-
-    // And from before a column was dropped: read past it.
-    run.shutdown().await;
-    b.exec("UPDATE t SET note = 'before the drop', extra = 4 WHERE id = 3")
-        .await;
-    for site in [&mut a, &mut b] {
-        site.exec("ALTER TABLE t DROP COLUMN extra").await;
-    }
-    b.exec("INSERT INTO t (id, note) VALUES (4, 'after the drop')")
-        .await;
-    let run = crate::support::start_synced(&sites.control_url).await;
-    wait_same::<(i32, Option<String>)>(
-        &mut a,
-        &mut b,
-        "both sites' rows",
-        &[["SELECT id, note FROM t ORDER BY id"; 2]],
-    )
-    .await;
-    assert_eq!(a.count("SELECT count(*) FROM t").await, 4);
-    crate::support::assert_no_direction_failed(&control).await;
-    nothing_held_nor_conflicting(&control).await;
-    run.shutdown().await;
+crate::support::scenario_tests! {
+    renamed:
+    a_table_renamed_on_postgresql_stops_with_the_way_back(
+        Engines::PgPg, 0, "ALTER TABLE t RENAME TO t_renamed", "ALTER TABLE t_renamed RENAME TO t");
+    a_table_renamed_on_mariadb_stops_with_the_way_back(
+        Engines::PgMariaDb, 1, "RENAME TABLE t TO t_renamed", "RENAME TABLE t_renamed TO t");
 }
 
 /// `duplex ddl` run while both sites write (in a blocking task: the CLI
@@ -571,6 +500,45 @@ async fn coordinated_ddl_under_load(engines: Engines) {
     assert_eq!(a.count("SELECT count(*) FROM t").await, na + nb + 2);
     let control = connect(&sites.control_url).await;
     nothing_held_nor_conflicting(&control).await;
+    // The same from SQL: a request the running duplex carries out.
+    let id = query_i64(
+        &control,
+        "SELECT duplex.request_ddl('l', 'ALTER TABLE t ADD COLUMN label text')",
+    )
+    .await;
+    wait_for("the requested change done", T, || async {
+        crate::support::query_bool(
+            &control,
+            &format!(
+                "SELECT state = 'done' AND result LIKE '%resumed%' FROM duplex.ddl_requests WHERE request_id = {id}"
+            ),
+        )
+        .await
+    })
+    .await;
+    a.exec("UPDATE t SET label = 'from a' WHERE id = 1").await;
+    wait_for("the new column flowing", T, || async {
+        let (_, mut b) = sites.connect().await;
+        b.count("SELECT count(*) FROM t WHERE label = 'from a'")
+            .await
+            == 1
+    })
+    .await;
+    let id = query_i64(
+        &control,
+        "SELECT duplex.request_ddl('l', 'ALTER TABLE nope ADD COLUMN c int')",
+    )
+    .await;
+    wait_for("a refused request says why", T, || async {
+        crate::support::query_bool(
+            &control,
+            &format!(
+                "SELECT state = 'failed' AND result LIKE '%does not sync a table nope%' FROM duplex.ddl_requests WHERE request_id = {id}"
+            ),
+        )
+        .await
+    })
+    .await;
     // Refused up front, with why: not a synced table, and a rename.
     let (ok, out) = crate::support::duplex_cli(
         &sites.control_url,
@@ -585,23 +553,6 @@ async fn coordinated_ddl_under_load(engines: Engines) {
     run.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_renamed_on_postgresql_and_back() {
-    renamed_on_postgresql().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_renamed_on_mariadb_stops_with_the_way_back() {
-    renamed_on_mariadb().await;
-}
-
-crate::support::scenario_tests! {
-    added_on_one_then_the_other:
-    a_column_added_on_one_site_then_the_other_postgresql(Engines::PgPg, 0);
-    a_column_added_on_one_site_then_the_other_across_engines(Engines::PgMariaDb, 0);
-    a_column_added_on_mariadb_then_postgresql(Engines::PgMariaDb, 1);
-}
-
 crate::support::scenario_tests! {
     coordinated_ddl_under_load:
     a_coordinated_ddl_under_load_postgresql(Engines::PgPg);
@@ -612,4 +563,60 @@ crate::support::scenario_tests! {
     dropped_on_one_site:
     a_column_dropped_on_one_site_then_the_other_postgresql(Engines::PgPg, false);
     a_column_dropped_on_one_site_and_excluded_across_engines(Engines::PgMariaDb, true);
+}
+
+/// The MariaDB site's binlog read from before a column was added there, or
+/// dropped (duplex was down meanwhile): the earlier rows are read with the
+/// columns they were written with (a dropped one read past), not refused for
+/// the table's new shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binlog_read_from_before_a_column_was_added_or_dropped() {
+    let sites = Sites::start(Engines::PgMariaDb, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    flows(&mut b, &mut a, "t", 1).await;
+    run.shutdown().await;
+    b.exec("INSERT INTO t (id, note) VALUES (2, 'before the column')")
+        .await;
+    b.exec("UPDATE t SET note = 'updated before' WHERE id = 1")
+        .await;
+    for site in [&mut a, &mut b] {
+        site.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    }
+    b.exec("INSERT INTO t (id, note, extra) VALUES (3, 'after', 3)")
+        .await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    wait_equal(&mut a, &mut b).await;
+    assert_eq!(a.count("SELECT count(*) FROM t").await, 3);
+    let control = connect(&sites.control_url).await;
+    crate::support::assert_no_direction_failed(&control).await;
+
+    // And from before a column was dropped: read past it.
+    run.shutdown().await;
+    b.exec("UPDATE t SET note = 'before the drop', extra = 4 WHERE id = 3")
+        .await;
+    for site in [&mut a, &mut b] {
+        site.exec("ALTER TABLE t DROP COLUMN extra").await;
+    }
+    b.exec("INSERT INTO t (id, note) VALUES (4, 'after the drop')")
+        .await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    wait_same::<(i32, Option<String>)>(
+        &mut a,
+        &mut b,
+        "both sites' rows",
+        &[["SELECT id, note FROM t ORDER BY id"; 2]],
+    )
+    .await;
+    assert_eq!(a.count("SELECT count(*) FROM t").await, 4);
+    crate::support::assert_no_direction_failed(&control).await;
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
+crate::support::scenario_tests! {
+    added_on_one_then_the_other:
+    a_column_added_on_one_site_then_the_other_postgresql(Engines::PgPg, 0);
+    a_column_added_on_one_site_then_the_other_across_engines(Engines::PgMariaDb, 0);
+    a_column_added_on_mariadb_then_postgresql(Engines::PgMariaDb, 1);
 }

@@ -400,17 +400,20 @@ fn tables_gone(tokens: &[Tok], verb: &str, db: &str) -> Vec<QualifiedName> {
                 return gone;
             };
             let i = skip_words(tokens, at + 1, &["IF", "EXISTS"]);
-            let renames = tokens.iter().skip(i).enumerate().any(|(k, t)| {
-                t.is_word("RENAME")
-                    && !tokens.get(i + k + 1).is_some_and(|n| {
+            let Some((t, next)) = table_at(i) else {
+                return gone;
+            };
+            // RENAME as an action: first, or after a comma; not RENAME
+            // COLUMN, INDEX or KEY.
+            let renames = (next..tokens.len()).any(|k| {
+                tokens[k].is_word("RENAME")
+                    && !tokens.get(k + 1).is_some_and(|n| {
                         n.is_word("COLUMN") || n.is_word("INDEX") || n.is_word("KEY")
                     })
-                    && (k == 1 || tokens.get(i + k - 1) == Some(&Tok::Punct(',')))
+                    && (k == next || tokens.get(k - 1) == Some(&Tok::Punct(',')))
             });
             if renames {
-                if let Some((t, _)) = table_at(i) {
-                    gone.push(t);
-                }
+                gone.push(t);
             }
         }
         // DROP [TEMPORARY] TABLE [IF EXISTS] a [, b ...]
@@ -797,6 +800,7 @@ mod tests {
             ["app.t", "app.u", "other.x"]
         );
         assert_eq!(gone("ALTER TABLE `t` RENAME TO t_old"), ["app.t"]);
+        assert_eq!(gone("ALTER TABLE app.t RENAME TO app.t2"), ["app.t"]);
         assert_eq!(
             gone("ALTER TABLE t ADD COLUMN c INT, RENAME AS t2"),
             ["app.t"]

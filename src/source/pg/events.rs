@@ -94,16 +94,18 @@ impl PgSource {
                 columns,
                 replica_identity,
             } => {
-                let mut table = TableName::new(namespace, name);
-                // A synced table renamed on this site is the same table (its
-                // oid, still in the publication): its changes keep flowing
-                // under the name the link configures, nothing is lost. The
-                // peer's changes of it wait while the name is missing here
-                // (`sink::schema_hold`).
+                let table = TableName::new(namespace, name);
+                // A synced table renamed on this site: its changes under the
+                // new name are not the configured table's to the link (a
+                // table swapped in under the old name would not be in the
+                // publication, a renamed-away one would be written into the
+                // peer's). The table stops in this direction, with the way
+                // back; the peer's changes of it wait while the name is
+                // missing here (`sink::schema_hold`).
                 if !self.spec.tables.contains(&table) {
-                    if let Some(known) = self.relations.get(&oid).map(|r| r.schema.table.clone()) {
-                        tracing::warn!(configured = %known, now = %table, "a synced table was renamed on this site: its changes keep flowing under the name the link configures; rename it back, or rename it on every site and in duplex.link_tables");
-                        table = known;
+                    let known = self.relations.get(&oid).map(|r| r.schema.table.clone());
+                    if let Some(known) = known.or_else(|| self.synced_oids.get(&oid).cloned()) {
+                        self.renamed_away(known, &table);
                     }
                 }
                 if !self.spec.tables.contains(&table) {
@@ -163,6 +165,34 @@ impl PgSource {
             | PgOutputMessage::Message { .. } => {}
         }
         Ok(())
+    }
+
+    /// Synced table `known` is named `now` on this site since: it stops in
+    /// this direction (see the Relation message above).
+    fn renamed_away(&mut self, known: TableName, now: &TableName) {
+        if !self.accept_change() {
+            return;
+        }
+        let Some(position) = self.txn.as_ref().map(|t| t.meta.commit_position) else {
+            return;
+        };
+        let site = &self.spec.endpoint.site_name;
+        let reason = format!(
+            "table {known} was renamed to {now} on site {site}: its changes under another name are not replicated, so table {known} stops in this direction (its later changes are held, nothing else is lost). \
+             Fix: give site {site} the table under its name again (ALTER TABLE {now} RENAME TO {}), or rename it on every site and in duplex.link_tables; \
+             resync it (duplex repair --from {site} --table {}), as the changes made under the other name were not replicated; \
+             then discard this record (duplex quarantine list; duplex quarantine discard ID): the held changes are then applied",
+            crate::pg::quote_ident(&known.name),
+            known.name,
+        );
+        tracing::error!(table = %known, renamed_to = %now, "a synced table was renamed on the source site: it stops in this direction");
+        self.ready
+            .push(ChangeEvent::Unreplicable(crate::canonical::Unreplicable {
+                tables: vec![known],
+                statement: format!("renamed to {now}"),
+                position,
+                reason,
+            }));
     }
 
     /// True when the current transaction's changes are to be passed on; emits

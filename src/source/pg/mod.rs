@@ -71,6 +71,9 @@ pub struct PgSource {
     client: ReplicationClient,
     catalog: Client,
     relations: HashMap<u32, RelationInfo>,
+    /// The synced tables' oids when the direction started, and their
+    /// configured names (a table renamed since is still known by its oid).
+    synced_oids: HashMap<u32, TableName>,
     /// Relations the stream described that the link does not sync.
     skipped: std::collections::HashSet<u32>,
     types: HashMap<u32, PgTypeClass>,

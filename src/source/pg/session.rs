@@ -62,6 +62,27 @@ impl PgSource {
         if spec.take_over {
             end_earlier_holder(&catalog, &spec.endpoint.site_name, &spec.slot).await;
         }
+        // The synced tables as the catalog names them now, by oid: a
+        // table renamed while the direction runs is known by its oid.
+        let mut synced_oids = HashMap::new();
+        for t in &spec.tables {
+            let oid: Option<u32> = catalog
+                .query_one("SELECT to_regclass($1)::oid", &[&crate::pg::quote_table(t)])
+                .await
+                .map_err(|source| {
+                    crate::Error::source_error(
+                        &spec.endpoint.site_name,
+                        SourceError::Catalog {
+                            what: format!("the oid of {t}"),
+                            source,
+                        },
+                    )
+                })?
+                .get(0);
+            if let Some(oid) = oid {
+                synced_oids.insert(oid, t.clone());
+            }
+        }
         let client = ReplicationClient::connect(config).await.map_err(|e| {
             crate::Error::source_error(&spec.endpoint.site_name, SourceError::PgStream(e))
         })?;
@@ -70,6 +91,7 @@ impl PgSource {
             client,
             catalog,
             relations: HashMap::new(),
+            synced_oids,
             skipped: std::collections::HashSet::new(),
             types: HashMap::new(),
             txn: None,
