@@ -315,6 +315,15 @@ impl DirectionMapping {
         }
     }
 
+    /// The target's columns the mapping fills on insert for a table (its
+    /// site-only columns with a `default_value`).
+    pub fn filled_columns(&self, table: &str) -> Vec<String> {
+        self.tables
+            .get(table)
+            .map(|m| m.defaults.iter().map(|(c, _)| c.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The table's changes do not flow this way.
     pub fn skips(&self, table: &str) -> bool {
         self.tables.get(table).is_some_and(|m| m.skip)

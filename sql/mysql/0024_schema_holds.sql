@@ -130,3 +130,48 @@ BEGIN
 END$$
 
 DELIMITER ;
+
+-- A held change may be given up too, not the record of a hold itself.
+DROP PROCEDURE IF EXISTS duplex.discard_quarantined;
+
+DELIMITER $$
+
+CREATE PROCEDURE duplex.discard_quarantined(IN p_quarantine_id BIGINT)
+    MODIFIES SQL DATA
+BEGIN
+    DECLARE v_status VARCHAR(10);
+    DECLARE v_op VARCHAR(10);
+    DECLARE v_table VARCHAR(300);
+    DECLARE msg TEXT;
+    SELECT status, op, table_name INTO v_status, v_op, v_table
+      FROM duplex.quarantine WHERE quarantine_id = p_quarantine_id FOR UPDATE;
+    IF v_status IS NULL THEN
+        SET msg = CONCAT('quarantined change ', p_quarantine_id, ' does not exist');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = msg;
+    END IF;
+    IF v_status = 'retry' THEN
+        SET msg = CONCAT('quarantined change ', p_quarantine_id,
+                         ' is being retried; wait for the retry to settle (status back to pending, or retried)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = msg;
+    END IF;
+    IF v_op = 'schema' THEN
+        SET msg = CONCAT('record ', p_quarantine_id, ' says why table ', v_table,
+                         ' is held (its shape differs between the sites); it ends by itself once the sites match (see its reason)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = msg;
+    END IF;
+    IF v_status NOT IN ('pending', 'held') THEN
+        SET msg = CONCAT('quarantined change ', p_quarantine_id, ' is ', v_status, ', not pending or held');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = msg;
+    END IF;
+    UPDATE duplex.quarantine
+       SET status = 'discarded', settled_at = UTC_TIMESTAMP(6), note = CONCAT('discarded by ', SESSION_USER())
+     WHERE quarantine_id = p_quarantine_id;
+    IF v_op = 'statement' THEN
+        SELECT CONCAT('change ', p_quarantine_id, ' discarded; table ', v_table,
+                      ' resumes within seconds once none of its statement records is pending (while duplex runs)') AS message;
+    ELSE
+        SELECT CONCAT('change ', p_quarantine_id, ' discarded') AS message;
+    END IF;
+END $$
+
+DELIMITER ;

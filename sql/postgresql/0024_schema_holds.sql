@@ -143,3 +143,32 @@ $$;
 
 COMMENT ON FUNCTION duplex.request_ddl(text, text, text, text) IS
     'ask the running duplex to apply an ALTER TABLE to both sites of a link in a safe order (as duplex ddl); follow it in duplex.ddl_requests';
+
+-- A held change may be given up too (a table taken out of the link while
+-- its changes were held), not the record of a hold itself.
+CREATE OR REPLACE FUNCTION duplex.discard_quarantined(p_quarantine_id bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    q duplex.quarantine%ROWTYPE;
+BEGIN
+    SELECT * INTO q FROM duplex.quarantine WHERE quarantine_id = p_quarantine_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'quarantined change % does not exist', p_quarantine_id;
+    END IF;
+    IF q.status = 'retry' THEN
+        RAISE EXCEPTION 'quarantined change % is being retried; wait for the retry to settle (status back to pending, or retried)', p_quarantine_id;
+    END IF;
+    IF q.op = 'schema' THEN
+        RAISE EXCEPTION 'record % says why table % is held (its shape differs between the sites); it ends by itself once the sites match (see its reason)', p_quarantine_id, q.table_name;
+    END IF;
+    IF q.status NOT IN ('pending', 'held') THEN
+        RAISE EXCEPTION 'quarantined change % is %, not pending or held', p_quarantine_id, q.status;
+    END IF;
+    UPDATE duplex.quarantine SET status = 'discarded', settled_at = now(), note = 'discarded by ' || current_user
+     WHERE quarantine_id = p_quarantine_id;
+    IF q.op = 'statement' THEN
+        RETURN format('change %s discarded; table %s resumes within seconds once none of its statement records is pending (while duplex runs)', p_quarantine_id, q.table_name);
+    END IF;
+    RETURN format('change %s discarded', p_quarantine_id);
+END;
+$$;

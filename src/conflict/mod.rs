@@ -206,13 +206,13 @@ fn local_ts(local: &LocalRow) -> i64 {
     }
 }
 
-/// `incoming`: the version the change carries, whose entry for this site
+/// `incoming`: the change at hand, whose version's entry for this site
 /// may name the local user write by time and content (see `Dot`).
 fn local_version(
     me: u32,
     schema: &TableSchema,
     local: &LocalRow,
-    incoming: Option<&Marker>,
+    incoming: Option<&RowChange>,
 ) -> LocalVersion {
     let marker_vv = local
         .marker
@@ -241,15 +241,26 @@ fn local_version(
             let t_known = t.unwrap_or(i64::MIN);
             let mut crc = checksum(schema, &local.row);
             // The peer's entry names this write by its time and the content
-            // it had then: a column added since (NULL in this row) is no
-            // other version.
-            if let Some(seen) = incoming.and_then(|m| m.vv.get(me)) {
-                if seen.t == t_known
-                    && seen.crc != 0
-                    && seen.crc != crc
-                    && content_matches(schema, &local.row, seen.crc)
-                {
-                    crc = seen.crc;
+            // it had then. Since then the table's columns may have changed
+            // on both sites (a NULL column added, a column with a default
+            // added or dropped): the same time, and either the content
+            // without the added NULL columns or the very row the peer's
+            // change started from (its complete old image), is this write.
+            if let Some(change) = incoming {
+                if let Some(seen) = change.marker.vv.get(me) {
+                    let started_here = || {
+                        change
+                            .before
+                            .as_ref()
+                            .is_some_and(|b| complete(b) && rows_equal(schema, b, &local.row))
+                    };
+                    if seen.t == t_known
+                        && seen.crc != 0
+                        && seen.crc != crc
+                        && (content_matches(schema, &local.row, seen.crc) || started_here())
+                    {
+                        crc = seen.crc;
+                    }
                 }
             }
             vv.set(me, Dot::at(0, t_known).with_crc(crc));
@@ -566,7 +577,7 @@ pub fn decide(
 
     match local {
         Local::Present(lr) => {
-            let lv = local_version(me, schema, lr, Some(inc));
+            let lv = local_version(me, schema, lr, Some(change));
             let local_info = || VersionInfo {
                 row: Some(lr.row.clone()),
                 vv: lv.vv.clone(),

@@ -191,7 +191,7 @@ impl DdlStatement {
             return Err(format!("renaming a column of {table}: the changes held meanwhile would carry the old name, which neither site has then; instead add the new column, copy the values (UPDATE), and drop the old one, each with duplex ddl, or map the names (duplex.column_mappings.peer_column)"));
         }
         if rest.iter().any(|t| t.is("RENAME")) {
-            return Err(format!("renaming table {table} changes the link's configuration: pause it (duplex.link_tables.paused), rename it on both sites, change its duplex.link_tables row, then resume it"));
+            return Err(format!("renaming table {table} changes the link's configuration: stop the application's writes to it, wait until duplex status shows no lag, then rename it on both sites and in its duplex.link_tables row"));
         }
         let quotes: Vec<char> = tokens
             .iter()
@@ -470,7 +470,7 @@ mod tests {
     fn what_cannot_be_run_or_translated_is_refused_with_why() {
         for (sql, why) in [
             ("DROP TABLE t", "ALTER TABLE of a synced table"),
-            ("ALTER TABLE t RENAME TO u", "pause it"),
+            ("ALTER TABLE t RENAME TO u", "stop the application"),
             (
                 "ALTER TABLE t ADD c int; DROP TABLE u",
                 "more than one statement",

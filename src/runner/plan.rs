@@ -146,8 +146,12 @@ pub async fn resolve_tables(
     })
 }
 
-/// The link's tables whose changes a direction holds for their shape (bare
-/// names; see `journal::schema_holds`).
+/// The link's tables that sync already (bare names): those whose changes a
+/// direction holds for their shape (`journal::schema_holds`), and those
+/// copied (or whose copy was skipped) when they joined. A column found on
+/// one site only in one of them was added or dropped while it synced (or
+/// while duplex was down): the table stays in the link and waits, instead
+/// of leaving it (see `setup::judge_table`).
 pub async fn tables_held_for_shape(
     control: &mut control::ControlDb,
     link_id: u32,
@@ -155,11 +159,20 @@ pub async fn tables_held_for_shape(
     let rows = control
         .rows(control::Sql::new(
             "read the tables held for their shape",
-            "SELECT DISTINCT table_name FROM duplex.quarantine
-              WHERE link_id = $1 AND op = 'schema' AND status = 'held'",
-            "SELECT DISTINCT table_name FROM duplex.quarantine
-              WHERE link_id = ? AND op = 'schema' AND status = 'held'",
-            &[control::P::I32(link_id as i32)],
+            "SELECT table_name FROM duplex.quarantine
+              WHERE link_id = $1 AND op = 'schema' AND status = 'held'
+             UNION
+             SELECT table_name FROM duplex.snapshot_progress
+              WHERE link_id = $2 AND state <> 'copying'",
+            "SELECT table_name FROM duplex.quarantine
+              WHERE link_id = ? AND op = 'schema' AND status = 'held'
+             UNION
+             SELECT table_name FROM duplex.snapshot_progress
+              WHERE link_id = ? AND state <> 'copying'",
+            &[
+                control::P::I32(link_id as i32),
+                control::P::I32(link_id as i32),
+            ],
         ))
         .await?;
     Ok(rows

@@ -1046,11 +1046,23 @@ impl Target for MysqlTarget {
             self.spec.described.forget_table(&key);
         }
         let t = self.target_table(table).await?;
+        let own = [
+            self.spec.marker_column.as_str(),
+            self.spec.stamp_column.as_str(),
+        ];
         Ok(columns
             .iter()
+            .chain(own.iter())
             .filter(|c| !t.columns.contains_key(**c))
             .map(|c| c.to_string())
             .collect())
+    }
+
+    fn own_columns(&self) -> Vec<&str> {
+        vec![
+            self.spec.marker_column.as_str(),
+            self.spec.stamp_column.as_str(),
+        ]
     }
 
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {

@@ -598,6 +598,15 @@ impl PgTarget {
                 .into(),
         );
         select.push("(pg_xact_commit_timestamp_origin(t.xmin)).roident::text::bigint".into());
+        // Written by the transaction that last changed the table's
+        // definition: a rewrite (ALTER COLUMN ... TYPE, a column added with
+        // a volatile default) gives every row that transaction's xmin and
+        // commit time, though no user changed it (and no change of it was
+        // logged for the peer). The subquery is evaluated once.
+        select.push(format!(
+            "t.xmin = (SELECT c.xmin FROM pg_catalog.pg_class c WHERE c.oid = '{}'::regclass)",
+            target.quoted.replace('\'', "''")
+        ));
         // One text array per key column: a fixed, small statement whatever
         // the batch size, and index lookups whatever the statistics say.
         let mut key_cols = Vec::new();
@@ -671,9 +680,19 @@ impl PgTarget {
         let marker = Marker::parse_lenient(marker_text, &schema.table);
         let commit_us: Option<i64> = r.get(ncols + 1);
         let roident: Option<i64> = r.get(ncols + 2);
-        let stamp = self
+        let rewritten: Option<bool> = r.get(ncols + 3);
+        let mut stamp = self
             .stamp(schema, &row, marker.as_ref(), commit_us, roident)
             .await?;
+        // A row the table's rewrite wrote anew, still holding what duplex
+        // last wrote, is that version (no user changed it).
+        if rewritten == Some(true)
+            && marker
+                .as_ref()
+                .is_some_and(|m| m.crc != 0 && crate::conflict::marker_describes(schema, &row, m))
+        {
+            stamp = Stamp::Synced;
+        }
         Ok(LocalRow { row, marker, stamp })
     }
 
@@ -1603,11 +1622,17 @@ impl Target for PgTarget {
             self.spec.described.forget_table(&configured);
         }
         let t = self.target_table(table).await?;
+        let own = [self.spec.marker_column.as_str()];
         Ok(columns
             .iter()
+            .chain(own.iter())
             .filter(|c| !t.column_types.contains_key(**c))
             .map(|c| c.to_string())
             .collect())
+    }
+
+    fn own_columns(&self) -> Vec<&str> {
+        vec![self.spec.marker_column.as_str()]
     }
 
     async fn resume_position(&mut self) -> Result<Option<u64>, SinkError> {

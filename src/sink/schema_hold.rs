@@ -112,6 +112,19 @@ impl<T: Target> Applier<T> {
     fn missing_columns_reason(&self, change: &RowChange, missing: &[String]) -> String {
         let (source, target) = (&self.spec.source_name, self.target.site_name());
         let table = &change.table.table;
+        let own: Vec<&String> = missing
+            .iter()
+            .filter(|m| self.target.own_columns().contains(&m.as_str()))
+            .collect();
+        if !own.is_empty() {
+            return format!(
+                "table {table} on site {target} lacks duplex's own column{} {} (the table was created again?): its changes from site {source} are held in order. \
+                 Have duplex prepare the table again and copy what it lost: duplex resync --link <link> --table {}; the held changes are then applied",
+                if own.len() == 1 { "" } else { "s" },
+                own.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                table.name
+            );
+        }
         let typed: Vec<String> = missing
             .iter()
             .map(|m| {
@@ -165,14 +178,18 @@ impl<T: Target> Applier<T> {
         }
         let mut released = Vec::new();
         for h in holds {
-            let columns = mapping.target_columns(&h.table.name, &h.source_columns);
+            // The columns the mapping fills on insert must be there too.
+            let filled = mapping.filled_columns(&h.table.name);
+            let mut columns = mapping.target_columns(&h.table.name, &h.source_columns);
+            columns.extend(filled.iter().cloned());
             if self.fits(&h.table, &columns).await? {
                 released.push(h);
                 continue;
             }
             match self.source_catalog.columns(&h.table).await {
                 Ok(Some(now)) => {
-                    let columns = mapping.target_columns(&h.table.name, &now);
+                    let mut columns = mapping.target_columns(&h.table.name, &now);
+                    columns.extend(filled.iter().cloned());
                     if self.fits(&h.table, &columns).await? {
                         released.push(h);
                     }
@@ -234,6 +251,13 @@ impl<T: Target> Applier<T> {
         };
         if missing.is_empty() {
             return Ok(Ok(change));
+        }
+        if missing
+            .iter()
+            .any(|m| self.target.own_columns().contains(&m.as_str()))
+        {
+            let why = self.missing_columns_reason(&change, &missing);
+            return Ok(Err((change, why)));
         }
         let table = change.table.table.clone();
         let on_source: HashSet<String> = match self.source_catalog.columns(&table).await {

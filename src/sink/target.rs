@@ -195,7 +195,11 @@ pub(crate) trait Target {
     /// Read the target tables' columns again before their next use (a DBA
     /// may have changed a column so that a quarantined change fits).
     fn forget_tables(&mut self);
-    /// Of `columns` (the target's names for them), those the target's table
+    /// duplex's own columns on the target's tables (the marker column; on
+    /// MySQL/MariaDB also the stamp column): every synced table needs them.
+    fn own_columns(&self) -> Vec<&str>;
+    /// Of `columns` (the target's names for them) and duplex's own columns
+    /// ([`Target::own_columns`]), those the target's table
     /// does not have; `fresh`: its description is read again first (the
     /// table may have changed since it was described). A table the target
     /// does not have at all: [`SinkError::MissingTable`].

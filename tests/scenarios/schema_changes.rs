@@ -435,6 +435,24 @@ async fn ddl(control_url: &str, statement: &str) -> String {
     out
 }
 
+/// Ask the running duplex for `statement` through the control schema
+/// (`duplex.request_ddl`), and wait until the request ends in `state` with
+/// a result that says `says`.
+async fn request_ddl(control: &tokio_postgres::Client, statement: &str, state: &str, says: &str) {
+    let id = query_i64(
+        control,
+        &format!("SELECT duplex.request_ddl('l', '{statement}')"),
+    )
+    .await;
+    let check = format!(
+        "SELECT state = '{state}' AND result LIKE '%{says}%' FROM duplex.ddl_requests WHERE request_id = {id}"
+    );
+    wait_for(&format!("request {statement} {state}"), T, || {
+        crate::support::query_bool(control, &check)
+    })
+    .await;
+}
+
 /// A coordinated change under load: `duplex ddl` adds a column to both
 /// sites (translated for MariaDB), then drops it, while both sites write;
 /// the table's changes meanwhile are held and applied after, nothing is
@@ -501,20 +519,12 @@ async fn coordinated_ddl_under_load(engines: Engines) {
     let control = connect(&sites.control_url).await;
     nothing_held_nor_conflicting(&control).await;
     // The same from SQL: a request the running duplex carries out.
-    let id = query_i64(
+    request_ddl(
         &control,
-        "SELECT duplex.request_ddl('l', 'ALTER TABLE t ADD COLUMN label text')",
+        "ALTER TABLE t ADD COLUMN label text",
+        "done",
+        "resumed",
     )
-    .await;
-    wait_for("the requested change done", T, || async {
-        crate::support::query_bool(
-            &control,
-            &format!(
-                "SELECT state = 'done' AND result LIKE '%resumed%' FROM duplex.ddl_requests WHERE request_id = {id}"
-            ),
-        )
-        .await
-    })
     .await;
     a.exec("UPDATE t SET label = 'from a' WHERE id = 1").await;
     wait_for("the new column flowing", T, || async {
@@ -524,20 +534,12 @@ async fn coordinated_ddl_under_load(engines: Engines) {
             == 1
     })
     .await;
-    let id = query_i64(
+    request_ddl(
         &control,
-        "SELECT duplex.request_ddl('l', 'ALTER TABLE nope ADD COLUMN c int')",
+        "ALTER TABLE nope ADD COLUMN c int",
+        "failed",
+        "does not sync a table nope",
     )
-    .await;
-    wait_for("a refused request says why", T, || async {
-        crate::support::query_bool(
-            &control,
-            &format!(
-                "SELECT state = 'failed' AND result LIKE '%does not sync a table nope%' FROM duplex.ddl_requests WHERE request_id = {id}"
-            ),
-        )
-        .await
-    })
     .await;
     // Refused up front, with why: not a synced table, and a rename.
     let (ok, out) = crate::support::duplex_cli(
@@ -563,6 +565,88 @@ crate::support::scenario_tests! {
     dropped_on_one_site:
     a_column_dropped_on_one_site_then_the_other_postgresql(Engines::PgPg, false);
     a_column_dropped_on_one_site_and_excluded_across_engines(Engines::PgMariaDb, true);
+}
+
+/// Rows each site's application wrote, then a column with a default added
+/// on both sites, then dropped on both: each site's later updates of the
+/// other's rows are no conflict (the peer's change started from the very
+/// row this site has, though the content its version was named by had
+/// other columns).
+async fn changed_on_both_sites_no_false_conflicts(engines: Engines) {
+    let sites = Sites::start(engines, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    a.exec("INSERT INTO t (id, note) VALUES (1, 'a1'), (2, 'a2')")
+        .await;
+    b.exec("INSERT INTO t (id, note) VALUES (11, 'b1'), (12, 'b2')")
+        .await;
+    let rows = [["SELECT id, note FROM t ORDER BY id"; 2]];
+    wait_same::<(i32, Option<String>)>(&mut a, &mut b, "the seeded rows", &rows).await;
+    let add = "ALTER TABLE t ADD COLUMN extra int NOT NULL DEFAULT 7";
+    a.exec(add).await;
+    b.exec(add).await;
+    a.exec("UPDATE t SET note = 'by a' WHERE id IN (11, 12)")
+        .await;
+    b.exec("UPDATE t SET note = 'by b' WHERE id IN (1, 2)")
+        .await;
+    wait_same::<(i32, Option<String>)>(&mut a, &mut b, "the updates", &rows).await;
+    let drop = "ALTER TABLE t DROP COLUMN extra";
+    a.exec(drop).await;
+    b.exec(drop).await;
+    a.exec("UPDATE t SET note = 'again a' WHERE id IN (11, 12)")
+        .await;
+    b.exec("UPDATE t SET note = 'again b' WHERE id IN (1, 2)")
+        .await;
+    wait_same::<(i32, Option<String>)>(&mut a, &mut b, "the updates", &rows).await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM t WHERE note LIKE 'again%'")
+            .await,
+        4
+    );
+    let control = connect(&sites.control_url).await;
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
+crate::support::scenario_tests! {
+    changed_on_both_sites_no_false_conflicts:
+    columns_changed_on_both_sites_make_no_false_conflicts_postgresql(Engines::PgPg);
+    columns_changed_on_both_sites_make_no_false_conflicts_across_engines(Engines::PgMariaDb);
+}
+
+/// A column added on one site while duplex is down: at its start the table
+/// (which synced before) is not refused but held, and flows again once the
+/// other site has the column; nothing is lost meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_on_one_site_while_duplex_is_down() {
+    let sites = Sites::start(Engines::PgPg, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    flows(&mut a, &mut b, "t", 1).await;
+    run.shutdown().await;
+    a.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    a.exec("INSERT INTO t (id, note, extra) VALUES (2, 'while down', 2)")
+        .await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    b.exec("INSERT INTO t (id, note) VALUES (3, 'from b')")
+        .await;
+    flows(&mut a, &mut b, "u", 4).await;
+    let control = connect(&sites.control_url).await;
+    wait_for("t held, not refused", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND held_for_shape
+                AND config_state = 'syncing'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    b.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    wait_equal(&mut a, &mut b).await;
+    assert_eq!(a.count("SELECT count(*) FROM t WHERE extra = 2").await, 1);
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
 }
 
 /// The MariaDB site's binlog read from before a column was added there, or
