@@ -25,6 +25,10 @@ use crate::mapping::DirectionMapping;
 use crate::sink::target::Target;
 use crate::sink::{Applier, SinkError};
 
+/// The index in its source transaction of the record of a table held
+/// again at a released change (no change of a transaction has it).
+const HOLD_AGAIN_INDEX: u32 = i32::MAX as u32;
+
 impl<T: Target> Applier<T> {
     /// Hold `change`'s table from this change on when the target's table
     /// does not fit it; for a table held already, record a newer shape (the
@@ -302,6 +306,11 @@ impl<T: Target> Applier<T> {
         .iter()
         .map(|c| c.name.clone())
         .collect();
+        // Keyed apart from the held change's own record, which has the
+        // change's place in the stream (a record is keyed by its place: the
+        // same one would have been written over it).
+        let mut at = origin;
+        at.index = HOLD_AGAIN_INDEX;
         self.target.begin().await?;
         self.quarantine.hold_for_schema(
             SchemaHold {
@@ -310,7 +319,7 @@ impl<T: Target> Applier<T> {
                 reason,
                 at: (0, 0),
             },
-            &origin,
+            &at,
         );
         self.commit_target(None, false).await
     }

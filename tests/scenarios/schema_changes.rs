@@ -614,6 +614,64 @@ crate::support::scenario_tests! {
     columns_changed_on_both_sites_make_no_false_conflicts_across_engines(Engines::PgMariaDb);
 }
 
+/// A column added on one site while its table is paused: once resumed, the
+/// first held change that carries it holds the table again (in order, the
+/// later ones behind it), and all of them are applied once the other site
+/// has the column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_on_one_site_while_the_table_is_paused() {
+    let sites = Sites::start(Engines::PgPg, PG, MY, &["t", "u"]).await;
+    let run = crate::support::start_synced(&sites.control_url).await;
+    let (mut a, mut b) = sites.connect().await;
+    a.exec("INSERT INTO t (id, note) VALUES (1, 'one'), (2, 'two')")
+        .await;
+    let rows = [["SELECT id, note FROM t ORDER BY id"; 2]];
+    wait_same::<(i32, Option<String>)>(&mut a, &mut b, "the first rows", &rows).await;
+    let control = connect(&sites.control_url).await;
+    let pause =
+        |on: bool| format!("UPDATE duplex.link_tables SET paused = {on} WHERE table_name = 't'");
+    control.batch_execute(&pause(true)).await.expect("pause");
+    wait_for("t paused", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_config_status WHERE table_name = 't' AND state = 'paused'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    a.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    a.exec("UPDATE t SET note = 'p1', extra = 1 WHERE id = 1")
+        .await;
+    a.exec("DELETE FROM t WHERE id = 2").await;
+    b.exec("INSERT INTO t (id, note) VALUES (3, 'from b')")
+        .await;
+    control.batch_execute(&pause(false)).await.expect("resume");
+    wait_for("t held for its shape", T, || async {
+        query_i64(
+            &control,
+            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 1 AND held_for_shape",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        b.count("SELECT count(*) FROM t WHERE id = 2").await,
+        1,
+        "the delete waits behind the update"
+    );
+    b.exec("ALTER TABLE t ADD COLUMN extra int").await;
+    wait_equal(&mut a, &mut b).await;
+    assert_eq!(
+        b.count("SELECT count(*) FROM t WHERE note = 'p1' AND extra = 1")
+            .await,
+        1
+    );
+    nothing_held_nor_conflicting(&control).await;
+    run.shutdown().await;
+}
+
 /// A column added on one site while duplex is down: at its start the table
 /// (which synced before) is not refused but held, and flows again once the
 /// other site has the column; nothing is lost meanwhile.
