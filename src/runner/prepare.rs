@@ -532,6 +532,7 @@ pub(super) async fn prepare_link(
             },
             held_tables: held_tables.clone(),
             schema_holds: Default::default(),
+            link_name: link.name.clone(),
             source_name: src.name.clone(),
             source_catalog: crate::sink::source_catalog::SourceCatalogSpec::of(&source),
         };

@@ -65,7 +65,8 @@ pub struct ApplierSpec {
     /// Tables held because their shape differs on the target, shared by
     /// the direction's apply workers (see `sink::schema_hold`).
     pub schema_holds: crate::journal::schema_holds::SchemaHolds,
-    /// The source site's name, for messages.
+    /// The link's and the source site's names, for messages.
+    pub link_name: String,
     pub source_name: String,
     /// Where the source's catalog is read (see `sink::source_catalog`).
     pub source_catalog: source_catalog::SourceCatalogSpec,

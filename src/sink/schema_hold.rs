@@ -123,9 +123,10 @@ impl<T: Target> Applier<T> {
         if !own.is_empty() {
             return format!(
                 "table {table} on site {target} lacks duplex's own column{} {} (the table was created again?): its changes from site {source} are held in order. \
-                 Have duplex prepare the table again and copy what it lost: duplex resync --link <link> --table {}; the held changes are then applied",
+                 Have duplex prepare the table again and copy what it lost: duplex resync --link {} --table {}; the held changes are then applied",
                 if own.len() == 1 { "" } else { "s" },
                 own.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                self.spec.link_name,
                 table.name
             );
         }

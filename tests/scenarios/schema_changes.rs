@@ -109,6 +109,20 @@ async fn sites_from(sites: &Sites, first: usize) -> (Db, Db) {
     }
 }
 
+/// Wait until `table_overview` shows `t` held for its shape, coming from
+/// `source` (any direction: `None`), with `also` (more SQL conditions).
+async fn wait_held(control: &tokio_postgres::Client, source: Option<i64>, also: &str) {
+    let from = source.map_or(String::new(), |s| format!(" AND source_site = {s}"));
+    let sql = format!(
+        "SELECT count(*) = 1 FROM duplex.table_overview
+          WHERE table_name LIKE '%.t' AND held_for_shape{from} {also}"
+    );
+    wait_for(&format!("t held for its shape ({sql})"), T, || {
+        crate::support::query_bool(control, &sql)
+    })
+    .await;
+}
+
 /// Nothing left quarantined or held, and no conflict recorded.
 async fn nothing_held_nor_conflicting(control: &tokio_postgres::Client) {
     let left = crate::support::texts(
@@ -153,15 +167,11 @@ async fn added_on_one_then_the_other(engines: Engines, first: usize) {
     assert_eq!(y.count("SELECT count(*) FROM t WHERE id = 1").await, 0);
 
     let control = connect(&sites.control_url).await;
-    wait_for("the held table shown, with what differs", T, || async {
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND held_for_shape
-                AND shape_difference LIKE '%carry column extra that site%'",
-        )
-        .await
-            == 1
-    })
+    wait_held(
+        &control,
+        None,
+        "AND shape_difference LIKE '%carry column extra that site%'",
+    )
     .await;
     let (_, status) = crate::support::duplex_cli(&sites.control_url, &["status"]);
     assert!(
@@ -236,15 +246,11 @@ async fn dropped_on_one_site(engines: Engines, exclude: bool) {
     flows(&mut b, &mut a, "u", 2).await;
     flows(&mut a, &mut b, "t", 3).await;
     let control = connect(&sites.control_url).await;
-    wait_for("t held from b to a, with what differs", T, || async {
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = 2
-                AND held_for_shape AND shape_difference LIKE '%carry column extra that site%'",
-        )
-        .await
-            == 1
-    })
+    wait_held(
+        &control,
+        Some(2),
+        "AND shape_difference LIKE '%carry column extra that site%'",
+    )
     .await;
     assert_eq!(
         a.count("SELECT count(*) FROM t WHERE note = 'changed on b'")
@@ -355,18 +361,8 @@ async fn renamed(engines: Engines, site: usize, rename: &str, back: &str) {
             == 1
     })
     .await;
-    wait_for("t held from the other site, saying why", T, || async {
-        query_i64(
-            &control,
-            &format!(
-                "SELECT count(*) FROM duplex.table_overview WHERE table_name LIKE '%.t' AND source_site = {other}
-                    AND held_for_shape AND shape_difference LIKE '%does not exist on site {name}%'"
-            ),
-        )
-        .await
-            == 1
-    })
-    .await;
+    let why = format!("AND shape_difference LIKE '%does not exist on site {name}%'");
+    wait_held(&control, Some(other), &why).await;
 
     // The way back the record gives: the name back, a resync of the table
     // (rows written under the other name were not replicated), the record
@@ -647,15 +643,7 @@ async fn a_column_added_on_one_site_while_the_table_is_paused() {
     b.exec("INSERT INTO t (id, note) VALUES (3, 'from b')")
         .await;
     control.batch_execute(&pause(false)).await.expect("resume");
-    wait_for("t held for its shape", T, || async {
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND source_site = 1 AND held_for_shape",
-        )
-        .await
-            == 1
-    })
-    .await;
+    wait_held(&control, Some(1), "").await;
     assert_eq!(
         b.count("SELECT count(*) FROM t WHERE id = 2").await,
         1,
@@ -690,16 +678,7 @@ async fn a_column_added_on_one_site_while_duplex_is_down() {
         .await;
     flows(&mut a, &mut b, "u", 4).await;
     let control = connect(&sites.control_url).await;
-    wait_for("t held, not refused", T, || async {
-        query_i64(
-            &control,
-            "SELECT count(*) FROM duplex.table_overview WHERE table_name = 'public.t' AND held_for_shape
-                AND config_state = 'syncing'",
-        )
-        .await
-            == 1
-    })
-    .await;
+    wait_held(&control, None, "AND config_state = 'syncing'").await;
     b.exec("ALTER TABLE t ADD COLUMN extra int").await;
     wait_equal(&mut a, &mut b).await;
     assert_eq!(a.count("SELECT count(*) FROM t WHERE extra = 2").await, 1);
