@@ -444,15 +444,16 @@ impl Quarantine {
                 "hold a table's released changes again",
                 "UPDATE duplex.quarantine SET status = 'held', note = NULL
                   WHERE link_id = $1 AND source_site = $2 AND target_site = $3 AND status = 'retry'
-                    AND note = 'table resumed' AND table_name = $4",
+                    AND table_name = $4 AND note = $5",
                 "UPDATE duplex.quarantine SET status = 'held', note = NULL
                   WHERE link_id = ? AND source_site = ? AND target_site = ? AND status = 'retry'
-                    AND note = 'table resumed' AND table_name = ?",
+                    AND table_name = ? AND note = ?",
                 &[
                     P::I32(link),
                     P::I32(source),
                     P::I32(target),
                     P::Text(Some(&name)),
+                    P::Text(Some(RELEASED_NOTE)),
                 ],
             ))
             .await?;

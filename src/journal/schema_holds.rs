@@ -56,10 +56,6 @@ impl SchemaHolds {
         self.0.lock().is_ok_and(|m| m.contains_key(table))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().map_or(true, |m| m.is_empty())
-    }
-
     pub fn all(&self) -> Vec<SchemaHold> {
         self.0
             .lock()
@@ -94,11 +90,23 @@ impl SchemaHolds {
 }
 
 impl Quarantine {
-    /// Record that `hold` holds its table from `origin` on (or, for a table
-    /// already held, that its changes now have a newer shape). Staged with
-    /// the open target transaction; the shared set knows it at once.
-    pub fn hold_for_schema(&mut self, mut hold: SchemaHold, origin: &ChangeOrigin) {
-        hold.at = (origin.position.counter(), origin.index);
+    /// Record that `table` is held from `origin` on, its changes there
+    /// having `source_columns`, for `reason` (or, for a table already held,
+    /// that its changes now have a newer shape). Staged with the open target
+    /// transaction; the shared set knows it at once.
+    pub fn hold_for_schema(
+        &mut self,
+        table: TableName,
+        source_columns: Vec<String>,
+        reason: String,
+        origin: &ChangeOrigin,
+    ) {
+        let hold = SchemaHold {
+            table,
+            source_columns,
+            reason,
+            at: (origin.position.counter(), origin.index),
+        };
         let first = !self.schema_holds().contains(&hold.table.name);
         let reason = storable_text(&hold.reason);
         self.stage(Entry::Quarantine(QuarantineEntry {

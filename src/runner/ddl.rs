@@ -494,18 +494,7 @@ async fn wait_released(
 /// differ).
 async fn same_shape(lc: &LinkConfig, t: &LinkTable) -> Result<Result<(), String>, crate::Error> {
     let names = [&t.table];
-    let mut facts = Vec::new();
-    for site in [&lc.site_a, &lc.site_b] {
-        facts.push(match setup_conn(site).await? {
-            SetupConn::Pg(client) => {
-                crate::setup::pg_site_facts(&client, site, &lc.link, &names).await?
-            }
-            SetupConn::Mysql(mut conn, ep) => {
-                let database = ep.database().to_string();
-                crate::setup::mysql_site_facts(&mut conn, site, &lc.link, &database, &names).await?
-            }
-        });
-    }
+    let facts = super::plan::site_facts(lc, &names).await?;
     Ok(
         crate::setup::judge_table(&lc.link, t, [&facts[0], &facts[1]], &names, false)
             .map_err(|why| why.join("; ")),

@@ -154,13 +154,9 @@ pub async fn start_with(
         tracing::info!(holder = %leases.holder(), "high availability: links run here while this process holds their lease (duplex.lease_overview)");
         tasks.spawn(lease::renew_leases(leases.clone(), control_ep.clone()));
     }
-    // With --ha, a table's scheduled checks run in the process applying it.
-    let held_by_others: Box<dyn Fn(u32) -> bool + Send + Sync> = match leases.clone() {
-        Some(l) => Box::new(move |link_id| !l.holds(link_id)),
-        None => Box::new(|_| false),
-    };
-    // ... and so does a DBA's requested schema change (duplex.request_ddl).
-    let ddl_held_by_others: Arc<dyn Fn(u32) -> bool + Send + Sync> = match leases.clone() {
+    // With --ha, a table's scheduled checks and a DBA's requested schema
+    // changes (duplex.request_ddl) run in the process applying its link.
+    let held_by_others: Arc<dyn Fn(u32) -> bool + Send + Sync> = match leases.clone() {
         Some(l) => Arc::new(move |link_id| !l.holds(link_id)),
         None => Arc::new(|_| false),
     };
@@ -177,12 +173,12 @@ pub async fn start_with(
     tasks.spawn(parity_scheduler(
         control_ep.clone(),
         registry.clone(),
-        held_by_others,
+        held_by_others.clone(),
         shutdown_rx.clone(),
     ));
     tasks.spawn(ddl_requests::ddl_request_runner(
         control_ep.clone(),
-        ddl_held_by_others,
+        held_by_others,
         shutdown_rx.clone(),
     ));
     tasks.spawn(status_writer(control_ep, registry.clone(), shutdown_rx));

@@ -20,7 +20,7 @@ use crate::error_chain::error_chain;
 pub(super) async fn parity_scheduler(
     control: ControlEndpoint,
     registry: Arc<Registry>,
-    held_by_others: Box<dyn Fn(u32) -> bool + Send + Sync>,
+    held_by_others: Arc<dyn Fn(u32) -> bool + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let options = crate::parity::CheckOptions {

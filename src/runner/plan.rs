@@ -76,16 +76,7 @@ pub async fn resolve_tables(
         .chain(lc.invalid_tables.iter().map(|(t, why)| (t, Some(why))))
         .collect();
     let names: Vec<&crate::canonical::TableName> = wanted.iter().map(|(t, _)| &t.table).collect();
-    let mut facts = Vec::new();
-    for site in [&lc.site_a, &lc.site_b] {
-        facts.push(match setup_conn(site).await? {
-            SetupConn::Pg(client) => pg_site_facts(&client, site, &lc.link, &names).await?,
-            SetupConn::Mysql(mut conn, ep) => {
-                let database = ep.database().to_string();
-                mysql_site_facts(&mut conn, site, &lc.link, &database, &names).await?
-            }
-        });
-    }
+    let facts = site_facts(lc, &names).await?;
     let sites = [&facts[0], &facts[1]];
     let synced = |t: &LinkTable| {
         held.contains(&t.table.name)
@@ -144,6 +135,28 @@ pub async fn resolve_tables(
         tables,
         replica_role: facts.iter().map(|f| (f.site_id, f.replica_role)).collect(),
     })
+}
+
+/// What the checks of `tables` need to know about each of `lc`'s two
+/// sites, site_a's first (read-only).
+pub(super) async fn site_facts(
+    lc: &LinkConfig,
+    tables: &[&crate::canonical::TableName],
+) -> Result<[crate::setup::SiteFacts; 2], crate::Error> {
+    let mut facts = Vec::with_capacity(2);
+    for site in [&lc.site_a, &lc.site_b] {
+        facts.push(match setup_conn(site).await? {
+            SetupConn::Pg(client) => pg_site_facts(&client, site, &lc.link, tables).await?,
+            SetupConn::Mysql(mut conn, ep) => {
+                let database = ep.database().to_string();
+                mysql_site_facts(&mut conn, site, &lc.link, &database, tables).await?
+            }
+        });
+    }
+    let [a, b]: [crate::setup::SiteFacts; 2] = facts
+        .try_into()
+        .map_err(|_| crate::Error::Internal("a link has two sites".into()))?;
+    Ok([a, b])
 }
 
 /// The link's tables that sync already (bare names): those whose changes a

@@ -271,9 +271,8 @@ impl<T: Target> Applier<T> {
         change: RowChange,
         source: SourceForm,
     ) -> Result<(), SinkError> {
-        if !self.held(&change.table.table.name)
-            || self.spec.schema_holds.contains(&change.table.table.name)
-        {
+        let name = &change.table.table.name;
+        if self.spec.schema_holds.contains(name) || !self.held(name) {
             // A table held for its shape is checked too: a newer shape is
             // what the target must fit before its changes flow again.
             self.check_shape(&change, &source).await?;

@@ -1046,13 +1046,9 @@ impl Target for MysqlTarget {
             self.spec.described.forget_table(&key);
         }
         let t = self.target_table(table).await?;
-        let own = [
-            self.spec.marker_column.as_str(),
-            self.spec.stamp_column.as_str(),
-        ];
         Ok(columns
             .iter()
-            .chain(own.iter())
+            .chain(self.own_columns().iter())
             .filter(|c| !t.columns.contains_key(**c))
             .map(|c| c.to_string())
             .collect())

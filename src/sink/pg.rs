@@ -1622,10 +1622,9 @@ impl Target for PgTarget {
             self.spec.described.forget_table(&configured);
         }
         let t = self.target_table(table).await?;
-        let own = [self.spec.marker_column.as_str()];
         Ok(columns
             .iter()
-            .chain(own.iter())
+            .chain(self.own_columns().iter())
             .filter(|c| !t.column_types.contains_key(**c))
             .map(|c| c.to_string())
             .collect())

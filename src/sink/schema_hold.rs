@@ -20,7 +20,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::canonical::{RowChange, SourceForm, TableName};
-use crate::journal::schema_holds::SchemaHold;
 use crate::mapping::DirectionMapping;
 use crate::sink::target::Target;
 use crate::sink::{Applier, SinkError};
@@ -28,6 +27,28 @@ use crate::sink::{Applier, SinkError};
 /// The index in its source transaction of the record of a table held
 /// again at a released change (no change of a transaction has it).
 const HOLD_AGAIN_INDEX: u32 = i32::MAX as u32;
+
+/// The names of a change's columns (the target's names, once mapped).
+fn column_names(change: &RowChange) -> Vec<&str> {
+    change
+        .table
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// The names of a change's columns as its source has them (`source`: the
+/// change before the mapping, when the mapping changed it).
+fn source_column_names(change: &RowChange, source: &SourceForm) -> Vec<String> {
+    match source {
+        SourceForm::Mapped(s) => &s.table.columns,
+        _ => &change.table.columns,
+    }
+    .iter()
+    .map(|c| c.name.clone())
+    .collect()
+}
 
 impl<T: Target> Applier<T> {
     /// Hold `change`'s table from this change on when the target's table
@@ -44,13 +65,7 @@ impl<T: Target> Applier<T> {
                 return Ok(());
             }
         }
-        let source_columns: Vec<String> = match source {
-            SourceForm::Mapped(s) => &s.table.columns,
-            _ => &change.table.columns,
-        }
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+        let source_columns = source_column_names(change, source);
         let held = self.spec.schema_holds.get(&table.name);
         if held
             .as_ref()
@@ -73,15 +88,8 @@ impl<T: Target> Applier<T> {
             ),
         };
         let origin = self.group.next_origin();
-        self.quarantine.hold_for_schema(
-            SchemaHold {
-                table: table.clone(),
-                source_columns,
-                reason,
-                at: (0, 0),
-            },
-            &origin,
-        );
+        self.quarantine
+            .hold_for_schema(table.clone(), source_columns, reason, &origin);
         Ok(())
     }
 
@@ -90,12 +98,7 @@ impl<T: Target> Applier<T> {
     /// again in a fresh description (added on the target since).
     async fn shape_differs(&mut self, change: &RowChange) -> Result<Option<String>, SinkError> {
         let table = &change.table.table;
-        let columns: Vec<&str> = change
-            .table
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
+        let columns = column_names(change);
         let mut missing = Vec::new();
         for fresh in [false, true] {
             missing = match self.target.missing_columns(table, &columns, fresh).await {
@@ -236,12 +239,7 @@ impl<T: Target> Applier<T> {
         change: RowChange,
         mapping: &DirectionMapping,
     ) -> Result<Result<RowChange, (RowChange, String)>, SinkError> {
-        let columns: Vec<&str> = change
-            .table
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
+        let columns = column_names(&change);
         let missing = match self
             .target
             .missing_columns(&change.table.table, &columns, false)
@@ -300,28 +298,15 @@ impl<T: Target> Applier<T> {
         origin: crate::canonical::ChangeOrigin,
         reason: String,
     ) -> Result<(), SinkError> {
-        let source_columns = match &origin.source {
-            SourceForm::Mapped(s) => &s.table.columns,
-            _ => &change.table.columns,
-        }
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+        let source_columns = source_column_names(change, &origin.source);
         // Keyed apart from the held change's own record, which has the
         // change's place in the stream (a record is keyed by its place: the
         // same one would have been written over it).
         let mut at = origin;
         at.index = HOLD_AGAIN_INDEX;
         self.target.begin().await?;
-        self.quarantine.hold_for_schema(
-            SchemaHold {
-                table: change.table.table.clone(),
-                source_columns,
-                reason,
-                at: (0, 0),
-            },
-            &at,
-        );
+        self.quarantine
+            .hold_for_schema(change.table.table.clone(), source_columns, reason, &at);
         self.commit_target(None, false).await
     }
 

@@ -4,7 +4,7 @@
 
 use super::pgoutput::PG_EPOCH_OFFSET_US;
 use super::{OpenTxn, PgSource, PgSourceSpec};
-use crate::canonical::{ChangeEvent, SourcePosition, TxnMeta};
+use crate::canonical::{ChangeEvent, SourcePosition, TableName, TxnMeta};
 use crate::source::ready::Ready;
 use crate::source::ConfirmedPosition;
 use crate::source::SourceError;
@@ -63,26 +63,30 @@ impl PgSource {
             end_earlier_holder(&catalog, &spec.endpoint.site_name, &spec.slot).await;
         }
         // The synced tables as the catalog names them now, by oid: a
-        // table renamed while the direction runs is known by its oid.
-        let mut synced_oids = HashMap::new();
-        for t in &spec.tables {
-            let oid: Option<u32> = catalog
-                .query_one("SELECT to_regclass($1)::oid", &[&crate::pg::quote_table(t)])
-                .await
-                .map_err(|source| {
-                    crate::Error::source_error(
-                        &spec.endpoint.site_name,
-                        SourceError::Catalog {
-                            what: format!("the oid of {t}"),
-                            source,
-                        },
-                    )
-                })?
-                .get(0);
-            if let Some(oid) = oid {
-                synced_oids.insert(oid, t.clone());
-            }
-        }
+        // table renamed while the direction runs is known by its oid. One
+        // query for all of them.
+        let tables: Vec<&TableName> = spec.tables.iter().collect();
+        let quoted: Vec<String> = tables.iter().map(|t| crate::pg::quote_table(t)).collect();
+        let oids = catalog
+            .query(
+                "SELECT to_regclass(q)::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
+                &[&quoted],
+            )
+            .await
+            .map_err(|source| {
+                crate::Error::source_error(
+                    &spec.endpoint.site_name,
+                    SourceError::Catalog {
+                        what: "the oids of the synced tables".into(),
+                        source,
+                    },
+                )
+            })?;
+        let synced_oids: HashMap<u32, TableName> = oids
+            .iter()
+            .zip(&tables)
+            .filter_map(|(r, t)| r.get::<_, Option<u32>>(0).map(|oid| (oid, (*t).clone())))
+            .collect();
         let client = ReplicationClient::connect(config).await.map_err(|e| {
             crate::Error::source_error(&spec.endpoint.site_name, SourceError::PgStream(e))
         })?;
